@@ -1,0 +1,222 @@
+//! A typed client for the coffer gateway's HTTP API.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), coffer_client::Error> {
+//! let agent = coffer_client::Client::new("http://127.0.0.1:8420", "csk_...")?;
+//! let wallet = agent.wallet().await?;
+//! println!("{} msat", wallet.balance_msat);
+//! # Ok(()) }
+//! ```
+
+pub mod types;
+
+use bytes::Bytes;
+use reqwest::{Method, RequestBuilder, StatusCode};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::fmt;
+use std::time::Duration;
+pub use types::*;
+
+/// Why a call failed.
+#[derive(Debug)]
+pub enum Error {
+    /// The gateway answered with a problem (RFC 9457).
+    Problem(Box<Problem>),
+    /// The request did not complete: connection, timeout, bad URL.
+    Transport(reqwest::Error),
+    /// The gateway answered something that is not the expected JSON.
+    Decode { status: u16, message: String },
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Problem(p) => write!(f, "{} ({}): {}", p.title, p.status, p.detail),
+            Error::Transport(e) => write!(f, "request failed: {e}"),
+            Error::Decode { status, message } => write!(f, "unexpected answer ({status}): {message}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl Error {
+    /// The problem code (`insufficient-balance`, `budget-exceeded`, ...), if
+    /// the gateway answered with a problem.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            Error::Problem(p) => Some(&p.code),
+            _ => None,
+        }
+    }
+}
+
+/// A payment's answer: final now, or held for a person's approval.
+#[derive(Clone, Debug)]
+pub enum PayOutcome {
+    Done(Payment),
+    Held(serde_json::Value),
+}
+
+/// One gateway, one secret (an agent key or the operator token).
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base_url: String,
+    authorization: String,
+}
+
+impl fmt::Debug for Client {
+    // The secret stays out of logs and panics.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client").field("base_url", &self.base_url).finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    pub fn new(base_url: &str, secret: &str) -> Result<Client, Error> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .pool_max_idle_per_host(256)
+            .build()
+            .map_err(Error::Transport)?;
+        Ok(Client::with_http(http, base_url, secret))
+    }
+
+    /// Shares one connection pool between several clients (many agents).
+    pub fn with_http(http: reqwest::Client, base_url: &str, secret: &str) -> Client {
+        Client {
+            http,
+            base_url: base_url.trim_end_matches('/').to_owned(),
+            authorization: format!("Bearer {secret}"),
+        }
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        self.http
+            .request(method, format!("{}{path}", self.base_url))
+            .header(reqwest::header::AUTHORIZATION, &self.authorization)
+    }
+
+    async fn send<T: DeserializeOwned>(&self, request: RequestBuilder) -> Result<T, Error> {
+        let (status, body) = self.send_raw(request).await?;
+        decode(status, &body)
+    }
+
+    async fn send_raw(&self, request: RequestBuilder) -> Result<(StatusCode, Bytes), Error> {
+        let response = request.send().await.map_err(Error::Transport)?;
+        let status = response.status();
+        let body = response.bytes().await.map_err(Error::Transport)?;
+        if status.is_client_error() || status.is_server_error() {
+            return Err(problem_from(status, &body));
+        }
+        Ok((status, body))
+    }
+
+    async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, Error> {
+        self.send(self.request(Method::GET, path)).await
+    }
+
+    async fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T, Error> {
+        self.send(self.request(Method::POST, path).json(body)).await
+    }
+
+    // Operator calls.
+
+    pub async fn create_agent(&self, name: &str) -> Result<AgentCreated, Error> {
+        self.post("/v1/agents", &CreateAgentRequest { name: name.to_owned() }).await
+    }
+
+    pub async fn agents(&self) -> Result<Vec<Agent>, Error> {
+        self.get("/v1/agents").await
+    }
+
+    pub async fn agent(&self, id: &str) -> Result<Agent, Error> {
+        self.get(&format!("/v1/agents/{id}")).await
+    }
+
+    pub async fn fund_agent(&self, id: &str, amount_msat: u64) -> Result<Transferred, Error> {
+        self.post(&format!("/v1/agents/{id}/fund"), &AmountRequest { amount_msat }).await
+    }
+
+    pub async fn create_key(&self, agent_id: &str, scope: Scope) -> Result<KeyCreated, Error> {
+        self.post(&format!("/v1/agents/{agent_id}/keys"), &CreateKeyRequest { scope }).await
+    }
+
+    pub async fn revoke_key(&self, key_id: &str) -> Result<(), Error> {
+        self.send_raw(self.request(Method::DELETE, &format!("/v1/keys/{key_id}"))).await?;
+        Ok(())
+    }
+
+    pub async fn mint(&self, amount_msat: u64) -> Result<Transferred, Error> {
+        self.post("/v1/treasury/mint", &AmountRequest { amount_msat }).await
+    }
+
+    pub async fn treasury(&self) -> Result<Treasury, Error> {
+        self.get("/v1/treasury").await
+    }
+
+    // Agent calls.
+
+    pub async fn wallet(&self) -> Result<Wallet, Error> {
+        self.get("/v1/wallet").await
+    }
+
+    pub async fn create_invoice(&self, request: &CreateInvoiceRequest) -> Result<Invoice, Error> {
+        self.post("/v1/invoices", request).await
+    }
+
+    pub async fn invoice(&self, payment_hash: &str) -> Result<Invoice, Error> {
+        self.get(&format!("/v1/invoices/{payment_hash}")).await
+    }
+
+    pub async fn invoices(&self, cursor: Option<&str>) -> Result<Page<Invoice>, Error> {
+        self.get(&with_cursor("/v1/invoices", cursor)).await
+    }
+
+    pub async fn payments(&self, cursor: Option<&str>) -> Result<Page<Payment>, Error> {
+        self.get(&with_cursor("/v1/payments", cursor)).await
+    }
+
+    /// Pays a BOLT11 invoice. The idempotency key makes retries safe: the
+    /// same key with the same body returns the first answer and never pays
+    /// twice.
+    pub async fn pay(&self, request: &PayRequest, idempotency_key: &str) -> Result<PayOutcome, Error> {
+        let builder = self.request(Method::POST, "/v1/payments").header("Idempotency-Key", idempotency_key).json(request);
+        let (status, body) = self.send_raw(builder).await?;
+        if status == StatusCode::ACCEPTED {
+            return decode(status, &body).map(PayOutcome::Held);
+        }
+        decode(status, &body).map(PayOutcome::Done)
+    }
+
+    pub async fn health(&self) -> Result<Health, Error> {
+        self.get("/healthz").await
+    }
+}
+
+fn with_cursor(path: &str, cursor: Option<&str>) -> String {
+    match cursor {
+        Some(c) => format!("{path}?cursor={c}"),
+        None => path.to_owned(),
+    }
+}
+
+fn decode<T: DeserializeOwned>(status: StatusCode, body: &[u8]) -> Result<T, Error> {
+    serde_json::from_slice(body).map_err(|e| Error::Decode { status: status.as_u16(), message: e.to_string() })
+}
+
+fn problem_from(status: StatusCode, body: &[u8]) -> Error {
+    match serde_json::from_slice::<Problem>(body) {
+        Ok(problem) => Error::Problem(Box::new(problem)),
+        Err(_) => Error::Decode {
+            status: status.as_u16(),
+            message: String::from_utf8_lossy(&body[..body.len().min(512)]).into_owned(),
+        },
+    }
+}

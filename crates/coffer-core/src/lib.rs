@@ -1,0 +1,11 @@
+//! coffer's pure core: amounts, ledger postings, policy evaluation and the
+//! audit chain. Nothing here performs I/O or reads a clock: time comes in as
+//! an argument, so every function is deterministic and testable.
+
+pub mod amount;
+pub mod audit_chain;
+pub mod ledger;
+pub mod policy;
+
+pub use amount::{AmountError, Msat, MAX_MONEY_MSAT};
+pub use ledger::{AccountId, AccountKind, Balance, LedgerError, Transfer};

@@ -1,0 +1,1 @@
+//! Spending policy (the constitution). Filled in by the policy work.

@@ -1,0 +1,367 @@
+//! The command line: `coffer serve` runs a gateway; `coffer audit` checks a
+//! store; the other commands call a running gateway over HTTP for a person
+//! (`--json` for scripts).
+
+use crate::server::{self, GatewayBuilder, OperatorToken};
+use clap::{Args, Parser, Subcommand};
+use coffer_client::{Client, CreateInvoiceRequest, PayOutcome, PayRequest, Scope};
+use serde::Serialize;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "coffer", version, about = "Lightning wallets with bounded, delegated spending for AI agents")]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway on an embedded SQLite store.
+    Serve(ServeArgs),
+    /// Check a store: the ledger balances, no wallet is negative.
+    Audit {
+        #[arg(long, default_value = server::DEFAULT_DATA_DIR)]
+        data: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Operator: agents, their funds and keys.
+    #[command(subcommand)]
+    Agent(AgentCommand),
+    /// Operator: the treasury.
+    #[command(subcommand)]
+    Treasury(TreasuryCommand),
+    /// Agent: invoices.
+    #[command(subcommand)]
+    Invoice(InvoiceCommand),
+    /// Agent: pay a BOLT11 invoice.
+    Pay {
+        #[command(flatten)]
+        remote: AgentRemote,
+        bolt11: String,
+        #[arg(long)]
+        purpose: Option<String>,
+        /// Makes a retry safe; a random one is used if absent.
+        #[arg(long)]
+        idempotency_key: Option<String>,
+    },
+    /// Agent: the wallet's balance.
+    Balance {
+        #[command(flatten)]
+        remote: AgentRemote,
+    },
+    /// Agent: recent payments.
+    Payments {
+        #[command(flatten)]
+        remote: AgentRemote,
+    },
+    /// Load a gateway with payments and report throughput and latency.
+    Bench(crate::cli::bench::BenchArgs),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Folder of the database and the node key.
+    #[arg(long, default_value = server::DEFAULT_DATA_DIR)]
+    data: PathBuf,
+    #[arg(long, default_value = server::DEFAULT_LISTEN)]
+    listen: SocketAddr,
+    /// Sets the operator token instead of generating one.
+    #[arg(long, env = "COFFER_OPERATOR_TOKEN", hide_env_values = true)]
+    operator_token: Option<String>,
+    /// fsync every commit, so acknowledged writes survive power loss too
+    /// (default: they survive a crash of the process).
+    #[arg(long)]
+    fsync: bool,
+}
+
+#[derive(Args)]
+struct OperatorRemote {
+    #[arg(long, env = "COFFER_URL", default_value = "http://127.0.0.1:8420")]
+    url: String,
+    #[arg(long, env = "COFFER_OPERATOR_TOKEN", hide_env_values = true)]
+    token: String,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct AgentRemote {
+    #[arg(long, env = "COFFER_URL", default_value = "http://127.0.0.1:8420")]
+    url: String,
+    #[arg(long, env = "COFFER_AGENT_KEY", hide_env_values = true)]
+    key: String,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+enum AgentCommand {
+    Create {
+        #[command(flatten)]
+        remote: OperatorRemote,
+        name: String,
+    },
+    List {
+        #[command(flatten)]
+        remote: OperatorRemote,
+    },
+    Show {
+        #[command(flatten)]
+        remote: OperatorRemote,
+        id: String,
+    },
+    Fund {
+        #[command(flatten)]
+        remote: OperatorRemote,
+        id: String,
+        amount_msat: u64,
+    },
+    /// Issue a key of the given scope (read, receive, spend).
+    Key {
+        #[command(flatten)]
+        remote: OperatorRemote,
+        id: String,
+        #[arg(long, value_parser = parse_scope)]
+        scope: Scope,
+    },
+    Revoke {
+        #[command(flatten)]
+        remote: OperatorRemote,
+        key_id: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum TreasuryCommand {
+    /// Dev mode: add test funds.
+    Mint {
+        #[command(flatten)]
+        remote: OperatorRemote,
+        amount_msat: u64,
+    },
+    Balance {
+        #[command(flatten)]
+        remote: OperatorRemote,
+    },
+}
+
+#[derive(Subcommand)]
+enum InvoiceCommand {
+    Create {
+        #[command(flatten)]
+        remote: AgentRemote,
+        amount_msat: u64,
+        #[arg(long)]
+        memo: Option<String>,
+        #[arg(long)]
+        expiry_secs: Option<u32>,
+    },
+    Show {
+        #[command(flatten)]
+        remote: AgentRemote,
+        payment_hash: String,
+    },
+}
+
+fn parse_scope(s: &str) -> Result<Scope, String> {
+    Scope::parse(s).ok_or_else(|| "read, receive or spend".to_owned())
+}
+
+pub mod bench;
+
+pub fn run() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("coffer: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dispatch(cli.command)) {
+        Ok(code) => code,
+        Err(message) => {
+            eprintln!("coffer: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+type CliResult = Result<ExitCode, String>;
+
+async fn dispatch(command: Command) -> CliResult {
+    match command {
+        Command::Serve(args) => serve(args).await,
+        Command::Audit { data, json } => audit(data, json).await,
+        Command::Agent(cmd) => agent(cmd).await,
+        Command::Treasury(cmd) => treasury(cmd).await,
+        Command::Invoice(cmd) => invoice(cmd).await,
+        Command::Pay { remote, bolt11, purpose, idempotency_key } => {
+            let client = remote.client()?;
+            let key = idempotency_key.unwrap_or_else(|| crate::secrets::new_id("cli_"));
+            match client.pay(&PayRequest { bolt11, purpose }, &key).await.map_err(|e| e.to_string())? {
+                PayOutcome::Done(p) => print(remote.json, &p, || {
+                    format!("paid {} msat (fee {} msat), preimage {}", p.amount_msat, p.fee_msat, p.preimage.clone().unwrap_or_default())
+                }),
+                PayOutcome::Held(v) => print(remote.json, &v, || format!("held for approval: {v}")),
+            }
+        }
+        Command::Balance { remote } => {
+            let w = remote.client()?.wallet().await.map_err(|e| e.to_string())?;
+            print(remote.json, &w, || format!("{} msat ({} available)", w.balance_msat, w.available_msat))
+        }
+        Command::Payments { remote } => {
+            let page = remote.client()?.payments(None).await.map_err(|e| e.to_string())?;
+            print(remote.json, &page, || {
+                page.items.iter().map(|p| format!("{} {:?} {} msat {}", p.created_at, p.status, p.amount_msat, p.purpose)).collect::<Vec<_>>().join("\n")
+            })
+        }
+        Command::Bench(args) => bench::run(args).await,
+    }
+}
+
+fn print<T: Serialize>(json: bool, value: &T, human: impl FnOnce() -> String) -> CliResult {
+    if json {
+        println!("{}", serde_json::to_string_pretty(value).map_err(|e| e.to_string())?);
+    } else {
+        println!("{}", human());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+impl OperatorRemote {
+    fn client(&self) -> Result<Client, String> {
+        install_crypto_provider();
+        Client::new(&self.url, &self.token).map_err(|e| e.to_string())
+    }
+}
+
+impl AgentRemote {
+    fn client(&self) -> Result<Client, String> {
+        install_crypto_provider();
+        Client::new(&self.url, &self.key).map_err(|e| e.to_string())
+    }
+}
+
+/// TLS for outgoing HTTPS uses rustls with the ring provider, installed once.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+async fn serve(args: ServeArgs) -> CliResult {
+    init_tracing();
+    let durability = if args.fsync {
+        crate::io::sqlite_store::Durability::Full
+    } else {
+        crate::io::sqlite_store::Durability::Process
+    };
+    let (gateway, token) = GatewayBuilder::default()
+        .data_dir(&args.data)
+        .operator_token(args.operator_token)
+        .durability(durability)
+        .build()
+        .await
+        .map_err(|e| e.to_string())?;
+    let network = gateway.settings().network.as_str();
+    let node = gateway.node_pubkey_hex();
+    match token {
+        OperatorToken::Created(t) => println!("operator token (shown once, keep it): {t}"),
+        OperatorToken::FromEnvironment => println!("operator token: from COFFER_OPERATOR_TOKEN"),
+        OperatorToken::Existing => println!("operator token: unchanged since the first start"),
+    }
+    println!("store: embedded SQLite in {}", args.data.display());
+    println!("lightning: dev (no backend), network {network}, node {node}");
+    server::serve(gateway, args.listen, |addr| {
+        // Tests and scripts wait for this exact line.
+        println!("coffer listening on http://{addr}");
+    })
+    .await
+    .map_err(|e| e.to_string())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("COFFER_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+async fn audit(data: PathBuf, json: bool) -> CliResult {
+    let store = server::open_store(&data).map_err(|e| e.to_string())?;
+    let report = crate::gateway::audit(store.as_ref()).await.map_err(|e| e.to_string())?;
+    print(json, &report, || {
+        let mut out = format!(
+            "checked {} accounts and {} transfers: debits {} msat, credits {} msat",
+            report.accounts_checked, report.transfers_checked, report.total_debits_msat, report.total_credits_msat
+        );
+        for v in &report.violations {
+            out.push_str(&format!("\nVIOLATION: {v}"));
+        }
+        out.push_str(if report.is_clean() { "\nledger OK" } else { "\nledger FAILED" });
+        out
+    })?;
+    Ok(if report.is_clean() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+async fn agent(cmd: AgentCommand) -> CliResult {
+    match cmd {
+        AgentCommand::Create { remote, name } => {
+            let a = remote.client()?.create_agent(&name).await.map_err(|e| e.to_string())?;
+            print(remote.json, &a, || format!("agent {}\nspend key (shown once): {}", a.id, a.key))
+        }
+        AgentCommand::List { remote } => {
+            let agents = remote.client()?.agents().await.map_err(|e| e.to_string())?;
+            print(remote.json, &agents, || {
+                agents.iter().map(|a| format!("{}  {:<24} {} msat", a.id, a.name, a.balance_msat)).collect::<Vec<_>>().join("\n")
+            })
+        }
+        AgentCommand::Show { remote, id } => {
+            let a = remote.client()?.agent(&id).await.map_err(|e| e.to_string())?;
+            print(remote.json, &a, || format!("{} {} {} msat", a.id, a.name, a.balance_msat))
+        }
+        AgentCommand::Fund { remote, id, amount_msat } => {
+            let t = remote.client()?.fund_agent(&id, amount_msat).await.map_err(|e| e.to_string())?;
+            print(remote.json, &t, || format!("funded {} msat; balance {} msat", t.amount_msat, t.balance_msat))
+        }
+        AgentCommand::Key { remote, id, scope } => {
+            let k = remote.client()?.create_key(&id, scope).await.map_err(|e| e.to_string())?;
+            print(remote.json, &k, || format!("key {} ({}) (shown once): {}", k.id, k.scope.as_str(), k.key))
+        }
+        AgentCommand::Revoke { remote, key_id } => {
+            remote.client()?.revoke_key(&key_id).await.map_err(|e| e.to_string())?;
+            print(remote.json, &serde_json::json!({"revoked": key_id}), || format!("revoked {key_id}"))
+        }
+    }
+}
+
+async fn treasury(cmd: TreasuryCommand) -> CliResult {
+    match cmd {
+        TreasuryCommand::Mint { remote, amount_msat } => {
+            let t = remote.client()?.mint(amount_msat).await.map_err(|e| e.to_string())?;
+            print(remote.json, &t, || format!("minted {} msat; treasury {} msat", t.amount_msat, t.balance_msat))
+        }
+        TreasuryCommand::Balance { remote } => {
+            let client = remote.client()?;
+            let t: coffer_client::Treasury = client.treasury().await.map_err(|e| e.to_string())?;
+            print(remote.json, &t, || format!("treasury {} msat", t.balance_msat))
+        }
+    }
+}
+
+async fn invoice(cmd: InvoiceCommand) -> CliResult {
+    match cmd {
+        InvoiceCommand::Create { remote, amount_msat, memo, expiry_secs } => {
+            let req = CreateInvoiceRequest { amount_msat, memo, expiry_secs };
+            let i = remote.client()?.create_invoice(&req).await.map_err(|e| e.to_string())?;
+            print(remote.json, &i, || format!("{}\npayment hash {}", i.bolt11, i.payment_hash))
+        }
+        InvoiceCommand::Show { remote, payment_hash } => {
+            let i = remote.client()?.invoice(&payment_hash).await.map_err(|e| e.to_string())?;
+            print(remote.json, &i, || format!("{:?} {} msat, expires {}", i.status, i.amount_msat, i.expires_at))
+        }
+    }
+}

@@ -1,0 +1,85 @@
+//! The gateway's one error type. Each variant maps to one stable problem
+//! type (see `http::problem`); nothing has changed when one is returned.
+
+use coffer_core::{AmountError, LedgerError, Msat};
+use std::fmt;
+
+#[derive(Debug)]
+pub enum Error {
+    /// A field failed validation: `field` names it.
+    InvalidField { field: &'static str, detail: String },
+    InvalidAmount { field: &'static str, cause: AmountError },
+    InvalidInvoice(String),
+    /// The body is not the JSON the route takes: syntax, types, unknown or
+    /// missing fields.
+    MalformedRequest(String),
+    BodyTooLarge,
+    UnsupportedMediaType,
+    MethodNotAllowed,
+    Unauthorized,
+    Forbidden(&'static str),
+    NotFound(&'static str),
+    InsufficientBalance { available: Msat, needed: Msat },
+    InvoiceExpired,
+    InvoiceAlreadyPaid,
+    SelfPayment,
+    AmountRequired,
+    NoLightningBackend,
+    IdempotencyConflict,
+    MintDisabled,
+    /// The store is shutting down or overloaded: try again.
+    Unavailable(&'static str),
+    /// A fault of ours: storage or an invariant. Logged, never detailed to
+    /// the caller.
+    Internal(String),
+}
+
+impl Error {
+    pub fn internal(context: &str, e: impl fmt::Display) -> Error {
+        Error::Internal(format!("{context}: {e}"))
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::InvalidField { field, detail } => write!(f, "{field}: {detail}"),
+            Error::InvalidAmount { field, cause } => write!(f, "{field}: {cause}"),
+            Error::InvalidInvoice(why) => f.write_str(why),
+            Error::MalformedRequest(why) => write!(f, "malformed request: {why}"),
+            Error::BodyTooLarge => write!(f, "the request body is larger than {} bytes", crate::http::BODY_LEN_MAX_BYTES),
+            Error::UnsupportedMediaType => f.write_str("send the body as application/json"),
+            Error::MethodNotAllowed => f.write_str("this route does not take that method"),
+            Error::Unauthorized => f.write_str("missing, unknown or revoked key"),
+            Error::Forbidden(why) => f.write_str(why),
+            Error::NotFound(what) => write!(f, "no such {what}"),
+            Error::InsufficientBalance { available, needed } => {
+                write!(f, "insufficient balance: {} msat available, {} msat needed", available.as_u64(), needed.as_u64())
+            }
+            Error::InvoiceExpired => f.write_str("the invoice has expired"),
+            Error::InvoiceAlreadyPaid => f.write_str("the invoice has already been paid"),
+            Error::SelfPayment => f.write_str("an agent cannot pay its own invoice"),
+            Error::AmountRequired => f.write_str("the invoice has no amount; zero-amount invoices are not supported"),
+            Error::NoLightningBackend => f.write_str(
+                "the invoice belongs to another Lightning node and no Lightning backend is configured to pay it",
+            ),
+            Error::IdempotencyConflict => {
+                f.write_str("this Idempotency-Key was already used with a different request body")
+            }
+            Error::MintDisabled => f.write_str("minting test funds is only possible in dev mode"),
+            Error::Unavailable(why) => f.write_str(why),
+            Error::Internal(_) => f.write_str("internal error"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<LedgerError> for Error {
+    fn from(e: LedgerError) -> Error {
+        match e {
+            LedgerError::InsufficientFunds { available, needed } => Error::InsufficientBalance { available, needed },
+            other => Error::Internal(other.to_string()),
+        }
+    }
+}

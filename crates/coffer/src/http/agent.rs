@@ -1,0 +1,122 @@
+//! Agent routes: the wallet, invoices, payments.
+
+use super::extract::{Agent, ApiJson, READ, RECEIVE, SPEND};
+use super::{AppState, views};
+use crate::error::Error;
+use crate::gateway::now_ms;
+use crate::io::PageRequest;
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::extract::rejection::QueryRejection;
+use axum::http::{HeaderMap, StatusCode};
+use coffer_client::{CreateInvoiceRequest, Invoice, Page, PayRequest, Payment, Problem, Wallet};
+use serde::Deserialize;
+
+/// The calling agent's wallet.
+#[utoipa::path(get, path = "/v1/wallet", tag = "agent",
+    responses((status = 200, body = Wallet), (status = "4XX", body = Problem)), security(("bearer" = [])))]
+pub async fn wallet(State(gw): State<AppState>, Agent(key): Agent<READ>) -> Result<Json<Wallet>, Error> {
+    let (agent, balance) = gw.wallet(&key).await?;
+    Ok(Json(Wallet {
+        agent_id: agent.id,
+        name: agent.name,
+        balance_msat: balance.net_u64(),
+        pending_msat: balance.debits_pending.as_u64(),
+        available_msat: balance.available().as_u64(),
+        scope: key.scope,
+    }))
+}
+
+/// Create a BOLT11 invoice payable to the calling agent.
+#[utoipa::path(post, path = "/v1/invoices", tag = "agent", request_body = CreateInvoiceRequest,
+    responses((status = 201, body = Invoice), (status = "4XX", body = Problem)), security(("bearer" = [])))]
+pub async fn create_invoice(
+    State(gw): State<AppState>,
+    Agent(key): Agent<RECEIVE>,
+    ApiJson(req): ApiJson<CreateInvoiceRequest>,
+) -> Result<(StatusCode, Json<Invoice>), Error> {
+    let invoice = gw.create_invoice(&key, req.amount_msat, req.memo.as_deref(), req.expiry_secs).await?;
+    crate::metrics::METRICS.record_invoice();
+    Ok((StatusCode::CREATED, Json(views::invoice(invoice, now_ms()))))
+}
+
+/// One of the calling agent's invoices, with its status.
+#[utoipa::path(get, path = "/v1/invoices/{payment_hash}", tag = "agent", params(("payment_hash" = String, Path)),
+    responses((status = 200, body = Invoice), (status = "4XX", body = Problem)), security(("bearer" = [])))]
+pub async fn get_invoice(
+    State(gw): State<AppState>,
+    Agent(key): Agent<READ>,
+    Path(hash): Path<String>,
+) -> Result<Json<Invoice>, Error> {
+    Ok(Json(views::invoice(gw.invoice(&key, &hash).await?, now_ms())))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct PageParams {
+    /// `next_cursor` of the previous page.
+    cursor: Option<String>,
+    /// Rows per page, 1 to 200 (default 50).
+    limit: Option<u32>,
+}
+
+fn page(params: Result<Query<PageParams>, QueryRejection>) -> Result<PageRequest, Error> {
+    let Query(params) = params.map_err(|e| Error::MalformedRequest(e.body_text()))?;
+    let before = params
+        .cursor
+        .map(|c| c.parse::<i64>().map_err(|_| Error::InvalidField { field: "cursor", detail: "not a cursor from this API".into() }))
+        .transpose()?;
+    let limit = params.limit.unwrap_or(50);
+    if limit == 0 || limit > crate::io::PAGE_LIMIT_MAX {
+        return Err(Error::InvalidField { field: "limit", detail: format!("1 to {}", crate::io::PAGE_LIMIT_MAX) });
+    }
+    Ok(PageRequest { before, limit })
+}
+
+/// The calling agent's invoices, newest first.
+#[utoipa::path(get, path = "/v1/invoices", tag = "agent", params(PageParams),
+    responses((status = 200, body = Page<Invoice>), (status = "4XX", body = Problem)), security(("bearer" = [])))]
+pub async fn list_invoices(
+    State(gw): State<AppState>,
+    Agent(key): Agent<READ>,
+    params: Result<Query<PageParams>, QueryRejection>,
+) -> Result<Json<Page<Invoice>>, Error> {
+    let (rows, cursor) = gw.invoices(&key, page(params)?).await?;
+    let now = now_ms();
+    Ok(Json(Page { items: rows.into_iter().map(|i| views::invoice(i, now)).collect(), next_cursor: cursor.map(|c| c.to_string()) }))
+}
+
+/// The calling agent's payments, newest first.
+#[utoipa::path(get, path = "/v1/payments", tag = "agent", params(PageParams),
+    responses((status = 200, body = Page<Payment>), (status = "4XX", body = Problem)), security(("bearer" = [])))]
+pub async fn list_payments(
+    State(gw): State<AppState>,
+    Agent(key): Agent<READ>,
+    params: Result<Query<PageParams>, QueryRejection>,
+) -> Result<Json<Page<Payment>>, Error> {
+    let (rows, cursor) = gw.payments(&key, page(params)?).await?;
+    Ok(Json(Page { items: rows.into_iter().map(views::payment).collect(), next_cursor: cursor.map(|c| c.to_string()) }))
+}
+
+/// Pay a BOLT11 invoice. Send an `Idempotency-Key` header: a retry with the
+/// same key and body returns the first answer and never pays twice.
+#[utoipa::path(post, path = "/v1/payments", tag = "agent", request_body = PayRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "1 to 128 visible ASCII characters")),
+    responses((status = 200, body = Payment), (status = "4XX", body = Problem)), security(("bearer" = [])))]
+pub async fn pay(
+    State(gw): State<AppState>,
+    Agent(key): Agent<SPEND>,
+    headers: HeaderMap,
+    ApiJson(req): ApiJson<PayRequest>,
+) -> Result<Json<Payment>, Error> {
+    let idempotency_key = match headers.get("idempotency-key") {
+        Some(v) => Some(v.to_str().map_err(|_| Error::InvalidField {
+            field: "Idempotency-Key",
+            detail: "visible ASCII characters only".into(),
+        })?),
+        None => None,
+    };
+    let result = gw.pay(&key, &req.bolt11, req.purpose.as_deref(), idempotency_key).await;
+    crate::metrics::METRICS.record_payment(result.is_ok());
+    Ok(Json(views::payment(result?)))
+}

@@ -1,0 +1,95 @@
+//! Extractors: authentication by scope, and JSON bodies whose every failure
+//! is a problem response. Authentication runs before the body is read, so a
+//! caller without the right key learns nothing about the body's rules.
+
+use super::AppState;
+use crate::error::Error;
+use crate::gateway::{AgentKey, Principal};
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::{StatusCode, header, request::Parts};
+use coffer_client::Scope;
+use serde::de::DeserializeOwned;
+
+fn principal(parts: &Parts, state: &AppState) -> Result<Principal, Error> {
+    let value = parts.headers.get(header::AUTHORIZATION).ok_or(Error::Unauthorized)?;
+    let value = value.to_str().map_err(|_| Error::Unauthorized)?;
+    let (scheme, secret) = value.split_once(' ').ok_or(Error::Unauthorized)?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(Error::Unauthorized);
+    }
+    state.authenticate(secret.trim())
+}
+
+/// The operator (its token), and nobody else.
+pub struct Operator;
+
+impl FromRequestParts<AppState> for Operator {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
+        match principal(parts, state)? {
+            Principal::Operator => Ok(Operator),
+            Principal::Agent(_) => Err(Error::Forbidden("this route is for the operator")),
+        }
+    }
+}
+
+pub const READ: u8 = 0;
+pub const RECEIVE: u8 = 1;
+pub const SPEND: u8 = 2;
+
+/// An agent key with at least the scope `MIN` (one of [`READ`],
+/// [`RECEIVE`], [`SPEND`]).
+pub struct Agent<const MIN: u8>(pub AgentKey);
+
+impl<const MIN: u8> FromRequestParts<AppState> for Agent<MIN> {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
+        let key = match principal(parts, state)? {
+            Principal::Agent(key) => key,
+            Principal::Operator => return Err(Error::Forbidden("this route is for an agent key")),
+        };
+        let needed = match MIN {
+            READ => Scope::Read,
+            RECEIVE => Scope::Receive,
+            _ => Scope::Spend,
+        };
+        if key.scope < needed {
+            return Err(Error::Forbidden(match needed {
+                Scope::Spend => "this key's scope does not allow spending",
+                _ => "this key's scope does not allow receiving",
+            }));
+        }
+        Ok(Agent(key))
+    }
+}
+
+/// A JSON body. Wrong media type, size, syntax, types, unknown or missing
+/// fields each answer with a problem naming what is wrong.
+pub struct ApiJson<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
+    type Rejection = Error;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Error> {
+        let is_json = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|media| media.trim().eq_ignore_ascii_case("application/json"));
+        if !is_json {
+            return Err(Error::UnsupportedMediaType);
+        }
+        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                Error::BodyTooLarge
+            } else {
+                Error::MalformedRequest(rejection.body_text())
+            }
+        })?;
+        serde_json::from_slice(&bytes).map(ApiJson).map_err(|e| Error::MalformedRequest(e.to_string()))
+    }
+}

@@ -1,0 +1,106 @@
+//! The HTTP edge: thin handlers that authenticate, parse, call the gateway
+//! and map errors to problems. The router and the OpenAPI document come from
+//! the same route list, so neither can miss a route.
+
+mod agent;
+pub mod extract;
+mod operator;
+pub mod problem;
+mod system;
+mod views;
+
+use crate::error::Error;
+use crate::gateway::Gateway;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{StatusCode, header};
+use axum::middleware;
+use axum::response::Response;
+use axum::{Extension, Router};
+use std::sync::Arc;
+use utoipa::OpenApi;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+pub type AppState = Arc<Gateway>;
+
+/// The largest request body accepted.
+pub const BODY_LEN_MAX_BYTES: usize = 64 * 1024;
+/// How much of a non-problem error body is kept as a problem's detail.
+const DETAIL_LEN_MAX_BYTES: usize = 1024;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "coffer", description = "Lightning wallets with bounded, delegated spending for autonomous AI agents. \
+        Amounts are integer millisatoshis. Errors are RFC 9457 problems."),
+    modifiers(&BearerAuth),
+    components(schemas(coffer_client::Problem))
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        let scheme = HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build();
+        components.add_security_scheme("bearer", SecurityScheme::Http(scheme));
+    }
+}
+
+/// Every route, with its OpenAPI description.
+pub fn api() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(system::healthz))
+        .routes(routes!(system::metrics))
+        .routes(routes!(system::openapi))
+        .routes(routes!(operator::create_agent, operator::list_agents))
+        .routes(routes!(operator::get_agent))
+        .routes(routes!(operator::fund_agent))
+        .routes(routes!(operator::create_key))
+        .routes(routes!(operator::revoke_key))
+        .routes(routes!(operator::mint))
+        .routes(routes!(operator::treasury))
+        .routes(routes!(agent::wallet))
+        .routes(routes!(agent::create_invoice, agent::list_invoices))
+        .routes(routes!(agent::get_invoice))
+        .routes(routes!(agent::pay, agent::list_payments))
+}
+
+pub fn router(state: AppState) -> Router {
+    let (router, spec) = api().split_for_parts();
+    let spec_json = spec.to_pretty_json().unwrap_or_default();
+    router
+        .fallback(|| async { Error::NotFound("route") })
+        .method_not_allowed_fallback(|| async { Error::MethodNotAllowed })
+        .layer(Extension(system::Spec(Arc::new(spec_json))))
+        .layer(DefaultBodyLimit::max(BODY_LEN_MAX_BYTES))
+        .layer(middleware::map_response(ensure_problem))
+        .with_state(state)
+}
+
+/// Every error response is a problem: rejections from axum itself (a
+/// malformed path, say) arrive as plain text and are wrapped here.
+async fn ensure_problem(response: Response) -> Response {
+    let status = response.status();
+    crate::metrics::METRICS.record_response(status.as_u16());
+    let is_problem = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes() == problem::PROBLEM_JSON.as_bytes());
+    if status.as_u16() < 400 || is_problem {
+        return response;
+    }
+    let body = axum::body::to_bytes(response.into_body(), DETAIL_LEN_MAX_BYTES).await.unwrap_or_default();
+    let detail = String::from_utf8_lossy(&body).into_owned();
+    let (code, title) = match status {
+        StatusCode::NOT_FOUND => ("not-found", "Not found"),
+        StatusCode::METHOD_NOT_ALLOWED => ("method-not-allowed", "Method not allowed"),
+        StatusCode::PAYLOAD_TOO_LARGE => ("body-too-large", "Body too large"),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ("unsupported-media-type", "Unsupported media type"),
+        s if s.is_client_error() => ("malformed-request", "Malformed request"),
+        _ => ("internal", "Internal error"),
+    };
+    let detail = if detail.is_empty() { title.to_owned() } else { detail };
+    problem::respond(&problem::problem(status, code, title, detail))
+}

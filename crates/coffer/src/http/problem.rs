@@ -1,0 +1,82 @@
+//! Errors as RFC 9457 problems: `application/problem+json` with a stable
+//! `type` (`/problems/<code>`), the status, a title and a human detail.
+
+use crate::error::Error;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use coffer_client::Problem;
+
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// Status, code and title of each error kind. The code is the stable part.
+pub fn classify(e: &Error) -> (StatusCode, &'static str, &'static str) {
+    use StatusCode as S;
+    match e {
+        Error::InvalidField { .. } => (S::BAD_REQUEST, "invalid-field", "Invalid field"),
+        Error::InvalidAmount { .. } => (S::BAD_REQUEST, "invalid-amount", "Invalid amount"),
+        Error::InvalidInvoice(_) => (S::BAD_REQUEST, "invalid-invoice", "Invalid invoice"),
+        Error::MalformedRequest(_) => (S::BAD_REQUEST, "malformed-request", "Malformed request"),
+        Error::BodyTooLarge => (S::PAYLOAD_TOO_LARGE, "body-too-large", "Body too large"),
+        Error::UnsupportedMediaType => (S::UNSUPPORTED_MEDIA_TYPE, "unsupported-media-type", "Unsupported media type"),
+        Error::MethodNotAllowed => (S::METHOD_NOT_ALLOWED, "method-not-allowed", "Method not allowed"),
+        Error::Unauthorized => (S::UNAUTHORIZED, "unauthorized", "Unauthorized"),
+        Error::Forbidden(_) => (S::FORBIDDEN, "forbidden", "Forbidden"),
+        Error::NotFound(_) => (S::NOT_FOUND, "not-found", "Not found"),
+        Error::InsufficientBalance { .. } => (S::PAYMENT_REQUIRED, "insufficient-balance", "Insufficient balance"),
+        Error::InvoiceExpired => (S::CONFLICT, "invoice-expired", "Invoice expired"),
+        Error::InvoiceAlreadyPaid => (S::CONFLICT, "invoice-already-paid", "Invoice already paid"),
+        Error::SelfPayment => (S::UNPROCESSABLE_ENTITY, "self-payment", "Own invoice"),
+        Error::AmountRequired => (S::UNPROCESSABLE_ENTITY, "amount-required", "Invoice has no amount"),
+        Error::NoLightningBackend => {
+            (S::UNPROCESSABLE_ENTITY, "no-lightning-backend", "No Lightning backend configured")
+        }
+        Error::IdempotencyConflict => (S::CONFLICT, "idempotency-conflict", "Idempotency-Key reused"),
+        Error::MintDisabled => (S::FORBIDDEN, "mint-disabled", "Minting disabled"),
+        Error::Unavailable(_) => (S::SERVICE_UNAVAILABLE, "unavailable", "Service unavailable"),
+        Error::Internal(_) => (S::INTERNAL_SERVER_ERROR, "internal", "Internal error"),
+    }
+}
+
+pub fn problem(status: StatusCode, code: &str, title: &str, detail: String) -> Problem {
+    Problem {
+        problem_type: format!("/problems/{code}"),
+        title: title.to_owned(),
+        status: status.as_u16(),
+        detail,
+        code: code.to_owned(),
+        extensions: serde_json::Map::new(),
+    }
+}
+
+pub fn respond(p: &Problem) -> Response {
+    let status = StatusCode::from_u16(p.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let body = serde_json::to_vec(p).unwrap_or_default();
+    let mut response = (status, body).into_response();
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+    response
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let (status, code, title) = classify(&self);
+        if let Error::Internal(cause) = &self {
+            tracing::error!(%cause, "internal error");
+        }
+        let mut p = problem(status, code, title, self.to_string());
+        match &self {
+            Error::InsufficientBalance { available, needed } => {
+                p.extensions.insert("available_msat".into(), available.as_u64().into());
+                p.extensions.insert("needed_msat".into(), needed.as_u64().into());
+            }
+            Error::InvalidField { field, .. } | Error::InvalidAmount { field, .. } => {
+                p.extensions.insert("field".into(), (*field).into());
+            }
+            _ => {}
+        }
+        let mut response = respond(&p);
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}

@@ -1,0 +1,17 @@
+//! coffer: a self-hostable Lightning payment gateway for autonomous AI agents.
+//!
+//! - [`gateway`]: the operations, over a [`io::Store`];
+//! - [`io`]: storage, one file per backend;
+//! - [`payment`]: payments by kind (BOLT11 today);
+//! - [`http`]: the HTTP API; [`cli`]: the command line;
+//! - the pure rules (amounts, ledger, policy) live in the `coffer-core` crate.
+
+pub mod cli;
+pub mod error;
+pub mod gateway;
+pub mod http;
+pub mod io;
+pub mod metrics;
+pub mod payment;
+pub mod secrets;
+pub mod server;

@@ -1,0 +1,64 @@
+//! Counters for `GET /metrics`, in the Prometheus text format. Plain atomics:
+//! the hot path pays one relaxed increment per counter, no lock.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+pub struct Metrics {
+    http_responses: [AtomicU64; 5],
+    payments_succeeded: AtomicU64,
+    payments_refused: AtomicU64,
+    invoices_created: AtomicU64,
+    store_batches: AtomicU64,
+    store_batch_jobs: AtomicU64,
+}
+
+pub static METRICS: Metrics = Metrics {
+    http_responses: [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)],
+    payments_succeeded: AtomicU64::new(0),
+    payments_refused: AtomicU64::new(0),
+    invoices_created: AtomicU64::new(0),
+    store_batches: AtomicU64::new(0),
+    store_batch_jobs: AtomicU64::new(0),
+};
+
+impl Metrics {
+    pub fn record_response(&self, status: u16) {
+        let class = usize::from(status / 100).clamp(1, 5) - 1;
+        self.http_responses[class].fetch_add(1, Relaxed);
+    }
+
+    pub fn record_batch(&self, jobs: usize) {
+        self.store_batches.fetch_add(1, Relaxed);
+        self.store_batch_jobs.fetch_add(jobs as u64, Relaxed);
+    }
+
+    pub fn record_payment(&self, succeeded: bool) {
+        let counter = if succeeded { &self.payments_succeeded } else { &self.payments_refused };
+        counter.fetch_add(1, Relaxed);
+    }
+
+    pub fn record_invoice(&self) {
+        self.invoices_created.fetch_add(1, Relaxed);
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(1024);
+        out.push_str("# HELP coffer_http_responses_total HTTP responses by status class.\n");
+        out.push_str("# TYPE coffer_http_responses_total counter\n");
+        for (i, counter) in self.http_responses.iter().enumerate() {
+            let _ = writeln!(out, "coffer_http_responses_total{{class=\"{}xx\"}} {}", i + 1, counter.load(Relaxed));
+        }
+        let simple = [
+            ("coffer_payments_succeeded_total", "Payments that succeeded.", &self.payments_succeeded),
+            ("coffer_payments_refused_total", "Payment requests refused.", &self.payments_refused),
+            ("coffer_invoices_created_total", "Invoices created.", &self.invoices_created),
+            ("coffer_store_batches_total", "Store write transactions committed (group commits).", &self.store_batches),
+            ("coffer_store_batch_jobs_total", "Jobs written in those transactions.", &self.store_batch_jobs),
+        ];
+        for (name, help, counter) in simple {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", counter.load(Relaxed));
+        }
+        out
+    }
+}

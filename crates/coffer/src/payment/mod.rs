@@ -1,0 +1,3 @@
+//! Payments, by kind.
+
+pub mod bolt11;

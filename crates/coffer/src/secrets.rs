@@ -1,0 +1,99 @@
+//! Secrets: agent keys, the operator token and the node key.
+//!
+//! Keys are random 256-bit values shown once; coffer keeps only their SHA-256
+//! digest (a 256-bit random secret needs no slow hash: it cannot be guessed,
+//! and the digest allows lookup). Digests are compared in constant time. The
+//! node key is a file of mode 0600. None of these is ever logged.
+
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use std::fmt;
+use std::io::Write;
+use std::path::Path;
+use subtle::ConstantTimeEq;
+
+/// Prefix of agent keys, so that secret scanners can find a leaked one.
+pub const AGENT_KEY_PREFIX: &str = "csk_";
+/// Prefix of generated operator tokens.
+pub const OPERATOR_TOKEN_PREFIX: &str = "cop_";
+/// Longest secret accepted in a header: anything longer is not ours.
+pub const SECRET_LEN_MAX: usize = 256;
+
+/// The SHA-256 digest of a secret. `Debug` prints nothing of it.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SecretDigest(pub [u8; 32]);
+
+impl fmt::Debug for SecretDigest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SecretDigest(..)")
+    }
+}
+
+impl SecretDigest {
+    pub fn of(secret: &str) -> SecretDigest {
+        SecretDigest(Sha256::digest(secret.as_bytes()).into())
+    }
+
+    pub fn matches(&self, other: &SecretDigest) -> bool {
+        self.0.ct_eq(&other.0).into()
+    }
+}
+
+pub fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut bytes = [0u8; N];
+    rand::rng().fill_bytes(&mut bytes);
+    bytes
+}
+
+/// A new secret with the given prefix and 256 random bits.
+pub fn new_secret(prefix: &str) -> String {
+    format!("{prefix}{}", hex::encode(random_bytes::<32>()))
+}
+
+/// A new public identifier: prefix and 96 random bits.
+pub fn new_id(prefix: &str) -> String {
+    format!("{prefix}{}", hex::encode(random_bytes::<12>()))
+}
+
+/// Writes a new secret file readable by its owner only. Fails if it exists,
+/// so that a key is never silently replaced.
+pub fn write_private_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path)?;
+    file.write_all(contents)?;
+    file.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digests_compare_by_value() {
+        let a = SecretDigest::of("csk_one");
+        assert!(a.matches(&SecretDigest::of("csk_one")));
+        assert!(!a.matches(&SecretDigest::of("csk_two")));
+        assert_eq!(format!("{a:?}"), "SecretDigest(..)");
+    }
+
+    #[test]
+    fn secrets_are_unique_and_prefixed() {
+        let (a, b) = (new_secret(AGENT_KEY_PREFIX), new_secret(AGENT_KEY_PREFIX));
+        assert_ne!(a, b);
+        assert!(a.starts_with("csk_") && a.len() == 4 + 64);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn private_files_are_mode_0600_and_never_replaced() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k");
+        write_private_file(&path, b"x").unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert!(write_private_file(&path, b"y").is_err());
+    }
+}

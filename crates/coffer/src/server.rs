@@ -1,0 +1,127 @@
+//! Building and running a gateway: the builder gathers the settings, opens
+//! the store and the node key, and settles the operator token.
+
+use crate::error::Error;
+use crate::gateway::{Gateway, Settings};
+use crate::io::Store;
+use crate::io::sqlite_store::{Durability, SqliteStore};
+use crate::payment::bolt11::{Network, NodeSigner};
+use crate::secrets::{self, SecretDigest};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub const DEFAULT_DATA_DIR: &str = "./coffer-data";
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8420";
+const DATABASE_FILE: &str = "coffer.sqlite3";
+const NODE_KEY_FILE: &str = "node.key";
+
+/// How the operator token was settled at start.
+#[derive(Debug)]
+pub enum OperatorToken {
+    /// Set from the environment (`COFFER_OPERATOR_TOKEN`).
+    FromEnvironment,
+    /// Created now: the only time it is shown.
+    Created(String),
+    /// Kept from an earlier start.
+    Existing,
+}
+
+pub struct GatewayBuilder {
+    data_dir: PathBuf,
+    operator_token: Option<String>,
+    durability: Durability,
+}
+
+impl Default for GatewayBuilder {
+    fn default() -> Self {
+        GatewayBuilder { data_dir: PathBuf::from(DEFAULT_DATA_DIR), operator_token: None, durability: Durability::Process }
+    }
+}
+
+impl GatewayBuilder {
+    pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.data_dir = dir.into();
+        self
+    }
+
+    pub fn operator_token(mut self, token: Option<String>) -> Self {
+        self.operator_token = token.filter(|t| !t.is_empty());
+        self
+    }
+
+    pub fn durability(mut self, durability: Durability) -> Self {
+        self.durability = durability;
+        self
+    }
+
+    pub async fn build(self) -> Result<(Gateway, OperatorToken), Error> {
+        create_private_dir(&self.data_dir)?;
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&self.data_dir.join(DATABASE_FILE), self.durability)?);
+        let settings = Settings { network: Network::Regtest, dev_mode: true };
+        let node = NodeSigner::load_or_create(&self.data_dir.join(NODE_KEY_FILE), settings.network)
+            .map_err(|e| Error::internal("loading the node key", e))?;
+        let (operator, token) = settle_operator_token(store.as_ref(), self.operator_token).await?;
+        Ok((Gateway::new(store, node, settings, operator).await?, token))
+    }
+}
+
+/// Opens the embedded store of a data folder without starting a gateway:
+/// for `coffer audit`.
+pub fn open_store(data_dir: &Path) -> Result<Arc<dyn Store>, Error> {
+    let path = data_dir.join(DATABASE_FILE);
+    if !path.exists() {
+        return Err(Error::NotFound("database in that data folder"));
+    }
+    Ok(Arc::new(SqliteStore::open(&path, Durability::Process)?))
+}
+
+fn create_private_dir(dir: &Path) -> Result<(), Error> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir).map_err(|e| Error::internal("creating the data folder", e))
+}
+
+async fn settle_operator_token(store: &dyn Store, from_env: Option<String>) -> Result<(SecretDigest, OperatorToken), Error> {
+    if let Some(token) = from_env {
+        let digest = SecretDigest::of(&token);
+        store.set_operator_digest(digest).await?;
+        return Ok((digest, OperatorToken::FromEnvironment));
+    }
+    if let Some(digest) = store.operator_digest().await? {
+        return Ok((digest, OperatorToken::Existing));
+    }
+    let token = secrets::new_secret(secrets::OPERATOR_TOKEN_PREFIX);
+    let digest = SecretDigest::of(&token);
+    store.set_operator_digest(digest).await?;
+    Ok((digest, OperatorToken::Created(token)))
+}
+
+/// Serves the HTTP API until SIGINT or SIGTERM. `on_ready` learns the bound
+/// address (the port may have been 0).
+pub async fn serve(gateway: Gateway, listen: SocketAddr, on_ready: impl FnOnce(SocketAddr)) -> Result<(), Error> {
+    let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| Error::internal("binding the listen address", e))?;
+    let addr = listener.local_addr().map_err(|e| Error::internal("reading the bound address", e))?;
+    on_ready(addr);
+    let app = crate::http::router(Arc::new(gateway));
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .map_err(|e| Error::internal("serving", e))
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => return std::future::pending().await,
+        };
+        tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
