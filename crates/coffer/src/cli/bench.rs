@@ -1,10 +1,368 @@
-//! `coffer bench`: written next.
+//! `coffer bench`: drives a gateway over HTTP and reports throughput and
+//! latency. One payment = the payee creates an invoice, the payer pays it,
+//! both over HTTP. Without `--url` it starts its own gateway (a child
+//! process on a temporary folder) and audits the store afterwards.
+//!
+//! It also measures a trivial route (`GET /healthz`) at the same
+//! concurrency, so the report says how close payments get to this machine's
+//! HTTP ceiling.
 
+use super::CliResult;
 use clap::Args;
+use coffer_client::{Client, CreateInvoiceRequest, PayRequest};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::{ExitCode, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+/// Bounds on a run, so a typo cannot start an endless one.
+const PAYMENTS_MAX: u64 = 10_000_000;
+const CONCURRENCY_MAX: usize = 1_024;
+const AGENTS_MAX: usize = 10_000;
 
 #[derive(Args)]
-pub struct BenchArgs {}
+pub struct BenchArgs {
+    /// A running gateway; without it, bench starts its own.
+    #[arg(long, env = "COFFER_URL")]
+    url: Option<String>,
+    /// Operator token of the gateway at `--url`.
+    #[arg(long, env = "COFFER_OPERATOR_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Data folder of the gateway bench starts (kept afterwards); a
+    /// temporary one by default.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Store of the gateway bench starts.
+    #[arg(long, default_value = "sqlite", value_parser = ["sqlite"])]
+    store: String,
+    #[arg(long, default_value_t = 20_000)]
+    payments: u64,
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    #[arg(long, default_value_t = 64)]
+    agents: usize,
+    /// Store this many payments first (not measured), to show the cost of a
+    /// long history.
+    #[arg(long, default_value_t = 0)]
+    history: u64,
+    /// Requests to the trivial route for the ceiling (0 skips it).
+    #[arg(long, default_value_t = 40_000)]
+    ceiling_requests: u64,
+    #[arg(long)]
+    json: bool,
+}
 
-pub async fn run(_args: BenchArgs) -> super::CliResult {
-    Err("not yet".into())
+#[derive(Serialize, Default)]
+struct Latency {
+    p50_ms: f64,
+    p90_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+}
+
+#[derive(Serialize)]
+struct Report {
+    payments: u64,
+    concurrency: usize,
+    agents: usize,
+    history: u64,
+    elapsed_s: f64,
+    payments_per_s: f64,
+    pay_p99_ms: f64,
+    invoice: Latency,
+    pay: Latency,
+    errors: BTreeMap<String, u64>,
+    ceiling_requests_per_s: Option<f64>,
+    /// HTTP calls per second during the payment run (two per payment)
+    /// divided by the trivial route's rate.
+    ceiling_ratio: Option<f64>,
+    audit: String,
+}
+
+pub async fn run(args: BenchArgs) -> CliResult {
+    validate(&args)?;
+    super::install_crypto_provider();
+    let mut own = None;
+    let (url, token) = match (&args.url, &args.token) {
+        (Some(url), Some(token)) => (url.clone(), token.clone()),
+        (Some(_), None) => return Err("--url needs the operator token (--token or COFFER_OPERATOR_TOKEN)".into()),
+        (None, _) => {
+            let gw = OwnGateway::start(args.data.clone()).await?;
+            let pair = (gw.url.clone(), gw.token.clone());
+            own = Some(gw);
+            pair
+        }
+    };
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(CONCURRENCY_MAX)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let agents = setup_agents(&http, &url, &token, args.agents).await?;
+    if args.history > 0 {
+        eprintln!("bench: storing {} payments of history first", args.history);
+        run_payments(&agents, args.history, args.concurrency).await;
+    }
+    let ceiling = if args.ceiling_requests > 0 { Some(ceiling(&agents[0], args.ceiling_requests, args.concurrency).await) } else { None };
+    let run = run_payments(&agents, args.payments, args.concurrency).await;
+    let audit = match &own {
+        Some(gw) => gw.audit().await?,
+        None => "skipped: the gateway at --url is audited with `coffer audit` on its host".into(),
+    };
+    let report = report(&args, run, ceiling, audit);
+    print_report(&report, args.json)?;
+    drop(own);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn validate(args: &BenchArgs) -> Result<(), String> {
+    if args.payments == 0 || args.payments > PAYMENTS_MAX {
+        return Err(format!("--payments: 1 to {PAYMENTS_MAX}"));
+    }
+    if args.concurrency == 0 || args.concurrency > CONCURRENCY_MAX {
+        return Err(format!("--concurrency: 1 to {CONCURRENCY_MAX}"));
+    }
+    if args.agents < 2 || args.agents > AGENTS_MAX {
+        return Err(format!("--agents: 2 to {AGENTS_MAX}"));
+    }
+    Ok(())
+}
+
+/// A gateway child process on a folder of its own.
+struct OwnGateway {
+    child: tokio::process::Child,
+    url: String,
+    token: String,
+    data: PathBuf,
+    _temp: Option<TempDir>,
+}
+
+/// A temporary folder removed on drop.
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl OwnGateway {
+    async fn start(data: Option<PathBuf>) -> Result<OwnGateway, String> {
+        let (data, temp) = match data {
+            Some(d) => (d, None),
+            None => {
+                let d = std::env::temp_dir().join(crate::secrets::new_id("coffer-bench-"));
+                (d.clone(), Some(TempDir(d)))
+            }
+        };
+        let token = crate::secrets::new_secret(crate::secrets::OPERATOR_TOKEN_PREFIX);
+        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+        let mut child = tokio::process::Command::new(exe)
+            .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+            .arg(&data)
+            .env("COFFER_OPERATOR_TOKEN", &token)
+            .env("COFFER_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| format!("starting the gateway: {e}"))?;
+        let stdout = child.stdout.take().ok_or("no stdout from the gateway")?;
+        let url = tokio::time::timeout(Duration::from_secs(30), wait_for_listening(stdout))
+            .await
+            .map_err(|_| "the gateway did not start within 30 s".to_owned())??;
+        Ok(OwnGateway { child, url, token, data, _temp: temp })
+    }
+
+    async fn audit(&self) -> Result<String, String> {
+        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+        let out = tokio::process::Command::new(exe)
+            .args(["audit", "--data"])
+            .arg(&self.data)
+            .output()
+            .await
+            .map_err(|e| e.to_string())?;
+        let text = String::from_utf8_lossy(&out.stdout).lines().last().unwrap_or_default().to_owned();
+        if !out.status.success() {
+            return Err(format!("audit failed after the run: {}", String::from_utf8_lossy(&out.stdout)));
+        }
+        Ok(text)
+    }
+}
+
+impl Drop for OwnGateway {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
+
+async fn wait_for_listening(stdout: tokio::process::ChildStdout) -> Result<String, String> {
+    let mut lines = BufReader::new(stdout).lines();
+    while let Some(line) = lines.next_line().await.map_err(|e| e.to_string())? {
+        if let Some(url) = line.strip_prefix("coffer listening on ") {
+            // Keep draining stdout so the child never blocks on a full pipe.
+            tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+            return Ok(url.trim().to_owned());
+        }
+    }
+    Err("the gateway exited before listening".into())
+}
+
+/// Creates the agents, mints and funds each so that the ring of payments
+/// never runs dry.
+async fn setup_agents(http: &reqwest::Client, url: &str, token: &str, count: usize) -> Result<Vec<Client>, String> {
+    let operator = Client::with_http(http.clone(), url, token);
+    let per_agent_msat: u64 = 1_000_000_000;
+    let total = per_agent_msat.checked_mul(count as u64).ok_or("too many agents")?;
+    operator.mint(total).await.map_err(|e| format!("mint (is the gateway in dev mode?): {e}"))?;
+    let mut agents = Vec::with_capacity(count);
+    for i in 0..count {
+        let created = operator.create_agent(&format!("bench-{i}")).await.map_err(|e| e.to_string())?;
+        operator.fund_agent(&created.id, per_agent_msat).await.map_err(|e| e.to_string())?;
+        agents.push(Client::with_http(http.clone(), url, &created.key));
+    }
+    Ok(agents)
+}
+
+struct RunResult {
+    elapsed: Duration,
+    succeeded: u64,
+    invoice_us: Vec<u32>,
+    pay_us: Vec<u32>,
+    errors: BTreeMap<String, u64>,
+}
+
+async fn run_payments(agents: &[Client], payments: u64, concurrency: usize) -> RunResult {
+    let next = Arc::new(AtomicU64::new(0));
+    let agents: Arc<Vec<Client>> = Arc::new(agents.to_vec());
+    let started = Instant::now();
+    let workers: Vec<_> = (0..concurrency)
+        .map(|w| {
+            let (next, agents) = (Arc::clone(&next), Arc::clone(&agents));
+            tokio::spawn(async move { worker(w, &agents, &next, payments).await })
+        })
+        .collect();
+    let mut result = RunResult { elapsed: Duration::ZERO, succeeded: 0, invoice_us: Vec::new(), pay_us: Vec::new(), errors: BTreeMap::new() };
+    for w in workers {
+        match w.await {
+            Ok(part) => {
+                result.succeeded += part.succeeded;
+                result.invoice_us.extend(part.invoice_us);
+                result.pay_us.extend(part.pay_us);
+                for (k, v) in part.errors {
+                    *result.errors.entry(k).or_default() += v;
+                }
+            }
+            Err(e) => *result.errors.entry(format!("worker: {e}")).or_default() += 1,
+        }
+    }
+    result.elapsed = started.elapsed();
+    result
+}
+
+async fn worker(w: usize, agents: &[Client], next: &AtomicU64, payments: u64) -> RunResult {
+    let mut r = RunResult { elapsed: Duration::ZERO, succeeded: 0, invoice_us: Vec::new(), pay_us: Vec::new(), errors: BTreeMap::new() };
+    let n = agents.len();
+    while next.fetch_add(1, Ordering::Relaxed) < payments {
+        // Worker w pays from agent w to agent w+1 (mod n): spread over
+        // agents, and a ring, so no wallet drains.
+        let (payer, payee) = (&agents[w % n], &agents[(w + 1) % n]);
+        let t = Instant::now();
+        let invoice = payee.create_invoice(&CreateInvoiceRequest { amount_msat: 1_000, memo: None, expiry_secs: None }).await;
+        r.invoice_us.push(micros(t));
+        let invoice = match invoice {
+            Ok(i) => i,
+            Err(e) => {
+                *r.errors.entry(format!("invoice: {}", e.code().unwrap_or("transport"))).or_default() += 1;
+                continue;
+            }
+        };
+        let t = Instant::now();
+        let paid = payer.pay(&PayRequest { bolt11: invoice.bolt11, purpose: None }, &invoice.payment_hash).await;
+        r.pay_us.push(micros(t));
+        match paid {
+            Ok(_) => r.succeeded += 1,
+            Err(e) => *r.errors.entry(format!("pay: {}", e.code().unwrap_or("transport"))).or_default() += 1,
+        }
+    }
+    r
+}
+
+async fn ceiling(client: &Client, requests: u64, concurrency: usize) -> f64 {
+    let next = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let (next, client) = (Arc::clone(&next), client.clone());
+            tokio::spawn(async move {
+                while next.fetch_add(1, Ordering::Relaxed) < requests {
+                    let _ = client.health().await;
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        let _ = t.await;
+    }
+    requests as f64 / started.elapsed().as_secs_f64()
+}
+
+fn micros(since: Instant) -> u32 {
+    u32::try_from(since.elapsed().as_micros()).unwrap_or(u32::MAX)
+}
+
+fn latency(mut samples: Vec<u32>) -> Latency {
+    if samples.is_empty() {
+        return Latency::default();
+    }
+    samples.sort_unstable();
+    let at = |q: f64| {
+        let i = ((samples.len() as f64 - 1.0) * q).round() as usize;
+        f64::from(samples[i.min(samples.len() - 1)]) / 1000.0
+    };
+    Latency { p50_ms: at(0.50), p90_ms: at(0.90), p99_ms: at(0.99), max_ms: at(1.0) }
+}
+
+fn report(args: &BenchArgs, run: RunResult, ceiling: Option<f64>, audit: String) -> Report {
+    let elapsed_s = run.elapsed.as_secs_f64();
+    let payments_per_s = run.succeeded as f64 / elapsed_s;
+    let calls_per_s = (run.invoice_us.len() + run.pay_us.len()) as f64 / elapsed_s;
+    let pay = latency(run.pay_us);
+    Report {
+        payments: run.succeeded,
+        concurrency: args.concurrency,
+        agents: args.agents,
+        history: args.history,
+        elapsed_s,
+        payments_per_s,
+        pay_p99_ms: pay.p99_ms,
+        invoice: latency(run.invoice_us),
+        pay,
+        errors: run.errors,
+        ceiling_requests_per_s: ceiling,
+        ceiling_ratio: ceiling.map(|c| calls_per_s / c),
+        audit,
+    }
+}
+
+fn print_report(r: &Report, json: bool) -> Result<(), String> {
+    if json {
+        println!("{}", serde_json::to_string(r).map_err(|e| e.to_string())?);
+        return Ok(());
+    }
+    println!("payments      {} in {:.2} s at concurrency {} over {} agents (history {})", r.payments, r.elapsed_s, r.concurrency, r.agents, r.history);
+    println!("throughput    {:.0} payments/s", r.payments_per_s);
+    for (name, l) in [("invoice", &r.invoice), ("pay", &r.pay)] {
+        println!("{name:<13} p50 {:.2} ms  p90 {:.2} ms  p99 {:.2} ms  max {:.2} ms", l.p50_ms, l.p90_ms, l.p99_ms, l.max_ms);
+    }
+    if let (Some(c), Some(ratio)) = (r.ceiling_requests_per_s, r.ceiling_ratio) {
+        println!("ceiling       {c:.0} req/s on GET /healthz; payment calls reach {:.0}% of it", ratio * 100.0);
+    }
+    println!("errors        {}", if r.errors.is_empty() { "none".to_owned() } else { format!("{:?}", r.errors) });
+    println!("audit         {}", r.audit);
+    Ok(())
 }
