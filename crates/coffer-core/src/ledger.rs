@@ -6,7 +6,7 @@
 //! that a balance check reads two numbers, never a sum over history. The audit
 //! recomputes those totals from the transfers and compares.
 
-use crate::amount::{AmountError, Msat};
+use crate::amount::{AmountError, MAX_MONEY_MSAT, Msat};
 use serde::Serialize;
 use std::collections::HashMap;
 use std::fmt;
@@ -150,6 +150,11 @@ pub fn post(transfer: Transfer, debit: &mut Balance, credit: &mut Balance) -> Re
     // both accounts untouched.
     let debits_posted = debit.debits_posted.checked_add(transfer.amount)?;
     let credits_posted = credit.credits_posted.checked_add(transfer.amount)?;
+    // No account holds more than all the bitcoin there will ever be.
+    let credit_net = i128::from(credits_posted.as_u64()) - i128::from(credit.debits_posted.as_u64());
+    if !transfer.credit.kind().may_go_negative() && credit_net > i128::from(MAX_MONEY_MSAT) {
+        return Err(LedgerError::Amount(AmountError::AboveMaxMoney));
+    }
     debit.debits_posted = debits_posted;
     credit.credits_posted = credits_posted;
     Ok(())
@@ -313,6 +318,16 @@ mod tests {
         release(&mut alice, Msat::new(7)).unwrap();
         assert_eq!(alice.available(), Msat::new(10));
         assert!(release(&mut alice, Msat::new(1)).is_err(), "cannot release more than reserved");
+    }
+
+    #[test]
+    fn no_account_holds_more_than_all_bitcoin() {
+        let (mut outside, mut treasury) = (Balance::default(), Balance::default());
+        let all = Transfer { debit: AccountId::OUTSIDE, credit: AccountId::TREASURY, amount: Msat::MAX_MONEY };
+        post(all, &mut outside, &mut treasury).unwrap();
+        let one_more = Transfer { amount: Msat::new(1), ..all };
+        assert_eq!(post(one_more, &mut outside, &mut treasury), Err(LedgerError::Amount(AmountError::AboveMaxMoney)));
+        assert_eq!(treasury.net_u64(), MAX_MONEY_MSAT, "the refused transfer changed nothing");
     }
 
     #[test]

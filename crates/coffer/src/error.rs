@@ -8,7 +8,7 @@ use std::fmt;
 pub enum Error {
     /// A field failed validation: `field` names it.
     InvalidField { field: &'static str, detail: String },
-    InvalidAmount { field: &'static str, cause: AmountError },
+    InvalidAmount { field: &'static str, detail: String },
     InvalidInvoice(String),
     /// The body is not the JSON the route takes: syntax, types, unknown or
     /// missing fields.
@@ -44,7 +44,7 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::InvalidField { field, detail } => write!(f, "{field}: {detail}"),
-            Error::InvalidAmount { field, cause } => write!(f, "{field}: {cause}"),
+            Error::InvalidAmount { field, detail } => write!(f, "{field}: {detail}"),
             Error::InvalidInvoice(why) => f.write_str(why),
             Error::MalformedRequest(why) => write!(f, "malformed request: {why}"),
             Error::BodyTooLarge => write!(f, "the request body is larger than {} bytes", crate::http::BODY_LEN_MAX_BYTES),
@@ -79,6 +79,10 @@ impl From<LedgerError> for Error {
     fn from(e: LedgerError) -> Error {
         match e {
             LedgerError::InsufficientFunds { available, needed } => Error::InsufficientBalance { available, needed },
+            LedgerError::Amount(AmountError::AboveMaxMoney) => Error::InvalidAmount {
+                field: "amount_msat",
+                detail: "the credited balance would exceed 21 million bitcoin".into(),
+            },
             other => Error::Internal(other.to_string()),
         }
     }

@@ -190,6 +190,12 @@ impl Gateway {
         expiry_secs: Option<u32>,
     ) -> Result<InvoiceRecord, Error> {
         let amount = parse_amount("amount_msat", amount_msat)?;
+        if amount.as_u64() > bolt11::INVOICE_AMOUNT_MAX_MSAT {
+            return Err(Error::InvalidAmount {
+                field: "amount_msat",
+                detail: format!("a BOLT11 invoice carries at most {} msat", bolt11::INVOICE_AMOUNT_MAX_MSAT),
+            });
+        }
         let memo = memo.unwrap_or("");
         if memo.len() > bolt11::MEMO_LEN_MAX_BYTES {
             return Err(invalid("memo", format!("at most {} bytes", bolt11::MEMO_LEN_MAX_BYTES)));
@@ -298,7 +304,7 @@ fn invalid(field: &'static str, detail: String) -> Error {
 }
 
 pub fn parse_amount(field: &'static str, value_msat: u64) -> Result<Msat, Error> {
-    Msat::parse_positive(value_msat).map_err(|cause| Error::InvalidAmount { field, cause })
+    Msat::parse_positive(value_msat).map_err(|cause| Error::InvalidAmount { field, detail: cause.to_string() })
 }
 
 fn validate_name(name: &str) -> Result<String, Error> {

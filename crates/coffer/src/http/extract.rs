@@ -90,6 +90,12 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
                 Error::MalformedRequest(rejection.body_text())
             }
         })?;
+        // serde reads a JSON array as a struct with fields in order; every
+        // body of this API is an object, so anything else is refused.
+        let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+        if first != Some(&b'{') {
+            return Err(Error::MalformedRequest("the body must be a JSON object".into()));
+        }
         serde_json::from_slice(&bytes).map(ApiJson).map_err(|e| Error::MalformedRequest(e.to_string()))
     }
 }

@@ -1,0 +1,378 @@
+//! A harness for end-to-end tests: runs the real `coffer` binary on a data
+//! folder of its own and talks to it over HTTP.
+//!
+//! ```ignore
+//! mod common;
+//! let gw = common::Gateway::start().await;
+//! let (id, agent, key) = gw.new_agent("alice", 10_000).await;
+//! ```
+//!
+//! Each test file includes this module, and uses only part of it.
+#![allow(dead_code)]
+
+use coffer_client::{Client, Problem};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Output, Stdio};
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// The binary under test, built by Cargo for these tests.
+pub const BIN: &str = env!("CARGO_BIN_EXE_coffer");
+/// What `coffer serve` prints once it accepts connections.
+const READY_PREFIX: &str = "coffer listening on ";
+/// How long a start may take before the test fails.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// Every HTTP call of a test is bounded: a hang fails the test.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// A running `coffer serve`, killed when dropped.
+pub struct Gateway {
+    child: Option<Child>,
+    url: String,
+    token: String,
+    dir: PathBuf,
+    http: reqwest::Client,
+    /// Kept last: the folder outlives the process.
+    _tempdir: Option<tempfile::TempDir>,
+}
+
+impl Gateway {
+    /// Starts a gateway on a fresh temporary data folder.
+    pub async fn start() -> Gateway {
+        let tempdir = tempfile::tempdir().expect("creating a temporary data folder");
+        let dir = tempdir.path().join("data");
+        let mut gw = Gateway::start_in(&dir).await;
+        gw._tempdir = Some(tempdir);
+        gw
+    }
+
+    /// Starts a gateway on the given data folder (kept after the test).
+    pub async fn start_in(dir: &Path) -> Gateway {
+        coffer::cli::install_crypto_provider();
+        let http = reqwest::Client::builder()
+            .timeout(REQUEST_TIMEOUT)
+            .pool_max_idle_per_host(256)
+            .build()
+            .expect("building an HTTP client");
+        let token = coffer::secrets::new_secret("cop_test_");
+        let mut gw = Gateway {
+            child: None,
+            url: String::new(),
+            token,
+            dir: dir.to_owned(),
+            http,
+            _tempdir: None,
+        };
+        gw.spawn().await;
+        gw
+    }
+
+    async fn spawn(&mut self) {
+        assert!(self.child.is_none(), "the gateway is already running");
+        let mut child = Command::new(BIN)
+            .arg("serve")
+            .arg("--data")
+            .arg(&self.dir)
+            .args(["--listen", "127.0.0.1:0"])
+            .env("COFFER_OPERATOR_TOKEN", &self.token)
+            .env("COFFER_LOG", "warn")
+            .env_remove("COFFER_URL")
+            .env_remove("COFFER_AGENT_KEY")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawning coffer serve");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let mut seen = Vec::new();
+        let url = tokio::time::timeout(START_TIMEOUT, async {
+            while let Some(line) = lines.next_line().await.expect("reading coffer's stdout") {
+                if let Some(url) = line.strip_prefix(READY_PREFIX) {
+                    return Some(url.trim().to_owned());
+                }
+                seen.push(line);
+            }
+            None
+        })
+        .await;
+        let url = match url {
+            Ok(Some(url)) => url,
+            Ok(None) => panic!("coffer serve exited before listening; stdout: {seen:?}"),
+            Err(_) => {
+                panic!("coffer serve did not listen within {START_TIMEOUT:?}; stdout: {seen:?}")
+            }
+        };
+        // Keep reading, so the process never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        self.url = url;
+        self.child = Some(child);
+    }
+
+    /// The base URL, `http://127.0.0.1:PORT` (a new port after a restart).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn operator_token(&self) -> &str {
+        &self.token
+    }
+
+    /// A shared connection pool, for raw requests.
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    /// A typed client with the operator token.
+    pub fn operator(&self) -> Client {
+        self.client(&self.token)
+    }
+
+    /// A typed client with any secret.
+    pub fn client(&self, secret: &str) -> Client {
+        Client::with_http(self.http.clone(), &self.url, secret)
+    }
+
+    /// Creates an agent and, if `fund_msat > 0`, mints that much into the
+    /// treasury and moves it to the agent. Returns the agent's id, a client
+    /// with its first (spend) key, and that key.
+    pub async fn new_agent(&self, name: &str, fund_msat: u64) -> (String, Client, String) {
+        let op = self.operator();
+        let created = op.create_agent(name).await.expect("creating an agent");
+        if fund_msat > 0 {
+            op.mint(fund_msat).await.expect("minting");
+            let t = op
+                .fund_agent(&created.id, fund_msat)
+                .await
+                .expect("funding");
+            assert_eq!(
+                t.balance_msat, fund_msat,
+                "a new agent's balance after funding"
+            );
+        }
+        (created.id.clone(), self.client(&created.key), created.key)
+    }
+
+    /// Kills the server with SIGKILL (on unix, `Child::kill` sends SIGKILL)
+    /// and reaps it.
+    pub async fn kill9(&mut self) {
+        let mut child = self.child.take().expect("the gateway is not running");
+        child.kill().await.expect("killing coffer serve");
+    }
+
+    /// Starts the server again on the same data folder (SIGKILLing it first
+    /// if it still runs). The port changes: make clients anew from `url()`.
+    pub async fn restart(&mut self) {
+        if self.child.is_some() {
+            self.kill9().await;
+        }
+        self.spawn().await;
+    }
+
+    /// Runs `coffer audit --data DIR`: whether it passed, and what it said.
+    pub async fn audit(&self) -> (bool, String) {
+        let out = Command::new(BIN)
+            .arg("audit")
+            .arg("--data")
+            .arg(&self.dir)
+            .stdin(Stdio::null())
+            .output()
+            .await
+            .expect("running coffer audit");
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    }
+
+    /// Runs a CLI command against this gateway (`COFFER_URL` set), with the
+    /// given extra environment.
+    pub async fn cli(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let mut cmd = Command::new(BIN);
+        cmd.args(args)
+            .env_remove("COFFER_OPERATOR_TOKEN")
+            .env_remove("COFFER_AGENT_KEY")
+            .env("COFFER_URL", &self.url)
+            .stdin(Stdio::null());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.output().await.expect("running the coffer CLI")
+    }
+
+    /// Runs an operator CLI command and parses its `--json` output.
+    pub async fn cli_operator_json(&self, args: &[&str]) -> Value {
+        let out = self
+            .cli(args, &[("COFFER_OPERATOR_TOKEN", &self.token)])
+            .await;
+        cli_json(args, out)
+    }
+
+    /// Runs an agent CLI command with `key` and parses its `--json` output.
+    pub async fn cli_agent_json(&self, key: &str, args: &[&str]) -> Value {
+        let out = self.cli(args, &[("COFFER_AGENT_KEY", key)]).await;
+        cli_json(args, out)
+    }
+
+    /// A raw request to `path`, with `Authorization: Bearer <secret>` if any.
+    pub fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        secret: Option<&str>,
+    ) -> reqwest::RequestBuilder {
+        let rb = self.http.request(method, format!("{}{path}", self.url));
+        match secret {
+            Some(s) => rb.bearer_auth(s),
+            None => rb,
+        }
+    }
+
+    /// The treasury's balance.
+    pub async fn treasury_msat(&self) -> u64 {
+        self.operator()
+            .treasury()
+            .await
+            .expect("reading the treasury")
+            .balance_msat
+    }
+
+    /// Every agent's balance, by id, as the operator sees them.
+    pub async fn balances(&self) -> std::collections::BTreeMap<String, u64> {
+        let agents = self.operator().agents().await.expect("listing agents");
+        agents.into_iter().map(|a| (a.id, a.balance_msat)).collect()
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.start_kill();
+        }
+    }
+}
+
+fn cli_json(args: &[&str], out: Output) -> Value {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "coffer {args:?} failed ({}): {stdout}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("coffer {args:?} printed no JSON ({e}): {stdout}"))
+}
+
+/// An HTTP answer, whole.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub content_type: Option<String>,
+    pub text: String,
+    /// The body as JSON, or `Null` if it is not JSON.
+    pub json: Value,
+}
+
+impl Reply {
+    /// Asserts this is a problem with this status and code, well formed:
+    /// `application/problem+json`, `type` = `/problems/<code>`, `status`
+    /// equal to the HTTP status. Returns it.
+    #[track_caller]
+    pub fn assert_problem(&self, status: u16, code: &str) -> &Value {
+        assert_eq!(
+            (self.status, self.json["code"].as_str()),
+            (status, Some(code)),
+            "answer: {self:?}"
+        );
+        self.assert_well_formed_problem();
+        &self.json
+    }
+
+    /// Asserts this is a well-formed problem, whatever its code.
+    #[track_caller]
+    pub fn assert_well_formed_problem(&self) {
+        assert_eq!(
+            self.content_type.as_deref(),
+            Some(PROBLEM_JSON),
+            "content type of {self:?}"
+        );
+        let code = self.json["code"]
+            .as_str()
+            .unwrap_or_else(|| panic!("a problem without a code: {self:?}"));
+        assert!(!code.is_empty(), "an empty problem code: {self:?}");
+        assert_eq!(
+            self.json["type"].as_str(),
+            Some(format!("/problems/{code}").as_str()),
+            "type of {self:?}"
+        );
+        assert_eq!(
+            self.json["status"].as_u64(),
+            Some(u64::from(self.status)),
+            "status field of {self:?}"
+        );
+        assert!(
+            self.json["title"].is_string() && self.json["detail"].is_string(),
+            "title and detail of {self:?}"
+        );
+    }
+
+    pub fn code(&self) -> Option<&str> {
+        self.json["code"].as_str()
+    }
+}
+
+/// Sends a request and reads the whole answer. Panics on a transport error.
+pub async fn send(rb: reqwest::RequestBuilder) -> Reply {
+    try_send(rb)
+        .await
+        .unwrap_or_else(|e| panic!("request failed: {e}"))
+}
+
+/// Sends a request and reads the whole answer.
+pub async fn try_send(rb: reqwest::RequestBuilder) -> Result<Reply, reqwest::Error> {
+    let response = rb.send().await?;
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let content_type = headers
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let text = response.text().await?;
+    let json = serde_json::from_str(&text).unwrap_or(Value::Null);
+    Ok(Reply {
+        status,
+        headers,
+        content_type,
+        text,
+        json,
+    })
+}
+
+/// The problem inside a client error; panics on any other error.
+#[track_caller]
+pub fn problem(e: coffer_client::Error) -> Problem {
+    match e {
+        coffer_client::Error::Problem(p) => *p,
+        other => panic!("expected a problem, got {other}"),
+    }
+}
+
+/// Lowercase hex SHA-256.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
