@@ -86,11 +86,7 @@ impl Client {
 
     /// Shares one connection pool between several clients (many agents).
     pub fn with_http(http: reqwest::Client, base_url: &str, secret: &str) -> Client {
-        Client {
-            http,
-            base_url: base_url.trim_end_matches('/').to_owned(),
-            authorization: format!("Bearer {secret}"),
-        }
+        Client { http, base_url: base_url.trim_end_matches('/').to_owned(), authorization: format!("Bearer {secret}") }
     }
 
     pub fn base_url(&self) -> &str {
@@ -187,7 +183,8 @@ impl Client {
     /// same key with the same body returns the first answer and never pays
     /// twice.
     pub async fn pay(&self, request: &PayRequest, idempotency_key: &str) -> Result<PayOutcome, Error> {
-        let builder = self.request(Method::POST, "/v1/payments").header("Idempotency-Key", idempotency_key).json(request);
+        let builder =
+            self.request(Method::POST, "/v1/payments").header("Idempotency-Key", idempotency_key).json(request);
         let (status, body) = self.send_raw(builder).await?;
         if status == StatusCode::ACCEPTED {
             return decode(status, &body).map(PayOutcome::Held);

@@ -105,9 +105,7 @@ impl Balance {
     /// What the account could spend now: credits less posted and pending
     /// debits. Zero when it is overdrawn (only `outside` can be).
     pub fn available(&self) -> Msat {
-        self.credits_posted
-            .saturating_sub(self.debits_posted)
-            .saturating_sub(self.debits_pending)
+        self.credits_posted.saturating_sub(self.debits_posted).saturating_sub(self.debits_pending)
     }
 
     /// Credits less posted debits (pending reservations included): the
@@ -210,18 +208,14 @@ impl TransferSums {
         self.sums.entry(t.debit).or_default().0 += amount;
         self.sums.entry(t.credit).or_default().1 += amount;
     }
-
 }
 
 /// Checks the maintained totals against totals recomputed from the
 /// transfers: they match, debits equal credits across the ledger, no account
 /// but `outside` is negative, and no reservation exceeds its funds.
 pub fn audit(accounts: impl IntoIterator<Item = (AccountId, Balance)>, sums: TransferSums) -> AuditReport {
-    let mut report = AuditReport {
-        transfers_checked: sums.transfers,
-        violations: sums.malformed,
-        ..AuditReport::default()
-    };
+    let mut report =
+        AuditReport { transfers_checked: sums.transfers, violations: sums.malformed, ..AuditReport::default() };
     let mut recomputed = sums.sums;
     for (id, balance) in accounts {
         report.accounts_checked += 1;
@@ -301,7 +295,8 @@ mod tests {
         post(fund, &mut treasury, &mut alice).unwrap();
         assert_eq!(outside.net(), -50);
         assert_eq!(treasury.available(), Msat::new(30));
-        let report = audit_of([(AccountId::OUTSIDE, outside), (AccountId::TREASURY, treasury), (ALICE, alice)], &[mint, fund]);
+        let report =
+            audit_of([(AccountId::OUTSIDE, outside), (AccountId::TREASURY, treasury), (ALICE, alice)], &[mint, fund]);
         assert!(report.is_clean(), "{:?}", report.violations);
         assert_eq!(report.transfers_checked, 2);
     }

@@ -7,5 +7,5 @@ pub mod audit_chain;
 pub mod ledger;
 pub mod policy;
 
-pub use amount::{AmountError, Msat, MAX_MONEY_MSAT};
+pub use amount::{AmountError, MAX_MONEY_MSAT, Msat};
 pub use ledger::{AccountId, AccountKind, Balance, LedgerError, Transfer};

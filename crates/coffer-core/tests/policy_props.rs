@@ -5,8 +5,8 @@
 use chrono::{DateTime, Datelike, Utc};
 use coffer_core::Msat;
 use coffer_core::policy::{
-    Attempt, BUCKETS_PER_WINDOW, Budget, Decision, DenyCode, Payee, PayeeDefault, PayeeEntry,
-    Policy, Usage, Window, budget_report, evaluate, evaluate_chain,
+    Attempt, BUCKETS_PER_WINDOW, Budget, Decision, DenyCode, Payee, PayeeDefault, PayeeEntry, Policy, Usage, Window,
+    budget_report, evaluate, evaluate_chain,
 };
 use proptest::prelude::*;
 use std::collections::HashMap;
@@ -19,19 +19,11 @@ type Recorded = Vec<(i64, u64)>;
 
 fn budget(limit_msat: u64, window: &str) -> Budget {
     let window = Window::parse(window).expect("test windows are valid");
-    Budget {
-        limit_msat: Msat::new(limit_msat),
-        window,
-        kind: window.kind(),
-    }
+    Budget { limit_msat: Msat::new(limit_msat), window, kind: window.kind() }
 }
 
 fn attempt(amount: u64, fee_limit: u64) -> Attempt {
-    Attempt {
-        amount: Msat::new(amount),
-        fee_limit: Msat::new(fee_limit),
-        payee: Payee::default(),
-    }
+    Attempt { amount: Msat::new(amount), fee_limit: Msat::new(fee_limit), payee: Payee::default() }
 }
 
 fn goes_ahead(decision: &Decision) -> bool {
@@ -44,21 +36,13 @@ fn bucket_ms(window_ms: i64) -> i64 {
 
 /// The exact spend in `(from_ms, to_ms]`.
 fn exact_spend(recorded: &[(i64, u64)], from_ms: i64, to_ms: i64) -> u64 {
-    recorded
-        .iter()
-        .filter(|(t, _)| *t > from_ms && *t <= to_ms)
-        .map(|(_, v)| v)
-        .sum()
+    recorded.iter().filter(|(t, _)| *t > from_ms && *t <= to_ms).map(|(_, v)| v).sum()
 }
 
 /// The most spent in any interval `(a - window, a]`. The maximum is reached
 /// with `a` at a payment time, so those are the only ends to try.
 fn max_rolling_spend(recorded: &[(i64, u64)], window_ms: i64) -> u64 {
-    recorded
-        .iter()
-        .map(|(end, _)| exact_spend(recorded, end - window_ms, *end))
-        .max()
-        .unwrap_or(0)
+    recorded.iter().map(|(end, _)| exact_spend(recorded, end - window_ms, *end)).max().unwrap_or(0)
 }
 
 /// The most spent in any one calendar period, periods computed by chrono.
@@ -72,9 +56,7 @@ fn max_calendar_spend(recorded: &[(i64, u64)], period: &str) -> u64 {
 
 /// Which calendar period `t` is in, by chrono rather than by the engine.
 fn calendar_key(t: i64, period: &str) -> (i32, u32) {
-    let date = DateTime::<Utc>::from_timestamp_millis(t)
-        .expect("test times are in chrono's range")
-        .date_naive();
+    let date = DateTime::<Utc>::from_timestamp_millis(t).expect("test times are in chrono's range").date_naive();
     match period {
         "day" => (date.year(), date.ordinal()),
         "week" => (date.iso_week().year(), date.iso_week().week()),
@@ -94,23 +76,13 @@ fn start_ms() -> impl Strategy<Value = i64> {
 
 /// A policy with two rolling windows, two calendar windows and a lifetime.
 fn budget_policy() -> impl Strategy<Value = Policy> {
-    (
-        5_000u64..=50_000,
-        2_000u64..=30_000,
-        20_000u64..=200_000,
-        50_000u64..=500_000,
-        100_000u64..=2_000_000,
-    )
-        .prop_map(|(hour, quarter, day, week, lifetime)| Policy {
-            budgets: vec![
-                budget(hour, "1h"),
-                budget(quarter, "15m"),
-                budget(day, "day"),
-                budget(week, "week"),
-            ],
+    (5_000u64..=50_000, 2_000u64..=30_000, 20_000u64..=200_000, 50_000u64..=500_000, 100_000u64..=2_000_000).prop_map(
+        |(hour, quarter, day, week, lifetime)| Policy {
+            budgets: vec![budget(hour, "1h"), budget(quarter, "15m"), budget(day, "day"), budget(week, "week")],
             lifetime_msat: Some(Msat::new(lifetime)),
             ..Policy::default()
-        })
+        },
+    )
 }
 
 /// Whether the attempt fits even if every rolling window were one bucket
@@ -123,20 +95,13 @@ fn fits_with_slack(policy: &Policy, recorded: &[(i64, u64)], now_ms: i64, spend:
             None => {
                 let period = b.window.to_string();
                 let key = calendar_key(now_ms, &period);
-                recorded
-                    .iter()
-                    .filter(|(t, _)| calendar_key(*t, &period) == key)
-                    .map(|(_, v)| v)
-                    .sum()
+                recorded.iter().filter(|(t, _)| calendar_key(*t, &period) == key).map(|(_, v)| v).sum()
             }
         };
         used + spend <= b.limit_msat.as_u64()
     });
     let total: u64 = recorded.iter().map(|(_, v)| v).sum();
-    windows_fit
-        && policy
-            .lifetime_msat
-            .is_none_or(|l| total + spend <= l.as_u64())
+    windows_fit && policy.lifetime_msat.is_none_or(|l| total + spend <= l.as_u64())
 }
 
 fn assert_within_limits(policy: &Policy, recorded: &[(i64, u64)]) -> Result<(), TestCaseError> {
@@ -146,22 +111,11 @@ fn assert_within_limits(policy: &Policy, recorded: &[(i64, u64)]) -> Result<(), 
             Some(window_ms) => max_rolling_spend(recorded, window_ms),
             None => max_calendar_spend(recorded, &b.window.to_string()),
         };
-        prop_assert!(
-            worst <= limit,
-            "{} budget: {} spent in one window, limit {}",
-            b.window,
-            worst,
-            limit
-        );
+        prop_assert!(worst <= limit, "{} budget: {} spent in one window, limit {}", b.window, worst, limit);
     }
     let total: u64 = recorded.iter().map(|(_, v)| v).sum();
     if let Some(lifetime) = policy.lifetime_msat {
-        prop_assert!(
-            total <= lifetime.as_u64(),
-            "lifetime: {} spent, limit {}",
-            total,
-            lifetime
-        );
+        prop_assert!(total <= lifetime.as_u64(), "lifetime: {} spent, limit {}", total, lifetime);
     }
     Ok(())
 }
@@ -387,54 +341,28 @@ fn any_policy() -> impl Strategy<Value = Policy> {
         prop::collection::vec(1_000u64..=2_000_000, 6),
         prop::option::of(1_000u64..=10_000_000),
         prop::option::of(1u32..=100),
-        (
-            any::<bool>(),
-            prop::sample::subsequence(vec![0usize, 1, 2, 3], 0..=4),
-            any::<u8>(),
-        ),
+        (any::<bool>(), prop::sample::subsequence(vec![0usize, 1, 2, 3], 0..=4), any::<u8>()),
         prop::option::of(0u64..=300_000),
         prop::option::of(-TEN_YEARS_MS..=TEN_YEARS_MS),
     )
         .prop_map(
-            |(
-                max_payment,
-                windows,
-                limits,
-                lifetime,
-                rate,
-                (deny_default, listed, split),
-                approval,
-                expires,
-            )| {
+            |(max_payment, windows, limits, lifetime, rate, (deny_default, listed, split), approval, expires)| {
                 // Listed agents go to the allow or the deny list, never both.
                 let (mut allow, mut deny) = (Vec::new(), Vec::new());
                 for (i, agent) in listed.into_iter().enumerate() {
-                    let entry =
-                        PayeeEntry::parse(&format!("agent:agent{agent}")).expect("valid entry");
-                    if split & (1 << i) == 0 {
-                        allow.push(entry)
-                    } else {
-                        deny.push(entry)
-                    }
+                    let entry = PayeeEntry::parse(&format!("agent:agent{agent}")).expect("valid entry");
+                    if split & (1 << i) == 0 { allow.push(entry) } else { deny.push(entry) }
                 }
                 let mut policy = Policy {
                     max_payment_msat: max_payment.map(Msat::new),
-                    budgets: windows
-                        .iter()
-                        .zip(&limits)
-                        .map(|(w, l)| budget(*l, w))
-                        .collect(),
+                    budgets: windows.iter().zip(&limits).map(|(w, l)| budget(*l, w)).collect(),
                     lifetime_msat: lifetime.map(Msat::new),
                     max_payments_per_minute: rate,
                     approval_above_msat: approval.map(Msat::new),
                     expires_at: expires.and_then(DateTime::from_timestamp_millis),
                     ..Policy::default()
                 };
-                policy.payees.default = if deny_default {
-                    PayeeDefault::Deny
-                } else {
-                    PayeeDefault::Allow
-                };
+                policy.payees.default = if deny_default { PayeeDefault::Deny } else { PayeeDefault::Allow };
                 policy.payees.allow = allow;
                 policy.payees.deny = deny;
                 policy
@@ -446,10 +374,7 @@ fn any_policy() -> impl Strategy<Value = Policy> {
 /// so the limit is not a one-off, and still no hour holds more than 100 sat.
 #[test]
 fn hourly_budget_frees_up_and_still_holds_over_three_hours() {
-    let policy = Policy {
-        budgets: vec![budget(100_000, "1h")],
-        ..Policy::default()
-    };
+    let policy = Policy { budgets: vec![budget(100_000, "1h")], ..Policy::default() };
     let mut usage = Usage::new();
     let mut recorded: Recorded = Vec::new();
     for i in 0..3 * 3_600 {
@@ -462,9 +387,5 @@ fn hourly_budget_frees_up_and_still_holds_over_three_hours() {
     assert!(max_rolling_spend(&recorded, HOUR_MS) <= 100_000);
     // Exact accounting would allow 300; whole buckets delay each hour's
     // renewal by at most one bucket (a minute), so a little less.
-    assert!(
-        (250..=300).contains(&recorded.len()),
-        "{} allowed",
-        recorded.len()
-    );
+    assert!((250..=300).contains(&recorded.len()), "{} allowed", recorded.len());
 }

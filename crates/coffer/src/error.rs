@@ -7,8 +7,14 @@ use std::fmt;
 #[derive(Debug)]
 pub enum Error {
     /// A field failed validation: `field` names it.
-    InvalidField { field: &'static str, detail: String },
-    InvalidAmount { field: &'static str, detail: String },
+    InvalidField {
+        field: &'static str,
+        detail: String,
+    },
+    InvalidAmount {
+        field: &'static str,
+        detail: String,
+    },
     InvalidInvoice(String),
     /// The body is not the JSON the route takes: syntax, types, unknown or
     /// missing fields.
@@ -19,7 +25,10 @@ pub enum Error {
     Unauthorized,
     Forbidden(&'static str),
     NotFound(&'static str),
-    InsufficientBalance { available: Msat, needed: Msat },
+    InsufficientBalance {
+        available: Msat,
+        needed: Msat,
+    },
     InvoiceExpired,
     InvoiceAlreadyPaid,
     SelfPayment,
@@ -47,14 +56,21 @@ impl fmt::Display for Error {
             Error::InvalidAmount { field, detail } => write!(f, "{field}: {detail}"),
             Error::InvalidInvoice(why) => f.write_str(why),
             Error::MalformedRequest(why) => write!(f, "malformed request: {why}"),
-            Error::BodyTooLarge => write!(f, "the request body is larger than {} bytes", crate::http::BODY_LEN_MAX_BYTES),
+            Error::BodyTooLarge => {
+                write!(f, "the request body is larger than {} bytes", crate::http::BODY_LEN_MAX_BYTES)
+            }
             Error::UnsupportedMediaType => f.write_str("send the body as application/json"),
             Error::MethodNotAllowed => f.write_str("this route does not take that method"),
             Error::Unauthorized => f.write_str("missing, unknown or revoked key"),
             Error::Forbidden(why) => f.write_str(why),
             Error::NotFound(what) => write!(f, "no such {what}"),
             Error::InsufficientBalance { available, needed } => {
-                write!(f, "insufficient balance: {} msat available, {} msat needed", available.as_u64(), needed.as_u64())
+                write!(
+                    f,
+                    "insufficient balance: {} msat available, {} msat needed",
+                    available.as_u64(),
+                    needed.as_u64()
+                )
             }
             Error::InvoiceExpired => f.write_str("the invoice has expired"),
             Error::InvoiceAlreadyPaid => f.write_str("the invoice has already been paid"),

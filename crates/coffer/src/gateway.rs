@@ -120,7 +120,13 @@ impl Gateway {
             digest: SecretDigest::of(&secret),
         };
         let key_id = key.id.clone();
-        let record = KeyRecord { id: key.id.clone(), agent_id: id.clone(), account: AccountId(0), scope: key.scope, digest: key.digest };
+        let record = KeyRecord {
+            id: key.id.clone(),
+            agent_id: id.clone(),
+            account: AccountId(0),
+            scope: key.scope,
+            digest: key.digest,
+        };
         let agent = self.store.create_agent(id, name, key, now_ms()).await?;
         self.cache_key(&KeyRecord { account: agent.account, ..record })?;
         Ok((agent, secret, key_id))
@@ -240,11 +246,19 @@ impl Gateway {
         Ok(invoice)
     }
 
-    pub async fn invoices(&self, caller: &AgentKey, page: PageRequest) -> Result<(Vec<InvoiceRecord>, Option<i64>), Error> {
+    pub async fn invoices(
+        &self,
+        caller: &AgentKey,
+        page: PageRequest,
+    ) -> Result<(Vec<InvoiceRecord>, Option<i64>), Error> {
         self.store.invoices(caller.agent_id.clone(), page).await
     }
 
-    pub async fn payments(&self, caller: &AgentKey, page: PageRequest) -> Result<(Vec<PaymentRecord>, Option<i64>), Error> {
+    pub async fn payments(
+        &self,
+        caller: &AgentKey,
+        page: PageRequest,
+    ) -> Result<(Vec<PaymentRecord>, Option<i64>), Error> {
         self.store.payments(caller.agent_id.clone(), page).await
     }
 
@@ -263,7 +277,8 @@ impl Gateway {
             return Err(invalid("purpose", format!("at most {PURPOSE_LEN_MAX_BYTES} bytes")));
         }
         let idempotency = idempotency_key.map(|key| idempotency_for(key, bolt11, purpose)).transpose()?;
-        let parsed = ParsedInvoice::parse(bolt11, self.settings.network).map_err(|e| Error::InvalidInvoice(e.to_string()))?;
+        let parsed =
+            ParsedInvoice::parse(bolt11, self.settings.network).map_err(|e| Error::InvalidInvoice(e.to_string()))?;
         match parsed.amount {
             None | Some(Msat::ZERO) => return Err(Error::AmountRequired),
             Some(amount) => parse_amount("invoice amount", amount.as_u64())?,
@@ -320,8 +335,7 @@ fn validate_name(name: &str) -> Result<String, Error> {
 
 pub fn parse_hash(hex_str: &str) -> Result<[u8; 32], Error> {
     let mut out = [0u8; 32];
-    hex::decode_to_slice(hex_str, &mut out)
-        .map_err(|_| invalid("payment_hash", "64 hexadecimal characters".into()))?;
+    hex::decode_to_slice(hex_str, &mut out).map_err(|_| invalid("payment_hash", "64 hexadecimal characters".into()))?;
     Ok(out)
 }
 

@@ -35,7 +35,11 @@ pub struct GatewayBuilder {
 
 impl Default for GatewayBuilder {
     fn default() -> Self {
-        GatewayBuilder { data_dir: PathBuf::from(DEFAULT_DATA_DIR), operator_token: None, durability: Durability::Process }
+        GatewayBuilder {
+            data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            operator_token: None,
+            durability: Durability::Process,
+        }
     }
 }
 
@@ -84,7 +88,10 @@ fn create_private_dir(dir: &Path) -> Result<(), Error> {
     builder.create(dir).map_err(|e| Error::internal("creating the data folder", e))
 }
 
-async fn settle_operator_token(store: &dyn Store, from_env: Option<String>) -> Result<(SecretDigest, OperatorToken), Error> {
+async fn settle_operator_token(
+    store: &dyn Store,
+    from_env: Option<String>,
+) -> Result<(SecretDigest, OperatorToken), Error> {
     if let Some(token) = from_env {
         let digest = SecretDigest::of(&token);
         store.set_operator_digest(digest).await?;
@@ -102,7 +109,8 @@ async fn settle_operator_token(store: &dyn Store, from_env: Option<String>) -> R
 /// Serves the HTTP API until SIGINT or SIGTERM. `on_ready` learns the bound
 /// address (the port may have been 0).
 pub async fn serve(gateway: Gateway, listen: SocketAddr, on_ready: impl FnOnce(SocketAddr)) -> Result<(), Error> {
-    let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| Error::internal("binding the listen address", e))?;
+    let listener =
+        tokio::net::TcpListener::bind(listen).await.map_err(|e| Error::internal("binding the listen address", e))?;
     let addr = listener.local_addr().map_err(|e| Error::internal("reading the bound address", e))?;
     on_ready(addr);
     let app = crate::http::router(Arc::new(gateway));

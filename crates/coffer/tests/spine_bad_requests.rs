@@ -42,25 +42,8 @@ struct Case {
     code: &'static str,
 }
 
-fn case(
-    name: &str,
-    method: Method,
-    path: &str,
-    auth: Auth,
-    body: Body,
-    status: u16,
-    code: &'static str,
-) -> Case {
-    Case {
-        name: name.to_owned(),
-        method,
-        path: path.to_owned(),
-        auth,
-        headers: Vec::new(),
-        body,
-        status,
-        code,
-    }
+fn case(name: &str, method: Method, path: &str, auth: Auth, body: Body, status: u16, code: &'static str) -> Case {
+    Case { name: name.to_owned(), method, path: path.to_owned(), auth, headers: Vec::new(), body, status, code }
 }
 
 impl Case {
@@ -99,9 +82,7 @@ fn forge(
         builder = builder.payee_pub_key(payee);
     }
     let raw = builder.build_raw().expect("building a raw invoice");
-    let signed = raw
-        .sign::<_, ()>(|message| Ok(secp.sign_ecdsa_recoverable(message, signer)))
-        .unwrap();
+    let signed = raw.sign::<_, ()>(|message| Ok(secp.sign_ecdsa_recoverable(message, signer))).unwrap();
     signed.to_string()
 }
 
@@ -119,37 +100,16 @@ async fn snapshot(gw: &Gateway, agents: &[(&str, &Client)]) -> Snapshot {
     let mut payments = BTreeMap::new();
     for (id, client) in agents {
         let page = client.invoices(None).await.unwrap();
-        invoices.insert(
-            id.to_string(),
-            page.items
-                .into_iter()
-                .map(|i| (i.payment_hash, i.status))
-                .collect(),
-        );
+        invoices.insert(id.to_string(), page.items.into_iter().map(|i| (i.payment_hash, i.status)).collect());
         let page = client.payments(None).await.unwrap();
-        payments.insert(
-            id.to_string(),
-            page.items.into_iter().map(|p| p.id).collect(),
-        );
+        payments.insert(id.to_string(), page.items.into_iter().map(|p| p.id).collect());
     }
-    Snapshot {
-        balances: gw.balances().await,
-        treasury: gw.treasury_msat().await,
-        invoices,
-        payments,
-    }
+    Snapshot { balances: gw.balances().await, treasury: gw.treasury_msat().await, invoices, payments }
 }
 
 async fn invoice(client: &Client, amount_msat: u64, expiry_secs: u32) -> coffer_client::Invoice {
-    let request = CreateInvoiceRequest {
-        amount_msat,
-        memo: None,
-        expiry_secs: Some(expiry_secs),
-    };
-    client
-        .create_invoice(&request)
-        .await
-        .expect("creating an invoice")
+    let request = CreateInvoiceRequest { amount_msat, memo: None, expiry_secs: Some(expiry_secs) };
+    client.create_invoice(&request).await.expect("creating an invoice")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -162,17 +122,7 @@ async fn bad_requests_answer_exact_problems_and_change_nothing() {
     // The invoices the payment cases need.
     let own = invoice(&payer, 1_000, 600).await;
     let paid = invoice(&payee, 2_000, 600).await;
-    match payer
-        .pay(
-            &PayRequest {
-                bolt11: paid.bolt11.clone(),
-                purpose: None,
-            },
-            "setup",
-        )
-        .await
-        .unwrap()
-    {
+    match payer.pay(&PayRequest { bolt11: paid.bolt11.clone(), purpose: None }, "setup").await.unwrap() {
         PayOutcome::Done(p) => assert_eq!(p.amount_msat, 2_000),
         PayOutcome::Held(v) => panic!("held: {v}"),
     }
@@ -181,50 +131,25 @@ async fn bad_requests_answer_exact_problems_and_change_nothing() {
     let expired = invoice(&payee, 4_000, 1).await;
     let waited = Instant::now();
     while payee.invoice(&expired.payment_hash).await.unwrap().status != InvoiceStatus::Expired {
-        assert!(
-            waited.elapsed() < Duration::from_secs(10),
-            "an invoice of 1 s did not expire"
-        );
+        assert!(waited.elapsed() < Duration::from_secs(10), "an invoice of 1 s did not expire");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let (_, foreign_agent, _) = other_gw.new_agent("elsewhere", 0).await;
     let foreign = invoice(&foreign_agent, 5_000, 600).await;
-    assert!(
-        foreign.bolt11.starts_with("lnbcrt"),
-        "the same network: {}",
-        foreign.bolt11
-    );
+    assert!(foreign.bolt11.starts_with("lnbcrt"), "the same network: {}", foreign.bolt11);
 
     let stranger = SecretKey::from_slice(&[0x42; 32]).unwrap();
-    let someone = PublicKey::from_secret_key(
-        &Secp256k1::new(),
-        &SecretKey::from_slice(&[0x43; 32]).unwrap(),
-    );
+    let someone = PublicKey::from_secret_key(&Secp256k1::new(), &SecretKey::from_slice(&[0x43; 32]).unwrap());
     let mainnet = forge(Currency::Bitcoin, Some(10_000), [1; 32], &stranger, None);
-    assert!(
-        mainnet.starts_with("lnbc") && !mainnet.starts_with("lnbcrt"),
-        "{mainnet}"
-    );
-    let testnet = forge(
-        Currency::BitcoinTestnet,
-        Some(10_000),
-        [2; 32],
-        &stranger,
-        None,
-    );
+    assert!(mainnet.starts_with("lnbc") && !mainnet.starts_with("lnbcrt"), "{mainnet}");
+    let testnet = forge(Currency::BitcoinTestnet, Some(10_000), [2; 32], &stranger, None);
     assert!(testnet.starts_with("lntb"), "{testnet}");
     let mut open_hash = [0u8; 32];
     hex::decode_to_slice(&open.payment_hash, &mut open_hash).unwrap();
     // Our payment hash, 1 msat, signed by someone else: a cheap way to learn
     // the preimage, if it were accepted.
     let copy_of_ours = forge(Currency::Regtest, Some(1), open_hash, &stranger, None);
-    let bad_signature = forge(
-        Currency::Regtest,
-        Some(10_000),
-        [3; 32],
-        &stranger,
-        Some(someone),
-    );
+    let bad_signature = forge(Currency::Regtest, Some(10_000), [3; 32], &stranger, Some(someone));
     let no_amount = forge(Currency::Regtest, None, [4; 32], &stranger, None);
 
     let before = snapshot(&gw, &[(&payer_id, &payer), (&payee_id, &payee)]).await;
@@ -366,59 +291,29 @@ async fn bad_requests_answer_exact_problems_and_change_nothing() {
         let outcome = std::panic::catch_unwind(|| {
             r.assert_problem(c.status, c.code);
             if r.status == 401 {
-                assert_eq!(
-                    r.headers.get("www-authenticate").map(|v| v.as_bytes()),
-                    Some(&b"Bearer"[..])
-                );
+                assert_eq!(r.headers.get("www-authenticate").map(|v| v.as_bytes()), Some(&b"Bearer"[..]));
             }
         });
         if outcome.is_err() {
-            failures.push(format!(
-                "{}: expected {} {}, got {} {}",
-                c.name, c.status, c.code, r.status, r.text
-            ));
+            failures.push(format!("{}: expected {} {}, got {} {}", c.name, c.status, c.code, r.status, r.text));
         }
     }
-    assert!(
-        failures.is_empty(),
-        "{} of {} cases failed:\n{}",
-        failures.len(),
-        cases.len(),
-        failures.join("\n")
-    );
+    assert!(failures.is_empty(), "{} of {} cases failed:\n{}", failures.len(), cases.len(), failures.join("\n"));
 
     // Nothing changed: no balance, no treasury, no invoice, no payment.
     let after = snapshot(&gw, &[(&payer_id, &payer), (&payee_id, &payee)]).await;
     assert_eq!(after, before);
-    assert_eq!(
-        payee.invoice(&open.payment_hash).await.unwrap().status,
-        InvoiceStatus::Open
-    );
-    assert_eq!(
-        foreign_agent
-            .invoice(&foreign.payment_hash)
-            .await
-            .unwrap()
-            .status,
-        InvoiceStatus::Open
-    );
+    assert_eq!(payee.invoice(&open.payment_hash).await.unwrap().status, InvoiceStatus::Open);
+    assert_eq!(foreign_agent.invoice(&foreign.payment_hash).await.unwrap().status, InvoiceStatus::Open);
     let (ok, report) = gw.audit().await;
     assert!(ok, "audit failed: {report}");
 
     // The open invoice those requests aimed at is still payable, for its
     // real amount.
-    let request = PayRequest {
-        bolt11: open.bolt11.clone(),
-        purpose: None,
-    };
-    let PayOutcome::Done(p) = payer.pay(&request, "after").await.unwrap() else {
-        panic!("held")
-    };
+    let request = PayRequest { bolt11: open.bolt11.clone(), purpose: None };
+    let PayOutcome::Done(p) = payer.pay(&request, "after").await.unwrap() else { panic!("held") };
     assert_eq!(p.amount_msat, 3_000);
-    assert_eq!(
-        payer.wallet().await.unwrap().balance_msat,
-        before.balances[&payer_id] - 3_000
-    );
+    assert_eq!(payer.wallet().await.unwrap().balance_msat, before.balances[&payer_id] - 3_000);
 }
 
 /// A JSON array is not the object a route takes: serde's derived
@@ -432,11 +327,7 @@ async fn a_json_array_is_not_an_object() {
     let open = invoice(&payee, 3_000, 600).await;
     let cases = [
         ("/v1/invoices", payee_key.as_str(), json!([1000])),
-        (
-            "/v1/invoices",
-            payee_key.as_str(),
-            json!([1000, "memo", 60]),
-        ),
+        ("/v1/invoices", payee_key.as_str(), json!([1000, "memo", 60])),
         ("/v1/payments", payer_key.as_str(), json!([open.bolt11])),
         ("/v1/treasury/mint", gw.operator_token(), json!([1000])),
         ("/v1/agents", gw.operator_token(), json!(["by position"])),
@@ -445,17 +336,10 @@ async fn a_json_array_is_not_an_object() {
     for (path, secret, body) in &cases {
         let r = send(gw.request(Method::POST, path, Some(secret)).json(body)).await;
         if (r.status, r.code()) != (400, Some("malformed-request")) {
-            failures.push(format!(
-                "POST {path} {body}: expected 400 malformed-request, got {} {}",
-                r.status, r.text
-            ));
+            failures.push(format!("POST {path} {body}: expected 400 malformed-request, got {} {}", r.status, r.text));
         }
     }
-    assert!(
-        failures.is_empty(),
-        "arrays accepted as objects:\n{}",
-        failures.join("\n")
-    );
+    assert!(failures.is_empty(), "arrays accepted as objects:\n{}", failures.join("\n"));
     assert_eq!(payee.invoices(None).await.unwrap().items.len(), 1);
     assert!(payer.payments(None).await.unwrap().items.is_empty());
     assert_eq!(gw.treasury_msat().await, 0);
@@ -472,16 +356,9 @@ async fn large_amounts_answer_a_problem_never_500() {
 
     // BOLT11 counts in pico-BTC within a u64: 1_844_674_407_370_955_161
     // msat is the most it can carry.
-    for amount in [
-        1_844_674_407_370_955_161u64,
-        1_844_674_407_370_955_162,
-        MAX_MONEY_MSAT,
-    ] {
-        let r = send(
-            gw.request(Method::POST, "/v1/invoices", Some(&key))
-                .json(&json!({ "amount_msat": amount })),
-        )
-        .await;
+    for amount in [1_844_674_407_370_955_161u64, 1_844_674_407_370_955_162, MAX_MONEY_MSAT] {
+        let r =
+            send(gw.request(Method::POST, "/v1/invoices", Some(&key)).json(&json!({ "amount_msat": amount }))).await;
         let fine = r.status == 201 || (r.status == 400 && r.code() == Some("invalid-amount"));
         if !fine {
             failures.push(format!("invoice of {amount} msat: {} {}", r.status, r.text));
@@ -506,9 +383,5 @@ async fn large_amounts_answer_a_problem_never_500() {
     assert_eq!(gw.treasury_msat().await, minted);
     let (ok, report) = gw.audit().await;
     assert!(ok, "audit failed: {report}");
-    assert!(
-        failures.is_empty(),
-        "answers of 500 to valid requests:\n{}",
-        failures.join("\n")
-    );
+    assert!(failures.is_empty(), "answers of 500 to valid requests:\n{}", failures.join("\n"));
 }

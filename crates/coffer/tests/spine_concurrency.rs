@@ -12,11 +12,7 @@ use std::sync::Arc;
 use tokio::sync::Barrier;
 
 fn invoice_request(amount_msat: u64) -> CreateInvoiceRequest {
-    CreateInvoiceRequest {
-        amount_msat,
-        memo: None,
-        expiry_secs: Some(600),
-    }
+    CreateInvoiceRequest { amount_msat, memo: None, expiry_secs: Some(600) }
 }
 
 /// Sends all requests at once (released together by a barrier) and returns
@@ -80,11 +76,7 @@ async fn sixty_four_payments_against_ten_prices_exactly_ten_succeed() {
                 let p = r.assert_problem(402, "insufficient-balance");
                 // Every price divides the balance: a refusal comes only once
                 // the wallet is empty.
-                assert_eq!(
-                    (p["available_msat"].as_u64(), p["needed_msat"].as_u64()),
-                    (Some(0), Some(PRICE)),
-                    "{r:?}"
-                );
+                assert_eq!((p["available_msat"].as_u64(), p["needed_msat"].as_u64()), (Some(0), Some(PRICE)), "{r:?}");
                 refused += 1;
             }
         }
@@ -92,10 +84,7 @@ async fn sixty_four_payments_against_ten_prices_exactly_ten_succeed() {
     assert_eq!((paid_hashes.len(), refused), (10, 54));
 
     let w = payer.wallet().await.unwrap();
-    assert_eq!(
-        (w.balance_msat, w.available_msat, w.pending_msat),
-        (0, 0, 0)
-    );
+    assert_eq!((w.balance_msat, w.available_msat, w.pending_msat), (0, 0, 0));
     let op = gw.operator();
     assert_eq!(op.agent(&payer_id).await.unwrap().balance_msat, 0);
 
@@ -107,10 +96,7 @@ async fn sixty_four_payments_against_ten_prices_exactly_ten_succeed() {
         let balance = op.agent(id).await.unwrap().balance_msat;
         let invs = payee.invoices(None).await.unwrap().items;
         assert_eq!(invs.len(), 16);
-        let paid: Vec<_> = invs
-            .iter()
-            .filter(|i| i.status == InvoiceStatus::Paid)
-            .collect();
+        let paid: Vec<_> = invs.iter().filter(|i| i.status == InvoiceStatus::Paid).collect();
         assert_eq!(balance, paid.len() as u64 * PRICE, "payee {id}");
         paid_seen.extend(paid.iter().map(|i| i.payment_hash.clone()));
         credited += balance;
@@ -118,10 +104,7 @@ async fn sixty_four_payments_against_ten_prices_exactly_ten_succeed() {
     assert_eq!(credited, 10 * PRICE);
     assert_eq!(paid_seen, paid_hashes);
     let listed = payer.payments(None).await.unwrap().items;
-    assert_eq!(
-        listed.iter().map(|p| p.id.clone()).collect::<BTreeSet<_>>(),
-        paid_ids
-    );
+    assert_eq!(listed.iter().map(|p| p.id.clone()).collect::<BTreeSet<_>>(), paid_ids);
     assert_eq!(gw.treasury_msat().await, 0);
 
     let (ok, report) = gw.audit().await;
@@ -136,9 +119,7 @@ async fn twenty_concurrent_retries_with_one_idempotency_key_pay_once() {
     let invoice = payee.create_invoice(&invoice_request(4_200)).await.unwrap();
     let body = json!({"bolt11": invoice.bolt11, "purpose": "retry me"});
     let attempt = |key: &str, body: &serde_json::Value| {
-        gw.request(Method::POST, "/v1/payments", Some(&payer_key))
-            .header("Idempotency-Key", key)
-            .json(body)
+        gw.request(Method::POST, "/v1/payments", Some(&payer_key)).header("Idempotency-Key", key).json(body)
     };
 
     let replies = all_at_once((0..20).map(|_| attempt("retry-key-1", &body)).collect()).await;
@@ -154,37 +135,18 @@ async fn twenty_concurrent_retries_with_one_idempotency_key_pay_once() {
     }
 
     let debited = |balance: u64| 100_000 - balance;
-    assert_eq!(
-        debited(payer.wallet().await.unwrap().balance_msat),
-        4_200,
-        "debited exactly once"
-    );
-    assert_eq!(
-        payee.wallet().await.unwrap().balance_msat,
-        4_200,
-        "credited exactly once"
-    );
+    assert_eq!(debited(payer.wallet().await.unwrap().balance_msat), 4_200, "debited exactly once");
+    assert_eq!(payee.wallet().await.unwrap().balance_msat, 4_200, "credited exactly once");
     assert_eq!(payer.payments(None).await.unwrap().items.len(), 1);
 
     // The same key with another purpose: a conflict, and nothing moves.
-    let r = send(attempt(
-        "retry-key-1",
-        &json!({"bolt11": invoice.bolt11, "purpose": "something else"}),
-    ))
-    .await;
+    let r = send(attempt("retry-key-1", &json!({"bolt11": invoice.bolt11, "purpose": "something else"}))).await;
     r.assert_problem(409, "idempotency-conflict");
     // The same key for another invoice: a conflict too; that invoice stays open.
     let other = payee.create_invoice(&invoice_request(1_000)).await.unwrap();
-    let r = send(attempt(
-        "retry-key-1",
-        &json!({"bolt11": other.bolt11, "purpose": "retry me"}),
-    ))
-    .await;
+    let r = send(attempt("retry-key-1", &json!({"bolt11": other.bolt11, "purpose": "retry me"}))).await;
     r.assert_problem(409, "idempotency-conflict");
-    assert_eq!(
-        payee.invoice(&other.payment_hash).await.unwrap().status,
-        InvoiceStatus::Open
-    );
+    assert_eq!(payee.invoice(&other.payment_hash).await.unwrap().status, InvoiceStatus::Open);
     // The same body with a new key: the invoice is paid already.
     let r = send(attempt("retry-key-2", &body)).await;
     r.assert_problem(409, "invoice-already-paid");
@@ -220,10 +182,7 @@ async fn sixteen_payers_of_one_invoice_exactly_one_pays() {
     let invoice = payee.create_invoice(&invoice_request(3_000)).await.unwrap();
     let requests = payers
         .iter()
-        .map(|(_, _, key)| {
-            gw.request(Method::POST, "/v1/payments", Some(key))
-                .json(&json!({"bolt11": invoice.bolt11}))
-        })
+        .map(|(_, _, key)| gw.request(Method::POST, "/v1/payments", Some(key)).json(&json!({"bolt11": invoice.bolt11})))
         .collect();
     let replies = all_at_once(requests).await;
     let mut winners = 0;

@@ -129,13 +129,7 @@ async fn every_acknowledged_payment_survives_sigkill() {
                         assert_eq!(r.json["payment_hash"].as_str(), Some(hash.as_str()));
                         assert_eq!(r.json["amount_msat"].as_u64(), Some(amount_msat));
                         let id = r.json["id"].as_str().unwrap().to_owned();
-                        log.acked.push(Acked {
-                            payer: w,
-                            payee: p,
-                            id,
-                            hash,
-                            amount_msat,
-                        });
+                        log.acked.push(Acked { payer: w, payee: p, id, hash, amount_msat });
                         acked_count.fetch_add(1, Ordering::Relaxed);
                     }
                     Ok(r) => {
@@ -143,14 +137,8 @@ async fn every_acknowledged_payment_survives_sigkill() {
                         break;
                     }
                     Err(_) => {
-                        log.in_flight = Some(InFlight {
-                            payer: w,
-                            payee: p,
-                            bolt11,
-                            hash,
-                            amount_msat,
-                            idempotency_key,
-                        });
+                        log.in_flight =
+                            Some(InFlight { payer: w, payee: p, bolt11, hash, amount_msat, idempotency_key });
                         break;
                     }
                 }
@@ -169,21 +157,11 @@ async fn every_acknowledged_payment_survives_sigkill() {
         logs.push(w.await.expect("a worker panicked"));
     }
     let unexpected: Vec<_> = logs.iter().flat_map(|l| l.unexpected.clone()).collect();
-    assert!(
-        unexpected.is_empty(),
-        "answers other than success under load: {unexpected:#?}"
-    );
+    assert!(unexpected.is_empty(), "answers other than success under load: {unexpected:#?}");
     let acked: Vec<Acked> = logs.iter().flat_map(|l| l.acked.clone()).collect();
     let in_flight: Vec<InFlight> = logs.iter().filter_map(|l| l.in_flight.clone()).collect();
-    assert!(
-        !acked.is_empty(),
-        "no payment was acknowledged before the kill"
-    );
-    eprintln!(
-        "killed after {} acknowledged payments, {} in flight",
-        acked.len(),
-        in_flight.len()
-    );
+    assert!(!acked.is_empty(), "no payment was acknowledged before the kill");
+    eprintln!("killed after {} acknowledged payments, {} in flight", acked.len(), in_flight.len());
 
     // The store as the kill left it is consistent on its own.
     let (ok, report) = gw.audit().await;
@@ -206,23 +184,11 @@ async fn every_acknowledged_payment_survives_sigkill() {
         payments_by_payer.push(listed.into_iter().map(|p| (p.id.clone(), p)).collect());
     }
     for a in &acked {
-        let inv = gw
-            .client(&payees[a.payee].2)
-            .invoice(&a.hash)
-            .await
-            .unwrap();
-        assert_eq!(
-            inv.status,
-            InvoiceStatus::Paid,
-            "acknowledged payment {a:?}: its invoice is not paid"
-        );
-        let listed = payments_by_payer[a.payer]
-            .get(&a.id)
-            .unwrap_or_else(|| panic!("acknowledged payment lost: {a:?}"));
-        assert_eq!(
-            (listed.payment_hash.as_str(), listed.amount_msat),
-            (a.hash.as_str(), a.amount_msat)
-        );
+        let inv = gw.client(&payees[a.payee].2).invoice(&a.hash).await.unwrap();
+        assert_eq!(inv.status, InvoiceStatus::Paid, "acknowledged payment {a:?}: its invoice is not paid");
+        let listed =
+            payments_by_payer[a.payer].get(&a.id).unwrap_or_else(|| panic!("acknowledged payment lost: {a:?}"));
+        assert_eq!((listed.payment_hash.as_str(), listed.amount_msat), (a.hash.as_str(), a.amount_msat));
         assert_eq!(listed.status, PaymentStatus::Succeeded);
     }
     // At most one request per worker was in flight: at most that many
@@ -238,10 +204,7 @@ async fn every_acknowledged_payment_survives_sigkill() {
     // A retry of each request in flight, with its Idempotency-Key, settles
     // it exactly once, whether or not it had committed.
     for f in &in_flight {
-        let committed_before = payments_by_payer[f.payer]
-            .values()
-            .filter(|p| p.payment_hash == f.hash)
-            .count();
+        let committed_before = payments_by_payer[f.payer].values().filter(|p| p.payment_hash == f.hash).count();
         assert!(committed_before <= 1);
         let retry = gw
             .request(Method::POST, "/v1/payments", Some(&payers[f.payer].2))
@@ -250,10 +213,7 @@ async fn every_acknowledged_payment_survives_sigkill() {
         let r = common::send(retry).await;
         assert_eq!(r.status, 200, "retrying {f:?} after the restart: {r:?}");
         assert_eq!(
-            (
-                r.json["payment_hash"].as_str(),
-                r.json["amount_msat"].as_u64()
-            ),
+            (r.json["payment_hash"].as_str(), r.json["amount_msat"].as_u64()),
             (Some(f.hash.as_str()), Some(f.amount_msat))
         );
         let listed: Vec<Payment> = all_pages(&gw, &payers[f.payer].2, "/v1/payments").await;
@@ -261,11 +221,7 @@ async fn every_acknowledged_payment_survives_sigkill() {
         assert_eq!(for_hash.len(), 1, "{f:?} paid {} times", for_hash.len());
         assert_eq!(Some(for_hash[0].id.as_str()), r.json["id"].as_str());
         payments_by_payer[f.payer] = listed.into_iter().map(|p| (p.id.clone(), p)).collect();
-        let inv = gw
-            .client(&payees[f.payee].2)
-            .invoice(&f.hash)
-            .await
-            .unwrap();
+        let inv = gw.client(&payees[f.payee].2).invoice(&f.hash).await.unwrap();
         assert_eq!(inv.status, InvoiceStatus::Paid);
     }
 
@@ -279,10 +235,7 @@ async fn every_acknowledged_payment_survives_sigkill() {
         assert_eq!(balances[id], FUNDING_MSAT - spent, "payer {w}");
         paid_out += spent;
         for p in payments_by_payer[w].values() {
-            assert!(
-                paid_hashes.insert(p.payment_hash.clone()),
-                "an invoice paid twice: {p:?}"
-            );
+            assert!(paid_hashes.insert(p.payment_hash.clone()), "an invoice paid twice: {p:?}");
             let preimage = hex::decode(p.preimage.as_deref().unwrap()).unwrap();
             assert_eq!(sha256_hex(&preimage), p.payment_hash);
         }
@@ -291,10 +244,7 @@ async fn every_acknowledged_payment_survives_sigkill() {
     let mut paid_invoices = BTreeSet::new();
     for (id, _, key) in &payees {
         let invoices: Vec<Invoice> = all_pages(&gw, key, "/v1/invoices").await;
-        let paid: Vec<_> = invoices
-            .iter()
-            .filter(|i| i.status == InvoiceStatus::Paid)
-            .collect();
+        let paid: Vec<_> = invoices.iter().filter(|i| i.status == InvoiceStatus::Paid).collect();
         let received: u64 = paid.iter().map(|i| i.amount_msat).sum();
         assert_eq!(balances[id], received, "payee {id}");
         paid_invoices.extend(paid.iter().map(|i| i.payment_hash.clone()));
@@ -310,26 +260,10 @@ async fn every_acknowledged_payment_survives_sigkill() {
 
     // The restarted gateway works on.
     let payer = gw.client(&payers[0].2);
-    let request = coffer_client::CreateInvoiceRequest {
-        amount_msat: 1_234,
-        memo: None,
-        expiry_secs: None,
-    };
-    let invoice = gw
-        .client(&payees[0].2)
-        .create_invoice(&request)
-        .await
-        .unwrap();
+    let request = coffer_client::CreateInvoiceRequest { amount_msat: 1_234, memo: None, expiry_secs: None };
+    let invoice = gw.client(&payees[0].2).create_invoice(&request).await.unwrap();
     let before = payer.wallet().await.unwrap().balance_msat;
-    let r = payer
-        .pay(
-            &coffer_client::PayRequest {
-                bolt11: invoice.bolt11,
-                purpose: None,
-            },
-            "after-restart",
-        )
-        .await;
+    let r = payer.pay(&coffer_client::PayRequest { bolt11: invoice.bolt11, purpose: None }, "after-restart").await;
     assert!(r.is_ok(), "{r:?}");
     assert_eq!(payer.wallet().await.unwrap().balance_msat, before - 1_234);
 }
@@ -341,22 +275,9 @@ async fn audit_fails_on_a_tampered_ledger() {
     let mut gw = Gateway::start().await;
     let (_, payer, _) = gw.new_agent("payer", 50_000).await;
     let (_, payee, _) = gw.new_agent("payee", 0).await;
-    let request = coffer_client::CreateInvoiceRequest {
-        amount_msat: 5_000,
-        memo: None,
-        expiry_secs: None,
-    };
+    let request = coffer_client::CreateInvoiceRequest { amount_msat: 5_000, memo: None, expiry_secs: None };
     let invoice = payee.create_invoice(&request).await.unwrap();
-    payer
-        .pay(
-            &coffer_client::PayRequest {
-                bolt11: invoice.bolt11,
-                purpose: None,
-            },
-            "k",
-        )
-        .await
-        .unwrap();
+    payer.pay(&coffer_client::PayRequest { bolt11: invoice.bolt11, purpose: None }, "k").await.unwrap();
     gw.kill9().await;
     let (ok, report) = gw.audit().await;
     assert!(ok, "audit of an untouched ledger failed: {report}");
@@ -369,10 +290,7 @@ async fn audit_fails_on_a_tampered_ledger() {
     };
     tamper(1);
     let (ok, report) = gw.audit().await;
-    assert!(
-        !ok,
-        "audit passed a wallet credited 1 msat out of nowhere: {report}"
-    );
+    assert!(!ok, "audit passed a wallet credited 1 msat out of nowhere: {report}");
     tamper(-1);
     let (ok, report) = gw.audit().await;
     assert!(ok, "audit of the repaired ledger failed: {report}");

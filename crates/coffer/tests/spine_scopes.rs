@@ -21,15 +21,8 @@ enum Who {
     Revoked,
 }
 
-const EVERYONE: [Who; 7] = [
-    Who::NoKey,
-    Who::Operator,
-    Who::Read,
-    Who::Receive,
-    Who::Spend,
-    Who::OtherSpend,
-    Who::Revoked,
-];
+const EVERYONE: [Who; 7] =
+    [Who::NoKey, Who::Operator, Who::Read, Who::Receive, Who::Spend, Who::OtherSpend, Who::Revoked];
 
 impl Who {
     fn scope(self) -> Option<Scope> {
@@ -72,20 +65,8 @@ struct Route {
     success: u16,
 }
 
-fn route(
-    method: Method,
-    target: Target,
-    body: Option<Value>,
-    access: Access,
-    success: u16,
-) -> Route {
-    Route {
-        method,
-        target,
-        body,
-        access,
-        success,
-    }
+fn route(method: Method, target: Target, body: Option<Value>, access: Access, success: u16) -> Route {
+    Route { method, target, body, access, success }
 }
 
 fn expected(access: Access, who: Who, success: u16) -> u16 {
@@ -96,11 +77,7 @@ fn expected(access: Access, who: Who, success: u16) -> u16 {
         (Access::Operator, _) | (Access::Agent { .. }, Who::Operator) => 403,
         (Access::Agent { min, owner_only }, who) => {
             let scope = who.scope().expect("an agent key");
-            if scope < min || (owner_only && who == Who::OtherSpend) {
-                403
-            } else {
-                success
-            }
+            if scope < min || (owner_only && who == Who::OtherSpend) { 403 } else { success }
         }
     }
 }
@@ -124,22 +101,12 @@ impl Fixture {
         op.mint(1_000).await.unwrap();
         let read = op.create_key(&a_id, Scope::Read).await.unwrap();
         let receive = op.create_key(&a_id, Scope::Receive).await.unwrap();
-        assert_eq!(
-            (read.scope, receive.scope, read.agent_id.as_str()),
-            (Scope::Read, Scope::Receive, a_id.as_str())
-        );
+        assert_eq!((read.scope, receive.scope, read.agent_id.as_str()), (Scope::Read, Scope::Receive, a_id.as_str()));
         // The revoked key worked before its revocation.
         let revoked = op.create_key(&a_id, Scope::Spend).await.unwrap();
-        assert_eq!(
-            gw.client(&revoked.key).wallet().await.unwrap().agent_id,
-            a_id
-        );
+        assert_eq!(gw.client(&revoked.key).wallet().await.unwrap().agent_id, a_id);
         op.revoke_key(&revoked.id).await.unwrap();
-        let request = CreateInvoiceRequest {
-            amount_msat: 777,
-            memo: Some("a's".into()),
-            expiry_secs: None,
-        };
+        let request = CreateInvoiceRequest { amount_msat: 777, memo: Some("a's".into()), expiry_secs: None };
         let a_hash = a_spend.create_invoice(&request).await.unwrap().payment_hash;
         let secrets = vec![
             (Who::NoKey, None),
@@ -150,51 +117,26 @@ impl Fixture {
             (Who::OtherSpend, Some(b_spend_key)),
             (Who::Revoked, Some(revoked.key)),
         ];
-        Fixture {
-            gw,
-            a_id,
-            b_id,
-            a_hash,
-            payee,
-            secrets,
-        }
+        Fixture { gw, a_id, b_id, a_hash, payee, secrets }
     }
 
     fn secret(&self, who: Who) -> Option<&str> {
-        self.secrets
-            .iter()
-            .find(|(w, _)| *w == who)
-            .and_then(|(_, s)| s.as_deref())
+        self.secrets.iter().find(|(w, _)| *w == who).and_then(|(_, s)| s.as_deref())
     }
 
     /// The path and body of one call.
     async fn prepare(&self, r: &Route) -> (String, Option<Value>) {
         match r.target {
             Target::Fixed(path) => (path.to_owned(), r.body.clone()),
-            Target::Template(t) => (
-                t.replace("{a}", &self.a_id).replace("{hash}", &self.a_hash),
-                r.body.clone(),
-            ),
+            Target::Template(t) => (t.replace("{a}", &self.a_id).replace("{hash}", &self.a_hash), r.body.clone()),
             Target::FreshKey => {
-                let key = self
-                    .gw
-                    .operator()
-                    .create_key(&self.b_id, Scope::Read)
-                    .await
-                    .unwrap();
+                let key = self.gw.operator().create_key(&self.b_id, Scope::Read).await.unwrap();
                 (format!("/v1/keys/{}", key.id), None)
             }
             Target::FreshInvoice => {
-                let request = CreateInvoiceRequest {
-                    amount_msat: 1_000,
-                    memo: None,
-                    expiry_secs: None,
-                };
+                let request = CreateInvoiceRequest { amount_msat: 1_000, memo: None, expiry_secs: None };
                 let inv = self.payee.create_invoice(&request).await.unwrap();
-                (
-                    "/v1/payments".to_owned(),
-                    Some(json!({"bolt11": inv.bolt11, "purpose": "scope matrix"})),
-                )
+                ("/v1/payments".to_owned(), Some(json!({"bolt11": inv.bolt11, "purpose": "scope matrix"})))
             }
         }
     }
@@ -212,50 +154,20 @@ fn routes() -> Vec<Route> {
     use Access::{Agent, Operator, Public};
     use Method as M;
     use Target::{Fixed, FreshInvoice, FreshKey, Template};
-    let read = Agent {
-        min: Scope::Read,
-        owner_only: false,
-    };
-    let own = Agent {
-        min: Scope::Read,
-        owner_only: true,
-    };
-    let receive = Agent {
-        min: Scope::Receive,
-        owner_only: false,
-    };
-    let spend = Agent {
-        min: Scope::Spend,
-        owner_only: false,
-    };
+    let read = Agent { min: Scope::Read, owner_only: false };
+    let own = Agent { min: Scope::Read, owner_only: true };
+    let receive = Agent { min: Scope::Receive, owner_only: false };
+    let spend = Agent { min: Scope::Spend, owner_only: false };
     let amount = Some(json!({"amount_msat": 1}));
     vec![
         route(M::GET, Fixed("/healthz"), None, Public, 200),
         route(M::GET, Fixed("/metrics"), None, Public, 200),
         route(M::GET, Fixed("/openapi.json"), None, Public, 200),
-        route(
-            M::POST,
-            Fixed("/v1/agents"),
-            Some(json!({"name": "made in the matrix"})),
-            Operator,
-            201,
-        ),
+        route(M::POST, Fixed("/v1/agents"), Some(json!({"name": "made in the matrix"})), Operator, 201),
         route(M::GET, Fixed("/v1/agents"), None, Operator, 200),
         route(M::GET, Template("/v1/agents/{a}"), None, Operator, 200),
-        route(
-            M::POST,
-            Template("/v1/agents/{a}/fund"),
-            amount.clone(),
-            Operator,
-            200,
-        ),
-        route(
-            M::POST,
-            Template("/v1/agents/{a}/keys"),
-            Some(json!({"scope": "read"})),
-            Operator,
-            201,
-        ),
+        route(M::POST, Template("/v1/agents/{a}/fund"), amount.clone(), Operator, 200),
+        route(M::POST, Template("/v1/agents/{a}/keys"), Some(json!({"scope": "read"})), Operator, 201),
         route(M::DELETE, FreshKey, None, Operator, 204),
         route(M::POST, Fixed("/v1/treasury/mint"), amount, Operator, 200),
         route(M::GET, Fixed("/v1/treasury"), None, Operator, 200),
@@ -263,13 +175,7 @@ fn routes() -> Vec<Route> {
         route(M::GET, Fixed("/v1/invoices"), None, read, 200),
         route(M::GET, Fixed("/v1/payments"), None, read, 200),
         route(M::GET, Template("/v1/invoices/{hash}"), None, own, 200),
-        route(
-            M::POST,
-            Fixed("/v1/invoices"),
-            Some(json!({"amount_msat": 500, "memo": "matrix"})),
-            receive,
-            201,
-        ),
+        route(M::POST, Fixed("/v1/invoices"), Some(json!({"amount_msat": 500, "memo": "matrix"})), receive, 201),
         route(M::POST, FreshInvoice, None, spend, 200),
     ]
 }
@@ -295,13 +201,8 @@ async fn every_route_answers_each_caller_exactly_as_the_scopes_say() {
             let ok = reply.status == want
                 && match problem {
                     Some(code) => {
-                        std::panic::catch_unwind(|| reply.assert_problem(want, code).clone())
-                            .is_ok()
-                            && (want != 401
-                                || reply
-                                    .headers
-                                    .get("www-authenticate")
-                                    .is_some_and(|v| v == "Bearer"))
+                        std::panic::catch_unwind(|| reply.assert_problem(want, code).clone()).is_ok()
+                            && (want != 401 || reply.headers.get("www-authenticate").is_some_and(|v| v == "Bearer"))
                     }
                     None => reply.content_type.as_deref() != Some(common::PROBLEM_JSON),
                 };
@@ -320,23 +221,11 @@ async fn every_route_answers_each_caller_exactly_as_the_scopes_say() {
             }
         }
     }
-    assert!(
-        failures.is_empty(),
-        "{} of {cells} cells wrong:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    assert!(failures.is_empty(), "{} of {cells} cells wrong:\n{}", failures.len(), failures.join("\n"));
     assert_eq!(cells, routes.len() * EVERYONE.len());
     // The matrix is not vacuous: each caller succeeded exactly where allowed.
-    let counts: Vec<_> = EVERYONE
-        .iter()
-        .map(|w| {
-            (
-                who_name(*w),
-                successes.get(who_name(*w)).copied().unwrap_or(0),
-            )
-        })
-        .collect();
+    let counts: Vec<_> =
+        EVERYONE.iter().map(|w| (who_name(*w), successes.get(who_name(*w)).copied().unwrap_or(0))).collect();
     assert_eq!(
         counts,
         vec![
@@ -375,37 +264,16 @@ fn who_name(who: Who) -> &'static str {
 
 /// A successful GET shows the caller's own data only.
 fn check_success_body(fx: &Fixture, path: &str, who: Who, reply: &Reply) {
-    let own_id = if who == Who::OtherSpend {
-        &fx.b_id
-    } else {
-        &fx.a_id
-    };
+    let own_id = if who == Who::OtherSpend { &fx.b_id } else { &fx.a_id };
     match path {
         "/v1/wallet" => {
-            assert_eq!(
-                reply.json["agent_id"].as_str(),
-                Some(own_id.as_str()),
-                "{who:?}: {}",
-                reply.text
-            );
-            assert_eq!(
-                reply.json["scope"].as_str(),
-                who.scope().map(Scope::as_str),
-                "{who:?}"
-            );
+            assert_eq!(reply.json["agent_id"].as_str(), Some(own_id.as_str()), "{who:?}: {}", reply.text);
+            assert_eq!(reply.json["scope"].as_str(), who.scope().map(Scope::as_str), "{who:?}");
         }
         "/v1/invoices" => {
-            let hashes: Vec<_> = reply.json["items"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|i| i["payment_hash"].as_str().unwrap())
-                .collect();
-            assert_eq!(
-                hashes.contains(&fx.a_hash.as_str()),
-                who != Who::OtherSpend,
-                "{who:?}: {hashes:?}"
-            );
+            let hashes: Vec<_> =
+                reply.json["items"].as_array().unwrap().iter().map(|i| i["payment_hash"].as_str().unwrap()).collect();
+            assert_eq!(hashes.contains(&fx.a_hash.as_str()), who != Who::OtherSpend, "{who:?}: {hashes:?}");
         }
         "/v1/payments" => {
             for p in reply.json["items"].as_array().unwrap() {
@@ -422,26 +290,12 @@ async fn no_key_sees_another_agents_data() {
     let (a_id, a, a_key) = gw.new_agent("a", 500_000).await;
     let (b_id, b, b_key) = gw.new_agent("b", 300_000).await;
     let pay = |client: coffer_client::Client, bolt11: String, key: &'static str| async move {
-        match client
-            .pay(
-                &PayRequest {
-                    bolt11,
-                    purpose: Some(key.into()),
-                },
-                key,
-            )
-            .await
-            .unwrap()
-        {
+        match client.pay(&PayRequest { bolt11, purpose: Some(key.into()) }, key).await.unwrap() {
             PayOutcome::Done(p) => p,
             PayOutcome::Held(v) => panic!("held: {v}"),
         }
     };
-    let request = |amount_msat| CreateInvoiceRequest {
-        amount_msat,
-        memo: None,
-        expiry_secs: None,
-    };
+    let request = |amount_msat| CreateInvoiceRequest { amount_msat, memo: None, expiry_secs: None };
     // A pays B twice, B pays A once; each also has an open invoice.
     let b1 = b.create_invoice(&request(10_000)).await.unwrap();
     let b2 = b.create_invoice(&request(20_000)).await.unwrap();
@@ -463,33 +317,17 @@ async fn no_key_sees_another_agents_data() {
         (b_id.as_str(), "b", 300_000 + 30_000 - 5_000)
     );
 
-    let ids =
-        |items: Vec<coffer_client::Payment>| items.into_iter().map(|p| p.id).collect::<Vec<_>>();
-    assert_eq!(
-        ids(a.payments(None).await.unwrap().items),
-        vec![pa2.id.clone(), pa1.id.clone()]
-    );
-    assert_eq!(
-        ids(b.payments(None).await.unwrap().items),
-        vec![pb1.id.clone()]
-    );
-    let hashes = |items: Vec<coffer_client::Invoice>| {
-        items
-            .into_iter()
-            .map(|i| i.payment_hash)
-            .collect::<Vec<_>>()
-    };
+    let ids = |items: Vec<coffer_client::Payment>| items.into_iter().map(|p| p.id).collect::<Vec<_>>();
+    assert_eq!(ids(a.payments(None).await.unwrap().items), vec![pa2.id.clone(), pa1.id.clone()]);
+    assert_eq!(ids(b.payments(None).await.unwrap().items), vec![pb1.id.clone()]);
+    let hashes = |items: Vec<coffer_client::Invoice>| items.into_iter().map(|i| i.payment_hash).collect::<Vec<_>>();
     assert_eq!(
         hashes(a.invoices(None).await.unwrap().items),
         vec![a_open.payment_hash.clone(), a1.payment_hash.clone()]
     );
     assert_eq!(
         hashes(b.invoices(None).await.unwrap().items),
-        vec![
-            b_open.payment_hash.clone(),
-            b2.payment_hash.clone(),
-            b1.payment_hash.clone()
-        ]
+        vec![b_open.payment_hash.clone(), b2.payment_hash.clone(), b1.payment_hash.clone()]
     );
 
     // Another agent's invoice, paid or open, even one it paid itself: 403.
@@ -510,10 +348,7 @@ async fn no_key_sees_another_agents_data() {
     // A read key of A lists exactly what A's spend key lists.
     let read = gw.operator().create_key(&a_id, Scope::Read).await.unwrap();
     let a_read = gw.client(&read.key);
-    assert_eq!(
-        ids(a_read.payments(None).await.unwrap().items),
-        vec![pa2.id, pa1.id]
-    );
+    assert_eq!(ids(a_read.payments(None).await.unwrap().items), vec![pa2.id, pa1.id]);
     assert_eq!(a_read.wallet().await.unwrap().balance_msat, wa.balance_msat);
 }
 
@@ -531,33 +366,16 @@ async fn revocation_and_scopes_survive_a_restart() {
 
     gw.restart().await;
     let wallet = |key: &str| send(gw.request(Method::GET, "/v1/wallet", Some(key)));
-    wallet(&revoked.key)
-        .await
-        .assert_problem(401, "unauthorized");
+    wallet(&revoked.key).await.assert_problem(401, "unauthorized");
     let r = wallet(&read.key).await;
     assert_eq!(
-        (
-            r.status,
-            r.json["scope"].as_str(),
-            r.json["balance_msat"].as_u64()
-        ),
+        (r.status, r.json["scope"].as_str(), r.json["balance_msat"].as_u64()),
         (200, Some("read"), Some(10_000))
     );
-    let r = send(
-        gw.request(Method::POST, "/v1/invoices", Some(&read.key))
-            .json(&json!({"amount_msat": 1})),
-    )
-    .await;
+    let r = send(gw.request(Method::POST, "/v1/invoices", Some(&read.key)).json(&json!({"amount_msat": 1}))).await;
     r.assert_problem(403, "forbidden");
-    let r = send(
-        gw.request(Method::POST, "/v1/invoices", Some(&spend_key))
-            .json(&json!({"amount_msat": 1})),
-    )
-    .await;
+    let r = send(gw.request(Method::POST, "/v1/invoices", Some(&spend_key)).json(&json!({"amount_msat": 1}))).await;
     assert_eq!(r.status, 201, "{r:?}");
     // The operator token set at start is the one in force after it.
-    assert_eq!(
-        gw.operator().agent(&a_id).await.unwrap().balance_msat,
-        10_000
-    );
+    assert_eq!(gw.operator().agent(&a_id).await.unwrap().balance_msat, 10_000);
 }

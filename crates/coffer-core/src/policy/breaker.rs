@@ -55,16 +55,10 @@ impl Default for BreakerRules {
 impl BreakerRules {
     pub(crate) fn validate(&self, field: &str) -> Result<(), PolicyError> {
         if self.max_denials == Some(0) {
-            return Err(PolicyError::new(
-                format!("{field}.max_denials"),
-                "must be at least 1",
-            ));
+            return Err(PolicyError::new(format!("{field}.max_denials"), "must be at least 1"));
         }
         if self.max_payments_to_one_payee == Some(0) {
-            return Err(PolicyError::new(
-                format!("{field}.max_payments_to_one_payee"),
-                "must be at least 1",
-            ));
+            return Err(PolicyError::new(format!("{field}.max_payments_to_one_payee"), "must be at least 1"));
         }
         if let Some(max) = self.max_spend_msat {
             check_amount(&format!("{field}.max_spend_msat"), max)?;
@@ -72,10 +66,7 @@ impl BreakerRules {
         if self.window.rolling_ms().is_none() {
             return Err(PolicyError::new(
                 format!("{field}.window"),
-                format!(
-                    "the breaker needs a rolling window such as \"1m\", not {:?}",
-                    self.window.to_string()
-                ),
+                format!("the breaker needs a rolling window such as \"1m\", not {:?}", self.window.to_string()),
             ));
         }
         Ok(())
@@ -147,23 +138,14 @@ impl BreakerState {
 
     /// A payment that went ahead (allowed or held). `payee_key` names the
     /// payee, e.g. [`super::Payee::key`].
-    pub fn observe_payment(
-        &mut self,
-        rules: &BreakerRules,
-        payee_key: &str,
-        amount: Msat,
-        now_ms: i64,
-    ) {
+    pub fn observe_payment(&mut self, rules: &BreakerRules, payee_key: &str, amount: Msat, now_ms: i64) {
         let now_ms = self.advance_clock(now_ms);
         let window_ms = rules.window_ms();
         self.spend.add(window_ms, amount.as_u64(), now_ms);
         let key = bounded_key(payee_key);
         let mut activity = match self.payees.iter().position(|p| p.key == key) {
             Some(i) => self.payees.remove(i),
-            None => PayeeActivity {
-                key,
-                ..PayeeActivity::default()
-            },
+            None => PayeeActivity { key, ..PayeeActivity::default() },
         };
         activity.last_paid_ms = now_ms;
         activity.payments.add(window_ms, 1, now_ms);
@@ -175,31 +157,20 @@ impl BreakerState {
 
     /// The first rule the observations break at `now_ms`, if any.
     pub fn should_trip(&self, rules: &BreakerRules, now_ms: i64) -> Option<TripReason> {
-        let now_ms = self
-            .clock_ms
-            .map_or(now_ms, |clock_ms| clock_ms.max(now_ms));
+        let now_ms = self.clock_ms.map_or(now_ms, |clock_ms| clock_ms.max(now_ms));
         let (window_ms, window) = (rules.window_ms(), rules.window);
         if let Some(max) = rules.max_denials {
             let denials = self.denials.total(window_ms, now_ms);
             if denials > u64::from(max) {
-                let message = format!(
-                    "{denials} payments denied within {window}, more than the {max} tolerated"
-                );
-                return Some(TripReason {
-                    code: TripCode::TooManyDenials,
-                    message,
-                });
+                let message = format!("{denials} payments denied within {window}, more than the {max} tolerated");
+                return Some(TripReason { code: TripCode::TooManyDenials, message });
             }
         }
         if let Some(max) = rules.max_spend_msat {
             let spent = Msat::new(self.spend.total(window_ms, now_ms));
             if spent > max {
-                let message =
-                    format!("{spent} spent within {window}, more than the {max} tolerated");
-                return Some(TripReason {
-                    code: TripCode::SpendBurst,
-                    message,
-                });
+                let message = format!("{spent} spent within {window}, more than the {max} tolerated");
+                return Some(TripReason { code: TripCode::SpendBurst, message });
             }
         }
         let max = rules.max_payments_to_one_payee?;
@@ -210,16 +181,12 @@ impl BreakerState {
             .max_by_key(|(_, count)| *count)?;
         (count > u64::from(max)).then(|| TripReason {
             code: TripCode::PayeeConcentration,
-            message: format!(
-                "{count} payments to {key} within {window}, more than the {max} tolerated"
-            ),
+            message: format!("{count} payments to {key} within {window}, more than the {max} tolerated"),
         })
     }
 
     fn advance_clock(&mut self, now_ms: i64) -> i64 {
-        let now_ms = self
-            .clock_ms
-            .map_or(now_ms, |clock_ms| clock_ms.max(now_ms));
+        let now_ms = self.clock_ms.map_or(now_ms, |clock_ms| clock_ms.max(now_ms));
         self.clock_ms = Some(now_ms);
         now_ms
     }
@@ -229,10 +196,7 @@ fn bounded_key(payee_key: &str) -> String {
     if payee_key.len() <= MAX_PAYEE_KEY_LEN {
         return payee_key.to_owned();
     }
-    format!(
-        "sha256:{}",
-        hex::encode(Sha256::digest(payee_key.as_bytes()))
-    )
+    format!("sha256:{}", hex::encode(Sha256::digest(payee_key.as_bytes())))
 }
 
 #[cfg(test)]
@@ -255,19 +219,11 @@ mod tests {
         for i in 0..3 {
             state.observe_denial(&rules, i * 1_000);
         }
-        assert_eq!(
-            state.should_trip(&rules, 3_000),
-            None,
-            "three are tolerated"
-        );
+        assert_eq!(state.should_trip(&rules, 3_000), None, "three are tolerated");
         state.observe_denial(&rules, 3_000);
         let reason = state.should_trip(&rules, 3_000).unwrap();
         assert_eq!(reason.code, TripCode::TooManyDenials);
-        assert!(
-            reason.message.contains("4 payments denied within 1m"),
-            "{}",
-            reason.message
-        );
+        assert!(reason.message.contains("4 payments denied within 1m"), "{}", reason.message);
         // Spread out over more than the window, they do not trip it.
         assert_eq!(state.should_trip(&rules, 2 * MS_PER_MINUTE), None);
     }
@@ -279,18 +235,12 @@ mod tests {
         state.observe_payment(&rules, "node:b", Msat::new(400), 1_000);
         assert_eq!(state.should_trip(&rules, 1_000), None);
         state.observe_payment(&rules, "node:c", Msat::new(1), 2_000);
-        assert_eq!(
-            state.should_trip(&rules, 2_000).map(|r| r.code),
-            Some(TripCode::SpendBurst)
-        );
+        assert_eq!(state.should_trip(&rules, 2_000).map(|r| r.code), Some(TripCode::SpendBurst));
     }
 
     #[test]
     fn trips_on_payments_concentrated_on_one_payee() {
-        let rules = BreakerRules {
-            max_payments_to_one_payee: Some(2),
-            ..BreakerRules::default()
-        };
+        let rules = BreakerRules { max_payments_to_one_payee: Some(2), ..BreakerRules::default() };
         let mut state = BreakerState::new();
         state.observe_payment(&rules, "node:a", Msat::new(1), 0);
         state.observe_payment(&rules, "node:b", Msat::new(1), 0);
@@ -304,32 +254,22 @@ mod tests {
 
     #[test]
     fn payee_tracking_is_bounded_and_keeps_the_hot_payee() {
-        let rules = BreakerRules {
-            max_payments_to_one_payee: Some(100),
-            ..BreakerRules::default()
-        };
+        let rules = BreakerRules { max_payments_to_one_payee: Some(100), ..BreakerRules::default() };
         let mut state = BreakerState::new();
         for i in 0..1_000 {
             state.observe_payment(&rules, "node:hot", Msat::new(1), i);
             state.observe_payment(&rules, &format!("node:cold{i}"), Msat::new(1), i);
         }
         assert_eq!(state.payees.len(), MAX_TRACKED_PAYEES);
-        assert_eq!(
-            state.should_trip(&rules, 1_000).map(|r| r.code),
-            Some(TripCode::PayeeConcentration)
-        );
+        assert_eq!(state.should_trip(&rules, 1_000).map(|r| r.code), Some(TripCode::PayeeConcentration));
         state.observe_payment(&rules, &"x".repeat(10_000), Msat::new(1), 1_000);
         assert!(state.payees.iter().all(|p| p.key.len() <= 7 + 64));
     }
 
     #[test]
     fn breaker_rules_parse_inside_a_policy_and_validate() {
-        let policy =
-            Policy::from_json(r#"{"breaker": {"max_denials": 5, "window": "10m"}}"#).unwrap();
-        assert_eq!(
-            policy.breaker.unwrap().window,
-            Window::parse("10m").unwrap()
-        );
+        let policy = Policy::from_json(r#"{"breaker": {"max_denials": 5, "window": "10m"}}"#).unwrap();
+        assert_eq!(policy.breaker.unwrap().window, Window::parse("10m").unwrap());
         let e = Policy::from_json(r#"{"breaker": {"max_denials": 0}}"#).unwrap_err();
         assert_eq!(e.field, "breaker.max_denials");
         let e = Policy::from_json(r#"{"breaker": {"window": "day"}}"#).unwrap_err();
@@ -349,8 +289,7 @@ mod tests {
             state.observe_payment(&rules, "node:a", Msat::new(u64::MAX), now_ms);
         }
         assert!(state.should_trip(&rules, i64::MIN).is_some());
-        let back: BreakerState =
-            serde_json::from_str(&serde_json::to_string(&state).unwrap()).unwrap();
+        let back: BreakerState = serde_json::from_str(&serde_json::to_string(&state).unwrap()).unwrap();
         assert_eq!(back, state);
     }
 }

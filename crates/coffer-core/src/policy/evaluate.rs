@@ -22,9 +22,7 @@ impl Attempt {
     /// What the payment may spend at most: what every limit is checked
     /// against. Saturates, and anything that large is denied anyway.
     pub fn spend(&self) -> Msat {
-        self.amount
-            .checked_add(self.fee_limit)
-            .unwrap_or(Msat::new(u64::MAX))
+        self.amount.checked_add(self.fee_limit).unwrap_or(Msat::new(u64::MAX))
     }
 }
 
@@ -61,11 +59,7 @@ impl Decision {
     }
 
     fn deny(code: DenyCode, message: String) -> Decision {
-        Decision::Deny {
-            code,
-            message,
-            remaining_msat: None,
-        }
+        Decision::Deny { code, message, remaining_msat: None }
     }
 }
 
@@ -126,9 +120,9 @@ pub fn evaluate(policy: &Policy, usage: &Usage, attempt: &Attempt, now_ms: i64) 
         return denial;
     }
     match policy.approval_above_msat {
-        Some(threshold_msat) if attempt.amount > threshold_msat => Decision::Hold {
-            reason: HoldReason::ApprovalRequired,
-        },
+        Some(threshold_msat) if attempt.amount > threshold_msat => {
+            Decision::Hold { reason: HoldReason::ApprovalRequired }
+        }
         _ => Decision::Allow,
     }
 }
@@ -145,21 +139,13 @@ pub fn evaluate_chain(chain: &[(&Policy, &Usage)], attempt: &Attempt, now_ms: i6
     let mut decision = Decision::Allow;
     for (level, (policy, usage)) in chain.iter().enumerate() {
         match evaluate(policy, usage, attempt, now_ms) {
-            Decision::Deny {
-                code,
-                message,
-                remaining_msat,
-            } => {
+            Decision::Deny { code, message, remaining_msat } => {
                 let message = match level {
                     0 => message,
                     1 => format!("the parent agent's policy: {message}"),
                     _ => format!("the policy of the ancestor agent {level} levels up: {message}"),
                 };
-                return Decision::Deny {
-                    code,
-                    message,
-                    remaining_msat,
-                };
+                return Decision::Deny { code, message, remaining_msat };
             }
             hold @ Decision::Hold { .. } if decision == Decision::Allow => decision = hold,
             Decision::Hold { .. } | Decision::Allow => {}
@@ -174,27 +160,17 @@ fn check_expiry(policy: &Policy, now_ms: i64) -> Option<Decision> {
         return None;
     }
     let when = expires_at.to_rfc3339_opts(SecondsFormat::Secs, true);
-    Some(Decision::deny(
-        DenyCode::PolicyExpired,
-        format!("the policy expired at {when}"),
-    ))
+    Some(Decision::deny(DenyCode::PolicyExpired, format!("the policy expired at {when}")))
 }
 
 fn check_payee(rules: &PayeeRules, payee: &Payee) -> Option<Decision> {
     if let Some(entry) = rules.deny.iter().find(|entry| entry.matches(payee)) {
-        return Some(Decision::deny(
-            DenyCode::PayeeNotAllowed,
-            format!("payee {entry} is on the deny list"),
-        ));
+        return Some(Decision::deny(DenyCode::PayeeNotAllowed, format!("payee {entry} is on the deny list")));
     }
-    if rules.default == PayeeDefault::Allow || rules.allow.iter().any(|entry| entry.matches(payee))
-    {
+    if rules.default == PayeeDefault::Allow || rules.allow.iter().any(|entry| entry.matches(payee)) {
         return None;
     }
-    let message = format!(
-        "payee {} is not on the allow list, and other payees are denied",
-        payee.key()
-    );
+    let message = format!("payee {} is not on the allow list, and other payees are denied", payee.key());
     Some(Decision::deny(DenyCode::PayeeNotAllowed, message))
 }
 
@@ -203,21 +179,14 @@ fn check_size(policy: &Policy, attempt: &Attempt) -> Option<Decision> {
     if spend > Msat::MAX_MONEY {
         return Some(Decision::deny(
             DenyCode::AmountTooLarge,
-            format!(
-                "the payment needs up to {} ({}), more than 21 million bitcoin",
-                spend,
-                breakdown(attempt)
-            ),
+            format!("the payment needs up to {} ({}), more than 21 million bitcoin", spend, breakdown(attempt)),
         ));
     }
     let max = policy.max_payment_msat?;
     if spend <= max {
         return None;
     }
-    let message = format!(
-        "the payment needs up to {spend} ({}), above max_payment_msat of {max}",
-        breakdown(attempt)
-    );
+    let message = format!("the payment needs up to {spend} ({}), above max_payment_msat of {max}", breakdown(attempt));
     Some(Decision::deny(DenyCode::AmountTooLarge, message))
 }
 
@@ -227,8 +196,7 @@ fn check_rate(policy: &Policy, usage: &Usage, now_ms: i64) -> Option<Decision> {
     if recent < u64::from(max) {
         return None;
     }
-    let message =
-        format!("rate limit reached: {recent} payments in the last minute, at most {max} allowed");
+    let message = format!("rate limit reached: {recent} payments in the last minute, at most {max} allowed");
     Some(Decision::deny(DenyCode::RateLimited, message))
 }
 
@@ -241,29 +209,15 @@ enum Limit<'a> {
 /// Checks every budget and the lifetime; a denial names the tightest one
 /// (least remaining), so that its `remaining_msat` is what could really be
 /// spent.
-fn check_budgets(
-    policy: &Policy,
-    usage: &Usage,
-    attempt: &Attempt,
-    now_ms: i64,
-) -> Option<Decision> {
+fn check_budgets(policy: &Policy, usage: &Usage, attempt: &Attempt, now_ms: i64) -> Option<Decision> {
     let windows = policy.budgets.iter().map(|budget| {
-        let remaining = budget
-            .limit_msat
-            .saturating_sub(usage.spent_in(budget.window, now_ms));
+        let remaining = budget.limit_msat.saturating_sub(usage.spent_in(budget.window, now_ms));
         (Limit::Window(budget), budget.limit_msat, remaining)
     });
-    let lifetime = policy.lifetime_msat.map(|limit| {
-        (
-            Limit::Lifetime,
-            limit,
-            limit.saturating_sub(usage.lifetime_spent()),
-        )
-    });
+    let lifetime =
+        policy.lifetime_msat.map(|limit| (Limit::Lifetime, limit, limit.saturating_sub(usage.lifetime_spent())));
     // `min_by_key` keeps the first of equal minima: the order is stable.
-    let (limit, limit_msat, remaining_msat) = windows
-        .chain(lifetime)
-        .min_by_key(|(_, _, remaining)| *remaining)?;
+    let (limit, limit_msat, remaining_msat) = windows.chain(lifetime).min_by_key(|(_, _, remaining)| *remaining)?;
     if attempt.spend() <= remaining_msat {
         return None;
     }
@@ -276,19 +230,11 @@ fn check_budgets(
         attempt.spend(),
         breakdown(attempt)
     );
-    Some(Decision::Deny {
-        code: DenyCode::BudgetExceeded,
-        message,
-        remaining_msat: Some(remaining_msat),
-    })
+    Some(Decision::Deny { code: DenyCode::BudgetExceeded, message, remaining_msat: Some(remaining_msat) })
 }
 
 fn breakdown(attempt: &Attempt) -> String {
-    format!(
-        "amount {} + fee limit {}",
-        attempt.amount.as_u64(),
-        attempt.fee_limit.as_u64()
-    )
+    format!("amount {} + fee limit {}", attempt.amount.as_u64(), attempt.fee_limit.as_u64())
 }
 
 #[cfg(test)]
@@ -303,21 +249,14 @@ mod tests {
 
     fn budget(limit_msat: u64, window: &str) -> Budget {
         let window = Window::parse(window).unwrap();
-        Budget {
-            limit_msat: Msat::new(limit_msat),
-            window,
-            kind: window.kind(),
-        }
+        Budget { limit_msat: Msat::new(limit_msat), window, kind: window.kind() }
     }
 
     fn to_node(amount: u64, fee_limit: u64) -> Attempt {
         Attempt {
             amount: Msat::new(amount),
             fee_limit: Msat::new(fee_limit),
-            payee: Payee {
-                node_pubkey_hex: Some(NODE.into()),
-                ..Payee::default()
-            },
+            payee: Payee { node_pubkey_hex: Some(NODE.into()), ..Payee::default() },
         }
     }
 
@@ -325,10 +264,7 @@ mod tests {
         Attempt {
             amount: Msat::new(amount),
             fee_limit: Msat::ZERO,
-            payee: Payee {
-                agent_id: Some(id.into()),
-                ..Payee::default()
-            },
+            payee: Payee { agent_id: Some(id.into()), ..Payee::default() },
         }
     }
 
@@ -338,27 +274,16 @@ mod tests {
 
     #[test]
     fn default_policy_allows() {
-        let decision = evaluate(
-            &Policy::default(),
-            &Usage::new(),
-            &to_node(1_000, 10),
-            NOW_MS,
-        );
+        let decision = evaluate(&Policy::default(), &Usage::new(), &to_node(1_000, 10), NOW_MS);
         assert_eq!(decision, Decision::Allow);
     }
 
     #[test]
     fn expired_policy_denies_from_the_instant_of_expiry() {
         let expires_at: DateTime<Utc> = DateTime::from_timestamp_millis(NOW_MS).unwrap();
-        let policy = Policy {
-            expires_at: Some(expires_at),
-            ..Policy::default()
-        };
+        let policy = Policy { expires_at: Some(expires_at), ..Policy::default() };
         let usage = Usage::new();
-        assert_eq!(
-            evaluate(&policy, &usage, &to_node(1, 0), NOW_MS - 1),
-            Decision::Allow
-        );
+        assert_eq!(evaluate(&policy, &usage, &to_node(1, 0), NOW_MS - 1), Decision::Allow);
         let decision = evaluate(&policy, &usage, &to_node(1, 0), NOW_MS);
         assert_eq!(code(&decision), Some(DenyCode::PolicyExpired));
         if let Decision::Deny { message, .. } = decision {
@@ -369,110 +294,61 @@ mod tests {
     #[test]
     fn deny_list_wins_over_allow_list() {
         let mut policy = Policy::default();
-        policy
-            .payees
-            .allow
-            .push(PayeeEntry::parse("agent:bob").unwrap());
-        policy
-            .payees
-            .deny
-            .push(PayeeEntry::parse(&format!("node:{NODE}")).unwrap());
+        policy.payees.allow.push(PayeeEntry::parse("agent:bob").unwrap());
+        policy.payees.deny.push(PayeeEntry::parse(&format!("node:{NODE}")).unwrap());
         let usage = Usage::new();
         // One payee with two identities: allowed as bob, denied as the node.
         let mut attempt = to_agent("bob", 5);
         attempt.payee.node_pubkey_hex = Some(NODE.to_ascii_uppercase());
-        assert_eq!(
-            code(&evaluate(&policy, &usage, &attempt, NOW_MS)),
-            Some(DenyCode::PayeeNotAllowed)
-        );
-        assert_eq!(
-            evaluate(&policy, &usage, &to_agent("bob", 5), NOW_MS),
-            Decision::Allow
-        );
-        assert_eq!(
-            evaluate(&policy, &usage, &to_agent("carol", 5), NOW_MS),
-            Decision::Allow,
-            "default allow"
-        );
+        assert_eq!(code(&evaluate(&policy, &usage, &attempt, NOW_MS)), Some(DenyCode::PayeeNotAllowed));
+        assert_eq!(evaluate(&policy, &usage, &to_agent("bob", 5), NOW_MS), Decision::Allow);
+        assert_eq!(evaluate(&policy, &usage, &to_agent("carol", 5), NOW_MS), Decision::Allow, "default allow");
     }
 
     #[test]
     fn default_deny_needs_the_allow_list() {
         let mut policy = Policy::default();
         policy.payees.default = PayeeDefault::Deny;
-        policy
-            .payees
-            .allow
-            .push(PayeeEntry::parse("domain:api.example.com").unwrap());
+        policy.payees.allow.push(PayeeEntry::parse("domain:api.example.com").unwrap());
         let usage = Usage::new();
         let decision = evaluate(&policy, &usage, &to_agent("carol", 5), NOW_MS);
         assert_eq!(code(&decision), Some(DenyCode::PayeeNotAllowed));
-        let api = Attempt {
-            payee: Payee {
-                domain: Some("API.example.com".into()),
-                ..Payee::default()
-            },
-            ..to_agent("x", 5)
-        };
+        let api =
+            Attempt { payee: Payee { domain: Some("API.example.com".into()), ..Payee::default() }, ..to_agent("x", 5) };
         assert_eq!(evaluate(&policy, &usage, &api, NOW_MS), Decision::Allow);
     }
 
     #[test]
     fn max_payment_counts_the_fee_limit() {
-        let policy = Policy {
-            max_payment_msat: Some(Msat::new(1_000)),
-            ..Policy::default()
-        };
+        let policy = Policy { max_payment_msat: Some(Msat::new(1_000)), ..Policy::default() };
         let usage = Usage::new();
-        assert_eq!(
-            evaluate(&policy, &usage, &to_node(990, 10), NOW_MS),
-            Decision::Allow
-        );
+        assert_eq!(evaluate(&policy, &usage, &to_node(990, 10), NOW_MS), Decision::Allow);
         let decision = evaluate(&policy, &usage, &to_node(990, 11), NOW_MS);
         assert_eq!(code(&decision), Some(DenyCode::AmountTooLarge));
         if let Decision::Deny { message, .. } = decision {
-            assert!(
-                message.contains("1001 msat") && message.contains("1000 msat"),
-                "{message}"
-            );
+            assert!(message.contains("1001 msat") && message.contains("1000 msat"), "{message}");
         }
     }
 
     #[test]
     fn absurd_amounts_are_denied_without_overflow() {
         let usage = Usage::new();
-        let decision = evaluate(
-            &Policy::default(),
-            &usage,
-            &to_node(u64::MAX, u64::MAX),
-            NOW_MS,
-        );
+        let decision = evaluate(&Policy::default(), &usage, &to_node(u64::MAX, u64::MAX), NOW_MS);
         assert_eq!(code(&decision), Some(DenyCode::AmountTooLarge));
-        let decision = evaluate(
-            &Policy::default(),
-            &usage,
-            &to_node(crate::MAX_MONEY_MSAT, 1),
-            NOW_MS,
-        );
+        let decision = evaluate(&Policy::default(), &usage, &to_node(crate::MAX_MONEY_MSAT, 1), NOW_MS);
         assert_eq!(code(&decision), Some(DenyCode::AmountTooLarge));
     }
 
     #[test]
     fn rate_limit_counts_the_last_minute() {
-        let policy = Policy {
-            max_payments_per_minute: Some(2),
-            ..Policy::default()
-        };
+        let policy = Policy { max_payments_per_minute: Some(2), ..Policy::default() };
         let mut usage = Usage::new();
         usage.record(&policy, Msat::new(1), NOW_MS);
         usage.record(&policy, Msat::new(1), NOW_MS + 10_000);
         let decision = evaluate(&policy, &usage, &to_node(1, 0), NOW_MS + 20_000);
         assert_eq!(code(&decision), Some(DenyCode::RateLimited));
         // One second of slack: whole 1-second buckets are counted.
-        assert_eq!(
-            evaluate(&policy, &usage, &to_node(1, 0), NOW_MS + 61_000),
-            Decision::Allow
-        );
+        assert_eq!(evaluate(&policy, &usage, &to_node(1, 0), NOW_MS + 61_000), Decision::Allow);
     }
 
     #[test]
@@ -484,84 +360,41 @@ mod tests {
         };
         let mut usage = Usage::new();
         usage.record(&policy, Msat::new(700), NOW_MS);
-        assert_eq!(
-            evaluate(&policy, &usage, &to_node(290, 10), NOW_MS),
-            Decision::Allow
-        );
+        assert_eq!(evaluate(&policy, &usage, &to_node(290, 10), NOW_MS), Decision::Allow);
         let decision = evaluate(&policy, &usage, &to_node(291, 10), NOW_MS);
         match decision {
-            Decision::Deny {
-                code,
-                message,
-                remaining_msat,
-            } => {
+            Decision::Deny { code, message, remaining_msat } => {
                 assert_eq!(code, DenyCode::BudgetExceeded);
                 assert_eq!(remaining_msat, Some(Msat::new(300)));
                 assert!(message.contains("1h rolling budget"), "{message}");
-                assert!(
-                    message.contains("301 msat") && message.contains("300 msat remaining"),
-                    "{message}"
-                );
+                assert!(message.contains("301 msat") && message.contains("300 msat remaining"), "{message}");
             }
             other => panic!("expected a denial, got {other:?}"),
         }
         // An hour later the rolling budget has freed up.
-        assert_eq!(
-            evaluate(
-                &policy,
-                &usage,
-                &to_node(900, 0),
-                NOW_MS + MS_PER_HOUR + 60_000
-            ),
-            Decision::Allow
-        );
+        assert_eq!(evaluate(&policy, &usage, &to_node(900, 0), NOW_MS + MS_PER_HOUR + 60_000), Decision::Allow);
     }
 
     #[test]
     fn lifetime_budget_denies() {
-        let policy = Policy {
-            lifetime_msat: Some(Msat::new(1_000)),
-            ..Policy::default()
-        };
+        let policy = Policy { lifetime_msat: Some(Msat::new(1_000)), ..Policy::default() };
         let mut usage = Usage::new();
         usage.record(&policy, Msat::new(1_000), NOW_MS);
-        let decision = evaluate(
-            &policy,
-            &usage,
-            &to_node(1, 0),
-            NOW_MS + 400 * 24 * MS_PER_HOUR,
-        );
+        let decision = evaluate(&policy, &usage, &to_node(1, 0), NOW_MS + 400 * 24 * MS_PER_HOUR);
         assert_eq!(code(&decision), Some(DenyCode::BudgetExceeded));
-        assert!(
-            matches!(decision, Decision::Deny { ref message, .. } if message.contains("lifetime"))
-        );
+        assert!(matches!(decision, Decision::Deny { ref message, .. } if message.contains("lifetime")));
     }
 
     #[test]
     fn approval_threshold_holds_after_the_budget_check() {
-        let policy = Policy {
-            approval_above_msat: Some(Msat::new(100)),
-            budgets: vec![budget(150, "1h")],
-            ..Policy::default()
-        };
+        let policy =
+            Policy { approval_above_msat: Some(Msat::new(100)), budgets: vec![budget(150, "1h")], ..Policy::default() };
         let usage = Usage::new();
-        assert_eq!(
-            evaluate(&policy, &usage, &to_node(100, 50), NOW_MS),
-            Decision::Allow,
-            "fee is not compared"
-        );
+        assert_eq!(evaluate(&policy, &usage, &to_node(100, 50), NOW_MS), Decision::Allow, "fee is not compared");
         let held = evaluate(&policy, &usage, &to_node(101, 0), NOW_MS);
-        assert_eq!(
-            held,
-            Decision::Hold {
-                reason: HoldReason::ApprovalRequired
-            }
-        );
+        assert_eq!(held, Decision::Hold { reason: HoldReason::ApprovalRequired });
         // Over budget: denied, not held for a person to approve in vain.
-        assert_eq!(
-            code(&evaluate(&policy, &usage, &to_node(151, 0), NOW_MS)),
-            Some(DenyCode::BudgetExceeded)
-        );
+        assert_eq!(code(&evaluate(&policy, &usage, &to_node(151, 0), NOW_MS)), Some(DenyCode::BudgetExceeded));
     }
 
     #[test]
@@ -574,10 +407,7 @@ mod tests {
             budgets: vec![budget(5, "1h")],
             ..Policy::default()
         };
-        policy
-            .payees
-            .deny
-            .push(PayeeEntry::parse("agent:eve").unwrap());
+        policy.payees.deny.push(PayeeEntry::parse("agent:eve").unwrap());
         let mut usage = Usage::new();
         usage.record(&policy, Msat::new(5), NOW_MS - 10);
         let attempt = to_agent("eve", 50);
@@ -597,16 +427,7 @@ mod tests {
             }
         }
         use DenyCode::*;
-        assert_eq!(
-            codes,
-            [
-                PolicyExpired,
-                PayeeNotAllowed,
-                AmountTooLarge,
-                RateLimited,
-                BudgetExceeded
-            ]
-        );
+        assert_eq!(codes, [PolicyExpired, PayeeNotAllowed, AmountTooLarge, RateLimited, BudgetExceeded]);
         assert_eq!(evaluate(&policy, &usage, &attempt, NOW_MS), Decision::Allow);
     }
 
@@ -624,46 +445,22 @@ mod tests {
         .collect();
         assert_eq!(
             slugs,
-            [
-                "budget-exceeded",
-                "payee-not-allowed",
-                "rate-limited",
-                "amount-too-large",
-                "policy-expired"
-            ]
+            ["budget-exceeded", "payee-not-allowed", "rate-limited", "amount-too-large", "policy-expired"]
         );
-        assert_eq!(
-            serde_json::to_value(DenyCode::RateLimited).unwrap(),
-            "rate-limited"
-        );
+        assert_eq!(serde_json::to_value(DenyCode::RateLimited).unwrap(), "rate-limited");
         assert_eq!(HoldReason::ApprovalRequired.as_str(), "approval-required");
-        let json = serde_json::to_value(Decision::Hold {
-            reason: HoldReason::ApprovalRequired,
-        })
-        .unwrap();
-        assert_eq!(
-            json,
-            serde_json::json!({"decision": "hold", "reason": "approval-required"})
-        );
+        let json = serde_json::to_value(Decision::Hold { reason: HoldReason::ApprovalRequired }).unwrap();
+        assert_eq!(json, serde_json::json!({"decision": "hold", "reason": "approval-required"}));
     }
 
     #[test]
     fn chain_first_denial_wins_and_any_hold_holds() {
-        let child = Policy {
-            approval_above_msat: Some(Msat::new(10)),
-            ..Policy::default()
-        };
-        let parent = Policy {
-            budgets: vec![budget(100, "1h")],
-            ..Policy::default()
-        };
+        let child = Policy { approval_above_msat: Some(Msat::new(10)), ..Policy::default() };
+        let parent = Policy { budgets: vec![budget(100, "1h")], ..Policy::default() };
         let (child_usage, mut parent_usage) = (Usage::new(), Usage::new());
         parent_usage.record(&parent, Msat::new(95), NOW_MS);
         let chain = [(&child, &child_usage), (&parent, &parent_usage)];
-        assert_eq!(
-            evaluate_chain(&chain, &to_node(5, 0), NOW_MS),
-            Decision::Allow
-        );
+        assert_eq!(evaluate_chain(&chain, &to_node(5, 0), NOW_MS), Decision::Allow);
         let decision = evaluate_chain(&chain, &to_node(6, 0), NOW_MS);
         assert_eq!(code(&decision), Some(DenyCode::BudgetExceeded));
         assert!(
@@ -677,14 +474,9 @@ mod tests {
         let chain = [(&relaxed, &child_usage), (&child, &child_usage)];
         assert_eq!(
             evaluate_chain(&chain, &to_node(11, 0), NOW_MS),
-            Decision::Hold {
-                reason: HoldReason::ApprovalRequired
-            }
+            Decision::Hold { reason: HoldReason::ApprovalRequired }
         );
-        assert_eq!(
-            evaluate_chain(&[], &to_node(11, 0), NOW_MS),
-            Decision::Allow
-        );
+        assert_eq!(evaluate_chain(&[], &to_node(11, 0), NOW_MS), Decision::Allow);
     }
 
     #[test]

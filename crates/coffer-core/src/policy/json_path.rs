@@ -39,10 +39,7 @@ pub(crate) fn error_message(error: &serde_json::Error) -> String {
 fn byte_offset(json: &str, line: usize, column: usize) -> usize {
     let line_start = match line {
         0 | 1 => 0,
-        _ => json
-            .match_indices('\n')
-            .nth(line - 2)
-            .map_or(json.len(), |(i, _)| i + 1),
+        _ => json.match_indices('\n').nth(line - 2).map_or(json.len(), |(i, _)| i + 1),
     };
     let mut offset = line_start.saturating_add(column).min(json.len());
     while !json.is_char_boundary(offset) {
@@ -57,13 +54,8 @@ fn missing_field_name(message: &str) -> Option<&str> {
 }
 
 enum Frame {
-    Object {
-        key: Option<String>,
-        awaiting_key: bool,
-    },
-    Array {
-        index: usize,
-    },
+    Object { key: Option<String>, awaiting_key: bool },
+    Array { index: usize },
 }
 
 /// The path of the value at the end of `prefix`, a prefix of a JSON document.
@@ -74,11 +66,7 @@ fn path_at(prefix: &str) -> String {
         match (c, stack.last_mut()) {
             ('"', top) => {
                 let text = read_string(&mut chars);
-                if let Some(Frame::Object {
-                    key,
-                    awaiting_key: true,
-                }) = top
-                {
+                if let Some(Frame::Object { key, awaiting_key: true }) = top {
                     *key = Some(text);
                 }
             }
@@ -88,10 +76,7 @@ fn path_at(prefix: &str) -> String {
                 *awaiting_key = true;
             }
             (',', Some(Frame::Array { index })) => *index = index.saturating_add(1),
-            ('{', _) => stack.push(Frame::Object {
-                key: None,
-                awaiting_key: true,
-            }),
+            ('{', _) => stack.push(Frame::Object { key: None, awaiting_key: true }),
             ('[', _) => stack.push(Frame::Array { index: 0 }),
             ('}' | ']', _) => {
                 stack.pop();
@@ -180,11 +165,7 @@ mod tests {
         let json = "{\n  \"name\": \"é ü\",\n  \"count\": -3\n}";
         let err = serde_json::from_str::<Doc>(json).unwrap_err();
         assert_eq!(error_path(json, &err), "count");
-        assert!(
-            error_message(&err).contains("-3"),
-            "{}",
-            error_message(&err)
-        );
+        assert!(error_message(&err).contains("-3"), "{}", error_message(&err));
         assert_eq!(byte_offset("é", 1, 1), 0, "never splits a character");
         assert_eq!(byte_offset("ab", 7, 9), 2, "clamped to the document");
     }

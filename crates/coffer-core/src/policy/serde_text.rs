@@ -17,11 +17,7 @@ pub(crate) fn deserialize<'de, D, T>(
 where
     D: Deserializer<'de>,
 {
-    deserializer.deserialize_str(ParseVisitor {
-        expecting,
-        parse,
-        output: PhantomData,
-    })
+    deserializer.deserialize_str(ParseVisitor { expecting, parse, output: PhantomData })
 }
 
 struct ParseVisitor<T> {

@@ -133,14 +133,8 @@ impl PayeeEntry {
     pub fn matches(&self, payee: &Payee) -> bool {
         match self {
             PayeeEntry::Agent(id) => payee.agent_id.as_deref() == Some(id.as_str()),
-            PayeeEntry::Node(key) => payee
-                .node_pubkey_hex
-                .as_deref()
-                .is_some_and(|k| k.eq_ignore_ascii_case(key)),
-            PayeeEntry::Domain(name) => payee
-                .domain
-                .as_deref()
-                .is_some_and(|d| d.eq_ignore_ascii_case(name)),
+            PayeeEntry::Node(key) => payee.node_pubkey_hex.as_deref().is_some_and(|k| k.eq_ignore_ascii_case(key)),
+            PayeeEntry::Domain(name) => payee.domain.as_deref().is_some_and(|d| d.eq_ignore_ascii_case(name)),
         }
     }
 
@@ -176,16 +170,12 @@ fn check_node_key(key: &str) -> Result<(), String> {
 fn check_domain(name: &str) -> Result<(), String> {
     let label_ok = |label: &str| {
         (1..=63).contains(&label.len())
-            && label
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
             && !label.starts_with('-')
             && !label.ends_with('-')
     };
     if name.is_empty() || name.len() > MAX_DOMAIN_LEN || !name.split('.').all(label_ok) {
-        return Err(format!(
-            "invalid domain {name:?}: expected a host name such as \"api.example.com\""
-        ));
+        return Err(format!("invalid domain {name:?}: expected a host name such as \"api.example.com\""));
     }
     Ok(())
 }
@@ -215,11 +205,7 @@ impl Serialize for PayeeEntry {
 
 impl<'de> Deserialize<'de> for PayeeEntry {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<PayeeEntry, D::Error> {
-        super::serde_text::deserialize(
-            deserializer,
-            "a payee such as \"agent:ID\"",
-            PayeeEntry::parse,
-        )
+        super::serde_text::deserialize(deserializer, "a payee such as \"agent:ID\"", PayeeEntry::parse)
     }
 }
 
@@ -260,20 +246,13 @@ pub struct PolicyError {
 
 impl PolicyError {
     pub fn new(field: impl Into<String>, message: impl Into<String>) -> PolicyError {
-        PolicyError {
-            field: field.into(),
-            message: message.into(),
-        }
+        PolicyError { field: field.into(), message: message.into() }
     }
 }
 
 impl fmt::Display for PolicyError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.field.is_empty() {
-            f.write_str(&self.message)
-        } else {
-            write!(f, "{}: {}", self.field, self.message)
-        }
+        if self.field.is_empty() { f.write_str(&self.message) } else { write!(f, "{}: {}", self.field, self.message) }
     }
 }
 
@@ -284,12 +263,8 @@ impl Policy {
     /// numbers, unknown fields, bad windows or payees) come back with the
     /// JSON path of the offending field.
     pub fn from_json(json: &str) -> Result<Policy, PolicyError> {
-        let policy: Policy = serde_json::from_str(json).map_err(|e| {
-            PolicyError::new(
-                json_path::error_path(json, &e),
-                json_path::error_message(&e),
-            )
-        })?;
+        let policy: Policy = serde_json::from_str(json)
+            .map_err(|e| PolicyError::new(json_path::error_path(json, &e), json_path::error_message(&e)))?;
         policy.validate()?;
         Ok(policy)
     }
@@ -311,10 +286,7 @@ impl Policy {
         if let Some(threshold) = self.approval_above_msat {
             // Zero is meaningful here ("approve everything"), so only the top.
             if threshold > Msat::MAX_MONEY {
-                return Err(PolicyError::new(
-                    "approval_above_msat",
-                    "amount exceeds 21 million bitcoin",
-                ));
+                return Err(PolicyError::new("approval_above_msat", "amount exceeds 21 million bitcoin"));
             }
         }
         if let Some(breaker) = &self.breaker {
@@ -325,10 +297,7 @@ impl Policy {
 
     fn validate_budgets(&self) -> Result<(), PolicyError> {
         if self.budgets.len() > MAX_BUDGETS {
-            return Err(PolicyError::new(
-                "budgets",
-                format!("at most {MAX_BUDGETS} budgets are allowed"),
-            ));
+            return Err(PolicyError::new("budgets", format!("at most {MAX_BUDGETS} budgets are allowed")));
         }
         let mut seen: HashMap<Window, usize> = HashMap::new();
         for (i, budget) in self.budgets.iter().enumerate() {
@@ -347,10 +316,7 @@ impl Policy {
             if let Some(first) = seen.insert(budget.window, i) {
                 return Err(PolicyError::new(
                     format!("budgets[{i}].window"),
-                    format!(
-                        "window {} is already limited by budgets[{first}]",
-                        budget.window
-                    ),
+                    format!("window {} is already limited by budgets[{first}]", budget.window),
                 ));
             }
         }
@@ -384,14 +350,9 @@ impl PayeeRules {
 fn check_entries(field: &str, entries: &[PayeeEntry]) -> Result<HashSet<PayeeEntry>, PolicyError> {
     let mut seen = HashSet::with_capacity(entries.len());
     for (i, entry) in entries.iter().enumerate() {
-        entry
-            .check()
-            .map_err(|message| PolicyError::new(format!("{field}[{i}]"), message))?;
+        entry.check().map_err(|message| PolicyError::new(format!("{field}[{i}]"), message))?;
         if !seen.insert(entry.normalized()) {
-            return Err(PolicyError::new(
-                format!("{field}[{i}]"),
-                format!("{entry} is listed twice"),
-            ));
+            return Err(PolicyError::new(format!("{field}[{i}]"), format!("{entry} is listed twice")));
         }
     }
     Ok(seen)
@@ -400,9 +361,7 @@ fn check_entries(field: &str, entries: &[PayeeEntry]) -> Result<HashSet<PayeeEnt
 /// A limit: more than zero (zero would be a freeze; freezing is its own
 /// operation) and at most 21 million bitcoin.
 pub(crate) fn check_amount(field: &str, amount: Msat) -> Result<(), PolicyError> {
-    Msat::parse_positive(amount.as_u64())
-        .map(|_| ())
-        .map_err(|e| PolicyError::new(field, e.to_string()))
+    Msat::parse_positive(amount.as_u64()).map(|_| ()).map_err(|e| PolicyError::new(field, e.to_string()))
 }
 
 fn check_rate(rate: u32) -> Result<(), PolicyError> {
@@ -445,20 +404,10 @@ mod tests {
         let policy = Policy::from_json(&json).unwrap();
         assert_eq!(policy.max_payment_msat, Some(Msat::new(50_000)));
         assert_eq!(policy.budgets[1].window, Window::parse("day").unwrap());
-        assert_eq!(
-            policy.payees.deny[2],
-            PayeeEntry::Domain("example.com".into())
-        );
-        assert_eq!(
-            policy.expires_at.map(|t| t.timestamp()),
-            Some(1_798_761_600)
-        );
+        assert_eq!(policy.payees.deny[2], PayeeEntry::Domain("example.com".into()));
+        assert_eq!(policy.expires_at.map(|t| t.timestamp()), Some(1_798_761_600));
         let breaker = policy.breaker.clone().unwrap();
-        assert_eq!(
-            breaker.window,
-            Window::parse("1m").unwrap(),
-            "breaker window defaults to one minute"
-        );
+        assert_eq!(breaker.window, Window::parse("1m").unwrap(), "breaker window defaults to one minute");
         let again = Policy::from_json(&serde_json::to_string(&policy).unwrap()).unwrap();
         assert_eq!(again, policy);
     }
@@ -471,10 +420,8 @@ mod tests {
 
     #[test]
     fn negative_amount_names_the_field() {
-        let e = err(
-            r#"{"budgets": [{"limit_msat": 5, "window": "1h", "kind": "rolling"},
-                                      {"limit_msat": -5, "window": "day", "kind": "calendar"}]}"#,
-        );
+        let e = err(r#"{"budgets": [{"limit_msat": 5, "window": "1h", "kind": "rolling"},
+                                      {"limit_msat": -5, "window": "day", "kind": "calendar"}]}"#);
         assert_eq!(e.field, "budgets[1].limit_msat");
         assert!(e.message.contains("-5"), "{e}");
         assert_eq!(err(r#"{"max_payment_msat": -1}"#).field, "max_payment_msat");
@@ -487,8 +434,7 @@ mod tests {
         assert!(e.message.contains("unknown field"), "{e}");
         let e = err(r#"{"payees": {"default": "deny", "alow": []}}"#);
         assert_eq!(e.field, "payees.alow");
-        let e =
-            err(r#"{"budgets": [{"limit_msat": 5, "window": "1h", "kind": "rolling", "x": 1}]}"#);
+        let e = err(r#"{"budgets": [{"limit_msat": 5, "window": "1h", "kind": "rolling", "x": 1}]}"#);
         assert_eq!(e.field, "budgets[0].x");
     }
 
@@ -501,10 +447,8 @@ mod tests {
 
     #[test]
     fn bad_window_strings_name_the_field() {
-        let e = err(
-            r#"{"budgets": [{"limit_msat": 5, "window": "1h", "kind": "rolling"},
-                                      {"limit_msat": 5, "window": "2 hours", "kind": "rolling"}]}"#,
-        );
+        let e = err(r#"{"budgets": [{"limit_msat": 5, "window": "1h", "kind": "rolling"},
+                                      {"limit_msat": 5, "window": "2 hours", "kind": "rolling"}]}"#);
         assert_eq!(e.field, "budgets[1].window");
         assert!(e.message.contains("invalid window"), "{e}");
         let e = err(r#"{"budgets": [{"limit_msat": 5, "window": "0s", "kind": "rolling"}]}"#);
@@ -534,57 +478,33 @@ mod tests {
         let too_much = MAX_MONEY_MSAT + 1;
         let e = err(&format!(r#"{{"lifetime_msat": {too_much}}}"#));
         assert!(e.message.contains("21 million"), "{e}");
-        assert_eq!(
-            err(&format!(r#"{{"approval_above_msat": {too_much}}}"#)).field,
-            "approval_above_msat"
-        );
-        assert!(
-            Policy::from_json(r#"{"approval_above_msat": 0}"#).is_ok(),
-            "zero means approve everything"
-        );
-        assert_eq!(
-            err(r#"{"max_payment_msat": 18446744073709551616}"#).field,
-            "max_payment_msat"
-        );
+        assert_eq!(err(&format!(r#"{{"approval_above_msat": {too_much}}}"#)).field, "approval_above_msat");
+        assert!(Policy::from_json(r#"{"approval_above_msat": 0}"#).is_ok(), "zero means approve everything");
+        assert_eq!(err(r#"{"max_payment_msat": 18446744073709551616}"#).field, "max_payment_msat");
     }
 
     #[test]
     fn rate_limit_bounds() {
-        assert_eq!(
-            err(r#"{"max_payments_per_minute": 0}"#).field,
-            "max_payments_per_minute"
-        );
-        assert_eq!(
-            err(r#"{"max_payments_per_minute": 60001}"#).field,
-            "max_payments_per_minute"
-        );
-        assert_eq!(
-            err(r#"{"max_payments_per_minute": -1}"#).field,
-            "max_payments_per_minute"
-        );
+        assert_eq!(err(r#"{"max_payments_per_minute": 0}"#).field, "max_payments_per_minute");
+        assert_eq!(err(r#"{"max_payments_per_minute": 60001}"#).field, "max_payments_per_minute");
+        assert_eq!(err(r#"{"max_payments_per_minute": -1}"#).field, "max_payments_per_minute");
     }
 
     #[test]
     fn duplicate_windows_are_a_contradiction() {
-        let e = err(
-            r#"{"budgets": [{"limit_msat": 5, "window": "1h", "kind": "rolling"},
-                                      {"limit_msat": 9, "window": "60m", "kind": "rolling"}]}"#,
-        );
+        let e = err(r#"{"budgets": [{"limit_msat": 5, "window": "1h", "kind": "rolling"},
+                                      {"limit_msat": 9, "window": "60m", "kind": "rolling"}]}"#);
         assert_eq!(e.field, "budgets[1].window");
         assert!(e.message.contains("budgets[0]"), "{e}");
         let ok = r#"{"budgets": [{"limit_msat": 5, "window": "1d", "kind": "rolling"},
                                    {"limit_msat": 9, "window": "day", "kind": "calendar"}]}"#;
-        assert!(
-            Policy::from_json(ok).is_ok(),
-            "a rolling day and a calendar day are different windows"
-        );
+        assert!(Policy::from_json(ok).is_ok(), "a rolling day and a calendar day are different windows");
     }
 
     #[test]
     fn too_many_budgets() {
-        let budgets: Vec<String> = (1..=17)
-            .map(|h| format!(r#"{{"limit_msat": 5, "window": "{h}h", "kind": "rolling"}}"#))
-            .collect();
+        let budgets: Vec<String> =
+            (1..=17).map(|h| format!(r#"{{"limit_msat": 5, "window": "{h}h", "kind": "rolling"}}"#)).collect();
         let e = err(&format!(r#"{{"budgets": [{}]}}"#, budgets.join(",")));
         assert_eq!(e.field, "budgets");
         let sixteen = budgets[..16].join(",");
@@ -594,9 +514,7 @@ mod tests {
     #[test]
     fn allow_and_deny_of_one_payee_is_a_contradiction() {
         let upper = NODE.to_ascii_uppercase();
-        let json = format!(
-            r#"{{"payees": {{"allow": ["node:{NODE}"], "deny": ["agent:a", "node:{upper}"]}}}}"#
-        );
+        let json = format!(r#"{{"payees": {{"allow": ["node:{NODE}"], "deny": ["agent:a", "node:{upper}"]}}}}"#);
         let e = err(&json);
         assert_eq!(e.field, "payees.deny[1]");
         assert!(e.message.contains("both allowed and denied"), "{e}");
@@ -604,19 +522,10 @@ mod tests {
 
     #[test]
     fn malformed_and_duplicate_payees() {
-        for bad in [
-            "agent:",
-            "agent:has space",
-            "node:02ab",
-            "node:04aabb",
-            "domain:-x.com",
-            "domain:a..b",
-            "bob",
-            "url:x",
-        ] {
-            let e = err(&format!(
-                r#"{{"payees": {{"deny": ["agent:ok", "{bad}"]}}}}"#
-            ));
+        for bad in
+            ["agent:", "agent:has space", "node:02ab", "node:04aabb", "domain:-x.com", "domain:a..b", "bob", "url:x"]
+        {
+            let e = err(&format!(r#"{{"payees": {{"deny": ["agent:ok", "{bad}"]}}}}"#));
             assert_eq!(e.field, "payees.deny[1]", "{bad}: {e}");
         }
         let e = err(r#"{"payees": {"allow": ["domain:a.com", "domain:A.com"]}}"#);
@@ -629,10 +538,7 @@ mod tests {
     #[test]
     fn too_many_payees() {
         let entries: Vec<String> = (0..1_001).map(|i| format!("\"agent:a{i}\"")).collect();
-        let e = err(&format!(
-            r#"{{"payees": {{"deny": [{}]}}}}"#,
-            entries.join(",")
-        ));
+        let e = err(&format!(r#"{{"payees": {{"deny": [{}]}}}}"#, entries.join(",")));
         assert_eq!(e.field, "payees");
         let thousand = entries[..1_000].join(",");
         assert!(Policy::from_json(&format!(r#"{{"payees": {{"deny": [{thousand}]}}}}"#)).is_ok());
@@ -654,21 +560,11 @@ mod tests {
     #[test]
     fn payee_matching_ignores_case_of_keys_and_domains() {
         let node = PayeeEntry::parse(&format!("node:{}", NODE.to_ascii_uppercase())).unwrap();
-        let payee = Payee {
-            node_pubkey_hex: Some(NODE.into()),
-            ..Payee::default()
-        };
+        let payee = Payee { node_pubkey_hex: Some(NODE.into()), ..Payee::default() };
         assert!(node.matches(&payee));
         assert!(!PayeeEntry::parse("agent:x").unwrap().matches(&payee));
-        let domain = Payee {
-            domain: Some("API.Example.com".into()),
-            ..Payee::default()
-        };
-        assert!(
-            PayeeEntry::parse("domain:api.example.com")
-                .unwrap()
-                .matches(&domain)
-        );
+        let domain = Payee { domain: Some("API.Example.com".into()), ..Payee::default() };
+        assert!(PayeeEntry::parse("domain:api.example.com").unwrap().matches(&domain));
         assert_eq!(payee.key(), format!("node:{NODE}"));
         assert_eq!(Payee::default().key(), "unknown");
     }

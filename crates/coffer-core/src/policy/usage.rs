@@ -75,8 +75,7 @@ impl Ring {
     pub(crate) fn add(&mut self, window_ms: i64, value: u64, now_ms: i64) {
         self.normalize(Ring::bucket_ms_for(window_ms), now_ms);
         let bucket_ms = self.bucket_ms;
-        self.buckets
-            .retain(|b| is_live(bucket_ms, b.index, window_ms, now_ms));
+        self.buckets.retain(|b| is_live(bucket_ms, b.index, window_ms, now_ms));
         self.add_to_bucket(now_ms.div_euclid(self.bucket_ms), value);
         // Only a corrupted blob can hold more; merging the oldest into the
         // next keeps its value counted (longer), so bounds stay safe.
@@ -118,10 +117,7 @@ impl Ring {
     /// Brings the ring to `bucket_ms` wide, sorted buckets with distinct
     /// indexes. A no-op for a ring this module wrote with the same width.
     fn normalize(&mut self, bucket_ms: i64, now_ms: i64) {
-        let sorted = self
-            .buckets
-            .windows(2)
-            .all(|w| matches!(w, [a, b] if a.index < b.index));
+        let sorted = self.buckets.windows(2).all(|w| matches!(w, [a, b] if a.index < b.index));
         if self.bucket_ms == bucket_ms && sorted {
             return;
         }
@@ -172,20 +168,13 @@ impl PeriodSpend {
     fn spent_at(&self, period: CalendarPeriod, now_ms: i64) -> Msat {
         // A counter from a later period exists only in a corrupted blob;
         // counting it is the safe side.
-        if self.period_start_ms >= period.start_ms(now_ms) {
-            self.spent_msat
-        } else {
-            Msat::ZERO
-        }
+        if self.period_start_ms >= period.start_ms(now_ms) { self.spent_msat } else { Msat::ZERO }
     }
 
     fn add(&mut self, period: CalendarPeriod, amount: Msat, now_ms: i64) {
         let start_ms = period.start_ms(now_ms);
         if self.period_start_ms < start_ms {
-            *self = PeriodSpend {
-                period_start_ms: start_ms,
-                spent_msat: Msat::ZERO,
-            };
+            *self = PeriodSpend { period_start_ms: start_ms, spent_msat: Msat::ZERO };
         }
         self.spent_msat = saturating_add(self.spent_msat, amount);
     }
@@ -220,8 +209,7 @@ impl Usage {
 
     /// `now_ms`, or the latest time already seen if that is later.
     pub fn effective_now_ms(&self, now_ms: i64) -> i64 {
-        self.clock_ms
-            .map_or(now_ms, |clock_ms| clock_ms.max(now_ms))
+        self.clock_ms.map_or(now_ms, |clock_ms| clock_ms.max(now_ms))
     }
 
     /// Counts a payment that was allowed or held: `amount` is everything it
@@ -259,10 +247,7 @@ impl Usage {
         let now_ms = self.effective_now_ms(now_ms);
         let key = window.to_string();
         if let Some(window_ms) = window.rolling_ms() {
-            return self
-                .rolling
-                .get(&key)
-                .map_or(Msat::ZERO, |ring| Msat::new(ring.total(window_ms, now_ms)));
+            return self.rolling.get(&key).map_or(Msat::ZERO, |ring| Msat::new(ring.total(window_ms, now_ms)));
         }
         match (window.calendar_period(), self.calendar.get(&key)) {
             (Some(period), Some(spend)) => spend.spent_at(period, now_ms),
@@ -277,17 +262,13 @@ impl Usage {
     /// Payments allowed or held in the last 60 seconds (possibly up to one
     /// second more: whole buckets).
     pub fn payments_last_minute(&self, now_ms: i64) -> u64 {
-        self.attempts
-            .total(RATE_WINDOW_MS, self.effective_now_ms(now_ms))
+        self.attempts.total(RATE_WINDOW_MS, self.effective_now_ms(now_ms))
     }
 
     /// The state of one budget at `now_ms`.
     pub fn window_report(&self, budget: &Budget, now_ms: i64) -> WindowReport {
         let spent_msat = self.spent_in(budget.window, now_ms);
-        let resets_at_ms = budget
-            .window
-            .calendar_period()
-            .map(|p| p.next_start_ms(self.effective_now_ms(now_ms)));
+        let resets_at_ms = budget.window.calendar_period().map(|p| p.next_start_ms(self.effective_now_ms(now_ms)));
         WindowReport {
             window: budget.window,
             kind: budget.window.kind(),
@@ -318,11 +299,7 @@ impl Usage {
     }
 
     fn forget_windows_not_in(&mut self, policy: &Policy) {
-        let keep: Vec<String> = policy
-            .budgets
-            .iter()
-            .map(|b| b.window.to_string())
-            .collect();
+        let keep: Vec<String> = policy.budgets.iter().map(|b| b.window.to_string()).collect();
         self.rolling.retain(|key, _| keep.contains(key));
         self.calendar.retain(|key, _| keep.contains(key));
     }
@@ -330,19 +307,10 @@ impl Usage {
     fn add_spend(&mut self, window: Window, amount: Msat, now_ms: i64) {
         let key = window.to_string();
         if let Some(window_ms) = window.rolling_ms() {
-            self.rolling
-                .entry(key)
-                .or_default()
-                .add(window_ms, amount.as_u64(), now_ms);
+            self.rolling.entry(key).or_default().add(window_ms, amount.as_u64(), now_ms);
         } else if let Some(period) = window.calendar_period() {
-            let fresh = PeriodSpend {
-                period_start_ms: period.start_ms(now_ms),
-                spent_msat: Msat::ZERO,
-            };
-            self.calendar
-                .entry(key)
-                .or_insert(fresh)
-                .add(period, amount, now_ms);
+            let fresh = PeriodSpend { period_start_ms: period.start_ms(now_ms), spent_msat: Msat::ZERO };
+            self.calendar.entry(key).or_insert(fresh).add(period, amount, now_ms);
         }
     }
 }
@@ -378,16 +346,10 @@ pub struct BudgetReport {
 pub fn budget_report(policy: &Policy, usage: &Usage, now_ms: i64) -> BudgetReport {
     let lifetime_spent_msat = usage.lifetime_spent();
     BudgetReport {
-        windows: policy
-            .budgets
-            .iter()
-            .map(|b| usage.window_report(b, now_ms))
-            .collect(),
+        windows: policy.budgets.iter().map(|b| usage.window_report(b, now_ms)).collect(),
         lifetime_limit_msat: policy.lifetime_msat,
         lifetime_spent_msat,
-        lifetime_remaining_msat: policy
-            .lifetime_msat
-            .map(|limit| limit.saturating_sub(lifetime_spent_msat)),
+        lifetime_remaining_msat: policy.lifetime_msat.map(|limit| limit.saturating_sub(lifetime_spent_msat)),
         max_payments_per_minute: policy.max_payments_per_minute,
         payments_last_minute: usage.payments_last_minute(now_ms),
     }
@@ -400,26 +362,16 @@ mod tests {
     use chrono::{DateTime, Utc};
 
     fn ms(rfc3339: &str) -> i64 {
-        DateTime::parse_from_rfc3339(rfc3339)
-            .unwrap()
-            .with_timezone(&Utc)
-            .timestamp_millis()
+        DateTime::parse_from_rfc3339(rfc3339).unwrap().with_timezone(&Utc).timestamp_millis()
     }
 
     fn budget(limit_msat: u64, window: &str) -> Budget {
         let window = Window::parse(window).unwrap();
-        Budget {
-            limit_msat: Msat::new(limit_msat),
-            window,
-            kind: window.kind(),
-        }
+        Budget { limit_msat: Msat::new(limit_msat), window, kind: window.kind() }
     }
 
     fn policy(budgets: &[Budget]) -> Policy {
-        Policy {
-            budgets: budgets.to_vec(),
-            ..Policy::default()
-        }
+        Policy { budgets: budgets.to_vec(), ..Policy::default() }
     }
 
     fn hour() -> Window {
@@ -435,14 +387,8 @@ mod tests {
         assert_eq!(usage.spent_in(hour(), 30 * MS_PER_MINUTE), Msat::new(500));
         assert_eq!(usage.spent_in(hour(), MS_PER_HOUR - 1), Msat::new(500));
         // The first payment's bucket is [0, 1 min): it has left (1h, 1h+1min].
-        assert_eq!(
-            usage.spent_in(hour(), MS_PER_HOUR + MS_PER_MINUTE),
-            Msat::new(200)
-        );
-        assert_eq!(
-            usage.spent_in(hour(), 90 * MS_PER_MINUTE + MS_PER_MINUTE),
-            Msat::ZERO
-        );
+        assert_eq!(usage.spent_in(hour(), MS_PER_HOUR + MS_PER_MINUTE), Msat::new(200));
+        assert_eq!(usage.spent_in(hour(), 90 * MS_PER_MINUTE + MS_PER_MINUTE), Msat::ZERO);
     }
 
     #[test]
@@ -468,11 +414,7 @@ mod tests {
             usage.record(&p, Msat::new(1), i * 7_919);
         }
         for ring in usage.rolling.values() {
-            assert!(
-                ring.buckets.len() <= MAX_LIVE_BUCKETS,
-                "{}",
-                ring.buckets.len()
-            );
+            assert!(ring.buckets.len() <= MAX_LIVE_BUCKETS, "{}", ring.buckets.len());
         }
         assert!(usage.attempts.buckets.len() <= MAX_LIVE_BUCKETS);
         assert_eq!(usage.lifetime_spent(), Msat::new(10_000));
@@ -484,48 +426,27 @@ mod tests {
         let day = Window::parse("day").unwrap();
         let mut usage = Usage::new();
         usage.record(&p, Msat::new(400), ms("2025-01-31T23:59:59.999Z"));
-        assert_eq!(
-            usage.spent_in(day, ms("2025-01-31T23:59:59.999Z")),
-            Msat::new(400)
-        );
+        assert_eq!(usage.spent_in(day, ms("2025-01-31T23:59:59.999Z")), Msat::new(400));
         assert_eq!(usage.spent_in(day, ms("2025-02-01T00:00:00Z")), Msat::ZERO);
         usage.record(&p, Msat::new(50), ms("2025-02-01T00:00:00Z"));
-        assert_eq!(
-            usage.spent_in(day, ms("2025-02-01T10:00:00Z")),
-            Msat::new(50)
-        );
+        assert_eq!(usage.spent_in(day, ms("2025-02-01T10:00:00Z")), Msat::new(50));
     }
 
     #[test]
     fn calendar_week_and_month_rollover() {
         let p = policy(&[budget(1_000, "week"), budget(1_000, "month")]);
-        let (week, month) = (
-            Window::parse("week").unwrap(),
-            Window::parse("month").unwrap(),
-        );
+        let (week, month) = (Window::parse("week").unwrap(), Window::parse("month").unwrap());
         let mut usage = Usage::new();
         // Sunday 2024-03-31 is the last day of both a week and a month.
         usage.record(&p, Msat::new(70), ms("2024-03-31T12:00:00Z"));
-        assert_eq!(
-            usage.spent_in(week, ms("2024-03-31T23:59:59Z")),
-            Msat::new(70)
-        );
+        assert_eq!(usage.spent_in(week, ms("2024-03-31T23:59:59Z")), Msat::new(70));
         assert_eq!(usage.spent_in(week, ms("2024-04-01T00:00:00Z")), Msat::ZERO);
-        assert_eq!(
-            usage.spent_in(month, ms("2024-04-01T00:00:00Z")),
-            Msat::ZERO
-        );
+        assert_eq!(usage.spent_in(month, ms("2024-04-01T00:00:00Z")), Msat::ZERO);
         // Leap year: 29 February is still February.
         let mut usage = Usage::new();
         usage.record(&p, Msat::new(5), ms("2024-02-01T00:00:00Z"));
-        assert_eq!(
-            usage.spent_in(month, ms("2024-02-29T23:59:59Z")),
-            Msat::new(5)
-        );
-        assert_eq!(
-            usage.spent_in(month, ms("2024-03-01T00:00:00Z")),
-            Msat::ZERO
-        );
+        assert_eq!(usage.spent_in(month, ms("2024-02-29T23:59:59Z")), Msat::new(5));
+        assert_eq!(usage.spent_in(month, ms("2024-03-01T00:00:00Z")), Msat::ZERO);
     }
 
     #[test]
@@ -536,10 +457,7 @@ mod tests {
         usage.record(&p, Msat::new(40), 20_000);
         usage.release(&p, Msat::new(40), 20_000, 25_000);
         assert_eq!(usage.spent_in(hour(), 30_000), Msat::new(100));
-        assert_eq!(
-            usage.spent_in(Window::parse("day").unwrap(), 30_000),
-            Msat::new(100)
-        );
+        assert_eq!(usage.spent_in(Window::parse("day").unwrap(), 30_000), Msat::new(100));
         assert_eq!(usage.lifetime_spent(), Msat::new(100));
         // Releasing more than the bucket holds stops at zero.
         usage.release(&p, Msat::new(1_000), 10_000, 30_000);
@@ -551,11 +469,7 @@ mod tests {
         usage.record(&p, Msat::new(60), 2 * MS_PER_HOUR);
         usage.release(&p, Msat::new(100), 0, 2 * MS_PER_HOUR);
         assert_eq!(usage.spent_in(hour(), 2 * MS_PER_HOUR), Msat::new(60));
-        assert_eq!(
-            usage.payments_last_minute(2 * MS_PER_HOUR),
-            1,
-            "a release is still an attempt"
-        );
+        assert_eq!(usage.payments_last_minute(2 * MS_PER_HOUR), 1, "a release is still an attempt");
     }
 
     #[test]
@@ -567,14 +481,8 @@ mod tests {
         let after = policy(&[budget(1_000, "60m"), budget(1_000, "7d")]);
         usage.record(&after, Msat::new(10), 1_000);
         assert_eq!(usage.spent_in(hour(), 1_000), Msat::new(110));
-        assert_eq!(
-            usage.spent_in(Window::parse("7d").unwrap(), 1_000),
-            Msat::new(10)
-        );
-        assert!(
-            !usage.calendar.contains_key("day"),
-            "removed windows are dropped"
-        );
+        assert_eq!(usage.spent_in(Window::parse("7d").unwrap(), 1_000), Msat::new(10));
+        assert!(!usage.calendar.contains_key("day"), "removed windows are dropped");
     }
 
     #[test]
@@ -584,19 +492,12 @@ mod tests {
         usage.record(&p, Msat::new(100), 10 * MS_PER_HOUR);
         usage.record(&p, Msat::new(100), 5 * MS_PER_HOUR);
         assert_eq!(usage.spent_in(hour(), 0), Msat::new(200));
-        assert_eq!(
-            usage.spent_in(hour(), 10 * MS_PER_HOUR + 30 * MS_PER_MINUTE),
-            Msat::new(200)
-        );
+        assert_eq!(usage.spent_in(hour(), 10 * MS_PER_HOUR + 30 * MS_PER_MINUTE), Msat::new(200));
     }
 
     #[test]
     fn extreme_inputs_do_not_panic() {
-        let p = policy(&[
-            budget(u64::MAX, "1s"),
-            budget(u64::MAX, "366d"),
-            budget(u64::MAX, "month"),
-        ]);
+        let p = policy(&[budget(u64::MAX, "1s"), budget(u64::MAX, "366d"), budget(u64::MAX, "month")]);
         let mut usage = Usage::new();
         for now_ms in [i64::MIN, -1, 0, i64::MAX] {
             usage.record(&p, Msat::new(u64::MAX), now_ms);
@@ -613,36 +514,21 @@ mod tests {
         let mut usage = Usage::new();
         usage.record(&p, Msat::new(7), -5 * MS_PER_DAY);
         assert_eq!(usage.spent_in(hour(), -5 * MS_PER_DAY + 1), Msat::new(7));
-        assert_eq!(
-            usage.spent_in(Window::parse("day").unwrap(), -4 * MS_PER_DAY),
-            Msat::ZERO
-        );
+        assert_eq!(usage.spent_in(Window::parse("day").unwrap(), -4 * MS_PER_DAY), Msat::ZERO);
     }
 
     #[test]
     fn corrupted_width_is_converted_without_losing_spend() {
-        let mut ring = Ring {
-            bucket_ms: 0,
-            buckets: vec![Bucket { index: 3, value: 9 }, Bucket { index: 1, value: 1 }],
-        };
-        assert_eq!(
-            ring.total(MS_PER_HOUR, 0),
-            10,
-            "unknown width counts everything"
-        );
+        let mut ring =
+            Ring { bucket_ms: 0, buckets: vec![Bucket { index: 3, value: 9 }, Bucket { index: 1, value: 1 }] };
+        assert_eq!(ring.total(MS_PER_HOUR, 0), 10, "unknown width counts everything");
         ring.add(MS_PER_HOUR, 5, 1_000);
         assert_eq!(ring.bucket_ms, 60_000);
         assert_eq!(ring.total(MS_PER_HOUR, 1_000), 15);
         // A narrower width moves each bucket to the one holding its end.
-        let mut ring = Ring {
-            bucket_ms: 120_000,
-            buckets: vec![Bucket { index: 0, value: 4 }],
-        };
+        let mut ring = Ring { bucket_ms: 120_000, buckets: vec![Bucket { index: 0, value: 4 }] };
         ring.add(MS_PER_HOUR, 1, 0);
-        assert_eq!(
-            ring.buckets,
-            vec![Bucket { index: 0, value: 1 }, Bucket { index: 1, value: 4 }]
-        );
+        assert_eq!(ring.buckets, vec![Bucket { index: 0, value: 1 }, Bucket { index: 1, value: 4 }]);
     }
 
     #[test]
@@ -671,10 +557,7 @@ mod tests {
         assert_eq!(report.windows[0].resets_at_ms, None);
         assert_eq!(report.windows[1].kind, WindowKind::Calendar);
         assert_eq!(report.windows[1].remaining_msat, Msat::new(4_300));
-        assert_eq!(
-            report.windows[1].resets_at_ms,
-            Some(ms("2025-03-01T00:00:00Z"))
-        );
+        assert_eq!(report.windows[1].resets_at_ms, Some(ms("2025-03-01T00:00:00Z")));
         assert_eq!(report.lifetime_remaining_msat, Some(Msat::new(9_300)));
         assert_eq!(report.payments_last_minute, 2);
         let json = serde_json::to_value(&report).unwrap();

@@ -82,11 +82,7 @@ impl CalendarPeriod {
             CalendarPeriod::Week => start_ms.saturating_add(MS_PER_WEEK),
             CalendarPeriod::Month => {
                 let (year, month, _) = civil_from_days(now_ms.div_euclid(MS_PER_DAY));
-                let (next_year, next_month) = if month == 12 {
-                    (year + 1, 1)
-                } else {
-                    (year, month + 1)
-                };
+                let (next_year, next_month) = if month == 12 { (year + 1, 1) } else { (year, month + 1) };
                 days_from_civil(next_year, next_month, 1).saturating_mul(MS_PER_DAY)
             }
         }
@@ -108,13 +104,12 @@ enum Repr {
     Calendar(CalendarPeriod),
 }
 
-const WINDOW_SYNTAX: &str = "expected a rolling duration such as \"30s\", \"15m\", \"1h\" or \"7d\", or \"day\", \"week\" or \"month\"";
+const WINDOW_SYNTAX: &str =
+    "expected a rolling duration such as \"30s\", \"15m\", \"1h\" or \"7d\", or \"day\", \"week\" or \"month\"";
 
 impl Window {
     /// A rolling minute: the breaker's default window.
-    pub const ONE_MINUTE: Window = Window(Repr::Rolling {
-        duration_ms: MS_PER_MINUTE,
-    });
+    pub const ONE_MINUTE: Window = Window(Repr::Rolling { duration_ms: MS_PER_MINUTE });
 
     pub const fn calendar(period: CalendarPeriod) -> Window {
         Window(Repr::Calendar(period))
@@ -131,9 +126,7 @@ impl Window {
         }
         let duration_ms = parse_duration_ms(text)?;
         if duration_ms == 0 {
-            return Err(format!(
-                "window {text:?} is empty: a window must be longer than zero"
-            ));
+            return Err(format!("window {text:?} is empty: a window must be longer than zero"));
         }
         if duration_ms > MAX_ROLLING_WINDOW_MS {
             return Err(format!("window {text:?} is longer than 366 days"));
@@ -168,19 +161,13 @@ impl Window {
 /// there is exactly one spelling per number.
 fn parse_duration_ms(text: &str) -> Result<i64, String> {
     let bad = || format!("invalid window {text:?}: {WINDOW_SYNTAX}");
-    let units = [
-        ('s', MS_PER_SECOND),
-        ('m', MS_PER_MINUTE),
-        ('h', MS_PER_HOUR),
-        ('d', MS_PER_DAY),
-    ];
+    let units = [('s', MS_PER_SECOND), ('m', MS_PER_MINUTE), ('h', MS_PER_HOUR), ('d', MS_PER_DAY)];
     let (digits, unit_ms) = units
         .into_iter()
         .find_map(|(unit, unit_ms)| text.strip_suffix(unit).map(|digits| (digits, unit_ms)))
         .ok_or_else(bad)?;
-    let well_formed = !digits.is_empty()
-        && digits.bytes().all(|b| b.is_ascii_digit())
-        && (digits == "0" || !digits.starts_with('0'));
+    let well_formed =
+        !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) && (digits == "0" || !digits.starts_with('0'));
     if !well_formed {
         return Err(bad());
     }
@@ -221,11 +208,7 @@ impl Serialize for Window {
 
 impl<'de> Deserialize<'de> for Window {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Window, D::Error> {
-        super::serde_text::deserialize(
-            deserializer,
-            "a window such as \"1h\" or \"day\"",
-            Window::parse,
-        )
+        super::serde_text::deserialize(deserializer, "a window such as \"1h\" or \"day\"", Window::parse)
     }
 }
 
@@ -236,16 +219,11 @@ fn civil_from_days(days: i64) -> (i64, i64, i64) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let day_of_era = z.rem_euclid(146_097);
-    let year_of_era =
-        (day_of_era - day_of_era / 1_460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let year_of_era = (day_of_era - day_of_era / 1_460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
     let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
     let month_from_march = (5 * day_of_year + 2) / 153;
     let day = day_of_year - (153 * month_from_march + 2) / 5 + 1;
-    let month = if month_from_march < 10 {
-        month_from_march + 3
-    } else {
-        month_from_march - 9
-    };
+    let month = if month_from_march < 10 { month_from_march + 3 } else { month_from_march - 9 };
     let year = year_of_era + era * 400 + i64::from(month <= 2);
     (year, month, day)
 }
@@ -267,10 +245,7 @@ mod tests {
     use chrono::{DateTime, Datelike, NaiveDate, Utc};
 
     fn ms(rfc3339: &str) -> i64 {
-        DateTime::parse_from_rfc3339(rfc3339)
-            .unwrap()
-            .with_timezone(&Utc)
-            .timestamp_millis()
+        DateTime::parse_from_rfc3339(rfc3339).unwrap().with_timezone(&Utc).timestamp_millis()
     }
 
     #[test]
@@ -278,42 +253,22 @@ mod tests {
         assert_eq!(Window::parse("30s").unwrap().rolling_ms(), Some(30_000));
         assert_eq!(Window::parse("15m").unwrap().rolling_ms(), Some(900_000));
         assert_eq!(Window::parse("24h").unwrap().rolling_ms(), Some(MS_PER_DAY));
-        assert_eq!(
-            Window::parse("366d").unwrap().rolling_ms(),
-            Some(MAX_ROLLING_WINDOW_MS)
-        );
-        assert_eq!(
-            Window::parse("week").unwrap().calendar_period(),
-            Some(CalendarPeriod::Week)
-        );
+        assert_eq!(Window::parse("366d").unwrap().rolling_ms(), Some(MAX_ROLLING_WINDOW_MS));
+        assert_eq!(Window::parse("week").unwrap().calendar_period(), Some(CalendarPeriod::Week));
         assert_eq!(Window::parse("1h").unwrap().kind(), WindowKind::Rolling);
         assert_eq!(Window::parse("month").unwrap().kind(), WindowKind::Calendar);
     }
 
     #[test]
     fn rejects_bad_windows() {
-        for bad in [
-            "", "h", "1", "1x", "-1h", "+1h", "1.5h", " 1h", "1h ", "01h", "1H", "Day", "1 h", "1é",
-        ] {
+        for bad in ["", "h", "1", "1x", "-1h", "+1h", "1.5h", " 1h", "1h ", "01h", "1H", "Day", "1 h", "1é"] {
             let err = Window::parse(bad).unwrap_err();
             assert!(err.contains("invalid window"), "{bad:?}: {err}");
         }
-        assert!(
-            Window::parse("0s")
-                .unwrap_err()
-                .contains("longer than zero")
-        );
+        assert!(Window::parse("0s").unwrap_err().contains("longer than zero"));
         assert!(Window::parse("367d").unwrap_err().contains("366 days"));
-        assert!(
-            Window::parse("99999999999999999999d")
-                .unwrap_err()
-                .contains("366 days")
-        );
-        assert!(
-            Window::parse("9223372036854775807s")
-                .unwrap_err()
-                .contains("366 days")
-        );
+        assert!(Window::parse("99999999999999999999d").unwrap_err().contains("366 days"));
+        assert!(Window::parse("9223372036854775807s").unwrap_err().contains("366 days"));
     }
 
     #[test]
@@ -334,18 +289,9 @@ mod tests {
     #[test]
     fn day_boundaries() {
         let day = CalendarPeriod::Day;
-        assert_eq!(
-            day.start_ms(ms("2025-03-10T23:59:59.999Z")),
-            ms("2025-03-10T00:00:00Z")
-        );
-        assert_eq!(
-            day.start_ms(ms("2025-03-11T00:00:00Z")),
-            ms("2025-03-11T00:00:00Z")
-        );
-        assert_eq!(
-            day.next_start_ms(ms("2025-03-10T12:00:00Z")),
-            ms("2025-03-11T00:00:00Z")
-        );
+        assert_eq!(day.start_ms(ms("2025-03-10T23:59:59.999Z")), ms("2025-03-10T00:00:00Z"));
+        assert_eq!(day.start_ms(ms("2025-03-11T00:00:00Z")), ms("2025-03-11T00:00:00Z"));
+        assert_eq!(day.next_start_ms(ms("2025-03-10T12:00:00Z")), ms("2025-03-11T00:00:00Z"));
         // Before 1970: floor, not truncation toward zero.
         assert_eq!(day.start_ms(-1), -MS_PER_DAY);
     }
@@ -354,58 +300,25 @@ mod tests {
     fn iso_week_starts_on_monday() {
         let week = CalendarPeriod::Week;
         // 2025-03-09 is a Sunday, 2025-03-10 a Monday.
-        assert_eq!(
-            week.start_ms(ms("2025-03-09T23:59:59.999Z")),
-            ms("2025-03-03T00:00:00Z")
-        );
-        assert_eq!(
-            week.start_ms(ms("2025-03-10T00:00:00Z")),
-            ms("2025-03-10T00:00:00Z")
-        );
-        assert_eq!(
-            week.next_start_ms(ms("2025-03-12T08:00:00Z")),
-            ms("2025-03-17T00:00:00Z")
-        );
+        assert_eq!(week.start_ms(ms("2025-03-09T23:59:59.999Z")), ms("2025-03-03T00:00:00Z"));
+        assert_eq!(week.start_ms(ms("2025-03-10T00:00:00Z")), ms("2025-03-10T00:00:00Z"));
+        assert_eq!(week.next_start_ms(ms("2025-03-12T08:00:00Z")), ms("2025-03-17T00:00:00Z"));
         // The epoch was a Thursday; its week began on Monday 1969-12-29.
         assert_eq!(week.start_ms(0), ms("1969-12-29T00:00:00Z"));
         // A week across a year end.
-        assert_eq!(
-            week.start_ms(ms("2026-01-01T10:00:00Z")),
-            ms("2025-12-29T00:00:00Z")
-        );
+        assert_eq!(week.start_ms(ms("2026-01-01T10:00:00Z")), ms("2025-12-29T00:00:00Z"));
     }
 
     #[test]
     fn month_boundaries_and_leap_years() {
         let month = CalendarPeriod::Month;
-        assert_eq!(
-            month.start_ms(ms("2025-01-31T23:59:59.999Z")),
-            ms("2025-01-01T00:00:00Z")
-        );
-        assert_eq!(
-            month.next_start_ms(ms("2025-01-31T23:59:59.999Z")),
-            ms("2025-02-01T00:00:00Z")
-        );
-        assert_eq!(
-            month.start_ms(ms("2025-02-01T00:00:00Z")),
-            ms("2025-02-01T00:00:00Z")
-        );
-        assert_eq!(
-            month.next_start_ms(ms("2024-02-29T12:00:00Z")),
-            ms("2024-03-01T00:00:00Z")
-        );
-        assert_eq!(
-            month.next_start_ms(ms("2025-02-28T12:00:00Z")),
-            ms("2025-03-01T00:00:00Z")
-        );
-        assert_eq!(
-            month.next_start_ms(ms("2025-12-15T00:00:00Z")),
-            ms("2026-01-01T00:00:00Z")
-        );
-        assert_eq!(
-            month.start_ms(ms("1969-12-31T23:00:00Z")),
-            ms("1969-12-01T00:00:00Z")
-        );
+        assert_eq!(month.start_ms(ms("2025-01-31T23:59:59.999Z")), ms("2025-01-01T00:00:00Z"));
+        assert_eq!(month.next_start_ms(ms("2025-01-31T23:59:59.999Z")), ms("2025-02-01T00:00:00Z"));
+        assert_eq!(month.start_ms(ms("2025-02-01T00:00:00Z")), ms("2025-02-01T00:00:00Z"));
+        assert_eq!(month.next_start_ms(ms("2024-02-29T12:00:00Z")), ms("2024-03-01T00:00:00Z"));
+        assert_eq!(month.next_start_ms(ms("2025-02-28T12:00:00Z")), ms("2025-03-01T00:00:00Z"));
+        assert_eq!(month.next_start_ms(ms("2025-12-15T00:00:00Z")), ms("2026-01-01T00:00:00Z"));
+        assert_eq!(month.start_ms(ms("1969-12-31T23:00:00Z")), ms("1969-12-01T00:00:00Z"));
     }
 
     #[test]
@@ -414,11 +327,7 @@ mod tests {
         // Every 97th day over ~±1100 years crosses every leap rule (4, 100, 400).
         for days in (-400_000..400_000).step_by(97) {
             let date = epoch + chrono::TimeDelta::days(days);
-            let expected = (
-                i64::from(date.year()),
-                i64::from(date.month()),
-                i64::from(date.day()),
-            );
+            let expected = (i64::from(date.year()), i64::from(date.month()), i64::from(date.day()));
             assert_eq!(civil_from_days(days), expected, "day {days}");
             assert_eq!(days_from_civil(expected.0, expected.1, expected.2), days);
         }
@@ -427,17 +336,10 @@ mod tests {
     #[test]
     fn extreme_timestamps_do_not_panic() {
         for now_ms in [i64::MIN, i64::MIN + 1, -1, 0, i64::MAX - 1, i64::MAX] {
-            for period in [
-                CalendarPeriod::Day,
-                CalendarPeriod::Week,
-                CalendarPeriod::Month,
-            ] {
+            for period in [CalendarPeriod::Day, CalendarPeriod::Week, CalendarPeriod::Month] {
                 let start = period.start_ms(now_ms);
                 let next = period.next_start_ms(now_ms);
-                assert!(
-                    start <= now_ms && start <= next,
-                    "{period:?} at {now_ms}: {start}, {next}"
-                );
+                assert!(start <= now_ms && start <= next, "{period:?} at {now_ms}: {start}, {next}");
             }
         }
     }

@@ -107,7 +107,11 @@ pub async fn run(args: BenchArgs) -> CliResult {
         eprintln!("bench: storing {} payments of history first", args.history);
         run_payments(&agents, args.history, args.concurrency).await;
     }
-    let ceiling = if args.ceiling_requests > 0 { Some(ceiling(&agents[0], args.ceiling_requests, args.concurrency).await) } else { None };
+    let ceiling = if args.ceiling_requests > 0 {
+        Some(ceiling(&agents[0], args.ceiling_requests, args.concurrency).await)
+    } else {
+        None
+    };
     let run = run_payments(&agents, args.payments, args.concurrency).await;
     let audit = match &own {
         Some(gw) => gw.audit().await?,
@@ -246,7 +250,13 @@ async fn run_payments(agents: &[Client], payments: u64, concurrency: usize) -> R
             tokio::spawn(async move { worker(w, &agents, &next, payments).await })
         })
         .collect();
-    let mut result = RunResult { elapsed: Duration::ZERO, succeeded: 0, invoice_us: Vec::new(), pay_us: Vec::new(), errors: BTreeMap::new() };
+    let mut result = RunResult {
+        elapsed: Duration::ZERO,
+        succeeded: 0,
+        invoice_us: Vec::new(),
+        pay_us: Vec::new(),
+        errors: BTreeMap::new(),
+    };
     for w in workers {
         match w.await {
             Ok(part) => {
@@ -265,14 +275,21 @@ async fn run_payments(agents: &[Client], payments: u64, concurrency: usize) -> R
 }
 
 async fn worker(w: usize, agents: &[Client], next: &AtomicU64, payments: u64) -> RunResult {
-    let mut r = RunResult { elapsed: Duration::ZERO, succeeded: 0, invoice_us: Vec::new(), pay_us: Vec::new(), errors: BTreeMap::new() };
+    let mut r = RunResult {
+        elapsed: Duration::ZERO,
+        succeeded: 0,
+        invoice_us: Vec::new(),
+        pay_us: Vec::new(),
+        errors: BTreeMap::new(),
+    };
     let n = agents.len();
     while next.fetch_add(1, Ordering::Relaxed) < payments {
         // Worker w pays from agent w to agent w+1 (mod n): spread over
         // agents, and a ring, so no wallet drains.
         let (payer, payee) = (&agents[w % n], &agents[(w + 1) % n]);
         let t = Instant::now();
-        let invoice = payee.create_invoice(&CreateInvoiceRequest { amount_msat: 1_000, memo: None, expiry_secs: None }).await;
+        let invoice =
+            payee.create_invoice(&CreateInvoiceRequest { amount_msat: 1_000, memo: None, expiry_secs: None }).await;
         r.invoice_us.push(micros(t));
         let invoice = match invoice {
             Ok(i) => i,
@@ -354,10 +371,16 @@ fn print_report(r: &Report, json: bool) -> Result<(), String> {
         println!("{}", serde_json::to_string(r).map_err(|e| e.to_string())?);
         return Ok(());
     }
-    println!("payments      {} in {:.2} s at concurrency {} over {} agents (history {})", r.payments, r.elapsed_s, r.concurrency, r.agents, r.history);
+    println!(
+        "payments      {} in {:.2} s at concurrency {} over {} agents (history {})",
+        r.payments, r.elapsed_s, r.concurrency, r.agents, r.history
+    );
     println!("throughput    {:.0} payments/s", r.payments_per_s);
     for (name, l) in [("invoice", &r.invoice), ("pay", &r.pay)] {
-        println!("{name:<13} p50 {:.2} ms  p90 {:.2} ms  p99 {:.2} ms  max {:.2} ms", l.p50_ms, l.p90_ms, l.p99_ms, l.max_ms);
+        println!(
+            "{name:<13} p50 {:.2} ms  p90 {:.2} ms  p99 {:.2} ms  max {:.2} ms",
+            l.p50_ms, l.p90_ms, l.p99_ms, l.max_ms
+        );
     }
     if let (Some(c), Some(ratio)) = (r.ceiling_requests_per_s, r.ceiling_ratio) {
         println!("ceiling       {c:.0} req/s on GET /healthz; payment calls reach {:.0}% of it", ratio * 100.0);

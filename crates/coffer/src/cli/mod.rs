@@ -205,7 +205,12 @@ async fn dispatch(command: Command) -> CliResult {
             let key = idempotency_key.unwrap_or_else(|| crate::secrets::new_id("cli_"));
             match client.pay(&PayRequest { bolt11, purpose }, &key).await.map_err(|e| e.to_string())? {
                 PayOutcome::Done(p) => print(remote.json, &p, || {
-                    format!("paid {} msat (fee {} msat), preimage {}", p.amount_msat, p.fee_msat, p.preimage.clone().unwrap_or_default())
+                    format!(
+                        "paid {} msat (fee {} msat), preimage {}",
+                        p.amount_msat,
+                        p.fee_msat,
+                        p.preimage.clone().unwrap_or_default()
+                    )
                 }),
                 PayOutcome::Held(v) => print(remote.json, &v, || format!("held for approval: {v}")),
             }
@@ -217,7 +222,11 @@ async fn dispatch(command: Command) -> CliResult {
         Command::Payments { remote } => {
             let page = remote.client()?.payments(None).await.map_err(|e| e.to_string())?;
             print(remote.json, &page, || {
-                page.items.iter().map(|p| format!("{} {:?} {} msat {}", p.created_at, p.status, p.amount_msat, p.purpose)).collect::<Vec<_>>().join("\n")
+                page.items
+                    .iter()
+                    .map(|p| format!("{} {:?} {} msat {}", p.created_at, p.status, p.amount_msat, p.purpose))
+                    .collect::<Vec<_>>()
+                    .join("\n")
             })
         }
         Command::Bench(args) => bench::run(args).await,
@@ -316,7 +325,11 @@ async fn agent(cmd: AgentCommand) -> CliResult {
         AgentCommand::List { remote } => {
             let agents = remote.client()?.agents().await.map_err(|e| e.to_string())?;
             print(remote.json, &agents, || {
-                agents.iter().map(|a| format!("{}  {:<24} {} msat", a.id, a.name, a.balance_msat)).collect::<Vec<_>>().join("\n")
+                agents
+                    .iter()
+                    .map(|a| format!("{}  {:<24} {} msat", a.id, a.name, a.balance_msat))
+                    .collect::<Vec<_>>()
+                    .join("\n")
             })
         }
         AgentCommand::Show { remote, id } => {

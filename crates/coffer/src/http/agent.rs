@@ -6,8 +6,8 @@ use crate::error::Error;
 use crate::gateway::now_ms;
 use crate::io::PageRequest;
 use axum::Json;
-use axum::extract::{Path, Query, State};
 use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use coffer_client::{CreateInvoiceRequest, Invoice, Page, PayRequest, Payment, Problem, Wallet};
 use serde::Deserialize;
@@ -64,7 +64,10 @@ fn page(params: Result<Query<PageParams>, QueryRejection>) -> Result<PageRequest
     let Query(params) = params.map_err(|e| Error::MalformedRequest(e.body_text()))?;
     let before = params
         .cursor
-        .map(|c| c.parse::<i64>().map_err(|_| Error::InvalidField { field: "cursor", detail: "not a cursor from this API".into() }))
+        .map(|c| {
+            c.parse::<i64>()
+                .map_err(|_| Error::InvalidField { field: "cursor", detail: "not a cursor from this API".into() })
+        })
         .transpose()?;
     let limit = params.limit.unwrap_or(50);
     if limit == 0 || limit > crate::io::PAGE_LIMIT_MAX {
@@ -83,7 +86,10 @@ pub async fn list_invoices(
 ) -> Result<Json<Page<Invoice>>, Error> {
     let (rows, cursor) = gw.invoices(&key, page(params)?).await?;
     let now = now_ms();
-    Ok(Json(Page { items: rows.into_iter().map(|i| views::invoice(i, now)).collect(), next_cursor: cursor.map(|c| c.to_string()) }))
+    Ok(Json(Page {
+        items: rows.into_iter().map(|i| views::invoice(i, now)).collect(),
+        next_cursor: cursor.map(|c| c.to_string()),
+    }))
 }
 
 /// The calling agent's payments, newest first.

@@ -84,10 +84,8 @@ pub fn router(state: AppState) -> Router {
 async fn ensure_problem(response: Response) -> Response {
     let status = response.status();
     crate::metrics::METRICS.record_response(status.as_u16());
-    let is_problem = response
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes() == problem::PROBLEM_JSON.as_bytes());
+    let is_problem =
+        response.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes() == problem::PROBLEM_JSON.as_bytes());
     if status.as_u16() < 400 || is_problem {
         return response;
     }

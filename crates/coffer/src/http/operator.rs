@@ -6,7 +6,10 @@ use crate::error::Error;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use coffer_client::{Agent, AgentCreated, AmountRequest, CreateAgentRequest, CreateKeyRequest, KeyCreated, Problem, Transferred, Treasury};
+use coffer_client::{
+    Agent, AgentCreated, AmountRequest, CreateAgentRequest, CreateKeyRequest, KeyCreated, Problem, Transferred,
+    Treasury,
+};
 
 /// Create an agent with its own wallet and a first `spend` key.
 #[utoipa::path(post, path = "/v1/agents", tag = "operator", request_body = CreateAgentRequest,

@@ -5,9 +5,7 @@ use chrono::{DateTime, SecondsFormat};
 use coffer_client::{Agent, Invoice, InvoiceStatus, Payment};
 
 pub fn timestamp(ms: i64) -> String {
-    DateTime::from_timestamp_millis(ms)
-        .map(|t| t.to_rfc3339_opts(SecondsFormat::Millis, true))
-        .unwrap_or_default()
+    DateTime::from_timestamp_millis(ms).map(|t| t.to_rfc3339_opts(SecondsFormat::Millis, true)).unwrap_or_default()
 }
 
 pub fn agent(a: AgentRecord) -> Agent {

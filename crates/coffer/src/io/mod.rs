@@ -137,7 +137,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// Moves money between two accounts (mint, fund); returns the transfer
     /// id and the credited account's balance.
-    fn transfer(&self, transfer: coffer_core::Transfer, kind: &'static str, now_ms: i64) -> StoreFuture<'_, (i64, Balance)>;
+    fn transfer(
+        &self,
+        transfer: coffer_core::Transfer,
+        kind: &'static str,
+        now_ms: i64,
+    ) -> StoreFuture<'_, (i64, Balance)>;
     fn balance(&self, account: AccountId) -> StoreFuture<'_, Balance>;
 
     fn insert_invoice(&self, invoice: InvoiceRecord) -> StoreFuture<'_, ()>;

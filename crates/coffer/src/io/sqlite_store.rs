@@ -175,7 +175,8 @@ impl ReaderPool {
             return Ok(conn);
         }
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let conn = Connection::open_with_flags(&self.path, flags).map_err(|e| Error::internal("opening a reader", e))?;
+        let conn =
+            Connection::open_with_flags(&self.path, flags).map_err(|e| Error::internal("opening a reader", e))?;
         conn.execute_batch("PRAGMA busy_timeout=5000;").map_err(|e| Error::internal("configuring a reader", e))?;
         Ok(conn)
     }
@@ -312,8 +313,7 @@ fn hash32(bytes: Vec<u8>) -> Result<[u8; 32], Error> {
 fn load_balance(conn: &Connection, account: AccountId) -> Result<Balance, Error> {
     conn.prepare_cached("SELECT debits_posted, credits_posted, debits_pending FROM accounts WHERE id = ?1")
         .and_then(|mut s| {
-            s.query_row([account.0], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?)))
-                .optional()
+            s.query_row([account.0], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))).optional()
         })
         .map_err(sql_err("loading a balance"))?
         .ok_or(Error::NotFound("account"))
@@ -339,13 +339,20 @@ fn post_transfer(conn: &Connection, t: Transfer, kind: &str, now_ms: i64) -> Res
     ledger::post(t, &mut debit, &mut credit)?;
     save_balance(conn, t.debit, &debit)?;
     save_balance(conn, t.credit, &credit)?;
-    let mut stmt =
-        conn.prepare_cached("INSERT INTO transfers (debit, credit, amount, kind, created_at) VALUES (?1, ?2, ?3, ?4, ?5)")?;
+    let mut stmt = conn.prepare_cached(
+        "INSERT INTO transfers (debit, credit, amount, kind, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?;
     stmt.execute(params![t.debit.0, t.credit.0, to_sql(t.amount)?, kind, now_ms])?;
     Ok((conn.last_insert_rowid(), credit))
 }
 
-fn emit(conn: &Connection, kind: &str, agent_id: Option<&str>, data: &serde_json::Value, now_ms: i64) -> Result<(), Error> {
+fn emit(
+    conn: &Connection,
+    kind: &str,
+    agent_id: Option<&str>,
+    data: &serde_json::Value,
+    now_ms: i64,
+) -> Result<(), Error> {
     conn.prepare_cached("INSERT INTO events (type, agent_id, data, created_at) VALUES (?1, ?2, ?3, ?4)")
         .and_then(|mut s| s.execute(params![kind, agent_id, data.to_string(), now_ms]))
         .map_err(sql_err("recording an event"))
@@ -366,7 +373,9 @@ fn key_from_row(r: &Row<'_>) -> rusqlite::Result<(String, String, i64, String, V
     Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
 }
 
-fn key_record((id, agent_id, account, scope, digest): (String, String, i64, String, Vec<u8>)) -> Result<KeyRecord, Error> {
+fn key_record(
+    (id, agent_id, account, scope, digest): (String, String, i64, String, Vec<u8>),
+) -> Result<KeyRecord, Error> {
     Ok(KeyRecord {
         id,
         agent_id,
@@ -376,7 +385,8 @@ fn key_record((id, agent_id, account, scope, digest): (String, String, i64, Stri
     })
 }
 
-const KEY_COLUMNS: &str = "k.id, k.agent_id, a.account_id, k.scope, k.digest FROM keys k JOIN agents a ON a.id = k.agent_id";
+const KEY_COLUMNS: &str =
+    "k.id, k.agent_id, a.account_id, k.scope, k.digest FROM keys k JOIN agents a ON a.id = k.agent_id";
 
 fn insert_key(conn: &Connection, key: &NewKey, now_ms: i64) -> Result<(), Error> {
     conn.prepare_cached("INSERT INTO keys (id, agent_id, digest, scope, created_at) VALUES (?1, ?2, ?3, ?4, ?5)")
@@ -392,7 +402,9 @@ fn agent_from_row(r: &Row<'_>) -> rusqlite::Result<(String, String, i64, i64, i6
     Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?))
 }
 
-fn agent_record((id, name, account, created, d, c, p): (String, String, i64, i64, i64, i64, i64)) -> Result<AgentRecord, Error> {
+fn agent_record(
+    (id, name, account, created, d, c, p): (String, String, i64, i64, i64, i64, i64),
+) -> Result<AgentRecord, Error> {
     Ok(AgentRecord {
         id,
         name,
@@ -402,8 +414,7 @@ fn agent_record((id, name, account, created, d, c, p): (String, String, i64, i64
     })
 }
 
-const INVOICE_COLUMNS: &str =
-    "payment_hash, agent_id, amount, memo, bolt11, preimage, status, created_at, expires_at, paid_at, seq, account_id FROM invoices";
+const INVOICE_COLUMNS: &str = "payment_hash, agent_id, amount, memo, bolt11, preimage, status, created_at, expires_at, paid_at, seq, account_id FROM invoices";
 
 struct InvoiceRow {
     record: InvoiceRecord,
@@ -477,12 +488,15 @@ fn payment_from_row(r: &Row<'_>) -> rusqlite::Result<Result<(PaymentRecord, i64)
 fn load_payment(conn: &Connection, id: &str) -> Result<PaymentRecord, Error> {
     let mut stmt = conn.prepare_cached(&format!("SELECT {PAYMENT_COLUMNS} WHERE id = ?1"))?;
     let row = stmt.query_row([id], payment_from_row).optional()?;
-    row.transpose()?.map(|(p, _)| p).ok_or_else(|| Error::Internal("an idempotency record names a missing payment".into()))
+    row.transpose()?
+        .map(|(p, _)| p)
+        .ok_or_else(|| Error::Internal("an idempotency record names a missing payment".into()))
 }
 
 /// The payment an earlier request with this idempotency key made, if any.
 fn replay_idempotent(conn: &Connection, agent_id: &str, idem: &Idempotency) -> Result<Option<PaymentRecord>, Error> {
-    let mut stmt = conn.prepare_cached("SELECT request_digest, payment_id FROM idempotency WHERE agent_id = ?1 AND key = ?2")?;
+    let mut stmt =
+        conn.prepare_cached("SELECT request_digest, payment_id FROM idempotency WHERE agent_id = ?1 AND key = ?2")?;
     let found: Option<(Vec<u8>, String)> =
         stmt.query_row(params![agent_id, idem.key], |r| Ok((r.get(0)?, r.get(1)?))).optional()?;
     let Some((digest, payment_id)) = found else { return Ok(None) };
@@ -498,7 +512,8 @@ fn pay_internal(conn: &Connection, pay: PayInternal) -> Result<PayAttempt, Error
     {
         return Ok(PayAttempt::Paid(earlier));
     }
-    let Some(InvoiceRow { record: invoice, account: payee_account, .. }) = load_invoice(conn, &pay.payment_hash)? else {
+    let Some(InvoiceRow { record: invoice, account: payee_account, .. }) = load_invoice(conn, &pay.payment_hash)?
+    else {
         return Ok(PayAttempt::NotOurs);
     };
     check_payable(&invoice, &pay)?;
@@ -652,7 +667,13 @@ impl Store for SqliteStore {
             insert_key(conn, &key, now_ms)?;
             let data = serde_json::json!({"agent_id": key.agent_id, "key_id": key.id, "scope": key.scope.as_str()});
             emit(conn, "key.created", Some(&key.agent_id), &data, now_ms)?;
-            Ok(KeyRecord { id: key.id, agent_id: key.agent_id, account: AccountId(account), scope: key.scope, digest: key.digest })
+            Ok(KeyRecord {
+                id: key.id,
+                agent_id: key.agent_id,
+                account: AccountId(account),
+                scope: key.scope,
+                digest: key.digest,
+            })
         })
     }
 
@@ -662,7 +683,13 @@ impl Store for SqliteStore {
             let Some(row) = conn.query_row(&sql, [&key_id], key_from_row).optional()? else { return Ok(None) };
             let key = key_record(row)?;
             conn.execute("UPDATE keys SET revoked_at = ?2 WHERE id = ?1", params![key_id, now_ms])?;
-            emit(conn, "key.revoked", Some(&key.agent_id), &serde_json::json!({"agent_id": key.agent_id, "key_id": key.id}), now_ms)?;
+            emit(
+                conn,
+                "key.revoked",
+                Some(&key.agent_id),
+                &serde_json::json!({"agent_id": key.agent_id, "key_id": key.id}),
+                now_ms,
+            )?;
             Ok(Some(key))
         })
     }
@@ -730,8 +757,10 @@ impl Store for SqliteStore {
             let (before, limit) = page_bounds(page);
             let sql = format!("SELECT {INVOICE_COLUMNS} WHERE agent_id = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3");
             let mut stmt = conn.prepare_cached(&sql)?;
-            let rows: Vec<InvoiceRow> =
-                stmt.query_map(params![agent_id, before, limit], invoice_from_row)?.map(|r| r?).collect::<Result<_, _>>()?;
+            let rows: Vec<InvoiceRow> = stmt
+                .query_map(params![agent_id, before, limit], invoice_from_row)?
+                .map(|r| r?)
+                .collect::<Result<_, _>>()?;
             let cursor = next_cursor(rows.len(), limit, rows.last().map(|r| r.seq));
             Ok((rows.into_iter().map(|r| r.record).collect(), cursor))
         })
@@ -746,8 +775,10 @@ impl Store for SqliteStore {
             let (before, limit) = page_bounds(page);
             let sql = format!("SELECT {PAYMENT_COLUMNS} WHERE agent_id = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3");
             let mut stmt = conn.prepare_cached(&sql)?;
-            let rows: Vec<(PaymentRecord, i64)> =
-                stmt.query_map(params![agent_id, before, limit], payment_from_row)?.map(|r| r?).collect::<Result<_, _>>()?;
+            let rows: Vec<(PaymentRecord, i64)> = stmt
+                .query_map(params![agent_id, before, limit], payment_from_row)?
+                .map(|r| r?)
+                .collect::<Result<_, _>>()?;
             let cursor = next_cursor(rows.len(), limit, rows.last().map(|r| r.1));
             Ok((rows.into_iter().map(|r| r.0).collect(), cursor))
         })
@@ -766,7 +797,8 @@ impl Store for SqliteStore {
 }
 
 fn audit_snapshot(conn: &Connection) -> Result<AuditInput, Error> {
-    let mut stmt = conn.prepare("SELECT id, debits_posted, credits_posted, debits_pending FROM accounts ORDER BY id")?;
+    let mut stmt =
+        conn.prepare("SELECT id, debits_posted, credits_posted, debits_pending FROM accounts ORDER BY id")?;
     let accounts = stmt
         .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?, r.get::<_, i64>(3)?)))?
         .map(|r| {

@@ -2,11 +2,9 @@
 //! ones agents ask to pay.
 
 use bitcoin::hashes::{Hash, sha256};
-use bitcoin::secp256k1::{PublicKey, Secp256k1, SecretKey, All};
+use bitcoin::secp256k1::{All, PublicKey, Secp256k1, SecretKey};
 use coffer_core::Msat;
-use lightning_invoice::{
-    Bolt11Invoice, Currency, InvoiceBuilder, PaymentSecret, SignedRawBolt11Invoice,
-};
+use lightning_invoice::{Bolt11Invoice, Currency, InvoiceBuilder, PaymentSecret, SignedRawBolt11Invoice};
 use std::path::Path;
 use std::time::Duration;
 
@@ -123,7 +121,13 @@ impl NodeSigner {
     }
 
     /// Signs a new invoice. `now` is the creation time, since the epoch.
-    pub fn sign(&self, amount: Msat, memo: &str, expiry_secs: u32, now: Duration) -> Result<SignedInvoice, InvoiceError> {
+    pub fn sign(
+        &self,
+        amount: Msat,
+        memo: &str,
+        expiry_secs: u32,
+        now: Duration,
+    ) -> Result<SignedInvoice, InvoiceError> {
         let preimage = random_bytes::<32>();
         let payment_hash = sha256::Hash::hash(&preimage);
         let invoice = InvoiceBuilder::new(self.network.currency())

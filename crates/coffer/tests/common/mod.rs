@@ -58,14 +58,7 @@ impl Gateway {
             .build()
             .expect("building an HTTP client");
         let token = coffer::secrets::new_secret("cop_test_");
-        let mut gw = Gateway {
-            child: None,
-            url: String::new(),
-            token,
-            dir: dir.to_owned(),
-            http,
-            _tempdir: None,
-        };
+        let mut gw = Gateway { child: None, url: String::new(), token, dir: dir.to_owned(), http, _tempdir: None };
         gw.spawn().await;
         gw
     }
@@ -149,14 +142,8 @@ impl Gateway {
         let created = op.create_agent(name).await.expect("creating an agent");
         if fund_msat > 0 {
             op.mint(fund_msat).await.expect("minting");
-            let t = op
-                .fund_agent(&created.id, fund_msat)
-                .await
-                .expect("funding");
-            assert_eq!(
-                t.balance_msat, fund_msat,
-                "a new agent's balance after funding"
-            );
+            let t = op.fund_agent(&created.id, fund_msat).await.expect("funding");
+            assert_eq!(t.balance_msat, fund_msat, "a new agent's balance after funding");
         }
         (created.id.clone(), self.client(&created.key), created.key)
     }
@@ -189,11 +176,7 @@ impl Gateway {
             .expect("running coffer audit");
         (
             out.status.success(),
-            format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ),
+            format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
         )
     }
 
@@ -214,9 +197,7 @@ impl Gateway {
 
     /// Runs an operator CLI command and parses its `--json` output.
     pub async fn cli_operator_json(&self, args: &[&str]) -> Value {
-        let out = self
-            .cli(args, &[("COFFER_OPERATOR_TOKEN", &self.token)])
-            .await;
+        let out = self.cli(args, &[("COFFER_OPERATOR_TOKEN", &self.token)]).await;
         cli_json(args, out)
     }
 
@@ -227,12 +208,7 @@ impl Gateway {
     }
 
     /// A raw request to `path`, with `Authorization: Bearer <secret>` if any.
-    pub fn request(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        secret: Option<&str>,
-    ) -> reqwest::RequestBuilder {
+    pub fn request(&self, method: reqwest::Method, path: &str, secret: Option<&str>) -> reqwest::RequestBuilder {
         let rb = self.http.request(method, format!("{}{path}", self.url));
         match secret {
             Some(s) => rb.bearer_auth(s),
@@ -242,11 +218,7 @@ impl Gateway {
 
     /// The treasury's balance.
     pub async fn treasury_msat(&self) -> u64 {
-        self.operator()
-            .treasury()
-            .await
-            .expect("reading the treasury")
-            .balance_msat
+        self.operator().treasury().await.expect("reading the treasury").balance_msat
     }
 
     /// Every agent's balance, by id, as the operator sees them.
@@ -272,8 +244,7 @@ fn cli_json(args: &[&str], out: Output) -> Value {
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
-    serde_json::from_str(&stdout)
-        .unwrap_or_else(|e| panic!("coffer {args:?} printed no JSON ({e}): {stdout}"))
+    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("coffer {args:?} printed no JSON ({e}): {stdout}"))
 }
 
 /// An HTTP answer, whole.
@@ -293,11 +264,7 @@ impl Reply {
     /// equal to the HTTP status. Returns it.
     #[track_caller]
     pub fn assert_problem(&self, status: u16, code: &str) -> &Value {
-        assert_eq!(
-            (self.status, self.json["code"].as_str()),
-            (status, Some(code)),
-            "answer: {self:?}"
-        );
+        assert_eq!((self.status, self.json["code"].as_str()), (status, Some(code)), "answer: {self:?}");
         self.assert_well_formed_problem();
         &self.json
     }
@@ -305,29 +272,12 @@ impl Reply {
     /// Asserts this is a well-formed problem, whatever its code.
     #[track_caller]
     pub fn assert_well_formed_problem(&self) {
-        assert_eq!(
-            self.content_type.as_deref(),
-            Some(PROBLEM_JSON),
-            "content type of {self:?}"
-        );
-        let code = self.json["code"]
-            .as_str()
-            .unwrap_or_else(|| panic!("a problem without a code: {self:?}"));
+        assert_eq!(self.content_type.as_deref(), Some(PROBLEM_JSON), "content type of {self:?}");
+        let code = self.json["code"].as_str().unwrap_or_else(|| panic!("a problem without a code: {self:?}"));
         assert!(!code.is_empty(), "an empty problem code: {self:?}");
-        assert_eq!(
-            self.json["type"].as_str(),
-            Some(format!("/problems/{code}").as_str()),
-            "type of {self:?}"
-        );
-        assert_eq!(
-            self.json["status"].as_u64(),
-            Some(u64::from(self.status)),
-            "status field of {self:?}"
-        );
-        assert!(
-            self.json["title"].is_string() && self.json["detail"].is_string(),
-            "title and detail of {self:?}"
-        );
+        assert_eq!(self.json["type"].as_str(), Some(format!("/problems/{code}").as_str()), "type of {self:?}");
+        assert_eq!(self.json["status"].as_u64(), Some(u64::from(self.status)), "status field of {self:?}");
+        assert!(self.json["title"].is_string() && self.json["detail"].is_string(), "title and detail of {self:?}");
     }
 
     pub fn code(&self) -> Option<&str> {
@@ -337,9 +287,7 @@ impl Reply {
 
 /// Sends a request and reads the whole answer. Panics on a transport error.
 pub async fn send(rb: reqwest::RequestBuilder) -> Reply {
-    try_send(rb)
-        .await
-        .unwrap_or_else(|e| panic!("request failed: {e}"))
+    try_send(rb).await.unwrap_or_else(|e| panic!("request failed: {e}"))
 }
 
 /// Sends a request and reads the whole answer.
@@ -347,19 +295,10 @@ pub async fn try_send(rb: reqwest::RequestBuilder) -> Result<Reply, reqwest::Err
     let response = rb.send().await?;
     let status = response.status().as_u16();
     let headers = response.headers().clone();
-    let content_type = headers
-        .get(reqwest::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+    let content_type = headers.get(reqwest::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
     let text = response.text().await?;
     let json = serde_json::from_str(&text).unwrap_or(Value::Null);
-    Ok(Reply {
-        status,
-        headers,
-        content_type,
-        text,
-        json,
-    })
+    Ok(Reply { status, headers, content_type, text, json })
 }
 
 /// The problem inside a client error; panics on any other error.

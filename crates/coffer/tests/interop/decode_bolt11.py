@@ -17,8 +17,9 @@ recovers from the signature. `signature_valid` is an explicit ECDSA check of
 the signature over the hrp and data part against `--payee` when given (the
 node key the caller expects), else against `payee`.
 
-Exit status: 0 when every invoice decoded, 1 when some did not (the JSON
-still tells which), 2 on bad usage.
+Exit status: 0 when every invoice decoded, 3 when some did not (the JSON
+still tells which), 2 on bad usage; 1 is Python's own, for a crash (such as
+a missing package).
 """
 
 import argparse
@@ -27,6 +28,8 @@ import sys
 
 import bolt11
 from bolt11.models.tags import TagChar
+
+SOME_REFUSED = 3
 
 
 def decode_one(invoice, expected_payee):
@@ -80,7 +83,7 @@ def main(argv):
     results = [decode_one(invoice, args.payee) for invoice in args.invoices]
     json.dump(results, sys.stdout, ensure_ascii=False)
     sys.stdout.write("\n")
-    return 0 if all(r["ok"] for r in results) else 1
+    return 0 if all(r["ok"] for r in results) else SOME_REFUSED
 
 
 if __name__ == "__main__":
