@@ -13,6 +13,14 @@
 //!
 //! Reads go to a small pool of read-only connections, which WAL lets run
 //! beside the writer.
+//!
+//! Checkpoints (copying the WAL back into the database file, with fsyncs)
+//! run on a thread of their own, so that SQLite's automatic checkpoint does
+//! not stall every waiting request. A writer that never pauses would keep
+//! such a checkpoint from ever letting the WAL start over, so the writer
+//! itself restarts the WAL between batches once it passes
+//! [`WAL_RESTART_BYTES`]; by then the background checkpoints have copied
+//! nearly all of it, and the pause is short.
 
 use super::*;
 use coffer_client::PaymentStatus;
@@ -28,6 +36,14 @@ pub const BATCH_JOBS_MAX: usize = 1_024;
 const QUEUE_JOBS_MAX: usize = 8_192;
 /// Read-only connections kept open.
 const READERS_MAX: usize = 8;
+/// How often the checkpointer copies the WAL back into the database.
+const CHECKPOINT_INTERVAL_MS: u64 = 50;
+/// The WAL file is truncated to this size after a checkpoint resets it.
+const WAL_SIZE_LIMIT_BYTES: i64 = 64 * 1024 * 1024;
+/// Past this size the writer restarts the WAL from its beginning.
+const WAL_RESTART_BYTES: u64 = 64 * 1024 * 1024;
+/// The writer looks at the WAL's size once per this many batches.
+const WAL_CHECK_BATCHES: u32 = 64;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Durability {
@@ -53,8 +69,17 @@ impl SqliteStore {
         let (jobs, queue) = mpsc::channel(QUEUE_JOBS_MAX);
         std::thread::Builder::new()
             .name("coffer-sqlite-writer".into())
-            .spawn(move || run_writer(conn, queue))
+            .spawn({
+                let wal = wal_path(path);
+                move || run_writer(conn, queue, &wal)
+            })
             .map_err(|e| Error::internal("starting the writer thread", e))?;
+        let checkpointer = Connection::open(path).map_err(|e| Error::internal("opening the checkpointer", e))?;
+        let stop = jobs.downgrade();
+        std::thread::Builder::new()
+            .name("coffer-sqlite-checkpoint".into())
+            .spawn(move || run_checkpointer(checkpointer, stop))
+            .map_err(|e| Error::internal("starting the checkpoint thread", e))?;
         let readers = Arc::new(ReaderPool { path: path.to_owned(), idle: Mutex::new(Vec::new()) });
         Ok(SqliteStore { jobs, readers })
     }
@@ -109,7 +134,8 @@ fn configure_writer(conn: &Connection, durability: Durability) -> Result<(), Err
     };
     conn.execute_batch(&format!(
         "PRAGMA journal_mode=WAL; PRAGMA synchronous={synchronous}; PRAGMA busy_timeout=5000; \
-         PRAGMA temp_store=MEMORY; PRAGMA cache_size=-65536;"
+         PRAGMA temp_store=MEMORY; PRAGMA cache_size=-65536; PRAGMA wal_autocheckpoint=0; \
+         PRAGMA journal_size_limit={WAL_SIZE_LIMIT_BYTES};"
     ))
     .map_err(|e| Error::internal("configuring the database", e))?;
     conn.set_prepared_statement_cache_capacity(64);
@@ -124,9 +150,21 @@ fn in_savepoint<T>(conn: &Connection, op: impl FnOnce(&Connection) -> Result<T, 
     result
 }
 
-fn run_writer(conn: Connection, mut queue: mpsc::Receiver<Job>) {
+fn wal_path(db: &Path) -> PathBuf {
+    let mut name = db.as_os_str().to_owned();
+    name.push("-wal");
+    PathBuf::from(name)
+}
+
+fn run_writer(conn: Connection, mut queue: mpsc::Receiver<Job>, wal: &Path) {
     let mut replies: Vec<Reply> = Vec::with_capacity(BATCH_JOBS_MAX);
+    let mut batches_since_check = 0u32;
     while let Some(first) = queue.blocking_recv() {
+        batches_since_check += 1;
+        if batches_since_check >= WAL_CHECK_BATCHES {
+            batches_since_check = 0;
+            restart_wal_if_large(&conn, wal);
+        }
         let commit = run_batch(&conn, first, &mut queue, &mut replies);
         let commit_ref = commit.as_ref().map(|_| ());
         for reply in replies.drain(..) {
@@ -135,6 +173,16 @@ fn run_writer(conn: Connection, mut queue: mpsc::Receiver<Job>) {
         if let Err(e) = commit {
             tracing::error!(error = %e, "a batch failed to commit; its callers were told");
         }
+    }
+}
+
+/// Bounds the WAL: a RESTART checkpoint makes the next transaction write
+/// from the WAL's beginning. Busy (another checkpoint is running) is fine:
+/// the next check tries again.
+fn restart_wal_if_large(conn: &Connection, wal: &Path) {
+    let large = std::fs::metadata(wal).is_ok_and(|m| m.len() > WAL_RESTART_BYTES);
+    if large && let Err(e) = conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(())) {
+        tracing::warn!(error = %e, "restarting the WAL failed; will retry");
     }
 }
 
@@ -162,6 +210,21 @@ fn run_batch(
         let _ = conn.execute_batch("ROLLBACK");
         Error::internal("commit", e)
     })
+}
+
+/// Copies the WAL into the database every few milliseconds, without
+/// blocking the writer (PASSIVE), until the store is dropped.
+fn run_checkpointer(conn: Connection, store: mpsc::WeakSender<Job>) {
+    if let Err(e) = conn.execute_batch("PRAGMA busy_timeout=5000;") {
+        tracing::error!(error = %e, "the checkpointer cannot configure its connection");
+        return;
+    }
+    while store.upgrade().is_some() {
+        std::thread::sleep(std::time::Duration::from_millis(CHECKPOINT_INTERVAL_MS));
+        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            tracing::warn!(error = %e, "checkpoint failed; the WAL grows until the next one succeeds");
+        }
+    }
 }
 
 struct ReaderPool {
