@@ -56,7 +56,7 @@ impl Error {
 #[derive(Clone, Debug)]
 pub enum PayOutcome {
     Done(Payment),
-    Held(serde_json::Value),
+    Held(Approval),
 }
 
 /// One gateway, one secret (an agent key or the operator token).
@@ -124,8 +124,14 @@ impl Client {
 
     // Operator calls.
 
+    /// Creates an agent (with the operator token) or a sub-agent of the
+    /// calling agent (with an agent key that may create them).
     pub async fn create_agent(&self, name: &str) -> Result<AgentCreated, Error> {
-        self.post("/v1/agents", &CreateAgentRequest { name: name.to_owned() }).await
+        self.create_agent_with(&CreateAgentRequest { name: name.to_owned(), can_create_subagents: false }).await
+    }
+
+    pub async fn create_agent_with(&self, request: &CreateAgentRequest) -> Result<AgentCreated, Error> {
+        self.post("/v1/agents", request).await
     }
 
     pub async fn agents(&self) -> Result<Vec<Agent>, Error> {
@@ -141,7 +147,57 @@ impl Client {
     }
 
     pub async fn create_key(&self, agent_id: &str, scope: Scope) -> Result<KeyCreated, Error> {
-        self.post(&format!("/v1/agents/{agent_id}/keys"), &CreateKeyRequest { scope }).await
+        self.post(&format!("/v1/agents/{agent_id}/keys"), &CreateKeyRequest { scope, expires_at: None }).await
+    }
+
+    // The constitution.
+
+    /// An agent's policy, as JSON (`{}` when it has none).
+    pub async fn policy(&self, agent_id: &str) -> Result<serde_json::Value, Error> {
+        self.get(&format!("/v1/agents/{agent_id}/policy")).await
+    }
+
+    /// Sets an agent's policy. Every field is optional; see the README.
+    pub async fn set_policy(&self, agent_id: &str, policy: &serde_json::Value) -> Result<serde_json::Value, Error> {
+        self.send(self.request(Method::PUT, &format!("/v1/agents/{agent_id}/policy")).json(policy)).await
+    }
+
+    /// Spent and remaining per budget window.
+    pub async fn budget(&self, agent_id: &str) -> Result<serde_json::Value, Error> {
+        self.get(&format!("/v1/agents/{agent_id}/budget")).await
+    }
+
+    pub async fn approvals(&self) -> Result<Vec<Approval>, Error> {
+        self.get("/v1/approvals").await
+    }
+
+    pub async fn approve(&self, approval_id: &str) -> Result<ApprovalDecision, Error> {
+        self.post(&format!("/v1/approvals/{approval_id}/approve"), &serde_json::json!({})).await
+    }
+
+    pub async fn deny(&self, approval_id: &str) -> Result<ApprovalDecision, Error> {
+        self.post(&format!("/v1/approvals/{approval_id}/deny"), &serde_json::json!({})).await
+    }
+
+    pub async fn freeze(&self, agent_id: &str, reason: Option<&str>) -> Result<Agent, Error> {
+        let body = FreezeRequest { reason: reason.map(str::to_owned) };
+        self.post(&format!("/v1/agents/{agent_id}/freeze"), &body).await
+    }
+
+    pub async fn unfreeze(&self, agent_id: &str) -> Result<Agent, Error> {
+        self.post(&format!("/v1/agents/{agent_id}/unfreeze"), &FreezeRequest::default()).await
+    }
+
+    /// The kill switch.
+    pub async fn set_halted(&self, halted: bool) -> Result<Breaker, Error> {
+        self.post("/v1/breaker", &Breaker { halted }).await
+    }
+
+    /// The audit trail, oldest first, after record `after` (0 for the
+    /// start); `query` adds filters such as `agent_id=...&action=...`.
+    pub async fn audit(&self, after: i64, query: &str) -> Result<Vec<AuditRecord>, Error> {
+        let sep = if query.is_empty() { "" } else { "&" };
+        self.get(&format!("/v1/audit?after={after}{sep}{query}")).await
     }
 
     pub async fn revoke_key(&self, key_id: &str) -> Result<(), Error> {

@@ -48,6 +48,10 @@ impl Scope {
 pub struct CreateAgentRequest {
     /// A label for people; 1 to 64 characters.
     pub name: String,
+    /// Whether the new agent may create sub-agents of its own. Called with an
+    /// agent's key, this creates a sub-agent of that agent.
+    #[serde(default)]
+    pub can_create_subagents: bool,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -68,6 +72,15 @@ pub struct Agent {
     /// Reserved for payments that are not final yet.
     pub pending_msat: u64,
     pub created_at: String,
+    /// The agent that created this one, for a sub-agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_id: Option<String>,
+    #[serde(default)]
+    pub can_create_subagents: bool,
+    #[serde(default)]
+    pub frozen: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frozen_reason: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -92,6 +105,9 @@ pub struct Transferred {
 #[serde(deny_unknown_fields)]
 pub struct CreateKeyRequest {
     pub scope: Scope,
+    /// RFC 3339; the key stops working then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -229,4 +245,74 @@ pub struct Problem {
     /// Extra facts, such as `available_msat` for an insufficient balance.
     #[serde(flatten, default)]
     pub extensions: serde_json::Map<String, serde_json::Value>,
+}
+
+/// A payment held for a person's approval (`202` from `POST /v1/payments`).
+/// Its amount is reserved and counted in the budgets until decided.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(ToSchema))]
+pub struct Approval {
+    pub id: String,
+    /// `held` in a payment's answer; `pending`, `approved`, `denied` or
+    /// `expired` in the approvals queue.
+    pub status: String,
+    pub agent_id: String,
+    pub key_id: String,
+    pub payment_hash: String,
+    pub bolt11: String,
+    pub amount_msat: u64,
+    pub purpose: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payee_agent_id: Option<String>,
+    /// Why it is held: `approval-required`.
+    pub reason: String,
+    pub created_at: String,
+    pub expires_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decided_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decided_by: Option<String>,
+    /// The payment made when it was approved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payment_id: Option<String>,
+}
+
+/// The answer to approving or denying a held payment.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(ToSchema))]
+pub struct ApprovalDecision {
+    pub approval: Approval,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payment: Option<Payment>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct FreezeRequest {
+    /// Shown to the agent and kept in the audit trail.
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// The kill switch: `halted` stops every outgoing payment at once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct Breaker {
+    pub halted: bool,
+}
+
+/// One record of the hash-chained audit trail.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(ToSchema))]
+pub struct AuditRecord {
+    pub seq: i64,
+    /// What happened: `at_ms`, `action`, `actor`, `key_id`, `agent_id`,
+    /// `amount_msat`, `payee`, `purpose`, `rule`, `detail`.
+    #[cfg_attr(feature = "schema", schema(value_type = Object))]
+    pub record: serde_json::Value,
+    /// SHA-256 of the previous record's hash and this record's body (hex).
+    pub hash: String,
+    pub prev_hash: String,
 }

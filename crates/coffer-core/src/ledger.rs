@@ -177,6 +177,9 @@ pub fn release(balance: &mut Balance, amount: Msat) -> Result<(), LedgerError> {
 pub struct AuditReport {
     pub accounts_checked: u64,
     pub transfers_checked: u64,
+    /// Records of the hash-chained audit trail verified (filled in by the
+    /// caller, which reads the trail).
+    pub audit_records_checked: u64,
     pub total_debits_msat: u128,
     pub total_credits_msat: u128,
     pub violations: Vec<String>,

@@ -36,6 +36,10 @@ pub enum Error {
     NoLightningBackend,
     IdempotencyConflict,
     MintDisabled,
+    /// A payment refused by the constitution (or for want of funds).
+    Denied(crate::io::Denial),
+    ApprovalNotPending(&'static str),
+    InvalidPolicy(coffer_core::policy::PolicyError),
     /// The store is shutting down or overloaded: try again.
     Unavailable(&'static str),
     /// A fault of ours: storage or an invariant. Logged, never detailed to
@@ -83,6 +87,9 @@ impl fmt::Display for Error {
                 f.write_str("this Idempotency-Key was already used with a different request body")
             }
             Error::MintDisabled => f.write_str("minting test funds is only possible in dev mode"),
+            Error::Denied(denial) => f.write_str(&denial.message),
+            Error::ApprovalNotPending(status) => write!(f, "the approval was already decided: {status}"),
+            Error::InvalidPolicy(e) => write!(f, "{}: {}", e.field, e.message),
             Error::Unavailable(why) => f.write_str(why),
             Error::Internal(_) => f.write_str("internal error"),
         }

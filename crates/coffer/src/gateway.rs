@@ -3,13 +3,14 @@
 
 use crate::error::Error;
 use crate::io::{
-    AgentRecord, Idempotency, InvoiceRecord, KeyRecord, NewKey, PageRequest, PayAttempt, PayInternal, Payer,
-    PaymentRecord, Store,
+    AgentRecord, ApprovalOutcome, ApprovalRecord, ApprovalStatus, AuditFilter, AuditRecord, Idempotency, InvoiceRecord,
+    KeyRecord, NewAgent, NewKey, PageRequest, PayAttempt, PayInternal, Payer, PaymentRecord, Store,
 };
 use crate::payment::bolt11::{self, Network, NodeSigner, ParsedInvoice};
 use crate::secrets::{self, SecretDigest};
 use coffer_client::Scope;
 use coffer_core::ledger::AuditReport;
+use coffer_core::policy::{BudgetReport, Policy, budget_report};
 use coffer_core::{AccountId, Balance, Msat, Transfer};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -34,12 +35,27 @@ pub struct AgentKey {
     pub agent_id: String,
     pub account: AccountId,
     pub scope: Scope,
+    pub expires_at_ms: Option<i64>,
 }
 
 impl From<&KeyRecord> for AgentKey {
     fn from(k: &KeyRecord) -> AgentKey {
-        AgentKey { key_id: k.id.clone(), agent_id: k.agent_id.clone(), account: k.account, scope: k.scope }
+        AgentKey {
+            key_id: k.id.clone(),
+            agent_id: k.agent_id.clone(),
+            account: k.account,
+            scope: k.scope,
+            expires_at_ms: k.expires_at_ms,
+        }
     }
+}
+
+/// What a payment call ended in, when it was not refused.
+#[derive(Debug)]
+pub enum PayOutcome {
+    Paid(PaymentRecord),
+    /// Held for a person's approval; the amount is reserved.
+    Held(ApprovalRecord),
 }
 
 /// Settings the gateway runs with.
@@ -48,11 +64,15 @@ pub struct Settings {
     pub network: Network,
     /// Dev mode: no real Lightning network; the treasury can mint test funds.
     pub dev_mode: bool,
+    /// How long a held payment waits for a person, at most (it also ends
+    /// when its invoice expires).
+    pub approval_ttl_ms: i64,
 }
 
 pub struct Gateway {
     store: Arc<dyn Store>,
     node: NodeSigner,
+    node_pubkey_hex: Arc<str>,
     settings: Settings,
     operator: SecretDigest,
     /// Live keys by digest. This process is the only writer of keys on an
@@ -74,15 +94,16 @@ impl Gateway {
     ) -> Result<Gateway, Error> {
         let live = store.live_keys().await?;
         let keys = live.iter().map(|k| (k.digest, AgentKey::from(k))).collect();
-        Ok(Gateway { store, node, settings, operator, keys: RwLock::new(keys) })
+        let node_pubkey_hex = node.pubkey().to_string().into();
+        Ok(Gateway { store, node, node_pubkey_hex, settings, operator, keys: RwLock::new(keys) })
     }
 
     pub fn settings(&self) -> &Settings {
         &self.settings
     }
 
-    pub fn node_pubkey_hex(&self) -> String {
-        self.node.pubkey().to_string()
+    pub fn node_pubkey_hex(&self) -> &str {
+        &self.node_pubkey_hex
     }
 
     /// Resolves a bearer secret. Unknown and revoked secrets look the same.
@@ -96,7 +117,9 @@ impl Gateway {
         }
         let keys = self.keys.read().map_err(|_| Error::Internal("key cache poisoned".into()))?;
         match keys.get_key_value(&digest) {
-            Some((stored, key)) if stored.matches(&digest) => Ok(Principal::Agent(key.clone())),
+            Some((stored, key)) if stored.matches(&digest) && key.expires_at_ms.is_none_or(|at| now_ms() < at) => {
+                Ok(Principal::Agent(key.clone()))
+            }
             _ => Err(Error::Unauthorized),
         }
     }
@@ -109,8 +132,26 @@ impl Gateway {
 
     // Operator operations.
 
-    pub async fn create_agent(&self, name: &str) -> Result<(AgentRecord, String, String), Error> {
+    /// Creates an agent: a top-level one for the operator, or a sub-agent
+    /// of a calling agent that may create them. Returns the agent, its first
+    /// `spend` key's secret and the key's id.
+    pub async fn create_agent(
+        &self,
+        caller: &Principal,
+        name: &str,
+        can_create_subagents: bool,
+    ) -> Result<(AgentRecord, String, String), Error> {
         let name = validate_name(name)?;
+        let parent_id = match caller {
+            Principal::Operator => None,
+            Principal::Agent(key) => {
+                let parent = self.agent(&key.agent_id).await?;
+                if key.scope < Scope::Spend || !parent.can_create_subagents {
+                    return Err(Error::Forbidden("this agent may not create sub-agents"));
+                }
+                Some(parent.id)
+            }
+        };
         let id = secrets::new_id("agt_");
         let secret = secrets::new_secret(secrets::AGENT_KEY_PREFIX);
         let key = NewKey {
@@ -118,17 +159,20 @@ impl Gateway {
             agent_id: id.clone(),
             scope: Scope::Spend,
             digest: SecretDigest::of(&secret),
+            expires_at_ms: None,
         };
-        let key_id = key.id.clone();
+        let (key_id, digest) = (key.id.clone(), key.digest);
+        let new = NewAgent { id: id.clone(), name, parent_id, can_create_subagents, key };
+        let agent = self.store.create_agent(new, now_ms()).await?;
         let record = KeyRecord {
-            id: key.id.clone(),
-            agent_id: id.clone(),
-            account: AccountId(0),
-            scope: key.scope,
-            digest: key.digest,
+            id: key_id.clone(),
+            agent_id: id,
+            account: agent.account,
+            scope: Scope::Spend,
+            digest,
+            expires_at_ms: None,
         };
-        let agent = self.store.create_agent(id, name, key, now_ms()).await?;
-        self.cache_key(&KeyRecord { account: agent.account, ..record })?;
+        self.cache_key(&record)?;
         Ok((agent, secret, key_id))
     }
 
@@ -140,11 +184,18 @@ impl Gateway {
         self.store.agent(id.to_owned()).await?.ok_or(Error::NotFound("agent"))
     }
 
-    pub async fn fund(&self, agent_id: &str, amount_msat: u64) -> Result<(i64, Balance), Error> {
+    /// Funds an agent: from the treasury (operator), or from the wallet of
+    /// an ancestor agent (a parent funding its sub-agent).
+    pub async fn fund(&self, caller: &Principal, agent_id: &str, amount_msat: u64) -> Result<(i64, Balance), Error> {
         let amount = parse_amount("amount_msat", amount_msat)?;
-        let agent = self.agent(agent_id).await?;
-        let transfer = Transfer { debit: AccountId::TREASURY, credit: agent.account, amount };
-        self.store.transfer(transfer, "fund", now_ms()).await
+        let agent = self.managed_agent(caller, agent_id).await?;
+        let (debit, actor) = match caller {
+            Principal::Operator => (AccountId::TREASURY, "operator".to_owned()),
+            Principal::Agent(key) if key.scope == Scope::Spend => (key.account, key.agent_id.clone()),
+            Principal::Agent(_) => return Err(Error::Forbidden("funding a sub-agent needs a spend key")),
+        };
+        let transfer = Transfer { debit, credit: agent.account, amount };
+        self.store.transfer(transfer, "fund", actor, now_ms()).await
     }
 
     pub async fn mint(&self, amount_msat: u64) -> Result<(i64, Balance), Error> {
@@ -153,20 +204,30 @@ impl Gateway {
         }
         let amount = parse_amount("amount_msat", amount_msat)?;
         let transfer = Transfer { debit: AccountId::OUTSIDE, credit: AccountId::TREASURY, amount };
-        self.store.transfer(transfer, "mint", now_ms()).await
+        self.store.transfer(transfer, "mint", "operator".into(), now_ms()).await
     }
 
     pub async fn treasury(&self) -> Result<Balance, Error> {
         self.store.balance(AccountId::TREASURY).await
     }
 
-    pub async fn create_key(&self, agent_id: &str, scope: Scope) -> Result<(KeyRecord, String), Error> {
+    pub async fn create_key(
+        &self,
+        agent_id: &str,
+        scope: Scope,
+        expires_at: Option<&str>,
+    ) -> Result<(KeyRecord, String), Error> {
+        let expires_at_ms = expires_at.map(|t| parse_time("expires_at", t)).transpose()?;
+        if expires_at_ms.is_some_and(|at| at <= now_ms()) {
+            return Err(invalid("expires_at", "must be in the future".into()));
+        }
         let secret = secrets::new_secret(secrets::AGENT_KEY_PREFIX);
         let key = NewKey {
             id: secrets::new_id("key_"),
             agent_id: agent_id.to_owned(),
             scope,
             digest: SecretDigest::of(&secret),
+            expires_at_ms,
         };
         let record = self.store.create_key(key, now_ms()).await?;
         self.cache_key(&record)?;
@@ -263,15 +324,17 @@ impl Gateway {
     }
 
     /// Pays a BOLT11 invoice. An invoice of this gateway settles at once,
-    /// inside one store transaction: debit, credit, invoice paid, payment
-    /// recorded, idempotency key remembered.
+    /// inside one store transaction: the constitution's decision, debit,
+    /// credit, invoice paid, payment recorded, idempotency key remembered,
+    /// audit record and events. A refusal by the constitution is recorded
+    /// too, then returned as [`Error::Denied`].
     pub async fn pay(
         &self,
         caller: &AgentKey,
         bolt11: &str,
         purpose: Option<&str>,
         idempotency_key: Option<&str>,
-    ) -> Result<PaymentRecord, Error> {
+    ) -> Result<PayOutcome, Error> {
         let purpose = purpose.unwrap_or("");
         if purpose.len() > PURPOSE_LEN_MAX_BYTES {
             return Err(invalid("purpose", format!("at most {PURPOSE_LEN_MAX_BYTES} bytes")));
@@ -284,6 +347,8 @@ impl Gateway {
             Some(amount) => parse_amount("invoice amount", amount.as_u64())?,
         };
         let pay = PayInternal {
+            node_pubkey_hex: Arc::clone(&self.node_pubkey_hex),
+            approval_ttl_ms: self.settings.approval_ttl_ms,
             payment_id: secrets::new_id("pay_"),
             payer: Payer { agent_id: caller.agent_id.clone(), account: caller.account, key_id: caller.key_id.clone() },
             bolt11: parsed.bolt11.clone(),
@@ -293,7 +358,9 @@ impl Gateway {
             now_ms: now_ms(),
         };
         match self.store.pay_internal(pay).await? {
-            PayAttempt::Paid(payment) => Ok(payment),
+            PayAttempt::Paid(payment) => Ok(PayOutcome::Paid(payment)),
+            PayAttempt::Held(approval) => Ok(PayOutcome::Held(approval)),
+            PayAttempt::Denied(denial) => Err(Error::Denied(denial)),
             PayAttempt::NotOurs => {
                 // Tell a forged or corrupt invoice apart from a real one of
                 // another node before saying we cannot route it.
@@ -303,15 +370,125 @@ impl Gateway {
         }
     }
 
+    // The constitution.
+
+    /// The agent, if the caller may manage it: the operator, or one of the
+    /// agent's ancestors. An agent never manages itself.
+    pub async fn managed_agent(&self, caller: &Principal, agent_id: &str) -> Result<AgentRecord, Error> {
+        let agent = self.agent(agent_id).await?;
+        let Principal::Agent(key) = caller else { return Ok(agent) };
+        let mut next = agent.parent_id.clone();
+        for _ in 0..crate::payment::internal::CHAIN_DEPTH_MAX {
+            let Some(id) = next else { break };
+            if id == key.agent_id {
+                return Ok(agent);
+            }
+            next = self.agent(&id).await?.parent_id;
+        }
+        Err(Error::Forbidden("only the operator or an ancestor agent manages this agent"))
+    }
+
+    pub async fn policy(&self, caller: &Principal, agent_id: &str) -> Result<Option<Policy>, Error> {
+        self.managed_agent(caller, agent_id).await?;
+        let state = self.store.agent_state(agent_id.to_owned()).await?.ok_or(Error::NotFound("agent"))?;
+        Ok(state.policy.map(|p| (*p).clone()))
+    }
+
+    /// Sets an agent's policy from its JSON form (every field optional).
+    pub async fn set_policy(&self, caller: &Principal, agent_id: &str, json: &str) -> Result<Policy, Error> {
+        let policy = Policy::from_json(json).map_err(Error::InvalidPolicy)?;
+        self.managed_agent(caller, agent_id).await?;
+        self.store.set_policy(agent_id.to_owned(), Some(policy.clone()), actor(caller), now_ms()).await?;
+        Ok(policy)
+    }
+
+    /// Spent and remaining per window, now.
+    pub async fn budget(&self, caller: &Principal, agent_id: &str) -> Result<BudgetReport, Error> {
+        self.managed_agent(caller, agent_id).await?;
+        let state = self.store.agent_state(agent_id.to_owned()).await?.ok_or(Error::NotFound("agent"))?;
+        let policy = state.policy.map(|p| (*p).clone()).unwrap_or_default();
+        Ok(budget_report(&policy, &state.usage, now_ms()))
+    }
+
+    pub async fn freeze(&self, agent_id: &str, reason: Option<&str>) -> Result<(), Error> {
+        let reason = reason.unwrap_or("frozen by the operator");
+        if reason.len() > PURPOSE_LEN_MAX_BYTES {
+            return Err(invalid("reason", format!("at most {PURPOSE_LEN_MAX_BYTES} bytes")));
+        }
+        self.store.set_frozen(agent_id.to_owned(), Some(reason.to_owned()), "operator".into(), now_ms()).await
+    }
+
+    pub async fn unfreeze(&self, agent_id: &str) -> Result<(), Error> {
+        self.store.set_frozen(agent_id.to_owned(), None, "operator".into(), now_ms()).await
+    }
+
+    /// The kill switch. Once this returns, no payment debits a wallet until
+    /// it is released: the flag is written through the same serialised
+    /// store as every debit, and every payment checks it.
+    pub async fn set_halted(&self, halted: bool) -> Result<(), Error> {
+        self.store.set_halted(halted, "operator".into(), now_ms()).await
+    }
+
+    pub async fn halted(&self) -> Result<bool, Error> {
+        self.store.halted().await
+    }
+
+    pub async fn approvals(&self, status: Option<ApprovalStatus>, limit: u32) -> Result<Vec<ApprovalRecord>, Error> {
+        self.store.approvals(status, limit).await
+    }
+
+    /// Approves (pays) or denies (releases) a held payment.
+    pub async fn decide_approval(&self, id: &str, approve: bool) -> Result<ApprovalOutcome, Error> {
+        let outcome = self.store.decide_approval(id.to_owned(), approve, "operator".into(), now_ms()).await?;
+        match &outcome {
+            ApprovalOutcome::Released(a) if approve && a.status == ApprovalStatus::Expired => {
+                Err(Error::ApprovalNotPending("expired"))
+            }
+            _ => Ok(outcome),
+        }
+    }
+
+    /// Expires held payments past their time; run by a background task.
+    pub async fn expire_approvals(&self) -> Result<u64, Error> {
+        self.store.expire_approvals(now_ms()).await
+    }
+
+    pub async fn audit_log(&self, filter: AuditFilter, after_seq: i64, limit: u32) -> Result<Vec<AuditRecord>, Error> {
+        self.store.audit_log(filter, after_seq, limit).await
+    }
+
     pub async fn audit(&self) -> Result<AuditReport, Error> {
         audit(self.store.as_ref()).await
     }
 }
 
-/// Recomputes the ledger from its transfers and checks every invariant.
+/// Recomputes the ledger from its transfers and checks every invariant,
+/// then verifies the audit trail's hash chain.
 pub async fn audit(store: &dyn Store) -> Result<AuditReport, Error> {
     let input = store.audit_input().await?;
-    Ok(coffer_core::ledger::audit(input.accounts, input.sums))
+    let mut report = coffer_core::ledger::audit(input.accounts, input.sums);
+    let chain = store.audit_chain().await?;
+    let records = chain.iter().map(|r| (r.seq, r.hash, r.body.as_bytes()));
+    match coffer_core::audit_chain::verify(records) {
+        Ok(count) => report.audit_records_checked = count,
+        Err(broken) => {
+            report.violations.push(format!("audit trail broken at record {}: {}", broken.seq, broken.reason))
+        }
+    }
+    Ok(report)
+}
+
+fn actor(caller: &Principal) -> String {
+    match caller {
+        Principal::Operator => "operator".into(),
+        Principal::Agent(key) => key.agent_id.clone(),
+    }
+}
+
+pub fn parse_time(field: &'static str, text: &str) -> Result<i64, Error> {
+    chrono::DateTime::parse_from_rfc3339(text)
+        .map(|t| t.timestamp_millis())
+        .map_err(|_| invalid(field, "an RFC 3339 time such as 2027-01-01T00:00:00Z".into()))
 }
 
 fn invalid(field: &'static str, detail: String) -> Error {

@@ -15,6 +15,10 @@ pub const DEFAULT_DATA_DIR: &str = "./coffer-data";
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8420";
 const DATABASE_FILE: &str = "coffer.sqlite3";
 const NODE_KEY_FILE: &str = "node.key";
+/// A held payment waits this long for a person at most.
+const APPROVAL_TTL_MS: i64 = 24 * 3600 * 1000;
+/// How often held payments past their time are expired.
+const EXPIRY_INTERVAL_MS: u64 = 1_000;
 
 /// How the operator token was settled at start.
 #[derive(Debug)]
@@ -62,7 +66,7 @@ impl GatewayBuilder {
     pub async fn build(self) -> Result<(Gateway, OperatorToken), Error> {
         create_private_dir(&self.data_dir)?;
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&self.data_dir.join(DATABASE_FILE), self.durability)?);
-        let settings = Settings { network: Network::Regtest, dev_mode: true };
+        let settings = Settings { network: Network::Regtest, dev_mode: true, approval_ttl_ms: APPROVAL_TTL_MS };
         let node = NodeSigner::load_or_create(&self.data_dir.join(NODE_KEY_FILE), settings.network)
             .map_err(|e| Error::internal("loading the node key", e))?;
         let (operator, token) = settle_operator_token(store.as_ref(), self.operator_token).await?;
@@ -113,11 +117,25 @@ pub async fn serve(gateway: Gateway, listen: SocketAddr, on_ready: impl FnOnce(S
         tokio::net::TcpListener::bind(listen).await.map_err(|e| Error::internal("binding the listen address", e))?;
     let addr = listener.local_addr().map_err(|e| Error::internal("reading the bound address", e))?;
     on_ready(addr);
-    let app = crate::http::router(Arc::new(gateway));
+    let gateway = Arc::new(gateway);
+    tokio::spawn(expire_approvals(Arc::clone(&gateway)));
+    let app = crate::http::router(gateway);
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await
         .map_err(|e| Error::internal("serving", e))
+}
+
+/// Releases held payments whose time is up: their reservations go back to
+/// the wallets and their spend back to the budgets.
+async fn expire_approvals(gateway: Arc<Gateway>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(EXPIRY_INTERVAL_MS));
+    loop {
+        tick.tick().await;
+        if let Err(e) = gateway.expire_approvals().await {
+            tracing::warn!(error = %e, "expiring held payments failed; will retry");
+        }
+    }
 }
 
 async fn shutdown_signal() {

@@ -124,7 +124,7 @@ async fn bad_requests_answer_exact_problems_and_change_nothing() {
     let paid = invoice(&payee, 2_000, 600).await;
     match payer.pay(&PayRequest { bolt11: paid.bolt11.clone(), purpose: None }, "setup").await.unwrap() {
         PayOutcome::Done(p) => assert_eq!(p.amount_msat, 2_000),
-        PayOutcome::Held(v) => panic!("held: {v}"),
+        PayOutcome::Held(v) => panic!("held: {v:?}"),
     }
     let open = invoice(&payee, 3_000, 600).await;
     let too_big = invoice(&payee, 2_000_000, 600).await;

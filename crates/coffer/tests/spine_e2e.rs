@@ -16,7 +16,7 @@ async fn pay(client: &coffer_client::Client, bolt11: &str, purpose: &str, key: &
     let request = PayRequest { bolt11: bolt11.to_owned(), purpose: Some(purpose.to_owned()) };
     match client.pay(&request, key).await.expect("paying") {
         PayOutcome::Done(p) => p,
-        PayOutcome::Held(v) => panic!("an internal payment was held: {v}"),
+        PayOutcome::Held(v) => panic!("an internal payment was held: {v:?}"),
     }
 }
 

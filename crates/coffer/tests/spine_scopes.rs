@@ -292,7 +292,7 @@ async fn no_key_sees_another_agents_data() {
     let pay = |client: coffer_client::Client, bolt11: String, key: &'static str| async move {
         match client.pay(&PayRequest { bolt11, purpose: Some(key.into()) }, key).await.unwrap() {
             PayOutcome::Done(p) => p,
-            PayOutcome::Held(v) => panic!("held: {v}"),
+            PayOutcome::Held(v) => panic!("held: {v:?}"),
         }
     };
     let request = |amount_msat| CreateInvoiceRequest { amount_msat, memo: None, expiry_secs: None };

@@ -212,7 +212,9 @@ async fn dispatch(command: Command) -> CliResult {
                         p.preimage.clone().unwrap_or_default()
                     )
                 }),
-                PayOutcome::Held(v) => print(remote.json, &v, || format!("held for approval: {v}")),
+                PayOutcome::Held(a) => print(remote.json, &a, || {
+                    format!("held for approval {} ({} msat); an operator approves or denies it", a.id, a.amount_msat)
+                }),
             }
         }
         Command::Balance { remote } => {

@@ -3,13 +3,14 @@
 use super::extract::{Agent, ApiJson, READ, RECEIVE, SPEND};
 use super::{AppState, views};
 use crate::error::Error;
-use crate::gateway::now_ms;
+use crate::gateway::{PayOutcome, now_ms};
 use crate::io::PageRequest;
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
-use coffer_client::{CreateInvoiceRequest, Invoice, Page, PayRequest, Payment, Problem, Wallet};
+use axum::response::{IntoResponse, Response};
+use coffer_client::{Approval, CreateInvoiceRequest, Invoice, Page, PayRequest, Payment, Problem, Wallet};
 use serde::Deserialize;
 
 /// The calling agent's wallet.
@@ -104,17 +105,20 @@ pub async fn list_payments(
     Ok(Json(Page { items: rows.into_iter().map(views::payment).collect(), next_cursor: cursor.map(|c| c.to_string()) }))
 }
 
-/// Pay a BOLT11 invoice. Send an `Idempotency-Key` header: a retry with the
-/// same key and body returns the first answer and never pays twice.
+/// Pay a BOLT11 invoice, within the agent's policy. Send an
+/// `Idempotency-Key` header: a retry with the same key and body returns the
+/// first answer and never pays twice. `202` means held for a person's
+/// approval; `403` means denied, with a problem type per reason.
 #[utoipa::path(post, path = "/v1/payments", tag = "agent", request_body = PayRequest,
     params(("Idempotency-Key" = Option<String>, Header, description = "1 to 128 visible ASCII characters")),
-    responses((status = 200, body = Payment), (status = "4XX", body = Problem)), security(("bearer" = [])))]
+    responses((status = 200, body = Payment), (status = 202, body = Approval), (status = "4XX", body = Problem)),
+    security(("bearer" = [])))]
 pub async fn pay(
     State(gw): State<AppState>,
     Agent(key): Agent<SPEND>,
     headers: HeaderMap,
     ApiJson(req): ApiJson<PayRequest>,
-) -> Result<Json<Payment>, Error> {
+) -> Result<Response, Error> {
     let idempotency_key = match headers.get("idempotency-key") {
         Some(v) => Some(v.to_str().map_err(|_| Error::InvalidField {
             field: "Idempotency-Key",
@@ -123,6 +127,9 @@ pub async fn pay(
         None => None,
     };
     let result = gw.pay(&key, &req.bolt11, req.purpose.as_deref(), idempotency_key).await;
-    crate::metrics::METRICS.record_payment(result.is_ok());
-    Ok(Json(views::payment(result?)))
+    crate::metrics::METRICS.record_payment(matches!(result, Ok(PayOutcome::Paid(_))));
+    Ok(match result? {
+        PayOutcome::Paid(payment) => Json(views::payment(payment)).into_response(),
+        PayOutcome::Held(approval) => (StatusCode::ACCEPTED, Json(views::approval(approval, true))).into_response(),
+    })
 }

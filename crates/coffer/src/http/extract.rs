@@ -21,6 +21,18 @@ fn principal(parts: &Parts, state: &AppState) -> Result<Principal, Error> {
     state.authenticate(secret.trim())
 }
 
+/// Anyone with a valid secret: the operator or an agent key of any scope.
+/// The gateway decides what each may do (an ancestor managing a sub-agent).
+pub struct Caller(pub Principal);
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
+        principal(parts, state).map(Caller)
+    }
+}
+
 /// The operator (its token), and nobody else.
 pub struct Operator;
 

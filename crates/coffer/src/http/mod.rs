@@ -3,6 +3,7 @@
 //! the same route list, so neither can miss a route.
 
 mod agent;
+mod constitution;
 pub mod extract;
 mod operator;
 pub mod problem;
@@ -65,6 +66,15 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(agent::create_invoice, agent::list_invoices))
         .routes(routes!(agent::get_invoice))
         .routes(routes!(agent::pay, agent::list_payments))
+        .routes(routes!(constitution::get_policy, constitution::put_policy))
+        .routes(routes!(constitution::get_budget))
+        .routes(routes!(constitution::freeze))
+        .routes(routes!(constitution::unfreeze))
+        .routes(routes!(constitution::set_breaker, constitution::get_breaker))
+        .routes(routes!(constitution::list_approvals))
+        .routes(routes!(constitution::approve))
+        .routes(routes!(constitution::deny))
+        .routes(routes!(constitution::audit_log))
 }
 
 pub fn router(state: AppState) -> Router {

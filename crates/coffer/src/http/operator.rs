@@ -1,6 +1,6 @@
 //! Operator routes: agents, keys, funding, the treasury.
 
-use super::extract::{ApiJson, Operator};
+use super::extract::{ApiJson, Caller, Operator};
 use super::{AppState, views};
 use crate::error::Error;
 use axum::Json;
@@ -11,15 +11,17 @@ use coffer_client::{
     Treasury,
 };
 
-/// Create an agent with its own wallet and a first `spend` key.
+/// Create an agent with its own wallet and a first `spend` key. With an
+/// agent's spend key (of an agent that may create sub-agents), this creates
+/// a sub-agent whose spending counts against its parent's budgets too.
 #[utoipa::path(post, path = "/v1/agents", tag = "operator", request_body = CreateAgentRequest,
     responses((status = 201, body = AgentCreated), (status = "4XX", body = Problem)), security(("bearer" = [])))]
 pub async fn create_agent(
     State(gw): State<AppState>,
-    _: Operator,
+    Caller(caller): Caller,
     ApiJson(req): ApiJson<CreateAgentRequest>,
 ) -> Result<(StatusCode, Json<AgentCreated>), Error> {
-    let (agent, key, key_id) = gw.create_agent(&req.name).await?;
+    let (agent, key, key_id) = gw.create_agent(&caller, &req.name, req.can_create_subagents).await?;
     Ok((StatusCode::CREATED, Json(AgentCreated { id: agent.id, key, key_id })))
 }
 
@@ -37,17 +39,18 @@ pub async fn get_agent(State(gw): State<AppState>, _: Operator, Path(id): Path<S
     Ok(Json(views::agent(gw.agent(&id).await?)))
 }
 
-/// Move funds from the treasury to an agent's wallet.
+/// Move funds to an agent's wallet: from the treasury (operator), or from a
+/// parent agent's wallet to its sub-agent (the parent's spend key).
 #[utoipa::path(post, path = "/v1/agents/{id}/fund", tag = "operator", params(("id" = String, Path)),
     request_body = AmountRequest,
     responses((status = 200, body = Transferred), (status = "4XX", body = Problem)), security(("bearer" = [])))]
 pub async fn fund_agent(
     State(gw): State<AppState>,
-    _: Operator,
+    Caller(caller): Caller,
     Path(id): Path<String>,
     ApiJson(req): ApiJson<AmountRequest>,
 ) -> Result<Json<Transferred>, Error> {
-    let (transfer_id, balance) = gw.fund(&id, req.amount_msat).await?;
+    let (transfer_id, balance) = gw.fund(&caller, &id, req.amount_msat).await?;
     Ok(Json(Transferred { transfer_id, amount_msat: req.amount_msat, balance_msat: balance.net_u64() }))
 }
 
@@ -61,7 +64,7 @@ pub async fn create_key(
     Path(id): Path<String>,
     ApiJson(req): ApiJson<CreateKeyRequest>,
 ) -> Result<(StatusCode, Json<KeyCreated>), Error> {
-    let (key, secret) = gw.create_key(&id, req.scope).await?;
+    let (key, secret) = gw.create_key(&id, req.scope, req.expires_at.as_deref()).await?;
     Ok((StatusCode::CREATED, Json(KeyCreated { id: key.id, agent_id: key.agent_id, scope: key.scope, key: secret })))
 }
 

@@ -32,6 +32,12 @@ pub fn classify(e: &Error) -> (StatusCode, &'static str, &'static str) {
         }
         Error::IdempotencyConflict => (S::CONFLICT, "idempotency-conflict", "Idempotency-Key reused"),
         Error::MintDisabled => (S::FORBIDDEN, "mint-disabled", "Minting disabled"),
+        Error::Denied(d) if d.code == "insufficient-balance" => {
+            (S::PAYMENT_REQUIRED, "insufficient-balance", "Insufficient balance")
+        }
+        Error::Denied(d) => (S::FORBIDDEN, d.code, "Payment denied"),
+        Error::ApprovalNotPending(_) => (S::CONFLICT, "approval-not-pending", "Approval already decided"),
+        Error::InvalidPolicy(_) => (S::BAD_REQUEST, "invalid-policy", "Invalid policy"),
         Error::Unavailable(_) => (S::SERVICE_UNAVAILABLE, "unavailable", "Service unavailable"),
         Error::Internal(_) => (S::INTERNAL_SERVER_ERROR, "internal", "Internal error"),
     }
@@ -70,6 +76,20 @@ impl IntoResponse for Error {
             }
             Error::InvalidField { field, .. } | Error::InvalidAmount { field, .. } => {
                 p.extensions.insert("field".into(), (*field).into());
+            }
+            Error::InvalidPolicy(e) => {
+                p.extensions.insert("field".into(), e.field.clone().into());
+            }
+            Error::Denied(d) => {
+                if let Some(remaining) = d.remaining {
+                    p.extensions.insert("remaining_msat".into(), remaining.as_u64().into());
+                }
+                if let Some(available) = d.available {
+                    p.extensions.insert("available_msat".into(), available.as_u64().into());
+                }
+                if let Some(needed) = d.needed {
+                    p.extensions.insert("needed_msat".into(), needed.as_u64().into());
+                }
             }
             _ => {}
         }

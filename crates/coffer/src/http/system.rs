@@ -15,7 +15,7 @@ pub async fn healthz(State(gw): State<AppState>) -> Json<Health> {
         status: "ok".into(),
         version: env!("CARGO_PKG_VERSION").into(),
         network: gw.settings().network.as_str().into(),
-        node_pubkey: gw.node_pubkey_hex(),
+        node_pubkey: gw.node_pubkey_hex().to_owned(),
     })
 }
 

@@ -1,8 +1,10 @@
 //! Records to wire types.
 
-use crate::io::{AgentRecord, InvoiceRecord, PaymentRecord, StoredInvoiceStatus};
+use crate::io::{
+    AgentRecord, ApprovalRecord, ApprovalStatus, AuditRecord, InvoiceRecord, PaymentRecord, StoredInvoiceStatus,
+};
 use chrono::{DateTime, SecondsFormat};
-use coffer_client::{Agent, Invoice, InvoiceStatus, Payment};
+use coffer_client::{Agent, Approval, Invoice, InvoiceStatus, Payment};
 
 pub fn timestamp(ms: i64) -> String {
     DateTime::from_timestamp_millis(ms).map(|t| t.to_rfc3339_opts(SecondsFormat::Millis, true)).unwrap_or_default()
@@ -15,6 +17,41 @@ pub fn agent(a: AgentRecord) -> Agent {
         balance_msat: a.balance.net_u64(),
         pending_msat: a.balance.debits_pending.as_u64(),
         created_at: timestamp(a.created_at_ms),
+        parent_id: a.parent_id,
+        can_create_subagents: a.can_create_subagents,
+        frozen: a.frozen_reason.is_some(),
+        frozen_reason: a.frozen_reason,
+    }
+}
+
+/// `held` is how a payment's answer names a pending approval.
+pub fn approval(a: ApprovalRecord, held: bool) -> Approval {
+    let status = if held && a.status == ApprovalStatus::Pending { "held" } else { a.status.as_str() };
+    Approval {
+        id: a.id,
+        status: status.to_owned(),
+        agent_id: a.agent_id,
+        key_id: a.key_id,
+        payment_hash: hex::encode(a.payment_hash),
+        bolt11: a.bolt11,
+        amount_msat: a.amount.as_u64(),
+        purpose: a.purpose,
+        payee_agent_id: a.payee_agent_id,
+        reason: "approval-required".into(),
+        created_at: timestamp(a.created_at_ms),
+        expires_at: timestamp(a.expires_at_ms),
+        decided_at: a.decided_at_ms.map(timestamp),
+        decided_by: a.decided_by,
+        payment_id: a.payment_id,
+    }
+}
+
+pub fn audit_record(r: AuditRecord) -> coffer_client::AuditRecord {
+    coffer_client::AuditRecord {
+        seq: r.seq,
+        record: serde_json::from_str(&r.body).unwrap_or(serde_json::Value::String(r.body)),
+        hash: hex::encode(r.hash),
+        prev_hash: hex::encode(r.prev_hash),
     }
 }
 

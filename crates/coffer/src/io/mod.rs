@@ -10,9 +10,11 @@ pub mod sqlite_store;
 use crate::error::Error;
 use crate::secrets::SecretDigest;
 use coffer_client::Scope;
-use coffer_core::{AccountId, Balance, Msat};
+use coffer_core::policy::{BreakerState, Policy, Usage};
+use coffer_core::{AccountId, Balance, Msat, Transfer};
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, Error>> + Send + 'a>>;
 
@@ -26,6 +28,118 @@ pub struct AgentRecord {
     pub account: AccountId,
     pub balance: Balance,
     pub created_at_ms: i64,
+    pub parent_id: Option<String>,
+    pub can_create_subagents: bool,
+    /// Why the agent is frozen (by the operator or an automatic trip).
+    pub frozen_reason: Option<String>,
+}
+
+/// An agent to create.
+#[derive(Clone, Debug)]
+pub struct NewAgent {
+    pub id: String,
+    pub name: String,
+    pub parent_id: Option<String>,
+    pub can_create_subagents: bool,
+    pub key: NewKey,
+}
+
+/// What a payment decision needs to know of one agent of the payer's chain.
+#[derive(Clone, Debug)]
+pub struct AgentState {
+    pub agent_id: String,
+    pub account: AccountId,
+    pub parent_id: Option<String>,
+    pub frozen: bool,
+    pub policy: Option<Arc<Policy>>,
+    pub usage: Usage,
+    pub breaker: BreakerState,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ApprovalStatus {
+    Pending,
+    Approved,
+    Denied,
+    Expired,
+}
+
+impl ApprovalStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApprovalStatus::Pending => "pending",
+            ApprovalStatus::Approved => "approved",
+            ApprovalStatus::Denied => "denied",
+            ApprovalStatus::Expired => "expired",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<ApprovalStatus> {
+        [ApprovalStatus::Pending, ApprovalStatus::Approved, ApprovalStatus::Denied, ApprovalStatus::Expired]
+            .into_iter()
+            .find(|status| status.as_str() == s)
+    }
+}
+
+/// A payment held for a person's approval. Its amount is reserved on the
+/// payer's wallet and counted in every budget of its chain until decided.
+#[derive(Clone, Debug)]
+pub struct ApprovalRecord {
+    pub id: String,
+    pub agent_id: String,
+    pub key_id: String,
+    pub payment_hash: [u8; 32],
+    pub bolt11: String,
+    pub amount: Msat,
+    pub purpose: String,
+    pub payee_agent_id: Option<String>,
+    pub status: ApprovalStatus,
+    pub created_at_ms: i64,
+    pub expires_at_ms: i64,
+    pub decided_at_ms: Option<i64>,
+    pub decided_by: Option<String>,
+    pub payment_id: Option<String>,
+}
+
+/// One record of the audit trail: who did what, under which rule.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct AuditEntry {
+    pub at_ms: i64,
+    pub action: &'static str,
+    /// `operator`, `system` (automatic trips, expiry) or an agent id.
+    pub actor: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agent_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub amount_msat: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payee: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub purpose: Option<String>,
+    /// The rule that decided: a deny code, `approval-required`, `allowed`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+/// A stored audit record, with its place in the hash chain.
+#[derive(Clone, Debug)]
+pub struct AuditRecord {
+    pub seq: i64,
+    pub body: String,
+    pub hash: [u8; 32],
+    pub prev_hash: [u8; 32],
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct AuditFilter {
+    pub agent_id: Option<String>,
+    pub action: Option<String>,
+    pub since_ms: Option<i64>,
+    pub until_ms: Option<i64>,
 }
 
 /// A key as the authenticator needs it.
@@ -36,6 +150,7 @@ pub struct KeyRecord {
     pub account: AccountId,
     pub scope: Scope,
     pub digest: SecretDigest,
+    pub expires_at_ms: Option<i64>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -83,6 +198,10 @@ pub struct Payer {
 /// An internal payment: settle an invoice of this gateway.
 #[derive(Clone, Debug)]
 pub struct PayInternal {
+    /// This gateway's node key, for payee rules naming nodes.
+    pub node_pubkey_hex: Arc<str>,
+    /// How long a held payment waits for a person at most.
+    pub approval_ttl_ms: i64,
     pub payment_id: String,
     pub payer: Payer,
     /// Lower case; must equal the stored invoice's text.
@@ -100,12 +219,35 @@ pub struct Idempotency {
     pub request_digest: [u8; 32],
 }
 
-/// The outcome of [`Store::pay_internal`] for an invoice that is not ours.
+/// Why a payment was refused after it was looked at: recorded in the audit
+/// trail (and counted by the breaker), unlike malformed requests.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Denial {
+    /// A stable code: a policy deny code, `agent-frozen`, `gateway-halted`
+    /// or `insufficient-balance`.
+    pub code: &'static str,
+    pub message: String,
+    pub remaining: Option<Msat>,
+    /// For `insufficient-balance`: what the wallet has, and what was needed.
+    pub available: Option<Msat>,
+    pub needed: Option<Msat>,
+}
+
+/// The outcome of [`Store::pay_internal`].
 #[derive(Debug)]
 pub enum PayAttempt {
     Paid(PaymentRecord),
+    Held(ApprovalRecord),
+    Denied(Denial),
     /// No invoice of this gateway has that payment hash.
     NotOurs,
+}
+
+/// The outcome of deciding a held payment.
+#[derive(Debug)]
+pub enum ApprovalOutcome {
+    Paid(ApprovalRecord, PaymentRecord),
+    Released(ApprovalRecord),
 }
 
 /// Which listing page: rows older than `before` (a cursor from the previous
@@ -127,7 +269,7 @@ pub trait Store: Send + Sync + 'static {
     fn operator_digest(&self) -> StoreFuture<'_, Option<SecretDigest>>;
     fn set_operator_digest(&self, digest: SecretDigest) -> StoreFuture<'_, ()>;
 
-    fn create_agent(&self, id: String, name: String, key: NewKey, now_ms: i64) -> StoreFuture<'_, AgentRecord>;
+    fn create_agent(&self, agent: NewAgent, now_ms: i64) -> StoreFuture<'_, AgentRecord>;
     fn agents(&self) -> StoreFuture<'_, Vec<AgentRecord>>;
     fn agent(&self, id: String) -> StoreFuture<'_, Option<AgentRecord>>;
     fn create_key(&self, key: NewKey, now_ms: i64) -> StoreFuture<'_, KeyRecord>;
@@ -139,8 +281,9 @@ pub trait Store: Send + Sync + 'static {
     /// id and the credited account's balance.
     fn transfer(
         &self,
-        transfer: coffer_core::Transfer,
+        transfer: Transfer,
         kind: &'static str,
+        actor: String,
         now_ms: i64,
     ) -> StoreFuture<'_, (i64, Balance)>;
     fn balance(&self, account: AccountId) -> StoreFuture<'_, Balance>;
@@ -153,6 +296,30 @@ pub trait Store: Send + Sync + 'static {
     fn payments(&self, agent_id: String, page: PageRequest) -> StoreFuture<'_, (Vec<PaymentRecord>, Option<i64>)>;
 
     fn audit_input(&self) -> StoreFuture<'_, AuditInput>;
+
+    // The constitution.
+
+    fn agent_state(&self, agent_id: String) -> StoreFuture<'_, Option<AgentState>>;
+    /// Sets (or with `None` removes) an agent's policy; keeps the usage of
+    /// windows the new policy still has.
+    fn set_policy(&self, agent_id: String, policy: Option<Policy>, actor: String, now_ms: i64) -> StoreFuture<'_, ()>;
+    fn set_frozen(&self, agent_id: String, reason: Option<String>, actor: String, now_ms: i64) -> StoreFuture<'_, ()>;
+    fn halted(&self) -> StoreFuture<'_, bool>;
+    fn set_halted(&self, halted: bool, actor: String, now_ms: i64) -> StoreFuture<'_, ()>;
+    fn approvals(&self, status: Option<ApprovalStatus>, limit: u32) -> StoreFuture<'_, Vec<ApprovalRecord>>;
+    /// Approves (pays) or denies (releases) a pending approval.
+    fn decide_approval(
+        &self,
+        id: String,
+        approve: bool,
+        actor: String,
+        now_ms: i64,
+    ) -> StoreFuture<'_, ApprovalOutcome>;
+    /// Expires every pending approval past its time; returns how many.
+    fn expire_approvals(&self, now_ms: i64) -> StoreFuture<'_, u64>;
+    fn audit_log(&self, filter: AuditFilter, after_seq: i64, limit: u32) -> StoreFuture<'_, Vec<AuditRecord>>;
+    /// Every audit record in order, for verifying the chain.
+    fn audit_chain(&self) -> StoreFuture<'_, Vec<AuditRecord>>;
 }
 
 /// A key to store: its digest only, never the secret.
@@ -162,4 +329,40 @@ pub struct NewKey {
     pub agent_id: String,
     pub scope: Scope,
     pub digest: SecretDigest,
+    pub expires_at_ms: Option<i64>,
+}
+
+/// The operations of one open store transaction that the payment flows
+/// (`payment::internal`) are written against, so each backend runs the same
+/// flow. Every method is part of the caller's transaction.
+pub trait Tx {
+    fn balance(&mut self, account: AccountId) -> Result<Balance, Error>;
+    fn save_balance(&mut self, account: AccountId, balance: &Balance) -> Result<(), Error>;
+    fn insert_transfer(&mut self, transfer: &Transfer, kind: &str, now_ms: i64) -> Result<i64, Error>;
+    /// An invoice of this gateway and the payee's account.
+    fn invoice(&mut self, payment_hash: &[u8; 32]) -> Result<Option<(InvoiceRecord, AccountId)>, Error>;
+    fn mark_invoice_paid(&mut self, payment_hash: &[u8; 32], now_ms: i64) -> Result<(), Error>;
+    fn insert_payment(&mut self, payment: &PaymentRecord, key_id: &str, transfer_id: Option<i64>) -> Result<(), Error>;
+    fn payment(&mut self, id: &str) -> Result<Option<PaymentRecord>, Error>;
+    /// `(request digest, id of the payment or approval it made)`.
+    fn idempotency(&mut self, agent_id: &str, key: &str) -> Result<Option<([u8; 32], String)>, Error>;
+    fn insert_idempotency(
+        &mut self,
+        agent_id: &str,
+        idem: &Idempotency,
+        target_id: &str,
+        now_ms: i64,
+    ) -> Result<(), Error>;
+    fn halted(&mut self) -> Result<bool, Error>;
+    fn agent_state(&mut self, agent_id: &str) -> Result<Option<AgentState>, Error>;
+    /// Persists the usage and breaker state of an agent.
+    fn save_agent_state(&mut self, state: &AgentState) -> Result<(), Error>;
+    fn set_frozen(&mut self, agent_id: &str, reason: Option<&str>, now_ms: i64) -> Result<(), Error>;
+    fn insert_approval(&mut self, approval: &ApprovalRecord) -> Result<(), Error>;
+    fn approval(&mut self, id: &str) -> Result<Option<ApprovalRecord>, Error>;
+    fn update_approval(&mut self, approval: &ApprovalRecord) -> Result<(), Error>;
+    /// Appends to the hash-chained audit trail.
+    fn audit(&mut self, entry: &AuditEntry) -> Result<(), Error>;
+    /// Writes an event to the outbox, in this transaction.
+    fn emit(&mut self, kind: &str, agent_id: Option<&str>, data: &serde_json::Value, now_ms: i64) -> Result<(), Error>;
 }

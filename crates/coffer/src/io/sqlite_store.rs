@@ -22,12 +22,18 @@
 //! [`WAL_RESTART_BYTES`]; by then the background checkpoints have copied
 //! nearly all of it, and the pause is short.
 
+mod schema;
+
 use super::*;
+use crate::payment::internal;
 use coffer_client::PaymentStatus;
+use coffer_core::audit_chain;
 use coffer_core::ledger::{self, Transfer};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use tokio::sync::{mpsc, oneshot};
 
 /// The most jobs committed in one transaction: bounds a batch's latency.
@@ -54,7 +60,18 @@ pub enum Durability {
 }
 
 type Reply = Box<dyn FnOnce(Result<(), &Error>) + Send>;
-type Job = Box<dyn FnOnce(&Connection) -> Reply + Send>;
+type Job = Box<dyn FnOnce(&Writer) -> Reply + Send>;
+
+/// Parsed policies by agent, with the revision they were parsed from: a
+/// payment re-parses a policy only after it changed.
+type PolicyCache = HashMap<String, (i64, Arc<Policy>)>;
+
+/// What the writer thread owns: the only write connection, and caches that
+/// only it touches.
+struct Writer {
+    conn: Connection,
+    policies: RefCell<PolicyCache>,
+}
 
 pub struct SqliteStore {
     jobs: mpsc::Sender<Job>,
@@ -65,13 +82,13 @@ impl SqliteStore {
     pub fn open(path: &Path, durability: Durability) -> Result<SqliteStore, Error> {
         let conn = Connection::open(path).map_err(|e| Error::internal("opening the database", e))?;
         configure_writer(&conn, durability)?;
-        migrate(&conn)?;
+        schema::migrate(&conn)?;
         let (jobs, queue) = mpsc::channel(QUEUE_JOBS_MAX);
         std::thread::Builder::new()
             .name("coffer-sqlite-writer".into())
             .spawn({
                 let wal = wal_path(path);
-                move || run_writer(conn, queue, &wal)
+                move || run_writer(Writer { conn, policies: RefCell::new(HashMap::new()) }, queue, &wal)
             })
             .map_err(|e| Error::internal("starting the writer thread", e))?;
         let checkpointer = Connection::open(path).map_err(|e| Error::internal("opening the checkpointer", e))?;
@@ -88,11 +105,12 @@ impl SqliteStore {
     fn write<T, F>(&self, op: F) -> StoreFuture<'_, T>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T, Error> + Send + 'static,
+        F: FnOnce(&mut SqliteTx<'_>) -> Result<T, Error> + Send + 'static,
     {
         let (done, answer) = oneshot::channel();
-        let job: Job = Box::new(move |conn| {
-            let result = in_savepoint(conn, op);
+        let job: Job = Box::new(move |writer| {
+            let result =
+                in_savepoint(&writer.conn, |conn| op(&mut SqliteTx { conn, policies: Some(&writer.policies) }));
             Box::new(move |commit| {
                 let outcome = match commit {
                     Ok(()) => result,
@@ -111,13 +129,13 @@ impl SqliteStore {
     fn read<T, F>(&self, op: F) -> StoreFuture<'_, T>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T, Error> + Send + 'static,
+        F: FnOnce(&mut SqliteTx<'_>) -> Result<T, Error> + Send + 'static,
     {
         let readers = Arc::clone(&self.readers);
         Box::pin(async move {
             tokio::task::spawn_blocking(move || {
                 let conn = readers.take()?;
-                let result = op(&conn);
+                let result = op(&mut SqliteTx { conn: &conn, policies: None });
                 readers.put(conn);
                 result
             })
@@ -156,16 +174,16 @@ fn wal_path(db: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-fn run_writer(conn: Connection, mut queue: mpsc::Receiver<Job>, wal: &Path) {
+fn run_writer(writer: Writer, mut queue: mpsc::Receiver<Job>, wal: &Path) {
     let mut replies: Vec<Reply> = Vec::with_capacity(BATCH_JOBS_MAX);
     let mut batches_since_check = 0u32;
     while let Some(first) = queue.blocking_recv() {
         batches_since_check += 1;
         if batches_since_check >= WAL_CHECK_BATCHES {
             batches_since_check = 0;
-            restart_wal_if_large(&conn, wal);
+            restart_wal_if_large(&writer.conn, wal);
         }
-        let commit = run_batch(&conn, first, &mut queue, &mut replies);
+        let commit = run_batch(&writer, first, &mut queue, &mut replies);
         let commit_ref = commit.as_ref().map(|_| ());
         for reply in replies.drain(..) {
             reply(commit_ref);
@@ -187,27 +205,30 @@ fn restart_wal_if_large(conn: &Connection, wal: &Path) {
 }
 
 fn run_batch(
-    conn: &Connection,
+    writer: &Writer,
     first: Job,
     queue: &mut mpsc::Receiver<Job>,
     replies: &mut Vec<Reply>,
 ) -> Result<(), Error> {
+    let conn = &writer.conn;
     let begin = conn.execute_batch("BEGIN IMMEDIATE").map_err(|e| Error::internal("begin", e));
     if let Err(e) = begin {
         // Run nothing: answer this job with the error.
         replies.push(Box::new(move |_| drop(first)));
         return Err(e);
     }
-    replies.push(first(conn));
+    replies.push(first(writer));
     while replies.len() < BATCH_JOBS_MAX {
         match queue.try_recv() {
-            Ok(job) => replies.push(job(conn)),
+            Ok(job) => replies.push(job(writer)),
             Err(_) => break,
         }
     }
     crate::metrics::METRICS.record_batch(replies.len());
     conn.execute_batch("COMMIT").map_err(|e| {
         let _ = conn.execute_batch("ROLLBACK");
+        // Changes of this batch may be in the caches: forget them.
+        writer.policies.borrow_mut().clear();
         Error::internal("commit", e)
     })
 }
@@ -253,114 +274,6 @@ impl ReaderPool {
     }
 }
 
-/// Schema migrations, applied in order; `PRAGMA user_version` counts them.
-const MIGRATIONS: &[&str] = &[r#"
-CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID;
-CREATE TABLE accounts (
-    id INTEGER PRIMARY KEY,
-    kind TEXT NOT NULL CHECK (kind IN ('outside', 'treasury', 'fees', 'wallet')),
-    debits_posted INTEGER NOT NULL DEFAULT 0 CHECK (debits_posted >= 0),
-    credits_posted INTEGER NOT NULL DEFAULT 0 CHECK (credits_posted >= 0),
-    debits_pending INTEGER NOT NULL DEFAULT 0 CHECK (debits_pending >= 0),
-    -- The invariant, asserted by the database too: only `outside` goes negative.
-    CHECK (kind = 'outside' OR credits_posted - debits_posted - debits_pending >= 0)
-);
-INSERT INTO accounts (id, kind) VALUES (1, 'outside'), (2, 'treasury'), (3, 'fees');
-CREATE TABLE agents (
-    id TEXT PRIMARY KEY,
-    account_id INTEGER NOT NULL UNIQUE,
-    name TEXT NOT NULL,
-    created_at INTEGER NOT NULL
-) WITHOUT ROWID;
-CREATE TABLE keys (
-    id TEXT PRIMARY KEY,
-    agent_id TEXT NOT NULL,
-    digest BLOB NOT NULL UNIQUE,
-    scope TEXT NOT NULL CHECK (scope IN ('read', 'receive', 'spend')),
-    created_at INTEGER NOT NULL,
-    revoked_at INTEGER
-) WITHOUT ROWID;
-CREATE TABLE transfers (
-    id INTEGER PRIMARY KEY,
-    debit INTEGER NOT NULL,
-    credit INTEGER NOT NULL,
-    amount INTEGER NOT NULL CHECK (amount > 0),
-    kind TEXT NOT NULL,
-    created_at INTEGER NOT NULL,
-    CHECK (debit <> credit)
-);
-CREATE TABLE invoices (
-    seq INTEGER PRIMARY KEY,
-    payment_hash BLOB NOT NULL UNIQUE,
-    agent_id TEXT NOT NULL,
-    account_id INTEGER NOT NULL,
-    amount INTEGER NOT NULL CHECK (amount > 0),
-    memo TEXT NOT NULL,
-    bolt11 TEXT NOT NULL,
-    preimage BLOB NOT NULL,
-    status TEXT NOT NULL CHECK (status IN ('open', 'paid')),
-    created_at INTEGER NOT NULL,
-    expires_at INTEGER NOT NULL,
-    paid_at INTEGER
-);
-CREATE INDEX invoices_by_agent ON invoices (agent_id, seq);
-CREATE TABLE payments (
-    seq INTEGER PRIMARY KEY,
-    id TEXT NOT NULL UNIQUE,
-    agent_id TEXT NOT NULL,
-    key_id TEXT NOT NULL,
-    payment_hash BLOB NOT NULL,
-    amount INTEGER NOT NULL CHECK (amount > 0),
-    fee INTEGER NOT NULL CHECK (fee >= 0),
-    status TEXT NOT NULL CHECK (status IN ('succeeded', 'pending', 'failed')),
-    purpose TEXT NOT NULL,
-    payee_agent_id TEXT,
-    preimage BLOB,
-    transfer_id INTEGER,
-    created_at INTEGER NOT NULL
-);
-CREATE INDEX payments_by_agent ON payments (agent_id, seq);
-CREATE TABLE idempotency (
-    agent_id TEXT NOT NULL,
-    key TEXT NOT NULL,
-    request_digest BLOB NOT NULL,
-    payment_id TEXT NOT NULL,
-    created_at INTEGER NOT NULL,
-    PRIMARY KEY (agent_id, key)
-) WITHOUT ROWID;
-CREATE TABLE events (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    type TEXT NOT NULL,
-    agent_id TEXT,
-    data TEXT NOT NULL,
-    created_at INTEGER NOT NULL
-);
-"#];
-
-fn migrate(conn: &Connection) -> Result<(), Error> {
-    let applied: usize = conn
-        .query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))
-        .map_err(|e| Error::internal("reading the schema version", e))?
-        .try_into()
-        .map_err(|_| Error::Internal("negative schema version".into()))?;
-    if applied > MIGRATIONS.len() {
-        return Err(Error::Internal(format!(
-            "the database has schema version {applied}, newer than this coffer ({})",
-            MIGRATIONS.len()
-        )));
-    }
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(applied) {
-        let version = i + 1;
-        conn.execute_batch(&format!("BEGIN; {sql}; PRAGMA user_version = {version}; COMMIT;"))
-            .map_err(|e| Error::internal("migrating the schema", e))?;
-    }
-    Ok(())
-}
-
-fn sql_err(context: &'static str) -> impl Fn(rusqlite::Error) -> Error {
-    move |e| Error::internal(context, e)
-}
-
 fn msat(v: i64) -> Result<Msat, Error> {
     Msat::from_sql(v).map_err(|e| Error::internal("stored amount", e))
 }
@@ -373,53 +286,15 @@ fn hash32(bytes: Vec<u8>) -> Result<[u8; 32], Error> {
     bytes.try_into().map_err(|_| Error::Internal("a stored hash is not 32 bytes".into()))
 }
 
-fn load_balance(conn: &Connection, account: AccountId) -> Result<Balance, Error> {
-    conn.prepare_cached("SELECT debits_posted, credits_posted, debits_pending FROM accounts WHERE id = ?1")
-        .and_then(|mut s| {
-            s.query_row([account.0], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))).optional()
-        })
-        .map_err(sql_err("loading a balance"))?
-        .ok_or(Error::NotFound("account"))
-        .and_then(|(d, c, p)| {
-            Ok(Balance { debits_posted: msat(d)?, credits_posted: msat(c)?, debits_pending: msat(p)? })
-        })
+fn json<T: serde::Serialize>(value: &T) -> Result<String, Error> {
+    serde_json::to_string(value).map_err(|e| Error::internal("serialising state", e))
 }
 
-fn save_balance(conn: &Connection, account: AccountId, b: &Balance) -> Result<(), Error> {
-    let mut stmt = conn.prepare_cached(
-        "UPDATE accounts SET debits_posted = ?2, credits_posted = ?3, debits_pending = ?4 WHERE id = ?1",
-    )?;
-    stmt.execute(params![account.0, to_sql(b.debits_posted)?, to_sql(b.credits_posted)?, to_sql(b.debits_pending)?])?;
-    Ok(())
-}
-
-/// Posts a transfer: checks it against the loaded balances, writes both
-/// accounts and the transfer row. Returns the transfer id and the credited
-/// account's new balance.
-fn post_transfer(conn: &Connection, t: Transfer, kind: &str, now_ms: i64) -> Result<(i64, Balance), Error> {
-    let mut debit = load_balance(conn, t.debit)?;
-    let mut credit = load_balance(conn, t.credit)?;
-    ledger::post(t, &mut debit, &mut credit)?;
-    save_balance(conn, t.debit, &debit)?;
-    save_balance(conn, t.credit, &credit)?;
-    let mut stmt = conn.prepare_cached(
-        "INSERT INTO transfers (debit, credit, amount, kind, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-    )?;
-    stmt.execute(params![t.debit.0, t.credit.0, to_sql(t.amount)?, kind, now_ms])?;
-    Ok((conn.last_insert_rowid(), credit))
-}
-
-fn emit(
-    conn: &Connection,
-    kind: &str,
-    agent_id: Option<&str>,
-    data: &serde_json::Value,
-    now_ms: i64,
-) -> Result<(), Error> {
-    conn.prepare_cached("INSERT INTO events (type, agent_id, data, created_at) VALUES (?1, ?2, ?3, ?4)")
-        .and_then(|mut s| s.execute(params![kind, agent_id, data.to_string(), now_ms]))
-        .map_err(sql_err("recording an event"))
-        .map(|_| ())
+fn from_json<T: serde::de::DeserializeOwned + Default>(text: Option<String>) -> Result<T, Error> {
+    match text {
+        Some(t) => serde_json::from_str(&t).map_err(|e| Error::internal("reading stored state", e)),
+        None => Ok(T::default()),
+    }
 }
 
 impl From<rusqlite::Error> for Error {
@@ -428,89 +303,79 @@ impl From<rusqlite::Error> for Error {
     }
 }
 
-fn scope_from(s: &str) -> Result<Scope, Error> {
-    Scope::parse(s).ok_or_else(|| Error::Internal(format!("unknown stored scope {s}")))
+/// One store transaction on SQLite: the writer's (inside its batch) or a
+/// reader's.
+pub struct SqliteTx<'a> {
+    conn: &'a Connection,
+    /// The writer's policy cache; readers parse every time.
+    policies: Option<&'a RefCell<PolicyCache>>,
 }
 
-fn key_from_row(r: &Row<'_>) -> rusqlite::Result<(String, String, i64, String, Vec<u8>)> {
-    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
-}
-
-fn key_record(
-    (id, agent_id, account, scope, digest): (String, String, i64, String, Vec<u8>),
-) -> Result<KeyRecord, Error> {
-    Ok(KeyRecord {
-        id,
-        agent_id,
-        account: AccountId(account),
-        scope: scope_from(&scope)?,
-        digest: SecretDigest(hash32(digest)?),
-    })
+fn balance_row(d: i64, c: i64, p: i64) -> Result<Balance, Error> {
+    Ok(Balance { debits_posted: msat(d)?, credits_posted: msat(c)?, debits_pending: msat(p)? })
 }
 
 const KEY_COLUMNS: &str =
-    "k.id, k.agent_id, a.account_id, k.scope, k.digest FROM keys k JOIN agents a ON a.id = k.agent_id";
+    "k.id, k.agent_id, a.account_id, k.scope, k.digest, k.expires_at FROM keys k JOIN agents a ON a.id = k.agent_id";
 
-fn insert_key(conn: &Connection, key: &NewKey, now_ms: i64) -> Result<(), Error> {
-    conn.prepare_cached("INSERT INTO keys (id, agent_id, digest, scope, created_at) VALUES (?1, ?2, ?3, ?4, ?5)")
-        .and_then(|mut s| s.execute(params![key.id, key.agent_id, key.digest.0.as_slice(), key.scope.as_str(), now_ms]))
-        .map_err(sql_err("storing a key"))
-        .map(|_| ())
+fn key_from_row(r: &Row<'_>) -> rusqlite::Result<Result<KeyRecord, Error>> {
+    let (id, agent_id, account, scope, digest): (String, String, i64, String, Vec<u8>) =
+        (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?);
+    let expires_at_ms: Option<i64> = r.get(5)?;
+    Ok((|| {
+        Ok(KeyRecord {
+            id,
+            agent_id,
+            account: AccountId(account),
+            scope: Scope::parse(&scope).ok_or_else(|| Error::Internal(format!("unknown stored scope {scope}")))?,
+            digest: SecretDigest(hash32(digest)?),
+            expires_at_ms,
+        })
+    })())
 }
 
-const AGENT_COLUMNS: &str = "g.id, g.name, g.account_id, g.created_at, a.debits_posted, a.credits_posted, a.debits_pending \
+const AGENT_COLUMNS: &str = "g.id, g.name, g.account_id, g.created_at, a.debits_posted, a.credits_posted, \
+     a.debits_pending, g.parent_id, g.can_create_subagents, g.frozen_reason \
      FROM agents g JOIN accounts a ON a.id = g.account_id";
 
-fn agent_from_row(r: &Row<'_>) -> rusqlite::Result<(String, String, i64, i64, i64, i64, i64)> {
-    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?))
+fn agent_from_row(r: &Row<'_>) -> rusqlite::Result<Result<AgentRecord, Error>> {
+    let balance = balance_row(r.get(4)?, r.get(5)?, r.get(6)?);
+    Ok(balance.map(|balance| AgentRecord {
+        id: r.get_unwrap(0),
+        name: r.get_unwrap(1),
+        account: AccountId(r.get_unwrap(2)),
+        created_at_ms: r.get_unwrap(3),
+        balance,
+        parent_id: r.get_unwrap(7),
+        can_create_subagents: r.get_unwrap::<_, i64>(8) != 0,
+        frozen_reason: r.get_unwrap(9),
+    }))
 }
 
-fn agent_record(
-    (id, name, account, created, d, c, p): (String, String, i64, i64, i64, i64, i64),
-) -> Result<AgentRecord, Error> {
-    Ok(AgentRecord {
-        id,
-        name,
-        account: AccountId(account),
-        created_at_ms: created,
-        balance: Balance { debits_posted: msat(d)?, credits_posted: msat(c)?, debits_pending: msat(p)? },
-    })
-}
+const INVOICE_COLUMNS: &str = "payment_hash, agent_id, amount, memo, bolt11, preimage, status, created_at, \
+     expires_at, paid_at, seq, account_id FROM invoices";
 
-const INVOICE_COLUMNS: &str = "payment_hash, agent_id, amount, memo, bolt11, preimage, status, created_at, expires_at, paid_at, seq, account_id FROM invoices";
-
-struct InvoiceRow {
-    record: InvoiceRecord,
-    seq: i64,
-    account: AccountId,
-}
-
-fn invoice_from_row(r: &Row<'_>) -> rusqlite::Result<Result<InvoiceRow, Error>> {
-    let status: String = r.get(6)?;
-    let build = |hash: Vec<u8>, preimage: Vec<u8>, amount: i64| -> Result<InvoiceRow, Error> {
-        Ok(InvoiceRow {
-            record: InvoiceRecord {
-                payment_hash: hash32(hash)?,
-                agent_id: r.get(1)?,
-                amount: msat(amount)?,
-                memo: r.get(3)?,
-                bolt11: r.get(4)?,
-                preimage: hash32(preimage)?,
-                status: if status == "paid" { StoredInvoiceStatus::Paid } else { StoredInvoiceStatus::Open },
-                created_at_ms: r.get(7)?,
-                expires_at_ms: r.get(8)?,
-                paid_at_ms: r.get(9)?,
-            },
-            seq: r.get(10)?,
-            account: AccountId(r.get(11)?),
-        })
-    };
-    Ok(build(r.get(0)?, r.get(5)?, r.get(2)?))
-}
-
-fn load_invoice(conn: &Connection, payment_hash: &[u8; 32]) -> Result<Option<InvoiceRow>, Error> {
-    let mut stmt = conn.prepare_cached(&format!("SELECT {INVOICE_COLUMNS} WHERE payment_hash = ?1"))?;
-    stmt.query_row([payment_hash.as_slice()], invoice_from_row).optional()?.transpose()
+fn invoice_from_row(r: &Row<'_>) -> rusqlite::Result<Result<(InvoiceRecord, i64, AccountId), Error>> {
+    let (hash, preimage, amount, status): (Vec<u8>, Vec<u8>, i64, String) =
+        (r.get(0)?, r.get(5)?, r.get(2)?, r.get(6)?);
+    let (agent_id, memo, bolt11): (String, String, String) = (r.get(1)?, r.get(3)?, r.get(4)?);
+    let (created, expires, paid, seq, account): (i64, i64, Option<i64>, i64, i64) =
+        (r.get(7)?, r.get(8)?, r.get(9)?, r.get(10)?, r.get(11)?);
+    Ok((|| {
+        let record = InvoiceRecord {
+            payment_hash: hash32(hash)?,
+            agent_id,
+            amount: msat(amount)?,
+            memo,
+            bolt11,
+            preimage: hash32(preimage)?,
+            status: if status == "paid" { StoredInvoiceStatus::Paid } else { StoredInvoiceStatus::Open },
+            created_at_ms: created,
+            expires_at_ms: expires,
+            paid_at_ms: paid,
+        };
+        Ok((record, seq, AccountId(account)))
+    })())
 }
 
 const PAYMENT_COLUMNS: &str =
@@ -530,133 +395,304 @@ fn payment_from_row(r: &Row<'_>) -> rusqlite::Result<Result<(PaymentRecord, i64)
             "failed" => PaymentStatus::Failed,
             other => return Err(Error::Internal(format!("unknown stored payment status {other}"))),
         };
-        Ok((
-            PaymentRecord {
-                id,
-                agent_id,
-                payment_hash: hash32(hash)?,
-                amount: msat(amount)?,
-                fee: msat(fee)?,
-                status,
-                purpose,
-                payee_agent_id: payee,
-                preimage: preimage.map(hash32).transpose()?,
-                created_at_ms: created,
-            },
-            seq,
-        ))
+        let record = PaymentRecord {
+            id,
+            agent_id,
+            payment_hash: hash32(hash)?,
+            amount: msat(amount)?,
+            fee: msat(fee)?,
+            status,
+            purpose,
+            payee_agent_id: payee,
+            preimage: preimage.map(hash32).transpose()?,
+            created_at_ms: created,
+        };
+        Ok((record, seq))
     })())
 }
 
-fn load_payment(conn: &Connection, id: &str) -> Result<PaymentRecord, Error> {
-    let mut stmt = conn.prepare_cached(&format!("SELECT {PAYMENT_COLUMNS} WHERE id = ?1"))?;
-    let row = stmt.query_row([id], payment_from_row).optional()?;
-    row.transpose()?
-        .map(|(p, _)| p)
-        .ok_or_else(|| Error::Internal("an idempotency record names a missing payment".into()))
-}
-
-/// The payment an earlier request with this idempotency key made, if any.
-fn replay_idempotent(conn: &Connection, agent_id: &str, idem: &Idempotency) -> Result<Option<PaymentRecord>, Error> {
-    let mut stmt =
-        conn.prepare_cached("SELECT request_digest, payment_id FROM idempotency WHERE agent_id = ?1 AND key = ?2")?;
-    let found: Option<(Vec<u8>, String)> =
-        stmt.query_row(params![agent_id, idem.key], |r| Ok((r.get(0)?, r.get(1)?))).optional()?;
-    let Some((digest, payment_id)) = found else { return Ok(None) };
-    if digest.as_slice() != idem.request_digest.as_slice() {
-        return Err(Error::IdempotencyConflict);
-    }
-    load_payment(conn, &payment_id).map(Some)
-}
-
-fn pay_internal(conn: &Connection, pay: PayInternal) -> Result<PayAttempt, Error> {
-    if let Some(idem) = &pay.idempotency
-        && let Some(earlier) = replay_idempotent(conn, &pay.payer.agent_id, idem)?
-    {
-        return Ok(PayAttempt::Paid(earlier));
-    }
-    let Some(InvoiceRow { record: invoice, account: payee_account, .. }) = load_invoice(conn, &pay.payment_hash)?
-    else {
-        return Ok(PayAttempt::NotOurs);
-    };
-    check_payable(&invoice, &pay)?;
-    let transfer = Transfer { debit: pay.payer.account, credit: payee_account, amount: invoice.amount };
-    let (transfer_id, _) = post_transfer(conn, transfer, "payment", pay.now_ms)?;
-    conn.prepare_cached("UPDATE invoices SET status = 'paid', paid_at = ?2 WHERE payment_hash = ?1")?
-        .execute(params![pay.payment_hash.as_slice(), pay.now_ms])?;
-    let payment = PaymentRecord {
-        id: pay.payment_id,
-        agent_id: pay.payer.agent_id,
-        payment_hash: pay.payment_hash,
-        amount: invoice.amount,
-        fee: Msat::ZERO,
-        status: PaymentStatus::Succeeded,
-        purpose: pay.purpose,
-        payee_agent_id: Some(invoice.agent_id.clone()),
-        preimage: Some(invoice.preimage),
-        created_at_ms: pay.now_ms,
-    };
-    insert_payment(conn, &payment, &pay.payer.key_id, transfer_id)?;
-    if let Some(idem) = &pay.idempotency {
-        conn.prepare_cached(
-            "INSERT INTO idempotency (agent_id, key, request_digest, payment_id, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-        )?
-        .execute(params![payment.agent_id, idem.key, idem.request_digest.as_slice(), payment.id, pay.now_ms])?;
-    }
-    let hash_hex = hex::encode(pay.payment_hash);
-    let data = serde_json::json!({
-        "payment_id": payment.id, "payment_hash": hash_hex, "amount_msat": invoice.amount.as_u64(),
-        "payer_agent_id": payment.agent_id, "payee_agent_id": invoice.agent_id, "key_id": pay.payer.key_id,
-        "purpose": payment.purpose,
-    });
-    emit(conn, "payment.succeeded", Some(&payment.agent_id), &data, pay.now_ms)?;
-    emit(conn, "invoice.paid", Some(&invoice.agent_id), &data, pay.now_ms)?;
-    Ok(PayAttempt::Paid(payment))
-}
-
-fn check_payable(invoice: &InvoiceRecord, pay: &PayInternal) -> Result<(), Error> {
-    if invoice.bolt11 != pay.bolt11 {
-        return Err(Error::InvalidInvoice(
-            "the invoice does not match the one this gateway issued for its payment hash".into(),
-        ));
-    }
-    if invoice.agent_id == pay.payer.agent_id {
-        return Err(Error::SelfPayment);
-    }
-    if invoice.status == StoredInvoiceStatus::Paid {
-        return Err(Error::InvoiceAlreadyPaid);
-    }
-    if pay.now_ms >= invoice.expires_at_ms {
-        return Err(Error::InvoiceExpired);
-    }
-    Ok(())
-}
-
-fn insert_payment(conn: &Connection, p: &PaymentRecord, key_id: &str, transfer_id: i64) -> Result<(), Error> {
-    let status = match p.status {
+fn status_str(status: PaymentStatus) -> &'static str {
+    match status {
         PaymentStatus::Succeeded => "succeeded",
         PaymentStatus::Pending => "pending",
         PaymentStatus::Failed => "failed",
-    };
-    conn.prepare_cached(
-        "INSERT INTO payments (id, agent_id, key_id, payment_hash, amount, fee, status, purpose, payee_agent_id, \
-         preimage, transfer_id, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-    )?
-    .execute(params![
-        p.id,
-        p.agent_id,
-        key_id,
-        p.payment_hash.as_slice(),
-        to_sql(p.amount)?,
-        to_sql(p.fee)?,
-        status,
-        p.purpose,
-        p.payee_agent_id,
-        p.preimage.as_ref().map(|x| x.as_slice()),
-        transfer_id,
-        p.created_at_ms
-    ])?;
-    Ok(())
+    }
+}
+
+const APPROVAL_COLUMNS: &str = "id, agent_id, key_id, payment_hash, bolt11, amount, purpose, payee_agent_id, status, \
+     created_at, expires_at, decided_at, decided_by, payment_id FROM approvals";
+
+fn approval_from_row(r: &Row<'_>) -> rusqlite::Result<Result<ApprovalRecord, Error>> {
+    let (hash, amount, status): (Vec<u8>, i64, String) = (r.get(3)?, r.get(5)?, r.get(8)?);
+    let (id, agent_id, key_id, bolt11, purpose): (String, String, String, String, String) =
+        (r.get(0)?, r.get(1)?, r.get(2)?, r.get(4)?, r.get(6)?);
+    let (payee, created, expires, decided, by, payment): (
+        Option<String>,
+        i64,
+        i64,
+        Option<i64>,
+        Option<String>,
+        Option<String>,
+    ) = (r.get(7)?, r.get(9)?, r.get(10)?, r.get(11)?, r.get(12)?, r.get(13)?);
+    Ok((|| {
+        Ok(ApprovalRecord {
+            id,
+            agent_id,
+            key_id,
+            payment_hash: hash32(hash)?,
+            bolt11,
+            amount: msat(amount)?,
+            purpose,
+            payee_agent_id: payee,
+            status: ApprovalStatus::parse(&status)
+                .ok_or_else(|| Error::Internal(format!("unknown approval status {status}")))?,
+            created_at_ms: created,
+            expires_at_ms: expires,
+            decided_at_ms: decided,
+            decided_by: by,
+            payment_id: payment,
+        })
+    })())
+}
+
+fn audit_from_row(r: &Row<'_>) -> rusqlite::Result<Result<AuditRecord, Error>> {
+    let (seq, body, prev, hash): (i64, String, Vec<u8>, Vec<u8>) = (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?);
+    Ok((|| Ok(AuditRecord { seq, body, prev_hash: hash32(prev)?, hash: hash32(hash)? }))())
+}
+
+impl SqliteTx<'_> {
+    fn policy(&self, agent_id: &str, rev: i64, text: Option<String>) -> Result<Option<Arc<Policy>>, Error> {
+        let Some(text) = text else { return Ok(None) };
+        if let Some(cache) = self.policies
+            && let Some((cached_rev, policy)) = cache.borrow().get(agent_id)
+            && *cached_rev == rev
+        {
+            return Ok(Some(Arc::clone(policy)));
+        }
+        let policy = Arc::new(Policy::from_json(&text).map_err(|e| Error::internal("a stored policy", e))?);
+        if let Some(cache) = self.policies {
+            cache.borrow_mut().insert(agent_id.to_owned(), (rev, Arc::clone(&policy)));
+        }
+        Ok(Some(policy))
+    }
+
+    fn agent_record(&mut self, id: &str) -> Result<Option<AgentRecord>, Error> {
+        let mut stmt = self.conn.prepare_cached(&format!("SELECT {AGENT_COLUMNS} WHERE g.id = ?1"))?;
+        stmt.query_row([id], agent_from_row).optional()?.transpose()
+    }
+
+    fn post_transfer(&mut self, t: Transfer, kind: &str, now_ms: i64) -> Result<(i64, Balance), Error> {
+        let mut debit = self.balance(t.debit)?;
+        let mut credit = self.balance(t.credit)?;
+        ledger::post(t, &mut debit, &mut credit)?;
+        self.save_balance(t.debit, &debit)?;
+        self.save_balance(t.credit, &credit)?;
+        Ok((self.insert_transfer(&t, kind, now_ms)?, credit))
+    }
+
+    fn insert_key(&mut self, key: &NewKey, now_ms: i64) -> Result<(), Error> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO keys (id, agent_id, digest, scope, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![key.id, key.agent_id, key.digest.0.as_slice(), key.scope.as_str(), now_ms, key.expires_at_ms])?;
+        Ok(())
+    }
+}
+
+impl Tx for SqliteTx<'_> {
+    fn balance(&mut self, account: AccountId) -> Result<Balance, Error> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT debits_posted, credits_posted, debits_pending FROM accounts WHERE id = ?1")?;
+        let row = stmt.query_row([account.0], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).optional()?;
+        let (d, c, p) = row.ok_or(Error::NotFound("account"))?;
+        balance_row(d, c, p)
+    }
+
+    fn save_balance(&mut self, account: AccountId, b: &Balance) -> Result<(), Error> {
+        let mut stmt = self.conn.prepare_cached(
+            "UPDATE accounts SET debits_posted = ?2, credits_posted = ?3, debits_pending = ?4 WHERE id = ?1",
+        )?;
+        stmt.execute(params![
+            account.0,
+            to_sql(b.debits_posted)?,
+            to_sql(b.credits_posted)?,
+            to_sql(b.debits_pending)?
+        ])?;
+        Ok(())
+    }
+
+    fn insert_transfer(&mut self, t: &Transfer, kind: &str, now_ms: i64) -> Result<i64, Error> {
+        let mut stmt = self.conn.prepare_cached(
+            "INSERT INTO transfers (debit, credit, amount, kind, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?;
+        stmt.execute(params![t.debit.0, t.credit.0, to_sql(t.amount)?, kind, now_ms])?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    fn invoice(&mut self, payment_hash: &[u8; 32]) -> Result<Option<(InvoiceRecord, AccountId)>, Error> {
+        let mut stmt = self.conn.prepare_cached(&format!("SELECT {INVOICE_COLUMNS} WHERE payment_hash = ?1"))?;
+        let row = stmt.query_row([payment_hash.as_slice()], invoice_from_row).optional()?.transpose()?;
+        Ok(row.map(|(record, _, account)| (record, account)))
+    }
+
+    fn mark_invoice_paid(&mut self, payment_hash: &[u8; 32], now_ms: i64) -> Result<(), Error> {
+        let mut stmt =
+            self.conn.prepare_cached("UPDATE invoices SET status = 'paid', paid_at = ?2 WHERE payment_hash = ?1")?;
+        stmt.execute(params![payment_hash.as_slice(), now_ms])?;
+        Ok(())
+    }
+
+    fn insert_payment(&mut self, p: &PaymentRecord, key_id: &str, transfer_id: Option<i64>) -> Result<(), Error> {
+        let mut stmt = self.conn.prepare_cached(
+            "INSERT INTO payments (id, agent_id, key_id, payment_hash, amount, fee, status, purpose, payee_agent_id, \
+             preimage, transfer_id, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+        )?;
+        stmt.execute(params![
+            p.id,
+            p.agent_id,
+            key_id,
+            p.payment_hash.as_slice(),
+            to_sql(p.amount)?,
+            to_sql(p.fee)?,
+            status_str(p.status),
+            p.purpose,
+            p.payee_agent_id,
+            p.preimage.as_ref().map(|x| x.as_slice()),
+            transfer_id,
+            p.created_at_ms
+        ])?;
+        Ok(())
+    }
+
+    fn payment(&mut self, id: &str) -> Result<Option<PaymentRecord>, Error> {
+        let mut stmt = self.conn.prepare_cached(&format!("SELECT {PAYMENT_COLUMNS} WHERE id = ?1"))?;
+        Ok(stmt.query_row([id], payment_from_row).optional()?.transpose()?.map(|(p, _)| p))
+    }
+
+    fn idempotency(&mut self, agent_id: &str, key: &str) -> Result<Option<([u8; 32], String)>, Error> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT request_digest, payment_id FROM idempotency WHERE agent_id = ?1 AND key = ?2")?;
+        let row: Option<(Vec<u8>, String)> =
+            stmt.query_row(params![agent_id, key], |r| Ok((r.get(0)?, r.get(1)?))).optional()?;
+        row.map(|(digest, target)| Ok((hash32(digest)?, target))).transpose()
+    }
+
+    fn insert_idempotency(
+        &mut self,
+        agent_id: &str,
+        idem: &Idempotency,
+        target_id: &str,
+        now_ms: i64,
+    ) -> Result<(), Error> {
+        let mut stmt = self.conn.prepare_cached(
+            "INSERT INTO idempotency (agent_id, key, request_digest, payment_id, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?;
+        stmt.execute(params![agent_id, idem.key, idem.request_digest.as_slice(), target_id, now_ms])?;
+        Ok(())
+    }
+
+    fn halted(&mut self) -> Result<bool, Error> {
+        let mut stmt = self.conn.prepare_cached("SELECT value FROM meta WHERE key = 'halted'")?;
+        let value: Option<i64> = stmt.query_row([], |r| r.get(0)).optional()?;
+        Ok(value == Some(1))
+    }
+
+    fn agent_state(&mut self, agent_id: &str) -> Result<Option<AgentState>, Error> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT account_id, parent_id, frozen_reason, policy, policy_rev, usage, breaker FROM agents WHERE id = ?1",
+        )?;
+        type Row7 = (i64, Option<String>, Option<String>, Option<String>, i64, Option<String>, Option<String>);
+        let row: Option<Row7> = stmt
+            .query_row([agent_id], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?))
+            })
+            .optional()?;
+        let Some((account, parent_id, frozen_reason, policy, rev, usage, breaker)) = row else { return Ok(None) };
+        Ok(Some(AgentState {
+            agent_id: agent_id.to_owned(),
+            account: AccountId(account),
+            parent_id,
+            frozen: frozen_reason.is_some(),
+            policy: self.policy(agent_id, rev, policy)?,
+            usage: from_json(usage)?,
+            breaker: from_json(breaker)?,
+        }))
+    }
+
+    fn save_agent_state(&mut self, state: &AgentState) -> Result<(), Error> {
+        let mut stmt = self.conn.prepare_cached("UPDATE agents SET usage = ?2, breaker = ?3 WHERE id = ?1")?;
+        stmt.execute(params![state.agent_id, json(&state.usage)?, json(&state.breaker)?])?;
+        Ok(())
+    }
+
+    fn set_frozen(&mut self, agent_id: &str, reason: Option<&str>, _now_ms: i64) -> Result<(), Error> {
+        let changed =
+            self.conn.execute("UPDATE agents SET frozen_reason = ?2 WHERE id = ?1", params![agent_id, reason])?;
+        if changed == 0 {
+            return Err(Error::NotFound("agent"));
+        }
+        Ok(())
+    }
+
+    fn insert_approval(&mut self, a: &ApprovalRecord) -> Result<(), Error> {
+        let mut stmt = self.conn.prepare_cached(
+            "INSERT INTO approvals (id, agent_id, key_id, payment_hash, bolt11, amount, purpose, payee_agent_id, status, \
+             created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+        )?;
+        stmt.execute(params![
+            a.id,
+            a.agent_id,
+            a.key_id,
+            a.payment_hash.as_slice(),
+            a.bolt11,
+            to_sql(a.amount)?,
+            a.purpose,
+            a.payee_agent_id,
+            a.status.as_str(),
+            a.created_at_ms,
+            a.expires_at_ms
+        ])?;
+        Ok(())
+    }
+
+    fn approval(&mut self, id: &str) -> Result<Option<ApprovalRecord>, Error> {
+        let mut stmt = self.conn.prepare_cached(&format!("SELECT {APPROVAL_COLUMNS} WHERE id = ?1"))?;
+        stmt.query_row([id], approval_from_row).optional()?.transpose()
+    }
+
+    fn update_approval(&mut self, a: &ApprovalRecord) -> Result<(), Error> {
+        let mut stmt = self.conn.prepare_cached(
+            "UPDATE approvals SET status = ?2, decided_at = ?3, decided_by = ?4, payment_id = ?5 WHERE id = ?1",
+        )?;
+        stmt.execute(params![a.id, a.status.as_str(), a.decided_at_ms, a.decided_by, a.payment_id])?;
+        Ok(())
+    }
+
+    fn audit(&mut self, entry: &AuditEntry) -> Result<(), Error> {
+        let mut last = self.conn.prepare_cached("SELECT hash FROM audit_log ORDER BY seq DESC LIMIT 1")?;
+        let prev = match last.query_row([], |r| r.get::<_, Vec<u8>>(0)).optional()? {
+            Some(bytes) => hash32(bytes)?,
+            None => audit_chain::GENESIS,
+        };
+        let body = json(entry)?;
+        let hash = audit_chain::link(&prev, body.as_bytes());
+        let mut stmt = self.conn.prepare_cached(
+            "INSERT INTO audit_log (at, agent_id, action, body, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?;
+        stmt.execute(params![entry.at_ms, entry.agent_id, entry.action, body, prev.as_slice(), hash.as_slice()])?;
+        Ok(())
+    }
+
+    fn emit(&mut self, kind: &str, agent_id: Option<&str>, data: &serde_json::Value, now_ms: i64) -> Result<(), Error> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("INSERT INTO events (type, agent_id, data, created_at) VALUES (?1, ?2, ?3, ?4)")?;
+        stmt.execute(params![kind, agent_id, data.to_string(), now_ms])?;
+        Ok(())
+    }
 }
 
 fn page_bounds(page: PageRequest) -> (i64, i64) {
@@ -668,10 +704,18 @@ fn next_cursor(rows: usize, limit: i64, last_seq: Option<i64>) -> Option<i64> {
     if i64::try_from(rows).unwrap_or(i64::MAX) >= limit { last_seq } else { None }
 }
 
+fn operator_entry(action: &'static str, actor: String, agent_id: Option<String>, now_ms: i64) -> AuditEntry {
+    AuditEntry { at_ms: now_ms, action, actor, agent_id, ..AuditEntry::default() }
+}
+
+/// Expired approvals handled per call: bounds one background step.
+const EXPIRE_BATCH_MAX: i64 = 256;
+
 impl Store for SqliteStore {
     fn operator_digest(&self) -> StoreFuture<'_, Option<SecretDigest>> {
-        self.read(|conn| {
-            let value: Option<Vec<u8>> = conn
+        self.read(|tx| {
+            let value: Option<Vec<u8>> = tx
+                .conn
                 .query_row("SELECT value FROM meta WHERE key = 'operator_token_digest'", [], |r| r.get(0))
                 .optional()?;
             value.map(|v| hash32(v).map(SecretDigest)).transpose()
@@ -679,8 +723,8 @@ impl Store for SqliteStore {
     }
 
     fn set_operator_digest(&self, digest: SecretDigest) -> StoreFuture<'_, ()> {
-        self.write(move |conn| {
-            conn.execute(
+        self.write(move |tx| {
+            tx.conn.execute(
                 "INSERT INTO meta (key, value) VALUES ('operator_token_digest', ?1) \
                  ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                 [digest.0.as_slice()],
@@ -689,155 +733,163 @@ impl Store for SqliteStore {
         })
     }
 
-    fn create_agent(&self, id: String, name: String, key: NewKey, now_ms: i64) -> StoreFuture<'_, AgentRecord> {
-        self.write(move |conn| {
-            conn.execute(
+    fn create_agent(&self, agent: NewAgent, now_ms: i64) -> StoreFuture<'_, AgentRecord> {
+        self.write(move |tx| {
+            tx.conn.execute(
                 "INSERT INTO accounts (id, kind) VALUES ((SELECT MAX(MAX(id), ?1) + 1 FROM accounts), 'wallet')",
                 [AccountId::FIRST_WALLET - 1],
             )?;
-            let account = AccountId(conn.last_insert_rowid());
-            conn.execute(
-                "INSERT INTO agents (id, account_id, name, created_at) VALUES (?1, ?2, ?3, ?4)",
-                params![id, account.0, name, now_ms],
+            let account = AccountId(tx.conn.last_insert_rowid());
+            tx.conn.execute(
+                "INSERT INTO agents (id, account_id, name, created_at, parent_id, can_create_subagents) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![agent.id, account.0, agent.name, now_ms, agent.parent_id, agent.can_create_subagents],
             )?;
-            insert_key(conn, &key, now_ms)?;
-            emit(conn, "agent.created", Some(&id), &serde_json::json!({"agent_id": id, "name": name}), now_ms)?;
-            Ok(AgentRecord { id, name, account, balance: Balance::default(), created_at_ms: now_ms })
+            tx.insert_key(&agent.key, now_ms)?;
+            let data = serde_json::json!({"agent_id": agent.id, "name": agent.name, "parent_id": agent.parent_id});
+            tx.emit("agent.created", Some(&agent.id), &data, now_ms)?;
+            let actor = agent.parent_id.clone().unwrap_or_else(|| "operator".into());
+            tx.audit(&operator_entry("agent.created", actor, Some(agent.id.clone()), now_ms))?;
+            tx.agent_record(&agent.id)?.ok_or(Error::NotFound("agent"))
         })
     }
 
     fn agents(&self) -> StoreFuture<'_, Vec<AgentRecord>> {
-        self.read(|conn| {
-            let mut stmt = conn.prepare(&format!("SELECT {AGENT_COLUMNS} ORDER BY g.created_at, g.id"))?;
+        self.read(|tx| {
+            let mut stmt = tx.conn.prepare(&format!("SELECT {AGENT_COLUMNS} ORDER BY g.created_at, g.id"))?;
             let rows = stmt.query_map([], agent_from_row)?;
-            rows.map(|r| agent_record(r?)).collect()
+            rows.map(|r| r?).collect()
         })
     }
 
     fn agent(&self, id: String) -> StoreFuture<'_, Option<AgentRecord>> {
-        self.read(move |conn| {
-            let mut stmt = conn.prepare_cached(&format!("SELECT {AGENT_COLUMNS} WHERE g.id = ?1"))?;
-            stmt.query_row([id], agent_from_row).optional()?.map(agent_record).transpose()
-        })
+        self.read(move |tx| tx.agent_record(&id))
     }
 
     fn create_key(&self, key: NewKey, now_ms: i64) -> StoreFuture<'_, KeyRecord> {
-        self.write(move |conn| {
-            let account: Option<i64> = conn
-                .query_row("SELECT account_id FROM agents WHERE id = ?1", [&key.agent_id], |r| r.get(0))
-                .optional()?;
-            let account = account.ok_or(Error::NotFound("agent"))?;
-            insert_key(conn, &key, now_ms)?;
+        self.write(move |tx| {
+            let agent = tx.agent_record(&key.agent_id)?.ok_or(Error::NotFound("agent"))?;
+            tx.insert_key(&key, now_ms)?;
             let data = serde_json::json!({"agent_id": key.agent_id, "key_id": key.id, "scope": key.scope.as_str()});
-            emit(conn, "key.created", Some(&key.agent_id), &data, now_ms)?;
+            tx.emit("key.created", Some(&key.agent_id), &data, now_ms)?;
             Ok(KeyRecord {
                 id: key.id,
                 agent_id: key.agent_id,
-                account: AccountId(account),
+                account: agent.account,
                 scope: key.scope,
                 digest: key.digest,
+                expires_at_ms: key.expires_at_ms,
             })
         })
     }
 
     fn revoke_key(&self, key_id: String, now_ms: i64) -> StoreFuture<'_, Option<KeyRecord>> {
-        self.write(move |conn| {
+        self.write(move |tx| {
             let sql = format!("SELECT {KEY_COLUMNS} WHERE k.id = ?1 AND k.revoked_at IS NULL");
-            let Some(row) = conn.query_row(&sql, [&key_id], key_from_row).optional()? else { return Ok(None) };
-            let key = key_record(row)?;
-            conn.execute("UPDATE keys SET revoked_at = ?2 WHERE id = ?1", params![key_id, now_ms])?;
-            emit(
-                conn,
-                "key.revoked",
-                Some(&key.agent_id),
-                &serde_json::json!({"agent_id": key.agent_id, "key_id": key.id}),
-                now_ms,
-            )?;
+            let Some(key) = tx.conn.query_row(&sql, [&key_id], key_from_row).optional()?.transpose()? else {
+                return Ok(None);
+            };
+            tx.conn.execute("UPDATE keys SET revoked_at = ?2 WHERE id = ?1", params![key_id, now_ms])?;
+            let data = serde_json::json!({"agent_id": key.agent_id, "key_id": key.id});
+            tx.emit("key.revoked", Some(&key.agent_id), &data, now_ms)?;
             Ok(Some(key))
         })
     }
 
     fn live_keys(&self) -> StoreFuture<'_, Vec<KeyRecord>> {
-        self.read(|conn| {
-            let mut stmt = conn.prepare(&format!("SELECT {KEY_COLUMNS} WHERE k.revoked_at IS NULL"))?;
+        self.read(|tx| {
+            let mut stmt = tx.conn.prepare(&format!("SELECT {KEY_COLUMNS} WHERE k.revoked_at IS NULL"))?;
             let rows = stmt.query_map([], key_from_row)?;
-            rows.map(|r| key_record(r?)).collect()
+            rows.map(|r| r?).collect()
         })
     }
 
-    fn transfer(&self, transfer: Transfer, kind: &'static str, now_ms: i64) -> StoreFuture<'_, (i64, Balance)> {
-        self.write(move |conn| {
-            let posted = post_transfer(conn, transfer, kind, now_ms)?;
+    fn transfer(
+        &self,
+        transfer: Transfer,
+        kind: &'static str,
+        actor: String,
+        now_ms: i64,
+    ) -> StoreFuture<'_, (i64, Balance)> {
+        self.write(move |tx| {
+            let posted = tx.post_transfer(transfer, kind, now_ms)?;
             let data = serde_json::json!({
                 "transfer_id": posted.0, "debit": transfer.debit.to_string(), "credit": transfer.credit.to_string(),
                 "amount_msat": transfer.amount.as_u64(), "kind": kind,
             });
-            emit(conn, &format!("transfer.{kind}"), None, &data, now_ms)?;
+            tx.emit(&format!("transfer.{kind}"), None, &data, now_ms)?;
+            tx.audit(&AuditEntry {
+                amount_msat: Some(transfer.amount.as_u64()),
+                detail: Some(format!("{} -> {}", transfer.debit, transfer.credit)),
+                ..operator_entry(if kind == "mint" { "treasury.minted" } else { "agent.funded" }, actor, None, now_ms)
+            })?;
             Ok(posted)
         })
     }
 
     fn balance(&self, account: AccountId) -> StoreFuture<'_, Balance> {
-        self.read(move |conn| load_balance(conn, account))
+        self.read(move |tx| tx.balance(account))
     }
 
     fn insert_invoice(&self, inv: InvoiceRecord) -> StoreFuture<'_, ()> {
-        self.write(move |conn| {
-            let account: i64 = conn
+        self.write(move |tx| {
+            let account: i64 = tx
+                .conn
                 .prepare_cached("SELECT account_id FROM agents WHERE id = ?1")?
                 .query_row([&inv.agent_id], |r| r.get(0))
                 .optional()?
                 .ok_or(Error::NotFound("agent"))?;
-            conn.prepare_cached(
-                "INSERT INTO invoices (payment_hash, agent_id, account_id, amount, memo, bolt11, preimage, status, \
-                 created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'open', ?8, ?9)",
-            )?
-            .execute(params![
-                inv.payment_hash.as_slice(),
-                inv.agent_id,
-                account,
-                to_sql(inv.amount)?,
-                inv.memo,
-                inv.bolt11,
-                inv.preimage.as_slice(),
-                inv.created_at_ms,
-                inv.expires_at_ms
-            ])?;
+            tx.conn
+                .prepare_cached(
+                    "INSERT INTO invoices (payment_hash, agent_id, account_id, amount, memo, bolt11, preimage, status, \
+                     created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'open', ?8, ?9)",
+                )?
+                .execute(params![
+                    inv.payment_hash.as_slice(),
+                    inv.agent_id,
+                    account,
+                    to_sql(inv.amount)?,
+                    inv.memo,
+                    inv.bolt11,
+                    inv.preimage.as_slice(),
+                    inv.created_at_ms,
+                    inv.expires_at_ms
+                ])?;
             let data = serde_json::json!({
                 "payment_hash": hex::encode(inv.payment_hash), "agent_id": inv.agent_id,
                 "amount_msat": inv.amount.as_u64(), "expires_at_ms": inv.expires_at_ms,
             });
-            emit(conn, "invoice.created", Some(&inv.agent_id), &data, inv.created_at_ms)
+            tx.emit("invoice.created", Some(&inv.agent_id), &data, inv.created_at_ms)
         })
     }
 
     fn invoice(&self, payment_hash: [u8; 32]) -> StoreFuture<'_, Option<InvoiceRecord>> {
-        self.read(move |conn| Ok(load_invoice(conn, &payment_hash)?.map(|row| row.record)))
+        self.read(move |tx| Ok(tx.invoice(&payment_hash)?.map(|(record, _)| record)))
     }
 
     fn invoices(&self, agent_id: String, page: PageRequest) -> StoreFuture<'_, (Vec<InvoiceRecord>, Option<i64>)> {
-        self.read(move |conn| {
+        self.read(move |tx| {
             let (before, limit) = page_bounds(page);
             let sql = format!("SELECT {INVOICE_COLUMNS} WHERE agent_id = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3");
-            let mut stmt = conn.prepare_cached(&sql)?;
-            let rows: Vec<InvoiceRow> = stmt
+            let mut stmt = tx.conn.prepare_cached(&sql)?;
+            let rows: Vec<(InvoiceRecord, i64, AccountId)> = stmt
                 .query_map(params![agent_id, before, limit], invoice_from_row)?
                 .map(|r| r?)
                 .collect::<Result<_, _>>()?;
-            let cursor = next_cursor(rows.len(), limit, rows.last().map(|r| r.seq));
-            Ok((rows.into_iter().map(|r| r.record).collect(), cursor))
+            let cursor = next_cursor(rows.len(), limit, rows.last().map(|r| r.1));
+            Ok((rows.into_iter().map(|r| r.0).collect(), cursor))
         })
     }
 
     fn pay_internal(&self, pay: PayInternal) -> StoreFuture<'_, PayAttempt> {
-        self.write(move |conn| pay_internal(conn, pay))
+        self.write(move |tx| internal::pay(tx, pay))
     }
 
     fn payments(&self, agent_id: String, page: PageRequest) -> StoreFuture<'_, (Vec<PaymentRecord>, Option<i64>)> {
-        self.read(move |conn| {
+        self.read(move |tx| {
             let (before, limit) = page_bounds(page);
             let sql = format!("SELECT {PAYMENT_COLUMNS} WHERE agent_id = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3");
-            let mut stmt = conn.prepare_cached(&sql)?;
+            let mut stmt = tx.conn.prepare_cached(&sql)?;
             let rows: Vec<(PaymentRecord, i64)> = stmt
                 .query_map(params![agent_id, before, limit], payment_from_row)?
                 .map(|r| r?)
@@ -848,13 +900,125 @@ impl Store for SqliteStore {
     }
 
     fn audit_input(&self) -> StoreFuture<'_, AuditInput> {
-        self.read(|conn| {
+        self.read(|tx| {
             // One read transaction, so the accounts and the transfers are
             // one consistent snapshot.
-            conn.execute_batch("BEGIN")?;
-            let result = audit_snapshot(conn);
-            conn.execute_batch("COMMIT")?;
+            tx.conn.execute_batch("BEGIN")?;
+            let result = audit_snapshot(tx.conn);
+            tx.conn.execute_batch("COMMIT")?;
             result
+        })
+    }
+
+    fn agent_state(&self, agent_id: String) -> StoreFuture<'_, Option<AgentState>> {
+        self.read(move |tx| tx.agent_state(&agent_id))
+    }
+
+    fn set_policy(&self, agent_id: String, policy: Option<Policy>, actor: String, now_ms: i64) -> StoreFuture<'_, ()> {
+        self.write(move |tx| {
+            let text = policy.as_ref().map(json).transpose()?;
+            let changed = tx.conn.execute(
+                "UPDATE agents SET policy = ?2, policy_rev = policy_rev + 1 WHERE id = ?1",
+                params![agent_id, text],
+            )?;
+            if changed == 0 {
+                return Err(Error::NotFound("agent"));
+            }
+            if let Some(cache) = tx.policies {
+                cache.borrow_mut().remove(&agent_id);
+            }
+            let data = serde_json::json!({"agent_id": agent_id, "policy": policy});
+            tx.emit("policy.updated", Some(&agent_id), &data, now_ms)?;
+            tx.audit(&AuditEntry { detail: text, ..operator_entry("policy.updated", actor, Some(agent_id), now_ms) })
+        })
+    }
+
+    fn set_frozen(&self, agent_id: String, reason: Option<String>, actor: String, now_ms: i64) -> StoreFuture<'_, ()> {
+        self.write(move |tx| {
+            tx.set_frozen(&agent_id, reason.as_deref(), now_ms)?;
+            let (action, kind) =
+                if reason.is_some() { ("agent.frozen", "agent.frozen") } else { ("agent.unfrozen", "agent.unfrozen") };
+            tx.emit(kind, Some(&agent_id), &serde_json::json!({"agent_id": agent_id, "reason": reason}), now_ms)?;
+            tx.audit(&AuditEntry { detail: reason, ..operator_entry(action, actor, Some(agent_id), now_ms) })
+        })
+    }
+
+    fn halted(&self) -> StoreFuture<'_, bool> {
+        self.read(|tx| tx.halted())
+    }
+
+    fn set_halted(&self, halted: bool, actor: String, now_ms: i64) -> StoreFuture<'_, ()> {
+        self.write(move |tx| {
+            tx.conn.execute(
+                "INSERT INTO meta (key, value) VALUES ('halted', ?1) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                [i64::from(halted)],
+            )?;
+            tx.emit("breaker.halted", None, &serde_json::json!({"halted": halted}), now_ms)?;
+            let action = if halted { "gateway.halted" } else { "gateway.resumed" };
+            tx.audit(&operator_entry(action, actor, None, now_ms))
+        })
+    }
+
+    fn approvals(&self, status: Option<ApprovalStatus>, limit: u32) -> StoreFuture<'_, Vec<ApprovalRecord>> {
+        self.read(move |tx| {
+            let sql =
+                format!("SELECT {APPROVAL_COLUMNS} WHERE ?1 IS NULL OR status = ?1 ORDER BY created_at DESC LIMIT ?2");
+            let mut stmt = tx.conn.prepare_cached(&sql)?;
+            let limit = i64::from(limit.clamp(1, PAGE_LIMIT_MAX));
+            let rows = stmt.query_map(params![status.map(ApprovalStatus::as_str), limit], approval_from_row)?;
+            rows.map(|r| r?).collect()
+        })
+    }
+
+    fn decide_approval(
+        &self,
+        id: String,
+        approve: bool,
+        actor: String,
+        now_ms: i64,
+    ) -> StoreFuture<'_, ApprovalOutcome> {
+        self.write(move |tx| internal::decide_approval(tx, &id, approve, &actor, now_ms))
+    }
+
+    fn expire_approvals(&self, now_ms: i64) -> StoreFuture<'_, u64> {
+        self.write(move |tx| {
+            let sql = format!(
+                "SELECT {APPROVAL_COLUMNS} WHERE status = 'pending' AND expires_at <= ?1 ORDER BY expires_at LIMIT ?2"
+            );
+            let due: Vec<ApprovalRecord> = {
+                let mut stmt = tx.conn.prepare_cached(&sql)?;
+                let rows = stmt.query_map(params![now_ms, EXPIRE_BATCH_MAX], approval_from_row)?;
+                rows.map(|r| r?).collect::<Result<_, Error>>()?
+            };
+            let count = due.len() as u64;
+            for approval in due {
+                internal::release(tx, approval, ApprovalStatus::Expired, "system", now_ms)?;
+            }
+            Ok(count)
+        })
+    }
+
+    fn audit_log(&self, filter: AuditFilter, after_seq: i64, limit: u32) -> StoreFuture<'_, Vec<AuditRecord>> {
+        self.read(move |tx| {
+            let mut stmt = tx.conn.prepare_cached(
+                "SELECT seq, body, prev_hash, hash FROM audit_log WHERE seq > ?1 \
+                 AND (?2 IS NULL OR agent_id = ?2) AND (?3 IS NULL OR action = ?3) \
+                 AND (?4 IS NULL OR at >= ?4) AND (?5 IS NULL OR at < ?5) ORDER BY seq LIMIT ?6",
+            )?;
+            let limit = i64::from(limit.clamp(1, PAGE_LIMIT_MAX));
+            let rows = stmt.query_map(
+                params![after_seq, filter.agent_id, filter.action, filter.since_ms, filter.until_ms, limit],
+                audit_from_row,
+            )?;
+            rows.map(|r| r?).collect()
+        })
+    }
+
+    fn audit_chain(&self) -> StoreFuture<'_, Vec<AuditRecord>> {
+        self.read(|tx| {
+            let mut stmt = tx.conn.prepare("SELECT seq, body, prev_hash, hash FROM audit_log ORDER BY seq")?;
+            let rows = stmt.query_map([], audit_from_row)?;
+            rows.map(|r| r?).collect()
         })
     }
 }
@@ -866,7 +1030,7 @@ fn audit_snapshot(conn: &Connection) -> Result<AuditInput, Error> {
         .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?, r.get::<_, i64>(3)?)))?
         .map(|r| {
             let (id, d, c, p) = r?;
-            Ok((AccountId(id), Balance { debits_posted: msat(d)?, credits_posted: msat(c)?, debits_pending: msat(p)? }))
+            Ok((AccountId(id), balance_row(d, c, p)?))
         })
         .collect::<Result<Vec<_>, Error>>()?;
     let mut sums = ledger::TransferSums::default();

@@ -1,0 +1,150 @@
+//! The SQLite schema, as migrations applied in order; `PRAGMA user_version`
+//! counts the ones applied.
+
+use crate::error::Error;
+use rusqlite::Connection;
+
+const MIGRATIONS: &[&str] = &[
+    // 1: the spine.
+    r#"
+CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID;
+CREATE TABLE accounts (
+    id INTEGER PRIMARY KEY,
+    kind TEXT NOT NULL CHECK (kind IN ('outside', 'treasury', 'fees', 'wallet')),
+    debits_posted INTEGER NOT NULL DEFAULT 0 CHECK (debits_posted >= 0),
+    credits_posted INTEGER NOT NULL DEFAULT 0 CHECK (credits_posted >= 0),
+    debits_pending INTEGER NOT NULL DEFAULT 0 CHECK (debits_pending >= 0),
+    -- The invariant, asserted by the database too: only `outside` goes negative.
+    CHECK (kind = 'outside' OR credits_posted - debits_posted - debits_pending >= 0)
+);
+INSERT INTO accounts (id, kind) VALUES (1, 'outside'), (2, 'treasury'), (3, 'fees');
+CREATE TABLE agents (
+    id TEXT PRIMARY KEY,
+    account_id INTEGER NOT NULL UNIQUE,
+    name TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE keys (
+    id TEXT PRIMARY KEY,
+    agent_id TEXT NOT NULL,
+    digest BLOB NOT NULL UNIQUE,
+    scope TEXT NOT NULL CHECK (scope IN ('read', 'receive', 'spend')),
+    created_at INTEGER NOT NULL,
+    revoked_at INTEGER
+) WITHOUT ROWID;
+CREATE TABLE transfers (
+    id INTEGER PRIMARY KEY,
+    debit INTEGER NOT NULL,
+    credit INTEGER NOT NULL,
+    amount INTEGER NOT NULL CHECK (amount > 0),
+    kind TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    CHECK (debit <> credit)
+);
+CREATE TABLE invoices (
+    seq INTEGER PRIMARY KEY,
+    payment_hash BLOB NOT NULL UNIQUE,
+    agent_id TEXT NOT NULL,
+    account_id INTEGER NOT NULL,
+    amount INTEGER NOT NULL CHECK (amount > 0),
+    memo TEXT NOT NULL,
+    bolt11 TEXT NOT NULL,
+    preimage BLOB NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('open', 'paid')),
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    paid_at INTEGER
+);
+CREATE INDEX invoices_by_agent ON invoices (agent_id, seq);
+CREATE TABLE payments (
+    seq INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    agent_id TEXT NOT NULL,
+    key_id TEXT NOT NULL,
+    payment_hash BLOB NOT NULL,
+    amount INTEGER NOT NULL CHECK (amount > 0),
+    fee INTEGER NOT NULL CHECK (fee >= 0),
+    status TEXT NOT NULL CHECK (status IN ('succeeded', 'pending', 'failed')),
+    purpose TEXT NOT NULL,
+    payee_agent_id TEXT,
+    preimage BLOB,
+    transfer_id INTEGER,
+    created_at INTEGER NOT NULL
+);
+CREATE INDEX payments_by_agent ON payments (agent_id, seq);
+CREATE TABLE idempotency (
+    agent_id TEXT NOT NULL,
+    key TEXT NOT NULL,
+    request_digest BLOB NOT NULL,
+    payment_id TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (agent_id, key)
+) WITHOUT ROWID;
+CREATE TABLE events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    type TEXT NOT NULL,
+    agent_id TEXT,
+    data TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+);
+"#,
+    // 2: the constitution.
+    r#"
+ALTER TABLE agents ADD COLUMN parent_id TEXT;
+ALTER TABLE agents ADD COLUMN can_create_subagents INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE agents ADD COLUMN frozen_reason TEXT;
+ALTER TABLE agents ADD COLUMN policy TEXT;
+ALTER TABLE agents ADD COLUMN policy_rev INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE agents ADD COLUMN usage TEXT;
+ALTER TABLE agents ADD COLUMN breaker TEXT;
+CREATE INDEX agents_by_parent ON agents (parent_id);
+ALTER TABLE keys ADD COLUMN expires_at INTEGER;
+CREATE TABLE approvals (
+    id TEXT PRIMARY KEY,
+    agent_id TEXT NOT NULL,
+    key_id TEXT NOT NULL,
+    payment_hash BLOB NOT NULL,
+    bolt11 TEXT NOT NULL,
+    amount INTEGER NOT NULL CHECK (amount > 0),
+    purpose TEXT NOT NULL,
+    payee_agent_id TEXT,
+    status TEXT NOT NULL CHECK (status IN ('pending', 'approved', 'denied', 'expired')),
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    decided_at INTEGER,
+    decided_by TEXT,
+    payment_id TEXT
+) WITHOUT ROWID;
+CREATE INDEX approvals_by_status ON approvals (status, expires_at);
+CREATE TABLE audit_log (
+    seq INTEGER PRIMARY KEY,
+    at INTEGER NOT NULL,
+    agent_id TEXT,
+    action TEXT NOT NULL,
+    body TEXT NOT NULL,
+    prev_hash BLOB NOT NULL,
+    hash BLOB NOT NULL
+);
+CREATE INDEX audit_by_agent ON audit_log (agent_id, seq);
+"#,
+];
+
+pub fn migrate(conn: &Connection) -> Result<(), Error> {
+    let applied: usize = conn
+        .query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))
+        .map_err(|e| Error::internal("reading the schema version", e))?
+        .try_into()
+        .map_err(|_| Error::Internal("negative schema version".into()))?;
+    if applied > MIGRATIONS.len() {
+        return Err(Error::Internal(format!(
+            "the database has schema version {applied}, newer than this coffer ({})",
+            MIGRATIONS.len()
+        )));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(applied) {
+        let version = i + 1;
+        conn.execute_batch(&format!("BEGIN; {sql}; PRAGMA user_version = {version}; COMMIT;"))
+            .map_err(|e| Error::internal("migrating the schema", e))?;
+    }
+    Ok(())
+}

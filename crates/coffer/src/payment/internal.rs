@@ -1,0 +1,412 @@
+//! Settling an invoice of this gateway, inside one store transaction: the
+//! decision, the ledger postings, usage and breaker state, the audit record
+//! and the events all commit together or not at all. The same code serves
+//! every backend through [`Tx`].
+
+use super::decision::{Verdict, decide, stop};
+use crate::error::Error;
+use crate::io::{
+    AgentState, ApprovalOutcome, ApprovalRecord, ApprovalStatus, AuditEntry, Denial, InvoiceRecord, PayAttempt,
+    PayInternal, Payer, PaymentRecord, StoredInvoiceStatus, Tx,
+};
+use coffer_client::PaymentStatus;
+use coffer_core::ledger::{self, Transfer};
+use coffer_core::policy::{Attempt, Payee};
+use coffer_core::{AccountId, Msat};
+
+/// The deepest sub-agent tree: a limit on the chain a payment walks.
+pub const CHAIN_DEPTH_MAX: usize = 8;
+
+pub fn pay(tx: &mut impl Tx, pay: PayInternal) -> Result<PayAttempt, Error> {
+    if let Some(earlier) = replay(tx, &pay)? {
+        return Ok(earlier);
+    }
+    let Some((invoice, payee_account)) = tx.invoice(&pay.payment_hash)? else { return Ok(PayAttempt::NotOurs) };
+    check_payable(&invoice, &pay)?;
+    let mut chain = load_chain(tx, &pay.payer.agent_id)?;
+    let halted = tx.halted()?;
+    let available = tx.balance(pay.payer.account)?.available();
+    let attempt = Attempt {
+        amount: invoice.amount,
+        fee_limit: Msat::ZERO,
+        payee: Payee {
+            agent_id: Some(invoice.agent_id.clone()),
+            node_pubkey_hex: Some(pay.node_pubkey_hex.to_string()),
+            domain: None,
+        },
+    };
+    match decide(halted, &chain, available, &attempt, pay.now_ms) {
+        Verdict::Deny(denial) => {
+            record_denial(tx, &mut chain, &pay, &invoice, &denial)?;
+            Ok(PayAttempt::Denied(denial))
+        }
+        Verdict::Hold => hold(tx, &mut chain, &pay, &invoice).map(PayAttempt::Held),
+        Verdict::Allow => {
+            record_spend(tx, &mut chain, invoice.amount, pay.now_ms)?;
+            let payment = settle(
+                tx,
+                &pay.payment_id,
+                &pay.payer,
+                &pay.purpose,
+                &invoice,
+                payee_account,
+                Reserved::No,
+                pay.now_ms,
+            )?;
+            tx.audit(&payment_entry(&pay, &invoice, "payment.allowed", "allowed"))?;
+            observe_payment(tx, &mut chain, &invoice, pay.now_ms)?;
+            remember(tx, &pay, &payment.id)?;
+            Ok(PayAttempt::Paid(payment))
+        }
+    }
+}
+
+/// The answer an earlier request with the same idempotency key got.
+fn replay(tx: &mut impl Tx, pay: &PayInternal) -> Result<Option<PayAttempt>, Error> {
+    let Some(idem) = &pay.idempotency else { return Ok(None) };
+    let Some((digest, target)) = tx.idempotency(&pay.payer.agent_id, &idem.key)? else { return Ok(None) };
+    if digest != idem.request_digest {
+        return Err(Error::IdempotencyConflict);
+    }
+    let missing = || Error::Internal(format!("idempotency key names a missing record {target}"));
+    if target.starts_with(APPROVAL_PREFIX) {
+        return tx.approval(&target)?.map(PayAttempt::Held).map(Some).ok_or_else(missing);
+    }
+    tx.payment(&target)?.map(PayAttempt::Paid).map(Some).ok_or_else(missing)
+}
+
+pub const APPROVAL_PREFIX: &str = "apr_";
+
+fn remember(tx: &mut impl Tx, pay: &PayInternal, target_id: &str) -> Result<(), Error> {
+    match &pay.idempotency {
+        Some(idem) => tx.insert_idempotency(&pay.payer.agent_id, idem, target_id, pay.now_ms),
+        None => Ok(()),
+    }
+}
+
+fn check_payable(invoice: &InvoiceRecord, pay: &PayInternal) -> Result<(), Error> {
+    if invoice.bolt11 != pay.bolt11 {
+        return Err(Error::InvalidInvoice(
+            "the invoice does not match the one this gateway issued for its payment hash".into(),
+        ));
+    }
+    if invoice.agent_id == pay.payer.agent_id {
+        return Err(Error::SelfPayment);
+    }
+    if invoice.status == StoredInvoiceStatus::Paid {
+        return Err(Error::InvoiceAlreadyPaid);
+    }
+    if pay.now_ms >= invoice.expires_at_ms {
+        return Err(Error::InvoiceExpired);
+    }
+    Ok(())
+}
+
+/// The payer and its ancestors, payer first.
+pub fn load_chain(tx: &mut impl Tx, agent_id: &str) -> Result<Vec<AgentState>, Error> {
+    let mut chain: Vec<AgentState> = Vec::with_capacity(2);
+    let mut next = Some(agent_id.to_owned());
+    while let Some(id) = next {
+        if chain.len() == CHAIN_DEPTH_MAX {
+            return Err(Error::Internal(format!("agent {agent_id} is deeper than {CHAIN_DEPTH_MAX} levels")));
+        }
+        let state = tx.agent_state(&id)?.ok_or(Error::NotFound("agent"))?;
+        next = state.parent_id.clone();
+        chain.push(state);
+    }
+    Ok(chain)
+}
+
+/// Counts a spend in every budget of the chain, and persists it.
+fn record_spend(tx: &mut impl Tx, chain: &mut [AgentState], amount: Msat, now_ms: i64) -> Result<(), Error> {
+    for level in chain.iter_mut() {
+        if let Some(policy) = level.policy.clone() {
+            level.usage.record(&policy, amount, now_ms);
+            tx.save_agent_state(level)?;
+        }
+    }
+    Ok(())
+}
+
+fn release_spend(
+    tx: &mut impl Tx,
+    chain: &mut [AgentState],
+    amount: Msat,
+    at_ms: i64,
+    now_ms: i64,
+) -> Result<(), Error> {
+    for level in chain.iter_mut() {
+        if let Some(policy) = level.policy.clone() {
+            level.usage.release(&policy, amount, at_ms, now_ms);
+            tx.save_agent_state(level)?;
+        }
+    }
+    Ok(())
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Reserved {
+    No,
+    Yes,
+}
+
+/// Moves the money: payer to payee, invoice paid, payment recorded.
+#[allow(clippy::too_many_arguments)] // one call per outcome; a struct would only rename them
+fn settle(
+    tx: &mut impl Tx,
+    payment_id: &str,
+    payer: &Payer,
+    purpose: &str,
+    invoice: &InvoiceRecord,
+    payee_account: AccountId,
+    reserved: Reserved,
+    now_ms: i64,
+) -> Result<PaymentRecord, Error> {
+    let transfer = Transfer { debit: payer.account, credit: payee_account, amount: invoice.amount };
+    let mut debit = tx.balance(transfer.debit)?;
+    let mut credit = tx.balance(transfer.credit)?;
+    if reserved == Reserved::Yes {
+        ledger::release(&mut debit, invoice.amount)?;
+    }
+    ledger::post(transfer, &mut debit, &mut credit)?;
+    tx.save_balance(transfer.debit, &debit)?;
+    tx.save_balance(transfer.credit, &credit)?;
+    let transfer_id = tx.insert_transfer(&transfer, "payment", now_ms)?;
+    tx.mark_invoice_paid(&invoice.payment_hash, now_ms)?;
+    let payment = PaymentRecord {
+        id: payment_id.to_owned(),
+        agent_id: payer.agent_id.clone(),
+        payment_hash: invoice.payment_hash,
+        amount: invoice.amount,
+        fee: Msat::ZERO,
+        status: PaymentStatus::Succeeded,
+        purpose: purpose.to_owned(),
+        payee_agent_id: Some(invoice.agent_id.clone()),
+        preimage: Some(invoice.preimage),
+        created_at_ms: now_ms,
+    };
+    tx.insert_payment(&payment, &payer.key_id, Some(transfer_id))?;
+    let data = serde_json::json!({
+        "payment_id": payment.id, "payment_hash": hex::encode(invoice.payment_hash),
+        "amount_msat": invoice.amount.as_u64(), "fee_msat": 0, "payer_agent_id": payment.agent_id,
+        "payee_agent_id": invoice.agent_id, "key_id": payer.key_id, "purpose": payment.purpose,
+    });
+    tx.emit("payment.succeeded", Some(&payment.agent_id), &data, now_ms)?;
+    tx.emit("invoice.paid", Some(&invoice.agent_id), &data, now_ms)?;
+    Ok(payment)
+}
+
+fn record_denial(
+    tx: &mut impl Tx,
+    chain: &mut [AgentState],
+    pay: &PayInternal,
+    invoice: &InvoiceRecord,
+    denial: &Denial,
+) -> Result<(), Error> {
+    tx.audit(&AuditEntry {
+        detail: Some(denial.message.clone()),
+        ..payment_entry(pay, invoice, "payment.denied", denial.code)
+    })?;
+    let data = serde_json::json!({
+        "payment_hash": hex::encode(pay.payment_hash), "amount_msat": invoice.amount.as_u64(),
+        "payer_agent_id": pay.payer.agent_id, "payee_agent_id": invoice.agent_id, "code": denial.code,
+        "message": denial.message, "purpose": pay.purpose,
+    });
+    tx.emit("payment.denied", Some(&pay.payer.agent_id), &data, pay.now_ms)?;
+    let Some(payer) = chain.first_mut() else { return Ok(()) };
+    let Some(rules) = payer.policy.as_ref().and_then(|p| p.breaker.clone()) else { return Ok(()) };
+    if payer.frozen {
+        return Ok(());
+    }
+    payer.breaker.observe_denial(&rules, pay.now_ms);
+    tx.save_agent_state(payer)?;
+    trip_if_needed(tx, payer, &rules, pay.now_ms)
+}
+
+fn payment_entry(pay: &PayInternal, invoice: &InvoiceRecord, action: &'static str, rule: &str) -> AuditEntry {
+    AuditEntry {
+        at_ms: pay.now_ms,
+        action,
+        actor: pay.payer.agent_id.clone(),
+        key_id: Some(pay.payer.key_id.clone()),
+        agent_id: Some(pay.payer.agent_id.clone()),
+        amount_msat: Some(invoice.amount.as_u64()),
+        payee: Some(format!("agent:{}", invoice.agent_id)),
+        purpose: Some(pay.purpose.clone()),
+        rule: Some(rule.to_owned()),
+        detail: None,
+    }
+}
+
+fn observe_payment(
+    tx: &mut impl Tx,
+    chain: &mut [AgentState],
+    invoice: &InvoiceRecord,
+    now_ms: i64,
+) -> Result<(), Error> {
+    let Some(payer) = chain.first_mut() else { return Ok(()) };
+    let Some(rules) = payer.policy.as_ref().and_then(|p| p.breaker.clone()) else { return Ok(()) };
+    payer.breaker.observe_payment(&rules, &format!("agent:{}", invoice.agent_id), invoice.amount, now_ms);
+    tx.save_agent_state(payer)?;
+    trip_if_needed(tx, payer, &rules, now_ms)
+}
+
+/// An automatic trip freezes the agent and raises an alert.
+fn trip_if_needed(
+    tx: &mut impl Tx,
+    agent: &mut AgentState,
+    rules: &coffer_core::policy::BreakerRules,
+    now_ms: i64,
+) -> Result<(), Error> {
+    let Some(trip) = agent.breaker.should_trip(rules, now_ms) else { return Ok(()) };
+    let reason = format!("automatic trip ({}): {}", trip.code.as_str(), trip.message);
+    tx.set_frozen(&agent.agent_id, Some(&reason), now_ms)?;
+    agent.frozen = true;
+    tx.audit(&AuditEntry {
+        at_ms: now_ms,
+        action: "breaker.tripped",
+        actor: "system".into(),
+        agent_id: Some(agent.agent_id.clone()),
+        rule: Some(trip.code.as_str().to_owned()),
+        detail: Some(trip.message.clone()),
+        ..AuditEntry::default()
+    })?;
+    let data = serde_json::json!({"agent_id": agent.agent_id, "code": trip.code.as_str(), "message": trip.message});
+    tx.emit("breaker.tripped", Some(&agent.agent_id), &data, now_ms)?;
+    tx.emit(
+        "agent.frozen",
+        Some(&agent.agent_id),
+        &serde_json::json!({"agent_id": agent.agent_id, "reason": reason}),
+        now_ms,
+    )
+}
+
+/// Reserves the amount and counts it in every budget, until a person
+/// decides.
+fn hold(
+    tx: &mut impl Tx,
+    chain: &mut [AgentState],
+    pay: &PayInternal,
+    invoice: &InvoiceRecord,
+) -> Result<ApprovalRecord, Error> {
+    let mut balance = tx.balance(pay.payer.account)?;
+    ledger::reserve(pay.payer.account, &mut balance, invoice.amount)?;
+    tx.save_balance(pay.payer.account, &balance)?;
+    record_spend(tx, chain, invoice.amount, pay.now_ms)?;
+    let approval = ApprovalRecord {
+        id: pay.payment_id.replacen("pay_", APPROVAL_PREFIX, 1),
+        agent_id: pay.payer.agent_id.clone(),
+        key_id: pay.payer.key_id.clone(),
+        payment_hash: pay.payment_hash,
+        bolt11: pay.bolt11.clone(),
+        amount: invoice.amount,
+        purpose: pay.purpose.clone(),
+        payee_agent_id: Some(invoice.agent_id.clone()),
+        status: ApprovalStatus::Pending,
+        created_at_ms: pay.now_ms,
+        expires_at_ms: invoice.expires_at_ms.min(pay.now_ms.saturating_add(pay.approval_ttl_ms)),
+        decided_at_ms: None,
+        decided_by: None,
+        payment_id: None,
+    };
+    tx.insert_approval(&approval)?;
+    tx.audit(&payment_entry(pay, invoice, "payment.held", "approval-required"))?;
+    tx.emit("payment.held", Some(&approval.agent_id), &approval_data(&approval), pay.now_ms)?;
+    remember(tx, pay, &approval.id)?;
+    Ok(approval)
+}
+
+pub fn approval_data(a: &ApprovalRecord) -> serde_json::Value {
+    serde_json::json!({
+        "approval_id": a.id, "agent_id": a.agent_id, "payment_hash": hex::encode(a.payment_hash),
+        "amount_msat": a.amount.as_u64(), "purpose": a.purpose, "status": a.status.as_str(),
+        "expires_at_ms": a.expires_at_ms, "payment_id": a.payment_id,
+    })
+}
+
+/// A person approves (the payment is made) or denies (the reservation is
+/// released). A decision is final: deciding twice is refused.
+pub fn decide_approval(
+    tx: &mut impl Tx,
+    id: &str,
+    approve: bool,
+    actor: &str,
+    now_ms: i64,
+) -> Result<ApprovalOutcome, Error> {
+    let mut approval = tx.approval(id)?.ok_or(Error::NotFound("approval"))?;
+    if approval.status != ApprovalStatus::Pending {
+        return Err(Error::ApprovalNotPending(approval.status.as_str()));
+    }
+    let invoice = tx.invoice(&approval.payment_hash)?;
+    let payable =
+        invoice.as_ref().is_some_and(|(i, _)| i.status == StoredInvoiceStatus::Open && now_ms < i.expires_at_ms);
+    if now_ms >= approval.expires_at_ms || !payable {
+        return release(tx, approval, ApprovalStatus::Expired, actor, now_ms).map(ApprovalOutcome::Released);
+    }
+    if !approve {
+        return release(tx, approval, ApprovalStatus::Denied, actor, now_ms).map(ApprovalOutcome::Released);
+    }
+    let Some((invoice, payee_account)) = invoice else { return Err(Error::NotFound("invoice")) };
+    // A person's approval does not get past the kill switch or a freeze.
+    let chain = load_chain(tx, &approval.agent_id)?;
+    if let Some(stopped) = stop(tx.halted()?, &chain) {
+        return Err(Error::Denied(stopped));
+    }
+    let account = chain.first().map(|s| s.account).ok_or(Error::NotFound("agent"))?;
+    let payer = Payer { agent_id: approval.agent_id.clone(), account, key_id: approval.key_id.clone() };
+    let payment_id = approval.id.replacen(APPROVAL_PREFIX, "pay_", 1);
+    let payment = settle(tx, &payment_id, &payer, &approval.purpose, &invoice, payee_account, Reserved::Yes, now_ms)?;
+    approval.status = ApprovalStatus::Approved;
+    approval.decided_at_ms = Some(now_ms);
+    approval.decided_by = Some(actor.to_owned());
+    approval.payment_id = Some(payment.id.clone());
+    tx.update_approval(&approval)?;
+    audit_decision(tx, &approval, "approval.approved", actor, now_ms)?;
+    tx.emit("approval.decided", Some(&approval.agent_id), &approval_data(&approval), now_ms)?;
+    Ok(ApprovalOutcome::Paid(approval, payment))
+}
+
+/// Gives back a held payment's reservation and budget.
+pub fn release(
+    tx: &mut impl Tx,
+    mut approval: ApprovalRecord,
+    status: ApprovalStatus,
+    actor: &str,
+    now_ms: i64,
+) -> Result<ApprovalRecord, Error> {
+    let mut chain = load_chain(tx, &approval.agent_id)?;
+    let account = chain.first().map(|s| s.account).ok_or(Error::NotFound("agent"))?;
+    let mut balance = tx.balance(account)?;
+    ledger::release(&mut balance, approval.amount)?;
+    tx.save_balance(account, &balance)?;
+    release_spend(tx, &mut chain, approval.amount, approval.created_at_ms, now_ms)?;
+    approval.status = status;
+    approval.decided_at_ms = Some(now_ms);
+    approval.decided_by = Some(actor.to_owned());
+    tx.update_approval(&approval)?;
+    let action = if status == ApprovalStatus::Expired { "approval.expired" } else { "approval.denied" };
+    audit_decision(tx, &approval, action, actor, now_ms)?;
+    tx.emit("approval.decided", Some(&approval.agent_id), &approval_data(&approval), now_ms)?;
+    Ok(approval)
+}
+
+fn audit_decision(
+    tx: &mut impl Tx,
+    approval: &ApprovalRecord,
+    action: &'static str,
+    actor: &str,
+    now_ms: i64,
+) -> Result<(), Error> {
+    tx.audit(&AuditEntry {
+        at_ms: now_ms,
+        action,
+        actor: actor.to_owned(),
+        key_id: Some(approval.key_id.clone()),
+        agent_id: Some(approval.agent_id.clone()),
+        amount_msat: Some(approval.amount.as_u64()),
+        payee: approval.payee_agent_id.as_ref().map(|a| format!("agent:{a}")),
+        purpose: Some(approval.purpose.clone()),
+        rule: Some(approval.id.clone()),
+        detail: None,
+    })
+}
