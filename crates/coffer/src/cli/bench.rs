@@ -45,6 +45,10 @@ pub struct BenchArgs {
     concurrency: usize,
     #[arg(long, default_value_t = 64)]
     agents: usize,
+    /// A policy file (TOML, as for `coffer policy apply`) set on every
+    /// agent: measures the constitution on the hot path.
+    #[arg(long)]
+    policy: Option<PathBuf>,
     /// Store this many payments first (not measured), to show the cost of a
     /// long history.
     #[arg(long, default_value_t = 0)]
@@ -70,6 +74,7 @@ struct Report {
     concurrency: usize,
     agents: usize,
     history: u64,
+    policy: bool,
     elapsed_s: f64,
     payments_per_s: f64,
     pay_p99_ms: f64,
@@ -102,7 +107,11 @@ pub async fn run(args: BenchArgs) -> CliResult {
         .timeout(Duration::from_secs(30))
         .build()
         .map_err(|e| e.to_string())?;
-    let agents = setup_agents(&http, &url, &token, args.agents).await?;
+    let policy = match &args.policy {
+        Some(path) => Some(serde_json::to_value(super::policy::read(path)?.policy).map_err(|e| e.to_string())?),
+        None => None,
+    };
+    let agents = setup_agents(&http, &url, &token, args.agents, policy.as_ref()).await?;
     if args.history > 0 {
         eprintln!("bench: storing {} payments of history first", args.history);
         run_payments(&agents, args.history, args.concurrency).await;
@@ -218,7 +227,13 @@ async fn wait_for_listening(stdout: tokio::process::ChildStdout) -> Result<Strin
 
 /// Creates the agents, mints and funds each so that the ring of payments
 /// never runs dry.
-async fn setup_agents(http: &reqwest::Client, url: &str, token: &str, count: usize) -> Result<Vec<Client>, String> {
+async fn setup_agents(
+    http: &reqwest::Client,
+    url: &str,
+    token: &str,
+    count: usize,
+    policy: Option<&serde_json::Value>,
+) -> Result<Vec<Client>, String> {
     let operator = Client::with_http(http.clone(), url, token);
     let per_agent_msat: u64 = 1_000_000_000;
     let total = per_agent_msat.checked_mul(count as u64).ok_or("too many agents")?;
@@ -227,6 +242,9 @@ async fn setup_agents(http: &reqwest::Client, url: &str, token: &str, count: usi
     for i in 0..count {
         let created = operator.create_agent(&format!("bench-{i}")).await.map_err(|e| e.to_string())?;
         operator.fund_agent(&created.id, per_agent_msat).await.map_err(|e| e.to_string())?;
+        if let Some(policy) = policy {
+            operator.set_policy(&created.id, policy).await.map_err(|e| format!("setting the policy: {e}"))?;
+        }
         agents.push(Client::with_http(http.clone(), url, &created.key));
     }
     Ok(agents)
@@ -354,6 +372,7 @@ fn report(args: &BenchArgs, run: RunResult, ceiling: Option<f64>, audit: String)
         concurrency: args.concurrency,
         agents: args.agents,
         history: args.history,
+        policy: args.policy.is_some(),
         elapsed_s,
         payments_per_s,
         pay_p99_ms: pay.p99_ms,

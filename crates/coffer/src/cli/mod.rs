@@ -58,8 +58,54 @@ enum Command {
         #[command(flatten)]
         remote: AgentRemote,
     },
+    /// The constitution as a TOML file: apply it, or check it against an
+    /// agent's past payments.
+    #[command(subcommand)]
+    Policy(policy::PolicyCommand),
+    /// Operator: held payments.
+    #[command(subcommand)]
+    Approvals(ApprovalsCommand),
+    /// Operator: stop one agent's outgoing payments.
+    Freeze {
+        #[command(flatten)]
+        remote: OperatorRemote,
+        agent_id: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    Unfreeze {
+        #[command(flatten)]
+        remote: OperatorRemote,
+        agent_id: String,
+    },
+    /// Operator: the kill switch. `coffer halt` stops every outgoing
+    /// payment; `coffer halt --off` lets them through again.
+    Halt {
+        #[command(flatten)]
+        remote: OperatorRemote,
+        #[arg(long)]
+        off: bool,
+    },
     /// Load a gateway with payments and report throughput and latency.
     Bench(crate::cli::bench::BenchArgs),
+}
+
+#[derive(Subcommand)]
+enum ApprovalsCommand {
+    List {
+        #[command(flatten)]
+        remote: OperatorRemote,
+    },
+    Approve {
+        #[command(flatten)]
+        remote: OperatorRemote,
+        id: String,
+    },
+    Deny {
+        #[command(flatten)]
+        remote: OperatorRemote,
+        id: String,
+    },
 }
 
 #[derive(Args)]
@@ -79,7 +125,7 @@ struct ServeArgs {
 }
 
 #[derive(Args)]
-struct OperatorRemote {
+pub struct OperatorRemote {
     #[arg(long, env = "COFFER_URL", default_value = "http://127.0.0.1:8420")]
     url: String,
     #[arg(long, env = "COFFER_OPERATOR_TOKEN", hide_env_values = true)]
@@ -172,6 +218,7 @@ fn parse_scope(s: &str) -> Result<Scope, String> {
 }
 
 pub mod bench;
+pub mod policy;
 
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
@@ -191,7 +238,7 @@ pub fn run() -> ExitCode {
     }
 }
 
-type CliResult = Result<ExitCode, String>;
+pub type CliResult = Result<ExitCode, String>;
 
 async fn dispatch(command: Command) -> CliResult {
     match command {
@@ -232,10 +279,26 @@ async fn dispatch(command: Command) -> CliResult {
             })
         }
         Command::Bench(args) => bench::run(args).await,
+        Command::Policy(cmd) => policy::run(cmd).await,
+        Command::Approvals(cmd) => approvals(cmd).await,
+        Command::Freeze { remote, agent_id, reason } => {
+            let a = remote.client()?.freeze(&agent_id, reason.as_deref()).await.map_err(|e| e.to_string())?;
+            print(remote.json, &a, || format!("{} frozen: {}", a.id, a.frozen_reason.clone().unwrap_or_default()))
+        }
+        Command::Unfreeze { remote, agent_id } => {
+            let a = remote.client()?.unfreeze(&agent_id).await.map_err(|e| e.to_string())?;
+            print(remote.json, &a, || format!("{} unfrozen", a.id))
+        }
+        Command::Halt { remote, off } => {
+            let b = remote.client()?.set_halted(!off).await.map_err(|e| e.to_string())?;
+            print(remote.json, &b, || {
+                if b.halted { "halted: no outgoing payments".into() } else { "resumed: payments flow".into() }
+            })
+        }
     }
 }
 
-fn print<T: Serialize>(json: bool, value: &T, human: impl FnOnce() -> String) -> CliResult {
+pub fn print<T: Serialize>(json: bool, value: &T, human: impl FnOnce() -> String) -> CliResult {
     if json {
         println!("{}", serde_json::to_string_pretty(value).map_err(|e| e.to_string())?);
     } else {
@@ -306,8 +369,13 @@ async fn audit(data: PathBuf, json: bool) -> CliResult {
     let report = crate::gateway::audit(store.as_ref()).await.map_err(|e| e.to_string())?;
     print(json, &report, || {
         let mut out = format!(
-            "checked {} accounts and {} transfers: debits {} msat, credits {} msat",
-            report.accounts_checked, report.transfers_checked, report.total_debits_msat, report.total_credits_msat
+            "checked {} accounts and {} transfers: debits {} msat, credits {} msat\n\
+             checked the audit trail's hash chain: {} records",
+            report.accounts_checked,
+            report.transfers_checked,
+            report.total_debits_msat,
+            report.total_credits_msat,
+            report.audit_records_checked
         );
         for v in &report.violations {
             out.push_str(&format!("\nVIOLATION: {v}"));
@@ -316,6 +384,28 @@ async fn audit(data: PathBuf, json: bool) -> CliResult {
         out
     })?;
     Ok(if report.is_clean() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+async fn approvals(cmd: ApprovalsCommand) -> CliResult {
+    match cmd {
+        ApprovalsCommand::List { remote } => {
+            let list = remote.client()?.approvals().await.map_err(|e| e.to_string())?;
+            print(remote.json, &list, || {
+                list.iter()
+                    .map(|a| format!("{}  {} msat  {}  {}", a.id, a.amount_msat, a.agent_id, a.purpose))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            })
+        }
+        ApprovalsCommand::Approve { remote, id } => {
+            let d = remote.client()?.approve(&id).await.map_err(|e| e.to_string())?;
+            print(remote.json, &d, || format!("{} approved and paid", d.approval.id))
+        }
+        ApprovalsCommand::Deny { remote, id } => {
+            let d = remote.client()?.deny(&id).await.map_err(|e| e.to_string())?;
+            print(remote.json, &d, || format!("{} denied; the reservation is released", d.approval.id))
+        }
+    }
 }
 
 async fn agent(cmd: AgentCommand) -> CliResult {

@@ -42,7 +42,6 @@ pub fn pay(tx: &mut impl Tx, pay: PayInternal) -> Result<PayAttempt, Error> {
         }
         Verdict::Hold => hold(tx, &mut chain, &pay, &invoice).map(PayAttempt::Held),
         Verdict::Allow => {
-            record_spend(tx, &mut chain, invoice.amount, pay.now_ms)?;
             let payment = settle(
                 tx,
                 &pay.payment_id,
@@ -54,7 +53,10 @@ pub fn pay(tx: &mut impl Tx, pay: PayInternal) -> Result<PayAttempt, Error> {
                 pay.now_ms,
             )?;
             tx.audit(&payment_entry(&pay, &invoice, "payment.allowed", "allowed"))?;
-            observe_payment(tx, &mut chain, &invoice, pay.now_ms)?;
+            count_spend(&mut chain, invoice.amount, pay.now_ms);
+            observe_payment(&mut chain, &invoice, pay.now_ms);
+            save_policed(tx, &chain)?;
+            trip_if_needed(tx, &mut chain, pay.now_ms)?;
             remember(tx, &pay, &payment.id)?;
             Ok(PayAttempt::Paid(payment))
         }
@@ -117,31 +119,28 @@ pub fn load_chain(tx: &mut impl Tx, agent_id: &str) -> Result<Vec<AgentState>, E
     Ok(chain)
 }
 
-/// Counts a spend in every budget of the chain, and persists it.
-fn record_spend(tx: &mut impl Tx, chain: &mut [AgentState], amount: Msat, now_ms: i64) -> Result<(), Error> {
+/// Counts a spend in every budget of the chain (in memory; see
+/// [`save_policed`]).
+fn count_spend(chain: &mut [AgentState], amount: Msat, now_ms: i64) {
     for level in chain.iter_mut() {
         if let Some(policy) = level.policy.clone() {
             level.usage.record(&policy, amount, now_ms);
-            tx.save_agent_state(level)?;
         }
     }
-    Ok(())
 }
 
-fn release_spend(
-    tx: &mut impl Tx,
-    chain: &mut [AgentState],
-    amount: Msat,
-    at_ms: i64,
-    now_ms: i64,
-) -> Result<(), Error> {
+fn uncount_spend(chain: &mut [AgentState], amount: Msat, at_ms: i64, now_ms: i64) {
     for level in chain.iter_mut() {
         if let Some(policy) = level.policy.clone() {
             level.usage.release(&policy, amount, at_ms, now_ms);
-            tx.save_agent_state(level)?;
         }
     }
-    Ok(())
+}
+
+/// Persists the usage and breaker state of every level with a policy: one
+/// write per level per payment.
+fn save_policed(tx: &mut impl Tx, chain: &[AgentState]) -> Result<(), Error> {
+    chain.iter().filter(|level| level.policy.is_some()).try_for_each(|level| tx.save_agent_state(level))
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -220,7 +219,7 @@ fn record_denial(
     }
     payer.breaker.observe_denial(&rules, pay.now_ms);
     tx.save_agent_state(payer)?;
-    trip_if_needed(tx, payer, &rules, pay.now_ms)
+    trip_if_needed(tx, chain, pay.now_ms)
 }
 
 fn payment_entry(pay: &PayInternal, invoice: &InvoiceRecord, action: &'static str, rule: &str) -> AuditEntry {
@@ -238,26 +237,20 @@ fn payment_entry(pay: &PayInternal, invoice: &InvoiceRecord, action: &'static st
     }
 }
 
-fn observe_payment(
-    tx: &mut impl Tx,
-    chain: &mut [AgentState],
-    invoice: &InvoiceRecord,
-    now_ms: i64,
-) -> Result<(), Error> {
-    let Some(payer) = chain.first_mut() else { return Ok(()) };
-    let Some(rules) = payer.policy.as_ref().and_then(|p| p.breaker.clone()) else { return Ok(()) };
-    payer.breaker.observe_payment(&rules, &format!("agent:{}", invoice.agent_id), invoice.amount, now_ms);
-    tx.save_agent_state(payer)?;
-    trip_if_needed(tx, payer, &rules, now_ms)
+/// Feeds the payer's breaker (in memory; see [`save_policed`]).
+fn observe_payment(chain: &mut [AgentState], invoice: &InvoiceRecord, now_ms: i64) {
+    let Some(payer) = chain.first_mut() else { return };
+    let Some(rules) = payer.policy.as_ref().and_then(|p| p.breaker.as_ref()) else { return };
+    payer.breaker.observe_payment(rules, &format!("agent:{}", invoice.agent_id), invoice.amount, now_ms);
 }
 
-/// An automatic trip freezes the agent and raises an alert.
-fn trip_if_needed(
-    tx: &mut impl Tx,
-    agent: &mut AgentState,
-    rules: &coffer_core::policy::BreakerRules,
-    now_ms: i64,
-) -> Result<(), Error> {
+/// An automatic trip freezes the payer and raises an alert.
+fn trip_if_needed(tx: &mut impl Tx, chain: &mut [AgentState], now_ms: i64) -> Result<(), Error> {
+    let Some(agent) = chain.first_mut() else { return Ok(()) };
+    let Some(rules) = agent.policy.as_ref().and_then(|p| p.breaker.as_ref()) else { return Ok(()) };
+    if agent.frozen {
+        return Ok(());
+    }
     let Some(trip) = agent.breaker.should_trip(rules, now_ms) else { return Ok(()) };
     let reason = format!("automatic trip ({}): {}", trip.code.as_str(), trip.message);
     tx.set_frozen(&agent.agent_id, Some(&reason), now_ms)?;
@@ -292,7 +285,8 @@ fn hold(
     let mut balance = tx.balance(pay.payer.account)?;
     ledger::reserve(pay.payer.account, &mut balance, invoice.amount)?;
     tx.save_balance(pay.payer.account, &balance)?;
-    record_spend(tx, chain, invoice.amount, pay.now_ms)?;
+    count_spend(chain, invoice.amount, pay.now_ms);
+    save_policed(tx, chain)?;
     let approval = ApprovalRecord {
         id: pay.payment_id.replacen("pay_", APPROVAL_PREFIX, 1),
         agent_id: pay.payer.agent_id.clone(),
@@ -379,7 +373,8 @@ pub fn release(
     let mut balance = tx.balance(account)?;
     ledger::release(&mut balance, approval.amount)?;
     tx.save_balance(account, &balance)?;
-    release_spend(tx, &mut chain, approval.amount, approval.created_at_ms, now_ms)?;
+    uncount_spend(&mut chain, approval.amount, approval.created_at_ms, now_ms);
+    save_policed(tx, &chain)?;
     approval.status = status;
     approval.decided_at_ms = Some(now_ms);
     approval.decided_by = Some(actor.to_owned());

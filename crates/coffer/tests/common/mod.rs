@@ -315,3 +315,109 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(bytes))
 }
+
+// Helpers of the constitution tests (policies, breaker, approvals, audit).
+
+impl Gateway {
+    /// The SQLite file of the data folder.
+    pub fn db_path(&self) -> PathBuf {
+        self.dir.join("coffer.sqlite3")
+    }
+
+    /// `POST /v1/payments` with an agent key, optionally with an
+    /// `Idempotency-Key`: the whole answer.
+    pub async fn pay_raw(&self, key: &str, bolt11: &str, purpose: &str, idempotency_key: Option<&str>) -> Reply {
+        let mut rb = self
+            .request(reqwest::Method::POST, "/v1/payments", Some(key))
+            .json(&serde_json::json!({"bolt11": bolt11, "purpose": purpose}));
+        if let Some(k) = idempotency_key {
+            rb = rb.header("Idempotency-Key", k);
+        }
+        send(rb).await
+    }
+
+    /// `PUT /v1/agents/{id}/policy` with any secret: the whole answer.
+    pub async fn put_policy_raw(&self, secret: &str, agent_id: &str, policy: &Value) -> Reply {
+        send(self.request(reqwest::Method::PUT, &format!("/v1/agents/{agent_id}/policy"), Some(secret)).json(policy))
+            .await
+    }
+
+    /// Every audit record matching `query` (e.g. `agent_id=...&action=...`),
+    /// oldest first, paging through `GET /v1/audit`.
+    pub async fn audit_all(&self, query: &str) -> Vec<coffer_client::AuditRecord> {
+        self.audit_after(0, query).await
+    }
+
+    /// Like [`Gateway::audit_all`], from the record after `after` on.
+    pub async fn audit_after(&self, mut after: i64, query: &str) -> Vec<coffer_client::AuditRecord> {
+        let op = self.operator();
+        let mut all: Vec<coffer_client::AuditRecord> = Vec::new();
+        loop {
+            let sep = if query.is_empty() { "" } else { "&" };
+            let page = op.audit(after, &format!("limit=200{sep}{query}")).await.expect("reading the audit trail");
+            let Some(last) = page.last() else { break };
+            after = last.seq;
+            all.extend(page);
+        }
+        all
+    }
+
+    /// The outbox events of one type, oldest first, as `(agent_id, data)`,
+    /// read from the SQLite file (there is no events route yet).
+    pub fn events(&self, kind: &str) -> Vec<(Option<String>, Value)> {
+        use rusqlite::OpenFlags;
+        let conn = rusqlite::Connection::open_with_flags(self.db_path(), OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .expect("opening the database read-only");
+        conn.busy_timeout(Duration::from_secs(10)).expect("setting a busy timeout");
+        let mut stmt =
+            conn.prepare("SELECT agent_id, data FROM events WHERE type = ?1 ORDER BY id").expect("querying events");
+        let rows = stmt
+            .query_map([kind], |r| Ok((r.get::<_, Option<String>>(0)?, r.get::<_, String>(1)?)))
+            .expect("querying events");
+        rows.map(|r| {
+            let (agent, data) = r.expect("reading an event");
+            (agent, serde_json::from_str(&data).expect("an event's data is JSON"))
+        })
+        .collect()
+    }
+
+    /// How many payments an agent has made, paging through its list.
+    pub async fn payment_count(&self, agent: &Client) -> usize {
+        let mut count = 0;
+        let mut cursor: Option<String> = None;
+        loop {
+            let page = agent.payments(cursor.as_deref()).await.expect("listing payments");
+            count += page.items.len();
+            match page.next_cursor {
+                Some(c) => cursor = Some(c),
+                None => return count,
+            }
+        }
+    }
+}
+
+/// A fresh invoice of `payee` for `amount_msat`, valid ten minutes.
+pub async fn invoice(payee: &Client, amount_msat: u64) -> coffer_client::Invoice {
+    invoice_expiring(payee, amount_msat, 600).await
+}
+
+pub async fn invoice_expiring(payee: &Client, amount_msat: u64, expiry_secs: u32) -> coffer_client::Invoice {
+    let request = coffer_client::CreateInvoiceRequest { amount_msat, memo: None, expiry_secs: Some(expiry_secs) };
+    payee.create_invoice(&request).await.expect("creating an invoice")
+}
+
+/// Asserts a denial by the constitution (403 with this code) and returns it.
+#[track_caller]
+pub fn assert_denied<'a>(reply: &'a Reply, code: &str) -> &'a Value {
+    reply.assert_problem(403, code)
+}
+
+/// A budget report's first window: `(spent_msat, remaining_msat)`.
+#[track_caller]
+pub fn first_window(report: &Value) -> (u64, u64) {
+    let w = &report["windows"][0];
+    match (w["spent_msat"].as_u64(), w["remaining_msat"].as_u64()) {
+        (Some(s), Some(r)) => (s, r),
+        _ => panic!("a budget report without a first window: {report}"),
+    }
+}
