@@ -23,15 +23,26 @@ pub struct ChainBreak {
     pub reason: &'static str,
 }
 
-/// Verifies records given in sequence order as `(seq, stored hash, body)`.
-/// Returns how many records verified.
-pub fn verify<'a>(records: impl IntoIterator<Item = (i64, [u8; 32], &'a [u8])>) -> Result<u64, ChainBreak> {
+/// One stored record: its sequence number, the previous hash it claims,
+/// its hash and its body.
+pub struct Link<'a> {
+    pub seq: i64,
+    pub prev_hash: [u8; 32],
+    pub hash: [u8; 32],
+    pub body: &'a [u8],
+}
+
+/// Verifies records given in sequence order. Returns how many verified.
+pub fn verify<'a>(records: impl IntoIterator<Item = Link<'a>>) -> Result<u64, ChainBreak> {
     let mut previous = GENESIS;
     let mut expected_seq: Option<i64> = None;
     let mut count = 0u64;
-    for (seq, stored, body) in records {
+    for Link { seq, prev_hash, hash: stored, body } in records {
         if expected_seq.is_some_and(|expected| expected != seq) {
             return Err(ChainBreak { seq, reason: "a record is missing or out of order" });
+        }
+        if prev_hash != previous {
+            return Err(ChainBreak { seq, reason: "the previous hash it names is not its predecessor's" });
         }
         if link(&previous, body) != stored {
             return Err(ChainBreak { seq, reason: "hash does not match the record and its predecessor" });
@@ -58,7 +69,24 @@ mod tests {
     }
 
     fn check(records: &[(i64, [u8; 32], Vec<u8>)]) -> Result<u64, ChainBreak> {
-        verify(records.iter().map(|(s, h, b)| (*s, *h, b.as_slice())))
+        let prevs: Vec<[u8; 32]> =
+            std::iter::once(GENESIS).chain(records.iter().map(|(_, h, _)| *h)).take(records.len()).collect();
+        verify(records.iter().zip(prevs).map(|((seq, hash, body), prev_hash)| Link {
+            seq: *seq,
+            prev_hash,
+            hash: *hash,
+            body: body.as_slice(),
+        }))
+    }
+
+    #[test]
+    fn a_rewritten_previous_hash_is_caught() {
+        let records = chain(&[b"a", b"b"]);
+        let links = [
+            Link { seq: 1, prev_hash: GENESIS, hash: records[0].1, body: b"a" },
+            Link { seq: 2, prev_hash: [7; 32], hash: records[1].1, body: b"b" },
+        ];
+        assert_eq!(verify(links).unwrap_err().seq, 2);
     }
 
     #[test]

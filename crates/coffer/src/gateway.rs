@@ -195,7 +195,7 @@ impl Gateway {
             Principal::Agent(_) => return Err(Error::Forbidden("funding a sub-agent needs a spend key")),
         };
         let transfer = Transfer { debit, credit: agent.account, amount };
-        self.store.transfer(transfer, "fund", actor, now_ms()).await
+        self.store.transfer(transfer, "fund", Some(agent.id), actor, now_ms()).await
     }
 
     pub async fn mint(&self, amount_msat: u64) -> Result<(i64, Balance), Error> {
@@ -204,7 +204,7 @@ impl Gateway {
         }
         let amount = parse_amount("amount_msat", amount_msat)?;
         let transfer = Transfer { debit: AccountId::OUTSIDE, credit: AccountId::TREASURY, amount };
-        self.store.transfer(transfer, "mint", "operator".into(), now_ms()).await
+        self.store.transfer(transfer, "mint", None, "operator".into(), now_ms()).await
     }
 
     pub async fn treasury(&self) -> Result<Balance, Error> {
@@ -388,23 +388,32 @@ impl Gateway {
         Err(Error::Forbidden("only the operator or an ancestor agent manages this agent"))
     }
 
+    /// The agent, if the caller may see its policy and budget: whoever
+    /// manages it, and the agent itself (so that it can adapt).
+    async fn visible_agent(&self, caller: &Principal, agent_id: &str) -> Result<AgentRecord, Error> {
+        match caller {
+            Principal::Agent(key) if key.agent_id == agent_id => self.agent(agent_id).await,
+            _ => self.managed_agent(caller, agent_id).await,
+        }
+    }
+
     pub async fn policy(&self, caller: &Principal, agent_id: &str) -> Result<Option<Policy>, Error> {
-        self.managed_agent(caller, agent_id).await?;
+        self.visible_agent(caller, agent_id).await?;
         let state = self.store.agent_state(agent_id.to_owned()).await?.ok_or(Error::NotFound("agent"))?;
         Ok(state.policy.map(|p| (*p).clone()))
     }
 
     /// Sets an agent's policy from its JSON form (every field optional).
     pub async fn set_policy(&self, caller: &Principal, agent_id: &str, json: &str) -> Result<Policy, Error> {
-        let policy = Policy::from_json(json).map_err(Error::InvalidPolicy)?;
         self.managed_agent(caller, agent_id).await?;
+        let policy = Policy::from_json(json).map_err(Error::InvalidPolicy)?;
         self.store.set_policy(agent_id.to_owned(), Some(policy.clone()), actor(caller), now_ms()).await?;
         Ok(policy)
     }
 
     /// Spent and remaining per window, now.
     pub async fn budget(&self, caller: &Principal, agent_id: &str) -> Result<BudgetReport, Error> {
-        self.managed_agent(caller, agent_id).await?;
+        self.visible_agent(caller, agent_id).await?;
         let state = self.store.agent_state(agent_id.to_owned()).await?.ok_or(Error::NotFound("agent"))?;
         let policy = state.policy.map(|p| (*p).clone()).unwrap_or_default();
         Ok(budget_report(&policy, &state.usage, now_ms()))
@@ -468,7 +477,12 @@ pub async fn audit(store: &dyn Store) -> Result<AuditReport, Error> {
     let input = store.audit_input().await?;
     let mut report = coffer_core::ledger::audit(input.accounts, input.sums);
     let chain = store.audit_chain().await?;
-    let records = chain.iter().map(|r| (r.seq, r.hash, r.body.as_bytes()));
+    let records = chain.iter().map(|r| coffer_core::audit_chain::Link {
+        seq: r.seq,
+        prev_hash: r.prev_hash,
+        hash: r.hash,
+        body: r.body.as_bytes(),
+    });
     match coffer_core::audit_chain::verify(records) {
         Ok(count) => report.audit_records_checked = count,
         Err(broken) => {

@@ -147,7 +147,7 @@ async fn the_kill_switch_stops_every_payment_under_load() {
     let halted = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
     let paid_before = Arc::new(AtomicU64::new(0));
-    let tasks: Vec<_> = payers
+    let mut tasks: Vec<_> = payers
         .iter()
         .enumerate()
         .map(|(w, (_, _, key))| {
@@ -178,7 +178,14 @@ async fn the_kill_switch_stops_every_payment_under_load() {
         .collect();
 
     // Let the load build up, then pull the switch.
+    let start = std::time::Instant::now();
     while paid_before.load(Ordering::SeqCst) < 200 {
+        // A worker that stopped has failed: show why.
+        if let Some(i) = tasks.iter().position(|t| t.is_finished()) {
+            tasks.swap_remove(i).await.expect("a worker failed");
+            panic!("a worker stopped before the halt");
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "the load did not build up");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert_eq!(op.set_halted(true).await.unwrap(), coffer_client::Breaker { halted: true });
@@ -273,7 +280,15 @@ async fn the_operator_freezes_and_unfreezes_an_agent() {
         .filter(|r| r.record["action"].as_str().is_some_and(|a| a.starts_with("agent.") && a != "agent.created"))
         .map(|r| (r.record["action"].as_str().unwrap(), r.record["actor"].as_str().unwrap()))
         .collect();
-    assert_eq!(actions, [("agent.frozen", "operator"), ("agent.unfrozen", "operator"), ("agent.frozen", "operator")]);
+    assert_eq!(
+        actions,
+        [
+            ("agent.funded", "operator"),
+            ("agent.frozen", "operator"),
+            ("agent.unfrozen", "operator"),
+            ("agent.frozen", "operator")
+        ]
+    );
     let first = trail.iter().find(|r| r.record["action"] == "agent.frozen").unwrap();
     assert_eq!(first.record["detail"], "looks compromised");
     let denied = gw.audit_all(&format!("agent_id={id}&action=payment.denied")).await;
@@ -283,4 +298,58 @@ async fn the_operator_freezes_and_unfreezes_an_agent() {
     assert!(gw.events("breaker.tripped").is_empty());
     assert_eq!(gw.events("agent.frozen").len(), 2);
     assert_eq!(gw.events("agent.unfrozen").len(), 1);
+}
+
+/// After the operator unfreezes a tripped agent, the observations that
+/// tripped the breaker have been acted on: a good payment must not freeze
+/// the agent again for them.
+#[tokio::test]
+async fn an_unfrozen_agent_is_not_frozen_again_for_the_denials_that_tripped_it() {
+    let gw = Gateway::start().await;
+    let op = gw.operator();
+    let (id, agent, key) = gw.new_agent("prober", 100 * SAT).await;
+    let (_, seller, _) = gw.new_agent("seller", 0).await;
+    op.set_policy(&id, &json!({"max_payment_msat": 5 * SAT, "breaker": {"max_denials": 3}})).await.unwrap();
+    for _ in 0..4 {
+        let r = gw.pay_raw(&key, &invoice(&seller, 10 * SAT).await.bolt11, "too big", None).await;
+        assert_denied(&r, "amount-too-large");
+    }
+    assert!(op.agent(&id).await.unwrap().frozen);
+    assert_eq!(gw.events("breaker.tripped").len(), 1);
+
+    op.unfreeze(&id).await.unwrap();
+    let r = gw.pay_raw(&key, &invoice(&seller, SAT).await.bolt11, "a good payment", None).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(agent.wallet().await.unwrap().balance_msat, 99 * SAT);
+    let a = op.agent(&id).await.unwrap();
+    assert!(
+        !a.frozen,
+        "one allowed payment after the unfreeze froze the agent again ({:?}); trips: {:?}",
+        a.frozen_reason,
+        gw.events("breaker.tripped")
+    );
+}
+
+/// The breaker observes "a payment that went ahead (allowed or held)"
+/// (`BreakerState::observe_payment`): an agent whose every payment is held
+/// and that keeps paying one payee trips like one whose payments pass.
+#[tokio::test]
+async fn held_payments_count_toward_the_breaker() {
+    let gw = Gateway::start().await;
+    let op = gw.operator();
+    let (id, _, key) = gw.new_agent("holder", 100 * SAT).await;
+    let (_, seller, _) = gw.new_agent("seller", 0).await;
+    op.set_policy(&id, &json!({"approval_above_msat": 0, "breaker": {"max_payments_to_one_payee": 3}})).await.unwrap();
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        let r = gw.pay_raw(&key, &invoice(&seller, SAT).await.bolt11, "hold me", None).await;
+        statuses.push((r.status, r.code().map(str::to_owned)));
+    }
+    // Three tolerated, the fourth held trips it, the rest are refused.
+    let expected: Vec<(u16, Option<String>)> = [(202, None), (202, None), (202, None), (202, None)]
+        .into_iter()
+        .chain([(403, Some("agent-frozen".to_owned())), (403, Some("agent-frozen".to_owned()))])
+        .collect();
+    assert_eq!(statuses, expected, "frozen: {:?}", op.agent(&id).await.unwrap().frozen_reason);
+    assert_eq!(gw.events("breaker.tripped").len(), 1);
 }

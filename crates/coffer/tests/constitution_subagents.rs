@@ -177,7 +177,6 @@ async fn only_ancestors_manage_and_only_permitted_agents_create() {
     let r = gw.pay_raw(&grandchild.key, &invoice(&seller, 2 * P).await.bolt11, "two more", None).await;
     let p = assert_denied(&r, "budget-exceeded");
     assert_eq!(p["remaining_msat"].as_u64(), Some(P), "{r:?}");
-    assert!(p["detail"].as_str().unwrap().contains("2 levels up"), "{r:?}");
 
     // Freezing the grandparent stops the grandchild.
     op.freeze(&parent_id, None).await.unwrap();
@@ -193,4 +192,36 @@ async fn only_ancestors_manage_and_only_permitted_agents_create() {
 
     let (ok, report) = gw.audit().await;
     assert!(ok, "audit failed: {report}");
+}
+
+/// A denial names the agent whose policy refused, counting levels of the
+/// tree: levels without a policy still count.
+#[tokio::test]
+async fn a_denial_by_an_ancestors_budget_names_that_ancestor() {
+    let gw = Gateway::start().await;
+    let op = gw.operator();
+    let top = op.create_agent_with(&may_create("top")).await.unwrap();
+    op.mint(10 * P).await.unwrap();
+    op.fund_agent(&top.id, 10 * P).await.unwrap();
+    op.set_policy(&top.id, &rolling_hour(P)).await.unwrap();
+    let middle = gw.client(&top.key).create_agent_with(&may_create("middle")).await.unwrap();
+    gw.client(&top.key).fund_agent(&middle.id, 5 * P).await.unwrap();
+    let bottom = gw.client(&middle.key).create_agent("bottom").await.unwrap();
+    gw.client(&middle.key).fund_agent(&bottom.id, 5 * P).await.unwrap();
+    let (_, seller, _) = gw.new_agent("seller", 0).await;
+
+    // A child without a policy of its own, refused by its parent's budget.
+    let r = gw.pay_raw(&middle.key, &invoice(&seller, 2 * P).await.bolt11, "too much", None).await;
+    let p = assert_denied(&r, "budget-exceeded");
+    let detail = p["detail"].as_str().unwrap();
+    assert!(detail.contains("the parent agent's policy"), "reads as the payer's own budget: {detail}");
+
+    let r = gw.pay_raw(&bottom.key, &invoice(&seller, 2 * P).await.bolt11, "too much", None).await;
+    let p = assert_denied(&r, "budget-exceeded");
+    assert_eq!(p["remaining_msat"].as_u64(), Some(P), "{r:?}");
+    let detail = p["detail"].as_str().unwrap();
+    // The middle agent has no policy: the limit is not its parent's (the
+    // middle agent's), it is the top agent's, two levels up.
+    assert!(!detail.contains("the parent agent's policy"), "blames the parent (middle), which has no policy: {detail}");
+    assert!(detail.contains("2 levels up"), "{detail}");
 }

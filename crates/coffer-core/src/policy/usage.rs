@@ -200,6 +200,11 @@ pub struct Usage {
     lifetime_msat: Msat,
     #[serde(default)]
     attempts: Ring,
+    /// When each window began to be tracked. A release gives nothing back to
+    /// a window that began after the reservation: that window never counted
+    /// it, and what it holds is other, real spending.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    since_ms: BTreeMap<String, i64>,
 }
 
 impl Usage {
@@ -287,6 +292,9 @@ impl Usage {
 
     fn release_from(&mut self, window: Window, amount: Msat, reserved_at_ms: i64) {
         let key = window.to_string();
+        if self.since_ms.get(&key).is_some_and(|since_ms| *since_ms > reserved_at_ms) {
+            return;
+        }
         if let Some(ring) = self.rolling.get_mut(&key) {
             ring.subtract_at(amount.as_u64(), reserved_at_ms);
         }
@@ -302,10 +310,12 @@ impl Usage {
         let keep: Vec<String> = policy.budgets.iter().map(|b| b.window.to_string()).collect();
         self.rolling.retain(|key, _| keep.contains(key));
         self.calendar.retain(|key, _| keep.contains(key));
+        self.since_ms.retain(|key, _| keep.contains(key));
     }
 
     fn add_spend(&mut self, window: Window, amount: Msat, now_ms: i64) {
         let key = window.to_string();
+        self.since_ms.entry(key.clone()).or_insert(now_ms);
         if let Some(window_ms) = window.rolling_ms() {
             self.rolling.entry(key).or_default().add(window_ms, amount.as_u64(), now_ms);
         } else if let Some(period) = window.calendar_period() {
@@ -563,5 +573,27 @@ mod tests {
         let json = serde_json::to_value(&report).unwrap();
         assert_eq!(json["windows"][0]["window"], "1h");
         assert_eq!(json["windows"][1]["kind"], "calendar");
+    }
+
+    #[test]
+    fn release_skips_windows_added_after_the_reservation() {
+        let hourly =
+            Policy::from_json(r#"{"budgets":[{"limit_msat": 100000, "window": "1h", "kind": "rolling"}]}"#).unwrap();
+        let both = Policy::from_json(
+            r#"{"budgets":[{"limit_msat": 100000, "window": "1h", "kind": "rolling"},
+                           {"limit_msat": 10000, "window": "day", "kind": "calendar"}]}"#,
+        )
+        .unwrap();
+        let t0 = 1_800_000_000_000;
+        let mut usage = Usage::new();
+        usage.record(&hourly, Msat::new(5_000), t0); // a hold under the old policy
+        usage.record(&both, Msat::new(3_000), t0 + 1_000); // real spend once "day" exists
+        usage.release(&both, Msat::new(5_000), t0, t0 + 2_000); // the hold is denied
+        assert_eq!(usage.spent_in(Window::parse("1h").unwrap(), t0 + 2_000), Msat::new(3_000));
+        assert_eq!(
+            usage.spent_in(Window::parse("day").unwrap(), t0 + 2_000),
+            Msat::new(3_000),
+            "the day window never counted the hold and keeps the real spend"
+        );
     }
 }

@@ -283,6 +283,7 @@ pub trait Store: Send + Sync + 'static {
         &self,
         transfer: Transfer,
         kind: &'static str,
+        agent_id: Option<String>,
         actor: String,
         now_ms: i64,
     ) -> StoreFuture<'_, (i64, Balance)>;

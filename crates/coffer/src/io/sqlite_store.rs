@@ -636,7 +636,13 @@ impl Tx for SqliteTx<'_> {
 
     fn set_frozen(&mut self, agent_id: &str, reason: Option<&str>, _now_ms: i64) -> Result<(), Error> {
         let changed =
-            self.conn.execute("UPDATE agents SET frozen_reason = ?2 WHERE id = ?1", params![agent_id, reason])?;
+            // Unfreezing starts the breaker's counts afresh: what tripped it
+            // must not trip it again.
+            self.conn.execute(
+                "UPDATE agents SET frozen_reason = ?2, breaker = CASE WHEN ?2 IS NULL THEN NULL ELSE breaker END \
+                 WHERE id = ?1",
+                params![agent_id, reason],
+            )?;
         if changed == 0 {
             return Err(Error::NotFound("agent"));
         }
@@ -814,6 +820,7 @@ impl Store for SqliteStore {
         &self,
         transfer: Transfer,
         kind: &'static str,
+        agent_id: Option<String>,
         actor: String,
         now_ms: i64,
     ) -> StoreFuture<'_, (i64, Balance)> {
@@ -827,7 +834,12 @@ impl Store for SqliteStore {
             tx.audit(&AuditEntry {
                 amount_msat: Some(transfer.amount.as_u64()),
                 detail: Some(format!("{} -> {}", transfer.debit, transfer.credit)),
-                ..operator_entry(if kind == "mint" { "treasury.minted" } else { "agent.funded" }, actor, None, now_ms)
+                ..operator_entry(
+                    if kind == "mint" { "treasury.minted" } else { "agent.funded" },
+                    actor,
+                    agent_id,
+                    now_ms,
+                )
             })?;
             Ok(posted)
         })

@@ -30,8 +30,11 @@ pub fn decide(halted: bool, chain: &[AgentState], available: Msat, attempt: &Att
     if let Some(stopped) = stop(halted, chain) {
         return Verdict::Deny(stopped);
     }
+    // Every level takes part, an agent without a policy as an unlimited one,
+    // so that a denial names the level whose policy refused.
+    let unlimited = Policy::default();
     let policies: Vec<(&Policy, &Usage)> =
-        chain.iter().filter_map(|level| level.policy.as_deref().map(|p| (p, &level.usage))).collect();
+        chain.iter().map(|level| (level.policy.as_deref().unwrap_or(&unlimited), &level.usage)).collect();
     let verdict = match evaluate_chain(&policies, attempt, now_ms) {
         Decision::Allow => Verdict::Allow,
         Decision::Hold { .. } => Verdict::Hold,
@@ -102,6 +105,15 @@ mod tests {
         assert_eq!(code(decide(false, &unfrozen, Msat::new(5), &attempt(50), 0)), "amount-too-large");
         assert_eq!(code(decide(false, &unfrozen, Msat::new(5), &attempt(8), 0)), "insufficient-balance");
         assert_eq!(decide(false, &unfrozen, Msat::new(8), &attempt(8), 0), Verdict::Allow);
+    }
+
+    #[test]
+    fn a_denial_names_the_level_that_refused_even_past_levels_without_policy() {
+        let chain = [level("child", false, None), level("parent", false, Some(r#"{"max_payment_msat": 10}"#))];
+        match decide(false, &chain, Msat::new(100), &attempt(50), 0) {
+            Verdict::Deny(d) => assert!(d.message.contains("parent"), "{}", d.message),
+            other => panic!("expected a denial, got {other:?}"),
+        }
     }
 
     #[test]

@@ -71,10 +71,17 @@ fn replay(tx: &mut impl Tx, pay: &PayInternal) -> Result<Option<PayAttempt>, Err
         return Err(Error::IdempotencyConflict);
     }
     let missing = || Error::Internal(format!("idempotency key names a missing record {target}"));
-    if target.starts_with(APPROVAL_PREFIX) {
-        return tx.approval(&target)?.map(PayAttempt::Held).map(Some).ok_or_else(missing);
+    if !target.starts_with(APPROVAL_PREFIX) {
+        return tx.payment(&target)?.map(PayAttempt::Paid).map(Some).ok_or_else(missing);
     }
-    tx.payment(&target)?.map(PayAttempt::Paid).map(Some).ok_or_else(missing)
+    let approval = tx.approval(&target)?.ok_or_else(missing)?;
+    // Once approved, the retry learns of the payment made.
+    if let Some(payment_id) = &approval.payment_id
+        && let Some(payment) = tx.payment(payment_id)?
+    {
+        return Ok(Some(PayAttempt::Paid(payment)));
+    }
+    Ok(Some(PayAttempt::Held(approval)))
 }
 
 pub const APPROVAL_PREFIX: &str = "apr_";
@@ -286,7 +293,9 @@ fn hold(
     ledger::reserve(pay.payer.account, &mut balance, invoice.amount)?;
     tx.save_balance(pay.payer.account, &balance)?;
     count_spend(chain, invoice.amount, pay.now_ms);
+    observe_payment(chain, invoice, pay.now_ms);
     save_policed(tx, chain)?;
+    trip_if_needed(tx, chain, pay.now_ms)?;
     let approval = ApprovalRecord {
         id: pay.payment_id.replacen("pay_", APPROVAL_PREFIX, 1),
         agent_id: pay.payer.agent_id.clone(),
