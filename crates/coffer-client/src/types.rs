@@ -316,3 +316,111 @@ pub struct AuditRecord {
     pub hash: String,
     pub prev_hash: String,
 }
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct CreateRoomRequest {
+    /// 1 to 64 characters.
+    pub name: String,
+    /// Agent ids to add; an agent creating a room is added itself.
+    #[serde(default)]
+    pub members: Vec<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(ToSchema))]
+pub struct Room {
+    pub id: String,
+    pub name: String,
+    pub created_by: String,
+    pub created_at: String,
+    /// Agent ids, and `operator` when the operator is a member.
+    pub members: Vec<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct AddMemberRequest {
+    pub agent_id: String,
+}
+
+/// A payment request to post: coffer creates the invoice for the poster.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct PaymentRequestBody {
+    pub amount_msat: u64,
+    #[serde(default)]
+    pub memo: Option<String>,
+    /// Default 3600.
+    #[serde(default)]
+    pub expiry_secs: Option<u32>,
+}
+
+/// Either `{"text"}` or `{"payment_request": {...}}`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct PostMessageRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payment_request: Option<PaymentRequestBody>,
+}
+
+/// A payment request's invoice, as a message carries it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(ToSchema))]
+pub struct MessageInvoice {
+    pub bolt11: String,
+    pub payment_hash: String,
+    pub amount_msat: u64,
+    pub memo: String,
+    pub status: InvoiceStatus,
+    pub expires_at: String,
+    /// The QR code (`lightning:` and the BOLT11 in upper case).
+    pub qr_svg: String,
+    pub qr_png: String,
+}
+
+/// Proof that a payment request was paid.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(ToSchema))]
+pub struct Receipt {
+    pub payer: String,
+    pub amount_msat: u64,
+    pub paid_at: String,
+    pub preimage: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(ToSchema))]
+pub struct Message {
+    /// Increasing across the gateway: order and `after` cursor.
+    pub id: i64,
+    pub room_id: String,
+    /// An agent id, or `operator`.
+    pub sender: String,
+    /// `text` or `payment_request`.
+    pub kind: String,
+    pub text: String,
+    pub created_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invoice: Option<MessageInvoice>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receipt: Option<Receipt>,
+}
+
+/// An agent's chat settings (operator): pay requests from these agents at
+/// once, up to a ceiling each, still through the agent's policy.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct ChatSettings {
+    #[serde(default)]
+    pub auto_pay_from: Vec<String>,
+    #[serde(default)]
+    pub auto_pay_max_msat: u64,
+}

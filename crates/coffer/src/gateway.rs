@@ -3,8 +3,9 @@
 
 use crate::error::Error;
 use crate::io::{
-    AgentRecord, ApprovalOutcome, ApprovalRecord, ApprovalStatus, AuditFilter, AuditRecord, Idempotency, InvoiceRecord,
-    KeyRecord, NewAgent, NewKey, PageRequest, PayAttempt, PayInternal, Payer, PaymentRecord, Store,
+    AgentRecord, ApprovalOutcome, ApprovalRecord, ApprovalStatus, AuditFilter, AuditRecord, ChatSettings, Idempotency,
+    InvoiceRecord, KeyRecord, MessageRecord, NewAgent, NewKey, NewMessage, OPERATOR, PageRequest, PayAttempt,
+    PayInternal, Payer, PaymentRecord, RoomRecord, Store,
 };
 use crate::payment::bolt11::{self, Network, NodeSigner, ParsedInvoice};
 use crate::secrets::{self, SecretDigest};
@@ -75,6 +76,7 @@ pub struct Gateway {
     node_pubkey_hex: Arc<str>,
     settings: Settings,
     operator: SecretDigest,
+    live: crate::live::Live,
     /// Live keys by digest. This process is the only writer of keys on an
     /// embedded store, so the cache is exact: creation and revocation update
     /// it after their commit.
@@ -95,7 +97,15 @@ impl Gateway {
         let live = store.live_keys().await?;
         let keys = live.iter().map(|k| (k.digest, AgentKey::from(k))).collect();
         let node_pubkey_hex = node.pubkey().to_string().into();
-        Ok(Gateway { store, node, node_pubkey_hex, settings, operator, keys: RwLock::new(keys) })
+        Ok(Gateway {
+            store,
+            node,
+            node_pubkey_hex,
+            settings,
+            operator,
+            live: crate::live::Live::default(),
+            keys: RwLock::new(keys),
+        })
     }
 
     pub fn settings(&self) -> &Settings {
@@ -256,6 +266,20 @@ impl Gateway {
         memo: Option<&str>,
         expiry_secs: Option<u32>,
     ) -> Result<InvoiceRecord, Error> {
+        let record = self.sign_invoice(&caller.agent_id, amount_msat, memo, expiry_secs, None)?;
+        self.store.insert_invoice(record.clone()).await?;
+        Ok(record)
+    }
+
+    /// A new invoice of an agent, signed by the node key, not yet stored.
+    fn sign_invoice(
+        &self,
+        agent_id: &str,
+        amount_msat: u64,
+        memo: Option<&str>,
+        expiry_secs: Option<u32>,
+        room_id: Option<String>,
+    ) -> Result<InvoiceRecord, Error> {
         let amount = parse_amount("amount_msat", amount_msat)?;
         if amount.as_u64() > bolt11::INVOICE_AMOUNT_MAX_MSAT {
             return Err(Error::InvalidAmount {
@@ -279,22 +303,20 @@ impl Gateway {
             .node
             .sign(amount, memo, expiry_secs, Duration::from_secs(created_secs))
             .map_err(|e| Error::internal("signing", e))?;
-        let created_at_ms = now;
-        let expires_at_ms = (created_secs as i64 + i64::from(expiry_secs)) * 1000;
-        let record = InvoiceRecord {
+        Ok(InvoiceRecord {
             payment_hash: signed.payment_hash,
-            agent_id: caller.agent_id.clone(),
+            agent_id: agent_id.to_owned(),
             amount,
             memo: memo.to_owned(),
             bolt11: signed.bolt11,
             preimage: signed.preimage,
             status: crate::io::StoredInvoiceStatus::Open,
-            created_at_ms,
-            expires_at_ms,
+            created_at_ms: now,
+            expires_at_ms: (created_secs as i64 + i64::from(expiry_secs)) * 1000,
             paid_at_ms: None,
-        };
-        self.store.insert_invoice(record.clone()).await?;
-        Ok(record)
+            paid_by: None,
+            room_id,
+        })
     }
 
     /// An invoice of the caller's own.
@@ -358,7 +380,10 @@ impl Gateway {
             now_ms: now_ms(),
         };
         match self.store.pay_internal(pay).await? {
-            PayAttempt::Paid(payment) => Ok(PayOutcome::Paid(payment)),
+            PayAttempt::Paid(payment) => {
+                self.announce_paid(&payment.payment_hash).await;
+                Ok(PayOutcome::Paid(payment))
+            }
             PayAttempt::Held(approval) => Ok(PayOutcome::Held(approval)),
             PayAttempt::Denied(denial) => Err(Error::Denied(denial)),
             PayAttempt::NotOurs => {
@@ -449,6 +474,9 @@ impl Gateway {
     /// Approves (pays) or denies (releases) a held payment.
     pub async fn decide_approval(&self, id: &str, approve: bool) -> Result<ApprovalOutcome, Error> {
         let outcome = self.store.decide_approval(id.to_owned(), approve, "operator".into(), now_ms()).await?;
+        if let ApprovalOutcome::Paid(_, payment) = &outcome {
+            self.announce_paid(&payment.payment_hash).await;
+        }
         match &outcome {
             ApprovalOutcome::Released(a) if approve && a.status == ApprovalStatus::Expired => {
                 Err(Error::ApprovalNotPending("expired"))
@@ -470,6 +498,202 @@ impl Gateway {
         audit(self.store.as_ref()).await
     }
 }
+
+impl Gateway {
+    /// Tells a room's watchers that its payment request was paid, however it
+    /// was paid. Skipped when nobody watches: the store has the receipt.
+    async fn announce_paid(&self, payment_hash: &[u8; 32]) {
+        if !self.live.watched() {
+            return;
+        }
+        let Ok(Some(invoice)) = self.store.invoice(*payment_hash).await else { return };
+        let Some(room_id) = invoice.room_id.clone() else { return };
+        let data = serde_json::json!({
+            "payment_hash": hex::encode(invoice.payment_hash),
+            "receipt": crate::http::views::receipt(&invoice),
+        });
+        self.live.publish(crate::live::RoomEvent { room_id, kind: "invoice.paid", data });
+    }
+
+    pub fn live(&self) -> &crate::live::Live {
+        &self.live
+    }
+
+    // Chat.
+
+    fn member_name(caller: &Principal) -> String {
+        match caller {
+            Principal::Operator => OPERATOR.to_owned(),
+            Principal::Agent(key) => key.agent_id.clone(),
+        }
+    }
+
+    /// Creates a room; an agent creating one becomes a member, as does the
+    /// operator.
+    pub async fn create_room(&self, caller: &Principal, name: &str, members: &[String]) -> Result<RoomRecord, Error> {
+        let name = validate_name(name)?;
+        if members.len() > ROOM_MEMBERS_MAX {
+            return Err(invalid("members", format!("at most {ROOM_MEMBERS_MAX}")));
+        }
+        let mut all = vec![Self::member_name(caller)];
+        for id in members {
+            self.agent(id).await?;
+            if !all.contains(id) {
+                all.push(id.clone());
+            }
+        }
+        let room = RoomRecord {
+            id: secrets::new_id("room_"),
+            name,
+            created_by: Self::member_name(caller),
+            created_at_ms: now_ms(),
+            members: all,
+        };
+        self.store.create_room(room).await
+    }
+
+    /// A room the caller may use: a member's, or any for the operator.
+    pub async fn room_for(&self, caller: &Principal, room_id: &str) -> Result<RoomRecord, Error> {
+        let room = self.store.room(room_id.to_owned()).await?.ok_or(Error::NotFound("room"))?;
+        let me = Self::member_name(caller);
+        if matches!(caller, Principal::Operator) || room.members.contains(&me) {
+            return Ok(room);
+        }
+        Err(Error::Forbidden("only the room's members use it"))
+    }
+
+    pub async fn rooms(&self, caller: &Principal) -> Result<Vec<RoomRecord>, Error> {
+        let member = match caller {
+            Principal::Operator => None,
+            Principal::Agent(key) => Some(key.agent_id.clone()),
+        };
+        self.store.rooms(member).await
+    }
+
+    pub async fn add_member(&self, caller: &Principal, room_id: &str, agent_id: &str) -> Result<RoomRecord, Error> {
+        let room = self.room_for(caller, room_id).await?;
+        if room.members.len() >= ROOM_MEMBERS_MAX {
+            return Err(invalid("agent_id", format!("a room has at most {ROOM_MEMBERS_MAX} members")));
+        }
+        self.agent(agent_id).await?;
+        self.store.add_member(room.id.clone(), agent_id.to_owned(), now_ms()).await?;
+        self.room_for(caller, room_id).await
+    }
+
+    /// Posts a text, or a payment request whose invoice is made for the
+    /// poster, and delivers it live. Auto-pay rules of the other members run
+    /// before this returns.
+    pub async fn post_message(
+        &self,
+        caller: &Principal,
+        room_id: &str,
+        text: Option<&str>,
+        request: Option<(u64, Option<&str>, Option<u32>)>,
+    ) -> Result<MessageRecord, Error> {
+        let room = self.room_for(caller, room_id).await?;
+        let invoice = match (text, request) {
+            (Some(_), Some(_)) | (None, None) => {
+                return Err(invalid("text", "send either text or payment_request".into()));
+            }
+            (Some(t), None) if t.is_empty() || t.len() > MESSAGE_LEN_MAX_BYTES => {
+                return Err(invalid("text", format!("1 to {MESSAGE_LEN_MAX_BYTES} bytes")));
+            }
+            (Some(_), None) => None,
+            (None, Some((amount_msat, memo, expiry))) => {
+                let Principal::Agent(key) = caller else {
+                    return Err(Error::Forbidden("payment requests are posted by agents, which receive the payment"));
+                };
+                if key.scope < Scope::Receive {
+                    return Err(Error::Forbidden("this key's scope does not allow receiving"));
+                }
+                Some(self.sign_invoice(&key.agent_id, amount_msat, memo, expiry, Some(room.id.clone()))?)
+            }
+        };
+        let text = text.map(str::to_owned).or_else(|| invoice.as_ref().map(|i| i.memo.clone())).unwrap_or_default();
+        let message =
+            NewMessage { room_id: room.id.clone(), sender: Self::member_name(caller), text, invoice, now_ms: now_ms() };
+        let posted = self.store.post_message(message).await?;
+        let data = serde_json::to_value(crate::http::views::message(posted.clone(), now_ms()))
+            .map_err(|e| Error::internal("serialising a message", e))?;
+        self.live.publish(crate::live::RoomEvent { room_id: room.id.clone(), kind: "message.posted", data });
+        if posted.invoice.is_some() {
+            self.auto_pay(&room, &posted).await;
+        }
+        Ok(posted)
+    }
+
+    pub async fn messages(
+        &self,
+        caller: &Principal,
+        room_id: &str,
+        after_id: i64,
+        limit: u32,
+    ) -> Result<Vec<MessageRecord>, Error> {
+        let room = self.room_for(caller, room_id).await?;
+        self.store.messages(room.id, after_id, limit).await
+    }
+
+    /// Pays a payment request of a room, through the payer's policy.
+    pub async fn pay_request(
+        &self,
+        caller: &AgentKey,
+        room_id: &str,
+        message_id: i64,
+        idempotency_key: Option<&str>,
+    ) -> Result<PayOutcome, Error> {
+        let room = self.room_for(&Principal::Agent(caller.clone()), room_id).await?;
+        let message = self.store.message(room.id.clone(), message_id).await?.ok_or(Error::NotFound("message"))?;
+        let invoice = message.invoice.ok_or(invalid("message", "this message is not a payment request".into()))?;
+        let purpose = format!("room {}: {}", room.name, invoice.memo);
+        let purpose: String = purpose.chars().take(PURPOSE_LEN_MAX_BYTES / 4).collect();
+        self.pay(caller, &invoice.bolt11, Some(&purpose), idempotency_key).await
+    }
+
+    pub async fn chat_settings(&self, agent_id: &str) -> Result<ChatSettings, Error> {
+        self.store.chat_settings(agent_id.to_owned()).await
+    }
+
+    pub async fn set_chat_settings(&self, agent_id: &str, settings: ChatSettings) -> Result<(), Error> {
+        if settings.auto_pay_from.len() > ROOM_MEMBERS_MAX {
+            return Err(invalid("auto_pay_from", format!("at most {ROOM_MEMBERS_MAX} agents")));
+        }
+        if settings.auto_pay_max_msat > 0 {
+            parse_amount("auto_pay_max_msat", settings.auto_pay_max_msat)?;
+        }
+        self.store.set_chat_settings(agent_id.to_owned(), settings).await
+    }
+
+    /// Members whose chat settings say so pay the request at once, in the
+    /// room's member order, through their own policy; the first payment
+    /// settles it and the others find it paid.
+    async fn auto_pay(&self, room: &RoomRecord, message: &MessageRecord) {
+        let Some(invoice) = &message.invoice else { return };
+        for member in room.members.iter().filter(|m| **m != message.sender && *m != OPERATOR) {
+            let Ok(settings) = self.store.chat_settings(member.clone()).await else { continue };
+            let listed = settings.auto_pay_from.contains(&message.sender);
+            if !listed || invoice.amount.as_u64() > settings.auto_pay_max_msat {
+                continue;
+            }
+            let Ok(agent) = self.agent(member).await else { continue };
+            let key = AgentKey {
+                key_id: AUTO_PAY_KEY_ID.into(),
+                agent_id: agent.id.clone(),
+                account: agent.account,
+                scope: Scope::Spend,
+                expires_at_ms: None,
+            };
+            match self.pay_request(&key, &room.id, message.id, None).await {
+                Ok(_) => return,
+                Err(e) => tracing::info!(agent = %agent.id, error = %e, "auto-pay did not pay"),
+            }
+        }
+    }
+}
+
+/// The key id recorded for payments made by an agent's auto-pay rule.
+pub const AUTO_PAY_KEY_ID: &str = "auto-pay";
+pub const ROOM_MEMBERS_MAX: usize = 256;
+pub const MESSAGE_LEN_MAX_BYTES: usize = 4_096;
 
 /// Recomputes the ledger from its transfers and checks every invariant,
 /// then verifies the audit trail's hash chain.

@@ -11,6 +11,7 @@ pub mod error;
 pub mod gateway;
 pub mod http;
 pub mod io;
+pub mod live;
 pub mod metrics;
 pub mod payment;
 pub mod secrets;

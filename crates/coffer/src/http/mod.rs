@@ -7,8 +7,10 @@ mod constitution;
 pub mod extract;
 mod operator;
 pub mod problem;
+pub mod qr;
+mod rooms;
 mod system;
-mod views;
+pub mod views;
 
 use crate::error::Error;
 use crate::gateway::Gateway;
@@ -75,6 +77,13 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(constitution::approve))
         .routes(routes!(constitution::deny))
         .routes(routes!(constitution::audit_log))
+        .routes(routes!(rooms::create_room, rooms::list_rooms))
+        .routes(routes!(rooms::add_member))
+        .routes(routes!(rooms::post_message, rooms::list_messages))
+        .routes(routes!(rooms::pay_request))
+        .routes(routes!(rooms::stream))
+        .routes(routes!(rooms::websocket))
+        .routes(routes!(rooms::get_chat_settings, rooms::put_chat_settings))
 }
 
 pub fn router(state: AppState) -> Router {

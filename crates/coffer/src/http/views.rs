@@ -1,7 +1,8 @@
 //! Records to wire types.
 
 use crate::io::{
-    AgentRecord, ApprovalRecord, ApprovalStatus, AuditRecord, InvoiceRecord, PaymentRecord, StoredInvoiceStatus,
+    AgentRecord, ApprovalRecord, ApprovalStatus, AuditRecord, InvoiceRecord, MessageKind, MessageRecord, PaymentRecord,
+    RoomRecord, StoredInvoiceStatus,
 };
 use chrono::{DateTime, SecondsFormat};
 use coffer_client::{Agent, Approval, Invoice, InvoiceStatus, Payment};
@@ -55,12 +56,16 @@ pub fn audit_record(r: AuditRecord) -> coffer_client::AuditRecord {
     }
 }
 
-pub fn invoice(i: InvoiceRecord, now_ms: i64) -> Invoice {
-    let status = match i.status {
+fn invoice_status(i: &InvoiceRecord, now_ms: i64) -> InvoiceStatus {
+    match i.status {
         StoredInvoiceStatus::Paid => InvoiceStatus::Paid,
         StoredInvoiceStatus::Open if now_ms >= i.expires_at_ms => InvoiceStatus::Expired,
         StoredInvoiceStatus::Open => InvoiceStatus::Open,
-    };
+    }
+}
+
+pub fn invoice(i: InvoiceRecord, now_ms: i64) -> Invoice {
+    let status = invoice_status(&i, now_ms);
     Invoice {
         payment_hash: hex::encode(i.payment_hash),
         bolt11: i.bolt11,
@@ -84,5 +89,56 @@ pub fn payment(p: PaymentRecord) -> Payment {
         purpose: p.purpose,
         payee_agent_id: p.payee_agent_id,
         created_at: timestamp(p.created_at_ms),
+    }
+}
+
+pub fn room(r: RoomRecord) -> coffer_client::Room {
+    coffer_client::Room {
+        id: r.id,
+        name: r.name,
+        created_by: r.created_by,
+        created_at: timestamp(r.created_at_ms),
+        members: r.members,
+    }
+}
+
+/// The receipt of a paid invoice: who paid, how much, when, the preimage.
+pub fn receipt(i: &InvoiceRecord) -> Option<coffer_client::Receipt> {
+    Some(coffer_client::Receipt {
+        payer: i.paid_by.clone()?,
+        amount_msat: i.amount.as_u64(),
+        paid_at: timestamp(i.paid_at_ms?),
+        preimage: hex::encode(i.preimage),
+    })
+}
+
+pub fn message(m: MessageRecord, now_ms: i64) -> coffer_client::Message {
+    let receipt = m.invoice.as_ref().and_then(receipt);
+    let invoice = m.invoice.map(|i| {
+        let hash = hex::encode(i.payment_hash);
+        coffer_client::MessageInvoice {
+            status: invoice_status(&i, now_ms),
+            qr_svg: format!("/v1/invoices/{hash}/qr.svg"),
+            qr_png: format!("/v1/invoices/{hash}/qr.png"),
+            payment_hash: hash,
+            bolt11: i.bolt11,
+            amount_msat: i.amount.as_u64(),
+            memo: i.memo,
+            expires_at: timestamp(i.expires_at_ms),
+        }
+    });
+    coffer_client::Message {
+        id: m.id,
+        room_id: m.room_id,
+        sender: m.sender,
+        kind: match m.kind {
+            MessageKind::Text => "text",
+            MessageKind::PaymentRequest => "payment_request",
+        }
+        .to_owned(),
+        text: m.text,
+        created_at: timestamp(m.created_at_ms),
+        invoice,
+        receipt,
     }
 }

@@ -134,6 +134,60 @@ pub struct AuditRecord {
     pub prev_hash: [u8; 32],
 }
 
+/// The operator's name as a room member and message sender.
+pub const OPERATOR: &str = "operator";
+
+#[derive(Clone, Debug)]
+pub struct RoomRecord {
+    pub id: String,
+    pub name: String,
+    pub created_by: String,
+    pub created_at_ms: i64,
+    /// Agent ids, and `operator` when the operator is a member.
+    pub members: Vec<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MessageKind {
+    Text,
+    PaymentRequest,
+}
+
+/// A message, with its invoice for a payment request (whose status and
+/// receipt are read from the invoice).
+#[derive(Clone, Debug)]
+pub struct MessageRecord {
+    pub id: i64,
+    pub room_id: String,
+    pub sender: String,
+    pub kind: MessageKind,
+    pub text: String,
+    pub created_at_ms: i64,
+    pub invoice: Option<InvoiceRecord>,
+}
+
+/// A message to post; a payment request carries its new invoice.
+#[derive(Clone, Debug)]
+pub struct NewMessage {
+    pub room_id: String,
+    pub sender: String,
+    pub text: String,
+    pub invoice: Option<InvoiceRecord>,
+    pub now_ms: i64,
+}
+
+/// An agent's chat settings, set by the operator.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChatSettings {
+    /// Pay requests posted by these agents at once, up to `auto_pay_max_msat`
+    /// each, still through the payer's policy.
+    #[serde(default)]
+    pub auto_pay_from: Vec<String>,
+    #[serde(default)]
+    pub auto_pay_max_msat: u64,
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct AuditFilter {
     pub agent_id: Option<String>,
@@ -171,6 +225,10 @@ pub struct InvoiceRecord {
     pub created_at_ms: i64,
     pub expires_at_ms: i64,
     pub paid_at_ms: Option<i64>,
+    /// The agent that paid it, once paid.
+    pub paid_by: Option<String>,
+    /// The room whose payment request it is.
+    pub room_id: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -321,6 +379,21 @@ pub trait Store: Send + Sync + 'static {
     fn audit_log(&self, filter: AuditFilter, after_seq: i64, limit: u32) -> StoreFuture<'_, Vec<AuditRecord>>;
     /// Every audit record in order, for verifying the chain.
     fn audit_chain(&self) -> StoreFuture<'_, Vec<AuditRecord>>;
+
+    // Chat.
+
+    fn create_room(&self, room: RoomRecord) -> StoreFuture<'_, RoomRecord>;
+    fn room(&self, id: String) -> StoreFuture<'_, Option<RoomRecord>>;
+    /// Rooms with this member, or every room for `None`.
+    fn rooms(&self, member: Option<String>) -> StoreFuture<'_, Vec<RoomRecord>>;
+    fn add_member(&self, room_id: String, member: String, now_ms: i64) -> StoreFuture<'_, ()>;
+    /// Posts a message, with its invoice for a payment request, atomically.
+    fn post_message(&self, message: NewMessage) -> StoreFuture<'_, MessageRecord>;
+    /// Messages after `after_id`, oldest first.
+    fn messages(&self, room_id: String, after_id: i64, limit: u32) -> StoreFuture<'_, Vec<MessageRecord>>;
+    fn message(&self, room_id: String, id: i64) -> StoreFuture<'_, Option<MessageRecord>>;
+    fn chat_settings(&self, agent_id: String) -> StoreFuture<'_, ChatSettings>;
+    fn set_chat_settings(&self, agent_id: String, settings: ChatSettings) -> StoreFuture<'_, ()>;
 }
 
 /// A key to store: its digest only, never the secret.
@@ -342,7 +415,7 @@ pub trait Tx {
     fn insert_transfer(&mut self, transfer: &Transfer, kind: &str, now_ms: i64) -> Result<i64, Error>;
     /// An invoice of this gateway and the payee's account.
     fn invoice(&mut self, payment_hash: &[u8; 32]) -> Result<Option<(InvoiceRecord, AccountId)>, Error>;
-    fn mark_invoice_paid(&mut self, payment_hash: &[u8; 32], now_ms: i64) -> Result<(), Error>;
+    fn mark_invoice_paid(&mut self, payment_hash: &[u8; 32], payer_agent_id: &str, now_ms: i64) -> Result<(), Error>;
     fn insert_payment(&mut self, payment: &PaymentRecord, key_id: &str, transfer_id: Option<i64>) -> Result<(), Error>;
     fn payment(&mut self, id: &str) -> Result<Option<PaymentRecord>, Error>;
     /// `(request digest, id of the payment or approval it made)`.

@@ -359,7 +359,7 @@ fn agent_from_row(r: &Row<'_>) -> rusqlite::Result<Result<AgentRecord, Error>> {
 }
 
 const INVOICE_COLUMNS: &str = "payment_hash, agent_id, amount, memo, bolt11, preimage, status, created_at, \
-     expires_at, paid_at, seq, account_id FROM invoices";
+     expires_at, paid_at, seq, account_id, paid_by, room_id FROM invoices";
 
 fn invoice_from_row(r: &Row<'_>) -> rusqlite::Result<Result<(InvoiceRecord, i64, AccountId), Error>> {
     let (hash, preimage, amount, status): (Vec<u8>, Vec<u8>, i64, String) =
@@ -367,6 +367,7 @@ fn invoice_from_row(r: &Row<'_>) -> rusqlite::Result<Result<(InvoiceRecord, i64,
     let (agent_id, memo, bolt11): (String, String, String) = (r.get(1)?, r.get(3)?, r.get(4)?);
     let (created, expires, paid, seq, account): (i64, i64, Option<i64>, i64, i64) =
         (r.get(7)?, r.get(8)?, r.get(9)?, r.get(10)?, r.get(11)?);
+    let (paid_by, room_id): (Option<String>, Option<String>) = (r.get(12)?, r.get(13)?);
     Ok((|| {
         let record = InvoiceRecord {
             payment_hash: hash32(hash)?,
@@ -379,6 +380,8 @@ fn invoice_from_row(r: &Row<'_>) -> rusqlite::Result<Result<(InvoiceRecord, i64,
             created_at_ms: created,
             expires_at_ms: expires,
             paid_at_ms: paid,
+            paid_by,
+            room_id,
         };
         Ok((record, seq, AccountId(account)))
     })())
@@ -467,6 +470,81 @@ fn audit_from_row(r: &Row<'_>) -> rusqlite::Result<Result<AuditRecord, Error>> {
 }
 
 impl SqliteTx<'_> {
+    fn insert_invoice(&mut self, inv: &InvoiceRecord) -> Result<(), Error> {
+        let account: i64 = self
+            .conn
+            .prepare_cached("SELECT account_id FROM agents WHERE id = ?1")?
+            .query_row([&inv.agent_id], |r| r.get(0))
+            .optional()?
+            .ok_or(Error::NotFound("agent"))?;
+        self.conn
+            .prepare_cached(
+                "INSERT INTO invoices (payment_hash, agent_id, account_id, amount, memo, bolt11, preimage, status, \
+                 created_at, expires_at, room_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'open', ?8, ?9, ?10)",
+            )?
+            .execute(params![
+                inv.payment_hash.as_slice(),
+                inv.agent_id,
+                account,
+                to_sql(inv.amount)?,
+                inv.memo,
+                inv.bolt11,
+                inv.preimage.as_slice(),
+                inv.created_at_ms,
+                inv.expires_at_ms,
+                inv.room_id
+            ])?;
+        let data = serde_json::json!({
+            "payment_hash": hex::encode(inv.payment_hash), "agent_id": inv.agent_id,
+            "amount_msat": inv.amount.as_u64(), "expires_at_ms": inv.expires_at_ms, "room_id": inv.room_id,
+        });
+        self.emit("invoice.created", Some(&inv.agent_id), &data, inv.created_at_ms)
+    }
+
+    fn add_member(&mut self, room_id: &str, member: &str, now_ms: i64) -> Result<(), Error> {
+        self.conn
+            .prepare_cached("INSERT OR IGNORE INTO room_members (room_id, member, added_at) VALUES (?1, ?2, ?3)")?
+            .execute(params![room_id, member, now_ms])?;
+        Ok(())
+    }
+
+    fn room_members(&mut self, room_id: &str) -> Result<Vec<String>, Error> {
+        let mut stmt =
+            self.conn.prepare_cached("SELECT member FROM room_members WHERE room_id = ?1 ORDER BY added_at")?;
+        let rows = stmt.query_map([room_id], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn room(&mut self, id: &str) -> Result<Option<RoomRecord>, Error> {
+        let mut stmt = self.conn.prepare_cached("SELECT name, created_by, created_at FROM rooms WHERE id = ?1")?;
+        let row: Option<(String, String, i64)> =
+            stmt.query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).optional()?;
+        let Some((name, created_by, created_at_ms)) = row else { return Ok(None) };
+        let members = self.room_members(id)?;
+        Ok(Some(RoomRecord { id: id.to_owned(), name, created_by, created_at_ms, members }))
+    }
+
+    fn messages_where(&mut self, filter: &str, args: &[&dyn rusqlite::ToSql]) -> Result<Vec<MessageRecord>, Error> {
+        let sql = format!(
+            "SELECT m.id, m.room_id, m.sender, m.kind, m.text, m.created_at, m.payment_hash FROM messages m WHERE {filter}"
+        );
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        type Row7 = (i64, String, String, String, String, i64, Option<Vec<u8>>);
+        let rows: Vec<Row7> = stmt
+            .query_map(args, |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?)))?
+            .collect::<Result<_, _>>()?;
+        rows.into_iter()
+            .map(|(id, room_id, sender, kind, text, created_at_ms, hash)| {
+                let invoice = match hash {
+                    Some(h) => self.invoice(&hash32(h)?)?.map(|(i, _)| i),
+                    None => None,
+                };
+                let kind = if kind == "payment_request" { MessageKind::PaymentRequest } else { MessageKind::Text };
+                Ok(MessageRecord { id, room_id, sender, kind, text, created_at_ms, invoice })
+            })
+            .collect()
+    }
+
     fn policy(&self, agent_id: &str, rev: i64, text: Option<String>) -> Result<Option<Arc<Policy>>, Error> {
         let Some(text) = text else { return Ok(None) };
         if let Some(cache) = self.policies
@@ -543,10 +621,11 @@ impl Tx for SqliteTx<'_> {
         Ok(row.map(|(record, _, account)| (record, account)))
     }
 
-    fn mark_invoice_paid(&mut self, payment_hash: &[u8; 32], now_ms: i64) -> Result<(), Error> {
-        let mut stmt =
-            self.conn.prepare_cached("UPDATE invoices SET status = 'paid', paid_at = ?2 WHERE payment_hash = ?1")?;
-        stmt.execute(params![payment_hash.as_slice(), now_ms])?;
+    fn mark_invoice_paid(&mut self, payment_hash: &[u8; 32], payer_agent_id: &str, now_ms: i64) -> Result<(), Error> {
+        let mut stmt = self.conn.prepare_cached(
+            "UPDATE invoices SET status = 'paid', paid_at = ?2, paid_by = ?3 WHERE payment_hash = ?1",
+        )?;
+        stmt.execute(params![payment_hash.as_slice(), now_ms, payer_agent_id])?;
         Ok(())
     }
 
@@ -850,35 +929,7 @@ impl Store for SqliteStore {
     }
 
     fn insert_invoice(&self, inv: InvoiceRecord) -> StoreFuture<'_, ()> {
-        self.write(move |tx| {
-            let account: i64 = tx
-                .conn
-                .prepare_cached("SELECT account_id FROM agents WHERE id = ?1")?
-                .query_row([&inv.agent_id], |r| r.get(0))
-                .optional()?
-                .ok_or(Error::NotFound("agent"))?;
-            tx.conn
-                .prepare_cached(
-                    "INSERT INTO invoices (payment_hash, agent_id, account_id, amount, memo, bolt11, preimage, status, \
-                     created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'open', ?8, ?9)",
-                )?
-                .execute(params![
-                    inv.payment_hash.as_slice(),
-                    inv.agent_id,
-                    account,
-                    to_sql(inv.amount)?,
-                    inv.memo,
-                    inv.bolt11,
-                    inv.preimage.as_slice(),
-                    inv.created_at_ms,
-                    inv.expires_at_ms
-                ])?;
-            let data = serde_json::json!({
-                "payment_hash": hex::encode(inv.payment_hash), "agent_id": inv.agent_id,
-                "amount_msat": inv.amount.as_u64(), "expires_at_ms": inv.expires_at_ms,
-            });
-            tx.emit("invoice.created", Some(&inv.agent_id), &data, inv.created_at_ms)
-        })
+        self.write(move |tx| tx.insert_invoice(&inv))
     }
 
     fn invoice(&self, payment_hash: [u8; 32]) -> StoreFuture<'_, Option<InvoiceRecord>> {
@@ -1037,6 +1088,112 @@ impl Store for SqliteStore {
             let mut stmt = tx.conn.prepare("SELECT seq, body, prev_hash, hash FROM audit_log ORDER BY seq")?;
             let rows = stmt.query_map([], audit_from_row)?;
             rows.map(|r| r?).collect()
+        })
+    }
+
+    fn create_room(&self, room: RoomRecord) -> StoreFuture<'_, RoomRecord> {
+        self.write(move |tx| {
+            tx.conn.execute(
+                "INSERT INTO rooms (id, name, created_by, created_at) VALUES (?1, ?2, ?3, ?4)",
+                params![room.id, room.name, room.created_by, room.created_at_ms],
+            )?;
+            for member in &room.members {
+                tx.add_member(&room.id, member, room.created_at_ms)?;
+            }
+            let data = serde_json::json!({"room_id": room.id, "name": room.name, "members": room.members});
+            tx.emit("room.created", None, &data, room.created_at_ms)?;
+            tx.room(&room.id)?.ok_or(Error::NotFound("room"))
+        })
+    }
+
+    fn room(&self, id: String) -> StoreFuture<'_, Option<RoomRecord>> {
+        self.read(move |tx| tx.room(&id))
+    }
+
+    fn rooms(&self, member: Option<String>) -> StoreFuture<'_, Vec<RoomRecord>> {
+        self.read(move |tx| {
+            let ids: Vec<String> = match &member {
+                Some(m) => {
+                    let mut stmt = tx.conn.prepare_cached(
+                        "SELECT r.id FROM rooms r JOIN room_members m ON m.room_id = r.id WHERE m.member = ?1 \
+                         ORDER BY r.created_at",
+                    )?;
+                    stmt.query_map([m], |r| r.get(0))?.collect::<Result<_, _>>()?
+                }
+                None => {
+                    let mut stmt = tx.conn.prepare_cached("SELECT id FROM rooms ORDER BY created_at")?;
+                    stmt.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?
+                }
+            };
+            ids.iter().filter_map(|id| tx.room(id).transpose()).collect()
+        })
+    }
+
+    fn add_member(&self, room_id: String, member: String, now_ms: i64) -> StoreFuture<'_, ()> {
+        self.write(move |tx| {
+            tx.room(&room_id)?.ok_or(Error::NotFound("room"))?;
+            tx.add_member(&room_id, &member, now_ms)?;
+            let data = serde_json::json!({"room_id": room_id, "member": member});
+            tx.emit("room.member_added", None, &data, now_ms)
+        })
+    }
+
+    fn post_message(&self, m: NewMessage) -> StoreFuture<'_, MessageRecord> {
+        self.write(move |tx| {
+            if let Some(invoice) = &m.invoice {
+                tx.insert_invoice(invoice)?;
+            }
+            let kind = if m.invoice.is_some() { "payment_request" } else { "text" };
+            let hash = m.invoice.as_ref().map(|i| i.payment_hash.to_vec());
+            tx.conn
+                .prepare_cached(
+                    "INSERT INTO messages (room_id, sender, kind, text, payment_hash, created_at) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )?
+                .execute(params![m.room_id, m.sender, kind, m.text, hash, m.now_ms])?;
+            let id = tx.conn.last_insert_rowid();
+            let data = serde_json::json!({"room_id": m.room_id, "message_id": id, "sender": m.sender, "kind": kind});
+            tx.emit("message.posted", None, &data, m.now_ms)?;
+            let kind = if m.invoice.is_some() { MessageKind::PaymentRequest } else { MessageKind::Text };
+            Ok(MessageRecord {
+                id,
+                room_id: m.room_id,
+                sender: m.sender,
+                kind,
+                text: m.text,
+                created_at_ms: m.now_ms,
+                invoice: m.invoice,
+            })
+        })
+    }
+
+    fn messages(&self, room_id: String, after_id: i64, limit: u32) -> StoreFuture<'_, Vec<MessageRecord>> {
+        self.read(move |tx| {
+            let limit = i64::from(limit.clamp(1, PAGE_LIMIT_MAX));
+            tx.messages_where("m.room_id = ?1 AND m.id > ?2 ORDER BY m.id LIMIT ?3", &[&room_id, &after_id, &limit])
+        })
+    }
+
+    fn message(&self, room_id: String, id: i64) -> StoreFuture<'_, Option<MessageRecord>> {
+        self.read(move |tx| Ok(tx.messages_where("m.room_id = ?1 AND m.id = ?2", &[&room_id, &id])?.pop()))
+    }
+
+    fn chat_settings(&self, agent_id: String) -> StoreFuture<'_, ChatSettings> {
+        self.read(move |tx| {
+            let text: Option<Option<String>> =
+                tx.conn.query_row("SELECT chat FROM agents WHERE id = ?1", [&agent_id], |r| r.get(0)).optional()?;
+            from_json(text.ok_or(Error::NotFound("agent"))?)
+        })
+    }
+
+    fn set_chat_settings(&self, agent_id: String, settings: ChatSettings) -> StoreFuture<'_, ()> {
+        self.write(move |tx| {
+            let changed =
+                tx.conn.execute("UPDATE agents SET chat = ?2 WHERE id = ?1", params![agent_id, json(&settings)?])?;
+            if changed == 0 {
+                return Err(Error::NotFound("agent"));
+            }
+            Ok(())
         })
     }
 }

@@ -178,7 +178,7 @@ fn settle(
     tx.save_balance(transfer.debit, &debit)?;
     tx.save_balance(transfer.credit, &credit)?;
     let transfer_id = tx.insert_transfer(&transfer, "payment", now_ms)?;
-    tx.mark_invoice_paid(&invoice.payment_hash, now_ms)?;
+    tx.mark_invoice_paid(&invoice.payment_hash, &payer.agent_id, now_ms)?;
     let payment = PaymentRecord {
         id: payment_id.to_owned(),
         agent_id: payer.agent_id.clone(),

@@ -127,6 +127,36 @@ CREATE TABLE audit_log (
 );
 CREATE INDEX audit_by_agent ON audit_log (agent_id, seq);
 "#,
+    // 3: chat rooms. A payment request is a message tied to an invoice; its
+    // receipt is read from the invoice (who paid, when, the preimage).
+    r#"
+CREATE TABLE rooms (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    created_by TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE room_members (
+    room_id TEXT NOT NULL,
+    member TEXT NOT NULL,
+    added_at INTEGER NOT NULL,
+    PRIMARY KEY (room_id, member)
+) WITHOUT ROWID;
+CREATE INDEX room_members_by_member ON room_members (member, room_id);
+CREATE TABLE messages (
+    id INTEGER PRIMARY KEY,
+    room_id TEXT NOT NULL,
+    sender TEXT NOT NULL,
+    kind TEXT NOT NULL CHECK (kind IN ('text', 'payment_request')),
+    text TEXT NOT NULL,
+    payment_hash BLOB,
+    created_at INTEGER NOT NULL
+);
+CREATE INDEX messages_by_room ON messages (room_id, id);
+ALTER TABLE invoices ADD COLUMN paid_by TEXT;
+ALTER TABLE invoices ADD COLUMN room_id TEXT;
+ALTER TABLE agents ADD COLUMN chat TEXT;
+"#,
 ];
 
 pub fn migrate(conn: &Connection) -> Result<(), Error> {

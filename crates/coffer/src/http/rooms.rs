@@ -1,0 +1,248 @@
+//! Chat rooms: members talk, post payment requests and pay them with one
+//! call; everything is delivered live to the members watching (SSE or
+//! WebSocket), after a replay of what they missed.
+
+use super::extract::{Agent, ApiJson, Caller, Operator, SPEND};
+use super::{AppState, views};
+use crate::error::Error;
+use crate::gateway::{PayOutcome, Principal, now_ms};
+use crate::live::RoomEvent;
+use axum::Json;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::ws::{Message as WsMessage, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use coffer_client::{
+    AddMemberRequest, Approval, ChatSettings, CreateRoomRequest, Message, Payment, PostMessageRequest, Problem, Room,
+};
+use futures_util::stream::{self, Stream};
+use serde::Deserialize;
+use std::convert::Infallible;
+use std::time::Duration;
+use tokio::sync::broadcast::error::RecvError;
+
+/// Create a room (operator or agent; the creator becomes a member).
+#[utoipa::path(post, path = "/v1/rooms", tag = "chat", request_body = CreateRoomRequest,
+    responses((status = 201, body = Room), (status = "4XX", body = Problem)), security(("bearer" = [])))]
+pub async fn create_room(
+    State(gw): State<AppState>,
+    Caller(caller): Caller,
+    ApiJson(req): ApiJson<CreateRoomRequest>,
+) -> Result<(StatusCode, Json<Room>), Error> {
+    let room = gw.create_room(&caller, &req.name, &req.members).await?;
+    Ok((StatusCode::CREATED, Json(views::room(room))))
+}
+
+/// The caller's rooms (every room, for the operator).
+#[utoipa::path(get, path = "/v1/rooms", tag = "chat",
+    responses((status = 200, body = Vec<Room>), (status = "4XX", body = Problem)), security(("bearer" = [])))]
+pub async fn list_rooms(State(gw): State<AppState>, Caller(caller): Caller) -> Result<Json<Vec<Room>>, Error> {
+    Ok(Json(gw.rooms(&caller).await?.into_iter().map(views::room).collect()))
+}
+
+/// Add an agent to a room (a member or the operator).
+#[utoipa::path(post, path = "/v1/rooms/{room}/members", tag = "chat", params(("room" = String, Path)),
+    request_body = AddMemberRequest,
+    responses((status = 200, body = Room), (status = "4XX", body = Problem)), security(("bearer" = [])))]
+pub async fn add_member(
+    State(gw): State<AppState>,
+    Caller(caller): Caller,
+    Path(room): Path<String>,
+    ApiJson(req): ApiJson<AddMemberRequest>,
+) -> Result<Json<Room>, Error> {
+    Ok(Json(views::room(gw.add_member(&caller, &room, &req.agent_id).await?)))
+}
+
+/// Post `{"text"}`, or `{"payment_request": {"amount_msat", "memo"}}`: the
+/// invoice is created for the poster and carried by the message.
+#[utoipa::path(post, path = "/v1/rooms/{room}/messages", tag = "chat", params(("room" = String, Path)),
+    request_body = PostMessageRequest,
+    responses((status = 201, body = Message), (status = "4XX", body = Problem)), security(("bearer" = [])))]
+pub async fn post_message(
+    State(gw): State<AppState>,
+    Caller(caller): Caller,
+    Path(room): Path<String>,
+    ApiJson(req): ApiJson<PostMessageRequest>,
+) -> Result<(StatusCode, Json<Message>), Error> {
+    let request = req.payment_request.as_ref().map(|r| (r.amount_msat, r.memo.as_deref(), r.expiry_secs));
+    let posted = gw.post_message(&caller, &room, req.text.as_deref(), request).await?;
+    // Auto-pay may have settled it already: answer with its state now.
+    let now = gw.messages(&caller, &room, posted.id - 1, 1).await?.pop().unwrap_or(posted);
+    Ok((StatusCode::CREATED, Json(views::message(now, now_ms()))))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct MessageParams {
+    /// Messages after this id (default 0: from the start).
+    after: Option<i64>,
+    /// 1 to 200, default 100.
+    limit: Option<u32>,
+}
+
+/// A room's messages after `after`, oldest first.
+#[utoipa::path(get, path = "/v1/rooms/{room}/messages", tag = "chat", params(("room" = String, Path), MessageParams),
+    responses((status = 200, body = Vec<Message>), (status = "4XX", body = Problem)), security(("bearer" = [])))]
+pub async fn list_messages(
+    State(gw): State<AppState>,
+    Caller(caller): Caller,
+    Path(room): Path<String>,
+    params: Result<Query<MessageParams>, QueryRejection>,
+) -> Result<Json<Vec<Message>>, Error> {
+    let Query(p) = params.map_err(|e| Error::MalformedRequest(e.body_text()))?;
+    let rows = gw.messages(&caller, &room, p.after.unwrap_or(0), p.limit.unwrap_or(100)).await?;
+    let now = now_ms();
+    Ok(Json(rows.into_iter().map(|m| views::message(m, now)).collect()))
+}
+
+/// Pay a payment request of the room, through the payer's policy: `200`
+/// paid, `202` held for approval, `403` denied, `409` already paid.
+#[utoipa::path(post, path = "/v1/rooms/{room}/messages/{id}/pay", tag = "chat",
+    params(("room" = String, Path), ("id" = i64, Path)),
+    responses((status = 200, body = Payment), (status = 202, body = Approval), (status = "4XX", body = Problem)),
+    security(("bearer" = [])))]
+pub async fn pay_request(
+    State(gw): State<AppState>,
+    Agent(key): Agent<SPEND>,
+    Path((room, id)): Path<(String, i64)>,
+    headers: HeaderMap,
+) -> Result<Response, Error> {
+    let idempotency_key = headers.get("idempotency-key").map(|v| v.to_str().unwrap_or_default());
+    Ok(match gw.pay_request(&key, &room, id, idempotency_key).await? {
+        PayOutcome::Paid(payment) => Json(views::payment(payment)).into_response(),
+        PayOutcome::Held(approval) => (StatusCode::ACCEPTED, Json(views::approval(approval, true))).into_response(),
+    })
+}
+
+/// How often an idle stream sends a keep-alive comment.
+const KEEP_ALIVE_SECS: u64 = 15;
+
+/// What a watcher receives: the backlog after `after`, then live events.
+/// Subscribing before reading the backlog, then skipping live messages the
+/// backlog already held, leaves no gap and no duplicate.
+async fn watch(
+    gw: AppState,
+    caller: Principal,
+    room: String,
+    after: i64,
+) -> Result<impl Stream<Item = (String, serde_json::Value)>, Error> {
+    let room = gw.room_for(&caller, &room).await?.id;
+    let live = gw.live().subscribe();
+    let backlog = gw.messages(&caller, &room, after, crate::io::PAGE_LIMIT_MAX).await?;
+    let last_id = backlog.last().map_or(after, |m| m.id);
+    let now = now_ms();
+    let replay: Vec<(String, serde_json::Value)> = backlog
+        .into_iter()
+        .filter_map(|m| serde_json::to_value(views::message(m, now)).ok().map(|v| ("message.posted".to_owned(), v)))
+        .collect();
+    let events = stream::unfold((live, room, last_id), |(mut live, room, last_id)| async move {
+        let (item, id) = next_live(&mut live, &room, last_id).await?;
+        Some((item, (live, room, id)))
+    });
+    Ok(futures_util::StreamExt::chain(stream::iter(replay), events))
+}
+
+async fn next_live(
+    live: &mut tokio::sync::broadcast::Receiver<RoomEvent>,
+    room: &str,
+    last_id: i64,
+) -> Option<((String, serde_json::Value), i64)> {
+    loop {
+        match live.recv().await {
+            Ok(e) if e.room_id != room => continue,
+            Ok(e) => {
+                let id = e.data.get("id").and_then(serde_json::Value::as_i64);
+                if e.kind == "message.posted" && id.is_some_and(|id| id <= last_id) {
+                    continue;
+                }
+                return Some(((e.kind.to_owned(), e.data), id.unwrap_or(last_id).max(last_id)));
+            }
+            // Fell behind the bounded backlog: tell the watcher to reload.
+            Err(RecvError::Lagged(_)) => return Some((("reload".to_owned(), serde_json::json!({})), last_id)),
+            Err(RecvError::Closed) => return None,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct StreamParams {
+    /// Replay messages after this id first (default 0).
+    after: Option<i64>,
+}
+
+/// Server-Sent Events of a room: `message.posted` (a message) and
+/// `invoice.paid` (a payment hash and its receipt); `reload` if the stream
+/// fell behind.
+#[utoipa::path(get, path = "/v1/rooms/{room}/events", tag = "chat", params(("room" = String, Path), StreamParams),
+    responses((status = 200, content_type = "text/event-stream"), (status = "4XX", body = Problem)),
+    security(("bearer" = [])))]
+pub async fn stream(
+    State(gw): State<AppState>,
+    Caller(caller): Caller,
+    Path(room): Path<String>,
+    params: Result<Query<StreamParams>, QueryRejection>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, Error> {
+    let Query(p) = params.map_err(|e| Error::MalformedRequest(e.body_text()))?;
+    let events = watch(gw, caller, room, p.after.unwrap_or(0)).await?;
+    let sse =
+        futures_util::StreamExt::map(events, |(kind, data)| Ok(Event::default().event(kind).data(data.to_string())));
+    Ok(Sse::new(sse).keep_alive(KeepAlive::new().interval(Duration::from_secs(KEEP_ALIVE_SECS))))
+}
+
+/// The same events over a WebSocket, one JSON text frame each:
+/// `{"type", "data"}`.
+#[utoipa::path(get, path = "/v1/rooms/{room}/ws", tag = "chat", params(("room" = String, Path), StreamParams),
+    responses((status = 101), (status = "4XX", body = Problem)), security(("bearer" = [])))]
+pub async fn websocket(
+    State(gw): State<AppState>,
+    Caller(caller): Caller,
+    Path(room): Path<String>,
+    params: Result<Query<StreamParams>, QueryRejection>,
+    upgrade: WebSocketUpgrade,
+) -> Result<Response, Error> {
+    let Query(p) = params.map_err(|e| Error::MalformedRequest(e.body_text()))?;
+    let events = watch(gw, caller, room, p.after.unwrap_or(0)).await?;
+    Ok(upgrade.on_upgrade(move |socket| forward(socket, events)))
+}
+
+async fn forward(mut socket: WebSocket, events: impl Stream<Item = (String, serde_json::Value)>) {
+    let mut events = std::pin::pin!(events);
+    while let Some((kind, data)) = futures_util::StreamExt::next(&mut events).await {
+        let frame = serde_json::json!({"type": kind, "data": data}).to_string();
+        if socket.send(WsMessage::Text(frame.into())).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// An agent's chat settings (auto-pay).
+#[utoipa::path(get, path = "/v1/agents/{id}/chat", tag = "chat", params(("id" = String, Path)),
+    responses((status = 200, body = ChatSettings), (status = "4XX", body = Problem)), security(("bearer" = [])))]
+pub async fn get_chat_settings(
+    State(gw): State<AppState>,
+    _: Operator,
+    Path(id): Path<String>,
+) -> Result<Json<ChatSettings>, Error> {
+    let s = gw.chat_settings(&id).await?;
+    Ok(Json(ChatSettings { auto_pay_from: s.auto_pay_from, auto_pay_max_msat: s.auto_pay_max_msat }))
+}
+
+/// Set an agent's chat settings: pay requests from the listed agents at
+/// once, up to `auto_pay_max_msat` each, still through its policy.
+#[utoipa::path(put, path = "/v1/agents/{id}/chat", tag = "chat", params(("id" = String, Path)),
+    request_body = ChatSettings,
+    responses((status = 200, body = ChatSettings), (status = "4XX", body = Problem)), security(("bearer" = [])))]
+pub async fn put_chat_settings(
+    State(gw): State<AppState>,
+    _: Operator,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<ChatSettings>,
+) -> Result<Json<ChatSettings>, Error> {
+    let settings =
+        crate::io::ChatSettings { auto_pay_from: req.auto_pay_from, auto_pay_max_msat: req.auto_pay_max_msat };
+    gw.set_chat_settings(&id, settings).await?;
+    get_chat_settings(State(gw), Operator, Path(id)).await
+}
