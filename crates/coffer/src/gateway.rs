@@ -649,6 +649,25 @@ impl Gateway {
         self.pay(caller, &invoice.bolt11, Some(&purpose), idempotency_key).await
     }
 
+    /// An invoice the caller may see rendered: its agent's, one of a room
+    /// the caller is in, or any for the operator.
+    pub async fn visible_invoice(&self, caller: &Principal, payment_hash_hex: &str) -> Result<InvoiceRecord, Error> {
+        let hash = parse_hash(payment_hash_hex)?;
+        let invoice = self.store.invoice(hash).await?.ok_or(Error::NotFound("invoice"))?;
+        let visible = match caller {
+            Principal::Operator => true,
+            Principal::Agent(key) if key.agent_id == invoice.agent_id => true,
+            Principal::Agent(_) => match &invoice.room_id {
+                Some(room) => self.room_for(caller, room).await.is_ok(),
+                None => false,
+            },
+        };
+        if !visible {
+            return Err(Error::Forbidden("the invoice belongs to another agent"));
+        }
+        Ok(invoice)
+    }
+
     pub async fn chat_settings(&self, agent_id: &str) -> Result<ChatSettings, Error> {
         self.store.chat_settings(agent_id.to_owned()).await
     }

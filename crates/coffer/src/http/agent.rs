@@ -1,6 +1,6 @@
 //! Agent routes: the wallet, invoices, payments.
 
-use super::extract::{Agent, ApiJson, READ, RECEIVE, SPEND};
+use super::extract::{Agent, ApiJson, Caller, READ, RECEIVE, SPEND};
 use super::{AppState, views};
 use crate::error::Error;
 use crate::gateway::{PayOutcome, now_ms};
@@ -8,7 +8,7 @@ use crate::io::PageRequest;
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use coffer_client::{Approval, CreateInvoiceRequest, Invoice, Page, PayRequest, Payment, Problem, Wallet};
 use serde::Deserialize;
@@ -50,6 +50,46 @@ pub async fn get_invoice(
     Path(hash): Path<String>,
 ) -> Result<Json<Invoice>, Error> {
     Ok(Json(views::invoice(gw.invoice(&key, &hash).await?, now_ms())))
+}
+
+/// The invoice's QR code as SVG: `LIGHTNING:` and the BOLT11 in upper case.
+/// For the invoice's agent, members of its room, and the operator.
+#[utoipa::path(get, path = "/v1/invoices/{payment_hash}/qr.svg", tag = "agent", params(("payment_hash" = String, Path)),
+    responses((status = 200, content_type = "image/svg+xml"), (status = "4XX", body = Problem)), security(("bearer" = [])))]
+pub async fn qr_svg(
+    State(gw): State<AppState>,
+    Caller(caller): Caller,
+    Path(hash): Path<String>,
+) -> Result<Response, Error> {
+    let invoice = gw.visible_invoice(&caller, &hash).await?;
+    let svg = super::qr::svg(&invoice.bolt11).map_err(|e| Error::internal("rendering a QR code", e))?;
+    Ok(([(header::CONTENT_TYPE, "image/svg+xml"), (header::CACHE_CONTROL, "private, max-age=3600")], svg)
+        .into_response())
+}
+
+/// The invoice's QR code as PNG (`?scale=` pixels per module, 1 to 16).
+#[utoipa::path(get, path = "/v1/invoices/{payment_hash}/qr.png", tag = "agent",
+    params(("payment_hash" = String, Path), ("scale" = Option<u32>, Query)),
+    responses((status = 200, content_type = "image/png"), (status = "4XX", body = Problem)), security(("bearer" = [])))]
+pub async fn qr_png(
+    State(gw): State<AppState>,
+    Caller(caller): Caller,
+    Path(hash): Path<String>,
+    params: Result<Query<QrParams>, QueryRejection>,
+) -> Result<Response, Error> {
+    let Query(params) = params.map_err(|e| Error::MalformedRequest(e.body_text()))?;
+    let invoice = gw.visible_invoice(&caller, &hash).await?;
+    let png = super::qr::png(&invoice.bolt11, params.scale.unwrap_or(QR_SCALE_DEFAULT_PX))
+        .map_err(|e| Error::internal("rendering a QR code", e))?;
+    Ok(([(header::CONTENT_TYPE, "image/png"), (header::CACHE_CONTROL, "private, max-age=3600")], png).into_response())
+}
+
+const QR_SCALE_DEFAULT_PX: u32 = 6;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QrParams {
+    scale: Option<u32>,
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]

@@ -67,6 +67,8 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(agent::wallet))
         .routes(routes!(agent::create_invoice, agent::list_invoices))
         .routes(routes!(agent::get_invoice))
+        .routes(routes!(agent::qr_svg))
+        .routes(routes!(agent::qr_png))
         .routes(routes!(agent::pay, agent::list_payments))
         .routes(routes!(constitution::get_policy, constitution::put_policy))
         .routes(routes!(constitution::get_budget))
