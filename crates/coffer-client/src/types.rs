@@ -423,4 +423,22 @@ pub struct ChatSettings {
     pub auto_pay_from: Vec<String>,
     #[serde(default)]
     pub auto_pay_max_msat: u64,
+    /// Incoming payments wait for the agent to accept them (`/v1/incoming`),
+    /// or to reject them, which refunds the payer. Default: accepted at once.
+    #[serde(default)]
+    pub require_acknowledgment: bool,
+}
+
+/// A payment waiting for its payee's acknowledgment: credited but reserved.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(ToSchema))]
+pub struct Incoming {
+    pub payment_id: String,
+    pub payer_agent_id: String,
+    pub amount_msat: u64,
+    /// `pending`, `accepted` or `rejected`.
+    pub status: String,
+    pub created_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decided_at: Option<String>,
 }

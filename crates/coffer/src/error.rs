@@ -39,6 +39,8 @@ pub enum Error {
     /// A payment refused by the constitution (or for want of funds).
     Denied(crate::io::Denial),
     ApprovalNotPending(&'static str),
+    /// An incoming payment was already accepted or rejected.
+    AlreadyDecided(&'static str),
     InvalidPolicy(coffer_core::policy::PolicyError),
     /// The store is shutting down or overloaded: try again.
     Unavailable(&'static str),
@@ -89,6 +91,7 @@ impl fmt::Display for Error {
             Error::MintDisabled => f.write_str("minting test funds is only possible in dev mode"),
             Error::Denied(denial) => f.write_str(&denial.message),
             Error::ApprovalNotPending(status) => write!(f, "the approval was already decided: {status}"),
+            Error::AlreadyDecided(status) => write!(f, "already decided: {status}"),
             Error::InvalidPolicy(e) => write!(f, "{}: {}", e.field, e.message),
             Error::Unavailable(why) => f.write_str(why),
             Error::Internal(_) => f.write_str("internal error"),

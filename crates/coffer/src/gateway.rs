@@ -668,6 +668,25 @@ impl Gateway {
         Ok(invoice)
     }
 
+    pub async fn incoming(
+        &self,
+        caller: &AgentKey,
+        status: Option<crate::io::IncomingStatus>,
+    ) -> Result<Vec<crate::io::IncomingRecord>, Error> {
+        self.store.incoming(caller.agent_id.clone(), status).await
+    }
+
+    /// The payee accepts or rejects (refunds) a payment waiting for it.
+    pub async fn decide_incoming(
+        &self,
+        caller: &AgentKey,
+        payment_id: &str,
+        accept: bool,
+    ) -> Result<crate::io::IncomingRecord, Error> {
+        let (payee, id, key) = (caller.agent_id.clone(), payment_id.to_owned(), caller.key_id.clone());
+        self.store.decide_incoming(payee, id, accept, key, now_ms()).await
+    }
+
     pub async fn chat_settings(&self, agent_id: &str) -> Result<ChatSettings, Error> {
         self.store.chat_settings(agent_id.to_owned()).await
     }

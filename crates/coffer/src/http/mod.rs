@@ -86,6 +86,9 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(rooms::stream))
         .routes(routes!(rooms::websocket))
         .routes(routes!(rooms::get_chat_settings, rooms::put_chat_settings))
+        .routes(routes!(rooms::list_incoming))
+        .routes(routes!(rooms::accept_incoming))
+        .routes(routes!(rooms::reject_incoming))
 }
 
 pub fn router(state: AppState) -> Router {

@@ -37,6 +37,7 @@ pub fn classify(e: &Error) -> (StatusCode, &'static str, &'static str) {
         }
         Error::Denied(d) => (S::FORBIDDEN, d.code, "Payment denied"),
         Error::ApprovalNotPending(_) => (S::CONFLICT, "approval-not-pending", "Approval already decided"),
+        Error::AlreadyDecided(_) => (S::CONFLICT, "already-decided", "Already decided"),
         Error::InvalidPolicy(_) => (S::BAD_REQUEST, "invalid-policy", "Invalid policy"),
         Error::Unavailable(_) => (S::SERVICE_UNAVAILABLE, "unavailable", "Service unavailable"),
         Error::Internal(_) => (S::INTERNAL_SERVER_ERROR, "internal", "Internal error"),

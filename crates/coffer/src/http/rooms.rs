@@ -2,10 +2,11 @@
 //! call; everything is delivered live to the members watching (SSE or
 //! WebSocket), after a replay of what they missed.
 
-use super::extract::{Agent, ApiJson, Caller, Operator, SPEND};
+use super::extract::{Agent, ApiJson, Caller, Operator, READ, RECEIVE, SPEND};
 use super::{AppState, views};
 use crate::error::Error;
 use crate::gateway::{PayOutcome, Principal, now_ms};
+use crate::io::IncomingStatus;
 use crate::live::RoomEvent;
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
@@ -15,7 +16,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use coffer_client::{
-    AddMemberRequest, Approval, ChatSettings, CreateRoomRequest, Message, Payment, PostMessageRequest, Problem, Room,
+    AddMemberRequest, Approval, ChatSettings, CreateRoomRequest, Incoming, Message, Payment, PostMessageRequest,
+    Problem, Room,
 };
 use futures_util::stream::{self, Stream};
 use serde::Deserialize;
@@ -226,8 +228,7 @@ pub async fn get_chat_settings(
     _: Operator,
     Path(id): Path<String>,
 ) -> Result<Json<ChatSettings>, Error> {
-    let s = gw.chat_settings(&id).await?;
-    Ok(Json(ChatSettings { auto_pay_from: s.auto_pay_from, auto_pay_max_msat: s.auto_pay_max_msat }))
+    Ok(Json(gw.chat_settings(&id).await?))
 }
 
 /// Set an agent's chat settings: pay requests from the listed agents at
@@ -241,8 +242,57 @@ pub async fn put_chat_settings(
     Path(id): Path<String>,
     ApiJson(req): ApiJson<ChatSettings>,
 ) -> Result<Json<ChatSettings>, Error> {
-    let settings =
-        crate::io::ChatSettings { auto_pay_from: req.auto_pay_from, auto_pay_max_msat: req.auto_pay_max_msat };
-    gw.set_chat_settings(&id, settings).await?;
+    gw.set_chat_settings(&id, req).await?;
     get_chat_settings(State(gw), Operator, Path(id)).await
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct IncomingParams {
+    /// `pending` (default), `accepted`, `rejected` or `all`.
+    status: Option<String>,
+}
+
+/// Payments to the calling agent that wait for its acknowledgment (when its
+/// chat settings say `require_acknowledgment`).
+#[utoipa::path(get, path = "/v1/incoming", tag = "chat", params(IncomingParams),
+    responses((status = 200, body = Vec<Incoming>), (status = "4XX", body = Problem)), security(("bearer" = [])))]
+pub async fn list_incoming(
+    State(gw): State<AppState>,
+    Agent(key): Agent<READ>,
+    params: Result<Query<IncomingParams>, QueryRejection>,
+) -> Result<Json<Vec<Incoming>>, Error> {
+    let Query(p) = params.map_err(|e| Error::MalformedRequest(e.body_text()))?;
+    let status = match p.status.as_deref() {
+        None => Some(IncomingStatus::Pending),
+        Some("all") => None,
+        Some(s) => Some(
+            IncomingStatus::parse(s)
+                .ok_or(Error::InvalidField { field: "status", detail: "pending, accepted, rejected or all".into() })?,
+        ),
+    };
+    let rows = gw.incoming(&key, status).await?;
+    Ok(Json(rows.into_iter().map(views::incoming).collect()))
+}
+
+/// Accept an incoming payment: its amount becomes spendable.
+#[utoipa::path(post, path = "/v1/incoming/{payment_id}/accept", tag = "chat", params(("payment_id" = String, Path)),
+    responses((status = 200, body = Incoming), (status = "4XX", body = Problem)), security(("bearer" = [])))]
+pub async fn accept_incoming(
+    State(gw): State<AppState>,
+    Agent(key): Agent<RECEIVE>,
+    Path(id): Path<String>,
+) -> Result<Json<Incoming>, Error> {
+    Ok(Json(views::incoming(gw.decide_incoming(&key, &id, true).await?)))
+}
+
+/// Reject an incoming payment: its amount goes back to the payer.
+#[utoipa::path(post, path = "/v1/incoming/{payment_id}/reject", tag = "chat", params(("payment_id" = String, Path)),
+    responses((status = 200, body = Incoming), (status = "4XX", body = Problem)), security(("bearer" = [])))]
+pub async fn reject_incoming(
+    State(gw): State<AppState>,
+    Agent(key): Agent<RECEIVE>,
+    Path(id): Path<String>,
+) -> Result<Json<Incoming>, Error> {
+    Ok(Json(views::incoming(gw.decide_incoming(&key, &id, false).await?)))
 }

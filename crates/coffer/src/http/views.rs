@@ -142,3 +142,14 @@ pub fn message(m: MessageRecord, now_ms: i64) -> coffer_client::Message {
         receipt,
     }
 }
+
+pub fn incoming(i: crate::io::IncomingRecord) -> coffer_client::Incoming {
+    coffer_client::Incoming {
+        payment_id: i.payment_id,
+        payer_agent_id: i.payer_agent_id,
+        amount_msat: i.amount.as_u64(),
+        status: i.status.as_str().to_owned(),
+        created_at: timestamp(i.created_at_ms),
+        decided_at: i.decided_at_ms.map(timestamp),
+    }
+}

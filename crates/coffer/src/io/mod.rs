@@ -176,16 +176,42 @@ pub struct NewMessage {
     pub now_ms: i64,
 }
 
-/// An agent's chat settings, set by the operator.
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ChatSettings {
-    /// Pay requests posted by these agents at once, up to `auto_pay_max_msat`
-    /// each, still through the payer's policy.
-    #[serde(default)]
-    pub auto_pay_from: Vec<String>,
-    #[serde(default)]
-    pub auto_pay_max_msat: u64,
+/// An agent's chat settings, set by the operator; stored as this JSON.
+pub use coffer_client::ChatSettings;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IncomingStatus {
+    Pending,
+    Accepted,
+    Rejected,
+}
+
+impl IncomingStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IncomingStatus::Pending => "pending",
+            IncomingStatus::Accepted => "accepted",
+            IncomingStatus::Rejected => "rejected",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<IncomingStatus> {
+        [IncomingStatus::Pending, IncomingStatus::Accepted, IncomingStatus::Rejected]
+            .into_iter()
+            .find(|status| status.as_str() == s)
+    }
+}
+
+/// A payment to an agent that acknowledges its incoming payments.
+#[derive(Clone, Debug)]
+pub struct IncomingRecord {
+    pub payment_id: String,
+    pub payee_agent_id: String,
+    pub payer_agent_id: String,
+    pub amount: Msat,
+    pub status: IncomingStatus,
+    pub created_at_ms: i64,
+    pub decided_at_ms: Option<i64>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -394,6 +420,17 @@ pub trait Store: Send + Sync + 'static {
     fn message(&self, room_id: String, id: i64) -> StoreFuture<'_, Option<MessageRecord>>;
     fn chat_settings(&self, agent_id: String) -> StoreFuture<'_, ChatSettings>;
     fn set_chat_settings(&self, agent_id: String, settings: ChatSettings) -> StoreFuture<'_, ()>;
+    fn incoming(&self, payee_agent_id: String, status: Option<IncomingStatus>) -> StoreFuture<'_, Vec<IncomingRecord>>;
+    /// Accepts (releases to the payee) or rejects (refunds the payer) a
+    /// pending incoming payment of this payee.
+    fn decide_incoming(
+        &self,
+        payee_agent_id: String,
+        payment_id: String,
+        accept: bool,
+        key_id: String,
+        now_ms: i64,
+    ) -> StoreFuture<'_, IncomingRecord>;
 }
 
 /// A key to store: its digest only, never the secret.
@@ -437,6 +474,10 @@ pub trait Tx {
     fn update_approval(&mut self, approval: &ApprovalRecord) -> Result<(), Error>;
     /// Appends to the hash-chained audit trail.
     fn audit(&mut self, entry: &AuditEntry) -> Result<(), Error>;
+    /// Whether the agent acknowledges incoming payments itself.
+    fn acknowledges_incoming(&mut self, agent_id: &str) -> Result<bool, Error>;
+    /// Inserts or updates an incoming payment's record.
+    fn save_incoming(&mut self, incoming: &IncomingRecord) -> Result<(), Error>;
     /// Writes an event to the outbox, in this transaction.
     fn emit(&mut self, kind: &str, agent_id: Option<&str>, data: &serde_json::Value, now_ms: i64) -> Result<(), Error>;
 }

@@ -428,6 +428,27 @@ fn status_str(status: PaymentStatus) -> &'static str {
     }
 }
 
+const INCOMING_COLUMNS: &str =
+    "payment_id, payee_agent_id, payer_agent_id, amount, status, created_at, decided_at FROM incoming";
+
+fn incoming_from_row(r: &Row<'_>) -> rusqlite::Result<Result<IncomingRecord, Error>> {
+    let (payment_id, payee, payer, amount, status): (String, String, String, i64, String) =
+        (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?);
+    let (created, decided): (i64, Option<i64>) = (r.get(5)?, r.get(6)?);
+    Ok((|| {
+        Ok(IncomingRecord {
+            payment_id,
+            payee_agent_id: payee,
+            payer_agent_id: payer,
+            amount: msat(amount)?,
+            status: IncomingStatus::parse(&status)
+                .ok_or_else(|| Error::Internal(format!("unknown incoming status {status}")))?,
+            created_at_ms: created,
+            decided_at_ms: decided,
+        })
+    })())
+}
+
 const APPROVAL_COLUMNS: &str = "id, agent_id, key_id, payment_hash, bolt11, amount, purpose, payee_agent_id, status, \
      created_at, expires_at, decided_at, decided_by, payment_id FROM approvals";
 
@@ -774,6 +795,29 @@ impl Tx for SqliteTx<'_> {
             "INSERT INTO audit_log (at, agent_id, action, body, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         )?;
         stmt.execute(params![entry.at_ms, entry.agent_id, entry.action, body, prev.as_slice(), hash.as_slice()])?;
+        Ok(())
+    }
+
+    fn acknowledges_incoming(&mut self, agent_id: &str) -> Result<bool, Error> {
+        let mut stmt = self.conn.prepare_cached("SELECT ack_incoming FROM agents WHERE id = ?1")?;
+        Ok(stmt.query_row([agent_id], |r| r.get::<_, i64>(0)).optional()? == Some(1))
+    }
+
+    fn save_incoming(&mut self, i: &IncomingRecord) -> Result<(), Error> {
+        let mut stmt = self.conn.prepare_cached(
+            "INSERT INTO incoming (payment_id, payee_agent_id, payer_agent_id, amount, status, created_at, decided_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
+             ON CONFLICT (payment_id) DO UPDATE SET status = excluded.status, decided_at = excluded.decided_at",
+        )?;
+        stmt.execute(params![
+            i.payment_id,
+            i.payee_agent_id,
+            i.payer_agent_id,
+            to_sql(i.amount)?,
+            i.status.as_str(),
+            i.created_at_ms,
+            i.decided_at_ms
+        ])?;
         Ok(())
     }
 
@@ -1186,10 +1230,43 @@ impl Store for SqliteStore {
         })
     }
 
+    fn incoming(&self, payee_agent_id: String, status: Option<IncomingStatus>) -> StoreFuture<'_, Vec<IncomingRecord>> {
+        self.read(move |tx| {
+            let mut stmt = tx.conn.prepare_cached(&format!(
+                "SELECT {INCOMING_COLUMNS} WHERE payee_agent_id = ?1 AND (?2 IS NULL OR status = ?2) \
+                 ORDER BY created_at DESC LIMIT ?3"
+            ))?;
+            let limit = i64::from(PAGE_LIMIT_MAX);
+            let rows =
+                stmt.query_map(params![payee_agent_id, status.map(IncomingStatus::as_str), limit], incoming_from_row)?;
+            rows.map(|r| r?).collect()
+        })
+    }
+
+    fn decide_incoming(
+        &self,
+        payee_agent_id: String,
+        payment_id: String,
+        accept: bool,
+        key_id: String,
+        now_ms: i64,
+    ) -> StoreFuture<'_, IncomingRecord> {
+        self.write(move |tx| {
+            let mut stmt = tx.conn.prepare_cached(&format!("SELECT {INCOMING_COLUMNS} WHERE payment_id = ?1"))?;
+            let found = stmt.query_row([&payment_id], incoming_from_row).optional()?.transpose()?;
+            drop(stmt);
+            let incoming =
+                found.filter(|i| i.payee_agent_id == payee_agent_id).ok_or(Error::NotFound("incoming payment"))?;
+            internal::decide_incoming(tx, incoming, accept, &key_id, now_ms)
+        })
+    }
+
     fn set_chat_settings(&self, agent_id: String, settings: ChatSettings) -> StoreFuture<'_, ()> {
         self.write(move |tx| {
-            let changed =
-                tx.conn.execute("UPDATE agents SET chat = ?2 WHERE id = ?1", params![agent_id, json(&settings)?])?;
+            let changed = tx.conn.execute(
+                "UPDATE agents SET chat = ?2, ack_incoming = ?3 WHERE id = ?1",
+                params![agent_id, json(&settings)?, settings.require_acknowledgment],
+            )?;
             if changed == 0 {
                 return Err(Error::NotFound("agent"));
             }

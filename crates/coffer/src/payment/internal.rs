@@ -175,6 +175,12 @@ fn settle(
         ledger::release(&mut debit, invoice.amount)?;
     }
     ledger::post(transfer, &mut debit, &mut credit)?;
+    // A payee that acknowledges its incoming payments gets the money
+    // reserved until it accepts: in its wallet, not yet spendable.
+    let acknowledge = tx.acknowledges_incoming(&invoice.agent_id)?;
+    if acknowledge {
+        ledger::reserve(transfer.credit, &mut credit, invoice.amount)?;
+    }
     tx.save_balance(transfer.debit, &debit)?;
     tx.save_balance(transfer.credit, &credit)?;
     let transfer_id = tx.insert_transfer(&transfer, "payment", now_ms)?;
@@ -192,6 +198,17 @@ fn settle(
         created_at_ms: now_ms,
     };
     tx.insert_payment(&payment, &payer.key_id, Some(transfer_id))?;
+    if acknowledge {
+        tx.save_incoming(&crate::io::IncomingRecord {
+            payment_id: payment.id.clone(),
+            payee_agent_id: invoice.agent_id.clone(),
+            payer_agent_id: payer.agent_id.clone(),
+            amount: invoice.amount,
+            status: crate::io::IncomingStatus::Pending,
+            created_at_ms: now_ms,
+            decided_at_ms: None,
+        })?;
+    }
     let data = serde_json::json!({
         "payment_id": payment.id, "payment_hash": hex::encode(invoice.payment_hash),
         "amount_msat": invoice.amount.as_u64(), "fee_msat": 0, "payer_agent_id": payment.agent_id,
@@ -413,4 +430,55 @@ fn audit_decision(
         rule: Some(approval.id.clone()),
         detail: None,
     })
+}
+
+/// The payee accepts a pending incoming payment (its reservation is
+/// released) or rejects it (released, and the amount goes back to the
+/// payer). Deciding twice is refused.
+pub fn decide_incoming(
+    tx: &mut impl Tx,
+    mut incoming: crate::io::IncomingRecord,
+    accept: bool,
+    key_id: &str,
+    now_ms: i64,
+) -> Result<crate::io::IncomingRecord, Error> {
+    use crate::io::IncomingStatus;
+    if incoming.status != IncomingStatus::Pending {
+        return Err(Error::AlreadyDecided(incoming.status.as_str()));
+    }
+    let payee = tx.agent_state(&incoming.payee_agent_id)?.ok_or(Error::NotFound("agent"))?;
+    let mut balance = tx.balance(payee.account)?;
+    ledger::release(&mut balance, incoming.amount)?;
+    tx.save_balance(payee.account, &balance)?;
+    if !accept {
+        let payer = tx.agent_state(&incoming.payer_agent_id)?.ok_or(Error::NotFound("agent"))?;
+        let refund = Transfer { debit: payee.account, credit: payer.account, amount: incoming.amount };
+        let (mut debit, mut credit) = (tx.balance(refund.debit)?, tx.balance(refund.credit)?);
+        ledger::post(refund, &mut debit, &mut credit)?;
+        tx.save_balance(refund.debit, &debit)?;
+        tx.save_balance(refund.credit, &credit)?;
+        tx.insert_transfer(&refund, "refund", now_ms)?;
+    }
+    incoming.status = if accept { IncomingStatus::Accepted } else { IncomingStatus::Rejected };
+    incoming.decided_at_ms = Some(now_ms);
+    tx.save_incoming(&incoming)?;
+    let action = if accept { "incoming.accepted" } else { "incoming.rejected" };
+    tx.audit(&AuditEntry {
+        at_ms: now_ms,
+        action,
+        actor: incoming.payee_agent_id.clone(),
+        key_id: Some(key_id.to_owned()),
+        agent_id: Some(incoming.payee_agent_id.clone()),
+        amount_msat: Some(incoming.amount.as_u64()),
+        payee: Some(format!("agent:{}", incoming.payee_agent_id)),
+        purpose: None,
+        rule: Some(incoming.payment_id.clone()),
+        detail: None,
+    })?;
+    let data = serde_json::json!({
+        "payment_id": incoming.payment_id, "payee_agent_id": incoming.payee_agent_id,
+        "payer_agent_id": incoming.payer_agent_id, "amount_msat": incoming.amount.as_u64(),
+    });
+    tx.emit(action, Some(&incoming.payee_agent_id), &data, now_ms)?;
+    Ok(incoming)
 }

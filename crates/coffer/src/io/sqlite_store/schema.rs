@@ -156,6 +156,20 @@ CREATE INDEX messages_by_room ON messages (room_id, id);
 ALTER TABLE invoices ADD COLUMN paid_by TEXT;
 ALTER TABLE invoices ADD COLUMN room_id TEXT;
 ALTER TABLE agents ADD COLUMN chat TEXT;
+-- 1 when the agent acknowledges incoming payments itself (default: accept).
+ALTER TABLE agents ADD COLUMN ack_incoming INTEGER NOT NULL DEFAULT 0;
+-- Incoming payments waiting for their payee's acknowledgment: credited and
+-- reserved on the payee's wallet until accepted, refunded if rejected.
+CREATE TABLE incoming (
+    payment_id TEXT PRIMARY KEY,
+    payee_agent_id TEXT NOT NULL,
+    payer_agent_id TEXT NOT NULL,
+    amount INTEGER NOT NULL CHECK (amount > 0),
+    status TEXT NOT NULL CHECK (status IN ('pending', 'accepted', 'rejected')),
+    created_at INTEGER NOT NULL,
+    decided_at INTEGER
+) WITHOUT ROWID;
+CREATE INDEX incoming_by_payee ON incoming (payee_agent_id, status);
 "#,
 ];
 
