@@ -248,6 +248,33 @@ impl Client {
         decode(status, &body).map(PayOutcome::Done)
     }
 
+    // Chat.
+
+    pub async fn create_room(&self, request: &CreateRoomRequest) -> Result<Room, Error> {
+        self.post("/v1/rooms", request).await
+    }
+
+    pub async fn rooms(&self) -> Result<Vec<Room>, Error> {
+        self.get("/v1/rooms").await
+    }
+
+    /// Posts a text or a payment request; answers the message as JSON.
+    pub async fn post_message(&self, room: &str, request: &PostMessageRequest) -> Result<serde_json::Value, Error> {
+        self.post(&format!("/v1/rooms/{room}/messages"), request).await
+    }
+
+    pub async fn messages(&self, room: &str, after: i64) -> Result<Vec<Message>, Error> {
+        self.get(&format!("/v1/rooms/{room}/messages?after={after}")).await
+    }
+
+    /// Pays a payment request of a room: the status (`200` paid, `202` held)
+    /// and the answer.
+    pub async fn pay_message(&self, room: &str, message_id: i64) -> Result<(u16, serde_json::Value), Error> {
+        let builder = self.request(Method::POST, &format!("/v1/rooms/{room}/messages/{message_id}/pay"));
+        let (status, body) = self.send_raw(builder).await?;
+        decode(status, &body).map(|value| (status.as_u16(), value))
+    }
+
     pub async fn health(&self) -> Result<Health, Error> {
         self.get("/healthz").await
     }

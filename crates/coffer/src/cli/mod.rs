@@ -88,6 +88,19 @@ enum Command {
     },
     /// Load a gateway with payments and report throughput and latency.
     Bench(crate::cli::bench::BenchArgs),
+    /// An agent economy against a live gateway, to watch in the dashboard.
+    Simulate(simulate::SimulateArgs),
+    /// Start a gateway in a temporary folder, run the simulation against it,
+    /// and keep serving the dashboard until Ctrl-C.
+    Demo {
+        #[arg(long, default_value_t = 60)]
+        rounds: u32,
+        #[arg(long, default_value_t = 500)]
+        pause_ms: u64,
+        /// Stop once the simulation ends instead of serving on.
+        #[arg(long)]
+        exit: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -218,7 +231,9 @@ fn parse_scope(s: &str) -> Result<Scope, String> {
 }
 
 pub mod bench;
+mod child;
 pub mod policy;
+pub mod simulate;
 
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
@@ -279,6 +294,8 @@ async fn dispatch(command: Command) -> CliResult {
             })
         }
         Command::Bench(args) => bench::run(args).await,
+        Command::Simulate(args) => simulate::run(args).await,
+        Command::Demo { rounds, pause_ms, exit } => demo(rounds, pause_ms, exit).await,
         Command::Policy(cmd) => policy::run(cmd).await,
         Command::Approvals(cmd) => approvals(cmd).await,
         Command::Freeze { remote, agent_id, reason } => {
@@ -384,6 +401,23 @@ async fn audit(data: PathBuf, json: bool) -> CliResult {
         out
     })?;
     Ok(if report.is_clean() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+async fn demo(rounds: u32, pause_ms: u64, exit: bool) -> CliResult {
+    install_crypto_provider();
+    let gateway = child::OwnGateway::start(None).await?;
+    println!("coffer demo: a gateway on embedded SQLite in {}", gateway.data.display());
+    println!("  dashboard:      {}/", gateway.url);
+    println!("  operator token: {}", gateway.token);
+    println!("  sign in with the token, then watch the agents trade ({rounds} rounds)\n");
+    let args = simulate::SimulateArgs::for_demo(gateway.url.clone(), gateway.token.clone(), rounds, pause_ms);
+    simulate::run(args).await?;
+    println!("\naudit: {}", gateway.audit().await?);
+    if !exit {
+        println!("the gateway keeps serving at {}/ until Ctrl-C", gateway.url);
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn approvals(cmd: ApprovalsCommand) -> CliResult {
