@@ -421,3 +421,309 @@ pub fn first_window(report: &Value) -> (u64, u64) {
         _ => panic!("a budget report without a first window: {report}"),
     }
 }
+
+// Helpers of the chat tests (rooms, payment requests, live delivery).
+
+impl Gateway {
+    /// `POST /v1/rooms` with any secret: the whole answer.
+    pub async fn create_room_raw(&self, secret: &str, name: &str, members: &[&str]) -> Reply {
+        let body = serde_json::json!({"name": name, "members": members});
+        send(self.request(reqwest::Method::POST, "/v1/rooms", Some(secret)).json(&body)).await
+    }
+
+    /// Creates a room (asserting `201`).
+    #[track_caller]
+    pub async fn create_room(&self, secret: &str, name: &str, members: &[&str]) -> coffer_client::Room {
+        let r = self.create_room_raw(secret, name, members).await;
+        assert_eq!(r.status, 201, "creating room {name}: {r:?}");
+        serde_json::from_value(r.json).expect("a room")
+    }
+
+    /// `POST /v1/rooms/{room}/members`: the whole answer.
+    pub async fn add_member_raw(&self, secret: &str, room: &str, agent_id: &str) -> Reply {
+        let body = serde_json::json!({"agent_id": agent_id});
+        send(self.request(reqwest::Method::POST, &format!("/v1/rooms/{room}/members"), Some(secret)).json(&body)).await
+    }
+
+    /// `POST /v1/rooms/{room}/messages` with any body: the whole answer.
+    pub async fn post_raw(&self, secret: &str, room: &str, body: &Value) -> Reply {
+        send(self.request(reqwest::Method::POST, &format!("/v1/rooms/{room}/messages"), Some(secret)).json(body)).await
+    }
+
+    /// Posts a text (asserting `201`).
+    pub async fn post_text(&self, secret: &str, room: &str, text: &str) -> coffer_client::Message {
+        let r = self.post_raw(secret, room, &serde_json::json!({"text": text})).await;
+        assert_eq!(r.status, 201, "posting {text:?}: {r:?}");
+        serde_json::from_value(r.json).expect("a message")
+    }
+
+    /// Posts a payment request (asserting `201`).
+    pub async fn post_request(
+        &self,
+        secret: &str,
+        room: &str,
+        amount_msat: u64,
+        memo: &str,
+        expiry_secs: Option<u32>,
+    ) -> coffer_client::Message {
+        let mut request = serde_json::json!({"amount_msat": amount_msat, "memo": memo});
+        if let Some(e) = expiry_secs {
+            request["expiry_secs"] = e.into();
+        }
+        let r = self.post_raw(secret, room, &serde_json::json!({"payment_request": request})).await;
+        assert_eq!(r.status, 201, "posting a request of {amount_msat} msat: {r:?}");
+        serde_json::from_value(r.json).expect("a message")
+    }
+
+    /// `GET /v1/rooms/{room}/messages?{query}`: the whole answer.
+    pub async fn messages_raw(&self, secret: &str, room: &str, query: &str) -> Reply {
+        send(self.request(reqwest::Method::GET, &format!("/v1/rooms/{room}/messages?{query}"), Some(secret))).await
+    }
+
+    /// One page of messages after `after` (asserting `200`).
+    pub async fn messages_page(&self, secret: &str, room: &str, after: i64, limit: u32) -> Vec<coffer_client::Message> {
+        let r = self.messages_raw(secret, room, &format!("after={after}&limit={limit}")).await;
+        assert_eq!(r.status, 200, "reading messages: {r:?}");
+        serde_json::from_value(r.json).expect("a list of messages")
+    }
+
+    /// Every message of a room, oldest first, paging through it.
+    pub async fn all_messages(&self, secret: &str, room: &str) -> Vec<coffer_client::Message> {
+        let mut all: Vec<coffer_client::Message> = Vec::new();
+        loop {
+            let after = all.last().map_or(0, |m| m.id);
+            let page = self.messages_page(secret, room, after, 200).await;
+            if page.is_empty() {
+                return all;
+            }
+            all.extend(page);
+        }
+    }
+
+    /// One message of a room, as a member reads it now.
+    pub async fn message(&self, secret: &str, room: &str, id: i64) -> coffer_client::Message {
+        let mut page = self.messages_page(secret, room, id - 1, 1).await;
+        let m = page.pop().unwrap_or_else(|| panic!("message {id} of {room} is missing"));
+        assert_eq!(m.id, id, "{m:?}");
+        m
+    }
+
+    /// `POST /v1/rooms/{room}/messages/{id}/pay`: the whole answer.
+    pub async fn pay_message_raw(&self, key: &str, room: &str, id: i64, idempotency_key: Option<&str>) -> Reply {
+        let mut rb = self.request(reqwest::Method::POST, &format!("/v1/rooms/{room}/messages/{id}/pay"), Some(key));
+        if let Some(k) = idempotency_key {
+            rb = rb.header("Idempotency-Key", k);
+        }
+        send(rb).await
+    }
+
+    /// `PUT /v1/agents/{id}/chat` with any secret and body: the whole answer.
+    pub async fn put_chat_raw(&self, secret: &str, agent_id: &str, settings: &Value) -> Reply {
+        send(self.request(reqwest::Method::PUT, &format!("/v1/agents/{agent_id}/chat"), Some(secret)).json(settings))
+            .await
+    }
+
+    /// A client for long-lived streams: no overall timeout (each read is
+    /// bounded by the reader instead).
+    pub fn stream_client(&self) -> reqwest::Client {
+        reqwest::Client::builder().http1_only().build().expect("building a streaming HTTP client")
+    }
+}
+
+/// How long a live reader waits for its next event before failing.
+pub const EVENT_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// A Server-Sent Events reader of `GET /v1/rooms/{room}/events`.
+pub struct SseReader {
+    response: reqwest::Response,
+    buf: Vec<u8>,
+}
+
+impl SseReader {
+    /// Connects; `Err` carries the answer if it is not `200`.
+    pub async fn connect(gw: &Gateway, secret: &str, room: &str, after: Option<i64>) -> Result<SseReader, Reply> {
+        let query = after.map(|a| format!("?after={a}")).unwrap_or_default();
+        let url = format!("{}/v1/rooms/{room}/events{query}", gw.url());
+        let rb = gw.stream_client().get(url).bearer_auth(secret);
+        let response = tokio::time::timeout(REQUEST_TIMEOUT, rb.send())
+            .await
+            .expect("connecting to the event stream timed out")
+            .expect("connecting to the event stream");
+        if response.status().as_u16() != 200 {
+            let status = response.status().as_u16();
+            let headers = response.headers().clone();
+            let content_type =
+                headers.get(reqwest::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
+            let text = response.text().await.unwrap_or_default();
+            let json = serde_json::from_str(&text).unwrap_or(Value::Null);
+            return Err(Reply { status, headers, content_type, text, json });
+        }
+        let ct = response.headers().get(reqwest::header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+        assert!(ct.is_some_and(|c| c.starts_with("text/event-stream")), "content type of the stream: {ct:?}");
+        Ok(SseReader { response, buf: Vec::new() })
+    }
+
+    /// The next event, `(type, data)`; comments (keep-alives) are skipped.
+    /// Panics if none comes within [`EVENT_TIMEOUT`] or the stream ends.
+    pub async fn next(&mut self) -> (String, Value) {
+        tokio::time::timeout(EVENT_TIMEOUT, self.next_inner()).await.expect("no event within the timeout")
+    }
+
+    async fn next_inner(&mut self) -> (String, Value) {
+        loop {
+            if let Some(end) = self.buf.windows(2).position(|w| w == b"\n\n") {
+                let block: Vec<u8> = self.buf.drain(..end + 2).collect();
+                let block = String::from_utf8(block).expect("an event is UTF-8");
+                let (mut kind, mut data) = (String::from("message"), Vec::new());
+                for line in block.lines() {
+                    if let Some(v) = line.strip_prefix("event:") {
+                        kind = v.trim_start().to_owned();
+                    } else if let Some(v) = line.strip_prefix("data:") {
+                        data.push(v.strip_prefix(' ').unwrap_or(v).to_owned());
+                    }
+                }
+                if data.is_empty() {
+                    continue; // a comment
+                }
+                let data = data.join("\n");
+                let json =
+                    serde_json::from_str(&data).unwrap_or_else(|e| panic!("event data is not JSON ({e}): {data}"));
+                return (kind, json);
+            }
+            match self.response.chunk().await.expect("reading the event stream") {
+                Some(chunk) => self.buf.extend_from_slice(&chunk),
+                None => panic!("the event stream ended"),
+            }
+        }
+    }
+}
+
+/// A minimal WebSocket client over a raw HTTP/1.1 upgrade: reads the
+/// server's (unmasked) text frames.
+pub struct WsReader {
+    stream: tokio::net::TcpStream,
+    buf: Vec<u8>,
+}
+
+/// The sample key of RFC 6455 and the accept value it requires.
+const WS_KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
+const WS_ACCEPT: &str = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
+
+impl WsReader {
+    /// Upgrades `GET path`; `Err((status, head and body so far))` if the
+    /// server answers anything but `101`.
+    pub async fn connect(gw: &Gateway, secret: &str, path: &str) -> Result<WsReader, (u16, String)> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let host = gw.url().strip_prefix("http://").expect("an http URL").to_owned();
+        let mut stream = tokio::net::TcpStream::connect(&host).await.expect("connecting for a WebSocket");
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: {WS_KEY}\r\nSec-WebSocket-Version: 13\r\nAuthorization: Bearer {secret}\r\n\r\n"
+        );
+        stream.write_all(request.as_bytes()).await.expect("sending the upgrade");
+        let mut buf = Vec::new();
+        let head_end = tokio::time::timeout(REQUEST_TIMEOUT, async {
+            loop {
+                if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                    return p + 4;
+                }
+                let mut chunk = [0u8; 4096];
+                let n = stream.read(&mut chunk).await.expect("reading the upgrade answer");
+                assert!(n > 0, "the connection closed during the upgrade: {:?}", String::from_utf8_lossy(&buf));
+                buf.extend_from_slice(&chunk[..n]);
+            }
+        })
+        .await
+        .expect("no upgrade answer within the timeout");
+        let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+        let status: u16 = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).expect("a status line");
+        let header = |name: &str| {
+            head.lines()
+                .find_map(|l| l.split_once(':').filter(|(k, _)| k.trim().eq_ignore_ascii_case(name)))
+                .map(|(_, v)| v.trim().to_owned())
+        };
+        if status != 101 {
+            // Read the body the answer announces, for the caller to look at.
+            let len: usize = header("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
+            tokio::time::timeout(REQUEST_TIMEOUT, async {
+                let mut chunk = [0u8; 4096];
+                while buf.len() < head_end + len {
+                    let n = stream.read(&mut chunk).await.expect("reading the refusal");
+                    assert!(n > 0, "the connection closed inside the refusal's body");
+                    buf.extend_from_slice(&chunk[..n]);
+                }
+            })
+            .await
+            .expect("no whole refusal within the timeout");
+            return Err((status, String::from_utf8_lossy(&buf).into_owned()));
+        }
+        assert_eq!(header("sec-websocket-accept").as_deref(), Some(WS_ACCEPT), "the upgrade answer: {head}");
+        buf.drain(..head_end);
+        Ok(WsReader { stream, buf })
+    }
+
+    /// The next text frame, parsed as JSON. Panics on a close, a timeout or
+    /// a frame that is not text.
+    pub async fn next(&mut self) -> Value {
+        tokio::time::timeout(EVENT_TIMEOUT, self.next_inner()).await.expect("no WebSocket frame within the timeout")
+    }
+
+    async fn next_inner(&mut self) -> Value {
+        use tokio::io::AsyncReadExt;
+        let mut message: Vec<u8> = Vec::new();
+        loop {
+            // A whole frame in the buffer?
+            if let Some((fin, opcode, payload, used)) = parse_ws_frame(&self.buf) {
+                self.buf.drain(..used);
+                match opcode {
+                    0x1 | 0x0 => {
+                        message.extend_from_slice(&payload);
+                        if fin {
+                            let text = String::from_utf8(message).expect("a text frame is UTF-8");
+                            return serde_json::from_str(&text)
+                                .unwrap_or_else(|e| panic!("a frame that is not JSON ({e}): {text}"));
+                        }
+                    }
+                    0x9 | 0xA => {} // ping, pong: the server sends none; ignored
+                    0x8 => panic!("the server closed the WebSocket: {payload:?}"),
+                    other => panic!("an unexpected WebSocket opcode {other:#x}"),
+                }
+                continue;
+            }
+            let mut chunk = [0u8; 8192];
+            let n = self.stream.read(&mut chunk).await.expect("reading the WebSocket");
+            assert!(n > 0, "the WebSocket connection closed");
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+}
+
+/// `(fin, opcode, payload, bytes used)` of the frame at the start of `buf`,
+/// if it is whole.
+fn parse_ws_frame(buf: &[u8]) -> Option<(bool, u8, Vec<u8>, usize)> {
+    if buf.len() < 2 {
+        return None;
+    }
+    let fin = buf[0] & 0x80 != 0;
+    let opcode = buf[0] & 0x0F;
+    let masked = buf[1] & 0x80 != 0;
+    let (len, mut at) = match buf[1] & 0x7F {
+        126 if buf.len() >= 4 => (u64::from(u16::from_be_bytes([buf[2], buf[3]])), 4),
+        127 if buf.len() >= 10 => (u64::from_be_bytes(buf[2..10].try_into().ok()?), 10),
+        126 | 127 => return None,
+        n => (u64::from(n), 2),
+    };
+    let mask = if masked {
+        let m: [u8; 4] = buf.get(at..at + 4)?.try_into().ok()?;
+        at += 4;
+        Some(m)
+    } else {
+        None
+    };
+    let len = usize::try_from(len).ok()?;
+    let mut payload = buf.get(at..at + len)?.to_vec();
+    if let Some(m) = mask {
+        payload.iter_mut().enumerate().for_each(|(i, b)| *b ^= m[i % 4]);
+    }
+    Some((fin, opcode, payload, at + len))
+}
