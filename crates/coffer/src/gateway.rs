@@ -77,6 +77,11 @@ pub struct Gateway {
     settings: Settings,
     operator: SecretDigest,
     live: crate::live::Live,
+    /// Held from a message's commit to its announcement: watchers then see
+    /// messages in id order, which their gapless replay relies on. (A batch
+    /// of the writer commits several posts at once, and their callers would
+    /// otherwise announce them in any order.)
+    post_order: tokio::sync::Mutex<()>,
     /// Live keys by digest. This process is the only writer of keys on an
     /// embedded store, so the cache is exact: creation and revocation update
     /// it after their commit.
@@ -104,6 +109,7 @@ impl Gateway {
             settings,
             operator,
             live: crate::live::Live::default(),
+            post_order: tokio::sync::Mutex::new(()),
             keys: RwLock::new(keys),
         })
     }
@@ -612,10 +618,14 @@ impl Gateway {
         let text = text.map(str::to_owned).or_else(|| invoice.as_ref().map(|i| i.memo.clone())).unwrap_or_default();
         let message =
             NewMessage { room_id: room.id.clone(), sender: Self::member_name(caller), text, invoice, now_ms: now_ms() };
-        let posted = self.store.post_message(message).await?;
-        let data = serde_json::to_value(crate::http::views::message(posted.clone(), now_ms()))
-            .map_err(|e| Error::internal("serialising a message", e))?;
-        self.live.publish(crate::live::RoomEvent { room_id: room.id.clone(), kind: "message.posted", data });
+        let posted = {
+            let _in_order = self.post_order.lock().await;
+            let posted = self.store.post_message(message).await?;
+            let data = serde_json::to_value(crate::http::views::message(posted.clone(), now_ms()))
+                .map_err(|e| Error::internal("serialising a message", e))?;
+            self.live.publish(crate::live::RoomEvent { room_id: room.id.clone(), kind: "message.posted", data });
+            posted
+        };
         if posted.invoice.is_some() {
             self.auto_pay(&room, &posted).await;
         }

@@ -432,7 +432,6 @@ impl Gateway {
     }
 
     /// Creates a room (asserting `201`).
-    #[track_caller]
     pub async fn create_room(&self, secret: &str, name: &str, members: &[&str]) -> coffer_client::Room {
         let r = self.create_room_raw(secret, name, members).await;
         assert_eq!(r.status, 201, "creating room {name}: {r:?}");

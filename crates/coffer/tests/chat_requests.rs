@@ -1,0 +1,321 @@
+//! Payment requests in rooms: the invoice a message carries, paying it in
+//! one call through the payer's policy, exactly once, and the receipt.
+
+mod common;
+
+use coffer_client::{InvoiceStatus, Message, Scope};
+use common::{Gateway, Reply, sha256_hex};
+use serde_json::json;
+use std::time::Duration;
+
+const SAT: u64 = 1_000;
+const FUND: u64 = 100 * SAT;
+
+/// The receipt of a paid request, checked against its invoice: the payer,
+/// the amount, a time, and a preimage that hashes to the payment hash.
+#[track_caller]
+fn assert_paid_by(m: &Message, payer: &str, amount_msat: u64) {
+    let invoice = m.invoice.as_ref().unwrap_or_else(|| panic!("not a request: {m:?}"));
+    assert_eq!(invoice.status, InvoiceStatus::Paid, "{m:?}");
+    let receipt = m.receipt.as_ref().unwrap_or_else(|| panic!("a paid request without a receipt: {m:?}"));
+    assert_eq!((receipt.payer.as_str(), receipt.amount_msat), (payer, amount_msat), "{m:?}");
+    assert!(chrono::DateTime::parse_from_rfc3339(&receipt.paid_at).is_ok(), "{m:?}");
+    let preimage = hex::decode(&receipt.preimage).expect("a hex preimage");
+    assert_eq!(preimage.len(), 32, "{m:?}");
+    assert_eq!(sha256_hex(&preimage), invoice.payment_hash, "sha256(preimage) == payment_hash: {m:?}");
+}
+
+#[track_caller]
+fn assert_open(m: &Message) {
+    let invoice = m.invoice.as_ref().unwrap_or_else(|| panic!("not a request: {m:?}"));
+    assert_eq!(invoice.status, InvoiceStatus::Open, "{m:?}");
+    assert!(m.receipt.is_none(), "{m:?}");
+}
+
+#[track_caller]
+fn assert_payment(r: &Reply, amount_msat: u64, payee: &str, payment_hash: &str) {
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.json["status"], "succeeded", "{r:?}");
+    assert_eq!(r.json["amount_msat"].as_u64(), Some(amount_msat), "{r:?}");
+    assert_eq!(r.json["fee_msat"].as_u64(), Some(0), "{r:?}");
+    assert_eq!(r.json["payee_agent_id"].as_str(), Some(payee), "{r:?}");
+    assert_eq!(r.json["payment_hash"].as_str(), Some(payment_hash), "{r:?}");
+}
+
+#[tokio::test]
+async fn a_request_carries_its_invoice_and_is_paid_once_with_one_call() {
+    let gw = Gateway::start().await;
+    let (seller, seller_client, key_s) = gw.new_agent("seller", 0).await;
+    let (buyer, buyer_client, key_b) = gw.new_agent("buyer", FUND).await;
+    let (other, other_client, key_o) = gw.new_agent("other", FUND).await;
+    let room = gw.create_room(&key_s, "shop", &[&buyer, &other]).await.id;
+
+    let m = gw.post_request(&key_s, &room, 21 * SAT, "21 sats for the report", Some(600)).await;
+    assert_eq!(
+        (m.kind.as_str(), m.sender.as_str(), m.text.as_str()),
+        ("payment_request", seller.as_str(), "21 sats for the report")
+    );
+    let inv = m.invoice.clone().expect("a request carries its invoice");
+    assert_eq!(
+        (inv.amount_msat, inv.memo.as_str(), inv.status),
+        (21 * SAT, "21 sats for the report", InvoiceStatus::Open)
+    );
+    assert_eq!(inv.payment_hash.len(), 64, "{inv:?}");
+    assert!(inv.bolt11.starts_with("lnbcrt210n1"), "a regtest invoice of 21 sat: {inv:?}");
+    assert_eq!(inv.qr_svg, format!("/v1/invoices/{}/qr.svg", inv.payment_hash));
+    assert_eq!(inv.qr_png, format!("/v1/invoices/{}/qr.png", inv.payment_hash));
+    assert!(m.receipt.is_none(), "{m:?}");
+    // It is the poster's invoice, known as such.
+    let own = seller_client.invoice(&inv.payment_hash).await.expect("the poster's invoice");
+    assert_eq!(
+        (own.bolt11.as_str(), own.amount_msat, own.status),
+        (inv.bolt11.as_str(), 21 * SAT, InvoiceStatus::Open)
+    );
+    assert_eq!(own.expires_at, inv.expires_at);
+    // The QR codes are at the paths given, for the room's members.
+    let (_, _, key_x) = gw.new_agent("outsider", 0).await;
+    for (path, ct) in [(&inv.qr_svg, "image/svg+xml"), (&inv.qr_png, "image/png")] {
+        for key in [&key_s, &key_b] {
+            let r = common::send(gw.request(reqwest::Method::GET, path, Some(key))).await;
+            assert_eq!((r.status, r.content_type.as_deref()), (200, Some(ct)), "{path}");
+        }
+        common::send(gw.request(reqwest::Method::GET, path, Some(&key_x))).await.assert_problem(403, "forbidden");
+    }
+    // Members read it as posted.
+    let read = gw.message(&key_b, &room, m.id).await;
+    assert_open(&read);
+    assert_eq!(read.invoice.as_ref().unwrap().bolt11, inv.bolt11);
+
+    // One call pays it.
+    let r = gw.pay_message_raw(&key_b, &room, m.id, None).await;
+    assert_payment(&r, 21 * SAT, &seller, &inv.payment_hash);
+    let preimage = r.json["preimage"].as_str().expect("a preimage").to_owned();
+    let balances = gw.balances().await;
+    assert_eq!((balances[&seller], balances[&buyer], balances[&other]), (21 * SAT, FUND - 21 * SAT, FUND));
+    let paid = gw.message(&key_o, &room, m.id).await;
+    assert_paid_by(&paid, &buyer, 21 * SAT);
+    assert_eq!(paid.receipt.as_ref().unwrap().preimage, preimage);
+    assert_eq!(seller_client.invoice(&inv.payment_hash).await.unwrap().status, InvoiceStatus::Paid);
+    let payment_id = r.json["id"].as_str().unwrap().to_owned();
+    let listed = buyer_client.payments(None).await.unwrap().items;
+    assert_eq!(listed.iter().map(|p| p.id.as_str()).collect::<Vec<_>>(), [payment_id.as_str()]);
+    assert!(listed[0].purpose.contains("shop") && listed[0].purpose.contains("21 sats for the report"), "{listed:?}");
+
+    // Again, by the payer or another member: refused, nothing moves.
+    gw.pay_message_raw(&key_b, &room, m.id, None).await.assert_problem(409, "invoice-already-paid");
+    gw.pay_message_raw(&key_o, &room, m.id, None).await.assert_problem(409, "invoice-already-paid");
+    gw.pay_message_raw(&key_o, &room, m.id, Some("fresh-key")).await.assert_problem(409, "invoice-already-paid");
+    gw.pay_raw(&key_o, &inv.bolt11, "directly", None).await.assert_problem(409, "invoice-already-paid");
+    // The poster cannot pay its own request.
+    gw.pay_message_raw(&key_s, &room, m.id, None).await.assert_problem(422, "self-payment");
+    let balances = gw.balances().await;
+    assert_eq!((balances[&seller], balances[&buyer], balances[&other]), (21 * SAT, FUND - 21 * SAT, FUND));
+    assert_eq!(gw.payment_count(&buyer_client).await, 1);
+    assert_eq!(gw.payment_count(&other_client).await, 0);
+    assert_paid_by(&gw.message(&key_s, &room, m.id).await, &buyer, 21 * SAT);
+
+    // An open request of the seller's own is refused as a self-payment.
+    let mine = gw.post_request(&key_s, &room, SAT, "mine", None).await;
+    gw.pay_message_raw(&key_s, &room, mine.id, None).await.assert_problem(422, "self-payment");
+    assert_open(&gw.message(&key_s, &room, mine.id).await);
+}
+
+#[tokio::test]
+async fn a_retry_with_the_same_idempotency_key_answers_the_same_payment() {
+    let gw = Gateway::start().await;
+    let (seller, _, key_s) = gw.new_agent("seller", 0).await;
+    let (buyer, buyer_client, key_b) = gw.new_agent("buyer", FUND).await;
+    let room = gw.create_room(&key_s, "shop", &[&buyer]).await.id;
+    let m = gw.post_request(&key_s, &room, 5 * SAT, "five", None).await;
+    let first = gw.pay_message_raw(&key_b, &room, m.id, Some("order-5")).await;
+    assert_payment(&first, 5 * SAT, &seller, &m.invoice.as_ref().unwrap().payment_hash);
+    let again = gw.pay_message_raw(&key_b, &room, m.id, Some("order-5")).await;
+    assert_eq!((again.status, &again.json), (200, &first.json));
+    let balances = gw.balances().await;
+    assert_eq!((balances[&seller], balances[&buyer]), (5 * SAT, FUND - 5 * SAT));
+    assert_eq!(gw.payment_count(&buyer_client).await, 1);
+}
+
+#[tokio::test]
+async fn an_expired_request_shows_expired_and_cannot_be_paid() {
+    let gw = Gateway::start().await;
+    let (seller, _, key_s) = gw.new_agent("seller", 0).await;
+    let (buyer, buyer_client, key_b) = gw.new_agent("buyer", FUND).await;
+    let room = gw.create_room(&key_s, "shop", &[&buyer]).await.id;
+    let m = gw.post_request(&key_s, &room, 3 * SAT, "hurry", Some(1)).await;
+    let expires_at = chrono::DateTime::parse_from_rfc3339(&m.invoice.as_ref().unwrap().expires_at).unwrap();
+    let created_at = chrono::DateTime::parse_from_rfc3339(&m.created_at).unwrap();
+    let lifetime = (expires_at - created_at).num_milliseconds();
+    assert!((0..=1_000).contains(&lifetime), "expiry_secs 1 is honoured: {lifetime} ms");
+
+    // Wait until it is past its time (bounded).
+    let mut status = InvoiceStatus::Open;
+    for _ in 0..40 {
+        status = gw.message(&key_b, &room, m.id).await.invoice.unwrap().status;
+        if status == InvoiceStatus::Expired {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, InvoiceStatus::Expired);
+    let read = gw.message(&key_b, &room, m.id).await;
+    assert!(read.receipt.is_none(), "{read:?}");
+
+    gw.pay_message_raw(&key_b, &room, m.id, None).await.assert_problem(409, "invoice-expired");
+    gw.pay_message_raw(&key_b, &room, m.id, Some("late")).await.assert_problem(409, "invoice-expired");
+    gw.pay_raw(&key_b, &m.invoice.as_ref().unwrap().bolt11, "late", None).await.assert_problem(409, "invoice-expired");
+    let balances = gw.balances().await;
+    assert_eq!((balances[&seller], balances[&buyer]), (0, FUND));
+    assert_eq!(gw.payment_count(&buyer_client).await, 0);
+    assert_eq!(gw.message(&key_s, &room, m.id).await.invoice.unwrap().status, InvoiceStatus::Expired);
+}
+
+#[tokio::test]
+async fn a_request_paid_directly_with_its_bolt11_shows_paid() {
+    let gw = Gateway::start().await;
+    let (seller, _, key_s) = gw.new_agent("seller", 0).await;
+    let (buyer, _, key_b) = gw.new_agent("buyer", 0).await;
+    // The payer is not even a member: a BOLT11 invoice is payable by anyone.
+    let (outsider, _, key_x) = gw.new_agent("outsider", FUND).await;
+    let room = gw.create_room(&key_s, "shop", &[&buyer]).await.id;
+    let m = gw.post_request(&key_s, &room, 8 * SAT, "eight", None).await;
+    let inv = m.invoice.clone().unwrap();
+
+    let r = gw.pay_raw(&key_x, &inv.bolt11, "paid outside the room", None).await;
+    assert_payment(&r, 8 * SAT, &seller, &inv.payment_hash);
+    let read = gw.message(&key_b, &room, m.id).await;
+    assert_paid_by(&read, &outsider, 8 * SAT);
+    assert_eq!(read.receipt.as_ref().unwrap().preimage, r.json["preimage"].as_str().unwrap());
+    // The room's members cannot pay it again.
+    let (late, _, key_l) = gw.new_agent("late", FUND).await;
+    assert_eq!(gw.add_member_raw(&key_s, &room, &late).await.status, 200);
+    gw.pay_message_raw(&key_l, &room, m.id, None).await.assert_problem(409, "invoice-already-paid");
+    let balances = gw.balances().await;
+    assert_eq!((balances[&seller], balances[&outsider], balances[&late]), (8 * SAT, FUND - 8 * SAT, FUND));
+}
+
+#[tokio::test]
+async fn paying_a_request_goes_through_the_payers_policy() {
+    let gw = Gateway::start().await;
+    let op = gw.operator();
+    let (seller, _, key_s) = gw.new_agent("seller", 0).await;
+    let (thrifty, thrifty_client, key_t) = gw.new_agent("thrifty", FUND).await;
+    let (careful, careful_client, key_c) = gw.new_agent("careful", FUND).await;
+    let room = gw.create_room(&key_s, "shop", &[&thrifty, &careful]).await.id;
+    op.set_policy(&thrifty, &json!({"budgets": [{"limit_msat": 10 * SAT, "window": "1h", "kind": "rolling"}]}))
+        .await
+        .unwrap();
+    op.set_policy(&careful, &json!({"approval_above_msat": 5 * SAT})).await.unwrap();
+
+    // Over the budget: denied, nothing moves, the request stays open.
+    let m = gw.post_request(&key_s, &room, 11 * SAT, "eleven", None).await;
+    let r = gw.pay_message_raw(&key_t, &room, m.id, None).await;
+    assert_eq!(common::assert_denied(&r, "budget-exceeded")["remaining_msat"].as_u64(), Some(10 * SAT), "{r:?}");
+    assert_open(&gw.message(&key_s, &room, m.id).await);
+    assert_eq!(gw.balances().await[&thrifty], FUND);
+    assert_eq!(gw.payment_count(&thrifty_client).await, 0);
+    // Within it: paid, and counted.
+    let small = gw.post_request(&key_s, &room, 10 * SAT, "ten", None).await;
+    let r = gw.pay_message_raw(&key_t, &room, small.id, None).await;
+    assert_payment(&r, 10 * SAT, &seller, &small.invoice.as_ref().unwrap().payment_hash);
+    assert_eq!(common::first_window(&op.budget(&thrifty).await.unwrap()), (10 * SAT, 0));
+
+    // Above the approval threshold: held (202), reserved, still open.
+    let r = gw.pay_message_raw(&key_c, &room, m.id, None).await;
+    assert_eq!((r.status, r.json["status"].as_str()), (202, Some("held")), "{r:?}");
+    assert_eq!(r.json["amount_msat"].as_u64(), Some(11 * SAT), "{r:?}");
+    assert_eq!(r.json["agent_id"].as_str(), Some(careful.as_str()), "{r:?}");
+    let approval_id = r.json["id"].as_str().unwrap().to_owned();
+    assert_open(&gw.message(&key_s, &room, m.id).await);
+    let w = careful_client.wallet().await.unwrap();
+    assert_eq!((w.balance_msat, w.pending_msat), (FUND, 11 * SAT));
+    // Approved: paid by the careful member, with its receipt.
+    let decision = op.approve(&approval_id).await.unwrap();
+    assert!(decision.payment.is_some(), "{decision:?}");
+    assert_paid_by(&gw.message(&key_s, &room, m.id).await, &careful, 11 * SAT);
+    let balances = gw.balances().await;
+    assert_eq!(
+        (balances[&seller], balances[&thrifty], balances[&careful]),
+        (21 * SAT, FUND - 10 * SAT, FUND - 11 * SAT)
+    );
+    // At the threshold: paid at once.
+    let five = gw.post_request(&key_s, &room, 5 * SAT, "five", None).await;
+    assert_payment(
+        &gw.pay_message_raw(&key_c, &room, five.id, None).await,
+        5 * SAT,
+        &seller,
+        &five.invoice.unwrap().payment_hash,
+    );
+}
+
+#[tokio::test]
+async fn key_scopes_decide_who_pays_and_who_posts_requests() {
+    let gw = Gateway::start().await;
+    let op = gw.operator();
+    let (seller, _, key_s) = gw.new_agent("seller", 0).await;
+    let (buyer, buyer_client, _) = gw.new_agent("buyer", FUND).await;
+    let room = gw.create_room(&key_s, "shop", &[&buyer]).await.id;
+    let read_b = op.create_key(&buyer, Scope::Read).await.unwrap().key;
+    let receive_b = op.create_key(&buyer, Scope::Receive).await.unwrap().key;
+    let read_s = op.create_key(&seller, Scope::Read).await.unwrap().key;
+    let receive_s = op.create_key(&seller, Scope::Receive).await.unwrap().key;
+
+    let m = gw.post_request(&key_s, &room, 2 * SAT, "two", None).await;
+    // Neither a read nor a receive key pays.
+    for key in [&read_b, &receive_b] {
+        gw.pay_message_raw(key, &room, m.id, None).await.assert_problem(403, "forbidden");
+    }
+    assert_open(&gw.message(&read_b, &room, m.id).await);
+    assert_eq!(gw.balances().await[&buyer], FUND);
+    assert_eq!(gw.payment_count(&buyer_client).await, 0);
+
+    // A read key cannot post a request (it reads, and may talk).
+    let body = json!({"payment_request": {"amount_msat": SAT, "memo": "from a read key"}});
+    gw.post_raw(&read_s, &room, &body).await.assert_problem(403, "forbidden");
+    assert_eq!(gw.all_messages(&key_s, &room).await.len(), 1);
+    // A receive key can: the invoice is its agent's.
+    let r = gw.post_raw(&receive_s, &room, &body).await;
+    assert_eq!(r.status, 201, "{r:?}");
+    let posted: Message = serde_json::from_value(r.json).unwrap();
+    assert_eq!(posted.sender, seller);
+    assert_open(&posted);
+    let hash = posted.invoice.as_ref().unwrap().payment_hash.clone();
+    let seller_invoices = gw.client(&read_s).invoices(None).await.unwrap().items;
+    assert!(seller_invoices.iter().any(|i| i.payment_hash == hash), "the invoice is the seller's");
+}
+
+#[tokio::test]
+async fn members_racing_to_pay_one_request_pay_it_once() {
+    const RACERS: usize = 10;
+    let gw = Gateway::start().await;
+    let (seller, _, key_s) = gw.new_agent("seller", 0).await;
+    let mut racers = Vec::new();
+    for i in 0..RACERS {
+        racers.push(gw.new_agent(&format!("racer{i}"), FUND).await);
+    }
+    let ids: Vec<&str> = racers.iter().map(|(id, _, _)| id.as_str()).collect();
+    let room = gw.create_room(&key_s, "race", &ids).await.id;
+    let m = gw.post_request(&key_s, &room, 13 * SAT, "first come", None).await;
+
+    let (gw_ref, room_ref) = (&gw, room.as_str());
+    let replies = futures_util::future::join_all(
+        racers.iter().map(|(_, _, key)| async move { gw_ref.pay_message_raw(key, room_ref, m.id, None).await }),
+    )
+    .await;
+    let winners: Vec<usize> = (0..RACERS).filter(|i| replies[*i].status == 200).collect();
+    assert_eq!(winners.len(), 1, "exactly one payment: {replies:?}");
+    for (i, r) in replies.iter().enumerate() {
+        if i != winners[0] {
+            r.assert_problem(409, "invoice-already-paid");
+        }
+    }
+    let winner = &racers[winners[0]].0;
+    assert_paid_by(&gw.message(&key_s, &room, m.id).await, winner, 13 * SAT);
+    let balances = gw.balances().await;
+    assert_eq!(balances[&seller], 13 * SAT);
+    let debited: Vec<(&str, u64)> =
+        racers.iter().filter(|(id, _, _)| balances[id] != FUND).map(|(id, _, _)| (id.as_str(), balances[id])).collect();
+    assert_eq!(debited, [(winner.as_str(), FUND - 13 * SAT)]);
+    let (ok, report) = gw.audit().await;
+    assert!(ok, "{report}");
+}
