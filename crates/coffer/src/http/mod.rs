@@ -10,6 +10,7 @@ pub mod problem;
 pub mod qr;
 mod rooms;
 mod system;
+mod ui;
 pub mod views;
 
 use crate::error::Error;
@@ -95,6 +96,7 @@ pub fn router(state: AppState) -> Router {
     let (router, spec) = api().split_for_parts();
     let spec_json = spec.to_pretty_json().unwrap_or_default();
     router
+        .merge(ui::router())
         .fallback(|| async { Error::NotFound("route") })
         .method_not_allowed_fallback(|| async { Error::MethodNotAllowed })
         .layer(Extension(system::Spec(Arc::new(spec_json))))

@@ -118,6 +118,33 @@ pub async fn pay_request(
     })
 }
 
+/// The most messages a stream replays before going live; past it, the
+/// stream starts with a `reload` event.
+const REPLAY_MESSAGES_MAX: usize = 10_000;
+
+/// The messages after `after`, page by page, up to [`REPLAY_MESSAGES_MAX`];
+/// and whether that was all of them.
+async fn backlog(
+    gw: &AppState,
+    caller: &Principal,
+    room: &str,
+    mut after: i64,
+) -> Result<(Vec<crate::io::MessageRecord>, bool), Error> {
+    let mut all = Vec::new();
+    loop {
+        let page = gw.messages(caller, room, after, crate::io::PAGE_LIMIT_MAX).await?;
+        let full = page.len() == crate::io::PAGE_LIMIT_MAX as usize;
+        after = page.last().map_or(after, |m| m.id);
+        all.extend(page);
+        if !full {
+            return Ok((all, true));
+        }
+        if all.len() >= REPLAY_MESSAGES_MAX {
+            return Ok((all, false));
+        }
+    }
+}
+
 /// How often an idle stream sends a keep-alive comment.
 const KEEP_ALIVE_SECS: u64 = 15;
 
@@ -132,13 +159,17 @@ async fn watch(
 ) -> Result<impl Stream<Item = (String, serde_json::Value)>, Error> {
     let room = gw.room_for(&caller, &room).await?.id;
     let live = gw.live().subscribe();
-    let backlog = gw.messages(&caller, &room, after, crate::io::PAGE_LIMIT_MAX).await?;
+    let (backlog, complete) = backlog(&gw, &caller, &room, after).await?;
     let last_id = backlog.last().map_or(after, |m| m.id);
     let now = now_ms();
-    let replay: Vec<(String, serde_json::Value)> = backlog
+    let mut replay: Vec<(String, serde_json::Value)> = backlog
         .into_iter()
         .filter_map(|m| serde_json::to_value(views::message(m, now)).ok().map(|v| ("message.posted".to_owned(), v)))
         .collect();
+    if !complete {
+        // More than a stream replays: the watcher reads the rest with GET.
+        replay.insert(0, ("reload".to_owned(), serde_json::json!({"after": after})));
+    }
     let events = stream::unfold((live, room, last_id), |(mut live, room, last_id)| async move {
         let (item, id) = next_live(&mut live, &room, last_id).await?;
         Some((item, (live, room, id)))

@@ -1,0 +1,1033 @@
+// coffer's web UI: plain DOM, no framework, no build step.
+//
+// Sign in with the operator token (the dashboard and every room) or an
+// agent key (that agent's wallet and rooms). The secret stays in this tab's
+// sessionStorage and goes in the Authorization header of every request, so
+// room events are read with fetch() and a stream parser (EventSource cannot
+// send headers) and QR codes are fetched and shown through blob URLs.
+
+const SECRET_KEY = 'coffer.secret';
+const SVG_NS = 'http://www.w3.org/2000/svg';
+const PAGE = 200; // the API's largest page
+const AUDIT_POLL_MS = 1000;
+const STATE_POLL_MS = 5000;
+const AUDIT_KEPT = 5000; // records held for the feed, the chart and the log
+const FEED_ROWS = 50;
+const AUDIT_ROWS = 200;
+const CHART_MINUTES = 30;
+// The live feed's records, with their label and colour. A held payment that
+// is approved is paid then, and recorded as `approval.approved` only.
+const FEED_KINDS = {
+  'payment.allowed': ['allowed', 'ok'],
+  'payment.held': ['held', 'warn'],
+  'payment.denied': ['denied', 'bad'],
+  'approval.approved': ['approved', 'ok'],
+  'approval.denied': ['refused', 'bad'],
+  'approval.expired': ['expired', 'muted'],
+};
+// The records of money that left a wallet: the spend chart adds them up.
+const SPEND_ACTIONS = ['payment.allowed', 'approval.approved'];
+// The audit log's action filter offers these, and any other action seen.
+const KNOWN_ACTIONS = [
+  ...Object.keys(FEED_KINDS),
+  'agent.created', 'agent.funded', 'agent.frozen', 'agent.unfrozen', 'breaker.tripped', 'gateway.halted',
+  'gateway.resumed', 'policy.updated', 'key.created', 'key.revoked', 'room.created', 'room.member_added',
+  'treasury.minted',
+];
+
+// ------------------------------------------------------------------ helpers
+
+const $ = (id) => document.getElementById(id);
+const sleep = (ms, signal) => new Promise((resolve) => {
+  const timer = setTimeout(resolve, ms);
+  signal?.addEventListener('abort', () => { clearTimeout(timer); resolve(); }, { once: true });
+});
+
+/** h('button', {class, testid, onclick, ...}, ...children): an element. */
+function h(tag, attrs = {}, ...children) {
+  const el = document.createElement(tag);
+  setAttrs(el, attrs);
+  el.append(...kids(children));
+  return el;
+}
+
+/** The same for SVG elements. */
+function s(tag, attrs = {}, ...children) {
+  const el = document.createElementNS(SVG_NS, tag);
+  setAttrs(el, attrs);
+  el.append(...kids(children));
+  return el;
+}
+
+function setAttrs(el, attrs) {
+  for (const [key, value] of Object.entries(attrs)) {
+    if (value == null || value === false) continue;
+    if (key.startsWith('on')) el.addEventListener(key.slice(2), value);
+    else if (key === 'testid') el.dataset.testid = value;
+    else if (key === 'data') Object.assign(el.dataset, value);
+    else el.setAttribute(key, value === true ? '' : value);
+  }
+}
+
+function kids(children) {
+  return children.flat(Infinity).filter((c) => c != null && c !== false).map((c) => (c instanceof Node ? c : String(c)));
+}
+
+const numberFormat = new Intl.NumberFormat('en-US', { maximumFractionDigits: 3 });
+const sat = (msat) => `${numberFormat.format(msat / 1000)} sat`;
+const msat = (value) => `${numberFormat.format(value)} msat`;
+const clock = (t) => new Date(t).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit', second: '2-digit' });
+const when = (t) => new Date(t).toLocaleString([], { dateStyle: 'medium', timeStyle: 'medium' });
+// Ids start with their creation time: the end tells them apart.
+const shortId = (id) => (id && id.length > 16 ? `${id.slice(0, id.indexOf('_') + 1)}…${id.slice(-6)}` : id);
+
+function randomKey() {
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  return `ui-${Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('')}`;
+}
+
+function toast(text, kind = 'info') {
+  const el = h('div', { class: `toast ${kind}`, testid: 'toast' }, text);
+  $('toasts').append(el);
+  setTimeout(() => el.remove(), kind === 'error' ? 8000 : 4000);
+}
+
+const rendered = new WeakMap(); // container -> the data it shows, as JSON
+
+/** Replaces a container's children only when what they show changed. */
+function renderIfChanged(container, data, render) {
+  const key = JSON.stringify(data);
+  if (rendered.get(container) === key) return;
+  rendered.set(container, key);
+  container.replaceChildren(...kids([render()]));
+}
+
+// ---------------------------------------------------------------------- API
+
+class ApiError extends Error {
+  constructor(status, problem) {
+    super(problem?.detail || problem?.title || `HTTP ${status}`);
+    this.status = status;
+    this.code = problem?.code || 'http-error';
+    this.problem = problem;
+  }
+}
+
+let session = null; // { secret, role: 'operator' | 'agent', wallet, names: Map }
+
+function authHeaders(extra = {}) {
+  return { Authorization: `Bearer ${session.secret}`, ...extra };
+}
+
+/** One API call: `{status, data}`, or an ApiError carrying the problem. */
+async function request(path, { method = 'GET', body, signal, headers = {} } = {}) {
+  const init = { method, signal, headers: authHeaders(headers), cache: 'no-store' };
+  if (body !== undefined) {
+    init.headers['Content-Type'] = 'application/json';
+    init.body = JSON.stringify(body);
+  }
+  const res = await fetch(path, init);
+  const text = await res.text();
+  let data = null;
+  try { data = text ? JSON.parse(text) : null; } catch { data = { detail: text }; }
+  if (res.status === 401) {
+    signOut('The gateway no longer accepts this secret: sign in again.');
+  }
+  if (!res.ok) throw new ApiError(res.status, data);
+  return { status: res.status, data };
+}
+
+const api = async (path, options) => (await request(path, options)).data;
+
+const isAbort = (e) => e?.name === 'AbortError';
+
+/**
+ * Reads Server-Sent Events from a fetch() response body: calls onOpen once
+ * the response arrived (the server is subscribed), then onEvent(name, data)
+ * for each event, until the stream ends or the signal aborts.
+ */
+async function readEvents(path, { signal, onOpen, onEvent }) {
+  const res = await fetch(path, { headers: authHeaders({ Accept: 'text/event-stream' }), signal, cache: 'no-store' });
+  if (!res.ok) {
+    let problem = null;
+    try { problem = await res.json(); } catch { /* not JSON */ }
+    throw new ApiError(res.status, problem);
+  }
+  await onOpen?.();
+  const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = '';
+  let event = 'message';
+  let data = [];
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    buffer += value;
+    let end;
+    while ((end = buffer.indexOf('\n')) >= 0) {
+      const line = buffer.slice(0, end).replace(/\r$/, '');
+      buffer = buffer.slice(end + 1);
+      if (line === '') {
+        if (data.length) onEvent(event, data.join('\n'));
+        event = 'message';
+        data = [];
+      } else if (!line.startsWith(':')) {
+        const colon = line.indexOf(':');
+        const field = colon < 0 ? line : line.slice(0, colon);
+        const text = colon < 0 ? '' : line.slice(colon + 1).replace(/^ /, '');
+        if (field === 'event') event = text;
+        else if (field === 'data') data.push(text);
+      }
+    }
+  }
+}
+
+/**
+ * Runs fn now and then every `ms` until the signal aborts. onError hears of
+ * the first failure of a run of them (e), and of the recovery (null).
+ */
+function every(ms, signal, fn, onError) {
+  (async () => {
+    let failing = false;
+    while (!signal.aborted) {
+      try {
+        await fn();
+        if (failing) onError?.(null);
+        failing = false;
+      } catch (e) {
+        if (!isAbort(e) && !failing && session) onError?.(e);
+        failing = !isAbort(e);
+      }
+      await sleep(ms, signal);
+    }
+  })();
+}
+
+function nameOf(id) {
+  if (!id) return '—';
+  if (id.startsWith('agent:')) return nameOf(id.slice('agent:'.length)); // an audit record's payee
+  if (id === 'operator') return 'Operator';
+  if (session.role === 'agent' && id === session.wallet.agent_id) return `${session.wallet.name} (you)`;
+  return session.names.get(id) || shortId(id);
+}
+
+// ------------------------------------------------------------ shared pieces
+
+function pill(text, kind, testid) {
+  return h('span', { class: `pill ${kind}`, testid }, text);
+}
+
+function bar(spent, limit) {
+  const fill = h('span', { class: 'bar-fill' });
+  const ratio = limit > 0 ? Math.min(1, spent / limit) : 0;
+  fill.style.width = `${(ratio * 100).toFixed(1)}%`;
+  const level = ratio >= 0.9 ? 'bad' : ratio >= 0.7 ? 'warn' : 'ok';
+  return h('span', { class: `bar ${level}`, role: 'meter', 'aria-valuemin': 0, 'aria-valuemax': limit,
+    'aria-valuenow': spent }, fill);
+}
+
+/** The usage bars of a budget report: each window, then the lifetime limit. */
+function budgetBars(report) {
+  if (!report) return h('span', { class: 'muted' }, '…');
+  const rows = report.windows.map((w) => ({ label: `${w.window} ${w.kind === 'calendar' ? '(calendar)' : ''}`,
+    spent: w.spent_msat, limit: w.limit_msat }));
+  if (report.lifetime_limit_msat != null) {
+    rows.push({ label: 'lifetime', spent: report.lifetime_spent_msat, limit: report.lifetime_limit_msat });
+  }
+  if (!rows.length) return h('span', { class: 'muted' }, 'no budget limits');
+  return h('div', { class: 'budgets', testid: 'budget-bars' }, rows.map((r) => h('div', { class: 'budget' },
+    h('span', { class: 'budget-label' }, r.label.trim()),
+    bar(r.spent, r.limit),
+    h('span', { class: 'budget-text', title: `${msat(r.spent)} of ${msat(r.limit)}` },
+      `${sat(r.spent)} / ${sat(r.limit)}`))));
+}
+
+function panel(title, body, { testid, extra, cls = '' } = {}) {
+  return h('section', { class: `panel ${cls}`, testid },
+    h('header', { class: 'panel-head' }, h('h2', {}, title), extra), body);
+}
+
+// ------------------------------------------------------------------ sign-in
+
+function showSignIn(message) {
+  $('topbar').hidden = true;
+  const input = h('input', { id: 'secret', type: 'password', autocomplete: 'off', spellcheck: 'false',
+    placeholder: 'operator token or csk_…', testid: 'signin-secret', required: true });
+  const error = h('p', { class: 'error', testid: 'signin-error', hidden: !message }, message || '');
+  const button = h('button', { type: 'submit', class: 'primary', testid: 'signin-submit' }, 'Sign in');
+  const form = h('form', { class: 'signin card', onsubmit: async (event) => {
+    event.preventDefault();
+    button.disabled = true;
+    error.hidden = true;
+    try {
+      await signIn(input.value.trim().replace(/^bearer\s+/i, ''));
+    } catch (e) {
+      error.textContent = e.message;
+      error.hidden = false;
+      button.disabled = false;
+    }
+  } },
+  h('div', { class: 'signin-brand' }, h('span', { class: 'brand-mark' }), 'coffer'),
+  h('p', { class: 'muted' }, 'Lightning wallets with bounded spending for AI agents.'),
+  h('label', { for: 'secret' }, 'Operator token or agent key'),
+  input, button, error,
+  h('p', { class: 'hint' }, 'The operator token opens the dashboard; an agent key (csk_…) opens that agent’s ',
+    'wallet and rooms. The secret is kept in this tab only and forgotten when it closes.'));
+  $('view').replaceChildren(form);
+  input.focus();
+}
+
+async function signIn(secret) {
+  if (!secret) throw new Error('Paste a token or a key.');
+  // An agent key reads its wallet; the operator token is refused there (403).
+  const res = await fetch('/v1/wallet', { headers: { Authorization: `Bearer ${secret}` }, cache: 'no-store' });
+  if (res.status === 401) throw new Error('This token or key is not valid here.');
+  if (res.status !== 200 && res.status !== 403) throw new Error(`The gateway answered ${res.status}.`);
+  const wallet = res.status === 200 ? await res.json() : null;
+  session = { secret, role: wallet ? 'agent' : 'operator', wallet, names: new Map() };
+  sessionStorage.setItem(SECRET_KEY, secret);
+  $('topbar').hidden = false;
+  $('who').textContent = wallet ? `Agent · ${wallet.name}` : 'Operator';
+  $('who').dataset.role = session.role;
+  route();
+}
+
+function signOut(message) {
+  if (!session) return;
+  session = null;
+  sessionStorage.removeItem(SECRET_KEY);
+  stopView();
+  qrCache.forEach((url) => url && URL.revokeObjectURL(url));
+  qrCache.clear();
+  history.replaceState(null, '', location.pathname);
+  showSignIn(message);
+}
+
+// ------------------------------------------------------------------ routing
+
+let view = null; // { name, stop(), update?(arg) }
+
+function stopView() {
+  view?.stop();
+  view = null;
+}
+
+function renderTabs(current) {
+  const tabs = session.role === 'operator'
+    ? [['dashboard', 'Dashboard'], ['rooms', 'Rooms']]
+    : [['rooms', 'Wallet & rooms']];
+  $('tabs').replaceChildren(...tabs.map(([name, label]) => h('a', { href: `#/${name}`, testid: `tab-${name}`,
+    class: name === current ? 'active' : null }, label)));
+}
+
+function route() {
+  if (!session) return;
+  const [, name, arg] = location.hash.split('/').map((p) => decodeURIComponent(p || ''));
+  const views = session.role === 'operator' ? { dashboard: dashboardView, rooms: roomsView } : { rooms: roomsView };
+  const wanted = views[name] ? name : Object.keys(views)[0];
+  renderTabs(wanted);
+  if (view?.name === wanted && view.update) return view.update(arg);
+  stopView();
+  view = views[wanted](arg);
+  view.name = wanted;
+}
+
+// ---------------------------------------------------------------- dashboard
+
+function dashboardView() {
+  const ctl = new AbortController();
+  const { signal } = ctl;
+  const state = {
+    agents: [], budgets: {}, approvals: [], halted: null, treasury: null,
+    records: [], lastSeq: 0, filter: { agent: '', action: '' },
+  };
+  const el = {
+    stats: h('div', { class: 'stats' }),
+    agents: h('div', { class: 'table-wrap' }),
+    approvals: h('div', {}),
+    feed: h('div', {}),
+    chart: h('div', { class: 'chart' }),
+    audit: h('div', { class: 'table-wrap' }),
+    live: h('span', { class: 'live', testid: 'feed-status', data: { state: 'connecting' } }, 'connecting'),
+    agentFilter: h('select', { testid: 'audit-filter-agent', onchange: (e) => {
+      state.filter.agent = e.target.value; renderAudit();
+    } }),
+    actionFilter: h('select', { testid: 'audit-filter-action', onchange: (e) => {
+      state.filter.action = e.target.value; renderAudit();
+    } }),
+  };
+
+  $('view').replaceChildren(h('div', { class: 'dashboard', testid: 'dashboard' },
+    el.stats,
+    panel('Agents', el.agents, { testid: 'agents-panel', cls: 'agents' }),
+    panel('Approvals queue', el.approvals, { testid: 'approvals-panel', cls: 'approvals-panel' }),
+    panel(`Spend per minute · last ${CHART_MINUTES} min`, el.chart, { testid: 'chart-panel', cls: 'chart-panel' }),
+    panel('Live payments', el.feed, { testid: 'feed-panel', cls: 'feed-panel', extra: el.live }),
+    panel('Audit log · last 24 hours', el.audit, { testid: 'audit-panel', cls: 'audit-panel',
+      extra: h('div', { class: 'filters' }, el.agentFilter, el.actionFilter) })));
+
+  // Agents, approvals, the kill switch and the treasury: every few seconds,
+  // and at once when the audit trail shows something happened.
+  let refreshing = null;
+  let refreshAgain = false;
+  async function refresh() {
+    if (refreshing) { refreshAgain = true; return refreshing; }
+    refreshing = (async () => {
+      do {
+        refreshAgain = false;
+        const [agents, approvals, breaker, treasury] = await Promise.all([
+          api('/v1/agents', { signal }), api('/v1/approvals', { signal }), api('/v1/breaker', { signal }),
+          api('/v1/treasury', { signal }).catch(() => null),
+        ]);
+        const budgets = {};
+        await Promise.all(agents.map(async (a) => {
+          budgets[a.id] = await api(`/v1/agents/${encodeURIComponent(a.id)}/budget`, { signal }).catch(() => null);
+        }));
+        Object.assign(state, { agents, approvals, halted: breaker.halted, treasury, budgets });
+        agents.forEach((a) => session.names.set(a.id, a.name));
+        render();
+      } while (refreshAgain && !signal.aborted);
+    })();
+    try { await refreshing; } finally { refreshing = null; }
+  }
+
+  async function pollAudit() {
+    let fresh = false;
+    for (let page = 0; page < 25; page++) {
+      const query = new URLSearchParams({ after: state.lastSeq, limit: PAGE });
+      if (state.lastSeq === 0) query.set('since', new Date(Date.now() - 24 * 3600e3).toISOString());
+      const rows = await api(`/v1/audit?${query}`, { signal });
+      if (rows.length) {
+        state.records.push(...rows);
+        state.lastSeq = rows[rows.length - 1].seq;
+        fresh = true;
+      }
+      if (rows.length < PAGE) break;
+    }
+    if (state.records.length > AUDIT_KEPT) state.records.splice(0, state.records.length - AUDIT_KEPT);
+    el.live.dataset.state = 'live';
+    el.live.textContent = 'live';
+    if (fresh) {
+      renderFeed();
+      renderChart();
+      renderAudit();
+      refresh().catch(() => {});
+    }
+  }
+
+  function render() {
+    renderStats();
+    renderAgents();
+    renderApprovals();
+    renderFilters();
+    renderFeed();
+    renderAudit();
+  }
+
+  function renderStats() {
+    const frozen = state.agents.filter((a) => a.frozen).length;
+    const hourAgo = Date.now() - 3600e3;
+    const spentHour = state.records.filter((r) => SPEND_ACTIONS.includes(r.record.action) && r.record.at_ms >= hourAgo)
+      .reduce((sum, r) => sum + (r.record.amount_msat || 0), 0);
+    const data = { halted: state.halted, treasury: state.treasury?.balance_msat, n: state.agents.length, frozen,
+      pending: state.approvals.length, spentHour };
+    renderIfChanged(el.stats, data, () => [
+      h('div', { class: `stat kill ${state.halted ? 'halted' : ''}`, testid: 'kill-panel' },
+        h('span', { class: 'stat-label' }, 'Kill switch'),
+        h('span', { class: 'stat-value', testid: 'breaker-status', data: { halted: String(state.halted) } },
+          state.halted ? 'All payments halted' : 'Payments flowing'),
+        h('button', { type: 'button', class: state.halted ? 'primary' : 'danger', testid: 'kill-switch',
+          data: { halted: String(state.halted) }, onclick: (e) => toggleBreaker(e.currentTarget) },
+        state.halted ? 'Resume payments' : 'Halt all payments')),
+      stat('Treasury', state.treasury ? sat(state.treasury.balance_msat) : '—', 'treasury-balance'),
+      stat('Agents', `${state.agents.length}${frozen ? ` · ${frozen} frozen` : ''}`, 'agent-count'),
+      stat('Pending approvals', String(state.approvals.length), 'approval-count'),
+      stat('Spent, last hour', sat(spentHour), 'spent-hour'),
+    ]);
+  }
+
+  function stat(label, value, testid) {
+    return h('div', { class: 'stat' }, h('span', { class: 'stat-label' }, label),
+      h('span', { class: 'stat-value', testid }, value));
+  }
+
+  async function toggleBreaker(button) {
+    const halt = !state.halted;
+    const question = halt
+      ? 'Halt ALL outgoing payments of every agent now?\n\nNothing is paid until you resume.'
+      : 'Resume payments for every agent?';
+    if (!confirm(question)) return;
+    await act(button, async () => {
+      const breaker = await api('/v1/breaker', { method: 'POST', body: { halted: halt } });
+      state.halted = breaker.halted;
+      toast(breaker.halted ? 'All payments are halted.' : 'Payments resumed.', breaker.halted ? 'error' : 'ok');
+    });
+  }
+
+  async function act(button, fn) {
+    button.disabled = true;
+    try {
+      await fn();
+    } catch (e) {
+      toast(e.message, 'error');
+    } finally {
+      button.disabled = false;
+    }
+    await refresh().catch(() => {});
+  }
+
+  function renderAgents() {
+    const data = state.agents.map((a) => [a, state.budgets[a.id]]);
+    renderIfChanged(el.agents, data, () => {
+      if (!state.agents.length) {
+        return h('p', { class: 'empty' }, 'No agents yet. Create one with the API or `coffer agent create`.');
+      }
+      const head = ['Agent', 'Balance', 'Budget usage', 'Status', ''];
+      return h('table', { class: 'table', testid: 'agents-table' },
+        h('thead', {}, h('tr', {}, head.map((t) => h('th', {}, t)))),
+        h('tbody', {}, state.agents.map(agentRow)));
+    });
+  }
+
+  function agentRow(a) {
+    const path = `/v1/agents/${encodeURIComponent(a.id)}`;
+    const toggle = a.frozen
+      ? h('button', { type: 'button', testid: 'unfreeze-button',
+        onclick: (e) => act(e.currentTarget, () => api(`${path}/unfreeze`, { method: 'POST' })) }, 'Unfreeze')
+      : h('button', { type: 'button', class: 'danger-outline', testid: 'freeze-button',
+        onclick: (e) => act(e.currentTarget, () => api(`${path}/freeze`,
+          { method: 'POST', body: { reason: 'frozen from the dashboard' } })) }, 'Freeze');
+    return h('tr', { testid: 'agent-row', data: { agentId: a.id, frozen: String(a.frozen) } },
+      h('td', {},
+        h('div', { class: 'strong', testid: 'agent-name' }, a.name),
+        h('div', { class: 'mono muted small' }, a.id, a.parent_id ? ` · sub-agent of ${nameOf(a.parent_id)}` : '')),
+      h('td', { class: 'num' },
+        h('div', { class: 'strong', testid: 'agent-balance', data: { msat: a.balance_msat }, title: msat(a.balance_msat) },
+          sat(a.balance_msat)),
+        a.pending_msat ? h('div', { class: 'muted small' }, `${sat(a.pending_msat)} pending`) : null),
+      h('td', {}, budgetBars(state.budgets[a.id])),
+      h('td', {},
+        a.frozen ? pill('Frozen', 'bad', 'agent-status') : pill('Active', 'ok', 'agent-status'),
+        a.frozen_reason ? h('div', { class: 'muted small' }, a.frozen_reason) : null),
+      h('td', { class: 'actions' }, toggle));
+  }
+
+  function renderApprovals() {
+    renderIfChanged(el.approvals, [state.approvals, [...session.names]], () => {
+      if (!state.approvals.length) return h('p', { class: 'empty', testid: 'approvals-empty' }, 'Nothing waits for you.');
+      return h('ul', { class: 'approvals', testid: 'approvals' }, state.approvals.map(approvalRow));
+    });
+  }
+
+  function approvalRow(a) {
+    const path = `/v1/approvals/${encodeURIComponent(a.id)}`;
+    const approve = (e) => act(e.currentTarget, async () => {
+      const decision = await api(`${path}/approve`, { method: 'POST' });
+      toast(decision.payment ? `Approved and paid ${sat(a.amount_msat)}.` : 'Approved.', 'ok');
+    });
+    const deny = (e) => act(e.currentTarget, async () => {
+      await api(`${path}/deny`, { method: 'POST' });
+      toast('Denied: the reservation is released.', 'ok');
+    });
+    return h('li', { class: 'approval', testid: 'approval-row', data: { approvalId: a.id, paymentHash: a.payment_hash } },
+      h('div', { class: 'approval-main' },
+        h('div', {},
+          h('span', { class: 'amount', testid: 'approval-amount' }, sat(a.amount_msat)), ' ',
+          h('span', { class: 'muted' }, `from ${nameOf(a.agent_id)}`),
+          a.payee_agent_id ? h('span', { class: 'muted' }, ` to ${nameOf(a.payee_agent_id)}`) : null),
+        h('div', { class: 'small' }, a.purpose || h('span', { class: 'muted' }, 'no purpose given')),
+        h('div', { class: 'muted small' }, `held ${clock(a.created_at)} · expires ${clock(a.expires_at)}`)),
+      h('div', { class: 'approval-actions' },
+        h('button', { type: 'button', class: 'primary', testid: 'approve-button', onclick: approve }, 'Approve'),
+        h('button', { type: 'button', class: 'danger-outline', testid: 'deny-button', onclick: deny }, 'Deny')));
+  }
+
+  function feedRow(r) {
+    const rec = r.record;
+    const kind = FEED_KINDS[rec.action];
+    // An approval's rule is the approval's id: not worth a badge.
+    const rule = rec.action.startsWith('payment.') && rec.rule !== 'allowed' ? rec.rule : null;
+    return h('li', { class: `feed-item ${kind[1]}`, testid: 'feed-item', data: { action: rec.action, seq: r.seq } },
+      pill(kind[0], kind[1]),
+      h('span', { class: 'amount' }, rec.amount_msat != null ? sat(rec.amount_msat) : '—'),
+      h('span', { class: 'feed-who' }, nameOf(rec.agent_id || rec.actor), h('span', { class: 'muted' }, ' → '),
+        nameOf(rec.payee)),
+      h('span', { class: 'feed-why small' }, rec.purpose || '', rule ? h('span', { class: 'rule' }, rule) : null),
+      h('time', { class: 'muted small' }, clock(rec.at_ms)));
+  }
+
+  function renderFeed() {
+    const rows = [];
+    for (let i = state.records.length - 1; i >= 0 && rows.length < FEED_ROWS; i--) {
+      if (FEED_KINDS[state.records[i].record.action]) rows.push(state.records[i]);
+    }
+    renderIfChanged(el.feed, [rows.map((r) => r.seq), [...session.names]], () => (rows.length
+      ? h('ol', { class: 'feed', testid: 'payment-feed' }, rows.map(feedRow))
+      : h('p', { class: 'empty', testid: 'payment-feed' }, 'No payment in the last 24 hours.')));
+  }
+
+  function renderChart() {
+    const minute = 60e3;
+    const end = Math.floor(Date.now() / minute) * minute;
+    const start = end - (CHART_MINUTES - 1) * minute;
+    const buckets = new Array(CHART_MINUTES).fill(0);
+    for (const r of state.records) {
+      const rec = r.record;
+      if (!SPEND_ACTIONS.includes(rec.action) || rec.at_ms < start) continue;
+      const i = Math.floor((rec.at_ms - start) / minute);
+      if (i >= 0 && i < CHART_MINUTES) buckets[i] += rec.amount_msat || 0;
+    }
+    renderIfChanged(el.chart, [start, buckets], () => spendChart(buckets, start));
+  }
+
+  function renderFilters() {
+    const agentOptions = [['', 'All agents'], ...state.agents.map((a) => [a.id, a.name])];
+    const seen = new Set(KNOWN_ACTIONS);
+    state.records.forEach((r) => seen.add(r.record.action));
+    const actionOptions = [['', 'All actions'], ...[...seen].sort().map((a) => [a, a])];
+    for (const [select, options, value] of [[el.agentFilter, agentOptions, state.filter.agent],
+      [el.actionFilter, actionOptions, state.filter.action]]) {
+      renderIfChanged(select, options, () => options.map(([v, label]) => h('option', { value: v }, label)));
+      select.value = value;
+    }
+  }
+
+  function renderAudit() {
+    const { agent, action } = state.filter;
+    const rows = [];
+    for (let i = state.records.length - 1; i >= 0 && rows.length < AUDIT_ROWS; i--) {
+      const rec = state.records[i].record;
+      if (agent && ![rec.agent_id, rec.actor, rec.payee].some((id) => id === agent || id === `agent:${agent}`)) continue;
+      if (action && rec.action !== action) continue;
+      rows.push(state.records[i]);
+    }
+    renderIfChanged(el.audit, [rows.map((r) => r.seq), [...session.names]], () => {
+      if (!rows.length) return h('p', { class: 'empty', testid: 'audit-empty' }, 'No record matches.');
+      const head = ['#', 'Time', 'Action', 'Actor', 'Agent', 'Amount', 'Payee', 'Purpose', 'Rule', 'Detail'];
+      return h('table', { class: 'table audit', testid: 'audit-table' },
+        h('thead', {}, h('tr', {}, head.map((t) => h('th', {}, t)))),
+        h('tbody', {}, rows.map(auditRow)));
+    });
+  }
+
+  function auditRow({ seq, record: r }) {
+    const verb = r.action.split('.')[1] || '';
+    return h('tr', { testid: 'audit-row', data: { action: r.action, seq } },
+      h('td', { class: 'mono muted' }, seq),
+      h('td', { class: 'nowrap', title: when(r.at_ms) }, clock(r.at_ms)),
+      h('td', {}, h('span', { class: `action ${verb}` }, r.action)),
+      h('td', {}, nameOf(r.actor)),
+      h('td', {}, r.agent_id ? nameOf(r.agent_id) : ''),
+      h('td', { class: 'num nowrap' }, r.amount_msat != null ? sat(r.amount_msat) : ''),
+      h('td', {}, r.payee ? nameOf(r.payee) : ''),
+      h('td', { class: 'small purpose' }, r.purpose || ''),
+      h('td', { class: 'mono small' }, r.rule || ''),
+      h('td', { class: 'small detail' }, r.detail || ''));
+  }
+
+  every(STATE_POLL_MS, signal, refresh, (e) => e && toast(`Could not refresh: ${e.message}`, 'error'));
+  every(AUDIT_POLL_MS, signal, pollAudit, (e) => {
+    if (e) toast(`The audit trail is out of reach: ${e.message}`, 'error');
+    el.live.dataset.state = e ? 'offline' : 'live';
+    el.live.textContent = e ? 'offline' : 'live';
+  });
+  const clockTimer = setInterval(() => { renderChart(); renderStats(); }, 15e3);
+  signal.addEventListener('abort', () => clearInterval(clockTimer));
+  return { stop: () => ctl.abort() };
+}
+
+/** Bars of the amount paid each minute, oldest on the left. */
+function spendChart(buckets, start) {
+  const width = 600;
+  const height = 170;
+  const pad = { left: 56, right: 8, top: 10, bottom: 24 };
+  const max = Math.max(...buckets);
+  const total = buckets.reduce((a, b) => a + b, 0);
+  const plotW = width - pad.left - pad.right;
+  const plotH = height - pad.top - pad.bottom;
+  const step = plotW / buckets.length;
+  const axisY = pad.top + plotH;
+  const label = (t) => new Date(t).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+  const bars = buckets.map((value, i) => {
+    const barH = max ? Math.max(value ? 2 : 0, (value / max) * plotH) : 0;
+    return s('rect', { class: 'chart-bar', x: (pad.left + i * step + 1).toFixed(1), y: (axisY - barH).toFixed(1),
+      width: Math.max(1, step - 2).toFixed(1), height: barH.toFixed(1), rx: 1.5 },
+    s('title', {}, `${label(start + i * 60e3)}: ${sat(value)}`));
+  });
+  return [
+    h('div', { class: 'chart-total', testid: 'chart-total' }, `${sat(total)} paid in the last ${buckets.length} minutes`),
+    s('svg', { viewBox: `0 0 ${width} ${height}`, class: 'chart-svg', role: 'img', testid: 'spend-chart',
+      'aria-label': `Spend per minute, ${sat(total)} in total` },
+    s('line', { class: 'chart-grid', x1: pad.left, x2: width - pad.right, y1: pad.top, y2: pad.top }),
+    s('line', { class: 'chart-axis', x1: pad.left, x2: width - pad.right, y1: axisY, y2: axisY }),
+    max ? s('text', { class: 'chart-label', x: pad.left - 6, y: pad.top + 4, 'text-anchor': 'end' }, sat(max)) : null,
+    s('text', { class: 'chart-label', x: pad.left - 6, y: axisY, 'text-anchor': 'end' }, '0'),
+    s('text', { class: 'chart-label', x: pad.left, y: height - 6 }, label(start)),
+    s('text', { class: 'chart-label', x: width - pad.right, y: height - 6, 'text-anchor': 'end' }, 'now'),
+    bars),
+  ];
+}
+
+// -------------------------------------------------------------------- rooms
+
+const qrCache = new Map(); // payment hash -> blob URL, or null when there is none
+
+/** The QR code of an invoice: fetched once with the header, shown from a blob URL. */
+function qrImage(invoice) {
+  const img = h('img', { class: 'qr', testid: 'qr', alt: 'QR code of the invoice', width: 168, height: 168 });
+  const box = h('div', { class: 'qr-box' }, img);
+  const show = (url) => {
+    if (url) img.src = url;
+    else box.remove();
+  };
+  if (qrCache.has(invoice.payment_hash)) {
+    show(qrCache.get(invoice.payment_hash));
+  } else {
+    fetch(invoice.qr_svg, { headers: authHeaders() })
+      .then(async (res) => (res.ok ? URL.createObjectURL(await res.blob()) : null))
+      .catch(() => null)
+      .then((url) => {
+        if (!session) return;
+        qrCache.set(invoice.payment_hash, url);
+        show(url);
+      });
+  }
+  return box;
+}
+
+function effectiveStatus(invoice) {
+  if (invoice.status === 'open' && Date.parse(invoice.expires_at) <= Date.now()) return 'expired';
+  return invoice.status;
+}
+
+/** The rooms screen: the room list, the selected room, and for an agent its wallet. */
+function roomsView(initialRoom) {
+  const ctl = new AbortController();
+  const { signal } = ctl;
+  const isAgent = session.role === 'agent';
+  let rooms = [];
+  let selected = null;
+  let room = null; // the open room: { id, stop() }
+  const list = h('nav', { class: 'room-list', testid: 'room-list' });
+  const main = h('div', { class: 'room-main' });
+  const wallet = h('div', { class: 'wallet-body' });
+
+  $('view').replaceChildren(h('div', { class: `rooms-layout ${isAgent ? 'agent' : ''}` },
+    isAgent ? panel('Wallet', wallet, { testid: 'wallet-panel', cls: 'wallet' }) : null,
+    panel('Rooms', list, { testid: 'rooms-panel', cls: 'rooms' }),
+    h('section', { class: 'panel room' }, main)));
+
+  async function refreshWallet() {
+    if (!isAgent) return;
+    const [w, budget] = await Promise.all([api('/v1/wallet', { signal }),
+      api(`/v1/agents/${encodeURIComponent(session.wallet.agent_id)}/budget`, { signal }).catch(() => null)]);
+    session.wallet = w;
+    renderIfChanged(wallet, [w, budget], () => [
+      h('div', { class: 'wallet-balance' },
+        h('span', { class: 'big', testid: 'wallet-balance', data: { msat: w.balance_msat } }, sat(w.balance_msat)),
+        h('span', { class: 'muted small' }, msat(w.balance_msat))),
+      h('dl', { class: 'facts' },
+        h('dt', {}, 'Available'), h('dd', { testid: 'wallet-available' }, sat(w.available_msat)),
+        h('dt', {}, 'Pending'), h('dd', {}, sat(w.pending_msat)),
+        h('dt', {}, 'Agent'), h('dd', { class: 'mono small' }, w.agent_id),
+        h('dt', {}, 'Key scope'), h('dd', {}, w.scope)),
+      budget ? h('div', { class: 'wallet-budget' }, h('h3', {}, 'Budgets'), budgetBars(budget)) : null,
+    ]);
+  }
+
+  async function refreshRooms() {
+    if (!isAgent && !session.names.size) {
+      const agents = await api('/v1/agents', { signal }).catch(() => []);
+      agents.forEach((a) => session.names.set(a.id, a.name));
+    }
+    rooms = await api('/v1/rooms', { signal });
+    renderList();
+    room?.renderTitle();
+    if (!selected) select(null);
+  }
+
+  function renderList() {
+    renderIfChanged(list, [rooms, selected], () => (rooms.length
+      ? rooms.map((r) => h('a', { href: `#/rooms/${encodeURIComponent(r.id)}`, testid: 'room-item',
+        class: r.id === selected ? 'active' : null, data: { roomId: r.id } },
+      h('span', { class: 'room-name' }, `# ${r.name}`),
+      h('span', { class: 'muted small' }, `${r.members.length} member${r.members.length === 1 ? '' : 's'}`)))
+      : h('p', { class: 'empty', testid: 'rooms-empty' }, isAgent ? 'You are in no room yet.' : 'No room yet.')));
+  }
+
+  function select(roomId) {
+    if (roomId === selected && room) return;
+    room?.stop();
+    room = null;
+    selected = roomId || null;
+    renderList();
+    if (!selected) {
+      // The first room, once the list is known.
+      if (rooms.length) location.replace(`#/rooms/${encodeURIComponent(rooms[0].id)}`);
+      else main.replaceChildren(h('p', { class: 'empty' }, 'Choose a room.'));
+      return;
+    }
+    room = openRoom(selected, main, { rooms: () => rooms, refreshWallet, isAgent });
+  }
+
+  every(5000, signal, refreshWallet, () => {});
+  every(10000, signal, refreshRooms, (e) => e && toast(`Could not list the rooms: ${e.message}`, 'error'));
+  select(initialRoom);
+  return {
+    update: select,
+    stop: () => { ctl.abort(); room?.stop(); },
+  };
+}
+
+/** One room: its messages, kept current by the event stream, and the composer. */
+function openRoom(roomId, container, ctx) {
+  const ctl = new AbortController();
+  const { signal } = ctl;
+  const me = ctx.isAgent ? session.wallet.agent_id : 'operator';
+  const messages = new Map(); // id -> message
+  const nodes = new Map(); // id -> element
+  const cardState = new Map(); // id -> { busy, error, note }
+  let lastId = 0;
+
+  const live = h('span', { class: 'live', testid: 'live-status', data: { state: 'connecting' } }, 'connecting');
+  const title = h('div', {});
+  const list = h('ol', { class: 'messages', testid: 'messages' });
+  const error = h('p', { class: 'error', testid: 'room-error', hidden: true });
+  const compose = composer();
+  container.replaceChildren(h('header', { class: 'room-head' }, title, live), error, list, compose);
+  renderTitle();
+
+  function renderTitle() {
+    const info = ctx.rooms().find((r) => r.id === roomId);
+    renderIfChanged(title, [info, [...session.names]], () => [
+      h('h2', { testid: 'room-title' }, `# ${info ? info.name : roomId}`),
+      info ? h('div', { class: 'muted small' }, 'Members: ', info.members.map(nameOf).join(', ')) : null]);
+  }
+
+  function composer() {
+    const text = h('input', { type: 'text', placeholder: 'Write a message…', maxlength: 4096,
+      testid: 'message-input', 'aria-label': 'Message' });
+    const send = h('form', { class: 'composer', onsubmit: async (e) => {
+      e.preventDefault();
+      if (!text.value.trim()) return;
+      try {
+        upsert(await api(`/v1/rooms/${encodeURIComponent(roomId)}/messages`, { method: 'POST',
+          body: { text: text.value } }));
+        text.value = '';
+      } catch (err) { toast(err.message, 'error'); }
+    } }, text, h('button', { type: 'submit', class: 'primary', testid: 'send-button' }, 'Send'));
+    if (!ctx.isAgent || session.wallet.scope === 'read') return send;
+    const amount = h('input', { type: 'number', min: '0.001', step: '0.001', placeholder: 'sat',
+      testid: 'request-amount', 'aria-label': 'Amount in sat', required: true });
+    const memo = h('input', { type: 'text', placeholder: 'What for?', maxlength: 600, testid: 'request-memo',
+      'aria-label': 'Memo' });
+    const ask = h('form', { class: 'composer request', onsubmit: async (e) => {
+      e.preventDefault();
+      const amount_msat = Math.round(Number(amount.value) * 1000);
+      try {
+        upsert(await api(`/v1/rooms/${encodeURIComponent(roomId)}/messages`, { method: 'POST',
+          body: { payment_request: { amount_msat, memo: memo.value || null } } }));
+        amount.value = '';
+        memo.value = '';
+      } catch (err) { toast(err.message, 'error'); }
+    } }, h('span', { class: 'composer-label' }, 'Request'), amount, memo,
+    h('button', { type: 'submit', testid: 'request-button' }, 'Request payment'));
+    return h('div', { class: 'composers' }, send, ask);
+  }
+
+  function upsert(m) {
+    const prev = messages.get(m.id);
+    // States only move forward: a stale copy never reopens a paid request.
+    if (prev?.invoice?.status === 'paid' && m.invoice && m.invoice.status !== 'paid') {
+      m = { ...m, invoice: prev.invoice, receipt: prev.receipt };
+    }
+    messages.set(m.id, m);
+    lastId = Math.max(lastId, m.id);
+    const stick = list.scrollHeight - list.scrollTop - list.clientHeight < 60;
+    const node = renderMessage(m);
+    const old = nodes.get(m.id);
+    nodes.set(m.id, node);
+    if (old) {
+      old.replaceWith(node);
+    } else {
+      const after = [...nodes.keys()].filter((id) => id > m.id && id !== m.id).sort((a, b) => a - b)[0];
+      if (after !== undefined && nodes.get(after).isConnected) list.insertBefore(node, nodes.get(after));
+      else list.append(node);
+    }
+    if (stick) list.scrollTop = list.scrollHeight;
+  }
+
+  function markPaid(paymentHash, receipt) {
+    for (const m of messages.values()) {
+      if (m.invoice?.payment_hash !== paymentHash) continue;
+      cardState.delete(m.id);
+      upsert({ ...m, invoice: { ...m.invoice, status: 'paid' }, receipt: receipt || m.receipt });
+      if (ctx.isAgent && (m.sender === me || receipt?.payer === me)) ctx.refreshWallet().catch(() => {});
+    }
+  }
+
+  function renderMessage(m) {
+    const mine = m.sender === me;
+    const meta = h('div', { class: 'msg-meta' }, h('span', { class: 'strong' }, nameOf(m.sender)), ' · ',
+      h('time', { title: when(m.created_at) }, clock(m.created_at)));
+    if (m.kind === 'payment_request' && m.invoice) return renderCard(m, mine, meta);
+    return h('li', { class: `msg ${mine ? 'mine' : ''}`, testid: 'message', data: { messageId: m.id } },
+      meta, h('div', { class: 'bubble' }, m.text));
+  }
+
+  function renderCard(m, mine, meta) {
+    const inv = m.invoice;
+    const status = effectiveStatus(inv);
+    const st = cardState.get(m.id) || {};
+    const statusKind = { open: 'info', paid: 'ok', expired: 'muted' }[status] || 'muted';
+    const canPay = ctx.isAgent && !mine && status === 'open' && session.wallet.scope === 'spend';
+    return h('li', { class: `msg card-row ${mine ? 'mine' : ''}`, data: { messageId: m.id } }, meta,
+      h('article', { class: `pay-card ${status}`, testid: 'payment-card', data: { status, messageId: m.id,
+        paymentHash: inv.payment_hash } },
+      h('header', { class: 'pay-card-head' }, h('span', { class: 'muted small' }, 'Payment request'),
+        pill(status, statusKind, 'card-status')),
+      h('div', { class: 'pay-card-body' },
+        h('div', { class: 'pay-card-info' },
+          h('div', { class: 'amount big', testid: 'card-amount', data: { msat: inv.amount_msat } }, sat(inv.amount_msat)),
+          h('div', { class: 'muted small' }, msat(inv.amount_msat)),
+          inv.memo ? h('p', { class: 'memo', testid: 'card-memo' }, inv.memo) : null,
+          status === 'open' ? h('div', { class: 'muted small' }, `expires ${when(inv.expires_at)}`) : null,
+          status === 'paid' && m.receipt ? receipt(m.receipt) : null,
+          status === 'paid' && !m.receipt ? h('p', { class: 'muted small' }, 'Paid.') : null),
+        status === 'open' ? qrImage(inv) : null),
+      status === 'open' ? h('details', { class: 'bolt11' }, h('summary', {}, 'Invoice (BOLT11)'),
+        h('code', { class: 'mono small', testid: 'card-bolt11' }, inv.bolt11)) : null,
+      canPay || st.error || st.note ? h('footer', { class: 'pay-card-foot' },
+        canPay ? h('button', { type: 'button', class: 'primary', testid: 'pay-button', disabled: st.busy,
+          onclick: () => pay(m) }, st.busy ? 'Paying…' : `Pay ${sat(inv.amount_msat)}`) : null,
+        st.note ? h('p', { class: 'note', testid: 'pay-note' }, st.note) : null,
+        st.error ? h('p', { class: 'error', testid: 'pay-error', data: { code: st.code } }, st.error) : null)
+        : null));
+  }
+
+  function receipt(r) {
+    return h('dl', { class: 'receipt facts', testid: 'receipt' },
+      h('dt', {}, 'Paid by'), h('dd', { testid: 'receipt-payer' }, nameOf(r.payer)),
+      h('dt', {}, 'Amount'), h('dd', {}, `${sat(r.amount_msat)} (${msat(r.amount_msat)})`),
+      h('dt', {}, 'At'), h('dd', {}, when(r.paid_at)),
+      h('dt', {}, 'Preimage'), h('dd', { class: 'mono small preimage', testid: 'receipt-preimage' }, r.preimage));
+  }
+
+  async function pay(m) {
+    cardState.set(m.id, { busy: true });
+    upsert(messages.get(m.id));
+    try {
+      const { status, data } = await request(
+        `/v1/rooms/${encodeURIComponent(roomId)}/messages/${m.id}/pay`,
+        { method: 'POST', headers: { 'Idempotency-Key': randomKey() } },
+      );
+      if (status === 202) {
+        cardState.set(m.id, { note: 'Held for the operator’s approval: it is paid once approved.' });
+        upsert(messages.get(m.id));
+      } else {
+        markPaid(m.invoice.payment_hash, { payer: me, amount_msat: data.amount_msat, paid_at: data.created_at,
+          preimage: data.preimage || '' });
+      }
+    } catch (e) {
+      cardState.set(m.id, { error: e.message, code: e.code });
+      upsert(messages.get(m.id));
+      if (e.code === 'already-paid' || e.status === 409) catchUp(m.id - 1).catch(() => {});
+    }
+    ctx.refreshWallet().catch(() => {});
+  }
+
+  /** Reads the messages after `after`, page by page, into the list. */
+  async function catchUp(after, pages = Infinity) {
+    for (let page = 0; page < pages; page++) {
+      const rows = await api(`/v1/rooms/${encodeURIComponent(roomId)}/messages?after=${after}&limit=${PAGE}`,
+        { signal });
+      rows.forEach(upsert);
+      if (rows.length < PAGE) return;
+      after = rows[rows.length - 1].id;
+    }
+  }
+
+  function setLive(state, text) {
+    live.dataset.state = state;
+    live.textContent = text;
+  }
+
+  // Catch up, then follow the stream; once it is open (the server is
+  // subscribed), re-read the open requests, so none paid in between is
+  // missed. Reconnect with a growing pause after a drop, at once after a
+  // `reload` (the stream fell behind).
+  (async () => {
+    let pause = 500;
+    while (!signal.aborted) {
+      const stream = new AbortController();
+      const stopStream = () => stream.abort();
+      signal.addEventListener('abort', stopStream, { once: true });
+      let reload = false;
+      try {
+        await catchUp(lastId);
+        await readEvents(`/v1/rooms/${encodeURIComponent(roomId)}/events?after=${lastId}`, {
+          signal: stream.signal,
+          onOpen: async () => {
+            setLive('live', 'live');
+            pause = 500;
+            const open = [...messages.values()].filter((m) => m.invoice?.status === 'open').map((m) => m.id);
+            if (open.length) await catchUp(Math.min(...open) - 1, 5);
+          },
+          onEvent: (name, data) => {
+            if (name === 'message.posted') upsert(JSON.parse(data));
+            else if (name === 'invoice.paid') {
+              const paid = JSON.parse(data);
+              markPaid(paid.payment_hash, paid.receipt);
+            }
+            else if (name === 'reload') {
+              reload = true;
+              stream.abort();
+            }
+          },
+        });
+      } catch (e) {
+        if (signal.aborted) return;
+        if (e.status === 403 || e.status === 404) {
+          setLive('offline', 'no access');
+          error.textContent = e.status === 403 ? 'You are not a member of this room.' : 'There is no such room.';
+          error.hidden = false;
+          list.replaceChildren();
+          list.hidden = true;
+          compose.hidden = true;
+          return;
+        }
+      } finally {
+        signal.removeEventListener('abort', stopStream);
+      }
+      if (signal.aborted) return;
+      if (!reload) {
+        setLive('offline', 'reconnecting');
+        await sleep(pause, signal);
+        pause = Math.min(pause * 2, 10_000);
+      }
+    }
+  })();
+
+  // Open requests expire on the clock, not on an event.
+  const expiry = setInterval(() => {
+    for (const m of messages.values()) {
+      const node = nodes.get(m.id)?.querySelector('[data-testid="payment-card"]');
+      if (node && node.dataset.status !== effectiveStatus(m.invoice)) upsert(m);
+    }
+  }, 10_000);
+
+  return { stop: () => { ctl.abort(); clearInterval(expiry); }, renderTitle };
+}
+
+// --------------------------------------------------------------------- boot
+
+$('signout').addEventListener('click', () => signOut());
+window.addEventListener('hashchange', route);
+const saved = sessionStorage.getItem(SECRET_KEY);
+if (saved) {
+  signIn(saved).catch((e) => {
+    sessionStorage.removeItem(SECRET_KEY);
+    showSignIn(e.message);
+  });
+} else {
+  showSignIn();
+}

@@ -1,0 +1,148 @@
+// Rooms: payment-request cards that update live, paying from the page,
+// what a reload shows, and who may see a room.
+
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+import { launch, requestPayment, setup, signIn } from './helpers.mjs';
+
+let browser;
+before(async () => { browser = await launch(); });
+after(async () => { await browser?.close(); });
+
+const card = (message) => `[data-testid="payment-card"][data-message-id="${message.id}"]`;
+
+/** Signs `agent` in; its first room opens and goes live. */
+async function enterRoom(page, server, agent, room) {
+  await signIn(page, server, agent.key);
+  await page.waitForSelector(`[data-testid="room-item"][data-room-id="${room.id}"].active`);
+  await page.waitForSelector('[data-testid="live-status"][data-state="live"]');
+}
+
+test('a payment request appears live for the other member, who pays it from the card', async (t) => {
+  const { server, page, problems, alice, bob, room } = await setup(t, browser);
+  await enterRoom(page, server, bob, room);
+  assert.equal(await page.textContent('[data-testid="whoami"]'), 'Agent · bob');
+  assert.equal(await page.getAttribute('[data-testid="wallet-balance"]', 'data-msat'), '1000000');
+
+  await alice.api.post(`/v1/rooms/${room.id}/messages`, { text: 'I can label your images for 21 sat.' });
+  const request = await requestPayment(alice, room, 21_000, 'image labelling');
+  await page.waitForSelector('[data-testid="message"]:has-text("label your images")');
+  await page.waitForSelector(`${card(request)}[data-status="open"]`);
+  assert.equal(await page.textContent(`${card(request)} [data-testid="card-amount"]`), '21 sat');
+  assert.match(await page.textContent(card(request)), /21,000 msat/);
+  assert.equal(await page.textContent(`${card(request)} [data-testid="card-memo"]`), 'image labelling');
+
+  // The QR code, fetched with the key and shown from a blob URL.
+  const qr = await bob.api.call('GET', request.invoice.qr_svg);
+  if (qr.status === 200) {
+    await page.waitForFunction((sel) => {
+      const img = document.querySelector(sel);
+      return img?.src.startsWith('blob:') && img.complete && img.naturalWidth > 0;
+    }, `${card(request)} [data-testid="qr"]`);
+  } else {
+    t.diagnostic(`the QR route answered ${qr.status}: the card shows no QR code`);
+    await page.waitForSelector(`${card(request)} [data-testid="qr"]`, { state: 'detached' });
+  }
+
+  await page.click(`${card(request)} [data-testid="pay-button"]`);
+  await page.waitForSelector(`${card(request)}[data-status="paid"]`);
+  assert.match(await page.textContent(`${card(request)} [data-testid="receipt-payer"]`), /bob \(you\)/);
+  assert.match(await page.textContent(`${card(request)} [data-testid="receipt-preimage"]`), /^[0-9a-f]{64}$/);
+  assert.equal(await page.locator(`${card(request)} [data-testid="pay-button"]`).count(), 0);
+  await page.waitForSelector('[data-testid="wallet-balance"][data-msat="979000"]');
+  assert.equal(await page.textContent('[data-testid="wallet-balance"]'), '979 sat');
+  assert.equal((await alice.api.get('/v1/wallet')).balance_msat, 1_021_000);
+
+  // A refusal shows the problem's detail on the card.
+  const second = await requestPayment(alice, room, 5_000, 'a second batch');
+  await page.waitForSelector(`${card(second)}[data-status="open"]`);
+  await server.operator.post(`/v1/agents/${bob.id}/freeze`, { reason: 'audit in progress' });
+  await page.click(`${card(second)} [data-testid="pay-button"]`);
+  await page.waitForSelector(`${card(second)} [data-testid="pay-error"]`);
+  assert.equal(await page.getAttribute(`${card(second)} [data-testid="pay-error"]`, 'data-code'), 'agent-frozen');
+  assert.match(await page.textContent(`${card(second)} [data-testid="pay-error"]`), /frozen/i);
+  assert.equal(await page.getAttribute(card(second), 'data-status'), 'open');
+  assert.equal(await page.getAttribute('[data-testid="wallet-balance"]', 'data-msat'), '979000');
+  assert.deepEqual(problems(), []);
+});
+
+test('a card paid while the page was closed shows paid after a reload', async (t) => {
+  const { server, page, problems, alice, bob, room } = await setup(t, browser);
+  const request = await requestPayment(alice, room, 8_000, 'weather data');
+  await enterRoom(page, server, bob, room);
+  await page.waitForSelector(`${card(request)}[data-status="open"]`);
+
+  // Leave the page (the tab keeps its session), pay behind its back, come back.
+  await page.goto('about:blank');
+  const paid = await bob.api.call('POST', `/v1/rooms/${room.id}/messages/${request.id}/pay`);
+  assert.equal(paid.status, 200, JSON.stringify(paid.body));
+  await page.goto(`${server.url}/#/rooms/${room.id}`);
+  await page.waitForSelector(`${card(request)}[data-status="paid"]`);
+  assert.equal(await page.textContent(`${card(request)} [data-testid="receipt-preimage"]`), paid.body.preimage);
+  assert.equal(await page.getAttribute('[data-testid="wallet-balance"]', 'data-msat'), '992000');
+
+  // And a plain reload shows the same.
+  await page.reload();
+  await page.waitForSelector(`${card(request)}[data-status="paid"]`);
+  await page.waitForSelector('[data-testid="live-status"][data-state="live"]');
+  assert.deepEqual(problems(), []);
+});
+
+test('an agent writes and asks to be paid from the composer; the payment shows live', async (t) => {
+  const { server, page, problems, alice, bob, room } = await setup(t, browser);
+  await enterRoom(page, server, bob, room);
+  await page.fill('[data-testid="message-input"]', 'Who needs a summary?');
+  await page.click('[data-testid="send-button"]');
+  await page.waitForSelector('[data-testid="message"]:has-text("Who needs a summary?")');
+  await page.fill('[data-testid="request-amount"]', '3.5');
+  await page.fill('[data-testid="request-memo"]', 'one summary');
+  await page.click('[data-testid="request-button"]');
+  await page.waitForSelector('[data-testid="payment-card"][data-status="open"]');
+  // Bob does not pay his own request.
+  assert.equal(await page.locator('[data-testid="pay-button"]').count(), 0);
+
+  const messages = await alice.api.get(`/v1/rooms/${room.id}/messages`);
+  assert.deepEqual(messages.map((m) => [m.sender, m.kind, m.text]),
+    [[bob.id, 'text', 'Who needs a summary?'], [bob.id, 'payment_request', 'one summary']]);
+  assert.equal(messages[1].invoice.amount_msat, 3_500);
+  const request = messages[1];
+  await alice.api.post(`/v1/rooms/${room.id}/messages/${request.id}/pay`);
+  await page.waitForSelector(`${card(request)}[data-status="paid"]`);
+  assert.match(await page.textContent(`${card(request)} [data-testid="receipt-payer"]`), /^agt_…/);
+  await page.waitForSelector('[data-testid="wallet-balance"][data-msat="1003500"]');
+  assert.equal(await page.textContent('[data-testid="wallet-balance"]'), '1,003.5 sat');
+  assert.deepEqual(problems(), []);
+});
+
+test('the operator watches a room live', async (t) => {
+  const { server, page, problems, alice, bob, room } = await setup(t, browser);
+  await signIn(page, server, server.token);
+  await page.click('[data-testid="tab-rooms"]');
+  await page.waitForSelector(`[data-testid="room-item"][data-room-id="${room.id}"].active`);
+  await page.waitForSelector('[data-testid="live-status"][data-state="live"]');
+
+  const request = await requestPayment(alice, room, 13_000, 'translation');
+  await page.waitForSelector(`${card(request)}[data-status="open"]`);
+  assert.equal(await page.locator(`${card(request)} [data-testid="pay-button"]`).count(), 0, 'the operator does not pay');
+  await bob.api.post(`/v1/rooms/${room.id}/messages/${request.id}/pay`);
+  await page.waitForSelector(`${card(request)}[data-status="paid"]`);
+  assert.match(await page.textContent(`${card(request)} [data-testid="receipt-payer"]`), /^bob$/);
+  assert.deepEqual(problems(), []);
+});
+
+test('an agent outside the room can neither list nor open it', async (t) => {
+  const { server, page, problems, alice, carol, room } = await setup(t, browser, { carol: true });
+  await requestPayment(alice, room, 2_000, 'secret plans');
+  await signIn(page, server, carol.key);
+  await page.waitForSelector('[data-testid="rooms-empty"]');
+  assert.equal(await page.locator('[data-testid="room-item"]').count(), 0);
+
+  await page.goto(`${server.url}/#/rooms/${room.id}`);
+  await page.waitForSelector('[data-testid="room-error"]:not([hidden])');
+  assert.match(await page.textContent('[data-testid="room-error"]'), /not a member/);
+  assert.equal(await page.locator('[data-testid="payment-card"], [data-testid="message"]').count(), 0);
+  assert.doesNotMatch(await page.textContent('body'), /secret plans/);
+  const refused = await carol.api.call('GET', `/v1/rooms/${room.id}/messages`);
+  assert.equal(refused.status, 403);
+  assert.deepEqual(problems(), []);
+});
