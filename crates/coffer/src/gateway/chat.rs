@@ -1,0 +1,221 @@
+//! Chat: rooms, messages, payment requests, auto-pay and incoming
+//! payments an agent acknowledges.
+
+use super::*;
+
+impl Gateway {
+    fn member_name(caller: &Principal) -> String {
+        match caller {
+            Principal::Operator => OPERATOR.to_owned(),
+            Principal::Agent(key) => key.agent_id.clone(),
+        }
+    }
+
+    /// Creates a room; an agent creating one becomes a member, as does the
+    /// operator.
+    pub async fn create_room(&self, caller: &Principal, name: &str, members: &[String]) -> Result<RoomRecord, Error> {
+        let name = validate_name(name)?;
+        if members.len() > ROOM_MEMBERS_MAX {
+            return Err(invalid("members", format!("at most {ROOM_MEMBERS_MAX}")));
+        }
+        let mut all = vec![Self::member_name(caller)];
+        for id in members {
+            self.agent(id).await?;
+            if !all.contains(id) {
+                all.push(id.clone());
+            }
+        }
+        let room = RoomRecord {
+            id: secrets::new_id("room_"),
+            name,
+            created_by: Self::member_name(caller),
+            created_at_ms: now_ms(),
+            members: all,
+        };
+        self.store.create_room(room).await
+    }
+
+    /// A room the caller may use: a member's, or any for the operator.
+    pub async fn room_for(&self, caller: &Principal, room_id: &str) -> Result<RoomRecord, Error> {
+        let room = self.store.room(room_id.to_owned()).await?.ok_or(Error::NotFound("room"))?;
+        let me = Self::member_name(caller);
+        if matches!(caller, Principal::Operator) || room.members.contains(&me) {
+            return Ok(room);
+        }
+        Err(Error::Forbidden("only the room's members use it"))
+    }
+
+    pub async fn rooms(&self, caller: &Principal) -> Result<Vec<RoomRecord>, Error> {
+        let member = match caller {
+            Principal::Operator => None,
+            Principal::Agent(key) => Some(key.agent_id.clone()),
+        };
+        self.store.rooms(member).await
+    }
+
+    pub async fn add_member(&self, caller: &Principal, room_id: &str, agent_id: &str) -> Result<RoomRecord, Error> {
+        let room = self.room_for(caller, room_id).await?;
+        if room.members.len() >= ROOM_MEMBERS_MAX {
+            return Err(invalid("agent_id", format!("a room has at most {ROOM_MEMBERS_MAX} members")));
+        }
+        self.agent(agent_id).await?;
+        self.store.add_member(room.id.clone(), agent_id.to_owned(), now_ms()).await?;
+        self.room_for(caller, room_id).await
+    }
+
+    /// Posts a text, or a payment request whose invoice is made for the
+    /// poster, and delivers it live. Auto-pay rules of the other members run
+    /// before this returns.
+    pub async fn post_message(
+        &self,
+        caller: &Principal,
+        room_id: &str,
+        text: Option<&str>,
+        request: Option<(u64, Option<&str>, Option<u32>)>,
+    ) -> Result<MessageRecord, Error> {
+        let room = self.room_for(caller, room_id).await?;
+        let invoice = match (text, request) {
+            (Some(_), Some(_)) | (None, None) => {
+                return Err(invalid("text", "send either text or payment_request".into()));
+            }
+            (Some(t), None) if t.is_empty() || t.len() > MESSAGE_LEN_MAX_BYTES => {
+                return Err(invalid("text", format!("1 to {MESSAGE_LEN_MAX_BYTES} bytes")));
+            }
+            (Some(_), None) => None,
+            (None, Some((amount_msat, memo, expiry))) => {
+                let Principal::Agent(key) = caller else {
+                    return Err(Error::Forbidden("payment requests are posted by agents, which receive the payment"));
+                };
+                if key.scope < Scope::Receive {
+                    return Err(Error::Forbidden("this key's scope does not allow receiving"));
+                }
+                Some(self.sign_invoice(&key.agent_id, amount_msat, memo, expiry, Some(room.id.clone()))?)
+            }
+        };
+        let text = text.map(str::to_owned).or_else(|| invoice.as_ref().map(|i| i.memo.clone())).unwrap_or_default();
+        let message =
+            NewMessage { room_id: room.id.clone(), sender: Self::member_name(caller), text, invoice, now_ms: now_ms() };
+        let posted = {
+            let _in_order = self.post_order.lock().await;
+            let posted = self.store.post_message(message).await?;
+            let data = serde_json::to_value(crate::http::views::message(posted.clone(), now_ms()))
+                .map_err(|e| Error::internal("serialising a message", e))?;
+            self.live.publish(crate::live::RoomEvent { room_id: room.id.clone(), kind: "message.posted", data });
+            posted
+        };
+        if posted.invoice.is_some() {
+            self.auto_pay(&room, &posted).await;
+        }
+        Ok(posted)
+    }
+
+    pub async fn messages(
+        &self,
+        caller: &Principal,
+        room_id: &str,
+        after_id: i64,
+        limit: u32,
+    ) -> Result<Vec<MessageRecord>, Error> {
+        let room = self.room_for(caller, room_id).await?;
+        self.store.messages(room.id, after_id, limit).await
+    }
+
+    /// Pays a payment request of a room, through the payer's policy.
+    pub async fn pay_request(
+        &self,
+        caller: &AgentKey,
+        room_id: &str,
+        message_id: i64,
+        idempotency_key: Option<&str>,
+    ) -> Result<PayOutcome, Error> {
+        let room = self.room_for(&Principal::Agent(caller.clone()), room_id).await?;
+        let message = self.store.message(room.id.clone(), message_id).await?.ok_or(Error::NotFound("message"))?;
+        let invoice = message.invoice.ok_or(invalid("message", "this message is not a payment request".into()))?;
+        let purpose = format!("room {}: {}", room.name, invoice.memo);
+        let purpose: String = purpose.chars().take(PURPOSE_LEN_MAX_BYTES / 4).collect();
+        self.pay(caller, &invoice.bolt11, Some(&purpose), idempotency_key).await
+    }
+
+    /// An invoice the caller may see rendered: its agent's, one of a room
+    /// the caller is in, or any for the operator.
+    pub async fn visible_invoice(&self, caller: &Principal, payment_hash_hex: &str) -> Result<InvoiceRecord, Error> {
+        let hash = parse_hash(payment_hash_hex)?;
+        let invoice = self.store.invoice(hash).await?.ok_or(Error::NotFound("invoice"))?;
+        let visible = match caller {
+            Principal::Operator => true,
+            Principal::Agent(key) if key.agent_id == invoice.agent_id => true,
+            Principal::Agent(_) => match &invoice.room_id {
+                Some(room) => self.room_for(caller, room).await.is_ok(),
+                None => false,
+            },
+        };
+        if !visible {
+            return Err(Error::Forbidden("the invoice belongs to another agent"));
+        }
+        Ok(invoice)
+    }
+
+    pub async fn incoming(
+        &self,
+        caller: &AgentKey,
+        status: Option<crate::io::IncomingStatus>,
+    ) -> Result<Vec<crate::io::IncomingRecord>, Error> {
+        self.store.incoming(caller.agent_id.clone(), status).await
+    }
+
+    /// The payee accepts or rejects (refunds) a payment waiting for it.
+    pub async fn decide_incoming(
+        &self,
+        caller: &AgentKey,
+        payment_id: &str,
+        accept: bool,
+    ) -> Result<crate::io::IncomingRecord, Error> {
+        let (payee, id, key) = (caller.agent_id.clone(), payment_id.to_owned(), caller.key_id.clone());
+        self.store.decide_incoming(payee, id, accept, key, now_ms()).await
+    }
+
+    pub async fn chat_settings(&self, agent_id: &str) -> Result<ChatSettings, Error> {
+        self.store.chat_settings(agent_id.to_owned()).await
+    }
+
+    pub async fn set_chat_settings(&self, agent_id: &str, settings: ChatSettings) -> Result<(), Error> {
+        if settings.auto_pay_from.len() > ROOM_MEMBERS_MAX {
+            return Err(invalid("auto_pay_from", format!("at most {ROOM_MEMBERS_MAX} agents")));
+        }
+        if settings.auto_pay_max_msat > 0 {
+            parse_amount("auto_pay_max_msat", settings.auto_pay_max_msat)?;
+        }
+        self.store.set_chat_settings(agent_id.to_owned(), settings).await
+    }
+
+    /// Members whose chat settings say so pay the request at once, in the
+    /// room's member order, through their own policy; the first payment
+    /// settles it and the others find it paid.
+    async fn auto_pay(&self, room: &RoomRecord, message: &MessageRecord) {
+        let Some(invoice) = &message.invoice else { return };
+        for member in room.members.iter().filter(|m| **m != message.sender && *m != OPERATOR) {
+            let Ok(settings) = self.store.chat_settings(member.clone()).await else { continue };
+            let listed = settings.auto_pay_from.contains(&message.sender);
+            if !listed || invoice.amount.as_u64() > settings.auto_pay_max_msat {
+                continue;
+            }
+            let Ok(agent) = self.agent(member).await else { continue };
+            let key = AgentKey {
+                key_id: AUTO_PAY_KEY_ID.into(),
+                agent_id: agent.id.clone(),
+                account: agent.account,
+                scope: Scope::Spend,
+                expires_at_ms: None,
+            };
+            match self.pay_request(&key, &room.id, message.id, None).await {
+                Ok(_) => return,
+                Err(e) => tracing::info!(agent = %agent.id, error = %e, "auto-pay did not pay"),
+            }
+        }
+    }
+}
+
+/// The key id recorded for payments made by an agent's auto-pay rule.
+pub const AUTO_PAY_KEY_ID: &str = "auto-pay";
+pub const ROOM_MEMBERS_MAX: usize = 256;
+pub const MESSAGE_LEN_MAX_BYTES: usize = 4_096;

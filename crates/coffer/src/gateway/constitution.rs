@@ -1,0 +1,107 @@
+//! The constitution's operations: policies, budgets, freezes, the kill
+//! switch, approvals and the audit trail.
+
+use super::*;
+
+impl Gateway {
+    /// The agent, if the caller may manage it: the operator, or one of the
+    /// agent's ancestors. An agent never manages itself.
+    pub async fn managed_agent(&self, caller: &Principal, agent_id: &str) -> Result<AgentRecord, Error> {
+        let agent = self.agent(agent_id).await?;
+        let Principal::Agent(key) = caller else { return Ok(agent) };
+        let mut next = agent.parent_id.clone();
+        for _ in 0..crate::payment::internal::CHAIN_DEPTH_MAX {
+            let Some(id) = next else { break };
+            if id == key.agent_id {
+                return Ok(agent);
+            }
+            next = self.agent(&id).await?.parent_id;
+        }
+        Err(Error::Forbidden("only the operator or an ancestor agent manages this agent"))
+    }
+
+    /// The agent, if the caller may see its policy and budget: whoever
+    /// manages it, and the agent itself (so that it can adapt).
+    async fn visible_agent(&self, caller: &Principal, agent_id: &str) -> Result<AgentRecord, Error> {
+        match caller {
+            Principal::Agent(key) if key.agent_id == agent_id => self.agent(agent_id).await,
+            _ => self.managed_agent(caller, agent_id).await,
+        }
+    }
+
+    pub async fn policy(&self, caller: &Principal, agent_id: &str) -> Result<Option<Policy>, Error> {
+        self.visible_agent(caller, agent_id).await?;
+        let state = self.store.agent_state(agent_id.to_owned()).await?.ok_or(Error::NotFound("agent"))?;
+        Ok(state.policy.map(|p| (*p).clone()))
+    }
+
+    /// Sets an agent's policy from its JSON form (every field optional).
+    pub async fn set_policy(&self, caller: &Principal, agent_id: &str, json: &str) -> Result<Policy, Error> {
+        self.managed_agent(caller, agent_id).await?;
+        let policy = Policy::from_json(json).map_err(Error::InvalidPolicy)?;
+        self.store.set_policy(agent_id.to_owned(), Some(policy.clone()), actor(caller), now_ms()).await?;
+        Ok(policy)
+    }
+
+    /// Spent and remaining per window, now.
+    pub async fn budget(&self, caller: &Principal, agent_id: &str) -> Result<BudgetReport, Error> {
+        self.visible_agent(caller, agent_id).await?;
+        let state = self.store.agent_state(agent_id.to_owned()).await?.ok_or(Error::NotFound("agent"))?;
+        let policy = state.policy.map(|p| (*p).clone()).unwrap_or_default();
+        Ok(budget_report(&policy, &state.usage, now_ms()))
+    }
+
+    pub async fn freeze(&self, agent_id: &str, reason: Option<&str>) -> Result<(), Error> {
+        let reason = reason.unwrap_or("frozen by the operator");
+        if reason.len() > PURPOSE_LEN_MAX_BYTES {
+            return Err(invalid("reason", format!("at most {PURPOSE_LEN_MAX_BYTES} bytes")));
+        }
+        self.store.set_frozen(agent_id.to_owned(), Some(reason.to_owned()), "operator".into(), now_ms()).await
+    }
+
+    pub async fn unfreeze(&self, agent_id: &str) -> Result<(), Error> {
+        self.store.set_frozen(agent_id.to_owned(), None, "operator".into(), now_ms()).await
+    }
+
+    /// The kill switch. Once this returns, no payment debits a wallet until
+    /// it is released: the flag is written through the same serialised
+    /// store as every debit, and every payment checks it.
+    pub async fn set_halted(&self, halted: bool) -> Result<(), Error> {
+        self.store.set_halted(halted, "operator".into(), now_ms()).await
+    }
+
+    pub async fn halted(&self) -> Result<bool, Error> {
+        self.store.halted().await
+    }
+
+    pub async fn approvals(&self, status: Option<ApprovalStatus>, limit: u32) -> Result<Vec<ApprovalRecord>, Error> {
+        self.store.approvals(status, limit).await
+    }
+
+    /// Approves (pays) or denies (releases) a held payment.
+    pub async fn decide_approval(&self, id: &str, approve: bool) -> Result<ApprovalOutcome, Error> {
+        let outcome = self.store.decide_approval(id.to_owned(), approve, "operator".into(), now_ms()).await?;
+        if let ApprovalOutcome::Paid(_, payment) = &outcome {
+            self.announce_paid(&payment.payment_hash).await;
+        }
+        match &outcome {
+            ApprovalOutcome::Released(a) if approve && a.status == ApprovalStatus::Expired => {
+                Err(Error::ApprovalNotPending("expired"))
+            }
+            _ => Ok(outcome),
+        }
+    }
+
+    /// Expires held payments past their time; run by a background task.
+    pub async fn expire_approvals(&self) -> Result<u64, Error> {
+        self.store.expire_approvals(now_ms()).await
+    }
+
+    pub async fn audit_log(&self, filter: AuditFilter, after_seq: i64, limit: u32) -> Result<Vec<AuditRecord>, Error> {
+        self.store.audit_log(filter, after_seq, limit).await
+    }
+
+    pub async fn audit(&self) -> Result<AuditReport, Error> {
+        audit(self.store.as_ref()).await
+    }
+}
