@@ -12,6 +12,7 @@ pub mod gateway;
 pub mod http;
 pub mod io;
 pub mod live;
+pub mod mcp;
 pub mod metrics;
 pub mod payment;
 pub mod secrets;

@@ -86,6 +86,14 @@ enum Command {
         #[arg(long)]
         off: bool,
     },
+    /// Agent: an MCP server on stdin and stdout, acting for the agent of
+    /// COFFER_AGENT_KEY through the gateway at COFFER_URL.
+    Mcp {
+        #[arg(long, env = "COFFER_URL", default_value = "http://127.0.0.1:8420")]
+        url: String,
+        #[arg(long, env = "COFFER_AGENT_KEY", hide_env_values = true)]
+        key: String,
+    },
     /// Load a gateway with payments and report throughput and latency.
     Bench(crate::cli::bench::BenchArgs),
     /// An agent economy against a live gateway, to watch in the dashboard.
@@ -292,6 +300,10 @@ async fn dispatch(command: Command) -> CliResult {
                     .collect::<Vec<_>>()
                     .join("\n")
             })
+        }
+        Command::Mcp { url, key } => {
+            crate::mcp::serve_stdio(&url, &key).await?;
+            Ok(ExitCode::SUCCESS)
         }
         Command::Bench(args) => bench::run(args).await,
         Command::Simulate(args) => simulate::run(args).await,

@@ -1,0 +1,475 @@
+//! `coffer mcp`: a Model Context Protocol server over stdio that acts for one
+//! agent, through the gateway's HTTP API with that agent's key. A language
+//! model gets tools to read its wallet, receive, pay within the operator's
+//! policy, and talk in rooms. Every gateway failure comes back as a tool
+//! result the model reads (see [`answer`]); stdout carries only the protocol,
+//! logs go to stderr.
+
+pub mod answer;
+pub mod invoice;
+
+use coffer_client::{
+    Client, CreateInvoiceRequest, PayOutcome, PayRequest, PaymentRequestBody, PaymentStatus, PostMessageRequest,
+};
+use rmcp::handler::server::router::tool::ToolRouter;
+use rmcp::handler::server::wrapper::Parameters;
+use rmcp::model::{CallToolResult, Implementation, ServerCapabilities, ServerConfig};
+use rmcp::schemars::JsonSchema;
+use rmcp::{ErrorData, ServerHandler, ServiceExt, tool, tool_handler, tool_router};
+use serde::Deserialize;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+/// The name the server reports in `initialize`.
+pub const SERVER_NAME: &str = "coffer";
+
+/// Every tool's name, in the order they are listed.
+pub const TOOL_NAMES: &[&str] = &[
+    "get_balance",
+    "get_budget",
+    "create_invoice",
+    "pay_invoice",
+    "decode_invoice",
+    "list_payments",
+    "list_rooms",
+    "read_room",
+    "post_message",
+    "request_payment",
+    "pay_request",
+];
+
+const INSTRUCTIONS: &str = "You act for one agent of a coffer gateway: a Lightning wallet whose spending an operator \
+bounds with a policy (budgets per window, a largest single payment, allowed payees, approvals). \
+All amounts are integer millisatoshis (msat): 1 sat = 1000 msat. \
+Before paying, decode_invoice shows what an invoice asks for. pay_invoice is safe to retry: the same invoice is \
+never paid twice. A refusal is a normal answer that starts with `denied:` and says what to do next; a payment \
+above the operator's approval threshold answers `held for approval` and waits for a person: do not pay it again.";
+
+/// The MCP server of one agent.
+#[derive(Clone)]
+pub struct CofferMcp {
+    client: Client,
+    // Read by the code `#[tool_handler]` generates.
+    #[allow(dead_code)]
+    tool_router: ToolRouter<CofferMcp>,
+}
+
+type ToolResult = Result<CallToolResult, ErrorData>;
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(crate = "rmcp::schemars")]
+pub struct CreateInvoiceArgs {
+    /// The amount to receive, in millisatoshis (1 sat = 1000 msat). Greater than zero.
+    pub amount_msat: u64,
+    /// Shown to the payer: what the payment is for. At most 639 bytes.
+    #[serde(default)]
+    pub memo: Option<String>,
+    /// Seconds until the invoice expires: 1 to 604800 (7 days). Default 3600 (one hour).
+    #[serde(default)]
+    pub expiry_secs: Option<u32>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(crate = "rmcp::schemars")]
+pub struct PayInvoiceArgs {
+    /// The BOLT11 invoice to pay (starts with `lnbc`, `lntb`, `lntbs` or `lnbcrt`; a `lightning:` prefix is fine).
+    pub bolt11: String,
+    /// Why you pay, in a few words: kept in the operator's audit trail. At most 512 bytes. Use the same
+    /// purpose when you retry the same invoice.
+    pub purpose: String,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(crate = "rmcp::schemars")]
+pub struct DecodeInvoiceArgs {
+    /// The BOLT11 invoice to read.
+    pub bolt11: String,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(crate = "rmcp::schemars")]
+pub struct ListPaymentsArgs {
+    /// The `next_cursor` of the previous page, to read older payments. Omit for the newest.
+    #[serde(default)]
+    pub cursor: Option<String>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(crate = "rmcp::schemars")]
+pub struct ReadRoomArgs {
+    /// The room's id (from list_rooms).
+    pub room_id: String,
+    /// Return only messages with an id greater than this; 0 or omitted for the start of the room.
+    #[serde(default)]
+    pub after: Option<i64>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(crate = "rmcp::schemars")]
+pub struct PostMessageArgs {
+    /// The room's id (from list_rooms).
+    pub room_id: String,
+    /// The message text.
+    pub text: String,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(crate = "rmcp::schemars")]
+pub struct RequestPaymentArgs {
+    /// The room's id (from list_rooms).
+    pub room_id: String,
+    /// The amount you ask for, in millisatoshis (1 sat = 1000 msat).
+    pub amount_msat: u64,
+    /// What the payment is for; shown to the room and to the payer.
+    pub memo: String,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(crate = "rmcp::schemars")]
+pub struct PayRequestArgs {
+    /// The room's id.
+    pub room_id: String,
+    /// The id of the payment-request message (from read_room).
+    pub message_id: i64,
+}
+
+/// The Idempotency-Key of a payment through `pay_invoice`: derived from the
+/// invoice alone, so a retried call never pays twice.
+pub fn idempotency_key(bolt11: &str) -> String {
+    let mut normal = bolt11.trim().to_ascii_lowercase();
+    if let Some(rest) = normal.strip_prefix("lightning:") {
+        normal = rest.to_owned();
+    }
+    format!("mcp-{}", hex::encode(Sha256::digest(normal.as_bytes())))
+}
+
+fn sats(msat: u64) -> String {
+    if msat.is_multiple_of(1000) {
+        format!("{} sat", msat / 1000)
+    } else {
+        format!("{}.{:03} sat", msat / 1000, msat % 1000)
+    }
+}
+
+/// A message without its QR codes, which are for people and long.
+fn without_qr(mut message: Value) -> Value {
+    if let Some(invoice) = message.get_mut("invoice").and_then(Value::as_object_mut) {
+        invoice.remove("qr_svg");
+        invoice.remove("qr_png");
+    }
+    message
+}
+
+fn payment_answer(payment: &coffer_client::Payment) -> CallToolResult {
+    match payment.status {
+        PaymentStatus::Succeeded => answer::ok(
+            format!(
+                "paid {} msat ({}) with a fee of {} msat; payment id {}. The preimage is the proof of payment.",
+                payment.amount_msat,
+                sats(payment.amount_msat),
+                payment.fee_msat,
+                payment.id
+            ),
+            payment,
+        ),
+        PaymentStatus::Pending => answer::ok(
+            format!(
+                "pending: payment {} of {} msat is on its way and not final yet; do not pay again. \
+                 list_payments shows when it completes.",
+                payment.id, payment.amount_msat
+            ),
+            payment,
+        ),
+        PaymentStatus::Failed => {
+            let json = serde_json::to_string_pretty(payment).unwrap_or_default();
+            answer::fail(format!(
+                "error: payment-failed — payment {} of {} msat did not go through. Check get_balance, then ask the \
+                 payee for a new invoice if needed.\n{json}",
+                payment.id, payment.amount_msat
+            ))
+        }
+    }
+}
+
+fn held_answer(approval_id: &str, amount_msat: u64, value: &Value) -> CallToolResult {
+    answer::ok(
+        format!(
+            "held for approval: approval id {approval_id} ({amount_msat} msat). The operator's policy asks a person \
+             to approve this payment; it is not paid yet and its amount is reserved. Do not pay it again; \
+             get_balance and list_payments show the outcome once a person decides."
+        ),
+        value,
+    )
+}
+
+#[tool_router]
+impl CofferMcp {
+    pub fn new(client: Client) -> CofferMcp {
+        CofferMcp { client, tool_router: Self::tool_router() }
+    }
+
+    #[tool(description = "Your wallet: balance_msat (all your funds), pending_msat (reserved for payments not final \
+        yet, or held for approval) and available_msat (what you can spend now). Amounts are millisatoshis; \
+        1 sat = 1000 msat.")]
+    async fn get_balance(&self) -> ToolResult {
+        Ok(match self.client.wallet().await {
+            Ok(w) => answer::ok(
+                format!(
+                    "balance {} msat ({}); available to spend now {} msat; pending {} msat. \
+                     Amounts are millisatoshis (1 sat = 1000 msat).",
+                    w.balance_msat,
+                    sats(w.balance_msat),
+                    w.available_msat,
+                    w.pending_msat
+                ),
+                &w,
+            ),
+            Err(e) => answer::from_error(&e),
+        })
+    }
+
+    #[tool(description = "Your spending limits as the operator set them: per budget window what is spent and what \
+        remains (millisatoshis; 1 sat = 1000 msat), the lifetime allowance and the policy. A payment above what \
+        remains is denied with budget-exceeded.")]
+    async fn get_budget(&self) -> ToolResult {
+        let wallet = match self.client.wallet().await {
+            Ok(w) => w,
+            Err(e) => return Ok(answer::from_error(&e)),
+        };
+        Ok(match self.client.budget(&wallet.agent_id).await {
+            Ok(b) => answer::ok(
+                format!(
+                    "budget of agent {}: spent and remaining per window, in millisatoshis (1 sat = 1000 msat).",
+                    wallet.agent_id
+                ),
+                &b,
+            ),
+            Err(e) => answer::from_error(&e),
+        })
+    }
+
+    #[tool(description = "Create a BOLT11 invoice to receive a payment. amount_msat is millisatoshis; \
+        1 sat = 1000 msat. Give the returned bolt11 to the payer; the invoice expires after expiry_secs \
+        (default 3600). Needs a key with the receive scope.")]
+    async fn create_invoice(&self, Parameters(args): Parameters<CreateInvoiceArgs>) -> ToolResult {
+        let request =
+            CreateInvoiceRequest { amount_msat: args.amount_msat, memo: args.memo, expiry_secs: args.expiry_secs };
+        Ok(match self.client.create_invoice(&request).await {
+            Ok(i) => answer::ok(
+                format!(
+                    "invoice for {} msat ({}), expires at {}. Give this bolt11 to the payer: {}",
+                    i.amount_msat,
+                    sats(i.amount_msat),
+                    i.expires_at,
+                    i.bolt11
+                ),
+                &i,
+            ),
+            Err(e) => answer::from_error(&e),
+        })
+    }
+
+    #[tool(description = "Pay a BOLT11 invoice from your wallet, within the operator's policy. Safe to retry: the \
+        same invoice is never paid twice (a retry returns the first answer). Answers: paid (with the preimage, \
+        the proof of payment); `held for approval` (a person must approve; do not pay again); or `denied: <reason>` \
+        with what to do next, e.g. budget-exceeded, amount-too-large, insufficient-balance. Amounts are \
+        millisatoshis; 1 sat = 1000 msat. Use decode_invoice first to check what you pay.")]
+    async fn pay_invoice(&self, Parameters(args): Parameters<PayInvoiceArgs>) -> ToolResult {
+        let key = idempotency_key(&args.bolt11);
+        let request = PayRequest { bolt11: args.bolt11, purpose: Some(args.purpose) };
+        Ok(match self.client.pay(&request, &key).await {
+            Ok(PayOutcome::Done(p)) => payment_answer(&p),
+            Ok(PayOutcome::Held(a)) => {
+                let value = serde_json::to_value(&a).unwrap_or_default();
+                held_answer(&a.id, a.amount_msat, &value)
+            }
+            Err(e) => answer::from_error(&e),
+        })
+    }
+
+    #[tool(description = "Read a BOLT11 invoice without paying it: amount_msat (millisatoshis; 1 sat = 1000 msat), \
+        payee (the node public key), description, creation time, expiry and whether it has expired. The \
+        signature is checked: an invoice that fails is damaged or forged and must not be paid.")]
+    async fn decode_invoice(&self, Parameters(args): Parameters<DecodeInvoiceArgs>) -> ToolResult {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        Ok(match invoice::decode(&args.bolt11, now) {
+            Ok(d) => {
+                let amount = match d.amount_msat {
+                    Some(a) => format!("{a} msat ({})", sats(a)),
+                    None => "no amount (coffer cannot pay it)".to_owned(),
+                };
+                let state = if d.expired { "EXPIRED" } else { "valid" };
+                answer::ok(
+                    format!(
+                        "{state} {} invoice for {amount} to payee {}, description {:?}, expires at {}.",
+                        d.network,
+                        d.payee,
+                        d.description.as_deref().unwrap_or(""),
+                        d.expires_at
+                    ),
+                    &d,
+                )
+            }
+            Err(text) => answer::fail(text),
+        })
+    }
+
+    #[tool(description = "Your payments, newest first, a page at a time: status (succeeded, pending, failed), \
+        amount_msat and fee_msat (millisatoshis; 1 sat = 1000 msat), purpose and time. Pass next_cursor as cursor \
+        for older ones.")]
+    async fn list_payments(&self, Parameters(args): Parameters<ListPaymentsArgs>) -> ToolResult {
+        Ok(match self.client.payments(args.cursor.as_deref()).await {
+            Ok(page) => {
+                let more = if page.next_cursor.is_some() { " Older ones: pass next_cursor as cursor." } else { "" };
+                answer::ok(format!("{} payments, newest first.{more}", page.items.len()), &page)
+            }
+            Err(e) => answer::from_error(&e),
+        })
+    }
+
+    #[tool(description = "The chat rooms you are a member of: id, name, members (agent ids). Use read_room to \
+        read one.")]
+    async fn list_rooms(&self) -> ToolResult {
+        Ok(match self.client.rooms().await {
+            Ok(rooms) => answer::ok(format!("{} rooms.", rooms.len()), &rooms),
+            Err(e) => answer::from_error(&e),
+        })
+    }
+
+    #[tool(description = "Read the messages of a room, oldest first, after message id `after` (0 for the start). \
+        A message of kind payment_request carries an invoice (amount_msat in millisatoshis; 1 sat = 1000 msat) \
+        and, once paid, a receipt; pay one with pay_request. Pass the last id you saw as `after` to read only new \
+        messages.")]
+    async fn read_room(&self, Parameters(args): Parameters<ReadRoomArgs>) -> ToolResult {
+        let after = args.after.unwrap_or(0);
+        Ok(match self.client.messages(&args.room_id, after).await {
+            Ok(messages) => {
+                let last = messages.last().map(|m| m.id).unwrap_or(after);
+                let values: Vec<Value> =
+                    messages.iter().map(|m| without_qr(serde_json::to_value(m).unwrap_or_default())).collect();
+                answer::ok(
+                    format!(
+                        "{} messages in room {} after {after}. Next time pass after={last} to read only newer ones.",
+                        values.len(),
+                        args.room_id
+                    ),
+                    &values,
+                )
+            }
+            Err(e) => answer::from_error(&e),
+        })
+    }
+
+    #[tool(description = "Post a text message to a room you are a member of.")]
+    async fn post_message(&self, Parameters(args): Parameters<PostMessageArgs>) -> ToolResult {
+        let request = PostMessageRequest { text: Some(args.text), payment_request: None };
+        Ok(match self.client.post_message(&args.room_id, &request).await {
+            Ok(m) => {
+                let id = m.get("id").cloned().unwrap_or_default();
+                answer::ok(format!("posted message {id} to room {}.", args.room_id), &without_qr(m))
+            }
+            Err(e) => answer::from_error(&e),
+        })
+    }
+
+    #[tool(description = "Ask the members of a room to pay you: posts a payment request with an invoice for \
+        amount_msat (millisatoshis; 1 sat = 1000 msat) that expires in an hour. Another member pays it with \
+        pay_request; read_room shows the receipt once paid.")]
+    async fn request_payment(&self, Parameters(args): Parameters<RequestPaymentArgs>) -> ToolResult {
+        let body = PaymentRequestBody { amount_msat: args.amount_msat, memo: Some(args.memo), expiry_secs: None };
+        let request = PostMessageRequest { text: None, payment_request: Some(body) };
+        Ok(match self.client.post_message(&args.room_id, &request).await {
+            Ok(m) => {
+                let id = m.get("id").cloned().unwrap_or_default();
+                answer::ok(
+                    format!(
+                        "posted payment request {id} for {} msat ({}) to room {}.",
+                        args.amount_msat,
+                        sats(args.amount_msat),
+                        args.room_id
+                    ),
+                    &without_qr(m),
+                )
+            }
+            Err(e) => answer::from_error(&e),
+        })
+    }
+
+    #[tool(description = "Pay a payment request posted in a room (a message of kind payment_request, from \
+        read_room), within the operator's policy, like pay_invoice: paid, `held for approval` (a person must \
+        approve; do not pay again), or `denied: <reason>` with what to do next. An already paid request answers \
+        invoice-already-paid. Amounts are millisatoshis; 1 sat = 1000 msat.")]
+    async fn pay_request(&self, Parameters(args): Parameters<PayRequestArgs>) -> ToolResult {
+        Ok(match self.client.pay_message(&args.room_id, args.message_id).await {
+            Ok((202, value)) => {
+                let id = value.get("id").and_then(Value::as_str).unwrap_or("?").to_owned();
+                let amount = value.get("amount_msat").and_then(Value::as_u64).unwrap_or(0);
+                held_answer(&id, amount, &value)
+            }
+            Ok((_, value)) => match serde_json::from_value::<coffer_client::Payment>(value.clone()) {
+                Ok(p) => payment_answer(&p),
+                Err(_) => answer::ok("paid.", &value),
+            },
+            Err(e) => answer::from_error(&e),
+        })
+    }
+}
+
+#[tool_handler(router = self.tool_router)]
+impl ServerHandler for CofferMcp {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+            .with_server_info(
+                Implementation::new(SERVER_NAME, env!("CARGO_PKG_VERSION"))
+                    .with_title("coffer: a Lightning wallet with bounded spending"),
+            )
+            .with_instructions(INSTRUCTIONS)
+    }
+}
+
+/// Serves MCP over stdin and stdout until the client closes them.
+pub async fn serve_stdio(url: &str, agent_key: &str) -> Result<(), String> {
+    init_tracing();
+    crate::cli::install_crypto_provider();
+    let client = Client::new(url, agent_key).map_err(|e| format!("cannot make the HTTP client: {e}"))?;
+    let running = CofferMcp::new(client)
+        .serve(rmcp::transport::stdio())
+        .await
+        .map_err(|e| format!("the MCP session did not start: {e}"))?;
+    running.waiting().await.map_err(|e| format!("the MCP session failed: {e}"))?;
+    Ok(())
+}
+
+/// Logs go to stderr: stdout is the protocol's.
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("COFFER_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_idempotency_key_depends_on_the_invoice_only() {
+        let a = idempotency_key("lnbcrt1abc");
+        assert_eq!(a, idempotency_key(" LIGHTNING:LNBCRT1ABC "));
+        assert_ne!(a, idempotency_key("lnbcrt1abd"));
+        assert!(a.len() <= 128 && a.starts_with("mcp-"));
+    }
+
+    #[test]
+    fn every_tool_is_listed_with_a_description() {
+        crate::cli::install_crypto_provider();
+        let server = CofferMcp::new(Client::new("http://127.0.0.1:1", "csk_x").unwrap());
+        let tools = server.tool_router.list_all();
+        let mut names: Vec<&str> = tools.iter().map(|t| t.name.as_ref()).collect();
+        names.sort_unstable();
+        let mut want = TOOL_NAMES.to_vec();
+        want.sort_unstable();
+        assert_eq!(names, want);
+        assert!(tools.iter().all(|t| t.description.as_deref().is_some_and(|d| d.len() > 20)));
+        assert_eq!(server.get_info().server_info.name, "coffer");
+    }
+}

@@ -1,0 +1,171 @@
+//! `coffer mcp` driven by an outside client: the official `mcp` Python SDK
+//! (`tests/interop/mcp_client.py`) starts `coffer mcp` over stdio against a
+//! real gateway, lists the tools, reads the balance, pays an invoice (and
+//! retries the call, which must not pay twice), then, once this test has set a
+//! policy that allows at most 1 msat a payment, pays again and must read a
+//! denial as a tool result.
+//!
+//! The interpreter comes from `COFFER_TEST_PYTHON` (`bash .ci/run` makes a
+//! venv with the pinned packages of `tests/interop/requirements.txt` and
+//! sets it). Without it the test skips loudly, except under CI, where it
+//! fails.
+
+mod common;
+
+use coffer_client::{CreateInvoiceRequest, InvoiceStatus};
+use serde_json::{Value, json};
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::Command;
+
+const CLIENT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/mcp_client.py");
+const STEP_TIMEOUT: Duration = Duration::from_secs(120);
+const FUND_MSAT: u64 = 100_000;
+const PAY_MSAT: u64 = 21_000;
+
+fn test_python() -> Option<PathBuf> {
+    match std::env::var_os("COFFER_TEST_PYTHON").filter(|v| !v.is_empty()) {
+        Some(python) => Some(PathBuf::from(python)),
+        None => {
+            let in_ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "0" && v != "false");
+            assert!(
+                !in_ci,
+                "COFFER_TEST_PYTHON is not set, and CI is: the MCP interop test must run in CI. \
+                 Run `bash .ci/run`, which makes the venv .ci/venv and sets COFFER_TEST_PYTHON."
+            );
+            eprintln!();
+            eprintln!("**********************************************************************");
+            eprintln!("*** SKIPPED: set COFFER_TEST_PYTHON (bash .ci/run does)            ***");
+            eprintln!("*** MCP interop with the PyPI `mcp` client did not run.            ***");
+            eprintln!("**********************************************************************");
+            None
+        }
+    }
+}
+
+/// Reads the client's JSON lines up to and including the step `until`.
+async fn read_steps(
+    lines: &mut tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+    until: &str,
+    steps: &mut Vec<Value>,
+) {
+    tokio::time::timeout(STEP_TIMEOUT, async {
+        loop {
+            let line = lines.next_line().await.expect("reading the client's stdout");
+            let Some(line) = line else { panic!("the MCP client ended before `{until}`; steps so far: {steps:#?}") };
+            let step: Value =
+                serde_json::from_str(&line).unwrap_or_else(|e| panic!("the client printed no JSON ({e}): {line}"));
+            let done = step["step"] == until;
+            steps.push(step);
+            if done {
+                return;
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no `{until}` from the MCP client within {STEP_TIMEOUT:?}; steps: {steps:#?}"));
+}
+
+fn step<'a>(steps: &'a [Value], name: &str) -> &'a Value {
+    steps.iter().find(|s| s["step"] == name).unwrap_or_else(|| panic!("no step {name}: {steps:#?}"))
+}
+
+/// The text blocks of a tool step.
+fn texts(step: &Value) -> Vec<&str> {
+    step["texts"].as_array().expect("texts").iter().map(|t| t.as_str().expect("a text")).collect()
+}
+
+#[tokio::test]
+async fn an_mcp_client_pays_over_stdio_and_reads_a_denial_as_a_tool_result() {
+    let Some(python) = test_python() else { return };
+    let gw = common::Gateway::start().await;
+    let (payer_id, payer, payer_key) = gw.new_agent("mcp-payer", FUND_MSAT).await;
+    let (payee_id, payee, _) = gw.new_agent("mcp-payee", 0).await;
+    let invoice = |amount_msat: u64, memo: &str| CreateInvoiceRequest {
+        amount_msat,
+        memo: Some(memo.to_owned()),
+        expiry_secs: None,
+    };
+    let ok = payee.create_invoice(&invoice(PAY_MSAT, "an answer, over MCP")).await.expect("an invoice");
+    let denied = payee.create_invoice(&invoice(5_000, "too much")).await.expect("a second invoice");
+
+    let mut child = Command::new(&python)
+        .arg(CLIENT)
+        .args([common::BIN, gw.url(), &payer_key, &ok.bolt11, &denied.bolt11])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("starting the Python MCP client");
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    let mut lines = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
+    let mut steps = Vec::new();
+    read_steps(&mut lines, "waiting", &mut steps).await;
+
+    let init = step(&steps, "initialize");
+    assert_eq!(init["name"], "coffer", "{init}");
+    assert_eq!(init["version"], env!("CARGO_PKG_VERSION"), "{init}");
+    let names: Vec<&str> =
+        step(&steps, "list_tools")["names"].as_array().unwrap().iter().map(|n| n.as_str().unwrap()).collect();
+    for name in coffer::mcp::TOOL_NAMES {
+        assert!(names.contains(name), "{name} is not listed: {names:?}");
+    }
+
+    let balance = step(&steps, "get_balance");
+    assert_eq!(balance["is_error"], false, "{balance}");
+    let wallet: Value = serde_json::from_str(texts(balance)[1]).expect("the wallet as JSON");
+    assert_eq!(
+        (wallet["agent_id"].as_str(), wallet["balance_msat"].as_u64()),
+        (Some(payer_id.as_str()), Some(FUND_MSAT))
+    );
+
+    let decoded = step(&steps, "decode_invoice");
+    let decoded: Value = serde_json::from_str(texts(decoded)[1]).expect("the decoded invoice as JSON");
+    assert_eq!(decoded["amount_msat"], PAY_MSAT);
+    assert_eq!(decoded["payment_hash"], ok.payment_hash.as_str());
+    assert_eq!(decoded["description"], "an answer, over MCP");
+    assert_eq!(decoded["payee"], gw.operator().health().await.expect("health").node_pubkey.as_str());
+
+    // Paid once, though the tool was called twice.
+    let paid = step(&steps, "pay_invoice");
+    assert_eq!(paid["is_error"], false, "{paid}");
+    assert!(texts(paid)[0].starts_with(&format!("paid {PAY_MSAT} msat")), "{paid}");
+    let payment: Value = serde_json::from_str(texts(paid)[1]).expect("the payment as JSON");
+    assert_eq!(payment["status"], "succeeded", "{payment}");
+    let retry = step(&steps, "pay_invoice_retry");
+    assert_eq!(retry["is_error"], false, "{retry}");
+    let again: Value = serde_json::from_str(texts(retry)[1]).expect("the retried payment as JSON");
+    assert_eq!(again["id"], payment["id"], "a retry answers the first payment");
+    assert_eq!(gw.payment_count(&payer).await, 1, "one payment, not two");
+    let fee = payment["fee_msat"].as_u64().expect("fee_msat");
+    let balances = gw.balances().await;
+    assert_eq!(balances[&payee_id], PAY_MSAT, "the payee got paid");
+    assert_eq!(balances[&payer_id], FUND_MSAT - PAY_MSAT - fee, "the payer paid once");
+    assert_eq!(payee.invoice(&ok.payment_hash).await.expect("the invoice").status, InvoiceStatus::Paid);
+
+    // Now the operator allows at most 1 msat per payment.
+    gw.operator().set_policy(&payer_id, &json!({"max_payment_msat": 1})).await.expect("setting the policy");
+    stdin.write_all(b"go\n").await.expect("telling the client to go on");
+    stdin.flush().await.expect("flushing");
+    read_steps(&mut lines, "done", &mut steps).await;
+    let status = tokio::time::timeout(STEP_TIMEOUT, child.wait()).await.expect("the client exits").expect("waiting");
+    assert!(status.success(), "the MCP client failed: {status}; steps: {steps:#?}");
+
+    let denial = step(&steps, "pay_invoice_denied");
+    assert_eq!(denial["is_error"], true, "{denial}");
+    let text = texts(denial)[0];
+    eprintln!("the denial, as the model reads it: {text}");
+    assert!(text.starts_with("denied: amount-too-large — "), "{text}");
+    assert!(text.contains("ask the operator"), "the denial says what to do next: {text}");
+    assert_eq!(payee.invoice(&denied.payment_hash).await.expect("the invoice").status, InvoiceStatus::Open);
+    assert_eq!(gw.balances().await[&payer_id], FUND_MSAT - PAY_MSAT - fee, "nothing more was paid");
+
+    let budget = step(&steps, "get_budget");
+    assert_eq!(budget["is_error"], false, "{budget}");
+    let missing = step(&steps, "read_room_missing");
+    assert_eq!(missing["is_error"], true, "{missing}");
+    assert!(texts(missing)[0].starts_with("error: "), "{missing}");
+}
