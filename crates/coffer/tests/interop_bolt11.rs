@@ -13,9 +13,11 @@
 //! sets it). Without it the tests skip loudly, except under CI, where they
 //! fail.
 
+mod common;
+
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -29,27 +31,6 @@ const DECODER_TIMEOUT: Duration = Duration::from_secs(120);
 const MIN_FINAL_CLTV_EXPIRY_DELTA: u64 = 144;
 /// The decoder's exit status when it refused some of its invoices.
 const SOME_REFUSED: i32 = 3;
-
-/// The Python interpreter to run the decoder with, or `None` to skip.
-fn test_python() -> Option<PathBuf> {
-    match std::env::var_os("COFFER_TEST_PYTHON").filter(|v| !v.is_empty()) {
-        Some(python) => Some(PathBuf::from(python)),
-        None => {
-            let in_ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "0" && v != "false");
-            assert!(
-                !in_ci,
-                "COFFER_TEST_PYTHON is not set, and CI is: the BOLT11 interop tests must run in CI. \
-                 Run `bash .ci/run`, which makes the venv .ci/venv and sets COFFER_TEST_PYTHON."
-            );
-            eprintln!();
-            eprintln!("**********************************************************************");
-            eprintln!("*** SKIPPED: set COFFER_TEST_PYTHON (bash .ci/run does)            ***");
-            eprintln!("*** BOLT11 interop with the PyPI `bolt11` decoder did not run.     ***");
-            eprintln!("**********************************************************************");
-            None
-        }
-    }
-}
 
 /// A `coffer serve` child on a fresh data folder and a free port; killed on
 /// drop.
@@ -280,7 +261,7 @@ fn assert_same(fixture: &Fixture, made: &Made, decoded: &Value) {
 
 #[tokio::test]
 async fn gateway_invoices_decode_identically_in_python_bolt11() {
-    let Some(python) = test_python() else { return };
+    let Some(python) = common::test_python("the BOLT11 interop with the PyPI `bolt11` decoder") else { return };
     let fixture = Fixture::new().await;
 
     let long_text: String =
@@ -335,7 +316,7 @@ async fn gateway_invoices_decode_identically_in_python_bolt11() {
 
 #[tokio::test]
 async fn python_bolt11_refuses_corrupted_gateway_invoices() {
-    let Some(python) = test_python() else { return };
+    let Some(python) = common::test_python("the BOLT11 interop with the PyPI `bolt11` decoder") else { return };
     let fixture = Fixture::new().await;
     let made = fixture.invoice(21_000, "tamper with me", 600).await;
     let original = made.bolt11().to_owned();

@@ -14,7 +14,6 @@ mod common;
 
 use coffer_client::{CreateInvoiceRequest, InvoiceStatus};
 use serde_json::{Value, json};
-use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -24,26 +23,6 @@ const CLIENT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/mcp_cli
 const STEP_TIMEOUT: Duration = Duration::from_secs(120);
 const FUND_MSAT: u64 = 100_000;
 const PAY_MSAT: u64 = 21_000;
-
-fn test_python() -> Option<PathBuf> {
-    match std::env::var_os("COFFER_TEST_PYTHON").filter(|v| !v.is_empty()) {
-        Some(python) => Some(PathBuf::from(python)),
-        None => {
-            let in_ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "0" && v != "false");
-            assert!(
-                !in_ci,
-                "COFFER_TEST_PYTHON is not set, and CI is: the MCP interop test must run in CI. \
-                 Run `bash .ci/run`, which makes the venv .ci/venv and sets COFFER_TEST_PYTHON."
-            );
-            eprintln!();
-            eprintln!("**********************************************************************");
-            eprintln!("*** SKIPPED: set COFFER_TEST_PYTHON (bash .ci/run does)            ***");
-            eprintln!("*** MCP interop with the PyPI `mcp` client did not run.            ***");
-            eprintln!("**********************************************************************");
-            None
-        }
-    }
-}
 
 /// Reads the client's JSON lines up to and including the step `until`.
 async fn read_steps(
@@ -79,7 +58,7 @@ fn texts(step: &Value) -> Vec<&str> {
 
 #[tokio::test]
 async fn an_mcp_client_pays_over_stdio_and_reads_a_denial_as_a_tool_result() {
-    let Some(python) = test_python() else { return };
+    let Some(python) = common::test_python("the MCP interop with the PyPI `mcp` client") else { return };
     let gw = common::Gateway::start().await;
     let (payer_id, payer, payer_key) = gw.new_agent("mcp-payer", FUND_MSAT).await;
     let (payee_id, payee, _) = gw.new_agent("mcp-payee", 0).await;

@@ -726,3 +726,20 @@ fn parse_ws_frame(buf: &[u8]) -> Option<(bool, u8, Vec<u8>, usize)> {
     }
     Some((fin, opcode, payload, at + len))
 }
+
+/// The Python of the interop tests (`COFFER_TEST_PYTHON`, set by `.ci/run`),
+/// or `None` to skip loudly; under CI a missing one fails the test, so the
+/// interop tests can never be skipped there. `what` names the test.
+pub fn test_python(what: &str) -> Option<PathBuf> {
+    if let Some(python) = std::env::var_os("COFFER_TEST_PYTHON").filter(|v| !v.is_empty()) {
+        return Some(PathBuf::from(python));
+    }
+    let in_ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "0" && v != "false");
+    assert!(
+        !in_ci,
+        "COFFER_TEST_PYTHON is not set, and CI is: {what} must run in CI. \
+         Run `bash .ci/run`, which makes the venv .ci/venv and sets COFFER_TEST_PYTHON."
+    );
+    eprintln!("\n*** SKIPPED: {what}: set COFFER_TEST_PYTHON (bash .ci/run does) ***");
+    None
+}
