@@ -345,16 +345,19 @@ const AGENT_COLUMNS: &str = "g.id, g.name, g.account_id, g.created_at, a.debits_
      FROM agents g JOIN accounts a ON a.id = g.account_id";
 
 fn agent_from_row(r: &Row<'_>) -> rusqlite::Result<Result<AgentRecord, Error>> {
+    let (id, name, account, created_at_ms): (String, String, i64, i64) = (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?);
+    let (parent_id, can_create, frozen_reason): (Option<String>, i64, Option<String>) =
+        (r.get(7)?, r.get(8)?, r.get(9)?);
     let balance = balance_row(r.get(4)?, r.get(5)?, r.get(6)?);
     Ok(balance.map(|balance| AgentRecord {
-        id: r.get_unwrap(0),
-        name: r.get_unwrap(1),
-        account: AccountId(r.get_unwrap(2)),
-        created_at_ms: r.get_unwrap(3),
+        id,
+        name,
+        account: AccountId(account),
+        created_at_ms,
         balance,
-        parent_id: r.get_unwrap(7),
-        can_create_subagents: r.get_unwrap::<_, i64>(8) != 0,
-        frozen_reason: r.get_unwrap(9),
+        parent_id,
+        can_create_subagents: can_create != 0,
+        frozen_reason,
     }))
 }
 
