@@ -5,7 +5,7 @@
 mod common;
 
 use coffer_client::{Approval, InvoiceStatus, PaymentStatus};
-use common::{Gateway, Reply, assert_denied, first_window, invoice, invoice_expiring, send};
+use common::{Gateway, Reply, all_at_once, assert_denied, first_window, invoice, invoice_expiring, send};
 use reqwest::Method;
 use serde_json::json;
 use std::time::{Duration, Instant};
@@ -251,7 +251,7 @@ async fn releasing_a_hold_does_not_erase_spending_from_a_window_added_meanwhile(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn racing_decisions_on_one_hold_pay_at_most_once() {
-    let gw = std::sync::Arc::new(Gateway::start().await);
+    let gw = Gateway::start().await;
     let op = gw.operator();
     let (payer_id, payer, key) = gw.new_agent("payer", FUND).await;
     let (seller_id, seller, _) = gw.new_agent("seller", 0).await;
@@ -260,23 +260,14 @@ async fn racing_decisions_on_one_hold_pay_at_most_once() {
     for round in 0..4 {
         let inv = invoice(&seller, 2 * P).await;
         let apr = assert_held(&gw.pay_raw(&key, &inv.bolt11, "race", None).await, 2 * P);
-        let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(16));
-        let tasks: Vec<_> = (0..16)
-            .map(|i| {
-                let (gw, apr, barrier) = (std::sync::Arc::clone(&gw), apr.clone(), std::sync::Arc::clone(&barrier));
-                // In the first two rounds only approvals race; then approvals and denials.
-                let verb = if round < 2 || i % 2 == 0 { "approve" } else { "deny" };
-                tokio::spawn(async move {
-                    let rb =
-                        gw.request(Method::POST, &format!("/v1/approvals/{apr}/{verb}"), Some(gw.operator_token()));
-                    barrier.wait().await;
-                    (verb, send(rb).await)
-                })
-            })
+        // In the first two rounds only approvals race; then approvals and denials.
+        let verbs: Vec<&str> = (0..16).map(|i| if round < 2 || i % 2 == 0 { "approve" } else { "deny" }).collect();
+        let requests = verbs
+            .iter()
+            .map(|verb| gw.request(Method::POST, &format!("/v1/approvals/{apr}/{verb}"), Some(gw.operator_token())))
             .collect();
         let mut winners = Vec::new();
-        for t in tasks {
-            let (verb, r) = t.await.unwrap();
+        for (verb, r) in verbs.into_iter().zip(all_at_once(requests).await) {
             if r.status == 200 {
                 winners.push((verb, r.json["approval"]["status"].as_str().unwrap().to_owned()));
             } else {

@@ -5,34 +5,13 @@
 mod common;
 
 use coffer_client::Scope;
-use common::{Gateway, Reply, assert_denied, first_window, invoice, send};
+use common::{Gateway, all_at_once, assert_denied, first_window, invoice};
 use reqwest::Method;
 use serde_json::{Value, json};
 use std::sync::Arc;
-use tokio::sync::Barrier;
 
 fn rolling_hour(limit_msat: u64) -> Value {
     json!({"budgets": [{"limit_msat": limit_msat, "window": "1h", "kind": "rolling"}]})
-}
-
-/// Sends all requests at once (released together by a barrier).
-async fn all_at_once(requests: Vec<reqwest::RequestBuilder>) -> Vec<Reply> {
-    let barrier = Arc::new(Barrier::new(requests.len()));
-    let tasks: Vec<_> = requests
-        .into_iter()
-        .map(|rb| {
-            let barrier = Arc::clone(&barrier);
-            tokio::spawn(async move {
-                barrier.wait().await;
-                send(rb).await
-            })
-        })
-        .collect();
-    let mut replies = Vec::new();
-    for t in tasks {
-        replies.push(t.await.expect("a request task panicked"));
-    }
-    replies
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

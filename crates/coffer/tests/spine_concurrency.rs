@@ -4,36 +4,13 @@
 mod common;
 
 use coffer_client::{CreateInvoiceRequest, InvoiceStatus};
-use common::{Gateway, Reply, send};
+use common::{Gateway, all_at_once, send};
 use reqwest::Method;
 use serde_json::json;
 use std::collections::BTreeSet;
-use std::sync::Arc;
-use tokio::sync::Barrier;
 
 fn invoice_request(amount_msat: u64) -> CreateInvoiceRequest {
     CreateInvoiceRequest { amount_msat, memo: None, expiry_secs: Some(600) }
-}
-
-/// Sends all requests at once (released together by a barrier) and returns
-/// the answers in the order given.
-async fn all_at_once(requests: Vec<reqwest::RequestBuilder>) -> Vec<Reply> {
-    let barrier = Arc::new(Barrier::new(requests.len()));
-    let tasks: Vec<_> = requests
-        .into_iter()
-        .map(|rb| {
-            let barrier = Arc::clone(&barrier);
-            tokio::spawn(async move {
-                barrier.wait().await;
-                send(rb).await
-            })
-        })
-        .collect();
-    let mut replies = Vec::new();
-    for t in tasks {
-        replies.push(t.await.expect("a request task panicked"));
-    }
-    replies
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -743,3 +743,24 @@ pub fn test_python(what: &str) -> Option<PathBuf> {
     eprintln!("\n*** SKIPPED: {what}: set COFFER_TEST_PYTHON (bash .ci/run does) ***");
     None
 }
+
+/// Sends all requests at once (released together by a barrier) and returns
+/// the answers in the order given: for races.
+pub async fn all_at_once(requests: Vec<reqwest::RequestBuilder>) -> Vec<Reply> {
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(requests.len()));
+    let tasks: Vec<_> = requests
+        .into_iter()
+        .map(|rb| {
+            let barrier = std::sync::Arc::clone(&barrier);
+            tokio::spawn(async move {
+                barrier.wait().await;
+                send(rb).await
+            })
+        })
+        .collect();
+    let mut replies = Vec::new();
+    for t in tasks {
+        replies.push(t.await.expect("a request task panicked"));
+    }
+    replies
+}
