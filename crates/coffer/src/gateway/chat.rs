@@ -65,7 +65,7 @@ impl Gateway {
 
     /// Posts a text, or a payment request whose invoice is made for the
     /// poster, and delivers it live. Auto-pay rules of the other members run
-    /// before this returns.
+    /// before this returns, and the message is returned as it then stands.
     pub async fn post_message(
         &self,
         caller: &Principal,
@@ -103,8 +103,11 @@ impl Gateway {
             self.live.publish(crate::live::RoomEvent { room_id: room.id.clone(), kind: "message.posted", data });
             posted
         };
-        if posted.invoice.is_some() {
-            self.auto_pay(&room, &posted).await;
+        // A request an auto-pay rule settled is answered as it now stands.
+        if self.auto_pay(&room, &posted).await
+            && let Some(settled) = self.store.message(room.id.clone(), posted.id).await?
+        {
+            return Ok(settled);
         }
         Ok(posted)
     }
@@ -191,8 +194,9 @@ impl Gateway {
     /// Members whose chat settings say so pay the request at once, in the
     /// room's member order, through their own policy; the first payment
     /// settles it and the others find it paid.
-    async fn auto_pay(&self, room: &RoomRecord, message: &MessageRecord) {
-        let Some(invoice) = &message.invoice else { return };
+    /// Returns whether one paid it (or had it held for approval).
+    async fn auto_pay(&self, room: &RoomRecord, message: &MessageRecord) -> bool {
+        let Some(invoice) = &message.invoice else { return false };
         for member in room.members.iter().filter(|m| **m != message.sender && *m != OPERATOR) {
             let Ok(settings) = self.store.chat_settings(member.clone()).await else { continue };
             let listed = settings.auto_pay_from.contains(&message.sender);
@@ -208,10 +212,11 @@ impl Gateway {
                 expires_at_ms: None,
             };
             match self.pay_request(&key, &room.id, message.id, None).await {
-                Ok(_) => return,
+                Ok(_) => return true,
                 Err(e) => tracing::info!(agent = %agent.id, error = %e, "auto-pay did not pay"),
             }
         }
+        false
     }
 }
 
