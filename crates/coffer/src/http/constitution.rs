@@ -132,14 +132,12 @@ pub async fn list_approvals(
     params: Result<Query<ApprovalParams>, QueryRejection>,
 ) -> Result<Json<Vec<Approval>>, Error> {
     let Query(params) = params.map_err(|e| Error::MalformedRequest(e.body_text()))?;
-    let status = match params.status.as_deref() {
-        None => Some(ApprovalStatus::Pending),
-        Some("all") => None,
-        Some(s) => Some(ApprovalStatus::parse(s).ok_or(Error::InvalidField {
-            field: "status",
-            detail: "pending, approved, denied, expired or all".into(),
-        })?),
-    };
+    let status = super::extract::status_filter(
+        params.status.as_deref(),
+        ApprovalStatus::Pending,
+        ApprovalStatus::parse,
+        "pending, approved, denied, expired or all",
+    )?;
     let rows = gw.approvals(status, params.limit.unwrap_or(100)).await?;
     Ok(Json(rows.into_iter().map(|a| views::approval(a, false)).collect()))
 }

@@ -111,3 +111,18 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
         serde_json::from_slice(&bytes).map(ApiJson).map_err(|e| Error::MalformedRequest(e.to_string()))
     }
 }
+
+/// A `status` query filter: absent means `default`, `all` means every
+/// status, anything else must parse.
+pub fn status_filter<T>(
+    param: Option<&str>,
+    default: T,
+    parse: fn(&str) -> Option<T>,
+    allowed: &'static str,
+) -> Result<Option<T>, Error> {
+    match param {
+        None => Ok(Some(default)),
+        Some("all") => Ok(None),
+        Some(s) => parse(s).map(Some).ok_or(Error::InvalidField { field: "status", detail: allowed.into() }),
+    }
+}

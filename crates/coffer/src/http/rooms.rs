@@ -292,14 +292,12 @@ pub async fn list_incoming(
     params: Result<Query<IncomingParams>, QueryRejection>,
 ) -> Result<Json<Vec<Incoming>>, Error> {
     let Query(p) = params.map_err(|e| Error::MalformedRequest(e.body_text()))?;
-    let status = match p.status.as_deref() {
-        None => Some(IncomingStatus::Pending),
-        Some("all") => None,
-        Some(s) => Some(
-            IncomingStatus::parse(s)
-                .ok_or(Error::InvalidField { field: "status", detail: "pending, accepted, rejected or all".into() })?,
-        ),
-    };
+    let status = super::extract::status_filter(
+        p.status.as_deref(),
+        IncomingStatus::Pending,
+        IncomingStatus::parse,
+        "pending, accepted, rejected or all",
+    )?;
     let rows = gw.incoming(&key, status).await?;
     Ok(Json(rows.into_iter().map(views::incoming).collect()))
 }
