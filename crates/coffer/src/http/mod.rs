@@ -99,7 +99,7 @@ pub fn router(state: AppState) -> Router {
         .merge(ui::router())
         .fallback(|| async { Error::NotFound("route") })
         .method_not_allowed_fallback(|| async { Error::MethodNotAllowed })
-        .layer(Extension(system::Spec(Arc::new(spec_json))))
+        .layer(Extension(system::Spec(spec_json.into())))
         .layer(DefaultBodyLimit::max(BODY_LEN_MAX_BYTES))
         .layer(middleware::map_response(ensure_problem))
         .with_state(state)

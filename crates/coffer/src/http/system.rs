@@ -1,12 +1,12 @@
 //! Routes anyone may call: health, metrics, the OpenAPI document.
 
 use super::AppState;
+use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
 use axum::{Extension, Json};
 use coffer_client::Health;
-use std::sync::Arc;
 
 /// Liveness, with the network and node identity this gateway runs on.
 #[utoipa::path(get, path = "/healthz", tag = "system", responses((status = 200, body = Health)))]
@@ -27,10 +27,10 @@ pub async fn metrics() -> impl IntoResponse {
 
 /// The serialised OpenAPI document, made once at start.
 #[derive(Clone)]
-pub struct Spec(pub Arc<String>);
+pub struct Spec(pub Bytes);
 
 /// This API's OpenAPI 3.1 document, generated from the code.
 #[utoipa::path(get, path = "/openapi.json", tag = "system", responses((status = 200, content_type = "application/json")))]
 pub async fn openapi(Extension(spec): Extension<Spec>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "application/json")], spec.0.as_str().to_owned())
+    ([(header::CONTENT_TYPE, "application/json")], spec.0)
 }
