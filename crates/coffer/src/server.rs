@@ -119,7 +119,7 @@ pub async fn serve(gateway: Gateway, listen: SocketAddr, on_ready: impl FnOnce(S
     on_ready(addr);
     let gateway = Arc::new(gateway);
     tokio::spawn(expire_approvals(Arc::clone(&gateway)));
-    let app = crate::http::router(gateway);
+    let app = crate::http::router(gateway, addr)?;
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await

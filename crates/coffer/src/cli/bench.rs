@@ -89,7 +89,6 @@ struct Report {
 
 pub async fn run(args: BenchArgs) -> CliResult {
     validate(&args)?;
-    super::install_crypto_provider();
     let mut own = None;
     let (url, token) = match (&args.url, &args.token) {
         (Some(url), Some(token)) => (url.clone(), token.clone()),

@@ -245,6 +245,7 @@ pub mod simulate;
 
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
+    install_crypto_provider();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -338,19 +339,18 @@ pub fn print<T: Serialize>(json: bool, value: &T, human: impl FnOnce() -> String
 
 impl OperatorRemote {
     fn client(&self) -> Result<Client, String> {
-        install_crypto_provider();
         Client::new(&self.url, &self.token).map_err(|e| e.to_string())
     }
 }
 
 impl AgentRemote {
     fn client(&self) -> Result<Client, String> {
-        install_crypto_provider();
         Client::new(&self.url, &self.key).map_err(|e| e.to_string())
     }
 }
 
-/// TLS for outgoing HTTPS uses rustls with the ring provider, installed once.
+/// TLS for outgoing HTTPS uses rustls with the ring provider, installed once
+/// at start (and by tests that build clients in process).
 pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
@@ -416,7 +416,6 @@ async fn audit(data: PathBuf, json: bool) -> CliResult {
 }
 
 async fn demo(rounds: u32, pause_ms: u64, exit: bool) -> CliResult {
-    install_crypto_provider();
     let gateway = child::OwnGateway::start(None).await?;
     println!("coffer demo: a gateway on embedded SQLite in {}", gateway.data.display());
     println!("  dashboard:      {}/", gateway.url);

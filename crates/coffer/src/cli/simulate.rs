@@ -85,7 +85,6 @@ pub struct Report {
 }
 
 pub async fn run(args: SimulateArgs) -> CliResult {
-    super::install_crypto_provider();
     let report = simulate(&args).await.map_err(|e| e.to_string())?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?);

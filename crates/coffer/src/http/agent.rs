@@ -15,7 +15,7 @@ use serde::Deserialize;
 
 /// The calling agent's wallet.
 #[utoipa::path(get, path = "/v1/wallet", tag = "agent",
-    responses((status = 200, body = Wallet), (status = "4XX", body = Problem)), security(("bearer" = [])))]
+    responses((status = 200, body = Wallet, description = "The wallet"), (status = "4XX", body = Problem, description = "An RFC 9457 problem: `code` names it, `detail` says why")), security(("bearer" = [])))]
 pub async fn wallet(State(gw): State<AppState>, Agent(key): Agent<READ>) -> Result<Json<Wallet>, Error> {
     let (agent, balance) = gw.wallet(&key).await?;
     Ok(Json(Wallet {
@@ -30,7 +30,7 @@ pub async fn wallet(State(gw): State<AppState>, Agent(key): Agent<READ>) -> Resu
 
 /// Create a BOLT11 invoice payable to the calling agent.
 #[utoipa::path(post, path = "/v1/invoices", tag = "agent", request_body = CreateInvoiceRequest,
-    responses((status = 201, body = Invoice), (status = "4XX", body = Problem)), security(("bearer" = [])))]
+    responses((status = 201, body = Invoice, description = "Created: the invoice"), (status = "4XX", body = Problem, description = "An RFC 9457 problem: `code` names it, `detail` says why")), security(("bearer" = [])))]
 pub async fn create_invoice(
     State(gw): State<AppState>,
     Agent(key): Agent<RECEIVE>,
@@ -43,7 +43,7 @@ pub async fn create_invoice(
 
 /// One of the calling agent's invoices, with its status.
 #[utoipa::path(get, path = "/v1/invoices/{payment_hash}", tag = "agent", params(("payment_hash" = String, Path)),
-    responses((status = 200, body = Invoice), (status = "4XX", body = Problem)), security(("bearer" = [])))]
+    responses((status = 200, body = Invoice, description = "The invoice"), (status = "4XX", body = Problem, description = "An RFC 9457 problem: `code` names it, `detail` says why")), security(("bearer" = [])))]
 pub async fn get_invoice(
     State(gw): State<AppState>,
     Agent(key): Agent<READ>,
@@ -55,7 +55,7 @@ pub async fn get_invoice(
 /// The invoice's QR code as SVG: `LIGHTNING:` and the BOLT11 in upper case.
 /// For the invoice's agent, members of its room, and the operator.
 #[utoipa::path(get, path = "/v1/invoices/{payment_hash}/qr.svg", tag = "agent", params(("payment_hash" = String, Path)),
-    responses((status = 200, content_type = "image/svg+xml"), (status = "4XX", body = Problem)), security(("bearer" = [])))]
+    responses((status = 200, content_type = "image/svg+xml", description = "The QR code, as SVG"), (status = "4XX", body = Problem, description = "An RFC 9457 problem: `code` names it, `detail` says why")), security(("bearer" = [])))]
 pub async fn qr_svg(
     State(gw): State<AppState>,
     Caller(caller): Caller,
@@ -70,7 +70,7 @@ pub async fn qr_svg(
 /// The invoice's QR code as PNG (`?scale=` pixels per module, 1 to 16).
 #[utoipa::path(get, path = "/v1/invoices/{payment_hash}/qr.png", tag = "agent",
     params(("payment_hash" = String, Path), ("scale" = Option<u32>, Query)),
-    responses((status = 200, content_type = "image/png"), (status = "4XX", body = Problem)), security(("bearer" = [])))]
+    responses((status = 200, content_type = "image/png", description = "The QR code, as PNG"), (status = "4XX", body = Problem, description = "An RFC 9457 problem: `code` names it, `detail` says why")), security(("bearer" = [])))]
 pub async fn qr_png(
     State(gw): State<AppState>,
     Caller(caller): Caller,
@@ -93,6 +93,7 @@ pub struct QrParams {
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct PageParams {
     /// `next_cursor` of the previous page.
@@ -119,7 +120,7 @@ fn page(params: Result<Query<PageParams>, QueryRejection>) -> Result<PageRequest
 
 /// The calling agent's invoices, newest first.
 #[utoipa::path(get, path = "/v1/invoices", tag = "agent", params(PageParams),
-    responses((status = 200, body = Page<Invoice>), (status = "4XX", body = Problem)), security(("bearer" = [])))]
+    responses((status = 200, body = Page<Invoice>, description = "A page of invoices, newest first"), (status = "4XX", body = Problem, description = "An RFC 9457 problem: `code` names it, `detail` says why")), security(("bearer" = [])))]
 pub async fn list_invoices(
     State(gw): State<AppState>,
     Agent(key): Agent<READ>,
@@ -135,7 +136,7 @@ pub async fn list_invoices(
 
 /// The calling agent's payments, newest first.
 #[utoipa::path(get, path = "/v1/payments", tag = "agent", params(PageParams),
-    responses((status = 200, body = Page<Payment>), (status = "4XX", body = Problem)), security(("bearer" = [])))]
+    responses((status = 200, body = Page<Payment>, description = "A page of payments, newest first"), (status = "4XX", body = Problem, description = "An RFC 9457 problem: `code` names it, `detail` says why")), security(("bearer" = [])))]
 pub async fn list_payments(
     State(gw): State<AppState>,
     Agent(key): Agent<READ>,
@@ -151,7 +152,7 @@ pub async fn list_payments(
 /// approval; `403` means denied, with a problem type per reason.
 #[utoipa::path(post, path = "/v1/payments", tag = "agent", request_body = PayRequest,
     params(("Idempotency-Key" = Option<String>, Header, description = "1 to 128 visible ASCII characters")),
-    responses((status = 200, body = Payment), (status = 202, body = Approval), (status = "4XX", body = Problem)),
+    responses((status = 200, body = Payment, description = "The payment"), (status = 202, body = Approval, description = "Held for a person's approval: the approval"), (status = "4XX", body = Problem, description = "An RFC 9457 problem: `code` names it, `detail` says why")),
     security(("bearer" = [])))]
 pub async fn pay(
     State(gw): State<AppState>,

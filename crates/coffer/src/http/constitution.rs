@@ -16,7 +16,7 @@ use serde::Deserialize;
 /// An agent's policy (`{}` when it has none). The operator, or an ancestor
 /// agent for a sub-agent.
 #[utoipa::path(get, path = "/v1/agents/{id}/policy", tag = "constitution", params(("id" = String, Path)),
-    responses((status = 200, body = Object), (status = "4XX", body = Problem)), security(("bearer" = [])))]
+    responses((status = 200, body = Object, description = "The policy JSON, or null when none is set"), (status = "4XX", body = Problem, description = "An RFC 9457 problem: `code` names it, `detail` says why")), security(("bearer" = [])))]
 pub async fn get_policy(
     State(gw): State<AppState>,
     Caller(caller): Caller,
@@ -33,7 +33,7 @@ pub async fn get_policy(
 /// `breaker`. An agent never sets its own policy.
 #[utoipa::path(put, path = "/v1/agents/{id}/policy", tag = "constitution", params(("id" = String, Path)),
     request_body(content = Object, description = "The policy document"),
-    responses((status = 200, body = Object), (status = "4XX", body = Problem)), security(("bearer" = [])))]
+    responses((status = 200, body = Object, description = "The policy as stored"), (status = "4XX", body = Problem, description = "An RFC 9457 problem: `code` names it, `detail` says why")), security(("bearer" = [])))]
 pub async fn put_policy(
     State(gw): State<AppState>,
     Caller(caller): Caller,
@@ -52,7 +52,7 @@ pub async fn put_policy(
 /// Spent and remaining per budget window, the lifetime allowance and the
 /// rate of the last minute.
 #[utoipa::path(get, path = "/v1/agents/{id}/budget", tag = "constitution", params(("id" = String, Path)),
-    responses((status = 200, body = Object), (status = "4XX", body = Problem)), security(("bearer" = [])))]
+    responses((status = 200, body = Object, description = "Spent and remaining per budget window, in msat"), (status = "4XX", body = Problem, description = "An RFC 9457 problem: `code` names it, `detail` says why")), security(("bearer" = [])))]
 pub async fn get_budget(
     State(gw): State<AppState>,
     Caller(caller): Caller,
@@ -74,7 +74,7 @@ fn optional_body<T: serde::de::DeserializeOwned + Default>(body: &Bytes) -> Resu
 /// unfrozen. The body (`{"reason"}`) is optional.
 #[utoipa::path(post, path = "/v1/agents/{id}/freeze", tag = "constitution", params(("id" = String, Path)),
     request_body = Option<FreezeRequest>,
-    responses((status = 200, body = Agent), (status = "4XX", body = Problem)), security(("bearer" = [])))]
+    responses((status = 200, body = Agent, description = "The agent"), (status = "4XX", body = Problem, description = "An RFC 9457 problem: `code` names it, `detail` says why")), security(("bearer" = [])))]
 pub async fn freeze(
     State(gw): State<AppState>,
     _: Operator,
@@ -88,7 +88,7 @@ pub async fn freeze(
 
 /// Unfreeze an agent.
 #[utoipa::path(post, path = "/v1/agents/{id}/unfreeze", tag = "constitution", params(("id" = String, Path)),
-    responses((status = 200, body = Agent), (status = "4XX", body = Problem)), security(("bearer" = [])))]
+    responses((status = 200, body = Agent, description = "The agent"), (status = "4XX", body = Problem, description = "An RFC 9457 problem: `code` names it, `detail` says why")), security(("bearer" = [])))]
 pub async fn unfreeze(State(gw): State<AppState>, _: Operator, Path(id): Path<String>) -> Result<Json<Agent>, Error> {
     gw.unfreeze(&id).await?;
     Ok(Json(views::agent(gw.agent(&id).await?)))
@@ -97,7 +97,7 @@ pub async fn unfreeze(State(gw): State<AppState>, _: Operator, Path(id): Path<St
 /// The kill switch: `{"halted": true}` stops every outgoing payment at
 /// once; once this answers, no wallet is debited until it is released.
 #[utoipa::path(post, path = "/v1/breaker", tag = "constitution", request_body = Breaker,
-    responses((status = 200, body = Breaker), (status = "4XX", body = Problem)), security(("bearer" = [])))]
+    responses((status = 200, body = Breaker, description = "The breaker"), (status = "4XX", body = Problem, description = "An RFC 9457 problem: `code` names it, `detail` says why")), security(("bearer" = [])))]
 pub async fn set_breaker(
     State(gw): State<AppState>,
     _: Operator,
@@ -109,12 +109,13 @@ pub async fn set_breaker(
 
 /// Whether the kill switch is on.
 #[utoipa::path(get, path = "/v1/breaker", tag = "constitution",
-    responses((status = 200, body = Breaker), (status = "4XX", body = Problem)), security(("bearer" = [])))]
+    responses((status = 200, body = Breaker, description = "The breaker"), (status = "4XX", body = Problem, description = "An RFC 9457 problem: `code` names it, `detail` says why")), security(("bearer" = [])))]
 pub async fn get_breaker(State(gw): State<AppState>, _: Operator) -> Result<Json<Breaker>, Error> {
     Ok(Json(Breaker { halted: gw.halted().await? }))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ApprovalParams {
     /// `pending` (default), `approved`, `denied`, `expired` or `all`.
@@ -125,7 +126,7 @@ pub struct ApprovalParams {
 
 /// The approvals queue.
 #[utoipa::path(get, path = "/v1/approvals", tag = "constitution", params(ApprovalParams),
-    responses((status = 200, body = Vec<Approval>), (status = "4XX", body = Problem)), security(("bearer" = [])))]
+    responses((status = 200, body = Vec<Approval>, description = "The approvals"), (status = "4XX", body = Problem, description = "An RFC 9457 problem: `code` names it, `detail` says why")), security(("bearer" = [])))]
 pub async fn list_approvals(
     State(gw): State<AppState>,
     _: Operator,
@@ -153,7 +154,7 @@ fn decision(outcome: ApprovalOutcome) -> ApprovalDecision {
 
 /// Approve a held payment: it is paid now, exactly once.
 #[utoipa::path(post, path = "/v1/approvals/{id}/approve", tag = "constitution", params(("id" = String, Path)),
-    responses((status = 200, body = ApprovalDecision), (status = "4XX", body = Problem)), security(("bearer" = [])))]
+    responses((status = 200, body = ApprovalDecision, description = "The approval decision"), (status = "4XX", body = Problem, description = "An RFC 9457 problem: `code` names it, `detail` says why")), security(("bearer" = [])))]
 pub async fn approve(
     State(gw): State<AppState>,
     _: Operator,
@@ -164,7 +165,7 @@ pub async fn approve(
 
 /// Deny a held payment: its reservation and budget are released.
 #[utoipa::path(post, path = "/v1/approvals/{id}/deny", tag = "constitution", params(("id" = String, Path)),
-    responses((status = 200, body = ApprovalDecision), (status = "4XX", body = Problem)), security(("bearer" = [])))]
+    responses((status = 200, body = ApprovalDecision, description = "The approval decision"), (status = "4XX", body = Problem, description = "An RFC 9457 problem: `code` names it, `detail` says why")), security(("bearer" = [])))]
 pub async fn deny(
     State(gw): State<AppState>,
     _: Operator,
@@ -174,6 +175,7 @@ pub async fn deny(
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AuditParams {
     /// Records after this sequence number (default 0: from the start).
@@ -190,7 +192,7 @@ pub struct AuditParams {
 
 /// The audit trail, oldest first: who spent what, why, under which rule.
 #[utoipa::path(get, path = "/v1/audit", tag = "constitution", params(AuditParams),
-    responses((status = 200, body = Vec<AuditRecord>), (status = "4XX", body = Problem)), security(("bearer" = [])))]
+    responses((status = 200, body = Vec<AuditRecord>, description = "The audit records"), (status = "4XX", body = Problem, description = "An RFC 9457 problem: `code` names it, `detail` says why")), security(("bearer" = [])))]
 pub async fn audit_log(
     State(gw): State<AppState>,
     _: Operator,

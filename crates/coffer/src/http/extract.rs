@@ -7,18 +7,19 @@ use crate::error::Error;
 use crate::gateway::{AgentKey, Principal};
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
-use axum::http::{StatusCode, header, request::Parts};
+use axum::http::{HeaderMap, StatusCode, header, request::Parts};
 use coffer_client::Scope;
 use serde::de::DeserializeOwned;
 
+/// The secret of an `Authorization: Bearer <secret>` header, if there is one.
+pub fn bearer_secret(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, secret) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| secret.trim())
+}
+
 fn principal(parts: &Parts, state: &AppState) -> Result<Principal, Error> {
-    let value = parts.headers.get(header::AUTHORIZATION).ok_or(Error::Unauthorized)?;
-    let value = value.to_str().map_err(|_| Error::Unauthorized)?;
-    let (scheme, secret) = value.split_once(' ').ok_or(Error::Unauthorized)?;
-    if !scheme.eq_ignore_ascii_case("bearer") {
-        return Err(Error::Unauthorized);
-    }
-    state.authenticate(secret.trim())
+    state.authenticate(bearer_secret(&parts.headers).ok_or(Error::Unauthorized)?)
 }
 
 /// Anyone with a valid secret: the operator or an agent key of any scope.

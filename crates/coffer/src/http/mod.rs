@@ -20,6 +20,7 @@ use axum::http::{StatusCode, header};
 use axum::middleware;
 use axum::response::Response;
 use axum::{Extension, Router};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -37,7 +38,7 @@ const DETAIL_LEN_MAX_BYTES: usize = 1024;
 #[openapi(
     info(title = "coffer", description = "Lightning wallets with bounded, delegated spending for autonomous AI agents. \
         Amounts are integer millisatoshis. Errors are RFC 9457 problems."),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &McpEndpoint),
     components(schemas(coffer_client::Problem))
 )]
 struct ApiDoc;
@@ -49,6 +50,44 @@ impl utoipa::Modify for BearerAuth {
         let components = openapi.components.get_or_insert_with(Default::default);
         let scheme = HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build();
         components.add_security_scheme("bearer", SecurityScheme::Http(scheme));
+    }
+}
+
+/// `/mcp` is served by rmcp's transport rather than an axum handler, so
+/// its operation is described here by hand.
+struct McpEndpoint;
+
+impl utoipa::Modify for McpEndpoint {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::path::{HttpMethod, OperationBuilder};
+        use utoipa::openapi::request_body::RequestBodyBuilder;
+        use utoipa::openapi::security::SecurityRequirement;
+        use utoipa::openapi::{ContentBuilder, ObjectBuilder, Ref, ResponseBuilder};
+        let json_rpc = || ContentBuilder::new().schema(Some(ObjectBuilder::new())).build();
+        let problem = ContentBuilder::new().schema(Some(Ref::from_schema_name("Problem"))).build();
+        let operation = OperationBuilder::new()
+            .tag("mcp")
+            .summary(Some("Model Context Protocol over streamable HTTP"))
+            .description(Some(
+                "A JSON-RPC 2.0 message of the Model Context Protocol (initialize, tools/list, tools/call, ...), \
+                 answered as JSON. Stateless: no session id. Every request carries an agent's key; each tool \
+                 acts for that agent with that key's scope.",
+            ))
+            .request_body(Some(RequestBodyBuilder::new().content("application/json", json_rpc()).build()))
+            .response(
+                "200",
+                ResponseBuilder::new().description("The JSON-RPC answer").content("application/json", json_rpc()),
+            )
+            .response("202", ResponseBuilder::new().description("A notification, accepted"))
+            .response(
+                "4XX",
+                ResponseBuilder::new()
+                    .description("Not an agent's key, or not MCP")
+                    .content(problem::PROBLEM_JSON, problem),
+            )
+            .security(SecurityRequirement::new("bearer", Vec::<String>::new()))
+            .build();
+        openapi.paths.add_path_operation(crate::mcp::http::PATH, vec![HttpMethod::Post], operation);
     }
 }
 
@@ -92,17 +131,22 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(rooms::reject_incoming))
 }
 
-pub fn router(state: AppState) -> Router {
+/// The whole HTTP surface of a gateway listening on `local`: the API, the
+/// MCP endpoint and the web UI.
+pub fn router(state: AppState, local: SocketAddr) -> Result<Router, Error> {
+    let mcp = crate::mcp::http::router(Arc::clone(&state), local)
+        .map_err(|e| Error::internal("making the MCP loopback client", e))?;
     let (router, spec) = api().split_for_parts();
     let spec_json = spec.to_pretty_json().unwrap_or_default();
-    router
+    Ok(router
+        .merge(mcp)
         .merge(ui::router())
         .fallback(|| async { Error::NotFound("route") })
         .method_not_allowed_fallback(|| async { Error::MethodNotAllowed })
         .layer(Extension(system::Spec(spec_json.into())))
         .layer(DefaultBodyLimit::max(BODY_LEN_MAX_BYTES))
         .layer(middleware::map_response(ensure_problem))
-        .with_state(state)
+        .with_state(state))
 }
 
 /// Every error response is a problem: rejections from axum itself (a

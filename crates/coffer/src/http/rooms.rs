@@ -27,7 +27,7 @@ use tokio::sync::broadcast::error::RecvError;
 
 /// Create a room (operator or agent; the creator becomes a member).
 #[utoipa::path(post, path = "/v1/rooms", tag = "chat", request_body = CreateRoomRequest,
-    responses((status = 201, body = Room), (status = "4XX", body = Problem)), security(("bearer" = [])))]
+    responses((status = 201, body = Room, description = "Created: the room"), (status = "4XX", body = Problem, description = "An RFC 9457 problem: `code` names it, `detail` says why")), security(("bearer" = [])))]
 pub async fn create_room(
     State(gw): State<AppState>,
     Caller(caller): Caller,
@@ -39,7 +39,7 @@ pub async fn create_room(
 
 /// The caller's rooms (every room, for the operator).
 #[utoipa::path(get, path = "/v1/rooms", tag = "chat",
-    responses((status = 200, body = Vec<Room>), (status = "4XX", body = Problem)), security(("bearer" = [])))]
+    responses((status = 200, body = Vec<Room>, description = "The rooms"), (status = "4XX", body = Problem, description = "An RFC 9457 problem: `code` names it, `detail` says why")), security(("bearer" = [])))]
 pub async fn list_rooms(State(gw): State<AppState>, Caller(caller): Caller) -> Result<Json<Vec<Room>>, Error> {
     Ok(Json(gw.rooms(&caller).await?.into_iter().map(views::room).collect()))
 }
@@ -47,7 +47,7 @@ pub async fn list_rooms(State(gw): State<AppState>, Caller(caller): Caller) -> R
 /// Add an agent to a room (a member or the operator).
 #[utoipa::path(post, path = "/v1/rooms/{room}/members", tag = "chat", params(("room" = String, Path)),
     request_body = AddMemberRequest,
-    responses((status = 200, body = Room), (status = "4XX", body = Problem)), security(("bearer" = [])))]
+    responses((status = 200, body = Room, description = "The room"), (status = "4XX", body = Problem, description = "An RFC 9457 problem: `code` names it, `detail` says why")), security(("bearer" = [])))]
 pub async fn add_member(
     State(gw): State<AppState>,
     Caller(caller): Caller,
@@ -61,7 +61,7 @@ pub async fn add_member(
 /// invoice is created for the poster and carried by the message.
 #[utoipa::path(post, path = "/v1/rooms/{room}/messages", tag = "chat", params(("room" = String, Path)),
     request_body = PostMessageRequest,
-    responses((status = 201, body = Message), (status = "4XX", body = Problem)), security(("bearer" = [])))]
+    responses((status = 201, body = Message, description = "Created: the message"), (status = "4XX", body = Problem, description = "An RFC 9457 problem: `code` names it, `detail` says why")), security(("bearer" = [])))]
 pub async fn post_message(
     State(gw): State<AppState>,
     Caller(caller): Caller,
@@ -74,6 +74,7 @@ pub async fn post_message(
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct MessageParams {
     /// Messages after this id (default 0: from the start).
@@ -84,7 +85,7 @@ pub struct MessageParams {
 
 /// A room's messages after `after`, oldest first.
 #[utoipa::path(get, path = "/v1/rooms/{room}/messages", tag = "chat", params(("room" = String, Path), MessageParams),
-    responses((status = 200, body = Vec<Message>), (status = "4XX", body = Problem)), security(("bearer" = [])))]
+    responses((status = 200, body = Vec<Message>, description = "The messages"), (status = "4XX", body = Problem, description = "An RFC 9457 problem: `code` names it, `detail` says why")), security(("bearer" = [])))]
 pub async fn list_messages(
     State(gw): State<AppState>,
     Caller(caller): Caller,
@@ -101,7 +102,7 @@ pub async fn list_messages(
 /// paid, `202` held for approval, `403` denied, `409` already paid.
 #[utoipa::path(post, path = "/v1/rooms/{room}/messages/{id}/pay", tag = "chat",
     params(("room" = String, Path), ("id" = i64, Path)),
-    responses((status = 200, body = Payment), (status = 202, body = Approval), (status = "4XX", body = Problem)),
+    responses((status = 200, body = Payment, description = "The payment"), (status = 202, body = Approval, description = "Held for a person's approval: the approval"), (status = "4XX", body = Problem, description = "An RFC 9457 problem: `code` names it, `detail` says why")),
     security(("bearer" = [])))]
 pub async fn pay_request(
     State(gw): State<AppState>,
@@ -198,6 +199,7 @@ async fn next_live(
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct StreamParams {
     /// Replay messages after this id first (default 0).
@@ -208,7 +210,7 @@ pub struct StreamParams {
 /// `invoice.paid` (a payment hash and its receipt); `reload` if the stream
 /// fell behind.
 #[utoipa::path(get, path = "/v1/rooms/{room}/events", tag = "chat", params(("room" = String, Path), StreamParams),
-    responses((status = 200, content_type = "text/event-stream"), (status = "4XX", body = Problem)),
+    responses((status = 200, content_type = "text/event-stream", description = "A stream of server-sent events"), (status = "4XX", body = Problem, description = "An RFC 9457 problem: `code` names it, `detail` says why")),
     security(("bearer" = [])))]
 pub async fn stream(
     State(gw): State<AppState>,
@@ -226,7 +228,7 @@ pub async fn stream(
 /// The same events over a WebSocket, one JSON text frame each:
 /// `{"type", "data"}`.
 #[utoipa::path(get, path = "/v1/rooms/{room}/ws", tag = "chat", params(("room" = String, Path), StreamParams),
-    responses((status = 101), (status = "4XX", body = Problem)), security(("bearer" = [])))]
+    responses((status = 101, description = "Switching to the WebSocket protocol"), (status = "4XX", body = Problem, description = "An RFC 9457 problem: `code` names it, `detail` says why")), security(("bearer" = [])))]
 pub async fn websocket(
     State(gw): State<AppState>,
     Caller(caller): Caller,
@@ -251,7 +253,7 @@ async fn forward(mut socket: WebSocket, events: impl Stream<Item = (String, serd
 
 /// An agent's chat settings (auto-pay).
 #[utoipa::path(get, path = "/v1/agents/{id}/chat", tag = "chat", params(("id" = String, Path)),
-    responses((status = 200, body = ChatSettings), (status = "4XX", body = Problem)), security(("bearer" = [])))]
+    responses((status = 200, body = ChatSettings, description = "The chat settings"), (status = "4XX", body = Problem, description = "An RFC 9457 problem: `code` names it, `detail` says why")), security(("bearer" = [])))]
 pub async fn get_chat_settings(
     State(gw): State<AppState>,
     _: Operator,
@@ -264,7 +266,7 @@ pub async fn get_chat_settings(
 /// once, up to `auto_pay_max_msat` each, still through its policy.
 #[utoipa::path(put, path = "/v1/agents/{id}/chat", tag = "chat", params(("id" = String, Path)),
     request_body = ChatSettings,
-    responses((status = 200, body = ChatSettings), (status = "4XX", body = Problem)), security(("bearer" = [])))]
+    responses((status = 200, body = ChatSettings, description = "The chat settings"), (status = "4XX", body = Problem, description = "An RFC 9457 problem: `code` names it, `detail` says why")), security(("bearer" = [])))]
 pub async fn put_chat_settings(
     State(gw): State<AppState>,
     _: Operator,
@@ -276,6 +278,7 @@ pub async fn put_chat_settings(
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct IncomingParams {
     /// `pending` (default), `accepted`, `rejected` or `all`.
@@ -285,7 +288,7 @@ pub struct IncomingParams {
 /// Payments to the calling agent that wait for its acknowledgment (when its
 /// chat settings say `require_acknowledgment`).
 #[utoipa::path(get, path = "/v1/incoming", tag = "chat", params(IncomingParams),
-    responses((status = 200, body = Vec<Incoming>), (status = "4XX", body = Problem)), security(("bearer" = [])))]
+    responses((status = 200, body = Vec<Incoming>, description = "The incoming payments"), (status = "4XX", body = Problem, description = "An RFC 9457 problem: `code` names it, `detail` says why")), security(("bearer" = [])))]
 pub async fn list_incoming(
     State(gw): State<AppState>,
     Agent(key): Agent<READ>,
@@ -304,7 +307,7 @@ pub async fn list_incoming(
 
 /// Accept an incoming payment: its amount becomes spendable.
 #[utoipa::path(post, path = "/v1/incoming/{payment_id}/accept", tag = "chat", params(("payment_id" = String, Path)),
-    responses((status = 200, body = Incoming), (status = "4XX", body = Problem)), security(("bearer" = [])))]
+    responses((status = 200, body = Incoming, description = "The incoming payment"), (status = "4XX", body = Problem, description = "An RFC 9457 problem: `code` names it, `detail` says why")), security(("bearer" = [])))]
 pub async fn accept_incoming(
     State(gw): State<AppState>,
     Agent(key): Agent<RECEIVE>,
@@ -315,7 +318,7 @@ pub async fn accept_incoming(
 
 /// Reject an incoming payment: its amount goes back to the payer.
 #[utoipa::path(post, path = "/v1/incoming/{payment_id}/reject", tag = "chat", params(("payment_id" = String, Path)),
-    responses((status = 200, body = Incoming), (status = "4XX", body = Problem)), security(("bearer" = [])))]
+    responses((status = 200, body = Incoming, description = "The incoming payment"), (status = "4XX", body = Problem, description = "An RFC 9457 problem: `code` names it, `detail` says why")), security(("bearer" = [])))]
 pub async fn reject_incoming(
     State(gw): State<AppState>,
     Agent(key): Agent<RECEIVE>,

@@ -9,7 +9,7 @@ use axum::{Extension, Json};
 use coffer_client::Health;
 
 /// Liveness, with the network and node identity this gateway runs on.
-#[utoipa::path(get, path = "/healthz", tag = "system", responses((status = 200, body = Health)))]
+#[utoipa::path(get, path = "/healthz", tag = "system", responses((status = 200, body = Health, description = "The health")))]
 pub async fn healthz(State(gw): State<AppState>) -> Json<Health> {
     Json(Health {
         status: "ok".into(),
@@ -20,7 +20,7 @@ pub async fn healthz(State(gw): State<AppState>) -> Json<Health> {
 }
 
 /// Counters in the Prometheus text format.
-#[utoipa::path(get, path = "/metrics", tag = "system", responses((status = 200, content_type = "text/plain")))]
+#[utoipa::path(get, path = "/metrics", tag = "system", responses((status = 200, content_type = "text/plain", description = "The metrics, in the Prometheus text format")))]
 pub async fn metrics() -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], crate::metrics::METRICS.render())
 }
@@ -30,7 +30,7 @@ pub async fn metrics() -> impl IntoResponse {
 pub struct Spec(pub Bytes);
 
 /// This API's OpenAPI 3.1 document, generated from the code.
-#[utoipa::path(get, path = "/openapi.json", tag = "system", responses((status = 200, content_type = "application/json")))]
+#[utoipa::path(get, path = "/openapi.json", tag = "system", responses((status = 200, content_type = "application/json", description = "This document")))]
 pub async fn openapi(Extension(spec): Extension<Spec>) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "application/json")], spec.0)
 }

@@ -1,11 +1,15 @@
-//! `coffer mcp`: a Model Context Protocol server over stdio that acts for one
-//! agent, through the gateway's HTTP API with that agent's key. A language
-//! model gets tools to read its wallet, receive, pay within the operator's
-//! policy, and talk in rooms. Every gateway failure comes back as a tool
-//! result the model reads (see [`answer`]); stdout carries only the protocol,
-//! logs go to stderr.
+//! The Model Context Protocol server that acts for one agent, through the
+//! gateway's HTTP API with that agent's key. A language model gets tools to
+//! read its wallet, receive, pay within the operator's policy, and talk in
+//! rooms. Every gateway failure comes back as a tool result the model reads
+//! (see [`answer`]).
+//!
+//! Two transports serve the same tools: `coffer mcp` over stdio (stdout
+//! carries only the protocol, logs go to stderr) and streamable HTTP at
+//! `/mcp` on `coffer serve` ([`http`]).
 
 pub mod answer;
+pub mod http;
 pub mod invoice;
 
 use coffer_client::{
@@ -15,6 +19,7 @@ use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::wrapper::Parameters;
 use rmcp::model::{CallToolResult, Implementation, ServerCapabilities, ServerConfig};
 use rmcp::schemars::JsonSchema;
+use rmcp::service::{RequestContext, RoleServer};
 use rmcp::{ErrorData, ServerHandler, ServiceExt, tool, tool_handler, tool_router};
 use serde::Deserialize;
 use serde_json::Value;
@@ -48,10 +53,21 @@ above the operator's approval threshold answers `held for approval` and waits fo
 /// The MCP server of one agent.
 #[derive(Clone)]
 pub struct CofferMcp {
-    client: Client,
+    caller: Caller,
     // Read by the code `#[tool_handler]` generates.
     #[allow(dead_code)]
     tool_router: ToolRouter<CofferMcp>,
+}
+
+/// Whose key a tool call uses.
+#[derive(Clone)]
+enum Caller {
+    /// stdio: one agent for the whole session, from `COFFER_AGENT_KEY`.
+    Fixed(Client),
+    /// HTTP: the key that authenticated the current request (see
+    /// [`http::AgentSecret`]), so a session never acts with another
+    /// request's key. The connection pool is shared.
+    PerRequest { http: reqwest::Client, base_url: String },
 }
 
 type ToolResult = Result<CallToolResult, ErrorData>;
@@ -205,14 +221,36 @@ fn held_answer(approval_id: &str, amount_msat: u64, value: &Value) -> CallToolRe
 #[tool_router]
 impl CofferMcp {
     pub fn new(client: Client) -> CofferMcp {
-        CofferMcp { client, tool_router: Self::tool_router() }
+        CofferMcp { caller: Caller::Fixed(client), tool_router: Self::tool_router() }
+    }
+
+    /// A server whose every call uses the key of the HTTP request it came in.
+    pub fn per_request(http: reqwest::Client, base_url: String) -> CofferMcp {
+        CofferMcp { caller: Caller::PerRequest { http, base_url }, tool_router: Self::tool_router() }
+    }
+
+    /// The client acting for the caller of this tool call. Over HTTP the
+    /// `/mcp` route has authenticated the request before the call arrives,
+    /// so a missing secret here is a wiring fault: a protocol error, not a
+    /// panic.
+    fn client(&self, ctx: &RequestContext<RoleServer>) -> Result<Client, ErrorData> {
+        match &self.caller {
+            Caller::Fixed(client) => Ok(client.clone()),
+            Caller::PerRequest { http, base_url } => ctx
+                .extensions
+                .get::<axum::http::request::Parts>()
+                .and_then(|parts| parts.extensions.get::<http::AgentSecret>())
+                .map(|secret| Client::with_http(http.clone(), base_url, secret.expose()))
+                .ok_or_else(|| ErrorData::internal_error("this call carried no agent key", None)),
+        }
     }
 
     #[tool(description = "Your wallet: balance_msat (all your funds), pending_msat (reserved for payments not final \
         yet, or held for approval) and available_msat (what you can spend now). Amounts are millisatoshis; \
         1 sat = 1000 msat.")]
-    async fn get_balance(&self) -> ToolResult {
-        Ok(match self.client.wallet().await {
+    async fn get_balance(&self, ctx: RequestContext<RoleServer>) -> ToolResult {
+        let client = self.client(&ctx)?;
+        Ok(match client.wallet().await {
             Ok(w) => answer::ok(
                 format!(
                     "balance {} msat ({}); available to spend now {} msat; pending {} msat. \
@@ -231,12 +269,13 @@ impl CofferMcp {
     #[tool(description = "Your spending limits as the operator set them: per budget window what is spent and what \
         remains (millisatoshis; 1 sat = 1000 msat), the lifetime allowance and the policy. A payment above what \
         remains is denied with budget-exceeded.")]
-    async fn get_budget(&self) -> ToolResult {
-        let wallet = match self.client.wallet().await {
+    async fn get_budget(&self, ctx: RequestContext<RoleServer>) -> ToolResult {
+        let client = self.client(&ctx)?;
+        let wallet = match client.wallet().await {
             Ok(w) => w,
             Err(e) => return Ok(answer::from_error(&e)),
         };
-        Ok(match self.client.budget(&wallet.agent_id).await {
+        Ok(match client.budget(&wallet.agent_id).await {
             Ok(b) => answer::ok(
                 format!(
                     "budget of agent {}: spent and remaining per window, in millisatoshis (1 sat = 1000 msat).",
@@ -251,10 +290,15 @@ impl CofferMcp {
     #[tool(description = "Create a BOLT11 invoice to receive a payment. amount_msat is millisatoshis; \
         1 sat = 1000 msat. Give the returned bolt11 to the payer; the invoice expires after expiry_secs \
         (default 3600). Needs a key with the receive scope.")]
-    async fn create_invoice(&self, Parameters(args): Parameters<CreateInvoiceArgs>) -> ToolResult {
+    async fn create_invoice(
+        &self,
+        ctx: RequestContext<RoleServer>,
+        Parameters(args): Parameters<CreateInvoiceArgs>,
+    ) -> ToolResult {
+        let client = self.client(&ctx)?;
         let request =
             CreateInvoiceRequest { amount_msat: args.amount_msat, memo: args.memo, expiry_secs: args.expiry_secs };
-        Ok(match self.client.create_invoice(&request).await {
+        Ok(match client.create_invoice(&request).await {
             Ok(i) => answer::ok(
                 format!(
                     "invoice for {} msat ({}), expires at {}. Give this bolt11 to the payer: {}",
@@ -274,10 +318,15 @@ impl CofferMcp {
         the proof of payment); `held for approval` (a person must approve; do not pay again); or `denied: <reason>` \
         with what to do next, e.g. budget-exceeded, amount-too-large, insufficient-balance. Amounts are \
         millisatoshis; 1 sat = 1000 msat. Use decode_invoice first to check what you pay.")]
-    async fn pay_invoice(&self, Parameters(args): Parameters<PayInvoiceArgs>) -> ToolResult {
+    async fn pay_invoice(
+        &self,
+        ctx: RequestContext<RoleServer>,
+        Parameters(args): Parameters<PayInvoiceArgs>,
+    ) -> ToolResult {
+        let client = self.client(&ctx)?;
         let key = idempotency_key(&args.bolt11);
         let request = PayRequest { bolt11: args.bolt11, purpose: Some(args.purpose) };
-        Ok(match self.client.pay(&request, &key).await {
+        Ok(match client.pay(&request, &key).await {
             Ok(PayOutcome::Done(p)) => payment_answer(&p),
             Ok(PayOutcome::Held(a)) => {
                 let value = serde_json::to_value(&a).unwrap_or_default();
@@ -317,8 +366,13 @@ impl CofferMcp {
     #[tool(description = "Your payments, newest first, a page at a time: status (succeeded, pending, failed), \
         amount_msat and fee_msat (millisatoshis; 1 sat = 1000 msat), purpose and time. Pass next_cursor as cursor \
         for older ones.")]
-    async fn list_payments(&self, Parameters(args): Parameters<ListPaymentsArgs>) -> ToolResult {
-        Ok(match self.client.payments(args.cursor.as_deref()).await {
+    async fn list_payments(
+        &self,
+        ctx: RequestContext<RoleServer>,
+        Parameters(args): Parameters<ListPaymentsArgs>,
+    ) -> ToolResult {
+        let client = self.client(&ctx)?;
+        Ok(match client.payments(args.cursor.as_deref()).await {
             Ok(page) => {
                 let more = if page.next_cursor.is_some() { " Older ones: pass next_cursor as cursor." } else { "" };
                 answer::ok(format!("{} payments, newest first.{more}", page.items.len()), &page)
@@ -329,8 +383,9 @@ impl CofferMcp {
 
     #[tool(description = "The chat rooms you are a member of: id, name, members (agent ids). Use read_room to \
         read one.")]
-    async fn list_rooms(&self) -> ToolResult {
-        Ok(match self.client.rooms().await {
+    async fn list_rooms(&self, ctx: RequestContext<RoleServer>) -> ToolResult {
+        let client = self.client(&ctx)?;
+        Ok(match client.rooms().await {
             Ok(rooms) => answer::ok(format!("{} rooms.", rooms.len()), &rooms),
             Err(e) => answer::from_error(&e),
         })
@@ -340,9 +395,14 @@ impl CofferMcp {
         A message of kind payment_request carries an invoice (amount_msat in millisatoshis; 1 sat = 1000 msat) \
         and, once paid, a receipt; pay one with pay_request. Pass the last id you saw as `after` to read only new \
         messages.")]
-    async fn read_room(&self, Parameters(args): Parameters<ReadRoomArgs>) -> ToolResult {
+    async fn read_room(
+        &self,
+        ctx: RequestContext<RoleServer>,
+        Parameters(args): Parameters<ReadRoomArgs>,
+    ) -> ToolResult {
+        let client = self.client(&ctx)?;
         let after = args.after.unwrap_or(0);
-        Ok(match self.client.messages(&args.room_id, after).await {
+        Ok(match client.messages(&args.room_id, after).await {
             Ok(messages) => {
                 let last = messages.last().map(|m| m.id).unwrap_or(after);
                 let values: Vec<Value> =
@@ -361,9 +421,14 @@ impl CofferMcp {
     }
 
     #[tool(description = "Post a text message to a room you are a member of.")]
-    async fn post_message(&self, Parameters(args): Parameters<PostMessageArgs>) -> ToolResult {
+    async fn post_message(
+        &self,
+        ctx: RequestContext<RoleServer>,
+        Parameters(args): Parameters<PostMessageArgs>,
+    ) -> ToolResult {
+        let client = self.client(&ctx)?;
         let request = PostMessageRequest { text: Some(args.text), payment_request: None };
-        Ok(match self.client.post_message(&args.room_id, &request).await {
+        Ok(match client.post_message(&args.room_id, &request).await {
             Ok(m) => {
                 let id = m.get("id").cloned().unwrap_or_default();
                 answer::ok(format!("posted message {id} to room {}.", args.room_id), &without_qr(m))
@@ -375,10 +440,15 @@ impl CofferMcp {
     #[tool(description = "Ask the members of a room to pay you: posts a payment request with an invoice for \
         amount_msat (millisatoshis; 1 sat = 1000 msat) that expires in an hour. Another member pays it with \
         pay_request; read_room shows the receipt once paid.")]
-    async fn request_payment(&self, Parameters(args): Parameters<RequestPaymentArgs>) -> ToolResult {
+    async fn request_payment(
+        &self,
+        ctx: RequestContext<RoleServer>,
+        Parameters(args): Parameters<RequestPaymentArgs>,
+    ) -> ToolResult {
+        let client = self.client(&ctx)?;
         let body = PaymentRequestBody { amount_msat: args.amount_msat, memo: Some(args.memo), expiry_secs: None };
         let request = PostMessageRequest { text: None, payment_request: Some(body) };
-        Ok(match self.client.post_message(&args.room_id, &request).await {
+        Ok(match client.post_message(&args.room_id, &request).await {
             Ok(m) => {
                 let id = m.get("id").cloned().unwrap_or_default();
                 answer::ok(
@@ -399,8 +469,13 @@ impl CofferMcp {
         read_room), within the operator's policy, like pay_invoice: paid, `held for approval` (a person must \
         approve; do not pay again), or `denied: <reason>` with what to do next. An already paid request answers \
         invoice-already-paid. Amounts are millisatoshis; 1 sat = 1000 msat.")]
-    async fn pay_request(&self, Parameters(args): Parameters<PayRequestArgs>) -> ToolResult {
-        Ok(match self.client.pay_message(&args.room_id, args.message_id).await {
+    async fn pay_request(
+        &self,
+        ctx: RequestContext<RoleServer>,
+        Parameters(args): Parameters<PayRequestArgs>,
+    ) -> ToolResult {
+        let client = self.client(&ctx)?;
+        Ok(match client.pay_message(&args.room_id, args.message_id).await {
             Ok((202, value)) => {
                 let id = value.get("id").and_then(Value::as_str).unwrap_or("?").to_owned();
                 let amount = value.get("amount_msat").and_then(Value::as_u64).unwrap_or(0);
@@ -430,7 +505,6 @@ impl ServerHandler for CofferMcp {
 /// Serves MCP over stdin and stdout until the client closes them.
 pub async fn serve_stdio(url: &str, agent_key: &str) -> Result<(), String> {
     init_tracing();
-    crate::cli::install_crypto_provider();
     let client = Client::new(url, agent_key).map_err(|e| format!("cannot make the HTTP client: {e}"))?;
     let running = CofferMcp::new(client)
         .serve(rmcp::transport::stdio())

@@ -1,9 +1,11 @@
-"""An outside MCP client for `coffer mcp`: the official `mcp` Python SDK over
-stdio. Driven by tests/mcp_stdio.rs.
+"""An outside MCP client for coffer: the official `mcp` Python SDK, over stdio
+or streamable HTTP. Driven by tests/mcp_interop.rs.
 
-    mcp_client.py COFFER_BIN COFFER_URL AGENT_KEY BOLT11_OK BOLT11_DENIED
+    mcp_client.py stdio|http COFFER_BIN COFFER_URL AGENT_KEY BOLT11_OK BOLT11_DENIED
 
-It starts `COFFER_BIN mcp` with COFFER_URL and COFFER_AGENT_KEY, initializes,
+Over stdio it starts `COFFER_BIN mcp` with COFFER_URL and COFFER_AGENT_KEY;
+over http it connects to COFFER_URL/mcp with the key as a bearer token
+(COFFER_BIN is not used). Then it initializes,
 lists the tools, calls get_balance, decode_invoice and pay_invoice on
 BOLT11_OK (twice: a retry must not pay again), then waits for one line on
 stdin (the Rust side sets a denying policy meanwhile) and pays BOLT11_DENIED.
@@ -12,11 +14,14 @@ belong to the protocol are asserted here; the Rust side asserts the rest.
 """
 
 import asyncio
+import contextlib
 import json
 import sys
 
 from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared._httpx_utils import create_mcp_http_client
 
 EXPECTED_TOOLS = {
     "get_balance",
@@ -53,14 +58,28 @@ async def wait_for_go():
         raise SystemExit(f"expected 'go' on stdin, got {line!r}")
 
 
+@contextlib.asynccontextmanager
+async def connect(transport, coffer_bin, url, key):
+    """The (read, write) streams of an MCP connection to coffer."""
+    if transport == "stdio":
+        params = StdioServerParameters(
+            command=coffer_bin,
+            args=["mcp"],
+            env={"COFFER_URL": url, "COFFER_AGENT_KEY": key, "COFFER_LOG": "warn"},
+        )
+        async with stdio_client(params) as (read, write):
+            yield read, write
+    elif transport == "http":
+        http = create_mcp_http_client(headers={"Authorization": f"Bearer {key}"})
+        async with http, streamable_http_client(f"{url}/mcp", http_client=http) as (read, write, *_):
+            yield read, write
+    else:
+        raise SystemExit(f"unknown transport {transport!r}")
+
+
 async def main():
-    coffer_bin, url, key, bolt11_ok, bolt11_denied = sys.argv[1:6]
-    params = StdioServerParameters(
-        command=coffer_bin,
-        args=["mcp"],
-        env={"COFFER_URL": url, "COFFER_AGENT_KEY": key, "COFFER_LOG": "warn"},
-    )
-    async with stdio_client(params) as (read, write):
+    transport, coffer_bin, url, key, bolt11_ok, bolt11_denied = sys.argv[1:7]
+    async with connect(transport, coffer_bin, url, key) as (read, write):
         async with ClientSession(read, write) as session:
             init = await session.initialize()
             info = init.server_info

@@ -1,9 +1,10 @@
-//! `coffer mcp` driven by an outside client: the official `mcp` Python SDK
-//! (`tests/interop/mcp_client.py`) starts `coffer mcp` over stdio against a
-//! real gateway, lists the tools, reads the balance, pays an invoice (and
-//! retries the call, which must not pay twice), then, once this test has set a
-//! policy that allows at most 1 msat a payment, pays again and must read a
-//! denial as a tool result.
+//! coffer's MCP server driven by an outside client: the official `mcp`
+//! Python SDK (`tests/interop/mcp_client.py`), over both transports: it
+//! starts `coffer mcp` over stdio, or connects to `/mcp` on the gateway over
+//! streamable HTTP with the agent's key. Against a real gateway it lists the
+//! tools, reads the balance, pays an invoice (and retries the call, which
+//! must not pay twice), then, once this test has set a policy that allows at
+//! most 1 msat a payment, pays again and must read a denial as a tool result.
 //!
 //! The interpreter comes from `COFFER_TEST_PYTHON` (`bash .ci/run` makes a
 //! venv with the pinned packages of `tests/interop/requirements.txt` and
@@ -58,6 +59,15 @@ fn texts(step: &Value) -> Vec<&str> {
 
 #[tokio::test]
 async fn an_mcp_client_pays_over_stdio_and_reads_a_denial_as_a_tool_result() {
+    pay_and_read_a_denial("stdio").await;
+}
+
+#[tokio::test]
+async fn an_mcp_client_pays_over_streamable_http_and_reads_a_denial_as_a_tool_result() {
+    pay_and_read_a_denial("http").await;
+}
+
+async fn pay_and_read_a_denial(transport: &str) {
     let Some(python) = common::test_python("the MCP interop with the PyPI `mcp` client") else { return };
     let gw = common::Gateway::start().await;
     let (payer_id, payer, payer_key) = gw.new_agent("mcp-payer", FUND_MSAT).await;
@@ -72,7 +82,7 @@ async fn an_mcp_client_pays_over_stdio_and_reads_a_denial_as_a_tool_result() {
 
     let mut child = Command::new(&python)
         .arg(CLIENT)
-        .args([common::BIN, gw.url(), &payer_key, &ok.bolt11, &denied.bolt11])
+        .args([transport, common::BIN, gw.url(), &payer_key, &ok.bolt11, &denied.bolt11])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -147,4 +157,62 @@ async fn an_mcp_client_pays_over_stdio_and_reads_a_denial_as_a_tool_result() {
     let missing = step(&steps, "read_room_missing");
     assert_eq!(missing["is_error"], true, "{missing}");
     assert!(texts(missing)[0].starts_with("error: "), "{missing}");
+}
+
+/// One JSON-RPC request to `/mcp`, answered as JSON (the server is stateless
+/// and answers in JSON, so no session or event stream is needed).
+async fn rpc(gw: &common::Gateway, secret: Option<&str>, method: &str, params: Value) -> common::Reply {
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
+    let request = gw
+        .request(reqwest::Method::POST, "/mcp", secret)
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2025-06-18")
+        .json(&body);
+    common::send(request).await
+}
+
+/// The text blocks of a `tools/call` answer, and whether it is an error.
+fn tool_texts(reply: &common::Reply) -> (bool, Vec<String>) {
+    assert_eq!(reply.status, 200, "{reply:?}");
+    let result = &reply.json["result"];
+    let texts = result["content"].as_array().unwrap_or_else(|| panic!("no content: {reply:?}"));
+    let texts = texts.iter().map(|c| c["text"].as_str().expect("a text block").to_owned()).collect();
+    (result["isError"].as_bool().unwrap_or(false), texts)
+}
+
+#[tokio::test]
+async fn mcp_over_http_acts_with_the_key_of_each_request() {
+    let gw = common::Gateway::start().await;
+    let (a_id, _, a_key) = gw.new_agent("mcp-http-a", 7_000).await;
+    let (b_id, _, b_key) = gw.new_agent("mcp-http-b", 9_000).await;
+
+    // Only an agent's key opens /mcp; the refusal is a problem, as elsewhere.
+    rpc(&gw, None, "tools/list", json!({})).await.assert_problem(401, "unauthorized");
+    rpc(&gw, Some("csk_not_a_key"), "tools/list", json!({})).await.assert_problem(401, "unauthorized");
+    rpc(&gw, Some(gw.operator_token()), "tools/list", json!({})).await.assert_problem(403, "forbidden");
+
+    // Two agents, interleaved: each call reads the wallet of its own key.
+    for (id, key, balance_msat) in [(&a_id, &a_key, 7_000), (&b_id, &b_key, 9_000), (&a_id, &a_key, 7_000)] {
+        let (is_error, texts) = tool_texts(&rpc(&gw, Some(key), "tools/call", json!({"name": "get_balance"})).await);
+        assert!(!is_error, "{texts:?}");
+        let wallet: Value = serde_json::from_str(&texts[1]).expect("the wallet as JSON");
+        assert_eq!(
+            (wallet["agent_id"].as_str(), wallet["balance_msat"].as_u64()),
+            (Some(id.as_str()), Some(balance_msat))
+        );
+    }
+
+    // A read-only key reaches the tools, but the gateway refuses it a payment,
+    // and the model reads why.
+    let read_key = gw.operator().create_key(&a_id, coffer_client::Scope::Read).await.expect("a read key").key;
+    let (_, payee, _) = gw.new_agent("mcp-http-payee", 0).await;
+    let invoice = payee
+        .create_invoice(&CreateInvoiceRequest { amount_msat: 1_000, memo: None, expiry_secs: None })
+        .await
+        .expect("an invoice");
+    let args = json!({"name": "pay_invoice", "arguments": {"bolt11": invoice.bolt11, "purpose": "read-only"}});
+    let (is_error, texts) = tool_texts(&rpc(&gw, Some(&read_key), "tools/call", args).await);
+    assert!(is_error && texts[0].starts_with("error: forbidden"), "{texts:?}");
+    assert_eq!(gw.balances().await[&a_id], 7_000, "nothing was paid");
+    assert_eq!(payee.invoice(&invoice.payment_hash).await.expect("the invoice").status, InvoiceStatus::Open);
 }
