@@ -114,6 +114,7 @@ pub fn evaluate(policy: &Policy, usage: &Usage, attempt: &Attempt, now_ms: i64) 
     let denial = check_expiry(policy, now_ms)
         .or_else(|| check_payee(&policy.payees, &attempt.payee))
         .or_else(|| check_size(policy, attempt))
+        .or_else(|| check_l402(policy, usage, attempt, now_ms))
         .or_else(|| check_rate(policy, usage, now_ms))
         .or_else(|| check_budgets(policy, usage, attempt, now_ms));
     if let Some(denial) = denial {
@@ -188,6 +189,40 @@ fn check_size(policy: &Policy, attempt: &Attempt) -> Option<Decision> {
     }
     let message = format!("the payment needs up to {spend} ({}), above max_payment_msat of {max}", breakdown(attempt));
     Some(Decision::deny(DenyCode::AmountTooLarge, message))
+}
+
+/// A paid HTTP request (a payee with a domain): its price against
+/// `l402.max_price_msat`, then the budgets of its domain.
+fn check_l402(policy: &Policy, usage: &Usage, attempt: &Attempt, now_ms: i64) -> Option<Decision> {
+    let domain = attempt.payee.domain.as_deref()?;
+    let rules = policy.l402.as_ref()?;
+    if let Some(max) = rules.max_price_msat
+        && attempt.spend() > max
+    {
+        let message = format!(
+            "the request to {domain} costs up to {} ({}), above l402.max_price_msat of {max}",
+            attempt.spend(),
+            breakdown(attempt)
+        );
+        return Some(Decision::deny(DenyCode::AmountTooLarge, message));
+    }
+    let (budget, remaining_msat) = rules
+        .domain_budgets(domain)
+        .iter()
+        .map(|budget| (budget, budget.limit_msat.saturating_sub(usage.domain_spent_in(domain, budget.window, now_ms))))
+        .min_by_key(|(_, remaining)| *remaining)?;
+    if attempt.spend() <= remaining_msat {
+        return None;
+    }
+    let message = format!(
+        "the request to {domain} costs up to {} ({}), but the {} {} budget for {domain} of {} has {remaining_msat} remaining",
+        attempt.spend(),
+        breakdown(attempt),
+        budget.window,
+        budget.kind,
+        budget.limit_msat
+    );
+    Some(Decision::Deny { code: DenyCode::BudgetExceeded, message, remaining_msat: Some(remaining_msat) })
 }
 
 fn check_rate(policy: &Policy, usage: &Usage, now_ms: i64) -> Option<Decision> {
@@ -491,5 +526,100 @@ mod tests {
             let decision = evaluate(&policy, &Usage::new(), &to_node(u64::MAX, 0), now_ms);
             assert!(decision.is_deny(), "{now_ms}: {decision:?}");
         }
+    }
+}
+
+#[cfg(test)]
+mod l402_tests {
+    use super::*;
+    use crate::policy::window::MS_PER_HOUR;
+
+    const NOW_MS: i64 = 1_750_000_000_000;
+
+    fn policy(json: &str) -> Policy {
+        Policy::from_json(json).unwrap()
+    }
+
+    fn request(domain: &str, price_msat: u64) -> Attempt {
+        Attempt {
+            amount: Msat::new(price_msat),
+            fee_limit: Msat::ZERO,
+            payee: Payee { agent_id: Some("agt_seller".into()), domain: Some(domain.into()), ..Payee::default() },
+        }
+    }
+
+    fn deny_message(decision: Decision) -> (DenyCode, String) {
+        match decision {
+            Decision::Deny { code, message, .. } => (code, message),
+            other => panic!("expected a denial, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn max_price_applies_to_paid_requests_only() {
+        let p = policy(r#"{"l402": {"max_price_msat": 1000}}"#);
+        let usage = Usage::new();
+        assert_eq!(evaluate(&p, &usage, &request("api.example.com", 1000), NOW_MS), Decision::Allow);
+        let (code, message) = deny_message(evaluate(&p, &usage, &request("api.example.com", 1001), NOW_MS));
+        assert_eq!(code, DenyCode::AmountTooLarge);
+        assert!(message.contains("l402.max_price_msat") && message.contains("api.example.com"), "{message}");
+        let plain = Attempt { payee: Payee { agent_id: Some("x".into()), ..Payee::default() }, ..request("a.b", 5000) };
+        assert_eq!(evaluate(&p, &usage, &plain, NOW_MS), Decision::Allow, "not an L402 payment");
+    }
+
+    #[test]
+    fn domain_budgets_count_per_domain_and_case_blind() {
+        let p = policy(
+            r#"{"l402": {"domains": {"api.example.com": [{"limit_msat": 3000, "window": "1h", "kind": "rolling"}]}}}"#,
+        );
+        let mut usage = Usage::new();
+        for _ in 0..3 {
+            assert_eq!(evaluate(&p, &usage, &request("API.example.com", 1000), NOW_MS), Decision::Allow);
+            usage.record(&p, Msat::new(1000), NOW_MS);
+            usage.record_domain(&p, "API.example.com", Msat::new(1000), NOW_MS);
+        }
+        let (code, message) = deny_message(evaluate(&p, &usage, &request("api.example.com", 1), NOW_MS));
+        assert_eq!(code, DenyCode::BudgetExceeded);
+        assert!(message.contains("budget for api.example.com"), "{message}");
+        assert_eq!(evaluate(&p, &usage, &request("other.example.com", 1000), NOW_MS), Decision::Allow);
+        assert_eq!(evaluate(&p, &usage, &request("api.example.com", 1000), NOW_MS + MS_PER_HOUR + 60_000), Decision::Allow);
+    }
+
+    #[test]
+    fn domain_usage_survives_a_round_trip_and_is_dropped_with_its_budget() {
+        let p = policy(r#"{"l402": {"domains": {"a.com": [{"limit_msat": 10, "window": "day", "kind": "calendar"}]}}}"#);
+        let mut usage = Usage::new();
+        usage.record_domain(&p, "a.com", Msat::new(7), NOW_MS);
+        let again: Usage = serde_json::from_str(&serde_json::to_string(&usage).unwrap()).unwrap();
+        let day = crate::policy::Window::parse("day").unwrap();
+        assert_eq!(again.domain_spent_in("A.com", day, NOW_MS), Msat::new(7));
+        let mut usage = again;
+        usage.record_domain(&Policy::default(), "a.com", Msat::new(1), NOW_MS);
+        assert_eq!(usage.domain_spent_in("a.com", day, NOW_MS), Msat::ZERO);
+    }
+
+    #[test]
+    fn domains_join_the_payee_lists() {
+        let p = policy(r#"{"payees": {"default": "deny", "allow": ["domain:api.example.com"]}}"#);
+        assert_eq!(evaluate(&p, &Usage::new(), &request("api.example.com", 5), NOW_MS), Decision::Allow);
+        let (code, _) = deny_message(evaluate(&p, &Usage::new(), &request("evil.example.com", 5), NOW_MS));
+        assert_eq!(code, DenyCode::PayeeNotAllowed);
+    }
+
+    #[test]
+    fn l402_errors_name_the_field() {
+        let err = |json: &str| Policy::from_json(json).unwrap_err().field;
+        assert_eq!(err(r#"{"l402": {"max_price_msat": 0}}"#), "l402.max_price_msat");
+        assert_eq!(err(r#"{"l402": {"domains": {"-bad-": []}}}"#), "l402.domains.-bad-");
+        assert_eq!(
+            err(r#"{"l402": {"domains": {"a.com": [{"limit_msat": 0, "window": "1h", "kind": "rolling"}]}}}"#),
+            "l402.domains.a.com[0].limit_msat"
+        );
+        assert_eq!(
+            err(r#"{"l402": {"domains": {"a.com": [{"limit_msat": 5, "window": "day", "kind": "rolling"}]}}}"#),
+            "l402.domains.a.com[0].kind"
+        );
+        assert_eq!(err(r#"{"l402": {"max_price": 5}}"#), "l402.max_price");
+        assert!(Policy::from_json(r#"{"l402": {}}"#).is_ok());
     }
 }

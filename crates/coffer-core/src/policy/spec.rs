@@ -50,6 +50,57 @@ pub struct Policy {
     /// When to freeze the agent automatically.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub breaker: Option<BreakerRules>,
+    /// Limits on paying for HTTP APIs (L402): what a payment whose payee
+    /// has a domain may cost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub l402: Option<L402Rules>,
+}
+
+/// At most this many domains with their own budgets: each has its usage
+/// persisted with the agent's.
+pub const MAX_L402_DOMAINS: usize = 64;
+
+/// Limits on paid HTTP requests (L402). A paid request's payee is its
+/// domain (`domain:HOST` entries of `payees` apply to it too).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct L402Rules {
+    /// The most one request's price may be.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_price_msat: Option<Msat>,
+    /// Budgets per domain (host name, lower case), counted on top of the
+    /// agent's own budgets.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub domains: std::collections::BTreeMap<String, Vec<Budget>>,
+}
+
+impl L402Rules {
+    /// The budgets of one domain, matched without regard to case.
+    pub fn domain_budgets(&self, domain: &str) -> &[Budget] {
+        self.domains.iter().find(|(name, _)| name.eq_ignore_ascii_case(domain)).map_or(&[], |(_, b)| b.as_slice())
+    }
+
+    fn validate(&self) -> Result<(), PolicyError> {
+        if let Some(max) = self.max_price_msat {
+            check_amount("l402.max_price_msat", max)?;
+        }
+        if self.domains.len() > MAX_L402_DOMAINS {
+            return Err(PolicyError::new(
+                "l402.domains",
+                format!("at most {MAX_L402_DOMAINS} domains may have budgets"),
+            ));
+        }
+        let mut seen = HashSet::with_capacity(self.domains.len());
+        for (name, budgets) in &self.domains {
+            let field = format!("l402.domains.{name}");
+            check_domain(name).map_err(|message| PolicyError::new(field.clone(), message))?;
+            if !seen.insert(name.to_ascii_lowercase()) {
+                return Err(PolicyError::new(field, format!("domain {name} is listed twice")));
+            }
+            validate_budget_list(&field, budgets)?;
+        }
+        Ok(())
+    }
 }
 
 /// A spending limit over a window.
@@ -292,36 +343,44 @@ impl Policy {
         if let Some(breaker) = &self.breaker {
             breaker.validate("breaker")?;
         }
+        if let Some(l402) = &self.l402 {
+            l402.validate()?;
+        }
         Ok(())
     }
 
     fn validate_budgets(&self) -> Result<(), PolicyError> {
-        if self.budgets.len() > MAX_BUDGETS {
-            return Err(PolicyError::new("budgets", format!("at most {MAX_BUDGETS} budgets are allowed")));
-        }
-        let mut seen: HashMap<Window, usize> = HashMap::new();
-        for (i, budget) in self.budgets.iter().enumerate() {
-            check_amount(&format!("budgets[{i}].limit_msat"), budget.limit_msat)?;
-            if budget.kind != budget.window.kind() {
-                return Err(PolicyError::new(
-                    format!("budgets[{i}].kind"),
-                    format!(
-                        "kind is {:?} but window {:?} is a {} window",
-                        budget.kind.as_str(),
-                        budget.window.to_string(),
-                        budget.window.kind()
-                    ),
-                ));
-            }
-            if let Some(first) = seen.insert(budget.window, i) {
-                return Err(PolicyError::new(
-                    format!("budgets[{i}].window"),
-                    format!("window {} is already limited by budgets[{first}]", budget.window),
-                ));
-            }
-        }
-        Ok(())
+        validate_budget_list("budgets", &self.budgets)
     }
+}
+
+/// Checks a list of budgets; `field` is its JSON path.
+fn validate_budget_list(field: &str, budgets: &[Budget]) -> Result<(), PolicyError> {
+    if budgets.len() > MAX_BUDGETS {
+        return Err(PolicyError::new(field, format!("at most {MAX_BUDGETS} budgets are allowed")));
+    }
+    let mut seen: HashMap<Window, usize> = HashMap::new();
+    for (i, budget) in budgets.iter().enumerate() {
+        check_amount(&format!("{field}[{i}].limit_msat"), budget.limit_msat)?;
+        if budget.kind != budget.window.kind() {
+            return Err(PolicyError::new(
+                format!("{field}[{i}].kind"),
+                format!(
+                    "kind is {:?} but window {:?} is a {} window",
+                    budget.kind.as_str(),
+                    budget.window.to_string(),
+                    budget.window.kind()
+                ),
+            ));
+        }
+        if let Some(first) = seen.insert(budget.window, i) {
+            return Err(PolicyError::new(
+                format!("{field}[{i}].window"),
+                format!("window {} is already limited by {field}[{first}]", budget.window),
+            ));
+        }
+    }
+Ok(())
 }
 
 impl PayeeRules {

@@ -205,6 +205,11 @@ pub struct Usage {
     /// it, and what it holds is other, real spending.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     since_ms: BTreeMap<String, i64>,
+    /// Spend per domain with L402 budgets (lower-case host name), in the
+    /// windows of that domain's budgets only. Bounded by the policy: domains
+    /// it no longer limits are dropped at the next record.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    domains: BTreeMap<String, Usage>,
 }
 
 impl Usage {
@@ -229,6 +234,30 @@ impl Usage {
         }
         self.lifetime_msat = saturating_add(self.lifetime_msat, amount);
         self.attempts.add(RATE_WINDOW_MS, 1, now_ms);
+    }
+
+    /// Counts a paid request's price in the budgets of its domain (see
+    /// [`crate::policy::L402Rules`]); [`Usage::record`] counts it in the
+    /// agent's own budgets as well.
+    pub fn record_domain(&mut self, policy: &Policy, domain: &str, amount: Msat, now_ms: i64) {
+        let Some(rules) = &policy.l402 else {
+            self.domains.clear();
+            return;
+        };
+        self.domains.retain(|name, _| rules.domains.keys().any(|d| d.eq_ignore_ascii_case(name)));
+        let budgets = rules.domain_budgets(domain);
+        if budgets.is_empty() {
+            return;
+        }
+        let scoped = Policy { budgets: budgets.to_vec(), ..Policy::default() };
+        self.domains.entry(domain.to_ascii_lowercase()).or_default().record(&scoped, amount, now_ms);
+    }
+
+    /// What counts as spent on `domain` in `window` (zero for a domain
+    /// without usage).
+    pub fn domain_spent_in(&self, domain: &str, window: Window, now_ms: i64) -> Msat {
+        let now_ms = self.effective_now_ms(now_ms);
+        self.domains.get(&domain.to_ascii_lowercase()).map_or(Msat::ZERO, |usage| usage.spent_in(window, now_ms))
     }
 
     /// Gives back spend recorded at `reserved_at_ms` (pass the `now_ms` given
