@@ -52,6 +52,35 @@ impl Error {
     }
 }
 
+/// The largest answer [`Client::fetch_l402`] reads.
+pub const FETCH_BODY_LEN_MAX_BYTES: usize = 8 * 1024 * 1024;
+
+/// What [`Client::fetch_l402`] got.
+#[derive(Clone, Debug)]
+pub struct Fetched {
+    pub status: u16,
+    /// Header names in lower case, in the order received.
+    pub headers: Vec<(String, String)>,
+    pub body: Bytes,
+    /// What this fetch paid (zero when a kept token served or nothing was due).
+    pub paid_msat: u64,
+    /// The L402 token used, if any.
+    pub token: Option<L402Token>,
+}
+
+impl Fetched {
+    /// The first `WWW-Authenticate` value with the L402 (or older LSAT)
+    /// scheme.
+    pub fn l402_challenge(&self) -> Option<&str> {
+        self.headers.iter().filter(|(name, _)| name == "www-authenticate").map(|(_, value)| value.as_str()).find(
+            |value| {
+                let scheme = value.trim_start().get(..4).unwrap_or("");
+                scheme.eq_ignore_ascii_case("L402") || scheme.eq_ignore_ascii_case("LSAT")
+            },
+        )
+    }
+}
+
 /// A payment's answer: final now, or held for a person's approval.
 #[derive(Clone, Debug)]
 pub enum PayOutcome {
@@ -248,6 +277,73 @@ impl Client {
         decode(status, &body).map(PayOutcome::Done)
     }
 
+    // Paid HTTP APIs (L402).
+
+    /// Pays an L402 challenge for `request.url` within the agent's policy,
+    /// or gets the agent's live token for that access (nothing paid).
+    pub async fn l402_pay(&self, request: &L402PayRequest) -> Result<L402Token, Error> {
+        self.post("/v1/l402/pay", request).await
+    }
+
+    /// The agent's kept, live token covering `url`, if any.
+    pub async fn l402_token(&self, url: &str) -> Result<Option<L402Token>, Error> {
+        let request = self.request(Method::GET, &format!("/v1/l402/tokens?{}", query_pair("url", url)));
+        match self.send(request).await {
+            Ok(token) => Ok(Some(token)),
+            Err(e) if e.code() == Some("not-found") => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// GETs `url`, paying its L402 paywall if it answers `402`: a kept
+    /// token of the agent is tried first; else (or if the server refuses
+    /// it) the gateway pays the challenge within the agent's policy and
+    /// the request is retried once. At most one payment and two requests
+    /// to `url`. A refusal by the policy is an [`Error::Problem`] (403),
+    /// and nothing was paid.
+    pub async fn fetch_l402(&self, url: &str) -> Result<Fetched, Error> {
+        let kept = self.l402_token(url).await?;
+        let first = self.fetch_plain(url, kept.as_ref().map(|t| t.authorization.as_str())).await?;
+        if first.status != StatusCode::PAYMENT_REQUIRED.as_u16() {
+            return Ok(Fetched { token: kept, ..first });
+        }
+        let Some(challenge) = first.l402_challenge() else { return Ok(first) };
+        let request = L402PayRequest {
+            url: url.to_owned(),
+            challenge: challenge.to_owned(),
+            rejected_token: kept.map(|t| t.token),
+        };
+        let token = self.l402_pay(&request).await?;
+        let second = self.fetch_plain(url, Some(&token.authorization)).await?;
+        let paid_msat = if token.paid { token.amount_msat } else { 0 };
+        Ok(Fetched { paid_msat, token: Some(token), ..second })
+    }
+
+    /// One GET of a URL outside the gateway: without the agent's key, which
+    /// is for the gateway only.
+    async fn fetch_plain(&self, url: &str, authorization: Option<&str>) -> Result<Fetched, Error> {
+        let mut request = self.http.get(url);
+        if let Some(value) = authorization {
+            request = request.header(reqwest::header::AUTHORIZATION, value);
+        }
+        let mut response = request.send().await.map_err(Error::Transport)?;
+        let status = response.status().as_u16();
+        let headers = response
+            .headers()
+            .iter()
+            .map(|(name, value)| (name.as_str().to_owned(), String::from_utf8_lossy(value.as_bytes()).into_owned()))
+            .collect();
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(Error::Transport)? {
+            if body.len() + chunk.len() > FETCH_BODY_LEN_MAX_BYTES {
+                let message = format!("the answer is larger than {FETCH_BODY_LEN_MAX_BYTES} bytes");
+                return Err(Error::Decode { status, message });
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(Fetched { status, headers, body: Bytes::from(body), paid_msat: 0, token: None })
+    }
+
     // Chat.
 
     pub async fn create_room(&self, request: &CreateRoomRequest) -> Result<Room, Error> {
@@ -278,6 +374,13 @@ impl Client {
     pub async fn health(&self) -> Result<Health, Error> {
         self.get("/healthz").await
     }
+}
+
+/// `name=value`, form-encoded.
+fn query_pair(name: &str, value: &str) -> String {
+    let mut scratch = reqwest::Url::parse("http://query.invalid/").expect("a constant URL parses");
+    scratch.query_pairs_mut().append_pair(name, value);
+    scratch.query().unwrap_or_default().to_owned()
 }
 
 fn with_cursor(path: &str, cursor: Option<&str>) -> String {

@@ -442,3 +442,39 @@ pub struct Incoming {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decided_at: Option<String>,
 }
+
+/// Pay an L402 paywall's challenge (`POST /v1/l402/pay`), within the
+/// agent's policy; the purpose recorded is the URL.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct L402PayRequest {
+    /// The URL that answered `402` (http or https, at most 512 bytes).
+    pub url: String,
+    /// Its `WWW-Authenticate` value: `L402 version="0", token="…", invoice="…"`
+    /// (or the older `macaroon="…"` form, or the `LSAT` scheme).
+    pub challenge: String,
+    /// A kept token the server refused: forgotten, then the challenge is paid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rejected_token: Option<String>,
+}
+
+/// An agent's paid L402 token, kept by the gateway for every process of
+/// the agent until it expires.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(ToSchema))]
+pub struct L402Token {
+    /// The `Authorization` header value: `L402 <token>:<preimage hex>`.
+    pub authorization: String,
+    pub token: String,
+    /// `scheme://host[:port]` the token is for.
+    pub origin: String,
+    /// The path prefix the token is for.
+    pub scope: String,
+    /// What the token cost.
+    pub amount_msat: u64,
+    pub payment_id: String,
+    pub expires_at: String,
+    /// Whether this call paid for it (false: an earlier payment's token).
+    pub paid: bool,
+}

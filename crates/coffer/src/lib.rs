@@ -11,6 +11,7 @@ pub mod error;
 pub mod gateway;
 pub mod http;
 pub mod io;
+pub mod l402;
 pub mod live;
 pub mod mcp;
 pub mod metrics;

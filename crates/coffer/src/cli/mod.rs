@@ -94,6 +94,16 @@ enum Command {
         #[arg(long, env = "COFFER_AGENT_KEY", hide_env_values = true)]
         key: String,
     },
+    /// Seller: an L402 paywall in front of an HTTP service. Invoices go to
+    /// the wallet of the agent of COFFER_AGENT_KEY (a receive key is enough).
+    Paywall(PaywallArgs),
+    /// Buyer: GET a URL, paying its L402 paywall within the agent's policy
+    /// (a kept token of the agent is reused). The body goes to stdout.
+    Fetch {
+        #[command(flatten)]
+        remote: AgentRemote,
+        url: String,
+    },
     /// Load a gateway with payments and report throughput and latency.
     Bench(crate::cli::bench::BenchArgs),
     /// An agent economy against a live gateway, to watch in the dashboard.
@@ -143,6 +153,28 @@ struct ServeArgs {
     /// (default: they survive a crash of the process).
     #[arg(long)]
     fsync: bool,
+}
+
+#[derive(Args)]
+struct PaywallArgs {
+    #[arg(long)]
+    listen: SocketAddr,
+    /// The service behind the paywall, e.g. http://127.0.0.1:9000.
+    #[arg(long)]
+    upstream: String,
+    /// The price of a path no route of --config names.
+    #[arg(long)]
+    price_msat: Option<u64>,
+    /// Per-route prices (TOML: `[[route]] path, price_msat, uses, ttl_secs`).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Folder of the macaroon root key (created, mode 0600).
+    #[arg(long, default_value = "./coffer-paywall")]
+    data: PathBuf,
+    #[arg(long, env = "COFFER_URL", default_value = "http://127.0.0.1:8420")]
+    url: String,
+    #[arg(long, env = "COFFER_AGENT_KEY", hide_env_values = true)]
+    key: String,
 }
 
 #[derive(Args)]
@@ -306,6 +338,8 @@ async fn dispatch(command: Command) -> CliResult {
             crate::mcp::serve_stdio(&url, &key).await?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Paywall(args) => paywall(args).await,
+        Command::Fetch { remote, url } => fetch(remote, &url).await,
         Command::Bench(args) => bench::run(args).await,
         Command::Simulate(args) => simulate::run(args).await,
         Command::Demo { rounds, pause_ms, exit } => demo(rounds, pause_ms, exit).await,
@@ -326,6 +360,45 @@ async fn dispatch(command: Command) -> CliResult {
             })
         }
     }
+}
+
+async fn paywall(args: PaywallArgs) -> CliResult {
+    use crate::l402::paywall::{Paywall, PaywallConfig, root_key};
+    install_crypto_provider();
+    let config = args.config.as_deref().map(PaywallConfig::load).transpose()?.unwrap_or_default();
+    let routes = config.routes(args.price_msat)?;
+    let seller = Client::new(&args.url, &args.key).map_err(|e| e.to_string())?;
+    let paywall = Paywall::new(root_key(&args.data)?, routes, &args.upstream, seller)?;
+    let listener = tokio::net::TcpListener::bind(args.listen).await.map_err(|e| format!("{}: {e}", args.listen))?;
+    let local = listener.local_addr().map_err(|e| e.to_string())?;
+    // On stdout, like `coffer serve`: scripts and tests wait for this line.
+    println!("coffer paywall listening on http://{local} in front of {}", args.upstream);
+    axum::serve(listener, std::sync::Arc::new(paywall).router())
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Prints the body to stdout, and what was paid to stderr; fails on a
+/// status that is not a success.
+async fn fetch(remote: AgentRemote, url: &str) -> CliResult {
+    use std::io::Write;
+    install_crypto_provider();
+    let fetched = remote.client()?.fetch_l402(url).await.map_err(|e| e.to_string())?;
+    if remote.json {
+        let body = String::from_utf8_lossy(&fetched.body);
+        let value = serde_json::json!({
+            "status": fetched.status, "paid_msat": fetched.paid_msat, "token": fetched.token, "body": body,
+        });
+        println!("{value}");
+    } else {
+        std::io::stdout().write_all(&fetched.body).map_err(|e| e.to_string())?;
+        eprintln!("{} {url}: paid {} msat", fetched.status, fetched.paid_msat);
+    }
+    Ok(if (200..300).contains(&fetched.status) { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
 pub fn print<T: Serialize>(json: bool, value: &T, human: impl FnOnce() -> String) -> CliResult {

@@ -5,6 +5,7 @@
 
 mod chat;
 mod constitution;
+pub mod l402;
 
 pub use chat::{AUTO_PAY_KEY_ID, MESSAGE_LEN_MAX_BYTES, ROOM_MEMBERS_MAX};
 
@@ -390,6 +391,7 @@ impl Gateway {
             payment_hash: parsed.payment_hash,
             purpose: purpose.to_owned(),
             idempotency,
+            domain: None,
             now_ms: now_ms(),
         };
         match self.store.pay_internal(pay).await? {
@@ -464,7 +466,7 @@ pub fn parse_time(field: &'static str, text: &str) -> Result<i64, Error> {
         .map_err(|_| invalid(field, "an RFC 3339 time such as 2027-01-01T00:00:00Z".into()))
 }
 
-fn invalid(field: &'static str, detail: String) -> Error {
+pub(crate) fn invalid(field: &'static str, detail: String) -> Error {
     Error::InvalidField { field, detail }
 }
 

@@ -5,6 +5,7 @@
 mod agent;
 mod constitution;
 pub mod extract;
+mod l402;
 mod operator;
 pub mod problem;
 pub mod qr;
@@ -110,6 +111,8 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(agent::qr_svg))
         .routes(routes!(agent::qr_png))
         .routes(routes!(agent::pay, agent::list_payments))
+        .routes(routes!(l402::pay))
+        .routes(routes!(l402::token))
         .routes(routes!(constitution::get_policy, constitution::put_policy))
         .routes(routes!(constitution::get_budget))
         .routes(routes!(constitution::freeze))

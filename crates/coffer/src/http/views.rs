@@ -153,3 +153,16 @@ pub fn incoming(i: crate::io::IncomingRecord) -> coffer_client::Incoming {
         decided_at: i.decided_at_ms.map(timestamp),
     }
 }
+
+pub fn l402_token(t: crate::io::L402TokenRecord, paid: bool) -> coffer_client::L402Token {
+    coffer_client::L402Token {
+        authorization: crate::gateway::l402::authorization(&t),
+        token: t.token,
+        origin: t.origin,
+        scope: t.scope,
+        amount_msat: t.amount.as_u64(),
+        payment_id: t.payment_id,
+        expires_at: timestamp(t.expires_at_ms),
+        paid,
+    }
+}

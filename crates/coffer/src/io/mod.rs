@@ -18,6 +18,10 @@ use std::sync::Arc;
 
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, Error>> + Send + 'a>>;
 
+/// The most live L402 tokens kept per agent and origin: past it, a new
+/// token replaces the one that expires first.
+pub const L402_TOKENS_PER_ORIGIN_MAX: usize = 64;
+
 /// The most rows one listing call returns.
 pub const PAGE_LIMIT_MAX: u32 = 200;
 
@@ -293,7 +297,51 @@ pub struct PayInternal {
     pub payment_hash: [u8; 32],
     pub purpose: String,
     pub idempotency: Option<Idempotency>,
+    /// For a paid HTTP request (L402): the host it goes to, a payee name of
+    /// its own for the policy (`domain:HOST`, `l402` limits).
+    pub domain: Option<String>,
     pub now_ms: i64,
+}
+
+/// A paid L402 token of an agent, kept so that every process of the agent
+/// reuses it until it expires.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct L402TokenRecord {
+    pub agent_id: String,
+    /// `scheme://host[:port]`.
+    pub origin: String,
+    /// The path prefix the token is for.
+    pub scope: String,
+    /// As the server sent it (base64).
+    pub token: String,
+    pub preimage: [u8; 32],
+    pub amount: Msat,
+    pub payment_id: String,
+    pub created_at_ms: i64,
+    pub expires_at_ms: i64,
+}
+
+/// Pay an L402 challenge, unless a live token for the same access is kept.
+#[derive(Clone, Debug)]
+pub struct L402Pay {
+    pub pay: PayInternal,
+    pub origin: String,
+    /// The request's path: a kept token whose scope covers it is reused.
+    pub path: String,
+    /// The token bought by this payment, and what it is for.
+    pub token: String,
+    pub scope: String,
+    pub expires_at_ms: i64,
+    /// A kept token the server refused: forgotten before looking.
+    pub rejected_token: Option<String>,
+}
+
+#[derive(Debug)]
+pub enum L402Attempt {
+    Reused(L402TokenRecord),
+    Paid(L402TokenRecord),
+    Denied(Denial),
+    NotOurs,
 }
 
 #[derive(Clone, Debug)]
@@ -379,6 +427,17 @@ pub trait Store: Send + Sync + 'static {
 
     fn pay_internal(&self, pay: PayInternal) -> StoreFuture<'_, PayAttempt>;
     fn payments(&self, agent_id: String, page: PageRequest) -> StoreFuture<'_, (Vec<PaymentRecord>, Option<i64>)>;
+    /// In one transaction: forget a refused token, reuse a live one for the
+    /// same access, or pay and keep the new token.
+    fn pay_l402(&self, pay: L402Pay) -> StoreFuture<'_, L402Attempt>;
+    /// The agent's live token whose scope covers `path` on `origin`.
+    fn l402_token(
+        &self,
+        agent_id: String,
+        origin: String,
+        path: String,
+        now_ms: i64,
+    ) -> StoreFuture<'_, Option<L402TokenRecord>>;
 
     fn audit_input(&self) -> StoreFuture<'_, AuditInput>;
 
@@ -478,6 +537,13 @@ pub trait Tx {
     fn acknowledges_incoming(&mut self, agent_id: &str) -> Result<bool, Error>;
     /// Inserts or updates an incoming payment's record.
     fn save_incoming(&mut self, incoming: &IncomingRecord) -> Result<(), Error>;
+    /// The live tokens of an agent on an origin (at most
+    /// [`L402_TOKENS_PER_ORIGIN_MAX`]).
+    fn l402_tokens(&mut self, agent_id: &str, origin: &str, now_ms: i64) -> Result<Vec<L402TokenRecord>, Error>;
+    /// Keeps a token, replacing one of the same scope and dropping expired
+    /// ones of the origin.
+    fn save_l402_token(&mut self, token: &L402TokenRecord, now_ms: i64) -> Result<(), Error>;
+    fn forget_l402_token(&mut self, agent_id: &str, origin: &str, token: &str) -> Result<(), Error>;
     /// Writes an event to the outbox, in this transaction.
     fn emit(&mut self, kind: &str, agent_id: Option<&str>, data: &serde_json::Value, now_ms: i64) -> Result<(), Error>;
 }

@@ -824,6 +824,72 @@ impl Tx for SqliteTx<'_> {
         Ok(())
     }
 
+    fn l402_tokens(&mut self, agent_id: &str, origin: &str, now_ms: i64) -> Result<Vec<L402TokenRecord>, Error> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT scope, token, preimage, amount, payment_id, created_at, expires_at FROM l402_tokens \
+             WHERE agent_id = ?1 AND origin = ?2 AND expires_at > ?3 LIMIT ?4",
+        )?;
+        type Row7 = (String, String, Vec<u8>, i64, String, i64, i64);
+        let rows: Vec<Row7> = stmt
+            .query_map(params![agent_id, origin, now_ms, L402_TOKENS_PER_ORIGIN_MAX as i64], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?))
+            })?
+            .collect::<Result<_, _>>()?;
+        rows.into_iter()
+            .map(|(scope, token, preimage, amount, payment_id, created_at_ms, expires_at_ms)| {
+                Ok(L402TokenRecord {
+                    agent_id: agent_id.to_owned(),
+                    origin: origin.to_owned(),
+                    scope,
+                    token,
+                    preimage: hash32(preimage)?,
+                    amount: msat(amount)?,
+                    payment_id,
+                    created_at_ms,
+                    expires_at_ms,
+                })
+            })
+            .collect()
+    }
+
+    fn save_l402_token(&mut self, t: &L402TokenRecord, now_ms: i64) -> Result<(), Error> {
+        self.conn
+            .prepare_cached("DELETE FROM l402_tokens WHERE agent_id = ?1 AND origin = ?2 AND expires_at <= ?3")?
+            .execute(params![t.agent_id, t.origin, now_ms])?;
+        // At the bound, the token that expires first makes room.
+        self.conn
+            .prepare_cached(
+                "DELETE FROM l402_tokens WHERE agent_id = ?1 AND origin = ?2 AND scope <> ?3 AND scope IN \
+                 (SELECT scope FROM l402_tokens WHERE agent_id = ?1 AND origin = ?2 ORDER BY expires_at \
+                  LIMIT max(0, (SELECT count(*) FROM l402_tokens WHERE agent_id = ?1 AND origin = ?2) - ?4 + 1))",
+            )?
+            .execute(params![t.agent_id, t.origin, t.scope, L402_TOKENS_PER_ORIGIN_MAX as i64])?;
+        self.conn
+            .prepare_cached(
+                "INSERT OR REPLACE INTO l402_tokens (agent_id, origin, scope, token, preimage, amount, payment_id, \
+                 created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            )?
+            .execute(params![
+                t.agent_id,
+                t.origin,
+                t.scope,
+                t.token,
+                t.preimage.as_slice(),
+                to_sql(t.amount)?,
+                t.payment_id,
+                t.created_at_ms,
+                t.expires_at_ms
+            ])?;
+        Ok(())
+    }
+
+    fn forget_l402_token(&mut self, agent_id: &str, origin: &str, token: &str) -> Result<(), Error> {
+        self.conn
+            .prepare_cached("DELETE FROM l402_tokens WHERE agent_id = ?1 AND origin = ?2 AND token = ?3")?
+            .execute(params![agent_id, origin, token])?;
+        Ok(())
+    }
+
     fn emit(&mut self, kind: &str, agent_id: Option<&str>, data: &serde_json::Value, now_ms: i64) -> Result<(), Error> {
         let mut stmt = self
             .conn
@@ -999,6 +1065,20 @@ impl Store for SqliteStore {
 
     fn pay_internal(&self, pay: PayInternal) -> StoreFuture<'_, PayAttempt> {
         self.write(move |tx| internal::pay(tx, pay))
+    }
+
+    fn pay_l402(&self, pay: L402Pay) -> StoreFuture<'_, L402Attempt> {
+        self.write(move |tx| internal::pay_l402(tx, pay))
+    }
+
+    fn l402_token(
+        &self,
+        agent_id: String,
+        origin: String,
+        path: String,
+        now_ms: i64,
+    ) -> StoreFuture<'_, Option<L402TokenRecord>> {
+        self.read(move |tx| Ok(internal::covering(tx.l402_tokens(&agent_id, &origin, now_ms)?, &path)))
     }
 
     fn payments(&self, agent_id: String, page: PageRequest) -> StoreFuture<'_, (Vec<PaymentRecord>, Option<i64>)> {

@@ -41,6 +41,7 @@ pub const TOOL_NAMES: &[&str] = &[
     "post_message",
     "request_payment",
     "pay_request",
+    "fetch_paid",
 ];
 
 const INSTRUCTIONS: &str = "You act for one agent of a coffer gateway: a Lightning wallet whose spending an operator \
@@ -139,6 +140,17 @@ pub struct RequestPaymentArgs {
     /// What the payment is for; shown to the room and to the payer.
     pub memo: String,
 }
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(crate = "rmcp::schemars")]
+pub struct FetchPaidArgs {
+    /// The http or https URL to GET.
+    pub url: String,
+}
+
+/// The most of a fetched body a tool answer carries: a model's context is
+/// not the place for a large download.
+const FETCH_TEXT_LEN_MAX_BYTES: usize = 16 * 1024;
 
 #[derive(Debug, Deserialize, JsonSchema)]
 #[schemars(crate = "rmcp::schemars")]
@@ -485,6 +497,29 @@ impl CofferMcp {
                 Ok(p) => payment_answer(&p),
                 Err(_) => answer::ok("paid.", &value),
             },
+            Err(e) => answer::from_error(&e),
+        })
+    }
+
+    #[tool(description = "GET an HTTP URL that may sit behind an L402 paywall (a paid API), paying it from your \
+        wallet within the operator's policy: the price per request and the budget of the URL's domain are limited. \
+        A token you already paid for is reused, so the same access is never paid twice. Answers the HTTP status, \
+        `paid_msat` (0 when nothing was paid now; millisatoshis, 1 sat = 1000 msat) and the body (text, cut at 16 \
+        KiB). `denied: <reason>` means nothing was paid: amount-too-large (the price is above your limit), \
+        budget-exceeded (the domain's or your budget is used up), payee-not-allowed (the domain is not allowed); \
+        do not retry, tell your operator. A status 402 after paying means the server refused its own token.")]
+    async fn fetch_paid(&self, Parameters(args): Parameters<FetchPaidArgs>) -> ToolResult {
+        Ok(match self.client.fetch_l402(&args.url).await {
+            Ok(fetched) => {
+                let body = &fetched.body[..fetched.body.len().min(FETCH_TEXT_LEN_MAX_BYTES)];
+                let value = serde_json::json!({
+                    "status": fetched.status, "paid_msat": fetched.paid_msat,
+                    "truncated": fetched.body.len() > FETCH_TEXT_LEN_MAX_BYTES,
+                    "body": String::from_utf8_lossy(body),
+                });
+                let summary = format!("HTTP {}; paid {} msat.", fetched.status, fetched.paid_msat);
+                answer::ok(summary, &value)
+            }
             Err(e) => answer::from_error(&e),
         })
     }

@@ -6,8 +6,8 @@
 use super::decision::{Verdict, decide, stop};
 use crate::error::Error;
 use crate::io::{
-    AgentState, ApprovalOutcome, ApprovalRecord, ApprovalStatus, AuditEntry, Denial, InvoiceRecord, PayAttempt,
-    PayInternal, Payer, PaymentRecord, StoredInvoiceStatus, Tx,
+    AgentState, ApprovalOutcome, ApprovalRecord, ApprovalStatus, AuditEntry, Denial, InvoiceRecord, L402Attempt,
+    L402Pay, L402TokenRecord, PayAttempt, PayInternal, Payer, PaymentRecord, StoredInvoiceStatus, Tx,
 };
 use coffer_client::PaymentStatus;
 use coffer_core::ledger::{self, Transfer};
@@ -32,10 +32,23 @@ pub fn pay(tx: &mut impl Tx, pay: PayInternal) -> Result<PayAttempt, Error> {
         payee: Payee {
             agent_id: Some(invoice.agent_id.clone()),
             node_pubkey_hex: Some(pay.node_pubkey_hex.to_string()),
-            domain: None,
+            domain: pay.domain.clone(),
         },
     };
-    match decide(halted, &chain, available, &attempt, pay.now_ms) {
+    let verdict = match decide(halted, &chain, available, &attempt, pay.now_ms) {
+        // A paid HTTP request cannot wait for a person: the request would
+        // time out long before. The operator raises approval_above_msat or
+        // pays by hand.
+        Verdict::Hold if pay.domain.is_some() => Verdict::Deny(Denial {
+            code: "approval-required",
+            message: "this paid request would need a person's approval, which a fetch cannot wait for".into(),
+            remaining: None,
+            available: None,
+            needed: None,
+        }),
+        verdict => verdict,
+    };
+    match verdict {
         Verdict::Deny(denial) => {
             record_denial(tx, &mut chain, &pay, &invoice, &denial)?;
             Ok(PayAttempt::Denied(denial))
@@ -54,6 +67,9 @@ pub fn pay(tx: &mut impl Tx, pay: PayInternal) -> Result<PayAttempt, Error> {
             )?;
             tx.audit(&payment_entry(&pay, &invoice, "payment.allowed", "allowed"))?;
             count_spend(&mut chain, invoice.amount, pay.now_ms);
+            if let Some(domain) = &pay.domain {
+                count_domain_spend(&mut chain, domain, invoice.amount, pay.now_ms);
+            }
             observe_payment(&mut chain, &invoice, pay.now_ms);
             save_policed(tx, &chain)?;
             trip_if_needed(tx, &mut chain, pay.now_ms)?;
@@ -134,6 +150,58 @@ fn count_spend(chain: &mut [AgentState], amount: Msat, now_ms: i64) {
             level.usage.record(&policy, amount, now_ms);
         }
     }
+}
+
+/// Counts a paid request in the budgets of its domain, at every level
+/// (in memory; see [`save_policed`]).
+fn count_domain_spend(chain: &mut [AgentState], domain: &str, amount: Msat, now_ms: i64) {
+    for level in chain.iter_mut() {
+        if let Some(policy) = level.policy.clone() {
+            level.usage.record_domain(&policy, domain, amount, now_ms);
+        }
+    }
+}
+
+/// Pays for an L402 token, in the caller's transaction: a refused token is
+/// forgotten first; a live token for the same access is reused instead of
+/// paying again (two processes of one agent that meet the same paywall at
+/// once pay once); else the payment is made and its token kept, together.
+pub fn pay_l402(tx: &mut impl Tx, l402: L402Pay) -> Result<L402Attempt, Error> {
+    let agent_id = l402.pay.payer.agent_id.clone();
+    if let Some(rejected) = &l402.rejected_token {
+        tx.forget_l402_token(&agent_id, &l402.origin, rejected)?;
+    }
+    let kept = tx.l402_tokens(&agent_id, &l402.origin, l402.pay.now_ms)?;
+    if let Some(token) = covering(kept, &l402.path) {
+        return Ok(L402Attempt::Reused(token));
+    }
+    let now_ms = l402.pay.now_ms;
+    let payment = match pay(tx, l402.pay)? {
+        PayAttempt::Paid(payment) => payment,
+        PayAttempt::Denied(denial) => return Ok(L402Attempt::Denied(denial)),
+        PayAttempt::NotOurs => return Ok(L402Attempt::NotOurs),
+        PayAttempt::Held(_) => return Err(Error::Internal("an L402 payment was held".into())),
+    };
+    let preimage = payment.preimage.ok_or_else(|| Error::Internal("a settled payment without preimage".into()))?;
+    let token = L402TokenRecord {
+        agent_id,
+        origin: l402.origin,
+        scope: l402.scope,
+        token: l402.token,
+        preimage,
+        amount: payment.amount,
+        payment_id: payment.id,
+        created_at_ms: now_ms,
+        expires_at_ms: l402.expires_at_ms,
+    };
+    tx.save_l402_token(&token, now_ms)?;
+    Ok(L402Attempt::Paid(token))
+}
+
+/// The kept token whose scope covers `path` (on whole segments), the
+/// narrowest first.
+pub fn covering(tokens: Vec<L402TokenRecord>, path: &str) -> Option<L402TokenRecord> {
+    tokens.into_iter().filter(|t| crate::l402::covers(&t.scope, path)).max_by_key(|t| t.scope.len())
 }
 
 fn uncount_spend(chain: &mut [AgentState], amount: Msat, at_ms: i64, now_ms: i64) {

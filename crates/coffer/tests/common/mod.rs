@@ -10,6 +10,8 @@
 //! Each test file includes this module, and uses only part of it.
 #![allow(dead_code)]
 
+pub mod paywall;
+
 use coffer_client::{Client, Problem};
 use serde_json::Value;
 use std::path::{Path, PathBuf};

@@ -171,6 +171,23 @@ CREATE TABLE incoming (
 ) WITHOUT ROWID;
 CREATE INDEX incoming_by_payee ON incoming (payee_agent_id, status);
 "#,
+    // 4: paid L402 tokens, per agent, origin and path prefix, kept by the
+    // gateway so that every process of the agent reuses them. The preimage
+    // is the proof of payment the token needs; it is the agent's own.
+    r#"
+CREATE TABLE l402_tokens (
+    agent_id TEXT NOT NULL,
+    origin TEXT NOT NULL,
+    scope TEXT NOT NULL,
+    token TEXT NOT NULL,
+    preimage BLOB NOT NULL,
+    amount INTEGER NOT NULL CHECK (amount > 0),
+    payment_id TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    PRIMARY KEY (agent_id, origin, scope)
+) WITHOUT ROWID;
+"#,
 ];
 
 pub fn migrate(conn: &Connection) -> Result<(), Error> {

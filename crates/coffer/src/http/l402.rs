@@ -1,0 +1,49 @@
+//! L402 routes for buying agents: pay a paywall's challenge, find a kept
+//! token. The agent's client makes the HTTP requests to the paywall itself
+//! (see `gateway::l402` for why the gateway does not).
+
+use super::extract::{Agent, ApiJson, READ, SPEND};
+use super::{AppState, views};
+use crate::error::Error;
+use axum::Json;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use coffer_client::{L402PayRequest, L402Token, Problem};
+use serde::Deserialize;
+
+/// Pay an L402 challenge for a URL, within the agent's policy (payee
+/// `domain:HOST`, `l402.max_price_msat`, per-domain budgets). If the agent
+/// already has a live token for that access, it is returned and nothing is
+/// paid. `201` when paid now, `200` when reused; `403` when denied.
+#[utoipa::path(post, path = "/v1/l402/pay", tag = "agent", request_body = L402PayRequest,
+    responses((status = 201, body = L402Token), (status = 200, body = L402Token), (status = "4XX", body = Problem)),
+    security(("bearer" = [])))]
+pub async fn pay(
+    State(gw): State<AppState>,
+    Agent(key): Agent<SPEND>,
+    ApiJson(req): ApiJson<L402PayRequest>,
+) -> Result<(StatusCode, Json<L402Token>), Error> {
+    let outcome = gw.l402_pay(&key, &req.url, &req.challenge, req.rejected_token.as_deref()).await?;
+    let status = if outcome.paid { StatusCode::CREATED } else { StatusCode::OK };
+    Ok((status, Json(views::l402_token(outcome.token, outcome.paid))))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct TokenParams {
+    /// The URL about to be fetched.
+    url: String,
+}
+
+/// The agent's live L402 token covering a URL (`404` if none is kept).
+#[utoipa::path(get, path = "/v1/l402/tokens", tag = "agent", params(TokenParams),
+    responses((status = 200, body = L402Token), (status = "4XX", body = Problem)), security(("bearer" = [])))]
+pub async fn token(
+    State(gw): State<AppState>,
+    Agent(key): Agent<READ>,
+    params: Result<Query<TokenParams>, QueryRejection>,
+) -> Result<Json<L402Token>, Error> {
+    let Query(params) = params.map_err(|e| Error::MalformedRequest(e.body_text()))?;
+    Ok(Json(views::l402_token(gw.l402_token(&key, &params.url).await?, false)))
+}
