@@ -31,8 +31,8 @@ mod window;
 pub use breaker::{BreakerRules, BreakerState, MAX_TRACKED_PAYEES, TripCode, TripReason};
 pub use evaluate::{Attempt, Decision, DenyCode, HoldReason, evaluate, evaluate_chain};
 pub use spec::{
-    Budget, L402Rules, MAX_BUDGETS, MAX_L402_DOMAINS, MAX_PAYEE_ENTRIES, MAX_PAYMENTS_PER_MINUTE, Payee, PayeeDefault, PayeeEntry, PayeeRules,
-    Policy, PolicyError,
+    Budget, L402Rules, MAX_BUDGETS, MAX_L402_DOMAINS, MAX_PAYEE_ENTRIES, MAX_PAYMENTS_PER_MINUTE, Payee, PayeeDefault,
+    PayeeEntry, PayeeRules, Policy, PolicyError,
 };
 pub use usage::{BUCKETS_PER_WINDOW, BudgetReport, RATE_WINDOW_MS, Usage, WindowReport, budget_report};
 pub use window::{CalendarPeriod, MAX_ROLLING_WINDOW_MS, Window, WindowKind};

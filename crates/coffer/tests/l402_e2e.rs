@@ -39,7 +39,7 @@ impl Market {
 
     async fn set_policy(&self, policy: serde_json::Value) {
         let reply = self.gw.put_policy_raw(self.gw.operator_token(), &self.buyer_id, &policy).await;
-        assert_eq!(reply.status, 200, "setting the policy: {:?}", reply.body);
+        assert_eq!(reply.status, 200, "setting the policy: {}", reply.text);
     }
 }
 
@@ -48,7 +48,7 @@ async fn a_buyer_pays_once_then_every_process_reuses_the_token() {
     let m = market(None).await;
     m.set_policy(json!({"l402": {"max_price_msat": 5_000,
         "domains": {"127.0.0.1": [{"limit_msat": 10_000, "window": "day", "kind": "calendar"}]}}}))
-    .await;
+        .await;
     let url = format!("{}/reports/today?x=1", m.paywall.url);
 
     let first = m.buyer.fetch_l402(&url).await.expect("the first fetch");
@@ -106,8 +106,10 @@ async fn over_max_price_over_budget_or_a_denied_domain_is_refused_without_paying
     assert_eq!(e.code, "payee-not-allowed", "{}", e.detail);
     assert_eq!(m.balance(&m.buyer_id).await, FUNDS_MSAT, "nothing paid");
 
-    m.set_policy(json!({"l402": {"domains": {"127.0.0.1": [{"limit_msat": 3_000, "window": "1h", "kind": "rolling"}]}}}))
-        .await;
+    m.set_policy(
+        json!({"l402": {"domains": {"127.0.0.1": [{"limit_msat": 3_000, "window": "1h", "kind": "rolling"}]}}}),
+    )
+    .await;
     let paid = m.buyer.fetch_l402(&format!("{}/a", m.paywall.url)).await.expect("within the budget");
     assert_eq!((paid.status, paid.paid_msat), (200, 2_000));
     let e = problem(m.buyer.fetch_l402(&format!("{}/b", m.paywall.url)).await.expect_err("over the domain budget"));

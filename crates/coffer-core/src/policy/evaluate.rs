@@ -582,12 +582,16 @@ mod l402_tests {
         assert_eq!(code, DenyCode::BudgetExceeded);
         assert!(message.contains("budget for api.example.com"), "{message}");
         assert_eq!(evaluate(&p, &usage, &request("other.example.com", 1000), NOW_MS), Decision::Allow);
-        assert_eq!(evaluate(&p, &usage, &request("api.example.com", 1000), NOW_MS + MS_PER_HOUR + 60_000), Decision::Allow);
+        assert_eq!(
+            evaluate(&p, &usage, &request("api.example.com", 1000), NOW_MS + MS_PER_HOUR + 60_000),
+            Decision::Allow
+        );
     }
 
     #[test]
     fn domain_usage_survives_a_round_trip_and_is_dropped_with_its_budget() {
-        let p = policy(r#"{"l402": {"domains": {"a.com": [{"limit_msat": 10, "window": "day", "kind": "calendar"}]}}}"#);
+        let p =
+            policy(r#"{"l402": {"domains": {"a.com": [{"limit_msat": 10, "window": "day", "kind": "calendar"}]}}}"#);
         let mut usage = Usage::new();
         usage.record_domain(&p, "a.com", Msat::new(7), NOW_MS);
         let again: Usage = serde_json::from_str(&serde_json::to_string(&usage).unwrap()).unwrap();

@@ -380,7 +380,7 @@ fn validate_budget_list(field: &str, budgets: &[Budget]) -> Result<(), PolicyErr
             ));
         }
     }
-Ok(())
+    Ok(())
 }
 
 impl PayeeRules {

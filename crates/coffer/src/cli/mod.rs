@@ -102,7 +102,9 @@ enum Command {
     Fetch {
         #[command(flatten)]
         remote: AgentRemote,
-        url: String,
+        /// The URL to GET (`--url` is the gateway's).
+        #[arg(value_name = "URL")]
+        target: String,
     },
     /// Load a gateway with payments and report throughput and latency.
     Bench(crate::cli::bench::BenchArgs),
@@ -339,7 +341,7 @@ async fn dispatch(command: Command) -> CliResult {
             Ok(ExitCode::SUCCESS)
         }
         Command::Paywall(args) => paywall(args).await,
-        Command::Fetch { remote, url } => fetch(remote, &url).await,
+        Command::Fetch { remote, target } => fetch(remote, &target).await,
         Command::Bench(args) => bench::run(args).await,
         Command::Simulate(args) => simulate::run(args).await,
         Command::Demo { rounds, pause_ms, exit } => demo(rounds, pause_ms, exit).await,

@@ -19,7 +19,7 @@ use super::macaroon::{Identifier, Macaroon};
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use coffer_client::{Client, CreateInvoiceRequest};
 use serde::Deserialize;
@@ -311,10 +311,11 @@ async fn handle(State(paywall): State<Arc<Paywall>>, request: Request) -> Respon
     let Some(route) = route_for(&paywall.routes, &path) else {
         return problem(StatusCode::NOT_FOUND, "not-found", "no route");
     };
-    let authorization = request.headers().get(header::AUTHORIZATION).map(|v| v.to_str().unwrap_or("-"));
+    // A value that is not text cannot be L402 credentials: refused below.
+    let authorization = request.headers().get(header::AUTHORIZATION).map(|v| v.to_str().unwrap_or("-").to_owned());
     let refusal = match authorization {
         None => None,
-        Some(value) => match paywall.verify(value, route, now_ms) {
+        Some(value) => match paywall.verify(&value, route, now_ms) {
             Ok(()) => return proxy(&paywall, request).await,
             Err(refusal) => Some(refusal),
         },
@@ -331,7 +332,10 @@ async fn handle(State(paywall): State<Arc<Paywall>>, request: Request) -> Respon
 fn payment_required(www_authenticate: &str, route: &Route, refusal: Option<Refusal>) -> Response {
     let detail = match &refusal {
         Some(refusal) => format!("{}; pay the new invoice for {} msat", refusal.as_str(), route.price_msat),
-        None => format!("pay the invoice for {} msat, then retry with Authorization: L402 <token>:<preimage>", route.price_msat),
+        None => format!(
+            "pay the invoice for {} msat, then retry with Authorization: L402 <token>:<preimage>",
+            route.price_msat
+        ),
     };
     let body = serde_json::json!({
         "type": "/problems/payment-required", "title": "Payment required", "status": 402,
@@ -383,8 +387,7 @@ async fn proxy(paywall: &Paywall, request: Request) -> Response {
     let base = url.path().trim_end_matches('/').to_owned();
     url.set_path(&format!("{base}{}", parts.uri.path()));
     url.set_query(parts.uri.query());
-    let method = Method::from_bytes(parts.method.as_str().as_bytes()).unwrap_or(Method::GET);
-    let mut upstream = paywall.upstream_http.request(method, url).body(body);
+    let mut upstream = paywall.upstream_http.request(parts.method, url).body(body);
     for (name, value) in parts.headers.iter().filter(|(name, _)| forwarded(name)) {
         upstream = upstream.header(name, value);
     }
@@ -399,7 +402,7 @@ async fn proxy(paywall: &Paywall, request: Request) -> Response {
 
 async fn relay(upstream: reqwest::RequestBuilder) -> Result<Response, String> {
     let mut answer = upstream.send().await.map_err(|e| e.to_string())?;
-    let status = StatusCode::from_u16(answer.status().as_u16()).map_err(|e| e.to_string())?;
+    let status = answer.status();
     let mut headers = HeaderMap::new();
     for (name, value) in answer.headers().iter().filter(|(name, _)| forwarded(name)) {
         headers.append(name.clone(), value.clone());

@@ -48,7 +48,13 @@ pub struct Paywall {
 impl Paywall {
     /// Starts `coffer paywall` selling for the agent of `seller_key`, with
     /// `--price-msat` and, if given, a routes file with `config` as text.
-    pub async fn start(gw: &Gateway, seller_key: &str, upstream: &Upstream, price_msat: u64, config: Option<&str>) -> Paywall {
+    pub async fn start(
+        gw: &Gateway,
+        seller_key: &str,
+        upstream: &Upstream,
+        price_msat: u64,
+        config: Option<&str>,
+    ) -> Paywall {
         let data_dir = tempfile::tempdir().expect("a paywall folder");
         let mut cmd = Command::new(BIN);
         cmd.args(["paywall", "--listen", "127.0.0.1:0", "--upstream", &upstream.url])
