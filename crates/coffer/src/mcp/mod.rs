@@ -508,8 +508,13 @@ impl CofferMcp {
         KiB). `denied: <reason>` means nothing was paid: amount-too-large (the price is above your limit), \
         budget-exceeded (the domain's or your budget is used up), payee-not-allowed (the domain is not allowed); \
         do not retry, tell your operator. A status 402 after paying means the server refused its own token.")]
-    async fn fetch_paid(&self, Parameters(args): Parameters<FetchPaidArgs>) -> ToolResult {
-        Ok(match self.client.fetch_l402(&args.url).await {
+    async fn fetch_paid(
+        &self,
+        ctx: RequestContext<RoleServer>,
+        Parameters(args): Parameters<FetchPaidArgs>,
+    ) -> ToolResult {
+        let client = self.client(&ctx)?;
+        Ok(match client.fetch_l402(&args.url).await {
             Ok(fetched) => {
                 let body = &fetched.body[..fetched.body.len().min(FETCH_TEXT_LEN_MAX_BYTES)];
                 let value = serde_json::json!({
