@@ -478,3 +478,89 @@ pub struct L402Token {
     /// Whether this call paid for it (false: an earlier payment's token).
     pub paid: bool,
 }
+
+/// One event of the outbox, as every consumer sees it (`GET /v1/events`,
+/// SSE, WebSocket, webhooks, NATS, Redis). Ids increase in commit order.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(ToSchema))]
+pub struct Event {
+    pub id: i64,
+    /// `payment.succeeded`, `invoice.paid`, `approval.decided`, ...
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The agent it concerns; absent for gateway-wide events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_id: Option<String>,
+    /// The gateway's node public key: tells gateways apart on a shared bus.
+    pub gateway: String,
+    pub created_at: String,
+    #[cfg_attr(feature = "schema", schema(value_type = Object))]
+    pub data: serde_json::Value,
+}
+
+/// A page of events: pass `next_after` as `after` for the next one.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(ToSchema))]
+pub struct EventPage {
+    pub events: Vec<Event>,
+    pub next_after: i64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct CreateWebhookRequest {
+    /// Where events are POSTed: an `http` or `https` URL.
+    pub url: String,
+    /// Event types to deliver; all when absent or empty.
+    #[serde(default)]
+    pub types: Vec<String>,
+    /// Operator only: the agent whose events go to it; the whole gateway's
+    /// when absent. An agent's key always subscribes to its own events.
+    #[serde(default)]
+    pub agent_id: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(ToSchema))]
+pub struct Webhook {
+    pub id: String,
+    /// Whose events: an agent's, or absent for the whole gateway.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_id: Option<String>,
+    pub url: String,
+    pub types: Vec<String>,
+    /// Every event up to this id is delivered.
+    pub delivered_through: i64,
+    /// Failed attempts in a row.
+    pub failures: u32,
+    /// Paused after too many failures in a row; `POST .../resume` restarts it.
+    pub paused: bool,
+    pub created_at: String,
+}
+
+/// A new webhook and its signing secret, shown only here.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(ToSchema))]
+pub struct WebhookCreated {
+    #[serde(flatten)]
+    pub webhook: Webhook,
+    /// The HMAC-SHA256 key of the `Coffer-Signature` header.
+    pub secret: String,
+}
+
+/// One attempt to deliver an event to a webhook.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(ToSchema))]
+pub struct Delivery {
+    pub event_id: i64,
+    pub attempt: u32,
+    /// The receiver's HTTP status, when it answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub delivered: bool,
+    pub at: String,
+    pub duration_ms: u64,
+}

@@ -8,6 +8,7 @@
 
 pub mod cli;
 pub mod error;
+pub mod events;
 pub mod gateway;
 pub mod http;
 pub mod io;

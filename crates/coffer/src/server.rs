@@ -2,6 +2,7 @@
 //! the store and the node key, and settles the operator token.
 
 use crate::error::Error;
+use crate::events::webhook::WebhookSettings;
 use crate::gateway::{Gateway, Settings};
 use crate::io::Store;
 use crate::io::sqlite_store::{Durability, SqliteStore};
@@ -110,20 +111,55 @@ async fn settle_operator_token(
     Ok((digest, OperatorToken::Created(token)))
 }
 
+/// Where the outbox goes besides the HTTP API: webhooks always, the buses
+/// when configured.
+#[derive(Clone, Debug, Default)]
+pub struct EventSinks {
+    /// `COFFER_NATS_URL`: publish to NATS JetStream.
+    pub nats_url: Option<String>,
+    /// `COFFER_REDIS_URL`: publish to Redis Streams.
+    pub redis_url: Option<String>,
+    pub webhooks: WebhookSettings,
+}
+
 /// Serves the HTTP API until SIGINT or SIGTERM. `on_ready` learns the bound
 /// address (the port may have been 0).
-pub async fn serve(gateway: Gateway, listen: SocketAddr, on_ready: impl FnOnce(SocketAddr)) -> Result<(), Error> {
+pub async fn serve(
+    gateway: Gateway,
+    listen: SocketAddr,
+    sinks: EventSinks,
+    on_ready: impl FnOnce(SocketAddr),
+) -> Result<(), Error> {
     let listener =
         tokio::net::TcpListener::bind(listen).await.map_err(|e| Error::internal("binding the listen address", e))?;
     let addr = listener.local_addr().map_err(|e| Error::internal("reading the bound address", e))?;
-    on_ready(addr);
     let gateway = Arc::new(gateway);
+    start_event_sinks(&gateway, sinks)?;
+    on_ready(addr);
     tokio::spawn(expire_approvals(Arc::clone(&gateway)));
     let app = crate::http::router(gateway, addr)?;
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await
         .map_err(|e| Error::internal("serving", e))
+}
+
+/// Starts the outbox's consumers. Each holds a lease in the store while it
+/// works, named for this process, so that of several instances on one
+/// database one at a time delivers.
+fn start_event_sinks(gateway: &Arc<Gateway>, sinks: EventSinks) -> Result<(), Error> {
+    let owner = secrets::new_id("inst");
+    tokio::spawn(crate::events::webhook::run(Arc::clone(gateway), sinks.webhooks, owner.clone()));
+    if let Some(url) = sinks.nats_url {
+        let bus = Arc::new(crate::events::nats::NatsBus::new(&url));
+        tokio::spawn(crate::events::run_bus(Arc::clone(gateway), bus, owner.clone()));
+    }
+    if let Some(url) = sinks.redis_url {
+        let bus = crate::events::redis::RedisBus::new(&url)
+            .map_err(|e| Error::InvalidField { field: "COFFER_REDIS_URL", detail: e })?;
+        tokio::spawn(crate::events::run_bus(Arc::clone(gateway), Arc::new(bus), owner));
+    }
+    Ok(())
 }
 
 /// Releases held payments whose time is up: their reservations go back to

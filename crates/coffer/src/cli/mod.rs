@@ -2,6 +2,7 @@
 //! store; the other commands call a running gateway over HTTP for a person
 //! (`--json` for scripts).
 
+use crate::events::webhook::WebhookSettings;
 use crate::server::{self, GatewayBuilder, OperatorToken};
 use clap::{Args, Parser, Subcommand};
 use coffer_client::{Client, CreateInvoiceRequest, PayOutcome, PayRequest, Scope};
@@ -155,6 +156,19 @@ struct ServeArgs {
     /// (default: they survive a crash of the process).
     #[arg(long)]
     fsync: bool,
+    /// Publish every event to NATS JetStream (stream COFFER_EVENTS).
+    #[arg(long, env = "COFFER_NATS_URL", hide_env_values = true)]
+    nats_url: Option<String>,
+    /// Publish every event to the Redis stream coffer:events.
+    #[arg(long, env = "COFFER_REDIS_URL", hide_env_values = true)]
+    redis_url: Option<String>,
+    /// The wait before retrying a failed webhook delivery; it doubles with
+    /// each failure in a row.
+    #[arg(long, default_value_t = 1_000)]
+    webhook_backoff_ms: u64,
+    /// Failures in a row that pause a webhook.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1_000))]
+    webhook_pause_after: u32,
 }
 
 #[derive(Args)]
@@ -453,7 +467,22 @@ async fn serve(args: ServeArgs) -> CliResult {
     }
     println!("store: embedded SQLite in {}", args.data.display());
     println!("lightning: dev (no backend), network {network}, node {node}");
-    server::serve(gateway, args.listen, |addr| {
+    let sinks = server::EventSinks {
+        nats_url: args.nats_url.filter(|u| !u.is_empty()),
+        redis_url: args.redis_url.filter(|u| !u.is_empty()),
+        webhooks: WebhookSettings {
+            backoff_base_ms: args.webhook_backoff_ms.max(1),
+            pause_after_failures: args.webhook_pause_after,
+            ..WebhookSettings::default()
+        },
+    };
+    // Where events go; the URLs may hold credentials, so only which.
+    println!(
+        "events: /v1/events, webhooks{}{}",
+        if sinks.nats_url.is_some() { ", NATS JetStream" } else { "" },
+        if sinks.redis_url.is_some() { ", Redis Streams" } else { "" }
+    );
+    server::serve(gateway, args.listen, sinks, |addr| {
         // Tests and scripts wait for this exact line.
         println!("coffer listening on http://{addr}");
     })

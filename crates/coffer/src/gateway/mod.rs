@@ -5,6 +5,7 @@
 
 mod chat;
 mod constitution;
+mod events;
 pub mod l402;
 
 pub use chat::{AUTO_PAY_KEY_ID, MESSAGE_LEN_MAX_BYTES, ROOM_MEMBERS_MAX};
@@ -124,6 +125,12 @@ impl Gateway {
 
     pub fn settings(&self) -> &Settings {
         &self.settings
+    }
+
+    /// The store, for the edges that consume it directly (the outbox's
+    /// publishers).
+    pub(crate) fn store(&self) -> &dyn Store {
+        self.store.as_ref()
     }
 
     pub fn node_pubkey_hex(&self) -> &str {

@@ -16,8 +16,9 @@ use serde::Deserialize;
 /// `domain:HOST`, `l402.max_price_msat`, per-domain budgets). If the agent
 /// already has a live token for that access, it is returned and nothing is
 /// paid. `201` when paid now, `200` when reused; `403` when denied.
-#[utoipa::path(post, path = "/v1/l402/pay", tag = "agent", request_body = L402PayRequest,
-    responses((status = 201, body = L402Token), (status = 200, body = L402Token), (status = "4XX", body = Problem)),
+#[utoipa::path(post, path = "/v1/l402/pay", tag = "agent", operation_id = "l402_pay", request_body = L402PayRequest,
+    responses((status = 201, body = L402Token, description = "Paid now: the new token"),
+        (status = 200, body = L402Token, description = "A kept token for the same access: nothing paid"), (status = "4XX", body = Problem, description = "An RFC 9457 problem: `code` names it, `detail` says why")),
     security(("bearer" = [])))]
 pub async fn pay(
     State(gw): State<AppState>,
@@ -30,6 +31,7 @@ pub async fn pay(
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct TokenParams {
     /// The URL about to be fetched.
@@ -37,8 +39,8 @@ pub struct TokenParams {
 }
 
 /// The agent's live L402 token covering a URL (`404` if none is kept).
-#[utoipa::path(get, path = "/v1/l402/tokens", tag = "agent", params(TokenParams),
-    responses((status = 200, body = L402Token), (status = "4XX", body = Problem)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/v1/l402/tokens", tag = "agent", operation_id = "l402_token", params(TokenParams),
+    responses((status = 200, body = L402Token, description = "The kept token"), (status = "4XX", body = Problem, description = "An RFC 9457 problem: `code` names it, `detail` says why")), security(("bearer" = [])))]
 pub async fn token(
     State(gw): State<AppState>,
     Agent(key): Agent<READ>,

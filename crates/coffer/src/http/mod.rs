@@ -4,6 +4,7 @@
 
 mod agent;
 mod constitution;
+mod events;
 pub mod extract;
 mod l402;
 mod operator;
@@ -132,6 +133,13 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(rooms::list_incoming))
         .routes(routes!(rooms::accept_incoming))
         .routes(routes!(rooms::reject_incoming))
+        .routes(routes!(events::list_events))
+        .routes(routes!(events::stream_events))
+        .routes(routes!(events::events_websocket))
+        .routes(routes!(events::create_webhook, events::list_webhooks))
+        .routes(routes!(events::delete_webhook))
+        .routes(routes!(events::resume_webhook))
+        .routes(routes!(events::list_deliveries))
 }
 
 /// The whole HTTP surface of a gateway listening on `local`: the API, the

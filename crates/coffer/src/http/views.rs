@@ -1,11 +1,11 @@
 //! Records to wire types.
 
 use crate::io::{
-    AgentRecord, ApprovalRecord, ApprovalStatus, AuditRecord, InvoiceRecord, MessageKind, MessageRecord, PaymentRecord,
-    RoomRecord, StoredInvoiceStatus,
+    AgentRecord, ApprovalRecord, ApprovalStatus, AuditRecord, DeliveryRecord, InvoiceRecord, MessageKind,
+    MessageRecord, PaymentRecord, RoomRecord, StoredInvoiceStatus, WebhookRecord,
 };
 use chrono::{DateTime, SecondsFormat};
-use coffer_client::{Agent, Approval, Invoice, InvoiceStatus, Payment};
+use coffer_client::{Agent, Approval, Delivery, Invoice, InvoiceStatus, Payment, Webhook};
 
 pub fn timestamp(ms: i64) -> String {
     DateTime::from_timestamp_millis(ms).map(|t| t.to_rfc3339_opts(SecondsFormat::Millis, true)).unwrap_or_default()
@@ -164,5 +164,30 @@ pub fn l402_token(t: crate::io::L402TokenRecord, paid: bool) -> coffer_client::L
         payment_id: t.payment_id,
         expires_at: timestamp(t.expires_at_ms),
         paid,
+    }
+}
+
+pub fn webhook(w: WebhookRecord) -> Webhook {
+    Webhook {
+        id: w.id,
+        agent_id: w.owner,
+        url: w.url,
+        types: w.types,
+        delivered_through: w.state.after_event_id,
+        failures: w.state.failures,
+        paused: w.state.paused,
+        created_at: timestamp(w.created_at_ms),
+    }
+}
+
+pub fn delivery(d: DeliveryRecord) -> Delivery {
+    Delivery {
+        event_id: d.event_id,
+        attempt: d.attempt,
+        status: d.status,
+        error: d.error,
+        delivered: d.delivered,
+        at: timestamp(d.at_ms),
+        duration_ms: d.duration_ms,
     }
 }

@@ -397,6 +397,59 @@ pub struct AuditInput {
     pub sums: coffer_core::ledger::TransferSums,
 }
 
+/// One event of the outbox: written in the transaction of the change it
+/// tells of, with an id that increases in commit order.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EventRecord {
+    pub id: i64,
+    pub kind: String,
+    /// The agent it concerns; `None` for gateway-wide events (the operator's).
+    pub agent_id: Option<String>,
+    pub data: serde_json::Value,
+    pub created_at_ms: i64,
+}
+
+/// A webhook subscription: events of one agent (`owner`), or of the whole
+/// gateway (`owner: None`, the operator's), POSTed to `url` in id order.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WebhookRecord {
+    pub id: String,
+    pub owner: Option<String>,
+    pub url: String,
+    /// Event types delivered; empty for all.
+    pub types: Vec<String>,
+    pub state: WebhookState,
+    pub created_at_ms: i64,
+}
+
+/// Where a webhook's delivery stands.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WebhookState {
+    /// Every event up to this id is delivered (or not for this webhook).
+    pub after_event_id: i64,
+    /// Failed attempts in a row; reset by a success.
+    pub failures: u32,
+    /// Paused after too many failures in a row, until resumed.
+    pub paused: bool,
+    /// No attempt before this time (the backoff after a failure).
+    pub next_attempt_at_ms: i64,
+}
+
+/// One attempt to deliver an event to a webhook.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeliveryRecord {
+    pub webhook_id: String,
+    pub event_id: i64,
+    /// 1 for the first attempt at this event.
+    pub attempt: u32,
+    /// The receiver's HTTP status, when it answered.
+    pub status: Option<u16>,
+    pub error: Option<String>,
+    pub delivered: bool,
+    pub at_ms: i64,
+    pub duration_ms: u64,
+}
+
 pub trait Store: Send + Sync + 'static {
     fn operator_digest(&self) -> StoreFuture<'_, Option<SecretDigest>>;
     fn set_operator_digest(&self, digest: SecretDigest) -> StoreFuture<'_, ()>;
@@ -490,6 +543,35 @@ pub trait Store: Send + Sync + 'static {
         key_id: String,
         now_ms: i64,
     ) -> StoreFuture<'_, IncomingRecord>;
+
+    // The outbox and its deliveries.
+    /// Events with an id above `after_id`, oldest first: all of them, or
+    /// those of one agent.
+    fn events(&self, after_id: i64, agent_id: Option<String>, limit: u32) -> StoreFuture<'_, Vec<EventRecord>>;
+    /// The id of the newest event, 0 when there is none.
+    fn newest_event_id(&self) -> StoreFuture<'_, i64>;
+    /// Changes after every commit of this process, so watchers of the outbox
+    /// wake at once; commits of other instances are found by polling.
+    fn commits(&self) -> tokio::sync::watch::Receiver<u64>;
+    /// Takes or renews the lease `name` for `owner` until `now_ms +
+    /// lease_ms` when it is free, expired or `owner`'s already, and answers
+    /// the lease's cursor; `None` while another owner holds it. A lease keeps
+    /// one instance of a gateway doing a background job at a time.
+    fn claim_lease(&self, name: String, owner: String, now_ms: i64, lease_ms: i64) -> StoreFuture<'_, Option<i64>>;
+    /// Moves the cursor of lease `name` to `cursor`, only while `owner`
+    /// holds it; answers whether it did.
+    fn advance_lease(&self, name: String, owner: String, cursor: i64) -> StoreFuture<'_, bool>;
+    fn create_webhook(&self, webhook: WebhookRecord) -> StoreFuture<'_, ()>;
+    /// The webhooks of one agent, or (`None`) all of them.
+    fn webhooks(&self, owner: Option<String>) -> StoreFuture<'_, Vec<WebhookRecord>>;
+    fn webhook(&self, id: String) -> StoreFuture<'_, Option<WebhookRecord>>;
+    fn delete_webhook(&self, id: String) -> StoreFuture<'_, bool>;
+    /// Sets a webhook's delivery state (a resume clears the pause).
+    fn set_webhook_state(&self, id: String, state: WebhookState) -> StoreFuture<'_, ()>;
+    /// Logs an attempt and sets the webhook's new state, in one transaction.
+    fn record_delivery(&self, delivery: DeliveryRecord, state: WebhookState) -> StoreFuture<'_, ()>;
+    /// A webhook's attempts, newest first.
+    fn deliveries(&self, webhook_id: String, limit: u32) -> StoreFuture<'_, Vec<DeliveryRecord>>;
 }
 
 /// A key to store: its digest only, never the secret.

@@ -22,6 +22,7 @@
 //! [`WAL_RESTART_BYTES`]; by then the background checkpoints have copied
 //! nearly all of it, and the pause is short.
 
+mod outbox;
 mod schema;
 
 use super::*;
@@ -34,7 +35,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 /// The most jobs committed in one transaction: bounds a batch's latency.
 pub const BATCH_JOBS_MAX: usize = 1_024;
@@ -77,11 +78,14 @@ type PolicyCache = HashMap<String, (i64, Arc<Policy>)>;
 struct Writer {
     conn: Connection,
     policies: RefCell<PolicyCache>,
+    /// Counts commits, for watchers of the outbox.
+    commits: watch::Sender<u64>,
 }
 
 pub struct SqliteStore {
     jobs: mpsc::Sender<Job>,
     readers: Arc<ReaderPool>,
+    commits: watch::Receiver<u64>,
 }
 
 impl SqliteStore {
@@ -90,11 +94,12 @@ impl SqliteStore {
         configure_writer(&conn, durability)?;
         schema::migrate(&conn)?;
         let (jobs, queue) = mpsc::channel(QUEUE_JOBS_MAX);
+        let (commits, commits_seen) = watch::channel(0);
         std::thread::Builder::new()
             .name("coffer-sqlite-writer".into())
             .spawn({
                 let wal = wal_path(path);
-                move || run_writer(Writer { conn, policies: RefCell::new(HashMap::new()) }, queue, &wal)
+                move || run_writer(Writer { conn, policies: RefCell::new(HashMap::new()), commits }, queue, &wal)
             })
             .map_err(|e| Error::internal("starting the writer thread", e))?;
         let checkpointer = Connection::open(path).map_err(|e| Error::internal("opening the checkpointer", e))?;
@@ -104,7 +109,7 @@ impl SqliteStore {
             .spawn(move || run_checkpointer(checkpointer, stop))
             .map_err(|e| Error::internal("starting the checkpoint thread", e))?;
         let readers = Arc::new(ReaderPool { path: path.to_owned(), idle: Mutex::new(Vec::new()) });
-        Ok(SqliteStore { jobs, readers })
+        Ok(SqliteStore { jobs, readers, commits: commits_seen })
     }
 
     /// Runs `op` in the writer's next batch; resolves once it is committed.
@@ -194,8 +199,9 @@ fn run_writer(writer: Writer, mut queue: mpsc::Receiver<Job>, wal: &Path) {
         for reply in replies.drain(..) {
             reply(commit_ref);
         }
-        if let Err(e) = commit {
-            tracing::error!(error = %e, "a batch failed to commit; its callers were told");
+        match commit {
+            Ok(()) => writer.commits.send_modify(|n| *n = n.wrapping_add(1)),
+            Err(e) => tracing::error!(error = %e, "a batch failed to commit; its callers were told"),
         }
     }
 }
@@ -1342,6 +1348,57 @@ impl Store for SqliteStore {
                 found.filter(|i| i.payee_agent_id == payee_agent_id).ok_or(Error::NotFound("incoming payment"))?;
             internal::decide_incoming(tx, incoming, accept, &key_id, now_ms)
         })
+    }
+
+    fn events(&self, after_id: i64, agent_id: Option<String>, limit: u32) -> StoreFuture<'_, Vec<EventRecord>> {
+        self.read(move |tx| outbox::events(tx.conn, after_id, agent_id.as_deref(), limit))
+    }
+
+    fn newest_event_id(&self) -> StoreFuture<'_, i64> {
+        self.read(|tx| Ok(tx.conn.query_row("SELECT COALESCE(MAX(id), 0) FROM events", [], |r| r.get(0))?))
+    }
+
+    fn commits(&self) -> watch::Receiver<u64> {
+        self.commits.clone()
+    }
+
+    fn claim_lease(&self, name: String, owner: String, now_ms: i64, lease_ms: i64) -> StoreFuture<'_, Option<i64>> {
+        self.write(move |tx| outbox::claim_lease(tx.conn, &name, &owner, now_ms, lease_ms))
+    }
+
+    fn advance_lease(&self, name: String, owner: String, cursor: i64) -> StoreFuture<'_, bool> {
+        self.write(move |tx| outbox::advance_lease(tx.conn, &name, &owner, cursor))
+    }
+
+    fn create_webhook(&self, webhook: WebhookRecord) -> StoreFuture<'_, ()> {
+        self.write(move |tx| outbox::create_webhook(tx.conn, &webhook))
+    }
+
+    fn webhooks(&self, owner: Option<String>) -> StoreFuture<'_, Vec<WebhookRecord>> {
+        self.read(move |tx| outbox::webhooks(tx.conn, owner.as_deref()))
+    }
+
+    fn webhook(&self, id: String) -> StoreFuture<'_, Option<WebhookRecord>> {
+        self.read(move |tx| outbox::webhook(tx.conn, &id))
+    }
+
+    fn delete_webhook(&self, id: String) -> StoreFuture<'_, bool> {
+        self.write(move |tx| outbox::delete_webhook(tx.conn, &id))
+    }
+
+    fn set_webhook_state(&self, id: String, state: WebhookState) -> StoreFuture<'_, ()> {
+        self.write(move |tx| outbox::set_webhook_state(tx.conn, &id, state))
+    }
+
+    fn record_delivery(&self, delivery: DeliveryRecord, state: WebhookState) -> StoreFuture<'_, ()> {
+        self.write(move |tx| {
+            outbox::insert_delivery(tx.conn, &delivery)?;
+            outbox::set_webhook_state(tx.conn, &delivery.webhook_id, state)
+        })
+    }
+
+    fn deliveries(&self, webhook_id: String, limit: u32) -> StoreFuture<'_, Vec<DeliveryRecord>> {
+        self.read(move |tx| outbox::deliveries(tx.conn, &webhook_id, limit))
     }
 
     fn set_chat_settings(&self, agent_id: String, settings: ChatSettings) -> StoreFuture<'_, ()> {

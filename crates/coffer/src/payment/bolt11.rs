@@ -120,6 +120,19 @@ impl NodeSigner {
         self.network
     }
 
+    /// A 256-bit key for `label`, derived from the node key with
+    /// HMAC-SHA256: secrets the gateway must be able to recompute (webhook
+    /// signing keys) without storing them. One-way: it reveals nothing of
+    /// the node key.
+    pub fn derive_key(&self, label: &[u8]) -> [u8; 32] {
+        use hmac::{Hmac, Mac};
+        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(&self.secret.secret_bytes())
+            .unwrap_or_else(|_| unreachable!("HMAC takes a key of any length"));
+        mac.update(b"coffer/derive/v1/");
+        mac.update(label);
+        mac.finalize().into_bytes().into()
+    }
+
     /// Signs a new invoice. `now` is the creation time, since the epoch.
     pub fn sign(
         &self,

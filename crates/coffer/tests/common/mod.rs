@@ -36,6 +36,8 @@ pub struct Gateway {
     url: String,
     token: String,
     dir: PathBuf,
+    /// More arguments of `coffer serve`, kept for restarts.
+    args: Vec<String>,
     http: reqwest::Client,
     /// Kept last: the folder outlives the process.
     _tempdir: Option<tempfile::TempDir>,
@@ -44,15 +46,28 @@ pub struct Gateway {
 impl Gateway {
     /// Starts a gateway on a fresh temporary data folder.
     pub async fn start() -> Gateway {
+        Gateway::start_with(&[]).await
+    }
+
+    /// Starts a gateway on a fresh temporary data folder, with more
+    /// arguments of `coffer serve`.
+    pub async fn start_with(args: &[&str]) -> Gateway {
         let tempdir = tempfile::tempdir().expect("creating a temporary data folder");
         let dir = tempdir.path().join("data");
-        let mut gw = Gateway::start_in(&dir).await;
+        let mut gw = Gateway::new(&dir, args);
+        gw.spawn().await;
         gw._tempdir = Some(tempdir);
         gw
     }
 
     /// Starts a gateway on the given data folder (kept after the test).
     pub async fn start_in(dir: &Path) -> Gateway {
+        let mut gw = Gateway::new(dir, &[]);
+        gw.spawn().await;
+        gw
+    }
+
+    fn new(dir: &Path, args: &[&str]) -> Gateway {
         coffer::cli::install_crypto_provider();
         let http = reqwest::Client::builder()
             .timeout(REQUEST_TIMEOUT)
@@ -60,9 +75,8 @@ impl Gateway {
             .build()
             .expect("building an HTTP client");
         let token = coffer::secrets::new_secret("cop_test_");
-        let mut gw = Gateway { child: None, url: String::new(), token, dir: dir.to_owned(), http, _tempdir: None };
-        gw.spawn().await;
-        gw
+        let args = args.iter().map(|a| (*a).to_owned()).collect();
+        Gateway { child: None, url: String::new(), token, dir: dir.to_owned(), args, http, _tempdir: None }
     }
 
     async fn spawn(&mut self) {
@@ -72,7 +86,10 @@ impl Gateway {
             .arg("--data")
             .arg(&self.dir)
             .args(["--listen", "127.0.0.1:0"])
+            .args(&self.args)
             .env("COFFER_OPERATOR_TOKEN", &self.token)
+            .env_remove("COFFER_NATS_URL")
+            .env_remove("COFFER_REDIS_URL")
             .env("COFFER_LOG", "warn")
             .env_remove("COFFER_URL")
             .env_remove("COFFER_AGENT_KEY")
@@ -544,8 +561,16 @@ impl SseReader {
     /// Connects; `Err` carries the answer if it is not `200`.
     pub async fn connect(gw: &Gateway, secret: &str, room: &str, after: Option<i64>) -> Result<SseReader, Reply> {
         let query = after.map(|a| format!("?after={a}")).unwrap_or_default();
-        let url = format!("{}/v1/rooms/{room}/events{query}", gw.url());
-        let rb = gw.stream_client().get(url).bearer_auth(secret);
+        SseReader::open(gw, secret, &format!("/v1/rooms/{room}/events{query}"), None).await
+    }
+
+    /// Connects to any event stream, resuming after `last_event_id` if given.
+    pub async fn open(gw: &Gateway, secret: &str, path: &str, last_event_id: Option<i64>) -> Result<SseReader, Reply> {
+        let url = format!("{}{path}", gw.url());
+        let mut rb = gw.stream_client().get(url).bearer_auth(secret);
+        if let Some(id) = last_event_id {
+            rb = rb.header("last-event-id", id.to_string());
+        }
         let response = tokio::time::timeout(REQUEST_TIMEOUT, rb.send())
             .await
             .expect("connecting to the event stream timed out")

@@ -188,6 +188,41 @@ CREATE TABLE l402_tokens (
     PRIMARY KEY (agent_id, origin, scope)
 ) WITHOUT ROWID;
 "#,
+    // 5: the outbox's consumers: leases (one instance runs each background
+    // job), webhook subscriptions and their delivery log.
+    r#"
+CREATE TABLE leases (
+    name TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    expires_at INTEGER NOT NULL,
+    cursor INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+CREATE TABLE webhooks (
+    id TEXT PRIMARY KEY,
+    owner TEXT,
+    url TEXT NOT NULL,
+    types TEXT NOT NULL,
+    after_event_id INTEGER NOT NULL,
+    failures INTEGER NOT NULL DEFAULT 0,
+    paused INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at INTEGER NOT NULL DEFAULT 0,
+    created_at INTEGER NOT NULL
+);
+CREATE INDEX webhooks_by_owner ON webhooks (owner);
+CREATE TABLE webhook_deliveries (
+    id INTEGER PRIMARY KEY,
+    webhook_id TEXT NOT NULL,
+    event_id INTEGER NOT NULL,
+    attempt INTEGER NOT NULL,
+    status INTEGER,
+    error TEXT,
+    delivered INTEGER NOT NULL,
+    at INTEGER NOT NULL,
+    duration_ms INTEGER NOT NULL
+);
+CREATE INDEX webhook_deliveries_by_webhook ON webhook_deliveries (webhook_id, id);
+CREATE INDEX events_by_agent ON events (agent_id, id);
+"#,
 ];
 
 pub fn migrate(conn: &Connection) -> Result<(), Error> {

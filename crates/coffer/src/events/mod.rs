@@ -1,0 +1,122 @@
+//! The outbox, delivered: every event the store wrote in the transaction of
+//! its change goes out to webhooks ([`webhook`]) and to the message buses
+//! operators run, NATS JetStream ([`nats`]) and Redis Streams ([`redis`]).
+//!
+//! Each consumer keeps a cursor (the id of the last event it delivered) in
+//! the store, under a lease, so that with several gateway instances on one
+//! database one instance at a time delivers, and a restart resumes where
+//! the last one stopped. Delivery is at least once: a crash between
+//! publishing and moving the cursor publishes those events again, and
+//! consumers tell repeats by the event id.
+
+pub mod nats;
+pub mod redis;
+pub mod webhook;
+
+use crate::gateway::{Gateway, now_ms};
+use crate::http::views::timestamp;
+use crate::io::EventRecord;
+use coffer_client::Event;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Events read and published per step.
+pub const BATCH_EVENTS_MAX: u32 = 256;
+/// How long a consumer's lease lasts unless renewed: how soon another
+/// instance takes over from one that died.
+pub const LEASE_MS: i64 = 10_000;
+/// How often an idle consumer looks for events committed by other instances
+/// (this instance's own commits wake it at once).
+const POLL_MS: u64 = 1_000;
+/// The longest wait between retries after a failure.
+const BACKOFF_MAX_MS: u64 = 30_000;
+
+/// The event as every consumer receives it.
+pub fn wire(event: &EventRecord, gateway: &str) -> Event {
+    Event {
+        id: event.id,
+        kind: event.kind.clone(),
+        agent_id: event.agent_id.clone(),
+        gateway: gateway.to_owned(),
+        created_at: timestamp(event.created_at_ms),
+        data: event.data.clone(),
+    }
+}
+
+pub type BusFuture<'a> = Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>>;
+
+/// A message bus the outbox is published to, in id order.
+pub trait Bus: Send + Sync + 'static {
+    /// The consumer's name: its lease and cursor in the store.
+    fn name(&self) -> &'static str;
+    /// Publishes `events` in order; an error means some may not have been
+    /// published (they are published again).
+    fn publish<'a>(&'a self, events: &'a [Event]) -> BusFuture<'a>;
+}
+
+/// Publishes the outbox to `bus` for as long as the gateway runs.
+pub async fn run_bus(gateway: Arc<Gateway>, bus: Arc<dyn Bus>, owner: String) {
+    let mut commits = gateway.commits();
+    let mut failures = 0u32;
+    loop {
+        let outcome = publish_step(&gateway, bus.as_ref(), &owner).await;
+        let wait_ms = match outcome {
+            Ok(true) => {
+                failures = 0;
+                continue;
+            }
+            Ok(false) => {
+                failures = 0;
+                POLL_MS
+            }
+            Err(e) => {
+                failures = failures.saturating_add(1);
+                let wait_ms = backoff_ms(failures, 100);
+                tracing::warn!(bus = bus.name(), error = %e, retry_in_ms = wait_ms, "publishing events failed");
+                wait_ms
+            }
+        };
+        // Woken early by a commit of this process; a commit of another
+        // instance is found by the next poll.
+        let _ = tokio::time::timeout(Duration::from_millis(wait_ms), commits.changed()).await;
+    }
+}
+
+/// One step: publishes the next batch if this instance holds the lease.
+/// Answers whether it published anything (there may be more).
+async fn publish_step(gateway: &Gateway, bus: &dyn Bus, owner: &str) -> Result<bool, String> {
+    let store = gateway.store();
+    let lease = store.claim_lease(bus.name().to_owned(), owner.to_owned(), now_ms(), LEASE_MS);
+    let Some(cursor) = lease.await.map_err(|e| e.to_string())? else { return Ok(false) };
+    let events = store.events(cursor, None, BATCH_EVENTS_MAX).await.map_err(|e| e.to_string())?;
+    let Some(last) = events.last().map(|e| e.id) else { return Ok(false) };
+    let wire: Vec<Event> = events.iter().map(|e| wire(e, gateway.node_pubkey_hex())).collect();
+    bus.publish(&wire).await?;
+    // Lost the lease meanwhile: the new holder publishes these again, which
+    // at-least-once allows.
+    store.advance_lease(bus.name().to_owned(), owner.to_owned(), last).await.map_err(|e| e.to_string())?;
+    Ok(true)
+}
+
+/// Exponential backoff: `base_ms`, doubling with each failure in a row, up
+/// to [`BACKOFF_MAX_MS`].
+pub fn backoff_ms(failures: u32, base_ms: u64) -> u64 {
+    let doublings = failures.saturating_sub(1).min(20);
+    base_ms.saturating_mul(1u64 << doublings).min(BACKOFF_MAX_MS.max(base_ms))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_a_ceiling() {
+        assert_eq!(backoff_ms(1, 100), 100);
+        assert_eq!(backoff_ms(2, 100), 200);
+        assert_eq!(backoff_ms(5, 100), 1_600);
+        assert_eq!(backoff_ms(40, 100), BACKOFF_MAX_MS);
+        assert_eq!(backoff_ms(u32::MAX, 1_000), BACKOFF_MAX_MS);
+    }
+}
