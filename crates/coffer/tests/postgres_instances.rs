@@ -1,0 +1,181 @@
+//! Several `coffer serve` instances on one PostgreSQL database stay one
+//! gateway: the database, not any one process, decides who pays, which
+//! request an idempotency key answered, which keys live and which held
+//! payment expires.
+//!
+//! Needs PostgreSQL on 127.0.0.1:5432 (scripts/services.sh); each test makes
+//! a database of its own.
+
+mod common;
+
+use common::{Gateway, Reply, all_at_once, invoice, invoice_expiring, send};
+use reqwest::Method;
+use serde_json::json;
+use std::time::{Duration, Instant};
+
+const P: u64 = 1_000;
+
+/// The wait, at most, for another instance to learn of a key created or
+/// revoked elsewhere: the refresh period (one second) with ample margin
+/// for a loaded machine. A key still misjudged after it fails the test.
+const KEY_NEWS_WAIT: Duration = Duration::from_secs(10);
+
+async fn instances(count: usize) -> Vec<Gateway> {
+    let first = Gateway::start_postgres().await;
+    let mut all = Vec::with_capacity(count);
+    for _ in 1..count {
+        all.push(first.another_instance().await);
+    }
+    all.insert(0, first);
+    all
+}
+
+async fn wallet_status(gw: &Gateway, key: &str) -> u16 {
+    send(gw.request(Method::GET, "/v1/wallet", Some(key))).await.status
+}
+
+/// Waits until `gw` answers the wallet of `key` with `status`; fails the
+/// test if it still does not after [`KEY_NEWS_WAIT`].
+async fn until_wallet_status(gw: &Gateway, key: &str, status: u16) {
+    let start = Instant::now();
+    loop {
+        let seen = wallet_status(gw, key).await;
+        if seen == status {
+            return;
+        }
+        assert!(start.elapsed() < KEY_NEWS_WAIT, "{} still answers {seen}, not {status}", gw.url());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// An agent created on the first instance, known to all of them.
+async fn agent_everywhere(gws: &[Gateway], name: &str, fund_msat: u64) -> (String, coffer_client::Client, String) {
+    let (id, client, key) = gws[0].new_agent(name, fund_msat).await;
+    for gw in &gws[1..] {
+        until_wallet_status(gw, &key, 200).await;
+    }
+    (id, client, key)
+}
+
+fn pay_request(gw: &Gateway, key: &str, bolt11: &str, idempotency_key: Option<&str>) -> reqwest::RequestBuilder {
+    let rb = gw
+        .request(Method::POST, "/v1/payments", Some(key))
+        .json(&json!({"bolt11": bolt11, "purpose": "across instances"}));
+    match idempotency_key {
+        Some(k) => rb.header("Idempotency-Key", k),
+        None => rb,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn racing_payments_on_three_instances_spend_exactly_what_the_wallet_has() {
+    let gws = instances(3).await;
+    let affordable = 7;
+    let (payer_id, _, key) = agent_everywhere(&gws, "payer", affordable * P).await;
+    let (seller_id, seller, _) = agent_everywhere(&gws, "seller", 0).await;
+    let mut requests = Vec::new();
+    for i in 0..24 {
+        let inv = invoice(&seller, P).await;
+        requests.push(pay_request(&gws[i % gws.len()], &key, &inv.bolt11, None));
+    }
+    let replies = all_at_once(requests).await;
+
+    let paid = replies.iter().filter(|r| r.status == 200).count();
+    let refused: Vec<&Reply> = replies.iter().filter(|r| r.status != 200).collect();
+    assert_eq!(paid, affordable as usize, "{replies:?}");
+    for r in &refused {
+        assert_eq!(r.code(), Some("insufficient-balance"), "{r:?}");
+    }
+    for gw in &gws {
+        let balances = gw.balances().await;
+        assert_eq!(balances[&payer_id], 0, "seen from {}", gw.url());
+        assert_eq!(balances[&seller_id], affordable * P, "seen from {}", gw.url());
+    }
+    let (ok, report) = gws[2].audit().await;
+    assert!(ok, "{report}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_idempotency_key_sent_to_every_instance_pays_once() {
+    let gws = instances(3).await;
+    let (payer_id, payer, key) = agent_everywhere(&gws, "payer", 50 * P).await;
+    let (_, seller, _) = agent_everywhere(&gws, "seller", 0).await;
+    let inv = invoice(&seller, 3 * P).await;
+    let requests = (0..12).map(|i| pay_request(&gws[i % gws.len()], &key, &inv.bolt11, Some("once"))).collect();
+    let replies = all_at_once(requests).await;
+
+    let first = &replies[0];
+    assert_eq!(first.status, 200, "{first:?}");
+    for r in &replies {
+        assert_eq!((r.status, &r.json), (first.status, &first.json), "every instance answers the one payment");
+    }
+    assert_eq!(gws[1].payment_count(&payer).await, 1);
+    assert_eq!(gws[0].balances().await[&payer_id], 47 * P);
+    // The same key with another request is refused on any instance.
+    let other = invoice(&seller, P).await;
+    let conflict = send(pay_request(&gws[2], &key, &other.bolt11, Some("once"))).await;
+    assert_eq!(conflict.code(), Some("idempotency-conflict"), "{conflict:?}");
+    let (ok, report) = gws[0].audit().await;
+    assert!(ok, "{report}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_key_created_or_revoked_on_one_instance_is_honoured_on_the_other() {
+    let gws = instances(2).await;
+    let (a, b) = (&gws[0], &gws[1]);
+    let (agent_id, _, first_key) = agent_everywhere(&gws, "agent", 0).await;
+    let created = a.operator().create_key(&agent_id, coffer_client::Scope::Read).await.expect("a new key");
+    until_wallet_status(b, &created.key, 200).await;
+
+    a.operator().revoke_key(&created.id).await.expect("revoking on A");
+    assert_eq!(wallet_status(a, &created.key).await, 401, "A refuses its revoked key at once");
+    until_wallet_status(b, &created.key, 401).await;
+    // The other key of the agent is untouched.
+    assert_eq!(wallet_status(b, &first_key).await, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn held_payments_expire_once_though_every_instance_runs_the_expiry_job() {
+    let gws = instances(3).await;
+    let (payer_id, payer, key) = agent_everywhere(&gws, "payer", 100 * P).await;
+    let (_, seller, _) = agent_everywhere(&gws, "seller", 0).await;
+    gws[0].operator().set_policy(&payer_id, &json!({"approval_above_msat": P})).await.expect("setting the policy");
+    // Holds whose invoices end in two seconds: every instance's expiry job
+    // then finds them due at about the same time.
+    let mut held = Vec::new();
+    while held.len() < 6 {
+        let inv = invoice_expiring(&seller, 2 * P, 2).await;
+        let r = send(pay_request(&gws[held.len() % gws.len()], &key, &inv.bolt11, None)).await;
+        if r.code() == Some("invoice-expired") {
+            continue;
+        }
+        assert_eq!((r.status, r.json["status"].as_str()), (202, Some("held")), "{r:?}");
+        held.push(r.json["id"].as_str().expect("an approval id").to_owned());
+        assert!(held.len() < 100, "could not hold six payments");
+    }
+    assert_eq!(payer.wallet().await.expect("the wallet").pending_msat, 12 * P);
+
+    let start = Instant::now();
+    loop {
+        let pending = gws[1].operator().approvals().await.expect("listing approvals");
+        if pending.is_empty() {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "still pending: {pending:?}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    // Give every instance's job a few more rounds to do harm, if it would.
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+
+    let w = payer.wallet().await.expect("the wallet");
+    assert_eq!((w.balance_msat, w.pending_msat, w.available_msat), (100 * P, 0, 100 * P));
+    let trail = gws[2].audit_all(&format!("agent_id={payer_id}&action=approval.expired")).await;
+    let mut expired: Vec<&str> = trail.iter().filter_map(|r| r.record["rule"].as_str()).collect();
+    expired.sort_unstable();
+    let mut want: Vec<&str> = held.iter().map(String::as_str).collect();
+    want.sort_unstable();
+    assert_eq!(expired, want, "each hold expired exactly once");
+    assert_eq!(gws[0].events("approval.decided").len(), held.len());
+    let (ok, report) = gws[0].audit().await;
+    assert!(ok, "{report}");
+}
