@@ -831,17 +831,17 @@ impl Tx for PgTx<'_> {
 
     fn audit(&mut self, entry: &AuditEntry) -> Result<(), Error> {
         // The write lock makes this batch the only one appending, so the
-        // last record is the chain's head.
-        let last = self.conn.query_opt("SELECT hash FROM audit_log ORDER BY seq DESC LIMIT 1", &[])?;
-        let prev = match last {
-            Some(r) => hash32(r.try_get(0)?)?,
-            None => audit_chain::GENESIS,
+        // last record is the chain's head, and the next number is free.
+        let last = self.conn.query_opt("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1", &[])?;
+        let (seq, prev) = match last {
+            Some(r) => (r.try_get::<_, i64>(0)? + 1, hash32(r.try_get(1)?)?),
+            None => (1, audit_chain::GENESIS),
         };
         let body = json(entry)?;
         let hash = audit_chain::link(&prev, body.as_bytes());
         self.conn.execute(
-            "INSERT INTO audit_log (at, agent_id, action, body, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6)",
-            &[&entry.at_ms, &entry.agent_id, &entry.action, &body, &prev.as_slice(), &hash.as_slice()],
+            "INSERT INTO audit_log (seq, at, agent_id, action, body, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            &[&seq, &entry.at_ms, &entry.agent_id, &entry.action, &body, &prev.as_slice(), &hash.as_slice()],
         )?;
         Ok(())
     }
@@ -871,7 +871,8 @@ impl Tx for PgTx<'_> {
 
     /// Event ids come from an identity column; under the write lock they
     /// are handed out and committed in one order, so they only increase as
-    /// they become visible.
+    /// they become visible (a replay `after=ID` misses none). A rolled-back
+    /// job leaves a gap, which a replay skips.
     fn emit(&mut self, kind: &str, agent_id: Option<&str>, data: &serde_json::Value, now_ms: i64) -> Result<(), Error> {
         self.conn.execute(
             "INSERT INTO events (type, agent_id, data, created_at) VALUES ($1, $2, $3, $4)",

@@ -126,8 +126,11 @@ CREATE TABLE approvals (
     payment_id TEXT
 );
 CREATE INDEX approvals_by_status ON approvals (status, expires_at);
+-- `seq` is set by the writer (the last + 1, under the write lock), not by a
+-- sequence: sequence values are used up by transactions that roll back, and
+-- the chain's records are numbered without gaps.
 CREATE TABLE audit_log (
-    seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    seq BIGINT PRIMARY KEY,
     at BIGINT NOT NULL,
     agent_id TEXT,
     action TEXT NOT NULL,
