@@ -179,3 +179,23 @@ async fn held_payments_expire_once_though_every_instance_runs_the_expiry_job() {
     let (ok, report) = gws[0].audit().await;
     assert!(ok, "{report}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_policy_changed_on_one_instance_rules_the_next_payment_on_the_other() {
+    let gws = instances(2).await;
+    let (a, b) = (&gws[0], &gws[1]);
+    let (payer_id, _, key) = agent_everywhere(&gws, "payer", 100 * P).await;
+    let (_, seller, _) = agent_everywhere(&gws, "seller", 0).await;
+    a.operator().set_policy(&payer_id, &json!({"approval_above_msat": 10 * P})).await.expect("a policy");
+    // B pays under the first policy, so it has parsed (and cached) it.
+    let inv = invoice(&seller, 2 * P).await;
+    let paid = send(pay_request(b, &key, &inv.bolt11, None)).await;
+    assert_eq!(paid.status, 200, "{paid:?}");
+
+    a.operator().set_policy(&payer_id, &json!({"approval_above_msat": P})).await.expect("a stricter policy");
+    // At once, no waiting: B reads the policy's revision in the paying
+    // transaction.
+    let inv = invoice(&seller, 2 * P).await;
+    let held = send(pay_request(b, &key, &inv.bolt11, None)).await;
+    assert_eq!((held.status, held.json["status"].as_str()), (202, Some("held")), "{held:?}");
+}
