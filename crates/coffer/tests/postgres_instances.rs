@@ -199,3 +199,45 @@ async fn a_policy_changed_on_one_instance_rules_the_next_payment_on_the_other() 
     let held = send(pay_request(b, &key, &inv.bolt11, None)).await;
     assert_eq!((held.status, held.json["status"].as_str()), (202, Some("held")), "{held:?}");
 }
+
+/// `coffer audit` with `COFFER_DATABASE_URL` checks the PostgreSQL store
+/// for real: a record or a balance changed behind the gateway's back fails
+/// it, and it passes again once repaired.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn coffer_audit_on_postgres_catches_a_rewritten_record_and_a_tampered_balance() {
+    let gw = Gateway::start_postgres().await;
+    let (_, _, key) = gw.new_agent("payer", 50 * P).await;
+    let (_, seller, _) = gw.new_agent("seller", 0).await;
+    let inv = invoice(&seller, 3 * P).await;
+    let paid = send(pay_request(&gw, &key, &inv.bolt11, None)).await;
+    assert_eq!(paid.status, 200, "{paid:?}");
+    let (ok, report) = gw.audit().await;
+    assert!(ok, "{report}");
+    let db = gw.database().expect("a PostgreSQL gateway");
+
+    let seq = db.query("SELECT seq::text FROM audit_log WHERE action = 'payment.allowed'", &[]);
+    let seq = seq[0][0].clone().expect("the payment's audit record");
+    let rewrite = "UPDATE audit_log SET body = replace(body, 'across instances', 'across the sea') \
+                   WHERE seq = $1::text::bigint RETURNING seq::text";
+    assert_eq!(db.query(rewrite, &[&seq]).len(), 1);
+    let (ok, report) = gw.audit().await;
+    assert!(!ok, "a rewritten record passed the audit: {report}");
+    assert!(report.contains(&format!("audit trail broken at record {seq}")), "{report}");
+    let repair = "UPDATE audit_log SET body = replace(body, 'across the sea', 'across instances') \
+                  WHERE seq = $1::text::bigint RETURNING seq::text";
+    assert_eq!(db.query(repair, &[&seq]).len(), 1);
+    let (ok, report) = gw.audit().await;
+    assert!(ok, "{report}");
+
+    let tamper = |delta: &str| {
+        let sql = "UPDATE accounts SET credits_posted = credits_posted + $1::text::bigint \
+                   WHERE id = (SELECT MIN(id) FROM accounts WHERE kind = 'wallet') RETURNING id::text";
+        assert_eq!(db.query(sql, &[delta]).len(), 1);
+    };
+    tamper("1");
+    let (ok, report) = gw.audit().await;
+    assert!(!ok, "a wallet credited 1 msat out of nowhere passed the audit: {report}");
+    tamper("-1");
+    let (ok, report) = gw.audit().await;
+    assert!(ok, "{report}");
+}
