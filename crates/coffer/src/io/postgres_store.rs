@@ -146,15 +146,21 @@ impl PostgresStore {
     pub async fn open(url: &str) -> Result<PostgresStore, Error> {
         let mut config: Config = url.parse().map_err(|e| Error::internal("the PostgreSQL URL", e))?;
         config.connect_timeout(Duration::from_millis(CONNECT_TIMEOUT_MS));
-        if config.get_application_name().is_none() {
-            config.application_name("coffer");
-        }
+        // Named by role, so pg_stat_activity tells writers from readers.
+        let named = |role: &str| {
+            let mut named = config.clone();
+            if config.get_application_name().is_none() {
+                named.application_name(role);
+            }
+            named
+        };
+        let (writer_config, reader_config) = (named("coffer-writer"), named("coffer-reader"));
         let (jobs, queue) = mpsc::channel(QUEUE_JOBS_MAX);
         let (ready, started) = oneshot::channel();
         std::thread::Builder::new()
             .name("coffer-pg-writer".into())
             .spawn({
-                let config = config.clone();
+                let config = writer_config;
                 move || {
                     let opened = Conn::open(&config).and_then(|mut conn| {
                         schema::migrate(&mut conn.client)?;
@@ -174,7 +180,7 @@ impl PostgresStore {
         let (reads, read_queue) = mpsc::channel(READ_QUEUE_MAX);
         let read_queue = Arc::new(Mutex::new(read_queue));
         for i in 0..READERS {
-            let (config, queue) = (config.clone(), Arc::clone(&read_queue));
+            let (config, queue) = (reader_config.clone(), Arc::clone(&read_queue));
             std::thread::Builder::new()
                 .name(format!("coffer-pg-reader-{i}"))
                 .spawn(move || run_reader(&config, &queue))

@@ -195,6 +195,10 @@ pub fn migrate(client: &mut Client) -> Result<(), Error> {
     let fail = |e: postgres::Error| Error::internal("migrating the schema", e);
     client.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK]).map_err(fail)?;
     let result = apply(client);
+    if result.is_err() {
+        // A migration that failed midway left its transaction open, aborted.
+        let _ = client.batch_execute("ROLLBACK");
+    }
     client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK]).map_err(fail)?;
     result
 }
