@@ -148,7 +148,8 @@ struct ServeArgs {
     #[arg(long, env = "COFFER_OPERATOR_TOKEN", hide_env_values = true)]
     operator_token: Option<String>,
     /// fsync every commit, so acknowledged writes survive power loss too
-    /// (default: they survive a crash of the process).
+    /// (default: they survive a crash of the process). SQLite only: on
+    /// PostgreSQL the server's `synchronous_commit` decides.
     #[arg(long)]
     fsync: bool,
 }

@@ -583,7 +583,8 @@ impl PgTx<'_> {
 
     fn messages_where(&mut self, filter: &str, args: &[Param<'_>]) -> Result<Vec<MessageRecord>, Error> {
         let sql = format!(
-            "SELECT m.id, m.room_id, m.sender, m.kind, m.text, m.created_at, m.payment_hash FROM messages m WHERE {filter}"
+            "SELECT m.id, m.room_id, m.sender, m.kind, m.text, m.created_at, m.payment_hash \
+             FROM messages m WHERE {filter}"
         );
         let found = self.conn.query(&sql, args)?;
         found
@@ -689,7 +690,8 @@ impl Tx for PgTx<'_> {
         // Only an open invoice: the flow checked that it is, and the
         // database asserts it too.
         let changed = self.conn.execute(
-            "UPDATE invoices SET status = 'paid', paid_at = $2, paid_by = $3 WHERE payment_hash = $1 AND status = 'open'",
+            "UPDATE invoices SET status = 'paid', paid_at = $2, paid_by = $3 \
+             WHERE payment_hash = $1 AND status = 'open'",
             &[&payment_hash.as_slice(), &now_ms, &payer_agent_id],
         )?;
         if changed != 1 {
@@ -741,7 +743,8 @@ impl Tx for PgTx<'_> {
         now_ms: i64,
     ) -> Result<(), Error> {
         self.conn.execute(
-            "INSERT INTO idempotency (agent_id, key, request_digest, payment_id, created_at) VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO idempotency (agent_id, key, request_digest, payment_id, created_at) \
+             VALUES ($1, $2, $3, $4, $5)",
             &[&agent_id, &idem.key, &idem.request_digest.as_slice(), &target_id, &now_ms],
         )?;
         Ok(())
@@ -797,8 +800,8 @@ impl Tx for PgTx<'_> {
 
     fn insert_approval(&mut self, a: &ApprovalRecord) -> Result<(), Error> {
         self.conn.execute(
-            "INSERT INTO approvals (id, agent_id, key_id, payment_hash, bolt11, amount, purpose, payee_agent_id, status, \
-             created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+            "INSERT INTO approvals (id, agent_id, key_id, payment_hash, bolt11, amount, purpose, payee_agent_id, \
+             status, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
             &[
                 &a.id,
                 &a.agent_id,
@@ -846,7 +849,8 @@ impl Tx for PgTx<'_> {
         let body = json(entry)?;
         let hash = audit_chain::link(&prev, body.as_bytes());
         self.conn.execute(
-            "INSERT INTO audit_log (seq, at, agent_id, action, body, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            "INSERT INTO audit_log (seq, at, agent_id, action, body, prev_hash, hash) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
             &[&seq, &entry.at_ms, &entry.agent_id, &entry.action, &body, &prev.as_slice(), &hash.as_slice()],
         )?;
         Ok(())
