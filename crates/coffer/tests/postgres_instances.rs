@@ -241,3 +241,50 @@ async fn coffer_audit_on_postgres_catches_a_rewritten_record_and_a_tampered_bala
     let (ok, report) = gw.audit().await;
     assert!(ok, "{report}");
 }
+
+/// A connection PostgreSQL drops (a restart, an administrator) costs at
+/// most the requests that were on it: the writer and the readers connect
+/// again, and a retry with the same Idempotency-Key pays once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_gateway_reconnects_after_postgres_drops_its_connections() {
+    let gw = Gateway::start_postgres().await;
+    let (payer_id, payer, key) = gw.new_agent("payer", 50 * P).await;
+    let (_, seller, _) = gw.new_agent("seller", 0).await;
+    let db = gw.database().expect("a PostgreSQL gateway");
+    let dropped = db.query(
+        "SELECT pg_terminate_backend(pid)::text FROM pg_stat_activity \
+         WHERE datname = current_database() AND application_name LIKE 'coffer-%'",
+        &[],
+    );
+    assert!(dropped.len() >= 2, "the writer and a reader were connected: {dropped:?}");
+
+    let inv = invoice_retrying(&gw, &seller).await;
+    let mut answers = Vec::new();
+    for _ in 0..5 {
+        let r = send(pay_request(&gw, &key, &inv, Some("after-drop"))).await;
+        let paid = r.status == 200;
+        answers.push(r);
+        if paid {
+            break;
+        }
+    }
+    let failed = &answers[..answers.len() - 1];
+    assert_eq!(answers.last().map(|r| r.status), Some(200), "{answers:?}");
+    assert!(failed.len() <= 2 && failed.iter().all(|r| r.status >= 500), "{answers:?}");
+    assert_eq!(gw.payment_count(&payer).await, 1);
+    assert_eq!(gw.balances().await[&payer_id], 47 * P);
+    let (ok, report) = gw.audit().await;
+    assert!(ok, "{report}");
+}
+
+/// An invoice of 3 sats; the first try may meet a dropped connection.
+async fn invoice_retrying(gw: &Gateway, seller: &coffer_client::Client) -> String {
+    for _ in 0..3 {
+        let request = coffer_client::CreateInvoiceRequest { amount_msat: 3 * P, memo: None, expiry_secs: None };
+        match seller.create_invoice(&request).await {
+            Ok(inv) => return inv.bolt11,
+            Err(e) => eprintln!("creating an invoice after the drop: {e}"),
+        }
+    }
+    panic!("no invoice from {} after the connections dropped", gw.url());
+}

@@ -74,7 +74,7 @@ const EXPIRE_BATCH_MAX: i64 = 256;
 
 type Reply = Box<dyn FnOnce(Result<(), &Error>) + Send>;
 type Job = Box<dyn FnOnce(&mut Writer) -> Reply + Send>;
-type ReadJob = Box<dyn FnOnce(Result<&mut Conn, Error>) + Send>;
+type ReadJob = Box<dyn FnOnce(&mut Reader) + Send>;
 type Param<'a> = &'a (dyn ToSql + Sync);
 
 /// Parsed policies by agent, with the revision they were parsed from. The
@@ -183,7 +183,7 @@ impl PostgresStore {
             let (config, queue) = (reader_config.clone(), Arc::clone(&read_queue));
             std::thread::Builder::new()
                 .name(format!("coffer-pg-reader-{i}"))
-                .spawn(move || run_reader(&config, &queue))
+                .spawn(move || run_reader(config, &queue))
                 .map_err(|e| Error::internal("starting a reader thread", e))?;
         }
         Ok(PostgresStore { jobs, reads })
@@ -219,11 +219,16 @@ impl PostgresStore {
     fn read<T, F>(&self, op: F) -> StoreFuture<'_, T>
     where
         T: Send + 'static,
-        F: FnOnce(&mut PgTx<'_>) -> Result<T, Error> + Send + 'static,
+        F: Fn(&mut PgTx<'_>) -> Result<T, Error> + Send + 'static,
     {
         let (done, answer) = oneshot::channel();
-        let job: ReadJob = Box::new(move |conn| {
-            let result = conn.and_then(|conn| op(&mut PgTx { conn, policies: None }));
+        let job: ReadJob = Box::new(move |reader| {
+            let mut result = reader.conn().and_then(|conn| op(&mut PgTx { conn, policies: None }));
+            if result.is_err() && reader.lost() {
+                // The server dropped the connection (a restart): a read
+                // changes nothing, so once more on a new one is safe.
+                result = reader.conn().and_then(|conn| op(&mut PgTx { conn, policies: None }));
+            }
             let _ = done.send(result);
         });
         Box::pin(async move {
@@ -248,7 +253,6 @@ fn in_savepoint<T>(
 fn run_writer(mut writer: Writer, mut queue: mpsc::Receiver<Job>) {
     let mut replies: Vec<Reply> = Vec::with_capacity(BATCH_JOBS_MAX);
     while let Some(first) = queue.blocking_recv() {
-        reconnect_if_closed(&mut writer);
         let commit = run_batch(&mut writer, first, &mut queue, &mut replies);
         let commit_ref = commit.as_ref().map(|_| ());
         for reply in replies.drain(..) {
@@ -278,23 +282,32 @@ fn reconnect_if_closed(writer: &mut Writer) {
     };
 }
 
+/// Opens the batch's transaction and takes the write lock. A connection the
+/// server dropped (a restart) is found here, before any job ran: the batch
+/// then begins once more on a new connection.
+fn begin(writer: &mut Writer) -> Result<(), Error> {
+    for attempt in 0..2 {
+        reconnect_if_closed(writer);
+        let conn = writer.conn.as_mut().ok_or(Error::Unavailable("the database connection is down"))?;
+        match conn.client.batch_execute(&format!("BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK})")) {
+            Ok(()) => return Ok(()),
+            Err(_) if attempt == 0 && conn.client.is_closed() => continue,
+            Err(e) => {
+                let _ = conn.client.batch_execute("ROLLBACK");
+                return Err(Error::internal("begin", e));
+            }
+        }
+    }
+    Err(Error::Unavailable("the database connection is down"))
+}
+
 fn run_batch(
     writer: &mut Writer,
     first: Job,
     queue: &mut mpsc::Receiver<Job>,
     replies: &mut Vec<Reply>,
 ) -> Result<(), Error> {
-    let begin = match writer.conn.as_mut() {
-        Some(conn) => conn
-            .client
-            .batch_execute(&format!("BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK})"))
-            .map_err(|e| Error::internal("begin", e)),
-        None => Err(Error::Unavailable("the database connection is down")),
-    };
-    if let Err(e) = begin {
-        if let Some(conn) = writer.conn.as_mut() {
-            let _ = conn.client.batch_execute("ROLLBACK");
-        }
+    if let Err(e) = begin(writer) {
         // Run nothing: answer this job with the error.
         replies.push(Box::new(move |_| drop(first)));
         return Err(e);
@@ -314,28 +327,40 @@ fn run_batch(
     })
 }
 
-fn run_reader(config: &Config, queue: &Mutex<mpsc::Receiver<ReadJob>>) {
-    let mut conn: Option<Conn> = None;
+/// A reader thread's connection, opened when first needed and again after
+/// the server dropped it.
+struct Reader {
+    config: Config,
+    conn: Option<Conn>,
+}
+
+impl Reader {
+    fn conn(&mut self) -> Result<&mut Conn, Error> {
+        if self.conn.as_ref().is_none_or(|c| c.client.is_closed()) {
+            self.conn = Some(Conn::open(&self.config)?);
+        }
+        self.conn.as_mut().ok_or(Error::Unavailable("the database connection is down"))
+    }
+
+    /// Whether the connection was found dropped (and is forgotten).
+    fn lost(&mut self) -> bool {
+        let lost = self.conn.as_ref().is_some_and(|c| c.client.is_closed());
+        if lost {
+            self.conn = None;
+        }
+        lost
+    }
+}
+
+fn run_reader(config: Config, queue: &Mutex<mpsc::Receiver<ReadJob>>) {
+    let mut reader = Reader { config, conn: None };
     loop {
         let job = match queue.lock() {
             Ok(mut queue) => queue.blocking_recv(),
             Err(_) => return,
         };
         let Some(job) = job else { return };
-        if conn.as_ref().is_none_or(|c| c.client.is_closed()) {
-            conn = None;
-            match Conn::open(config) {
-                Ok(opened) => conn = Some(opened),
-                Err(e) => {
-                    job(Err(e));
-                    continue;
-                }
-            }
-        }
-        match conn.as_mut() {
-            Some(c) => job(Ok(c)),
-            None => job(Err(Error::Unavailable("the database connection is down"))),
-        }
+        job(&mut reader);
     }
 }
 
