@@ -5,6 +5,7 @@ use crate::error::Error;
 use crate::events::webhook::WebhookSettings;
 use crate::gateway::{Gateway, Settings};
 use crate::io::Store;
+use crate::io::postgres_store::PostgresStore;
 use crate::io::sqlite_store::{Durability, SqliteStore};
 use crate::payment::bolt11::{Network, NodeSigner};
 use crate::secrets::{self, SecretDigest};
@@ -34,6 +35,8 @@ pub enum OperatorToken {
 
 pub struct GatewayBuilder {
     data_dir: PathBuf,
+    /// A `postgres://` URL: the shared store instead of SQLite in `data_dir`.
+    database_url: Option<String>,
     operator_token: Option<String>,
     durability: Durability,
 }
@@ -42,6 +45,7 @@ impl Default for GatewayBuilder {
     fn default() -> Self {
         GatewayBuilder {
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            database_url: None,
             operator_token: None,
             durability: Durability::Process,
         }
@@ -51,6 +55,11 @@ impl Default for GatewayBuilder {
 impl GatewayBuilder {
     pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.data_dir = dir.into();
+        self
+    }
+
+    pub fn database_url(mut self, url: Option<String>) -> Self {
+        self.database_url = url.filter(|u| !u.is_empty());
         self
     }
 
@@ -66,7 +75,10 @@ impl GatewayBuilder {
 
     pub async fn build(self) -> Result<(Gateway, OperatorToken), Error> {
         create_private_dir(&self.data_dir)?;
-        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&self.data_dir.join(DATABASE_FILE), self.durability)?);
+        let store: Arc<dyn Store> = match &self.database_url {
+            Some(url) => Arc::new(open_postgres(url).await?),
+            None => Arc::new(SqliteStore::open(&self.data_dir.join(DATABASE_FILE), self.durability)?),
+        };
         let settings = Settings { network: Network::Regtest, dev_mode: true, approval_ttl_ms: APPROVAL_TTL_MS };
         let node = NodeSigner::load_or_create(&self.data_dir.join(NODE_KEY_FILE), settings.network)
             .map_err(|e| Error::internal("loading the node key", e))?;
@@ -75,14 +87,29 @@ impl GatewayBuilder {
     }
 }
 
-/// Opens the embedded store of a data folder without starting a gateway:
-/// for `coffer audit`.
-pub fn open_store(data_dir: &Path) -> Result<Arc<dyn Store>, Error> {
+/// Opens a store without starting a gateway, for `coffer audit`: the
+/// PostgreSQL database at `database_url`, or else the embedded store of a
+/// data folder.
+pub async fn open_store(data_dir: &Path, database_url: Option<&str>) -> Result<Arc<dyn Store>, Error> {
+    if let Some(url) = database_url.filter(|u| !u.is_empty()) {
+        return Ok(Arc::new(open_postgres(url).await?));
+    }
     let path = data_dir.join(DATABASE_FILE);
     if !path.exists() {
         return Err(Error::NotFound("database in that data folder"));
     }
     Ok(Arc::new(SqliteStore::open(&path, Durability::Process)?))
+}
+
+/// Only `postgres://` (or `postgresql://`) URLs name a PostgreSQL store.
+async fn open_postgres(url: &str) -> Result<PostgresStore, Error> {
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        return Err(Error::InvalidField {
+            field: "database",
+            detail: "a PostgreSQL URL starts with postgres:// (without it, coffer uses SQLite in --data)".into(),
+        });
+    }
+    PostgresStore::open(url).await
 }
 
 fn create_private_dir(dir: &Path) -> Result<(), Error> {
@@ -137,6 +164,9 @@ pub async fn serve(
     start_event_sinks(&gateway, sinks)?;
     on_ready(addr);
     tokio::spawn(expire_approvals(Arc::clone(&gateway)));
+    if gateway.shared_store() {
+        tokio::spawn(refresh_keys(Arc::clone(&gateway)));
+    }
     let app = crate::http::router(gateway, addr)?;
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
@@ -170,6 +200,17 @@ async fn expire_approvals(gateway: Arc<Gateway>) {
         tick.tick().await;
         if let Err(e) = gateway.expire_approvals().await {
             tracing::warn!(error = %e, "expiring held payments failed; will retry");
+        }
+    }
+}
+
+/// Keeps the key cache in step with the other instances of a shared store.
+async fn refresh_keys(gateway: Arc<Gateway>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(crate::gateway::KEY_REFRESH_MS));
+    loop {
+        tick.tick().await;
+        if let Err(e) = gateway.refresh_keys().await {
+            tracing::warn!(error = %e, "reloading the keys failed; will retry");
         }
     }
 }

@@ -22,6 +22,9 @@ use std::time::{Duration, Instant};
 const PAYMENTS_MAX: u64 = 10_000_000;
 const CONCURRENCY_MAX: usize = 1_024;
 const AGENTS_MAX: usize = 10_000;
+const INSTANCES_MAX: usize = 8;
+/// The wait, at most, for every instance to learn the agents' keys.
+const KEY_NEWS_WAIT: Duration = Duration::from_secs(30);
 
 #[derive(Args)]
 pub struct BenchArgs {
@@ -35,9 +38,18 @@ pub struct BenchArgs {
     /// temporary one by default.
     #[arg(long)]
     data: Option<PathBuf>,
-    /// Store of the gateway bench starts.
-    #[arg(long, default_value = "sqlite", value_parser = ["sqlite"])]
+    /// Store of the gateway bench starts: sqlite, or postgres (with
+    /// --database).
+    #[arg(long, default_value = "sqlite", value_parser = ["sqlite", "postgres"])]
     store: String,
+    /// The PostgreSQL database (a postgres:// URL) of `--store postgres`;
+    /// best a fresh one.
+    #[arg(long, env = "COFFER_DATABASE_URL", hide_env_values = true)]
+    database: Option<String>,
+    /// Gateway instances bench starts on that one database; the workers
+    /// spread over them (`--store postgres` only).
+    #[arg(long, default_value_t = 1)]
+    instances: usize,
     #[arg(long, default_value_t = 20_000)]
     payments: u64,
     #[arg(long, default_value_t = 32)]
@@ -69,6 +81,8 @@ struct Latency {
 
 #[derive(Serialize)]
 struct Report {
+    store: String,
+    instances: usize,
     payments: u64,
     concurrency: usize,
     agents: usize,
@@ -89,15 +103,20 @@ struct Report {
 
 pub async fn run(args: BenchArgs) -> CliResult {
     validate(&args)?;
-    let mut own = None;
-    let (url, token) = match (&args.url, &args.token) {
-        (Some(url), Some(token)) => (url.clone(), token.clone()),
+    // Instances after the first are dropped first: the first owns the folder.
+    let mut own: Vec<super::child::OwnGateway> = Vec::new();
+    let (urls, token) = match (&args.url, &args.token) {
+        (Some(url), Some(token)) => (vec![url.clone()], token.clone()),
         (Some(_), None) => return Err("--url needs the operator token (--token or COFFER_OPERATOR_TOKEN)".into()),
         (None, _) => {
-            let gw = super::child::OwnGateway::start(args.data.clone()).await?;
-            let pair = (gw.url.clone(), gw.token.clone());
-            own = Some(gw);
-            pair
+            let database = if args.store == "postgres" { args.database.clone() } else { None };
+            let first = super::child::OwnGateway::start(args.data.clone(), database).await?;
+            for _ in 1..args.instances {
+                let other = first.another_instance().await?;
+                own.push(other);
+            }
+            own.insert(0, first);
+            (own.iter().map(|g| g.url.clone()).collect(), own[0].token.clone())
         }
     };
     let http = reqwest::Client::builder()
@@ -109,24 +128,32 @@ pub async fn run(args: BenchArgs) -> CliResult {
         Some(path) => Some(serde_json::to_value(super::policy::read(path)?.policy).map_err(|e| e.to_string())?),
         None => None,
     };
-    let agents = setup_agents(&http, &url, &token, args.agents, policy.as_ref()).await?;
+    let keys = setup_agents(&http, &urls[0], &token, args.agents, policy.as_ref()).await?;
+    // The agents on every instance: worker w works through instance w % n.
+    let agents: Vec<Vec<Client>> =
+        urls.iter().map(|url| keys.iter().map(|k| Client::with_http(http.clone(), url, k)).collect()).collect();
+    for instance in &agents[1..] {
+        known_keys(instance).await?;
+    }
     if args.history > 0 {
         eprintln!("bench: storing {} payments of history first", args.history);
         run_payments(&agents, args.history, args.concurrency).await;
     }
     let ceiling = if args.ceiling_requests > 0 {
-        Some(ceiling(&agents[0], args.ceiling_requests, args.concurrency).await)
+        Some(ceiling(&agents[0][0], args.ceiling_requests, args.concurrency).await)
     } else {
         None
     };
     let run = run_payments(&agents, args.payments, args.concurrency).await;
-    let audit = match &own {
+    let audit = match own.first() {
         Some(gw) => gw.audit().await?,
         None => "skipped: the gateway at --url is audited with `coffer audit` on its host".into(),
     };
     let report = report(&args, run, ceiling, audit);
     print_report(&report, args.json)?;
-    drop(own);
+    while let Some(gw) = own.pop() {
+        drop(gw);
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -140,18 +167,42 @@ fn validate(args: &BenchArgs) -> Result<(), String> {
     if args.agents < 2 || args.agents > AGENTS_MAX {
         return Err(format!("--agents: 2 to {AGENTS_MAX}"));
     }
+    if args.instances == 0 || args.instances > INSTANCES_MAX {
+        return Err(format!("--instances: 1 to {INSTANCES_MAX}"));
+    }
+    if args.store == "postgres" && args.url.is_none() && args.database.is_none() {
+        return Err("--store postgres needs --database (or COFFER_DATABASE_URL)".into());
+    }
+    if args.instances > 1 && (args.store != "postgres" || args.url.is_some()) {
+        return Err("--instances: several instances need --store postgres (and no --url)".into());
+    }
+    Ok(())
+}
+
+/// Waits until an instance knows every agent's key (keys made on another
+/// instance reach it within the key refresh period).
+async fn known_keys(agents: &[Client]) -> Result<(), String> {
+    let start = Instant::now();
+    for agent in agents {
+        while agent.wallet().await.is_err() {
+            if start.elapsed() > KEY_NEWS_WAIT {
+                return Err("an instance did not learn the agents' keys".into());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
     Ok(())
 }
 
 /// Creates the agents, mints and funds each so that the ring of payments
-/// never runs dry.
+/// never runs dry. Returns their keys.
 async fn setup_agents(
     http: &reqwest::Client,
     url: &str,
     token: &str,
     count: usize,
     policy: Option<&serde_json::Value>,
-) -> Result<Vec<Client>, String> {
+) -> Result<Vec<String>, String> {
     let operator = Client::with_http(http.clone(), url, token);
     let per_agent_msat: u64 = 1_000_000_000;
     let total = per_agent_msat.checked_mul(count as u64).ok_or("too many agents")?;
@@ -163,7 +214,7 @@ async fn setup_agents(
         if let Some(policy) = policy {
             operator.set_policy(&created.id, policy).await.map_err(|e| format!("setting the policy: {e}"))?;
         }
-        agents.push(Client::with_http(http.clone(), url, &created.key));
+        agents.push(created.key);
     }
     Ok(agents)
 }
@@ -176,9 +227,9 @@ struct RunResult {
     errors: BTreeMap<String, u64>,
 }
 
-async fn run_payments(agents: &[Client], payments: u64, concurrency: usize) -> RunResult {
+async fn run_payments(agents: &[Vec<Client>], payments: u64, concurrency: usize) -> RunResult {
     let next = Arc::new(AtomicU64::new(0));
-    let agents: Arc<Vec<Client>> = Arc::new(agents.to_vec());
+    let agents: Arc<Vec<Vec<Client>>> = Arc::new(agents.to_vec());
     let started = Instant::now();
     let workers: Vec<_> = (0..concurrency)
         .map(|w| {
@@ -210,7 +261,8 @@ async fn run_payments(agents: &[Client], payments: u64, concurrency: usize) -> R
     result
 }
 
-async fn worker(w: usize, agents: &[Client], next: &AtomicU64, payments: u64) -> RunResult {
+async fn worker(w: usize, instances: &[Vec<Client>], next: &AtomicU64, payments: u64) -> RunResult {
+    let agents = &instances[w % instances.len()];
     let mut r = RunResult {
         elapsed: Duration::ZERO,
         succeeded: 0,
@@ -286,6 +338,8 @@ fn report(args: &BenchArgs, run: RunResult, ceiling: Option<f64>, audit: String)
     let calls_per_s = (run.invoice_us.len() + run.pay_us.len()) as f64 / elapsed_s;
     let pay = latency(run.pay_us);
     Report {
+        store: args.store.clone(),
+        instances: args.instances,
         payments: run.succeeded,
         concurrency: args.concurrency,
         agents: args.agents,
@@ -309,8 +363,8 @@ fn print_report(r: &Report, json: bool) -> Result<(), String> {
         return Ok(());
     }
     println!(
-        "payments      {} in {:.2} s at concurrency {} over {} agents (history {})",
-        r.payments, r.elapsed_s, r.concurrency, r.agents, r.history
+        "payments      {} in {:.2} s at concurrency {} over {} agents (history {}), {} on {} instance(s)",
+        r.payments, r.elapsed_s, r.concurrency, r.agents, r.history, r.store, r.instances
     );
     println!("throughput    {:.0} payments/s", r.payments_per_s);
     for (name, l) in [("invoice", &r.invoice), ("pay", &r.pay)] {

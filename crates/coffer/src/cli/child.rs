@@ -12,6 +12,8 @@ pub struct OwnGateway {
     pub url: String,
     pub token: String,
     pub data: PathBuf,
+    /// A PostgreSQL URL: the store, instead of SQLite in `data`.
+    database: Option<String>,
     _temp: Option<TempDir>,
 }
 
@@ -25,7 +27,9 @@ impl Drop for TempDir {
 }
 
 impl OwnGateway {
-    pub async fn start(data: Option<PathBuf>) -> Result<OwnGateway, String> {
+    /// Starts a gateway on `data` (a temporary folder by default), with
+    /// its store in PostgreSQL at `database` if given.
+    pub async fn start(data: Option<PathBuf>, database: Option<String>) -> Result<OwnGateway, String> {
         let (data, temp) = match data {
             Some(d) => (d, None),
             None => {
@@ -34,38 +38,67 @@ impl OwnGateway {
             }
         };
         let token = crate::secrets::new_secret(crate::secrets::OPERATOR_TOKEN_PREFIX);
-        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-        let mut child = tokio::process::Command::new(exe)
-            .args(["serve", "--listen", "127.0.0.1:0", "--data"])
-            .arg(&data)
-            .env("COFFER_OPERATOR_TOKEN", &token)
-            .env("COFFER_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| format!("starting the gateway: {e}"))?;
-        let stdout = child.stdout.take().ok_or("no stdout from the gateway")?;
-        let url = tokio::time::timeout(Duration::from_secs(30), wait_for_listening(stdout))
-            .await
-            .map_err(|_| "the gateway did not start within 30 s".to_owned())??;
-        Ok(OwnGateway { child, url, token, data, _temp: temp })
+        let (child, url) = spawn(&data, database.as_deref(), &token).await?;
+        Ok(OwnGateway { child, url, token, data, database, _temp: temp })
+    }
+
+    /// Another instance of a gateway on PostgreSQL: the same database,
+    /// node key (folder) and operator token. Drop it before `self`, whose
+    /// temporary folder it uses.
+    pub async fn another_instance(&self) -> Result<OwnGateway, String> {
+        let database = self.database.clone().ok_or("only a gateway on PostgreSQL has several instances")?;
+        let (child, url) = spawn(&self.data, Some(&database), &self.token).await?;
+        Ok(OwnGateway {
+            child,
+            url,
+            token: self.token.clone(),
+            data: self.data.clone(),
+            database: Some(database),
+            _temp: None,
+        })
     }
 
     pub async fn audit(&self) -> Result<String, String> {
         let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-        let out = tokio::process::Command::new(exe)
-            .args(["audit", "--data"])
-            .arg(&self.data)
-            .output()
-            .await
-            .map_err(|e| e.to_string())?;
+        let mut audit = tokio::process::Command::new(exe);
+        audit.args(["audit", "--data"]).arg(&self.data).env_remove("COFFER_DATABASE_URL");
+        if let Some(url) = &self.database {
+            audit.env("COFFER_DATABASE_URL", url);
+        }
+        let out = audit.output().await.map_err(|e| e.to_string())?;
         let text = String::from_utf8_lossy(&out.stdout).lines().last().unwrap_or_default().to_owned();
         if !out.status.success() {
             return Err(format!("audit failed after the run: {}", String::from_utf8_lossy(&out.stdout)));
         }
         Ok(text)
     }
+}
+
+async fn spawn(
+    data: &std::path::Path,
+    database: Option<&str>,
+    token: &str,
+) -> Result<(tokio::process::Child, String), String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let mut command = tokio::process::Command::new(exe);
+    command.args(["serve", "--listen", "127.0.0.1:0", "--data"]).arg(data).env_remove("COFFER_DATABASE_URL");
+    if let Some(url) = database {
+        // Through the environment: a URL may carry a password.
+        command.env("COFFER_DATABASE_URL", url);
+    }
+    let mut child = command
+        .env("COFFER_OPERATOR_TOKEN", token)
+        .env("COFFER_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("starting the gateway: {e}"))?;
+    let stdout = child.stdout.take().ok_or("no stdout from the gateway")?;
+    let url = tokio::time::timeout(Duration::from_secs(30), wait_for_listening(stdout))
+        .await
+        .map_err(|_| "the gateway did not start within 30 s".to_owned())??;
+    Ok((child, url))
 }
 
 impl Drop for OwnGateway {

@@ -20,12 +20,15 @@ pub struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the gateway on an embedded SQLite store.
+    /// Run the gateway: on SQLite in --data, or on PostgreSQL with --database.
     Serve(ServeArgs),
     /// Check a store: the ledger balances, no wallet is negative.
     Audit {
         #[arg(long, default_value = server::DEFAULT_DATA_DIR)]
         data: PathBuf,
+        /// Audit this PostgreSQL database (a postgres:// URL) instead of --data.
+        #[arg(long, env = "COFFER_DATABASE_URL", hide_env_values = true)]
+        database: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -147,13 +150,19 @@ struct ServeArgs {
     /// Folder of the database and the node key.
     #[arg(long, default_value = server::DEFAULT_DATA_DIR)]
     data: PathBuf,
+    /// A postgres:// URL: keep the state in PostgreSQL, which several
+    /// instances may share (the node key stays in --data: give every
+    /// instance of one gateway the same node.key). Without it: SQLite in --data.
+    #[arg(long, env = "COFFER_DATABASE_URL", hide_env_values = true)]
+    database: Option<String>,
     #[arg(long, default_value = server::DEFAULT_LISTEN)]
     listen: SocketAddr,
     /// Sets the operator token instead of generating one.
     #[arg(long, env = "COFFER_OPERATOR_TOKEN", hide_env_values = true)]
     operator_token: Option<String>,
     /// fsync every commit, so acknowledged writes survive power loss too
-    /// (default: they survive a crash of the process).
+    /// (default: they survive a crash of the process). SQLite only: on
+    /// PostgreSQL the server's `synchronous_commit` decides.
     #[arg(long)]
     fsync: bool,
     /// Publish every event to NATS JetStream (stream COFFER_EVENTS).
@@ -315,7 +324,7 @@ pub type CliResult = Result<ExitCode, String>;
 async fn dispatch(command: Command) -> CliResult {
     match command {
         Command::Serve(args) => serve(args).await,
-        Command::Audit { data, json } => audit(data, json).await,
+        Command::Audit { data, database, json } => audit(data, database, json).await,
         Command::Agent(cmd) => agent(cmd).await,
         Command::Treasury(cmd) => treasury(cmd).await,
         Command::Invoice(cmd) => invoice(cmd).await,
@@ -453,6 +462,7 @@ async fn serve(args: ServeArgs) -> CliResult {
     };
     let (gateway, token) = GatewayBuilder::default()
         .data_dir(&args.data)
+        .database_url(args.database.clone())
         .operator_token(args.operator_token)
         .durability(durability)
         .build()
@@ -465,7 +475,11 @@ async fn serve(args: ServeArgs) -> CliResult {
         OperatorToken::FromEnvironment => println!("operator token: from COFFER_OPERATOR_TOKEN"),
         OperatorToken::Existing => println!("operator token: unchanged since the first start"),
     }
-    println!("store: embedded SQLite in {}", args.data.display());
+    match args.database.as_deref().filter(|u| !u.is_empty()) {
+        // Not the URL: it may carry a password.
+        Some(_) => println!("store: PostgreSQL (shared; node key in {})", args.data.display()),
+        None => println!("store: embedded SQLite in {}", args.data.display()),
+    }
     println!("lightning: dev (no backend), network {network}, node {node}");
     let sinks = server::EventSinks {
         nats_url: args.nats_url.filter(|u| !u.is_empty()),
@@ -497,8 +511,8 @@ fn init_tracing() {
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }
 
-async fn audit(data: PathBuf, json: bool) -> CliResult {
-    let store = server::open_store(&data).map_err(|e| e.to_string())?;
+async fn audit(data: PathBuf, database: Option<String>, json: bool) -> CliResult {
+    let store = server::open_store(&data, database.as_deref()).await.map_err(|e| e.to_string())?;
     let report = crate::gateway::audit(store.as_ref()).await.map_err(|e| e.to_string())?;
     print(json, &report, || {
         let mut out = format!(
@@ -520,7 +534,7 @@ async fn audit(data: PathBuf, json: bool) -> CliResult {
 }
 
 async fn demo(rounds: u32, pause_ms: u64, exit: bool) -> CliResult {
-    let gateway = child::OwnGateway::start(None).await?;
+    let gateway = child::OwnGateway::start(None, None).await?;
     println!("coffer demo: a gateway on embedded SQLite in {}", gateway.data.display());
     println!("  dashboard:      {}/", gateway.url);
     println!("  operator token: {}", gateway.token);

@@ -24,6 +24,7 @@ use coffer_core::policy::{BudgetReport, Policy, budget_report};
 use coffer_core::{AccountId, Balance, Msat, Transfer};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -93,9 +94,18 @@ pub struct Gateway {
     post_order: tokio::sync::Mutex<()>,
     /// Live keys by digest. This process is the only writer of keys on an
     /// embedded store, so the cache is exact: creation and revocation update
-    /// it after their commit.
+    /// it after their commit. On a shared store other instances write keys
+    /// too, and [`Gateway::refresh_keys`] reloads the cache every
+    /// [`KEY_REFRESH_MS`].
     keys: RwLock<HashMap<SecretDigest, AgentKey>>,
+    /// Counts this process's changes to `keys`: a reload that overlapped
+    /// one is dropped, so it cannot undo a newer local change.
+    key_changes: AtomicU64,
 }
+
+/// On a shared store, a key created or revoked by another instance is
+/// honoured here at most this long (plus one read of the keys) later.
+pub const KEY_REFRESH_MS: u64 = 1_000;
 
 pub fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
@@ -120,6 +130,7 @@ impl Gateway {
             live: crate::live::Live::default(),
             post_order: tokio::sync::Mutex::new(()),
             keys: RwLock::new(keys),
+            key_changes: AtomicU64::new(0),
         })
     }
 
@@ -158,6 +169,27 @@ impl Gateway {
     fn cache_key(&self, key: &KeyRecord) -> Result<(), Error> {
         let mut keys = self.keys.write().map_err(|_| Error::Internal("key cache poisoned".into()))?;
         keys.insert(key.digest, AgentKey::from(key));
+        self.key_changes.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Whether other instances share this gateway's store.
+    pub fn shared_store(&self) -> bool {
+        self.store.shared()
+    }
+
+    /// Reloads the live keys, for keys created or revoked by other
+    /// instances of a shared store.
+    pub async fn refresh_keys(&self) -> Result<(), Error> {
+        let before = self.key_changes.load(Ordering::SeqCst);
+        let live = self.store.live_keys().await?;
+        let mut keys = self.keys.write().map_err(|_| Error::Internal("key cache poisoned".into()))?;
+        // A local change during the read may be missing from it (a key
+        // just created) or undone by it (a key just revoked): skip this
+        // reload; the next one sees the change committed.
+        if self.key_changes.load(Ordering::SeqCst) == before {
+            *keys = live.iter().map(|k| (k.digest, AgentKey::from(k))).collect();
+        }
         Ok(())
     }
 
@@ -269,6 +301,7 @@ impl Gateway {
         let revoked = self.store.revoke_key(key_id.to_owned(), now_ms()).await?.ok_or(Error::NotFound("key"))?;
         let mut keys = self.keys.write().map_err(|_| Error::Internal("key cache poisoned".into()))?;
         keys.remove(&revoked.digest);
+        self.key_changes.fetch_add(1, Ordering::SeqCst);
         Ok(())
     }
 

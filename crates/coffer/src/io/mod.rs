@@ -5,6 +5,7 @@
 //! method returns only after its transaction is durable, so an acknowledged
 //! request survives a crash of the process.
 
+pub mod postgres_store;
 pub mod sqlite_store;
 
 use crate::error::Error;
@@ -451,6 +452,12 @@ pub struct DeliveryRecord {
 }
 
 pub trait Store: Send + Sync + 'static {
+    /// Whether other processes may write this store too (several gateway
+    /// instances on one database): process-local caches must then refresh.
+    fn shared(&self) -> bool {
+        false
+    }
+
     fn operator_digest(&self) -> StoreFuture<'_, Option<SecretDigest>>;
     fn set_operator_digest(&self, digest: SecretDigest) -> StoreFuture<'_, ()>;
 

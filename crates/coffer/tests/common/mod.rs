@@ -16,6 +16,7 @@ use coffer_client::{Client, Problem};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
@@ -39,6 +40,9 @@ pub struct Gateway {
     /// More arguments of `coffer serve`, kept for restarts.
     args: Vec<String>,
     http: reqwest::Client,
+    /// The PostgreSQL database of the gateway (and of its other instances),
+    /// dropped with the last of them; `None` on SQLite.
+    database: Option<Arc<TestDatabase>>,
     /// Kept last: the folder outlives the process.
     _tempdir: Option<tempfile::TempDir>,
 }
@@ -50,38 +54,86 @@ impl Gateway {
     }
 
     /// Starts a gateway on a fresh temporary data folder, with more
-    /// arguments of `coffer serve`.
+    /// arguments of `coffer serve`. With `COFFER_TEST_STORE=postgres`, its
+    /// store is a fresh PostgreSQL database (the folder then holds only the
+    /// node key).
     pub async fn start_with(args: &[&str]) -> Gateway {
         let tempdir = tempfile::tempdir().expect("creating a temporary data folder");
-        let dir = tempdir.path().join("data");
-        let mut gw = Gateway::new(&dir, args);
-        gw.spawn().await;
+        let database = postgres_mode().then(|| Arc::new(TestDatabase::create()));
+        let token = coffer::secrets::new_secret("cop_test_");
+        let args = args.iter().map(|a| (*a).to_owned()).collect();
+        let mut gw = Gateway::launch(&tempdir.path().join("data"), database, token, args).await;
         gw._tempdir = Some(tempdir);
         gw
     }
 
     /// Starts a gateway on the given data folder (kept after the test).
+    /// With `COFFER_TEST_STORE=postgres`, its store is a fresh PostgreSQL
+    /// database (the folder then holds only the node key).
     pub async fn start_in(dir: &Path) -> Gateway {
-        let mut gw = Gateway::new(dir, &[]);
-        gw.spawn().await;
+        let database = postgres_mode().then(|| Arc::new(TestDatabase::create()));
+        Gateway::launch(dir, database, coffer::secrets::new_secret("cop_test_"), Vec::new()).await
+    }
+
+    /// Starts a gateway on a fresh PostgreSQL database, whatever
+    /// `COFFER_TEST_STORE` says: for the multi-instance tests.
+    pub async fn start_postgres() -> Gateway {
+        let tempdir = tempfile::tempdir().expect("creating a temporary data folder");
+        let database = Some(Arc::new(TestDatabase::create()));
+        let token = coffer::secrets::new_secret("cop_test_");
+        let mut gw = Gateway::launch(&tempdir.path().join("data"), database, token, Vec::new()).await;
+        gw._tempdir = Some(tempdir);
         gw
     }
 
-    fn new(dir: &Path, args: &[&str]) -> Gateway {
+    /// Starts another instance of this gateway: the same database, node key
+    /// (the same data folder), operator token and arguments; its own process
+    /// and port.
+    pub async fn another_instance(&self) -> Gateway {
+        assert!(self.database.is_some(), "only a PostgreSQL store has several instances");
+        Gateway::launch(&self.dir, self.database.clone(), self.token.clone(), self.args.clone()).await
+    }
+
+    async fn launch(dir: &Path, database: Option<Arc<TestDatabase>>, token: String, args: Vec<String>) -> Gateway {
         coffer::cli::install_crypto_provider();
         let http = reqwest::Client::builder()
             .timeout(REQUEST_TIMEOUT)
             .pool_max_idle_per_host(256)
             .build()
             .expect("building an HTTP client");
-        let token = coffer::secrets::new_secret("cop_test_");
-        let args = args.iter().map(|a| (*a).to_owned()).collect();
-        Gateway { child: None, url: String::new(), token, dir: dir.to_owned(), args, http, _tempdir: None }
+        let mut gw = Gateway {
+            child: None,
+            url: String::new(),
+            token,
+            dir: dir.to_owned(),
+            args,
+            http,
+            database,
+            _tempdir: None,
+        };
+        gw.spawn().await;
+        gw
+    }
+
+    /// The PostgreSQL database, if the gateway runs on one.
+    pub fn database(&self) -> Option<&TestDatabase> {
+        self.database.as_deref()
+    }
+
+    /// `COFFER_DATABASE_URL` of this gateway: set on PostgreSQL, removed
+    /// (whatever the test's environment says) on SQLite.
+    fn database_env(&self, cmd: &mut Command) {
+        cmd.env_remove("COFFER_DATABASE_URL");
+        if let Some(d) = &self.database {
+            cmd.env("COFFER_DATABASE_URL", &d.url);
+        }
     }
 
     async fn spawn(&mut self) {
         assert!(self.child.is_none(), "the gateway is already running");
-        let mut child = Command::new(BIN)
+        let mut command = Command::new(BIN);
+        self.database_env(&mut command);
+        let mut child = command
             .arg("serve")
             .arg("--data")
             .arg(&self.dir)
@@ -183,9 +235,12 @@ impl Gateway {
         self.spawn().await;
     }
 
-    /// Runs `coffer audit --data DIR`: whether it passed, and what it said.
+    /// Runs `coffer audit --data DIR` (on PostgreSQL: with
+    /// `COFFER_DATABASE_URL`): whether it passed, and what it said.
     pub async fn audit(&self) -> (bool, String) {
-        let out = Command::new(BIN)
+        let mut cmd = Command::new(BIN);
+        self.database_env(&mut cmd);
+        let out = cmd
             .arg("audit")
             .arg("--data")
             .arg(&self.dir)
@@ -382,9 +437,19 @@ impl Gateway {
     }
 
     /// The outbox events of one type, oldest first, as `(agent_id, data)`,
-    /// read from the SQLite file (there is no events route yet).
+    /// read from the database (there is no events route yet).
     pub fn events(&self, kind: &str) -> Vec<(Option<String>, Value)> {
         use rusqlite::OpenFlags;
+        if let Some(d) = &self.database {
+            let rows = d.query("SELECT agent_id, data FROM events WHERE type = $1 ORDER BY id", &[kind]);
+            return rows
+                .into_iter()
+                .map(|mut r| {
+                    let data = r.pop().flatten().expect("an event has data");
+                    (r.pop().flatten(), serde_json::from_str(&data).expect("an event's data is JSON"))
+                })
+                .collect();
+        }
         let conn = rusqlite::Connection::open_with_flags(self.db_path(), OpenFlags::SQLITE_OPEN_READ_ONLY)
             .expect("opening the database read-only");
         conn.busy_timeout(Duration::from_secs(10)).expect("setting a busy timeout");
@@ -790,4 +855,72 @@ pub async fn all_at_once(requests: Vec<reqwest::RequestBuilder>) -> Vec<Reply> {
         replies.push(t.await.expect("a request task panicked"));
     }
     replies
+}
+
+// PostgreSQL.
+
+/// Whether the tests run their gateways on PostgreSQL
+/// (`COFFER_TEST_STORE=postgres`) instead of SQLite.
+pub fn postgres_mode() -> bool {
+    std::env::var("COFFER_TEST_STORE").is_ok_and(|v| v == "postgres")
+}
+
+/// The server the test databases are made on (trust auth on 127.0.0.1,
+/// see scripts/services.sh); `COFFER_TEST_PG_SERVER` overrides it.
+fn pg_server() -> String {
+    std::env::var("COFFER_TEST_PG_SERVER").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".to_owned())
+}
+
+/// A fresh database of one test, dropped at the end, so tests run in
+/// parallel without seeing each other.
+pub struct TestDatabase {
+    name: String,
+    pub url: String,
+}
+
+impl TestDatabase {
+    pub fn create() -> TestDatabase {
+        let name = format!("coffer_t_{}", hex::encode(rand::random::<[u8; 8]>()));
+        admin(&format!("CREATE DATABASE {name}")).expect("creating a test database");
+        let url = format!("{}/{name}", pg_server());
+        TestDatabase { name, url }
+    }
+
+    /// Runs one statement on this database with text parameters; every
+    /// column it returns must be text (cast with `::text`) or NULL.
+    pub fn query(&self, sql: &str, params: &[&str]) -> Vec<Vec<Option<String>>> {
+        let (url, sql) = (self.url.clone(), sql.to_owned());
+        let params: Vec<String> = params.iter().map(|p| (*p).to_owned()).collect();
+        on_own_thread(move || {
+            let mut client = postgres::Client::connect(&url, postgres::NoTls).expect("connecting to the test database");
+            let args: Vec<&(dyn postgres::types::ToSql + Sync)> =
+                params.iter().map(|p| p as &(dyn postgres::types::ToSql + Sync)).collect();
+            let rows = client.query(&sql, &args).unwrap_or_else(|e| panic!("{sql}: {e}"));
+            rows.iter().map(|r| (0..r.len()).map(|i| r.get::<_, Option<String>>(i)).collect()).collect()
+        })
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        // FORCE: an instance killed a moment ago may still be connected.
+        if let Err(e) = admin(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name)) {
+            eprintln!("dropping test database {}: {e}", self.name);
+        }
+    }
+}
+
+/// One statement on the server's maintenance database.
+fn admin(sql: &str) -> Result<(), String> {
+    let (url, sql) = (format!("{}/postgres", pg_server()), sql.to_owned());
+    on_own_thread(move || {
+        let mut client = postgres::Client::connect(&url, postgres::NoTls).map_err(|e| e.to_string())?;
+        client.batch_execute(&sql).map_err(|e| e.to_string())
+    })
+}
+
+/// The blocking client runs a runtime of its own: keep it off the test's
+/// tokio threads.
+fn on_own_thread<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    std::thread::spawn(f).join().expect("a database thread panicked")
 }

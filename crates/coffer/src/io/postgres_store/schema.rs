@@ -1,0 +1,276 @@
+//! The PostgreSQL schema, as migrations applied in order; the table
+//! `coffer_schema` counts the ones applied.
+//!
+//! Version N here is the same schema as SQLite's migration N
+//! (`sqlite_store/schema.rs`), translated: INTEGER → BIGINT, BLOB → BYTEA,
+//! 0/1 flags → BOOLEAN, rowid keys → identity columns. One version
+//! number names one schema on both backends.
+
+use crate::error::Error;
+use postgres::Client;
+
+/// Any constant: the session lock that makes instances starting together
+/// migrate one after another.
+const MIGRATION_LOCK: i64 = 0x636f_6666_6572_0001;
+
+const MIGRATIONS: &[&str] = &[
+    // 1: the spine.
+    r#"
+CREATE TABLE meta (key TEXT PRIMARY KEY, value BYTEA NOT NULL);
+CREATE TABLE accounts (
+    id BIGINT PRIMARY KEY,
+    kind TEXT NOT NULL CHECK (kind IN ('outside', 'treasury', 'fees', 'wallet')),
+    debits_posted BIGINT NOT NULL DEFAULT 0 CHECK (debits_posted >= 0),
+    credits_posted BIGINT NOT NULL DEFAULT 0 CHECK (credits_posted >= 0),
+    debits_pending BIGINT NOT NULL DEFAULT 0 CHECK (debits_pending >= 0),
+    -- The invariant, asserted by the database too: only `outside` goes negative.
+    CHECK (kind = 'outside' OR credits_posted - debits_posted - debits_pending >= 0)
+);
+INSERT INTO accounts (id, kind) VALUES (1, 'outside'), (2, 'treasury'), (3, 'fees');
+CREATE TABLE agents (
+    id TEXT PRIMARY KEY,
+    account_id BIGINT NOT NULL UNIQUE,
+    name TEXT NOT NULL,
+    created_at BIGINT NOT NULL
+);
+CREATE TABLE keys (
+    id TEXT PRIMARY KEY,
+    agent_id TEXT NOT NULL,
+    digest BYTEA NOT NULL UNIQUE,
+    scope TEXT NOT NULL CHECK (scope IN ('read', 'receive', 'spend')),
+    created_at BIGINT NOT NULL,
+    revoked_at BIGINT
+);
+CREATE TABLE transfers (
+    id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    debit BIGINT NOT NULL,
+    credit BIGINT NOT NULL,
+    amount BIGINT NOT NULL CHECK (amount > 0),
+    kind TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    CHECK (debit <> credit)
+);
+CREATE TABLE invoices (
+    seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    payment_hash BYTEA NOT NULL UNIQUE,
+    agent_id TEXT NOT NULL,
+    account_id BIGINT NOT NULL,
+    amount BIGINT NOT NULL CHECK (amount > 0),
+    memo TEXT NOT NULL,
+    bolt11 TEXT NOT NULL,
+    preimage BYTEA NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('open', 'paid')),
+    created_at BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL,
+    paid_at BIGINT
+);
+CREATE INDEX invoices_by_agent ON invoices (agent_id, seq);
+CREATE TABLE payments (
+    seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    agent_id TEXT NOT NULL,
+    key_id TEXT NOT NULL,
+    payment_hash BYTEA NOT NULL,
+    amount BIGINT NOT NULL CHECK (amount > 0),
+    fee BIGINT NOT NULL CHECK (fee >= 0),
+    status TEXT NOT NULL CHECK (status IN ('succeeded', 'pending', 'failed')),
+    purpose TEXT NOT NULL,
+    payee_agent_id TEXT,
+    preimage BYTEA,
+    transfer_id BIGINT,
+    created_at BIGINT NOT NULL
+);
+CREATE INDEX payments_by_agent ON payments (agent_id, seq);
+CREATE TABLE idempotency (
+    agent_id TEXT NOT NULL,
+    key TEXT NOT NULL,
+    request_digest BYTEA NOT NULL,
+    payment_id TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    PRIMARY KEY (agent_id, key)
+);
+CREATE TABLE events (
+    id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    type TEXT NOT NULL,
+    agent_id TEXT,
+    data TEXT NOT NULL,
+    created_at BIGINT NOT NULL
+);
+"#,
+    // 2: the constitution.
+    r#"
+ALTER TABLE agents ADD COLUMN parent_id TEXT;
+ALTER TABLE agents ADD COLUMN can_create_subagents BOOLEAN NOT NULL DEFAULT FALSE;
+ALTER TABLE agents ADD COLUMN frozen_reason TEXT;
+ALTER TABLE agents ADD COLUMN policy TEXT;
+ALTER TABLE agents ADD COLUMN policy_rev BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE agents ADD COLUMN usage TEXT;
+ALTER TABLE agents ADD COLUMN breaker TEXT;
+CREATE INDEX agents_by_parent ON agents (parent_id);
+ALTER TABLE keys ADD COLUMN expires_at BIGINT;
+CREATE TABLE approvals (
+    id TEXT PRIMARY KEY,
+    agent_id TEXT NOT NULL,
+    key_id TEXT NOT NULL,
+    payment_hash BYTEA NOT NULL,
+    bolt11 TEXT NOT NULL,
+    amount BIGINT NOT NULL CHECK (amount > 0),
+    purpose TEXT NOT NULL,
+    payee_agent_id TEXT,
+    status TEXT NOT NULL CHECK (status IN ('pending', 'approved', 'denied', 'expired')),
+    created_at BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL,
+    decided_at BIGINT,
+    decided_by TEXT,
+    payment_id TEXT
+);
+CREATE INDEX approvals_by_status ON approvals (status, expires_at);
+-- `seq` is set by the writer (the last + 1, under the write lock), not by a
+-- sequence: sequence values are used up by transactions that roll back, and
+-- the chain's records are numbered without gaps.
+CREATE TABLE audit_log (
+    seq BIGINT PRIMARY KEY,
+    at BIGINT NOT NULL,
+    agent_id TEXT,
+    action TEXT NOT NULL,
+    body TEXT NOT NULL,
+    prev_hash BYTEA NOT NULL,
+    hash BYTEA NOT NULL
+);
+CREATE INDEX audit_by_agent ON audit_log (agent_id, seq);
+"#,
+    // 3: chat rooms. A payment request is a message tied to an invoice; its
+    // receipt is read from the invoice (who paid, when, the preimage).
+    r#"
+CREATE TABLE rooms (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    created_by TEXT NOT NULL,
+    created_at BIGINT NOT NULL
+);
+CREATE TABLE room_members (
+    room_id TEXT NOT NULL,
+    member TEXT NOT NULL,
+    added_at BIGINT NOT NULL,
+    PRIMARY KEY (room_id, member)
+);
+CREATE INDEX room_members_by_member ON room_members (member, room_id);
+CREATE TABLE messages (
+    id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    room_id TEXT NOT NULL,
+    sender TEXT NOT NULL,
+    kind TEXT NOT NULL CHECK (kind IN ('text', 'payment_request')),
+    text TEXT NOT NULL,
+    payment_hash BYTEA,
+    created_at BIGINT NOT NULL
+);
+CREATE INDEX messages_by_room ON messages (room_id, id);
+ALTER TABLE invoices ADD COLUMN paid_by TEXT;
+ALTER TABLE invoices ADD COLUMN room_id TEXT;
+ALTER TABLE agents ADD COLUMN chat TEXT;
+-- TRUE when the agent acknowledges incoming payments itself (default: accept).
+ALTER TABLE agents ADD COLUMN ack_incoming BOOLEAN NOT NULL DEFAULT FALSE;
+-- Incoming payments waiting for their payee's acknowledgment: credited and
+-- reserved on the payee's wallet until accepted, refunded if rejected.
+CREATE TABLE incoming (
+    payment_id TEXT PRIMARY KEY,
+    payee_agent_id TEXT NOT NULL,
+    payer_agent_id TEXT NOT NULL,
+    amount BIGINT NOT NULL CHECK (amount > 0),
+    status TEXT NOT NULL CHECK (status IN ('pending', 'accepted', 'rejected')),
+    created_at BIGINT NOT NULL,
+    decided_at BIGINT
+);
+CREATE INDEX incoming_by_payee ON incoming (payee_agent_id, status);
+"#,
+    // 4: paid L402 tokens (SQLite's migration 4).
+    r#"
+CREATE TABLE l402_tokens (
+    agent_id TEXT NOT NULL,
+    origin TEXT NOT NULL,
+    scope TEXT NOT NULL,
+    token TEXT NOT NULL,
+    preimage BYTEA NOT NULL,
+    amount BIGINT NOT NULL CHECK (amount > 0),
+    payment_id TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL,
+    PRIMARY KEY (agent_id, origin, scope)
+);
+"#,
+    // 5: the outbox's consumers (SQLite's migration 5).
+    r#"
+CREATE TABLE leases (
+    name TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    expires_at BIGINT NOT NULL,
+    cursor BIGINT NOT NULL DEFAULT 0
+);
+CREATE TABLE webhooks (
+    id TEXT PRIMARY KEY,
+    owner TEXT,
+    url TEXT NOT NULL,
+    types TEXT NOT NULL,
+    after_event_id BIGINT NOT NULL,
+    failures BIGINT NOT NULL DEFAULT 0,
+    paused BOOLEAN NOT NULL DEFAULT FALSE,
+    next_attempt_at BIGINT NOT NULL DEFAULT 0,
+    created_at BIGINT NOT NULL
+);
+CREATE INDEX webhooks_by_owner ON webhooks (owner);
+CREATE TABLE webhook_deliveries (
+    id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    webhook_id TEXT NOT NULL,
+    event_id BIGINT NOT NULL,
+    attempt BIGINT NOT NULL,
+    status BIGINT,
+    error TEXT,
+    delivered BOOLEAN NOT NULL,
+    at BIGINT NOT NULL,
+    duration_ms BIGINT NOT NULL
+);
+CREATE INDEX webhook_deliveries_by_webhook ON webhook_deliveries (webhook_id, id);
+CREATE INDEX events_by_agent ON events (agent_id, id);
+"#,
+];
+
+/// Applies the missing migrations, each in its own transaction. A session
+/// advisory lock makes instances that start together take turns: the
+/// second finds the work done.
+pub fn migrate(client: &mut Client) -> Result<(), Error> {
+    let fail = |e: postgres::Error| Error::internal("migrating the schema", e);
+    client.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK]).map_err(fail)?;
+    let result = apply(client);
+    if result.is_err() {
+        // A migration that failed midway left its transaction open, aborted.
+        let _ = client.batch_execute("ROLLBACK");
+    }
+    client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK]).map_err(fail)?;
+    result
+}
+
+fn apply(client: &mut Client) -> Result<(), Error> {
+    let fail = |e: postgres::Error| Error::internal("migrating the schema", e);
+    client.batch_execute("CREATE TABLE IF NOT EXISTS coffer_schema (version BIGINT NOT NULL)").map_err(fail)?;
+    let row = client.query_opt("SELECT version FROM coffer_schema", &[]).map_err(fail)?;
+    let applied: usize = match row {
+        Some(r) => r.get::<_, i64>(0).try_into().map_err(|_| Error::Internal("negative schema version".into()))?,
+        None => {
+            client.execute("INSERT INTO coffer_schema (version) VALUES (0)", &[]).map_err(fail)?;
+            0
+        }
+    };
+    if applied > MIGRATIONS.len() {
+        return Err(Error::Internal(format!(
+            "the database has schema version {applied}, newer than this coffer ({})",
+            MIGRATIONS.len()
+        )));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(applied) {
+        let version = i + 1;
+        client
+            .batch_execute(&format!("BEGIN; {sql}; UPDATE coffer_schema SET version = {version}; COMMIT;"))
+            .map_err(fail)?;
+    }
+    Ok(())
+}

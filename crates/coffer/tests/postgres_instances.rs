@@ -1,0 +1,290 @@
+//! Several `coffer serve` instances on one PostgreSQL database stay one
+//! gateway: the database, not any one process, decides who pays, which
+//! request an idempotency key answered, which keys live and which held
+//! payment expires.
+//!
+//! Needs PostgreSQL on 127.0.0.1:5432 (scripts/services.sh); each test makes
+//! a database of its own.
+
+mod common;
+
+use common::{Gateway, Reply, all_at_once, invoice, invoice_expiring, send};
+use reqwest::Method;
+use serde_json::json;
+use std::time::{Duration, Instant};
+
+const P: u64 = 1_000;
+
+/// The wait, at most, for another instance to learn of a key created or
+/// revoked elsewhere: the refresh period (one second) with ample margin
+/// for a loaded machine. A key still misjudged after it fails the test.
+const KEY_NEWS_WAIT: Duration = Duration::from_secs(10);
+
+async fn instances(count: usize) -> Vec<Gateway> {
+    let first = Gateway::start_postgres().await;
+    let mut all = Vec::with_capacity(count);
+    for _ in 1..count {
+        all.push(first.another_instance().await);
+    }
+    all.insert(0, first);
+    all
+}
+
+async fn wallet_status(gw: &Gateway, key: &str) -> u16 {
+    send(gw.request(Method::GET, "/v1/wallet", Some(key))).await.status
+}
+
+/// Waits until `gw` answers the wallet of `key` with `status`; fails the
+/// test if it still does not after [`KEY_NEWS_WAIT`].
+async fn until_wallet_status(gw: &Gateway, key: &str, status: u16) {
+    let start = Instant::now();
+    loop {
+        let seen = wallet_status(gw, key).await;
+        if seen == status {
+            return;
+        }
+        assert!(start.elapsed() < KEY_NEWS_WAIT, "{} still answers {seen}, not {status}", gw.url());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// An agent created on the first instance, known to all of them.
+async fn agent_everywhere(gws: &[Gateway], name: &str, fund_msat: u64) -> (String, coffer_client::Client, String) {
+    let (id, client, key) = gws[0].new_agent(name, fund_msat).await;
+    for gw in &gws[1..] {
+        until_wallet_status(gw, &key, 200).await;
+    }
+    (id, client, key)
+}
+
+fn pay_request(gw: &Gateway, key: &str, bolt11: &str, idempotency_key: Option<&str>) -> reqwest::RequestBuilder {
+    let rb = gw
+        .request(Method::POST, "/v1/payments", Some(key))
+        .json(&json!({"bolt11": bolt11, "purpose": "across instances"}));
+    match idempotency_key {
+        Some(k) => rb.header("Idempotency-Key", k),
+        None => rb,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn racing_payments_on_three_instances_spend_exactly_what_the_wallet_has() {
+    let gws = instances(3).await;
+    let affordable = 7;
+    let (payer_id, _, key) = agent_everywhere(&gws, "payer", affordable * P).await;
+    let (seller_id, seller, _) = agent_everywhere(&gws, "seller", 0).await;
+    let mut requests = Vec::new();
+    for i in 0..24 {
+        let inv = invoice(&seller, P).await;
+        requests.push(pay_request(&gws[i % gws.len()], &key, &inv.bolt11, None));
+    }
+    let replies = all_at_once(requests).await;
+
+    let paid = replies.iter().filter(|r| r.status == 200).count();
+    let refused: Vec<&Reply> = replies.iter().filter(|r| r.status != 200).collect();
+    assert_eq!(paid, affordable as usize, "{replies:?}");
+    for r in &refused {
+        assert_eq!(r.code(), Some("insufficient-balance"), "{r:?}");
+    }
+    for gw in &gws {
+        let balances = gw.balances().await;
+        assert_eq!(balances[&payer_id], 0, "seen from {}", gw.url());
+        assert_eq!(balances[&seller_id], affordable * P, "seen from {}", gw.url());
+    }
+    let (ok, report) = gws[2].audit().await;
+    assert!(ok, "{report}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_idempotency_key_sent_to_every_instance_pays_once() {
+    let gws = instances(3).await;
+    let (payer_id, payer, key) = agent_everywhere(&gws, "payer", 50 * P).await;
+    let (_, seller, _) = agent_everywhere(&gws, "seller", 0).await;
+    let inv = invoice(&seller, 3 * P).await;
+    let requests = (0..12).map(|i| pay_request(&gws[i % gws.len()], &key, &inv.bolt11, Some("once"))).collect();
+    let replies = all_at_once(requests).await;
+
+    let first = &replies[0];
+    assert_eq!(first.status, 200, "{first:?}");
+    for r in &replies {
+        assert_eq!((r.status, &r.json), (first.status, &first.json), "every instance answers the one payment");
+    }
+    assert_eq!(gws[1].payment_count(&payer).await, 1);
+    assert_eq!(gws[0].balances().await[&payer_id], 47 * P);
+    // The same key with another request is refused on any instance.
+    let other = invoice(&seller, P).await;
+    let conflict = send(pay_request(&gws[2], &key, &other.bolt11, Some("once"))).await;
+    assert_eq!(conflict.code(), Some("idempotency-conflict"), "{conflict:?}");
+    let (ok, report) = gws[0].audit().await;
+    assert!(ok, "{report}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_key_created_or_revoked_on_one_instance_is_honoured_on_the_other() {
+    let gws = instances(2).await;
+    let (a, b) = (&gws[0], &gws[1]);
+    let (agent_id, _, first_key) = agent_everywhere(&gws, "agent", 0).await;
+    let created = a.operator().create_key(&agent_id, coffer_client::Scope::Read).await.expect("a new key");
+    until_wallet_status(b, &created.key, 200).await;
+
+    a.operator().revoke_key(&created.id).await.expect("revoking on A");
+    assert_eq!(wallet_status(a, &created.key).await, 401, "A refuses its revoked key at once");
+    until_wallet_status(b, &created.key, 401).await;
+    // The other key of the agent is untouched.
+    assert_eq!(wallet_status(b, &first_key).await, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn held_payments_expire_once_though_every_instance_runs_the_expiry_job() {
+    let gws = instances(3).await;
+    let (payer_id, payer, key) = agent_everywhere(&gws, "payer", 100 * P).await;
+    let (_, seller, _) = agent_everywhere(&gws, "seller", 0).await;
+    gws[0].operator().set_policy(&payer_id, &json!({"approval_above_msat": P})).await.expect("setting the policy");
+    // Holds whose invoices end in two seconds: every instance's expiry job
+    // then finds them due at about the same time.
+    let mut held = Vec::new();
+    while held.len() < 6 {
+        let inv = invoice_expiring(&seller, 2 * P, 2).await;
+        let r = send(pay_request(&gws[held.len() % gws.len()], &key, &inv.bolt11, None)).await;
+        if r.code() == Some("invoice-expired") {
+            continue;
+        }
+        assert_eq!((r.status, r.json["status"].as_str()), (202, Some("held")), "{r:?}");
+        held.push(r.json["id"].as_str().expect("an approval id").to_owned());
+        assert!(held.len() < 100, "could not hold six payments");
+    }
+    assert_eq!(payer.wallet().await.expect("the wallet").pending_msat, 12 * P);
+
+    let start = Instant::now();
+    loop {
+        let pending = gws[1].operator().approvals().await.expect("listing approvals");
+        if pending.is_empty() {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "still pending: {pending:?}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    // Give every instance's job a few more rounds to do harm, if it would.
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+
+    let w = payer.wallet().await.expect("the wallet");
+    assert_eq!((w.balance_msat, w.pending_msat, w.available_msat), (100 * P, 0, 100 * P));
+    let trail = gws[2].audit_all(&format!("agent_id={payer_id}&action=approval.expired")).await;
+    let mut expired: Vec<&str> = trail.iter().filter_map(|r| r.record["rule"].as_str()).collect();
+    expired.sort_unstable();
+    let mut want: Vec<&str> = held.iter().map(String::as_str).collect();
+    want.sort_unstable();
+    assert_eq!(expired, want, "each hold expired exactly once");
+    assert_eq!(gws[0].events("approval.decided").len(), held.len());
+    let (ok, report) = gws[0].audit().await;
+    assert!(ok, "{report}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_policy_changed_on_one_instance_rules_the_next_payment_on_the_other() {
+    let gws = instances(2).await;
+    let (a, b) = (&gws[0], &gws[1]);
+    let (payer_id, _, key) = agent_everywhere(&gws, "payer", 100 * P).await;
+    let (_, seller, _) = agent_everywhere(&gws, "seller", 0).await;
+    a.operator().set_policy(&payer_id, &json!({"approval_above_msat": 10 * P})).await.expect("a policy");
+    // B pays under the first policy, so it has parsed (and cached) it.
+    let inv = invoice(&seller, 2 * P).await;
+    let paid = send(pay_request(b, &key, &inv.bolt11, None)).await;
+    assert_eq!(paid.status, 200, "{paid:?}");
+
+    a.operator().set_policy(&payer_id, &json!({"approval_above_msat": P})).await.expect("a stricter policy");
+    // At once, no waiting: B reads the policy's revision in the paying
+    // transaction.
+    let inv = invoice(&seller, 2 * P).await;
+    let held = send(pay_request(b, &key, &inv.bolt11, None)).await;
+    assert_eq!((held.status, held.json["status"].as_str()), (202, Some("held")), "{held:?}");
+}
+
+/// `coffer audit` with `COFFER_DATABASE_URL` checks the PostgreSQL store
+/// for real: a record or a balance changed behind the gateway's back fails
+/// it, and it passes again once repaired.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn coffer_audit_on_postgres_catches_a_rewritten_record_and_a_tampered_balance() {
+    let gw = Gateway::start_postgres().await;
+    let (_, _, key) = gw.new_agent("payer", 50 * P).await;
+    let (_, seller, _) = gw.new_agent("seller", 0).await;
+    let inv = invoice(&seller, 3 * P).await;
+    let paid = send(pay_request(&gw, &key, &inv.bolt11, None)).await;
+    assert_eq!(paid.status, 200, "{paid:?}");
+    let (ok, report) = gw.audit().await;
+    assert!(ok, "{report}");
+    let db = gw.database().expect("a PostgreSQL gateway");
+
+    let seq = db.query("SELECT seq::text FROM audit_log WHERE action = 'payment.allowed'", &[]);
+    let seq = seq[0][0].clone().expect("the payment's audit record");
+    let rewrite = "UPDATE audit_log SET body = replace(body, 'across instances', 'across the sea') \
+                   WHERE seq = $1::text::bigint RETURNING seq::text";
+    assert_eq!(db.query(rewrite, &[&seq]).len(), 1);
+    let (ok, report) = gw.audit().await;
+    assert!(!ok, "a rewritten record passed the audit: {report}");
+    assert!(report.contains(&format!("audit trail broken at record {seq}")), "{report}");
+    let repair = "UPDATE audit_log SET body = replace(body, 'across the sea', 'across instances') \
+                  WHERE seq = $1::text::bigint RETURNING seq::text";
+    assert_eq!(db.query(repair, &[&seq]).len(), 1);
+    let (ok, report) = gw.audit().await;
+    assert!(ok, "{report}");
+
+    let tamper = |delta: &str| {
+        let sql = "UPDATE accounts SET credits_posted = credits_posted + $1::text::bigint \
+                   WHERE id = (SELECT MIN(id) FROM accounts WHERE kind = 'wallet') RETURNING id::text";
+        assert_eq!(db.query(sql, &[delta]).len(), 1);
+    };
+    tamper("1");
+    let (ok, report) = gw.audit().await;
+    assert!(!ok, "a wallet credited 1 msat out of nowhere passed the audit: {report}");
+    tamper("-1");
+    let (ok, report) = gw.audit().await;
+    assert!(ok, "{report}");
+}
+
+/// A connection PostgreSQL drops (a restart, an administrator) costs at
+/// most the requests that were on it: the writer and the readers connect
+/// again, and a retry with the same Idempotency-Key pays once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_gateway_reconnects_after_postgres_drops_its_connections() {
+    let gw = Gateway::start_postgres().await;
+    let (payer_id, payer, key) = gw.new_agent("payer", 50 * P).await;
+    let (_, seller, _) = gw.new_agent("seller", 0).await;
+    let db = gw.database().expect("a PostgreSQL gateway");
+    let dropped = db.query(
+        "SELECT pg_terminate_backend(pid)::text FROM pg_stat_activity \
+         WHERE datname = current_database() AND application_name LIKE 'coffer-%'",
+        &[],
+    );
+    assert!(dropped.len() >= 2, "the writer and a reader were connected: {dropped:?}");
+
+    let inv = invoice_retrying(&gw, &seller).await;
+    let mut answers = Vec::new();
+    for _ in 0..5 {
+        let r = send(pay_request(&gw, &key, &inv, Some("after-drop"))).await;
+        let paid = r.status == 200;
+        answers.push(r);
+        if paid {
+            break;
+        }
+    }
+    let failed = &answers[..answers.len() - 1];
+    assert_eq!(answers.last().map(|r| r.status), Some(200), "{answers:?}");
+    assert!(failed.len() <= 2 && failed.iter().all(|r| r.status >= 500), "{answers:?}");
+    assert_eq!(gw.payment_count(&payer).await, 1);
+    assert_eq!(gw.balances().await[&payer_id], 47 * P);
+    let (ok, report) = gw.audit().await;
+    assert!(ok, "{report}");
+}
+
+/// An invoice of 3 sats; the first try may meet a dropped connection.
+async fn invoice_retrying(gw: &Gateway, seller: &coffer_client::Client) -> String {
+    for _ in 0..3 {
+        let request = coffer_client::CreateInvoiceRequest { amount_msat: 3 * P, memo: None, expiry_secs: None };
+        match seller.create_invoice(&request).await {
+            Ok(inv) => return inv.bolt11,
+            Err(e) => eprintln!("creating an invoice after the drop: {e}"),
+        }
+    }
+    panic!("no invoice from {} after the connections dropped", gw.url());
+}
