@@ -7,6 +7,7 @@ use crate::gateway::{Gateway, Settings};
 use crate::io::Store;
 use crate::io::postgres_store::PostgresStore;
 use crate::io::sqlite_store::{Durability, SqliteStore};
+use crate::l402::mount::Mounts;
 use crate::payment::bolt11::{Network, NodeSigner};
 use crate::secrets::{self, SecretDigest};
 use std::net::SocketAddr;
@@ -149,25 +150,28 @@ pub struct EventSinks {
     pub webhooks: WebhookSettings,
 }
 
-/// Serves the HTTP API until SIGINT or SIGTERM. `on_ready` learns the bound
-/// address (the port may have been 0).
+/// Serves the HTTP API, and the mounted paywalls, until SIGINT or SIGTERM.
+/// `on_ready` learns the bound address (the port may have been 0).
 pub async fn serve(
     gateway: Gateway,
     listen: SocketAddr,
     sinks: EventSinks,
+    paywalls: Mounts,
     on_ready: impl FnOnce(SocketAddr),
 ) -> Result<(), Error> {
+    let gateway = Arc::new(gateway);
+    let paywalls =
+        paywalls.start(&gateway).await.map_err(|detail| Error::InvalidField { field: "--paywall", detail })?;
     let listener =
         tokio::net::TcpListener::bind(listen).await.map_err(|e| Error::internal("binding the listen address", e))?;
     let addr = listener.local_addr().map_err(|e| Error::internal("reading the bound address", e))?;
-    let gateway = Arc::new(gateway);
     start_event_sinks(&gateway, sinks)?;
     on_ready(addr);
     tokio::spawn(expire_approvals(Arc::clone(&gateway)));
     if gateway.shared_store() {
         tokio::spawn(refresh_keys(Arc::clone(&gateway)));
     }
-    let app = crate::http::router(gateway, addr)?;
+    let app = crate::l402::mount::attach(crate::http::router(gateway, addr)?, paywalls);
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await

@@ -178,6 +178,10 @@ struct ServeArgs {
     /// Failures in a row that pause a webhook.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1_000))]
     webhook_pause_after: u32,
+    /// Mount L402 paywalls, as listed in this TOML file (`[[paywall]]
+    /// prefix, agent, upstream, price_msat, [[paywall.route]]`); repeatable.
+    #[arg(long, value_name = "FILE")]
+    paywall: Vec<PathBuf>,
 }
 
 #[derive(Args)]
@@ -388,12 +392,13 @@ async fn dispatch(command: Command) -> CliResult {
 }
 
 async fn paywall(args: PaywallArgs) -> CliResult {
-    use crate::l402::paywall::{Paywall, PaywallConfig, root_key};
+    use crate::l402::paywall::{Paywall, PaywallConfig, parse_upstream, root_key};
     install_crypto_provider();
     let config = args.config.as_deref().map(PaywallConfig::load).transpose()?.unwrap_or_default();
     let routes = config.routes(args.price_msat)?;
     let seller = Client::new(&args.url, &args.key).map_err(|e| e.to_string())?;
-    let paywall = Paywall::new(root_key(&args.data)?, routes, &args.upstream, seller)?;
+    let upstream = parse_upstream("--upstream", &args.upstream)?;
+    let paywall = Paywall::new(root_key(&args.data)?, routes, "", upstream, Box::new(seller))?;
     let listener = tokio::net::TcpListener::bind(args.listen).await.map_err(|e| format!("{}: {e}", args.listen))?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
     // On stdout, like `coffer serve`: scripts and tests wait for this line.
@@ -455,6 +460,8 @@ pub fn install_crypto_provider() {
 
 async fn serve(args: ServeArgs) -> CliResult {
     init_tracing();
+    // Checked before anything is opened: a bad file changes nothing.
+    let paywalls = crate::l402::mount::Mounts::load(&args.paywall, &args.data)?;
     let durability = if args.fsync {
         crate::io::sqlite_store::Durability::Full
     } else {
@@ -496,7 +503,10 @@ async fn serve(args: ServeArgs) -> CliResult {
         if sinks.nats_url.is_some() { ", NATS JetStream" } else { "" },
         if sinks.redis_url.is_some() { ", Redis Streams" } else { "" }
     );
-    server::serve(gateway, args.listen, sinks, |addr| {
+    for mount in &paywalls.mounts {
+        println!("paywall: {} -> {} for {}", mount.prefix, mount.upstream, mount.agent_id);
+    }
+    server::serve(gateway, args.listen, sinks, paywalls, |addr| {
         // Tests and scripts wait for this exact line.
         println!("coffer listening on http://{addr}");
     })

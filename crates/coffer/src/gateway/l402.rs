@@ -141,6 +141,20 @@ impl Gateway {
         }
     }
 
+    /// The identity a paywall mounted on this gateway creates `agent_id`'s
+    /// invoices with: receive scope only. It is no key anyone holds (its
+    /// id says where it comes from), and it never authenticates a request.
+    pub async fn paywall_receiver(&self, agent_id: &str) -> Result<AgentKey, Error> {
+        let agent = self.agent(agent_id).await?;
+        Ok(AgentKey {
+            key_id: "paywall".into(),
+            agent_id: agent.id,
+            account: agent.account,
+            scope: coffer_client::Scope::Receive,
+            expires_at_ms: None,
+        })
+    }
+
     /// The agent's live token for `url`, if one is kept.
     pub async fn l402_token(&self, caller: &AgentKey, url: &str) -> Result<L402TokenRecord, Error> {
         let target = target(url)?;

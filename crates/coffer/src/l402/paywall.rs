@@ -1,8 +1,10 @@
 //! The seller's side: an L402 reverse proxy in front of any HTTP service.
 //!
 //! A request without valid credentials gets `402` with a fresh invoice of
-//! the selling agent (created over HTTP with its receive key, so the money
-//! goes to its wallet) and a macaroon bound to the invoice's payment hash,
+//! the selling agent (an [`InvoiceSource`]: over HTTP with its receive key
+//! for `coffer paywall`, or the gateway itself for a paywall mounted on
+//! `coffer serve`; the money goes to the agent's wallet either way) and a
+//! macaroon bound to the invoice's payment hash,
 //! with caveats: expiry, route, and optionally a number of uses. A request
 //! with `Authorization: L402 <token>:<preimage>` is checked here alone (the
 //! macaroon's signature and caveats, and sha256(preimage) == payment hash)
@@ -25,7 +27,9 @@ use coffer_client::{Client, CreateInvoiceRequest};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
+use std::future::Future;
 use std::path::Path;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use subtle::ConstantTimeEq;
@@ -40,6 +44,7 @@ pub const IN_FLIGHT_MAX: usize = 256;
 /// Tokens with a `uses` caveat tracked at once.
 pub const METERED_TOKENS_MAX: usize = 100_000;
 pub const ROUTES_MAX: usize = 256;
+pub const ROUTE_PATH_LEN_MAX_BYTES: usize = 256;
 pub const TOKEN_TTL_DEFAULT_SECS: u64 = 3600;
 /// A paid token lives at most this long.
 pub const TOKEN_TTL_MAX_SECS: u64 = 30 * 24 * 3600;
@@ -91,12 +96,15 @@ impl PaywallConfig {
         let ttl = self.token_ttl_secs.unwrap_or(TOKEN_TTL_DEFAULT_SECS);
         check_ttl("token_ttl_secs", ttl)?;
         if self.routes.len() > ROUTES_MAX {
-            return Err(format!("at most {ROUTES_MAX} routes"));
+            return Err(format!("route: at most {ROUTES_MAX} routes"));
         }
         let mut routes = Vec::with_capacity(self.routes.len() + 1);
         for (i, r) in self.routes.iter().enumerate() {
             let path = r.path.trim_end_matches('/');
             let path = if path.is_empty() { "/" } else { path };
+            if path.len() > ROUTE_PATH_LEN_MAX_BYTES {
+                return Err(format!("route[{i}].path: at most {ROUTE_PATH_LEN_MAX_BYTES} bytes"));
+            }
             if !path.starts_with('/') || path.chars().any(|c| c.is_whitespace() || c == '?' || c == '#') {
                 return Err(format!("route[{i}].path: a path such as \"/data\""));
             }
@@ -152,12 +160,53 @@ pub fn root_key(dir: &Path) -> Result<[u8; 32], String> {
     bytes.try_into().map_err(|_| format!("{} is not a 32-byte key", path.display()))
 }
 
+/// An invoice of the selling agent, as the challenge needs it.
+pub struct SellerInvoice {
+    pub bolt11: String,
+    pub payment_hash: [u8; 32],
+}
+
+pub type InvoiceFuture<'a> = Pin<Box<dyn Future<Output = Result<SellerInvoice, String>> + Send + 'a>>;
+
+/// Where the paywall's invoices come from: the selling agent's wallet.
+pub trait InvoiceSource: Send + Sync {
+    fn create_invoice(&self, amount_msat: u64, memo: String, expiry_secs: u32) -> InvoiceFuture<'_>;
+}
+
+/// `coffer paywall`: over HTTP, with the selling agent's (receive) key.
+impl InvoiceSource for Client {
+    fn create_invoice(&self, amount_msat: u64, memo: String, expiry_secs: u32) -> InvoiceFuture<'_> {
+        Box::pin(async move {
+            let request = CreateInvoiceRequest { amount_msat, memo: Some(memo), expiry_secs: Some(expiry_secs) };
+            let invoice = Client::create_invoice(self, &request).await.map_err(|e| e.to_string())?;
+            let mut payment_hash = [0u8; 32];
+            hex::decode_to_slice(&invoice.payment_hash, &mut payment_hash)
+                .map_err(|_| "the invoice's payment hash is not 32 bytes of hex".to_owned())?;
+            Ok(SellerInvoice { bolt11: invoice.bolt11, payment_hash })
+        })
+    }
+}
+
+/// Checks an upstream URL; `field` names it in the error.
+pub fn parse_upstream(field: &str, upstream: &str) -> Result<reqwest::Url, String> {
+    let url = reqwest::Url::parse(upstream).map_err(|e| format!("{field} {upstream:?}: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!("{field}: an http or https URL"));
+    }
+    Ok(url)
+}
+
 pub struct Paywall {
     root_key: [u8; 32],
     routes: Vec<Route>,
+    /// Where the paywall is mounted on a gateway (`/paid/weather`), or ""
+    /// on a process of its own. Routes match the path below it; the
+    /// tokens' `route` caveats name the full path, as the buyer sees it,
+    /// so that a buyer keeps a token for that path and no wider.
+    mount: String,
     upstream: reqwest::Url,
     upstream_http: reqwest::Client,
-    seller: Client,
+    seller: Box<dyn InvoiceSource>,
     /// Uses so far and expiry (unix ms) by token id, for tokens with a
     /// `uses` caveat.
     uses: Mutex<HashMap<[u8; 32], (u32, i64)>>,
@@ -191,11 +240,14 @@ impl Refusal {
 }
 
 impl Paywall {
-    pub fn new(root_key: [u8; 32], routes: Vec<Route>, upstream: &str, seller: Client) -> Result<Paywall, String> {
-        let upstream = reqwest::Url::parse(upstream).map_err(|e| format!("--upstream {upstream:?}: {e}"))?;
-        if !matches!(upstream.scheme(), "http" | "https") {
-            return Err("--upstream: an http or https URL".into());
-        }
+    pub fn new(
+        root_key: [u8; 32],
+        routes: Vec<Route>,
+        mount: &str,
+        upstream: reqwest::Url,
+        seller: Box<dyn InvoiceSource>,
+    ) -> Result<Paywall, String> {
+        assert!(mount.is_empty() || (mount.starts_with('/') && !mount.ends_with('/')), "a mount is a path prefix");
         let upstream_http = reqwest::Client::builder()
             .timeout(Duration::from_millis(UPSTREAM_TIMEOUT_MS))
             .redirect(reqwest::redirect::Policy::none())
@@ -205,12 +257,23 @@ impl Paywall {
         Ok(Paywall {
             root_key,
             routes,
+            mount: mount.to_owned(),
             upstream,
             upstream_http,
             seller,
             uses: Mutex::new(HashMap::new()),
             in_flight: tokio::sync::Semaphore::new(IN_FLIGHT_MAX),
         })
+    }
+
+    /// The name of `route` in tokens and answers: its path as the buyer
+    /// sees it.
+    pub fn route_name(&self, route: &Route) -> String {
+        match (self.mount.as_str(), route.path.as_str()) {
+            ("", path) => path.to_owned(),
+            (mount, "/") => mount.to_owned(),
+            (mount, path) => format!("{mount}{path}"),
+        }
     }
 
     /// Checks credentials for a request to `route`; counts one use.
@@ -239,7 +302,7 @@ impl Paywall {
                     }
                     expires_at_ms = Some(secs.saturating_mul(1000));
                 }
-                "route" if value == route.path => {}
+                "route" if value == self.route_name(route) => {}
                 "route" => return Err(Refusal::OtherRoute),
                 "uses" => uses = Some(value.parse::<u32>().map_err(|_| Refusal::UnknownCaveat)?),
                 _ => return Err(Refusal::UnknownCaveat),
@@ -272,25 +335,14 @@ impl Paywall {
     }
 
     /// A new invoice and a macaroon bound to it, for `route`.
-    pub async fn challenge(&self, route: &Route, now_ms: i64) -> Result<String, coffer_client::Error> {
-        let invoice = self
-            .seller
-            .create_invoice(&CreateInvoiceRequest {
-                amount_msat: route.price_msat,
-                memo: Some(format!("L402 {}", route.path)),
-                expiry_secs: Some(INVOICE_EXPIRY_SECS),
-            })
-            .await?;
-        let mut payment_hash = [0u8; 32];
-        hex::decode_to_slice(&invoice.payment_hash, &mut payment_hash).map_err(|_| coffer_client::Error::Decode {
-            status: 201,
-            message: "the invoice's payment hash is not 32 bytes of hex".into(),
-        })?;
-        let id = Identifier { payment_hash, token_id: crate::secrets::random_bytes::<32>() };
+    pub async fn challenge(&self, route: &Route, now_ms: i64) -> Result<String, String> {
+        let name = self.route_name(route);
+        let invoice = self.seller.create_invoice(route.price_msat, format!("L402 {name}"), INVOICE_EXPIRY_SECS).await?;
+        let id = Identifier { payment_hash: invoice.payment_hash, token_id: crate::secrets::random_bytes::<32>() };
         let mut macaroon = Macaroon::mint(&self.root_key, LOCATION, id.encode());
         let ttl_ms = i64::try_from(route.ttl_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
         macaroon.add_caveat(&format!("expires_at={}", now_ms.saturating_add(ttl_ms) / 1000));
-        macaroon.add_caveat(&format!("route={}", route.path));
+        macaroon.add_caveat(&format!("route={name}"));
         if let Some(uses) = route.uses {
             macaroon.add_caveat(&format!("uses={uses}"));
         }
@@ -321,7 +373,7 @@ async fn handle(State(paywall): State<Arc<Paywall>>, request: Request) -> Respon
         },
     };
     match paywall.challenge(route, now_ms).await {
-        Ok(www_authenticate) => payment_required(&www_authenticate, route, refusal),
+        Ok(www_authenticate) => payment_required(&www_authenticate, route, &paywall.route_name(route), refusal),
         Err(e) => {
             tracing::warn!(error = %e, "the paywall could not create an invoice");
             problem(StatusCode::BAD_GATEWAY, "invoice-failed", "the paywall could not create an invoice")
@@ -329,7 +381,7 @@ async fn handle(State(paywall): State<Arc<Paywall>>, request: Request) -> Respon
     }
 }
 
-fn payment_required(www_authenticate: &str, route: &Route, refusal: Option<Refusal>) -> Response {
+fn payment_required(www_authenticate: &str, route: &Route, name: &str, refusal: Option<Refusal>) -> Response {
     let detail = match &refusal {
         Some(refusal) => format!("{}; pay the new invoice for {} msat", refusal.as_str(), route.price_msat),
         None => format!(
@@ -339,7 +391,7 @@ fn payment_required(www_authenticate: &str, route: &Route, refusal: Option<Refus
     };
     let body = serde_json::json!({
         "type": "/problems/payment-required", "title": "Payment required", "status": 402,
-        "code": "payment-required", "detail": detail, "price_msat": route.price_msat, "route": route.path,
+        "code": "payment-required", "detail": detail, "price_msat": route.price_msat, "route": name,
     });
     let mut response = (StatusCode::PAYMENT_REQUIRED, axum::Json(body)).into_response();
     if let Ok(value) = HeaderValue::from_str(www_authenticate) {

@@ -235,6 +235,14 @@ impl Gateway {
         self.spawn().await;
     }
 
+    /// Restarts the server (SIGKILLing it first) with other arguments of
+    /// `coffer serve`: for arguments that name what must exist first, such
+    /// as the agents of `--paywall` files.
+    pub async fn restart_with(&mut self, args: &[&str]) {
+        self.args = args.iter().map(|a| (*a).to_owned()).collect();
+        self.restart().await;
+    }
+
     /// Runs `coffer audit --data DIR` (on PostgreSQL: with
     /// `COFFER_DATABASE_URL`): whether it passed, and what it said.
     pub async fn audit(&self) -> (bool, String) {
