@@ -179,6 +179,19 @@ pub struct PayRequest {
     pub purpose: Option<String>,
 }
 
+/// An invoice payable from the Lightning Network: an agent's key credits
+/// that agent; the operator's credits the treasury, or `agent_id`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct DepositRequest {
+    pub amount_msat: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memo: Option<String>,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(ToSchema))]
 #[serde(rename_all = "snake_case")]
@@ -205,6 +218,9 @@ pub struct Payment {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub payee_agent_id: Option<String>,
     pub created_at: String,
+    /// What happened, in words: why it failed, or why it is still pending.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
 }
 
 /// One page of a listing, newest first. Pass `next_cursor` back as `cursor`.

@@ -19,6 +19,9 @@ const NODE_KEY_FILE: &str = "node.key";
 const APPROVAL_TTL_MS: i64 = 24 * 3600 * 1000;
 /// How often held payments past their time are expired.
 const EXPIRY_INTERVAL_MS: u64 = 1_000;
+/// How often the backend is asked about pending payments and watched
+/// invoices.
+const LIGHTNING_POLL_INTERVAL_MS: u64 = 1_000;
 
 /// How the operator token was settled at start.
 #[derive(Debug)]
@@ -35,6 +38,7 @@ pub struct GatewayBuilder {
     data_dir: PathBuf,
     operator_token: Option<String>,
     durability: Durability,
+    lightning: crate::lightning::LightningConfig,
 }
 
 impl Default for GatewayBuilder {
@@ -43,6 +47,7 @@ impl Default for GatewayBuilder {
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             operator_token: None,
             durability: Durability::Process,
+            lightning: crate::lightning::LightningConfig::dev(),
         }
     }
 }
@@ -63,14 +68,27 @@ impl GatewayBuilder {
         self
     }
 
+    /// The Lightning backend and network (default: dev, regtest).
+    pub fn lightning(mut self, config: crate::lightning::LightningConfig) -> Self {
+        self.lightning = config;
+        self
+    }
+
     pub async fn build(self) -> Result<(Gateway, OperatorToken), Error> {
         create_private_dir(&self.data_dir)?;
+        let funding = self.lightning.build().map_err(Error::Internal)?;
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&self.data_dir.join(DATABASE_FILE), self.durability)?);
-        let settings = Settings { network: Network::Regtest, dev_mode: true, approval_ttl_ms: APPROVAL_TTL_MS };
+        let network: Network = self.lightning.network;
+        let settings = Settings { network, dev_mode: true, approval_ttl_ms: APPROVAL_TTL_MS };
         let node = NodeSigner::load_or_create(&self.data_dir.join(NODE_KEY_FILE), settings.network)
             .map_err(|e| Error::internal("loading the node key", e))?;
         let (operator, token) = settle_operator_token(store.as_ref(), self.operator_token).await?;
-        Ok((Gateway::new(store, node, settings, operator).await?, token))
+        let gateway = Gateway::new(store, node, settings, operator).await?;
+        let gateway = match funding {
+            Some(funding) => gateway.with_funding(funding, self.lightning.timeout_ms),
+            None => gateway,
+        };
+        Ok((gateway, token))
     }
 }
 
@@ -113,12 +131,22 @@ async fn settle_operator_token(
 /// Serves the HTTP API until SIGINT or SIGTERM. `on_ready` learns the bound
 /// address (the port may have been 0).
 pub async fn serve(gateway: Gateway, listen: SocketAddr, on_ready: impl FnOnce(SocketAddr)) -> Result<(), Error> {
+    // Payments left pending by an earlier run are asked about first, before
+    // any request can touch their wallets.
+    match gateway.resolve_pending().await {
+        Ok(0) => {}
+        Ok(open) => tracing::warn!(open, "payments still pending at the backend after the start-up check"),
+        Err(e) => tracing::warn!(error = %e, "checking pending payments at start failed; will retry"),
+    }
     let listener =
         tokio::net::TcpListener::bind(listen).await.map_err(|e| Error::internal("binding the listen address", e))?;
     let addr = listener.local_addr().map_err(|e| Error::internal("reading the bound address", e))?;
     on_ready(addr);
     let gateway = Arc::new(gateway);
     tokio::spawn(expire_approvals(Arc::clone(&gateway)));
+    if gateway.lightning_name() != "dev" {
+        tokio::spawn(crate::gateway::run_background(Arc::clone(&gateway), LIGHTNING_POLL_INTERVAL_MS));
+    }
     let app = crate::http::router(gateway);
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())

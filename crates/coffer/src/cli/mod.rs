@@ -362,7 +362,10 @@ async fn serve(args: ServeArgs) -> CliResult {
     } else {
         crate::io::sqlite_store::Durability::Process
     };
+    let lightning = crate::lightning::LightningConfig::from_env()?;
+    let location = lightning.location().map(|url| format!(" at {url}")).unwrap_or_default();
     let (gateway, token) = GatewayBuilder::default()
+        .lightning(lightning)
         .data_dir(&args.data)
         .operator_token(args.operator_token)
         .durability(durability)
@@ -377,7 +380,10 @@ async fn serve(args: ServeArgs) -> CliResult {
         OperatorToken::Existing => println!("operator token: unchanged since the first start"),
     }
     println!("store: embedded SQLite in {}", args.data.display());
-    println!("lightning: dev (no backend), network {network}, node {node}");
+    match gateway.lightning_name() {
+        "dev" => println!("lightning: dev (no backend), network {network}, node {node}"),
+        name => println!("lightning: {name}{location}, network {network}"),
+    }
     server::serve(gateway, args.listen, |addr| {
         // Tests and scripts wait for this exact line.
         println!("coffer listening on http://{addr}");

@@ -5,6 +5,9 @@
 
 mod chat;
 mod constitution;
+mod lightning;
+
+pub use lightning::run_background;
 
 pub use chat::{AUTO_PAY_KEY_ID, MESSAGE_LEN_MAX_BYTES, ROOM_MEMBERS_MAX};
 
@@ -89,6 +92,10 @@ pub struct Gateway {
     /// of the writer commits several posts at once, and their callers would
     /// otherwise announce them in any order.)
     post_order: tokio::sync::Mutex<()>,
+    /// The Lightning backend; `None` in dev mode.
+    funding: Option<Arc<dyn crate::lightning::FundingSource>>,
+    /// The bound on one backend call.
+    lightning_timeout_ms: i64,
     /// Live keys by digest. This process is the only writer of keys on an
     /// embedded store, so the cache is exact: creation and revocation update
     /// it after their commit.
@@ -117,8 +124,18 @@ impl Gateway {
             operator,
             live: crate::live::Live::default(),
             post_order: tokio::sync::Mutex::new(()),
+            funding: None,
+            lightning_timeout_ms: 0,
             keys: RwLock::new(keys),
         })
+    }
+
+    /// Pays and receives through this backend (instead of dev mode).
+    pub fn with_funding(mut self, funding: Arc<dyn crate::lightning::FundingSource>, timeout_ms: u64) -> Gateway {
+        self.settings.dev_mode = false;
+        self.funding = Some(funding);
+        self.lightning_timeout_ms = i64::try_from(timeout_ms).unwrap_or(i64::MAX);
+        self
     }
 
     pub fn settings(&self) -> &Settings {
@@ -279,9 +296,27 @@ impl Gateway {
         memo: Option<&str>,
         expiry_secs: Option<u32>,
     ) -> Result<InvoiceRecord, Error> {
-        let record = self.sign_invoice(&caller.agent_id, amount_msat, memo, expiry_secs, None)?;
+        let record = self.make_invoice(&caller.agent_id, amount_msat, memo, expiry_secs, None).await?;
         self.store.insert_invoice(record.clone()).await?;
         Ok(record)
+    }
+
+    /// A new invoice of an agent (or the treasury), not yet stored: made by
+    /// the backend's node when there is one, so that the Lightning Network
+    /// can pay it; signed by coffer's own key in dev mode.
+    async fn make_invoice(
+        &self,
+        agent_id: &str,
+        amount_msat: u64,
+        memo: Option<&str>,
+        expiry_secs: Option<u32>,
+        room_id: Option<String>,
+    ) -> Result<InvoiceRecord, Error> {
+        let local = self.sign_invoice(agent_id, amount_msat, memo, expiry_secs, room_id)?;
+        match &self.funding {
+            None => Ok(local),
+            Some(funding) => self.backend_invoice(funding.as_ref(), local).await,
+        }
     }
 
     /// A new invoice of an agent, signed by the node key, not yet stored.
@@ -329,6 +364,7 @@ impl Gateway {
             paid_at_ms: None,
             paid_by: None,
             room_id,
+            backend: None,
         })
     }
 
@@ -375,6 +411,7 @@ impl Gateway {
             return Err(invalid("purpose", format!("at most {PURPOSE_LEN_MAX_BYTES} bytes")));
         }
         let idempotency = idempotency_key.map(|key| idempotency_for(key, bolt11, purpose)).transpose()?;
+        let pay_idempotency = idempotency.clone();
         let parsed =
             ParsedInvoice::parse(bolt11, self.settings.network).map_err(|e| Error::InvalidInvoice(e.to_string()))?;
         match parsed.amount {
@@ -402,8 +439,9 @@ impl Gateway {
             PayAttempt::NotOurs => {
                 // Tell a forged or corrupt invoice apart from a real one of
                 // another node before saying we cannot route it.
-                parsed.verify().map_err(|e| Error::InvalidInvoice(e.to_string()))?;
-                Err(Error::NoLightningBackend)
+                let verified = parsed.verify().map_err(|e| Error::InvalidInvoice(e.to_string()))?;
+                let Some(funding) = &self.funding else { return Err(Error::NoLightningBackend) };
+                self.pay_external(funding.as_ref(), caller, &verified, purpose, pay_idempotency).await
             }
         }
     }

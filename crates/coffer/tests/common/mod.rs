@@ -10,6 +10,8 @@
 //! Each test file includes this module, and uses only part of it.
 #![allow(dead_code)]
 
+pub mod lightning;
+
 use coffer_client::{Client, Problem};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -35,6 +37,8 @@ pub struct Gateway {
     token: String,
     dir: PathBuf,
     http: reqwest::Client,
+    /// Extra environment of the server process (a Lightning backend, say).
+    env: Vec<(String, String)>,
     /// Kept last: the folder outlives the process.
     _tempdir: Option<tempfile::TempDir>,
 }
@@ -51,6 +55,20 @@ impl Gateway {
 
     /// Starts a gateway on the given data folder (kept after the test).
     pub async fn start_in(dir: &Path) -> Gateway {
+        Gateway::start_in_with_env(dir, &[]).await
+    }
+
+    /// Starts a gateway on a fresh temporary data folder with this extra
+    /// environment (kept for restarts).
+    pub async fn start_with_env(env: &[(&str, &str)]) -> Gateway {
+        let tempdir = tempfile::tempdir().expect("creating a temporary data folder");
+        let dir = tempdir.path().join("data");
+        let mut gw = Gateway::start_in_with_env(&dir, env).await;
+        gw._tempdir = Some(tempdir);
+        gw
+    }
+
+    pub async fn start_in_with_env(dir: &Path, env: &[(&str, &str)]) -> Gateway {
         coffer::cli::install_crypto_provider();
         let http = reqwest::Client::builder()
             .timeout(REQUEST_TIMEOUT)
@@ -58,7 +76,9 @@ impl Gateway {
             .build()
             .expect("building an HTTP client");
         let token = coffer::secrets::new_secret("cop_test_");
-        let mut gw = Gateway { child: None, url: String::new(), token, dir: dir.to_owned(), http, _tempdir: None };
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let mut gw =
+            Gateway { child: None, url: String::new(), token, dir: dir.to_owned(), http, env, _tempdir: None };
         gw.spawn().await;
         gw
     }
@@ -74,6 +94,7 @@ impl Gateway {
             .env("COFFER_LOG", "warn")
             .env_remove("COFFER_URL")
             .env_remove("COFFER_AGENT_KEY")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -104,6 +125,13 @@ impl Gateway {
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         self.url = url;
         self.child = Some(child);
+    }
+
+    /// Replaces one variable of the server's environment (from the next
+    /// start on).
+    pub fn set_env(&mut self, name: &str, value: &str) {
+        self.env.retain(|(k, _)| k != name);
+        self.env.push((name.to_owned(), value.to_owned()));
     }
 
     /// The base URL, `http://127.0.0.1:PORT` (a new port after a restart).
