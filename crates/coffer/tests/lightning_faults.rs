@@ -15,7 +15,7 @@ use axum::{Json, Router};
 use coffer::payment::bolt11::{Network, NodeSigner};
 use coffer_client::{Client, DepositRequest, PayOutcome, PayRequest, PaymentStatus};
 use coffer_core::Msat;
-use common::lightning::{balance_reaches, finished, other_node, outside_invoice, payment, wait_for};
+use common::lightning::{balance_reaches, finished, other_node, outside_invoice, payment};
 use common::{Gateway, problem};
 use serde_json::{Value, json};
 use std::collections::HashMap;

@@ -39,6 +39,7 @@ impl Lnbits {
             eprintln!("\n*** SKIPPED: live LNbits tests: set COFFER_TEST_LNBITS_URL (bash .ci/run does) ***");
             return None;
         };
+        coffer::cli::install_crypto_provider();
         let http = reqwest::Client::builder().timeout(std::time::Duration::from_secs(30)).build().unwrap();
         let login = json!({
             "username": std::env::var("COFFER_TEST_LNBITS_USER").expect("COFFER_TEST_LNBITS_USER"),
@@ -219,9 +220,9 @@ async fn a_payment_lnbits_cannot_make_fails_and_is_refunded() {
     assert_audit(&gw).await;
 }
 
-/// Forwards every call to LNbits, but swallows the answer to payments while
-/// `swallow` is on: LNbits pays, coffer never hears it (as if it crashed or
-/// the network broke just then).
+/// Forwards every call to LNbits, but while `swallow` is on, swallows the
+/// answer to payments and every lookup of one: LNbits pays, coffer never
+/// hears it (as if the network broke just then).
 #[derive(Clone)]
 struct Proxy {
     upstream: String,
@@ -234,6 +235,11 @@ async fn forward(State(proxy): State<Proxy>, request: Request) -> Response {
     let body = axum::body::to_bytes(body, 1 << 20).await.unwrap();
     let paying = parts.method == axum::http::Method::POST
         && serde_json::from_slice::<Value>(&body).is_ok_and(|v| v["out"] == json!(true));
+    let looking_up = parts.method == axum::http::Method::GET && parts.uri.path().starts_with("/api/v1/payments/");
+    if looking_up && proxy.swallow.load(Ordering::SeqCst) {
+        // coffer's resolver must not learn the outcome before the crash.
+        return std::future::pending().await;
+    }
     let url = format!("{}{}", proxy.upstream, parts.uri.path_and_query().map_or("", |p| p.as_str()));
     let mut upstream = proxy.http.request(parts.method.clone(), url).body(body.to_vec());
     for name in ["x-api-key", "content-type"] {
@@ -256,11 +262,8 @@ async fn a_restart_while_pending_finishes_the_payment_lnbits_made() {
     let Some(lnbits) = Lnbits::connect().await else { return };
     let coffer_wallet = lnbits.new_wallet("coffer", 0).await;
     let outside = lnbits.new_wallet("outside", 1_000).await;
-    let proxy = Proxy {
-        upstream: lnbits.url.clone(),
-        http: reqwest::Client::new(),
-        swallow: Arc::new(AtomicBool::new(false)),
-    };
+    let proxy =
+        Proxy { upstream: lnbits.url.clone(), http: reqwest::Client::new(), swallow: Arc::new(AtomicBool::new(false)) };
     let app = axum::Router::new().fallback(forward).with_state(proxy.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let proxy_url = format!("http://{}", listener.local_addr().unwrap());

@@ -14,13 +14,14 @@
 
 use super::{AgentKey, Gateway, PayOutcome, Principal, now_ms};
 use crate::error::Error;
-use crate::io::{BeginExternal, ExternalOutcome, ExternalStart, Idempotency, InvoiceRecord, PayAttempt, Payer, TREASURY_PAYEE};
+use crate::io::{
+    BeginExternal, ExternalOutcome, ExternalStart, Idempotency, InvoiceRecord, PayAttempt, Payer, TREASURY_PAYEE,
+};
 use crate::lightning::{FundingSource, InvoiceState, PayResult, default_fee_limit};
+use crate::payment::bolt11::OutsideInvoice;
 use crate::secrets;
 use bitcoin::hashes::{Hash, sha256};
 use coffer_client::{PaymentStatus, Scope};
-use coffer_core::Msat;
-use lightning_invoice::Bolt11Invoice;
 use std::sync::Arc;
 
 /// Pending payments asked about per round.
@@ -108,23 +109,23 @@ impl Gateway {
         &self,
         funding: &dyn FundingSource,
         caller: &AgentKey,
-        invoice: &Bolt11Invoice,
+        invoice: &OutsideInvoice,
         purpose: &str,
         idempotency: Option<Idempotency>,
     ) -> Result<PayOutcome, Error> {
-        if invoice.is_expired() {
+        if u64::try_from(now_ms() / 1000).unwrap_or(u64::MAX) >= invoice.expires_at_secs {
             return Err(Error::InvoiceExpired);
         }
-        let amount = Msat::new(invoice.amount_milli_satoshis().ok_or(Error::AmountRequired)?);
+        let amount = invoice.amount.ok_or(Error::AmountRequired)?;
         let begin = BeginExternal {
             payment_id: secrets::new_id("pay_"),
             payer: Payer { agent_id: caller.agent_id.clone(), account: caller.account, key_id: caller.key_id.clone() },
-            bolt11: invoice.to_string(),
-            payment_hash: invoice.payment_hash().to_byte_array(),
+            bolt11: invoice.bolt11.clone(),
+            payment_hash: invoice.payment_hash,
             amount,
             fee_limit: default_fee_limit(amount),
             purpose: purpose.to_owned(),
-            payee_node_hex: invoice.recover_payee_pub_key().to_string(),
+            payee_node_hex: invoice.payee_hex.clone(),
             idempotency,
             now_ms: now_ms(),
         };

@@ -439,9 +439,12 @@ impl Gateway {
             PayAttempt::NotOurs => {
                 // Tell a forged or corrupt invoice apart from a real one of
                 // another node before saying we cannot route it.
-                let verified = parsed.verify().map_err(|e| Error::InvalidInvoice(e.to_string()))?;
-                let Some(funding) = &self.funding else { return Err(Error::NoLightningBackend) };
-                self.pay_external(funding.as_ref(), caller, &verified, purpose, pay_idempotency).await
+                let Some(funding) = &self.funding else {
+                    parsed.verify().map_err(|e| Error::InvalidInvoice(e.to_string()))?;
+                    return Err(Error::NoLightningBackend);
+                };
+                let outside = parsed.outside().map_err(|e| Error::InvalidInvoice(e.to_string()))?;
+                self.pay_external(funding.as_ref(), caller, &outside, purpose, pay_idempotency).await
             }
         }
     }

@@ -10,7 +10,9 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use coffer_client::{Approval, CreateInvoiceRequest, DepositRequest, Invoice, Page, PayRequest, Payment, Problem, Wallet};
+use coffer_client::{
+    Approval, CreateInvoiceRequest, DepositRequest, Invoice, Page, PayRequest, Payment, Problem, Wallet,
+};
 use serde::Deserialize;
 
 /// The calling agent's wallet.

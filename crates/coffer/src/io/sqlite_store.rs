@@ -392,8 +392,7 @@ fn invoice_from_row(r: &Row<'_>) -> rusqlite::Result<Result<(InvoiceRecord, i64,
     })())
 }
 
-const PAYMENT_COLUMNS: &str =
-    "id, agent_id, payment_hash, amount, fee, status, purpose, payee_agent_id, preimage, created_at, seq, detail FROM payments";
+const PAYMENT_COLUMNS: &str = "id, agent_id, payment_hash, amount, fee, status, purpose, payee_agent_id, preimage, created_at, seq, detail FROM payments";
 
 fn payment_from_row(r: &Row<'_>) -> rusqlite::Result<Result<(PaymentRecord, i64), Error>> {
     let hash: Vec<u8> = r.get(2)?;

@@ -105,7 +105,8 @@ impl Cln {
 fn pay_result(p: &Pay) -> Result<PayResult, LnError> {
     Ok(match p.status.as_str() {
         "complete" => {
-            let preimage = p.preimage.as_deref().ok_or_else(|| LnError::Protocol("a complete pay without preimage".into()))?;
+            let preimage =
+                p.preimage.as_deref().ok_or_else(|| LnError::Protocol("a complete pay without preimage".into()))?;
             let fee = p.amount_sent_msat.unwrap_or(0).saturating_sub(p.amount_msat.unwrap_or(0));
             PayResult::Succeeded { preimage: parse_hash_hex("preimage", preimage)?, fee: Msat::new(fee) }
         }
@@ -119,10 +120,19 @@ impl FundingSource for Cln {
         "cln"
     }
 
-    fn create_invoice(&self, amount: Msat, memo: &str, expiry_secs: u32, preimage: [u8; 32]) -> LnFuture<'_, CreatedInvoice> {
-        let label = format!("coffer-{}", hex::encode(bitcoin::hashes::Hash::to_byte_array(
-            <bitcoin::hashes::sha256::Hash as bitcoin::hashes::Hash>::hash(&preimage),
-        )));
+    fn create_invoice(
+        &self,
+        amount: Msat,
+        memo: &str,
+        expiry_secs: u32,
+        preimage: [u8; 32],
+    ) -> LnFuture<'_, CreatedInvoice> {
+        let label = format!(
+            "coffer-{}",
+            hex::encode(bitcoin::hashes::Hash::to_byte_array(
+                <bitcoin::hashes::sha256::Hash as bitcoin::hashes::Hash>::hash(&preimage),
+            ))
+        );
         let params = json!({
             "amount_msat": amount.as_u64(), "label": label, "description": memo, "expiry": expiry_secs,
             "preimage": hex::encode(preimage),

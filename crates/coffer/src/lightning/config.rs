@@ -128,7 +128,13 @@ impl LightningConfig {
 /// An HTTP client bounded by `timeout`; with a certificate, it trusts that
 /// one certificate only (LND's and clnrest's are self-signed).
 pub fn client(timeout: Duration, pinned_pem: Option<&[u8]>) -> Result<reqwest::Client, String> {
-    let builder = reqwest::Client::builder().timeout(timeout).connect_timeout(timeout).redirect(reqwest::redirect::Policy::none());
+    // reqwest is built without a TLS provider of its own (see
+    // DEPENDENCIES.md); installing ring twice is harmless.
+    crate::cli::install_crypto_provider();
+    let builder = reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(timeout)
+        .redirect(reqwest::redirect::Policy::none());
     let builder = match pinned_pem {
         Some(pem) => builder.tls_backend_preconfigured(super::lnd::pinned_tls(pem)?),
         None => builder,

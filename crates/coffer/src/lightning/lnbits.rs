@@ -104,7 +104,8 @@ impl FundingSource for Lnbits {
         expiry_secs: u32,
         _preimage: [u8; 32],
     ) -> LnFuture<'_, CreatedInvoice> {
-        let body = json!({"out": false, "amount": amount.whole_sat(), "unit": "sat", "memo": memo, "expiry": expiry_secs});
+        let body =
+            json!({"out": false, "amount": amount.whole_sat(), "unit": "sat", "memo": memo, "expiry": expiry_secs});
         Box::pin(async move {
             if amount.as_u64() % 1000 != 0 {
                 return Err(LnError::Protocol("LNbits makes invoices of whole satoshis only".into()));
@@ -127,7 +128,8 @@ impl FundingSource for Lnbits {
             let (status, answer) = send(self.post("/api/v1/payments").json(&body)).await?;
             match status {
                 200..=299 => {
-                    let paid: Payment = serde_json::from_slice(&answer).map_err(|e| LnError::Protocol(e.to_string()))?;
+                    let paid: Payment =
+                        serde_json::from_slice(&answer).map_err(|e| LnError::Protocol(e.to_string()))?;
                     match paid.status.as_str() {
                         "success" => succeeded(paid.preimage.as_deref(), paid.fee),
                         "failed" => Ok(PayResult::Failed { reason: "LNbits reports the payment failed".into() }),
@@ -135,7 +137,9 @@ impl FundingSource for Lnbits {
                     }
                 }
                 // Refused before anything was sent: a bad invoice, a bad key.
-                400 | 401 | 403 | 422 => Ok(PayResult::Failed { reason: format!("LNbits refused it: {}", detail(&answer)) }),
+                400 | 401 | 403 | 422 => {
+                    Ok(PayResult::Failed { reason: format!("LNbits refused it: {}", detail(&answer)) })
+                }
                 520 => {
                     let refusal: Refusal =
                         serde_json::from_slice(&answer).map_err(|e| LnError::Protocol(e.to_string()))?;

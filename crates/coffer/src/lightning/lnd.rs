@@ -41,7 +41,9 @@ impl Lnd {
     }
 
     fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        self.http.request(method, format!("{}{path}", self.base)).header("Grpc-Metadata-macaroon", self.macaroon_hex.expose())
+        self.http
+            .request(method, format!("{}{path}", self.base))
+            .header("Grpc-Metadata-macaroon", self.macaroon_hex.expose())
     }
 }
 
@@ -137,7 +139,13 @@ impl FundingSource for Lnd {
         "lnd"
     }
 
-    fn create_invoice(&self, amount: Msat, memo: &str, expiry_secs: u32, preimage: [u8; 32]) -> LnFuture<'_, CreatedInvoice> {
+    fn create_invoice(
+        &self,
+        amount: Msat,
+        memo: &str,
+        expiry_secs: u32,
+        preimage: [u8; 32],
+    ) -> LnFuture<'_, CreatedInvoice> {
         let body = json!({
             "value_msat": amount.as_u64().to_string(), "memo": memo, "expiry": expiry_secs.to_string(),
             "r_preimage": STANDARD.encode(preimage),

@@ -12,6 +12,7 @@ pub mod config;
 mod http;
 pub mod lnbits;
 pub mod lnd;
+pub mod lnurl;
 
 use coffer_core::Msat;
 use std::fmt;
@@ -61,9 +62,14 @@ pub struct CreatedInvoice {
 /// How a payment ended, or that it has not ended yet.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PayResult {
-    Succeeded { preimage: [u8; 32], fee: Msat },
+    Succeeded {
+        preimage: [u8; 32],
+        fee: Msat,
+    },
     /// Definitely not paid: the backend says so.
-    Failed { reason: String },
+    Failed {
+        reason: String,
+    },
     /// In flight, or the backend does not know yet.
     Pending,
 }
@@ -81,8 +87,13 @@ pub trait FundingSource: Send + Sync + 'static {
     fn name(&self) -> &'static str;
     /// Makes an invoice on the backend's node. `preimage` is used where the
     /// backend accepts one.
-    fn create_invoice(&self, amount: Msat, memo: &str, expiry_secs: u32, preimage: [u8; 32])
-    -> LnFuture<'_, CreatedInvoice>;
+    fn create_invoice(
+        &self,
+        amount: Msat,
+        memo: &str,
+        expiry_secs: u32,
+        preimage: [u8; 32],
+    ) -> LnFuture<'_, CreatedInvoice>;
     /// Pays an invoice, paying at most `max_fee` in routing fees. An error
     /// means the outcome is unknown.
     fn pay_invoice(&self, bolt11: &str, amount: Msat, max_fee: Msat) -> LnFuture<'_, PayResult>;

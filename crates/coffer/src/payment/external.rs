@@ -120,13 +120,18 @@ fn start(tx: &mut impl Tx, chain: &mut [AgentState], b: BeginExternal, spend: Ms
 /// Ends a pending payment as the backend said. Finishing one already
 /// finished changes nothing and returns it: the resolver and the caller
 /// may both learn the outcome.
-pub fn finish(tx: &mut impl Tx, payment_id: &str, outcome: ExternalOutcome, now_ms: i64) -> Result<PaymentRecord, Error> {
+pub fn finish(
+    tx: &mut impl Tx,
+    payment_id: &str,
+    outcome: ExternalOutcome,
+    now_ms: i64,
+) -> Result<PaymentRecord, Error> {
     let mut ext = tx.external(payment_id)?.ok_or(Error::NotFound("external payment"))?;
     let mut payment = tx.payment(payment_id)?.ok_or(Error::NotFound("payment"))?;
     if ext.status != PaymentStatus::Pending {
         return Ok(payment);
     }
-    let reserved = ext.amount.checked_add(ext.fee_limit)?;
+    let reserved = ext.amount.checked_add(ext.fee_limit).map_err(coffer_core::LedgerError::from)?;
     let mut balance = tx.balance(ext.account)?;
     ledger::release(&mut balance, reserved)?;
     let mut chain = load_chain(tx, &ext.agent_id)?;
@@ -136,7 +141,8 @@ pub fn finish(tx: &mut impl Tx, payment_id: &str, outcome: ExternalOutcome, now_
             // The reserve bounds what the wallet pays: a backend that took
             // more than the limit is noted, and the excess is not charged.
             let charged = fee.min(ext.fee_limit);
-            transfer_id = Some(post(tx, ext.account, &mut balance, AccountId::OUTSIDE, ext.amount, "payment.out", now_ms)?);
+            transfer_id =
+                Some(post(tx, ext.account, &mut balance, AccountId::OUTSIDE, ext.amount, "payment.out", now_ms)?);
             if !charged.is_zero() {
                 post(tx, ext.account, &mut balance, AccountId::FEES, charged, "fee", now_ms)?;
             }

@@ -77,8 +77,7 @@ impl Gateway {
             .expect("building an HTTP client");
         let token = coffer::secrets::new_secret("cop_test_");
         let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        let mut gw =
-            Gateway { child: None, url: String::new(), token, dir: dir.to_owned(), http, env, _tempdir: None };
+        let mut gw = Gateway { child: None, url: String::new(), token, dir: dir.to_owned(), http, env, _tempdir: None };
         gw.spawn().await;
         gw
     }
