@@ -50,7 +50,7 @@ impl Gateway {
     ) -> Result<InvoiceRecord, Error> {
         let expiry_secs = u32::try_from((local.expires_at_ms - local.created_at_ms) / 1000)
             .map_err(|_| Error::Internal("invoice expiry out of range".into()))?;
-        if funding.name() == "lnbits" && local.amount.as_u64() % 1000 != 0 {
+        if funding.name() == "lnbits" && !local.amount.as_u64().is_multiple_of(1000) {
             return Err(Error::InvalidAmount {
                 field: "amount_msat",
                 detail: "the LNbits backend makes invoices of whole satoshis only (a multiple of 1000 msat)".into(),

@@ -392,6 +392,8 @@ pub enum PayAttempt {
 
 /// The outcome of deciding a held payment.
 #[derive(Debug)]
+// One per decision, moved once: boxing would only add an allocation.
+#[allow(clippy::large_enum_variant)]
 pub enum ApprovalOutcome {
     Paid(ApprovalRecord, PaymentRecord),
     Released(ApprovalRecord),

@@ -752,14 +752,14 @@ impl Tx for SqliteTx<'_> {
 
     fn external(&mut self, payment_id: &str) -> Result<Option<ExternalPayment>, Error> {
         let mut stmt = self.conn.prepare_cached(&format!("SELECT {EXTERNAL_COLUMNS} WHERE payment_id = ?1"))?;
-        Ok(stmt.query_row([payment_id], external_from_row).optional()?.transpose()?)
+        stmt.query_row([payment_id], external_from_row).optional()?.transpose()
     }
 
     fn live_external(&mut self, payment_hash: &[u8; 32]) -> Result<Option<ExternalPayment>, Error> {
         let mut stmt = self
             .conn
             .prepare_cached(&format!("SELECT {EXTERNAL_COLUMNS} WHERE payment_hash = ?1 AND status <> 'failed'"))?;
-        Ok(stmt.query_row([payment_hash.as_slice()], external_from_row).optional()?.transpose()?)
+        stmt.query_row([payment_hash.as_slice()], external_from_row).optional()?.transpose()
     }
 
     fn update_external(&mut self, e: &ExternalPayment, now_ms: i64) -> Result<(), Error> {

@@ -107,7 +107,7 @@ impl FundingSource for Lnbits {
         let body =
             json!({"out": false, "amount": amount.whole_sat(), "unit": "sat", "memo": memo, "expiry": expiry_secs});
         Box::pin(async move {
-            if amount.as_u64() % 1000 != 0 {
+            if !amount.as_u64().is_multiple_of(1000) {
                 return Err(LnError::Protocol("LNbits makes invoices of whole satoshis only".into()));
             }
             let created: Created = send_json(self.post("/api/v1/payments").json(&body))
