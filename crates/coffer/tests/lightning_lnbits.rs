@@ -18,6 +18,9 @@ use serde_json::{Value, json};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+/// LNbits' service fee, in percent (see `charge_service_fee`).
+const SERVICE_FEE_PERCENT: f64 = 1.0;
+
 struct Lnbits {
     url: String,
     http: reqwest::Client,
@@ -55,7 +58,28 @@ impl Lnbits {
             .await
             .expect("LNbits' login answer");
         let token = answer["access_token"].as_str().expect("an access token").to_owned();
-        Some(Lnbits { url, http, token })
+        let lnbits = Lnbits { url, http, token };
+        lnbits.charge_service_fee().await;
+        Some(lnbits)
+    }
+
+    /// Makes LNbits charge a service fee of 1% on every payment, internal
+    /// ones included: FakeWallet routes nothing, so this is the fee coffer
+    /// must account for. Every test sets the same values.
+    async fn charge_service_fee(&self) {
+        let fees = self.new_wallet("service-fees", 0).await;
+        let settings = json!({"lnbits_service_fee": SERVICE_FEE_PERCENT, "lnbits_service_fee_wallet": fees.id,
+            "lnbits_service_fee_ignore_internal": false, "lnbits_service_fee_max": 0});
+        let status = self
+            .http
+            .put(format!("{}/admin/api/v1/settings", self.url))
+            .bearer_auth(&self.token)
+            .json(&settings)
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert!(status.is_success(), "setting LNbits' service fee: {status}");
     }
 
     async fn new_wallet(&self, name: &str, topup_sat: u64) -> Wallet {
@@ -190,6 +214,7 @@ async fn deposit_then_withdrawal_with_fee_accounting() {
     let paid = pay(&agent, &bolt11, "w1").await;
     assert_eq!(paid.status, PaymentStatus::Succeeded, "{paid:?}");
     assert_eq!(paid.amount_msat, 120_000);
+    assert_eq!(paid.fee_msat, 1_200, "LNbits' service fee of 1%");
     let wallet = agent.wallet().await.unwrap();
     // The wallet pays the amount and exactly the fee LNbits reported; the
     // rest of the reserve (the fee limit) is released.
@@ -278,8 +303,8 @@ async fn a_restart_while_pending_finishes_the_payment_lnbits_made() {
     assert_eq!(agent.wallet().await.unwrap().balance_msat, 300_000, "nothing posted before the backend answers");
     gw.kill9().await;
     assert_audit(&gw).await;
-    // LNbits did pay it.
-    assert_eq!(lnbits.balance_msat(&coffer_wallet).await, 200_000);
+    // LNbits did pay it, and its 1% fee.
+    assert_eq!(lnbits.balance_msat(&coffer_wallet).await, 199_000);
 
     proxy.swallow.store(false, Ordering::SeqCst);
     gw.restart().await;
@@ -290,6 +315,7 @@ async fn a_restart_while_pending_finishes_the_payment_lnbits_made() {
     })
     .await;
     assert_eq!(done.status, PaymentStatus::Succeeded, "{done:?}");
+    assert_eq!(done.fee_msat, 1_000, "the fee LNbits reports on lookup");
     let wallet = agent.wallet().await.unwrap();
     assert_eq!((wallet.balance_msat, wallet.pending_msat), (200_000 - done.fee_msat, 0));
     assert_eq!(lnbits.balance_msat(&coffer_wallet).await, 200_000 - done.fee_msat);
