@@ -173,10 +173,16 @@ pub struct Invoice {
 #[cfg_attr(feature = "schema", derive(ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct PayRequest {
+    /// A BOLT11 invoice, or a Lightning address (`name@domain`, which
+    /// takes `amount_msat`).
     pub bolt11: String,
     /// Why the agent pays: kept in the audit trail; at most 512 bytes.
     #[serde(default)]
     pub purpose: Option<String>,
+    /// The amount to pay a Lightning address; not with an invoice, which
+    /// carries its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amount_msat: Option<u64>,
 }
 
 /// An invoice payable from the Lightning Network: an agent's key credits

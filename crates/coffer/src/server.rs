@@ -85,7 +85,11 @@ impl GatewayBuilder {
         let (operator, token) = settle_operator_token(store.as_ref(), self.operator_token).await?;
         let gateway = Gateway::new(store, node, settings, operator).await?;
         let gateway = match funding {
-            Some(funding) => gateway.with_funding(funding, self.lightning.timeout_ms),
+            Some(funding) => {
+                let timeout = std::time::Duration::from_millis(self.lightning.timeout_ms);
+                let lnurl_http = crate::lightning::config::client(timeout, None).map_err(Error::Internal)?;
+                gateway.with_funding(funding, self.lightning.timeout_ms, lnurl_http)
+            }
             None => gateway,
         };
         Ok((gateway, token))

@@ -82,6 +82,8 @@ impl Fake {
             .route("/api/v1/payments", post(create_or_pay))
             .route("/api/v1/payments/{hash}", get(lookup))
             .route("/api/v1/wallet", get(|| async { Json(json!({"name": "fake", "balance": 1_000_000_000})) }))
+            .route("/.well-known/lnurlp/{name}", get(lnurl_pay_request))
+            .route("/lnurl/{name}", get(lnurl_callback))
             .with_state(fake.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("binding the fake backend");
         let url = format!("http://{}", listener.local_addr().expect("its address"));
@@ -192,6 +194,24 @@ async fn lookup(State(fake): State<Fake>, headers: HeaderMap, Path(hash): Path<S
     }
 }
 
+/// LNURL-pay (LUD-06/16) on the same server: `alice` is honest, `liar`
+/// answers with an invoice for more than asked.
+async fn lnurl_pay_request(Path(name): Path<String>, headers: HeaderMap) -> Json<Value> {
+    let host = headers.get("host").and_then(|h| h.to_str().ok()).unwrap_or_default().to_owned();
+    Json(json!({"callback": format!("http://{host}/lnurl/{name}"), "minSendable": 1_000, "maxSendable": 1_000_000_000,
+        "metadata": "[[\"text/plain\",\"alice's tips\"]]", "tag": "payRequest"}))
+}
+
+async fn lnurl_callback(
+    State(fake): State<Fake>,
+    Path(name): Path<String>,
+    axum::extract::Query(query): axum::extract::Query<HashMap<String, u64>>,
+) -> Json<Value> {
+    let amount_msat = query["amount"] + if name == "liar" { 1_000 } else { 0 };
+    let (bolt11, _) = fake.outside_invoice(amount_msat);
+    Json(json!({"pr": bolt11, "routes": []}))
+}
+
 async fn start_gateway(url: &str) -> Gateway {
     Gateway::start_with_env(&[
         ("COFFER_LIGHTNING", "lnbits"),
@@ -216,7 +236,10 @@ async fn funded_agent(gw: &Gateway, fake: &Fake, amount_msat: u64) -> (String, C
 }
 
 async fn pay(agent: &Client, bolt11: &str, key: &str) -> coffer_client::Payment {
-    match agent.pay(&PayRequest { bolt11: bolt11.into(), purpose: Some("outside".into()) }, key).await {
+    match agent
+        .pay(&PayRequest { bolt11: bolt11.into(), purpose: Some("outside".into()), amount_msat: None }, key)
+        .await
+    {
         Ok(PayOutcome::Done(p)) => p,
         other => panic!("expected a payment, got {other:?}"),
     }
@@ -258,7 +281,8 @@ async fn a_payment_settles_at_the_real_fee_and_releases_the_rest_of_the_reserve(
     let wallet = agent.wallet().await.unwrap();
     assert_eq!((wallet.balance_msat, wallet.pending_msat), (97_000, 0), "amount and real fee, nothing reserved");
     // The same invoice again: refused, never sent twice.
-    let again = agent.pay(&PayRequest { bolt11: bolt11.clone(), purpose: None }, "k2").await.unwrap_err();
+    let again =
+        agent.pay(&PayRequest { bolt11: bolt11.clone(), purpose: None, amount_msat: None }, "k2").await.unwrap_err();
     assert_eq!(problem(again).code, "invoice-already-paid");
     // A retry with the first key gets the first answer.
     assert_eq!(pay(&agent, &bolt11, "k1").await.id, paid.id);
@@ -280,7 +304,8 @@ async fn a_timeout_leaves_the_payment_pending_and_a_restart_finishes_it() {
     let wallet = agent.wallet().await.unwrap();
     // 100 000 plus the fee limit (10 sat) stays reserved.
     assert_eq!((wallet.balance_msat, wallet.pending_msat), (200_000, 110_000));
-    let again = agent.pay(&PayRequest { bolt11: bolt11.clone(), purpose: None }, "t2").await.unwrap_err();
+    let again =
+        agent.pay(&PayRequest { bolt11: bolt11.clone(), purpose: None, amount_msat: None }, "t2").await.unwrap_err();
     assert_eq!(problem(again).code, "payment-in-flight");
     assert_audit(&gw).await;
 
@@ -400,4 +425,38 @@ async fn the_start_line_names_the_backend_and_never_the_key() {
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(text.contains(&format!("lightning: lnbits at {url}, network bitcoin")), "{text}");
     assert!(!text.contains(ADMIN_KEY), "{text}");
+}
+
+#[tokio::test]
+async fn a_lightning_address_is_resolved_checked_and_paid_once() {
+    let (fake, url) = Fake::start().await;
+    let gw = start_gateway(&url).await;
+    let (_, agent) = funded_agent(&gw, &fake, 200_000).await;
+    let domain = url.trim_start_matches("http://");
+    let to = |name: &str, amount_msat: Option<u64>| PayRequest {
+        bolt11: format!("{name}@{domain}"),
+        purpose: Some("tip".into()),
+        amount_msat,
+    };
+    let paid = match agent.pay(&to("alice", Some(21_000)), "a1").await.unwrap() {
+        PayOutcome::Done(p) => p,
+        other => panic!("expected a payment, got {other:?}"),
+    };
+    assert_eq!((paid.status, paid.amount_msat), (PaymentStatus::Succeeded, 21_000));
+    // A retry gets the first answer (it fetches an invoice again, but pays
+    // nothing).
+    match agent.pay(&to("alice", Some(21_000)), "a1").await.unwrap() {
+        PayOutcome::Done(p) => assert_eq!(p.id, paid.id),
+        other => panic!("expected the first payment, got {other:?}"),
+    }
+    // An invoice for another amount than asked is refused before paying.
+    let lied = agent.pay(&to("liar", Some(21_000)), "a2").await.unwrap_err();
+    let lied = problem(lied);
+    assert_eq!(lied.code, "invalid-field");
+    assert!(lied.detail.contains("amount"), "{}", lied.detail);
+    let no_amount = problem(agent.pay(&to("alice", None), "a3").await.unwrap_err());
+    assert_eq!(no_amount.code, "invalid-field");
+    let wallet = agent.wallet().await.unwrap();
+    assert_eq!((wallet.balance_msat, wallet.pending_msat), (200_000 - 21_000, 0));
+    assert_audit(&gw).await;
 }

@@ -181,7 +181,10 @@ async fn deposited_agent(gw: &Gateway, lnbits: &Lnbits, outside: &Wallet, sat: u
 }
 
 async fn pay(agent: &Client, bolt11: &str, key: &str) -> coffer_client::Payment {
-    match agent.pay(&PayRequest { bolt11: bolt11.into(), purpose: Some("withdrawal".into()) }, key).await {
+    match agent
+        .pay(&PayRequest { bolt11: bolt11.into(), purpose: Some("withdrawal".into()), amount_msat: None }, key)
+        .await
+    {
         Ok(PayOutcome::Done(p)) => p,
         other => panic!("expected a payment, got {other:?}"),
     }

@@ -122,7 +122,11 @@ async fn bad_requests_answer_exact_problems_and_change_nothing() {
     // The invoices the payment cases need.
     let own = invoice(&payer, 1_000, 600).await;
     let paid = invoice(&payee, 2_000, 600).await;
-    match payer.pay(&PayRequest { bolt11: paid.bolt11.clone(), purpose: None }, "setup").await.unwrap() {
+    match payer
+        .pay(&PayRequest { bolt11: paid.bolt11.clone(), purpose: None, amount_msat: None }, "setup")
+        .await
+        .unwrap()
+    {
         PayOutcome::Done(p) => assert_eq!(p.amount_msat, 2_000),
         PayOutcome::Held(v) => panic!("held: {v:?}"),
     }
@@ -310,7 +314,7 @@ async fn bad_requests_answer_exact_problems_and_change_nothing() {
 
     // The open invoice those requests aimed at is still payable, for its
     // real amount.
-    let request = PayRequest { bolt11: open.bolt11.clone(), purpose: None };
+    let request = PayRequest { bolt11: open.bolt11.clone(), purpose: None, amount_msat: None };
     let PayOutcome::Done(p) = payer.pay(&request, "after").await.unwrap() else { panic!("held") };
     assert_eq!(p.amount_msat, 3_000);
     assert_eq!(payer.wallet().await.unwrap().balance_msat, before.balances[&payer_id] - 3_000);

@@ -273,7 +273,11 @@ async fn dispatch(command: Command) -> CliResult {
         Command::Pay { remote, bolt11, purpose, idempotency_key } => {
             let client = remote.client()?;
             let key = idempotency_key.unwrap_or_else(|| crate::secrets::new_id("cli_"));
-            match client.pay(&PayRequest { bolt11, purpose }, &key).await.map_err(|e| e.to_string())? {
+            match client
+                .pay(&PayRequest { bolt11, purpose, amount_msat: None }, &key)
+                .await
+                .map_err(|e| e.to_string())?
+            {
                 PayOutcome::Done(p) => print(remote.json, &p, || {
                     format!(
                         "paid {} msat (fee {} msat), preimage {}",

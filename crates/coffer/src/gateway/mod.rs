@@ -96,6 +96,8 @@ pub struct Gateway {
     funding: Option<Arc<dyn crate::lightning::FundingSource>>,
     /// The bound on one backend call.
     lightning_timeout_ms: i64,
+    /// For resolving Lightning addresses (LNURL-pay), with a backend.
+    lnurl_http: Option<reqwest::Client>,
     /// Live keys by digest. This process is the only writer of keys on an
     /// embedded store, so the cache is exact: creation and revocation update
     /// it after their commit.
@@ -126,14 +128,21 @@ impl Gateway {
             post_order: tokio::sync::Mutex::new(()),
             funding: None,
             lightning_timeout_ms: 0,
+            lnurl_http: None,
             keys: RwLock::new(keys),
         })
     }
 
     /// Pays and receives through this backend (instead of dev mode).
-    pub fn with_funding(mut self, funding: Arc<dyn crate::lightning::FundingSource>, timeout_ms: u64) -> Gateway {
+    pub fn with_funding(
+        mut self,
+        funding: Arc<dyn crate::lightning::FundingSource>,
+        timeout_ms: u64,
+        lnurl_http: reqwest::Client,
+    ) -> Gateway {
         self.settings.dev_mode = false;
         self.funding = Some(funding);
+        self.lnurl_http = Some(lnurl_http);
         self.lightning_timeout_ms = i64::try_from(timeout_ms).unwrap_or(i64::MAX);
         self
     }
@@ -406,11 +415,48 @@ impl Gateway {
         purpose: Option<&str>,
         idempotency_key: Option<&str>,
     ) -> Result<PayOutcome, Error> {
+        self.pay_to(caller, bolt11, None, purpose, idempotency_key).await
+    }
+
+    /// Pays an invoice, or `amount_msat` to a Lightning address
+    /// (`name@domain`), whose invoice is fetched and checked first. A retry
+    /// with the same idempotency key fetches an invoice again but gets the
+    /// first answer: it never pays twice.
+    pub async fn pay_to(
+        &self,
+        caller: &AgentKey,
+        target: &str,
+        amount_msat: Option<u64>,
+        purpose: Option<&str>,
+        idempotency_key: Option<&str>,
+    ) -> Result<PayOutcome, Error> {
         let purpose = purpose.unwrap_or("");
         if purpose.len() > PURPOSE_LEN_MAX_BYTES {
             return Err(invalid("purpose", format!("at most {PURPOSE_LEN_MAX_BYTES} bytes")));
         }
-        let idempotency = idempotency_key.map(|key| idempotency_for(key, bolt11, purpose)).transpose()?;
+        let request_text = match amount_msat {
+            Some(amount) => format!("{target}?amount_msat={amount}"),
+            None => target.to_owned(),
+        };
+        let idempotency = idempotency_key.map(|key| idempotency_for(key, &request_text, purpose)).transpose()?;
+        let resolved;
+        let bolt11 = match (crate::lightning::lnurl::is_address(target), amount_msat) {
+            (false, None) => target,
+            (false, Some(_)) => {
+                return Err(invalid(
+                    "amount_msat",
+                    "only with a Lightning address: an invoice carries its amount".into(),
+                ));
+            }
+            (true, None) => return Err(invalid("amount_msat", "paying a Lightning address needs an amount".into())),
+            (true, Some(amount)) => {
+                let Some(http) = &self.lnurl_http else { return Err(Error::NoLightningBackend) };
+                let amount = parse_amount("amount_msat", amount)?;
+                resolved =
+                    crate::lightning::lnurl::resolve(http, target, amount.as_u64(), self.settings.network).await?;
+                resolved.as_str()
+            }
+        };
         let pay_idempotency = idempotency.clone();
         let parsed =
             ParsedInvoice::parse(bolt11, self.settings.network).map_err(|e| Error::InvalidInvoice(e.to_string()))?;

@@ -183,7 +183,7 @@ pub async fn pay(
         })?),
         None => None,
     };
-    let result = gw.pay(&key, &req.bolt11, req.purpose.as_deref(), idempotency_key).await;
+    let result = gw.pay_to(&key, &req.bolt11, req.amount_msat, req.purpose.as_deref(), idempotency_key).await;
     crate::metrics::METRICS.record_payment(matches!(result, Ok(PayOutcome::Paid(_))));
     Ok(match result? {
         PayOutcome::Paid(payment) => Json(views::payment(payment)).into_response(),

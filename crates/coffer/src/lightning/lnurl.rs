@@ -119,3 +119,48 @@ async fn fetch(http: &reqwest::Client, url: &str) -> Result<serde_json::Value, E
     }
     serde_json::from_slice(&body).map_err(|_| bad("the service's answer is not JSON"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::secrets::random_bytes;
+    use bitcoin::secp256k1::{Secp256k1, SecretKey};
+    use lightning_invoice::{InvoiceBuilder, PaymentSecret};
+
+    /// An invoice whose description is the hash of `metadata`.
+    fn invoice_for(metadata: &str, amount_msat: u64) -> String {
+        let secp = Secp256k1::new();
+        let key = SecretKey::from_slice(&random_bytes::<32>()).unwrap();
+        InvoiceBuilder::new(Network::Bitcoin.currency())
+            .description_hash(sha256::Hash::hash(metadata.as_bytes()))
+            .payment_hash(sha256::Hash::hash(&random_bytes::<32>()))
+            .payment_secret(PaymentSecret(random_bytes::<32>()))
+            .current_timestamp()
+            .min_final_cltv_expiry_delta(144)
+            .amount_milli_satoshis(amount_msat)
+            .build_signed(|hash| secp.sign_ecdsa_recoverable(hash, &key))
+            .unwrap()
+            .to_string()
+    }
+
+    #[test]
+    fn the_invoice_must_match_the_amount_and_the_published_metadata() {
+        let metadata = r#"[["text/plain","tips"]]"#;
+        let pr = invoice_for(metadata, 5_000);
+        assert!(check(&pr, 5_000, metadata, Network::Bitcoin).is_ok());
+        assert!(check(&pr, 6_000, metadata, Network::Bitcoin).is_err(), "another amount");
+        let other = check(&pr, 5_000, r#"[["text/plain","other"]]"#, Network::Bitcoin).unwrap_err();
+        assert!(other.to_string().contains("description hash"), "{other}");
+        assert!(check(&pr, 5_000, metadata, Network::Regtest).is_err(), "another network");
+    }
+
+    #[test]
+    fn only_plausible_addresses_are_fetched() {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let http = crate::lightning::config::client(std::time::Duration::from_secs(1), None).unwrap();
+        for bad_address in ["@example.com", "alice@", "Alice@example.com", "a b@example.com", "alice@exa/mple.com"] {
+            let err = rt.block_on(resolve(&http, bad_address, 1_000, Network::Bitcoin)).unwrap_err();
+            assert!(err.to_string().contains("name@domain"), "{bad_address}: {err}");
+        }
+    }
+}

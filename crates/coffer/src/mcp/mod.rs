@@ -276,7 +276,7 @@ impl CofferMcp {
         millisatoshis; 1 sat = 1000 msat. Use decode_invoice first to check what you pay.")]
     async fn pay_invoice(&self, Parameters(args): Parameters<PayInvoiceArgs>) -> ToolResult {
         let key = idempotency_key(&args.bolt11);
-        let request = PayRequest { bolt11: args.bolt11, purpose: Some(args.purpose) };
+        let request = PayRequest { bolt11: args.bolt11, purpose: Some(args.purpose), amount_msat: None };
         Ok(match self.client.pay(&request, &key).await {
             Ok(PayOutcome::Done(p)) => payment_answer(&p),
             Ok(PayOutcome::Held(a)) => {
