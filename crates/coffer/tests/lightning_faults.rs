@@ -460,3 +460,19 @@ async fn a_lightning_address_is_resolved_checked_and_paid_once() {
     assert_eq!((wallet.balance_msat, wallet.pending_msat), (200_000 - 21_000, 0));
     assert_audit(&gw).await;
 }
+
+#[tokio::test]
+async fn many_open_invoices_do_not_starve_a_paid_one() {
+    let (fake, url) = Fake::start().await;
+    let gw = start_gateway(&url).await;
+    let (_, payee, _) = gw.new_agent("payee", 0).await;
+    // More open invoices than one round asks about (64).
+    let mut last = None;
+    for _ in 0..100 {
+        last = Some(common::invoice(&payee, 1_000).await);
+    }
+    let last = last.expect("an invoice");
+    fake.mark_paid(&last.payment_hash);
+    balance_reaches(&payee, 1_000).await;
+    assert_audit(&gw).await;
+}

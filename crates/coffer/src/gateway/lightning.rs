@@ -182,7 +182,11 @@ impl Gateway {
         let pending = self.store.pending_external(RESOLVE_BATCH_MAX).await?;
         let mut open = 0;
         for payment in pending {
-            let answer = match funding.lookup_payment(payment.payment_hash).await {
+            let looked_up = funding.lookup_payment(payment.payment_hash).await;
+            // A backend that does not answer is down: one timeout per round,
+            // not one per payment (the first round holds up the start).
+            let down = matches!(looked_up, Err(crate::lightning::LnError::Unreachable(_)));
+            let answer = match looked_up {
                 Ok(Some(result)) => Ok(result),
                 // No record at the backend: the call never arrived (a crash
                 // before it, or a refused connection). Failed once no call
@@ -199,6 +203,9 @@ impl Gateway {
             if record.status == PaymentStatus::Pending {
                 open += 1;
             }
+            if down {
+                break;
+            }
         }
         Ok(open)
     }
@@ -208,7 +215,12 @@ impl Gateway {
     pub async fn credit_deposits(&self) -> Result<usize, Error> {
         let Some(funding) = &self.funding else { return Ok(0) };
         let now = now_ms();
-        let watched = self.store.watched_invoices(now - WATCH_AFTER_EXPIRY_MS, DEPOSIT_BATCH_MAX).await?;
+        // A cursor walks every watched invoice in turn, a batch per round,
+        // so that many open invoices cannot starve the later ones.
+        let after = self.watch_cursor.load(std::sync::atomic::Ordering::Relaxed);
+        let (watched, last) =
+            self.store.watched_invoices(after, now - WATCH_AFTER_EXPIRY_MS, DEPOSIT_BATCH_MAX).await?;
+        self.watch_cursor.store(last.unwrap_or(0), std::sync::atomic::Ordering::Relaxed);
         let mut credited = 0;
         for invoice in watched {
             match funding.lookup_invoice(invoice.payment_hash).await {

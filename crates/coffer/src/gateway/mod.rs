@@ -98,6 +98,8 @@ pub struct Gateway {
     lightning_timeout_ms: i64,
     /// For resolving Lightning addresses (LNURL-pay), with a backend.
     lnurl_http: Option<reqwest::Client>,
+    /// Where the deposit watcher goes on (an invoice `seq`).
+    watch_cursor: std::sync::atomic::AtomicI64,
     /// Live keys by digest. This process is the only writer of keys on an
     /// embedded store, so the cache is exact: creation and revocation update
     /// it after their commit.
@@ -129,6 +131,7 @@ impl Gateway {
             funding: None,
             lightning_timeout_ms: 0,
             lnurl_http: None,
+            watch_cursor: std::sync::atomic::AtomicI64::new(0),
             keys: RwLock::new(keys),
         })
     }

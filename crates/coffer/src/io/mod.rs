@@ -459,11 +459,17 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreFuture<'_, PaymentRecord>;
     /// Records why a pending payment is still pending (its reserve stays).
     fn note_external(&self, payment_id: String, detail: String, now_ms: i64) -> StoreFuture<'_, PaymentRecord>;
-    /// Pending external payments, oldest first.
+    /// Pending external payments, the least recently asked about first.
     fn pending_external(&self, limit: u32) -> StoreFuture<'_, Vec<ExternalPayment>>;
     /// Open invoices made by the backend's node, not expired before
-    /// `since_ms`, oldest first.
-    fn watched_invoices(&self, since_ms: i64, limit: u32) -> StoreFuture<'_, Vec<InvoiceRecord>>;
+    /// `since_ms`, after the cursor `after_seq`, in order; with the cursor
+    /// of the last one (`None`: none left, start over).
+    fn watched_invoices(
+        &self,
+        after_seq: i64,
+        since_ms: i64,
+        limit: u32,
+    ) -> StoreFuture<'_, (Vec<InvoiceRecord>, Option<i64>)>;
     /// Credits an invoice paid from the Lightning Network to its payee, from
     /// `outside`, exactly once: `false` if it was no longer open.
     fn credit_from_outside(&self, payment_hash: [u8; 32], now_ms: i64) -> StoreFuture<'_, bool>;

@@ -1123,22 +1123,33 @@ impl Store for SqliteStore {
 
     fn pending_external(&self, limit: u32) -> StoreFuture<'_, Vec<ExternalPayment>> {
         self.read(move |tx| {
-            let sql = format!("SELECT {EXTERNAL_COLUMNS} WHERE status = 'pending' ORDER BY created_at LIMIT ?1");
+            // Least recently asked first: every check updates the row, so a
+            // payment stuck at the backend does not starve the others.
+            let sql = format!("SELECT {EXTERNAL_COLUMNS} WHERE status = 'pending' ORDER BY updated_at LIMIT ?1");
             let mut stmt = tx.conn.prepare_cached(&sql)?;
             let rows = stmt.query_map([limit.min(PAGE_LIMIT_MAX)], external_from_row)?;
             rows.map(|r| r?).collect()
         })
     }
 
-    fn watched_invoices(&self, since_ms: i64, limit: u32) -> StoreFuture<'_, Vec<InvoiceRecord>> {
+    fn watched_invoices(
+        &self,
+        after_seq: i64,
+        since_ms: i64,
+        limit: u32,
+    ) -> StoreFuture<'_, (Vec<InvoiceRecord>, Option<i64>)> {
         self.read(move |tx| {
             let sql = format!(
-                "SELECT {INVOICE_COLUMNS} WHERE status = 'open' AND backend IS NOT NULL AND expires_at >= ?1 \
-                 ORDER BY expires_at LIMIT ?2"
+                "SELECT {INVOICE_COLUMNS} WHERE status = 'open' AND backend IS NOT NULL AND seq > ?1 \
+                 AND expires_at >= ?2 ORDER BY seq LIMIT ?3"
             );
             let mut stmt = tx.conn.prepare_cached(&sql)?;
-            let rows = stmt.query_map(params![since_ms, limit.min(PAGE_LIMIT_MAX)], invoice_from_row)?;
-            rows.map(|r| r?.map(|(record, _, _)| record)).collect()
+            let rows: Vec<(InvoiceRecord, i64, AccountId)> = stmt
+                .query_map(params![after_seq, since_ms, limit.min(PAGE_LIMIT_MAX)], invoice_from_row)?
+                .map(|r| r?)
+                .collect::<Result<_, _>>()?;
+            let last = rows.last().map(|r| r.1);
+            Ok((rows.into_iter().map(|r| r.0).collect(), last))
         })
     }
 

@@ -180,7 +180,7 @@ CREATE INDEX incoming_by_payee ON incoming (payee_agent_id, status);
     // payment hash, so the same invoice is never sent twice.
     r#"
 ALTER TABLE invoices ADD COLUMN backend TEXT;
-CREATE INDEX invoices_watched ON invoices (expires_at) WHERE status = 'open' AND backend IS NOT NULL;
+CREATE INDEX invoices_watched ON invoices (seq) WHERE status = 'open' AND backend IS NOT NULL;
 ALTER TABLE payments ADD COLUMN detail TEXT;
 CREATE TABLE external_payments (
     payment_id TEXT PRIMARY KEY,
@@ -196,7 +196,7 @@ CREATE TABLE external_payments (
     updated_at INTEGER NOT NULL
 ) WITHOUT ROWID;
 CREATE UNIQUE INDEX external_payments_live ON external_payments (payment_hash) WHERE status <> 'failed';
-CREATE INDEX external_payments_pending ON external_payments (created_at) WHERE status = 'pending';
+CREATE INDEX external_payments_pending ON external_payments (updated_at) WHERE status = 'pending';
 "#,
 ];
 
