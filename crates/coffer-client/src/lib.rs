@@ -252,6 +252,12 @@ impl Client {
         self.post("/v1/invoices", request).await
     }
 
+    /// An invoice payable from the Lightning Network, crediting this agent
+    /// (or, with the operator's token, the treasury or `agent_id`).
+    pub async fn create_deposit(&self, request: &DepositRequest) -> Result<Invoice, Error> {
+        self.post("/v1/deposits", request).await
+    }
+
     pub async fn invoice(&self, payment_hash: &str) -> Result<Invoice, Error> {
         self.get(&format!("/v1/invoices/{payment_hash}")).await
     }

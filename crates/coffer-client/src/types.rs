@@ -173,10 +173,29 @@ pub struct Invoice {
 #[cfg_attr(feature = "schema", derive(ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct PayRequest {
+    /// A BOLT11 invoice, or a Lightning address (`name@domain`, which
+    /// takes `amount_msat`).
     pub bolt11: String,
     /// Why the agent pays: kept in the audit trail; at most 512 bytes.
     #[serde(default)]
     pub purpose: Option<String>,
+    /// The amount to pay a Lightning address; not with an invoice, which
+    /// carries its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amount_msat: Option<u64>,
+}
+
+/// An invoice payable from the Lightning Network: an agent's key credits
+/// that agent; the operator's credits the treasury, or `agent_id`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct DepositRequest {
+    pub amount_msat: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memo: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -205,6 +224,9 @@ pub struct Payment {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub payee_agent_id: Option<String>,
     pub created_at: String,
+    /// What happened, in words: why it failed, or why it is still pending.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
 }
 
 /// One page of a listing, newest first. Pass `next_cursor` back as `cursor`.

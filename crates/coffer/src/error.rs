@@ -34,6 +34,11 @@ pub enum Error {
     SelfPayment,
     AmountRequired,
     NoLightningBackend,
+    /// A payment of this invoice is already in flight through the backend.
+    PaymentInFlight,
+    /// The Lightning backend refused or failed a request that moves no
+    /// money (creating an invoice); nothing was recorded.
+    Backend(String),
     IdempotencyConflict,
     MintDisabled,
     /// A payment refused by the constitution (or for want of funds).
@@ -85,6 +90,10 @@ impl fmt::Display for Error {
             Error::NoLightningBackend => f.write_str(
                 "the invoice belongs to another Lightning node and no Lightning backend is configured to pay it",
             ),
+            Error::PaymentInFlight => f.write_str(
+                "a payment of this invoice is already in flight; it finishes when the Lightning backend says how it ended",
+            ),
+            Error::Backend(why) => write!(f, "the Lightning backend: {why}"),
             Error::IdempotencyConflict => {
                 f.write_str("this Idempotency-Key was already used with a different request body")
             }

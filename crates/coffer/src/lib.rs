@@ -2,7 +2,8 @@
 //!
 //! - [`gateway`]: the operations, over a [`io::Store`];
 //! - [`io`]: storage, one file per backend;
-//! - [`payment`]: payments by kind (BOLT11 today);
+//! - [`payment`]: payments by kind (inside the gateway, and out through Lightning);
+//! - [`lightning`]: the funding sources (LNbits, LND, Core Lightning);
 //! - [`http`]: the HTTP API; [`cli`]: the command line;
 //! - the pure rules (amounts, ledger, policy) live in the `coffer-core` crate.
 
@@ -13,6 +14,7 @@ pub mod gateway;
 pub mod http;
 pub mod io;
 pub mod l402;
+pub mod lightning;
 pub mod live;
 pub mod mcp;
 pub mod metrics;

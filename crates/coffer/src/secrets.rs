@@ -111,3 +111,25 @@ mod tests {
         assert!(write_private_file(&path, b"y").is_err());
     }
 }
+
+/// A credential for another system (an admin key, a macaroon, a rune): kept
+/// in memory only, and never printed: `Debug` shows `<secret>`.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: String) -> Secret {
+        Secret(value)
+    }
+
+    /// The value, for the one place that sends it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<secret>")
+    }
+}

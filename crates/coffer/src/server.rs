@@ -22,6 +22,9 @@ const NODE_KEY_FILE: &str = "node.key";
 const APPROVAL_TTL_MS: i64 = 24 * 3600 * 1000;
 /// How often held payments past their time are expired.
 const EXPIRY_INTERVAL_MS: u64 = 1_000;
+/// How often the backend is asked about pending payments and watched
+/// invoices.
+const LIGHTNING_POLL_INTERVAL_MS: u64 = 1_000;
 
 /// How the operator token was settled at start.
 #[derive(Debug)]
@@ -40,6 +43,7 @@ pub struct GatewayBuilder {
     database_url: Option<String>,
     operator_token: Option<String>,
     durability: Durability,
+    lightning: crate::lightning::LightningConfig,
 }
 
 impl Default for GatewayBuilder {
@@ -49,6 +53,7 @@ impl Default for GatewayBuilder {
             database_url: None,
             operator_token: None,
             durability: Durability::Process,
+            lightning: crate::lightning::LightningConfig::dev(),
         }
     }
 }
@@ -74,17 +79,34 @@ impl GatewayBuilder {
         self
     }
 
+    /// The Lightning backend and network (default: dev, regtest).
+    pub fn lightning(mut self, config: crate::lightning::LightningConfig) -> Self {
+        self.lightning = config;
+        self
+    }
+
     pub async fn build(self) -> Result<(Gateway, OperatorToken), Error> {
         create_private_dir(&self.data_dir)?;
+        let funding = self.lightning.build().map_err(Error::Internal)?;
         let store: Arc<dyn Store> = match &self.database_url {
             Some(url) => Arc::new(open_postgres(url).await?),
             None => Arc::new(SqliteStore::open(&self.data_dir.join(DATABASE_FILE), self.durability)?),
         };
-        let settings = Settings { network: Network::Regtest, dev_mode: true, approval_ttl_ms: APPROVAL_TTL_MS };
+        let network: Network = self.lightning.network;
+        let settings = Settings { network, dev_mode: true, approval_ttl_ms: APPROVAL_TTL_MS };
         let node = NodeSigner::load_or_create(&self.data_dir.join(NODE_KEY_FILE), settings.network)
             .map_err(|e| Error::internal("loading the node key", e))?;
         let (operator, token) = settle_operator_token(store.as_ref(), self.operator_token).await?;
-        Ok((Gateway::new(store, node, settings, operator).await?, token))
+        let gateway = Gateway::new(store, node, settings, operator).await?;
+        let gateway = match funding {
+            Some(funding) => {
+                let timeout = std::time::Duration::from_millis(self.lightning.timeout_ms);
+                let lnurl_http = crate::lightning::config::client(timeout, None).map_err(Error::Internal)?;
+                gateway.with_funding(funding, self.lightning.timeout_ms, lnurl_http)
+            }
+            None => gateway,
+        };
+        Ok((gateway, token))
     }
 }
 
@@ -162,6 +184,13 @@ pub async fn serve(
     let gateway = Arc::new(gateway);
     let paywalls =
         paywalls.start(&gateway).await.map_err(|detail| Error::InvalidField { field: "--paywall", detail })?;
+    // Payments left pending by an earlier run are asked about first, before
+    // any request can touch their wallets.
+    match gateway.resolve_pending().await {
+        Ok(0) => {}
+        Ok(open) => tracing::warn!(open, "payments still pending at the backend after the start-up check"),
+        Err(e) => tracing::warn!(error = %e, "checking pending payments at start failed; will retry"),
+    }
     let listener =
         tokio::net::TcpListener::bind(listen).await.map_err(|e| Error::internal("binding the listen address", e))?;
     let addr = listener.local_addr().map_err(|e| Error::internal("reading the bound address", e))?;
@@ -170,6 +199,9 @@ pub async fn serve(
     tokio::spawn(expire_approvals(Arc::clone(&gateway)));
     if gateway.shared_store() {
         tokio::spawn(refresh_keys(Arc::clone(&gateway)));
+    }
+    if gateway.lightning_name() != "dev" {
+        tokio::spawn(crate::gateway::run_background(Arc::clone(&gateway), LIGHTNING_POLL_INTERVAL_MS));
     }
     let app = crate::l402::mount::attach(crate::http::router(gateway, addr)?, paywalls);
     axum::serve(listener, app)

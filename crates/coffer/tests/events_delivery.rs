@@ -26,7 +26,8 @@ const ARRIVAL_TIMEOUT: Duration = Duration::from_secs(20);
 /// is above zero (counting down), 200 afterwards.
 #[derive(Clone, Default)]
 struct Receiver {
-    seen: Arc<Mutex<Vec<(HeaderMap, Bytes)>>>,
+    /// Every request, and whether it was answered 200.
+    seen: Arc<Mutex<Vec<(HeaderMap, Bytes, bool)>>>,
     failing: Arc<AtomicU32>,
 }
 
@@ -40,8 +41,8 @@ impl Receiver {
             axum::routing::post(move |headers: HeaderMap, body: Bytes| {
                 let state = state.clone();
                 async move {
-                    state.seen.lock().unwrap().push((headers, body));
                     let fail = state.failing.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+                    state.seen.lock().unwrap().push((headers, body, fail.is_err()));
                     if fail.is_ok() { StatusCode::INTERNAL_SERVER_ERROR } else { StatusCode::OK }
                 }
             }),
@@ -53,18 +54,19 @@ impl Receiver {
     }
 
     fn requests(&self) -> Vec<(HeaderMap, Bytes)> {
-        self.seen.lock().unwrap().clone()
+        self.seen.lock().unwrap().iter().map(|(h, b, _)| (h.clone(), b.clone())).collect()
     }
 
     /// The events answered 200, in the order they came.
     async fn delivered(&self, count: usize) -> Vec<Value> {
         tokio::time::timeout(ARRIVAL_TIMEOUT, async {
             loop {
-                let requests = self.requests();
-                let failed = requests.len().saturating_sub(count);
-                if requests.len() >= count && self.failing.load(Ordering::SeqCst) == 0 {
-                    let bodies = requests.iter().skip(failed).map(|(_, b)| serde_json::from_slice(b).unwrap());
-                    return bodies.collect();
+                let answered_ok: Vec<Value> = {
+                    let seen = self.seen.lock().unwrap();
+                    seen.iter().filter(|(_, _, ok)| *ok).map(|(_, b, _)| serde_json::from_slice(b).unwrap()).collect()
+                };
+                if answered_ok.len() >= count {
+                    return answered_ok;
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
@@ -78,7 +80,9 @@ async fn pay(payer: &Client, payee: &Client, amount_msat: u64) -> String {
     let request = CreateInvoiceRequest { amount_msat, memo: None, expiry_secs: None };
     let invoice = payee.create_invoice(&request).await.expect("an invoice");
     let key = format!("delivery-{}", invoice.payment_hash);
-    let paid = payer.pay(&PayRequest { bolt11: invoice.bolt11, purpose: Some("delivery".into()) }, &key).await;
+    let paid = payer
+        .pay(&PayRequest { bolt11: invoice.bolt11, purpose: Some("delivery".into()), amount_msat: None }, &key)
+        .await;
     assert!(paid.is_ok(), "{paid:?}");
     invoice.payment_hash
 }

@@ -42,7 +42,9 @@ async fn pay(payer: &coffer_client::Client, payee: &coffer_client::Client, amoun
     let request = CreateInvoiceRequest { amount_msat, memo: Some("events".into()), expiry_secs: None };
     let invoice = payee.create_invoice(&request).await.expect("an invoice");
     let key = format!("events-{}", invoice.payment_hash);
-    let paid = payer.pay(&PayRequest { bolt11: invoice.bolt11, purpose: Some("events test".into()) }, &key).await;
+    let paid = payer
+        .pay(&PayRequest { bolt11: invoice.bolt11, purpose: Some("events test".into()), amount_msat: None }, &key)
+        .await;
     assert!(paid.is_ok(), "{paid:?}");
     invoice.payment_hash
 }

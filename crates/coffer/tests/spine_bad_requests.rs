@@ -122,7 +122,11 @@ async fn bad_requests_answer_exact_problems_and_change_nothing() {
     // The invoices the payment cases need.
     let own = invoice(&payer, 1_000, 600).await;
     let paid = invoice(&payee, 2_000, 600).await;
-    match payer.pay(&PayRequest { bolt11: paid.bolt11.clone(), purpose: None }, "setup").await.unwrap() {
+    match payer
+        .pay(&PayRequest { bolt11: paid.bolt11.clone(), purpose: None, amount_msat: None }, "setup")
+        .await
+        .unwrap()
+    {
         PayOutcome::Done(p) => assert_eq!(p.amount_msat, 2_000),
         PayOutcome::Held(v) => panic!("held: {v:?}"),
     }
@@ -171,7 +175,8 @@ async fn bad_requests_answer_exact_problems_and_change_nothing() {
         case("JSON string", M::POST, inv, Payee, raw_json(r#""1000""#), 400, "malformed-request"),
         case("empty body", M::POST, inv, Payee, raw_json(""), 400, "malformed-request"),
         case("unknown field", M::POST, inv, Payee, Body::Json(json!({"amount_msat": 1000, "tip": 1})), 400, "malformed-request"),
-        case("unknown field, pay", M::POST, pay, Payer, Body::Json(json!({"bolt11": open.bolt11, "amount_msat": 1})), 400, "malformed-request"),
+        case("unknown field, pay", M::POST, pay, Payer, Body::Json(json!({"bolt11": open.bolt11, "tip": 1})), 400, "malformed-request"),
+        case("amount with an invoice", M::POST, pay, Payer, Body::Json(json!({"bolt11": open.bolt11, "amount_msat": 1})), 400, "invalid-field"),
         case("duplicate field", M::POST, inv, Payee, raw_json(r#"{"amount_msat": 1000, "amount_msat": 1}"#), 400, "malformed-request"),
         case("missing field", M::POST, inv, Payee, Body::Json(json!({"memo": "x"})), 400, "malformed-request"),
         case("missing bolt11", M::POST, pay, Payer, Body::Json(json!({"purpose": "x"})), 400, "malformed-request"),
@@ -310,7 +315,7 @@ async fn bad_requests_answer_exact_problems_and_change_nothing() {
 
     // The open invoice those requests aimed at is still payable, for its
     // real amount.
-    let request = PayRequest { bolt11: open.bolt11.clone(), purpose: None };
+    let request = PayRequest { bolt11: open.bolt11.clone(), purpose: None, amount_msat: None };
     let PayOutcome::Done(p) = payer.pay(&request, "after").await.unwrap() else { panic!("held") };
     assert_eq!(p.amount_msat, 3_000);
     assert_eq!(payer.wallet().await.unwrap().balance_msat, before.balances[&payer_id] - 3_000);

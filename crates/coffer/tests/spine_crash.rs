@@ -263,7 +263,9 @@ async fn every_acknowledged_payment_survives_sigkill() {
     let request = coffer_client::CreateInvoiceRequest { amount_msat: 1_234, memo: None, expiry_secs: None };
     let invoice = gw.client(&payees[0].2).create_invoice(&request).await.unwrap();
     let before = payer.wallet().await.unwrap().balance_msat;
-    let r = payer.pay(&coffer_client::PayRequest { bolt11: invoice.bolt11, purpose: None }, "after-restart").await;
+    let r = payer
+        .pay(&coffer_client::PayRequest { bolt11: invoice.bolt11, purpose: None, amount_msat: None }, "after-restart")
+        .await;
     assert!(r.is_ok(), "{r:?}");
     assert_eq!(payer.wallet().await.unwrap().balance_msat, before - 1_234);
 }
@@ -277,7 +279,10 @@ async fn audit_fails_on_a_tampered_ledger() {
     let (_, payee, _) = gw.new_agent("payee", 0).await;
     let request = coffer_client::CreateInvoiceRequest { amount_msat: 5_000, memo: None, expiry_secs: None };
     let invoice = payee.create_invoice(&request).await.unwrap();
-    payer.pay(&coffer_client::PayRequest { bolt11: invoice.bolt11, purpose: None }, "k").await.unwrap();
+    payer
+        .pay(&coffer_client::PayRequest { bolt11: invoice.bolt11, purpose: None, amount_msat: None }, "k")
+        .await
+        .unwrap();
     gw.kill9().await;
     let (ok, report) = gw.audit().await;
     assert!(ok, "audit of an untouched ledger failed: {report}");

@@ -290,7 +290,7 @@ async fn no_key_sees_another_agents_data() {
     let (a_id, a, a_key) = gw.new_agent("a", 500_000).await;
     let (b_id, b, b_key) = gw.new_agent("b", 300_000).await;
     let pay = |client: coffer_client::Client, bolt11: String, key: &'static str| async move {
-        match client.pay(&PayRequest { bolt11, purpose: Some(key.into()) }, key).await.unwrap() {
+        match client.pay(&PayRequest { bolt11, purpose: Some(key.into()), amount_msat: None }, key).await.unwrap() {
             PayOutcome::Done(p) => p,
             PayOutcome::Held(v) => panic!("held: {v:?}"),
         }

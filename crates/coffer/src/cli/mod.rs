@@ -335,7 +335,11 @@ async fn dispatch(command: Command) -> CliResult {
         Command::Pay { remote, bolt11, purpose, idempotency_key } => {
             let client = remote.client()?;
             let key = idempotency_key.unwrap_or_else(|| crate::secrets::new_id("cli_"));
-            match client.pay(&PayRequest { bolt11, purpose }, &key).await.map_err(|e| e.to_string())? {
+            match client
+                .pay(&PayRequest { bolt11, purpose, amount_msat: None }, &key)
+                .await
+                .map_err(|e| e.to_string())?
+            {
                 PayOutcome::Done(p) => print(remote.json, &p, || {
                     format!(
                         "paid {} msat (fee {} msat), preimage {}",
@@ -467,7 +471,10 @@ async fn serve(args: ServeArgs) -> CliResult {
     } else {
         crate::io::sqlite_store::Durability::Process
     };
+    let lightning = crate::lightning::LightningConfig::from_env()?;
+    let location = lightning.location().map(|url| format!(" at {url}")).unwrap_or_default();
     let (gateway, token) = GatewayBuilder::default()
+        .lightning(lightning)
         .data_dir(&args.data)
         .database_url(args.database.clone())
         .operator_token(args.operator_token)
@@ -487,7 +494,10 @@ async fn serve(args: ServeArgs) -> CliResult {
         Some(_) => println!("store: PostgreSQL (shared; node key in {})", args.data.display()),
         None => println!("store: embedded SQLite in {}", args.data.display()),
     }
-    println!("lightning: dev (no backend), network {network}, node {node}");
+    match gateway.lightning_name() {
+        "dev" => println!("lightning: dev (no backend), network {network}, node {node}"),
+        name => println!("lightning: {name}{location}, network {network}"),
+    }
     let sinks = server::EventSinks {
         nats_url: args.nats_url.filter(|u| !u.is_empty()),
         redis_url: args.redis_url.filter(|u| !u.is_empty()),

@@ -236,6 +236,7 @@ deny = ["agent:agt_spam"]
             purpose: String::new(),
             payee_agent_id: Some("agt_x".into()),
             created_at: at.into(),
+            detail: None,
         }
     }
 

@@ -89,7 +89,7 @@ impl Gateway {
                 if key.scope < Scope::Receive {
                     return Err(Error::Forbidden("this key's scope does not allow receiving"));
                 }
-                Some(self.sign_invoice(&key.agent_id, amount_msat, memo, expiry, Some(room.id.clone()))?)
+                Some(self.make_invoice(&key.agent_id, amount_msat, memo, expiry, Some(room.id.clone())).await?)
             }
         };
         let text = text.map(str::to_owned).or_else(|| invoice.as_ref().map(|i| i.memo.clone())).unwrap_or_default();

@@ -7,6 +7,9 @@ mod chat;
 mod constitution;
 mod events;
 pub mod l402;
+mod lightning;
+
+pub use lightning::run_background;
 
 pub use chat::{AUTO_PAY_KEY_ID, MESSAGE_LEN_MAX_BYTES, ROOM_MEMBERS_MAX};
 
@@ -92,6 +95,14 @@ pub struct Gateway {
     /// of the writer commits several posts at once, and their callers would
     /// otherwise announce them in any order.)
     post_order: tokio::sync::Mutex<()>,
+    /// The Lightning backend; `None` in dev mode.
+    funding: Option<Arc<dyn crate::lightning::FundingSource>>,
+    /// The bound on one backend call.
+    lightning_timeout_ms: i64,
+    /// For resolving Lightning addresses (LNURL-pay), with a backend.
+    lnurl_http: Option<reqwest::Client>,
+    /// Where the deposit watcher goes on (an invoice `seq`).
+    watch_cursor: std::sync::atomic::AtomicI64,
     /// Live keys by digest. This process is the only writer of keys on an
     /// embedded store, so the cache is exact: creation and revocation update
     /// it after their commit. On a shared store other instances write keys
@@ -129,9 +140,27 @@ impl Gateway {
             operator,
             live: crate::live::Live::default(),
             post_order: tokio::sync::Mutex::new(()),
+            funding: None,
+            lightning_timeout_ms: 0,
+            lnurl_http: None,
+            watch_cursor: std::sync::atomic::AtomicI64::new(0),
             keys: RwLock::new(keys),
             key_changes: AtomicU64::new(0),
         })
+    }
+
+    /// Pays and receives through this backend (instead of dev mode).
+    pub fn with_funding(
+        mut self,
+        funding: Arc<dyn crate::lightning::FundingSource>,
+        timeout_ms: u64,
+        lnurl_http: reqwest::Client,
+    ) -> Gateway {
+        self.settings.dev_mode = false;
+        self.funding = Some(funding);
+        self.lnurl_http = Some(lnurl_http);
+        self.lightning_timeout_ms = i64::try_from(timeout_ms).unwrap_or(i64::MAX);
+        self
     }
 
     pub fn settings(&self) -> &Settings {
@@ -320,9 +349,27 @@ impl Gateway {
         memo: Option<&str>,
         expiry_secs: Option<u32>,
     ) -> Result<InvoiceRecord, Error> {
-        let record = self.sign_invoice(&caller.agent_id, amount_msat, memo, expiry_secs, None)?;
+        let record = self.make_invoice(&caller.agent_id, amount_msat, memo, expiry_secs, None).await?;
         self.store.insert_invoice(record.clone()).await?;
         Ok(record)
+    }
+
+    /// A new invoice of an agent (or the treasury), not yet stored: made by
+    /// the backend's node when there is one, so that the Lightning Network
+    /// can pay it; signed by coffer's own key in dev mode.
+    async fn make_invoice(
+        &self,
+        agent_id: &str,
+        amount_msat: u64,
+        memo: Option<&str>,
+        expiry_secs: Option<u32>,
+        room_id: Option<String>,
+    ) -> Result<InvoiceRecord, Error> {
+        let local = self.sign_invoice(agent_id, amount_msat, memo, expiry_secs, room_id)?;
+        match &self.funding {
+            None => Ok(local),
+            Some(funding) => self.backend_invoice(funding.as_ref(), local).await,
+        }
     }
 
     /// A new invoice of an agent, signed by the node key, not yet stored.
@@ -370,6 +417,7 @@ impl Gateway {
             paid_at_ms: None,
             paid_by: None,
             room_id,
+            backend: None,
         })
     }
 
@@ -411,11 +459,49 @@ impl Gateway {
         purpose: Option<&str>,
         idempotency_key: Option<&str>,
     ) -> Result<PayOutcome, Error> {
+        self.pay_to(caller, bolt11, None, purpose, idempotency_key).await
+    }
+
+    /// Pays an invoice, or `amount_msat` to a Lightning address
+    /// (`name@domain`), whose invoice is fetched and checked first. A retry
+    /// with the same idempotency key fetches an invoice again but gets the
+    /// first answer: it never pays twice.
+    pub async fn pay_to(
+        &self,
+        caller: &AgentKey,
+        target: &str,
+        amount_msat: Option<u64>,
+        purpose: Option<&str>,
+        idempotency_key: Option<&str>,
+    ) -> Result<PayOutcome, Error> {
         let purpose = purpose.unwrap_or("");
         if purpose.len() > PURPOSE_LEN_MAX_BYTES {
             return Err(invalid("purpose", format!("at most {PURPOSE_LEN_MAX_BYTES} bytes")));
         }
-        let idempotency = idempotency_key.map(|key| idempotency_for(key, bolt11, purpose)).transpose()?;
+        let request_text = match amount_msat {
+            Some(amount) => format!("{target}?amount_msat={amount}"),
+            None => target.to_owned(),
+        };
+        let idempotency = idempotency_key.map(|key| idempotency_for(key, &request_text, purpose)).transpose()?;
+        let resolved;
+        let bolt11 = match (crate::lightning::lnurl::is_address(target), amount_msat) {
+            (false, None) => target,
+            (false, Some(_)) => {
+                return Err(invalid(
+                    "amount_msat",
+                    "only with a Lightning address: an invoice carries its amount".into(),
+                ));
+            }
+            (true, None) => return Err(invalid("amount_msat", "paying a Lightning address needs an amount".into())),
+            (true, Some(amount)) => {
+                let Some(http) = &self.lnurl_http else { return Err(Error::NoLightningBackend) };
+                let amount = parse_amount("amount_msat", amount)?;
+                resolved =
+                    crate::lightning::lnurl::resolve(http, target, amount.as_u64(), self.settings.network).await?;
+                resolved.as_str()
+            }
+        };
+        let pay_idempotency = idempotency.clone();
         let parsed =
             ParsedInvoice::parse(bolt11, self.settings.network).map_err(|e| Error::InvalidInvoice(e.to_string()))?;
         match parsed.amount {
@@ -444,8 +530,12 @@ impl Gateway {
             PayAttempt::NotOurs => {
                 // Tell a forged or corrupt invoice apart from a real one of
                 // another node before saying we cannot route it.
-                parsed.verify().map_err(|e| Error::InvalidInvoice(e.to_string()))?;
-                Err(Error::NoLightningBackend)
+                let Some(funding) = &self.funding else {
+                    parsed.verify().map_err(|e| Error::InvalidInvoice(e.to_string()))?;
+                    return Err(Error::NoLightningBackend);
+                };
+                let outside = parsed.outside().map_err(|e| Error::InvalidInvoice(e.to_string()))?;
+                self.pay_external(funding.as_ref(), caller, &outside, purpose, pay_idempotency).await
             }
         }
     }

@@ -10,7 +10,9 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use coffer_client::{Approval, CreateInvoiceRequest, Invoice, Page, PayRequest, Payment, Problem, Wallet};
+use coffer_client::{
+    Approval, CreateInvoiceRequest, DepositRequest, Invoice, Page, PayRequest, Payment, Problem, Wallet,
+};
 use serde::Deserialize;
 
 /// The calling agent's wallet.
@@ -38,6 +40,23 @@ pub async fn create_invoice(
 ) -> Result<(StatusCode, Json<Invoice>), Error> {
     let invoice = gw.create_invoice(&key, req.amount_msat, req.memo.as_deref(), req.expiry_secs).await?;
     crate::metrics::METRICS.record_invoice();
+    Ok((StatusCode::CREATED, Json(views::invoice(invoice, now_ms()))))
+}
+
+/// An invoice payable from the Lightning Network (needs a Lightning
+/// backend). An agent's key (receive scope) credits that agent; the
+/// operator's token credits the treasury, or the agent named by `agent_id`.
+/// The wallet is credited once the backend reports the invoice paid.
+#[utoipa::path(post, path = "/v1/deposits", tag = "agent", request_body = DepositRequest,
+    responses((status = 201, body = Invoice, description = "Created: the invoice to pay from outside"),
+        (status = "4XX", body = Problem, description = "An RFC 9457 problem: `code` names it, `detail` says why")),
+    security(("bearer" = [])))]
+pub async fn create_deposit(
+    State(gw): State<AppState>,
+    Caller(caller): Caller,
+    ApiJson(req): ApiJson<DepositRequest>,
+) -> Result<(StatusCode, Json<Invoice>), Error> {
+    let invoice = gw.create_deposit(&caller, req.amount_msat, req.agent_id.as_deref(), req.memo.as_deref()).await?;
     Ok((StatusCode::CREATED, Json(views::invoice(invoice, now_ms()))))
 }
 
@@ -167,7 +186,7 @@ pub async fn pay(
         })?),
         None => None,
     };
-    let result = gw.pay(&key, &req.bolt11, req.purpose.as_deref(), idempotency_key).await;
+    let result = gw.pay_to(&key, &req.bolt11, req.amount_msat, req.purpose.as_deref(), idempotency_key).await;
     crate::metrics::METRICS.record_payment(matches!(result, Ok(PayOutcome::Paid(_))));
     Ok(match result? {
         PayOutcome::Paid(payment) => Json(views::payment(payment)).into_response(),

@@ -109,6 +109,7 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(agent::wallet))
         .routes(routes!(agent::create_invoice, agent::list_invoices))
         .routes(routes!(agent::get_invoice))
+        .routes(routes!(agent::create_deposit))
         .routes(routes!(agent::qr_svg))
         .routes(routes!(agent::qr_png))
         .routes(routes!(agent::pay, agent::list_payments))

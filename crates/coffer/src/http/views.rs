@@ -89,6 +89,7 @@ pub fn payment(p: PaymentRecord) -> Payment {
         purpose: p.purpose,
         payee_agent_id: p.payee_agent_id,
         created_at: timestamp(p.created_at_ms),
+        detail: p.detail,
     }
 }
 

@@ -260,7 +260,15 @@ pub struct InvoiceRecord {
     pub paid_by: Option<String>,
     /// The room whose payment request it is.
     pub room_id: Option<String>,
+    /// The funding source whose node made the invoice (payable from the
+    /// Lightning Network, watched until paid); `None` when coffer signed it
+    /// with its own key (payable inside this gateway only).
+    pub backend: Option<String>,
 }
+
+/// The payee name of a deposit to the operator's treasury: the invoice is
+/// the treasury's, not an agent's.
+pub const TREASURY_PAYEE: &str = "treasury";
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PaymentRecord {
@@ -274,6 +282,61 @@ pub struct PaymentRecord {
     pub payee_agent_id: Option<String>,
     pub preimage: Option<[u8; 32]>,
     pub created_at_ms: i64,
+    /// What happened, in words: why a payment failed, or why one is still
+    /// pending (the backend's last error, an unknown outcome).
+    pub detail: Option<String>,
+}
+
+/// A payment to an invoice outside this gateway, through the funding
+/// source. Its amount plus fee limit stay reserved on the payer's wallet
+/// while it is pending.
+#[derive(Clone, Debug)]
+pub struct ExternalPayment {
+    pub payment_id: String,
+    pub payment_hash: [u8; 32],
+    pub bolt11: String,
+    pub agent_id: String,
+    pub account: AccountId,
+    pub amount: Msat,
+    pub fee_limit: Msat,
+    pub status: coffer_client::PaymentStatus,
+    /// How many times the backend was asked about it.
+    pub checks: i64,
+    pub created_at_ms: i64,
+}
+
+/// A payment to start: checked, reserved and recorded as pending in one
+/// transaction, before the backend is called.
+#[derive(Clone, Debug)]
+pub struct BeginExternal {
+    pub payment_id: String,
+    pub payer: Payer,
+    pub bolt11: String,
+    pub payment_hash: [u8; 32],
+    pub amount: Msat,
+    pub fee_limit: Msat,
+    pub purpose: String,
+    /// The payee node's key (hex), for payee rules naming nodes.
+    pub payee_node_hex: String,
+    pub idempotency: Option<Idempotency>,
+    pub now_ms: i64,
+}
+
+/// The outcome of [`Store::begin_external`].
+#[derive(Debug)]
+pub enum ExternalStart {
+    /// Recorded as pending: now call the backend.
+    Started(PaymentRecord),
+    /// An earlier request with this idempotency key: its answer.
+    Replay(PayAttempt),
+    Denied(Denial),
+}
+
+/// What the backend said, finally, about a pending external payment.
+#[derive(Clone, Debug)]
+pub enum ExternalOutcome {
+    Succeeded { preimage: [u8; 32], fee: Msat },
+    Failed { reason: String },
 }
 
 /// Who pays: the agent's wallet and the key that asked.
@@ -378,6 +441,8 @@ pub enum PayAttempt {
 
 /// The outcome of deciding a held payment.
 #[derive(Debug)]
+// One per decision, moved once: boxing would only add an allocation.
+#[allow(clippy::large_enum_variant)]
 pub enum ApprovalOutcome {
     Paid(ApprovalRecord, PaymentRecord),
     Released(ApprovalRecord),
@@ -486,6 +551,36 @@ pub trait Store: Send + Sync + 'static {
     fn invoices(&self, agent_id: String, page: PageRequest) -> StoreFuture<'_, (Vec<InvoiceRecord>, Option<i64>)>;
 
     fn pay_internal(&self, pay: PayInternal) -> StoreFuture<'_, PayAttempt>;
+
+    // Lightning.
+
+    /// Decides, reserves amount plus fee limit, and records the payment as
+    /// pending, atomically; refuses a payment hash already pending or paid.
+    fn begin_external(&self, begin: BeginExternal) -> StoreFuture<'_, ExternalStart>;
+    /// Settles (at the real fee) or fails (releasing everything) a pending
+    /// external payment; a finished one is returned unchanged.
+    fn finish_external(
+        &self,
+        payment_id: String,
+        outcome: ExternalOutcome,
+        now_ms: i64,
+    ) -> StoreFuture<'_, PaymentRecord>;
+    /// Records why a pending payment is still pending (its reserve stays).
+    fn note_external(&self, payment_id: String, detail: String, now_ms: i64) -> StoreFuture<'_, PaymentRecord>;
+    /// Pending external payments, the least recently asked about first.
+    fn pending_external(&self, limit: u32) -> StoreFuture<'_, Vec<ExternalPayment>>;
+    /// Open invoices made by the backend's node, not expired before
+    /// `since_ms`, after the cursor `after_seq`, in order; with the cursor
+    /// of the last one (`None`: none left, start over).
+    fn watched_invoices(
+        &self,
+        after_seq: i64,
+        since_ms: i64,
+        limit: u32,
+    ) -> StoreFuture<'_, (Vec<InvoiceRecord>, Option<i64>)>;
+    /// Credits an invoice paid from the Lightning Network to its payee, from
+    /// `outside`, exactly once: `false` if it was no longer open.
+    fn credit_from_outside(&self, payment_hash: [u8; 32], now_ms: i64) -> StoreFuture<'_, bool>;
     fn payments(&self, agent_id: String, page: PageRequest) -> StoreFuture<'_, (Vec<PaymentRecord>, Option<i64>)>;
     /// In one transaction: forget a refused token, reuse a live one for the
     /// same access, or pay and keep the new token.
@@ -603,6 +698,17 @@ pub trait Tx {
     fn mark_invoice_paid(&mut self, payment_hash: &[u8; 32], payer_agent_id: &str, now_ms: i64) -> Result<(), Error>;
     fn insert_payment(&mut self, payment: &PaymentRecord, key_id: &str, transfer_id: Option<i64>) -> Result<(), Error>;
     fn payment(&mut self, id: &str) -> Result<Option<PaymentRecord>, Error>;
+    /// Writes a payment's status, fee, preimage and detail (and its transfer
+    /// once it moved money).
+    fn update_payment(&mut self, payment: &PaymentRecord, transfer_id: Option<i64>) -> Result<(), Error>;
+    fn insert_external(&mut self, external: &ExternalPayment) -> Result<(), Error>;
+    fn external(&mut self, payment_id: &str) -> Result<Option<ExternalPayment>, Error>;
+    /// The pending or succeeded external payment of this payment hash.
+    fn live_external(&mut self, payment_hash: &[u8; 32]) -> Result<Option<ExternalPayment>, Error>;
+    fn update_external(&mut self, external: &ExternalPayment, now_ms: i64) -> Result<(), Error>;
+    /// Marks an open invoice paid from the Lightning Network: `false` if it
+    /// was not open.
+    fn mark_invoice_paid_from_outside(&mut self, payment_hash: &[u8; 32], now_ms: i64) -> Result<bool, Error>;
     /// `(request digest, id of the payment or approval it made)`.
     fn idempotency(&mut self, agent_id: &str, key: &str) -> Result<Option<([u8; 32], String)>, Error>;
     fn insert_idempotency(

@@ -39,7 +39,7 @@ mod outbox;
 mod schema;
 
 use super::*;
-use crate::payment::internal;
+use crate::payment::{external, internal};
 use coffer_client::PaymentStatus;
 use coffer_core::audit_chain;
 use coffer_core::ledger::{self, Transfer};
@@ -447,7 +447,7 @@ fn agent_from_row(r: &Row) -> Result<AgentRecord, Error> {
 }
 
 const INVOICE_COLUMNS: &str = "payment_hash, agent_id, amount, memo, bolt11, preimage, status, created_at, \
-     expires_at, paid_at, seq, account_id, paid_by, room_id FROM invoices";
+     expires_at, paid_at, seq, account_id, paid_by, room_id, backend FROM invoices";
 
 fn invoice_from_row(r: &Row) -> Result<(InvoiceRecord, i64, AccountId), Error> {
     let status: String = r.try_get(6)?;
@@ -464,21 +464,17 @@ fn invoice_from_row(r: &Row) -> Result<(InvoiceRecord, i64, AccountId), Error> {
         paid_at_ms: r.try_get(9)?,
         paid_by: r.try_get(12)?,
         room_id: r.try_get(13)?,
+        backend: r.try_get(14)?,
     };
     Ok((record, r.try_get(10)?, AccountId(r.try_get(11)?)))
 }
 
-const PAYMENT_COLUMNS: &str =
-    "id, agent_id, payment_hash, amount, fee, status, purpose, payee_agent_id, preimage, created_at, seq FROM payments";
+const PAYMENT_COLUMNS: &str = "id, agent_id, payment_hash, amount, fee, status, purpose, payee_agent_id, preimage, \
+     created_at, seq, detail FROM payments";
 
 fn payment_from_row(r: &Row) -> Result<(PaymentRecord, i64), Error> {
     let status: String = r.try_get(5)?;
-    let status = match status.as_str() {
-        "succeeded" => PaymentStatus::Succeeded,
-        "pending" => PaymentStatus::Pending,
-        "failed" => PaymentStatus::Failed,
-        other => return Err(Error::Internal(format!("unknown stored payment status {other}"))),
-    };
+    let status = parse_status(&status)?;
     let preimage: Option<Vec<u8>> = r.try_get(8)?;
     let record = PaymentRecord {
         id: r.try_get(0)?,
@@ -491,8 +487,37 @@ fn payment_from_row(r: &Row) -> Result<(PaymentRecord, i64), Error> {
         payee_agent_id: r.try_get(7)?,
         preimage: preimage.map(hash32).transpose()?,
         created_at_ms: r.try_get(9)?,
+        detail: r.try_get(11)?,
     };
     Ok((record, r.try_get(10)?))
+}
+
+fn parse_status(status: &str) -> Result<PaymentStatus, Error> {
+    match status {
+        "succeeded" => Ok(PaymentStatus::Succeeded),
+        "pending" => Ok(PaymentStatus::Pending),
+        "failed" => Ok(PaymentStatus::Failed),
+        other => Err(Error::Internal(format!("unknown stored payment status {other}"))),
+    }
+}
+
+const EXTERNAL_COLUMNS: &str = "payment_id, payment_hash, bolt11, agent_id, account_id, amount, fee_limit, status, \
+     checks, created_at FROM external_payments";
+
+fn external_from_row(r: &Row) -> Result<ExternalPayment, Error> {
+    let status: String = r.try_get(7)?;
+    Ok(ExternalPayment {
+        payment_id: r.try_get(0)?,
+        payment_hash: hash32(r.try_get(1)?)?,
+        bolt11: r.try_get(2)?,
+        agent_id: r.try_get(3)?,
+        account: AccountId(r.try_get(4)?),
+        amount: msat(r.try_get(5)?)?,
+        fee_limit: msat(r.try_get(6)?)?,
+        status: parse_status(&status)?,
+        checks: r.try_get(8)?,
+        created_at_ms: r.try_get(9)?,
+    })
 }
 
 fn status_str(status: PaymentStatus) -> &'static str {
@@ -559,14 +584,17 @@ fn rows<T>(rows: Vec<Row>, parse: impl Fn(&Row) -> Result<T, Error>) -> Result<V
 
 impl PgTx<'_> {
     fn insert_invoice(&mut self, inv: &InvoiceRecord) -> Result<(), Error> {
-        let account: i64 = self
-            .conn
-            .query_opt("SELECT account_id FROM agents WHERE id = $1", &[&inv.agent_id])?
-            .ok_or(Error::NotFound("agent"))?
-            .try_get(0)?;
+        let account: i64 = if inv.agent_id == TREASURY_PAYEE {
+            AccountId::TREASURY.0
+        } else {
+            self.conn
+                .query_opt("SELECT account_id FROM agents WHERE id = $1", &[&inv.agent_id])?
+                .ok_or(Error::NotFound("agent"))?
+                .try_get(0)?
+        };
         self.conn.execute(
             "INSERT INTO invoices (payment_hash, agent_id, account_id, amount, memo, bolt11, preimage, status, \
-             created_at, expires_at, room_id) VALUES ($1, $2, $3, $4, $5, $6, $7, 'open', $8, $9, $10)",
+             created_at, expires_at, room_id, backend) VALUES ($1, $2, $3, $4, $5, $6, $7, 'open', $8, $9, $10, $11)",
             &[
                 &inv.payment_hash.as_slice(),
                 &inv.agent_id,
@@ -578,6 +606,7 @@ impl PgTx<'_> {
                 &inv.created_at_ms,
                 &inv.expires_at_ms,
                 &inv.room_id,
+                &inv.backend,
             ],
         )?;
         let data = serde_json::json!({
@@ -737,7 +766,7 @@ impl Tx for PgTx<'_> {
     fn insert_payment(&mut self, p: &PaymentRecord, key_id: &str, transfer_id: Option<i64>) -> Result<(), Error> {
         self.conn.execute(
             "INSERT INTO payments (id, agent_id, key_id, payment_hash, amount, fee, status, purpose, payee_agent_id, \
-             preimage, transfer_id, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+             preimage, transfer_id, created_at, detail) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
             &[
                 &p.id,
                 &p.agent_id,
@@ -751,6 +780,7 @@ impl Tx for PgTx<'_> {
                 &p.preimage.as_ref().map(|x| x.as_slice()),
                 &transfer_id,
                 &p.created_at_ms,
+                &p.detail,
             ],
         )?;
         Ok(())
@@ -917,6 +947,72 @@ impl Tx for PgTx<'_> {
     /// are handed out and committed in one order, so they only increase as
     /// they become visible (a replay `after=ID` misses none). A rolled-back
     /// job leaves a gap, which a replay skips.
+    fn update_payment(&mut self, p: &PaymentRecord, transfer_id: Option<i64>) -> Result<(), Error> {
+        let changed = self.conn.execute(
+            "UPDATE payments SET status = $2, fee = $3, preimage = $4, detail = $5, \
+             transfer_id = COALESCE($6, transfer_id) WHERE id = $1",
+            &[
+                &p.id,
+                &status_str(p.status),
+                &to_sql(p.fee)?,
+                &p.preimage.as_ref().map(|x| x.as_slice()),
+                &p.detail,
+                &transfer_id,
+            ],
+        )?;
+        if changed != 1 {
+            return Err(Error::Internal(format!("payment {} to update is missing", p.id)));
+        }
+        Ok(())
+    }
+
+    fn insert_external(&mut self, e: &ExternalPayment) -> Result<(), Error> {
+        self.conn.execute(
+            "INSERT INTO external_payments (payment_id, payment_hash, bolt11, agent_id, account_id, amount, \
+             fee_limit, status, checks, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)",
+            &[
+                &e.payment_id,
+                &e.payment_hash.as_slice(),
+                &e.bolt11,
+                &e.agent_id,
+                &e.account.0,
+                &to_sql(e.amount)?,
+                &to_sql(e.fee_limit)?,
+                &status_str(e.status),
+                &e.checks,
+                &e.created_at_ms,
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn external(&mut self, payment_id: &str) -> Result<Option<ExternalPayment>, Error> {
+        let sql = format!("SELECT {EXTERNAL_COLUMNS} WHERE payment_id = $1");
+        self.conn.query_opt(&sql, &[&payment_id])?.as_ref().map(external_from_row).transpose()
+    }
+
+    fn live_external(&mut self, payment_hash: &[u8; 32]) -> Result<Option<ExternalPayment>, Error> {
+        let sql = format!("SELECT {EXTERNAL_COLUMNS} WHERE payment_hash = $1 AND status <> 'failed'");
+        self.conn.query_opt(&sql, &[&payment_hash.as_slice()])?.as_ref().map(external_from_row).transpose()
+    }
+
+    fn update_external(&mut self, e: &ExternalPayment, now_ms: i64) -> Result<(), Error> {
+        self.conn.execute(
+            "UPDATE external_payments SET status = $2, checks = $3, updated_at = $4 WHERE payment_id = $1",
+            &[&e.payment_id, &status_str(e.status), &e.checks, &now_ms],
+        )?;
+        Ok(())
+    }
+
+    fn mark_invoice_paid_from_outside(&mut self, payment_hash: &[u8; 32], now_ms: i64) -> Result<bool, Error> {
+        let changed = self.conn.execute(
+            "UPDATE invoices SET status = 'paid', paid_at = $2, paid_by = 'outside' \
+             WHERE payment_hash = $1 AND status = 'open'",
+            &[&payment_hash.as_slice(), &now_ms],
+        )?;
+        Ok(changed == 1)
+    }
+
     fn l402_tokens(&mut self, agent_id: &str, origin: &str, now_ms: i64) -> Result<Vec<L402TokenRecord>, Error> {
         let limit = i64::try_from(L402_TOKENS_PER_ORIGIN_MAX).unwrap_or(i64::MAX);
         let found = self.conn.query(
@@ -1428,6 +1524,55 @@ impl Store for PostgresStore {
         now_ms: i64,
     ) -> StoreFuture<'_, Option<L402TokenRecord>> {
         self.read(move |tx| Ok(internal::covering(tx.l402_tokens(&agent_id, &origin, now_ms)?, &path)))
+    }
+
+    fn begin_external(&self, begin: BeginExternal) -> StoreFuture<'_, ExternalStart> {
+        self.write(move |tx| external::begin(tx, begin))
+    }
+
+    fn finish_external(
+        &self,
+        payment_id: String,
+        outcome: ExternalOutcome,
+        now_ms: i64,
+    ) -> StoreFuture<'_, PaymentRecord> {
+        self.write(move |tx| external::finish(tx, &payment_id, outcome, now_ms))
+    }
+
+    fn note_external(&self, payment_id: String, detail: String, now_ms: i64) -> StoreFuture<'_, PaymentRecord> {
+        self.write(move |tx| external::note(tx, &payment_id, detail, now_ms))
+    }
+
+    fn pending_external(&self, limit: u32) -> StoreFuture<'_, Vec<ExternalPayment>> {
+        self.read(move |tx| {
+            // Least recently asked first: every check updates the row, so a
+            // payment stuck at the backend does not starve the others.
+            let sql = format!("SELECT {EXTERNAL_COLUMNS} WHERE status = 'pending' ORDER BY updated_at LIMIT $1");
+            let limit = i64::from(limit.min(PAGE_LIMIT_MAX));
+            rows(tx.conn.query(&sql, &[&limit])?, external_from_row)
+        })
+    }
+
+    fn watched_invoices(
+        &self,
+        after_seq: i64,
+        since_ms: i64,
+        limit: u32,
+    ) -> StoreFuture<'_, (Vec<InvoiceRecord>, Option<i64>)> {
+        self.read(move |tx| {
+            let sql = format!(
+                "SELECT {INVOICE_COLUMNS} WHERE status = 'open' AND backend IS NOT NULL AND seq > $1 \
+                 AND expires_at >= $2 ORDER BY seq LIMIT $3"
+            );
+            let limit = i64::from(limit.min(PAGE_LIMIT_MAX));
+            let found = rows(tx.conn.query(&sql, &[&after_seq, &since_ms, &limit])?, invoice_from_row)?;
+            let last = found.last().map(|r| r.1);
+            Ok((found.into_iter().map(|r| r.0).collect(), last))
+        })
+    }
+
+    fn credit_from_outside(&self, payment_hash: [u8; 32], now_ms: i64) -> StoreFuture<'_, bool> {
+        self.write(move |tx| external::credit_from_outside(tx, &payment_hash, now_ms))
     }
 
     fn events(&self, after_id: i64, agent_id: Option<String>, limit: u32) -> StoreFuture<'_, Vec<EventRecord>> {

@@ -26,7 +26,7 @@ mod outbox;
 mod schema;
 
 use super::*;
-use crate::payment::internal;
+use crate::payment::{external, internal};
 use coffer_client::PaymentStatus;
 use coffer_core::audit_chain;
 use coffer_core::ledger::{self, Transfer};
@@ -368,7 +368,7 @@ fn agent_from_row(r: &Row<'_>) -> rusqlite::Result<Result<AgentRecord, Error>> {
 }
 
 const INVOICE_COLUMNS: &str = "payment_hash, agent_id, amount, memo, bolt11, preimage, status, created_at, \
-     expires_at, paid_at, seq, account_id, paid_by, room_id FROM invoices";
+     expires_at, paid_at, seq, account_id, paid_by, room_id, backend FROM invoices";
 
 fn invoice_from_row(r: &Row<'_>) -> rusqlite::Result<Result<(InvoiceRecord, i64, AccountId), Error>> {
     let (hash, preimage, amount, status): (Vec<u8>, Vec<u8>, i64, String) =
@@ -376,7 +376,8 @@ fn invoice_from_row(r: &Row<'_>) -> rusqlite::Result<Result<(InvoiceRecord, i64,
     let (agent_id, memo, bolt11): (String, String, String) = (r.get(1)?, r.get(3)?, r.get(4)?);
     let (created, expires, paid, seq, account): (i64, i64, Option<i64>, i64, i64) =
         (r.get(7)?, r.get(8)?, r.get(9)?, r.get(10)?, r.get(11)?);
-    let (paid_by, room_id): (Option<String>, Option<String>) = (r.get(12)?, r.get(13)?);
+    let (paid_by, room_id, backend): (Option<String>, Option<String>, Option<String>) =
+        (r.get(12)?, r.get(13)?, r.get(14)?);
     Ok((|| {
         let record = InvoiceRecord {
             payment_hash: hash32(hash)?,
@@ -391,13 +392,13 @@ fn invoice_from_row(r: &Row<'_>) -> rusqlite::Result<Result<(InvoiceRecord, i64,
             paid_at_ms: paid,
             paid_by,
             room_id,
+            backend,
         };
         Ok((record, seq, AccountId(account)))
     })())
 }
 
-const PAYMENT_COLUMNS: &str =
-    "id, agent_id, payment_hash, amount, fee, status, purpose, payee_agent_id, preimage, created_at, seq FROM payments";
+const PAYMENT_COLUMNS: &str = "id, agent_id, payment_hash, amount, fee, status, purpose, payee_agent_id, preimage, created_at, seq, detail FROM payments";
 
 fn payment_from_row(r: &Row<'_>) -> rusqlite::Result<Result<(PaymentRecord, i64), Error>> {
     let hash: Vec<u8> = r.get(2)?;
@@ -406,13 +407,9 @@ fn payment_from_row(r: &Row<'_>) -> rusqlite::Result<Result<(PaymentRecord, i64)
     let status: String = r.get(5)?;
     let (id, agent_id, purpose, payee, created, seq): (String, String, String, Option<String>, i64, i64) =
         (r.get(0)?, r.get(1)?, r.get(6)?, r.get(7)?, r.get(9)?, r.get(10)?);
+    let detail: Option<String> = r.get(11)?;
     Ok((|| {
-        let status = match status.as_str() {
-            "succeeded" => PaymentStatus::Succeeded,
-            "pending" => PaymentStatus::Pending,
-            "failed" => PaymentStatus::Failed,
-            other => return Err(Error::Internal(format!("unknown stored payment status {other}"))),
-        };
+        let status = parse_status(&status)?;
         let record = PaymentRecord {
             id,
             agent_id,
@@ -424,9 +421,43 @@ fn payment_from_row(r: &Row<'_>) -> rusqlite::Result<Result<(PaymentRecord, i64)
             payee_agent_id: payee,
             preimage: preimage.map(hash32).transpose()?,
             created_at_ms: created,
+            detail,
         };
         Ok((record, seq))
     })())
+}
+
+const EXTERNAL_COLUMNS: &str = "payment_id, payment_hash, bolt11, agent_id, account_id, amount, fee_limit, status, \
+     checks, created_at FROM external_payments";
+
+fn external_from_row(r: &Row<'_>) -> rusqlite::Result<Result<ExternalPayment, Error>> {
+    let (payment_id, hash, bolt11, agent_id): (String, Vec<u8>, String, String) =
+        (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?);
+    let (account, amount, fee_limit, status, checks, created): (i64, i64, i64, String, i64, i64) =
+        (r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?, r.get(8)?, r.get(9)?);
+    Ok((|| {
+        Ok(ExternalPayment {
+            payment_id,
+            payment_hash: hash32(hash)?,
+            bolt11,
+            agent_id,
+            account: AccountId(account),
+            amount: msat(amount)?,
+            fee_limit: msat(fee_limit)?,
+            status: parse_status(&status)?,
+            checks,
+            created_at_ms: created,
+        })
+    })())
+}
+
+fn parse_status(status: &str) -> Result<PaymentStatus, Error> {
+    match status {
+        "succeeded" => Ok(PaymentStatus::Succeeded),
+        "pending" => Ok(PaymentStatus::Pending),
+        "failed" => Ok(PaymentStatus::Failed),
+        other => Err(Error::Internal(format!("unknown stored payment status {other}"))),
+    }
 }
 
 fn status_str(status: PaymentStatus) -> &'static str {
@@ -501,16 +532,19 @@ fn audit_from_row(r: &Row<'_>) -> rusqlite::Result<Result<AuditRecord, Error>> {
 
 impl SqliteTx<'_> {
     fn insert_invoice(&mut self, inv: &InvoiceRecord) -> Result<(), Error> {
-        let account: i64 = self
-            .conn
-            .prepare_cached("SELECT account_id FROM agents WHERE id = ?1")?
-            .query_row([&inv.agent_id], |r| r.get(0))
-            .optional()?
-            .ok_or(Error::NotFound("agent"))?;
+        let account: i64 = if inv.agent_id == TREASURY_PAYEE {
+            AccountId::TREASURY.0
+        } else {
+            self.conn
+                .prepare_cached("SELECT account_id FROM agents WHERE id = ?1")?
+                .query_row([&inv.agent_id], |r| r.get(0))
+                .optional()?
+                .ok_or(Error::NotFound("agent"))?
+        };
         self.conn
             .prepare_cached(
                 "INSERT INTO invoices (payment_hash, agent_id, account_id, amount, memo, bolt11, preimage, status, \
-                 created_at, expires_at, room_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'open', ?8, ?9, ?10)",
+                 created_at, expires_at, room_id, backend) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'open', ?8, ?9, ?10, ?11)",
             )?
             .execute(params![
                 inv.payment_hash.as_slice(),
@@ -522,7 +556,8 @@ impl SqliteTx<'_> {
                 inv.preimage.as_slice(),
                 inv.created_at_ms,
                 inv.expires_at_ms,
-                inv.room_id
+                inv.room_id,
+                inv.backend
             ])?;
         let data = serde_json::json!({
             "payment_hash": hex::encode(inv.payment_hash), "agent_id": inv.agent_id,
@@ -662,7 +697,7 @@ impl Tx for SqliteTx<'_> {
     fn insert_payment(&mut self, p: &PaymentRecord, key_id: &str, transfer_id: Option<i64>) -> Result<(), Error> {
         let mut stmt = self.conn.prepare_cached(
             "INSERT INTO payments (id, agent_id, key_id, payment_hash, amount, fee, status, purpose, payee_agent_id, \
-             preimage, transfer_id, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+             preimage, transfer_id, created_at, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
         )?;
         stmt.execute(params![
             p.id,
@@ -676,9 +711,77 @@ impl Tx for SqliteTx<'_> {
             p.payee_agent_id,
             p.preimage.as_ref().map(|x| x.as_slice()),
             transfer_id,
-            p.created_at_ms
+            p.created_at_ms,
+            p.detail
         ])?;
         Ok(())
+    }
+
+    fn update_payment(&mut self, p: &PaymentRecord, transfer_id: Option<i64>) -> Result<(), Error> {
+        let mut stmt = self.conn.prepare_cached(
+            "UPDATE payments SET status = ?2, fee = ?3, preimage = ?4, detail = ?5, \
+             transfer_id = COALESCE(?6, transfer_id) WHERE id = ?1",
+        )?;
+        let changed = stmt.execute(params![
+            p.id,
+            status_str(p.status),
+            to_sql(p.fee)?,
+            p.preimage.as_ref().map(|x| x.as_slice()),
+            p.detail,
+            transfer_id
+        ])?;
+        if changed != 1 {
+            return Err(Error::Internal(format!("payment {} to update is missing", p.id)));
+        }
+        Ok(())
+    }
+
+    fn insert_external(&mut self, e: &ExternalPayment) -> Result<(), Error> {
+        let mut stmt = self.conn.prepare_cached(
+            "INSERT INTO external_payments (payment_id, payment_hash, bolt11, agent_id, account_id, amount, \
+             fee_limit, status, checks, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10)",
+        )?;
+        stmt.execute(params![
+            e.payment_id,
+            e.payment_hash.as_slice(),
+            e.bolt11,
+            e.agent_id,
+            e.account.0,
+            to_sql(e.amount)?,
+            to_sql(e.fee_limit)?,
+            status_str(e.status),
+            e.checks,
+            e.created_at_ms
+        ])?;
+        Ok(())
+    }
+
+    fn external(&mut self, payment_id: &str) -> Result<Option<ExternalPayment>, Error> {
+        let mut stmt = self.conn.prepare_cached(&format!("SELECT {EXTERNAL_COLUMNS} WHERE payment_id = ?1"))?;
+        stmt.query_row([payment_id], external_from_row).optional()?.transpose()
+    }
+
+    fn live_external(&mut self, payment_hash: &[u8; 32]) -> Result<Option<ExternalPayment>, Error> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(&format!("SELECT {EXTERNAL_COLUMNS} WHERE payment_hash = ?1 AND status <> 'failed'"))?;
+        stmt.query_row([payment_hash.as_slice()], external_from_row).optional()?.transpose()
+    }
+
+    fn update_external(&mut self, e: &ExternalPayment, now_ms: i64) -> Result<(), Error> {
+        let mut stmt = self.conn.prepare_cached(
+            "UPDATE external_payments SET status = ?2, checks = ?3, updated_at = ?4 WHERE payment_id = ?1",
+        )?;
+        stmt.execute(params![e.payment_id, status_str(e.status), e.checks, now_ms])?;
+        Ok(())
+    }
+
+    fn mark_invoice_paid_from_outside(&mut self, payment_hash: &[u8; 32], now_ms: i64) -> Result<bool, Error> {
+        let mut stmt = self.conn.prepare_cached(
+            "UPDATE invoices SET status = 'paid', paid_at = ?2, paid_by = 'outside' \
+             WHERE payment_hash = ?1 AND status = 'open'",
+        )?;
+        Ok(stmt.execute(params![payment_hash.as_slice(), now_ms])? == 1)
     }
 
     fn payment(&mut self, id: &str) -> Result<Option<PaymentRecord>, Error> {
@@ -1085,6 +1188,59 @@ impl Store for SqliteStore {
         now_ms: i64,
     ) -> StoreFuture<'_, Option<L402TokenRecord>> {
         self.read(move |tx| Ok(internal::covering(tx.l402_tokens(&agent_id, &origin, now_ms)?, &path)))
+    }
+
+    fn begin_external(&self, begin: BeginExternal) -> StoreFuture<'_, ExternalStart> {
+        self.write(move |tx| external::begin(tx, begin))
+    }
+
+    fn finish_external(
+        &self,
+        payment_id: String,
+        outcome: ExternalOutcome,
+        now_ms: i64,
+    ) -> StoreFuture<'_, PaymentRecord> {
+        self.write(move |tx| external::finish(tx, &payment_id, outcome, now_ms))
+    }
+
+    fn note_external(&self, payment_id: String, detail: String, now_ms: i64) -> StoreFuture<'_, PaymentRecord> {
+        self.write(move |tx| external::note(tx, &payment_id, detail, now_ms))
+    }
+
+    fn pending_external(&self, limit: u32) -> StoreFuture<'_, Vec<ExternalPayment>> {
+        self.read(move |tx| {
+            // Least recently asked first: every check updates the row, so a
+            // payment stuck at the backend does not starve the others.
+            let sql = format!("SELECT {EXTERNAL_COLUMNS} WHERE status = 'pending' ORDER BY updated_at LIMIT ?1");
+            let mut stmt = tx.conn.prepare_cached(&sql)?;
+            let rows = stmt.query_map([limit.min(PAGE_LIMIT_MAX)], external_from_row)?;
+            rows.map(|r| r?).collect()
+        })
+    }
+
+    fn watched_invoices(
+        &self,
+        after_seq: i64,
+        since_ms: i64,
+        limit: u32,
+    ) -> StoreFuture<'_, (Vec<InvoiceRecord>, Option<i64>)> {
+        self.read(move |tx| {
+            let sql = format!(
+                "SELECT {INVOICE_COLUMNS} WHERE status = 'open' AND backend IS NOT NULL AND seq > ?1 \
+                 AND expires_at >= ?2 ORDER BY seq LIMIT ?3"
+            );
+            let mut stmt = tx.conn.prepare_cached(&sql)?;
+            let rows: Vec<(InvoiceRecord, i64, AccountId)> = stmt
+                .query_map(params![after_seq, since_ms, limit.min(PAGE_LIMIT_MAX)], invoice_from_row)?
+                .map(|r| r?)
+                .collect::<Result<_, _>>()?;
+            let last = rows.last().map(|r| r.1);
+            Ok((rows.into_iter().map(|r| r.0).collect(), last))
+        })
+    }
+
+    fn credit_from_outside(&self, payment_hash: [u8; 32], now_ms: i64) -> StoreFuture<'_, bool> {
+        self.write(move |tx| external::credit_from_outside(tx, &payment_hash, now_ms))
     }
 
     fn payments(&self, agent_id: String, page: PageRequest) -> StoreFuture<'_, (Vec<PaymentRecord>, Option<i64>)> {

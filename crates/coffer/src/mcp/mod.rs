@@ -337,7 +337,7 @@ impl CofferMcp {
     ) -> ToolResult {
         let client = self.client(&ctx)?;
         let key = idempotency_key(&args.bolt11);
-        let request = PayRequest { bolt11: args.bolt11, purpose: Some(args.purpose) };
+        let request = PayRequest { bolt11: args.bolt11, purpose: Some(args.purpose), amount_msat: None };
         Ok(match client.pay(&request, &key).await {
             Ok(PayOutcome::Done(p)) => payment_answer(&p),
             Ok(PayOutcome::Held(a)) => {

@@ -174,6 +174,17 @@ fn new_secret_key() -> SecretKey {
     }
 }
 
+/// An invoice of another node, its signature checked.
+#[derive(Clone, Debug)]
+pub struct OutsideInvoice {
+    pub bolt11: String,
+    pub payment_hash: [u8; 32],
+    pub amount: Option<Msat>,
+    /// The payee node's key, hex.
+    pub payee_hex: String,
+    pub expires_at_secs: u64,
+}
+
 /// An invoice an agent asked to pay, parsed but not yet verified: for an
 /// invoice of this gateway the stored copy is the proof, so the costly
 /// signature recovery runs only for invoices of other nodes.
@@ -207,6 +218,43 @@ impl ParsedInvoice {
             .ok_or_else(|| InvoiceError::Malformed("no payment hash".into()))?;
         let amount = raw.amount_pico_btc().map(|pico| Msat::new(pico / 10));
         Ok(ParsedInvoice { bolt11, payment_hash, amount, signed })
+    }
+
+    /// What paying an invoice of another node needs, with its signature
+    /// checked. Full BOLT11 validation first; an invoice whose only fault is
+    /// a missing or odd feature field is still accepted (LNbits' FakeWallet
+    /// and some older wallets write no features): its signature is checked
+    /// here and the backend that pays it decides whether it can.
+    pub fn outside(self) -> Result<OutsideInvoice, InvoiceError> {
+        let (bolt11, payment_hash, amount) = (self.bolt11.clone(), self.payment_hash, self.amount);
+        let signed = self.signed.clone();
+        let (payee, timestamp_secs, expiry_secs) = match self.verify() {
+            Ok(invoice) => (
+                invoice.recover_payee_pub_key(),
+                invoice.duration_since_epoch().as_secs(),
+                invoice.expiry_time().as_secs(),
+            ),
+            Err(InvoiceError::Malformed(why)) if why.contains("features") => {
+                if !signed.check_signature() {
+                    return Err(InvoiceError::BadSignature);
+                }
+                let raw = signed.raw_invoice();
+                let payee = match raw.payee_pub_key() {
+                    Some(key) => key.0,
+                    None => signed.recover_payee_pub_key().map_err(|_| InvoiceError::BadSignature)?.0,
+                };
+                let expiry = raw.expiry_time().map_or(lightning_invoice::DEFAULT_EXPIRY_TIME, |e| e.as_seconds());
+                (payee, raw.data.timestamp.as_unix_timestamp(), expiry)
+            }
+            Err(other) => return Err(other),
+        };
+        Ok(OutsideInvoice {
+            bolt11,
+            payment_hash,
+            amount,
+            payee_hex: payee.to_string(),
+            expires_at_secs: timestamp_secs.saturating_add(expiry_secs),
+        })
     }
 
     /// Full BOLT11 validation, signature included: for invoices of other nodes.

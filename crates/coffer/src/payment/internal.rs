@@ -18,7 +18,7 @@ use coffer_core::{AccountId, Msat};
 pub const CHAIN_DEPTH_MAX: usize = 8;
 
 pub fn pay(tx: &mut impl Tx, pay: PayInternal) -> Result<PayAttempt, Error> {
-    if let Some(earlier) = replay(tx, &pay)? {
+    if let Some(earlier) = replay(tx, &pay.payer.agent_id, pay.idempotency.as_ref())? {
         return Ok(earlier);
     }
     let Some((invoice, payee_account)) = tx.invoice(&pay.payment_hash)? else { return Ok(PayAttempt::NotOurs) };
@@ -80,9 +80,13 @@ pub fn pay(tx: &mut impl Tx, pay: PayInternal) -> Result<PayAttempt, Error> {
 }
 
 /// The answer an earlier request with the same idempotency key got.
-fn replay(tx: &mut impl Tx, pay: &PayInternal) -> Result<Option<PayAttempt>, Error> {
-    let Some(idem) = &pay.idempotency else { return Ok(None) };
-    let Some((digest, target)) = tx.idempotency(&pay.payer.agent_id, &idem.key)? else { return Ok(None) };
+pub(crate) fn replay(
+    tx: &mut impl Tx,
+    agent_id: &str,
+    idempotency: Option<&crate::io::Idempotency>,
+) -> Result<Option<PayAttempt>, Error> {
+    let Some(idem) = idempotency else { return Ok(None) };
+    let Some((digest, target)) = tx.idempotency(agent_id, &idem.key)? else { return Ok(None) };
     if digest != idem.request_digest {
         return Err(Error::IdempotencyConflict);
     }
@@ -144,7 +148,7 @@ pub fn load_chain(tx: &mut impl Tx, agent_id: &str) -> Result<Vec<AgentState>, E
 
 /// Counts a spend in every budget of the chain (in memory; see
 /// [`save_policed`]).
-fn count_spend(chain: &mut [AgentState], amount: Msat, now_ms: i64) {
+pub(crate) fn count_spend(chain: &mut [AgentState], amount: Msat, now_ms: i64) {
     for level in chain.iter_mut() {
         if let Some(policy) = level.policy.clone() {
             level.usage.record(&policy, amount, now_ms);
@@ -204,7 +208,7 @@ pub fn covering(tokens: Vec<L402TokenRecord>, path: &str) -> Option<L402TokenRec
     tokens.into_iter().filter(|t| crate::l402::covers(&t.scope, path)).max_by_key(|t| t.scope.len())
 }
 
-fn uncount_spend(chain: &mut [AgentState], amount: Msat, at_ms: i64, now_ms: i64) {
+pub(crate) fn uncount_spend(chain: &mut [AgentState], amount: Msat, at_ms: i64, now_ms: i64) {
     for level in chain.iter_mut() {
         if let Some(policy) = level.policy.clone() {
             level.usage.release(&policy, amount, at_ms, now_ms);
@@ -214,7 +218,7 @@ fn uncount_spend(chain: &mut [AgentState], amount: Msat, at_ms: i64, now_ms: i64
 
 /// Persists the usage and breaker state of every level with a policy: one
 /// write per level per payment.
-fn save_policed(tx: &mut impl Tx, chain: &[AgentState]) -> Result<(), Error> {
+pub(crate) fn save_policed(tx: &mut impl Tx, chain: &[AgentState]) -> Result<(), Error> {
     chain.iter().filter(|level| level.policy.is_some()).try_for_each(|level| tx.save_agent_state(level))
 }
 
@@ -264,6 +268,7 @@ fn settle(
         payee_agent_id: Some(invoice.agent_id.clone()),
         preimage: Some(invoice.preimage),
         created_at_ms: now_ms,
+        detail: None,
     };
     tx.insert_payment(&payment, &payer.key_id, Some(transfer_id))?;
     if acknowledge {
@@ -304,14 +309,19 @@ fn record_denial(
         "message": denial.message, "purpose": pay.purpose,
     });
     tx.emit("payment.denied", Some(&pay.payer.agent_id), &data, pay.now_ms)?;
+    observe_denial(tx, chain, pay.now_ms)
+}
+
+/// Feeds a denial to the payer's breaker, which may trip.
+pub(crate) fn observe_denial(tx: &mut impl Tx, chain: &mut [AgentState], now_ms: i64) -> Result<(), Error> {
     let Some(payer) = chain.first_mut() else { return Ok(()) };
     let Some(rules) = payer.policy.as_ref().and_then(|p| p.breaker.clone()) else { return Ok(()) };
     if payer.frozen {
         return Ok(());
     }
-    payer.breaker.observe_denial(&rules, pay.now_ms);
+    payer.breaker.observe_denial(&rules, now_ms);
     tx.save_agent_state(payer)?;
-    trip_if_needed(tx, chain, pay.now_ms)
+    trip_if_needed(tx, chain, now_ms)
 }
 
 fn payment_entry(pay: &PayInternal, invoice: &InvoiceRecord, action: &'static str, rule: &str) -> AuditEntry {
@@ -337,7 +347,7 @@ fn observe_payment(chain: &mut [AgentState], invoice: &InvoiceRecord, now_ms: i6
 }
 
 /// An automatic trip freezes the payer and raises an alert.
-fn trip_if_needed(tx: &mut impl Tx, chain: &mut [AgentState], now_ms: i64) -> Result<(), Error> {
+pub(crate) fn trip_if_needed(tx: &mut impl Tx, chain: &mut [AgentState], now_ms: i64) -> Result<(), Error> {
     let Some(agent) = chain.first_mut() else { return Ok(()) };
     let Some(rules) = agent.policy.as_ref().and_then(|p| p.breaker.as_ref()) else { return Ok(()) };
     if agent.frozen {

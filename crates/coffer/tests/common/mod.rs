@@ -10,6 +10,7 @@
 //! Each test file includes this module, and uses only part of it.
 #![allow(dead_code)]
 
+pub mod lightning;
 pub mod paywall;
 
 use coffer_client::{Client, Problem};
@@ -43,6 +44,8 @@ pub struct Gateway {
     /// The PostgreSQL database of the gateway (and of its other instances),
     /// dropped with the last of them; `None` on SQLite.
     database: Option<Arc<TestDatabase>>,
+    /// Extra environment of the server process (a Lightning backend, say).
+    env: Vec<(String, String)>,
     /// Kept last: the folder outlives the process.
     _tempdir: Option<tempfile::TempDir>,
 }
@@ -58,11 +61,21 @@ impl Gateway {
     /// store is a fresh PostgreSQL database (the folder then holds only the
     /// node key).
     pub async fn start_with(args: &[&str]) -> Gateway {
+        let args = args.iter().map(|a| (*a).to_owned()).collect();
+        Gateway::start_fresh(args, Vec::new()).await
+    }
+
+    /// Starts a gateway on a fresh temporary data folder with this extra
+    /// environment (kept for restarts).
+    pub async fn start_with_env(env: &[(&str, &str)]) -> Gateway {
+        Gateway::start_fresh(Vec::new(), owned_env(env)).await
+    }
+
+    async fn start_fresh(args: Vec<String>, env: Vec<(String, String)>) -> Gateway {
         let tempdir = tempfile::tempdir().expect("creating a temporary data folder");
         let database = postgres_mode().then(|| Arc::new(TestDatabase::create()));
         let token = coffer::secrets::new_secret("cop_test_");
-        let args = args.iter().map(|a| (*a).to_owned()).collect();
-        let mut gw = Gateway::launch(&tempdir.path().join("data"), database, token, args).await;
+        let mut gw = Gateway::launch(&tempdir.path().join("data"), database, token, args, env).await;
         gw._tempdir = Some(tempdir);
         gw
     }
@@ -71,8 +84,14 @@ impl Gateway {
     /// With `COFFER_TEST_STORE=postgres`, its store is a fresh PostgreSQL
     /// database (the folder then holds only the node key).
     pub async fn start_in(dir: &Path) -> Gateway {
+        Gateway::start_in_with_env(dir, &[]).await
+    }
+
+    /// [`Gateway::start_in`] with extra environment (kept for restarts).
+    pub async fn start_in_with_env(dir: &Path, env: &[(&str, &str)]) -> Gateway {
         let database = postgres_mode().then(|| Arc::new(TestDatabase::create()));
-        Gateway::launch(dir, database, coffer::secrets::new_secret("cop_test_"), Vec::new()).await
+        let token = coffer::secrets::new_secret("cop_test_");
+        Gateway::launch(dir, database, token, Vec::new(), owned_env(env)).await
     }
 
     /// Starts a gateway on a fresh PostgreSQL database, whatever
@@ -81,36 +100,35 @@ impl Gateway {
         let tempdir = tempfile::tempdir().expect("creating a temporary data folder");
         let database = Some(Arc::new(TestDatabase::create()));
         let token = coffer::secrets::new_secret("cop_test_");
-        let mut gw = Gateway::launch(&tempdir.path().join("data"), database, token, Vec::new()).await;
+        let mut gw = Gateway::launch(&tempdir.path().join("data"), database, token, Vec::new(), Vec::new()).await;
         gw._tempdir = Some(tempdir);
         gw
     }
 
     /// Starts another instance of this gateway: the same database, node key
-    /// (the same data folder), operator token and arguments; its own process
-    /// and port.
+    /// (the same data folder), operator token, arguments and environment;
+    /// its own process and port.
     pub async fn another_instance(&self) -> Gateway {
         assert!(self.database.is_some(), "only a PostgreSQL store has several instances");
-        Gateway::launch(&self.dir, self.database.clone(), self.token.clone(), self.args.clone()).await
+        let (database, token) = (self.database.clone(), self.token.clone());
+        Gateway::launch(&self.dir, database, token, self.args.clone(), self.env.clone()).await
     }
 
-    async fn launch(dir: &Path, database: Option<Arc<TestDatabase>>, token: String, args: Vec<String>) -> Gateway {
+    async fn launch(
+        dir: &Path,
+        database: Option<Arc<TestDatabase>>,
+        token: String,
+        args: Vec<String>,
+        env: Vec<(String, String)>,
+    ) -> Gateway {
         coffer::cli::install_crypto_provider();
         let http = reqwest::Client::builder()
             .timeout(REQUEST_TIMEOUT)
             .pool_max_idle_per_host(256)
             .build()
             .expect("building an HTTP client");
-        let mut gw = Gateway {
-            child: None,
-            url: String::new(),
-            token,
-            dir: dir.to_owned(),
-            args,
-            http,
-            database,
-            _tempdir: None,
-        };
+        let dir = dir.to_owned();
+        let mut gw = Gateway { child: None, url: String::new(), token, dir, args, http, database, env, _tempdir: None };
         gw.spawn().await;
         gw
     }
@@ -145,6 +163,7 @@ impl Gateway {
             .env("COFFER_LOG", "warn")
             .env_remove("COFFER_URL")
             .env_remove("COFFER_AGENT_KEY")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -175,6 +194,13 @@ impl Gateway {
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         self.url = url;
         self.child = Some(child);
+    }
+
+    /// Replaces one variable of the server's environment (from the next
+    /// start on).
+    pub fn set_env(&mut self, name: &str, value: &str) {
+        self.env.retain(|(k, _)| k != name);
+        self.env.push((name.to_owned(), value.to_owned()));
     }
 
     /// The base URL, `http://127.0.0.1:PORT` (a new port after a restart).
@@ -931,4 +957,8 @@ fn admin(sql: &str) -> Result<(), String> {
 /// tokio threads.
 fn on_own_thread<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
     std::thread::spawn(f).join().expect("a database thread panicked")
+}
+
+fn owned_env(env: &[(&str, &str)]) -> Vec<(String, String)> {
+    env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
 }

@@ -232,6 +232,27 @@ CREATE TABLE webhook_deliveries (
 CREATE INDEX webhook_deliveries_by_webhook ON webhook_deliveries (webhook_id, id);
 CREATE INDEX events_by_agent ON events (agent_id, id);
 "#,
+    // 6: Lightning (SQLite's migration 6).
+    r#"
+ALTER TABLE invoices ADD COLUMN backend TEXT;
+CREATE INDEX invoices_watched ON invoices (seq) WHERE status = 'open' AND backend IS NOT NULL;
+ALTER TABLE payments ADD COLUMN detail TEXT;
+CREATE TABLE external_payments (
+    payment_id TEXT PRIMARY KEY,
+    payment_hash BYTEA NOT NULL,
+    bolt11 TEXT NOT NULL,
+    agent_id TEXT NOT NULL,
+    account_id BIGINT NOT NULL,
+    amount BIGINT NOT NULL CHECK (amount > 0),
+    fee_limit BIGINT NOT NULL CHECK (fee_limit >= 0),
+    status TEXT NOT NULL CHECK (status IN ('pending', 'succeeded', 'failed')),
+    checks BIGINT NOT NULL DEFAULT 0,
+    created_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL
+);
+CREATE UNIQUE INDEX external_payments_live ON external_payments (payment_hash) WHERE status <> 'failed';
+CREATE INDEX external_payments_pending ON external_payments (updated_at) WHERE status = 'pending';
+"#,
 ];
 
 /// Applies the missing migrations, each in its own transaction. A session

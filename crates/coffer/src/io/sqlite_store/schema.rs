@@ -223,6 +223,32 @@ CREATE TABLE webhook_deliveries (
 CREATE INDEX webhook_deliveries_by_webhook ON webhook_deliveries (webhook_id, id);
 CREATE INDEX events_by_agent ON events (agent_id, id);
 "#,
+    // 6: Lightning. An invoice made by the funding source's
+    // node names it in `backend` and is watched until paid or expired; one
+    // paid from outside is credited from `outside` exactly once (the
+    // open -> paid update is the guard). An external payment is a payment
+    // row plus its row here; at most one live (pending or succeeded) per
+    // payment hash, so the same invoice is never sent twice.
+    r#"
+ALTER TABLE invoices ADD COLUMN backend TEXT;
+CREATE INDEX invoices_watched ON invoices (seq) WHERE status = 'open' AND backend IS NOT NULL;
+ALTER TABLE payments ADD COLUMN detail TEXT;
+CREATE TABLE external_payments (
+    payment_id TEXT PRIMARY KEY,
+    payment_hash BLOB NOT NULL,
+    bolt11 TEXT NOT NULL,
+    agent_id TEXT NOT NULL,
+    account_id INTEGER NOT NULL,
+    amount INTEGER NOT NULL CHECK (amount > 0),
+    fee_limit INTEGER NOT NULL CHECK (fee_limit >= 0),
+    status TEXT NOT NULL CHECK (status IN ('pending', 'succeeded', 'failed')),
+    checks INTEGER NOT NULL DEFAULT 0,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE UNIQUE INDEX external_payments_live ON external_payments (payment_hash) WHERE status <> 'failed';
+CREATE INDEX external_payments_pending ON external_payments (updated_at) WHERE status = 'pending';
+"#,
 ];
 
 pub fn migrate(conn: &Connection) -> Result<(), Error> {

@@ -1,0 +1,265 @@
+//! The gateway's side of the Lightning backend: invoices its node makes,
+//! deposits, payments out, and the background work that finishes them.
+//!
+//! Never a lost or doubled sat:
+//! - a payment out is reserved and recorded as pending before the backend
+//!   is called (`payment::external::begin`); what the call answers finishes
+//!   it; an error or a timeout leaves it pending, with the error as its
+//!   detail, and only the backend's word that it failed releases the reserve;
+//! - the resolver asks the backend about every pending payment at start,
+//!   before the gateway serves, and then every few seconds; it never sends
+//!   a payment again (a payment hash has at most one live payment);
+//! - an invoice paid from outside is credited once: the open -> paid update
+//!   in the same transaction as the credit is the guard.
+
+use super::{AgentKey, Gateway, PayOutcome, Principal, now_ms};
+use crate::error::Error;
+use crate::io::{
+    BeginExternal, ExternalOutcome, ExternalStart, Idempotency, InvoiceRecord, PayAttempt, Payer, TREASURY_PAYEE,
+};
+use crate::lightning::{FundingSource, InvoiceState, PayResult, default_fee_limit};
+use crate::payment::bolt11::OutsideInvoice;
+use crate::secrets;
+use bitcoin::hashes::{Hash, sha256};
+use coffer_client::{PaymentStatus, Scope};
+use std::sync::Arc;
+
+/// Pending payments asked about per round.
+pub const RESOLVE_BATCH_MAX: u32 = 64;
+/// Watched invoices asked about per round.
+pub const DEPOSIT_BATCH_MAX: u32 = 64;
+/// An invoice is still watched this long after it expired: a payment that
+/// arrived just in time may be reported late.
+const WATCH_AFTER_EXPIRY_MS: i64 = 10 * 60 * 1000;
+/// A payment the backend has no record of is failed only after this many
+/// backend timeouts: until then the call may still be on its way.
+const NOT_FOUND_GRACE_TIMEOUTS: i64 = 2;
+
+impl Gateway {
+    /// The backend's name: `dev` without one.
+    pub fn lightning_name(&self) -> &'static str {
+        self.funding.as_ref().map_or("dev", |f| f.name())
+    }
+
+    /// Asks the backend's node for the invoice, keeping coffer's own record
+    /// (agent, memo, expiry) around it.
+    pub(super) async fn backend_invoice(
+        &self,
+        funding: &dyn FundingSource,
+        local: InvoiceRecord,
+    ) -> Result<InvoiceRecord, Error> {
+        let expiry_secs = u32::try_from((local.expires_at_ms - local.created_at_ms) / 1000)
+            .map_err(|_| Error::Internal("invoice expiry out of range".into()))?;
+        if funding.name() == "lnbits" && !local.amount.as_u64().is_multiple_of(1000) {
+            return Err(Error::InvalidAmount {
+                field: "amount_msat",
+                detail: "the LNbits backend makes invoices of whole satoshis only (a multiple of 1000 msat)".into(),
+            });
+        }
+        let created = funding
+            .create_invoice(local.amount, &local.memo, expiry_secs, local.preimage)
+            .await
+            .map_err(|e| Error::Backend(format!("creating the invoice: {e}")))?;
+        if sha256::Hash::hash(&created.preimage).to_byte_array() != created.payment_hash {
+            return Err(Error::Backend("the invoice's preimage does not match its payment hash".into()));
+        }
+        let parsed = crate::payment::bolt11::ParsedInvoice::parse(&created.bolt11, self.settings.network)
+            .map_err(|e| Error::Backend(format!("the backend's invoice: {e}")))?;
+        if parsed.payment_hash != created.payment_hash || parsed.amount != Some(local.amount) {
+            return Err(Error::Backend("the backend's invoice is not the one asked for".into()));
+        }
+        Ok(InvoiceRecord {
+            payment_hash: created.payment_hash,
+            bolt11: parsed.bolt11,
+            preimage: created.preimage,
+            backend: Some(funding.name().to_owned()),
+            ..local
+        })
+    }
+
+    /// An invoice payable from the Lightning Network that credits the
+    /// calling agent's wallet, or (the operator) the treasury or a named
+    /// agent's wallet.
+    pub async fn create_deposit(
+        &self,
+        caller: &Principal,
+        amount_msat: u64,
+        agent_id: Option<&str>,
+        memo: Option<&str>,
+    ) -> Result<InvoiceRecord, Error> {
+        if self.funding.is_none() {
+            return Err(Error::NoLightningBackend);
+        }
+        let payee = match (caller, agent_id) {
+            (Principal::Operator, None) => TREASURY_PAYEE.to_owned(),
+            (Principal::Operator, Some(id)) => self.agent(id).await?.id,
+            (Principal::Agent(key), None) => receiving(key)?,
+            (Principal::Agent(key), Some(id)) if id == key.agent_id => receiving(key)?,
+            (Principal::Agent(_), Some(_)) => return Err(Error::Forbidden("an agent deposits to its own wallet only")),
+        };
+        let memo = memo.unwrap_or("coffer deposit");
+        let invoice = self.make_invoice(&payee, amount_msat, Some(memo), None, None).await?;
+        self.store.insert_invoice(invoice.clone()).await?;
+        Ok(invoice)
+    }
+
+    /// Pays an invoice of another node through the backend (see the module
+    /// comment).
+    pub(super) async fn pay_external(
+        &self,
+        funding: &dyn FundingSource,
+        caller: &AgentKey,
+        invoice: &OutsideInvoice,
+        purpose: &str,
+        idempotency: Option<Idempotency>,
+    ) -> Result<PayOutcome, Error> {
+        if u64::try_from(now_ms() / 1000).unwrap_or(u64::MAX) >= invoice.expires_at_secs {
+            return Err(Error::InvoiceExpired);
+        }
+        let amount = invoice.amount.ok_or(Error::AmountRequired)?;
+        let begin = BeginExternal {
+            payment_id: secrets::new_id("pay_"),
+            payer: Payer { agent_id: caller.agent_id.clone(), account: caller.account, key_id: caller.key_id.clone() },
+            bolt11: invoice.bolt11.clone(),
+            payment_hash: invoice.payment_hash,
+            amount,
+            fee_limit: default_fee_limit(amount),
+            purpose: purpose.to_owned(),
+            payee_node_hex: invoice.payee_hex.clone(),
+            idempotency,
+            now_ms: now_ms(),
+        };
+        let (bolt11, fee_limit) = (begin.bolt11.clone(), begin.fee_limit);
+        let payment = match self.store.begin_external(begin).await? {
+            ExternalStart::Started(payment) => payment,
+            ExternalStart::Denied(denial) => return Err(Error::Denied(denial)),
+            ExternalStart::Replay(PayAttempt::Paid(earlier)) => return Ok(PayOutcome::Paid(earlier)),
+            ExternalStart::Replay(PayAttempt::Held(held)) => return Ok(PayOutcome::Held(held)),
+            ExternalStart::Replay(other) => return Err(Error::Internal(format!("unexpected replay {other:?}"))),
+        };
+        let answer = funding.pay_invoice(&bolt11, amount, fee_limit).await;
+        let payment = self.settle_answer(&payment.id, payment.payment_hash, answer, "paying").await?;
+        Ok(PayOutcome::Paid(payment))
+    }
+
+    /// Finishes a pending payment as the backend answered, or notes why it
+    /// stays pending.
+    async fn settle_answer(
+        &self,
+        payment_id: &str,
+        payment_hash: [u8; 32],
+        answer: Result<PayResult, crate::lightning::LnError>,
+        doing: &str,
+    ) -> Result<crate::io::PaymentRecord, Error> {
+        let now = now_ms();
+        let id = payment_id.to_owned();
+        match answer {
+            Ok(PayResult::Succeeded { preimage, fee }) => {
+                if sha256::Hash::hash(&preimage).to_byte_array() != payment_hash {
+                    let why = format!("{doing}: the backend reported success with a preimage that does not match");
+                    tracing::error!(payment_id, "{why}");
+                    return self.store.note_external(id, why, now).await;
+                }
+                self.store.finish_external(id, ExternalOutcome::Succeeded { preimage, fee }, now).await
+            }
+            Ok(PayResult::Failed { reason }) => {
+                self.store.finish_external(id, ExternalOutcome::Failed { reason }, now).await
+            }
+            Ok(PayResult::Pending) => {
+                self.store.note_external(id, "in flight: the backend has not finished it yet".into(), now).await
+            }
+            Err(e) => {
+                tracing::warn!(payment_id, error = %e, "{doing}: outcome unknown, the payment stays pending");
+                self.store.note_external(id, format!("outcome unknown ({doing}): {e}"), now).await
+            }
+        }
+    }
+
+    /// One round of the resolver: asks the backend how each pending
+    /// payment ended. Returns how many are still pending.
+    pub async fn resolve_pending(&self) -> Result<usize, Error> {
+        let Some(funding) = &self.funding else { return Ok(0) };
+        let pending = self.store.pending_external(RESOLVE_BATCH_MAX).await?;
+        let mut open = 0;
+        for payment in pending {
+            let looked_up = funding.lookup_payment(payment.payment_hash).await;
+            // A backend that does not answer is down: one timeout per round,
+            // not one per payment (the first round holds up the start).
+            let down = matches!(looked_up, Err(crate::lightning::LnError::Unreachable(_)));
+            let answer = match looked_up {
+                Ok(Some(result)) => Ok(result),
+                // No record at the backend: the call never arrived (a crash
+                // before it, or a refused connection). Failed once no call
+                // can still be on its way.
+                Ok(None) if now_ms() - payment.created_at_ms > NOT_FOUND_GRACE_TIMEOUTS * self.lightning_timeout_ms => {
+                    Ok(PayResult::Failed {
+                        reason: "the backend has no record of this payment: it was never sent".into(),
+                    })
+                }
+                Ok(None) => Ok(PayResult::Pending),
+                Err(e) => Err(e),
+            };
+            let record = self.settle_answer(&payment.payment_id, payment.payment_hash, answer, "looking it up").await?;
+            if record.status == PaymentStatus::Pending {
+                open += 1;
+            }
+            if down {
+                break;
+            }
+        }
+        Ok(open)
+    }
+
+    /// One round of the deposit watcher: credits every watched invoice the
+    /// backend reports paid. Returns how many were credited.
+    pub async fn credit_deposits(&self) -> Result<usize, Error> {
+        let Some(funding) = &self.funding else { return Ok(0) };
+        let now = now_ms();
+        // A cursor walks every watched invoice in turn, a batch per round,
+        // so that many open invoices cannot starve the later ones.
+        let after = self.watch_cursor.load(std::sync::atomic::Ordering::Relaxed);
+        let (watched, last) =
+            self.store.watched_invoices(after, now - WATCH_AFTER_EXPIRY_MS, DEPOSIT_BATCH_MAX).await?;
+        self.watch_cursor.store(last.unwrap_or(0), std::sync::atomic::Ordering::Relaxed);
+        let mut credited = 0;
+        for invoice in watched {
+            match funding.lookup_invoice(invoice.payment_hash).await {
+                Ok(InvoiceState::Paid) => {
+                    if self.store.credit_from_outside(invoice.payment_hash, now_ms()).await? {
+                        credited += 1;
+                        self.announce_paid(&invoice.payment_hash).await;
+                    }
+                }
+                Ok(InvoiceState::Open | InvoiceState::Expired) => {}
+                Err(e) => {
+                    tracing::warn!(payment_hash = %hex::encode(invoice.payment_hash), error = %e, "looking up an invoice failed");
+                    // The backend is down: try the rest next round.
+                    break;
+                }
+            }
+        }
+        Ok(credited)
+    }
+}
+
+fn receiving(key: &AgentKey) -> Result<String, Error> {
+    if key.scope < Scope::Receive {
+        return Err(Error::Forbidden("this key's scope does not allow receiving"));
+    }
+    Ok(key.agent_id.clone())
+}
+
+/// Runs the resolver and the deposit watcher until the process ends.
+pub async fn run_background(gateway: Arc<Gateway>, interval_ms: u64) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(interval_ms));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Err(e) = gateway.resolve_pending().await {
+            tracing::warn!(error = %e, "resolving pending payments failed; will retry");
+        }
+        if let Err(e) = gateway.credit_deposits().await {
+            tracing::warn!(error = %e, "crediting deposits failed; will retry");
+        }
+    }
+}

@@ -1,0 +1,279 @@
+//! Money across the gateway's edge, inside one store transaction each:
+//! paying an invoice outside this gateway through the Lightning backend, and
+//! crediting an invoice the Lightning Network paid.
+//!
+//! An outgoing payment has three steps, and only the middle one talks to
+//! the backend (see `gateway::lightning`):
+//! 1. [`begin`]: the constitution's decision, the reserve of amount plus
+//!    fee limit, and a `pending` payment, committed before the backend is
+//!    called, so that a crash after the call still finds the payment;
+//! 2. the backend call (outside any transaction);
+//! 3. [`finish`]: posted at the real fee, the rest of the reserve released;
+//!    or failed, the whole reserve released. Until the backend says which,
+//!    [`note`] only records why it is still pending: the reserve stays.
+//!
+//! At most one live (pending or succeeded) payment per payment hash, checked
+//! here and enforced by a unique index: an invoice is never sent twice.
+
+use super::decision::{Verdict, decide};
+use super::internal::{count_spend, load_chain, observe_denial, replay, save_policed, trip_if_needed, uncount_spend};
+use crate::error::Error;
+use crate::io::{
+    AgentState, AuditEntry, BeginExternal, Denial, ExternalOutcome, ExternalPayment, ExternalStart, PaymentRecord,
+    TREASURY_PAYEE, Tx,
+};
+use coffer_client::PaymentStatus;
+use coffer_core::ledger::{self, Transfer};
+use coffer_core::policy::{Attempt, Payee};
+use coffer_core::{AccountId, Msat};
+
+pub fn begin(tx: &mut impl Tx, b: BeginExternal) -> Result<ExternalStart, Error> {
+    if let Some(earlier) = replay(tx, &b.payer.agent_id, b.idempotency.as_ref())? {
+        return Ok(ExternalStart::Replay(earlier));
+    }
+    if let Some(live) = tx.live_external(&b.payment_hash)? {
+        return Err(match live.status {
+            PaymentStatus::Succeeded => Error::InvoiceAlreadyPaid,
+            _ => Error::PaymentInFlight,
+        });
+    }
+    let mut chain = load_chain(tx, &b.payer.agent_id)?;
+    let available = tx.balance(b.payer.account)?.available();
+    let payee = Payee { agent_id: None, node_pubkey_hex: Some(b.payee_node_hex.clone()), domain: None };
+    let attempt = Attempt { amount: b.amount, fee_limit: b.fee_limit, payee };
+    let denial = match decide(tx.halted()?, &chain, available, &attempt, b.now_ms) {
+        Verdict::Allow => return start(tx, &mut chain, b, attempt.spend()).map(ExternalStart::Started),
+        Verdict::Deny(denial) => denial,
+        // Approving a held payment settles it inside the gateway; an
+        // outside invoice would need the backend call there too. Until
+        // then such a payment is refused, never paid without approval.
+        Verdict::Hold => Denial {
+            code: "approval-required",
+            message: "this payment needs a person's approval, and held payments to invoices outside this gateway \
+                      are not supported yet"
+                .into(),
+            remaining: None,
+            available: None,
+            needed: None,
+        },
+    };
+    tx.audit(&AuditEntry { detail: Some(denial.message.clone()), ..entry(&b, "payment.denied", denial.code) })?;
+    let data = serde_json::json!({
+        "payment_hash": hex::encode(b.payment_hash), "amount_msat": b.amount.as_u64(),
+        "payer_agent_id": b.payer.agent_id, "payee": payee_name(&b), "code": denial.code,
+        "message": denial.message, "purpose": b.purpose,
+    });
+    tx.emit("payment.denied", Some(&b.payer.agent_id), &data, b.now_ms)?;
+    observe_denial(tx, &mut chain, b.now_ms)?;
+    Ok(ExternalStart::Denied(denial))
+}
+
+fn start(tx: &mut impl Tx, chain: &mut [AgentState], b: BeginExternal, spend: Msat) -> Result<PaymentRecord, Error> {
+    let mut balance = tx.balance(b.payer.account)?;
+    ledger::reserve(b.payer.account, &mut balance, spend)?;
+    tx.save_balance(b.payer.account, &balance)?;
+    count_spend(chain, spend, b.now_ms);
+    if let Some(payer) = chain.first_mut()
+        && let Some(rules) = payer.policy.as_ref().and_then(|p| p.breaker.as_ref())
+    {
+        payer.breaker.observe_payment(rules, &payee_name(&b), b.amount, b.now_ms);
+    }
+    save_policed(tx, chain)?;
+    trip_if_needed(tx, chain, b.now_ms)?;
+    let payment = PaymentRecord {
+        id: b.payment_id.clone(),
+        agent_id: b.payer.agent_id.clone(),
+        payment_hash: b.payment_hash,
+        amount: b.amount,
+        fee: Msat::ZERO,
+        status: PaymentStatus::Pending,
+        purpose: b.purpose.clone(),
+        payee_agent_id: None,
+        preimage: None,
+        created_at_ms: b.now_ms,
+        detail: Some("sent to the Lightning backend".into()),
+    };
+    tx.insert_payment(&payment, &b.payer.key_id, None)?;
+    tx.insert_external(&ExternalPayment {
+        payment_id: b.payment_id.clone(),
+        payment_hash: b.payment_hash,
+        bolt11: b.bolt11.clone(),
+        agent_id: b.payer.agent_id.clone(),
+        account: b.payer.account,
+        amount: b.amount,
+        fee_limit: b.fee_limit,
+        status: PaymentStatus::Pending,
+        checks: 0,
+        created_at_ms: b.now_ms,
+    })?;
+    tx.audit(&AuditEntry {
+        detail: Some(format!("fee limit {} msat", b.fee_limit.as_u64())),
+        ..entry(&b, "payment.allowed", "allowed")
+    })?;
+    tx.emit("payment.pending", Some(&payment.agent_id), &payment_data(&payment, b.fee_limit), b.now_ms)?;
+    if let Some(idem) = &b.idempotency {
+        tx.insert_idempotency(&b.payer.agent_id, idem, &payment.id, b.now_ms)?;
+    }
+    Ok(payment)
+}
+
+/// Ends a pending payment as the backend said. Finishing one already
+/// finished changes nothing and returns it: the resolver and the caller
+/// may both learn the outcome.
+pub fn finish(
+    tx: &mut impl Tx,
+    payment_id: &str,
+    outcome: ExternalOutcome,
+    now_ms: i64,
+) -> Result<PaymentRecord, Error> {
+    let mut ext = tx.external(payment_id)?.ok_or(Error::NotFound("external payment"))?;
+    let mut payment = tx.payment(payment_id)?.ok_or(Error::NotFound("payment"))?;
+    if ext.status != PaymentStatus::Pending {
+        return Ok(payment);
+    }
+    let reserved = ext.amount.checked_add(ext.fee_limit).map_err(coffer_core::LedgerError::from)?;
+    let mut balance = tx.balance(ext.account)?;
+    ledger::release(&mut balance, reserved)?;
+    let mut chain = load_chain(tx, &ext.agent_id)?;
+    let mut transfer_id = None;
+    match outcome {
+        ExternalOutcome::Succeeded { preimage, fee } => {
+            // The reserve bounds what the wallet pays: a backend that took
+            // more than the limit is noted, and the excess is not charged.
+            let charged = fee.min(ext.fee_limit);
+            transfer_id =
+                Some(post(tx, ext.account, &mut balance, AccountId::OUTSIDE, ext.amount, "payment.out", now_ms)?);
+            if !charged.is_zero() {
+                post(tx, ext.account, &mut balance, AccountId::FEES, charged, "fee", now_ms)?;
+            }
+            uncount_spend(&mut chain, ext.fee_limit.saturating_sub(charged), ext.created_at_ms, now_ms);
+            payment.status = PaymentStatus::Succeeded;
+            payment.fee = charged;
+            payment.preimage = Some(preimage);
+            payment.detail = (fee > ext.fee_limit).then(|| {
+                format!(
+                    "the backend reported a fee of {} msat, above the limit of {} msat; the limit was charged",
+                    fee.as_u64(),
+                    ext.fee_limit.as_u64()
+                )
+            });
+        }
+        ExternalOutcome::Failed { reason } => {
+            uncount_spend(&mut chain, reserved, ext.created_at_ms, now_ms);
+            payment.status = PaymentStatus::Failed;
+            payment.detail = Some(reason);
+        }
+    }
+    tx.save_balance(ext.account, &balance)?;
+    save_policed(tx, &chain)?;
+    tx.update_payment(&payment, transfer_id)?;
+    ext.status = payment.status;
+    tx.update_external(&ext, now_ms)?;
+    let (action, kind) = match payment.status {
+        PaymentStatus::Succeeded => ("payment.settled", "payment.succeeded"),
+        _ => ("payment.failed", "payment.failed"),
+    };
+    tx.audit(&AuditEntry {
+        at_ms: now_ms,
+        action,
+        actor: "system".into(),
+        agent_id: Some(ext.agent_id.clone()),
+        amount_msat: Some(ext.amount.as_u64()),
+        rule: Some(payment.id.clone()),
+        detail: payment.detail.clone().or_else(|| Some(format!("fee {} msat", payment.fee.as_u64()))),
+        ..AuditEntry::default()
+    })?;
+    tx.emit(kind, Some(&payment.agent_id), &payment_data(&payment, ext.fee_limit), now_ms)?;
+    Ok(payment)
+}
+
+/// Moves `amount` from a wallet (its balance in hand) to a system account.
+fn post(
+    tx: &mut impl Tx,
+    from: AccountId,
+    from_balance: &mut coffer_core::Balance,
+    to: AccountId,
+    amount: Msat,
+    kind: &str,
+    now_ms: i64,
+) -> Result<i64, Error> {
+    let transfer = Transfer { debit: from, credit: to, amount };
+    let mut credit = tx.balance(to)?;
+    ledger::post(transfer, from_balance, &mut credit)?;
+    tx.save_balance(to, &credit)?;
+    tx.insert_transfer(&transfer, kind, now_ms)
+}
+
+/// Records why a payment is still pending; its reserve stays.
+pub fn note(tx: &mut impl Tx, payment_id: &str, detail: String, now_ms: i64) -> Result<PaymentRecord, Error> {
+    let mut ext = tx.external(payment_id)?.ok_or(Error::NotFound("external payment"))?;
+    let mut payment = tx.payment(payment_id)?.ok_or(Error::NotFound("payment"))?;
+    if ext.status != PaymentStatus::Pending {
+        return Ok(payment);
+    }
+    ext.checks = ext.checks.saturating_add(1);
+    tx.update_external(&ext, now_ms)?;
+    payment.detail = Some(detail);
+    tx.update_payment(&payment, None)?;
+    Ok(payment)
+}
+
+/// Credits an invoice the Lightning Network paid: `outside` to the payee,
+/// once. The open -> paid update is the guard, so a repeated notice, a
+/// restart, or a settlement inside the gateway first all credit nothing.
+pub fn credit_from_outside(tx: &mut impl Tx, payment_hash: &[u8; 32], now_ms: i64) -> Result<bool, Error> {
+    let Some((invoice, account)) = tx.invoice(payment_hash)? else { return Ok(false) };
+    if !tx.mark_invoice_paid_from_outside(payment_hash, now_ms)? {
+        return Ok(false);
+    }
+    let transfer = Transfer { debit: AccountId::OUTSIDE, credit: account, amount: invoice.amount };
+    let (mut outside, mut credit) = (tx.balance(AccountId::OUTSIDE)?, tx.balance(account)?);
+    ledger::post(transfer, &mut outside, &mut credit)?;
+    tx.save_balance(AccountId::OUTSIDE, &outside)?;
+    tx.save_balance(account, &credit)?;
+    let transfer_id = tx.insert_transfer(&transfer, "deposit", now_ms)?;
+    let agent_id = (invoice.agent_id != TREASURY_PAYEE).then_some(invoice.agent_id.as_str());
+    tx.audit(&AuditEntry {
+        at_ms: now_ms,
+        action: "deposit.credited",
+        actor: "system".into(),
+        agent_id: agent_id.map(str::to_owned),
+        amount_msat: Some(invoice.amount.as_u64()),
+        payee: Some(invoice.agent_id.clone()),
+        rule: Some(hex::encode(payment_hash)),
+        ..AuditEntry::default()
+    })?;
+    let data = serde_json::json!({
+        "payment_hash": hex::encode(payment_hash), "amount_msat": invoice.amount.as_u64(),
+        "payee": invoice.agent_id, "transfer_id": transfer_id, "from": "outside",
+    });
+    tx.emit("invoice.paid", agent_id, &data, now_ms)?;
+    Ok(true)
+}
+
+fn payee_name(b: &BeginExternal) -> String {
+    format!("node:{}", b.payee_node_hex)
+}
+
+fn entry(b: &BeginExternal, action: &'static str, rule: &str) -> AuditEntry {
+    AuditEntry {
+        at_ms: b.now_ms,
+        action,
+        actor: b.payer.agent_id.clone(),
+        key_id: Some(b.payer.key_id.clone()),
+        agent_id: Some(b.payer.agent_id.clone()),
+        amount_msat: Some(b.amount.as_u64()),
+        payee: Some(payee_name(b)),
+        purpose: Some(b.purpose.clone()),
+        rule: Some(rule.to_owned()),
+        detail: None,
+    }
+}
+
+fn payment_data(p: &PaymentRecord, fee_limit: Msat) -> serde_json::Value {
+    serde_json::json!({
+        "payment_id": p.id, "payment_hash": hex::encode(p.payment_hash), "amount_msat": p.amount.as_u64(),
+        "fee_msat": p.fee.as_u64(), "fee_limit_msat": fee_limit.as_u64(), "payer_agent_id": p.agent_id,
+        "status": p.status, "detail": p.detail, "purpose": p.purpose,
+    })
+}

@@ -1,0 +1,478 @@
+//! Faults of the Lightning backend: a scripted server that speaks LNbits'
+//! API (used through coffer's real LNbits client) times out, fails, or
+//! answers "pending" for ever, and coffer is SIGKILLed while a payment is in
+//! flight. Nothing is created or lost: `coffer audit` passes, the reserve is
+//! held until the backend says how the payment ended, the payment's state
+//! says what happened, and the same invoice is never sent twice.
+
+mod common;
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use coffer::payment::bolt11::{Network, NodeSigner};
+use coffer_client::{Client, DepositRequest, PayOutcome, PayRequest, PaymentStatus};
+use coffer_core::Msat;
+use common::lightning::{balance_reaches, finished, other_node, outside_invoice, payment};
+use common::{Gateway, problem};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+const ADMIN_KEY: &str = "fake-lnbits-admin-key";
+
+/// How the scripted backend answers a payment.
+#[derive(Clone, Debug)]
+enum PayMode {
+    /// Never answers: the call times out.
+    Hang,
+    /// 500, outcome unknown.
+    Error,
+    /// 201 with `status: pending`.
+    Pending,
+    /// 201 with `status: success` and this fee.
+    Succeed { fee_msat: i64 },
+    /// 520 with `status: failed`.
+    Fail,
+}
+
+/// How it answers a lookup of an outgoing payment.
+#[derive(Clone, Debug)]
+enum Lookup {
+    NotFound,
+    Pending,
+    Succeeded { fee_msat: i64 },
+    Failed,
+}
+
+struct Script {
+    pay: PayMode,
+    lookup: Lookup,
+    /// Preimages of the outside invoices, as their node would reveal them.
+    preimages: HashMap<String, String>,
+    /// Invoices this "node" made: hash -> (preimage, paid).
+    invoices: HashMap<String, (String, bool)>,
+    pay_calls: HashMap<String, u32>,
+    wrong_keys: u32,
+}
+
+#[derive(Clone)]
+struct Fake {
+    script: Arc<Mutex<Script>>,
+    node: Arc<NodeSigner>,
+}
+
+impl Fake {
+    async fn start() -> (Fake, String) {
+        let fake = Fake {
+            script: Arc::new(Mutex::new(Script {
+                pay: PayMode::Succeed { fee_msat: 0 },
+                lookup: Lookup::NotFound,
+                preimages: HashMap::new(),
+                invoices: HashMap::new(),
+                pay_calls: HashMap::new(),
+                wrong_keys: 0,
+            })),
+            node: Arc::new(other_node(Network::Bitcoin)),
+        };
+        let app = Router::new()
+            .route("/api/v1/payments", post(create_or_pay))
+            .route("/api/v1/payments/{hash}", get(lookup))
+            .route("/api/v1/wallet", get(|| async { Json(json!({"name": "fake", "balance": 1_000_000_000})) }))
+            .route("/.well-known/lnurlp/{name}", get(lnurl_pay_request))
+            .route("/lnurl/{name}", get(lnurl_callback))
+            .with_state(fake.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("binding the fake backend");
+        let url = format!("http://{}", listener.local_addr().expect("its address"));
+        tokio::spawn(async move { axum::serve(listener, app).await.expect("serving the fake backend") });
+        (fake, url)
+    }
+
+    fn set(&self, pay: PayMode, lookup: Lookup) {
+        let mut s = self.script.lock().unwrap();
+        s.pay = pay;
+        s.lookup = lookup;
+    }
+
+    fn set_lookup(&self, lookup: Lookup) {
+        self.script.lock().unwrap().lookup = lookup;
+    }
+
+    /// An invoice of another node whose preimage this backend learns when
+    /// it pays it.
+    fn outside_invoice(&self, amount_msat: u64) -> (String, String) {
+        let (bolt11, hash, preimage) = outside_invoice(amount_msat);
+        self.script.lock().unwrap().preimages.insert(hash.clone(), hex::encode(preimage));
+        (bolt11, hash)
+    }
+
+    fn mark_paid(&self, hash: &str) {
+        let mut s = self.script.lock().unwrap();
+        s.invoices.get_mut(hash).expect("an invoice this backend made").1 = true;
+    }
+
+    fn pay_calls(&self, hash: &str) -> u32 {
+        self.script.lock().unwrap().pay_calls.get(hash).copied().unwrap_or(0)
+    }
+}
+
+fn authorized(headers: &HeaderMap, fake: &Fake) -> bool {
+    let ok = headers.get("x-api-key").is_some_and(|v| v.as_bytes() == ADMIN_KEY.as_bytes());
+    if !ok {
+        fake.script.lock().unwrap().wrong_keys += 1;
+    }
+    ok
+}
+
+fn hash_of(bolt11: &str) -> String {
+    let parsed = coffer::payment::bolt11::ParsedInvoice::parse(bolt11, Network::Bitcoin).expect("a valid invoice");
+    hex::encode(parsed.payment_hash)
+}
+
+async fn create_or_pay(State(fake): State<Fake>, headers: HeaderMap, Json(body): Json<Value>) -> Response {
+    if !authorized(&headers, &fake) {
+        return (StatusCode::UNAUTHORIZED, Json(json!({"detail": "Invalid key"}))).into_response();
+    }
+    if body["out"] == json!(false) {
+        let sats = body["amount"].as_u64().expect("an amount in sat");
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+        let signed = fake
+            .node
+            .sign(Msat::new(sats * 1000), body["memo"].as_str().unwrap_or(""), 3600, Duration::from_secs(now.as_secs()))
+            .unwrap();
+        let (hash, preimage) = (hex::encode(signed.payment_hash), hex::encode(signed.preimage));
+        fake.script.lock().unwrap().invoices.insert(hash.clone(), (preimage.clone(), false));
+        let answer = json!({"payment_hash": hash, "bolt11": signed.bolt11, "preimage": preimage, "status": "pending",
+            "amount": sats * 1000, "fee": 0});
+        return (StatusCode::CREATED, Json(answer)).into_response();
+    }
+    let bolt11 = body["bolt11"].as_str().expect("a bolt11").to_owned();
+    let hash = hash_of(&bolt11);
+    let (mode, preimage) = {
+        let mut s = fake.script.lock().unwrap();
+        *s.pay_calls.entry(hash.clone()).or_default() += 1;
+        (s.pay.clone(), s.preimages.get(&hash).cloned())
+    };
+    match mode {
+        PayMode::Hang => std::future::pending().await,
+        PayMode::Error => (StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error").into_response(),
+        PayMode::Pending => {
+            (StatusCode::CREATED, Json(json!({"payment_hash": hash, "status": "pending", "fee": -10_000})))
+                .into_response()
+        }
+        PayMode::Succeed { fee_msat } => (
+            StatusCode::CREATED,
+            Json(json!({"payment_hash": hash, "status": "success", "fee": -fee_msat, "preimage": preimage})),
+        )
+            .into_response(),
+        PayMode::Fail => StatusCode::from_u16(520)
+            .map(|s| (s, Json(json!({"detail": "no route to the payee", "status": "failed"}))).into_response())
+            .unwrap(),
+    }
+}
+
+async fn lookup(State(fake): State<Fake>, headers: HeaderMap, Path(hash): Path<String>) -> Response {
+    if !authorized(&headers, &fake) {
+        return (StatusCode::UNAUTHORIZED, Json(json!({"detail": "Invalid key"}))).into_response();
+    }
+    let s = fake.script.lock().unwrap();
+    if let Some((preimage, paid)) = s.invoices.get(&hash) {
+        let answer = if *paid { json!({"paid": true, "preimage": preimage}) } else { json!({"paid": false}) };
+        return Json(answer).into_response();
+    }
+    let preimage = s.preimages.get(&hash).cloned();
+    match &s.lookup {
+        Lookup::NotFound => (StatusCode::NOT_FOUND, Json(json!({"detail": "Payment does not exist."}))).into_response(),
+        Lookup::Pending => Json(json!({"paid": false, "status": "pending", "details": {"fee": 0}})).into_response(),
+        Lookup::Succeeded { fee_msat } => {
+            Json(json!({"paid": true, "preimage": preimage, "details": {"fee": -fee_msat}})).into_response()
+        }
+        Lookup::Failed => Json(json!({"paid": false, "status": "failed", "details": {"fee": 0}})).into_response(),
+    }
+}
+
+/// LNURL-pay (LUD-06/16) on the same server: `alice` is honest, `liar`
+/// answers with an invoice for more than asked.
+async fn lnurl_pay_request(Path(name): Path<String>, headers: HeaderMap) -> Json<Value> {
+    let host = headers.get("host").and_then(|h| h.to_str().ok()).unwrap_or_default().to_owned();
+    Json(json!({"callback": format!("http://{host}/lnurl/{name}"), "minSendable": 1_000, "maxSendable": 1_000_000_000,
+        "metadata": "[[\"text/plain\",\"alice's tips\"]]", "tag": "payRequest"}))
+}
+
+async fn lnurl_callback(
+    State(fake): State<Fake>,
+    Path(name): Path<String>,
+    axum::extract::Query(query): axum::extract::Query<HashMap<String, u64>>,
+) -> Json<Value> {
+    let amount_msat = query["amount"] + if name == "liar" { 1_000 } else { 0 };
+    let (bolt11, _) = fake.outside_invoice(amount_msat);
+    Json(json!({"pr": bolt11, "routes": []}))
+}
+
+async fn start_gateway(url: &str) -> Gateway {
+    Gateway::start_with_env(&[
+        ("COFFER_LIGHTNING", "lnbits"),
+        ("COFFER_LNBITS_URL", url),
+        ("COFFER_LNBITS_ADMIN_KEY", ADMIN_KEY),
+        ("COFFER_LIGHTNING_TIMEOUT_MS", "1000"),
+    ])
+    .await
+}
+
+/// An agent funded by a deposit from outside (minting is for dev mode).
+/// Returns the agent's key (to make clients again after a restart) and a
+/// client.
+async fn funded_agent(gw: &Gateway, fake: &Fake, amount_msat: u64) -> (String, Client) {
+    let created = gw.operator().create_agent("payer").await.expect("creating an agent");
+    let agent = gw.client(&created.key);
+    let request = DepositRequest { amount_msat, agent_id: None, memo: None };
+    let deposit = agent.create_deposit(&request).await.expect("a deposit invoice");
+    fake.mark_paid(&deposit.payment_hash);
+    balance_reaches(&agent, amount_msat).await;
+    (created.key, agent)
+}
+
+async fn pay(agent: &Client, bolt11: &str, key: &str) -> coffer_client::Payment {
+    match agent
+        .pay(&PayRequest { bolt11: bolt11.into(), purpose: Some("outside".into()), amount_msat: None }, key)
+        .await
+    {
+        Ok(PayOutcome::Done(p)) => p,
+        other => panic!("expected a payment, got {other:?}"),
+    }
+}
+
+async fn assert_audit(gw: &Gateway) {
+    let (ok, report) = gw.audit().await;
+    assert!(ok, "coffer audit failed:\n{report}");
+}
+
+#[tokio::test]
+async fn a_deposit_is_credited_once_however_often_it_is_reported() {
+    let (fake, url) = Fake::start().await;
+    let mut gw = start_gateway(&url).await;
+    let (key, agent) = funded_agent(&gw, &fake, 50_000).await;
+    drop(agent);
+    // The backend keeps saying "paid"; more rounds and a restart credit
+    // nothing more.
+    gw.restart().await;
+    let agent = gw.client(&key);
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    assert_eq!(agent.wallet().await.unwrap().balance_msat, 50_000);
+    let credited = gw.events("invoice.paid").len();
+    assert_eq!(credited, 1, "one credit event");
+    assert_audit(&gw).await;
+    assert_eq!(fake.script.lock().unwrap().wrong_keys, 0, "every call carried the admin key");
+}
+
+#[tokio::test]
+async fn a_payment_settles_at_the_real_fee_and_releases_the_rest_of_the_reserve() {
+    let (fake, url) = Fake::start().await;
+    let gw = start_gateway(&url).await;
+    let (_, agent) = funded_agent(&gw, &fake, 200_000).await;
+    fake.set(PayMode::Succeed { fee_msat: 3_000 }, Lookup::NotFound);
+    let (bolt11, hash) = fake.outside_invoice(100_000);
+    let paid = pay(&agent, &bolt11, "k1").await;
+    assert_eq!((paid.status, paid.amount_msat, paid.fee_msat), (PaymentStatus::Succeeded, 100_000, 3_000));
+    assert_eq!(paid.preimage.as_deref(), fake.script.lock().unwrap().preimages.get(&hash).map(String::as_str));
+    let wallet = agent.wallet().await.unwrap();
+    assert_eq!((wallet.balance_msat, wallet.pending_msat), (97_000, 0), "amount and real fee, nothing reserved");
+    // The same invoice again: refused, never sent twice.
+    let again =
+        agent.pay(&PayRequest { bolt11: bolt11.clone(), purpose: None, amount_msat: None }, "k2").await.unwrap_err();
+    assert_eq!(problem(again).code, "invoice-already-paid");
+    // A retry with the first key gets the first answer.
+    assert_eq!(pay(&agent, &bolt11, "k1").await.id, paid.id);
+    assert_eq!(fake.pay_calls(&hash), 1);
+    assert_audit(&gw).await;
+}
+
+#[tokio::test]
+async fn a_timeout_leaves_the_payment_pending_and_a_restart_finishes_it() {
+    let (fake, url) = Fake::start().await;
+    let mut gw = start_gateway(&url).await;
+    let (key, agent) = funded_agent(&gw, &fake, 200_000).await;
+    fake.set(PayMode::Hang, Lookup::Pending);
+    let (bolt11, hash) = fake.outside_invoice(100_000);
+    let pending = pay(&agent, &bolt11, "t1").await;
+    assert_eq!(pending.status, PaymentStatus::Pending);
+    let detail = pending.detail.clone().unwrap_or_default();
+    assert!(detail.contains("outcome unknown") && detail.contains("timed out"), "{detail}");
+    let wallet = agent.wallet().await.unwrap();
+    // 100 000 plus the fee limit (10 sat) stays reserved.
+    assert_eq!((wallet.balance_msat, wallet.pending_msat), (200_000, 110_000));
+    let again =
+        agent.pay(&PayRequest { bolt11: bolt11.clone(), purpose: None, amount_msat: None }, "t2").await.unwrap_err();
+    assert_eq!(problem(again).code, "payment-in-flight");
+    assert_audit(&gw).await;
+
+    // Crash while pending; the backend finished the payment meanwhile.
+    gw.kill9().await;
+    assert_audit(&gw).await;
+    fake.set_lookup(Lookup::Succeeded { fee_msat: 2_000 });
+    gw.restart().await;
+    let agent = gw.client(&key);
+    let done = payment(&agent, &pending.id).await;
+    assert_eq!((done.status, done.fee_msat), (PaymentStatus::Succeeded, 2_000), "resolved before serving");
+    let wallet = agent.wallet().await.unwrap();
+    assert_eq!((wallet.balance_msat, wallet.pending_msat), (98_000, 0));
+    assert_eq!(fake.pay_calls(&hash), 1, "never sent twice");
+    assert_audit(&gw).await;
+}
+
+#[tokio::test]
+async fn an_error_stays_pending_until_the_backend_says_failed_then_everything_is_released() {
+    let (fake, url) = Fake::start().await;
+    let gw = start_gateway(&url).await;
+    let (_, agent) = funded_agent(&gw, &fake, 200_000).await;
+    fake.set(PayMode::Error, Lookup::Pending);
+    let (bolt11, hash) = fake.outside_invoice(50_000);
+    let pending = pay(&agent, &bolt11, "e1").await;
+    assert_eq!(pending.status, PaymentStatus::Pending);
+    assert!(pending.detail.unwrap_or_default().contains("500"), "the error is the payment's detail");
+    assert_eq!(agent.wallet().await.unwrap().pending_msat, 60_000);
+    fake.set_lookup(Lookup::Failed);
+    let failed = finished(&agent, &pending.id).await;
+    assert_eq!(failed.status, PaymentStatus::Failed);
+    assert!(failed.detail.unwrap_or_default().contains("failed"));
+    let wallet = agent.wallet().await.unwrap();
+    assert_eq!((wallet.balance_msat, wallet.pending_msat), (200_000, 0), "refunded in full");
+
+    // A failed invoice may be paid again; a definite failure at once.
+    fake.set(PayMode::Fail, Lookup::NotFound);
+    let refused = pay(&agent, &bolt11, "e2").await;
+    assert_eq!(refused.status, PaymentStatus::Failed);
+    assert!(refused.detail.unwrap_or_default().contains("no route"));
+    assert_eq!(agent.wallet().await.unwrap().available_msat, 200_000);
+    assert_eq!(fake.pay_calls(&hash), 2);
+    assert_audit(&gw).await;
+}
+
+#[tokio::test]
+async fn an_unknown_answer_survives_a_crash_and_a_payment_never_sent_is_failed_after_the_grace() {
+    let (fake, url) = Fake::start().await;
+    let mut gw = start_gateway(&url).await;
+    let (key, agent) = funded_agent(&gw, &fake, 300_000).await;
+    fake.set(PayMode::Pending, Lookup::Pending);
+    let (bolt11, _) = fake.outside_invoice(100_000);
+    let pending = pay(&agent, &bolt11, "u1").await;
+    assert_eq!(pending.status, PaymentStatus::Pending);
+    gw.kill9().await;
+    gw.restart().await;
+    let agent = gw.client(&key);
+    let still = payment(&agent, &pending.id).await;
+    assert_eq!(still.status, PaymentStatus::Pending, "only the backend's word ends it");
+    assert!(still.detail.unwrap_or_default().contains("in flight"));
+    assert_eq!(agent.wallet().await.unwrap().pending_msat, 110_000);
+    assert_audit(&gw).await;
+
+    // A backend with no record of a payment (the call never reached it):
+    // failed once no call can still be on its way (two timeouts).
+    fake.set_lookup(Lookup::NotFound);
+    let failed = finished(&agent, &pending.id).await;
+    assert_eq!(failed.status, PaymentStatus::Failed);
+    assert!(failed.detail.unwrap_or_default().contains("never sent"));
+    assert_eq!(agent.wallet().await.unwrap().available_msat, 300_000);
+    assert_audit(&gw).await;
+}
+
+#[tokio::test]
+async fn agent_invoices_come_from_the_backend_and_settle_inside_when_an_agent_pays() {
+    let (fake, url) = Fake::start().await;
+    let gw = start_gateway(&url).await;
+    let (_, payer) = funded_agent(&gw, &fake, 100_000).await;
+    let (_, payee, _) = gw.new_agent("payee", 0).await;
+    let invoice = common::invoice(&payee, 20_000).await;
+    assert!(fake.script.lock().unwrap().invoices.contains_key(&invoice.payment_hash), "made by the backend");
+    let paid = pay(&payer, &invoice.bolt11, "i1").await;
+    assert_eq!((paid.status, paid.payee_agent_id.is_some()), (PaymentStatus::Succeeded, true));
+    assert_eq!(fake.pay_calls(&invoice.payment_hash), 0, "never routed out");
+    assert_eq!(payee.wallet().await.unwrap().balance_msat, 20_000);
+    // A later report that the node's invoice was paid credits nothing more.
+    fake.mark_paid(&invoice.payment_hash);
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    assert_eq!(payee.wallet().await.unwrap().balance_msat, 20_000);
+    // Whole satoshis only with LNbits; minting is for dev mode.
+    let odd = payee
+        .create_invoice(&coffer_client::CreateInvoiceRequest { amount_msat: 1_500, memo: None, expiry_secs: None })
+        .await
+        .unwrap_err();
+    assert_eq!(problem(odd).code, "invalid-amount");
+    assert_eq!(problem(gw.operator().mint(1_000).await.unwrap_err()).code, "mint-disabled");
+    assert_audit(&gw).await;
+}
+
+#[tokio::test]
+async fn the_start_line_names_the_backend_and_never_the_key() {
+    let (_fake, url) = Fake::start().await;
+    let out = tokio::process::Command::new(common::BIN)
+        .args(["serve", "--listen", "192.0.2.1:0"])
+        .arg("--data")
+        .arg(tempfile::tempdir().unwrap().path().join("d"))
+        .env("COFFER_LIGHTNING", "lnbits")
+        .env("COFFER_LNBITS_URL", &url)
+        .env("COFFER_LNBITS_ADMIN_KEY", ADMIN_KEY)
+        .env("COFFER_OPERATOR_TOKEN", "cop_test_token")
+        .kill_on_drop(true)
+        .output()
+        .await
+        .unwrap();
+    // A documentation address is not this machine's: binding fails, and the
+    // process stops after its start-up lines.
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains(&format!("lightning: lnbits at {url}, network bitcoin")), "{text}");
+    assert!(!text.contains(ADMIN_KEY), "{text}");
+}
+
+#[tokio::test]
+async fn a_lightning_address_is_resolved_checked_and_paid_once() {
+    let (fake, url) = Fake::start().await;
+    let gw = start_gateway(&url).await;
+    let (_, agent) = funded_agent(&gw, &fake, 200_000).await;
+    let domain = url.trim_start_matches("http://");
+    let to = |name: &str, amount_msat: Option<u64>| PayRequest {
+        bolt11: format!("{name}@{domain}"),
+        purpose: Some("tip".into()),
+        amount_msat,
+    };
+    let paid = match agent.pay(&to("alice", Some(21_000)), "a1").await.unwrap() {
+        PayOutcome::Done(p) => p,
+        other => panic!("expected a payment, got {other:?}"),
+    };
+    assert_eq!((paid.status, paid.amount_msat), (PaymentStatus::Succeeded, 21_000));
+    // A retry gets the first answer (it fetches an invoice again, but pays
+    // nothing).
+    match agent.pay(&to("alice", Some(21_000)), "a1").await.unwrap() {
+        PayOutcome::Done(p) => assert_eq!(p.id, paid.id),
+        other => panic!("expected the first payment, got {other:?}"),
+    }
+    // An invoice for another amount than asked is refused before paying.
+    let lied = agent.pay(&to("liar", Some(21_000)), "a2").await.unwrap_err();
+    let lied = problem(lied);
+    assert_eq!(lied.code, "invalid-field");
+    assert!(lied.detail.contains("amount"), "{}", lied.detail);
+    let no_amount = problem(agent.pay(&to("alice", None), "a3").await.unwrap_err());
+    assert_eq!(no_amount.code, "invalid-field");
+    let wallet = agent.wallet().await.unwrap();
+    assert_eq!((wallet.balance_msat, wallet.pending_msat), (200_000 - 21_000, 0));
+    assert_audit(&gw).await;
+}
+
+#[tokio::test]
+async fn many_open_invoices_do_not_starve_a_paid_one() {
+    let (fake, url) = Fake::start().await;
+    let gw = start_gateway(&url).await;
+    let (_, payee, _) = gw.new_agent("payee", 0).await;
+    // More open invoices than one round asks about (64).
+    let mut last = None;
+    for _ in 0..100 {
+        last = Some(common::invoice(&payee, 1_000).await);
+    }
+    let last = last.expect("an invoice");
+    fake.mark_paid(&last.payment_hash);
+    balance_reaches(&payee, 1_000).await;
+    assert_audit(&gw).await;
+}
