@@ -56,12 +56,55 @@ pub trait Bus: Send + Sync + 'static {
     fn publish<'a>(&'a self, events: &'a [Event]) -> BusFuture<'a>;
 }
 
+/// A consumer's hold on its lease, renewed at half its life rather than at
+/// every step: a renewal is a commit, and a commit wakes the consumers, so
+/// renewing at every step would keep an idle consumer busy for ever.
+pub struct Lease {
+    name: String,
+    owner: String,
+    held_until_ms: i64,
+    cursor: i64,
+}
+
+impl Lease {
+    pub fn new(name: &str, owner: &str) -> Lease {
+        Lease { name: name.to_owned(), owner: owner.to_owned(), held_until_ms: 0, cursor: 0 }
+    }
+
+    /// The cursor while this instance holds the lease; `None` while another
+    /// instance does.
+    pub async fn hold(&mut self, gateway: &Gateway) -> Result<Option<i64>, crate::error::Error> {
+        let now = now_ms();
+        if now < self.held_until_ms.saturating_sub(LEASE_MS / 2) {
+            return Ok(Some(self.cursor));
+        }
+        let claimed = gateway.store().claim_lease(self.name.clone(), self.owner.clone(), now, LEASE_MS).await?;
+        self.held_until_ms = if claimed.is_some() { now.saturating_add(LEASE_MS) } else { 0 };
+        if let Some(cursor) = claimed {
+            self.cursor = cursor;
+        }
+        Ok(claimed)
+    }
+
+    /// Moves the cursor; a lease lost meanwhile is claimed anew next time.
+    pub async fn advance(&mut self, gateway: &Gateway, cursor: i64) -> Result<(), crate::error::Error> {
+        let store = gateway.store();
+        if store.advance_lease(self.name.clone(), self.owner.clone(), cursor).await? {
+            self.cursor = cursor;
+        } else {
+            self.held_until_ms = 0;
+        }
+        Ok(())
+    }
+}
+
 /// Publishes the outbox to `bus` for as long as the gateway runs.
 pub async fn run_bus(gateway: Arc<Gateway>, bus: Arc<dyn Bus>, owner: String) {
     let mut commits = gateway.commits();
+    let mut lease = Lease::new(bus.name(), &owner);
     let mut failures = 0u32;
     loop {
-        let outcome = publish_step(&gateway, bus.as_ref(), &owner).await;
+        let outcome = publish_step(&gateway, bus.as_ref(), &mut lease).await;
         let wait_ms = match outcome {
             Ok(true) => {
                 failures = 0;
@@ -86,17 +129,15 @@ pub async fn run_bus(gateway: Arc<Gateway>, bus: Arc<dyn Bus>, owner: String) {
 
 /// One step: publishes the next batch if this instance holds the lease.
 /// Answers whether it published anything (there may be more).
-async fn publish_step(gateway: &Gateway, bus: &dyn Bus, owner: &str) -> Result<bool, String> {
-    let store = gateway.store();
-    let lease = store.claim_lease(bus.name().to_owned(), owner.to_owned(), now_ms(), LEASE_MS);
-    let Some(cursor) = lease.await.map_err(|e| e.to_string())? else { return Ok(false) };
-    let events = store.events(cursor, None, BATCH_EVENTS_MAX).await.map_err(|e| e.to_string())?;
+async fn publish_step(gateway: &Gateway, bus: &dyn Bus, lease: &mut Lease) -> Result<bool, String> {
+    let Some(cursor) = lease.hold(gateway).await.map_err(|e| e.to_string())? else { return Ok(false) };
+    let events = gateway.store().events(cursor, None, BATCH_EVENTS_MAX).await.map_err(|e| e.to_string())?;
     let Some(last) = events.last().map(|e| e.id) else { return Ok(false) };
     let wire: Vec<Event> = events.iter().map(|e| wire(e, gateway.node_pubkey_hex())).collect();
     bus.publish(&wire).await?;
     // Lost the lease meanwhile: the new holder publishes these again, which
     // at-least-once allows.
-    store.advance_lease(bus.name().to_owned(), owner.to_owned(), last).await.map_err(|e| e.to_string())?;
+    lease.advance(gateway, last).await.map_err(|e| e.to_string())?;
     Ok(true)
 }
 

@@ -12,7 +12,7 @@
 //! row the webhook is paused until someone resumes it. Every attempt is in
 //! the delivery log.
 
-use super::{LEASE_MS, backoff_ms, wire};
+use super::{Lease, backoff_ms, wire};
 use crate::gateway::{Gateway, now_ms};
 use crate::io::{DeliveryRecord, EventRecord, WebhookRecord, WebhookState};
 use futures_util::future::join_all;
@@ -61,34 +61,46 @@ pub async fn run(gateway: Arc<Gateway>, settings: WebhookSettings, owner: String
         Err(e) => return tracing::error!(error = %e, "webhooks disabled: no HTTP client"),
     };
     let mut commits = gateway.commits();
+    let mut lease = Lease::new(LEASE, &owner);
     loop {
-        let wait_ms = match step(&gateway, &http, settings, &owner).await {
-            Ok(true) => continue,
-            Ok(false) => POLL_MS,
+        let (wait_ms, any) = match step(&gateway, &http, settings, &mut lease).await {
+            Ok(Step::Worked) => continue,
+            Ok(Step::Idle { any_webhook }) => (POLL_MS, any_webhook),
             Err(e) => {
                 tracing::warn!(error = %e, "the webhook dispatcher failed a step; will retry");
-                POLL_MS * 4
+                (POLL_MS * 4, false)
             }
         };
-        let _ = tokio::time::timeout(Duration::from_millis(wait_ms), commits.changed()).await;
+        // With webhooks to serve, a commit of this process wakes it at once;
+        // without, every commit would only cost a read.
+        if any {
+            let _ = tokio::time::timeout(Duration::from_millis(wait_ms), commits.changed()).await;
+        } else {
+            tokio::time::sleep(Duration::from_millis(wait_ms)).await;
+        }
     }
 }
 
+enum Step {
+    Worked,
+    Idle { any_webhook: bool },
+}
+
 /// One step: an attempt for each due webhook, if this instance holds the
-/// lease. Answers whether anything was done.
+/// lease.
 async fn step(
     gateway: &Gateway,
     http: &reqwest::Client,
     settings: WebhookSettings,
-    owner: &str,
-) -> Result<bool, String> {
+    lease: &mut Lease,
+) -> Result<Step, String> {
     let store = gateway.store();
-    let now = now_ms();
-    let lease = store.claim_lease(LEASE.into(), owner.to_owned(), now, LEASE_MS).await.map_err(|e| e.to_string())?;
-    if lease.is_none() {
-        return Ok(false);
+    if lease.hold(gateway).await.map_err(|e| e.to_string())?.is_none() {
+        return Ok(Step::Idle { any_webhook: false });
     }
+    let now = now_ms();
     let webhooks = store.webhooks(None).await.map_err(|e| e.to_string())?;
+    let any_webhook = webhooks.iter().any(|w| !w.state.paused);
     let due = webhooks.into_iter().filter(|w| !w.state.paused && w.state.next_attempt_at_ms <= now);
     let attempts = due.take(WEBHOOKS_PER_STEP_MAX).map(|w| advance(gateway, http, settings, w));
     let done = join_all(attempts).await;
@@ -96,7 +108,7 @@ async fn step(
     for outcome in done {
         worked |= outcome.map_err(|e| e.to_string())?;
     }
-    Ok(worked)
+    Ok(if worked { Step::Worked } else { Step::Idle { any_webhook } })
 }
 
 /// Delivers a webhook's next event, or moves it past events of other types.
