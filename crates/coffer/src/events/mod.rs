@@ -86,6 +86,11 @@ impl Lease {
         Ok(claimed)
     }
 
+    /// Whether this instance held the lease at its last claim, and still does.
+    pub fn is_held(&self) -> bool {
+        now_ms() < self.held_until_ms
+    }
+
     /// Moves the cursor; a lease lost meanwhile is claimed anew next time.
     pub async fn advance(&mut self, gateway: &Gateway, cursor: i64) -> Result<(), crate::error::Error> {
         let store = gateway.store();
@@ -121,9 +126,15 @@ pub async fn run_bus(gateway: Arc<Gateway>, bus: Arc<dyn Bus>, owner: String) {
                 wait_ms
             }
         };
-        // Woken early by a commit of this process; a commit of another
-        // instance is found by the next poll.
-        let _ = tokio::time::timeout(Duration::from_millis(wait_ms), commits.changed()).await;
+        // The holder is woken early by a commit of this process (a commit of
+        // another instance is found by the next poll). An instance without
+        // the lease only polls: its own claims are commits, and waking on
+        // them would keep it busy.
+        if lease.is_held() {
+            let _ = tokio::time::timeout(Duration::from_millis(wait_ms), commits.changed()).await;
+        } else {
+            tokio::time::sleep(Duration::from_millis(wait_ms)).await;
+        }
     }
 }
 
