@@ -20,7 +20,7 @@ const DATABASE_FILE: &str = "coffer.sqlite3";
 const NODE_KEY_FILE: &str = "node.key";
 /// A held payment waits this long for a person at most.
 const APPROVAL_TTL_MS: i64 = 24 * 3600 * 1000;
-/// How often held payments past their time are expired.
+/// How often held payments and invoices past their time are expired.
 const EXPIRY_INTERVAL_MS: u64 = 1_000;
 /// How often the backend is asked about pending payments and watched
 /// invoices.
@@ -196,7 +196,7 @@ pub async fn serve(
     let addr = listener.local_addr().map_err(|e| Error::internal("reading the bound address", e))?;
     start_event_sinks(&gateway, sinks)?;
     on_ready(addr);
-    tokio::spawn(expire_approvals(Arc::clone(&gateway)));
+    tokio::spawn(expire_due(Arc::clone(&gateway)));
     if gateway.shared_store() {
         tokio::spawn(refresh_keys(Arc::clone(&gateway)));
     }
@@ -228,14 +228,20 @@ fn start_event_sinks(gateway: &Arc<Gateway>, sinks: EventSinks) -> Result<(), Er
     Ok(())
 }
 
-/// Releases held payments whose time is up: their reservations go back to
-/// the wallets and their spend back to the budgets.
-async fn expire_approvals(gateway: Arc<Gateway>) {
+/// Releases held payments whose time is up (their reservations go back to
+/// the wallets and their spend back to the budgets), and marks invoices past
+/// their expiry `expired`. Every instance runs it; the store makes each
+/// expire once.
+async fn expire_due(gateway: Arc<Gateway>) {
     let mut tick = tokio::time::interval(std::time::Duration::from_millis(EXPIRY_INTERVAL_MS));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
         if let Err(e) = gateway.expire_approvals().await {
             tracing::warn!(error = %e, "expiring held payments failed; will retry");
+        }
+        if let Err(e) = gateway.expire_invoices().await {
+            tracing::warn!(error = %e, "expiring invoices failed; will retry");
         }
     }
 }

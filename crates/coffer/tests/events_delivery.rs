@@ -10,7 +10,7 @@ mod common;
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
 use coffer_client::{Client, CreateInvoiceRequest, PayRequest};
-use common::{Gateway, send};
+use common::{Gateway, send, service_up};
 use hmac::{Hmac, Mac};
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -214,17 +214,6 @@ async fn webhooks_are_signed_in_order_retried_paused_and_resumed() {
     assert_eq!(listed.json, json!([]), "an agent lists only its own webhooks");
     let gone = send(gw.request(Method::DELETE, &format!("/v1/webhooks/{hook_id}"), Some(gw.operator_token()))).await;
     assert_eq!(gone.status, 204);
-}
-
-/// Whether a TCP server answers on `addr`; under CI it must.
-async fn service_up(addr: &str, what: &str) -> bool {
-    let up = tokio::net::TcpStream::connect(addr).await.is_ok();
-    let in_ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "0" && v != "false");
-    assert!(up || !in_ci, "{what} is not running on {addr}, and CI is: `bash .ci/run` starts it");
-    if !up {
-        eprintln!("\n*** SKIPPED: {what} is not running on {addr} ***");
-    }
-    up
 }
 
 /// This gateway's event ids, in the order NATS JetStream holds them.

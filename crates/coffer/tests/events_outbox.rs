@@ -128,3 +128,67 @@ async fn streams_follow_live_and_resume_where_they_stopped() {
     let other = page(&gw, &c_key, "?after=0").await;
     assert!(other.json["events"].as_array().expect("events").iter().all(|e| e["type"] != "payment.succeeded"));
 }
+
+/// How long the expiry sweep (a round a second) may take to find an
+/// invoice past its time, on a loaded machine.
+const SWEEP_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
+
+#[tokio::test]
+async fn an_expired_invoice_is_swept_once_with_its_event_and_stays_unpayable() {
+    let gw = Gateway::start().await;
+    let (a_id, a, a_key) = gw.new_agent("expiry-a", 10_000).await;
+    let (b_id, b, b_key) = gw.new_agent("expiry-b", 0).await;
+    let before = all_events(&gw, gw.operator_token(), 200).await;
+    let after = before.last().and_then(|e| e["id"].as_i64()).expect("events so far");
+    let invoice = common::invoice_expiring(&b, 1_000, 1).await;
+    let hash = invoice.payment_hash.clone();
+    // An invoice paid in time is never swept.
+    let paid_hash = pay(&a, &b, 2_000).await;
+
+    // The sweep marks it expired and tells of it, once.
+    let started = std::time::Instant::now();
+    let expired = loop {
+        let events = all_events(&gw, gw.operator_token(), 200).await;
+        if let Some(e) = events.iter().find(|e| e["type"] == "invoice.expired") {
+            break e.clone();
+        }
+        assert!(started.elapsed() < SWEEP_WAIT, "no invoice.expired event: {:?}", types(&events));
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        (expired["agent_id"].as_str(), expired["data"]["payment_hash"].as_str()),
+        (Some(b_id.as_str()), Some(hash.as_str()))
+    );
+    assert_eq!(expired["data"]["amount_msat"], 1_000);
+    assert_eq!(gw.stored_invoice_status(&hash).as_deref(), Some("expired"));
+    assert_eq!(gw.stored_invoice_status(&paid_hash).as_deref(), Some("paid"));
+    let read = b.invoice(&hash).await.expect("the invoice");
+    assert_eq!(read.status, coffer_client::InvoiceStatus::Expired);
+
+    // Paying it now is refused, and moves nothing.
+    let refused = gw.pay_raw(&a_key, &invoice.bolt11, "too late", Some("late-1")).await;
+    refused.assert_problem(409, "invoice-expired");
+    assert_eq!(a.wallet().await.expect("the wallet").balance_msat, 8_000);
+
+    // More sweep rounds add nothing: exactly one event for it.
+    tokio::time::sleep(std::time::Duration::from_millis(2_500)).await;
+    let swept: Vec<Value> = all_events(&gw, gw.operator_token(), 200)
+        .await
+        .into_iter()
+        .filter(|e| e["type"] == "invoice.expired")
+        .collect();
+    assert_eq!(swept, [expired.clone()], "one invoice.expired event, for the unpaid invoice only");
+    assert_eq!(gw.events("invoice.expired").len(), 1);
+
+    // Replayed by after=, to its agent and the operator only.
+    let replay = page(&gw, &b_key, &format!("?after={after}&limit=200")).await;
+    let of_b = replay.json["events"].as_array().expect("events");
+    assert!(of_b.contains(&expired), "{of_b:#?}");
+    let just_before = expired["id"].as_i64().expect("an id") - 1;
+    let replay = page(&gw, gw.operator_token(), &format!("?after={just_before}&limit=1")).await;
+    assert_eq!(replay.json["events"][0], expired);
+    let of_a = all_events(&gw, &a_key, 200).await;
+    assert!(of_a.iter().all(|e| e["type"] != "invoice.expired" && e["agent_id"] == a_id.as_str()), "{of_a:#?}");
+    let (ok, report) = gw.audit().await;
+    assert!(ok, "{report}");
+}

@@ -476,3 +476,24 @@ async fn many_open_invoices_do_not_starve_a_paid_one() {
     balance_reaches(&payee, 1_000).await;
     assert_audit(&gw).await;
 }
+
+/// The expiry sweep leaves an invoice of the backend's node open while the
+/// deposit watcher still looks at it: a payment from outside that the node
+/// reports after the invoice's expiry is credited, once, and the invoice is
+/// never marked expired as well.
+#[tokio::test]
+async fn an_invoice_of_the_node_reported_paid_after_its_expiry_is_credited_not_swept() {
+    let (fake, url) = Fake::start().await;
+    let gw = start_gateway(&url).await;
+    let (_, payee, _) = gw.new_agent("payee", 0).await;
+    let invoice = common::invoice_expiring(&payee, 5_000, 1).await;
+    // Past its expiry, over several rounds of the sweep.
+    tokio::time::sleep(Duration::from_millis(3_000)).await;
+    assert_eq!(gw.stored_invoice_status(&invoice.payment_hash).as_deref(), Some("open"));
+    fake.mark_paid(&invoice.payment_hash);
+    balance_reaches(&payee, 5_000).await;
+    assert_eq!(gw.stored_invoice_status(&invoice.payment_hash).as_deref(), Some("paid"));
+    assert!(gw.events("invoice.expired").is_empty(), "{:?}", gw.events("invoice.expired"));
+    assert_eq!(gw.events("invoice.paid").len(), 1);
+    assert_audit(&gw).await;
+}

@@ -180,6 +180,68 @@ async fn held_payments_expire_once_though_every_instance_runs_the_expiry_job() {
     assert!(ok, "{report}");
 }
 
+/// Every instance sweeps expired invoices each second; the database decides:
+/// each invoice ends either paid or expired, never both, and an expired one
+/// has exactly one `invoice.expired` event. Payments race the expiry from
+/// every instance around the moment it comes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn invoices_expire_once_though_every_instance_sweeps_and_payments_race_the_expiry() {
+    const INVOICES: usize = 12;
+    let gws = instances(3).await;
+    let (payer_id, _, key) = agent_everywhere(&gws, "payer", 100 * P).await;
+    let (_, seller, _) = agent_everywhere(&gws, "seller", 0).await;
+    let mut invoices = Vec::new();
+    for _ in 0..INVOICES {
+        invoices.push(invoice_expiring(&seller, P, 2).await);
+    }
+    // Payments spread over the two seconds around the expiry, each on
+    // another instance than the last: some come in time, some too late.
+    let mut racing = Vec::new();
+    for (i, inv) in invoices.iter().enumerate() {
+        let rb = pay_request(&gws[i % gws.len()], &key, &inv.bolt11, None);
+        racing.push(tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(1_000 + 170 * i as u64)).await;
+            send(rb).await
+        }));
+    }
+    let mut paid = Vec::new();
+    for (inv, task) in invoices.iter().zip(racing) {
+        let r = task.await.expect("a payment task");
+        match r.status {
+            200 => paid.push(inv.payment_hash.clone()),
+            _ => assert_eq!(r.code(), Some("invoice-expired"), "{r:?}"),
+        }
+    }
+
+    // Every unpaid invoice is swept, once, whichever instance does it.
+    let unpaid: Vec<&str> =
+        invoices.iter().map(|i| i.payment_hash.as_str()).filter(|h| !paid.iter().any(|p| p == h)).collect();
+    let start = Instant::now();
+    while gws[0].events("invoice.expired").len() < unpaid.len() {
+        assert!(start.elapsed() < Duration::from_secs(30), "not every unpaid invoice expired");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    // Give every instance's sweep a few more rounds to do harm, if it would.
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let mut expired: Vec<String> = gws[1]
+        .events("invoice.expired")
+        .into_iter()
+        .map(|(_, data)| data["payment_hash"].as_str().expect("a payment hash").to_owned())
+        .collect();
+    expired.sort_unstable();
+    let mut want: Vec<String> = unpaid.iter().map(|h| (*h).to_owned()).collect();
+    want.sort_unstable();
+    assert_eq!(expired, want, "each unpaid invoice expired exactly once, and no paid one");
+    for inv in &invoices {
+        let stored = gws[2].stored_invoice_status(&inv.payment_hash);
+        let wanted = if paid.contains(&inv.payment_hash) { "paid" } else { "expired" };
+        assert_eq!(stored.as_deref(), Some(wanted), "{}", inv.payment_hash);
+    }
+    assert_eq!(gws[0].balances().await[&payer_id], 100 * P - paid.len() as u64 * P);
+    let (ok, report) = gws[0].audit().await;
+    assert!(ok, "{report}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_policy_changed_on_one_instance_rules_the_next_payment_on_the_other() {
     let gws = instances(2).await;

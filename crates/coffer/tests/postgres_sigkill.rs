@@ -1,17 +1,27 @@
 //! Three gateway instances on one PostgreSQL database take concurrent
-//! payments from shared wallets; one is SIGKILLed mid-load. Afterwards
+//! payments from shared wallets, publishing the outbox to NATS JetStream and
+//! Redis Streams; one is SIGKILLed mid-load: the first started, which holds
+//! the buses' leases, so another instance must take them over. Afterwards
 //! every acknowledged payment is in the ledger, no wallet paid more than it
-//! had, a retried request pays at most once, and `coffer audit` passes.
+//! had, a retried request pays at most once, `coffer audit` passes, and both
+//! buses carry every event of the outbox, in order per agent.
 //!
-//! Needs PostgreSQL on 127.0.0.1:5432 (scripts/services.sh).
+//! Needs PostgreSQL on 127.0.0.1:5432, NATS JetStream on :4222 and Redis on
+//! :6379 (scripts/services.sh). Without NATS or Redis (outside CI) the bus
+//! part is skipped, loudly.
+//!
+//! The buses are shared by every test and run: this test reads only what
+//! came after its start, and only its own gateway's events (the `gateway`
+//! field, the node key of this test's fresh data folder).
 
 mod common;
 
 use coffer_client::{Invoice, InvoiceStatus, Payment};
 use common::{Gateway, try_send};
 use reqwest::Method;
+use serde_json::Value;
 use serde_json::json;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -23,13 +33,24 @@ const PAYERS: usize = 3;
 const PAYEES: usize = 3;
 /// Enough for a few hundred payments per wallet: some run dry under load.
 const FUNDING_MSAT: u64 = 400_000;
-const KILLED: usize = 1;
+/// The first instance: it started first, so it holds the bus leases.
+const KILLED: usize = 0;
+/// A survivor, for the checks afterwards.
+const LIVE: usize = 1;
 /// Kill once this many payments were acknowledged, or after `LOAD_MAX`.
 const ACKED_BEFORE_KILL: usize = 150;
 const LOAD_MAX: Duration = Duration::from_secs(5);
 /// The load goes on this long on the survivors after the kill.
 const AFTER_KILL: Duration = Duration::from_secs(1);
 const KEY_NEWS_WAIT: Duration = Duration::from_secs(10);
+/// How long the buses may take to carry every event after the load: a lease
+/// takeover (10 s) after the kill, then the backlog, on a loaded machine.
+const BUS_WAIT: Duration = Duration::from_secs(90);
+const NATS_ADDR: &str = "127.0.0.1:4222";
+const REDIS_URL: &str = "redis://127.0.0.1:6379";
+const REDIS_STREAM: &str = "coffer:events";
+/// Redis entries read per XRANGE.
+const REDIS_PAGE: usize = 1_000;
 
 #[derive(Clone, Debug)]
 struct Acked {
@@ -150,7 +171,12 @@ async fn work(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_instances_one_killed_mid_load_lose_nothing_acknowledged_and_never_overspend() {
-    let first = Gateway::start_postgres().await;
+    let buses = Buses::connect().await;
+    let bus_args: &[&str] = match &buses {
+        Some(_) => &["--nats-url", "nats://127.0.0.1:4222", "--redis-url", REDIS_URL],
+        None => &[],
+    };
+    let first = Gateway::start_postgres_with(bus_args).await;
     let mut gws = vec![first];
     for _ in 1..INSTANCES {
         gws.push(gws[0].another_instance().await);
@@ -211,7 +237,7 @@ async fn three_instances_one_killed_mid_load_lose_nothing_acknowledged_and_never
     assert!(ok, "audit after the kill failed: {report}");
 
     // Every acknowledged payment is listed by a survivor.
-    let live = &gws[0];
+    let live = &gws[LIVE];
     let mut by_payer: Vec<BTreeMap<String, Payment>> = Vec::new();
     for (_, _, key) in &payers {
         let listed: Vec<Payment> = all_pages(live, key, "/v1/payments").await;
@@ -263,4 +289,165 @@ async fn three_instances_one_killed_mid_load_lose_nothing_acknowledged_and_never
     assert_eq!(paid_in, paid_out);
     let (ok, report) = gws[2].audit().await;
     assert!(ok, "audit after the retries failed: {report}");
+
+    // The buses carry every event of the outbox, the killed instance's
+    // leases taken over by a survivor.
+    if let Some(buses) = buses {
+        let expected = outbox(live).await;
+        assert!(expected.len() > acked.len() * 2, "the outbox: {} events", expected.len());
+        let node = live.operator().health().await.expect("health").node_pubkey;
+        let from_nats = buses.nats_events(&node, &expected).await;
+        assert_carries("NATS", &from_nats, &expected);
+        let from_redis = buses.redis_events(&node, &expected).await;
+        assert_carries("Redis", &from_redis, &expected);
+    }
+}
+
+/// An event as the checks need it: `(agent_id, id)`.
+type Seen = (Option<String>, i64);
+
+fn seen(event: &Value) -> Seen {
+    (event["agent_id"].as_str().map(str::to_owned), event["id"].as_i64().expect("an event id"))
+}
+
+/// Every event of the outbox, as `GET /v1/events` lists them to the operator.
+async fn outbox(gw: &Gateway) -> Vec<Seen> {
+    let (mut after, mut all) = (0, Vec::new());
+    loop {
+        let path = format!("/v1/events?after={after}&limit=1000");
+        let r = common::send(gw.request(Method::GET, &path, Some(gw.operator_token()))).await;
+        assert_eq!(r.status, 200, "{r:?}");
+        let events = r.json["events"].as_array().expect("events");
+        let Some(last) = events.last() else { return all };
+        after = last["id"].as_i64().expect("an id");
+        all.extend(events.iter().map(seen));
+    }
+}
+
+/// Asserts that `carried` (a bus's events in the bus's order, repeats
+/// allowed: at least once) has every event of `expected`, in increasing id
+/// order per agent. A repeat is an id not above the last one seen for its
+/// agent; a gap or a reordering leaves an id out, and fails. Events after
+/// the outbox was read are not looked at.
+fn assert_carries(bus: &str, carried: &[Seen], expected: &[Seen]) {
+    let newest = expected.iter().map(|(_, id)| *id).max().unwrap_or(0);
+    let mut last: HashMap<&Option<String>, i64> = HashMap::new();
+    let mut fresh: BTreeMap<Option<String>, Vec<i64>> = BTreeMap::new();
+    for (agent, id) in carried.iter().filter(|(_, id)| *id <= newest) {
+        let last = last.entry(agent).or_insert(0);
+        if *id > *last {
+            *last = *id;
+            fresh.entry(agent.clone()).or_default().push(*id);
+        }
+    }
+    let mut want: BTreeMap<Option<String>, Vec<i64>> = BTreeMap::new();
+    for (agent, id) in expected {
+        want.entry(agent.clone()).or_default().push(*id);
+    }
+    assert_eq!(fresh, want, "{bus} carries every event of the outbox, in order per agent");
+}
+
+/// The test's connections to NATS JetStream and Redis, and where each
+/// stream stood before the test: it reads only after that.
+struct Buses {
+    js: async_nats::jetstream::Context,
+    nats_from: u64,
+    redis: redis::aio::MultiplexedConnection,
+    redis_after: String,
+}
+
+impl Buses {
+    async fn connect() -> Option<Buses> {
+        if !common::service_up(NATS_ADDR, "NATS").await || !common::service_up("127.0.0.1:6379", "Redis").await {
+            return None;
+        }
+        let js = async_nats::jetstream::new(async_nats::connect(NATS_ADDR).await.expect("connecting to NATS"));
+        let nats_from = match js.get_stream("COFFER_EVENTS").await {
+            Ok(mut stream) => stream.info().await.expect("the stream's info").state.last_sequence + 1,
+            Err(_) => 1,
+        };
+        let client = redis::Client::open(REDIS_URL).expect("the Redis URL");
+        let mut redis = client.get_multiplexed_async_connection().await.expect("connecting to Redis");
+        let newest: redis::streams::StreamRangeReply = redis::cmd("XREVRANGE")
+            .arg(REDIS_STREAM)
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(1)
+            .query_async(&mut redis)
+            .await
+            .expect("XREVRANGE");
+        let redis_after = newest.ids.first().map_or_else(|| "0-0".to_owned(), |e| e.id.clone());
+        Some(Buses { js, nats_from, redis, redis_after })
+    }
+
+    /// This gateway's events on NATS, in stream order, read until every id
+    /// of `expected` came (or [`BUS_WAIT`] passed: then it fails).
+    async fn nats_events(&self, node: &str, expected: &[Seen]) -> Vec<Seen> {
+        use async_nats::jetstream::consumer::{DeliverPolicy, pull::OrderedConfig};
+        use futures_util::StreamExt;
+        let stream = self.js.get_stream("COFFER_EVENTS").await.expect("the stream COFFER_EVENTS");
+        let config = OrderedConfig {
+            filter_subject: "coffer.events.>".into(),
+            deliver_policy: DeliverPolicy::ByStartSequence { start_sequence: self.nats_from },
+            ..Default::default()
+        };
+        let consumer = stream.create_consumer(config).await.expect("an ordered consumer");
+        let mut messages = consumer.messages().await.expect("the messages");
+        let mut missing: BTreeSet<i64> = expected.iter().map(|(_, id)| *id).collect();
+        let mut carried = Vec::new();
+        let read = tokio::time::timeout(BUS_WAIT, async {
+            while !missing.is_empty() {
+                let message = messages.next().await.expect("a message").expect("a good message");
+                let event: Value = serde_json::from_slice(&message.payload).expect("JSON");
+                if event["gateway"] == node {
+                    assert_eq!(message.subject.as_str(), format!("coffer.events.{}", event["type"].as_str().unwrap()));
+                    let event = seen(&event);
+                    missing.remove(&event.1);
+                    carried.push(event);
+                }
+            }
+        })
+        .await;
+        assert!(read.is_ok(), "NATS lacks {} events after {BUS_WAIT:?}: {:?}", missing.len(), missing.first());
+        carried
+    }
+
+    /// This gateway's events on the Redis stream, in stream order, read
+    /// until every id of `expected` came (or [`BUS_WAIT`] passed: then it
+    /// fails).
+    async fn redis_events(mut self, node: &str, expected: &[Seen]) -> Vec<Seen> {
+        let mut missing: BTreeSet<i64> = expected.iter().map(|(_, id)| *id).collect();
+        let mut carried = Vec::new();
+        let started = Instant::now();
+        while !missing.is_empty() {
+            let page: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+                .arg(REDIS_STREAM)
+                .arg(format!("({}", self.redis_after))
+                .arg("+")
+                .arg("COUNT")
+                .arg(REDIS_PAGE)
+                .query_async(&mut self.redis)
+                .await
+                .expect("XRANGE");
+            for entry in &page.ids {
+                let json: String = entry.get("event").expect("an event field");
+                let event: Value = serde_json::from_str(&json).expect("JSON");
+                if event["gateway"] == node {
+                    let event = seen(&event);
+                    missing.remove(&event.1);
+                    carried.push(event);
+                }
+            }
+            match page.ids.last() {
+                Some(entry) => self.redis_after = entry.id.clone(),
+                None => {
+                    let lacking = (missing.len(), missing.first());
+                    assert!(started.elapsed() < BUS_WAIT, "Redis lacks {lacking:?} events after {BUS_WAIT:?}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+        carried
+    }
 }

@@ -124,7 +124,7 @@ async fn advance(
     let Some(event) = events.iter().find(wanted) else {
         let Some(last) = events.last() else { return Ok(false) };
         let state = WebhookState { after_event_id: last.id, ..webhook.state };
-        store.set_webhook_state(webhook.id, state).await?;
+        store.set_webhook_state(webhook.id, state, now_ms()).await?;
         return Ok(true);
     };
     // Events of other types before this one are passed over for good.

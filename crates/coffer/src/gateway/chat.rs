@@ -188,7 +188,7 @@ impl Gateway {
         if settings.auto_pay_max_msat > 0 {
             parse_amount("auto_pay_max_msat", settings.auto_pay_max_msat)?;
         }
-        self.store.set_chat_settings(agent_id.to_owned(), settings).await
+        self.store.set_chat_settings(agent_id.to_owned(), settings, now_ms()).await
     }
 
     /// Members whose chat settings say so pay the request at once, in the

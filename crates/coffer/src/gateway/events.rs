@@ -71,7 +71,7 @@ impl Gateway {
             state: WebhookState { after_event_id, ..WebhookState::default() },
             created_at_ms: now_ms(),
         };
-        self.store.create_webhook(webhook.clone()).await?;
+        let webhook = self.store.create_webhook(webhook).await?;
         let secret = self.webhook_secret(&webhook.id);
         Ok((webhook, secret))
     }
@@ -98,7 +98,7 @@ impl Gateway {
 
     pub async fn delete_webhook(&self, caller: &Principal, id: &str) -> Result<(), Error> {
         self.webhook(caller, id).await?;
-        self.store.delete_webhook(id.to_owned()).await?;
+        self.store.delete_webhook(id.to_owned(), now_ms()).await?;
         Ok(())
     }
 
@@ -106,7 +106,7 @@ impl Gateway {
     pub async fn resume_webhook(&self, caller: &Principal, id: &str) -> Result<WebhookRecord, Error> {
         let mut webhook = self.webhook(caller, id).await?;
         webhook.state = WebhookState { failures: 0, paused: false, next_attempt_at_ms: 0, ..webhook.state };
-        self.store.set_webhook_state(id.to_owned(), webhook.state).await?;
+        self.store.set_webhook_state(id.to_owned(), webhook.state, now_ms()).await?;
         Ok(webhook)
     }
 

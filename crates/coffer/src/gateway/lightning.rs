@@ -30,7 +30,7 @@ pub const RESOLVE_BATCH_MAX: u32 = 64;
 pub const DEPOSIT_BATCH_MAX: u32 = 64;
 /// An invoice is still watched this long after it expired: a payment that
 /// arrived just in time may be reported late.
-const WATCH_AFTER_EXPIRY_MS: i64 = 10 * 60 * 1000;
+pub(super) const WATCH_AFTER_EXPIRY_MS: i64 = 10 * 60 * 1000;
 /// A payment the backend has no record of is failed only after this many
 /// backend timeouts: until then the call may still be on its way.
 const NOT_FOUND_GRACE_TIMEOUTS: i64 = 2;

@@ -34,6 +34,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 pub const AGENT_NAME_LEN_MAX: usize = 64;
 pub const PURPOSE_LEN_MAX_BYTES: usize = 512;
 pub const IDEMPOTENCY_KEY_LEN_MAX: usize = 128;
+/// Batches of [`crate::io::INVOICE_EXPIRY_BATCH_MAX`] invoices one sweep
+/// step expires at most: a backlog (after a long stop) drains over several
+/// steps instead of holding up the writer at once.
+const INVOICE_EXPIRY_BATCHES_PER_STEP_MAX: u32 = 8;
 
 /// Who is calling.
 #[derive(Clone, Debug)]
@@ -437,6 +441,24 @@ impl Gateway {
         page: PageRequest,
     ) -> Result<(Vec<InvoiceRecord>, Option<i64>), Error> {
         self.store.invoices(caller.agent_id.clone(), page).await
+    }
+
+    /// Marks open invoices past their expiry `expired`, with their
+    /// `invoice.expired` events, a batch at a time; run by a background task
+    /// on every instance (the store makes each expire once). Invoices of the
+    /// backend's node stay open while the deposit watcher looks at them.
+    /// Returns how many expired.
+    pub async fn expire_invoices(&self) -> Result<u64, Error> {
+        let mut expired = 0;
+        for _ in 0..INVOICE_EXPIRY_BATCHES_PER_STEP_MAX {
+            let now = now_ms();
+            let swept = self.store.expire_invoices(now, now.saturating_sub(lightning::WATCH_AFTER_EXPIRY_MS)).await?;
+            expired += swept;
+            if swept < u64::from(crate::io::INVOICE_EXPIRY_BATCH_MAX) {
+                break;
+            }
+        }
+        Ok(expired)
     }
 
     pub async fn payments(

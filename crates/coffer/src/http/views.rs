@@ -59,6 +59,7 @@ pub fn audit_record(r: AuditRecord) -> coffer_client::AuditRecord {
 fn invoice_status(i: &InvoiceRecord, now_ms: i64) -> InvoiceStatus {
     match i.status {
         StoredInvoiceStatus::Paid => InvoiceStatus::Paid,
+        StoredInvoiceStatus::Expired => InvoiceStatus::Expired,
         StoredInvoiceStatus::Open if now_ms >= i.expires_at_ms => InvoiceStatus::Expired,
         StoredInvoiceStatus::Open => InvoiceStatus::Open,
     }

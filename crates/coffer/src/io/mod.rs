@@ -242,7 +242,26 @@ pub struct KeyRecord {
 pub enum StoredInvoiceStatus {
     Open,
     Paid,
+    /// Marked by the expiry sweep ([`Store::expire_invoices`]): never paid
+    /// afterwards.
+    Expired,
 }
+
+impl StoredInvoiceStatus {
+    /// As stored; an unknown text is an error of the store.
+    pub fn parse(s: &str) -> Result<StoredInvoiceStatus, Error> {
+        match s {
+            "open" => Ok(StoredInvoiceStatus::Open),
+            "paid" => Ok(StoredInvoiceStatus::Paid),
+            "expired" => Ok(StoredInvoiceStatus::Expired),
+            other => Err(Error::Internal(format!("unknown stored invoice status {other}"))),
+        }
+    }
+}
+
+/// The most invoices one call of [`Store::expire_invoices`] expires: bounds
+/// the transaction (and so the batch it holds up) of one sweep step.
+pub const INVOICE_EXPIRY_BATCH_MAX: u32 = 256;
 
 #[derive(Clone, Debug)]
 pub struct InvoiceRecord {
@@ -579,7 +598,9 @@ pub trait Store: Send + Sync + 'static {
         limit: u32,
     ) -> StoreFuture<'_, (Vec<InvoiceRecord>, Option<i64>)>;
     /// Credits an invoice paid from the Lightning Network to its payee, from
-    /// `outside`, exactly once: `false` if it was no longer open.
+    /// `outside`, exactly once: `false` if it was paid already. An invoice
+    /// the sweep expired is credited too: the node's word that the money
+    /// arrived wins over the clock.
     fn credit_from_outside(&self, payment_hash: [u8; 32], now_ms: i64) -> StoreFuture<'_, bool>;
     fn payments(&self, agent_id: String, page: PageRequest) -> StoreFuture<'_, (Vec<PaymentRecord>, Option<i64>)>;
     /// In one transaction: forget a refused token, reuse a live one for the
@@ -616,6 +637,15 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreFuture<'_, ApprovalOutcome>;
     /// Expires every pending approval past its time; returns how many.
     fn expire_approvals(&self, now_ms: i64) -> StoreFuture<'_, u64>;
+    /// Marks open invoices past their expiry `expired`, each with its
+    /// `invoice.expired` event in the same transaction, at most
+    /// [`INVOICE_EXPIRY_BATCH_MAX`], the first to expire first; returns how
+    /// many. An invoice made by the backend's node (watched for a payment
+    /// from outside) is left open while the deposit watcher still looks at
+    /// it: until it expired before `watched_since_ms`. Conditional on the
+    /// invoice still being open, so of several instances sweeping at once
+    /// each invoice expires exactly once, and never after it was paid.
+    fn expire_invoices(&self, now_ms: i64, watched_since_ms: i64) -> StoreFuture<'_, u64>;
     fn audit_log(&self, filter: AuditFilter, after_seq: i64, limit: u32) -> StoreFuture<'_, Vec<AuditRecord>>;
     /// Every audit record in order, for verifying the chain.
     fn audit_chain(&self) -> StoreFuture<'_, Vec<AuditRecord>>;
@@ -633,7 +663,9 @@ pub trait Store: Send + Sync + 'static {
     fn messages(&self, room_id: String, after_id: i64, limit: u32) -> StoreFuture<'_, Vec<MessageRecord>>;
     fn message(&self, room_id: String, id: i64) -> StoreFuture<'_, Option<MessageRecord>>;
     fn chat_settings(&self, agent_id: String) -> StoreFuture<'_, ChatSettings>;
-    fn set_chat_settings(&self, agent_id: String, settings: ChatSettings) -> StoreFuture<'_, ()>;
+    /// Sets an agent's chat settings, with their `chat.settings_updated`
+    /// event.
+    fn set_chat_settings(&self, agent_id: String, settings: ChatSettings, now_ms: i64) -> StoreFuture<'_, ()>;
     fn incoming(&self, payee_agent_id: String, status: Option<IncomingStatus>) -> StoreFuture<'_, Vec<IncomingRecord>>;
     /// Accepts (releases to the payee) or rejects (refunds the payer) a
     /// pending incoming payment of this payee.
@@ -663,17 +695,60 @@ pub trait Store: Send + Sync + 'static {
     /// Moves the cursor of lease `name` to `cursor`, only while `owner`
     /// holds it; answers whether it did.
     fn advance_lease(&self, name: String, owner: String, cursor: i64) -> StoreFuture<'_, bool>;
-    fn create_webhook(&self, webhook: WebhookRecord) -> StoreFuture<'_, ()>;
+    /// Stores a webhook with its `webhook.created` event; its delivery
+    /// starts after that event (the answer has the cursor it got).
+    fn create_webhook(&self, webhook: WebhookRecord) -> StoreFuture<'_, WebhookRecord>;
     /// The webhooks of one agent, or (`None`) all of them.
     fn webhooks(&self, owner: Option<String>) -> StoreFuture<'_, Vec<WebhookRecord>>;
     fn webhook(&self, id: String) -> StoreFuture<'_, Option<WebhookRecord>>;
-    fn delete_webhook(&self, id: String) -> StoreFuture<'_, bool>;
-    /// Sets a webhook's delivery state (a resume clears the pause).
-    fn set_webhook_state(&self, id: String, state: WebhookState) -> StoreFuture<'_, ()>;
-    /// Logs an attempt and sets the webhook's new state, in one transaction.
+    /// Deletes a webhook and its log, with its `webhook.deleted` event.
+    fn delete_webhook(&self, id: String, now_ms: i64) -> StoreFuture<'_, bool>;
+    /// Sets a webhook's delivery state (a resume clears the pause, with a
+    /// `webhook.resumed` event).
+    fn set_webhook_state(&self, id: String, state: WebhookState, now_ms: i64) -> StoreFuture<'_, ()>;
+    /// Logs an attempt and sets the webhook's new state, in one transaction
+    /// (with a `webhook.paused` event when this attempt pauses it).
     fn record_delivery(&self, delivery: DeliveryRecord, state: WebhookState) -> StoreFuture<'_, ()>;
     /// A webhook's attempts, newest first.
     fn deliveries(&self, webhook_id: String, limit: u32) -> StoreFuture<'_, Vec<DeliveryRecord>>;
+}
+
+/// Writes the `invoice.expired` event of an invoice the sweep expired, in
+/// the sweep's transaction. A deposit to the treasury is the operator's
+/// (no agent).
+pub(crate) fn emit_invoice_expired(tx: &mut impl Tx, invoice: &InvoiceRecord, now_ms: i64) -> Result<(), Error> {
+    let agent_id = (invoice.agent_id != TREASURY_PAYEE).then_some(invoice.agent_id.as_str());
+    let data = serde_json::json!({
+        "payment_hash": hex::encode(invoice.payment_hash), "payee": invoice.agent_id,
+        "amount_msat": invoice.amount.as_u64(), "expires_at_ms": invoice.expires_at_ms, "room_id": invoice.room_id,
+    });
+    tx.emit("invoice.expired", agent_id, &data, now_ms)
+}
+
+/// Writes the event of a change to a webhook subscription, in the change's
+/// transaction: its owner agent's event, or (no owner) the operator's. The
+/// URL stays out: it may carry the receiver's token.
+pub(crate) fn emit_webhook_event(
+    tx: &mut impl Tx,
+    kind: &str,
+    webhook: &WebhookRecord,
+    state: WebhookState,
+    now_ms: i64,
+) -> Result<(), Error> {
+    let data = serde_json::json!({
+        "webhook_id": webhook.id, "agent_id": webhook.owner, "types": webhook.types,
+        "failures": state.failures, "paused": state.paused,
+    });
+    tx.emit(kind, webhook.owner.as_deref(), &data, now_ms)
+}
+
+/// The event a change of a webhook's delivery state calls for, if any.
+pub(crate) fn webhook_state_event(before: WebhookState, after: WebhookState) -> Option<&'static str> {
+    match (before.paused, after.paused) {
+        (false, true) => Some("webhook.paused"),
+        (true, false) => Some("webhook.resumed"),
+        _ => None,
+    }
 }
 
 /// A key to store: its digest only, never the secret.
@@ -706,8 +781,8 @@ pub trait Tx {
     /// The pending or succeeded external payment of this payment hash.
     fn live_external(&mut self, payment_hash: &[u8; 32]) -> Result<Option<ExternalPayment>, Error>;
     fn update_external(&mut self, external: &ExternalPayment, now_ms: i64) -> Result<(), Error>;
-    /// Marks an open invoice paid from the Lightning Network: `false` if it
-    /// was not open.
+    /// Marks an open (or swept as expired) invoice paid from the Lightning
+    /// Network: `false` if it was paid already.
     fn mark_invoice_paid_from_outside(&mut self, payment_hash: &[u8; 32], now_ms: i64) -> Result<bool, Error>;
     /// `(request digest, id of the payment or approval it made)`.
     fn idempotency(&mut self, agent_id: &str, key: &str) -> Result<Option<([u8; 32], String)>, Error>;

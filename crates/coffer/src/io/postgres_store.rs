@@ -446,8 +446,18 @@ fn agent_from_row(r: &Row) -> Result<AgentRecord, Error> {
     })
 }
 
-const INVOICE_COLUMNS: &str = "payment_hash, agent_id, amount, memo, bolt11, preimage, status, created_at, \
-     expires_at, paid_at, seq, account_id, paid_by, room_id, backend FROM invoices";
+/// The columns [`invoice_from_row`] reads, without `FROM` (for `RETURNING`).
+macro_rules! invoice_columns {
+    () => {
+        "payment_hash, agent_id, amount, memo, bolt11, preimage, status, created_at, \
+         expires_at, paid_at, seq, account_id, paid_by, room_id, backend"
+    };
+}
+const INVOICE_COLUMNS: &str = concat!(invoice_columns!(), " FROM invoices");
+const INVOICE_COLUMNS_ONLY: &str = invoice_columns!();
+/// Open invoices due for the sweep (`$1`: now, `$2`: the deposit watcher's
+/// horizon), by the partial index `invoices_open_by_expiry`.
+const INVOICES_DUE: &str = "status = 'open' AND expires_at <= $1 AND (backend IS NULL OR expires_at < $2)";
 
 fn invoice_from_row(r: &Row) -> Result<(InvoiceRecord, i64, AccountId), Error> {
     let status: String = r.try_get(6)?;
@@ -458,7 +468,7 @@ fn invoice_from_row(r: &Row) -> Result<(InvoiceRecord, i64, AccountId), Error> {
         memo: r.try_get(3)?,
         bolt11: r.try_get(4)?,
         preimage: hash32(r.try_get(5)?)?,
-        status: if status == "paid" { StoredInvoiceStatus::Paid } else { StoredInvoiceStatus::Open },
+        status: StoredInvoiceStatus::parse(&status)?,
         created_at_ms: r.try_get(7)?,
         expires_at_ms: r.try_get(8)?,
         paid_at_ms: r.try_get(9)?,
@@ -613,7 +623,46 @@ impl PgTx<'_> {
             "payment_hash": hex::encode(inv.payment_hash), "agent_id": inv.agent_id,
             "amount_msat": inv.amount.as_u64(), "expires_at_ms": inv.expires_at_ms, "room_id": inv.room_id,
         });
-        self.emit("invoice.created", Some(&inv.agent_id), &data, inv.created_at_ms)
+        let agent_id = (inv.agent_id != TREASURY_PAYEE).then_some(inv.agent_id.as_str());
+        self.emit("invoice.created", agent_id, &data, inv.created_at_ms)
+    }
+
+    /// Whether an open invoice is due for the sweep (see
+    /// [`Store::expire_invoices`]).
+    fn invoices_due(&mut self, now_ms: i64, watched_since_ms: i64) -> Result<bool, Error> {
+        let sql = format!("SELECT 1 FROM invoices WHERE {INVOICES_DUE} LIMIT 1");
+        Ok(self.conn.query_opt(&sql, &[&now_ms, &watched_since_ms])?.is_some())
+    }
+
+    /// The sweep's step: one conditional statement, so an invoice paid
+    /// meanwhile is not expired (and one expired is not paid: the payment
+    /// flows read the status in their own transaction). The write lock
+    /// orders the sweeps of all instances; the outer `status = 'open'` would
+    /// keep an invoice from expiring twice even without it.
+    fn expire_invoices(&mut self, now_ms: i64, watched_since_ms: i64) -> Result<u64, Error> {
+        let sql = format!(
+            "UPDATE invoices SET status = 'expired' WHERE status = 'open' AND seq IN \
+             (SELECT seq FROM invoices WHERE {INVOICES_DUE} ORDER BY expires_at LIMIT $3) RETURNING {INVOICE_COLUMNS_ONLY}"
+        );
+        let limit = i64::from(INVOICE_EXPIRY_BATCH_MAX);
+        let mut expired = rows(self.conn.query(&sql, &[&now_ms, &watched_since_ms, &limit])?, invoice_from_row)?;
+        // RETURNING gives no order: the events go out in the invoices' order.
+        expired.sort_by_key(|(_, seq, _)| *seq);
+        for (invoice, _, _) in &expired {
+            emit_invoice_expired(self, invoice, now_ms)?;
+        }
+        Ok(expired.len() as u64)
+    }
+
+    /// Sets a webhook's delivery state, with the event of a pause or a
+    /// resume. The webhook is read first (by its key) to tell a change.
+    fn set_webhook_state(&mut self, id: &str, state: WebhookState, now_ms: i64) -> Result<(), Error> {
+        let webhook = outbox::webhook(self.conn, id)?.ok_or(Error::NotFound("webhook"))?;
+        outbox::set_webhook_state(self.conn, id, state)?;
+        match webhook_state_event(webhook.state, state) {
+            Some(kind) => emit_webhook_event(self, kind, &webhook, state, now_ms),
+            None => Ok(()),
+        }
     }
 
     fn add_member(&mut self, room_id: &str, member: &str, now_ms: i64) -> Result<(), Error> {
@@ -1007,7 +1056,7 @@ impl Tx for PgTx<'_> {
     fn mark_invoice_paid_from_outside(&mut self, payment_hash: &[u8; 32], now_ms: i64) -> Result<bool, Error> {
         let changed = self.conn.execute(
             "UPDATE invoices SET status = 'paid', paid_at = $2, paid_by = 'outside' \
-             WHERE payment_hash = $1 AND status = 'open'",
+             WHERE payment_hash = $1 AND status IN ('open', 'expired')",
             &[&payment_hash.as_slice(), &now_ms],
         )?;
         Ok(changed == 1)
@@ -1212,7 +1261,8 @@ impl Store for PostgresStore {
                 "transfer_id": posted.0, "debit": transfer.debit.to_string(), "credit": transfer.credit.to_string(),
                 "amount_msat": transfer.amount.as_u64(), "kind": kind,
             });
-            tx.emit(&format!("transfer.{kind}"), None, &data, now_ms)?;
+            // A funding is the funded agent's event too; a mint the operator's.
+            tx.emit(&format!("transfer.{kind}"), agent_id.as_deref(), &data, now_ms)?;
             tx.audit(&AuditEntry {
                 amount_msat: Some(transfer.amount.as_u64()),
                 detail: Some(format!("{} -> {}", transfer.debit, transfer.credit)),
@@ -1357,6 +1407,19 @@ impl Store for PostgresStore {
         })
     }
 
+    fn expire_invoices(&self, now_ms: i64, watched_since_ms: i64) -> StoreFuture<'_, u64> {
+        Box::pin(async move {
+            // A read first: most sweeps find nothing, and an empty write
+            // would still take the write lock and count as a commit, which
+            // wakes every outbox watcher.
+            let due = self.read(move |tx| tx.invoices_due(now_ms, watched_since_ms)).await?;
+            if !due {
+                return Ok(0);
+            }
+            self.write(move |tx| tx.expire_invoices(now_ms, watched_since_ms)).await
+        })
+    }
+
     fn audit_log(&self, filter: AuditFilter, after_seq: i64, limit: u32) -> StoreFuture<'_, Vec<AuditRecord>> {
         self.read(move |tx| {
             let limit = i64::from(limit.clamp(1, PAGE_LIMIT_MAX));
@@ -1468,7 +1531,7 @@ impl Store for PostgresStore {
         })
     }
 
-    fn set_chat_settings(&self, agent_id: String, settings: ChatSettings) -> StoreFuture<'_, ()> {
+    fn set_chat_settings(&self, agent_id: String, settings: ChatSettings, now_ms: i64) -> StoreFuture<'_, ()> {
         self.write(move |tx| {
             let changed = tx.conn.execute(
                 "UPDATE agents SET chat = $2, ack_incoming = $3 WHERE id = $1",
@@ -1477,7 +1540,8 @@ impl Store for PostgresStore {
             if changed == 0 {
                 return Err(Error::NotFound("agent"));
             }
-            Ok(())
+            let data = serde_json::json!({"agent_id": agent_id, "settings": settings});
+            tx.emit("chat.settings_updated", Some(&agent_id), &data, now_ms)
         })
     }
 
@@ -1595,8 +1659,16 @@ impl Store for PostgresStore {
         self.write(move |tx| outbox::advance_lease(tx.conn, &name, &owner, cursor))
     }
 
-    fn create_webhook(&self, webhook: WebhookRecord) -> StoreFuture<'_, ()> {
-        self.write(move |tx| outbox::create_webhook(tx.conn, &webhook))
+    fn create_webhook(&self, webhook: WebhookRecord) -> StoreFuture<'_, WebhookRecord> {
+        self.write(move |tx| {
+            emit_webhook_event(tx, "webhook.created", &webhook, webhook.state, webhook.created_at_ms)?;
+            // Delivery starts after the newest event, this one included: a
+            // new webhook is not told of itself.
+            let after_event_id: i64 = outbox::newest_event_id(tx.conn)?;
+            let webhook = WebhookRecord { state: WebhookState { after_event_id, ..webhook.state }, ..webhook };
+            outbox::create_webhook(tx.conn, &webhook)?;
+            Ok(webhook)
+        })
     }
 
     fn webhooks(&self, owner: Option<String>) -> StoreFuture<'_, Vec<WebhookRecord>> {
@@ -1607,18 +1679,23 @@ impl Store for PostgresStore {
         self.read(move |tx| outbox::webhook(tx.conn, &id))
     }
 
-    fn delete_webhook(&self, id: String) -> StoreFuture<'_, bool> {
-        self.write(move |tx| outbox::delete_webhook(tx.conn, &id))
+    fn delete_webhook(&self, id: String, now_ms: i64) -> StoreFuture<'_, bool> {
+        self.write(move |tx| {
+            let Some(webhook) = outbox::webhook(tx.conn, &id)? else { return Ok(false) };
+            outbox::delete_webhook(tx.conn, &id)?;
+            emit_webhook_event(tx, "webhook.deleted", &webhook, webhook.state, now_ms)?;
+            Ok(true)
+        })
     }
 
-    fn set_webhook_state(&self, id: String, state: WebhookState) -> StoreFuture<'_, ()> {
-        self.write(move |tx| outbox::set_webhook_state(tx.conn, &id, state))
+    fn set_webhook_state(&self, id: String, state: WebhookState, now_ms: i64) -> StoreFuture<'_, ()> {
+        self.write(move |tx| tx.set_webhook_state(&id, state, now_ms))
     }
 
     fn record_delivery(&self, delivery: DeliveryRecord, state: WebhookState) -> StoreFuture<'_, ()> {
         self.write(move |tx| {
             outbox::insert_delivery(tx.conn, &delivery)?;
-            outbox::set_webhook_state(tx.conn, &delivery.webhook_id, state)
+            tx.set_webhook_state(&delivery.webhook_id, state, delivery.at_ms)
         })
     }
 

@@ -367,8 +367,18 @@ fn agent_from_row(r: &Row<'_>) -> rusqlite::Result<Result<AgentRecord, Error>> {
     }))
 }
 
-const INVOICE_COLUMNS: &str = "payment_hash, agent_id, amount, memo, bolt11, preimage, status, created_at, \
-     expires_at, paid_at, seq, account_id, paid_by, room_id, backend FROM invoices";
+/// The columns [`invoice_from_row`] reads, without `FROM` (for `RETURNING`).
+macro_rules! invoice_columns {
+    () => {
+        "payment_hash, agent_id, amount, memo, bolt11, preimage, status, created_at, \
+         expires_at, paid_at, seq, account_id, paid_by, room_id, backend"
+    };
+}
+const INVOICE_COLUMNS: &str = concat!(invoice_columns!(), " FROM invoices");
+const INVOICE_COLUMNS_ONLY: &str = invoice_columns!();
+/// Open invoices due for the sweep (`?1`: now, `?2`: the deposit watcher's
+/// horizon), by the partial index `invoices_open_by_expiry`.
+const INVOICES_DUE: &str = "status = 'open' AND expires_at <= ?1 AND (backend IS NULL OR expires_at < ?2)";
 
 fn invoice_from_row(r: &Row<'_>) -> rusqlite::Result<Result<(InvoiceRecord, i64, AccountId), Error>> {
     let (hash, preimage, amount, status): (Vec<u8>, Vec<u8>, i64, String) =
@@ -386,7 +396,7 @@ fn invoice_from_row(r: &Row<'_>) -> rusqlite::Result<Result<(InvoiceRecord, i64,
             memo,
             bolt11,
             preimage: hash32(preimage)?,
-            status: if status == "paid" { StoredInvoiceStatus::Paid } else { StoredInvoiceStatus::Open },
+            status: StoredInvoiceStatus::parse(&status)?,
             created_at_ms: created,
             expires_at_ms: expires,
             paid_at_ms: paid,
@@ -563,7 +573,48 @@ impl SqliteTx<'_> {
             "payment_hash": hex::encode(inv.payment_hash), "agent_id": inv.agent_id,
             "amount_msat": inv.amount.as_u64(), "expires_at_ms": inv.expires_at_ms, "room_id": inv.room_id,
         });
-        self.emit("invoice.created", Some(&inv.agent_id), &data, inv.created_at_ms)
+        let agent_id = (inv.agent_id != TREASURY_PAYEE).then_some(inv.agent_id.as_str());
+        self.emit("invoice.created", agent_id, &data, inv.created_at_ms)
+    }
+
+    /// Whether an open invoice is due for the sweep (see
+    /// [`Store::expire_invoices`]).
+    fn invoices_due(&mut self, now_ms: i64, watched_since_ms: i64) -> Result<bool, Error> {
+        let mut stmt = self.conn.prepare_cached(&format!("SELECT 1 FROM invoices WHERE {INVOICES_DUE} LIMIT 1"))?;
+        Ok(stmt.exists(params![now_ms, watched_since_ms])?)
+    }
+
+    /// The sweep's step: one conditional statement, so an invoice paid
+    /// meanwhile is not expired (and one expired is not paid: the payment
+    /// flows read the status in their own transaction).
+    fn expire_invoices(&mut self, now_ms: i64, watched_since_ms: i64) -> Result<u64, Error> {
+        let sql = format!(
+            "UPDATE invoices SET status = 'expired' WHERE status = 'open' AND seq IN \
+             (SELECT seq FROM invoices WHERE {INVOICES_DUE} ORDER BY expires_at LIMIT ?3) RETURNING {INVOICE_COLUMNS_ONLY}"
+        );
+        let mut expired: Vec<(InvoiceRecord, i64, AccountId)> = {
+            let mut stmt = self.conn.prepare_cached(&sql)?;
+            let limit = i64::from(INVOICE_EXPIRY_BATCH_MAX);
+            let rows = stmt.query_map(params![now_ms, watched_since_ms, limit], invoice_from_row)?;
+            rows.map(|r| r?).collect::<Result<_, Error>>()?
+        };
+        // RETURNING gives no order: the events go out in the invoices' order.
+        expired.sort_by_key(|(_, seq, _)| *seq);
+        for (invoice, _, _) in &expired {
+            emit_invoice_expired(self, invoice, now_ms)?;
+        }
+        Ok(expired.len() as u64)
+    }
+
+    /// Sets a webhook's delivery state, with the event of a pause or a
+    /// resume. The webhook is read first (by its key) to tell a change.
+    fn set_webhook_state(&mut self, id: &str, state: WebhookState, now_ms: i64) -> Result<(), Error> {
+        let webhook = outbox::webhook(self.conn, id)?.ok_or(Error::NotFound("webhook"))?;
+        outbox::set_webhook_state(self.conn, id, state)?;
+        match webhook_state_event(webhook.state, state) {
+            Some(kind) => emit_webhook_event(self, kind, &webhook, state, now_ms),
+            None => Ok(()),
+        }
     }
 
     fn add_member(&mut self, room_id: &str, member: &str, now_ms: i64) -> Result<(), Error> {
@@ -687,10 +738,14 @@ impl Tx for SqliteTx<'_> {
     }
 
     fn mark_invoice_paid(&mut self, payment_hash: &[u8; 32], payer_agent_id: &str, now_ms: i64) -> Result<(), Error> {
+        // Only an open invoice: the flow checked that it is, and the
+        // statement asserts it too (the sweep may not expire it meanwhile).
         let mut stmt = self.conn.prepare_cached(
-            "UPDATE invoices SET status = 'paid', paid_at = ?2, paid_by = ?3 WHERE payment_hash = ?1",
+            "UPDATE invoices SET status = 'paid', paid_at = ?2, paid_by = ?3 WHERE payment_hash = ?1 AND status = 'open'",
         )?;
-        stmt.execute(params![payment_hash.as_slice(), now_ms, payer_agent_id])?;
+        if stmt.execute(params![payment_hash.as_slice(), now_ms, payer_agent_id])? != 1 {
+            return Err(Error::InvoiceAlreadyPaid);
+        }
         Ok(())
     }
 
@@ -779,7 +834,7 @@ impl Tx for SqliteTx<'_> {
     fn mark_invoice_paid_from_outside(&mut self, payment_hash: &[u8; 32], now_ms: i64) -> Result<bool, Error> {
         let mut stmt = self.conn.prepare_cached(
             "UPDATE invoices SET status = 'paid', paid_at = ?2, paid_by = 'outside' \
-             WHERE payment_hash = ?1 AND status = 'open'",
+             WHERE payment_hash = ?1 AND status IN ('open', 'expired')",
         )?;
         Ok(stmt.execute(params![payment_hash.as_slice(), now_ms])? == 1)
     }
@@ -1131,7 +1186,8 @@ impl Store for SqliteStore {
                 "transfer_id": posted.0, "debit": transfer.debit.to_string(), "credit": transfer.credit.to_string(),
                 "amount_msat": transfer.amount.as_u64(), "kind": kind,
             });
-            tx.emit(&format!("transfer.{kind}"), None, &data, now_ms)?;
+            // A funding is the funded agent's event too; a mint the operator's.
+            tx.emit(&format!("transfer.{kind}"), agent_id.as_deref(), &data, now_ms)?;
             tx.audit(&AuditEntry {
                 amount_msat: Some(transfer.amount.as_u64()),
                 detail: Some(format!("{} -> {}", transfer.debit, transfer.credit)),
@@ -1356,6 +1412,18 @@ impl Store for SqliteStore {
         })
     }
 
+    fn expire_invoices(&self, now_ms: i64, watched_since_ms: i64) -> StoreFuture<'_, u64> {
+        Box::pin(async move {
+            // A read first: most sweeps find nothing, and an empty write
+            // would still be a commit, which wakes every outbox watcher.
+            let due = self.read(move |tx| tx.invoices_due(now_ms, watched_since_ms)).await?;
+            if !due {
+                return Ok(0);
+            }
+            self.write(move |tx| tx.expire_invoices(now_ms, watched_since_ms)).await
+        })
+    }
+
     fn audit_log(&self, filter: AuditFilter, after_seq: i64, limit: u32) -> StoreFuture<'_, Vec<AuditRecord>> {
         self.read(move |tx| {
             let mut stmt = tx.conn.prepare_cached(
@@ -1526,8 +1594,16 @@ impl Store for SqliteStore {
         self.write(move |tx| outbox::advance_lease(tx.conn, &name, &owner, cursor))
     }
 
-    fn create_webhook(&self, webhook: WebhookRecord) -> StoreFuture<'_, ()> {
-        self.write(move |tx| outbox::create_webhook(tx.conn, &webhook))
+    fn create_webhook(&self, webhook: WebhookRecord) -> StoreFuture<'_, WebhookRecord> {
+        self.write(move |tx| {
+            emit_webhook_event(tx, "webhook.created", &webhook, webhook.state, webhook.created_at_ms)?;
+            // Delivery starts after the newest event, this one included: a
+            // new webhook is not told of itself.
+            let after_event_id: i64 = tx.conn.query_row("SELECT COALESCE(MAX(id), 0) FROM events", [], |r| r.get(0))?;
+            let webhook = WebhookRecord { state: WebhookState { after_event_id, ..webhook.state }, ..webhook };
+            outbox::create_webhook(tx.conn, &webhook)?;
+            Ok(webhook)
+        })
     }
 
     fn webhooks(&self, owner: Option<String>) -> StoreFuture<'_, Vec<WebhookRecord>> {
@@ -1538,18 +1614,23 @@ impl Store for SqliteStore {
         self.read(move |tx| outbox::webhook(tx.conn, &id))
     }
 
-    fn delete_webhook(&self, id: String) -> StoreFuture<'_, bool> {
-        self.write(move |tx| outbox::delete_webhook(tx.conn, &id))
+    fn delete_webhook(&self, id: String, now_ms: i64) -> StoreFuture<'_, bool> {
+        self.write(move |tx| {
+            let Some(webhook) = outbox::webhook(tx.conn, &id)? else { return Ok(false) };
+            outbox::delete_webhook(tx.conn, &id)?;
+            emit_webhook_event(tx, "webhook.deleted", &webhook, webhook.state, now_ms)?;
+            Ok(true)
+        })
     }
 
-    fn set_webhook_state(&self, id: String, state: WebhookState) -> StoreFuture<'_, ()> {
-        self.write(move |tx| outbox::set_webhook_state(tx.conn, &id, state))
+    fn set_webhook_state(&self, id: String, state: WebhookState, now_ms: i64) -> StoreFuture<'_, ()> {
+        self.write(move |tx| tx.set_webhook_state(&id, state, now_ms))
     }
 
     fn record_delivery(&self, delivery: DeliveryRecord, state: WebhookState) -> StoreFuture<'_, ()> {
         self.write(move |tx| {
             outbox::insert_delivery(tx.conn, &delivery)?;
-            outbox::set_webhook_state(tx.conn, &delivery.webhook_id, state)
+            tx.set_webhook_state(&delivery.webhook_id, state, delivery.at_ms)
         })
     }
 
@@ -1557,7 +1638,7 @@ impl Store for SqliteStore {
         self.read(move |tx| outbox::deliveries(tx.conn, &webhook_id, limit))
     }
 
-    fn set_chat_settings(&self, agent_id: String, settings: ChatSettings) -> StoreFuture<'_, ()> {
+    fn set_chat_settings(&self, agent_id: String, settings: ChatSettings, now_ms: i64) -> StoreFuture<'_, ()> {
         self.write(move |tx| {
             let changed = tx.conn.execute(
                 "UPDATE agents SET chat = ?2, ack_incoming = ?3 WHERE id = ?1",
@@ -1566,7 +1647,8 @@ impl Store for SqliteStore {
             if changed == 0 {
                 return Err(Error::NotFound("agent"));
             }
-            Ok(())
+            let data = serde_json::json!({"agent_id": agent_id, "settings": settings});
+            tx.emit("chat.settings_updated", Some(&agent_id), &data, now_ms)
         })
     }
 }

@@ -122,11 +122,14 @@ fn check_payable(invoice: &InvoiceRecord, pay: &PayInternal) -> Result<(), Error
     if invoice.agent_id == pay.payer.agent_id {
         return Err(Error::SelfPayment);
     }
-    if invoice.status == StoredInvoiceStatus::Paid {
-        return Err(Error::InvoiceAlreadyPaid);
-    }
-    if pay.now_ms >= invoice.expires_at_ms {
-        return Err(Error::InvoiceExpired);
+    match invoice.status {
+        StoredInvoiceStatus::Paid => return Err(Error::InvoiceAlreadyPaid),
+        // Swept as expired, perhaps by an instance whose clock runs ahead:
+        // the stored status decides, so the sweep and a payment never both
+        // win.
+        StoredInvoiceStatus::Expired => return Err(Error::InvoiceExpired),
+        StoredInvoiceStatus::Open if pay.now_ms >= invoice.expires_at_ms => return Err(Error::InvoiceExpired),
+        StoredInvoiceStatus::Open => {}
     }
     Ok(())
 }

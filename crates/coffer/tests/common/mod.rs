@@ -97,10 +97,17 @@ impl Gateway {
     /// Starts a gateway on a fresh PostgreSQL database, whatever
     /// `COFFER_TEST_STORE` says: for the multi-instance tests.
     pub async fn start_postgres() -> Gateway {
+        Gateway::start_postgres_with(&[]).await
+    }
+
+    /// [`Gateway::start_postgres`] with more arguments of `coffer serve`
+    /// (kept for restarts and other instances).
+    pub async fn start_postgres_with(args: &[&str]) -> Gateway {
         let tempdir = tempfile::tempdir().expect("creating a temporary data folder");
         let database = Some(Arc::new(TestDatabase::create()));
         let token = coffer::secrets::new_secret("cop_test_");
-        let mut gw = Gateway::launch(&tempdir.path().join("data"), database, token, Vec::new(), Vec::new()).await;
+        let args = args.iter().map(|a| (*a).to_owned()).collect();
+        let mut gw = Gateway::launch(&tempdir.path().join("data"), database, token, args, Vec::new()).await;
         gw._tempdir = Some(tempdir);
         gw
     }
@@ -499,6 +506,23 @@ impl Gateway {
         .collect()
     }
 
+    /// An invoice's status as stored (`open`, `paid` or `expired`), read
+    /// from the database: the API also answers `expired` for an open invoice
+    /// past its time, the sweep is what writes it.
+    pub fn stored_invoice_status(&self, payment_hash_hex: &str) -> Option<String> {
+        use rusqlite::OpenFlags;
+        if let Some(d) = &self.database {
+            let rows =
+                d.query("SELECT status FROM invoices WHERE payment_hash = decode($1, 'hex')", &[payment_hash_hex]);
+            return rows.into_iter().next().and_then(|mut r| r.pop().flatten());
+        }
+        let conn = rusqlite::Connection::open_with_flags(self.db_path(), OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .expect("opening the database read-only");
+        conn.busy_timeout(Duration::from_secs(10)).expect("setting a busy timeout");
+        let hash = hex::decode(payment_hash_hex).expect("a hex payment hash");
+        conn.query_row("SELECT status FROM invoices WHERE payment_hash = ?1", [hash], |r| r.get(0)).ok()
+    }
+
     /// How many payments an agent has made, paging through its list.
     pub async fn payment_count(&self, agent: &Client) -> usize {
         let mut count = 0;
@@ -868,6 +892,17 @@ pub fn test_python(what: &str) -> Option<PathBuf> {
     );
     eprintln!("\n*** SKIPPED: {what}: set COFFER_TEST_PYTHON (bash .ci/run does) ***");
     None
+}
+
+/// Whether a TCP server answers on `addr` (NATS, Redis); under CI it must.
+pub async fn service_up(addr: &str, what: &str) -> bool {
+    let up = tokio::net::TcpStream::connect(addr).await.is_ok();
+    let in_ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "0" && v != "false");
+    assert!(up || !in_ci, "{what} is not running on {addr}, and CI is: `bash .ci/run` starts it");
+    if !up {
+        eprintln!("\n*** SKIPPED: {what} is not running on {addr} ***");
+    }
+    up
 }
 
 /// Sends all requests at once (released together by a barrier) and returns

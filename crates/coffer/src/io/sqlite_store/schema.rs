@@ -249,6 +249,43 @@ CREATE TABLE external_payments (
 CREATE UNIQUE INDEX external_payments_live ON external_payments (payment_hash) WHERE status <> 'failed';
 CREATE INDEX external_payments_pending ON external_payments (updated_at) WHERE status = 'pending';
 "#,
+    // 7: expired invoices. The sweep marks open invoices past their expiry
+    // `expired` (with their `invoice.expired` event). SQLite cannot change a
+    // CHECK in place, so the table is copied into one that allows the new
+    // status, with the same rows (and `seq`s) and indexes.
+    //
+    // The sweep finds due invoices by `invoices_open_by_expiry`. It is
+    // partial, so it holds open invoices only: without it each sweep would
+    // scan every invoice ever made. Its price on the hot path: one index
+    // entry per invoice made, and one removed when it is paid (or expired).
+    r#"
+CREATE TABLE invoices_v7 (
+    seq INTEGER PRIMARY KEY,
+    payment_hash BLOB NOT NULL UNIQUE,
+    agent_id TEXT NOT NULL,
+    account_id INTEGER NOT NULL,
+    amount INTEGER NOT NULL CHECK (amount > 0),
+    memo TEXT NOT NULL,
+    bolt11 TEXT NOT NULL,
+    preimage BLOB NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('open', 'paid', 'expired')),
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    paid_at INTEGER,
+    paid_by TEXT,
+    room_id TEXT,
+    backend TEXT
+);
+INSERT INTO invoices_v7 (seq, payment_hash, agent_id, account_id, amount, memo, bolt11, preimage, status,
+    created_at, expires_at, paid_at, paid_by, room_id, backend)
+SELECT seq, payment_hash, agent_id, account_id, amount, memo, bolt11, preimage, status,
+    created_at, expires_at, paid_at, paid_by, room_id, backend FROM invoices;
+DROP TABLE invoices;
+ALTER TABLE invoices_v7 RENAME TO invoices;
+CREATE INDEX invoices_by_agent ON invoices (agent_id, seq);
+CREATE INDEX invoices_watched ON invoices (seq) WHERE status = 'open' AND backend IS NOT NULL;
+CREATE INDEX invoices_open_by_expiry ON invoices (expires_at) WHERE status = 'open';
+"#,
 ];
 
 pub fn migrate(conn: &Connection) -> Result<(), Error> {
