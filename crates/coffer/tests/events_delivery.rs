@@ -199,6 +199,13 @@ async fn webhooks_are_signed_in_order_retried_paused_and_resumed() {
     assert_eq!(resumed.await.json["paused"], false);
     let after_resume = down.delivered(1).await;
     assert_eq!(after_resume[0]["data"]["payment_hash"], third.as_str());
+    // The pause and the resume are events of the webhook's owner (here the
+    // operator's: no agent).
+    for kind in ["webhook.paused", "webhook.resumed"] {
+        let events = gw.events(kind);
+        assert_eq!(events.len(), 1, "{kind}: {events:?}");
+        assert_eq!((events[0].0.as_deref(), events[0].1["webhook_id"].as_str()), (None, Some(paused_id.as_str())));
+    }
 
     // Bad input changes nothing; another agent's webhook is not found.
     create_webhook(&gw, &a_key, json!({"url": "ftp://x/y"})).await.assert_problem(400, "invalid-field");

@@ -192,3 +192,38 @@ async fn an_expired_invoice_is_swept_once_with_its_event_and_stays_unpayable() {
     let (ok, report) = gw.audit().await;
     assert!(ok, "{report}");
 }
+
+/// Funding, chat settings and webhook subscriptions are changes too: each
+/// writes its event, which the agent concerned sees, and no other agent.
+#[tokio::test]
+async fn settings_funding_and_subscriptions_are_events_of_their_agent() {
+    let gw = Gateway::start().await;
+    let (a_id, _, a_key) = gw.new_agent("settings-a", 4_000).await;
+    let (_, _, b_key) = gw.new_agent("settings-b", 0).await;
+    let settings = serde_json::json!({"require_acknowledgment": true});
+    let set = gw.put_chat_raw(gw.operator_token(), &a_id, &settings).await;
+    assert_eq!(set.status, 200, "{set:?}");
+    // A receiver that is never there: the webhook is only made and deleted.
+    let hook = serde_json::json!({"url": "http://127.0.0.1:9/secret-token/hook"});
+    let created = send(gw.request(Method::POST, "/v1/webhooks", Some(&a_key)).json(&hook)).await;
+    assert_eq!(created.status, 201, "{created:?}");
+    let hook_id = created.json["id"].as_str().expect("a webhook id");
+    let deleted = send(gw.request(Method::DELETE, &format!("/v1/webhooks/{hook_id}"), Some(&a_key))).await;
+    assert_eq!(deleted.status, 204, "{deleted:?}");
+
+    let of_a = all_events(&gw, &a_key, 200).await;
+    let find = |kind: &str| of_a.iter().find(|e| e["type"] == kind).unwrap_or_else(|| panic!("no {kind}: {of_a:#?}"));
+    assert_eq!(find("transfer.fund")["data"]["amount_msat"], 4_000);
+    assert_eq!(find("chat.settings_updated")["data"]["settings"]["require_acknowledgment"], true);
+    for kind in ["webhook.created", "webhook.deleted"] {
+        let event = find(kind);
+        assert_eq!(event["data"]["webhook_id"], hook_id);
+        assert!(!event.to_string().contains("secret-token"), "the URL stays out of events: {event}");
+    }
+    // The new webhook was not told of its own creation.
+    assert!(created.json["delivered_through"].as_i64() >= find("webhook.created")["id"].as_i64(), "{created:?}");
+    let of_b = all_events(&gw, &b_key, 200).await;
+    assert!(of_b.iter().all(|e| e["agent_id"] != a_id.as_str()), "{of_b:#?}");
+    // The operator's mint is the operator's alone.
+    assert!(of_a.iter().chain(&of_b).all(|e| e["type"] != "transfer.mint"));
+}

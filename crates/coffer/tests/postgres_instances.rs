@@ -192,15 +192,20 @@ async fn invoices_expire_once_though_every_instance_sweeps_and_payments_race_the
     let (_, seller, _) = agent_everywhere(&gws, "seller", 0).await;
     let mut invoices = Vec::new();
     for _ in 0..INVOICES {
-        invoices.push(invoice_expiring(&seller, P, 2).await);
+        invoices.push(invoice_expiring(&seller, P, 3).await);
     }
-    // Payments spread over the two seconds around the expiry, each on
-    // another instance than the last: some come in time, some too late.
+    // Payments spread over the two seconds around each invoice's expiry,
+    // each on another instance than the last: some come in time, some too
+    // late, a few at about the moment the sweeps run.
     let mut racing = Vec::new();
     for (i, inv) in invoices.iter().enumerate() {
         let rb = pay_request(&gws[i % gws.len()], &key, &inv.bolt11, None);
+        let expires_at = chrono::DateTime::parse_from_rfc3339(&inv.expires_at).expect("an RFC 3339 time");
+        let offset_ms = i as i64 * 2_000 / (INVOICES as i64 - 1) - 1_000;
+        let at_ms = expires_at.timestamp_millis() + offset_ms;
         racing.push(tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(1_000 + 170 * i as u64)).await;
+            let wait_ms = at_ms - chrono::Utc::now().timestamp_millis();
+            tokio::time::sleep(Duration::from_millis(u64::try_from(wait_ms).unwrap_or(0))).await;
             send(rb).await
         }));
     }
@@ -213,6 +218,7 @@ async fn invoices_expire_once_though_every_instance_sweeps_and_payments_race_the
         }
     }
 
+    eprintln!("{} of {INVOICES} invoices paid in time, the others too late", paid.len());
     // Every unpaid invoice is swept, once, whichever instance does it.
     let unpaid: Vec<&str> =
         invoices.iter().map(|i| i.payment_hash.as_str()).filter(|h| !paid.iter().any(|p| p == h)).collect();

@@ -214,6 +214,7 @@ async fn three_instances_one_killed_mid_load_lose_nothing_acknowledged_and_never
     while acked_count.load(Ordering::Relaxed) < ACKED_BEFORE_KILL && started.elapsed() < LOAD_MAX {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    let bus_owners_at_kill = bus_owners(&gws[LIVE]);
     gws[KILLED].kill9().await;
     let acked_at_kill = acked_count.load(Ordering::Relaxed);
     tokio::time::sleep(AFTER_KILL).await;
@@ -300,7 +301,19 @@ async fn three_instances_one_killed_mid_load_lose_nothing_acknowledged_and_never
         assert_carries("NATS", &from_nats, &expected);
         let from_redis = buses.redis_events(&node, &expected).await;
         assert_carries("Redis", &from_redis, &expected);
+        // The killed instance held the leases (it started first): the
+        // events after the kill came through a survivor's takeover.
+        let owners = bus_owners(live);
+        assert_eq!(owners.len(), 2, "{owners:?}");
+        assert!(owners.iter().all(|o| !bus_owners_at_kill.contains(o)), "{bus_owners_at_kill:?} -> {owners:?}");
     }
+}
+
+/// Who holds the bus leases (the instance names), read from the database.
+fn bus_owners(gw: &Gateway) -> Vec<String> {
+    let db = gw.database().expect("a PostgreSQL gateway");
+    let rows = db.query("SELECT owner FROM leases WHERE name LIKE 'bus:%' ORDER BY name", &[]);
+    rows.into_iter().filter_map(|mut r| r.pop().flatten()).collect()
 }
 
 /// An event as the checks need it: `(agent_id, id)`.
