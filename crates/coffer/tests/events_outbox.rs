@@ -177,7 +177,7 @@ async fn an_expired_invoice_is_swept_once_with_its_event_and_stays_unpayable() {
         .into_iter()
         .filter(|e| e["type"] == "invoice.expired")
         .collect();
-    assert_eq!(swept, [expired.clone()], "one invoice.expired event, for the unpaid invoice only");
+    assert_eq!(swept, std::slice::from_ref(&expired), "one invoice.expired event, for the unpaid invoice only");
     assert_eq!(gw.events("invoice.expired").len(), 1);
 
     // Replayed by after=, to its agent and the operator only.
