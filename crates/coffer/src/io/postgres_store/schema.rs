@@ -253,6 +253,12 @@ CREATE TABLE external_payments (
 CREATE UNIQUE INDEX external_payments_live ON external_payments (payment_hash) WHERE status <> 'failed';
 CREATE INDEX external_payments_pending ON external_payments (updated_at) WHERE status = 'pending';
 "#,
+    // 7: held payments to invoices outside this gateway (SQLite's migration 7).
+    r#"
+ALTER TABLE approvals ADD COLUMN fee_limit BIGINT NOT NULL DEFAULT 0 CHECK (fee_limit >= 0);
+ALTER TABLE approvals ADD COLUMN payee_node TEXT;
+CREATE UNIQUE INDEX approvals_held_outside ON approvals (payment_hash) WHERE status = 'pending' AND payee_node IS NOT NULL;
+"#,
 ];
 
 /// Applies the missing migrations, each in its own transaction. A session

@@ -249,6 +249,16 @@ CREATE TABLE external_payments (
 CREATE UNIQUE INDEX external_payments_live ON external_payments (payment_hash) WHERE status <> 'failed';
 CREATE INDEX external_payments_pending ON external_payments (updated_at) WHERE status = 'pending';
 "#,
+    // 7: held payments to invoices outside this gateway. Their hold
+    // reserves the fee limit with the amount (`fee_limit`, 0 inside), and
+    // names the payee node (`payee_node`, set only for them). One pending
+    // hold per outside invoice: a second would reserve the money twice for
+    // an invoice that can be paid once.
+    r#"
+ALTER TABLE approvals ADD COLUMN fee_limit INTEGER NOT NULL DEFAULT 0 CHECK (fee_limit >= 0);
+ALTER TABLE approvals ADD COLUMN payee_node TEXT;
+CREATE UNIQUE INDEX approvals_held_outside ON approvals (payment_hash) WHERE status = 'pending' AND payee_node IS NOT NULL;
+"#,
 ];
 
 pub fn migrate(conn: &Connection) -> Result<(), Error> {
