@@ -581,6 +581,16 @@ mod tests {
     }
 
     #[test]
+    fn a_held_payment_to_another_node_names_the_reserved_fee_limit() {
+        let text = |r: CallToolResult| serde_json::to_value(&r.content).unwrap().to_string();
+        let outside = text(held_answer("apr_1", 100_000, 10_000, &serde_json::json!({})));
+        assert!(outside.contains("held for approval: approval id apr_1 (100000 msat)"), "{outside}");
+        assert!(outside.contains("its amount plus a routing fee limit of 10000 msat is reserved"), "{outside}");
+        let inside = text(held_answer("apr_2", 5_000, 0, &serde_json::json!({})));
+        assert!(inside.contains("its amount is reserved") && !inside.contains("fee limit"), "{inside}");
+    }
+
+    #[test]
     fn every_tool_is_listed_with_a_description() {
         crate::cli::install_crypto_provider();
         let server = CofferMcp::new(Client::new("http://127.0.0.1:1", "csk_x").unwrap());
