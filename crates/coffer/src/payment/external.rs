@@ -240,6 +240,7 @@ fn resumed(approval: &ApprovalRecord, account: AccountId, now_ms: i64) -> Result
         purpose: approval.purpose.clone(),
         payee_node_hex,
         idempotency: None,
+        // Only a hold reads these: an approved payment is not held again.
         invoice_expires_at_ms: approval.expires_at_ms,
         approval_ttl_ms: 0,
         now_ms,
