@@ -269,8 +269,11 @@ pub struct Problem {
     pub extensions: serde_json::Map<String, serde_json::Value>,
 }
 
-/// A payment held for a person's approval (`202` from `POST /v1/payments`).
-/// Its amount is reserved and counted in the budgets until decided.
+/// A payment held for a person's approval (`202` from `POST /v1/payments`),
+/// to an invoice of this gateway or of another node. Its amount (plus the
+/// fee limit, for another node) is reserved and counted in the budgets
+/// until decided; approved, it is paid once (through the Lightning backend
+/// for another node, the payment's own status then says how it ended).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(ToSchema))]
 pub struct Approval {
@@ -297,6 +300,14 @@ pub struct Approval {
     /// The payment made when it was approved.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub payment_id: Option<String>,
+    /// Reserved with the amount until decided: the fee limit of a payment
+    /// to another node's invoice (0 for an invoice of this gateway).
+    #[serde(default)]
+    pub fee_limit_msat: u64,
+    /// The payee node (hex public key) of an invoice of another node, paid
+    /// through the Lightning backend once approved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payee_node: Option<String>,
 }
 
 /// The answer to approving or denying a held payment.

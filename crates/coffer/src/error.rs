@@ -36,6 +36,8 @@ pub enum Error {
     NoLightningBackend,
     /// A payment of this invoice is already in flight through the backend.
     PaymentInFlight,
+    /// A payment of this outside invoice waits for a person's approval.
+    PaymentHeld,
     /// The Lightning backend refused or failed a request that moves no
     /// money (creating an invoice); nothing was recorded.
     Backend(String),
@@ -92,6 +94,9 @@ impl fmt::Display for Error {
             ),
             Error::PaymentInFlight => f.write_str(
                 "a payment of this invoice is already in flight; it finishes when the Lightning backend says how it ended",
+            ),
+            Error::PaymentHeld => f.write_str(
+                "a payment of this invoice is held for a person's approval; it is paid or released when they decide",
             ),
             Error::Backend(why) => write!(f, "the Lightning backend: {why}"),
             Error::IdempotencyConflict => {

@@ -324,3 +324,38 @@ async fn a_restart_while_pending_finishes_the_payment_lnbits_made() {
     assert_eq!(lnbits.balance_msat(&coffer_wallet).await, 200_000 - done.fee_msat);
     assert_audit(&gw).await;
 }
+
+#[tokio::test]
+async fn a_held_withdrawal_is_sent_once_approved_at_lnbits_fee() {
+    let Some(lnbits) = Lnbits::connect().await else { return };
+    let coffer_wallet = lnbits.new_wallet("coffer", 0).await;
+    let outside = lnbits.new_wallet("outside", 1_000).await;
+    let gw = gateway(&lnbits.url, &coffer_wallet).await;
+    let (_, agent) = deposited_agent(&gw, &lnbits, &outside, 300).await;
+    let agent_id = agent.wallet().await.unwrap().agent_id;
+    gw.operator().set_policy(&agent_id, &json!({"approval_above_msat": 50_000})).await.unwrap();
+    let before = lnbits.balance_msat(&outside).await;
+    let (bolt11, _) = lnbits.invoice(&outside, 120).await;
+    let request = PayRequest { bolt11, purpose: Some("withdrawal".into()), amount_msat: None };
+    let held = match agent.pay(&request, "h1").await {
+        Ok(PayOutcome::Held(held)) => held,
+        other => panic!("expected a hold, got {other:?}"),
+    };
+    // Amount plus the fee limit (1%, at least 10 sat) wait, reserved.
+    assert_eq!((held.amount_msat, held.fee_limit_msat), (120_000, 10_000));
+    assert_eq!(agent.wallet().await.unwrap().pending_msat, 130_000);
+    assert_eq!(lnbits.balance_msat(&outside).await, before, "nothing sent while held");
+
+    let paid = gw.operator().approve(&held.id).await.unwrap().payment.expect("the payment made");
+    assert_eq!((paid.status, paid.fee_msat), (PaymentStatus::Succeeded, 1_200), "LNbits' service fee of 1%");
+    let wallet = agent.wallet().await.unwrap();
+    assert_eq!((wallet.balance_msat, wallet.pending_msat), (300_000 - 121_200, 0));
+    assert_eq!(lnbits.balance_msat(&outside).await, before + 120_000, "received once");
+    // A retry of the held request answers with that payment.
+    match agent.pay(&request, "h1").await {
+        Ok(PayOutcome::Done(p)) => assert_eq!(p.id, paid.id),
+        other => panic!("expected the payment, got {other:?}"),
+    }
+    assert_eq!(lnbits.balance_msat(&outside).await, before + 120_000);
+    assert_audit(&gw).await;
+}

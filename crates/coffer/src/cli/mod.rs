@@ -5,7 +5,7 @@
 use crate::events::webhook::WebhookSettings;
 use crate::server::{self, GatewayBuilder, OperatorToken};
 use clap::{Args, Parser, Subcommand};
-use coffer_client::{Client, CreateInvoiceRequest, PayOutcome, PayRequest, Scope};
+use coffer_client::{Client, CreateInvoiceRequest, PayOutcome, PayRequest, PaymentStatus, Scope};
 use serde::Serialize;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -582,7 +582,13 @@ async fn approvals(cmd: ApprovalsCommand) -> CliResult {
         }
         ApprovalsCommand::Approve { remote, id } => {
             let d = remote.client()?.approve(&id).await.map_err(|e| e.to_string())?;
-            print(remote.json, &d, || format!("{} approved and paid", d.approval.id))
+            print(remote.json, &d, || match d.payment.as_ref().map(|p| p.status) {
+                Some(PaymentStatus::Pending) => format!("{} approved; the payment is in flight", d.approval.id),
+                Some(PaymentStatus::Failed) => {
+                    format!("{} approved; the payment failed and is released", d.approval.id)
+                }
+                _ => format!("{} approved and paid", d.approval.id),
+            })
         }
         ApprovalsCommand::Deny { remote, id } => {
             let d = remote.client()?.deny(&id).await.map_err(|e| e.to_string())?;

@@ -78,9 +78,17 @@ impl Gateway {
         self.store.approvals(status, limit).await
     }
 
-    /// Approves (pays) or denies (releases) a held payment.
+    /// Approves (pays) or denies (releases) a held payment. An approved
+    /// payment to another node is recorded pending by the store and sent to
+    /// the backend here, outside the store's transaction.
     pub async fn decide_approval(&self, id: &str, approve: bool) -> Result<ApprovalOutcome, Error> {
-        let outcome = self.store.decide_approval(id.to_owned(), approve, "operator".into(), now_ms()).await?;
+        let outcome = match self.store.decide_approval(id.to_owned(), approve, "operator".into(), now_ms()).await? {
+            ApprovalOutcome::Paid(approval, payment) if payment.status == coffer_client::PaymentStatus::Pending => {
+                let payment = self.send_approved(&approval, payment).await?;
+                ApprovalOutcome::Paid(approval, payment)
+            }
+            outcome => outcome,
+        };
         if let ApprovalOutcome::Paid(_, payment) = &outcome {
             self.announce_paid(&payment.payment_hash).await;
         }

@@ -15,13 +15,15 @@
 use super::{AgentKey, Gateway, PayOutcome, Principal, now_ms};
 use crate::error::Error;
 use crate::io::{
-    BeginExternal, ExternalOutcome, ExternalStart, Idempotency, InvoiceRecord, PayAttempt, Payer, TREASURY_PAYEE,
+    ApprovalRecord, BeginExternal, ExternalOutcome, ExternalStart, Idempotency, InvoiceRecord, PayAttempt, Payer,
+    PaymentRecord, TREASURY_PAYEE,
 };
 use crate::lightning::{FundingSource, InvoiceState, PayResult, default_fee_limit};
 use crate::payment::bolt11::OutsideInvoice;
 use crate::secrets;
 use bitcoin::hashes::{Hash, sha256};
 use coffer_client::{PaymentStatus, Scope};
+use coffer_core::Msat;
 use std::sync::Arc;
 
 /// Pending payments asked about per round.
@@ -117,6 +119,7 @@ impl Gateway {
             return Err(Error::InvoiceExpired);
         }
         let amount = invoice.amount.ok_or(Error::AmountRequired)?;
+        let expires_at_secs = i64::try_from(invoice.expires_at_secs).unwrap_or(i64::MAX);
         let begin = BeginExternal {
             payment_id: secrets::new_id("pay_"),
             payer: Payer { agent_id: caller.agent_id.clone(), account: caller.account, key_id: caller.key_id.clone() },
@@ -127,19 +130,51 @@ impl Gateway {
             purpose: purpose.to_owned(),
             payee_node_hex: invoice.payee_hex.clone(),
             idempotency,
+            invoice_expires_at_ms: expires_at_secs.saturating_mul(1000),
+            approval_ttl_ms: self.settings.approval_ttl_ms,
             now_ms: now_ms(),
         };
         let (bolt11, fee_limit) = (begin.bolt11.clone(), begin.fee_limit);
         let payment = match self.store.begin_external(begin).await? {
             ExternalStart::Started(payment) => payment,
+            ExternalStart::Held(held) => return Ok(PayOutcome::Held(held)),
             ExternalStart::Denied(denial) => return Err(Error::Denied(denial)),
             ExternalStart::Replay(PayAttempt::Paid(earlier)) => return Ok(PayOutcome::Paid(earlier)),
             ExternalStart::Replay(PayAttempt::Held(held)) => return Ok(PayOutcome::Held(held)),
             ExternalStart::Replay(other) => return Err(Error::Internal(format!("unexpected replay {other:?}"))),
         };
-        let answer = funding.pay_invoice(&bolt11, amount, fee_limit).await;
-        let payment = self.settle_answer(&payment.id, payment.payment_hash, answer, "paying").await?;
-        Ok(PayOutcome::Paid(payment))
+        self.send(funding, &payment, &bolt11, fee_limit).await.map(PayOutcome::Paid)
+    }
+
+    /// Sends a payment recorded as pending (committed: a crash from here on
+    /// leaves it to the resolver) to the backend, and finishes it as the
+    /// backend answers.
+    async fn send(
+        &self,
+        funding: &dyn FundingSource,
+        payment: &PaymentRecord,
+        bolt11: &str,
+        fee_limit: Msat,
+    ) -> Result<PaymentRecord, Error> {
+        let answer = funding.pay_invoice(bolt11, payment.amount, fee_limit).await;
+        self.settle_answer(&payment.id, payment.payment_hash, answer, "paying").await
+    }
+
+    /// Sends the payment an approval of a held outside payment started
+    /// (pending), as [`Gateway::pay_external`] sends an unheld one.
+    pub(super) async fn send_approved(
+        &self,
+        approval: &ApprovalRecord,
+        payment: PaymentRecord,
+    ) -> Result<PaymentRecord, Error> {
+        let Some(funding) = &self.funding else {
+            // Held under a backend that is no longer configured: the payment
+            // stays pending, reserved, and the resolver asks about it once a
+            // backend is back (it fails it, as never sent).
+            tracing::warn!(payment_id = %payment.id, "an approved payment to another node, but no Lightning backend");
+            return Ok(payment);
+        };
+        self.send(funding.as_ref(), &payment, &approval.bolt11, approval.fee_limit).await
     }
 
     /// Finishes a pending payment as the backend answered, or notes why it

@@ -168,10 +168,11 @@ pub async fn list_payments(
 /// Pay a BOLT11 invoice, within the agent's policy. Send an
 /// `Idempotency-Key` header: a retry with the same key and body returns the
 /// first answer and never pays twice. `202` means held for a person's
-/// approval; `403` means denied, with a problem type per reason.
+/// approval (inside the gateway or to another node alike); `403` means
+/// denied, with a problem type per reason.
 #[utoipa::path(post, path = "/v1/payments", tag = "agent", request_body = PayRequest,
     params(("Idempotency-Key" = Option<String>, Header, description = "1 to 128 visible ASCII characters")),
-    responses((status = 200, body = Payment, description = "The payment"), (status = 202, body = Approval, description = "Held for a person's approval: the approval"), (status = "4XX", body = Problem, description = "An RFC 9457 problem: `code` names it, `detail` says why")),
+    responses((status = 200, body = Payment, description = "The payment"), (status = 202, body = Approval, description = "Held for a person's approval (an invoice of this gateway or of another node): the approval, status `held`; its amount, plus the fee limit for another node, is reserved until a person approves (paid once, through the Lightning backend for another node), denies or lets it expire (released)"), (status = "4XX", body = Problem, description = "An RFC 9457 problem: `code` names it, `detail` says why")),
     security(("bearer" = [])))]
 pub async fn pay(
     State(gw): State<AppState>,

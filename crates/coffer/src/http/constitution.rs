@@ -152,9 +152,11 @@ fn decision(outcome: ApprovalOutcome) -> ApprovalDecision {
     }
 }
 
-/// Approve a held payment: it is paid now, exactly once.
+/// Approve a held payment: it is decided again (the kill switch, a freeze,
+/// the policy and the balance may still refuse it, and it stays held), then
+/// paid now, exactly once.
 #[utoipa::path(post, path = "/v1/approvals/{id}/approve", tag = "constitution", params(("id" = String, Path)),
-    responses((status = 200, body = ApprovalDecision, description = "The approval decision"), (status = "4XX", body = Problem, description = "An RFC 9457 problem: `code` names it, `detail` says why")), security(("bearer" = [])))]
+    responses((status = 200, body = ApprovalDecision, description = "The approval decision and the payment made. For an invoice of another node the payment went through the Lightning backend: its status says how it ended (`pending` while the backend has not said; the resolver finishes it)"), (status = "4XX", body = Problem, description = "An RFC 9457 problem: `code` names it, `detail` says why")), security(("bearer" = [])))]
 pub async fn approve(
     State(gw): State<AppState>,
     _: Operator,

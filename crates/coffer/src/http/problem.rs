@@ -31,6 +31,7 @@ pub fn classify(e: &Error) -> (StatusCode, &'static str, &'static str) {
             (S::UNPROCESSABLE_ENTITY, "no-lightning-backend", "No Lightning backend configured")
         }
         Error::PaymentInFlight => (S::CONFLICT, "payment-in-flight", "Payment in flight"),
+        Error::PaymentHeld => (S::CONFLICT, "payment-held", "Payment held for approval"),
         Error::Backend(_) => (S::BAD_GATEWAY, "lightning-backend", "Lightning backend error"),
         Error::IdempotencyConflict => (S::CONFLICT, "idempotency-conflict", "Idempotency-Key reused"),
         Error::MintDisabled => (S::FORBIDDEN, "mint-disabled", "Minting disabled"),

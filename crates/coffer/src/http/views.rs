@@ -44,6 +44,8 @@ pub fn approval(a: ApprovalRecord, held: bool) -> Approval {
         decided_at: a.decided_at_ms.map(timestamp),
         decided_by: a.decided_by,
         payment_id: a.payment_id,
+        fee_limit_msat: a.fee_limit.as_u64(),
+        payee_node: a.payee_node_hex,
     }
 }
 

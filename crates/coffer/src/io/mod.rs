@@ -104,6 +104,21 @@ pub struct ApprovalRecord {
     pub decided_at_ms: Option<i64>,
     pub decided_by: Option<String>,
     pub payment_id: Option<String>,
+    /// Reserved with the amount: the fee limit of a payment to another
+    /// node (zero inside this gateway, where nothing is routed).
+    pub fee_limit: Msat,
+    /// The payee node (hex) of a payment to an invoice outside this
+    /// gateway, paid through the Lightning backend once approved; `None`
+    /// for an invoice of this gateway.
+    pub payee_node_hex: Option<String>,
+}
+
+impl ApprovalRecord {
+    /// What the hold keeps reserved and counted: the amount plus the fee
+    /// limit, all that the payment may spend.
+    pub fn reserved(&self) -> Result<Msat, Error> {
+        Ok(self.amount.checked_add(self.fee_limit).map_err(coffer_core::LedgerError::from)?)
+    }
 }
 
 /// One record of the audit trail: who did what, under which rule.
@@ -338,6 +353,10 @@ pub struct BeginExternal {
     /// The payee node's key (hex), for payee rules naming nodes.
     pub payee_node_hex: String,
     pub idempotency: Option<Idempotency>,
+    /// When the invoice expires: a held payment waits no longer.
+    pub invoice_expires_at_ms: i64,
+    /// How long a held payment waits for a person at most.
+    pub approval_ttl_ms: i64,
     pub now_ms: i64,
 }
 
@@ -348,6 +367,8 @@ pub enum ExternalStart {
     Started(PaymentRecord),
     /// An earlier request with this idempotency key: its answer.
     Replay(PayAttempt),
+    /// Held for a person's approval; amount plus fee limit reserved.
+    Held(ApprovalRecord),
     Denied(Denial),
 }
 
@@ -800,6 +821,8 @@ pub trait Tx {
     fn set_frozen(&mut self, agent_id: &str, reason: Option<&str>, now_ms: i64) -> Result<(), Error>;
     fn insert_approval(&mut self, approval: &ApprovalRecord) -> Result<(), Error>;
     fn approval(&mut self, id: &str) -> Result<Option<ApprovalRecord>, Error>;
+    /// The pending hold of a payment to the outside invoice with this hash.
+    fn held_outside(&mut self, payment_hash: &[u8; 32]) -> Result<Option<ApprovalRecord>, Error>;
     fn update_approval(&mut self, approval: &ApprovalRecord) -> Result<(), Error>;
     /// Appends to the hash-chained audit trail.
     fn audit(&mut self, entry: &AuditEntry) -> Result<(), Error>;

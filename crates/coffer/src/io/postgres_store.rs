@@ -556,7 +556,7 @@ fn incoming_from_row(r: &Row) -> Result<IncomingRecord, Error> {
 }
 
 const APPROVAL_COLUMNS: &str = "id, agent_id, key_id, payment_hash, bolt11, amount, purpose, payee_agent_id, status, \
-     created_at, expires_at, decided_at, decided_by, payment_id FROM approvals";
+     created_at, expires_at, decided_at, decided_by, payment_id, fee_limit, payee_node FROM approvals";
 
 fn approval_from_row(r: &Row) -> Result<ApprovalRecord, Error> {
     let status: String = r.try_get(8)?;
@@ -576,6 +576,8 @@ fn approval_from_row(r: &Row) -> Result<ApprovalRecord, Error> {
         decided_at_ms: r.try_get(11)?,
         decided_by: r.try_get(12)?,
         payment_id: r.try_get(13)?,
+        fee_limit: msat(r.try_get(14)?)?,
+        payee_node_hex: r.try_get(15)?,
     })
 }
 
@@ -914,7 +916,8 @@ impl Tx for PgTx<'_> {
     fn insert_approval(&mut self, a: &ApprovalRecord) -> Result<(), Error> {
         self.conn.execute(
             "INSERT INTO approvals (id, agent_id, key_id, payment_hash, bolt11, amount, purpose, payee_agent_id, \
-             status, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+             status, created_at, expires_at, fee_limit, payee_node) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
             &[
                 &a.id,
                 &a.agent_id,
@@ -927,6 +930,8 @@ impl Tx for PgTx<'_> {
                 &a.status.as_str(),
                 &a.created_at_ms,
                 &a.expires_at_ms,
+                &to_sql(a.fee_limit)?,
+                &a.payee_node_hex,
             ],
         )?;
         Ok(())
@@ -935,6 +940,13 @@ impl Tx for PgTx<'_> {
     fn approval(&mut self, id: &str) -> Result<Option<ApprovalRecord>, Error> {
         let sql = format!("SELECT {APPROVAL_COLUMNS} WHERE id = $1");
         self.conn.query_opt(&sql, &[&id])?.as_ref().map(approval_from_row).transpose()
+    }
+
+    fn held_outside(&mut self, payment_hash: &[u8; 32]) -> Result<Option<ApprovalRecord>, Error> {
+        let sql = format!(
+            "SELECT {APPROVAL_COLUMNS} WHERE payment_hash = $1 AND status = 'pending' AND payee_node IS NOT NULL"
+        );
+        self.conn.query_opt(&sql, &[&payment_hash.as_slice()])?.as_ref().map(approval_from_row).transpose()
     }
 
     fn update_approval(&mut self, a: &ApprovalRecord) -> Result<(), Error> {

@@ -500,7 +500,7 @@ fn incoming_from_row(r: &Row<'_>) -> rusqlite::Result<Result<IncomingRecord, Err
 }
 
 const APPROVAL_COLUMNS: &str = "id, agent_id, key_id, payment_hash, bolt11, amount, purpose, payee_agent_id, status, \
-     created_at, expires_at, decided_at, decided_by, payment_id FROM approvals";
+     created_at, expires_at, decided_at, decided_by, payment_id, fee_limit, payee_node FROM approvals";
 
 fn approval_from_row(r: &Row<'_>) -> rusqlite::Result<Result<ApprovalRecord, Error>> {
     let (hash, amount, status): (Vec<u8>, i64, String) = (r.get(3)?, r.get(5)?, r.get(8)?);
@@ -514,6 +514,7 @@ fn approval_from_row(r: &Row<'_>) -> rusqlite::Result<Result<ApprovalRecord, Err
         Option<String>,
         Option<String>,
     ) = (r.get(7)?, r.get(9)?, r.get(10)?, r.get(11)?, r.get(12)?, r.get(13)?);
+    let (fee_limit, payee_node): (i64, Option<String>) = (r.get(14)?, r.get(15)?);
     Ok((|| {
         Ok(ApprovalRecord {
             id,
@@ -531,6 +532,8 @@ fn approval_from_row(r: &Row<'_>) -> rusqlite::Result<Result<ApprovalRecord, Err
             decided_at_ms: decided,
             decided_by: by,
             payment_id: payment,
+            fee_limit: msat(fee_limit)?,
+            payee_node_hex: payee_node,
         })
     })())
 }
@@ -919,7 +922,7 @@ impl Tx for SqliteTx<'_> {
     fn insert_approval(&mut self, a: &ApprovalRecord) -> Result<(), Error> {
         let mut stmt = self.conn.prepare_cached(
             "INSERT INTO approvals (id, agent_id, key_id, payment_hash, bolt11, amount, purpose, payee_agent_id, status, \
-             created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+             created_at, expires_at, fee_limit, payee_node) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
         )?;
         stmt.execute(params![
             a.id,
@@ -932,7 +935,9 @@ impl Tx for SqliteTx<'_> {
             a.payee_agent_id,
             a.status.as_str(),
             a.created_at_ms,
-            a.expires_at_ms
+            a.expires_at_ms,
+            to_sql(a.fee_limit)?,
+            a.payee_node_hex
         ])?;
         Ok(())
     }
@@ -940,6 +945,13 @@ impl Tx for SqliteTx<'_> {
     fn approval(&mut self, id: &str) -> Result<Option<ApprovalRecord>, Error> {
         let mut stmt = self.conn.prepare_cached(&format!("SELECT {APPROVAL_COLUMNS} WHERE id = ?1"))?;
         stmt.query_row([id], approval_from_row).optional()?.transpose()
+    }
+
+    fn held_outside(&mut self, payment_hash: &[u8; 32]) -> Result<Option<ApprovalRecord>, Error> {
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {APPROVAL_COLUMNS} WHERE payment_hash = ?1 AND status = 'pending' AND payee_node IS NOT NULL"
+        ))?;
+        stmt.query_row([payment_hash.as_slice()], approval_from_row).optional()?.transpose()
     }
 
     fn update_approval(&mut self, a: &ApprovalRecord) -> Result<(), Error> {

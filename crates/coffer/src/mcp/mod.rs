@@ -219,11 +219,17 @@ fn payment_answer(payment: &coffer_client::Payment) -> CallToolResult {
     }
 }
 
-fn held_answer(approval_id: &str, amount_msat: u64, value: &Value) -> CallToolResult {
+/// `fee_limit_msat` is reserved too for an invoice of another node, paid
+/// through the Lightning backend once approved.
+fn held_answer(approval_id: &str, amount_msat: u64, fee_limit_msat: u64, value: &Value) -> CallToolResult {
+    let reserved = match fee_limit_msat {
+        0 => "its amount is reserved".to_owned(),
+        fee => format!("its amount plus a routing fee limit of {fee} msat is reserved"),
+    };
     answer::ok(
         format!(
             "held for approval: approval id {approval_id} ({amount_msat} msat). The operator's policy asks a person \
-             to approve this payment; it is not paid yet and its amount is reserved. Do not pay it again; \
+             to approve this payment; it is not paid yet and {reserved}. Do not pay it again; \
              get_balance and list_payments show the outcome once a person decides."
         ),
         value,
@@ -342,7 +348,7 @@ impl CofferMcp {
             Ok(PayOutcome::Done(p)) => payment_answer(&p),
             Ok(PayOutcome::Held(a)) => {
                 let value = serde_json::to_value(&a).unwrap_or_default();
-                held_answer(&a.id, a.amount_msat, &value)
+                held_answer(&a.id, a.amount_msat, a.fee_limit_msat, &value)
             }
             Err(e) => answer::from_error(&e),
         })
@@ -491,7 +497,8 @@ impl CofferMcp {
             Ok((202, value)) => {
                 let id = value.get("id").and_then(Value::as_str).unwrap_or("?").to_owned();
                 let amount = value.get("amount_msat").and_then(Value::as_u64).unwrap_or(0);
-                held_answer(&id, amount, &value)
+                let fee_limit = value.get("fee_limit_msat").and_then(Value::as_u64).unwrap_or(0);
+                held_answer(&id, amount, fee_limit, &value)
             }
             Ok((_, value)) => match serde_json::from_value::<coffer_client::Payment>(value.clone()) {
                 Ok(p) => payment_answer(&p),
@@ -571,6 +578,16 @@ mod tests {
         assert_eq!(a, idempotency_key(" LIGHTNING:LNBCRT1ABC "));
         assert_ne!(a, idempotency_key("lnbcrt1abd"));
         assert!(a.len() <= 128 && a.starts_with("mcp-"));
+    }
+
+    #[test]
+    fn a_held_payment_to_another_node_names_the_reserved_fee_limit() {
+        let text = |r: CallToolResult| serde_json::to_value(&r.content).unwrap().to_string();
+        let outside = text(held_answer("apr_1", 100_000, 10_000, &serde_json::json!({})));
+        assert!(outside.contains("held for approval: approval id apr_1 (100000 msat)"), "{outside}");
+        assert!(outside.contains("its amount plus a routing fee limit of 10000 msat is reserved"), "{outside}");
+        let inside = text(held_answer("apr_2", 5_000, 0, &serde_json::json!({})));
+        assert!(inside.contains("its amount is reserved") && !inside.contains("fee limit"), "{inside}");
     }
 
     #[test]

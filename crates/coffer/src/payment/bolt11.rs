@@ -141,7 +141,19 @@ impl NodeSigner {
         expiry_secs: u32,
         now: Duration,
     ) -> Result<SignedInvoice, InvoiceError> {
-        let preimage = random_bytes::<32>();
+        self.sign_with_preimage(random_bytes::<32>(), amount, memo, expiry_secs, now)
+    }
+
+    /// Signs a new invoice for a preimage chosen by the caller, as a
+    /// backend's node does for coffer's invoices.
+    pub fn sign_with_preimage(
+        &self,
+        preimage: [u8; 32],
+        amount: Msat,
+        memo: &str,
+        expiry_secs: u32,
+        now: Duration,
+    ) -> Result<SignedInvoice, InvoiceError> {
         let payment_hash = sha256::Hash::hash(&preimage);
         let invoice = InvoiceBuilder::new(self.network.currency())
             .description(memo.to_owned())

@@ -6,21 +6,28 @@
 //! the backend (see `gateway::lightning`):
 //! 1. [`begin`]: the constitution's decision, the reserve of amount plus
 //!    fee limit, and a `pending` payment, committed before the backend is
-//!    called, so that a crash after the call still finds the payment;
+//!    called, so that a crash after the call still finds the payment. A
+//!    payment above the approval threshold is held instead (reserved the
+//!    same way); a person's approval ([`decide_approval`]) decides it again
+//!    and then records it pending exactly as here;
 //! 2. the backend call (outside any transaction);
 //! 3. [`finish`]: posted at the real fee, the rest of the reserve released;
 //!    or failed, the whole reserve released. Until the backend says which,
 //!    [`note`] only records why it is still pending: the reserve stays.
 //!
-//! At most one live (pending or succeeded) payment per payment hash, checked
-//! here and enforced by a unique index: an invoice is never sent twice.
+//! At most one live (pending or succeeded) payment per payment hash, and one
+//! pending hold, checked here and enforced by unique indexes: an invoice is
+//! never sent twice.
 
 use super::decision::{Verdict, decide};
-use super::internal::{count_spend, load_chain, observe_denial, replay, save_policed, trip_if_needed, uncount_spend};
+use super::internal::{
+    APPROVAL_PREFIX, approval_data, audit_decision, count_spend, load_chain, observe_denial, release, replay,
+    save_policed, trip_if_needed, uncount_spend,
+};
 use crate::error::Error;
 use crate::io::{
-    AgentState, AuditEntry, BeginExternal, Denial, ExternalOutcome, ExternalPayment, ExternalStart, PaymentRecord,
-    TREASURY_PAYEE, Tx,
+    AgentState, ApprovalOutcome, ApprovalRecord, ApprovalStatus, AuditEntry, BeginExternal, ExternalOutcome,
+    ExternalPayment, ExternalStart, Payer, PaymentRecord, TREASURY_PAYEE, Tx,
 };
 use coffer_client::PaymentStatus;
 use coffer_core::ledger::{self, Transfer};
@@ -31,31 +38,23 @@ pub fn begin(tx: &mut impl Tx, b: BeginExternal) -> Result<ExternalStart, Error>
     if let Some(earlier) = replay(tx, &b.payer.agent_id, b.idempotency.as_ref())? {
         return Ok(ExternalStart::Replay(earlier));
     }
-    if let Some(live) = tx.live_external(&b.payment_hash)? {
-        return Err(match live.status {
-            PaymentStatus::Succeeded => Error::InvoiceAlreadyPaid,
-            _ => Error::PaymentInFlight,
-        });
+    refuse_if_live(tx, &b.payment_hash)?;
+    if tx.held_outside(&b.payment_hash)?.is_some() {
+        return Err(Error::PaymentHeld);
     }
     let mut chain = load_chain(tx, &b.payer.agent_id)?;
     let available = tx.balance(b.payer.account)?.available();
-    let payee = Payee { agent_id: None, node_pubkey_hex: Some(b.payee_node_hex.clone()), domain: None };
-    let attempt = Attempt { amount: b.amount, fee_limit: b.fee_limit, payee };
+    let attempt = attempt(&b);
     let denial = match decide(tx.halted()?, &chain, available, &attempt, b.now_ms) {
-        Verdict::Allow => return start(tx, &mut chain, b, attempt.spend()).map(ExternalStart::Started),
+        Verdict::Allow => {
+            observe_payment(&mut chain, &b);
+            return start(tx, &mut chain, &b, attempt.spend()).map(ExternalStart::Started);
+        }
+        Verdict::Hold => {
+            observe_payment(&mut chain, &b);
+            return hold(tx, &mut chain, &b, attempt.spend()).map(ExternalStart::Held);
+        }
         Verdict::Deny(denial) => denial,
-        // Approving a held payment settles it inside the gateway; an
-        // outside invoice would need the backend call there too. Until
-        // then such a payment is refused, never paid without approval.
-        Verdict::Hold => Denial {
-            code: "approval-required",
-            message: "this payment needs a person's approval, and held payments to invoices outside this gateway \
-                      are not supported yet"
-                .into(),
-            remaining: None,
-            available: None,
-            needed: None,
-        },
     };
     tx.audit(&AuditEntry { detail: Some(denial.message.clone()), ..entry(&b, "payment.denied", denial.code) })?;
     let data = serde_json::json!({
@@ -68,18 +67,45 @@ pub fn begin(tx: &mut impl Tx, b: BeginExternal) -> Result<ExternalStart, Error>
     Ok(ExternalStart::Denied(denial))
 }
 
-fn start(tx: &mut impl Tx, chain: &mut [AgentState], b: BeginExternal, spend: Msat) -> Result<PaymentRecord, Error> {
+/// An invoice is sent at most once: refused while a payment of it is
+/// pending or after one succeeded.
+fn refuse_if_live(tx: &mut impl Tx, payment_hash: &[u8; 32]) -> Result<(), Error> {
+    match tx.live_external(payment_hash)? {
+        Some(live) if live.status == PaymentStatus::Succeeded => Err(Error::InvoiceAlreadyPaid),
+        Some(_) => Err(Error::PaymentInFlight),
+        None => Ok(()),
+    }
+}
+
+fn attempt(b: &BeginExternal) -> Attempt {
+    let payee = Payee { agent_id: None, node_pubkey_hex: Some(b.payee_node_hex.clone()), domain: None };
+    Attempt { amount: b.amount, fee_limit: b.fee_limit, payee }
+}
+
+/// Feeds the payer's breaker (in memory; saved with the spend). Once per
+/// payment: when it is allowed or held, not again when a held one is
+/// approved.
+fn observe_payment(chain: &mut [AgentState], b: &BeginExternal) {
+    if let Some(payer) = chain.first_mut()
+        && let Some(rules) = payer.policy.as_ref().and_then(|p| p.breaker.as_ref())
+    {
+        payer.breaker.observe_payment(rules, &payee_name(b), b.amount, b.now_ms);
+    }
+}
+
+/// Reserves `spend` (amount plus fee limit) on the payer's wallet and
+/// counts it in every budget of the chain.
+fn reserve_and_count(tx: &mut impl Tx, chain: &mut [AgentState], b: &BeginExternal, spend: Msat) -> Result<(), Error> {
     let mut balance = tx.balance(b.payer.account)?;
     ledger::reserve(b.payer.account, &mut balance, spend)?;
     tx.save_balance(b.payer.account, &balance)?;
     count_spend(chain, spend, b.now_ms);
-    if let Some(payer) = chain.first_mut()
-        && let Some(rules) = payer.policy.as_ref().and_then(|p| p.breaker.as_ref())
-    {
-        payer.breaker.observe_payment(rules, &payee_name(&b), b.amount, b.now_ms);
-    }
     save_policed(tx, chain)?;
-    trip_if_needed(tx, chain, b.now_ms)?;
+    trip_if_needed(tx, chain, b.now_ms)
+}
+
+fn start(tx: &mut impl Tx, chain: &mut [AgentState], b: &BeginExternal, spend: Msat) -> Result<PaymentRecord, Error> {
+    reserve_and_count(tx, chain, b, spend)?;
     let payment = PaymentRecord {
         id: b.payment_id.clone(),
         agent_id: b.payer.agent_id.clone(),
@@ -108,13 +134,117 @@ fn start(tx: &mut impl Tx, chain: &mut [AgentState], b: BeginExternal, spend: Ms
     })?;
     tx.audit(&AuditEntry {
         detail: Some(format!("fee limit {} msat", b.fee_limit.as_u64())),
-        ..entry(&b, "payment.allowed", "allowed")
+        ..entry(b, "payment.allowed", "allowed")
     })?;
     tx.emit("payment.pending", Some(&payment.agent_id), &payment_data(&payment, b.fee_limit), b.now_ms)?;
     if let Some(idem) = &b.idempotency {
         tx.insert_idempotency(&b.payer.agent_id, idem, &payment.id, b.now_ms)?;
     }
     Ok(payment)
+}
+
+/// Holds a payment for a person's approval. Like a held payment inside the
+/// gateway, the hold reserves and counts all that the payment may spend,
+/// here amount plus fee limit: the money is there when the person approves,
+/// and the budgets cannot be spent twice meanwhile. Nothing goes to the
+/// backend yet.
+fn hold(tx: &mut impl Tx, chain: &mut [AgentState], b: &BeginExternal, spend: Msat) -> Result<ApprovalRecord, Error> {
+    reserve_and_count(tx, chain, b, spend)?;
+    let approval = ApprovalRecord {
+        id: b.payment_id.replacen("pay_", APPROVAL_PREFIX, 1),
+        agent_id: b.payer.agent_id.clone(),
+        key_id: b.payer.key_id.clone(),
+        payment_hash: b.payment_hash,
+        bolt11: b.bolt11.clone(),
+        amount: b.amount,
+        purpose: b.purpose.clone(),
+        payee_agent_id: None,
+        status: ApprovalStatus::Pending,
+        created_at_ms: b.now_ms,
+        expires_at_ms: b.invoice_expires_at_ms.min(b.now_ms.saturating_add(b.approval_ttl_ms)),
+        decided_at_ms: None,
+        decided_by: None,
+        payment_id: None,
+        fee_limit: b.fee_limit,
+        payee_node_hex: Some(b.payee_node_hex.clone()),
+    };
+    tx.insert_approval(&approval)?;
+    tx.audit(&AuditEntry {
+        detail: Some(format!("fee limit {} msat", b.fee_limit.as_u64())),
+        ..entry(b, "payment.held", "approval-required")
+    })?;
+    tx.emit("payment.held", Some(&approval.agent_id), &approval_data(&approval), b.now_ms)?;
+    if let Some(idem) = &b.idempotency {
+        tx.insert_idempotency(&b.payer.agent_id, idem, &approval.id, b.now_ms)?;
+    }
+    Ok(approval)
+}
+
+/// A person's decision on a held payment to an outside invoice (still
+/// pending: the caller checked). Denied, or past its time (which ends no
+/// later than the invoice), its reserve and budget are released. Approved,
+/// it is decided again as if it arrived now: the hold's reserve and budget
+/// are given back, then a halt, a freeze, a policy that now refuses it or
+/// a wallet without the money stop it (an error; nothing changes and the
+/// hold waits on), else it starts exactly like an allowed payment, pending,
+/// for the caller to send to the backend once this transaction commits (the
+/// resolver finishes it if the process dies first). For the rate limit an
+/// approval is one more attempt.
+pub fn decide_approval(
+    tx: &mut impl Tx,
+    mut approval: ApprovalRecord,
+    approve: bool,
+    actor: &str,
+    now_ms: i64,
+) -> Result<ApprovalOutcome, Error> {
+    if now_ms >= approval.expires_at_ms {
+        return release(tx, approval, ApprovalStatus::Expired, actor, now_ms).map(ApprovalOutcome::Released);
+    }
+    if !approve {
+        return release(tx, approval, ApprovalStatus::Denied, actor, now_ms).map(ApprovalOutcome::Released);
+    }
+    refuse_if_live(tx, &approval.payment_hash)?;
+    let mut chain = load_chain(tx, &approval.agent_id)?;
+    let account = chain.first().map(|s| s.account).ok_or(Error::NotFound("agent"))?;
+    let b = resumed(&approval, account, now_ms)?;
+    let reserved = approval.reserved()?;
+    uncount_spend(&mut chain, reserved, approval.created_at_ms, now_ms);
+    let mut balance = tx.balance(account)?;
+    ledger::release(&mut balance, reserved)?;
+    if let Verdict::Deny(denial) = decide(tx.halted()?, &chain, balance.available(), &attempt(&b), now_ms) {
+        return Err(Error::Denied(denial));
+    }
+    tx.save_balance(account, &balance)?;
+    let payment = start(tx, &mut chain, &b, reserved)?;
+    approval.status = ApprovalStatus::Approved;
+    approval.decided_at_ms = Some(now_ms);
+    approval.decided_by = Some(actor.to_owned());
+    approval.payment_id = Some(payment.id.clone());
+    tx.update_approval(&approval)?;
+    audit_decision(tx, &approval, "approval.approved", actor, now_ms)?;
+    tx.emit("approval.decided", Some(&approval.agent_id), &approval_data(&approval), now_ms)?;
+    Ok(ApprovalOutcome::Paid(approval, payment))
+}
+
+/// The payment an approved hold starts. Its idempotency key already names
+/// the approval, whose payment a retry then finds.
+fn resumed(approval: &ApprovalRecord, account: AccountId, now_ms: i64) -> Result<BeginExternal, Error> {
+    let payee_node_hex = approval.payee_node_hex.clone().ok_or(Error::NotFound("payee node"))?;
+    Ok(BeginExternal {
+        payment_id: approval.id.replacen(APPROVAL_PREFIX, "pay_", 1),
+        payer: Payer { agent_id: approval.agent_id.clone(), account, key_id: approval.key_id.clone() },
+        bolt11: approval.bolt11.clone(),
+        payment_hash: approval.payment_hash,
+        amount: approval.amount,
+        fee_limit: approval.fee_limit,
+        purpose: approval.purpose.clone(),
+        payee_node_hex,
+        idempotency: None,
+        // Only a hold reads these: an approved payment is not held again.
+        invoice_expires_at_ms: approval.expires_at_ms,
+        approval_ttl_ms: 0,
+        now_ms,
+    })
 }
 
 /// Ends a pending payment as the backend said. Finishing one already

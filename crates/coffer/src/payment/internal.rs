@@ -409,6 +409,8 @@ fn hold(
         decided_at_ms: None,
         decided_by: None,
         payment_id: None,
+        fee_limit: Msat::ZERO,
+        payee_node_hex: None,
     };
     tx.insert_approval(&approval)?;
     tx.audit(&payment_entry(pay, invoice, "payment.held", "approval-required"))?;
@@ -420,9 +422,20 @@ fn hold(
 pub fn approval_data(a: &ApprovalRecord) -> serde_json::Value {
     serde_json::json!({
         "approval_id": a.id, "agent_id": a.agent_id, "payment_hash": hex::encode(a.payment_hash),
-        "amount_msat": a.amount.as_u64(), "purpose": a.purpose, "status": a.status.as_str(),
-        "expires_at_ms": a.expires_at_ms, "payment_id": a.payment_id,
+        "amount_msat": a.amount.as_u64(), "fee_limit_msat": a.fee_limit.as_u64(), "payee": approval_payee(a),
+        "purpose": a.purpose, "status": a.status.as_str(), "expires_at_ms": a.expires_at_ms,
+        "payment_id": a.payment_id,
     })
+}
+
+/// The payee as policies and the audit trail name it: `agent:ID` inside
+/// this gateway, `node:PUBKEY` outside.
+fn approval_payee(a: &ApprovalRecord) -> Option<String> {
+    match (&a.payee_node_hex, &a.payee_agent_id) {
+        (Some(node), _) => Some(format!("node:{node}")),
+        (None, Some(agent)) => Some(format!("agent:{agent}")),
+        (None, None) => None,
+    }
 }
 
 /// A person approves (the payment is made) or denies (the reservation is
@@ -437,6 +450,9 @@ pub fn decide_approval(
     let mut approval = tx.approval(id)?.ok_or(Error::NotFound("approval"))?;
     if approval.status != ApprovalStatus::Pending {
         return Err(Error::ApprovalNotPending(approval.status.as_str()));
+    }
+    if approval.payee_node_hex.is_some() {
+        return super::external::decide_approval(tx, approval, approve, actor, now_ms);
     }
     let invoice = tx.invoice(&approval.payment_hash)?;
     let payable =
@@ -477,10 +493,11 @@ pub fn release(
 ) -> Result<ApprovalRecord, Error> {
     let mut chain = load_chain(tx, &approval.agent_id)?;
     let account = chain.first().map(|s| s.account).ok_or(Error::NotFound("agent"))?;
+    let reserved = approval.reserved()?;
     let mut balance = tx.balance(account)?;
-    ledger::release(&mut balance, approval.amount)?;
+    ledger::release(&mut balance, reserved)?;
     tx.save_balance(account, &balance)?;
-    uncount_spend(&mut chain, approval.amount, approval.created_at_ms, now_ms);
+    uncount_spend(&mut chain, reserved, approval.created_at_ms, now_ms);
     save_policed(tx, &chain)?;
     approval.status = status;
     approval.decided_at_ms = Some(now_ms);
@@ -492,7 +509,7 @@ pub fn release(
     Ok(approval)
 }
 
-fn audit_decision(
+pub(crate) fn audit_decision(
     tx: &mut impl Tx,
     approval: &ApprovalRecord,
     action: &'static str,
@@ -506,7 +523,7 @@ fn audit_decision(
         key_id: Some(approval.key_id.clone()),
         agent_id: Some(approval.agent_id.clone()),
         amount_msat: Some(approval.amount.as_u64()),
-        payee: approval.payee_agent_id.as_ref().map(|a| format!("agent:{a}")),
+        payee: approval_payee(approval),
         purpose: Some(approval.purpose.clone()),
         rule: Some(approval.id.clone()),
         detail: None,

@@ -518,11 +518,19 @@ function dashboardView() {
     });
   }
 
+  /** What an approval did: a payment to another node may still be in flight, or fail. */
+  function approvedText(payment, a) {
+    if (!payment) return ['Approved.', 'ok'];
+    if (payment.status === 'pending') return ['Approved: the payment is in flight through the Lightning backend.', 'ok'];
+    if (payment.status === 'failed') return [`Approved, but the payment failed (released): ${payment.detail || ''}`, 'error'];
+    return [`Approved and paid ${sat(a.amount_msat)}.`, 'ok'];
+  }
+
   function approvalRow(a) {
     const path = `/v1/approvals/${encodeURIComponent(a.id)}`;
     const approve = (e) => act(e.currentTarget, async () => {
       const decision = await api(`${path}/approve`, { method: 'POST' });
-      toast(decision.payment ? `Approved and paid ${sat(a.amount_msat)}.` : 'Approved.', 'ok');
+      toast(...approvedText(decision.payment, a));
     });
     const deny = (e) => act(e.currentTarget, async () => {
       await api(`${path}/deny`, { method: 'POST' });
@@ -533,7 +541,8 @@ function dashboardView() {
         h('div', {},
           h('span', { class: 'amount', testid: 'approval-amount' }, sat(a.amount_msat)), ' ',
           h('span', { class: 'muted' }, `from ${nameOf(a.agent_id)}`),
-          a.payee_agent_id ? h('span', { class: 'muted' }, ` to ${nameOf(a.payee_agent_id)}`) : null),
+          a.payee_agent_id ? h('span', { class: 'muted' }, ` to ${nameOf(a.payee_agent_id)}`) : null,
+          a.payee_node ? h('span', { class: 'muted' }, ` to node ${a.payee_node.slice(0, 12)}…, fee up to ${sat(a.fee_limit_msat)}`) : null),
         h('div', { class: 'small' }, a.purpose || h('span', { class: 'muted' }, 'no purpose given')),
         h('div', { class: 'muted small' }, `held ${clock(a.created_at)} · expires ${clock(a.expires_at)}`)),
       h('div', { class: 'approval-actions' },

@@ -264,6 +264,12 @@ ALTER TABLE invoices DROP CONSTRAINT invoices_status_check;
 ALTER TABLE invoices ADD CONSTRAINT invoices_status_check CHECK (status IN ('open', 'paid', 'expired'));
 CREATE INDEX invoices_open_by_expiry ON invoices (expires_at) WHERE status = 'open';
 "#,
+    // 8: held payments to invoices outside this gateway (SQLite's migration 8).
+    r#"
+ALTER TABLE approvals ADD COLUMN fee_limit BIGINT NOT NULL DEFAULT 0 CHECK (fee_limit >= 0);
+ALTER TABLE approvals ADD COLUMN payee_node TEXT;
+CREATE UNIQUE INDEX approvals_held_outside ON approvals (payment_hash) WHERE status = 'pending' AND payee_node IS NOT NULL;
+"#,
 ];
 
 /// Applies the missing migrations, each in its own transaction. A session

@@ -286,6 +286,16 @@ CREATE INDEX invoices_by_agent ON invoices (agent_id, seq);
 CREATE INDEX invoices_watched ON invoices (seq) WHERE status = 'open' AND backend IS NOT NULL;
 CREATE INDEX invoices_open_by_expiry ON invoices (expires_at) WHERE status = 'open';
 "#,
+    // 8: held payments to invoices outside this gateway. Their hold
+    // reserves the fee limit with the amount (`fee_limit`, 0 inside), and
+    // names the payee node (`payee_node`, set only for them). One pending
+    // hold per outside invoice: a second would reserve the money twice for
+    // an invoice that can be paid once.
+    r#"
+ALTER TABLE approvals ADD COLUMN fee_limit INTEGER NOT NULL DEFAULT 0 CHECK (fee_limit >= 0);
+ALTER TABLE approvals ADD COLUMN payee_node TEXT;
+CREATE UNIQUE INDEX approvals_held_outside ON approvals (payment_hash) WHERE status = 'pending' AND payee_node IS NOT NULL;
+"#,
 ];
 
 pub fn migrate(conn: &Connection) -> Result<(), Error> {
