@@ -33,7 +33,9 @@ use tokio::sync::mpsc;
 /// How the wallet answers `pay_invoice`.
 #[derive(Clone, Copy, Debug)]
 enum Pay {
-    Succeed { fee_msat: u64 },
+    Succeed {
+        fee_msat: u64,
+    },
     Fail,
     Internal,
     /// Never answers.
@@ -302,7 +304,10 @@ impl Wallet {
     fn answer(&mut self, request: &Event) -> Reaction {
         let secp = Secp256k1::new();
         let wallet_hex = pubkey_hex(&self.keys);
-        if request.kind != KIND_REQUEST || request.verify(&secp).is_err() || request.tag("p") != Some(wallet_hex.as_str()) {
+        if request.kind != KIND_REQUEST
+            || request.verify(&secp).is_err()
+            || request.tag("p") != Some(wallet_hex.as_str())
+        {
             self.errors.push(format!("a bad request: {request:?}"));
             return Reaction::Silent;
         }
@@ -347,7 +352,12 @@ impl Wallet {
 
     /// A `PAYMENT_FAILED` from another key, and one from the wallet's key
     /// with a broken signature: both must be dropped.
-    fn forged(&mut self, request: &Event, encryption: Encryption, client: &bitcoin::secp256k1::XOnlyPublicKey) -> Vec<Event> {
+    fn forged(
+        &mut self,
+        request: &Event,
+        encryption: Encryption,
+        client: &bitcoin::secp256k1::XOnlyPublicKey,
+    ) -> Vec<Event> {
         let secp = Secp256k1::new();
         let failed = fixture("pay_invoice_failed.json").to_string();
         let stranger = random_keys();
@@ -382,10 +392,8 @@ impl Wallet {
             self.errors.push(format!("make_invoice without amount or expiry: {params}"));
         }
         let now = now_secs();
-        let signed = self
-            .node
-            .sign(Msat::new(amount_msat), &description, expiry as u32, Duration::from_secs(now))
-            .unwrap();
+        let signed =
+            self.node.sign(Msat::new(amount_msat), &description, expiry as u32, Duration::from_secs(now)).unwrap();
         let made = Made {
             bolt11: signed.bolt11,
             preimage: signed.preimage,
@@ -654,7 +662,10 @@ async fn the_client_reads_balance_and_not_found_and_never_guesses_an_outcome() {
     assert!(refused.to_string().contains("cannot be used to receive"), "{refused}");
     relay.wallet(|w| w.make_invoice = "make_invoice.json");
     let made = nwc.create_invoice(Msat::new(21_000), "coffer", 600, [0; 32]).await.unwrap();
-    assert_eq!(relay.seen("make_invoice").last().unwrap().params, json!({"amount": 21_000, "description": "coffer", "expiry": 600}));
+    assert_eq!(
+        relay.seen("make_invoice").last().unwrap().params,
+        json!({"amount": 21_000, "description": "coffer", "expiry": 600})
+    );
     assert!(relay.wallet(|w| w.made.contains_key(&hex::encode(made.payment_hash))));
     relay.assert_clean();
 }

@@ -31,11 +31,25 @@ const SECRET_FILE_LEN_MAX_BYTES: u64 = 64 * 1024;
 #[derive(Debug)]
 pub enum Backend {
     Dev,
-    Lnbits { url: String, admin_key: Secret },
-    Lnd { url: String, macaroon_hex: Secret, tls_cert_pem: Option<Vec<u8>> },
-    Cln { url: String, rune: Secret, tls_cert_pem: Option<Vec<u8>> },
+    Lnbits {
+        url: String,
+        admin_key: Secret,
+    },
+    Lnd {
+        url: String,
+        macaroon_hex: Secret,
+        tls_cert_pem: Option<Vec<u8>>,
+    },
+    Cln {
+        url: String,
+        rune: Secret,
+        tls_cert_pem: Option<Vec<u8>>,
+    },
     /// `relay_origin` is what the start-up line shows (no secret in it).
-    Nwc { uri: NwcUri, relay_origin: String },
+    Nwc {
+        uri: NwcUri,
+        relay_origin: String,
+    },
 }
 
 #[derive(Debug)]

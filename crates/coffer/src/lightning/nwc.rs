@@ -211,7 +211,10 @@ impl Nwc {
         let response: Response = serde_json::from_str(&plaintext)
             .map_err(|e| LnError::Protocol(format!("the NWC answer is not NIP-47 JSON: {e}")))?;
         if response.result_type != method {
-            return Err(LnError::Protocol(format!("an NWC answer of type {} to {method}", shorten(&response.result_type))));
+            return Err(LnError::Protocol(format!(
+                "an NWC answer of type {} to {method}",
+                shorten(&response.result_type)
+            )));
         }
         match (response.error, response.result) {
             (Some(e), _) => Ok(Answer::Error { code: shorten(&e.code), message: shorten(&e.message) }),
@@ -279,12 +282,15 @@ fn outgoing(found: &Transaction) -> Result<PayResult, LnError> {
         return Err(LnError::Protocol("the NWC wallet's record of this hash is not a payment".into()));
     }
     if found.settled() {
-        let preimage = found.preimage().ok_or_else(|| LnError::Protocol("a settled NWC payment without preimage".into()))?;
+        let preimage =
+            found.preimage().ok_or_else(|| LnError::Protocol("a settled NWC payment without preimage".into()))?;
         let fee = Msat::new(found.fees_paid.unwrap_or(0));
         return Ok(PayResult::Succeeded { preimage: parse_hash_hex("preimage", preimage)?, fee });
     }
     Ok(match found.state.as_deref() {
-        Some(state @ ("failed" | "expired")) => PayResult::Failed { reason: format!("the NWC wallet reports it {state}") },
+        Some(state @ ("failed" | "expired")) => {
+            PayResult::Failed { reason: format!("the NWC wallet reports it {state}") }
+        }
         // Unsettled without the wallet's word that it failed: pending, even
         // past the invoice's expiry, since HTLCs sent before it may still
         // settle after it.
@@ -309,7 +315,8 @@ fn incoming(found: &Transaction, now_secs: u64) -> InvoiceState {
 /// Checks a new invoice: it has the preimage coffer needs, and the BOLT11's
 /// payment hash is the preimage's hash (and the one the wallet named).
 fn created(found: &Transaction) -> Result<CreatedInvoice, LnError> {
-    let bolt11 = found.invoice.clone().ok_or_else(|| LnError::Protocol("make_invoice answered without an invoice".into()))?;
+    let bolt11 =
+        found.invoice.clone().ok_or_else(|| LnError::Protocol("make_invoice answered without an invoice".into()))?;
     let preimage = found.preimage().ok_or_else(|| {
         LnError::Protocol(
             "the NWC wallet does not reveal an invoice's preimage (make_invoice without preimage): coffer needs it to \
@@ -351,14 +358,10 @@ impl FundingSource for Nwc {
 
     fn pay_invoice(&self, bolt11: &str, amount: Msat, _max_fee: Msat) -> LnFuture<'_, PayResult> {
         // The amount goes along only for an invoice without one.
-        let has_amount = bolt11
-            .parse::<lightning_invoice::Bolt11Invoice>()
-            .is_ok_and(|i| i.amount_milli_satoshis().is_some());
-        let params = if has_amount {
-            json!({"invoice": bolt11})
-        } else {
-            json!({"invoice": bolt11, "amount": amount.as_u64()})
-        };
+        let has_amount =
+            bolt11.parse::<lightning_invoice::Bolt11Invoice>().is_ok_and(|i| i.amount_milli_satoshis().is_some());
+        let params =
+            if has_amount { json!({"invoice": bolt11}) } else { json!({"invoice": bolt11, "amount": amount.as_u64()}) };
         Box::pin(async move {
             match self.call("pay_invoice", params).await? {
                 Answer::Error { code, message } if definitely_not_paid(&code) => {
@@ -367,8 +370,9 @@ impl FundingSource for Nwc {
                 Answer::Error { code, message } => Err(LnError::Wallet { code, detail: message }),
                 Answer::Result(result) => {
                     let paid: Transaction = parse("pay_invoice", result)?;
-                    let preimage =
-                        paid.preimage().ok_or_else(|| LnError::Protocol("pay_invoice answered without preimage".into()))?;
+                    let preimage = paid
+                        .preimage()
+                        .ok_or_else(|| LnError::Protocol("pay_invoice answered without preimage".into()))?;
                     let fee = Msat::new(paid.fees_paid.unwrap_or(0));
                     Ok(PayResult::Succeeded { preimage: parse_hash_hex("preimage", preimage)?, fee })
                 }

@@ -210,7 +210,8 @@ pub fn nip04_encrypt(shared_x: &[u8; 32], plaintext: &str, iv: [u8; 16]) -> Resu
     if plaintext.len() > PLAINTEXT_LEN_MAX_BYTES {
         return Err(CryptoError("plaintext length out of range"));
     }
-    let ciphertext = Aes256CbcEnc::new(&(*shared_x).into(), &iv.into()).encrypt_padded_vec::<Pkcs7>(plaintext.as_bytes());
+    let ciphertext =
+        Aes256CbcEnc::new(&(*shared_x).into(), &iv.into()).encrypt_padded_vec::<Pkcs7>(plaintext.as_bytes());
     Ok(format!("{}?iv={}", STANDARD.encode(ciphertext), STANDARD.encode(iv)))
 }
 

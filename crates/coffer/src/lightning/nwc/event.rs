@@ -67,7 +67,11 @@ impl Event {
 
     /// The first value of the first tag with this name.
     pub fn tag(&self, name: &str) -> Option<&str> {
-        self.tags.iter().find(|t| t.first().map(String::as_str) == Some(name)).and_then(|t| t.get(1)).map(String::as_str)
+        self.tags
+            .iter()
+            .find(|t| t.first().map(String::as_str) == Some(name))
+            .and_then(|t| t.get(1))
+            .map(String::as_str)
     }
 }
 
@@ -114,7 +118,8 @@ mod tests {
         // A NIP-46 event (kind 24133, a p tag, NIP-44 content) as a relay
         // received it: its id, computed by another implementation.
         let content = "AmfEDOYvySMba5SyYFEcrlanL8pBki+Ohg7LP4TDsLFxu15or5rmBP/9BDmpL3YCNPMnetRJSEQuC4w6s2Uq9Lr7DhuBtBXq7Y+DZXB6iWICBNuxx/lRJ7zE9FZgaTzZ6qvoDHEb6h1R51wWF2xEhBnJin8lUc3udOiUR5V6xSOv6x0V21a5DkTl5PlNdqB9H1SUDXwtYHzNUjrDEqKFpLGWLUrwem0jn8A1rLUFrjGqyZYyIBWDxQs3B+QaQ4SQwKMtI2X2/UqJgUo=";
-        let tags = vec![vec!["p".to_owned(), "76981d9eacb4f8f3a67d7821f80fba69003fce74ed1d2dc55214028d01fd7c46".to_owned()]];
+        let tags =
+            vec![vec!["p".to_owned(), "76981d9eacb4f8f3a67d7821f80fba69003fce74ed1d2dc55214028d01fd7c46".to_owned()]];
         let pubkey = "074b756ca09d6b0c031eb6d63953efb4875894bd8f857578483e02ae103bdcfd";
         let id = event_id(pubkey, 1762622942, 24133, &tags, content);
         assert_eq!(hex::encode(id), "35ae6860f074c1a73f37881e84c5a0e71ea140f9f682d29d0cd0206139f27ac3");

@@ -203,13 +203,11 @@ impl Relay {
             match RelayMessage::parse(text.as_str()) {
                 Some(RelayMessage::Eose(sub)) if sub == ANSWERS_SUB => answers_ready = true,
                 Some(RelayMessage::Eose(sub)) if sub == INFO_SUB => info_ready = true,
-                Some(RelayMessage::Event(sub, event)) if sub == INFO_SUB => {
-                    match self.trust.check(&event, KIND_INFO) {
-                        Ok(()) if info.as_ref().is_none_or(|i| i.created_at < event.created_at) => info = Some(event),
-                        Ok(()) => {}
-                        Err(why) => tracing::warn!(why, "dropped an NWC info event"),
-                    }
-                }
+                Some(RelayMessage::Event(sub, event)) if sub == INFO_SUB => match self.trust.check(&event, KIND_INFO) {
+                    Ok(()) if info.as_ref().is_none_or(|i| i.created_at < event.created_at) => info = Some(event),
+                    Ok(()) => {}
+                    Err(why) => tracing::warn!(why, "dropped an NWC info event"),
+                },
                 Some(RelayMessage::Closed(_, why)) => {
                     return Err(LnError::Unreachable(format!("the NWC relay closed the subscription: {why}")));
                 }
@@ -238,8 +236,9 @@ impl Relay {
         let config = WebSocketConfig::default()
             .max_message_size(Some(RELAY_MESSAGE_MAX_BYTES))
             .max_frame_size(Some(RELAY_MESSAGE_MAX_BYTES));
-        let (ws, _) =
-            tokio_tungstenite::client_async_with_config(self.url.as_str(), io, Some(config)).await.map_err(|e| unreachable(&e))?;
+        let (ws, _) = tokio_tungstenite::client_async_with_config(self.url.as_str(), io, Some(config))
+            .await
+            .map_err(|e| unreachable(&e))?;
         Ok(ws)
     }
 }
@@ -353,9 +352,7 @@ fn shorten(text: &str) -> String {
 }
 
 async fn send(ws: &mut Ws, message: Value) -> Result<(), LnError> {
-    ws.send(Message::text(message.to_string()))
-        .await
-        .map_err(|e| LnError::Unreachable(format!("the NWC relay: {e}")))
+    ws.send(Message::text(message.to_string())).await.map_err(|e| LnError::Unreachable(format!("the NWC relay: {e}")))
 }
 
 fn dropped(when: &str) -> LnError {
@@ -397,13 +394,20 @@ mod tests {
 
     #[test]
     fn relay_messages_are_read_strictly() {
-        assert!(matches!(RelayMessage::parse(r#"["EOSE","coffer-nwc"]"#), Some(RelayMessage::Eose(s)) if s == "coffer-nwc"));
+        assert!(
+            matches!(RelayMessage::parse(r#"["EOSE","coffer-nwc"]"#), Some(RelayMessage::Eose(s)) if s == "coffer-nwc")
+        );
         assert!(matches!(
             RelayMessage::parse(r#"["OK","ab",false,"blocked: no"]"#),
             Some(RelayMessage::Ok { accepted: false, why, .. }) if why == "blocked: no"
         ));
-        assert!(matches!(RelayMessage::parse(r#"["CLOSED","coffer-nwc","auth-required: x"]"#), Some(RelayMessage::Closed(..))));
-        for junk in ["", "[]", "{}", r#"["EVENT","s",{"id":1}]"#, r#"["OK","ab","yes"]"#, r#"["AUTH","c"]"#, "[\"EOSE\"]"] {
+        assert!(matches!(
+            RelayMessage::parse(r#"["CLOSED","coffer-nwc","auth-required: x"]"#),
+            Some(RelayMessage::Closed(..))
+        ));
+        for junk in
+            ["", "[]", "{}", r#"["EVENT","s",{"id":1}]"#, r#"["OK","ab","yes"]"#, r#"["AUTH","c"]"#, "[\"EOSE\"]"]
+        {
             assert!(RelayMessage::parse(junk).is_none(), "{junk}");
         }
     }

@@ -51,8 +51,10 @@ impl NwcUri {
     /// The relay's scheme, host and port: what the start-up line shows.
     pub fn relay_origin(&self) -> String {
         match reqwest::Url::parse(&self.relay) {
-            Ok(url) => format!("{}://{}", url.scheme(), url.host_str().unwrap_or_default())
-                + &url.port().map(|p| format!(":{p}")).unwrap_or_default(),
+            Ok(url) => {
+                format!("{}://{}", url.scheme(), url.host_str().unwrap_or_default())
+                    + &url.port().map(|p| format!(":{p}")).unwrap_or_default()
+            }
             Err(_) => "(relay)".into(),
         }
     }
