@@ -80,6 +80,8 @@ struct Wallet {
     lookup_out: LookupOut,
     /// Forged answers (another author, a bad signature) go first.
     forge: bool,
+    /// The relay refuses requests (`OK false`) and never passes them on.
+    refuse: bool,
     made: HashMap<String, Made>,
     /// Invoices of other nodes, by payment hash: (bolt11, preimage, amount).
     outside: HashMap<String, (String, [u8; 32], u64)>,
@@ -151,6 +153,7 @@ impl Relay {
             pay: Pay::Succeed { fee_msat: 0 },
             lookup_out: LookupOut::NotFound,
             forge: false,
+            refuse: false,
             made: HashMap::new(),
             outside: HashMap::new(),
             pay_calls: HashMap::new(),
@@ -266,6 +269,10 @@ impl RelayState {
             }
             Some("EVENT") => {
                 let event: Event = serde_json::from_value(message[1].clone()).unwrap();
+                if self.wallet.refuse {
+                    self.send(conn, json!(["OK", event.id, false, "rate-limited: slow down"]));
+                    return;
+                }
                 self.send(conn, json!(["OK", event.id, true, ""]));
                 match self.wallet.answer(&event) {
                     Reaction::Answer(events) => events.iter().for_each(|e| self.broadcast(e)),
@@ -310,6 +317,10 @@ impl Wallet {
         {
             self.errors.push(format!("a bad request: {request:?}"));
             return Reaction::Silent;
+        }
+        let expiration = request.tag("expiration").and_then(|t| t.parse::<u64>().ok());
+        if !expiration.is_some_and(|t| t > now_secs()) {
+            self.errors.push(format!("a request without a future expiration: {:?}", request.tags));
         }
         let encryption = match request.tag("encryption") {
             Some("nip44_v2") => Encryption::Nip44V2,
@@ -637,6 +648,25 @@ async fn forged_answers_are_dropped_and_the_wallets_own_is_used() {
 }
 
 #[tokio::test]
+async fn an_agents_invoice_comes_from_the_wallet_and_settles_inside_when_another_agent_pays() {
+    let relay = Relay::start("info_nip44.json").await;
+    let gw = start_gateway(&relay).await;
+    let (_, payer) = funded_agent(&gw, &relay, 100_000).await;
+    let (_, payee, _) = gw.new_agent("payee", 0).await;
+    let invoice = common::invoice(&payee, 20_000).await;
+    assert!(relay.wallet(|w| w.made.contains_key(&invoice.payment_hash)), "made by the wallet");
+    let paid = pay(&payer, &invoice.bolt11, "i1").await;
+    assert_eq!((paid.status, paid.payee_agent_id.is_some()), (PaymentStatus::Succeeded, true));
+    // Settled with the wallet's preimage, inside coffer: never sent out.
+    let preimage = relay.wallet(|w| hex::encode(w.made[&invoice.payment_hash].preimage));
+    assert_eq!(paid.preimage.as_deref(), Some(preimage.as_str()));
+    assert!(relay.seen("pay_invoice").is_empty());
+    assert_eq!(payee.wallet().await.unwrap().balance_msat, 20_000);
+    relay.assert_clean();
+    assert_audit(&gw).await;
+}
+
+#[tokio::test]
 async fn the_client_reads_balance_and_not_found_and_never_guesses_an_outcome() {
     coffer::cli::install_crypto_provider();
     let relay = Relay::start("info_nip44.json").await;
@@ -655,6 +685,11 @@ async fn the_client_reads_balance_and_not_found_and_never_guesses_an_outcome() {
     assert!(dropped.to_string().contains("dropped"), "{dropped}");
     // The next call connects again.
     assert_eq!(nwc.balance().await.unwrap(), Msat::new(150_000_000));
+    // A relay that refuses a request: no answer, outcome unknown.
+    relay.wallet(|w| w.refuse = true);
+    let refused = nwc.pay_invoice(&bolt11, Msat::new(10_000), Msat::new(10_000)).await.unwrap_err();
+    assert!(refused.to_string().contains("refused") && refused.to_string().contains("rate-limited"), "{refused}");
+    relay.wallet(|w| w.refuse = false);
 
     // A wallet that keeps its preimages cannot make coffer's invoices.
     relay.wallet(|w| w.make_invoice = "make_invoice_without_preimage.json");

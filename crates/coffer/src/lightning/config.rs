@@ -265,6 +265,11 @@ mod tests {
         let c = config(&[("COFFER_LIGHTNING", "nwc"), ("COFFER_NWC_URI", &uri)]).unwrap();
         assert_eq!((c.name(), c.network, c.location()), ("nwc", Network::Bitcoin, Some("wss://relay.example:444")));
         assert!(!format!("{c:?}").contains(&secret[..16]), "{c:?}");
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), format!("{uri}\n")).unwrap();
+        let path = file.path().to_str().unwrap();
+        let from_file = config(&[("COFFER_LIGHTNING", "nwc"), ("COFFER_NWC_URI_FILE", path)]).unwrap();
+        assert_eq!(from_file.location(), Some("wss://relay.example:444"));
         let bad = config(&[("COFFER_LIGHTNING", "nwc"), ("COFFER_NWC_URI", &uri.replace("wss", "https"))]);
         assert!(bad.unwrap_err().starts_with("COFFER_NWC_URI: "));
     }

@@ -466,4 +466,18 @@ mod tests {
         let err = created(&tx(json!({"invoice": "lnbc1", "preimage": "01".repeat(32)}))).err().unwrap();
         assert!(err.to_string().contains("not BOLT11"), "{err}");
     }
+
+    #[test]
+    fn a_new_invoice_must_match_its_preimage() {
+        use crate::payment::bolt11::{Network, NodeSigner};
+        let node = NodeSigner::new(bitcoin::secp256k1::SecretKey::from_slice(&[5; 32]).unwrap(), Network::Bitcoin);
+        let signed = node.sign(Msat::new(21_000), "coffer", 600, Duration::from_secs(now_secs())).unwrap();
+        let good = tx(json!({"invoice": signed.bolt11, "preimage": hex::encode(signed.preimage)}));
+        assert_eq!(created(&good).unwrap().payment_hash, signed.payment_hash);
+        let other = tx(json!({"invoice": signed.bolt11, "preimage": "07".repeat(32)}));
+        assert!(created(&other).err().unwrap().to_string().contains("not its preimage's hash"));
+        let named = json!({"invoice": signed.bolt11, "preimage": hex::encode(signed.preimage),
+                           "payment_hash": "00".repeat(32)});
+        assert!(created(&tx(named)).err().unwrap().to_string().contains("another payment hash"));
+    }
 }
