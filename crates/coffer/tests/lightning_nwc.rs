@@ -319,7 +319,7 @@ impl Wallet {
             return Reaction::Silent;
         }
         let expiration = request.tag("expiration").and_then(|t| t.parse::<u64>().ok());
-        if !expiration.is_some_and(|t| t > now_secs()) {
+        if expiration.is_none_or(|t| t <= now_secs()) {
             self.errors.push(format!("a request without a future expiration: {:?}", request.tags));
         }
         let encryption = match request.tag("encryption") {
