@@ -19,7 +19,7 @@
 //! - `get_balance`.
 //!
 //! Encryption: NIP-44 v2 when the wallet's info event (kind 13194, read
-//! once when first connected) lists `nip44_v2` in its `encryption` tag,
+//! on each connection to the relay) lists `nip44_v2` in its `encryption` tag,
 //! NIP-04 when it has no such tag or lists only `nip04`, per NIP-47's
 //! negotiation; each request names its scheme in an `encryption` tag
 //! (omitted for NIP-04, as NIP-47 allows, for wallets older than the tag).
@@ -41,7 +41,6 @@ use crypto::{Conversation, Encryption};
 use event::Event;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use std::sync::Mutex;
 use std::time::Duration;
 pub use uri::NwcUri;
 
@@ -60,8 +59,6 @@ pub struct Nwc {
     keys: Keypair,
     wallet_hex: String,
     conversation: Conversation,
-    /// Learnt from the wallet's info event; `None` until one was read.
-    encryption: Mutex<Option<Encryption>>,
     timeout: Duration,
 }
 
@@ -136,7 +133,6 @@ impl Nwc {
             secp,
             keys,
             wallet_hex,
-            encryption: Mutex::new(None),
             timeout,
         })
     }
@@ -152,39 +148,15 @@ impl Nwc {
     async fn exchange(&self, method: &'static str, params: Value) -> Result<Answer, LnError> {
         let deadline = tokio::time::Instant::now() + self.timeout;
         let _slot = self.relay.slot().await?;
-        let known = *lock(&self.encryption);
-        let connected = self.relay.connected(deadline, known.is_none()).await?;
-        let encryption = match (known, connected.info) {
-            (Some(known), _) => known,
-            (None, Some(info)) => self.learn(&info)?,
-            (None, None) => {
-                if connected.fresh {
-                    tracing::warn!("the NWC wallet's info event was not found on the relay; using NIP-04");
-                }
-                Encryption::Nip04
-            }
-        };
+        let link = self.relay.connected(deadline).await?;
+        let encryption = negotiate(link.info.as_ref())?;
         let request = self.request_event(encryption, method, params)?;
-        match connected.link.request(&request).await? {
+        match link.request(&request).await? {
             relay::Reply::Refused(why) => {
                 Err(LnError::Unreachable(format!("the NWC relay refused the request ({why}): outcome unknown")))
             }
             relay::Reply::Answer(answer) => self.read_answer(method, encryption, &answer),
         }
-    }
-
-    /// The encryption both sides speak, from the wallet's info event.
-    fn learn(&self, info: &Event) -> Result<Encryption, LnError> {
-        let chosen = match info.tag("encryption") {
-            // NIP-47: no tag means a wallet that speaks NIP-04 only.
-            None => Encryption::Nip04,
-            Some(list) if list.split_whitespace().any(|s| s == "nip44_v2") => Encryption::Nip44V2,
-            Some(list) if list.split_whitespace().any(|s| s == "nip04") => Encryption::Nip04,
-            Some(_) => return Err(LnError::Protocol("the NWC wallet offers no encryption coffer speaks".into())),
-        };
-        tracing::info!(encryption = chosen.tag(), "NWC wallet found");
-        *lock(&self.encryption) = Some(chosen);
-        Ok(chosen)
     }
 
     fn request_event(&self, encryption: Encryption, method: &str, params: Value) -> Result<Event, LnError> {
@@ -237,6 +209,21 @@ impl Nwc {
     }
 }
 
+/// The encryption both sides speak, from the wallet's info event as read
+/// when connecting: NIP-44 v2 if it offers it, else NIP-04 (NIP-47: no
+/// `encryption` tag means NIP-04 only). Without an info event on the
+/// relay, NIP-04, which every NWC wallet spoke before the tag existed.
+fn negotiate(info: Option<&Event>) -> Result<Encryption, LnError> {
+    let Some(offered) = info.and_then(|i| i.tag("encryption")) else { return Ok(Encryption::Nip04) };
+    if offered.split_whitespace().any(|s| s == "nip44_v2") {
+        Ok(Encryption::Nip44V2)
+    } else if offered.split_whitespace().any(|s| s == "nip04") {
+        Ok(Encryption::Nip04)
+    } else {
+        Err(LnError::Protocol("the NWC wallet offers no encryption coffer speaks".into()))
+    }
+}
+
 fn parse<T: serde::de::DeserializeOwned>(method: &str, result: Value) -> Result<T, LnError> {
     serde_json::from_value(result).map_err(|e| LnError::Protocol(format!("the NWC {method} result: {e}")))
 }
@@ -244,10 +231,6 @@ fn parse<T: serde::de::DeserializeOwned>(method: &str, result: Value) -> Result<
 /// A wallet's free text, on one line and short.
 fn shorten(text: &str) -> String {
     text.chars().take(MESSAGE_LEN_MAX_CHARS).map(|c| if c.is_control() { ' ' } else { c }).collect()
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Whether a `pay_invoice` error means the payment was certainly not made,
@@ -431,6 +414,26 @@ mod tests {
         for code in ["INTERNAL", "OTHER", "NOT_FOUND", "payment_failed", ""] {
             assert!(!definitely_not_paid(code), "{code}");
         }
+    }
+
+    #[test]
+    fn encryption_is_negotiated_from_the_info_event() {
+        let info = |tags: Vec<Vec<String>>| Event {
+            id: String::new(),
+            pubkey: String::new(),
+            created_at: 0,
+            kind: KIND_INFO,
+            tags,
+            content: "pay_invoice".into(),
+            sig: String::new(),
+        };
+        let tag = |value: &str| vec![vec!["encryption".to_owned(), value.to_owned()]];
+        assert_eq!(negotiate(None).unwrap(), Encryption::Nip04);
+        assert_eq!(negotiate(Some(&info(vec![]))).unwrap(), Encryption::Nip04);
+        assert_eq!(negotiate(Some(&info(tag("nip44_v2 nip04")))).unwrap(), Encryption::Nip44V2);
+        assert_eq!(negotiate(Some(&info(tag("nip04 nip44_v2")))).unwrap(), Encryption::Nip44V2);
+        assert_eq!(negotiate(Some(&info(tag("nip04")))).unwrap(), Encryption::Nip04);
+        assert!(negotiate(Some(&info(tag("nip44_v3")))).is_err());
     }
 
     #[test]

@@ -1,9 +1,9 @@
 //! One websocket to the NWC relay (NIP-01), shared by every call.
 //!
 //! On connect coffer subscribes to answers for it (kind 23195, `#p` = its
-//! key) and, until it knows the wallet's encryption, asks for the wallet's
-//! info event (kind 13194); it waits for both `EOSE`s before any request is
-//! published, so that no answer can come before the subscription. A reader
+//! key) and asks for the wallet's info event (kind 13194, kept with the
+//! connection); it waits for both `EOSE`s before any request is published,
+//! so that no answer can come before the subscription. A reader
 //! task then hands each answer to the call waiting for it, by the answer's
 //! `e` tag, once the answer's author, `p` tag, id and signature are checked;
 //! anything else is dropped. When the connection ends, every waiting call
@@ -100,18 +100,13 @@ struct Backoff {
     retry_at: Option<Instant>,
 }
 
-/// A live connection: the writing half and the calls waiting for answers.
+/// A live connection: the writing half, the calls waiting for answers,
+/// and the wallet's info event as the relay had it when connecting.
 pub struct Link {
     sink: tokio::sync::Mutex<SplitSink<Ws, Message>>,
     waiting: Waiting,
     alive: Arc<AtomicBool>,
-}
-
-/// A connection, and the wallet's info event when it was asked for.
-pub struct Connected {
-    pub link: Arc<Link>,
     pub info: Option<Event>,
-    pub fresh: bool,
 }
 
 impl Relay {
@@ -134,18 +129,22 @@ impl Relay {
     }
 
     /// The live connection, or a new one (after the back-off delay, if the
-    /// last attempt failed and the delay ends before `deadline`).
-    pub async fn connected(&self, deadline: Instant, want_info: bool) -> Result<Connected, LnError> {
+    /// last attempt failed and the delay ends before `deadline`). An
+    /// attempt that does not finish by `deadline` counts as failed.
+    pub async fn connected(&self, deadline: Instant) -> Result<Arc<Link>, LnError> {
         let mut current = self.link.lock().await;
         if let Some(link) = current.as_ref().filter(|l| l.alive.load(Ordering::Acquire)) {
-            return Ok(Connected { link: Arc::clone(link), info: None, fresh: false });
+            return Ok(Arc::clone(link));
         }
         self.wait_for_backoff(deadline).await?;
-        match self.open(want_info).await {
-            Ok((link, info)) => {
+        let opened = tokio::time::timeout_at(deadline, self.open())
+            .await
+            .unwrap_or_else(|_| Err(LnError::Unreachable("timed out connecting to the NWC relay".into())));
+        match opened {
+            Ok(link) => {
                 *lock(&self.backoff) = Backoff::default();
                 *current = Some(Arc::clone(&link));
-                Ok(Connected { link, info, fresh: true })
+                Ok(link)
             }
             Err(e) => {
                 let mut backoff = lock(&self.backoff);
@@ -166,33 +165,34 @@ impl Relay {
         Ok(())
     }
 
-    async fn open(&self, want_info: bool) -> Result<(Arc<Link>, Option<Event>), LnError> {
+    async fn open(&self) -> Result<Arc<Link>, LnError> {
         let mut ws = self.connect().await?;
         let since = super::now_secs().saturating_sub(ANSWERS_LOOKBACK_SECS);
         let answers = json!({"kinds": [KIND_RESPONSE], "#p": [self.trust.client_hex], "since": since});
         send(&mut ws, json!(["REQ", ANSWERS_SUB, answers])).await?;
-        if want_info {
-            let info = json!({"kinds": [KIND_INFO], "authors": [self.trust.wallet_hex], "limit": 1});
-            send(&mut ws, json!(["REQ", INFO_SUB, info])).await?;
-        }
-        let info = self.subscribed(&mut ws, want_info).await?;
-        if want_info {
-            send(&mut ws, json!(["CLOSE", INFO_SUB])).await?;
+        let info = json!({"kinds": [KIND_INFO], "authors": [self.trust.wallet_hex], "limit": 1});
+        send(&mut ws, json!(["REQ", INFO_SUB, info])).await?;
+        let info = self.subscribed(&mut ws).await?;
+        send(&mut ws, json!(["CLOSE", INFO_SUB])).await?;
+        match info.as_ref().map(|i| i.tag("encryption").unwrap_or("none: NIP-04 only")) {
+            Some(encryption) => tracing::info!(encryption, "connected to the NWC relay; the wallet's info event read"),
+            None => tracing::warn!("connected to the NWC relay, which has no info event of the wallet: NIP-04 assumed"),
         }
         let (sink, stream) = ws.split();
         let link = Arc::new(Link {
             sink: tokio::sync::Mutex::new(sink),
             waiting: Arc::default(),
             alive: Arc::new(AtomicBool::new(true)),
+            info,
         });
         tokio::spawn(read_answers(stream, Arc::clone(&link.waiting), Arc::clone(&link.alive), Arc::clone(&self.trust)));
-        Ok((link, info))
+        Ok(link)
     }
 
     /// Reads until the relay has sent what it stores for the subscriptions
     /// (`EOSE`), keeping the newest valid info event.
-    async fn subscribed(&self, ws: &mut Ws, want_info: bool) -> Result<Option<Event>, LnError> {
-        let (mut answers_ready, mut info_ready, mut info) = (false, !want_info, None::<Event>);
+    async fn subscribed(&self, ws: &mut Ws) -> Result<Option<Event>, LnError> {
+        let (mut answers_ready, mut info_ready, mut info) = (false, false, None::<Event>);
         while !(answers_ready && info_ready) {
             let text = match ws.next().await {
                 Some(Ok(Message::Text(text))) => text,
