@@ -140,13 +140,20 @@ impl Nwc {
     /// One request and its answer, within the timeout.
     async fn call(&self, method: &'static str, params: Value) -> Result<Answer, LnError> {
         let limit_ms = self.timeout.as_millis();
-        tokio::time::timeout(self.timeout, self.exchange(method, params))
+        // One deadline for the whole call; a connection attempt inside it
+        // uses the same one, and (polled first) notes its own failure.
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        tokio::time::timeout_at(deadline, self.exchange(method, params, deadline))
             .await
             .map_err(|_| LnError::Unreachable(format!("timed out: no NWC answer to {method} within {limit_ms} ms")))?
     }
 
-    async fn exchange(&self, method: &'static str, params: Value) -> Result<Answer, LnError> {
-        let deadline = tokio::time::Instant::now() + self.timeout;
+    async fn exchange(
+        &self,
+        method: &'static str,
+        params: Value,
+        deadline: tokio::time::Instant,
+    ) -> Result<Answer, LnError> {
         let _slot = self.relay.slot().await?;
         let link = self.relay.connected(deadline).await?;
         let encryption = negotiate(link.info.as_ref())?;
