@@ -1,7 +1,7 @@
 //! Which funding source, from the environment. Secrets come from a variable
 //! or from a file named by `<NAME>_FILE`, and are never printed.
 //!
-//! - `COFFER_LIGHTNING`: `dev` (default), `lnbits`, `lnd`, `cln`.
+//! - `COFFER_LIGHTNING`: `dev` (default), `lnbits`, `lnd`, `cln`, `nwc`.
 //! - `COFFER_NETWORK`: `bitcoin`, `testnet`, `signet`, `regtest` (default:
 //!   `regtest` in dev, `bitcoin` with a backend).
 //! - `COFFER_LIGHTNING_TIMEOUT_MS`: the bound on every backend call (default 30 000).
@@ -10,11 +10,14 @@
 //!   binary macaroon), `COFFER_LND_TLS_CERT_FILE` (its `tls.cert`, pinned).
 //! - Core Lightning: `COFFER_CLN_URL`, `COFFER_CLN_RUNE`, and
 //!   `COFFER_CLN_TLS_CERT_FILE` (pinned) when clnrest uses its own certificate.
+//! - Nostr Wallet Connect: `COFFER_NWC_URI` (or `_FILE`), the wallet's
+//!   `nostr+walletconnect://…` string; it holds the connection's secret key.
 
 use super::FundingSource;
 use super::cln::Cln;
 use super::lnbits::Lnbits;
 use super::lnd::Lnd;
+use super::nwc::{Nwc, NwcUri};
 use crate::payment::bolt11::Network;
 use crate::secrets::Secret;
 use std::sync::Arc;
@@ -28,9 +31,25 @@ const SECRET_FILE_LEN_MAX_BYTES: u64 = 64 * 1024;
 #[derive(Debug)]
 pub enum Backend {
     Dev,
-    Lnbits { url: String, admin_key: Secret },
-    Lnd { url: String, macaroon_hex: Secret, tls_cert_pem: Option<Vec<u8>> },
-    Cln { url: String, rune: Secret, tls_cert_pem: Option<Vec<u8>> },
+    Lnbits {
+        url: String,
+        admin_key: Secret,
+    },
+    Lnd {
+        url: String,
+        macaroon_hex: Secret,
+        tls_cert_pem: Option<Vec<u8>>,
+    },
+    Cln {
+        url: String,
+        rune: Secret,
+        tls_cert_pem: Option<Vec<u8>>,
+    },
+    /// `relay_origin` is what the start-up line shows (no secret in it).
+    Nwc {
+        uri: NwcUri,
+        relay_origin: String,
+    },
 }
 
 #[derive(Debug)]
@@ -68,8 +87,8 @@ impl LightningConfig {
                 rune: secret(&var, "COFFER_CLN_RUNE")?,
                 tls_cert_pem: var("COFFER_CLN_TLS_CERT_FILE").map(|p| read_file(&p)).transpose()?,
             },
-            "nwc" => return Err("COFFER_LIGHTNING=nwc: Nostr Wallet Connect is not implemented yet".into()),
-            other => return Err(format!("COFFER_LIGHTNING={other}: expected dev, lnbits, lnd or cln")),
+            "nwc" => nwc(&var)?,
+            other => return Err(format!("COFFER_LIGHTNING={other}: expected dev, lnbits, lnd, cln or nwc")),
         };
         let network = match var("COFFER_NETWORK").as_deref() {
             None if matches!(backend, Backend::Dev) => Network::Regtest,
@@ -97,6 +116,7 @@ impl LightningConfig {
             Backend::Lnbits { .. } => "lnbits",
             Backend::Lnd { .. } => "lnd",
             Backend::Cln { .. } => "cln",
+            Backend::Nwc { .. } => "nwc",
         }
     }
 
@@ -105,6 +125,7 @@ impl LightningConfig {
         match &self.backend {
             Backend::Dev => None,
             Backend::Lnbits { url, .. } | Backend::Lnd { url, .. } | Backend::Cln { url, .. } => Some(url),
+            Backend::Nwc { relay_origin, .. } => Some(relay_origin),
         }
     }
 
@@ -120,6 +141,7 @@ impl LightningConfig {
             Backend::Cln { url, rune, tls_cert_pem } => {
                 Arc::new(Cln::new(url, rune.clone(), client(timeout, tls_cert_pem.as_deref())?))
             }
+            Backend::Nwc { uri, .. } => Arc::new(Nwc::new(uri, timeout)?),
         };
         Ok(Some(source))
     }
@@ -164,6 +186,14 @@ fn secret(var: &impl Fn(&str) -> Option<String>, name: &str) -> Result<Secret, S
     let bytes = read_file(&path)?;
     let text = String::from_utf8(bytes).map_err(|_| format!("{file_var}: the file is not text"))?;
     Ok(Secret::new(text.trim().to_owned()))
+}
+
+/// The NWC connection string, from the variable or its file.
+fn nwc(var: &impl Fn(&str) -> Option<String>) -> Result<Backend, String> {
+    let text = secret(var, "COFFER_NWC_URI")?;
+    let uri = NwcUri::parse(text.expose()).map_err(|e| format!("COFFER_NWC_URI: {e}"))?;
+    let relay_origin = uri.relay_origin();
+    Ok(Backend::Nwc { uri, relay_origin })
 }
 
 /// LND's macaroon: hex in the variable, or the binary file `lncli` uses.
@@ -224,6 +254,24 @@ mod tests {
         ])
         .unwrap_err();
         assert!(err.contains("https"), "{err}");
+    }
+
+    #[test]
+    fn nwc_needs_its_string_and_never_prints_the_secret() {
+        assert!(config(&[("COFFER_LIGHTNING", "nwc")]).unwrap_err().contains("COFFER_NWC_URI"));
+        let secret = "71a8c14c1407c113601079c4302dab36460f0ccd0ad506f1f2dc73b5100e4f3c";
+        let wallet = "b889ff5b1513b641e2a139f661a661364979c5beee91842f8f0ef42ab558e9d4";
+        let uri = format!("nostr+walletconnect://{wallet}?relay=wss://relay.example:444/nwc&secret={secret}");
+        let c = config(&[("COFFER_LIGHTNING", "nwc"), ("COFFER_NWC_URI", &uri)]).unwrap();
+        assert_eq!((c.name(), c.network, c.location()), ("nwc", Network::Bitcoin, Some("wss://relay.example:444")));
+        assert!(!format!("{c:?}").contains(&secret[..16]), "{c:?}");
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), format!("{uri}\n")).unwrap();
+        let path = file.path().to_str().unwrap();
+        let from_file = config(&[("COFFER_LIGHTNING", "nwc"), ("COFFER_NWC_URI_FILE", path)]).unwrap();
+        assert_eq!(from_file.location(), Some("wss://relay.example:444"));
+        let bad = config(&[("COFFER_LIGHTNING", "nwc"), ("COFFER_NWC_URI", &uri.replace("wss", "https"))]);
+        assert!(bad.unwrap_err().starts_with("COFFER_NWC_URI: "));
     }
 
     #[test]

@@ -4,8 +4,10 @@
 //!
 //! One small trait, [`FundingSource`], and one file per backend: `lnbits`
 //! (its HTTP API, admin key), `lnd` (REST, macaroon, pinned TLS
-//! certificate), `cln` (clnrest, rune). Without a backend (`dev`) coffer
-//! signs its invoices with its own key and settles them inside the gateway.
+//! certificate), `cln` (clnrest, rune), `nwc` (Nostr Wallet Connect,
+//! NIP-47: encrypted, signed events through a relay, so any NWC wallet can
+//! fund coffer). Without a backend (`dev`) coffer signs its invoices with
+//! its own key and settles them inside the gateway.
 
 pub mod cln;
 pub mod config;
@@ -13,6 +15,7 @@ mod http;
 pub mod lnbits;
 pub mod lnd;
 pub mod lnurl;
+pub mod nwc;
 
 use coffer_core::Msat;
 use std::fmt;
@@ -34,6 +37,8 @@ pub enum LnError {
     Status { status: u16, detail: String },
     /// An answer that is not what the API documents.
     Protocol(String),
+    /// An error answer of a wallet that names its errors by code (NWC).
+    Wallet { code: String, detail: String },
 }
 
 impl fmt::Display for LnError {
@@ -42,6 +47,7 @@ impl fmt::Display for LnError {
             LnError::Unreachable(why) => write!(f, "backend unreachable: {why}"),
             LnError::Status { status, detail } => write!(f, "backend answered {status}: {detail}"),
             LnError::Protocol(why) => write!(f, "unexpected backend answer: {why}"),
+            LnError::Wallet { code, detail } => write!(f, "wallet answered {code}: {detail}"),
         }
     }
 }
@@ -55,7 +61,7 @@ pub struct CreatedInvoice {
     pub payment_hash: [u8; 32],
     /// The preimage, which coffer needs to settle the invoice inside the
     /// gateway: chosen by coffer where the backend takes one (LND, CLN),
-    /// reported by the backend otherwise (LNbits).
+    /// reported by the backend otherwise (LNbits, NWC).
     pub preimage: [u8; 32],
 }
 
@@ -83,7 +89,7 @@ pub enum InvoiceState {
 }
 
 pub trait FundingSource: Send + Sync + 'static {
-    /// `lnbits`, `lnd`, `cln`.
+    /// `lnbits`, `lnd`, `cln`, `nwc`.
     fn name(&self) -> &'static str;
     /// Makes an invoice on the backend's node. `preimage` is used where the
     /// backend accepts one.
