@@ -14,6 +14,9 @@
 //! Reads go to a small pool of read-only connections, which WAL lets run
 //! beside the writer.
 //!
+//! SQLite's page cache is wrapped (`pcache.rs`) so that a commit does not
+//! walk the whole cache looking for pages past the end of the file.
+//!
 //! Checkpoints (copying the WAL back into the database file, with fsyncs)
 //! run on a thread of their own, so that SQLite's automatic checkpoint does
 //! not stall every waiting request. A writer that never pauses would keep
@@ -23,6 +26,7 @@
 //! nearly all of it, and the pause is short.
 
 mod outbox;
+pub mod pcache;
 mod schema;
 
 use super::*;
@@ -90,6 +94,8 @@ pub struct SqliteStore {
 
 impl SqliteStore {
     pub fn open(path: &Path, durability: Durability) -> Result<SqliteStore, Error> {
+        // Before the first connection of the process, or never.
+        pcache::install();
         let conn = Connection::open(path).map_err(|e| Error::internal("opening the database", e))?;
         configure_writer(&conn, durability)?;
         schema::migrate(&conn)?;
