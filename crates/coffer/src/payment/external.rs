@@ -21,7 +21,7 @@
 
 use super::decision::{Verdict, decide};
 use super::internal::{
-    APPROVAL_PREFIX, approval_data, audit_decision, count_spend, load_chain, observe_denial, release, replay,
+    APPROVAL_PREFIX, approval_data, count_spend, load_chain, observe_denial, record_decision, release, replay,
     save_policed, trip_if_needed, uncount_spend,
 };
 use crate::error::Error;
@@ -216,13 +216,8 @@ pub fn decide_approval(
     }
     tx.save_balance(account, &balance)?;
     let payment = start(tx, &mut chain, &b, reserved)?;
-    approval.status = ApprovalStatus::Approved;
-    approval.decided_at_ms = Some(now_ms);
-    approval.decided_by = Some(actor.to_owned());
     approval.payment_id = Some(payment.id.clone());
-    tx.update_approval(&approval)?;
-    audit_decision(tx, &approval, "approval.approved", actor, now_ms)?;
-    tx.emit("approval.decided", Some(&approval.agent_id), &approval_data(&approval), now_ms)?;
+    record_decision(tx, &mut approval, ApprovalStatus::Approved, actor, now_ms)?;
     Ok(ApprovalOutcome::Paid(approval, payment))
 }
 

@@ -473,13 +473,8 @@ pub fn decide_approval(
     let payer = Payer { agent_id: approval.agent_id.clone(), account, key_id: approval.key_id.clone() };
     let payment_id = approval.id.replacen(APPROVAL_PREFIX, "pay_", 1);
     let payment = settle(tx, &payment_id, &payer, &approval.purpose, &invoice, payee_account, Reserved::Yes, now_ms)?;
-    approval.status = ApprovalStatus::Approved;
-    approval.decided_at_ms = Some(now_ms);
-    approval.decided_by = Some(actor.to_owned());
     approval.payment_id = Some(payment.id.clone());
-    tx.update_approval(&approval)?;
-    audit_decision(tx, &approval, "approval.approved", actor, now_ms)?;
-    tx.emit("approval.decided", Some(&approval.agent_id), &approval_data(&approval), now_ms)?;
+    record_decision(tx, &mut approval, ApprovalStatus::Approved, actor, now_ms)?;
     Ok(ApprovalOutcome::Paid(approval, payment))
 }
 
@@ -499,17 +494,34 @@ pub fn release(
     tx.save_balance(account, &balance)?;
     uncount_spend(&mut chain, reserved, approval.created_at_ms, now_ms);
     save_policed(tx, &chain)?;
-    approval.status = status;
-    approval.decided_at_ms = Some(now_ms);
-    approval.decided_by = Some(actor.to_owned());
-    tx.update_approval(&approval)?;
-    let action = if status == ApprovalStatus::Expired { "approval.expired" } else { "approval.denied" };
-    audit_decision(tx, &approval, action, actor, now_ms)?;
-    tx.emit("approval.decided", Some(&approval.agent_id), &approval_data(&approval), now_ms)?;
+    record_decision(tx, &mut approval, status, actor, now_ms)?;
     Ok(approval)
 }
 
-pub(crate) fn audit_decision(
+/// Records a person's (or the clock's) decision on a hold: its status,
+/// who and when, its audit record and its `approval.decided` event.
+pub(crate) fn record_decision(
+    tx: &mut impl Tx,
+    approval: &mut ApprovalRecord,
+    status: ApprovalStatus,
+    actor: &str,
+    now_ms: i64,
+) -> Result<(), Error> {
+    let action = match status {
+        ApprovalStatus::Approved => "approval.approved",
+        ApprovalStatus::Denied => "approval.denied",
+        ApprovalStatus::Expired => "approval.expired",
+        ApprovalStatus::Pending => return Err(Error::Internal("a decision that leaves a hold pending".into())),
+    };
+    approval.status = status;
+    approval.decided_at_ms = Some(now_ms);
+    approval.decided_by = Some(actor.to_owned());
+    tx.update_approval(approval)?;
+    audit_decision(tx, approval, action, actor, now_ms)?;
+    tx.emit("approval.decided", Some(&approval.agent_id), &approval_data(approval), now_ms)
+}
+
+fn audit_decision(
     tx: &mut impl Tx,
     approval: &ApprovalRecord,
     action: &'static str,
