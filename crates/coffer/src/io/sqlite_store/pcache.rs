@@ -119,9 +119,10 @@ fn default() -> &'static ffi::sqlite3_pcache_methods2 {
 }
 
 /// SAFETY (all methods below): SQLite calls them with a cache made by
-/// [`create`], never concurrently for one cache (a cache belongs to one
-/// connection's pager, which runs under that connection's mutex), and never
-/// after [`destroy`].
+/// [`create`] and never after [`destroy`]; never concurrently for one cache,
+/// since a cache belongs to one connection's pager (no shared-cache mode
+/// here) and a rusqlite `Connection` is used by one thread at a time (it is
+/// `Send`, not `Sync`).
 unsafe fn cache<'a>(p: *mut ffi::sqlite3_pcache) -> &'a mut Cache {
     unsafe { &mut *(p as *mut Cache) }
 }
