@@ -407,6 +407,9 @@ function dashboardView() {
     el.live.dataset.state = 'live';
     el.live.textContent = 'live';
     if (fresh) {
+      // The stats sum the same records ("Spent, last hour"): render them
+      // with the feed, not only after the refresh below has fetched.
+      renderStats();
       renderFeed();
       renderChart();
       renderAudit();
