@@ -11,6 +11,7 @@ pub struct Metrics {
     invoices_created: AtomicU64,
     store_batches: AtomicU64,
     store_batch_jobs: AtomicU64,
+    store_wal_restarts: AtomicU64,
 }
 
 pub static METRICS: Metrics = Metrics {
@@ -20,6 +21,7 @@ pub static METRICS: Metrics = Metrics {
     invoices_created: AtomicU64::new(0),
     store_batches: AtomicU64::new(0),
     store_batch_jobs: AtomicU64::new(0),
+    store_wal_restarts: AtomicU64::new(0),
 };
 
 impl Metrics {
@@ -31,6 +33,14 @@ impl Metrics {
     pub fn record_batch(&self, jobs: usize) {
         self.store_batches.fetch_add(1, Relaxed);
         self.store_batch_jobs.fetch_add(jobs as u64, Relaxed);
+    }
+
+    pub fn record_wal_restart(&self) {
+        self.store_wal_restarts.fetch_add(1, Relaxed);
+    }
+
+    pub fn wal_restarts(&self) -> u64 {
+        self.store_wal_restarts.load(Relaxed)
     }
 
     pub fn record_payment(&self, succeeded: bool) {
@@ -55,6 +65,11 @@ impl Metrics {
             ("coffer_invoices_created_total", "Invoices created.", &self.invoices_created),
             ("coffer_store_batches_total", "Store write transactions committed (group commits).", &self.store_batches),
             ("coffer_store_batch_jobs_total", "Jobs written in those transactions.", &self.store_batch_jobs),
+            (
+                "coffer_store_wal_restarts_total",
+                "Times the SQLite WAL started over from its beginning.",
+                &self.store_wal_restarts,
+            ),
         ];
         for (name, help, counter) in simple {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", counter.load(Relaxed));
