@@ -10,9 +10,9 @@ mod common;
 mod fake_lnbits;
 
 use coffer_client::{PayOutcome, PayRequest, PaymentStatus};
-use common::lightning::{balance_reaches, finished, payment};
+use common::lightning::{assert_audit, balance_reaches, finished, pay_out, payment};
 use common::problem;
-use fake_lnbits::{ADMIN_KEY, Fake, Lookup, PayMode, assert_audit, funded_agent, pay, start_gateway};
+use fake_lnbits::{ADMIN_KEY, Fake, Lookup, PayMode, funded_agent, start_gateway};
 use std::time::Duration;
 
 #[tokio::test]
@@ -40,7 +40,7 @@ async fn a_payment_settles_at_the_real_fee_and_releases_the_rest_of_the_reserve(
     let (_, agent) = funded_agent(&gw, &fake, 200_000).await;
     fake.set(PayMode::Succeed { fee_msat: 3_000 }, Lookup::NotFound);
     let (bolt11, hash) = fake.outside_invoice(100_000);
-    let paid = pay(&agent, &bolt11, "k1").await;
+    let paid = pay_out(&agent, &bolt11, "k1").await;
     assert_eq!((paid.status, paid.amount_msat, paid.fee_msat), (PaymentStatus::Succeeded, 100_000, 3_000));
     assert_eq!(paid.preimage.as_deref(), fake.script.lock().unwrap().preimages.get(&hash).map(String::as_str));
     let wallet = agent.wallet().await.unwrap();
@@ -50,7 +50,7 @@ async fn a_payment_settles_at_the_real_fee_and_releases_the_rest_of_the_reserve(
         agent.pay(&PayRequest { bolt11: bolt11.clone(), purpose: None, amount_msat: None }, "k2").await.unwrap_err();
     assert_eq!(problem(again).code, "invoice-already-paid");
     // A retry with the first key gets the first answer.
-    assert_eq!(pay(&agent, &bolt11, "k1").await.id, paid.id);
+    assert_eq!(pay_out(&agent, &bolt11, "k1").await.id, paid.id);
     assert_eq!(fake.pay_calls(&hash), 1);
     assert_audit(&gw).await;
 }
@@ -62,7 +62,7 @@ async fn a_timeout_leaves_the_payment_pending_and_a_restart_finishes_it() {
     let (key, agent) = funded_agent(&gw, &fake, 200_000).await;
     fake.set(PayMode::Hang, Lookup::Pending);
     let (bolt11, hash) = fake.outside_invoice(100_000);
-    let pending = pay(&agent, &bolt11, "t1").await;
+    let pending = pay_out(&agent, &bolt11, "t1").await;
     assert_eq!(pending.status, PaymentStatus::Pending);
     let detail = pending.detail.clone().unwrap_or_default();
     assert!(detail.contains("outcome unknown") && detail.contains("timed out"), "{detail}");
@@ -95,7 +95,7 @@ async fn an_error_stays_pending_until_the_backend_says_failed_then_everything_is
     let (_, agent) = funded_agent(&gw, &fake, 200_000).await;
     fake.set(PayMode::Error, Lookup::Pending);
     let (bolt11, hash) = fake.outside_invoice(50_000);
-    let pending = pay(&agent, &bolt11, "e1").await;
+    let pending = pay_out(&agent, &bolt11, "e1").await;
     assert_eq!(pending.status, PaymentStatus::Pending);
     assert!(pending.detail.unwrap_or_default().contains("500"), "the error is the payment's detail");
     assert_eq!(agent.wallet().await.unwrap().pending_msat, 60_000);
@@ -108,7 +108,7 @@ async fn an_error_stays_pending_until_the_backend_says_failed_then_everything_is
 
     // A failed invoice may be paid again; a definite failure at once.
     fake.set(PayMode::Fail, Lookup::NotFound);
-    let refused = pay(&agent, &bolt11, "e2").await;
+    let refused = pay_out(&agent, &bolt11, "e2").await;
     assert_eq!(refused.status, PaymentStatus::Failed);
     assert!(refused.detail.unwrap_or_default().contains("no route"));
     assert_eq!(agent.wallet().await.unwrap().available_msat, 200_000);
@@ -123,7 +123,7 @@ async fn an_unknown_answer_survives_a_crash_and_a_payment_never_sent_is_failed_a
     let (key, agent) = funded_agent(&gw, &fake, 300_000).await;
     fake.set(PayMode::Pending, Lookup::Pending);
     let (bolt11, _) = fake.outside_invoice(100_000);
-    let pending = pay(&agent, &bolt11, "u1").await;
+    let pending = pay_out(&agent, &bolt11, "u1").await;
     assert_eq!(pending.status, PaymentStatus::Pending);
     gw.kill9().await;
     gw.restart().await;
@@ -152,7 +152,7 @@ async fn agent_invoices_come_from_the_backend_and_settle_inside_when_an_agent_pa
     let (_, payee, _) = gw.new_agent("payee", 0).await;
     let invoice = common::invoice(&payee, 20_000).await;
     assert!(fake.script.lock().unwrap().invoices.contains_key(&invoice.payment_hash), "made by the backend");
-    let paid = pay(&payer, &invoice.bolt11, "i1").await;
+    let paid = pay_out(&payer, &invoice.bolt11, "i1").await;
     assert_eq!((paid.status, paid.payee_agent_id.is_some()), (PaymentStatus::Succeeded, true));
     assert_eq!(fake.pay_calls(&invoice.payment_hash), 0, "never routed out");
     assert_eq!(payee.wallet().await.unwrap().balance_msat, 20_000);

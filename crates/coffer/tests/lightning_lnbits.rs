@@ -13,7 +13,7 @@ use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use coffer_client::{Client, DepositRequest, PayOutcome, PayRequest, PaymentStatus};
 use common::Gateway;
-use common::lightning::{balance_reaches, finished, outside_invoice, payment, wait_for};
+use common::lightning::{assert_audit, balance_reaches, finished, outside_invoice, pay_out, payment, wait_for};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -180,21 +180,6 @@ async fn deposited_agent(gw: &Gateway, lnbits: &Lnbits, outside: &Wallet, sat: u
     (created.key, agent)
 }
 
-async fn pay(agent: &Client, bolt11: &str, key: &str) -> coffer_client::Payment {
-    match agent
-        .pay(&PayRequest { bolt11: bolt11.into(), purpose: Some("withdrawal".into()), amount_msat: None }, key)
-        .await
-    {
-        Ok(PayOutcome::Done(p)) => p,
-        other => panic!("expected a payment, got {other:?}"),
-    }
-}
-
-async fn assert_audit(gw: &Gateway) {
-    let (ok, report) = gw.audit().await;
-    assert!(ok, "coffer audit failed:\n{report}");
-}
-
 #[tokio::test]
 async fn deposit_then_withdrawal_with_fee_accounting() {
     let Some(lnbits) = Lnbits::connect().await else { return };
@@ -214,7 +199,7 @@ async fn deposit_then_withdrawal_with_fee_accounting() {
     // Withdraw to an invoice of the outside wallet.
     let before = lnbits.balance_msat(&outside).await;
     let (bolt11, _) = lnbits.invoice(&outside, 120).await;
-    let paid = pay(&agent, &bolt11, "w1").await;
+    let paid = pay_out(&agent, &bolt11, "w1").await;
     assert_eq!(paid.status, PaymentStatus::Succeeded, "{paid:?}");
     assert_eq!(paid.amount_msat, 120_000);
     assert_eq!(paid.fee_msat, 1_200, "LNbits' service fee of 1%");
@@ -238,7 +223,7 @@ async fn a_payment_lnbits_cannot_make_fails_and_is_refunded() {
     let (_, agent) = deposited_agent(&gw, &lnbits, &outside, 200).await;
     // An invoice of a node FakeWallet cannot reach.
     let (bolt11, _, _) = outside_invoice(50_000);
-    let failed = pay(&agent, &bolt11, "f1").await;
+    let failed = pay_out(&agent, &bolt11, "f1").await;
     let failed = if failed.status == PaymentStatus::Pending { finished(&agent, &failed.id).await } else { failed };
     assert_eq!(failed.status, PaymentStatus::Failed, "{failed:?}");
     assert!(failed.detail.is_some(), "the failure says why");
@@ -301,7 +286,7 @@ async fn a_restart_while_pending_finishes_the_payment_lnbits_made() {
     let (key, agent) = deposited_agent(&gw, &lnbits, &outside, 300).await;
     proxy.swallow.store(true, Ordering::SeqCst);
     let (bolt11, _) = lnbits.invoice(&outside, 100).await;
-    let pending = pay(&agent, &bolt11, "p1").await;
+    let pending = pay_out(&agent, &bolt11, "p1").await;
     assert_eq!(pending.status, PaymentStatus::Pending, "{pending:?}");
     assert_eq!(agent.wallet().await.unwrap().balance_msat, 300_000, "nothing posted before the backend answers");
     gw.kill9().await;

@@ -19,10 +19,10 @@ use coffer::lightning::nwc::event::Event;
 use coffer::lightning::nwc::{KIND_INFO, KIND_REQUEST, KIND_RESPONSE, Nwc, NwcUri};
 use coffer::lightning::{FundingSource, InvoiceState, LnError};
 use coffer::payment::bolt11::{Network, NodeSigner, ParsedInvoice};
-use coffer_client::{Client, DepositRequest, PayOutcome, PayRequest, PaymentStatus};
+use coffer_client::{Client, DepositRequest, PaymentStatus};
 use coffer_core::Msat;
 use common::Gateway;
-use common::lightning::{balance_reaches, finished, other_node, outside_invoice, payment};
+use common::lightning::{assert_audit, balance_reaches, finished, other_node, outside_invoice, pay_out, payment};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -517,19 +517,6 @@ async fn funded_agent(gw: &Gateway, relay: &Relay, amount_msat: u64) -> (String,
     (created.key, agent)
 }
 
-async fn pay(agent: &Client, bolt11: &str, key: &str) -> coffer_client::Payment {
-    let request = PayRequest { bolt11: bolt11.into(), purpose: Some("outside".into()), amount_msat: None };
-    match agent.pay(&request, key).await {
-        Ok(PayOutcome::Done(p)) => p,
-        other => panic!("expected a payment, got {other:?}"),
-    }
-}
-
-async fn assert_audit(gw: &Gateway) {
-    let (ok, report) = gw.audit().await;
-    assert!(ok, "coffer audit failed:\n{report}");
-}
-
 #[tokio::test]
 async fn a_nip44_deposit_is_made_by_the_wallet_and_credited_once_even_after_a_restart() {
     let relay = Relay::start("info_nip44.json").await;
@@ -559,7 +546,7 @@ async fn a_nip04_withdrawal_settles_at_the_wallets_fee_and_releases_the_reserve(
     let (_, agent) = funded_agent(&gw, &relay, 200_000).await;
     relay.wallet(|w| w.pay = Pay::Succeed { fee_msat: 3_000 });
     let (bolt11, hash) = relay.outside_invoice(100_000);
-    let paid = pay(&agent, &bolt11, "w1").await;
+    let paid = pay_out(&agent, &bolt11, "w1").await;
     assert_eq!((paid.status, paid.amount_msat, paid.fee_msat), (PaymentStatus::Succeeded, 100_000, 3_000));
     let preimage = relay.wallet(|w| hex::encode(w.outside[&hash].1));
     assert_eq!(paid.preimage.as_deref(), Some(preimage.as_str()));
@@ -567,7 +554,7 @@ async fn a_nip04_withdrawal_settles_at_the_wallets_fee_and_releases_the_reserve(
     assert_eq!((wallet.balance_msat, wallet.pending_msat), (97_000, 0), "amount and real fee, nothing reserved");
     assert_eq!(relay.seen("pay_invoice")[0].params, json!({"invoice": bolt11}));
     // A retry with the same key gets the first answer and pays nothing.
-    assert_eq!(pay(&agent, &bolt11, "w1").await.id, paid.id);
+    assert_eq!(pay_out(&agent, &bolt11, "w1").await.id, paid.id);
     assert_eq!(relay.wallet(|w| w.pay_calls[&hash]), 1);
     relay.assert_clean();
     assert_audit(&gw).await;
@@ -580,7 +567,7 @@ async fn payment_failed_fails_the_payment_and_refunds_it_in_full() {
     let (_, agent) = funded_agent(&gw, &relay, 200_000).await;
     relay.wallet(|w| w.pay = Pay::Fail);
     let (bolt11, _) = relay.outside_invoice(50_000);
-    let failed = pay(&agent, &bolt11, "f1").await;
+    let failed = pay_out(&agent, &bolt11, "f1").await;
     assert_eq!(failed.status, PaymentStatus::Failed);
     let detail = failed.detail.unwrap_or_default();
     assert!(detail.contains("PAYMENT_FAILED") && detail.contains("no route"), "{detail}");
@@ -600,7 +587,7 @@ async fn a_silent_wallet_leaves_the_payment_pending_until_lookup_invoice_settles
         w.lookup_out = LookupOut::Pending;
     });
     let (bolt11, hash) = relay.outside_invoice(100_000);
-    let pending = pay(&agent, &bolt11, "s1").await;
+    let pending = pay_out(&agent, &bolt11, "s1").await;
     assert_eq!(pending.status, PaymentStatus::Pending);
     let detail = pending.detail.clone().unwrap_or_default();
     assert!(detail.contains("outcome unknown") && detail.contains("timed out"), "{detail}");
@@ -638,7 +625,7 @@ async fn forged_answers_are_dropped_and_the_wallets_own_is_used() {
         w.pay = Pay::Succeed { fee_msat: 1_000 };
     });
     let (bolt11, _) = relay.outside_invoice(60_000);
-    let paid = pay(&agent, &bolt11, "g1").await;
+    let paid = pay_out(&agent, &bolt11, "g1").await;
     // The forged answers came first and said PAYMENT_FAILED.
     assert_eq!((paid.status, paid.fee_msat), (PaymentStatus::Succeeded, 1_000));
     assert!(relay.wallet(|w| w.forged_sent) >= 2);
@@ -655,7 +642,7 @@ async fn an_agents_invoice_comes_from_the_wallet_and_settles_inside_when_another
     let (_, payee, _) = gw.new_agent("payee", 0).await;
     let invoice = common::invoice(&payee, 20_000).await;
     assert!(relay.wallet(|w| w.made.contains_key(&invoice.payment_hash)), "made by the wallet");
-    let paid = pay(&payer, &invoice.bolt11, "i1").await;
+    let paid = pay_out(&payer, &invoice.bolt11, "i1").await;
     assert_eq!((paid.status, paid.payee_agent_id.is_some()), (PaymentStatus::Succeeded, true));
     // Settled with the wallet's preimage, inside coffer: never sent out.
     let preimage = relay.wallet(|w| hex::encode(w.made[&invoice.payment_hash].preimage));

@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use coffer::payment::bolt11::{Network, NodeSigner};
-use coffer_client::{Client, DepositRequest, PayOutcome, PayRequest};
+use coffer_client::{Client, DepositRequest};
 use coffer_core::Msat;
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -236,19 +236,4 @@ pub async fn funded_agent(gw: &Gateway, fake: &Fake, amount_msat: u64) -> (Strin
     fake.mark_paid(&deposit.payment_hash);
     balance_reaches(&agent, amount_msat).await;
     (created.key, agent)
-}
-
-pub async fn pay(agent: &Client, bolt11: &str, key: &str) -> coffer_client::Payment {
-    match agent
-        .pay(&PayRequest { bolt11: bolt11.into(), purpose: Some("outside".into()), amount_msat: None }, key)
-        .await
-    {
-        Ok(PayOutcome::Done(p)) => p,
-        other => panic!("expected a payment, got {other:?}"),
-    }
-}
-
-pub async fn assert_audit(gw: &Gateway) {
-    let (ok, report) = gw.audit().await;
-    assert!(ok, "coffer audit failed:\n{report}");
 }

@@ -1,8 +1,10 @@
 //! Helpers of the Lightning tests: invoices of other nodes, waiting for the
-//! gateway's background work, and reading payments.
+//! gateway's background work, paying out, reading payments, and the audit
+//! after each test.
 
+use super::Gateway;
 use coffer::payment::bolt11::{Network, NodeSigner};
-use coffer_client::{Client, Payment};
+use coffer_client::{Client, PayOutcome, PayRequest, Payment};
 use coffer_core::Msat;
 use std::time::Duration;
 
@@ -67,4 +69,20 @@ pub async fn balance_reaches(agent: &Client, balance_msat: u64) -> coffer_client
         (w.balance_msat == balance_msat).then_some(w)
     })
     .await
+}
+
+/// Pays an invoice of another node and expects an answer at once (not a
+/// hold), whatever its status.
+pub async fn pay_out(agent: &Client, bolt11: &str, key: &str) -> Payment {
+    let request = PayRequest { bolt11: bolt11.into(), purpose: Some("outside".into()), amount_msat: None };
+    match agent.pay(&request, key).await {
+        Ok(PayOutcome::Done(p)) => p,
+        other => panic!("expected a payment, got {other:?}"),
+    }
+}
+
+/// `coffer audit` passes on the gateway's store.
+pub async fn assert_audit(gw: &Gateway) {
+    let (ok, report) = gw.audit().await;
+    assert!(ok, "coffer audit failed:\n{report}");
 }
