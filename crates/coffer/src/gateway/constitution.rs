@@ -101,8 +101,13 @@ impl Gateway {
     }
 
     /// Expires held payments past their time; run by a background task.
+    /// Writes only when one is due (see [`Store::approvals_due`]).
     pub async fn expire_approvals(&self) -> Result<u64, Error> {
-        self.store.expire_approvals(now_ms()).await
+        let now = now_ms();
+        if !self.store.approvals_due(now).await? {
+            return Ok(0);
+        }
+        self.store.expire_approvals(now).await
     }
 
     pub async fn audit_log(&self, filter: AuditFilter, after_seq: i64, limit: u32) -> Result<Vec<AuditRecord>, Error> {

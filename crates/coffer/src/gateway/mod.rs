@@ -447,12 +447,17 @@ impl Gateway {
     /// `invoice.expired` events, a batch at a time; run by a background task
     /// on every instance (the store makes each expire once). Invoices of the
     /// backend's node stay open while the deposit watcher looks at them.
-    /// Returns how many expired.
+    /// Writes only when one is due (see [`Store::invoices_due`]). Returns
+    /// how many expired.
     pub async fn expire_invoices(&self) -> Result<u64, Error> {
         let mut expired = 0;
         for _ in 0..INVOICE_EXPIRY_BATCHES_PER_STEP_MAX {
             let now = now_ms();
-            let swept = self.store.expire_invoices(now, now.saturating_sub(lightning::WATCH_AFTER_EXPIRY_MS)).await?;
+            let watched_since_ms = now.saturating_sub(lightning::WATCH_AFTER_EXPIRY_MS);
+            if !self.store.invoices_due(now, watched_since_ms).await? {
+                break;
+            }
+            let swept = self.store.expire_invoices(now, watched_since_ms).await?;
             expired += swept;
             if swept < u64::from(crate::io::INVOICE_EXPIRY_BATCH_MAX) {
                 break;

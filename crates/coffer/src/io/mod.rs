@@ -656,8 +656,16 @@ pub trait Store: Send + Sync + 'static {
         actor: String,
         now_ms: i64,
     ) -> StoreFuture<'_, ApprovalOutcome>;
+    /// Whether a pending approval is past its time. A read: the expiry job
+    /// runs every second on every instance and nearly always finds nothing,
+    /// and an empty write would still be a commit, which wakes every outbox
+    /// watcher (and on PostgreSQL takes the write lock).
+    fn approvals_due(&self, now_ms: i64) -> StoreFuture<'_, bool>;
     /// Expires every pending approval past its time; returns how many.
     fn expire_approvals(&self, now_ms: i64) -> StoreFuture<'_, u64>;
+    /// Whether an open invoice is due for [`Store::expire_invoices`]: a
+    /// read, as [`Store::approvals_due`] is.
+    fn invoices_due(&self, now_ms: i64, watched_since_ms: i64) -> StoreFuture<'_, bool>;
     /// Marks open invoices past their expiry `expired`, each with its
     /// `invoice.expired` event in the same transaction, at most
     /// [`INVOICE_EXPIRY_BATCH_MAX`], the first to expire first; returns how

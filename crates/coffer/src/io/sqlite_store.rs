@@ -1526,27 +1526,20 @@ impl Store for SqliteStore {
         self.write(move |tx| internal::decide_approval(tx, &id, approve, &actor, now_ms))
     }
 
+    fn approvals_due(&self, now_ms: i64) -> StoreFuture<'_, bool> {
+        self.read(move |tx| tx.approvals_due(now_ms))
+    }
+
     fn expire_approvals(&self, now_ms: i64) -> StoreFuture<'_, u64> {
-        Box::pin(async move {
-            // A read first, as for invoices: the job runs every second on
-            // every instance and nearly always finds nothing.
-            if !self.read(move |tx| tx.approvals_due(now_ms)).await? {
-                return Ok(0);
-            }
-            self.write(move |tx| tx.expire_due_approvals(now_ms)).await
-        })
+        self.write(move |tx| tx.expire_due_approvals(now_ms))
+    }
+
+    fn invoices_due(&self, now_ms: i64, watched_since_ms: i64) -> StoreFuture<'_, bool> {
+        self.read(move |tx| tx.invoices_due(now_ms, watched_since_ms))
     }
 
     fn expire_invoices(&self, now_ms: i64, watched_since_ms: i64) -> StoreFuture<'_, u64> {
-        Box::pin(async move {
-            // A read first: most sweeps find nothing, and an empty write
-            // would still be a commit, which wakes every outbox watcher.
-            let due = self.read(move |tx| tx.invoices_due(now_ms, watched_since_ms)).await?;
-            if !due {
-                return Ok(0);
-            }
-            self.write(move |tx| tx.expire_invoices(now_ms, watched_since_ms)).await
-        })
+        self.write(move |tx| tx.expire_invoices(now_ms, watched_since_ms))
     }
 
     fn audit_log(&self, filter: AuditFilter, after_seq: i64, limit: u32) -> StoreFuture<'_, Vec<AuditRecord>> {
