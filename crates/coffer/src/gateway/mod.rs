@@ -659,3 +659,24 @@ fn idempotency_for(key: &str, bolt11: &str, purpose: &str) -> Result<Idempotency
     hasher.update(purpose.as_bytes());
     Ok(Idempotency { key: key.to_owned(), request_digest: hasher.finalize().into() })
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::server::GatewayBuilder;
+
+    /// The expiry jobs run every second on every instance. With nothing
+    /// due they must not commit: every commit wakes every outbox watcher,
+    /// and on PostgreSQL takes the write lock shared by all instances.
+    #[tokio::test]
+    async fn expiry_jobs_with_nothing_due_commit_nothing() {
+        let dir = tempfile::tempdir().expect("temporary folder");
+        let (gateway, _token) = GatewayBuilder::default().data_dir(dir.path()).build().await.expect("a gateway");
+        let commits = gateway.store.commits();
+        let before = *commits.borrow();
+        for _ in 0..3 {
+            assert_eq!(gateway.expire_approvals().await.expect("approvals"), 0);
+            assert_eq!(gateway.expire_invoices().await.expect("invoices"), 0);
+        }
+        assert_eq!(*commits.borrow(), before, "an expiry job with nothing due committed");
+    }
+}
