@@ -630,7 +630,7 @@ impl PgTx<'_> {
     }
 
     /// Whether a pending approval is due to expire (see
-    /// [`Store::expire_approvals`]).
+    /// [`Store::approvals_due`]).
     fn approvals_due(&mut self, now_ms: i64) -> Result<bool, Error> {
         let sql = "SELECT 1 FROM approvals WHERE status = 'pending' AND expires_at <= $1 LIMIT 1";
         Ok(self.conn.query_opt(sql, &[&now_ms])?.is_some())
@@ -1423,13 +1423,13 @@ impl Store for PostgresStore {
         self.write(move |tx| internal::decide_approval(tx, &id, approve, &actor, now_ms))
     }
 
-    /// Every instance runs this; under the write lock, the first batch to
-    /// run after an approval's time expires it, and the others no longer
-    /// find it pending.
     fn approvals_due(&self, now_ms: i64) -> StoreFuture<'_, bool> {
         self.read(move |tx| tx.approvals_due(now_ms))
     }
 
+    /// Every instance runs this; under the write lock, the first batch to
+    /// run after an approval's time expires it, and the others no longer
+    /// find it pending.
     fn expire_approvals(&self, now_ms: i64) -> StoreFuture<'_, u64> {
         self.write(move |tx| tx.expire_due_approvals(now_ms))
     }

@@ -674,7 +674,7 @@ impl SqliteTx<'_> {
     }
 
     /// Whether a pending approval is due to expire (see
-    /// [`Store::expire_approvals`]).
+    /// [`Store::approvals_due`]).
     fn approvals_due(&mut self, now_ms: i64) -> Result<bool, Error> {
         let mut stmt = self
             .conn
