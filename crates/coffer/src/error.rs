@@ -60,6 +60,17 @@ impl Error {
     pub fn internal(context: &str, e: impl fmt::Display) -> Error {
         Error::Internal(format!("{context}: {e}"))
     }
+
+    /// The whole message, an internal fault's cause included. For the
+    /// operator's own terminal (`coffer serve` failing to start, `coffer
+    /// audit`), who needs the cause to act on it; a caller over HTTP gets
+    /// `Display`, which keeps the cause in the log.
+    pub fn operator_message(&self) -> String {
+        match self {
+            Error::Internal(cause) => format!("internal error: {cause}"),
+            other => other.to_string(),
+        }
+    }
 }
 
 impl fmt::Display for Error {

@@ -191,8 +191,9 @@ pub async fn serve(
         Ok(open) => tracing::warn!(open, "payments still pending at the backend after the start-up check"),
         Err(e) => tracing::warn!(error = %e, "checking pending payments at start failed; will retry"),
     }
-    let listener =
-        tokio::net::TcpListener::bind(listen).await.map_err(|e| Error::internal("binding the listen address", e))?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| Error::internal(&format!("listening on {listen}"), e))?;
     let addr = listener.local_addr().map_err(|e| Error::internal("reading the bound address", e))?;
     start_event_sinks(&gateway, sinks)?;
     on_ready(addr);

@@ -263,3 +263,26 @@ async fn an_invoice_pays_in_upper_case_behind_a_lightning_prefix() {
     assert_eq!(common::problem(e).code, "invoice-already-paid");
     assert_eq!(payer.wallet().await.unwrap().balance_msat, 10_000 - 4_321);
 }
+
+/// `coffer serve` on an address already taken tells the operator which
+/// address and why, instead of a bare "internal error".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_on_a_taken_address_names_it_and_the_cause() {
+    let gw = Gateway::start().await;
+    let taken = gw.url().trim_start_matches("http://").to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let out = tokio::process::Command::new(common::BIN)
+        .args(["serve", "--listen", &taken, "--data"])
+        .arg(dir.path())
+        .env("COFFER_OPERATOR_TOKEN", "a-second-instance")
+        .env_remove("COFFER_DATABASE_URL")
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a second gateway started on {taken}: {stderr}");
+    assert!(stderr.contains(&format!("listening on {taken}")), "the address is not named: {stderr}");
+    assert!(stderr.to_lowercase().contains("in use"), "the cause is not named: {stderr}");
+    // The first gateway is untouched.
+    assert!(gw.operator().treasury().await.is_ok());
+}

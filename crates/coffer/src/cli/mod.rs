@@ -481,7 +481,7 @@ async fn serve(args: ServeArgs) -> CliResult {
         .durability(durability)
         .build()
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| e.operator_message())?;
     let network = gateway.settings().network.as_str();
     let node = gateway.node_pubkey_hex();
     match token {
@@ -521,7 +521,7 @@ async fn serve(args: ServeArgs) -> CliResult {
         println!("coffer listening on http://{addr}");
     })
     .await
-    .map_err(|e| e.to_string())?;
+    .map_err(|e| e.operator_message())?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -532,8 +532,8 @@ fn init_tracing() {
 }
 
 async fn audit(data: PathBuf, database: Option<String>, json: bool) -> CliResult {
-    let store = server::open_store(&data, database.as_deref()).await.map_err(|e| e.to_string())?;
-    let report = crate::gateway::audit(store.as_ref()).await.map_err(|e| e.to_string())?;
+    let store = server::open_store(&data, database.as_deref()).await.map_err(|e| e.operator_message())?;
+    let report = crate::gateway::audit(store.as_ref()).await.map_err(|e| e.operator_message())?;
     print(json, &report, || {
         let mut out = format!(
             "checked {} accounts and {} transfers: debits {} msat, credits {} msat\n\
