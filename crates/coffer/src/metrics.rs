@@ -12,6 +12,7 @@ pub struct Metrics {
     store_batches: AtomicU64,
     store_batch_jobs: AtomicU64,
     store_wal_restarts: AtomicU64,
+    store_wal_stall_us: AtomicU64,
 }
 
 pub static METRICS: Metrics = Metrics {
@@ -22,6 +23,7 @@ pub static METRICS: Metrics = Metrics {
     store_batches: AtomicU64::new(0),
     store_batch_jobs: AtomicU64::new(0),
     store_wal_restarts: AtomicU64::new(0),
+    store_wal_stall_us: AtomicU64::new(0),
 };
 
 impl Metrics {
@@ -37,6 +39,16 @@ impl Metrics {
 
     pub fn record_wal_restart(&self) {
         self.store_wal_restarts.fetch_add(1, Relaxed);
+    }
+
+    /// Time the writer spent checkpointing so that the WAL could start over.
+    pub fn record_wal_stall(&self, stalled: std::time::Duration) {
+        let us = u64::try_from(stalled.as_micros()).unwrap_or(u64::MAX);
+        self.store_wal_stall_us.fetch_add(us, Relaxed);
+    }
+
+    pub fn wal_stall_us(&self) -> u64 {
+        self.store_wal_stall_us.load(Relaxed)
     }
 
     pub fn wal_restarts(&self) -> u64 {
@@ -69,6 +81,11 @@ impl Metrics {
                 "coffer_store_wal_restarts_total",
                 "Times the SQLite WAL started over from its beginning.",
                 &self.store_wal_restarts,
+            ),
+            (
+                "coffer_store_wal_stall_microseconds_total",
+                "Time the writer spent checkpointing so that the WAL could start over (no commits meanwhile).",
+                &self.store_wal_stall_us,
             ),
         ];
         for (name, help, counter) in simple {
