@@ -66,9 +66,9 @@ const READERS_MAX: usize = 8;
 const CHECKPOINT_INTERVAL_MS: u64 = 50;
 /// Past this many frames (about 128 MiB of 4 KiB pages) the writer starts
 /// the WAL over from its beginning. Each restart stalls the writer for a
-/// checkpoint's two fsyncs (about 11 ms here, fresh or with 1,000,000
+/// checkpoint's two fsyncs (9-23 ms here, fresh or with millions of
 /// payments stored, since the checkpointer syncs the database file after
-/// each pass), so the bound sets how often that happens.
+/// its passes), so the bound sets how often that happens.
 const WAL_RESTART_FRAMES: u32 = 32_768;
 /// The WAL file is truncated to this size after it starts over: above the
 /// restart bound, so that steady load does not shrink and regrow the file
@@ -341,7 +341,7 @@ fn run_batch(
 
 /// Copies the WAL into the database every few milliseconds, without
 /// blocking the writer (PASSIVE), and syncs the database file after each
-/// pass, until the store is dropped.
+/// pass that copied frames, until the store is dropped.
 fn run_checkpointer(conn: Connection, store: mpsc::WeakSender<Job>, finished: &AtomicU64) {
     if let Err(e) = conn.execute_batch("PRAGMA busy_timeout=5000;") {
         tracing::error!(error = %e, "the checkpointer cannot configure its connection");
