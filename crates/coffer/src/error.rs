@@ -49,6 +49,13 @@ pub enum Error {
     /// An incoming payment was already accepted or rejected.
     AlreadyDecided(&'static str),
     InvalidPolicy(coffer_core::policy::PolicyError),
+    /// A bound on what a caller may create or hold open was reached
+    /// (`crate::limits`): try again after `retry_after_secs`.
+    LimitExceeded {
+        limit: crate::limits::Limit,
+        retry_after_secs: u64,
+        detail: String,
+    },
     /// The store is shutting down or overloaded: try again.
     Unavailable(&'static str),
     /// A fault of ours: storage or an invariant. Logged, never detailed to
@@ -57,6 +64,12 @@ pub enum Error {
 }
 
 impl Error {
+    /// A limit reached, counted on `/metrics` as it is made.
+    pub fn limit(limit: crate::limits::Limit, retry_after_secs: u64, detail: impl Into<String>) -> Error {
+        crate::metrics::METRICS.record_limit_hit(limit);
+        Error::LimitExceeded { limit, retry_after_secs: retry_after_secs.max(1), detail: detail.into() }
+    }
+
     pub fn internal(context: &str, e: impl fmt::Display) -> Error {
         Error::Internal(format!("{context}: {e}"))
     }
@@ -118,6 +131,7 @@ impl fmt::Display for Error {
             Error::ApprovalNotPending(status) => write!(f, "the approval was already decided: {status}"),
             Error::AlreadyDecided(status) => write!(f, "already decided: {status}"),
             Error::InvalidPolicy(e) => write!(f, "{}: {}", e.field, e.message),
+            Error::LimitExceeded { limit, detail, .. } => write!(f, "limit {} reached: {detail}", limit.name()),
             Error::Unavailable(why) => f.write_str(why),
             Error::Internal(_) => f.write_str("internal error"),
         }

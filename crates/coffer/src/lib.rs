@@ -15,6 +15,7 @@ pub mod http;
 pub mod io;
 pub mod l402;
 pub mod lightning;
+pub mod limits;
 pub mod live;
 pub mod mcp;
 pub mod metrics;

@@ -13,6 +13,7 @@ pub struct Metrics {
     store_batch_jobs: AtomicU64,
     store_wal_restarts: AtomicU64,
     store_wal_stall_us: AtomicU64,
+    limits_hit: [AtomicU64; crate::limits::Limit::ALL.len()],
 }
 
 pub static METRICS: Metrics = Metrics {
@@ -24,6 +25,7 @@ pub static METRICS: Metrics = Metrics {
     store_batch_jobs: AtomicU64::new(0),
     store_wal_restarts: AtomicU64::new(0),
     store_wal_stall_us: AtomicU64::new(0),
+    limits_hit: [const { AtomicU64::new(0) }; crate::limits::Limit::ALL.len()],
 };
 
 impl Metrics {
@@ -53,6 +55,14 @@ impl Metrics {
 
     pub fn wal_restarts(&self) -> u64 {
         self.store_wal_restarts.load(Relaxed)
+    }
+
+    pub fn record_limit_hit(&self, limit: crate::limits::Limit) {
+        self.limits_hit[limit.index()].fetch_add(1, Relaxed);
+    }
+
+    pub fn limit_hits(&self, limit: crate::limits::Limit) -> u64 {
+        self.limits_hit[limit.index()].load(Relaxed)
     }
 
     pub fn record_payment(&self, succeeded: bool) {
@@ -90,6 +100,12 @@ impl Metrics {
         ];
         for (name, help, counter) in simple {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", counter.load(Relaxed));
+        }
+        out.push_str("# HELP coffer_limits_hit_total Requests refused with 429 because a limit was reached.\n");
+        out.push_str("# TYPE coffer_limits_hit_total counter\n");
+        for limit in crate::limits::Limit::ALL {
+            let hits = self.limits_hit[limit.index()].load(Relaxed);
+            let _ = writeln!(out, "coffer_limits_hit_total{{limit=\"{}\"}} {hits}", limit.name());
         }
         out
     }

@@ -44,6 +44,7 @@ pub struct GatewayBuilder {
     operator_token: Option<String>,
     durability: Durability,
     lightning: crate::lightning::LightningConfig,
+    limits: crate::limits::Limits,
 }
 
 impl Default for GatewayBuilder {
@@ -54,6 +55,7 @@ impl Default for GatewayBuilder {
             operator_token: None,
             durability: Durability::Process,
             lightning: crate::lightning::LightningConfig::dev(),
+            limits: crate::limits::Limits::default(),
         }
     }
 }
@@ -79,6 +81,13 @@ impl GatewayBuilder {
         self
     }
 
+    /// Bounds on what callers may create or hold open (default:
+    /// `Limits::default()`).
+    pub fn limits(mut self, limits: crate::limits::Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
     /// The Lightning backend and network (default: dev, regtest).
     pub fn lightning(mut self, config: crate::lightning::LightningConfig) -> Self {
         self.lightning = config;
@@ -93,7 +102,7 @@ impl GatewayBuilder {
             None => Arc::new(SqliteStore::open(&self.data_dir.join(DATABASE_FILE), self.durability)?),
         };
         let network: Network = self.lightning.network;
-        let settings = Settings { network, dev_mode: true, approval_ttl_ms: APPROVAL_TTL_MS };
+        let settings = Settings { network, dev_mode: true, approval_ttl_ms: APPROVAL_TTL_MS, limits: self.limits };
         let node = NodeSigner::load_or_create(&self.data_dir.join(NODE_KEY_FILE), settings.network)
             .map_err(|e| Error::internal("loading the node key", e))?;
         let (operator, token) = settle_operator_token(store.as_ref(), self.operator_token).await?;

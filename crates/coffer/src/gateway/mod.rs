@@ -85,6 +85,8 @@ pub struct Settings {
     /// How long a held payment waits for a person, at most (it also ends
     /// when its invoice expires).
     pub approval_ttl_ms: i64,
+    /// Bounds on what callers may create or hold open.
+    pub limits: crate::limits::Limits,
 }
 
 pub struct Gateway {
