@@ -60,6 +60,66 @@ pub fn new_id(prefix: &str) -> String {
     format!("{prefix}{now_ms:012x}{}", hex::encode(random_bytes::<8>()))
 }
 
+/// A chosen operator token is at least this long: it guards every agent's
+/// money, and a short one can be guessed. Generated tokens have 68.
+pub const OPERATOR_TOKEN_LEN_MIN_BYTES: usize = 32;
+
+/// Checks a token the operator chose (`COFFER_OPERATOR_TOKEN`).
+pub fn check_operator_token(token: &str) -> Result<(), String> {
+    if token.len() < OPERATOR_TOKEN_LEN_MIN_BYTES {
+        return Err(format!(
+            "COFFER_OPERATOR_TOKEN must be at least {OPERATOR_TOKEN_LEN_MIN_BYTES} characters \
+             (it has {}); leave it unset and coffer generates one",
+            token.len()
+        ));
+    }
+    if token.len() > SECRET_LEN_MAX || !token.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(format!(
+            "COFFER_OPERATOR_TOKEN must be at most {SECRET_LEN_MAX} printable ASCII characters without spaces"
+        ));
+    }
+    Ok(())
+}
+
+/// Creates `dir` (and its parents) if missing, and leaves it readable by
+/// its owner only: it holds the node key and the database, whose rows hold
+/// preimages. An existing folder loses its group and other bits.
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)?;
+    restrict_to_owner(dir)
+}
+
+/// Removes the group and other permission bits of an existing file or
+/// folder (a database created by an older coffer was 0644).
+pub fn restrict_to_owner(path: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path)?.permissions().mode();
+        if mode & 0o077 != 0 {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode & 0o700))?;
+        }
+    }
+    Ok(())
+}
+
+/// Creates an empty file of mode 0600 if `path` does not exist, and
+/// restricts it to its owner if it does. SQLite gives its `-wal` and `-shm`
+/// files the mode of the database file, so creating the database this way
+/// first makes all three private.
+pub fn create_private_file(path: &Path) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)?;
+    restrict_to_owner(path)
+}
+
 /// Writes a new secret file readable by its owner only. Fails if it exists,
 /// so that a key is never silently replaced.
 pub fn write_private_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
@@ -98,6 +158,38 @@ mod tests {
         let second = new_id("pay_");
         assert!(first < second, "{first} then {second}");
         assert_eq!(first.len(), 4 + 12 + 16);
+    }
+
+    #[test]
+    fn a_chosen_operator_token_is_long_and_printable() {
+        assert!(check_operator_token("op-secret").unwrap_err().contains("at least 32"));
+        assert!(check_operator_token(&"x".repeat(31)).is_err());
+        assert!(check_operator_token(&"x".repeat(32)).is_ok());
+        assert!(check_operator_token(&format!("{} y", "x".repeat(32))).is_err());
+        assert!(check_operator_token(&"x".repeat(SECRET_LEN_MAX + 1)).is_err());
+        assert!(check_operator_token(&new_secret(OPERATOR_TOKEN_PREFIX)).is_ok());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn private_folders_and_files_lose_group_and_other_bits() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("a/b");
+        create_private_dir(&data).unwrap();
+        assert_eq!(mode(&data), 0o700);
+        std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+        create_private_dir(&data).unwrap();
+        assert_eq!(mode(&data), 0o700);
+        let file = data.join("db");
+        create_private_file(&file).unwrap();
+        assert_eq!(mode(&file), 0o600);
+        std::fs::write(&file, b"kept").unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        create_private_file(&file).unwrap();
+        assert_eq!(mode(&file), 0o600);
+        assert_eq!(std::fs::read(&file).unwrap(), b"kept");
     }
 
     #[cfg(unix)]

@@ -53,7 +53,7 @@ impl Default for GatewayBuilder {
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             database_url: None,
             operator_token: None,
-            durability: Durability::Process,
+            durability: Durability::default(),
             lightning: crate::lightning::LightningConfig::dev(),
             limits: crate::limits::Limits::default(),
         }
@@ -95,6 +95,12 @@ impl GatewayBuilder {
     }
 
     pub async fn build(self) -> Result<(Gateway, OperatorToken), Error> {
+        // Checked before anything is created: a refused start changes nothing.
+        if let Some(token) = &self.operator_token {
+            secrets::check_operator_token(token)
+                .map_err(|detail| Error::InvalidField { field: "COFFER_OPERATOR_TOKEN", detail })?;
+        }
+        self.limits.check().map_err(|detail| Error::InvalidField { field: "limits", detail })?;
         create_private_dir(&self.data_dir)?;
         let funding = self.lightning.build().map_err(Error::Internal)?;
         let store: Arc<dyn Store> = match &self.database_url {
@@ -145,11 +151,7 @@ async fn open_postgres(url: &str) -> Result<PostgresStore, Error> {
 }
 
 fn create_private_dir(dir: &Path) -> Result<(), Error> {
-    let mut builder = std::fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder.create(dir).map_err(|e| Error::internal("creating the data folder", e))
+    secrets::create_private_dir(dir).map_err(|e| Error::internal("creating the data folder", e))
 }
 
 async fn settle_operator_token(

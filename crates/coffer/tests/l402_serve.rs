@@ -173,7 +173,7 @@ async fn refused_start(config: &str, data_dir: &Path) -> String {
         .arg(data_dir)
         .args(["--listen", "127.0.0.1:0", "--paywall"])
         .arg(&path)
-        .env("COFFER_OPERATOR_TOKEN", "cop_test_refused")
+        .env("COFFER_OPERATOR_TOKEN", "cop_test_refused_0123456789abcdef0123")
         .env("COFFER_LOG", "warn")
         .stdin(std::process::Stdio::null())
         .kill_on_drop(true)

@@ -180,7 +180,7 @@ async fn the_start_line_names_the_backend_and_never_the_key() {
         .env("COFFER_LIGHTNING", "lnbits")
         .env("COFFER_LNBITS_URL", &url)
         .env("COFFER_LNBITS_ADMIN_KEY", ADMIN_KEY)
-        .env("COFFER_OPERATOR_TOKEN", "cop_test_token")
+        .env("COFFER_OPERATOR_TOKEN", "cop_test_token_0123456789abcdef0123456789")
         .kill_on_drop(true)
         .output()
         .await

@@ -702,7 +702,7 @@ async fn the_start_line_names_nwc_and_the_relay_and_never_the_secret() {
         .arg(tempfile::tempdir().unwrap().path().join("d"))
         .env("COFFER_LIGHTNING", "nwc")
         .env("COFFER_NWC_URI", &uri)
-        .env("COFFER_OPERATOR_TOKEN", "cop_test_token")
+        .env("COFFER_OPERATOR_TOKEN", "cop_test_token_0123456789abcdef0123456789")
         .kill_on_drop(true)
         .output()
         .await

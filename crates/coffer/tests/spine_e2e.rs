@@ -274,7 +274,7 @@ async fn serve_on_a_taken_address_names_it_and_the_cause() {
     let out = tokio::process::Command::new(common::BIN)
         .args(["serve", "--listen", &taken, "--data"])
         .arg(dir.path())
-        .env("COFFER_OPERATOR_TOKEN", "a-second-instance")
+        .env("COFFER_OPERATOR_TOKEN", "cop_test_a_second_instance_of_32_chars_or_more")
         .env_remove("COFFER_DATABASE_URL")
         .output()
         .await

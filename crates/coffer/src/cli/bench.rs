@@ -64,6 +64,11 @@ pub struct BenchArgs {
     /// long history.
     #[arg(long, default_value_t = 0)]
     history: u64,
+    /// How the gateway bench starts makes commits durable: `full` (synced
+    /// to disk, the default) or `process` (survives a crash of the process
+    /// only). See `coffer serve --durability`.
+    #[arg(long, default_value = "full")]
+    durability: crate::io::sqlite_store::Durability,
     /// Requests to the trivial route for the ceiling (0 skips it).
     #[arg(long, default_value_t = 40_000)]
     ceiling_requests: u64,
@@ -82,6 +87,8 @@ struct Latency {
 #[derive(Serialize)]
 struct Report {
     store: String,
+    /// `full` or `process`; what a gateway at `--url` runs with is not known.
+    durability: Option<&'static str>,
     instances: usize,
     payments: u64,
     concurrency: usize,
@@ -110,7 +117,7 @@ pub async fn run(args: BenchArgs) -> CliResult {
         (Some(_), None) => return Err("--url needs the operator token (--token or COFFER_OPERATOR_TOKEN)".into()),
         (None, _) => {
             let database = if args.store == "postgres" { args.database.clone() } else { None };
-            let first = super::child::OwnGateway::start(args.data.clone(), database).await?;
+            let first = super::child::OwnGateway::start_with(args.data.clone(), database, args.durability).await?;
             for _ in 1..args.instances {
                 let other = first.another_instance().await?;
                 own.push(other);
@@ -341,6 +348,7 @@ fn report(args: &BenchArgs, run: RunResult, ceiling: Option<f64>, audit: String)
     let pay = latency(run.pay_us);
     Report {
         store: args.store.clone(),
+        durability: (args.url.is_none() && args.store == "sqlite").then_some(args.durability.as_str()),
         instances: args.instances,
         payments: run.succeeded,
         concurrency: args.concurrency,
@@ -368,6 +376,9 @@ fn print_report(r: &Report, json: bool) -> Result<(), String> {
         "payments      {} in {:.2} s at concurrency {} over {} agents (history {}), {} on {} instance(s)",
         r.payments, r.elapsed_s, r.concurrency, r.agents, r.history, r.store, r.instances
     );
+    if let Some(durability) = r.durability {
+        println!("durability    {durability}");
+    }
     println!("throughput    {:.0} payments/s", r.payments_per_s);
     for (name, l) in [("invoice", &r.invoice), ("pay", &r.pay)] {
         println!(

@@ -14,6 +14,7 @@ pub struct OwnGateway {
     pub data: PathBuf,
     /// A PostgreSQL URL: the store, instead of SQLite in `data`.
     database: Option<String>,
+    durability: crate::io::sqlite_store::Durability,
     _temp: Option<TempDir>,
 }
 
@@ -30,6 +31,15 @@ impl OwnGateway {
     /// Starts a gateway on `data` (a temporary folder by default), with
     /// its store in PostgreSQL at `database` if given.
     pub async fn start(data: Option<PathBuf>, database: Option<String>) -> Result<OwnGateway, String> {
+        OwnGateway::start_with(data, database, crate::io::sqlite_store::Durability::default()).await
+    }
+
+    /// [`OwnGateway::start`], with commits made durable as `durability` says.
+    pub async fn start_with(
+        data: Option<PathBuf>,
+        database: Option<String>,
+        durability: crate::io::sqlite_store::Durability,
+    ) -> Result<OwnGateway, String> {
         let (data, temp) = match data {
             Some(d) => (d, None),
             None => {
@@ -38,8 +48,8 @@ impl OwnGateway {
             }
         };
         let token = crate::secrets::new_secret(crate::secrets::OPERATOR_TOKEN_PREFIX);
-        let (child, url) = spawn(&data, database.as_deref(), &token).await?;
-        Ok(OwnGateway { child, url, token, data, database, _temp: temp })
+        let (child, url) = spawn(&data, database.as_deref(), &token, durability).await?;
+        Ok(OwnGateway { child, url, token, data, database, durability, _temp: temp })
     }
 
     /// Another instance of a gateway on PostgreSQL: the same database,
@@ -47,13 +57,14 @@ impl OwnGateway {
     /// temporary folder it uses.
     pub async fn another_instance(&self) -> Result<OwnGateway, String> {
         let database = self.database.clone().ok_or("only a gateway on PostgreSQL has several instances")?;
-        let (child, url) = spawn(&self.data, Some(&database), &self.token).await?;
+        let (child, url) = spawn(&self.data, Some(&database), &self.token, self.durability).await?;
         Ok(OwnGateway {
             child,
             url,
             token: self.token.clone(),
             data: self.data.clone(),
             database: Some(database),
+            durability: self.durability,
             _temp: None,
         })
     }
@@ -78,6 +89,7 @@ async fn spawn(
     data: &std::path::Path,
     database: Option<&str>,
     token: &str,
+    durability: crate::io::sqlite_store::Durability,
 ) -> Result<(tokio::process::Child, String), String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let mut command = tokio::process::Command::new(exe);
@@ -88,6 +100,7 @@ async fn spawn(
     }
     let mut child = command
         .env("COFFER_OPERATOR_TOKEN", token)
+        .env("COFFER_DURABILITY", durability.as_str())
         .env("COFFER_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())

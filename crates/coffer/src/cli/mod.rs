@@ -160,10 +160,16 @@ struct ServeArgs {
     /// Sets the operator token instead of generating one.
     #[arg(long, env = "COFFER_OPERATOR_TOKEN", hide_env_values = true)]
     operator_token: Option<String>,
-    /// fsync every commit, so acknowledged writes survive power loss too
-    /// (default: they survive a crash of the process). SQLite only: on
-    /// PostgreSQL the server's `synchronous_commit` decides.
-    #[arg(long)]
+    /// How a commit is made durable before it is acknowledged. `full` (the
+    /// default): synced to disk, so it survives power loss. `process`: it
+    /// survives a crash of the process only; a power loss or kernel crash
+    /// may lose the last acknowledged payments. SQLite only: on PostgreSQL
+    /// the server's `synchronous_commit` decides.
+    #[arg(long, env = "COFFER_DURABILITY", default_value = "full")]
+    durability: crate::io::sqlite_store::Durability,
+    /// Kept for scripts written before commits were synced by default: the
+    /// same as `--durability full`.
+    #[arg(long, hide = true)]
     fsync: bool,
     /// Publish every event to NATS JetStream (stream COFFER_EVENTS).
     #[arg(long, env = "COFFER_NATS_URL", hide_env_values = true)]
@@ -466,11 +472,7 @@ async fn serve(args: ServeArgs) -> CliResult {
     init_tracing();
     // Checked before anything is opened: a bad file changes nothing.
     let paywalls = crate::l402::mount::Mounts::load(&args.paywall, &args.data)?;
-    let durability = if args.fsync {
-        crate::io::sqlite_store::Durability::Full
-    } else {
-        crate::io::sqlite_store::Durability::Process
-    };
+    let durability = if args.fsync { crate::io::sqlite_store::Durability::Full } else { args.durability };
     let lightning = crate::lightning::LightningConfig::from_env()?;
     let limits = crate::limits::Limits::from_env()?;
     let location = lightning.location().map(|url| format!(" at {url}")).unwrap_or_default();
@@ -494,7 +496,15 @@ async fn serve(args: ServeArgs) -> CliResult {
     match args.database.as_deref().filter(|u| !u.is_empty()) {
         // Not the URL: it may carry a password.
         Some(_) => println!("store: PostgreSQL (shared; node key in {})", args.data.display()),
-        None => println!("store: embedded SQLite in {}", args.data.display()),
+        None => println!(
+            "store: embedded SQLite in {} ({})",
+            args.data.display(),
+            match durability {
+                crate::io::sqlite_store::Durability::Full => "commits synced to disk",
+                crate::io::sqlite_store::Durability::Process =>
+                    "--durability process: commits are NOT synced; a power loss may lose acknowledged payments",
+            }
+        ),
     }
     match gateway.lightning_name() {
         "dev" => println!("lightning: dev (no backend), network {network}, node {node}"),

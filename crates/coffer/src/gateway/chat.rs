@@ -81,7 +81,10 @@ impl Gateway {
             (Some(t), None) if t.is_empty() || t.len() > MESSAGE_LEN_MAX_BYTES => {
                 return Err(invalid("text", format!("1 to {MESSAGE_LEN_MAX_BYTES} bytes")));
             }
-            (Some(_), None) => None,
+            (Some(t), None) => {
+                text::check("text", t, text::Lines::Multi)?;
+                None
+            }
             (None, Some((amount_msat, memo, expiry))) => {
                 let Principal::Agent(key) = caller else {
                     return Err(Error::Forbidden("payment requests are posted by agents, which receive the payment"));

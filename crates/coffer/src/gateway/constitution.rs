@@ -56,6 +56,7 @@ impl Gateway {
         if reason.len() > PURPOSE_LEN_MAX_BYTES {
             return Err(invalid("reason", format!("at most {PURPOSE_LEN_MAX_BYTES} bytes")));
         }
+        super::text::check("reason", reason, super::text::Lines::Multi)?;
         self.store.set_frozen(agent_id.to_owned(), Some(reason.to_owned()), "operator".into(), now_ms()).await
     }
 

@@ -8,6 +8,7 @@ mod constitution;
 mod events;
 pub mod l402;
 mod lightning;
+pub mod text;
 
 pub use lightning::run_background;
 
@@ -398,6 +399,7 @@ impl Gateway {
         if memo.len() > bolt11::MEMO_LEN_MAX_BYTES {
             return Err(invalid("memo", format!("at most {} bytes", bolt11::MEMO_LEN_MAX_BYTES)));
         }
+        text::check("memo", memo, text::Lines::Multi)?;
         let expiry_secs = expiry_secs.unwrap_or(bolt11::EXPIRY_DEFAULT_SECS);
         if expiry_secs == 0 || expiry_secs > bolt11::EXPIRY_MAX_SECS {
             return Err(invalid("expiry_secs", format!("between 1 and {} seconds", bolt11::EXPIRY_MAX_SECS)));
@@ -507,6 +509,7 @@ impl Gateway {
         if purpose.len() > PURPOSE_LEN_MAX_BYTES {
             return Err(invalid("purpose", format!("at most {PURPOSE_LEN_MAX_BYTES} bytes")));
         }
+        text::check("purpose", purpose, text::Lines::Multi)?;
         let request_text = match amount_msat {
             Some(amount) => format!("{target}?amount_msat={amount}"),
             None => target.to_owned(),
@@ -638,9 +641,7 @@ fn validate_name(name: &str) -> Result<String, Error> {
     if trimmed.is_empty() || trimmed.chars().count() > AGENT_NAME_LEN_MAX {
         return Err(invalid("name", format!("1 to {AGENT_NAME_LEN_MAX} characters")));
     }
-    if trimmed.chars().any(char::is_control) {
-        return Err(invalid("name", "no control characters".into()));
-    }
+    text::check("name", trimmed, text::Lines::Single)?;
     Ok(trimmed.to_owned())
 }
 

@@ -7,9 +7,13 @@
 //! commit. One writer also means every check-then-write (balance, invoice
 //! status, idempotency) is serialised, so no race can overspend a wallet.
 //!
-//! Durability: `synchronous=NORMAL` in WAL mode. A committed transaction
-//! survives a crash of the process (SIGKILL); surviving power loss needs
-//! `synchronous=FULL` (`Durability::Full`), which fsyncs every commit.
+//! Durability: by default `synchronous=FULL` in WAL mode (`Durability::Full`):
+//! every commit is synced to disk before its callers are answered, so an
+//! acknowledged request survives a crash of the machine (power loss), not
+//! only of the process. Group commit makes one sync serve a whole batch.
+//! `Durability::Process` (`synchronous=NORMAL`) is the explicit, weaker
+//! option: it survives a crash of the process (SIGKILL), but a power loss
+//! may lose the last acknowledged commits.
 //!
 //! Reads go to a small pool of read-only connections, which WAL lets run
 //! beside the writer.
@@ -78,15 +82,35 @@ const WAL_SIZE_LIMIT_BYTES: i64 = 256 * 1024 * 1024;
 /// this many batches, if the cheap way (`WalRestart`) did not succeed.
 const WAL_RESTART_WAIT_BATCHES_MAX: u32 = 1_024;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Durability {
     /// Survives a process crash; a power loss may lose the last commits.
     Process,
-    /// Survives power loss: one fsync per batch.
+    /// Survives power loss: one fsync per batch. The default.
+    #[default]
     Full,
 }
 
+impl std::str::FromStr for Durability {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Durability, String> {
+        match s {
+            "full" => Ok(Durability::Full),
+            "process" => Ok(Durability::Process),
+            other => Err(format!("durability is full or process, not {other:?}")),
+        }
+    }
+}
+
 impl Durability {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Durability::Process => "process",
+            Durability::Full => "full",
+        }
+    }
+
     /// The most jobs committed in one transaction.
     pub fn batch_jobs_max(self) -> usize {
         match self {
@@ -133,6 +157,18 @@ impl SqliteStore {
     fn open_with_wal_bound(path: &Path, durability: Durability, wal_restart_frames: u32) -> Result<SqliteStore, Error> {
         // Before the first connection of the process, or never.
         pcache::install();
+        // The rows hold preimages: the file, and its -wal and -shm (which
+        // SQLite creates with the database file's mode), are the owner's only.
+        crate::secrets::create_private_file(path).map_err(|e| Error::internal("creating the database file", e))?;
+        for suffix in ["-wal", "-shm"] {
+            let mut side = path.as_os_str().to_owned();
+            side.push(suffix);
+            let side = PathBuf::from(side);
+            if side.exists() {
+                crate::secrets::restrict_to_owner(&side)
+                    .map_err(|e| Error::internal("restricting the WAL files", e))?;
+            }
+        }
         let mut conn = Connection::open(path).map_err(|e| Error::internal("opening the database", e))?;
         configure_writer(&conn, durability)?;
         let wal_frames = Arc::new(AtomicU32::new(0));
@@ -1857,6 +1893,22 @@ mod tests {
     use super::*;
     use crate::metrics::METRICS;
     use std::time::{Duration, Instant};
+
+    /// Power-safe by default: the writer syncs every commit
+    /// (`synchronous=FULL` is 2, `NORMAL` 1), and a batch may then hold many
+    /// jobs, so that one sync serves them all.
+    #[test]
+    fn commits_are_synced_by_default() {
+        let dir = tempfile::tempdir().expect("temporary folder");
+        let conn = Connection::open(dir.path().join("db")).expect("open");
+        configure_writer(&conn, Durability::default()).expect("configure");
+        let synchronous: i64 = conn.query_row("PRAGMA synchronous", [], |r| r.get(0)).expect("pragma");
+        assert_eq!(synchronous, 2, "synchronous=FULL");
+        assert_eq!(Durability::default().batch_jobs_max(), BATCH_JOBS_MAX);
+        configure_writer(&conn, "process".parse().expect("a durability")).expect("configure");
+        let synchronous: i64 = conn.query_row("PRAGMA synchronous", [], |r| r.get(0)).expect("pragma");
+        assert_eq!(synchronous, 1, "synchronous=NORMAL, only when asked for");
+    }
 
     /// Writers that keep the writer busy without a pause, and readers
     /// beside them: the WAL must still start over, again and again, and
