@@ -14,6 +14,8 @@ pub struct Metrics {
     store_wal_restarts: AtomicU64,
     store_wal_stall_us: AtomicU64,
     limits_hit: [AtomicU64; crate::limits::Limit::ALL.len()],
+    /// Rows removed by retention: invoices, events, deliveries.
+    pruned: [AtomicU64; 3],
 }
 
 pub static METRICS: Metrics = Metrics {
@@ -26,7 +28,10 @@ pub static METRICS: Metrics = Metrics {
     store_wal_restarts: AtomicU64::new(0),
     store_wal_stall_us: AtomicU64::new(0),
     limits_hit: [const { AtomicU64::new(0) }; crate::limits::Limit::ALL.len()],
+    pruned: [const { AtomicU64::new(0) }; 3],
 };
+
+const PRUNED_TABLES: [&str; 3] = ["invoices", "events", "webhook_deliveries"];
 
 impl Metrics {
     pub fn record_response(&self, status: u16) {
@@ -65,6 +70,12 @@ impl Metrics {
         self.limits_hit[limit.index()].load(Relaxed)
     }
 
+    pub fn record_pruned(&self, pruned: &crate::io::retention::Pruned) {
+        for (counter, rows) in self.pruned.iter().zip([pruned.invoices, pruned.events, pruned.deliveries]) {
+            counter.fetch_add(rows, Relaxed);
+        }
+    }
+
     pub fn record_payment(&self, succeeded: bool) {
         let counter = if succeeded { &self.payments_succeeded } else { &self.payments_refused };
         counter.fetch_add(1, Relaxed);
@@ -100,6 +111,11 @@ impl Metrics {
         ];
         for (name, help, counter) in simple {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", counter.load(Relaxed));
+        }
+        out.push_str("# HELP coffer_retention_pruned_total Rows removed by retention, by table.\n");
+        out.push_str("# TYPE coffer_retention_pruned_total counter\n");
+        for (table, counter) in PRUNED_TABLES.iter().zip(&self.pruned) {
+            let _ = writeln!(out, "coffer_retention_pruned_total{{table=\"{table}\"}} {}", counter.load(Relaxed));
         }
         out.push_str("# HELP coffer_limits_hit_total Requests refused with 429 because a limit was reached.\n");
         out.push_str("# TYPE coffer_limits_hit_total counter\n");

@@ -45,6 +45,7 @@ pub struct GatewayBuilder {
     durability: Durability,
     lightning: crate::lightning::LightningConfig,
     limits: crate::limits::Limits,
+    retention: crate::gateway::retention::Retention,
 }
 
 impl Default for GatewayBuilder {
@@ -56,6 +57,7 @@ impl Default for GatewayBuilder {
             durability: Durability::default(),
             lightning: crate::lightning::LightningConfig::dev(),
             limits: crate::limits::Limits::default(),
+            retention: crate::gateway::retention::Retention::default(),
         }
     }
 }
@@ -88,6 +90,12 @@ impl GatewayBuilder {
         self
     }
 
+    /// How long expired invoices, events and webhook deliveries are kept.
+    pub fn retention(mut self, retention: crate::gateway::retention::Retention) -> Self {
+        self.retention = retention;
+        self
+    }
+
     /// The Lightning backend and network (default: dev, regtest).
     pub fn lightning(mut self, config: crate::lightning::LightningConfig) -> Self {
         self.lightning = config;
@@ -108,7 +116,13 @@ impl GatewayBuilder {
             None => Arc::new(SqliteStore::open(&self.data_dir.join(DATABASE_FILE), self.durability)?),
         };
         let network: Network = self.lightning.network;
-        let settings = Settings { network, dev_mode: true, approval_ttl_ms: APPROVAL_TTL_MS, limits: self.limits };
+        let settings = Settings {
+            network,
+            dev_mode: true,
+            approval_ttl_ms: APPROVAL_TTL_MS,
+            limits: self.limits,
+            retention: self.retention,
+        };
         let node = NodeSigner::load_or_create(&self.data_dir.join(NODE_KEY_FILE), settings.network)
             .map_err(|e| Error::internal("loading the node key", e))?;
         let (operator, token) = settle_operator_token(store.as_ref(), self.operator_token).await?;
@@ -209,6 +223,7 @@ pub async fn serve(
     start_event_sinks(&gateway, sinks)?;
     on_ready(addr);
     tokio::spawn(expire_due(Arc::clone(&gateway)));
+    tokio::spawn(crate::gateway::retention::run(Arc::clone(&gateway)));
     if gateway.shared_store() {
         tokio::spawn(refresh_keys(Arc::clone(&gateway)));
     }

@@ -475,10 +475,12 @@ async fn serve(args: ServeArgs) -> CliResult {
     let durability = if args.fsync { crate::io::sqlite_store::Durability::Full } else { args.durability };
     let lightning = crate::lightning::LightningConfig::from_env()?;
     let limits = crate::limits::Limits::from_env()?;
+    let retention = crate::gateway::retention::Retention::from_env()?;
     let location = lightning.location().map(|url| format!(" at {url}")).unwrap_or_default();
     let (gateway, token) = GatewayBuilder::default()
         .lightning(lightning)
         .limits(limits)
+        .retention(retention)
         .data_dir(&args.data)
         .database_url(args.database.clone())
         .operator_token(args.operator_token)

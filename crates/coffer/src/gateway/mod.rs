@@ -8,6 +8,7 @@ mod constitution;
 mod events;
 pub mod l402;
 mod lightning;
+pub mod retention;
 pub mod text;
 
 pub use lightning::run_background;
@@ -88,6 +89,8 @@ pub struct Settings {
     pub approval_ttl_ms: i64,
     /// Bounds on what callers may create or hold open.
     pub limits: crate::limits::Limits,
+    /// How long old rows are kept.
+    pub retention: retention::Retention,
 }
 
 pub struct Gateway {

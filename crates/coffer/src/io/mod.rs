@@ -6,6 +6,7 @@
 //! request survives a crash of the process.
 
 pub mod postgres_store;
+pub mod retention;
 pub mod sqlite_store;
 
 use crate::error::Error;
@@ -675,6 +676,9 @@ pub trait Store: Send + Sync + 'static {
     /// invoice still being open, so of several instances sweeping at once
     /// each invoice expires exactly once, and never after it was paid.
     fn expire_invoices(&self, now_ms: i64, watched_since_ms: i64) -> StoreFuture<'_, u64>;
+    /// Removes one batch of what retention lets go (`retention.rs`), in one
+    /// write transaction.
+    fn prune(&self, cutoffs: retention::Cutoffs) -> StoreFuture<'_, retention::Pruned>;
     fn audit_log(&self, filter: AuditFilter, after_seq: i64, limit: u32) -> StoreFuture<'_, Vec<AuditRecord>>;
     /// Every audit record in order, for verifying the chain.
     fn audit_chain(&self) -> StoreFuture<'_, Vec<AuditRecord>>;

@@ -1442,6 +1442,21 @@ impl Store for PostgresStore {
         self.write(move |tx| tx.expire_invoices(now_ms, watched_since_ms))
     }
 
+    fn prune(&self, cutoffs: retention::Cutoffs) -> StoreFuture<'_, retention::Pruned> {
+        use retention::*;
+        self.write(move |tx| {
+            let batch = PRUNE_BATCH_ROWS_MAX;
+            let invoices = tx.conn.execute(DELETE_EXPIRED_INVOICES, &[&cutoffs.invoices_expired_before_ms, &batch])?;
+            let floor = tx.conn.query_opt(EVENTS_READ_BY_ALL, &[&cutoffs.events_before_ms])?;
+            let read_by_all: Option<i64> = floor.and_then(|row| row.get(0));
+            let events = tx
+                .conn
+                .execute(DELETE_OLD_EVENTS, &[&read_by_all.unwrap_or(i64::MAX), &batch, &cutoffs.events_before_ms])?;
+            let deliveries = tx.conn.execute(DELETE_OLD_DELIVERIES, &[&batch, &cutoffs.deliveries_before_ms])?;
+            Ok(Pruned { invoices, events, deliveries })
+        })
+    }
+
     fn audit_log(&self, filter: AuditFilter, after_seq: i64, limit: u32) -> StoreFuture<'_, Vec<AuditRecord>> {
         self.read(move |tx| {
             let limit = i64::from(limit.clamp(1, PAGE_LIMIT_MAX));

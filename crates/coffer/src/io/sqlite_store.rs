@@ -1639,6 +1639,23 @@ impl Store for SqliteStore {
         self.write(move |tx| tx.expire_invoices(now_ms, watched_since_ms))
     }
 
+    fn prune(&self, cutoffs: retention::Cutoffs) -> StoreFuture<'_, retention::Pruned> {
+        use retention::*;
+        self.write(move |tx| {
+            let batch = PRUNE_BATCH_ROWS_MAX;
+            let invoices =
+                tx.conn.execute(DELETE_EXPIRED_INVOICES, params![cutoffs.invoices_expired_before_ms, batch])?;
+            let read_by_all: Option<i64> =
+                tx.conn.query_row(EVENTS_READ_BY_ALL, params![cutoffs.events_before_ms], |r| r.get(0))?;
+            let events = tx.conn.execute(
+                DELETE_OLD_EVENTS,
+                params![read_by_all.unwrap_or(i64::MAX), batch, cutoffs.events_before_ms],
+            )?;
+            let deliveries = tx.conn.execute(DELETE_OLD_DELIVERIES, params![batch, cutoffs.deliveries_before_ms])?;
+            Ok(Pruned { invoices: invoices as u64, events: events as u64, deliveries: deliveries as u64 })
+        })
+    }
+
     fn audit_log(&self, filter: AuditFilter, after_seq: i64, limit: u32) -> StoreFuture<'_, Vec<AuditRecord>> {
         self.read(move |tx| {
             let mut stmt = tx.conn.prepare_cached(

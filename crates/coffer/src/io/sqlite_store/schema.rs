@@ -296,6 +296,12 @@ ALTER TABLE approvals ADD COLUMN fee_limit INTEGER NOT NULL DEFAULT 0 CHECK (fee
 ALTER TABLE approvals ADD COLUMN payee_node TEXT;
 CREATE UNIQUE INDEX approvals_held_outside ON approvals (payment_hash) WHERE status = 'pending' AND payee_node IS NOT NULL;
 "#,
+    // 9: retention (`io/retention.rs`) finds invoices expired long enough
+    // by this partial index; the payment path never touches it (only the
+    // expiry sweep marks an invoice expired).
+    r#"
+CREATE INDEX invoices_expired ON invoices (expires_at) WHERE status = 'expired';
+"#,
 ];
 
 pub fn migrate(conn: &Connection) -> Result<(), Error> {
