@@ -214,7 +214,8 @@ pub async fn serve(
         tokio::spawn(crate::gateway::run_background(Arc::clone(&gateway), LIGHTNING_POLL_INTERVAL_MS));
     }
     let app = crate::l402::mount::attach(crate::http::router(gateway, addr)?, paywalls);
-    axum::serve(listener, app)
+    // The client's address bounds what it may ask of the mounted paywalls.
+    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(shutdown_signal())
         .await
         .map_err(|e| Error::internal("serving", e))

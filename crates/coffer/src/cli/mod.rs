@@ -402,12 +402,15 @@ async fn paywall(args: PaywallArgs) -> CliResult {
     let routes = config.routes(args.price_msat)?;
     let seller = Client::new(&args.url, &args.key).map_err(|e| e.to_string())?;
     let upstream = parse_upstream("--upstream", &args.upstream)?;
-    let paywall = Paywall::new(root_key(&args.data)?, routes, "", upstream, Box::new(seller))?;
+    let per_client = crate::limits::Limits::from_env()?.paywall_challenges_per_minute_per_client;
+    let paywall = Paywall::new(root_key(&args.data)?, routes, "", upstream, Box::new(seller), per_client)?;
     let listener = tokio::net::TcpListener::bind(args.listen).await.map_err(|e| format!("{}: {e}", args.listen))?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
     // On stdout, like `coffer serve`: scripts and tests wait for this line.
     println!("coffer paywall listening on http://{local} in front of {}", args.upstream);
-    axum::serve(listener, std::sync::Arc::new(paywall).router())
+    let app = std::sync::Arc::new(paywall).router();
+    // The client's address bounds its challenges.
+    axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;
         })
