@@ -45,6 +45,7 @@ pub struct GatewayBuilder {
     durability: Durability,
     lightning: crate::lightning::LightningConfig,
     limits: crate::limits::Limits,
+    egress: crate::egress::Egress,
 }
 
 impl Default for GatewayBuilder {
@@ -56,6 +57,7 @@ impl Default for GatewayBuilder {
             durability: Durability::Process,
             lightning: crate::lightning::LightningConfig::dev(),
             limits: crate::limits::Limits::default(),
+            egress: crate::egress::Egress::default(),
         }
     }
 }
@@ -88,6 +90,13 @@ impl GatewayBuilder {
         self
     }
 
+    /// Where requests made on someone's behalf may go (default: public
+    /// addresses only).
+    pub fn egress(mut self, egress: crate::egress::Egress) -> Self {
+        self.egress = egress;
+        self
+    }
+
     /// The Lightning backend and network (default: dev, regtest).
     pub fn lightning(mut self, config: crate::lightning::LightningConfig) -> Self {
         self.lightning = config;
@@ -102,7 +111,13 @@ impl GatewayBuilder {
             None => Arc::new(SqliteStore::open(&self.data_dir.join(DATABASE_FILE), self.durability)?),
         };
         let network: Network = self.lightning.network;
-        let settings = Settings { network, dev_mode: true, approval_ttl_ms: APPROVAL_TTL_MS, limits: self.limits };
+        let settings = Settings {
+            network,
+            dev_mode: true,
+            approval_ttl_ms: APPROVAL_TTL_MS,
+            limits: self.limits,
+            egress: self.egress,
+        };
         let node = NodeSigner::load_or_create(&self.data_dir.join(NODE_KEY_FILE), settings.network)
             .map_err(|e| Error::internal("loading the node key", e))?;
         let (operator, token) = settle_operator_token(store.as_ref(), self.operator_token).await?;
@@ -110,7 +125,13 @@ impl GatewayBuilder {
         let gateway = match funding {
             Some(funding) => {
                 let timeout = std::time::Duration::from_millis(self.lightning.timeout_ms);
-                let lnurl_http = crate::lightning::config::client(timeout, None).map_err(Error::Internal)?;
+                // Lightning addresses name anyone's host: guarded.
+                let builder = reqwest::Client::builder().timeout(timeout).connect_timeout(timeout);
+                let lnurl_http = gateway
+                    .settings()
+                    .egress
+                    .client(builder, crate::egress::Redirects::None)
+                    .map_err(Error::Internal)?;
                 gateway.with_funding(funding, self.lightning.timeout_ms, lnurl_http)
             }
             None => gateway,

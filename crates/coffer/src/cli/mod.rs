@@ -476,10 +476,12 @@ async fn serve(args: ServeArgs) -> CliResult {
     };
     let lightning = crate::lightning::LightningConfig::from_env()?;
     let limits = crate::limits::Limits::from_env()?;
+    let egress = crate::egress::Egress::from_env()?;
     let location = lightning.location().map(|url| format!(" at {url}")).unwrap_or_default();
     let (gateway, token) = GatewayBuilder::default()
         .lightning(lightning)
         .limits(limits)
+        .egress(egress)
         .data_dir(&args.data)
         .database_url(args.database.clone())
         .operator_token(args.operator_token)

@@ -87,6 +87,8 @@ pub struct Settings {
     pub approval_ttl_ms: i64,
     /// Bounds on what callers may create or hold open.
     pub limits: crate::limits::Limits,
+    /// Where requests made on someone's behalf may go.
+    pub egress: crate::egress::Egress,
 }
 
 pub struct Gateway {
@@ -525,8 +527,8 @@ impl Gateway {
             (true, Some(amount)) => {
                 let Some(http) = &self.lnurl_http else { return Err(Error::NoLightningBackend) };
                 let amount = parse_amount("amount_msat", amount)?;
-                resolved =
-                    crate::lightning::lnurl::resolve(http, target, amount.as_u64(), self.settings.network).await?;
+                let (egress, network) = (&self.settings.egress, self.settings.network);
+                resolved = crate::lightning::lnurl::resolve(http, egress, target, amount.as_u64(), network).await?;
                 resolved.as_str()
             }
         };
