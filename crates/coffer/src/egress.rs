@@ -52,7 +52,10 @@ struct Allowed {
 enum Destination {
     /// Lower case, without a trailing dot.
     Host(String),
-    Block { network: IpAddr, prefix_len: u8 },
+    Block {
+        network: IpAddr,
+        prefix_len: u8,
+    },
 }
 
 /// A destination the guard refused: a clear error, with no word from the

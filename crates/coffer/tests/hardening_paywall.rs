@@ -14,7 +14,6 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const CHEAP_MSAT: u64 = 1_000;
-const EXPENSIVE_MSAT: u64 = 50_000;
 const DEFAULT_MSAT: u64 = 40_000;
 const FUNDS_MSAT: u64 = 100_000;
 /// The mounted paywall's upstream: everything it forwards must stay below.
@@ -138,10 +137,8 @@ async fn no_spelling_gets_past(shop: &Shop, base_url: &str, upstream_base: &str)
         let (status, answer) = raw_get(base_url, path, Some(&limited)).await;
         assert!(status == 402 || (400..500).contains(&status), "{path} used again: {status}\n{answer}");
     }
-    let want: Vec<String> = ["/cheap", "/limited", "/cheap?q=%2e%2e/x&r=1"]
-        .iter()
-        .map(|path| format!("{upstream_base}{path}"))
-        .collect();
+    let want: Vec<String> =
+        ["/cheap", "/limited", "/cheap?q=%2e%2e/x&r=1"].iter().map(|path| format!("{upstream_base}{path}")).collect();
     let seen: Vec<String> = shop.upstream.paths().into_iter().filter(|p| p.starts_with(upstream_base)).collect();
     assert_eq!(seen, want, "the upstream saw only the paths paid for, as decided");
 }

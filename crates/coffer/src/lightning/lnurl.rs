@@ -166,7 +166,8 @@ mod tests {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         let http = crate::lightning::config::client(std::time::Duration::from_secs(1), None).unwrap();
         for bad_address in ["@example.com", "alice@", "Alice@example.com", "a b@example.com", "alice@exa/mple.com"] {
-            let err = rt.block_on(resolve(&http, &Egress::default(), bad_address, 1_000, Network::Bitcoin)).unwrap_err();
+            let err =
+                rt.block_on(resolve(&http, &Egress::default(), bad_address, 1_000, Network::Bitcoin)).unwrap_err();
             assert!(err.to_string().contains("name@domain"), "{bad_address}: {err}");
         }
     }

@@ -17,11 +17,11 @@
 use super::CofferMcp;
 use crate::http::AppState;
 use crate::http::extract::{Agent, READ, bearer_secret};
-use coffer_client::Scope;
 use axum::Router;
 use axum::extract::Request;
 use axum::middleware::{self, Next};
 use axum::response::Response;
+use coffer_client::Scope;
 use rmcp::transport::streamable_http_server::session::never::NeverSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use std::fmt;
