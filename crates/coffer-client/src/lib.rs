@@ -92,6 +92,9 @@ pub enum PayOutcome {
 #[derive(Clone)]
 pub struct Client {
     http: reqwest::Client,
+    /// For URLs outside the gateway ([`Client::fetch_l402`]): `http`
+    /// unless set with [`Client::with_fetch_http`].
+    fetch_http: reqwest::Client,
     base_url: String,
     authorization: String,
 }
@@ -115,7 +118,15 @@ impl Client {
 
     /// Shares one connection pool between several clients (many agents).
     pub fn with_http(http: reqwest::Client, base_url: &str, secret: &str) -> Client {
-        Client { http, base_url: base_url.trim_end_matches('/').to_owned(), authorization: format!("Bearer {secret}") }
+        let base_url = base_url.trim_end_matches('/').to_owned();
+        Client { fetch_http: http.clone(), http, base_url, authorization: format!("Bearer {secret}") }
+    }
+
+    /// Fetches URLs outside the gateway with `http` (a gateway fetching
+    /// for an agent uses a guarded client there).
+    pub fn with_fetch_http(mut self, http: reqwest::Client) -> Client {
+        self.fetch_http = http;
+        self
     }
 
     pub fn base_url(&self) -> &str {
@@ -328,7 +339,7 @@ impl Client {
     /// One GET of a URL outside the gateway: without the agent's key, which
     /// is for the gateway only.
     async fn fetch_plain(&self, url: &str, authorization: Option<&str>) -> Result<Fetched, Error> {
-        let mut request = self.http.get(url);
+        let mut request = self.fetch_http.get(url);
         if let Some(value) = authorization {
             request = request.header(reqwest::header::AUTHORIZATION, value);
         }

@@ -5,9 +5,11 @@
 //! - [`payment`]: payments by kind (inside the gateway, and out through Lightning);
 //! - [`lightning`]: the funding sources (LNbits, LND, Core Lightning);
 //! - [`http`]: the HTTP API; [`cli`]: the command line;
+//! - [`egress`]: the guard on every request made on someone's behalf;
 //! - the pure rules (amounts, ledger, policy) live in the `coffer-core` crate.
 
 pub mod cli;
+pub mod egress;
 pub mod error;
 pub mod events;
 pub mod gateway;

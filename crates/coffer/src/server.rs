@@ -46,6 +46,7 @@ pub struct GatewayBuilder {
     lightning: crate::lightning::LightningConfig,
     limits: crate::limits::Limits,
     retention: crate::gateway::retention::Retention,
+    egress: crate::egress::Egress,
 }
 
 impl Default for GatewayBuilder {
@@ -58,6 +59,7 @@ impl Default for GatewayBuilder {
             lightning: crate::lightning::LightningConfig::dev(),
             limits: crate::limits::Limits::default(),
             retention: crate::gateway::retention::Retention::default(),
+            egress: crate::egress::Egress::default(),
         }
     }
 }
@@ -96,6 +98,13 @@ impl GatewayBuilder {
         self
     }
 
+    /// Where requests made on someone's behalf may go (default: public
+    /// addresses only).
+    pub fn egress(mut self, egress: crate::egress::Egress) -> Self {
+        self.egress = egress;
+        self
+    }
+
     /// The Lightning backend and network (default: dev, regtest).
     pub fn lightning(mut self, config: crate::lightning::LightningConfig) -> Self {
         self.lightning = config;
@@ -122,6 +131,7 @@ impl GatewayBuilder {
             approval_ttl_ms: APPROVAL_TTL_MS,
             limits: self.limits,
             retention: self.retention,
+            egress: self.egress,
         };
         let node = NodeSigner::load_or_create(&self.data_dir.join(NODE_KEY_FILE), settings.network)
             .map_err(|e| Error::internal("loading the node key", e))?;
@@ -130,7 +140,13 @@ impl GatewayBuilder {
         let gateway = match funding {
             Some(funding) => {
                 let timeout = std::time::Duration::from_millis(self.lightning.timeout_ms);
-                let lnurl_http = crate::lightning::config::client(timeout, None).map_err(Error::Internal)?;
+                // Lightning addresses name anyone's host: guarded.
+                let builder = reqwest::Client::builder().timeout(timeout).connect_timeout(timeout);
+                let lnurl_http = gateway
+                    .settings()
+                    .egress
+                    .client(builder, crate::egress::Redirects::None)
+                    .map_err(Error::Internal)?;
                 gateway.with_funding(funding, self.lightning.timeout_ms, lnurl_http)
             }
             None => gateway,
@@ -231,7 +247,8 @@ pub async fn serve(
         tokio::spawn(crate::gateway::run_background(Arc::clone(&gateway), LIGHTNING_POLL_INTERVAL_MS));
     }
     let app = crate::l402::mount::attach(crate::http::router(gateway, addr)?, paywalls);
-    axum::serve(listener, app)
+    // The client's address bounds what it may ask of the mounted paywalls.
+    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(shutdown_signal())
         .await
         .map_err(|e| Error::internal("serving", e))

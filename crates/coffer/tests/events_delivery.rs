@@ -117,7 +117,10 @@ async fn deliveries(gw: &Gateway, id: &str) -> Vec<Value> {
 
 #[tokio::test]
 async fn webhooks_are_signed_in_order_retried_paused_and_resumed() {
-    let gw = Gateway::start_with(&["--webhook-backoff-ms", "20", "--webhook-pause-after", "3"]).await;
+    // The receivers listen on loopback, which the egress guard refuses
+    // unless the operator allows it.
+    let args = ["--webhook-backoff-ms", "20", "--webhook-pause-after", "3"];
+    let gw = Gateway::start_with_args_env(&args, &[("COFFER_EGRESS_ALLOW", "127.0.0.1")]).await;
     let (a_id, a, a_key) = gw.new_agent("hook-a", 100_000).await;
     let (_, b, _) = gw.new_agent("hook-b", 0).await;
 

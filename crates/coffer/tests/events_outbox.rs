@@ -197,7 +197,9 @@ async fn an_expired_invoice_is_swept_once_with_its_event_and_stays_unpayable() {
 /// writes its event, which the agent concerned sees, and no other agent.
 #[tokio::test]
 async fn settings_funding_and_subscriptions_are_events_of_their_agent() {
-    let gw = Gateway::start().await;
+    // The webhook below names loopback, which the egress guard refuses
+    // unless the operator allows it.
+    let gw = Gateway::start_with_env(&[("COFFER_EGRESS_ALLOW", "127.0.0.1")]).await;
     let (a_id, _, a_key) = gw.new_agent("settings-a", 4_000).await;
     let (_, _, b_key) = gw.new_agent("settings-b", 0).await;
     let settings = serde_json::json!({"require_acknowledgment": true});

@@ -408,12 +408,15 @@ async fn paywall(args: PaywallArgs) -> CliResult {
     let routes = config.routes(args.price_msat)?;
     let seller = Client::new(&args.url, &args.key).map_err(|e| e.to_string())?;
     let upstream = parse_upstream("--upstream", &args.upstream)?;
-    let paywall = Paywall::new(root_key(&args.data)?, routes, "", upstream, Box::new(seller))?;
+    let per_client = crate::limits::Limits::from_env()?.paywall_challenges_per_minute_per_client;
+    let paywall = Paywall::new(root_key(&args.data)?, routes, "", upstream, Box::new(seller), per_client)?;
     let listener = tokio::net::TcpListener::bind(args.listen).await.map_err(|e| format!("{}: {e}", args.listen))?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
     // On stdout, like `coffer serve`: scripts and tests wait for this line.
     println!("coffer paywall listening on http://{local} in front of {}", args.upstream);
-    axum::serve(listener, std::sync::Arc::new(paywall).router())
+    let app = std::sync::Arc::new(paywall).router();
+    // The client's address bounds its challenges.
+    axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;
         })
@@ -476,11 +479,13 @@ async fn serve(args: ServeArgs) -> CliResult {
     let lightning = crate::lightning::LightningConfig::from_env()?;
     let limits = crate::limits::Limits::from_env()?;
     let retention = crate::gateway::retention::Retention::from_env()?;
+    let egress = crate::egress::Egress::from_env()?;
     let location = lightning.location().map(|url| format!(" at {url}")).unwrap_or_default();
     let (gateway, token) = GatewayBuilder::default()
         .lightning(lightning)
         .limits(limits)
         .retention(retention)
+        .egress(egress)
         .data_dir(&args.data)
         .database_url(args.database.clone())
         .operator_token(args.operator_token)

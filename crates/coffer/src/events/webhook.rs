@@ -11,8 +11,14 @@
 //! backoff; after [`WebhookSettings::pause_after_failures`] failures in a
 //! row the webhook is paused until someone resumes it. Every attempt is in
 //! the delivery log.
+//!
+//! Every request passes the egress guard (`crate::egress`): a destination it
+//! refuses is logged as "destination refused by the egress guard", with no
+//! status, so the log never tells what answers at an address the gateway
+//! may not reach.
 
 use super::{Lease, backoff_ms, wire};
+use crate::egress::{Egress, Redirects};
 use crate::gateway::{Gateway, now_ms};
 use crate::io::{DeliveryRecord, EventRecord, WebhookRecord, WebhookState};
 use futures_util::future::join_all;
@@ -50,13 +56,11 @@ impl Default for WebhookSettings {
 
 /// Delivers webhooks for as long as the gateway runs.
 pub async fn run(gateway: Arc<Gateway>, settings: WebhookSettings, owner: String) {
-    let http = match reqwest::Client::builder()
+    let builder = reqwest::Client::builder()
         .timeout(Duration::from_millis(settings.timeout_ms))
-        // A redirect would re-send a signed body elsewhere: not followed.
-        .redirect(reqwest::redirect::Policy::none())
-        .user_agent(concat!("coffer/", env!("CARGO_PKG_VERSION")))
-        .build()
-    {
+        .user_agent(concat!("coffer/", env!("CARGO_PKG_VERSION")));
+    // A redirect would re-send a signed body elsewhere: not followed.
+    let http = match gateway.settings().egress.client(builder, Redirects::None) {
         Ok(http) => http,
         Err(e) => return tracing::error!(error = %e, "webhooks disabled: no HTTP client"),
     };
@@ -132,7 +136,8 @@ async fn advance(
     let after_event_id = skipped_through.unwrap_or(webhook.state.after_event_id);
     let attempt = webhook.state.failures.saturating_add(1);
     let secret = gateway.webhook_secret(&webhook.id);
-    let delivery = post(http, &webhook, event, &secret, gateway.node_pubkey_hex(), attempt).await;
+    let target = Target { http, egress: &gateway.settings().egress };
+    let delivery = post(target, &webhook, event, &secret, gateway.node_pubkey_hex(), attempt).await;
     let state = if delivery.delivered {
         WebhookState { after_event_id: event.id, failures: 0, paused: false, next_attempt_at_ms: 0 }
     } else {
@@ -151,32 +156,32 @@ async fn advance(
     Ok(true)
 }
 
+/// Where deliveries go out: the guarded client, and the guard for the URL
+/// itself (the client checks addresses it resolves, not IP literals).
+#[derive(Clone, Copy)]
+struct Target<'a> {
+    http: &'a reqwest::Client,
+    egress: &'a Egress,
+}
+
 async fn post(
-    http: &reqwest::Client,
+    target: Target<'_>,
     webhook: &WebhookRecord,
     event: &EventRecord,
     secret: &str,
     gateway: &str,
     attempt: u32,
 ) -> DeliveryRecord {
-    let body = serde_json::to_vec(&wire(event, gateway)).unwrap_or_default();
-    let t = now_ms().div_euclid(1000);
-    let request = http
-        .post(&webhook.url)
-        .header("content-type", "application/json")
-        .header("coffer-event-id", event.id.to_string())
-        .header("coffer-event-type", &event.kind)
-        .header("coffer-signature", format!("t={t},v1={}", sign(secret, t, &body)))
-        .body(body);
     let started = Instant::now();
-    let answer = request.send().await;
-    let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-    let (status, error) = match answer {
-        Ok(r) if r.status().is_success() => (Some(r.status().as_u16()), None),
-        Ok(r) => (Some(r.status().as_u16()), Some(format!("answered HTTP {}", r.status().as_u16()))),
-        // Without the URL: it may carry a token of the receiver's.
-        Err(e) => (None, Some(truncate(&e.without_url().to_string()))),
+    let outcome = match reqwest::Url::parse(&webhook.url) {
+        Ok(url) => match target.egress.check_url(&url) {
+            Ok(()) => send(target.http, url, event, secret, gateway).await,
+            Err(refused) => (None, Some(refused.to_string())),
+        },
+        Err(e) => (None, Some(format!("not a URL: {e}"))),
     };
+    let (status, error) = outcome;
+    let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     DeliveryRecord {
         webhook_id: webhook.id.clone(),
         event_id: event.id,
@@ -186,6 +191,34 @@ async fn post(
         error,
         at_ms: now_ms(),
         duration_ms,
+    }
+}
+
+/// One signed POST: the status, if an answer came, and the error, if any.
+async fn send(
+    http: &reqwest::Client,
+    url: reqwest::Url,
+    event: &EventRecord,
+    secret: &str,
+    gateway: &str,
+) -> (Option<u16>, Option<String>) {
+    let body = serde_json::to_vec(&wire(event, gateway)).unwrap_or_default();
+    let t = now_ms().div_euclid(1000);
+    let request = http
+        .post(url)
+        .header("content-type", "application/json")
+        .header("coffer-event-id", event.id.to_string())
+        .header("coffer-event-type", &event.kind)
+        .header("coffer-signature", format!("t={t},v1={}", sign(secret, t, &body)))
+        .body(body);
+    match request.send().await {
+        Ok(r) if r.status().is_success() => (Some(r.status().as_u16()), None),
+        Ok(r) => (Some(r.status().as_u16()), Some(format!("answered HTTP {}", r.status().as_u16()))),
+        Err(e) => match crate::egress::refusal(&e) {
+            Some(refused) => (None, Some(truncate(&refused.to_string()))),
+            // Without the URL: it may carry a token of the receiver's.
+            None => (None, Some(truncate(&e.without_url().to_string()))),
+        },
     }
 }
 

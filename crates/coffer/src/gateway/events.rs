@@ -55,7 +55,7 @@ impl Gateway {
             (Principal::Operator, Some(id)) => Some(self.agent(&id).await?.id),
             (Principal::Operator, None) => None,
         };
-        check_webhook_url(url)?;
+        check_webhook_url(url, &self.settings.egress)?;
         check_event_types(&types)?;
         if self.store.webhooks(owner.clone()).await?.iter().filter(|w| w.owner == owner).count()
             >= WEBHOOKS_PER_OWNER_MAX
@@ -124,7 +124,10 @@ fn event_scope(caller: &Principal) -> Option<String> {
     }
 }
 
-fn check_webhook_url(url: &str) -> Result<(), Error> {
+/// A URL the gateway may post to. What the URL alone shows is refused
+/// here (an IP literal the egress guard refuses, `localhost`); a host
+/// name's addresses are checked at each delivery, when it is resolved.
+fn check_webhook_url(url: &str, egress: &crate::egress::Egress) -> Result<(), Error> {
     if url.len() > WEBHOOK_URL_LEN_MAX {
         return Err(invalid("url", format!("at most {WEBHOOK_URL_LEN_MAX} bytes")));
     }
@@ -135,7 +138,13 @@ fn check_webhook_url(url: &str) -> Result<(), Error> {
     if !parsed.username().is_empty() || parsed.password().is_some() {
         return Err(invalid("url", "no user name or password in the URL (they would be logged)".into()));
     }
-    Ok(())
+    egress.check_url(&parsed).map_err(|refused| invalid("url", refused.to_string()))?;
+    match parsed.host_str() {
+        Some(host) if crate::egress::is_local_name(host) && !egress.allows_name(host) => {
+            Err(invalid("url", format!("destination refused by the egress guard: {host} is this machine")))
+        }
+        _ => Ok(()),
+    }
 }
 
 fn check_event_types(types: &[String]) -> Result<(), Error> {

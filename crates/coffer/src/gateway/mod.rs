@@ -91,6 +91,8 @@ pub struct Settings {
     pub limits: crate::limits::Limits,
     /// How long old rows are kept.
     pub retention: retention::Retention,
+    /// Where requests made on someone's behalf may go.
+    pub egress: crate::egress::Egress,
 }
 
 pub struct Gateway {
@@ -531,8 +533,8 @@ impl Gateway {
             (true, Some(amount)) => {
                 let Some(http) = &self.lnurl_http else { return Err(Error::NoLightningBackend) };
                 let amount = parse_amount("amount_msat", amount)?;
-                resolved =
-                    crate::lightning::lnurl::resolve(http, target, amount.as_u64(), self.settings.network).await?;
+                let (egress, network) = (&self.settings.egress, self.settings.network);
+                resolved = crate::lightning::lnurl::resolve(http, egress, target, amount.as_u64(), network).await?;
                 resolved.as_str()
             }
         };

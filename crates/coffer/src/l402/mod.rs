@@ -7,7 +7,9 @@
 pub mod challenge;
 pub mod macaroon;
 pub mod mount;
+pub mod path;
 pub mod paywall;
+pub mod throttle;
 
 /// Whether a path prefix covers a path, on whole segments: `/data` covers
 /// `/data` and `/data/today`, not `/database`.

@@ -115,7 +115,8 @@ impl Mounts {
                 .await
                 .map_err(|e| format!("{}.agent: {} ({e})", mount.origin, mount.agent_id))?;
             let seller = Box::new(GatewaySeller { gateway: Arc::clone(gateway), receiver });
-            let paywall = Paywall::new(key, mount.routes, &mount.prefix, mount.upstream, seller)?;
+            let per_client = gateway.settings().limits.paywall_challenges_per_minute_per_client;
+            let paywall = Paywall::new(key, mount.routes, &mount.prefix, mount.upstream, seller, per_client)?;
             started.push((mount.prefix, Arc::new(paywall)));
         }
         Ok(started)

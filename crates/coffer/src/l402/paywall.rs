@@ -11,6 +11,13 @@
 //! and passed through; a bad one gets a new challenge and never reaches the
 //! upstream.
 //!
+//! Every path is brought to its one canonical form ([`super::path`]) before
+//! anything else: the route is chosen on that form and the upstream gets
+//! exactly that form (the query string as it came). A path without one is
+//! refused with `400 invalid-path` and reaches no one. Challenges are
+//! bounded per client and minute ([`super::throttle`]): each one stores an
+//! invoice.
+//!
 //! Use counts are kept in this process's memory, bounded: after a restart
 //! a token with a `uses` caveat starts counting again (the root key is kept
 //! on disk, so paid tokens stay valid; the alternative, invalidating every
@@ -18,9 +25,11 @@
 
 use super::challenge::{self, decode_token, encode_token};
 use super::macaroon::{Identifier, Macaroon};
+use super::throttle::ChallengeThrottle;
+use crate::limits::Limit;
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use coffer_client::{Client, CreateInvoiceRequest};
@@ -28,6 +37,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -211,6 +221,7 @@ pub struct Paywall {
     /// `uses` caveat.
     uses: Mutex<HashMap<[u8; 32], (u32, i64)>>,
     in_flight: tokio::sync::Semaphore,
+    challenges: ChallengeThrottle,
 }
 
 /// Why credentials were refused: said in the new challenge's body.
@@ -246,6 +257,7 @@ impl Paywall {
         mount: &str,
         upstream: reqwest::Url,
         seller: Box<dyn InvoiceSource>,
+        challenges_per_minute_per_client: u32,
     ) -> Result<Paywall, String> {
         assert!(mount.is_empty() || (mount.starts_with('/') && !mount.ends_with('/')), "a mount is a path prefix");
         let upstream_http = reqwest::Client::builder()
@@ -263,6 +275,7 @@ impl Paywall {
             seller,
             uses: Mutex::new(HashMap::new()),
             in_flight: tokio::sync::Semaphore::new(IN_FLIGHT_MAX),
+            challenges: ChallengeThrottle::new(challenges_per_minute_per_client),
         })
     }
 
@@ -359,7 +372,10 @@ async fn handle(State(paywall): State<Arc<Paywall>>, request: Request) -> Respon
         return problem(StatusCode::SERVICE_UNAVAILABLE, "busy", "too many requests in flight; retry shortly");
     };
     let now_ms = crate::gateway::now_ms();
-    let path = request.uri().path().to_owned();
+    let path = match super::path::canonicalize(request.uri().path()) {
+        Ok(path) => path,
+        Err(why) => return problem(StatusCode::BAD_REQUEST, "invalid-path", &why.to_string()),
+    };
     let Some(route) = route_for(&paywall.routes, &path) else {
         return problem(StatusCode::NOT_FOUND, "not-found", "no route");
     };
@@ -368,10 +384,14 @@ async fn handle(State(paywall): State<Arc<Paywall>>, request: Request) -> Respon
     let refusal = match authorization {
         None => None,
         Some(value) => match paywall.verify(&value, route, now_ms) {
-            Ok(()) => return proxy(&paywall, request).await,
+            Ok(()) => return proxy(&paywall, &path, request).await,
             Err(refusal) => Some(refusal),
         },
     };
+    if let Err(retry_after_secs) = paywall.challenges.take(client_address(&request), now_ms) {
+        let detail = "too many payment challenges from this address in a minute: pay one of them, or wait";
+        return crate::error::Error::limit(Limit::PaywallChallengesPerClient, retry_after_secs, detail).into_response();
+    }
     match paywall.challenge(route, now_ms).await {
         Ok(www_authenticate) => payment_required(&www_authenticate, route, &paywall.route_name(route), refusal),
         Err(e) => {
@@ -379,6 +399,14 @@ async fn handle(State(paywall): State<Arc<Paywall>>, request: Request) -> Respon
             problem(StatusCode::BAD_GATEWAY, "invoice-failed", "the paywall could not create an invoice")
         }
     }
+}
+
+/// The client's address, from the server's connection info. A server that
+/// gives none (which ours always do) puts every client in one bucket:
+/// bounded still, only coarser.
+fn client_address(request: &Request) -> IpAddr {
+    let connected = request.extensions().get::<ConnectInfo<SocketAddr>>();
+    connected.map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |ConnectInfo(address)| address.ip())
 }
 
 fn payment_required(www_authenticate: &str, route: &Route, name: &str, refusal: Option<Refusal>) -> Response {
@@ -429,7 +457,9 @@ fn forwarded(name: &HeaderName) -> bool {
     )
 }
 
-async fn proxy(paywall: &Paywall, request: Request) -> Response {
+/// Forwards the request to `path` (its canonical form) under the upstream's
+/// base path.
+async fn proxy(paywall: &Paywall, path: &str, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     let body = match axum::body::to_bytes(body, REQUEST_BODY_LEN_MAX_BYTES).await {
         Ok(body) => body,
@@ -437,7 +467,7 @@ async fn proxy(paywall: &Paywall, request: Request) -> Response {
     };
     let mut url = paywall.upstream.clone();
     let base = url.path().trim_end_matches('/').to_owned();
-    url.set_path(&format!("{base}{}", parts.uri.path()));
+    url.set_path(&format!("{base}{path}"));
     url.set_query(parts.uri.query());
     let mut upstream = paywall.upstream_http.request(parts.method, url).body(body);
     for (name, value) in parts.headers.iter().filter(|(name, _)| forwarded(name)) {

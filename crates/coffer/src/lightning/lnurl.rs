@@ -4,8 +4,11 @@
 //! The invoice is checked before anyone pays it: its amount is the one asked
 //! for, and its description hash, when it has one, is the SHA-256 of the
 //! metadata the service published (LUD-06). Answers are bounded in size;
-//! plain http only for 127.0.0.1 and localhost (tests).
+//! plain http only for 127.0.0.1 and localhost (tests). Every URL, the
+//! callback included, passes the egress guard (`crate::egress`): a Lightning
+//! address names anyone's host.
 
+use crate::egress::Egress;
 use crate::error::Error;
 use crate::payment::bolt11::{Network, ParsedInvoice};
 use bitcoin::hashes::{Hash, sha256};
@@ -44,6 +47,7 @@ fn bad(why: impl Into<String>) -> Error {
 /// The invoice a Lightning address gives for `amount_msat`, checked.
 pub async fn resolve(
     http: &reqwest::Client,
+    egress: &Egress,
     address: &str,
     amount_msat: u64,
     network: Network,
@@ -60,7 +64,8 @@ pub async fn resolve(
     }
     let host = domain.split(':').next().unwrap_or_default();
     let scheme = if matches!(host, "127.0.0.1" | "localhost") { "http" } else { "https" };
-    let first: serde_json::Value = fetch(http, &format!("{scheme}://{domain}/.well-known/lnurlp/{name}")).await?;
+    let first: serde_json::Value =
+        fetch(http, egress, &format!("{scheme}://{domain}/.well-known/lnurlp/{name}")).await?;
     refused(&first)?;
     let request: PayRequest = serde_json::from_value(first).map_err(|e| bad(format!("not a payRequest: {e}")))?;
     if request.tag != "payRequest" {
@@ -78,7 +83,7 @@ pub async fn resolve(
         return Err(bad("the callback must be https"));
     }
     callback.query_pairs_mut().append_pair("amount", &amount_msat.to_string());
-    let second: serde_json::Value = fetch(http, callback.as_str()).await?;
+    let second: serde_json::Value = fetch(http, egress, callback.as_str()).await?;
     refused(&second)?;
     let invoice: Invoice = serde_json::from_value(second).map_err(|e| bad(format!("no invoice: {e}")))?;
     check(&invoice.pr, amount_msat, &request.metadata, network)?;
@@ -108,8 +113,10 @@ fn refused(answer: &serde_json::Value) -> Result<(), Error> {
     Ok(())
 }
 
-async fn fetch(http: &reqwest::Client, url: &str) -> Result<serde_json::Value, Error> {
-    let request = http.get(url).header("Accept", "application/json");
+async fn fetch(http: &reqwest::Client, egress: &Egress, url: &str) -> Result<serde_json::Value, Error> {
+    let parsed = reqwest::Url::parse(url).map_err(|_| bad("not a URL"))?;
+    egress.check_url(&parsed).map_err(|refused| bad(refused.to_string()))?;
+    let request = http.get(parsed).header("Accept", "application/json");
     let (status, body) = super::http::send(request).await.map_err(|e| bad(e.to_string()))?;
     if body.len() > ANSWER_LEN_MAX_BYTES {
         return Err(bad(format!("an answer larger than {ANSWER_LEN_MAX_BYTES} bytes")));
@@ -159,7 +166,8 @@ mod tests {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         let http = crate::lightning::config::client(std::time::Duration::from_secs(1), None).unwrap();
         for bad_address in ["@example.com", "alice@", "Alice@example.com", "a b@example.com", "alice@exa/mple.com"] {
-            let err = rt.block_on(resolve(&http, bad_address, 1_000, Network::Bitcoin)).unwrap_err();
+            let err =
+                rt.block_on(resolve(&http, &Egress::default(), bad_address, 1_000, Network::Bitcoin)).unwrap_err();
             assert!(err.to_string().contains("name@domain"), "{bad_address}: {err}");
         }
     }

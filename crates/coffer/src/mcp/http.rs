@@ -21,6 +21,7 @@ use axum::Router;
 use axum::extract::Request;
 use axum::middleware::{self, Next};
 use axum::response::Response;
+use coffer_client::Scope;
 use rmcp::transport::streamable_http_server::session::never::NeverSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use std::fmt;
@@ -38,14 +39,19 @@ const BODY_LEN_MAX_BYTES: usize = crate::http::BODY_LEN_MAX_BYTES;
 /// a tool call when the gateway is overloaded.
 const LOOPBACK_TIMEOUT_MS: u64 = 30_000;
 
-/// The secret of the agent key that authenticated an `/mcp` request, handed
-/// to the tools through the request's extensions.
+/// The secret of the agent key that authenticated an `/mcp` request, and
+/// whether it may spend, handed to the tools through the request's
+/// extensions.
 #[derive(Clone)]
-pub struct AgentSecret(String);
+pub struct AgentSecret(String, bool);
 
 impl AgentSecret {
     pub fn expose(&self) -> &str {
         &self.0
+    }
+
+    pub fn may_spend(&self) -> bool {
+        self.1
     }
 }
 
@@ -57,8 +63,12 @@ impl fmt::Debug for AgentSecret {
 }
 
 /// The `/mcp` route for a gateway listening on `local`.
-pub fn router(state: AppState, local: SocketAddr) -> Result<Router<AppState>, reqwest::Error> {
-    let http = reqwest::Client::builder().timeout(Duration::from_millis(LOOPBACK_TIMEOUT_MS)).build()?;
+pub fn router(state: AppState, local: SocketAddr) -> Result<Router<AppState>, String> {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_millis(LOOPBACK_TIMEOUT_MS))
+        .build()
+        .map_err(|e| format!("the loopback client: {e}"))?;
+    let fetcher = super::Fetcher::new(&state.settings().egress)?;
     let base_url = format!("http://{}", loopback(local));
     let config = StreamableHttpServerConfig::default()
         .with_legacy_session_mode(false)
@@ -69,7 +79,7 @@ pub fn router(state: AppState, local: SocketAddr) -> Result<Router<AppState>, re
         .disable_allowed_hosts()
         .with_max_request_body_bytes(BODY_LEN_MAX_BYTES);
     let service = StreamableHttpService::new(
-        move || Ok(CofferMcp::per_request(http.clone(), base_url.clone())),
+        move || Ok(CofferMcp::per_request(http.clone(), base_url.clone(), fetcher.clone())),
         Arc::new(NeverSessionManager::default()),
         config,
     );
@@ -78,9 +88,9 @@ pub fn router(state: AppState, local: SocketAddr) -> Result<Router<AppState>, re
 
 /// Admits a request only with an agent's key (any scope: the gateway checks
 /// each tool's scope when the tool calls it) and hands the key on.
-async fn authenticate(Agent(_key): Agent<READ>, mut request: Request, next: Next) -> Response {
+async fn authenticate(Agent(key): Agent<READ>, mut request: Request, next: Next) -> Response {
     if let Some(secret) = bearer_secret(request.headers()) {
-        let secret = AgentSecret(secret.to_owned());
+        let secret = AgentSecret(secret.to_owned(), key.scope >= Scope::Spend);
         request.extensions_mut().insert(secret);
     }
     next.run(request).await
@@ -113,6 +123,6 @@ mod tests {
 
     #[test]
     fn the_secret_is_not_printed() {
-        assert_eq!(format!("{:?}", AgentSecret("csk_secret".into())), "AgentSecret(..)");
+        assert_eq!(format!("{:?}", AgentSecret("csk_secret".into(), true)), "AgentSecret(..)");
     }
 }

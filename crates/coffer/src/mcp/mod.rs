@@ -68,7 +68,59 @@ enum Caller {
     /// HTTP: the key that authenticated the current request (see
     /// [`http::AgentSecret`]), so a session never acts with another
     /// request's key. The connection pool is shared.
-    PerRequest { http: reqwest::Client, base_url: String },
+    PerRequest { http: reqwest::Client, base_url: String, fetcher: Fetcher },
+}
+
+/// Over `/mcp` the gateway itself would fetch what `fetch_paid` asks, from
+/// inside the operator's network, so it fetches only through the egress
+/// guard (no loopback, private or link-local destination, on any redirect
+/// hop), only for a key that may spend, in bounded time and size. Over
+/// stdio the fetch comes from the agent's own machine and is the agent's.
+#[derive(Clone)]
+pub struct Fetcher {
+    http: reqwest::Client,
+    egress: std::sync::Arc<crate::egress::Egress>,
+}
+
+/// The longest a fetch over `/mcp` may take, each request of it.
+pub const FETCH_TIMEOUT_MS: u64 = 30_000;
+
+impl Fetcher {
+    pub fn new(egress: &crate::egress::Egress) -> Result<Fetcher, String> {
+        let timeout = std::time::Duration::from_millis(FETCH_TIMEOUT_MS);
+        let builder = reqwest::Client::builder().timeout(timeout).connect_timeout(timeout);
+        let http = egress.client(builder, crate::egress::Redirects::Checked)?;
+        Ok(Fetcher { http, egress: std::sync::Arc::new(egress.clone()) })
+    }
+
+    /// The client to fetch `url` with for a key that `may_spend`, or the
+    /// refusal the model reads.
+    fn admit(&self, url: &str, may_spend: bool) -> Result<reqwest::Client, String> {
+        if !may_spend {
+            return Err("denied: forbidden — over /mcp the gateway fetches for you only with a key of the spend \
+                scope. Nothing was fetched or paid; ask your operator for such a key."
+                .into());
+        }
+        let parsed = reqwest::Url::parse(url).map_err(|e| format!("error: invalid-url — {url:?}: {e}"))?;
+        self.egress.check_url(&parsed).map_err(|refused| refused_answer(&refused))?;
+        Ok(self.http.clone())
+    }
+}
+
+/// The answer for a fetch the egress guard stopped (on a redirect hop, or
+/// at a name's resolution).
+fn transport_refusal(e: &coffer_client::Error) -> Option<String> {
+    match e {
+        coffer_client::Error::Transport(e) => crate::egress::refusal(e).map(refused_answer),
+        _ => None,
+    }
+}
+
+fn refused_answer(refused: &crate::egress::Refused) -> String {
+    format!(
+        "denied: destination-refused — {refused}. The gateway fetches only public addresses (and those its \
+         operator allows). Nothing was paid; do not retry this URL."
+    )
 }
 
 type ToolResult = Result<CallToolResult, ErrorData>;
@@ -243,8 +295,8 @@ impl CofferMcp {
     }
 
     /// A server whose every call uses the key of the HTTP request it came in.
-    pub fn per_request(http: reqwest::Client, base_url: String) -> CofferMcp {
-        CofferMcp { caller: Caller::PerRequest { http, base_url }, tool_router: Self::tool_router() }
+    pub fn per_request(http: reqwest::Client, base_url: String, fetcher: Fetcher) -> CofferMcp {
+        CofferMcp { caller: Caller::PerRequest { http, base_url, fetcher }, tool_router: Self::tool_router() }
     }
 
     /// The client acting for the caller of this tool call. Over HTTP the
@@ -254,12 +306,23 @@ impl CofferMcp {
     fn client(&self, ctx: &RequestContext<RoleServer>) -> Result<Client, ErrorData> {
         match &self.caller {
             Caller::Fixed(client) => Ok(client.clone()),
-            Caller::PerRequest { http, base_url } => ctx
-                .extensions
-                .get::<axum::http::request::Parts>()
-                .and_then(|parts| parts.extensions.get::<http::AgentSecret>())
-                .map(|secret| Client::with_http(http.clone(), base_url, secret.expose()))
-                .ok_or_else(|| ErrorData::internal_error("this call carried no agent key", None)),
+            Caller::PerRequest { http, base_url, .. } => {
+                let secret = agent_secret(ctx)?;
+                Ok(Client::with_http(http.clone(), base_url, secret.expose()))
+            }
+        }
+    }
+
+    /// The client for `fetch_paid` of `url`: over `/mcp` its fetches go
+    /// through the [`Fetcher`]; `Err` is the answer to give instead.
+    fn fetch_client(&self, ctx: &RequestContext<RoleServer>, url: &str) -> Result<Result<Client, String>, ErrorData> {
+        let client = self.client(ctx)?;
+        match &self.caller {
+            Caller::Fixed(_) => Ok(Ok(client)),
+            Caller::PerRequest { fetcher, .. } => {
+                let may_spend = agent_secret(ctx)?.may_spend();
+                Ok(fetcher.admit(url, may_spend).map(|http| client.with_fetch_http(http)))
+            }
         }
     }
 
@@ -520,7 +583,10 @@ impl CofferMcp {
         ctx: RequestContext<RoleServer>,
         Parameters(args): Parameters<FetchPaidArgs>,
     ) -> ToolResult {
-        let client = self.client(&ctx)?;
+        let client = match self.fetch_client(&ctx, &args.url)? {
+            Ok(client) => client,
+            Err(refusal) => return Ok(answer::fail(refusal)),
+        };
         Ok(match client.fetch_l402(&args.url).await {
             Ok(fetched) => {
                 let body = &fetched.body[..fetched.body.len().min(FETCH_TEXT_LEN_MAX_BYTES)];
@@ -532,9 +598,22 @@ impl CofferMcp {
                 let summary = format!("HTTP {}; paid {} msat.", fetched.status, fetched.paid_msat);
                 answer::ok(summary, &value)
             }
-            Err(e) => answer::from_error(&e),
+            Err(e) => match transport_refusal(&e) {
+                Some(refusal) => answer::fail(refusal),
+                None => answer::from_error(&e),
+            },
         })
     }
+}
+
+/// The key that authenticated this call over `/mcp`. The route admits no
+/// request without one, so a missing key is a wiring fault: a protocol
+/// error, not a panic.
+fn agent_secret(ctx: &RequestContext<RoleServer>) -> Result<&http::AgentSecret, ErrorData> {
+    ctx.extensions
+        .get::<axum::http::request::Parts>()
+        .and_then(|parts| parts.extensions.get::<http::AgentSecret>())
+        .ok_or_else(|| ErrorData::internal_error("this call carried no agent key", None))
 }
 
 #[tool_handler(router = self.tool_router)]

@@ -221,6 +221,9 @@ pub async fn start_gateway(url: &str) -> Gateway {
         ("COFFER_LNBITS_URL", url),
         ("COFFER_LNBITS_ADMIN_KEY", ADMIN_KEY),
         ("COFFER_LIGHTNING_TIMEOUT_MS", "1000"),
+        // The fake also serves Lightning addresses (LNURL) on loopback,
+        // which the egress guard refuses unless the operator allows it.
+        ("COFFER_EGRESS_ALLOW", "127.0.0.1"),
     ])
     .await
 }

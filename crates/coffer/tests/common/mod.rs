@@ -71,6 +71,12 @@ impl Gateway {
         Gateway::start_fresh(Vec::new(), owned_env(env)).await
     }
 
+    /// Starts a gateway with these arguments and this extra environment.
+    pub async fn start_with_args_env(args: &[&str], env: &[(&str, &str)]) -> Gateway {
+        let args = args.iter().map(|a| (*a).to_owned()).collect();
+        Gateway::start_fresh(args, owned_env(env)).await
+    }
+
     async fn start_fresh(args: Vec<String>, env: Vec<(String, String)>) -> Gateway {
         let tempdir = tempfile::tempdir().expect("creating a temporary data folder");
         let database = postgres_mode().then(|| Arc::new(TestDatabase::create()));

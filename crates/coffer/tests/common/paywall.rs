@@ -2,39 +2,49 @@
 //! `coffer paywall` process in front of it.
 
 use super::{BIN, Gateway};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 const READY_PREFIX: &str = "coffer paywall listening on ";
 
-/// An HTTP service answering `data for <path>` to any GET, counting hits.
+/// An HTTP service answering `data for <path>` to any GET, counting hits
+/// and recording the path and query of each.
 pub struct Upstream {
     pub url: String,
     hits: Arc<AtomicUsize>,
+    paths: Arc<Mutex<Vec<String>>>,
 }
 
 impl Upstream {
     pub async fn start() -> Upstream {
         let hits = Arc::new(AtomicUsize::new(0));
-        let counter = Arc::clone(&hits);
+        let paths = Arc::new(Mutex::new(Vec::new()));
+        let (counter, recorder) = (Arc::clone(&hits), Arc::clone(&paths));
         let app = axum::Router::new().fallback(move |uri: axum::http::Uri| {
-            let counter = Arc::clone(&counter);
+            let (counter, recorder) = (Arc::clone(&counter), Arc::clone(&recorder));
             async move {
                 counter.fetch_add(1, Ordering::SeqCst);
+                let path_and_query = uri.path_and_query().map_or(uri.path(), |p| p.as_str()).to_owned();
+                recorder.lock().expect("the upstream's paths").push(path_and_query);
                 format!("data for {}", uri.path())
             }
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("binding the upstream");
         let url = format!("http://{}", listener.local_addr().expect("the upstream's address"));
         tokio::spawn(async move { axum::serve(listener, app).await.expect("the upstream") });
-        Upstream { url, hits }
+        Upstream { url, hits, paths }
     }
 
     pub fn hits(&self) -> usize {
         self.hits.load(Ordering::SeqCst)
+    }
+
+    /// Every path (with its query) received so far, in order.
+    pub fn paths(&self) -> Vec<String> {
+        self.paths.lock().expect("the upstream's paths").clone()
     }
 }
 
@@ -55,6 +65,18 @@ impl Paywall {
         price_msat: u64,
         config: Option<&str>,
     ) -> Paywall {
+        Paywall::start_with_env(gw, seller_key, upstream, price_msat, config, &[]).await
+    }
+
+    /// [`Paywall::start`] with extra environment (`COFFER_LIMIT_...`).
+    pub async fn start_with_env(
+        gw: &Gateway,
+        seller_key: &str,
+        upstream: &Upstream,
+        price_msat: u64,
+        config: Option<&str>,
+        env: &[(&str, &str)],
+    ) -> Paywall {
         let data_dir = tempfile::tempdir().expect("a paywall folder");
         let mut cmd = Command::new(BIN);
         cmd.args(["paywall", "--listen", "127.0.0.1:0", "--upstream", &upstream.url])
@@ -66,6 +88,7 @@ impl Paywall {
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::inherit())
+            .envs(env.iter().copied())
             .kill_on_drop(true);
         if let Some(text) = config {
             let path = data_dir.path().join("routes.toml");
