@@ -8,6 +8,7 @@
 //! - the pure rules (amounts, ledger, policy) live in the `coffer-core` crate.
 
 pub mod cli;
+pub mod connections;
 pub mod error;
 pub mod events;
 pub mod gateway;

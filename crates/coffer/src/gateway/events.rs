@@ -36,6 +36,35 @@ impl Gateway {
         self.store.commits()
     }
 
+    /// The caller's events after `after_id` as they commit, for a live
+    /// stream; it counts against `streams_per_key` and `streams_total`
+    /// until dropped.
+    pub fn follow_events(&self, caller: &Principal, after_id: i64) -> Result<EventFollower, Error> {
+        if after_id < 0 {
+            return Err(invalid("after", "an event id, 0 or more".into()));
+        }
+        let guard = self.open_stream(caller)?;
+        Ok(EventFollower {
+            store: Arc::clone(&self.store),
+            scope: event_scope(caller),
+            seen_through: after_id,
+            caught_up: false,
+            feed: self.live.feed(&self.store),
+            ready: std::collections::VecDeque::new(),
+            _guard: guard,
+        })
+    }
+
+    /// A place for one more live stream (events or a room) of the caller's
+    /// key, held until the guard drops.
+    pub fn open_stream(&self, caller: &Principal) -> Result<crate::live::StreamGuard, Error> {
+        let key = match caller {
+            Principal::Operator => OPERATOR_STREAMS,
+            Principal::Agent(key) => key.key_id.as_str(),
+        };
+        self.live.open_stream(key, &self.settings.limits)
+    }
+
     /// Subscribes `url` to the caller's events (or, for the operator, to one
     /// agent's or the whole gateway's). Delivery starts after the newest
     /// event now stored. The secret is derived from the node key, so every
@@ -113,6 +142,79 @@ impl Gateway {
     pub async fn deliveries(&self, caller: &Principal, id: &str, limit: u32) -> Result<Vec<DeliveryRecord>, Error> {
         self.webhook(caller, id).await?;
         self.store.deliveries(id.to_owned(), limit).await
+    }
+}
+
+/// The name the operator's streams are counted under (key ids have a
+/// prefix, so none is this).
+const OPERATOR_STREAMS: &str = "operator";
+/// Events a stream reads from the store per step while catching up.
+const FOLLOW_PAGE_EVENTS_MAX: u32 = 200;
+
+/// A live stream's reader: the store until it has caught up, then the
+/// process's one feed of the outbox (`crate::live`), filtered to what the
+/// caller sees. A gap in the feed (the stream fell behind it, or the feed
+/// restarted) sends it back to the store from the last event it covered, so
+/// no event is skipped or repeated and the order is the ids'.
+pub struct EventFollower {
+    store: Arc<dyn Store>,
+    scope: Option<String>,
+    /// Every event up to this id was delivered, or is not the caller's.
+    seen_through: i64,
+    caught_up: bool,
+    feed: tokio::sync::broadcast::Receiver<Arc<crate::live::FeedBatch>>,
+    ready: std::collections::VecDeque<EventRecord>,
+    _guard: crate::live::StreamGuard,
+}
+
+impl EventFollower {
+    /// The next event; waits for it to commit.
+    pub async fn next(&mut self) -> Result<EventRecord, Error> {
+        use tokio::sync::broadcast::error::RecvError;
+        loop {
+            if let Some(event) = self.ready.pop_front() {
+                return Ok(event);
+            }
+            if !self.caught_up {
+                self.catch_up().await?;
+                continue;
+            }
+            match self.feed.recv().await {
+                Ok(batch) => self.take(&batch),
+                Err(RecvError::Lagged(_)) => self.caught_up = false,
+                Err(RecvError::Closed) => return Err(Error::Unavailable("the event feed stopped")),
+            }
+        }
+    }
+
+    /// One page from the store. A page that is not full holds every event
+    /// of the caller committed before it was read, so the stream has then
+    /// covered at least the newest event before the read.
+    async fn catch_up(&mut self) -> Result<(), Error> {
+        crate::metrics::METRICS.record_event_stream_store_read();
+        let newest = self.store.newest_event_id().await?;
+        let page = self.store.events(self.seen_through, self.scope.clone(), FOLLOW_PAGE_EVENTS_MAX).await?;
+        if let Some(last) = page.last() {
+            self.seen_through = last.id;
+        }
+        if page.len() < FOLLOW_PAGE_EVENTS_MAX as usize {
+            self.caught_up = true;
+            self.seen_through = self.seen_through.max(newest);
+        }
+        self.ready.extend(page);
+        Ok(())
+    }
+
+    fn take(&mut self, batch: &crate::live::FeedBatch) {
+        if batch.after > self.seen_through {
+            self.caught_up = false;
+            return;
+        }
+        let seen = self.seen_through;
+        let mine = |e: &&EventRecord| e.id > seen && self.scope.as_ref().is_none_or(|s| e.agent_id.as_ref() == Some(s));
+        let events: Vec<EventRecord> = batch.events.iter().filter(mine).cloned().collect();
+        self.ready.extend(events);
+        self.seen_through = seen.max(batch.through);
     }
 }
 

@@ -9,6 +9,7 @@ mod events;
 pub mod l402;
 mod lightning;
 
+pub use events::EventFollower;
 pub use lightning::run_background;
 
 pub use chat::{AUTO_PAY_KEY_ID, MESSAGE_LEN_MAX_BYTES, ROOM_MEMBERS_MAX};

@@ -157,6 +157,7 @@ async fn watch(
     after: i64,
 ) -> Result<impl Stream<Item = (String, serde_json::Value)>, Error> {
     let room = gw.room_for(&caller, &room).await?.id;
+    let guard = gw.open_stream(&caller)?;
     let live = gw.live().subscribe();
     let (backlog, complete) = backlog(&gw, &caller, &room, after).await?;
     let last_id = backlog.last().map_or(after, |m| m.id);
@@ -169,9 +170,11 @@ async fn watch(
         // More than a stream replays: the watcher reads the rest with GET.
         replay.insert(0, ("reload".to_owned(), serde_json::json!({"after": after})));
     }
-    let events = stream::unfold((live, room, last_id), |(mut live, room, last_id)| async move {
+    // The guard rides with the stream: its place is given back when the
+    // stream is dropped.
+    let events = stream::unfold((live, room, last_id, guard), |(mut live, room, last_id, guard)| async move {
         let (item, id) = next_live(&mut live, &room, last_id).await?;
-        Some((item, (live, room, id)))
+        Some((item, (live, room, id, guard)))
     });
     Ok(futures_util::StreamExt::chain(stream::iter(replay), events))
 }
