@@ -101,7 +101,8 @@ pub async fn events_websocket(
     let Query(p) = params.map_err(|e| Error::MalformedRequest(e.body_text()))?;
     let after = start(&gw, p.after).await?;
     let events = follow(Arc::clone(&gw), gw.follow_events(&caller, after)?);
-    Ok(upgrade.on_upgrade(move |socket| forward(socket, events)))
+    let frames = futures_util::StreamExt::map(events, |e| serde_json::to_string(&e).unwrap_or_default());
+    Ok(upgrade.on_upgrade(move |socket| forward(socket, frames)))
 }
 
 /// Where a stream starts: after the given id, or after the newest event.
@@ -125,13 +126,25 @@ fn follow(gw: Arc<Gateway>, follower: EventFollower) -> impl Stream<Item = Event
     })
 }
 
-async fn forward(mut socket: WebSocket, events: impl Stream<Item = Event>) {
-    let mut events = std::pin::pin!(events);
-    while let Some(event) = futures_util::StreamExt::next(&mut events).await {
-        let frame = serde_json::to_string(&event).unwrap_or_default();
-        if socket.send(WsMessage::Text(frame.into())).await.is_err() {
+/// Sends each frame as a text message, and a ping whenever the stream is
+/// quiet for [`KEEP_ALIVE_SECS`]: the connection then never looks idle to
+/// the listener's idle timeout, and a vanished client is found.
+pub(super) async fn forward(mut socket: WebSocket, frames: impl Stream<Item = String>) {
+    let mut frames = std::pin::pin!(frames);
+    let mut keep_alive = tokio::time::interval(Duration::from_secs(KEEP_ALIVE_SECS));
+    keep_alive.tick().await;
+    loop {
+        let message = tokio::select! {
+            frame = futures_util::StreamExt::next(&mut frames) => match frame {
+                Some(frame) => WsMessage::Text(frame.into()),
+                None => return,
+            },
+            _ = keep_alive.tick() => WsMessage::Ping(Default::default()),
+        };
+        if socket.send(message).await.is_err() {
             return;
         }
+        keep_alive.reset();
     }
 }
 

@@ -10,7 +10,7 @@ use crate::io::IncomingStatus;
 use crate::live::RoomEvent;
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::ws::{Message as WsMessage, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -241,17 +241,9 @@ pub async fn websocket(
 ) -> Result<Response, Error> {
     let Query(p) = params.map_err(|e| Error::MalformedRequest(e.body_text()))?;
     let events = watch(gw, caller, room, p.after.unwrap_or(0)).await?;
-    Ok(upgrade.on_upgrade(move |socket| forward(socket, events)))
-}
-
-async fn forward(mut socket: WebSocket, events: impl Stream<Item = (String, serde_json::Value)>) {
-    let mut events = std::pin::pin!(events);
-    while let Some((kind, data)) = futures_util::StreamExt::next(&mut events).await {
-        let frame = serde_json::json!({"type": kind, "data": data}).to_string();
-        if socket.send(WsMessage::Text(frame.into())).await.is_err() {
-            return;
-        }
-    }
+    let frames =
+        futures_util::StreamExt::map(events, |(kind, data)| serde_json::json!({"type": kind, "data": data}).to_string());
+    Ok(upgrade.on_upgrade(move |socket| super::events::forward(socket, frames)))
 }
 
 /// An agent's chat settings (auto-pay).
