@@ -254,3 +254,63 @@ fn check_event_types(types: &[String]) -> Result<(), Error> {
         None => Ok(()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::live::FeedBatch;
+    use crate::server::GatewayBuilder;
+
+    /// The next `count` events' ids; a follower that waits for events the
+    /// store already has fails the test after a bound generous for CI.
+    async fn ids(follower: &mut EventFollower, count: usize) -> Vec<i64> {
+        let mut ids = Vec::new();
+        for _ in 0..count {
+            let next = tokio::time::timeout(std::time::Duration::from_secs(10), follower.next()).await;
+            ids.push(next.expect("an event the store has").expect("an event").id);
+        }
+        ids
+    }
+
+    async fn stored_ids(gateway: &Gateway, caller: &Principal, after: i64) -> Vec<i64> {
+        gateway.events(caller, after, 1_000).await.expect("events").iter().map(|e| e.id).collect()
+    }
+
+    /// A gap in the feed (the stream fell behind it, or the feed started
+    /// after the stream's last event) sends the stream back to the store
+    /// from its last event; a batch it has partly seen repeats nothing; and
+    /// it keeps to its caller's events throughout.
+    #[tokio::test]
+    async fn a_follower_reads_gaps_from_the_store_and_repeats_nothing() {
+        let dir = tempfile::tempdir().expect("temporary folder");
+        let (gateway, _token) = GatewayBuilder::default().data_dir(dir.path()).build().await.expect("a gateway");
+        let (agent, secret, _) = gateway.create_agent(&Principal::Operator, "follower", false).await.expect("an agent");
+        let caller = gateway.authenticate(&secret).expect("the agent's key");
+        let mut follower = gateway.follow_events(&caller, 0).expect("a follower");
+        let first = stored_ids(&gateway, &caller, 0).await;
+        assert!(!first.is_empty(), "creating an agent wrote its events");
+        assert_eq!(ids(&mut follower, first.len()).await, first, "the catch-up from the store");
+
+        // Events the feed never carried: a batch past them is a gap.
+        gateway.create_agent(&Principal::Operator, "other", false).await.expect("another agent");
+        gateway.mint(1_000).await.expect("a mint");
+        gateway.fund(&Principal::Operator, &agent.id, 1_000).await.expect("funding");
+        let newest = gateway.newest_event_id().await.expect("the newest event");
+        follower.take(&FeedBatch { after: newest, through: newest, events: Vec::new() });
+        let missed = stored_ids(&gateway, &caller, *first.last().expect("an event")).await;
+        assert!(!missed.is_empty(), "funding the agent wrote its event");
+        assert_eq!(ids(&mut follower, missed.len()).await, missed, "the gap, read from the store");
+
+        // A batch overlapping what was read adds only what is new, and only
+        // the caller's.
+        let seen = follower.seen_through;
+        gateway.mint(1).await.expect("a mint");
+        gateway.fund(&Principal::Operator, &agent.id, 1).await.expect("funding");
+        let all = gateway.store.events(0, None, 1_000).await.expect("every event");
+        follower.take(&FeedBatch { after: 0, through: all.last().expect("events").id, events: all });
+        let fresh = stored_ids(&gateway, &caller, seen).await;
+        assert_eq!(fresh.len(), 1, "one more event of the agent: {fresh:?}");
+        assert_eq!(ids(&mut follower, 1).await, fresh);
+        assert!(follower.ready.is_empty(), "nothing else: {:?}", follower.ready);
+    }
+}
