@@ -43,11 +43,7 @@ pub struct Live {
 
 impl Default for Live {
     fn default() -> Self {
-        Live {
-            sender: broadcast::channel(BACKLOG_EVENTS_MAX).0,
-            feed: EventFeed::default(),
-            streams: Arc::default(),
-        }
+        Live { sender: broadcast::channel(BACKLOG_EVENTS_MAX).0, feed: EventFeed::default(), streams: Arc::default() }
     }
 }
 

@@ -176,15 +176,16 @@ async fn the_reserved_connections_let_only_the_operator_and_healthz_in() {
 
 #[tokio::test]
 async fn streams_beyond_the_caps_answer_429_and_a_closed_stream_frees_its_place() {
-    let gw = Gateway::start_with_env(&[("COFFER_LIMIT_STREAMS_PER_KEY", "3"), ("COFFER_LIMIT_STREAMS_TOTAL", "4")])
-        .await;
+    let gw =
+        Gateway::start_with_env(&[("COFFER_LIMIT_STREAMS_PER_KEY", "3"), ("COFFER_LIMIT_STREAMS_TOTAL", "4")]).await;
     let (_, _, a_key) = gw.new_agent("streams-a", 0).await;
     let (_, _, b_key) = gw.new_agent("streams-b", 0).await;
     let mut a_streams = Vec::new();
     for _ in 0..3 {
         a_streams.push(SseReader::open(&gw, &a_key, "/v1/events/stream", None).await.expect("a stream within the cap"));
     }
-    let refused = SseReader::open(&gw, &a_key, "/v1/events/stream", None).await.err().expect("a fourth stream of a key");
+    let refused =
+        SseReader::open(&gw, &a_key, "/v1/events/stream", None).await.err().expect("a fourth stream of a key");
     assert_limit(&refused, "streams_per_key");
     let room = gw.create_room(&b_key, "streams", &[]).await;
     let _b_stream = SseReader::connect(&gw, &b_key, &room.id, None).await.expect("a room stream within the total");

@@ -241,8 +241,9 @@ pub async fn websocket(
 ) -> Result<Response, Error> {
     let Query(p) = params.map_err(|e| Error::MalformedRequest(e.body_text()))?;
     let events = watch(gw, caller, room, p.after.unwrap_or(0)).await?;
-    let frames =
-        futures_util::StreamExt::map(events, |(kind, data)| serde_json::json!({"type": kind, "data": data}).to_string());
+    let frames = futures_util::StreamExt::map(events, |(kind, data)| {
+        serde_json::json!({"type": kind, "data": data}).to_string()
+    });
     Ok(upgrade.on_upgrade(move |socket| super::events::forward(socket, frames)))
 }
 
