@@ -115,6 +115,20 @@ async fn half_open_connections_are_closed_after_the_header_timeout_and_healthz_a
 }
 
 #[tokio::test]
+async fn a_connection_stalled_inside_a_request_body_is_closed_after_the_idle_timeout() {
+    let gw = Gateway::start_with_env(&[("COFFER_LIMIT_IDLE_TIMEOUT_MS", "500")]).await;
+    let mut stream = connect(&gw).await;
+    let head = format!(
+        "POST /v1/agents HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"name\":",
+        gw.operator_token()
+    );
+    stream.write_all(head.as_bytes()).await.expect("sending a head and part of its body");
+    tokio::time::timeout(CLOSE_WAIT, until_closed(&mut stream)).await.expect("the stalled connection was kept open");
+    assert!(gw.operator().agents().await.expect("the agents").is_empty(), "the cut request created nothing");
+}
+
+#[tokio::test]
 async fn connections_beyond_the_per_client_cap_are_refused() {
     let gw = Gateway::start_with_env(&[("COFFER_LIMIT_CONNECTIONS_PER_CLIENT", "4")]).await;
     let mut held = Vec::new();
