@@ -63,10 +63,10 @@ impl Live {
         self.sender.receiver_count() > 0
     }
 
-    /// The outbox as it commits, every event (the subscriber filters),
-    /// read once for all subscribers.
-    pub fn feed(&self, store: &Arc<dyn Store>) -> broadcast::Receiver<Arc<FeedBatch>> {
-        self.feed.subscribe(store)
+    /// The outbox as it commits, the events of `scope` (an agent's id, or
+    /// `None` for all), read once for all subscribers.
+    pub fn feed(&self, store: &Arc<dyn Store>, scope: Option<String>) -> broadcast::Receiver<Arc<FeedBatch>> {
+        self.feed.subscribe(store, scope)
     }
 
     /// A place for one more stream of `key` (an agent's key id, or the
@@ -115,9 +115,10 @@ impl Drop for StreamGuard {
     }
 }
 
-/// The events committed with ids in `(after, through]`, all of them. A
-/// batch whose `after` is past what a subscriber has seen leaves a gap that
-/// the subscriber reads from the store.
+/// Events of one scope committed with ids in `(after, through]`: every
+/// event of that range the scope sees. A batch whose `after` is past what a
+/// subscriber has seen leaves a gap that the subscriber reads from the
+/// store.
 #[derive(Debug)]
 pub struct FeedBatch {
     pub after: i64,
@@ -126,70 +127,142 @@ pub struct FeedBatch {
 }
 
 /// One reader of the outbox per process, started by the first subscriber:
-/// each commit costs one read, however many streams follow.
+/// each commit costs one read, however many streams follow, and wakes only
+/// the streams that see one of its events.
 #[derive(Default)]
 struct EventFeed {
-    sender: OnceLock<broadcast::Sender<Arc<FeedBatch>>>,
+    state: Arc<Mutex<FeedState>>,
+    reader: OnceLock<()>,
+}
+
+/// Subscribers by scope: the operator's sees every event, an agent's its
+/// own.
+#[derive(Default)]
+struct FeedState {
+    /// The last event read, while anyone subscribes.
+    cursor: Option<i64>,
+    all: Option<Channel>,
+    agents: HashMap<String, Channel>,
+}
+
+struct Channel {
+    sender: broadcast::Sender<Arc<FeedBatch>>,
+    /// The scope has been told of every event up to here: a range without
+    /// its events costs its subscribers nothing, and the next batch it gets
+    /// covers that range too.
+    told_through: Option<i64>,
 }
 
 impl EventFeed {
-    fn subscribe(&self, store: &Arc<dyn Store>) -> broadcast::Receiver<Arc<FeedBatch>> {
-        self.sender
-            .get_or_init(|| {
-                let sender = broadcast::channel(FEED_BATCHES_MAX).0;
-                tokio::spawn(read_feed(Arc::downgrade(store), sender.clone()));
-                sender
-            })
-            .subscribe()
+    fn subscribe(&self, store: &Arc<dyn Store>, scope: Option<String>) -> broadcast::Receiver<Arc<FeedBatch>> {
+        let receiver = {
+            let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+            let told_through = state.cursor;
+            let new = || Channel { sender: broadcast::channel(FEED_BATCHES_MAX).0, told_through };
+            let channel = match scope {
+                None => state.all.get_or_insert_with(new),
+                Some(agent) => state.agents.entry(agent).or_insert_with(new),
+            };
+            channel.sender.subscribe()
+        };
+        self.reader.get_or_init(|| {
+            tokio::spawn(read_feed(Arc::downgrade(store), Arc::clone(&self.state)));
+        });
+        receiver
+    }
+}
+
+impl FeedState {
+    /// Forgets the scopes nobody follows; answers whether any is left.
+    fn followed(&mut self) -> bool {
+        let followed = |c: &Channel| c.sender.receiver_count() > 0;
+        self.all = self.all.take().filter(followed);
+        self.agents.retain(|_, c| followed(c));
+        let any = self.all.is_some() || !self.agents.is_empty();
+        if !any {
+            self.cursor = None;
+        }
+        any
+    }
+
+    /// Sends each scope its events of `(after, through]`.
+    fn dispatch(&mut self, after: i64, through: i64, events: &[EventRecord]) {
+        if let Some(all) = &mut self.all {
+            all.send(after, through, events.to_vec());
+        }
+        let mut by_agent: HashMap<&str, Vec<EventRecord>> = HashMap::new();
+        for event in events {
+            if let Some(agent) = event.agent_id.as_deref().filter(|a| self.agents.contains_key(*a)) {
+                by_agent.entry(agent).or_default().push(event.clone());
+            }
+        }
+        for (agent, events) in by_agent {
+            if let Some(channel) = self.agents.get_mut(agent) {
+                channel.send(after, through, events);
+            }
+        }
+        self.cursor = Some(through);
+    }
+
+    /// Tells every scope that the feed starts after `newest`: a subscriber
+    /// that has seen less reads the rest from the store.
+    fn start_at(&mut self, newest: i64) {
+        for channel in self.all.iter_mut().chain(self.agents.values_mut()) {
+            channel.send(newest, newest, Vec::new());
+        }
+        self.cursor = Some(newest);
+    }
+}
+
+impl Channel {
+    fn send(&mut self, after: i64, through: i64, events: Vec<EventRecord>) {
+        let after = self.told_through.unwrap_or(after).min(after);
+        self.told_through = Some(through);
+        // No subscriber left is not an error: the store has the events.
+        let _ = self.sender.send(Arc::new(FeedBatch { after, through, events }));
     }
 }
 
 /// Reads what each commit added and sends it to the subscribers, for as
 /// long as the store is open. With no subscriber it reads nothing, and
 /// starts again from the newest event when one comes.
-async fn read_feed(store: Weak<dyn Store>, sender: broadcast::Sender<Arc<FeedBatch>>) {
+async fn read_feed(store: Weak<dyn Store>, state: Arc<Mutex<FeedState>>) {
     let Some(mut commits) = store.upgrade().map(|s| s.commits()) else { return };
-    let mut cursor = None;
     loop {
         let Some(open) = store.upgrade() else { return };
-        if sender.receiver_count() == 0 {
-            cursor = None;
-        } else {
-            match read_new(open.as_ref(), &sender, cursor).await {
-                Ok(read) => cursor = Some(read),
-                Err(e) => tracing::warn!(error = %e, "reading the outbox for event streams failed; will retry"),
-            }
+        let cursor = {
+            let mut state = state.lock().unwrap_or_else(PoisonError::into_inner);
+            state.followed().then_some(state.cursor)
+        };
+        if let Some(cursor) = cursor
+            && let Err(e) = read_new(open.as_ref(), &state, cursor).await
+        {
+            tracing::warn!(error = %e, "reading the outbox for event streams failed; will retry");
         }
         drop(open);
         let _ = tokio::time::timeout(Duration::from_millis(FEED_POLL_MS), commits.changed()).await;
     }
 }
 
-/// Sends the events after `cursor` (after the newest, with no cursor: then
-/// an empty batch tells the subscribers where the feed starts). Answers the
-/// new cursor.
-async fn read_new(
-    store: &dyn Store,
-    sender: &broadcast::Sender<Arc<FeedBatch>>,
-    cursor: Option<i64>,
-) -> Result<i64, Error> {
+/// Sends the events after `cursor`, or with no cursor tells the scopes
+/// where the feed starts.
+async fn read_new(store: &dyn Store, state: &Mutex<FeedState>, cursor: Option<i64>) -> Result<(), Error> {
+    let lock = || state.lock().unwrap_or_else(PoisonError::into_inner);
     let mut after = match cursor {
         Some(after) => after,
         None => {
             let newest = store.newest_event_id().await?;
-            let _ = sender.send(Arc::new(FeedBatch { after: newest, through: newest, events: Vec::new() }));
+            lock().start_at(newest);
             newest
         }
     };
     loop {
         let events = store.events(after, None, FEED_BATCH_EVENTS_MAX).await?;
-        let Some(through) = events.last().map(|e| e.id) else { return Ok(after) };
-        let full = events.len() == FEED_BATCH_EVENTS_MAX as usize;
-        // No subscriber left is not an error: the store has the events.
-        let _ = sender.send(Arc::new(FeedBatch { after, through, events }));
-        after = through;
-        if !full {
-            return Ok(after);
+        let Some(through) = events.last().map(|e| e.id) else { return Ok(()) };
+        lock().dispatch(after, through, &events);
+        if events.len() < FEED_BATCH_EVENTS_MAX as usize {
+            return Ok(());
         }
+        after = through;
     }
 }

@@ -44,12 +44,13 @@ impl Gateway {
             return Err(invalid("after", "an event id, 0 or more".into()));
         }
         let guard = self.open_stream(caller)?;
+        let scope = event_scope(caller);
         Ok(EventFollower {
             store: Arc::clone(&self.store),
-            scope: event_scope(caller),
+            feed: self.live.feed(&self.store, scope.clone()),
+            scope,
             seen_through: after_id,
             caught_up: false,
-            feed: self.live.feed(&self.store),
             ready: std::collections::VecDeque::new(),
             _guard: guard,
         })
@@ -211,6 +212,8 @@ impl EventFollower {
             return;
         }
         let seen = self.seen_through;
+        // The feed sends a scope only its events; visibility is checked here
+        // again all the same, being the caller's guarantee.
         let mine = |e: &&EventRecord| e.id > seen && self.scope.as_ref().is_none_or(|s| e.agent_id.as_ref() == Some(s));
         let events: Vec<EventRecord> = batch.events.iter().filter(mine).cloned().collect();
         self.ready.extend(events);
