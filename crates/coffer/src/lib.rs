@@ -10,6 +10,7 @@
 
 pub mod cli;
 pub mod egress;
+pub mod connections;
 pub mod error;
 pub mod events;
 pub mod gateway;

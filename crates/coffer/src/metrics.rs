@@ -16,6 +16,7 @@ pub struct Metrics {
     limits_hit: [AtomicU64; crate::limits::Limit::ALL.len()],
     /// Rows removed by retention: invoices, events, deliveries.
     pruned: [AtomicU64; 3],
+    event_stream_store_reads: AtomicU64,
 }
 
 pub static METRICS: Metrics = Metrics {
@@ -29,6 +30,7 @@ pub static METRICS: Metrics = Metrics {
     store_wal_stall_us: AtomicU64::new(0),
     limits_hit: [const { AtomicU64::new(0) }; crate::limits::Limit::ALL.len()],
     pruned: [const { AtomicU64::new(0) }; 3],
+    event_stream_store_reads: AtomicU64::new(0),
 };
 
 const PRUNED_TABLES: [&str; 3] = ["invoices", "events", "webhook_deliveries"];
@@ -64,6 +66,12 @@ impl Metrics {
 
     pub fn record_limit_hit(&self, limit: crate::limits::Limit) {
         self.limits_hit[limit.index()].fetch_add(1, Relaxed);
+    }
+
+    /// An event stream read the outbox itself (catching up at its start or
+    /// after falling behind), not the shared feed.
+    pub fn record_event_stream_store_read(&self) {
+        self.event_stream_store_reads.fetch_add(1, Relaxed);
     }
 
     pub fn limit_hits(&self, limit: crate::limits::Limit) -> u64 {
@@ -107,6 +115,11 @@ impl Metrics {
                 "coffer_store_wal_stall_microseconds_total",
                 "Time the writer spent checkpointing so that the WAL could start over (no commits meanwhile).",
                 &self.store_wal_stall_us,
+            ),
+            (
+                "coffer_event_stream_store_reads_total",
+                "Reads of the outbox by one event stream (catching up), besides the one shared read per commit.",
+                &self.event_stream_store_reads,
             ),
         ];
         for (name, help, counter) in simple {

@@ -1,6 +1,7 @@
 //! Building and running a gateway: the builder gathers the settings, opens
 //! the store and the node key, and settles the operator token.
 
+use crate::connections::IsOperator;
 use crate::error::Error;
 use crate::events::webhook::WebhookSettings;
 use crate::gateway::{Gateway, Settings};
@@ -246,12 +247,13 @@ pub async fn serve(
     if gateway.lightning_name() != "dev" {
         tokio::spawn(crate::gateway::run_background(Arc::clone(&gateway), LIGHTNING_POLL_INTERVAL_MS));
     }
+    let limits = gateway.settings().limits.clone();
+    let operator = Arc::clone(&gateway);
+    let is_operator: IsOperator =
+        Arc::new(move |secret| matches!(operator.authenticate(secret), Ok(crate::gateway::Principal::Operator)));
     let app = crate::l402::mount::attach(crate::http::router(gateway, addr)?, paywalls);
-    // The client's address bounds what it may ask of the mounted paywalls.
-    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .map_err(|e| Error::internal("serving", e))
+    crate::connections::serve(listener, app, &limits, is_operator, shutdown_signal()).await;
+    Ok(())
 }
 
 /// Starts the outbox's consumers. Each holds a lease in the store while it
@@ -301,7 +303,8 @@ async fn refresh_keys(gateway: Arc<Gateway>) {
     }
 }
 
-async fn shutdown_signal() {
+/// SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {

@@ -23,6 +23,7 @@ const PAYMENTS_MAX: u64 = 10_000_000;
 const CONCURRENCY_MAX: usize = 1_024;
 const AGENTS_MAX: usize = 10_000;
 const INSTANCES_MAX: usize = 8;
+const IDLE_STREAMS_MAX: usize = 4_096;
 /// The wait, at most, for every instance to learn the agents' keys.
 const KEY_NEWS_WAIT: Duration = Duration::from_secs(30);
 
@@ -69,6 +70,13 @@ pub struct BenchArgs {
     /// only). See `coffer serve --durability`.
     #[arg(long, default_value = "full")]
     durability: crate::io::sqlite_store::Durability,
+    /// Event streams (`GET /v1/events/stream`) opened with the first agent's
+    /// key before the run and held through it, their events read and
+    /// dropped: what idle watchers cost. Past `COFFER_LIMIT_STREAMS_PER_KEY`
+    /// (8 by default) the gateway needs that raised; the one bench starts
+    /// inherits it from this environment.
+    #[arg(long, default_value_t = 0)]
+    idle_streams: usize,
     /// Requests to the trivial route for the ceiling (0 skips it).
     #[arg(long, default_value_t = 40_000)]
     ceiling_requests: u64,
@@ -94,6 +102,7 @@ struct Report {
     concurrency: usize,
     agents: usize,
     history: u64,
+    idle_streams: usize,
     policy: bool,
     elapsed_s: f64,
     payments_per_s: f64,
@@ -151,7 +160,9 @@ pub async fn run(args: BenchArgs) -> CliResult {
     } else {
         None
     };
+    let streams = open_idle_streams(&urls[0], &keys[0], args.idle_streams).await?;
     let run = run_payments(&agents, args.payments, args.concurrency).await;
+    streams.iter().for_each(tokio::task::JoinHandle::abort);
     let audit = match own.first() {
         Some(gw) => gw.audit().await?,
         None => "skipped: the gateway at --url is audited with `coffer audit` on its host".into(),
@@ -173,6 +184,9 @@ fn validate(args: &BenchArgs) -> Result<(), String> {
     }
     if args.agents < 2 || args.agents > AGENTS_MAX {
         return Err(format!("--agents: 2 to {AGENTS_MAX}"));
+    }
+    if args.idle_streams > IDLE_STREAMS_MAX {
+        return Err(format!("--idle-streams: 0 to {IDLE_STREAMS_MAX}"));
     }
     if args.instances == 0 || args.instances > INSTANCES_MAX {
         return Err(format!("--instances: 1 to {INSTANCES_MAX}"));
@@ -224,6 +238,30 @@ async fn setup_agents(
         agents.push(created.key);
     }
     Ok(agents)
+}
+
+/// Opens `count` event streams with `key`, each drained by a task of its
+/// own until aborted.
+async fn open_idle_streams(url: &str, key: &str, count: usize) -> Result<Vec<tokio::task::JoinHandle<()>>, String> {
+    // No overall timeout: a stream lasts the run.
+    let http = reqwest::Client::builder().http1_only().build().map_err(|e| e.to_string())?;
+    let mut streams = Vec::with_capacity(count);
+    for i in 0..count {
+        let response =
+            http.get(format!("{url}/v1/events/stream")).bearer_auth(key).send().await.map_err(|e| e.to_string())?;
+        if !response.status().is_success() {
+            let status = response.status();
+            let body = response.text().await.unwrap_or_default();
+            return Err(format!(
+                "idle stream {i}: {status} {body} (raise COFFER_LIMIT_STREAMS_PER_KEY, and COFFER_LIMIT_STREAMS_TOTAL past 1024)"
+            ));
+        }
+        streams.push(tokio::spawn(async move {
+            let mut response = response;
+            while let Ok(Some(_)) = response.chunk().await {}
+        }));
+    }
+    Ok(streams)
 }
 
 struct RunResult {
@@ -354,6 +392,7 @@ fn report(args: &BenchArgs, run: RunResult, ceiling: Option<f64>, audit: String)
         concurrency: args.concurrency,
         agents: args.agents,
         history: args.history,
+        idle_streams: args.idle_streams,
         policy: args.policy.is_some(),
         elapsed_s,
         payments_per_s,
@@ -378,6 +417,9 @@ fn print_report(r: &Report, json: bool) -> Result<(), String> {
     );
     if let Some(durability) = r.durability {
         println!("durability    {durability}");
+    }
+    if r.idle_streams > 0 {
+        println!("idle streams  {} open with one agent's key through the run", r.idle_streams);
     }
     println!("throughput    {:.0} payments/s", r.payments_per_s);
     for (name, l) in [("invoice", &r.invoice), ("pay", &r.pay)] {

@@ -408,20 +408,18 @@ async fn paywall(args: PaywallArgs) -> CliResult {
     let routes = config.routes(args.price_msat)?;
     let seller = Client::new(&args.url, &args.key).map_err(|e| e.to_string())?;
     let upstream = parse_upstream("--upstream", &args.upstream)?;
-    let per_client = crate::limits::Limits::from_env()?.paywall_challenges_per_minute_per_client;
+    let limits = crate::limits::Limits::from_env()?;
+    let per_client = limits.paywall_challenges_per_minute_per_client;
     let paywall = Paywall::new(root_key(&args.data)?, routes, "", upstream, Box::new(seller), per_client)?;
     let listener = tokio::net::TcpListener::bind(args.listen).await.map_err(|e| format!("{}: {e}", args.listen))?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
     // On stdout, like `coffer serve`: scripts and tests wait for this line.
     println!("coffer paywall listening on http://{local} in front of {}", args.upstream);
+    // The same bounds as `coffer serve`; no operator here, so the reserved
+    // connections serve only /healthz.
+    let no_operator: crate::connections::IsOperator = std::sync::Arc::new(|_| false);
     let app = std::sync::Arc::new(paywall).router();
-    // The client's address bounds its challenges.
-    axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await
-        .map_err(|e| e.to_string())?;
+    crate::connections::serve(listener, app, &limits, no_operator, crate::server::shutdown_signal()).await;
     Ok(ExitCode::SUCCESS)
 }
 

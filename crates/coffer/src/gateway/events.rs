@@ -36,6 +36,36 @@ impl Gateway {
         self.store.commits()
     }
 
+    /// The caller's events after `after_id` as they commit, for a live
+    /// stream; it counts against `streams_per_key` and `streams_total`
+    /// until dropped.
+    pub fn follow_events(&self, caller: &Principal, after_id: i64) -> Result<EventFollower, Error> {
+        if after_id < 0 {
+            return Err(invalid("after", "an event id, 0 or more".into()));
+        }
+        let guard = self.open_stream(caller)?;
+        let scope = event_scope(caller);
+        Ok(EventFollower {
+            store: Arc::clone(&self.store),
+            feed: self.live.feed(&self.store, scope.clone()),
+            scope,
+            seen_through: after_id,
+            caught_up: false,
+            ready: std::collections::VecDeque::new(),
+            _guard: guard,
+        })
+    }
+
+    /// A place for one more live stream (events or a room) of the caller's
+    /// key, held until the guard drops.
+    pub fn open_stream(&self, caller: &Principal) -> Result<crate::live::StreamGuard, Error> {
+        let key = match caller {
+            Principal::Operator => OPERATOR_STREAMS,
+            Principal::Agent(key) => key.key_id.as_str(),
+        };
+        self.live.open_stream(key, &self.settings.limits)
+    }
+
     /// Subscribes `url` to the caller's events (or, for the operator, to one
     /// agent's or the whole gateway's). Delivery starts after the newest
     /// event now stored. The secret is derived from the node key, so every
@@ -116,6 +146,81 @@ impl Gateway {
     }
 }
 
+/// The name the operator's streams are counted under (key ids have a
+/// prefix, so none is this).
+const OPERATOR_STREAMS: &str = "operator";
+/// Events a stream reads from the store per step while catching up.
+const FOLLOW_PAGE_EVENTS_MAX: u32 = 200;
+
+/// A live stream's reader: the store until it has caught up, then the
+/// process's one feed of the outbox (`crate::live`), filtered to what the
+/// caller sees. A gap in the feed (the stream fell behind it, or the feed
+/// restarted) sends it back to the store from the last event it covered, so
+/// no event is skipped or repeated and the order is the ids'.
+pub struct EventFollower {
+    store: Arc<dyn Store>,
+    scope: Option<String>,
+    /// Every event up to this id was delivered, or is not the caller's.
+    seen_through: i64,
+    caught_up: bool,
+    feed: tokio::sync::broadcast::Receiver<Arc<crate::live::FeedBatch>>,
+    ready: std::collections::VecDeque<EventRecord>,
+    _guard: crate::live::StreamGuard,
+}
+
+impl EventFollower {
+    /// The next event; waits for it to commit.
+    pub async fn next(&mut self) -> Result<EventRecord, Error> {
+        use tokio::sync::broadcast::error::RecvError;
+        loop {
+            if let Some(event) = self.ready.pop_front() {
+                return Ok(event);
+            }
+            if !self.caught_up {
+                self.catch_up().await?;
+                continue;
+            }
+            match self.feed.recv().await {
+                Ok(batch) => self.take(&batch),
+                Err(RecvError::Lagged(_)) => self.caught_up = false,
+                Err(RecvError::Closed) => return Err(Error::Unavailable("the event feed stopped")),
+            }
+        }
+    }
+
+    /// One page from the store. A page that is not full holds every event
+    /// of the caller committed before it was read, so the stream has then
+    /// covered at least the newest event before the read.
+    async fn catch_up(&mut self) -> Result<(), Error> {
+        crate::metrics::METRICS.record_event_stream_store_read();
+        let newest = self.store.newest_event_id().await?;
+        let page = self.store.events(self.seen_through, self.scope.clone(), FOLLOW_PAGE_EVENTS_MAX).await?;
+        if let Some(last) = page.last() {
+            self.seen_through = last.id;
+        }
+        if page.len() < FOLLOW_PAGE_EVENTS_MAX as usize {
+            self.caught_up = true;
+            self.seen_through = self.seen_through.max(newest);
+        }
+        self.ready.extend(page);
+        Ok(())
+    }
+
+    fn take(&mut self, batch: &crate::live::FeedBatch) {
+        if batch.after > self.seen_through {
+            self.caught_up = false;
+            return;
+        }
+        let seen = self.seen_through;
+        // The feed sends a scope only its events; visibility is checked here
+        // again all the same, being the caller's guarantee.
+        let mine = |e: &&EventRecord| e.id > seen && self.scope.as_ref().is_none_or(|s| e.agent_id.as_ref() == Some(s));
+        let events: Vec<EventRecord> = batch.events.iter().filter(mine).cloned().collect();
+        self.ready.extend(events);
+        self.seen_through = seen.max(batch.through);
+    }
+}
+
 /// Whose events a caller sees: `None` for all of them.
 fn event_scope(caller: &Principal) -> Option<String> {
     match caller {
@@ -159,5 +264,65 @@ fn check_event_types(types: &[String]) -> Result<(), Error> {
     match types.iter().find(|t| bad(t)) {
         Some(t) => Err(invalid("types", format!("{t:?} is not an event type (like payment.succeeded)"))),
         None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::live::FeedBatch;
+    use crate::server::GatewayBuilder;
+
+    /// The next `count` events' ids; a follower that waits for events the
+    /// store already has fails the test after a bound generous for CI.
+    async fn ids(follower: &mut EventFollower, count: usize) -> Vec<i64> {
+        let mut ids = Vec::new();
+        for _ in 0..count {
+            let next = tokio::time::timeout(std::time::Duration::from_secs(10), follower.next()).await;
+            ids.push(next.expect("an event the store has").expect("an event").id);
+        }
+        ids
+    }
+
+    async fn stored_ids(gateway: &Gateway, caller: &Principal, after: i64) -> Vec<i64> {
+        gateway.events(caller, after, 1_000).await.expect("events").iter().map(|e| e.id).collect()
+    }
+
+    /// A gap in the feed (the stream fell behind it, or the feed started
+    /// after the stream's last event) sends the stream back to the store
+    /// from its last event; a batch it has partly seen repeats nothing; and
+    /// it keeps to its caller's events throughout.
+    #[tokio::test]
+    async fn a_follower_reads_gaps_from_the_store_and_repeats_nothing() {
+        let dir = tempfile::tempdir().expect("temporary folder");
+        let (gateway, _token) = GatewayBuilder::default().data_dir(dir.path()).build().await.expect("a gateway");
+        let (agent, secret, _) = gateway.create_agent(&Principal::Operator, "follower", false).await.expect("an agent");
+        let caller = gateway.authenticate(&secret).expect("the agent's key");
+        let mut follower = gateway.follow_events(&caller, 0).expect("a follower");
+        let first = stored_ids(&gateway, &caller, 0).await;
+        assert!(!first.is_empty(), "creating an agent wrote its events");
+        assert_eq!(ids(&mut follower, first.len()).await, first, "the catch-up from the store");
+
+        // Events the feed never carried: a batch past them is a gap.
+        gateway.create_agent(&Principal::Operator, "other", false).await.expect("another agent");
+        gateway.mint(1_000).await.expect("a mint");
+        gateway.fund(&Principal::Operator, &agent.id, 1_000).await.expect("funding");
+        let newest = gateway.newest_event_id().await.expect("the newest event");
+        follower.take(&FeedBatch { after: newest, through: newest, events: Vec::new() });
+        let missed = stored_ids(&gateway, &caller, *first.last().expect("an event")).await;
+        assert!(!missed.is_empty(), "funding the agent wrote its event");
+        assert_eq!(ids(&mut follower, missed.len()).await, missed, "the gap, read from the store");
+
+        // A batch overlapping what was read adds only what is new, and only
+        // the caller's.
+        let seen = follower.seen_through;
+        gateway.mint(1).await.expect("a mint");
+        gateway.fund(&Principal::Operator, &agent.id, 1).await.expect("funding");
+        let all = gateway.store.events(0, None, 1_000).await.expect("every event");
+        follower.take(&FeedBatch { after: 0, through: all.last().expect("events").id, events: all });
+        let fresh = stored_ids(&gateway, &caller, seen).await;
+        assert_eq!(fresh.len(), 1, "one more event of the agent: {fresh:?}");
+        assert_eq!(ids(&mut follower, 1).await, fresh);
+        assert!(follower.ready.is_empty(), "nothing else: {:?}", follower.ready);
     }
 }

@@ -11,6 +11,7 @@ mod lightning;
 pub mod retention;
 pub mod text;
 
+pub use events::EventFollower;
 pub use lightning::run_background;
 
 pub use chat::{AUTO_PAY_KEY_ID, MESSAGE_LEN_MAX_BYTES, ROOM_MEMBERS_MAX};

@@ -7,7 +7,7 @@ use super::extract::{ApiJson, Caller};
 use super::{AppState, views};
 use crate::error::Error;
 use crate::events::wire;
-use crate::gateway::{Gateway, Principal};
+use crate::gateway::{EventFollower, Gateway};
 use crate::io::PAGE_LIMIT_MAX;
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
@@ -19,17 +19,11 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use coffer_client::{CreateWebhookRequest, Delivery, Event, EventPage, Problem, Webhook, WebhookCreated};
 use futures_util::stream::{self, Stream};
 use serde::Deserialize;
-use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
 const KEEP_ALIVE_SECS: u64 = 15;
-/// How often a live stream looks for events of other instances; this
-/// instance's commits wake it at once.
-const POLL_MS: u64 = 1_000;
-/// Events read per step of a live stream.
-const STREAM_BATCH_MAX: u32 = 200;
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -84,8 +78,9 @@ pub async fn stream_events(
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, Error> {
     let Query(p) = params.map_err(|e| Error::MalformedRequest(e.body_text()))?;
     let resume = headers.get("last-event-id").and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse().ok());
-    let after = start(&gw, &caller, resume.or(p.after)).await?;
-    let sse = futures_util::StreamExt::map(follow(gw, caller, after), |e| {
+    let after = start(&gw, resume.or(p.after)).await?;
+    let follower = gw.follow_events(&caller, after)?;
+    let sse = futures_util::StreamExt::map(follow(gw, follower), |e| {
         let data = serde_json::to_string(&e).unwrap_or_default();
         Ok(SseEvent::default().id(e.id.to_string()).event(e.kind).data(data))
     });
@@ -104,52 +99,52 @@ pub async fn events_websocket(
     upgrade: WebSocketUpgrade,
 ) -> Result<Response, Error> {
     let Query(p) = params.map_err(|e| Error::MalformedRequest(e.body_text()))?;
-    let after = start(&gw, &caller, p.after).await?;
-    let events = follow(gw, caller, after);
-    Ok(upgrade.on_upgrade(move |socket| forward(socket, events)))
+    let after = start(&gw, p.after).await?;
+    let events = follow(Arc::clone(&gw), gw.follow_events(&caller, after)?);
+    let frames = futures_util::StreamExt::map(events, |e| serde_json::to_string(&e).unwrap_or_default());
+    Ok(upgrade.on_upgrade(move |socket| forward(socket, frames)))
 }
 
 /// Where a stream starts: after the given id, or after the newest event.
-async fn start(gw: &Gateway, caller: &Principal, after: Option<i64>) -> Result<i64, Error> {
+async fn start(gw: &Gateway, after: Option<i64>) -> Result<i64, Error> {
     match after {
-        Some(after) => gw.events(caller, after, 1).await.map(|_| after),
+        Some(after) => Ok(after),
         None => gw.newest_event_id().await,
     }
 }
 
 /// The caller's events after `after`, for as long as the client listens.
-fn follow(gw: Arc<Gateway>, caller: Principal, after: i64) -> impl Stream<Item = Event> {
-    let commits = gw.commits();
-    let state = (gw, caller, after, commits, VecDeque::new());
-    stream::unfold(state, |(gw, caller, mut after, mut commits, mut ready)| async move {
-        loop {
-            if let Some(event) = ready.pop_front() {
-                return Some((event, (gw, caller, after, commits, ready)));
+fn follow(gw: Arc<Gateway>, follower: EventFollower) -> impl Stream<Item = Event> {
+    stream::unfold((gw, follower), |(gw, mut follower)| async move {
+        match follower.next().await {
+            Ok(event) => Some((wire(&event, gw.node_pubkey_hex()), (gw, follower))),
+            Err(e) => {
+                tracing::warn!(error = %e, "an event stream ended: reading the outbox failed");
+                None
             }
-            let events = match gw.events(&caller, after, STREAM_BATCH_MAX).await {
-                Ok(events) => events,
-                Err(e) => {
-                    tracing::warn!(error = %e, "an event stream ended: reading the outbox failed");
-                    return None;
-                }
-            };
-            if let Some(last) = events.last() {
-                after = last.id;
-                ready.extend(events.iter().map(|e| wire(e, gw.node_pubkey_hex())));
-                continue;
-            }
-            let _ = tokio::time::timeout(Duration::from_millis(POLL_MS), commits.changed()).await;
         }
     })
 }
 
-async fn forward(mut socket: WebSocket, events: impl Stream<Item = Event>) {
-    let mut events = std::pin::pin!(events);
-    while let Some(event) = futures_util::StreamExt::next(&mut events).await {
-        let frame = serde_json::to_string(&event).unwrap_or_default();
-        if socket.send(WsMessage::Text(frame.into())).await.is_err() {
+/// Sends each frame as a text message, and a ping whenever the stream is
+/// quiet for [`KEEP_ALIVE_SECS`]: the connection then never looks idle to
+/// the listener's idle timeout, and a vanished client is found.
+pub(super) async fn forward(mut socket: WebSocket, frames: impl Stream<Item = String>) {
+    let mut frames = std::pin::pin!(frames);
+    let mut keep_alive = tokio::time::interval(Duration::from_secs(KEEP_ALIVE_SECS));
+    keep_alive.tick().await;
+    loop {
+        let message = tokio::select! {
+            frame = futures_util::StreamExt::next(&mut frames) => match frame {
+                Some(frame) => WsMessage::Text(frame.into()),
+                None => return,
+            },
+            _ = keep_alive.tick() => WsMessage::Ping(Default::default()),
+        };
+        if socket.send(message).await.is_err() {
             return;
         }
+        keep_alive.reset();
     }
 }
 

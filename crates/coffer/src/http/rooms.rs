@@ -10,7 +10,7 @@ use crate::io::IncomingStatus;
 use crate::live::RoomEvent;
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::ws::{Message as WsMessage, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -157,6 +157,7 @@ async fn watch(
     after: i64,
 ) -> Result<impl Stream<Item = (String, serde_json::Value)>, Error> {
     let room = gw.room_for(&caller, &room).await?.id;
+    let guard = gw.open_stream(&caller)?;
     let live = gw.live().subscribe();
     let (backlog, complete) = backlog(&gw, &caller, &room, after).await?;
     let last_id = backlog.last().map_or(after, |m| m.id);
@@ -169,9 +170,11 @@ async fn watch(
         // More than a stream replays: the watcher reads the rest with GET.
         replay.insert(0, ("reload".to_owned(), serde_json::json!({"after": after})));
     }
-    let events = stream::unfold((live, room, last_id), |(mut live, room, last_id)| async move {
+    // The guard rides with the stream: its place is given back when the
+    // stream is dropped.
+    let events = stream::unfold((live, room, last_id, guard), |(mut live, room, last_id, guard)| async move {
         let (item, id) = next_live(&mut live, &room, last_id).await?;
-        Some((item, (live, room, id)))
+        Some((item, (live, room, id, guard)))
     });
     Ok(futures_util::StreamExt::chain(stream::iter(replay), events))
 }
@@ -238,17 +241,10 @@ pub async fn websocket(
 ) -> Result<Response, Error> {
     let Query(p) = params.map_err(|e| Error::MalformedRequest(e.body_text()))?;
     let events = watch(gw, caller, room, p.after.unwrap_or(0)).await?;
-    Ok(upgrade.on_upgrade(move |socket| forward(socket, events)))
-}
-
-async fn forward(mut socket: WebSocket, events: impl Stream<Item = (String, serde_json::Value)>) {
-    let mut events = std::pin::pin!(events);
-    while let Some((kind, data)) = futures_util::StreamExt::next(&mut events).await {
-        let frame = serde_json::json!({"type": kind, "data": data}).to_string();
-        if socket.send(WsMessage::Text(frame.into())).await.is_err() {
-            return;
-        }
-    }
+    let frames = futures_util::StreamExt::map(events, |(kind, data)| {
+        serde_json::json!({"type": kind, "data": data}).to_string()
+    });
+    Ok(upgrade.on_upgrade(move |socket| super::events::forward(socket, frames)))
 }
 
 /// An agent's chat settings (auto-pay).
