@@ -296,6 +296,13 @@ ALTER TABLE approvals ADD COLUMN fee_limit INTEGER NOT NULL DEFAULT 0 CHECK (fee
 ALTER TABLE approvals ADD COLUMN payee_node TEXT;
 CREATE UNIQUE INDEX approvals_held_outside ON approvals (payment_hash) WHERE status = 'pending' AND payee_node IS NOT NULL;
 "#,
+    // 9: quotas (`io::quota`). An agent's open invoices and pending holds
+    // are counted in the transaction that adds one: these indexes keep that
+    // count to the rows counted, however many the agent had before.
+    r#"
+CREATE INDEX invoices_open_by_agent ON invoices (agent_id, expires_at) WHERE status = 'open';
+CREATE INDEX approvals_pending_by_agent ON approvals (agent_id, expires_at) WHERE status = 'pending';
+"#,
 ];
 
 pub fn migrate(conn: &Connection) -> Result<(), Error> {
