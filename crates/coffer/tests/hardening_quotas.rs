@@ -90,7 +90,7 @@ async fn pending_holds_stop_at_the_bound() {
 async fn rooms_per_agent_and_members_per_room_are_bounded_and_rooms_can_be_left_or_refused() {
     let gw = Gateway::start_with_env(&[("COFFER_LIMIT_ROOMS_PER_AGENT", "2"), ("COFFER_LIMIT_ROOM_MEMBERS", "3")])
         .await;
-    let (a_id, _, a) = gw.new_agent("a", 0).await;
+    let (_, _, a) = gw.new_agent("a", 0).await;
     let (b_id, _, b) = gw.new_agent("b", 0).await;
     let (c_id, _, c) = gw.new_agent("c", 0).await;
     let (d_id, _, _) = gw.new_agent("d", 0).await;
@@ -212,13 +212,17 @@ async fn a_key_writing_too_fast_is_refused_and_hitting_limits_trips_the_breaker(
     let mut refused = 0;
     // Each pass is far quicker than a second; a refill between two passes
     // only makes the loop run once more.
-    while refused < 6 {
+    for _ in 0..1_000 {
         let r = post(&gw, &key, "/v1/invoices", json!({"amount_msat": 1})).await;
         if r.status != 201 {
             assert_limit(&r, "writes_per_second_per_key");
             refused += 1;
         }
+        if refused == 6 {
+            break;
+        }
     }
+    assert_eq!(refused, 6, "a key writing as fast as it can was refused");
     // Reads are not writes.
     assert_eq!(agent.wallet().await.unwrap().balance_msat, 10_000);
     let a = op.agent(&id).await.unwrap();
@@ -235,19 +239,21 @@ async fn the_keys_of_one_agent_share_its_write_rate() {
     let gw = Gateway::start_with_env(&[("COFFER_LIMIT_WRITES_PER_SECOND_PER_AGENT", "2")]).await;
     let (id, _, key) = gw.new_agent("two keys", 0).await;
     let second = gw.operator().create_key(&id, coffer_client::Scope::Receive).await.unwrap().key;
-    let mut created = 0;
-    loop {
+    let (mut created, mut refused) = (0, false);
+    for _ in 0..1_000 {
         let (first, other) = tokio::join!(
             post(&gw, &key, "/v1/invoices", json!({"amount_msat": 1})),
             post(&gw, &second, "/v1/invoices", json!({"amount_msat": 1}))
         );
-        let refused: Vec<_> = [&first, &other].into_iter().filter(|r| r.status != 201).collect();
-        created += 2 - refused.len();
-        if let Some(r) = refused.first() {
+        let over: Vec<_> = [&first, &other].into_iter().filter(|r| r.status != 201).collect();
+        created += 2 - over.len();
+        refused = !over.is_empty();
+        if let Some(r) = over.first() {
             assert_limit(r, "writes_per_second_per_agent");
             break;
         }
     }
+    assert!(refused, "two keys writing as fast as they can were refused");
     assert!(created >= 2, "the burst is one second's worth: {created}");
     assert_eq!(open_invoices(&gw, &key).await, created);
 }
