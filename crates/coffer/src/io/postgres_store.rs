@@ -261,16 +261,17 @@ fn run_writer(mut writer: Writer, mut queue: mpsc::Receiver<Job>) {
     while let Some(first) = queue.blocking_recv() {
         let commit = run_batch(&mut writer, first, &mut queue, &mut replies);
         let commit_ref = commit.as_ref().map(|_| ());
+        // Counted before the callers hear of it, as on SQLite.
+        if commit.is_ok() {
+            writer.commits.send_modify(|n| *n = n.wrapping_add(1));
+        }
         for reply in replies.drain(..) {
             reply(commit_ref);
         }
-        match commit {
-            Ok(()) => writer.commits.send_modify(|n| *n = n.wrapping_add(1)),
-            Err(e) => {
-                // Whatever the batch changed may be in the cache: forget it.
-                writer.policies.clear();
-                tracing::error!(error = %e, "a batch failed to commit; its callers were told");
-            }
+        if let Err(e) = commit {
+            // Whatever the batch changed may be in the cache: forget it.
+            writer.policies.clear();
+            tracing::error!(error = %e, "a batch failed to commit; its callers were told");
         }
     }
 }

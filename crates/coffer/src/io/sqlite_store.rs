@@ -243,12 +243,16 @@ fn run_writer(writer: Writer, mut queue: mpsc::Receiver<Job>) {
         restart.between_batches(&writer);
         let commit = run_batch(&writer, first, &mut queue, &mut replies);
         let commit_ref = commit.as_ref().map(|_| ());
+        // Counted before the callers hear of it: a caller that has its
+        // answer sees the counter past its own commit.
+        if commit.is_ok() {
+            writer.commits.send_modify(|n| *n = n.wrapping_add(1));
+        }
         for reply in replies.drain(..) {
             reply(commit_ref);
         }
-        match commit {
-            Ok(()) => writer.commits.send_modify(|n| *n = n.wrapping_add(1)),
-            Err(e) => tracing::error!(error = %e, "a batch failed to commit; its callers were told"),
+        if let Err(e) = commit {
+            tracing::error!(error = %e, "a batch failed to commit; its callers were told");
         }
     }
 }
