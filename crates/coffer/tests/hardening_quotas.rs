@@ -57,8 +57,8 @@ async fn open_invoices_stop_at_the_bound_even_when_created_at_once() {
     assert_eq!(limit_hits(&gw, "invoices_open_per_agent").await, 22);
     // A payment request in a room is an open invoice too.
     let room = gw.create_room_raw(&key, "shop", &[]).await.json["id"].as_str().expect("a room").to_owned();
-    let r = post(&gw, &key, &format!("/v1/rooms/{room}/messages"), json!({"payment_request": {"amount_msat": 5}}))
-        .await;
+    let r =
+        post(&gw, &key, &format!("/v1/rooms/{room}/messages"), json!({"payment_request": {"amount_msat": 5}})).await;
     assert_limit(&r, "invoices_open_per_agent");
     assert_eq!(open_invoices(&gw, &key).await, 10);
     // Another agent's bound is its own.
@@ -88,8 +88,8 @@ async fn pending_holds_stop_at_the_bound() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rooms_per_agent_and_members_per_room_are_bounded_and_rooms_can_be_left_or_refused() {
-    let gw = Gateway::start_with_env(&[("COFFER_LIMIT_ROOMS_PER_AGENT", "2"), ("COFFER_LIMIT_ROOM_MEMBERS", "3")])
-        .await;
+    let gw =
+        Gateway::start_with_env(&[("COFFER_LIMIT_ROOMS_PER_AGENT", "2"), ("COFFER_LIMIT_ROOM_MEMBERS", "3")]).await;
     let (_, _, a) = gw.new_agent("a", 0).await;
     let (b_id, _, b) = gw.new_agent("b", 0).await;
     let (c_id, _, c) = gw.new_agent("c", 0).await;
@@ -127,8 +127,9 @@ async fn rooms_per_agent_and_members_per_room_are_bounded_and_rooms_can_be_left_
     assert_eq!(r.status, 204, "the creator removes a member: {r:?}");
     assert_eq!(add(c.clone(), b_id.clone()).await.status, 200);
     let settings = json!({"accept_rooms": "nobody"});
-    let r = send(gw.request(Method::PUT, &format!("/v1/agents/{d_id}/chat"), Some(gw.operator_token())).json(&settings))
-        .await;
+    let r =
+        send(gw.request(Method::PUT, &format!("/v1/agents/{d_id}/chat"), Some(gw.operator_token())).json(&settings))
+            .await;
     assert_eq!(r.status, 200, "{r:?}");
     gw.create_room_raw(&c, "refused", &[&d_id]).await.assert_problem(403, "forbidden");
     // A member removes nobody but itself.

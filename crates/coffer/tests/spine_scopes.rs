@@ -447,18 +447,15 @@ async fn a_read_key_changes_nothing_on_any_write_route_of_the_document() {
     let read = op.create_key(&a, Scope::Read).await.unwrap().key;
     let key = op.create_key(&a, Scope::Spend).await.unwrap().id;
     // A room of A and B, with B's payment request in it.
-    let room = gw.create_room_raw(&a_spend, "matrix", &[&b]).await.json["id"]
-        .as_str()
-        .expect("a room")
-        .to_owned();
+    let room = gw.create_room_raw(&a_spend, "matrix", &[&b]).await.json["id"].as_str().expect("a room").to_owned();
     let request = json!({"payment_request": {"amount_msat": 10}});
-    let posted = send(gw.request(Method::POST, &format!("/v1/rooms/{room}/messages"), Some(&b_spend)).json(&request))
-        .await;
+    let posted =
+        send(gw.request(Method::POST, &format!("/v1/rooms/{room}/messages"), Some(&b_spend)).json(&request)).await;
     let message = posted.json["id"].as_i64().expect("a message");
     // A payment waiting for A's acknowledgment.
     let settings = json!({"require_acknowledgment": true});
-    let r = send(gw.request(Method::PUT, &format!("/v1/agents/{a}/chat"), Some(gw.operator_token())).json(&settings))
-        .await;
+    let r =
+        send(gw.request(Method::PUT, &format!("/v1/agents/{a}/chat"), Some(gw.operator_token())).json(&settings)).await;
     assert_eq!(r.status, 200, "{r:?}");
     let pay = |amount_msat, key: &'static str| {
         let (a_client, b_client) = (a_client.clone(), b_client.clone());

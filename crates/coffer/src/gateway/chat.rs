@@ -96,7 +96,9 @@ impl Gateway {
         let room = self.room_for(caller, room_id).await?;
         let me = Self::member_name(caller);
         if me != member && me != room.created_by && !matches!(caller, Principal::Operator) {
-            return Err(Error::Forbidden("a member leaves itself; only the room's creator or the operator removes others"));
+            return Err(Error::Forbidden(
+                "a member leaves itself; only the room's creator or the operator removes others",
+            ));
         }
         if !self.store.remove_member(room.id, member.to_owned(), now_ms()).await? {
             return Err(Error::NotFound("member"));
@@ -144,13 +146,22 @@ impl Gateway {
         };
         let posted = {
             let _in_order = self.post_order.lock().await;
-            let posted = self.store.post_message(message).await;
-            let posted = self.fed(caller, posted).await?;
-            let data = serde_json::to_value(crate::http::views::message(posted.clone(), now_ms()))
-                .map_err(|e| Error::internal("serialising a message", e))?;
-            self.live.publish(crate::live::RoomEvent { room_id: room.id.clone(), kind: "message.posted", data });
-            posted
+            match self.store.post_message(message).await {
+                Ok(posted) => {
+                    let data = serde_json::to_value(crate::http::views::message(posted.clone(), now_ms()))
+                        .map_err(|e| Error::internal("serialising a message", e))?;
+                    self.live.publish(crate::live::RoomEvent {
+                        room_id: room.id.clone(),
+                        kind: "message.posted",
+                        data,
+                    });
+                    Ok(posted)
+                }
+                refused => refused,
+            }
         };
+        // Fed after the order lock: a refusal holds up no other post.
+        let posted = self.fed(caller, posted).await?;
         // A request an auto-pay rule settled is answered as it now stands.
         if self.auto_pay(&room, &posted).await
             && let Some(settled) = self.store.message(room.id.clone(), posted.id).await?

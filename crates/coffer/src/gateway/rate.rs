@@ -81,9 +81,10 @@ impl Throttle {
         let refused = |limit, bucket: Bucket, rate| {
             Error::limit(limit, bucket.retry_after_secs(rate), format!("at most {rate} writes a second"))
         };
-        let key = take(&mut state.keys, key_id, key_rate, now_ms).map_err(|b| refused(Limit::WritesPerKey, b, key_rate))?;
-        let agent =
-            take(&mut state.agents, agent_id, agent_rate, now_ms).map_err(|b| refused(Limit::WritesPerAgent, b, agent_rate))?;
+        let key =
+            take(&mut state.keys, key_id, key_rate, now_ms).map_err(|b| refused(Limit::WritesPerKey, b, key_rate))?;
+        let agent = take(&mut state.agents, agent_id, agent_rate, now_ms)
+            .map_err(|b| refused(Limit::WritesPerAgent, b, agent_rate))?;
         state.keys.insert(key_id.to_owned(), key);
         state.agents.insert(agent_id.to_owned(), agent);
         Ok(())

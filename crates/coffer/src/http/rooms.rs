@@ -16,8 +16,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use coffer_client::{
-    AddMemberRequest, Approval, ChatSettings, CreateRoomRequest, Incoming, Message, Page, Payment,
-    PostMessageRequest, Problem, Room,
+    AddMemberRequest, Approval, ChatSettings, CreateRoomRequest, Incoming, Message, Page, Payment, PostMessageRequest,
+    Problem, Room,
 };
 use futures_util::stream::{self, Stream};
 use serde::Deserialize;

@@ -50,15 +50,30 @@ impl Default for Quotas {
 #[derive(Clone, Copy, Debug)]
 pub enum Counted<'a> {
     /// Open invoices of an agent not expired at `now_ms`.
-    InvoicesOpen { agent_id: &'a str, now_ms: i64 },
+    InvoicesOpen {
+        agent_id: &'a str,
+        now_ms: i64,
+    },
     /// Pending holds of an agent not expired at `now_ms`.
-    HoldsPending { agent_id: &'a str, now_ms: i64 },
+    HoldsPending {
+        agent_id: &'a str,
+        now_ms: i64,
+    },
     /// Rooms an agent (or the operator) is a member of.
-    Rooms { member: &'a str },
-    RoomMembers { room_id: &'a str },
-    Subagents { parent_id: &'a str },
+    Rooms {
+        member: &'a str,
+    },
+    RoomMembers {
+        room_id: &'a str,
+    },
+    Subagents {
+        parent_id: &'a str,
+    },
     /// Messages of a room posted after `since_ms`.
-    RecentMessages { room_id: &'a str, since_ms: i64 },
+    RecentMessages {
+        room_id: &'a str,
+        since_ms: i64,
+    },
 }
 
 /// A count, at most the cap it was asked with, and when the oldest counted
@@ -162,8 +177,8 @@ pub(crate) fn check_message(tx: &mut impl Tx, q: &Quotas, room_id: &str, now_ms:
     check(tx, Limit::RoomMessagesPerMinute, q.room_messages_per_minute, counted, now_ms)
 }
 
-/// A new member of a room that has `members` already: the room and the
-/// newcomer's list of rooms each have room for it.
+/// A new member of a room: the room and the newcomer's list of rooms each
+/// have room for it.
 pub(crate) fn check_member(
     tx: &mut impl Tx,
     q: &Quotas,
@@ -172,7 +187,7 @@ pub(crate) fn check_member(
     now_ms: i64,
 ) -> Result<(), Error> {
     check(tx, Limit::RoomMembers, q.room_members, Counted::RoomMembers { room_id }, now_ms)?;
-    check(tx, Limit::RoomsPerAgent, q.rooms_per_agent, Counted::Rooms { member }, now_ms)
+    check_rooms_of(tx, q, member, now_ms)
 }
 
 /// A new room: each of its members has room for one more.
@@ -182,9 +197,18 @@ pub(crate) fn check_room(tx: &mut impl Tx, q: &Quotas, room: &RoomRecord) -> Res
         return Err(Error::limit(Limit::RoomMembers, RETRY_HELD_SECS, detail));
     }
     for member in &room.members {
-        check(tx, Limit::RoomsPerAgent, q.rooms_per_agent, Counted::Rooms { member }, room.created_at_ms)?;
+        check_rooms_of(tx, q, member, room.created_at_ms)?;
     }
     Ok(())
+}
+
+/// Room for one more room in `member`'s list; the operator's is not bounded
+/// (it is no agent, and watches every room anyway).
+fn check_rooms_of(tx: &mut impl Tx, q: &Quotas, member: &str, now_ms: i64) -> Result<(), Error> {
+    if member == super::OPERATOR {
+        return Ok(());
+    }
+    check(tx, Limit::RoomsPerAgent, q.rooms_per_agent, Counted::Rooms { member }, now_ms)
 }
 
 /// A sub-agent: its parent has room for one more child, and the tree stays
