@@ -202,10 +202,11 @@ impl Gateway {
     /// `limit_hits_per_breaker_denial` of them is a denial for its breaker,
     /// as a runaway spender's refused payments are.
     async fn feed_breaker<T>(&self, agent_id: &str, result: Result<T, Error>) -> Result<T, Error> {
-        if matches!(result, Err(Error::LimitExceeded { .. })) && self.throttle.hit(&self.settings.limits, agent_id) {
-            if let Err(e) = self.store.observe_limit_denial(agent_id.to_owned(), now_ms()).await {
-                tracing::warn!(agent = %agent_id, error = %e, "could not feed the breaker");
-            }
+        if matches!(result, Err(Error::LimitExceeded { .. }))
+            && self.throttle.hit(&self.settings.limits, agent_id)
+            && let Err(e) = self.store.observe_limit_denial(agent_id.to_owned(), now_ms()).await
+        {
+            tracing::warn!(agent = %agent_id, error = %e, "could not feed the breaker");
         }
         result
     }
