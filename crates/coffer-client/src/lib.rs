@@ -367,8 +367,16 @@ impl Client {
         self.post("/v1/rooms", request).await
     }
 
-    pub async fn rooms(&self) -> Result<Vec<Room>, Error> {
-        self.get("/v1/rooms").await
+    /// A page of the caller's rooms, oldest first.
+    pub async fn rooms(&self, cursor: Option<&str>) -> Result<Page<Room>, Error> {
+        self.get(&with_cursor("/v1/rooms", cursor)).await
+    }
+
+    /// Takes a member out of a room: the caller leaving (its own id), or
+    /// the room's creator or the operator removing one.
+    pub async fn remove_member(&self, room: &str, agent_id: &str) -> Result<(), Error> {
+        self.send_raw(self.request(Method::DELETE, &format!("/v1/rooms/{room}/members/{agent_id}"))).await?;
+        Ok(())
     }
 
     /// Posts a text or a payment request; answers the message as JSON.

@@ -460,6 +460,20 @@ pub struct ChatSettings {
     /// or to reject them, which refunds the payer. Default: accepted at once.
     #[serde(default)]
     pub require_acknowledgment: bool,
+    /// Who may put the agent in a room (create one with it, or add it):
+    /// `anyone` (the default) or `nobody`. The agent can always leave.
+    #[serde(default)]
+    pub accept_rooms: AcceptRooms,
+}
+
+/// Whether an agent may be put in rooms by others.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum AcceptRooms {
+    #[default]
+    Anyone,
+    Nobody,
 }
 
 /// A payment waiting for its payee's acknowledgment: credited but reserved.

@@ -50,10 +50,11 @@ pub enum Error {
     AlreadyDecided(&'static str),
     InvalidPolicy(coffer_core::policy::PolicyError),
     /// A bound on what a caller may create or hold open was reached
-    /// (`crate::limits`): try again after `retry_after_secs`.
+    /// (`crate::limits`): try again after `retry_after_secs`, or (`None`)
+    /// never, for a bound that waiting cannot lift (`tree_depth`).
     LimitExceeded {
         limit: crate::limits::Limit,
-        retry_after_secs: u64,
+        retry_after_secs: Option<u64>,
         detail: String,
     },
     /// The store is shutting down or overloaded: try again.
@@ -67,7 +68,14 @@ impl Error {
     /// A limit reached, counted on `/metrics` as it is made.
     pub fn limit(limit: crate::limits::Limit, retry_after_secs: u64, detail: impl Into<String>) -> Error {
         crate::metrics::METRICS.record_limit_hit(limit);
-        Error::LimitExceeded { limit, retry_after_secs: retry_after_secs.max(1), detail: detail.into() }
+        Error::LimitExceeded { limit, retry_after_secs: Some(retry_after_secs.max(1)), detail: detail.into() }
+    }
+
+    /// A limit reached that no retry lifts: answered `422`, not `429`, and
+    /// counted on `/metrics` like the others.
+    pub fn limit_final(limit: crate::limits::Limit, detail: impl Into<String>) -> Error {
+        crate::metrics::METRICS.record_limit_hit(limit);
+        Error::LimitExceeded { limit, retry_after_secs: None, detail: detail.into() }
     }
 
     pub fn internal(context: &str, e: impl fmt::Display) -> Error {

@@ -16,8 +16,8 @@ fn member_set(room: &Room) -> BTreeSet<&str> {
 async fn rooms_of(gw: &Gateway, secret: &str) -> BTreeSet<String> {
     let r = send(gw.request(Method::GET, "/v1/rooms", Some(secret))).await;
     assert_eq!(r.status, 200, "{r:?}");
-    let rooms: Vec<Room> = serde_json::from_value(r.json).expect("a list of rooms");
-    rooms.into_iter().map(|r| r.id).collect()
+    let rooms: coffer_client::Page<Room> = serde_json::from_value(r.json).expect("a page of rooms");
+    rooms.items.into_iter().map(|r| r.id).collect()
 }
 
 #[tokio::test]
@@ -158,8 +158,8 @@ async fn membership_is_enforced_on_every_room_route() {
     let balances = gw.balances().await;
     assert_eq!((balances[&a], balances[&b], balances[&c]), (0, 10_000, 10_000));
     let r = send(gw.request(Method::GET, "/v1/rooms", Some(op))).await;
-    let rooms: Vec<Room> = serde_json::from_value(r.json).unwrap();
-    let private = rooms.iter().find(|r| r.id == room).expect("the room is listed for the operator");
+    let rooms: coffer_client::Page<Room> = serde_json::from_value(r.json).unwrap();
+    let private = rooms.items.iter().find(|r| r.id == room).expect("the room is listed for the operator");
     assert_eq!(member_set(private), BTreeSet::from([a.as_str(), b.as_str()]), "the outsider was not added");
 
     // The operator is not a member, yet reads and watches any room.

@@ -379,3 +379,185 @@ async fn revocation_and_scopes_survive_a_restart() {
     // The operator token set at start is the one in force after it.
     assert_eq!(gw.operator().agent(&a_id).await.unwrap().balance_msat, 10_000);
 }
+
+/// The ids a write route of the document may name, all real: agent A's own
+/// things (A holds the read key), or things A could act on.
+struct Ids {
+    a: String,
+    key: String,
+    room: String,
+    message: i64,
+    incoming: String,
+    approval: String,
+    webhook: String,
+}
+
+impl Ids {
+    /// The value of `{param}` in `path`; `None` for a parameter this test
+    /// does not know, which fails it: a new route names what to fill in.
+    fn fill(&self, path: &str, param: &str) -> Option<String> {
+        Some(match (param, path) {
+            ("id", p) if p.starts_with("/v1/agents/") => self.a.clone(),
+            ("id", p) if p.starts_with("/v1/keys/") => self.key.clone(),
+            ("id", p) if p.starts_with("/v1/approvals/") => self.approval.clone(),
+            ("id", p) if p.starts_with("/v1/webhooks/") => self.webhook.clone(),
+            ("id", p) if p.starts_with("/v1/rooms/") => self.message.to_string(),
+            ("room", _) => self.room.clone(),
+            ("agent_id", _) => self.a.clone(),
+            ("payment_id", _) => self.incoming.clone(),
+            _ => return None,
+        })
+    }
+}
+
+/// What agent A has and what the gateway has logged: a write by A's read
+/// key changes none of it.
+async fn snapshot(gw: &Gateway, a_spend: &str) -> Vec<Value> {
+    let mut seen = Vec::new();
+    for path in ["/v1/wallet", "/v1/invoices", "/v1/payments", "/v1/rooms", "/v1/webhooks", "/v1/incoming?status=all"] {
+        let r = send(gw.request(Method::GET, path, Some(a_spend))).await;
+        assert_eq!(r.status, 200, "{path}: {r:?}");
+        // A webhook's delivery cursor moves on by itself: its id is what counts.
+        let json = match path {
+            "/v1/webhooks" => r.json.as_array().expect("webhooks").iter().map(|w| w["id"].clone()).collect(),
+            _ => r.json,
+        };
+        seen.push(json!({ path: json }));
+    }
+    let (mut after, mut events) = (0, 0);
+    loop {
+        let r = send(gw.request(Method::GET, &format!("/v1/events?after={after}"), Some(gw.operator_token()))).await;
+        let page = r.json["events"].as_array().expect("a page of events").len();
+        if page == 0 {
+            break;
+        }
+        events += page;
+        after = r.json["next_after"].as_i64().expect("next_after");
+    }
+    seen.push(json!({ "events": events, "newest": after }));
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_key_changes_nothing_on_any_write_route_of_the_document() {
+    let gw = Gateway::start().await;
+    let op = gw.operator();
+    let (a, a_client, a_spend) = gw.new_agent("a", 100_000).await;
+    let (b, b_client, b_spend) = gw.new_agent("b", 100_000).await;
+    let read = op.create_key(&a, Scope::Read).await.unwrap().key;
+    let key = op.create_key(&a, Scope::Spend).await.unwrap().id;
+    // A room of A and B, with B's payment request in it.
+    let room = gw.create_room_raw(&a_spend, "matrix", &[&b]).await.json["id"].as_str().expect("a room").to_owned();
+    let request = json!({"payment_request": {"amount_msat": 10}});
+    let posted =
+        send(gw.request(Method::POST, &format!("/v1/rooms/{room}/messages"), Some(&b_spend)).json(&request)).await;
+    let message = posted.json["id"].as_i64().expect("a message");
+    // A payment waiting for A's acknowledgment.
+    let settings = json!({"require_acknowledgment": true});
+    let r =
+        send(gw.request(Method::PUT, &format!("/v1/agents/{a}/chat"), Some(gw.operator_token())).json(&settings)).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    let pay = |amount_msat, key: &'static str| {
+        let (a_client, b_client) = (a_client.clone(), b_client.clone());
+        async move {
+            let request = CreateInvoiceRequest { amount_msat, memo: None, expiry_secs: None };
+            let bolt11 = a_client.create_invoice(&request).await.unwrap().bolt11;
+            b_client.pay(&PayRequest { bolt11, purpose: None, amount_msat: None }, key).await.unwrap()
+        }
+    };
+    let PayOutcome::Done(paid) = pay(50, "ack").await else { panic!("held") };
+    // A payment of B's held for approval, and a webhook of A's.
+    op.set_policy(&b, &json!({"approval_above_msat": 1})).await.unwrap();
+    let PayOutcome::Held(approval) = pay(60, "held").await else { panic!("not held") };
+    // Subscribed to an event the test never raises: nothing is delivered.
+    let hook = json!({"url": "http://127.0.0.1:9/scope-matrix", "types": ["breaker.tripped"]});
+    let r = send(gw.request(Method::POST, "/v1/webhooks", Some(&a_spend)).json(&hook)).await;
+    assert_eq!(r.status, 201, "{r:?}");
+    let webhook = r.json["id"].as_str().expect("a webhook").to_owned();
+    let ids = Ids { a: a.clone(), key, room, message, incoming: paid.id, approval: approval.id, webhook };
+
+    let spec = send(gw.request(Method::GET, "/openapi.json", None)).await.json;
+    let before = snapshot(&gw, &a_spend).await;
+    let (mut writes, mut unclassified, mut wrong) = (0, Vec::new(), Vec::new());
+    for (template, operations) in spec["paths"].as_object().expect("paths") {
+        for method in operations.as_object().expect("operations").keys() {
+            let method = match method.as_str() {
+                "get" => continue,
+                "post" => Method::POST,
+                "put" => Method::PUT,
+                "patch" => Method::PATCH,
+                "delete" => Method::DELETE,
+                other => {
+                    unclassified.push(format!("{other} {template}"));
+                    continue;
+                }
+            };
+            writes += 1;
+            let Some(path) = fill(template, &ids) else {
+                unclassified.push(format!("{method} {template}: a parameter this test does not fill"));
+                continue;
+            };
+            let refused = if path == "/mcp" {
+                mcp_write(&gw, &read).await
+            } else {
+                let body = body(template, &b);
+                let reply = send(gw.request(method.clone(), &path, Some(&read)).json(&body)).await;
+                match (reply.status, reply.code()) {
+                    (403, Some("forbidden")) => Ok(()),
+                    _ => Err(format!("{} {}", reply.status, reply.text)),
+                }
+            };
+            if let Err(why) = refused {
+                wrong.push(format!("{method} {path}: {why}"));
+            }
+        }
+    }
+    assert!(unclassified.is_empty(), "operations this test cannot send: {unclassified:?}");
+    assert!(wrong.is_empty(), "a read key got past these:\n{}", wrong.join("\n"));
+    assert!(writes >= 27, "the document lists {writes} write operations");
+    assert_eq!(snapshot(&gw, &a_spend).await, before, "a read key changed something");
+}
+
+/// A body the route would take from a key allowed to write (so that only
+/// the scope refuses it); `{"amount_msat": 1}` for the rest.
+fn body(template: &str, b: &str) -> Value {
+    match template {
+        "/v1/agents" | "/v1/rooms" => json!({"name": "made by a read key"}),
+        "/v1/agents/{id}/keys" => json!({"scope": "spend"}),
+        "/v1/agents/{id}/policy" | "/v1/agents/{id}/chat" => json!({}),
+        "/v1/rooms/{room}/members" => json!({"agent_id": b}),
+        "/v1/rooms/{room}/messages" => json!({"text": "from a read key"}),
+        "/v1/webhooks" => json!({"url": "http://127.0.0.1:9/read-key", "types": ["breaker.tripped"]}),
+        _ => json!({"amount_msat": 1}),
+    }
+}
+
+/// `template` with its `{parameters}` filled in.
+fn fill(template: &str, ids: &Ids) -> Option<String> {
+    let mut path = String::new();
+    for segment in template.split('/').skip(1) {
+        path.push('/');
+        match segment.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+            Some(param) => path.push_str(&ids.fill(template, param)?),
+            None => path.push_str(segment),
+        }
+    }
+    Some(path)
+}
+
+/// A read key's write through MCP: the tool is refused (the tools call the
+/// routes above with the same key).
+async fn mcp_write(gw: &Gateway, read: &str) -> Result<(), String> {
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+        "params": {"name": "create_invoice", "arguments": {"amount_msat": 1}}});
+    let request = gw
+        .request(Method::POST, "/mcp", Some(read))
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2025-06-18")
+        .json(&body);
+    let reply = send(request).await;
+    match reply.json["result"]["isError"].as_bool() {
+        Some(true) => Ok(()),
+        _ => Err(format!("the tool was not refused: {reply:?}")),
+    }
+}

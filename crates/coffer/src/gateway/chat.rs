@@ -12,7 +12,7 @@ impl Gateway {
     }
 
     /// Creates a room; an agent creating one becomes a member, as does the
-    /// operator.
+    /// operator. Every member must accept rooms and have room for one more.
     pub async fn create_room(&self, caller: &Principal, name: &str, members: &[String]) -> Result<RoomRecord, Error> {
         let name = validate_name(name)?;
         if members.len() > ROOM_MEMBERS_MAX {
@@ -20,8 +20,8 @@ impl Gateway {
         }
         let mut all = vec![Self::member_name(caller)];
         for id in members {
-            self.agent(id).await?;
             if !all.contains(id) {
+                self.addable(id).await?;
                 all.push(id.clone());
             }
         }
@@ -32,7 +32,25 @@ impl Gateway {
             created_at_ms: now_ms(),
             members: all,
         };
-        self.store.create_room(room).await
+        let created = self.store.create_room(room, self.quotas()).await;
+        self.fed(caller, created).await
+    }
+
+    /// An agent others may put in a room: it exists and accepts rooms.
+    async fn addable(&self, agent_id: &str) -> Result<(), Error> {
+        self.agent(agent_id).await?;
+        if self.store.chat_settings(agent_id.to_owned()).await?.accept_rooms == coffer_client::AcceptRooms::Nobody {
+            return Err(Error::Forbidden("this agent does not accept being added to rooms"));
+        }
+        Ok(())
+    }
+
+    /// [`Gateway::feed_breaker`] for an agent caller.
+    async fn fed<T>(&self, caller: &Principal, result: Result<T, Error>) -> Result<T, Error> {
+        match caller {
+            Principal::Agent(key) => self.feed_breaker(&key.agent_id, result).await,
+            Principal::Operator => result,
+        }
     }
 
     /// A room the caller may use: a member's, or any for the operator.
@@ -45,22 +63,47 @@ impl Gateway {
         Err(Error::Forbidden("only the room's members use it"))
     }
 
-    pub async fn rooms(&self, caller: &Principal) -> Result<Vec<RoomRecord>, Error> {
+    /// The caller's rooms (every room, for the operator), oldest first, a
+    /// page after the room `after`; with the cursor of the next page.
+    pub async fn rooms(
+        &self,
+        caller: &Principal,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<(Vec<RoomRecord>, Option<String>), Error> {
         let member = match caller {
             Principal::Operator => None,
             Principal::Agent(key) => Some(key.agent_id.clone()),
         };
-        self.store.rooms(member).await
+        self.store.rooms(member, after.map(str::to_owned), limit).await
     }
 
+    /// Adds an agent that accepts rooms, within the room's members and the
+    /// agent's rooms.
     pub async fn add_member(&self, caller: &Principal, room_id: &str, agent_id: &str) -> Result<RoomRecord, Error> {
         let room = self.room_for(caller, room_id).await?;
-        if room.members.len() >= ROOM_MEMBERS_MAX {
-            return Err(invalid("agent_id", format!("a room has at most {ROOM_MEMBERS_MAX} members")));
+        if !room.members.iter().any(|m| m == agent_id) {
+            self.addable(agent_id).await?;
         }
-        self.agent(agent_id).await?;
-        self.store.add_member(room.id.clone(), agent_id.to_owned(), now_ms()).await?;
+        let added = self.store.add_member(room.id.clone(), agent_id.to_owned(), self.quotas(), now_ms()).await;
+        self.fed(caller, added).await?;
         self.room_for(caller, room_id).await
+    }
+
+    /// Takes a member out of a room: a member leaving, or the room's
+    /// creator or the operator removing one.
+    pub async fn remove_member(&self, caller: &Principal, room_id: &str, member: &str) -> Result<(), Error> {
+        let room = self.room_for(caller, room_id).await?;
+        let me = Self::member_name(caller);
+        if me != member && me != room.created_by && !matches!(caller, Principal::Operator) {
+            return Err(Error::Forbidden(
+                "a member leaves itself; only the room's creator or the operator removes others",
+            ));
+        }
+        if !self.store.remove_member(room.id, member.to_owned(), now_ms()).await? {
+            return Err(Error::NotFound("member"));
+        }
+        Ok(())
     }
 
     /// Posts a text, or a payment request whose invoice is made for the
@@ -96,16 +139,32 @@ impl Gateway {
             }
         };
         let text = text.map(str::to_owned).or_else(|| invoice.as_ref().map(|i| i.memo.clone())).unwrap_or_default();
-        let message =
-            NewMessage { room_id: room.id.clone(), sender: Self::member_name(caller), text, invoice, now_ms: now_ms() };
+        let message = NewMessage {
+            room_id: room.id.clone(),
+            sender: Self::member_name(caller),
+            text,
+            invoice,
+            now_ms: now_ms(),
+            quotas: self.quotas(),
+        };
         let posted = {
             let _in_order = self.post_order.lock().await;
-            let posted = self.store.post_message(message).await?;
-            let data = serde_json::to_value(crate::http::views::message(posted.clone(), now_ms()))
-                .map_err(|e| Error::internal("serialising a message", e))?;
-            self.live.publish(crate::live::RoomEvent { room_id: room.id.clone(), kind: "message.posted", data });
-            posted
+            match self.store.post_message(message).await {
+                Ok(posted) => {
+                    let data = serde_json::to_value(crate::http::views::message(posted.clone(), now_ms()))
+                        .map_err(|e| Error::internal("serialising a message", e))?;
+                    self.live.publish(crate::live::RoomEvent {
+                        room_id: room.id.clone(),
+                        kind: "message.posted",
+                        data,
+                    });
+                    Ok(posted)
+                }
+                refused => refused,
+            }
         };
+        // Fed after the order lock: a refusal holds up no other post.
+        let posted = self.fed(caller, posted).await?;
         // A request an auto-pay rule settled is answered as it now stands.
         if self.auto_pay(&room, &posted).await
             && let Some(settled) = self.store.message(room.id.clone(), posted.id).await?

@@ -109,6 +109,7 @@ impl Gateway {
         let pay = PayInternal {
             node_pubkey_hex: Arc::clone(&self.node_pubkey_hex),
             approval_ttl_ms: self.settings.approval_ttl_ms,
+            holds_pending_max: self.settings.limits.holds_pending_per_agent,
             payment_id: secrets::new_id("pay_"),
             payer: Payer { agent_id: caller.agent_id.clone(), account: caller.account, key_id: caller.key_id.clone() },
             bolt11: parsed.bolt11.clone(),

@@ -101,7 +101,11 @@ impl Gateway {
         };
         let memo = memo.unwrap_or("coffer deposit");
         let invoice = self.make_invoice(&payee, amount_msat, Some(memo), None, None).await?;
-        self.store.insert_invoice(invoice.clone()).await?;
+        let stored = self.store.insert_invoice(invoice.clone(), self.quotas()).await;
+        match caller {
+            Principal::Agent(key) => self.feed_breaker(&key.agent_id, stored).await?,
+            Principal::Operator => stored?,
+        }
         Ok(invoice)
     }
 
@@ -132,6 +136,7 @@ impl Gateway {
             idempotency,
             invoice_expires_at_ms: expires_at_secs.saturating_mul(1000),
             approval_ttl_ms: self.settings.approval_ttl_ms,
+            holds_pending_max: self.settings.limits.holds_pending_per_agent,
             now_ms: now_ms(),
         };
         let (bolt11, fee_limit) = (begin.bolt11.clone(), begin.fee_limit);

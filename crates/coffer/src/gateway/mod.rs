@@ -8,6 +8,7 @@ mod constitution;
 mod events;
 pub mod l402;
 mod lightning;
+mod rate;
 pub mod retention;
 pub mod text;
 
@@ -20,7 +21,7 @@ use crate::error::Error;
 use crate::io::{
     AgentRecord, ApprovalOutcome, ApprovalRecord, ApprovalStatus, AuditFilter, AuditRecord, ChatSettings, Idempotency,
     InvoiceRecord, KeyRecord, MessageRecord, NewAgent, NewKey, NewMessage, OPERATOR, PageRequest, PayAttempt,
-    PayInternal, Payer, PaymentRecord, RoomRecord, Store,
+    PayInternal, Payer, PaymentRecord, Quotas, RoomRecord, Store,
 };
 use crate::payment::bolt11::{self, Network, NodeSigner, ParsedInvoice};
 use crate::secrets::{self, SecretDigest};
@@ -125,6 +126,8 @@ pub struct Gateway {
     /// Counts this process's changes to `keys`: a reload that overlapped
     /// one is dropped, so it cannot undo a newer local change.
     key_changes: AtomicU64,
+    /// Write rates, and the limit hits that feed breakers.
+    throttle: rate::Throttle,
 }
 
 /// On a shared store, a key created or revoked by another instance is
@@ -159,6 +162,7 @@ impl Gateway {
             watch_cursor: std::sync::atomic::AtomicI64::new(0),
             keys: RwLock::new(keys),
             key_changes: AtomicU64::new(0),
+            throttle: rate::Throttle::default(),
         })
     }
 
@@ -184,6 +188,34 @@ impl Gateway {
     /// publishers).
     pub(crate) fn store(&self) -> &dyn Store {
         self.store.as_ref()
+    }
+
+    /// The bounds the store checks in the transactions of writes.
+    fn quotas(&self) -> Quotas {
+        Quotas::from(&self.settings.limits)
+    }
+
+    /// Admits one write request of an agent key (read keys change nothing)
+    /// within the key's and the agent's write rates.
+    pub async fn admit_write(&self, key: &AgentKey) -> Result<(), Error> {
+        if key.scope < Scope::Receive {
+            return Err(Error::Forbidden("a read key changes nothing"));
+        }
+        let admitted = self.throttle.admit_write(&self.settings.limits, &key.key_id, &key.agent_id);
+        self.feed_breaker(&key.agent_id, admitted).await
+    }
+
+    /// Passes `result` on; a limit the agent hit is counted, and every
+    /// `limit_hits_per_breaker_denial` of them is a denial for its breaker,
+    /// as a runaway spender's refused payments are.
+    async fn feed_breaker<T>(&self, agent_id: &str, result: Result<T, Error>) -> Result<T, Error> {
+        if matches!(result, Err(Error::LimitExceeded { .. }))
+            && self.throttle.hit(&self.settings.limits, agent_id)
+            && let Err(e) = self.store.observe_limit_denial(agent_id.to_owned(), now_ms()).await
+        {
+            tracing::warn!(agent = %agent_id, error = %e, "could not feed the breaker");
+        }
+        result
     }
 
     pub fn node_pubkey_hex(&self) -> &str {
@@ -267,8 +299,12 @@ impl Gateway {
             expires_at_ms: None,
         };
         let (key_id, digest) = (key.id.clone(), key.digest);
-        let new = NewAgent { id: id.clone(), name, parent_id, can_create_subagents, key };
-        let agent = self.store.create_agent(new, now_ms()).await?;
+        let new = NewAgent { id: id.clone(), name, parent_id, can_create_subagents, key, quotas: self.quotas() };
+        let created = self.store.create_agent(new, now_ms()).await;
+        let agent = match caller {
+            Principal::Agent(key) => self.feed_breaker(&key.agent_id, created).await?,
+            Principal::Operator => created?,
+        };
         let record = KeyRecord {
             id: key_id.clone(),
             agent_id: id,
@@ -363,7 +399,8 @@ impl Gateway {
         expiry_secs: Option<u32>,
     ) -> Result<InvoiceRecord, Error> {
         let record = self.make_invoice(&caller.agent_id, amount_msat, memo, expiry_secs, None).await?;
-        self.store.insert_invoice(record.clone()).await?;
+        let stored = self.store.insert_invoice(record.clone(), self.quotas()).await;
+        self.feed_breaker(&caller.agent_id, stored).await?;
         Ok(record)
     }
 
@@ -499,11 +536,25 @@ impl Gateway {
         self.pay_to(caller, bolt11, None, purpose, idempotency_key).await
     }
 
+    /// [`Gateway::pay_to`], its limit hits (held payments) fed to the
+    /// payer's breaker.
+    pub async fn pay_to(
+        &self,
+        caller: &AgentKey,
+        target: &str,
+        amount_msat: Option<u64>,
+        purpose: Option<&str>,
+        idempotency_key: Option<&str>,
+    ) -> Result<PayOutcome, Error> {
+        let outcome = self.pay_target(caller, target, amount_msat, purpose, idempotency_key).await;
+        self.feed_breaker(&caller.agent_id, outcome).await
+    }
+
     /// Pays an invoice, or `amount_msat` to a Lightning address
     /// (`name@domain`), whose invoice is fetched and checked first. A retry
     /// with the same idempotency key fetches an invoice again but gets the
     /// first answer: it never pays twice.
-    pub async fn pay_to(
+    async fn pay_target(
         &self,
         caller: &AgentKey,
         target: &str,
@@ -549,6 +600,7 @@ impl Gateway {
         let pay = PayInternal {
             node_pubkey_hex: Arc::clone(&self.node_pubkey_hex),
             approval_ttl_ms: self.settings.approval_ttl_ms,
+            holds_pending_max: self.settings.limits.holds_pending_per_agent,
             payment_id: secrets::new_id("pay_"),
             payer: Payer { agent_id: caller.agent_id.clone(), account: caller.account, key_id: caller.key_id.clone() },
             bolt11: parsed.bolt11.clone(),

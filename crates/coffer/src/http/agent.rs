@@ -122,19 +122,24 @@ pub struct PageParams {
 }
 
 fn page(params: Result<Query<PageParams>, QueryRejection>) -> Result<PageRequest, Error> {
-    let Query(params) = params.map_err(|e| Error::MalformedRequest(e.body_text()))?;
-    let before = params
-        .cursor
+    let (cursor, limit) = page_params(params)?;
+    let before = cursor
         .map(|c| {
             c.parse::<i64>()
                 .map_err(|_| Error::InvalidField { field: "cursor", detail: "not a cursor from this API".into() })
         })
         .transpose()?;
+    Ok(PageRequest { before, limit })
+}
+
+/// A listing's cursor, as given, and its checked page size.
+pub(super) fn page_params(params: Result<Query<PageParams>, QueryRejection>) -> Result<(Option<String>, u32), Error> {
+    let Query(params) = params.map_err(|e| Error::MalformedRequest(e.body_text()))?;
     let limit = params.limit.unwrap_or(50);
     if limit == 0 || limit > crate::io::PAGE_LIMIT_MAX {
         return Err(Error::InvalidField { field: "limit", detail: format!("1 to {}", crate::io::PAGE_LIMIT_MAX) });
     }
-    Ok(PageRequest { before, limit })
+    Ok((params.cursor, limit))
 }
 
 /// The calling agent's invoices, newest first.

@@ -1,13 +1,19 @@
 //! Extractors: authentication by scope, and JSON bodies whose every failure
 //! is a problem response. Authentication runs before the body is read, so a
 //! caller without the right key learns nothing about the body's rules.
+//!
+//! Every route authenticates here, so the rule for writes is here once: a
+//! request that may change something (any method but GET and HEAD) by an
+//! agent key needs at least `receive` (a read key changes nothing) and is
+//! admitted within the key's and the agent's write rates. Routes that need
+//! more declare it with [`Agent`].
 
 use super::AppState;
 use crate::error::Error;
 use crate::gateway::{AgentKey, Principal};
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
-use axum::http::{HeaderMap, StatusCode, header, request::Parts};
+use axum::http::{HeaderMap, Method, StatusCode, header, request::Parts};
 use coffer_client::Scope;
 use serde::de::DeserializeOwned;
 
@@ -18,8 +24,24 @@ pub fn bearer_secret(headers: &HeaderMap) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| secret.trim())
 }
 
-fn principal(parts: &Parts, state: &AppState) -> Result<Principal, Error> {
-    state.authenticate(bearer_secret(&parts.headers).ok_or(Error::Unauthorized)?)
+async fn principal(parts: &Parts, state: &AppState) -> Result<Principal, Error> {
+    let principal = state.authenticate(bearer_secret(&parts.headers).ok_or(Error::Unauthorized)?)?;
+    // `/mcp` carries JSON-RPC in POSTs, reads included: each of its tools
+    // calls these routes over the loopback client, with the same key, and
+    // its writes are checked then.
+    if let Principal::Agent(key) = &principal
+        && is_write(&parts.method)
+        && parts.uri.path() != crate::mcp::http::PATH
+    {
+        state.admit_write(key).await?;
+    }
+    Ok(principal)
+}
+
+/// Whether a request may change something: all but GET and HEAD (a
+/// WebSocket upgrade is a GET, and reads).
+pub fn is_write(method: &Method) -> bool {
+    !matches!(*method, Method::GET | Method::HEAD)
 }
 
 /// Anyone with a valid secret: the operator or an agent key of any scope.
@@ -30,7 +52,7 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
-        principal(parts, state).map(Caller)
+        principal(parts, state).await.map(Caller)
     }
 }
 
@@ -41,7 +63,7 @@ impl FromRequestParts<AppState> for Operator {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
-        match principal(parts, state)? {
+        match principal(parts, state).await? {
             Principal::Operator => Ok(Operator),
             Principal::Agent(_) => Err(Error::Forbidden("this route is for the operator")),
         }
@@ -60,7 +82,7 @@ impl<const MIN: u8> FromRequestParts<AppState> for Agent<MIN> {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
-        let key = match principal(parts, state)? {
+        let key = match principal(parts, state).await? {
             Principal::Agent(key) => key,
             Principal::Operator => return Err(Error::Forbidden("this route is for an agent key")),
         };

@@ -126,6 +126,7 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(constitution::audit_log))
         .routes(routes!(rooms::create_room, rooms::list_rooms))
         .routes(routes!(rooms::add_member))
+        .routes(routes!(rooms::remove_member))
         .routes(routes!(rooms::post_message, rooms::list_messages))
         .routes(routes!(rooms::pay_request))
         .routes(routes!(rooms::stream))

@@ -42,6 +42,9 @@ pub fn classify(e: &Error) -> (StatusCode, &'static str, &'static str) {
         Error::ApprovalNotPending(_) => (S::CONFLICT, "approval-not-pending", "Approval already decided"),
         Error::AlreadyDecided(_) => (S::CONFLICT, "already-decided", "Already decided"),
         Error::InvalidPolicy(_) => (S::BAD_REQUEST, "invalid-policy", "Invalid policy"),
+        Error::LimitExceeded { retry_after_secs: None, .. } => {
+            (S::UNPROCESSABLE_ENTITY, "limit-exceeded", "Limit reached")
+        }
         Error::LimitExceeded { .. } => (S::TOO_MANY_REQUESTS, "limit-exceeded", "Limit reached"),
         Error::Unavailable(_) => (S::SERVICE_UNAVAILABLE, "unavailable", "Service unavailable"),
         Error::Internal(_) => (S::INTERNAL_SERVER_ERROR, "internal", "Internal error"),
@@ -87,7 +90,9 @@ impl IntoResponse for Error {
             }
             Error::LimitExceeded { limit, retry_after_secs, .. } => {
                 p.extensions.insert("limit".into(), limit.name().into());
-                p.extensions.insert("retry_after_secs".into(), (*retry_after_secs).into());
+                if let Some(secs) = retry_after_secs {
+                    p.extensions.insert("retry_after_secs".into(), (*secs).into());
+                }
             }
             Error::Denied(d) => {
                 if let Some(remaining) = d.remaining {
@@ -103,8 +108,8 @@ impl IntoResponse for Error {
             _ => {}
         }
         let mut response = respond(&p);
-        if let Error::LimitExceeded { retry_after_secs, .. } = &self {
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+        if let Error::LimitExceeded { retry_after_secs: Some(secs), .. } = &self {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(*secs));
         }
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));

@@ -16,7 +16,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use coffer_client::{
-    AddMemberRequest, Approval, ChatSettings, CreateRoomRequest, Incoming, Message, Payment, PostMessageRequest,
+    AddMemberRequest, Approval, ChatSettings, CreateRoomRequest, Incoming, Message, Page, Payment, PostMessageRequest,
     Problem, Room,
 };
 use futures_util::stream::{self, Stream};
@@ -37,11 +37,18 @@ pub async fn create_room(
     Ok((StatusCode::CREATED, Json(views::room(room))))
 }
 
-/// The caller's rooms (every room, for the operator).
-#[utoipa::path(get, path = "/v1/rooms", tag = "chat",
-    responses((status = 200, body = Vec<Room>, description = "The rooms"), (status = "4XX", body = Problem, description = "An RFC 9457 problem: `code` names it, `detail` says why")), security(("bearer" = [])))]
-pub async fn list_rooms(State(gw): State<AppState>, Caller(caller): Caller) -> Result<Json<Vec<Room>>, Error> {
-    Ok(Json(gw.rooms(&caller).await?.into_iter().map(views::room).collect()))
+/// The caller's rooms (every room, for the operator), oldest first, a page
+/// at a time: pass `next_cursor` back as `cursor`.
+#[utoipa::path(get, path = "/v1/rooms", tag = "chat", params(super::agent::PageParams),
+    responses((status = 200, body = Page<Room>, description = "A page of rooms, oldest first"), (status = "4XX", body = Problem, description = "An RFC 9457 problem: `code` names it, `detail` says why")), security(("bearer" = [])))]
+pub async fn list_rooms(
+    State(gw): State<AppState>,
+    Caller(caller): Caller,
+    params: Result<Query<super::agent::PageParams>, QueryRejection>,
+) -> Result<Json<Page<Room>>, Error> {
+    let (after, limit) = super::agent::page_params(params)?;
+    let (rooms, next_cursor) = gw.rooms(&caller, after.as_deref(), limit).await?;
+    Ok(Json(Page { items: rooms.into_iter().map(views::room).collect(), next_cursor }))
 }
 
 /// Add an agent to a room (a member or the operator).
@@ -55,6 +62,20 @@ pub async fn add_member(
     ApiJson(req): ApiJson<AddMemberRequest>,
 ) -> Result<Json<Room>, Error> {
     Ok(Json(views::room(gw.add_member(&caller, &room, &req.agent_id).await?)))
+}
+
+/// Take a member out of a room: a member leaving (its own id), or the
+/// room's creator or the operator removing one.
+#[utoipa::path(delete, path = "/v1/rooms/{room}/members/{agent_id}", tag = "chat",
+    params(("room" = String, Path), ("agent_id" = String, Path)),
+    responses((status = 204, description = "Removed"), (status = "4XX", body = Problem, description = "An RFC 9457 problem: `code` names it, `detail` says why")), security(("bearer" = [])))]
+pub async fn remove_member(
+    State(gw): State<AppState>,
+    Caller(caller): Caller,
+    Path((room, agent_id)): Path<(String, String)>,
+) -> Result<StatusCode, Error> {
+    gw.remove_member(&caller, &room, &agent_id).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// Post `{"text"}`, or `{"payment_request": {"amount_msat", "memo"}}`: the

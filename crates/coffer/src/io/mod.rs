@@ -6,8 +6,11 @@
 //! request survives a crash of the process.
 
 pub mod postgres_store;
+pub mod quota;
 pub mod retention;
 pub mod sqlite_store;
+
+pub use quota::Quotas;
 
 use crate::error::Error;
 use crate::secrets::SecretDigest;
@@ -48,6 +51,8 @@ pub struct NewAgent {
     pub parent_id: Option<String>,
     pub can_create_subagents: bool,
     pub key: NewKey,
+    /// Checked against the parent's children and the tree's depth.
+    pub quotas: Quotas,
 }
 
 /// What a payment decision needs to know of one agent of the payer's chain.
@@ -195,6 +200,9 @@ pub struct NewMessage {
     pub text: String,
     pub invoice: Option<InvoiceRecord>,
     pub now_ms: i64,
+    /// Checked against the room's messages this minute (and the poster's
+    /// open invoices, for a payment request).
+    pub quotas: Quotas,
 }
 
 /// An agent's chat settings, set by the operator; stored as this JSON.
@@ -358,6 +366,8 @@ pub struct BeginExternal {
     pub invoice_expires_at_ms: i64,
     /// How long a held payment waits for a person at most.
     pub approval_ttl_ms: i64,
+    /// The most payments the payer may have held at once.
+    pub holds_pending_max: u32,
     pub now_ms: i64,
 }
 
@@ -395,6 +405,8 @@ pub struct PayInternal {
     pub node_pubkey_hex: Arc<str>,
     /// How long a held payment waits for a person at most.
     pub approval_ttl_ms: i64,
+    /// The most payments the payer may have held at once.
+    pub holds_pending_max: u32,
     pub payment_id: String,
     pub payer: Payer,
     /// Lower case; must equal the stored invoice's text.
@@ -587,7 +599,8 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreFuture<'_, (i64, Balance)>;
     fn balance(&self, account: AccountId) -> StoreFuture<'_, Balance>;
 
-    fn insert_invoice(&self, invoice: InvoiceRecord) -> StoreFuture<'_, ()>;
+    /// Stores a new invoice, within the payee's `invoices_open_per_agent`.
+    fn insert_invoice(&self, invoice: InvoiceRecord, quotas: Quotas) -> StoreFuture<'_, ()>;
     fn invoice(&self, payment_hash: [u8; 32]) -> StoreFuture<'_, Option<InvoiceRecord>>;
     fn invoices(&self, agent_id: String, page: PageRequest) -> StoreFuture<'_, (Vec<InvoiceRecord>, Option<i64>)>;
 
@@ -685,11 +698,28 @@ pub trait Store: Send + Sync + 'static {
 
     // Chat.
 
-    fn create_room(&self, room: RoomRecord) -> StoreFuture<'_, RoomRecord>;
+    /// Creates a room, within `room_members` and each member's
+    /// `rooms_per_agent`.
+    fn create_room(&self, room: RoomRecord, quotas: Quotas) -> StoreFuture<'_, RoomRecord>;
     fn room(&self, id: String) -> StoreFuture<'_, Option<RoomRecord>>;
-    /// Rooms with this member, or every room for `None`.
-    fn rooms(&self, member: Option<String>) -> StoreFuture<'_, Vec<RoomRecord>>;
-    fn add_member(&self, room_id: String, member: String, now_ms: i64) -> StoreFuture<'_, ()>;
+    /// Rooms with this member, or every room for `None`, oldest first,
+    /// after the room `after`, at most `limit`; with the cursor of the next
+    /// page.
+    fn rooms(
+        &self,
+        member: Option<String>,
+        after: Option<String>,
+        limit: u32,
+    ) -> StoreFuture<'_, (Vec<RoomRecord>, Option<String>)>;
+    /// Adds a member (a member already is left as is), within the room's
+    /// `room_members` and the newcomer's `rooms_per_agent`.
+    fn add_member(&self, room_id: String, member: String, quotas: Quotas, now_ms: i64) -> StoreFuture<'_, ()>;
+    /// Removes a member, with its `room.member_removed` event; `false` if it
+    /// was not one.
+    fn remove_member(&self, room_id: String, member: String, now_ms: i64) -> StoreFuture<'_, bool>;
+    /// Counts one denial toward the agent's breaker (for limits it keeps
+    /// hitting), which may trip it.
+    fn observe_limit_denial(&self, agent_id: String, now_ms: i64) -> StoreFuture<'_, ()>;
     /// Posts a message, with its invoice for a payment request, atomically.
     fn post_message(&self, message: NewMessage) -> StoreFuture<'_, MessageRecord>;
     /// Messages after `after_id`, oldest first.
@@ -849,6 +879,8 @@ pub trait Tx {
     /// ones of the origin.
     fn save_l402_token(&mut self, token: &L402TokenRecord, now_ms: i64) -> Result<(), Error>;
     fn forget_l402_token(&mut self, agent_id: &str, origin: &str, token: &str) -> Result<(), Error>;
+    /// Counts rows for a quota, at most `cap` of them (see [`quota::Counted`]).
+    fn count(&mut self, counted: quota::Counted<'_>, cap: u32) -> Result<quota::Count, Error>;
     /// Writes an event to the outbox, in this transaction.
     fn emit(&mut self, kind: &str, agent_id: Option<&str>, data: &serde_json::Value, now_ms: i64) -> Result<(), Error>;
 }

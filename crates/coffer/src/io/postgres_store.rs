@@ -261,16 +261,17 @@ fn run_writer(mut writer: Writer, mut queue: mpsc::Receiver<Job>) {
     while let Some(first) = queue.blocking_recv() {
         let commit = run_batch(&mut writer, first, &mut queue, &mut replies);
         let commit_ref = commit.as_ref().map(|_| ());
+        // Counted before the callers hear of it, as on SQLite.
+        if commit.is_ok() {
+            writer.commits.send_modify(|n| *n = n.wrapping_add(1));
+        }
         for reply in replies.drain(..) {
             reply(commit_ref);
         }
-        match commit {
-            Ok(()) => writer.commits.send_modify(|n| *n = n.wrapping_add(1)),
-            Err(e) => {
-                // Whatever the batch changed may be in the cache: forget it.
-                writer.policies.clear();
-                tracing::error!(error = %e, "a batch failed to commit; its callers were told");
-            }
+        if let Err(e) = commit {
+            // Whatever the batch changed may be in the cache: forget it.
+            writer.policies.clear();
+            tracing::error!(error = %e, "a batch failed to commit; its callers were told");
         }
     }
 }
@@ -1161,6 +1162,19 @@ impl Tx for PgTx<'_> {
         Ok(())
     }
 
+    fn count(&mut self, counted: quota::Counted<'_>, cap: u32) -> Result<quota::Count, Error> {
+        let sql = counted.sql().replace('?', "$");
+        let (subject, cap) = (counted.subject(), i64::from(cap));
+        let row = match counted.time() {
+            Some(at_ms) => self.conn.query_opt(&sql, &[&subject, &cap, &at_ms])?,
+            None => self.conn.query_opt(&sql, &[&subject, &cap])?,
+        };
+        let row = row.ok_or_else(|| Error::Internal("a count returned no row".into()))?;
+        let rows: i64 = row.try_get(0)?;
+        let frees_at_ms: Option<i64> = row.try_get(1)?;
+        Ok(quota::Count { rows: u32::try_from(rows).unwrap_or(u32::MAX), frees_at_ms })
+    }
+
     fn emit(&mut self, kind: &str, agent_id: Option<&str>, data: &serde_json::Value, now_ms: i64) -> Result<(), Error> {
         self.conn.execute(
             "INSERT INTO events (type, agent_id, data, created_at) VALUES ($1, $2, $3, $4)",
@@ -1209,6 +1223,7 @@ impl Store for PostgresStore {
 
     fn create_agent(&self, agent: NewAgent, now_ms: i64) -> StoreFuture<'_, AgentRecord> {
         self.write(move |tx| {
+            quota::check_subagent(tx, &agent.quotas, &agent, now_ms)?;
             let row = tx
                 .conn
                 .query_opt(
@@ -1314,8 +1329,11 @@ impl Store for PostgresStore {
         self.read(move |tx| tx.balance(account))
     }
 
-    fn insert_invoice(&self, inv: InvoiceRecord) -> StoreFuture<'_, ()> {
-        self.write(move |tx| tx.insert_invoice(&inv))
+    fn insert_invoice(&self, inv: InvoiceRecord, quotas: Quotas) -> StoreFuture<'_, ()> {
+        self.write(move |tx| {
+            quota::check_invoice(tx, &quotas, &inv.agent_id, inv.created_at_ms)?;
+            tx.insert_invoice(&inv)
+        })
     }
 
     fn invoice(&self, payment_hash: [u8; 32]) -> StoreFuture<'_, Option<InvoiceRecord>> {
@@ -1476,8 +1494,9 @@ impl Store for PostgresStore {
         })
     }
 
-    fn create_room(&self, room: RoomRecord) -> StoreFuture<'_, RoomRecord> {
+    fn create_room(&self, room: RoomRecord, quotas: Quotas) -> StoreFuture<'_, RoomRecord> {
         self.write(move |tx| {
+            quota::check_room(tx, &quotas, &room)?;
             tx.conn.execute(
                 "INSERT INTO rooms (id, name, created_by, created_at) VALUES ($1, $2, $3, $4)",
                 &[&room.id, &room.name, &room.created_by, &room.created_at_ms],
@@ -1495,33 +1514,66 @@ impl Store for PostgresStore {
         self.read(move |tx| tx.room(&id))
     }
 
-    fn rooms(&self, member: Option<String>) -> StoreFuture<'_, Vec<RoomRecord>> {
+    fn rooms(
+        &self,
+        member: Option<String>,
+        after: Option<String>,
+        limit: u32,
+    ) -> StoreFuture<'_, (Vec<RoomRecord>, Option<String>)> {
         self.read(move |tx| {
-            let found = match &member {
-                Some(m) => tx.conn.query(
-                    "SELECT r.id FROM rooms r JOIN room_members m ON m.room_id = r.id WHERE m.member = $1 \
-                     ORDER BY r.created_at, r.id",
-                    &[m],
-                )?,
-                None => tx.conn.query("SELECT id FROM rooms ORDER BY created_at, id", &[])?,
-            };
+            let limit = limit.clamp(1, PAGE_LIMIT_MAX);
+            // As SQLite's: oldest first, after the cursor room's (created_at, id).
+            let found = tx.conn.query(
+                "SELECT r.id FROM rooms r WHERE ($1::TEXT IS NULL OR EXISTS (SELECT 1 FROM room_members m \
+                 WHERE m.room_id = r.id AND m.member = $1)) AND ($2::TEXT IS NULL OR (r.created_at, r.id) > \
+                 (SELECT created_at, id FROM rooms WHERE id = $2)) ORDER BY r.created_at, r.id LIMIT $3",
+                &[&member, &after, &i64::from(limit)],
+            )?;
             let ids: Vec<String> = found.iter().map(|r| r.try_get(0)).collect::<Result<_, _>>()?;
-            ids.iter().filter_map(|id| tx.room(id).transpose()).collect()
+            let next = (ids.len() == limit as usize).then(|| ids.last().cloned()).flatten();
+            let rooms = ids.iter().filter_map(|id| tx.room(id).transpose()).collect::<Result<_, _>>()?;
+            Ok((rooms, next))
         })
     }
 
-    fn add_member(&self, room_id: String, member: String, now_ms: i64) -> StoreFuture<'_, ()> {
+    fn add_member(&self, room_id: String, member: String, quotas: Quotas, now_ms: i64) -> StoreFuture<'_, ()> {
         self.write(move |tx| {
-            tx.room(&room_id)?.ok_or(Error::NotFound("room"))?;
+            let room = tx.room(&room_id)?.ok_or(Error::NotFound("room"))?;
+            if room.members.contains(&member) {
+                return Ok(());
+            }
+            quota::check_member(tx, &quotas, &room_id, &member, now_ms)?;
             tx.add_member(&room_id, &member, now_ms)?;
             let data = serde_json::json!({"room_id": room_id, "member": member});
             tx.emit("room.member_added", None, &data, now_ms)
         })
     }
 
+    fn remove_member(&self, room_id: String, member: String, now_ms: i64) -> StoreFuture<'_, bool> {
+        self.write(move |tx| {
+            let removed =
+                tx.conn.execute("DELETE FROM room_members WHERE room_id = $1 AND member = $2", &[&room_id, &member])?;
+            if removed == 0 {
+                return Ok(false);
+            }
+            let data = serde_json::json!({"room_id": room_id, "member": member});
+            tx.emit("room.member_removed", None, &data, now_ms)?;
+            Ok(true)
+        })
+    }
+
+    fn observe_limit_denial(&self, agent_id: String, now_ms: i64) -> StoreFuture<'_, ()> {
+        self.write(move |tx| {
+            let mut chain = internal::load_chain(tx, &agent_id)?;
+            internal::observe_denial(tx, &mut chain, now_ms)
+        })
+    }
+
     fn post_message(&self, m: NewMessage) -> StoreFuture<'_, MessageRecord> {
         self.write(move |tx| {
+            quota::check_message(tx, &m.quotas, &m.room_id, m.now_ms)?;
             if let Some(invoice) = &m.invoice {
+                quota::check_invoice(tx, &m.quotas, &invoice.agent_id, m.now_ms)?;
                 tx.insert_invoice(invoice)?;
             }
             let kind = if m.invoice.is_some() { "payment_request" } else { "text" };

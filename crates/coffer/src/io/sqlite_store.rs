@@ -279,12 +279,16 @@ fn run_writer(writer: Writer, mut queue: mpsc::Receiver<Job>) {
         restart.between_batches(&writer);
         let commit = run_batch(&writer, first, &mut queue, &mut replies);
         let commit_ref = commit.as_ref().map(|_| ());
+        // Counted before the callers hear of it: a caller that has its
+        // answer sees the counter past its own commit.
+        if commit.is_ok() {
+            writer.commits.send_modify(|n| *n = n.wrapping_add(1));
+        }
         for reply in replies.drain(..) {
             reply(commit_ref);
         }
-        match commit {
-            Ok(()) => writer.commits.send_modify(|n| *n = n.wrapping_add(1)),
-            Err(e) => tracing::error!(error = %e, "a batch failed to commit; its callers were told"),
+        if let Err(e) = commit {
+            tracing::error!(error = %e, "a batch failed to commit; its callers were told");
         }
     }
 }
@@ -1283,6 +1287,16 @@ impl Tx for SqliteTx<'_> {
         Ok(())
     }
 
+    fn count(&mut self, counted: quota::Counted<'_>, cap: u32) -> Result<quota::Count, Error> {
+        let mut stmt = self.conn.prepare_cached(counted.sql())?;
+        let row = |r: &Row<'_>| Ok((r.get::<_, i64>(0)?, r.get::<_, Option<i64>>(1)?));
+        let (rows, frees_at_ms) = match counted.time() {
+            Some(at_ms) => stmt.query_row(params![counted.subject(), cap, at_ms], row)?,
+            None => stmt.query_row(params![counted.subject(), cap], row)?,
+        };
+        Ok(quota::Count { rows: u32::try_from(rows).unwrap_or(u32::MAX), frees_at_ms })
+    }
+
     fn emit(&mut self, kind: &str, agent_id: Option<&str>, data: &serde_json::Value, now_ms: i64) -> Result<(), Error> {
         let mut stmt = self
             .conn
@@ -1332,6 +1346,7 @@ impl Store for SqliteStore {
 
     fn create_agent(&self, agent: NewAgent, now_ms: i64) -> StoreFuture<'_, AgentRecord> {
         self.write(move |tx| {
+            quota::check_subagent(tx, &agent.quotas, &agent, now_ms)?;
             tx.conn.execute(
                 "INSERT INTO accounts (id, kind) VALUES ((SELECT MAX(MAX(id), ?1) + 1 FROM accounts), 'wallet')",
                 [AccountId::FIRST_WALLET - 1],
@@ -1435,8 +1450,11 @@ impl Store for SqliteStore {
         self.read(move |tx| tx.balance(account))
     }
 
-    fn insert_invoice(&self, inv: InvoiceRecord) -> StoreFuture<'_, ()> {
-        self.write(move |tx| tx.insert_invoice(&inv))
+    fn insert_invoice(&self, inv: InvoiceRecord, quotas: Quotas) -> StoreFuture<'_, ()> {
+        self.write(move |tx| {
+            quota::check_invoice(tx, &quotas, &inv.agent_id, inv.created_at_ms)?;
+            tx.insert_invoice(&inv)
+        })
     }
 
     fn invoice(&self, payment_hash: [u8; 32]) -> StoreFuture<'_, Option<InvoiceRecord>> {
@@ -1680,8 +1698,9 @@ impl Store for SqliteStore {
         })
     }
 
-    fn create_room(&self, room: RoomRecord) -> StoreFuture<'_, RoomRecord> {
+    fn create_room(&self, room: RoomRecord, quotas: Quotas) -> StoreFuture<'_, RoomRecord> {
         self.write(move |tx| {
+            quota::check_room(tx, &quotas, &room)?;
             tx.conn.execute(
                 "INSERT INTO rooms (id, name, created_by, created_at) VALUES (?1, ?2, ?3, ?4)",
                 params![room.id, room.name, room.created_by, room.created_at_ms],
@@ -1699,37 +1718,69 @@ impl Store for SqliteStore {
         self.read(move |tx| tx.room(&id))
     }
 
-    fn rooms(&self, member: Option<String>) -> StoreFuture<'_, Vec<RoomRecord>> {
+    fn rooms(
+        &self,
+        member: Option<String>,
+        after: Option<String>,
+        limit: u32,
+    ) -> StoreFuture<'_, (Vec<RoomRecord>, Option<String>)> {
         self.read(move |tx| {
-            let ids: Vec<String> = match &member {
-                Some(m) => {
-                    let mut stmt = tx.conn.prepare_cached(
-                        "SELECT r.id FROM rooms r JOIN room_members m ON m.room_id = r.id WHERE m.member = ?1 \
-                         ORDER BY r.created_at",
-                    )?;
-                    stmt.query_map([m], |r| r.get(0))?.collect::<Result<_, _>>()?
-                }
-                None => {
-                    let mut stmt = tx.conn.prepare_cached("SELECT id FROM rooms ORDER BY created_at")?;
-                    stmt.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?
-                }
+            let limit = limit.clamp(1, PAGE_LIMIT_MAX);
+            // Oldest first; the cursor is the last room's id, and the page
+            // goes on after its (created_at, id).
+            let sql = "SELECT r.id FROM rooms r WHERE (?1 IS NULL OR EXISTS (SELECT 1 FROM room_members m \
+                       WHERE m.room_id = r.id AND m.member = ?1)) AND (?2 IS NULL OR (r.created_at, r.id) > \
+                       (SELECT created_at, id FROM rooms WHERE id = ?2)) ORDER BY r.created_at, r.id LIMIT ?3";
+            let ids: Vec<String> = {
+                let mut stmt = tx.conn.prepare_cached(sql)?;
+                stmt.query_map(params![member, after, limit], |r| r.get(0))?.collect::<Result<_, _>>()?
             };
-            ids.iter().filter_map(|id| tx.room(id).transpose()).collect()
+            let next = (ids.len() == limit as usize).then(|| ids.last().cloned()).flatten();
+            let rooms = ids.iter().filter_map(|id| tx.room(id).transpose()).collect::<Result<_, _>>()?;
+            Ok((rooms, next))
         })
     }
 
-    fn add_member(&self, room_id: String, member: String, now_ms: i64) -> StoreFuture<'_, ()> {
+    fn add_member(&self, room_id: String, member: String, quotas: Quotas, now_ms: i64) -> StoreFuture<'_, ()> {
         self.write(move |tx| {
-            tx.room(&room_id)?.ok_or(Error::NotFound("room"))?;
+            let room = tx.room(&room_id)?.ok_or(Error::NotFound("room"))?;
+            if room.members.contains(&member) {
+                return Ok(());
+            }
+            quota::check_member(tx, &quotas, &room_id, &member, now_ms)?;
             tx.add_member(&room_id, &member, now_ms)?;
             let data = serde_json::json!({"room_id": room_id, "member": member});
             tx.emit("room.member_added", None, &data, now_ms)
         })
     }
 
+    fn remove_member(&self, room_id: String, member: String, now_ms: i64) -> StoreFuture<'_, bool> {
+        self.write(move |tx| {
+            let removed = tx
+                .conn
+                .prepare_cached("DELETE FROM room_members WHERE room_id = ?1 AND member = ?2")?
+                .execute(params![room_id, member])?;
+            if removed == 0 {
+                return Ok(false);
+            }
+            let data = serde_json::json!({"room_id": room_id, "member": member});
+            tx.emit("room.member_removed", None, &data, now_ms)?;
+            Ok(true)
+        })
+    }
+
+    fn observe_limit_denial(&self, agent_id: String, now_ms: i64) -> StoreFuture<'_, ()> {
+        self.write(move |tx| {
+            let mut chain = internal::load_chain(tx, &agent_id)?;
+            internal::observe_denial(tx, &mut chain, now_ms)
+        })
+    }
+
     fn post_message(&self, m: NewMessage) -> StoreFuture<'_, MessageRecord> {
         self.write(move |tx| {
+            quota::check_message(tx, &m.quotas, &m.room_id, m.now_ms)?;
             if let Some(invoice) = &m.invoice {
+                quota::check_invoice(tx, &m.quotas, &invoice.agent_id, m.now_ms)?;
                 tx.insert_invoice(invoice)?;
             }
             let kind = if m.invoice.is_some() { "payment_request" } else { "text" };

@@ -466,8 +466,8 @@ impl CofferMcp {
         read one.")]
     async fn list_rooms(&self, ctx: RequestContext<RoleServer>) -> ToolResult {
         let client = self.client(&ctx)?;
-        Ok(match client.rooms().await {
-            Ok(rooms) => answer::ok(format!("{} rooms.", rooms.len()), &rooms),
+        Ok(match client.rooms(None).await {
+            Ok(page) => answer::ok(format!("{} rooms.", page.items.len()), &page.items),
             Err(e) => answer::from_error(&e),
         })
     }

@@ -149,6 +149,7 @@ fn start(tx: &mut impl Tx, chain: &mut [AgentState], b: &BeginExternal, spend: M
 /// and the budgets cannot be spent twice meanwhile. Nothing goes to the
 /// backend yet.
 fn hold(tx: &mut impl Tx, chain: &mut [AgentState], b: &BeginExternal, spend: Msat) -> Result<ApprovalRecord, Error> {
+    crate::io::quota::check_hold(tx, b.holds_pending_max, &b.payer.agent_id, b.now_ms)?;
     reserve_and_count(tx, chain, b, spend)?;
     let approval = ApprovalRecord {
         id: b.payment_id.replacen("pay_", APPROVAL_PREFIX, 1),
@@ -238,6 +239,7 @@ fn resumed(approval: &ApprovalRecord, account: AccountId, now_ms: i64) -> Result
         // Only a hold reads these: an approved payment is not held again.
         invoice_expires_at_ms: approval.expires_at_ms,
         approval_ttl_ms: 0,
+        holds_pending_max: 0,
         now_ms,
     })
 }

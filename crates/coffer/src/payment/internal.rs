@@ -387,6 +387,7 @@ fn hold(
     pay: &PayInternal,
     invoice: &InvoiceRecord,
 ) -> Result<ApprovalRecord, Error> {
+    crate::io::quota::check_hold(tx, pay.holds_pending_max, &pay.payer.agent_id, pay.now_ms)?;
     let mut balance = tx.balance(pay.payer.account)?;
     ledger::reserve(pay.payer.account, &mut balance, invoice.amount)?;
     tx.save_balance(pay.payer.account, &balance)?;

@@ -751,7 +751,13 @@ function roomsView(initialRoom) {
       const agents = await api('/v1/agents', { signal }).catch(() => []);
       agents.forEach((a) => session.names.set(a.id, a.name));
     }
-    rooms = await api('/v1/rooms', { signal });
+    rooms = [];
+    for (let cursor = null; ;) {
+      const page = await api(`/v1/rooms?limit=200${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ''}`, { signal });
+      rooms.push(...page.items);
+      cursor = page.next_cursor;
+      if (!cursor) break;
+    }
     renderList();
     room?.renderTitle();
     if (!selected) select(null);

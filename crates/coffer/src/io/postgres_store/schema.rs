@@ -270,8 +270,10 @@ ALTER TABLE approvals ADD COLUMN fee_limit BIGINT NOT NULL DEFAULT 0 CHECK (fee_
 ALTER TABLE approvals ADD COLUMN payee_node TEXT;
 CREATE UNIQUE INDEX approvals_held_outside ON approvals (payment_hash) WHERE status = 'pending' AND payee_node IS NOT NULL;
 "#,
-    // 9: retention (SQLite's migration 9).
+    // 9: quotas and retention (SQLite's migration 9).
     r#"
+CREATE INDEX invoices_open_by_agent ON invoices (agent_id, expires_at) WHERE status = 'open';
+CREATE INDEX approvals_pending_by_agent ON approvals (agent_id, expires_at) WHERE status = 'pending';
 CREATE INDEX invoices_expired ON invoices (expires_at) WHERE status = 'expired';
 "#,
 ];

@@ -296,10 +296,15 @@ ALTER TABLE approvals ADD COLUMN fee_limit INTEGER NOT NULL DEFAULT 0 CHECK (fee
 ALTER TABLE approvals ADD COLUMN payee_node TEXT;
 CREATE UNIQUE INDEX approvals_held_outside ON approvals (payment_hash) WHERE status = 'pending' AND payee_node IS NOT NULL;
 "#,
-    // 9: retention (`io/retention.rs`) finds invoices expired long enough
-    // by this partial index; the payment path never touches it (only the
+    // 9: quotas (`io::quota`) and retention (`io/retention.rs`). An agent's
+    // open invoices and pending holds are counted in the transaction that
+    // adds one: the first two indexes keep that count to the rows counted,
+    // however many the agent had before. Retention finds invoices expired
+    // long enough by the third; the payment path never touches it (only the
     // expiry sweep marks an invoice expired).
     r#"
+CREATE INDEX invoices_open_by_agent ON invoices (agent_id, expires_at) WHERE status = 'open';
+CREATE INDEX approvals_pending_by_agent ON approvals (agent_id, expires_at) WHERE status = 'pending';
 CREATE INDEX invoices_expired ON invoices (expires_at) WHERE status = 'expired';
 "#,
 ];
