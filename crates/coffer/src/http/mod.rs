@@ -138,7 +138,11 @@ fn describe_shared(operation: &mut utoipa::openapi::path::Operation, public: boo
         statuses.extend([StatusCode::PAYLOAD_TOO_LARGE, StatusCode::UNSUPPORTED_MEDIA_TYPE]);
     }
     for status in statuses {
-        operation.responses.responses.entry(status.as_str().to_owned()).or_insert_with(|| problem_response(status).into());
+        operation
+            .responses
+            .responses
+            .entry(status.as_str().to_owned())
+            .or_insert_with(|| problem_response(status).into());
     }
 }
 
@@ -146,9 +150,7 @@ fn describe_shared(operation: &mut utoipa::openapi::path::Operation, public: boo
 /// problem media type.
 fn as_problem_json(response: &mut utoipa::openapi::Response) {
     use utoipa::openapi::RefOr;
-    let names_problem = |content: &RefOr<utoipa::openapi::Content>| {
-        matches!(content, RefOr::T(c) if matches!(&c.schema, Some(RefOr::Ref(r)) if r.ref_location == PROBLEM_SCHEMA_REF))
-    };
+    let names_problem = |content: &RefOr<utoipa::openapi::Content>| matches!(content, RefOr::T(c) if matches!(&c.schema, Some(RefOr::Ref(r)) if r.ref_location == PROBLEM_SCHEMA_REF));
     if let Some(content) = response.content.shift_remove("application/json") {
         let key = if names_problem(&content) { problem::PROBLEM_JSON } else { "application/json" };
         response.content.insert(key.to_owned(), content);
@@ -178,7 +180,8 @@ fn problem_response(status: StatusCode) -> utoipa::openapi::Response {
     use utoipa::openapi::header::HeaderBuilder;
     use utoipa::openapi::{ObjectBuilder, Type};
     let seconds = ObjectBuilder::new().schema_type(Type::Integer).minimum(Some(0));
-    let retry_after = HeaderBuilder::new().schema(Some(seconds)).description(Some("Seconds to wait before trying again"));
+    let retry_after =
+        HeaderBuilder::new().schema(Some(seconds)).description(Some("Seconds to wait before trying again"));
     response.header("Retry-After", retry_after.build()).build()
 }
 
