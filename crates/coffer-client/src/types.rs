@@ -46,7 +46,8 @@ impl Scope {
 #[cfg_attr(feature = "schema", derive(ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CreateAgentRequest {
-    /// A label for people; 1 to 64 characters.
+    /// A label for people; 1 to 64 characters, none of them a control character.
+    #[cfg_attr(feature = "schema", schema(min_length = 1, max_length = 64))]
     pub name: String,
     /// Whether the new agent may create sub-agents of its own. Called with an
     /// agent's key, this creates a sub-agent of that agent.
@@ -88,6 +89,7 @@ pub struct Agent {
 #[serde(deny_unknown_fields)]
 pub struct AmountRequest {
     /// Millisatoshis: greater than zero, at most 21 million BTC.
+    #[cfg_attr(feature = "schema", schema(minimum = 1, maximum = 2_100_000_000_000_000_000_u64))]
     pub amount_msat: u64,
 }
 
@@ -137,12 +139,15 @@ pub struct Wallet {
 #[cfg_attr(feature = "schema", derive(ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CreateInvoiceRequest {
+    #[cfg_attr(feature = "schema", schema(minimum = 1, maximum = 2_100_000_000_000_000_000_u64))]
     pub amount_msat: u64,
     /// Shown to the payer; at most 639 bytes (the BOLT11 description limit).
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schema(max_length = 639))]
     pub memo: Option<String>,
     /// Seconds until the invoice expires: 1 to 604800 (7 days); default 3600.
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schema(minimum = 1, maximum = 604_800))]
     pub expiry_secs: Option<u32>,
 }
 
@@ -178,10 +183,12 @@ pub struct PayRequest {
     pub bolt11: String,
     /// Why the agent pays: kept in the audit trail; at most 512 bytes.
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schema(max_length = 512))]
     pub purpose: Option<String>,
     /// The amount to pay a Lightning address; not with an invoice, which
     /// carries its own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schema(minimum = 1, maximum = 2_100_000_000_000_000_000_u64))]
     pub amount_msat: Option<u64>,
 }
 
@@ -191,10 +198,12 @@ pub struct PayRequest {
 #[cfg_attr(feature = "schema", derive(ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct DepositRequest {
+    #[cfg_attr(feature = "schema", schema(minimum = 1, maximum = 2_100_000_000_000_000_000_u64))]
     pub amount_msat: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schema(max_length = 639))]
     pub memo: Option<String>,
 }
 
@@ -323,8 +332,9 @@ pub struct ApprovalDecision {
 #[cfg_attr(feature = "schema", derive(ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct FreezeRequest {
-    /// Shown to the agent and kept in the audit trail.
+    /// Shown to the agent and kept in the audit trail; at most 512 bytes.
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schema(max_length = 512))]
     pub reason: Option<String>,
 }
 
@@ -355,9 +365,11 @@ pub struct AuditRecord {
 #[serde(deny_unknown_fields)]
 pub struct CreateRoomRequest {
     /// 1 to 64 characters.
+    #[cfg_attr(feature = "schema", schema(min_length = 1, max_length = 64))]
     pub name: String,
-    /// Agent ids to add; an agent creating a room is added itself.
+    /// Agent ids to add; an agent creating a room is added itself. At most 256.
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schema(max_items = 256))]
     pub members: Vec<String>,
 }
 
@@ -384,11 +396,15 @@ pub struct AddMemberRequest {
 #[cfg_attr(feature = "schema", derive(ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct PaymentRequestBody {
+    #[cfg_attr(feature = "schema", schema(minimum = 1, maximum = 2_100_000_000_000_000_000_u64))]
     pub amount_msat: u64,
+    /// At most 639 bytes.
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schema(max_length = 639))]
     pub memo: Option<String>,
-    /// Default 3600.
+    /// 1 to 604800 (7 days); default 3600.
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schema(minimum = 1, maximum = 604_800))]
     pub expiry_secs: Option<u32>,
 }
 
@@ -397,7 +413,9 @@ pub struct PaymentRequestBody {
 #[cfg_attr(feature = "schema", derive(ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct PostMessageRequest {
+    /// 1 to 4096 bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schema(min_length = 1, max_length = 4096))]
     pub text: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub payment_request: Option<PaymentRequestBody>,
@@ -452,7 +470,9 @@ pub struct Message {
 #[cfg_attr(feature = "schema", derive(ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ChatSettings {
+    /// At most 256 agents.
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schema(max_items = 256))]
     pub auto_pay_from: Vec<String>,
     #[serde(default)]
     pub auto_pay_max_msat: u64,
@@ -497,6 +517,7 @@ pub struct Incoming {
 #[serde(deny_unknown_fields)]
 pub struct L402PayRequest {
     /// The URL that answered `402` (http or https, at most 512 bytes).
+    #[cfg_attr(feature = "schema", schema(max_length = 512))]
     pub url: String,
     /// Its `WWW-Authenticate` value: `L402 version="0", token="…", invoice="…"`
     /// (or the older `macaroon="…"` form, or the `LSAT` scheme).
@@ -557,10 +578,12 @@ pub struct EventPage {
 #[cfg_attr(feature = "schema", derive(ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CreateWebhookRequest {
-    /// Where events are POSTed: an `http` or `https` URL.
+    /// Where events are POSTed: an `http` or `https` URL of at most 2048 bytes.
+    #[cfg_attr(feature = "schema", schema(max_length = 2048))]
     pub url: String,
-    /// Event types to deliver; all when absent or empty.
+    /// Event types to deliver (at most 64); all when absent or empty.
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schema(max_items = 64))]
     pub types: Vec<String>,
     /// Operator only: the agent whose events go to it; the whole gateway's
     /// when absent. An agent's key always subscribes to its own events.

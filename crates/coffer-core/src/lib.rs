@@ -6,6 +6,8 @@ pub mod amount;
 pub mod audit_chain;
 pub mod ledger;
 pub mod policy;
+#[cfg(feature = "schema")]
+mod schema;
 
 pub use amount::{AmountError, MAX_MONEY_MSAT, Msat};
 pub use ledger::{AccountId, AccountKind, Balance, LedgerError, Transfer};

@@ -83,3 +83,61 @@ async fn the_document_is_valid_openapi_3_1_for_an_outside_validator() {
     let (valid, said) = validate(&python, &broken);
     assert!(!valid && said.contains("/v1/wallet"), "a broken document passed: {said}");
 }
+
+/// Every operation describes the problems it can answer as
+/// `application/problem+json` (the media type the gateway sends), and every
+/// operation but the three public ones needs the bearer token and documents
+/// 401, 403, 429 (with Retry-After) and 500; one with a body documents 413
+/// and 415. A client generated from the document can thus read every error.
+#[tokio::test]
+async fn every_operation_documents_its_problems_as_problem_json_and_its_token() {
+    let gw = Gateway::start().await;
+    let spec = send(gw.request(Method::GET, "/openapi.json", None)).await;
+    assert_eq!(spec.status, 200);
+    let public = ["/healthz", "/metrics", "/openapi.json"];
+    let paths = spec.json["paths"].as_object().expect("paths");
+    for (path, item) in paths {
+        for (method, operation) in item.as_object().expect("operations") {
+            let at = format!("{method} {path}");
+            let responses = operation["responses"].as_object().expect("responses");
+            for (status, response) in responses {
+                if status.starts_with('4') || status.starts_with('5') {
+                    let content = response["content"].as_object().expect("problem content");
+                    let types: Vec<_> = content.keys().collect();
+                    assert_eq!(types, ["application/problem+json"], "{at} {status}");
+                }
+            }
+            assert!(responses.contains_key("500"), "{at}: no 500");
+            if public.contains(&path.as_str()) {
+                continue;
+            }
+            assert_eq!(operation["security"], serde_json::json!([{"bearer": []}]), "{at}: no bearer security");
+            for status in ["400", "401", "403", "404", "429"] {
+                assert!(responses.contains_key(status), "{at}: no {status}");
+            }
+            assert!(responses["429"]["headers"]["Retry-After"].is_object(), "{at}: 429 without Retry-After");
+            if operation.get("requestBody").is_some() {
+                assert!(responses.contains_key("413") && responses.contains_key("415"), "{at}: no 413 or 415");
+            }
+        }
+    }
+}
+
+/// The policy and budget bodies are typed: an operator's client sees their
+/// fields, not a free-form object.
+#[tokio::test]
+async fn the_policy_and_budget_bodies_are_typed() {
+    let gw = Gateway::start().await;
+    let spec = send(gw.request(Method::GET, "/openapi.json", None)).await;
+    let policy = &spec.json["paths"]["/v1/agents/{id}/policy"];
+    let body_ref = &policy["put"]["requestBody"]["content"]["application/json"]["schema"]["$ref"];
+    assert_eq!(body_ref, "#/components/schemas/Policy");
+    let schemas = &spec.json["components"]["schemas"];
+    for field in ["max_payment_msat", "budgets", "payees", "breaker", "l402", "expires_at"] {
+        assert!(schemas["Policy"]["properties"][field].is_object(), "Policy.{field} is not described");
+    }
+    assert_eq!(schemas["Policy"]["additionalProperties"], false, "unknown policy fields are refused");
+    let budget = &spec.json["paths"]["/v1/agents/{id}/budget"]["get"]["responses"]["200"]["content"];
+    assert_eq!(budget["application/json"]["schema"]["$ref"], "#/components/schemas/BudgetReport");
+    assert!(schemas["Window"]["pattern"].is_string());
+}

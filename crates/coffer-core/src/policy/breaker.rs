@@ -25,6 +25,7 @@ const MAX_PAYEE_KEY_LEN: usize = 128;
 /// more trips the breaker.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 pub struct BreakerRules {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_denials: Option<u32>,

@@ -26,6 +26,7 @@ const MAX_DOMAIN_LEN: usize = 253;
 /// before it is stored.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 pub struct Policy {
     /// The most one payment may cost, fee limit included.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -64,6 +65,7 @@ pub const MAX_L402_DOMAINS: usize = 64;
 /// domain (`domain:HOST` entries of `payees` apply to it too).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 pub struct L402Rules {
     /// The most one request's price may be.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -106,6 +108,7 @@ impl L402Rules {
 /// A spending limit over a window.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 pub struct Budget {
     pub limit_msat: Msat,
     pub window: Window,
@@ -119,6 +122,7 @@ pub struct Budget {
 /// over the default.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 pub struct PayeeRules {
     #[serde(default)]
     pub default: PayeeDefault,
@@ -136,6 +140,7 @@ impl PayeeRules {
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 pub enum PayeeDefault {
     #[default]
     Allow,

@@ -360,6 +360,7 @@ fn saturating_add(a: Msat, b: Msat) -> Msat {
 
 /// One budget as `GET /v1/agents/{id}/budget` shows it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 pub struct WindowReport {
     pub window: Window,
     pub kind: WindowKind,
@@ -373,6 +374,7 @@ pub struct WindowReport {
 
 /// Every limit of a policy with what is spent and what remains.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 pub struct BudgetReport {
     pub windows: Vec<WindowReport>,
     pub lifetime_limit_msat: Option<Msat>,

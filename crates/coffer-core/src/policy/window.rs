@@ -22,6 +22,7 @@ pub const MAX_ROLLING_WINDOW_MS: i64 = 366 * MS_PER_DAY;
 /// Whether a budget slides with time or resets at calendar boundaries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 pub enum WindowKind {
     Rolling,
     Calendar,

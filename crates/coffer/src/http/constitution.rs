@@ -16,7 +16,7 @@ use serde::Deserialize;
 /// An agent's policy (`{}` when it has none). The operator, or an ancestor
 /// agent for a sub-agent.
 #[utoipa::path(get, path = "/v1/agents/{id}/policy", tag = "constitution", params(("id" = String, Path)),
-    responses((status = 200, body = Object, description = "The policy JSON, or null when none is set"), (status = "4XX", body = Problem, description = "An RFC 9457 problem: `code` names it, `detail` says why")), security(("bearer" = [])))]
+    responses((status = 200, body = coffer_core::policy::Policy, description = "The policy, or `{}` when none is set"), (status = "4XX", body = Problem, description = "An RFC 9457 problem: `code` names it, `detail` says why")), security(("bearer" = [])))]
 pub async fn get_policy(
     State(gw): State<AppState>,
     Caller(caller): Caller,
@@ -32,8 +32,8 @@ pub async fn get_policy(
 /// `max_payments_per_minute`, `payees`, `approval_above_msat`, `expires_at`,
 /// `breaker`. An agent never sets its own policy.
 #[utoipa::path(put, path = "/v1/agents/{id}/policy", tag = "constitution", params(("id" = String, Path)),
-    request_body(content = Object, description = "The policy document"),
-    responses((status = 200, body = Object, description = "The policy as stored"), (status = "4XX", body = Problem, description = "An RFC 9457 problem: `code` names it, `detail` says why")), security(("bearer" = [])))]
+    request_body(content = coffer_core::policy::Policy, description = "The policy document"),
+    responses((status = 200, body = coffer_core::policy::Policy, description = "The policy as stored"), (status = "4XX", body = Problem, description = "An RFC 9457 problem: `code` names it, `detail` says why")), security(("bearer" = [])))]
 pub async fn put_policy(
     State(gw): State<AppState>,
     Caller(caller): Caller,
@@ -52,7 +52,7 @@ pub async fn put_policy(
 /// Spent and remaining per budget window, the lifetime allowance and the
 /// rate of the last minute.
 #[utoipa::path(get, path = "/v1/agents/{id}/budget", tag = "constitution", params(("id" = String, Path)),
-    responses((status = 200, body = Object, description = "Spent and remaining per budget window, in msat"), (status = "4XX", body = Problem, description = "An RFC 9457 problem: `code` names it, `detail` says why")), security(("bearer" = [])))]
+    responses((status = 200, body = coffer_core::policy::BudgetReport, description = "Spent and remaining per budget window, in msat"), (status = "4XX", body = Problem, description = "An RFC 9457 problem: `code` names it, `detail` says why")), security(("bearer" = [])))]
 pub async fn get_budget(
     State(gw): State<AppState>,
     Caller(caller): Caller,

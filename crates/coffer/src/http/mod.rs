@@ -93,6 +93,98 @@ impl utoipa::Modify for McpEndpoint {
     }
 }
 
+/// What every operation shares, described once for all of them (applied to
+/// the whole document, after the routes are in): the bearer token, and the
+/// problems that the extractors, the body limit, the quotas and the store
+/// answer whatever the handler, each as `application/problem+json`.
+struct SharedResponses;
+
+/// The routes anyone may call: no token, so no 401, 403 or 429 either.
+const PUBLIC_PATHS: [&str; 3] = ["/healthz", "/metrics", "/openapi.json"];
+
+impl utoipa::Modify for SharedResponses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            let public = PUBLIC_PATHS.contains(&path.as_str());
+            let operations = [&mut item.get, &mut item.put, &mut item.post, &mut item.delete, &mut item.patch];
+            for operation in operations.into_iter().flatten() {
+                describe_shared(operation, public);
+            }
+        }
+    }
+}
+
+fn describe_shared(operation: &mut utoipa::openapi::path::Operation, public: bool) {
+    use utoipa::openapi::RefOr;
+    use utoipa::openapi::security::SecurityRequirement;
+    // utoipa writes a handler's `body = Problem` as application/json.
+    for response in operation.responses.responses.values_mut() {
+        if let RefOr::T(response) = response {
+            as_problem_json(response);
+        }
+    }
+    let mut statuses = vec![StatusCode::INTERNAL_SERVER_ERROR, StatusCode::SERVICE_UNAVAILABLE];
+    if !public {
+        operation.security = Some(vec![SecurityRequirement::new("bearer", Vec::<String>::new())]);
+        statuses.extend([
+            StatusCode::BAD_REQUEST,
+            StatusCode::UNAUTHORIZED,
+            StatusCode::FORBIDDEN,
+            StatusCode::NOT_FOUND,
+            StatusCode::TOO_MANY_REQUESTS,
+        ]);
+    }
+    if operation.request_body.is_some() {
+        statuses.extend([StatusCode::PAYLOAD_TOO_LARGE, StatusCode::UNSUPPORTED_MEDIA_TYPE]);
+    }
+    for status in statuses {
+        operation
+            .responses
+            .responses
+            .entry(status.as_str().to_owned())
+            .or_insert_with(|| problem_response(status).into());
+    }
+}
+
+/// A response whose only content is the `Problem` schema, moved to the
+/// problem media type.
+fn as_problem_json(response: &mut utoipa::openapi::Response) {
+    use utoipa::openapi::RefOr;
+    let names_problem = |content: &RefOr<utoipa::openapi::Content>| matches!(content, RefOr::T(c) if matches!(&c.schema, Some(RefOr::Ref(r)) if r.ref_location == PROBLEM_SCHEMA_REF));
+    if let Some(content) = response.content.shift_remove("application/json") {
+        let key = if names_problem(&content) { problem::PROBLEM_JSON } else { "application/json" };
+        response.content.insert(key.to_owned(), content);
+    }
+}
+
+const PROBLEM_SCHEMA_REF: &str = "#/components/schemas/Problem";
+
+fn problem_response(status: StatusCode) -> utoipa::openapi::Response {
+    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+    let content = ContentBuilder::new().schema(Some(Ref::from_schema_name("Problem"))).build();
+    let description = match status {
+        StatusCode::BAD_REQUEST => "A malformed request: a path, query, header or body the route cannot read",
+        StatusCode::UNAUTHORIZED => "No bearer token, or not a valid one",
+        StatusCode::FORBIDDEN => "The token's scope does not allow this",
+        StatusCode::NOT_FOUND => "No such resource (or not the caller's)",
+        StatusCode::PAYLOAD_TOO_LARGE => "The body is longer than the limit",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "The body is not application/json",
+        StatusCode::TOO_MANY_REQUESTS => "A limit was reached: see Retry-After and the problem's `limit`",
+        StatusCode::SERVICE_UNAVAILABLE => "The store or a service the gateway needs is unavailable",
+        _ => "An internal error",
+    };
+    let response = ResponseBuilder::new().description(description).content(problem::PROBLEM_JSON, content);
+    if status != StatusCode::TOO_MANY_REQUESTS {
+        return response.build();
+    }
+    use utoipa::openapi::header::HeaderBuilder;
+    use utoipa::openapi::{ObjectBuilder, Type};
+    let seconds = ObjectBuilder::new().schema_type(Type::Integer).minimum(Some(0));
+    let retry_after =
+        HeaderBuilder::new().schema(Some(seconds)).description(Some("Seconds to wait before trying again"));
+    response.header("Retry-After", retry_after.build()).build()
+}
+
 /// Every route, with its OpenAPI description.
 pub fn api() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
@@ -149,7 +241,8 @@ pub fn api() -> OpenApiRouter<AppState> {
 pub fn router(state: AppState, local: SocketAddr) -> Result<Router, Error> {
     let mcp = crate::mcp::http::router(Arc::clone(&state), local)
         .map_err(|e| Error::internal("making the MCP loopback client", e))?;
-    let (router, spec) = api().split_for_parts();
+    let (router, mut spec) = api().split_for_parts();
+    utoipa::Modify::modify(&SharedResponses, &mut spec);
     let spec_json = spec.to_pretty_json().unwrap_or_default();
     Ok(router
         .merge(mcp)

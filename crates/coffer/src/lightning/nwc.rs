@@ -45,6 +45,8 @@ use std::time::Duration;
 pub use uri::NwcUri;
 
 pub const KIND_REQUEST: u32 = 23194;
+#[doc(hidden)]
+pub use relay::RelayMessage;
 pub use relay::{KIND_INFO, KIND_RESPONSE};
 /// A request's `expiration` tag is coffer's timeout plus this much: a
 /// request the wallet sees later than that is ignored by it (NIP-47), while

@@ -321,8 +321,8 @@ fn deliver(waiting: &Waiting, trust: &Trust, event: Event) {
     }
 }
 
-/// The relay messages coffer reads (NIP-01).
-enum RelayMessage {
+/// The relay messages coffer reads (NIP-01). Public for the fuzz targets.
+pub enum RelayMessage {
     Event(String, Event),
     Ok { id: String, accepted: bool, why: String },
     Eose(String),
@@ -331,7 +331,7 @@ enum RelayMessage {
 }
 
 impl RelayMessage {
-    fn parse(text: &str) -> Option<RelayMessage> {
+    pub fn parse(text: &str) -> Option<RelayMessage> {
         let items: Vec<Value> = serde_json::from_str(text).ok()?;
         let text_at = |i: usize| items.get(i).and_then(Value::as_str).map(str::to_owned);
         let short_at = |i: usize| text_at(i).map(|t| shorten(&t)).unwrap_or_default();
