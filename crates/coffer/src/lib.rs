@@ -9,8 +9,8 @@
 //! - the pure rules (amounts, ledger, policy) live in the `coffer-core` crate.
 
 pub mod cli;
-pub mod egress;
 pub mod connections;
+pub mod egress;
 pub mod error;
 pub mod events;
 pub mod gateway;
