@@ -3,9 +3,6 @@
 //! it returns is canonical already (a fixed point) and carries nothing that
 //! could step out of a route or a mount: no `..` or `.` segment, no encoded
 //! dot, slash or backslash, no backslash, no repeated slash.
-//!
-//! `coffer::l402::path` comes with issue 17's item 1 (another branch): this
-//! target compiles once that is merged.
 #![no_main]
 
 use coffer::l402::path::canonicalize;

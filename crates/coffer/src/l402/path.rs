@@ -22,8 +22,9 @@
 
 use std::fmt;
 
-/// The longest raw path accepted; the canonical form is at most three
-/// times as long (every byte escaped).
+/// The longest path accepted, raw and canonical alike: escaping can make
+/// the canonical form up to three times as long as the raw one, and a form
+/// longer than the bound would not be canonical (a second pass refuses it).
 pub const PATH_LEN_MAX_BYTES: usize = 4096;
 
 /// Why a path has no canonical form.
@@ -81,6 +82,9 @@ pub fn canonicalize(raw: &str) -> Result<String, PathError> {
     // A trailing slash is kept: upstreams may tell `/dir/` from `/dir`.
     if (raw.len() > 1 && raw.ends_with('/')) || canonical.is_empty() {
         canonical.push('/');
+    }
+    if canonical.len() > PATH_LEN_MAX_BYTES {
+        return Err(PathError::TooLong);
     }
     Ok(canonical)
 }
@@ -229,11 +233,16 @@ mod tests {
             assert_eq!(canonicalize(raw).as_deref().map_err(|e| *e), *want, "{raw:?}");
         }
         assert_eq!(canonicalize(&format!("/{}", "a".repeat(PATH_LEN_MAX_BYTES))), Err(TooLong));
+        // Short enough raw, too long once escaped: refused, not returned in
+        // a form that a second pass would refuse (found by the fuzzer).
+        let grows = format!("/{}", "?".repeat(PATH_LEN_MAX_BYTES / 2));
+        assert_eq!(canonicalize(&grows), Err(TooLong));
     }
 
     #[test]
     fn the_canonical_form_is_a_fixed_point() {
-        for raw in ["//a/./b/", "/a%3ab c", "/caf\u{e9}/%2e", "/x;y=1/z"] {
+        let longest = format!("/{}", "?".repeat((PATH_LEN_MAX_BYTES - 1) / 3));
+        for raw in ["//a/./b/", "/a%3ab c", "/caf\u{e9}/%2e", "/x;y=1/z", longest.as_str()] {
             let once = canonicalize(raw).unwrap();
             assert_eq!(canonicalize(&once).unwrap(), once, "{raw:?}");
         }
