@@ -964,9 +964,9 @@ impl Tx for PgTx<'_> {
         self.conn.query_opt(&sql, &[&id])?.as_ref().map(approval_from_row).transpose()
     }
 
-    fn held_outside(&mut self, payment_hash: &[u8; 32]) -> Result<Option<ApprovalRecord>, Error> {
+    fn held(&mut self, payment_hash: &[u8; 32]) -> Result<Option<ApprovalRecord>, Error> {
         let sql = format!(
-            "SELECT {APPROVAL_COLUMNS} WHERE payment_hash = $1 AND status = 'pending' AND payee_node IS NOT NULL"
+            "SELECT {APPROVAL_COLUMNS} WHERE payment_hash = $1 AND status = 'pending' LIMIT 1"
         );
         self.conn.query_opt(&sql, &[&payment_hash.as_slice()])?.as_ref().map(approval_from_row).transpose()
     }

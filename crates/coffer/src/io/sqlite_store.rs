@@ -1168,9 +1168,9 @@ impl Tx for SqliteTx<'_> {
         stmt.query_row([id], approval_from_row).optional()?.transpose()
     }
 
-    fn held_outside(&mut self, payment_hash: &[u8; 32]) -> Result<Option<ApprovalRecord>, Error> {
+    fn held(&mut self, payment_hash: &[u8; 32]) -> Result<Option<ApprovalRecord>, Error> {
         let mut stmt = self.conn.prepare_cached(&format!(
-            "SELECT {APPROVAL_COLUMNS} WHERE payment_hash = ?1 AND status = 'pending' AND payee_node IS NOT NULL"
+            "SELECT {APPROVAL_COLUMNS} WHERE payment_hash = ?1 AND status = 'pending' LIMIT 1"
         ))?;
         stmt.query_row([payment_hash.as_slice()], approval_from_row).optional()?.transpose()
     }
