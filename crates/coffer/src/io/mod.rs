@@ -863,10 +863,11 @@ pub trait Tx {
     fn set_frozen(&mut self, agent_id: &str, reason: Option<&str>, now_ms: i64) -> Result<(), Error>;
     fn insert_approval(&mut self, approval: &ApprovalRecord) -> Result<(), Error>;
     fn approval(&mut self, id: &str) -> Result<Option<ApprovalRecord>, Error>;
-    /// The pending hold of a payment to the invoice with this hash, inside
-    /// or outside (at most one: a second would reserve the money twice for
-    /// an invoice that can be paid once).
-    fn held(&mut self, payment_hash: &[u8; 32]) -> Result<Option<ApprovalRecord>, Error>;
+    /// A pending hold of a payment to the invoice with this hash, by
+    /// `payer` or by anyone. A payer holds an invoice once (a second hold
+    /// would reserve the money twice for an invoice paid once); an outside
+    /// invoice is held once in all.
+    fn held(&mut self, payment_hash: &[u8; 32], payer: Option<&str>) -> Result<Option<ApprovalRecord>, Error>;
     fn update_approval(&mut self, approval: &ApprovalRecord) -> Result<(), Error>;
     /// Appends to the hash-chained audit trail.
     fn audit(&mut self, entry: &AuditEntry) -> Result<(), Error>;

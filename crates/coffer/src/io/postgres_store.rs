@@ -964,11 +964,12 @@ impl Tx for PgTx<'_> {
         self.conn.query_opt(&sql, &[&id])?.as_ref().map(approval_from_row).transpose()
     }
 
-    fn held(&mut self, payment_hash: &[u8; 32]) -> Result<Option<ApprovalRecord>, Error> {
+    fn held(&mut self, payment_hash: &[u8; 32], payer: Option<&str>) -> Result<Option<ApprovalRecord>, Error> {
         let sql = format!(
-            "SELECT {APPROVAL_COLUMNS} WHERE payment_hash = $1 AND status = 'pending' LIMIT 1"
+            "SELECT {APPROVAL_COLUMNS} WHERE payment_hash = $1 AND status = 'pending' \
+             AND ($2::TEXT IS NULL OR agent_id = $2) LIMIT 1"
         );
-        self.conn.query_opt(&sql, &[&payment_hash.as_slice()])?.as_ref().map(approval_from_row).transpose()
+        self.conn.query_opt(&sql, &[&payment_hash.as_slice(), &payer])?.as_ref().map(approval_from_row).transpose()
     }
 
     fn update_approval(&mut self, a: &ApprovalRecord) -> Result<(), Error> {

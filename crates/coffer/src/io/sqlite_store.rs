@@ -1168,11 +1168,12 @@ impl Tx for SqliteTx<'_> {
         stmt.query_row([id], approval_from_row).optional()?.transpose()
     }
 
-    fn held(&mut self, payment_hash: &[u8; 32]) -> Result<Option<ApprovalRecord>, Error> {
+    fn held(&mut self, payment_hash: &[u8; 32], payer: Option<&str>) -> Result<Option<ApprovalRecord>, Error> {
         let mut stmt = self.conn.prepare_cached(&format!(
-            "SELECT {APPROVAL_COLUMNS} WHERE payment_hash = ?1 AND status = 'pending' LIMIT 1"
+            "SELECT {APPROVAL_COLUMNS} WHERE payment_hash = ?1 AND status = 'pending' \
+             AND (?2 IS NULL OR agent_id = ?2) LIMIT 1"
         ))?;
-        stmt.query_row([payment_hash.as_slice()], approval_from_row).optional()?.transpose()
+        stmt.query_row(params![payment_hash.as_slice(), payer], approval_from_row).optional()?.transpose()
     }
 
     fn update_approval(&mut self, a: &ApprovalRecord) -> Result<(), Error> {

@@ -39,7 +39,7 @@ pub fn begin(tx: &mut impl Tx, b: BeginExternal) -> Result<ExternalStart, Error>
         return Ok(ExternalStart::Replay(earlier));
     }
     refuse_if_live(tx, &b.payment_hash)?;
-    if tx.held(&b.payment_hash)?.is_some() {
+    if tx.held(&b.payment_hash, None)?.is_some() {
         return Err(Error::PaymentHeld);
     }
     let mut chain = load_chain(tx, &b.payer.agent_id)?;

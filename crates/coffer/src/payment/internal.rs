@@ -23,9 +23,11 @@ pub fn pay(tx: &mut impl Tx, pay: PayInternal) -> Result<PayAttempt, Error> {
     }
     let Some((invoice, payee_account)) = tx.invoice(&pay.payment_hash)? else { return Ok(PayAttempt::NotOurs) };
     check_payable(&invoice, &pay)?;
-    // One pending hold per invoice: a second would reserve the money again
-    // for an invoice that can be paid once.
-    if tx.held(&pay.payment_hash)?.is_some() {
+    // One pending hold per invoice and payer: a second would reserve the
+    // money again for an invoice paid once. Another payer may still pay or
+    // hold it (a hold does not lock a seller's invoice; the first payment
+    // releases the other holds).
+    if tx.held(&pay.payment_hash, Some(&pay.payer.agent_id))?.is_some() {
         return Err(Error::PaymentHeld);
     }
     let mut chain = load_chain(tx, &pay.payer.agent_id)?;

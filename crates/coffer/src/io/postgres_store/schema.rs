@@ -275,7 +275,7 @@ CREATE UNIQUE INDEX approvals_held_outside ON approvals (payment_hash) WHERE sta
 CREATE INDEX invoices_open_by_agent ON invoices (agent_id, expires_at) WHERE status = 'open';
 CREATE INDEX approvals_pending_by_agent ON approvals (agent_id, expires_at) WHERE status = 'pending';
 CREATE INDEX invoices_expired ON invoices (expires_at) WHERE status = 'expired';
-CREATE INDEX approvals_pending_by_hash ON approvals (payment_hash) WHERE status = 'pending';
+CREATE INDEX approvals_pending_by_hash ON approvals (payment_hash, agent_id) WHERE status = 'pending';
 "#,
 ];
 

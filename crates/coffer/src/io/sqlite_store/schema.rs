@@ -302,12 +302,12 @@ CREATE UNIQUE INDEX approvals_held_outside ON approvals (payment_hash) WHERE sta
     // however many the agent had before. Retention finds invoices expired
     // long enough by the third; the payment path never touches it (only the
     // expiry sweep marks an invoice expired). The fourth finds the pending
-    // hold of an invoice: one at a time per invoice, inside or outside.
+    // holds of an invoice (a payer holds an invoice once at a time).
     r#"
 CREATE INDEX invoices_open_by_agent ON invoices (agent_id, expires_at) WHERE status = 'open';
 CREATE INDEX approvals_pending_by_agent ON approvals (agent_id, expires_at) WHERE status = 'pending';
 CREATE INDEX invoices_expired ON invoices (expires_at) WHERE status = 'expired';
-CREATE INDEX approvals_pending_by_hash ON approvals (payment_hash) WHERE status = 'pending';
+CREATE INDEX approvals_pending_by_hash ON approvals (payment_hash, agent_id) WHERE status = 'pending';
 "#,
 ];
 
