@@ -33,7 +33,7 @@ use std::time::Duration;
 pub const PATH: &str = "/mcp";
 
 /// The largest JSON-RPC message accepted, as for every other route.
-const BODY_LEN_MAX_BYTES: usize = crate::http::BODY_LEN_MAX_BYTES;
+const BODY_LEN_MAX_BYTES: usize = crate::limits::BODY_LEN_MAX_BYTES;
 
 /// A loopback call to the gateway should answer in milliseconds; this bounds
 /// a tool call when the gateway is overloaded.
