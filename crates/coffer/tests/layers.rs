@@ -261,3 +261,19 @@ fn strip_comments_and_strings(text: &str) -> String {
     }
     out
 }
+
+/// Tests see events as every client does, through `/v1/events`: none reads
+/// the outbox's table itself, which would tie them to one store's schema.
+#[test]
+fn no_test_reads_events_from_the_database() {
+    let tests = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests");
+    let mut files = Vec::new();
+    rust_files(&tests, &mut files);
+    assert!(files.len() > 20, "the tests were not found under {}", tests.display());
+    let table = ["from ", "events"].concat();
+    let readers: Vec<_> = files
+        .iter()
+        .filter(|f| std::fs::read_to_string(f).is_ok_and(|t| t.to_ascii_lowercase().contains(&table)))
+        .collect();
+    assert!(readers.is_empty(), "tests that read the events table: {readers:?}");
+}
