@@ -165,9 +165,10 @@ impl GatewayBuilder {
             .map_err(|e| Error::internal("loading the node key", e))?;
         let (operator, token) = settle_operator_token(store.as_ref(), self.operator_token).await?;
         let gateway = Gateway::new(store, node, settings, operator).await?;
-        let gateway = match self.dev_clock {
-            true => gateway.with_dev_clock(Arc::new(DevClock::default())),
-            false => gateway.with_clock(self.clock),
+        let gateway = if self.dev_clock {
+            gateway.with_dev_clock(Arc::new(DevClock::default()))
+        } else {
+            gateway.with_clock(self.clock)
         };
         let gateway = match funding {
             Some(funding) => {

@@ -354,3 +354,30 @@ async fn room_payments_are_counted_on_metrics_like_any_payment() {
     assert!(request.receipt.is_some(), "auto-paid before the post answered: {request:?}");
     assert_eq!(payment_counts(&gw).await, (succeeded + 2, refused + 1), "the auto-payment counted");
 }
+
+/// The `Idempotency-Key` is read one way on every route that takes one: a
+/// key that is not visible ASCII is refused with a problem naming the
+/// header, never taken for another key, and nothing is paid.
+#[tokio::test]
+async fn a_non_ascii_idempotency_key_is_refused_on_every_paying_route() {
+    let gw = Gateway::start().await;
+    let (seller, seller_client, key_s) = gw.new_agent("seller", 0).await;
+    let (buyer, _, key_b) = gw.new_agent("buyer", FUND).await;
+    let room = gw.create_room(&key_s, "shop", &[&buyer]).await.id;
+    let m = gw.post_request(&key_s, &room, 2 * SAT, "keyed", None).await;
+    let invoice = common::invoice(&seller_client, SAT).await;
+    let non_ascii = reqwest::header::HeaderValue::from_bytes("café".as_bytes()).expect("an obs-text header value");
+    let room_pay = gw
+        .request(reqwest::Method::POST, &format!("/v1/rooms/{room}/messages/{}/pay", m.id), Some(&key_b))
+        .header("Idempotency-Key", non_ascii.clone());
+    let pay = gw
+        .request(reqwest::Method::POST, "/v1/payments", Some(&key_b))
+        .header("Idempotency-Key", non_ascii)
+        .json(&json!({"bolt11": invoice.bolt11}));
+    for request in [room_pay, pay] {
+        let r = common::send(request).await;
+        assert_eq!(r.assert_problem(400, "invalid-field")["field"], "Idempotency-Key", "{r:?}");
+    }
+    let balances = gw.balances().await;
+    assert_eq!((balances[&seller], balances[&buyer]), (0, FUND), "nothing was paid");
+}

@@ -90,7 +90,7 @@ pub fn router(state: AppState, local: SocketAddr) -> Result<Router<AppState>, St
 /// each tool's scope when the tool calls it) and hands the key on.
 async fn authenticate(Agent(key): Agent<READ>, mut request: Request, next: Next) -> Response {
     if let Some(secret) = bearer_secret(request.headers()) {
-        let secret = AgentSecret(secret.to_owned(), key.scope >= Scope::Spend);
+        let secret = AgentSecret(secret.to_owned(), key.require(Scope::Spend).is_ok());
         request.extensions_mut().insert(secret);
     }
     next.run(request).await
