@@ -162,7 +162,7 @@ impl Egress {
     /// proxies are set here.
     pub fn client(&self, builder: reqwest::ClientBuilder, redirects: Redirects) -> Result<reqwest::Client, String> {
         // reqwest is built without a TLS provider of its own.
-        crate::cli::install_crypto_provider();
+        crate::tls::install_crypto_provider();
         let guard = Arc::new(self.clone());
         let policy = match redirects {
             Redirects::None => reqwest::redirect::Policy::none(),

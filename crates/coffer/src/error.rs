@@ -102,7 +102,7 @@ impl fmt::Display for Error {
             Error::InvalidInvoice(why) => f.write_str(why),
             Error::MalformedRequest(why) => write!(f, "malformed request: {why}"),
             Error::BodyTooLarge => {
-                write!(f, "the request body is larger than {} bytes", crate::http::BODY_LEN_MAX_BYTES)
+                write!(f, "the request body is larger than {} bytes", crate::limits::BODY_LEN_MAX_BYTES)
             }
             Error::UnsupportedMediaType => f.write_str("send the body as application/json"),
             Error::MethodNotAllowed => f.write_str("this route does not take that method"),

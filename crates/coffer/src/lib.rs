@@ -1,11 +1,15 @@
 //! coffer: a self-hostable Lightning payment gateway for autonomous AI agents.
 //!
-//! - [`gateway`]: the operations, over a [`io::Store`];
+//! - [`gateway`]: the operations, over a [`io::Store`], with their clock;
+//! - [`model`]: what the gateway, the events and the edges share (the wire views);
 //! - [`io`]: storage, one file per backend;
 //! - [`payment`]: payments by kind (inside the gateway, and out through Lightning);
 //! - [`lightning`]: the funding sources (LNbits, LND, Core Lightning);
 //! - [`http`]: the HTTP API; [`cli`]: the command line;
 //! - [`egress`]: the guard on every request made on someone's behalf;
+//! - [`tls`]: the process's TLS provider;
+//! - the domain (gateway, payment, events, model, io, lightning) imports no
+//!   edge (http, cli, mcp): `tests/layers.rs` checks it;
 //! - the pure rules (amounts, ledger, policy) live in the `coffer-core` crate.
 
 pub mod cli;
@@ -22,6 +26,8 @@ pub mod limits;
 pub mod live;
 pub mod mcp;
 pub mod metrics;
+pub mod model;
 pub mod payment;
 pub mod secrets;
 pub mod server;
+pub mod tls;

@@ -120,6 +120,11 @@ pub struct Limits {
 /// checked level by level, and deeper trees are refused at creation.
 pub const TREE_DEPTH_MAX: u32 = 8;
 
+/// The largest request body the gateway accepts (HTTP and `/mcp`); larger
+/// ones answer `413 body-too-large`. A bound of the gateway, not of one
+/// edge: the error's text names it too.
+pub const BODY_LEN_MAX_BYTES: usize = 64 * 1024;
+
 impl Default for Limits {
     fn default() -> Self {
         Limits {

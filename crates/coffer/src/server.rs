@@ -4,13 +4,15 @@
 use crate::connections::IsOperator;
 use crate::error::Error;
 use crate::events::webhook::WebhookSettings;
-use crate::gateway::{Gateway, Settings};
+use crate::gateway::{Clock, DevClock, Gateway, Settings, SystemClock};
 use crate::io::Store;
 use crate::io::postgres_store::PostgresStore;
 use crate::io::sqlite_store::{Durability, SqliteStore};
 use crate::l402::mount::Mounts;
+use crate::l402::paywall::Paywall;
 use crate::payment::bolt11::{Network, NodeSigner};
 use crate::secrets::{self, SecretDigest};
+use axum::Router;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -48,6 +50,9 @@ pub struct GatewayBuilder {
     limits: crate::limits::Limits,
     retention: crate::gateway::retention::Retention,
     egress: crate::egress::Egress,
+    clock: Arc<dyn Clock>,
+    /// Run on a [`DevClock`] the operator may move forward (dev mode only).
+    dev_clock: bool,
 }
 
 impl Default for GatewayBuilder {
@@ -61,6 +66,8 @@ impl Default for GatewayBuilder {
             limits: crate::limits::Limits::default(),
             retention: crate::gateway::retention::Retention::default(),
             egress: crate::egress::Egress::default(),
+            clock: Arc::new(SystemClock),
+            dev_clock: false,
         }
     }
 }
@@ -112,8 +119,28 @@ impl GatewayBuilder {
         self
     }
 
+    /// Where the gateway takes the time from (default: the system clock).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Runs the gateway on a [`DevClock`] that the operator may move
+    /// forward (`COFFER_DEV_CLOCK=1`), for tests of expiry. Only in dev mode:
+    /// with a Lightning backend the build is refused.
+    pub fn dev_clock(mut self, on: bool) -> Self {
+        self.dev_clock = on;
+        self
+    }
+
     pub async fn build(self) -> Result<(Gateway, OperatorToken), Error> {
         // Checked before anything is created: a refused start changes nothing.
+        if self.dev_clock && !matches!(self.lightning.backend, crate::lightning::config::Backend::Dev) {
+            return Err(Error::InvalidField {
+                field: "COFFER_DEV_CLOCK",
+                detail: "a clock that can be moved runs only in dev mode, without a Lightning backend".into(),
+            });
+        }
         if let Some(token) = &self.operator_token {
             secrets::check_operator_token(token)
                 .map_err(|detail| Error::InvalidField { field: "COFFER_OPERATOR_TOKEN", detail })?;
@@ -138,6 +165,11 @@ impl GatewayBuilder {
             .map_err(|e| Error::internal("loading the node key", e))?;
         let (operator, token) = settle_operator_token(store.as_ref(), self.operator_token).await?;
         let gateway = Gateway::new(store, node, settings, operator).await?;
+        let gateway = if self.dev_clock {
+            gateway.with_dev_clock(Arc::new(DevClock::default()))
+        } else {
+            gateway.with_clock(self.clock)
+        };
         let gateway = match funding {
             Some(funding) => {
                 let timeout = std::time::Duration::from_millis(self.lightning.timeout_ms);
@@ -251,9 +283,19 @@ pub async fn serve(
     let operator = Arc::clone(&gateway);
     let is_operator: IsOperator =
         Arc::new(move |secret| matches!(operator.authenticate(secret), Ok(crate::gateway::Principal::Operator)));
-    let app = crate::l402::mount::attach(crate::http::router(gateway, addr)?, paywalls);
+    let app = app(gateway, addr, paywalls)?;
     crate::connections::serve(listener, app, &limits, is_operator, shutdown_signal()).await;
     Ok(())
+}
+
+/// The whole HTTP surface of a gateway listening on `local`, composed in
+/// this one place: the API and the web UI with the routers that share their
+/// rules (MCP at `/mcp`), then the paywalls, mounted after those rules so
+/// that their answers pass as they are.
+pub fn app(gateway: Arc<Gateway>, local: SocketAddr, paywalls: Vec<(String, Arc<Paywall>)>) -> Result<Router, Error> {
+    let mcp = crate::mcp::http::router(Arc::clone(&gateway), local)
+        .map_err(|e| Error::internal("making the MCP loopback client", e))?;
+    Ok(crate::l402::mount::attach(crate::http::router(gateway, mcp), paywalls))
 }
 
 /// Starts the outbox's consumers. Each holds a lease in the store while it

@@ -6,7 +6,6 @@ mod common;
 use coffer_client::{InvoiceStatus, Message, Scope};
 use common::{Gateway, Reply, sha256_hex};
 use serde_json::json;
-use std::time::Duration;
 
 const SAT: u64 = 1_000;
 const FUND: u64 = 100 * SAT;
@@ -138,7 +137,7 @@ async fn a_retry_with_the_same_idempotency_key_answers_the_same_payment() {
 
 #[tokio::test]
 async fn an_expired_request_shows_expired_and_cannot_be_paid() {
-    let gw = Gateway::start().await;
+    let gw = Gateway::start_with_dev_clock().await;
     let (seller, _, key_s) = gw.new_agent("seller", 0).await;
     let (buyer, buyer_client, key_b) = gw.new_agent("buyer", FUND).await;
     let room = gw.create_room(&key_s, "shop", &[&buyer]).await.id;
@@ -148,15 +147,9 @@ async fn an_expired_request_shows_expired_and_cannot_be_paid() {
     let lifetime = (expires_at - created_at).num_milliseconds();
     assert!((0..=1_000).contains(&lifetime), "expiry_secs 1 is honoured: {lifetime} ms");
 
-    // Wait until it is past its time (bounded).
-    let mut status = InvoiceStatus::Open;
-    for _ in 0..40 {
-        status = gw.message(&key_b, &room, m.id).await.invoice.unwrap().status;
-        if status == InvoiceStatus::Expired {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    // Past its time: the gateway's clock is moved, not waited for.
+    gw.advance_clock(2_000).await;
+    let status = gw.message(&key_b, &room, m.id).await.invoice.unwrap().status;
     assert_eq!(status, InvoiceStatus::Expired);
     let read = gw.message(&key_b, &room, m.id).await;
     assert!(read.receipt.is_none(), "{read:?}");
@@ -318,4 +311,73 @@ async fn members_racing_to_pay_one_request_pay_it_once() {
     assert_eq!(debited, [(winner.as_str(), FUND - 13 * SAT)]);
     let (ok, report) = gw.audit().await;
     assert!(ok, "{report}");
+}
+
+/// `coffer_payments_succeeded_total` and `coffer_payments_refused_total`
+/// from `/metrics`.
+async fn payment_counts(gw: &Gateway) -> (u64, u64) {
+    let r = common::send(gw.request(reqwest::Method::GET, "/metrics", None)).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    let count = |name: &str| {
+        let line = r.text.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("no {name}: {}", r.text));
+        line[name.len()..].trim().parse::<u64>().unwrap_or_else(|e| panic!("{line}: {e}"))
+    };
+    (count("coffer_payments_succeeded_total"), count("coffer_payments_refused_total"))
+}
+
+/// A room's payment request is a payment like any other on `/metrics`:
+/// paid with the Pay action or by an auto-pay rule, it is counted as
+/// `POST /v1/payments` is; a refused one counts as refused.
+#[tokio::test]
+async fn room_payments_are_counted_on_metrics_like_any_payment() {
+    let gw = Gateway::start().await;
+    let (seller, _, key_s) = gw.new_agent("seller", 0).await;
+    let (buyer, _, key_b) = gw.new_agent("buyer", FUND).await;
+    let (auto, _, _) = gw.new_agent("auto-payer", FUND).await;
+    let room = gw.create_room(&key_s, "shop", &[&buyer]).await.id;
+    let (succeeded, refused) = payment_counts(&gw).await;
+
+    let m = gw.post_request(&key_s, &room, 2 * SAT, "counted", None).await;
+    let paid = gw.pay_message_raw(&key_b, &room, m.id, None).await;
+    assert_eq!(paid.status, 200, "{paid:?}");
+    assert_eq!(payment_counts(&gw).await, (succeeded + 1, refused), "the Pay action counted once");
+
+    gw.pay_message_raw(&key_b, &room, m.id, None).await.assert_problem(409, "invoice-already-paid");
+    assert_eq!(payment_counts(&gw).await, (succeeded + 1, refused + 1), "a refused room payment counted");
+
+    // An auto-pay rule pays through the same gateway call, and is counted.
+    let settings = json!({"auto_pay_from": [seller], "auto_pay_max_msat": 50 * SAT});
+    let r = gw.put_chat_raw(gw.operator_token(), &auto, &settings).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    let auto_room = gw.create_room(&key_s, "auto", &[&auto]).await.id;
+    let request = gw.post_request(&key_s, &auto_room, 3 * SAT, "paid by rule", None).await;
+    assert!(request.receipt.is_some(), "auto-paid before the post answered: {request:?}");
+    assert_eq!(payment_counts(&gw).await, (succeeded + 2, refused + 1), "the auto-payment counted");
+}
+
+/// The `Idempotency-Key` is read one way on every route that takes one: a
+/// key that is not visible ASCII is refused with a problem naming the
+/// header, never taken for another key, and nothing is paid.
+#[tokio::test]
+async fn a_non_ascii_idempotency_key_is_refused_on_every_paying_route() {
+    let gw = Gateway::start().await;
+    let (seller, seller_client, key_s) = gw.new_agent("seller", 0).await;
+    let (buyer, _, key_b) = gw.new_agent("buyer", FUND).await;
+    let room = gw.create_room(&key_s, "shop", &[&buyer]).await.id;
+    let m = gw.post_request(&key_s, &room, 2 * SAT, "keyed", None).await;
+    let invoice = common::invoice(&seller_client, SAT).await;
+    let non_ascii = reqwest::header::HeaderValue::from_bytes("café".as_bytes()).expect("an obs-text header value");
+    let room_pay = gw
+        .request(reqwest::Method::POST, &format!("/v1/rooms/{room}/messages/{}/pay", m.id), Some(&key_b))
+        .header("Idempotency-Key", non_ascii.clone());
+    let pay = gw
+        .request(reqwest::Method::POST, "/v1/payments", Some(&key_b))
+        .header("Idempotency-Key", non_ascii)
+        .json(&json!({"bolt11": invoice.bolt11}));
+    for request in [room_pay, pay] {
+        let r = common::send(request).await;
+        assert_eq!(r.assert_problem(400, "invalid-field")["field"], "Idempotency-Key", "{r:?}");
+    }
+    let balances = gw.balances().await;
+    assert_eq!((balances[&seller], balances[&buyer]), (0, FUND), "nothing was paid");
 }

@@ -8,7 +8,6 @@ use coffer_client::{Approval, InvoiceStatus, PaymentStatus};
 use common::{Gateway, Reply, all_at_once, assert_denied, first_window, invoice, invoice_expiring, send};
 use reqwest::Method;
 use serde_json::json;
-use std::time::{Duration, Instant};
 
 const P: u64 = 1_000;
 const FUND: u64 = 100 * P;
@@ -150,15 +149,16 @@ async fn held_payments_are_reserved_counted_and_paid_once_approved() {
         assert!(all.contains(&(id.clone(), status.to_owned())), "{id} {status}: {all:?}");
     }
     assert!(op.approvals().await.unwrap().is_empty());
-    assert_eq!(gw.events("payment.held").len(), 4);
-    assert_eq!(gw.events("approval.decided").len(), 4);
+    assert_eq!(gw.events("payment.held").await.len(), 4);
+    assert_eq!(gw.events("approval.decided").await.len(), 4);
     let (ok, report) = gw.audit().await;
     assert!(ok, "audit failed: {report}");
 }
 
+/// The gateway's clock is moved past the invoice's expiry: no waiting.
 #[tokio::test]
 async fn a_held_payment_expires_with_its_invoice_and_is_released() {
-    let gw = Gateway::start().await;
+    let gw = Gateway::start_with_dev_clock().await;
     let op = gw.operator();
     let (payer_id, payer, key) = gw.new_agent("payer", FUND).await;
     let (_, seller, _) = gw.new_agent("seller", 0).await;
@@ -169,33 +169,21 @@ async fn a_held_payment_expires_with_its_invoice_and_is_released() {
     .await
     .unwrap();
 
-    // An invoice of two seconds: the hold ends with it. (BOLT11 expiry is in
-    // whole seconds, so it may have only one left: pay it at once.)
-    let mut held = None;
-    for _ in 0..3 {
-        let inv = invoice_expiring(&seller, 4 * P, 2).await;
-        let r = gw.pay_raw(&key, &inv.bolt11, "short-lived", None).await;
-        if r.code() == Some("invoice-expired") {
-            continue;
-        }
-        held = Some((assert_held(&r, 4 * P), inv));
-        break;
-    }
-    let (apr, inv) = held.expect("paying a fresh invoice before it expires");
+    // An invoice of a minute: the hold ends with it.
+    let inv = invoice_expiring(&seller, 4 * P, 60).await;
+    let apr = assert_held(&gw.pay_raw(&key, &inv.bolt11, "short-lived", None).await, 4 * P);
     let w = payer.wallet().await.unwrap();
     assert_eq!((w.pending_msat, w.available_msat), (4 * P, FUND - 4 * P));
     assert_eq!(first_window(&op.budget(&payer_id).await.unwrap()), (4 * P, 6 * P));
 
-    // The background job expires it within a few seconds.
-    let start = Instant::now();
-    let expired = loop {
-        let expired = approvals(&gw, "expired").await;
-        if let Some(a) = expired.into_iter().find(|a| a.id == apr) {
-            break a;
-        }
-        assert!(start.elapsed() < Duration::from_secs(15), "not expired after {:?}", start.elapsed());
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    };
+    // Not before its time: half a minute on, it still waits.
+    gw.advance_clock(30_000).await;
+    assert!(approvals(&gw, "expired").await.is_empty(), "expired early");
+    assert_eq!(op.approvals().await.unwrap().len(), 1);
+
+    // Past the invoice's expiry, the sweep has released it.
+    gw.advance_clock(31_000).await;
+    let expired = approvals(&gw, "expired").await.into_iter().find(|a| a.id == apr).expect("expired");
     assert_eq!(expired.decided_by.as_deref(), Some("system"));
     assert_eq!(expired.payment_id, None);
     let w = payer.wallet().await.unwrap();

@@ -61,12 +61,12 @@ async fn a_runaway_agent_paying_one_seller_is_frozen_by_the_breaker() {
     assert!(reason.contains(&format!("agent:{seller_id}")), "{reason}");
 
     // The alert: one trip, one freeze, in the outbox.
-    let trips = gw.events("breaker.tripped");
+    let trips = gw.events("breaker.tripped").await;
     assert_eq!(trips.len(), 1, "{trips:?}");
     assert_eq!(trips[0].0.as_deref(), Some(id.as_str()));
     assert_eq!(trips[0].1["code"], "payee-concentration");
     assert_eq!(trips[0].1["agent_id"], id.as_str());
-    let freezes = gw.events("agent.frozen");
+    let freezes = gw.events("agent.frozen").await;
     assert_eq!(freezes.len(), 1, "{freezes:?}");
     assert_eq!(freezes[0].1["agent_id"], id.as_str());
     assert_eq!(freezes[0].1["reason"].as_str(), Some(reason.as_str()));
@@ -113,12 +113,12 @@ async fn too_many_denials_trip_the_breaker() {
 
     let a = op.agent(&id).await.unwrap();
     assert!(a.frozen_reason.as_deref().unwrap_or_default().contains("automatic trip (too-many-denials)"), "{a:?}");
-    let trips = gw.events("breaker.tripped");
+    let trips = gw.events("breaker.tripped").await;
     assert_eq!(trips.len(), 1, "{trips:?}");
     assert_eq!(trips[0].1["code"], "too-many-denials");
-    assert_eq!(gw.events("agent.frozen").len(), 1);
+    assert_eq!(gw.events("agent.frozen").await.len(), 1);
     // Each denial is its own event too: four by the policy, one by the freeze.
-    assert_eq!(gw.events("payment.denied").len(), 5);
+    assert_eq!(gw.events("payment.denied").await.len(), 5);
     let audit = gw.audit_all(&format!("agent_id={id}&action=breaker.tripped")).await;
     assert_eq!(audit.len(), 1);
     assert_eq!(audit[0].record["rule"], "too-many-denials");
@@ -295,9 +295,9 @@ async fn the_operator_freezes_and_unfreezes_an_agent() {
     assert_eq!(denied.len(), 1);
     assert_eq!(denied[0].record["rule"], "agent-frozen");
     // No automatic trip here.
-    assert!(gw.events("breaker.tripped").is_empty());
-    assert_eq!(gw.events("agent.frozen").len(), 2);
-    assert_eq!(gw.events("agent.unfrozen").len(), 1);
+    assert!(gw.events("breaker.tripped").await.is_empty());
+    assert_eq!(gw.events("agent.frozen").await.len(), 2);
+    assert_eq!(gw.events("agent.unfrozen").await.len(), 1);
 }
 
 /// After the operator unfreezes a tripped agent, the observations that
@@ -315,7 +315,7 @@ async fn an_unfrozen_agent_is_not_frozen_again_for_the_denials_that_tripped_it()
         assert_denied(&r, "amount-too-large");
     }
     assert!(op.agent(&id).await.unwrap().frozen);
-    assert_eq!(gw.events("breaker.tripped").len(), 1);
+    assert_eq!(gw.events("breaker.tripped").await.len(), 1);
 
     op.unfreeze(&id).await.unwrap();
     let r = gw.pay_raw(&key, &invoice(&seller, SAT).await.bolt11, "a good payment", None).await;
@@ -326,7 +326,7 @@ async fn an_unfrozen_agent_is_not_frozen_again_for_the_denials_that_tripped_it()
         !a.frozen,
         "one allowed payment after the unfreeze froze the agent again ({:?}); trips: {:?}",
         a.frozen_reason,
-        gw.events("breaker.tripped")
+        gw.events("breaker.tripped").await
     );
 }
 
@@ -351,5 +351,5 @@ async fn held_payments_count_toward_the_breaker() {
         .chain([(403, Some("agent-frozen".to_owned())), (403, Some("agent-frozen".to_owned()))])
         .collect();
     assert_eq!(statuses, expected, "frozen: {:?}", op.agent(&id).await.unwrap().frozen_reason);
-    assert_eq!(gw.events("breaker.tripped").len(), 1);
+    assert_eq!(gw.events("breaker.tripped").await.len(), 1);
 }

@@ -201,7 +201,7 @@ async fn bad_policy_documents_are_refused_with_the_field_and_change_nothing() {
     // Only the one good document was ever applied.
     let updates = gw.audit_all(&format!("agent_id={id}&action=policy.updated")).await;
     assert_eq!(updates.len(), 1, "{updates:?}");
-    assert_eq!(gw.events("policy.updated").len(), 1);
+    assert_eq!(gw.events("policy.updated").await.len(), 1);
 }
 
 #[tokio::test]

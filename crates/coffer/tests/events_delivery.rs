@@ -205,7 +205,7 @@ async fn webhooks_are_signed_in_order_retried_paused_and_resumed() {
     // The pause and the resume are events of the webhook's owner (here the
     // operator's: no agent).
     for kind in ["webhook.paused", "webhook.resumed"] {
-        let events = gw.events(kind);
+        let events = gw.events(kind).await;
         assert_eq!(events.len(), 1, "{kind}: {events:?}");
         assert_eq!((events[0].0.as_deref(), events[0].1["webhook_id"].as_str()), (None, Some(paused_id.as_str())));
     }

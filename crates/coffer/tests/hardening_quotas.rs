@@ -250,7 +250,7 @@ async fn a_key_writing_too_fast_is_refused_and_hitting_limits_trips_the_breaker(
     let a = op.agent(&id).await.unwrap();
     assert!(a.frozen, "six limit hits are three denials, one past max_denials: {a:?}");
     assert!(a.frozen_reason.unwrap_or_default().contains("too-many-denials"));
-    let tripped = gw.events("breaker.tripped");
+    let tripped = gw.events("breaker.tripped").await;
     assert_eq!(tripped.len(), 1, "{tripped:?}");
     assert_eq!(tripped[0].0.as_deref(), Some(id.as_str()));
     assert!(limit_hits(&gw, "writes_per_second_per_key").await >= 6);

@@ -109,7 +109,7 @@ impl Drop for Gateway {
 }
 
 fn http() -> reqwest::Client {
-    coffer::cli::install_crypto_provider();
+    coffer::tls::install_crypto_provider();
     reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("HTTP client")
 }
 

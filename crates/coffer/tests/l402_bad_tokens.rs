@@ -108,7 +108,7 @@ async fn an_expired_token_is_refused() {
     let paid = Macaroon::decode(&STANDARD.decode(&token.token).unwrap()).unwrap();
     let id = Identifier::decode(&paid.identifier).expect("an L402 identifier");
     let mut expired = Macaroon::mint(&s.paywall.root_key(), "coffer", id.encode());
-    let past_secs = coffer::gateway::now_ms() / 1000 - 60;
+    let past_secs = coffer::gateway::Clock::now_ms(&coffer::gateway::SystemClock) / 1000 - 60;
     expired.add_caveat(&format!("expires_at={past_secs}"));
     expired.add_caveat("route=/a");
     let authorization = format!("L402 {}:{}", STANDARD.encode(expired.encode()), preimage_of(&token));

@@ -27,7 +27,7 @@ async fn a_deposit_is_credited_once_however_often_it_is_reported() {
     let agent = gw.client(&key);
     tokio::time::sleep(Duration::from_millis(2_500)).await;
     assert_eq!(agent.wallet().await.unwrap().balance_msat, 50_000);
-    let credited = gw.events("invoice.paid").len();
+    let credited = gw.events("invoice.paid").await.len();
     assert_eq!(credited, 1, "one credit event");
     assert_audit(&gw).await;
     assert_eq!(fake.script.lock().unwrap().wrong_keys, 0, "every call carried the admin key");
@@ -258,7 +258,7 @@ async fn an_invoice_of_the_node_reported_paid_after_its_expiry_is_credited_not_s
     fake.mark_paid(&invoice.payment_hash);
     balance_reaches(&payee, 5_000).await;
     assert_eq!(gw.stored_invoice_status(&invoice.payment_hash).as_deref(), Some("paid"));
-    assert!(gw.events("invoice.expired").is_empty(), "{:?}", gw.events("invoice.expired"));
-    assert_eq!(gw.events("invoice.paid").len(), 1);
+    assert!(gw.events("invoice.expired").await.is_empty(), "{:?}", gw.events("invoice.expired").await);
+    assert_eq!(gw.events("invoice.paid").await.len(), 1);
     assert_audit(&gw).await;
 }

@@ -83,7 +83,7 @@ async fn answer(State(server): State<Server>, request: Request) -> Response {
 }
 
 fn http() -> reqwest::Client {
-    coffer::cli::install_crypto_provider();
+    coffer::tls::install_crypto_provider();
     coffer::lightning::config::client(Duration::from_secs(5), None).unwrap()
 }
 

@@ -42,7 +42,7 @@ impl Lnbits {
             eprintln!("\n*** SKIPPED: live LNbits tests: set COFFER_TEST_LNBITS_URL (bash .ci/run does) ***");
             return None;
         };
-        coffer::cli::install_crypto_provider();
+        coffer::tls::install_crypto_provider();
         let http = reqwest::Client::builder().timeout(std::time::Duration::from_secs(30)).build().unwrap();
         let login = json!({
             "username": std::env::var("COFFER_TEST_LNBITS_USER").expect("COFFER_TEST_LNBITS_USER"),

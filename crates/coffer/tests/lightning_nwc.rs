@@ -533,7 +533,7 @@ async fn a_nip44_deposit_is_made_by_the_wallet_and_credited_once_even_after_a_re
     let agent = gw.client(&key);
     tokio::time::sleep(Duration::from_millis(2_500)).await;
     assert_eq!(agent.wallet().await.unwrap().balance_msat, 50_000);
-    assert_eq!(gw.events("invoice.paid").len(), 1, "one credit");
+    assert_eq!(gw.events("invoice.paid").await.len(), 1, "one credit");
     assert!(!relay.seen("lookup_invoice").is_empty(), "the watcher asked the wallet");
     relay.assert_clean();
     assert_audit(&gw).await;
@@ -610,7 +610,7 @@ async fn a_silent_wallet_leaves_the_payment_pending_until_lookup_invoice_settles
     // Settled once: later rounds change nothing.
     tokio::time::sleep(Duration::from_millis(2_000)).await;
     assert_eq!(payment(&agent, &pending.id).await.fee_msat, 2_000);
-    assert_eq!(gw.events("payment.succeeded").len(), 1);
+    assert_eq!(gw.events("payment.succeeded").await.len(), 1);
     relay.assert_clean();
     assert_audit(&gw).await;
 }
@@ -655,7 +655,7 @@ async fn an_agents_invoice_comes_from_the_wallet_and_settles_inside_when_another
 
 #[tokio::test]
 async fn the_client_reads_balance_and_not_found_and_never_guesses_an_outcome() {
-    coffer::cli::install_crypto_provider();
+    coffer::tls::install_crypto_provider();
     let relay = Relay::start("info_nip44.json").await;
     let uri = NwcUri::parse(&relay.uri().0).unwrap();
     let nwc = Nwc::new(&uri, Duration::from_millis(1_500)).unwrap();

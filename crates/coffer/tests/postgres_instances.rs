@@ -175,7 +175,7 @@ async fn held_payments_expire_once_though_every_instance_runs_the_expiry_job() {
     let mut want: Vec<&str> = held.iter().map(String::as_str).collect();
     want.sort_unstable();
     assert_eq!(expired, want, "each hold expired exactly once");
-    assert_eq!(gws[0].events("approval.decided").len(), held.len());
+    assert_eq!(gws[0].events("approval.decided").await.len(), held.len());
     let (ok, report) = gws[0].audit().await;
     assert!(ok, "{report}");
 }
@@ -223,7 +223,7 @@ async fn invoices_expire_once_though_every_instance_sweeps_and_payments_race_the
     let unpaid: Vec<&str> =
         invoices.iter().map(|i| i.payment_hash.as_str()).filter(|h| !paid.iter().any(|p| p == h)).collect();
     let start = Instant::now();
-    while gws[0].events("invoice.expired").len() < unpaid.len() {
+    while gws[0].events("invoice.expired").await.len() < unpaid.len() {
         assert!(start.elapsed() < Duration::from_secs(30), "not every unpaid invoice expired");
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
@@ -231,6 +231,7 @@ async fn invoices_expire_once_though_every_instance_sweeps_and_payments_race_the
     tokio::time::sleep(Duration::from_millis(2_500)).await;
     let mut expired: Vec<String> = gws[1]
         .events("invoice.expired")
+        .await
         .into_iter()
         .map(|(_, data)| data["payment_hash"].as_str().expect("a payment hash").to_owned())
         .collect();

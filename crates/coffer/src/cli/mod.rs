@@ -312,7 +312,7 @@ pub mod simulate;
 
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
-    install_crypto_provider();
+    crate::tls::install_crypto_provider();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -403,7 +403,7 @@ async fn dispatch(command: Command) -> CliResult {
 
 async fn paywall(args: PaywallArgs) -> CliResult {
     use crate::l402::paywall::{Paywall, PaywallConfig, parse_upstream, root_key};
-    install_crypto_provider();
+    crate::tls::install_crypto_provider();
     let config = args.config.as_deref().map(PaywallConfig::load).transpose()?.unwrap_or_default();
     let routes = config.routes(args.price_msat)?;
     let seller = Client::new(&args.url, &args.key).map_err(|e| e.to_string())?;
@@ -427,7 +427,7 @@ async fn paywall(args: PaywallArgs) -> CliResult {
 /// status that is not a success.
 async fn fetch(remote: AgentRemote, url: &str) -> CliResult {
     use std::io::Write;
-    install_crypto_provider();
+    crate::tls::install_crypto_provider();
     let fetched = remote.client()?.fetch_l402(url).await.map_err(|e| e.to_string())?;
     if remote.json {
         let body = String::from_utf8_lossy(&fetched.body);
@@ -463,10 +463,15 @@ impl AgentRemote {
     }
 }
 
-/// TLS for outgoing HTTPS uses rustls with the ring provider, installed once
-/// at start (and by tests that build clients in process).
-pub fn install_crypto_provider() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+/// `COFFER_DEV_CLOCK=1`: the gateway's clock can be moved forward by the
+/// operator (dev mode only), so that tests of expiry need not sleep. Not a
+/// setting for a gateway that holds anyone's money.
+fn dev_clock_from_env() -> Result<bool, String> {
+    match std::env::var("COFFER_DEV_CLOCK").ok().as_deref() {
+        None | Some("" | "0") => Ok(false),
+        Some("1") => Ok(true),
+        Some(_) => Err("COFFER_DEV_CLOCK: 1 (a clock tests may move, dev mode only) or 0".into()),
+    }
 }
 
 async fn serve(args: ServeArgs) -> CliResult {
@@ -488,6 +493,7 @@ async fn serve(args: ServeArgs) -> CliResult {
         .database_url(args.database.clone())
         .operator_token(args.operator_token)
         .durability(durability)
+        .dev_clock(dev_clock_from_env()?)
         .build()
         .await
         .map_err(|e| e.operator_message())?;
@@ -514,6 +520,9 @@ async fn serve(args: ServeArgs) -> CliResult {
     match gateway.lightning_name() {
         "dev" => println!("lightning: dev (no backend), network {network}, node {node}"),
         name => println!("lightning: {name}{location}, network {network}"),
+    }
+    if gateway.has_dev_clock() {
+        println!("clock: dev, COFFER_DEV_CLOCK: the operator may move it forward (for tests only)");
     }
     let sinks = server::EventSinks {
         nats_url: args.nats_url.filter(|u| !u.is_empty()),

@@ -13,9 +13,9 @@ pub mod nats;
 pub mod redis;
 pub mod webhook;
 
-use crate::gateway::{Gateway, now_ms};
-use crate::http::views::timestamp;
+use crate::gateway::Gateway;
 use crate::io::EventRecord;
+use crate::model::views::timestamp;
 use coffer_client::Event;
 use std::future::Future;
 use std::pin::Pin;
@@ -74,7 +74,7 @@ impl Lease {
     /// The cursor while this instance holds the lease; `None` while another
     /// instance does.
     pub async fn hold(&mut self, gateway: &Gateway) -> Result<Option<i64>, crate::error::Error> {
-        let now = now_ms();
+        let now = gateway.now_ms();
         if now < self.held_until_ms.saturating_sub(LEASE_MS / 2) {
             return Ok(Some(self.cursor));
         }
@@ -87,8 +87,8 @@ impl Lease {
     }
 
     /// Whether this instance held the lease at its last claim, and still does.
-    pub fn is_held(&self) -> bool {
-        now_ms() < self.held_until_ms
+    pub fn is_held(&self, gateway: &Gateway) -> bool {
+        gateway.now_ms() < self.held_until_ms
     }
 
     /// Moves the cursor; a lease lost meanwhile is claimed anew next time.
@@ -130,7 +130,7 @@ pub async fn run_bus(gateway: Arc<Gateway>, bus: Arc<dyn Bus>, owner: String) {
         // another instance is found by the next poll). An instance without
         // the lease only polls: its own claims are commits, and waking on
         // them would keep it busy.
-        if lease.is_held() {
+        if lease.is_held(&gateway) {
             let _ = tokio::time::timeout(Duration::from_millis(wait_ms), commits.changed()).await;
         } else {
             tokio::time::sleep(Duration::from_millis(wait_ms)).await;

@@ -19,7 +19,7 @@
 
 use super::{Lease, backoff_ms, wire};
 use crate::egress::{Egress, Redirects};
-use crate::gateway::{Gateway, now_ms};
+use crate::gateway::{Clock, Gateway, SystemClock};
 use crate::io::{DeliveryRecord, EventRecord, WebhookRecord, WebhookState};
 use futures_util::future::join_all;
 use hmac::{Hmac, Mac};
@@ -102,7 +102,7 @@ async fn step(
     if lease.hold(gateway).await.map_err(|e| e.to_string())?.is_none() {
         return Ok(Step::Idle { any_webhook: false });
     }
-    let now = now_ms();
+    let now = gateway.now_ms();
     let webhooks = store.webhooks(None).await.map_err(|e| e.to_string())?;
     let any_webhook = webhooks.iter().any(|w| !w.state.paused);
     let due = webhooks.into_iter().filter(|w| !w.state.paused && w.state.next_attempt_at_ms <= now);
@@ -128,7 +128,7 @@ async fn advance(
     let Some(event) = events.iter().find(wanted) else {
         let Some(last) = events.last() else { return Ok(false) };
         let state = WebhookState { after_event_id: last.id, ..webhook.state };
-        store.set_webhook_state(webhook.id, state, now_ms()).await?;
+        store.set_webhook_state(webhook.id, state, gateway.now_ms()).await?;
         return Ok(true);
     };
     // Events of other types before this one are passed over for good.
@@ -137,7 +137,7 @@ async fn advance(
     let attempt = webhook.state.failures.saturating_add(1);
     let secret = gateway.webhook_secret(&webhook.id);
     let target = Target { http, egress: &gateway.settings().egress };
-    let delivery = post(target, &webhook, event, &secret, gateway.node_pubkey_hex(), attempt).await;
+    let delivery = post(target, &webhook, event, &secret, gateway, attempt).await;
     let state = if delivery.delivered {
         WebhookState { after_event_id: event.id, failures: 0, paused: false, next_attempt_at_ms: 0 }
     } else {
@@ -146,7 +146,7 @@ async fn advance(
             after_event_id,
             failures,
             paused: failures >= settings.pause_after_failures,
-            next_attempt_at_ms: now_ms().saturating_add(backoff_ms(failures, settings.backoff_base_ms) as i64),
+            next_attempt_at_ms: gateway.now_ms().saturating_add(backoff_ms(failures, settings.backoff_base_ms) as i64),
         }
     };
     if state.paused && !webhook.state.paused {
@@ -169,13 +169,13 @@ async fn post(
     webhook: &WebhookRecord,
     event: &EventRecord,
     secret: &str,
-    gateway: &str,
+    gateway: &Gateway,
     attempt: u32,
 ) -> DeliveryRecord {
     let started = Instant::now();
     let outcome = match reqwest::Url::parse(&webhook.url) {
         Ok(url) => match target.egress.check_url(&url) {
-            Ok(()) => send(target.http, url, event, secret, gateway).await,
+            Ok(()) => send(target.http, url, event, secret, gateway.node_pubkey_hex()).await,
             Err(refused) => (None, Some(refused.to_string())),
         },
         Err(e) => (None, Some(format!("not a URL: {e}"))),
@@ -189,7 +189,7 @@ async fn post(
         status,
         delivered: error.is_none(),
         error,
-        at_ms: now_ms(),
+        at_ms: gateway.now_ms(),
         duration_ms,
     }
 }
@@ -203,7 +203,9 @@ async fn send(
     gateway: &str,
 ) -> (Option<u16>, Option<String>) {
     let body = serde_json::to_vec(&wire(event, gateway)).unwrap_or_default();
-    let t = now_ms().div_euclid(1000);
+    // The signature's time is for the receiver, which checks it against
+    // its own clock: the system's, whatever clock the gateway runs on.
+    let t = SystemClock.now_ms().div_euclid(1000);
     let request = http
         .post(url)
         .header("content-type", "application/json")

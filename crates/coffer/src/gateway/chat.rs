@@ -29,7 +29,7 @@ impl Gateway {
             id: secrets::new_id("room_"),
             name,
             created_by: Self::member_name(caller),
-            created_at_ms: now_ms(),
+            created_at_ms: self.now_ms(),
             members: all,
         };
         let created = self.store.create_room(room, self.quotas()).await;
@@ -85,7 +85,7 @@ impl Gateway {
         if !room.members.iter().any(|m| m == agent_id) {
             self.addable(agent_id).await?;
         }
-        let added = self.store.add_member(room.id.clone(), agent_id.to_owned(), self.quotas(), now_ms()).await;
+        let added = self.store.add_member(room.id.clone(), agent_id.to_owned(), self.quotas(), self.now_ms()).await;
         self.fed(caller, added).await?;
         self.room_for(caller, room_id).await
     }
@@ -100,7 +100,7 @@ impl Gateway {
                 "a member leaves itself; only the room's creator or the operator removes others",
             ));
         }
-        if !self.store.remove_member(room.id, member.to_owned(), now_ms()).await? {
+        if !self.store.remove_member(room.id, member.to_owned(), self.now_ms()).await? {
             return Err(Error::NotFound("member"));
         }
         Ok(())
@@ -132,9 +132,7 @@ impl Gateway {
                 let Principal::Agent(key) = caller else {
                     return Err(Error::Forbidden("payment requests are posted by agents, which receive the payment"));
                 };
-                if key.scope < Scope::Receive {
-                    return Err(Error::Forbidden("this key's scope does not allow receiving"));
-                }
+                key.require(Scope::Receive)?;
                 Some(self.make_invoice(&key.agent_id, amount_msat, memo, expiry, Some(room.id.clone())).await?)
             }
         };
@@ -144,14 +142,14 @@ impl Gateway {
             sender: Self::member_name(caller),
             text,
             invoice,
-            now_ms: now_ms(),
+            now_ms: self.now_ms(),
             quotas: self.quotas(),
         };
         let posted = {
             let _in_order = self.post_order.lock().await;
             match self.store.post_message(message).await {
                 Ok(posted) => {
-                    let data = serde_json::to_value(crate::http::views::message(posted.clone(), now_ms()))
+                    let data = serde_json::to_value(crate::model::views::message(posted.clone(), self.now_ms()))
                         .map_err(|e| Error::internal("serialising a message", e))?;
                     self.live.publish(crate::live::RoomEvent {
                         room_id: room.id.clone(),
@@ -236,7 +234,7 @@ impl Gateway {
         accept: bool,
     ) -> Result<crate::io::IncomingRecord, Error> {
         let (payee, id, key) = (caller.agent_id.clone(), payment_id.to_owned(), caller.key_id.clone());
-        self.store.decide_incoming(payee, id, accept, key, now_ms()).await
+        self.store.decide_incoming(payee, id, accept, key, self.now_ms()).await
     }
 
     pub async fn chat_settings(&self, agent_id: &str) -> Result<ChatSettings, Error> {
@@ -250,7 +248,7 @@ impl Gateway {
         if settings.auto_pay_max_msat > 0 {
             parse_amount("auto_pay_max_msat", settings.auto_pay_max_msat)?;
         }
-        self.store.set_chat_settings(agent_id.to_owned(), settings, now_ms()).await
+        self.store.set_chat_settings(agent_id.to_owned(), settings, self.now_ms()).await
     }
 
     /// Members whose chat settings say so pay the request at once, in the

@@ -37,9 +37,14 @@ impl Gateway {
 
     /// Sets an agent's policy from its JSON form (every field optional).
     pub async fn set_policy(&self, caller: &Principal, agent_id: &str, json: &str) -> Result<Policy, Error> {
+        if let Principal::Agent(key) = caller
+            && key.scope < Scope::Spend
+        {
+            return Err(Error::Forbidden("setting a sub-agent's policy needs a spend key"));
+        }
         self.managed_agent(caller, agent_id).await?;
         let policy = Policy::from_json(json).map_err(Error::InvalidPolicy)?;
-        self.store.set_policy(agent_id.to_owned(), Some(policy.clone()), actor(caller), now_ms()).await?;
+        self.store.set_policy(agent_id.to_owned(), Some(policy.clone()), actor(caller), self.now_ms()).await?;
         Ok(policy)
     }
 
@@ -48,7 +53,7 @@ impl Gateway {
         self.visible_agent(caller, agent_id).await?;
         let state = self.store.agent_state(agent_id.to_owned()).await?.ok_or(Error::NotFound("agent"))?;
         let policy = state.policy.map(|p| (*p).clone()).unwrap_or_default();
-        Ok(budget_report(&policy, &state.usage, now_ms()))
+        Ok(budget_report(&policy, &state.usage, self.now_ms()))
     }
 
     pub async fn freeze(&self, agent_id: &str, reason: Option<&str>) -> Result<(), Error> {
@@ -57,18 +62,18 @@ impl Gateway {
             return Err(invalid("reason", format!("at most {PURPOSE_LEN_MAX_BYTES} bytes")));
         }
         super::text::check("reason", reason, super::text::Lines::Multi)?;
-        self.store.set_frozen(agent_id.to_owned(), Some(reason.to_owned()), "operator".into(), now_ms()).await
+        self.store.set_frozen(agent_id.to_owned(), Some(reason.to_owned()), "operator".into(), self.now_ms()).await
     }
 
     pub async fn unfreeze(&self, agent_id: &str) -> Result<(), Error> {
-        self.store.set_frozen(agent_id.to_owned(), None, "operator".into(), now_ms()).await
+        self.store.set_frozen(agent_id.to_owned(), None, "operator".into(), self.now_ms()).await
     }
 
     /// The kill switch. Once this returns, no payment debits a wallet until
     /// it is released: the flag is written through the same serialised
     /// store as every debit, and every payment checks it.
     pub async fn set_halted(&self, halted: bool) -> Result<(), Error> {
-        self.store.set_halted(halted, "operator".into(), now_ms()).await
+        self.store.set_halted(halted, "operator".into(), self.now_ms()).await
     }
 
     pub async fn halted(&self) -> Result<bool, Error> {
@@ -83,7 +88,8 @@ impl Gateway {
     /// payment to another node is recorded pending by the store and sent to
     /// the backend here, outside the store's transaction.
     pub async fn decide_approval(&self, id: &str, approve: bool) -> Result<ApprovalOutcome, Error> {
-        let outcome = match self.store.decide_approval(id.to_owned(), approve, "operator".into(), now_ms()).await? {
+        let outcome = match self.store.decide_approval(id.to_owned(), approve, "operator".into(), self.now_ms()).await?
+        {
             ApprovalOutcome::Paid(approval, payment) if payment.status == coffer_client::PaymentStatus::Pending => {
                 let payment = self.send_approved(&approval, payment).await?;
                 ApprovalOutcome::Paid(approval, payment)
@@ -104,7 +110,7 @@ impl Gateway {
     /// Expires held payments past their time; run by a background task.
     /// Writes only when one is due (see [`Store::approvals_due`]).
     pub async fn expire_approvals(&self) -> Result<u64, Error> {
-        let now = now_ms();
+        let now = self.now_ms();
         if !self.store.approvals_due(now).await? {
             return Ok(0);
         }

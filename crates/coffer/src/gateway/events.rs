@@ -99,7 +99,7 @@ impl Gateway {
             url: url.to_owned(),
             types,
             state: WebhookState { after_event_id, ..WebhookState::default() },
-            created_at_ms: now_ms(),
+            created_at_ms: self.now_ms(),
         };
         let webhook = self.store.create_webhook(webhook).await?;
         let secret = self.webhook_secret(&webhook.id);
@@ -128,7 +128,7 @@ impl Gateway {
 
     pub async fn delete_webhook(&self, caller: &Principal, id: &str) -> Result<(), Error> {
         self.webhook(caller, id).await?;
-        self.store.delete_webhook(id.to_owned(), now_ms()).await?;
+        self.store.delete_webhook(id.to_owned(), self.now_ms()).await?;
         Ok(())
     }
 
@@ -136,7 +136,7 @@ impl Gateway {
     pub async fn resume_webhook(&self, caller: &Principal, id: &str) -> Result<WebhookRecord, Error> {
         let mut webhook = self.webhook(caller, id).await?;
         webhook.state = WebhookState { failures: 0, paused: false, next_attempt_at_ms: 0, ..webhook.state };
-        self.store.set_webhook_state(id.to_owned(), webhook.state, now_ms()).await?;
+        self.store.set_webhook_state(id.to_owned(), webhook.state, self.now_ms()).await?;
         Ok(webhook)
     }
 

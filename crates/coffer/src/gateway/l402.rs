@@ -8,15 +8,15 @@
 //! gateway's network can (server-side request forgery: internal services,
 //! cloud metadata endpoints).
 
-use super::{AgentKey, Gateway, PURPOSE_LEN_MAX_BYTES, invalid, now_ms, parse_amount};
+use super::{AgentKey, Gateway, PURPOSE_LEN_MAX_BYTES, invalid, parse_amount};
 use crate::error::Error;
 use crate::io::{L402Attempt, L402Pay, L402TokenRecord, PayInternal, Payer};
 use crate::l402::challenge::{self, decode_token};
-use crate::l402::covers;
 use crate::l402::macaroon::{Identifier, Macaroon};
-use crate::l402::paywall::{TOKEN_TTL_DEFAULT_SECS, TOKEN_TTL_MAX_SECS};
+use crate::l402::{TOKEN_TTL_DEFAULT_SECS, TOKEN_TTL_MAX_SECS, covers};
 use crate::payment::bolt11::ParsedInvoice;
 use crate::secrets;
+use coffer_client::Scope;
 use coffer_core::Msat;
 use std::sync::Arc;
 
@@ -81,7 +81,25 @@ impl Gateway {
     /// Pays a paywall's challenge for `url`, or returns the agent's live
     /// token for it. `rejected_token` is a kept token the server refused
     /// (expired early, uses exhausted): it is forgotten first.
+    /// Needs a `spend` key; a payment made (or refused) is counted on
+    /// `/metrics` like any other, a token reused is not a payment.
     pub async fn l402_pay(
+        &self,
+        caller: &AgentKey,
+        url: &str,
+        challenge_value: &str,
+        rejected_token: Option<&str>,
+    ) -> Result<L402Outcome, Error> {
+        caller.require(Scope::Spend)?;
+        let outcome = self.l402_attempt(caller, url, challenge_value, rejected_token).await;
+        match &outcome {
+            Ok(L402Outcome { paid: false, .. }) => {}
+            counted => crate::metrics::METRICS.record_payment(counted.is_ok()),
+        }
+        outcome
+    }
+
+    async fn l402_attempt(
         &self,
         caller: &AgentKey,
         url: &str,
@@ -101,7 +119,7 @@ impl Gateway {
         if facts.payment_hash.is_some_and(|hash| hash != parsed.payment_hash) {
             return Err(invalid("challenge", "the token is bound to another invoice than the challenge's".into()));
         }
-        let now = now_ms();
+        let now = self.now_ms();
         let ttl_ms = |secs: u64| i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX);
         let longest = now.saturating_add(ttl_ms(TOKEN_TTL_MAX_SECS));
         let expires_at_ms = facts.expires_at_ms.unwrap_or(now.saturating_add(ttl_ms(TOKEN_TTL_DEFAULT_SECS)));
@@ -130,10 +148,7 @@ impl Gateway {
         };
         match self.store.pay_l402(l402).await? {
             L402Attempt::Reused(token) => Ok(L402Outcome { token, paid: false }),
-            L402Attempt::Paid(token) => {
-                crate::metrics::METRICS.record_payment(true);
-                Ok(L402Outcome { token, paid: true })
-            }
+            L402Attempt::Paid(token) => Ok(L402Outcome { token, paid: true }),
             L402Attempt::Denied(denial) => Err(Error::Denied(denial)),
             L402Attempt::NotOurs => {
                 parsed.verify().map_err(|e| Error::InvalidInvoice(e.to_string()))?;
@@ -160,7 +175,7 @@ impl Gateway {
     pub async fn l402_token(&self, caller: &AgentKey, url: &str) -> Result<L402TokenRecord, Error> {
         let target = target(url)?;
         self.store
-            .l402_token(caller.agent_id.clone(), target.origin, target.path, now_ms())
+            .l402_token(caller.agent_id.clone(), target.origin, target.path, self.now_ms())
             .await?
             .ok_or(Error::NotFound("L402 token for this URL"))
     }

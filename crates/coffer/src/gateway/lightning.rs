@@ -12,7 +12,7 @@
 //! - an invoice paid from outside is credited once: the open -> paid update
 //!   in the same transaction as the credit is the guard.
 
-use super::{AgentKey, Gateway, PayOutcome, Principal, now_ms};
+use super::{AgentKey, Gateway, PayOutcome, Principal};
 use crate::error::Error;
 use crate::io::{
     ApprovalRecord, BeginExternal, ExternalOutcome, ExternalStart, Idempotency, InvoiceRecord, PayAttempt, Payer,
@@ -119,7 +119,7 @@ impl Gateway {
         purpose: &str,
         idempotency: Option<Idempotency>,
     ) -> Result<PayOutcome, Error> {
-        if u64::try_from(now_ms() / 1000).unwrap_or(u64::MAX) >= invoice.expires_at_secs {
+        if u64::try_from(self.now_ms() / 1000).unwrap_or(u64::MAX) >= invoice.expires_at_secs {
             return Err(Error::InvoiceExpired);
         }
         let amount = invoice.amount.ok_or(Error::AmountRequired)?;
@@ -137,7 +137,7 @@ impl Gateway {
             invoice_expires_at_ms: expires_at_secs.saturating_mul(1000),
             approval_ttl_ms: self.settings.approval_ttl_ms,
             holds_pending_max: self.settings.limits.holds_pending_per_agent,
-            now_ms: now_ms(),
+            now_ms: self.now_ms(),
         };
         let (bolt11, fee_limit) = (begin.bolt11.clone(), begin.fee_limit);
         let payment = match self.store.begin_external(begin).await? {
@@ -191,7 +191,7 @@ impl Gateway {
         answer: Result<PayResult, crate::lightning::LnError>,
         doing: &str,
     ) -> Result<crate::io::PaymentRecord, Error> {
-        let now = now_ms();
+        let now = self.now_ms();
         let id = payment_id.to_owned();
         match answer {
             Ok(PayResult::Succeeded { preimage, fee }) => {
@@ -231,7 +231,9 @@ impl Gateway {
                 // No record at the backend: the call never arrived (a crash
                 // before it, or a refused connection). Failed once no call
                 // can still be on its way.
-                Ok(None) if now_ms() - payment.created_at_ms > NOT_FOUND_GRACE_TIMEOUTS * self.lightning_timeout_ms => {
+                Ok(None)
+                    if self.now_ms() - payment.created_at_ms > NOT_FOUND_GRACE_TIMEOUTS * self.lightning_timeout_ms =>
+                {
                     Ok(PayResult::Failed {
                         reason: "the backend has no record of this payment: it was never sent".into(),
                     })
@@ -254,7 +256,7 @@ impl Gateway {
     /// backend reports paid. Returns how many were credited.
     pub async fn credit_deposits(&self) -> Result<usize, Error> {
         let Some(funding) = &self.funding else { return Ok(0) };
-        let now = now_ms();
+        let now = self.now_ms();
         // A cursor walks every watched invoice in turn, a batch per round,
         // so that many open invoices cannot starve the later ones.
         let after = self.watch_cursor.load(std::sync::atomic::Ordering::Relaxed);
@@ -265,7 +267,7 @@ impl Gateway {
         for invoice in watched {
             match funding.lookup_invoice(invoice.payment_hash).await {
                 Ok(InvoiceState::Paid) => {
-                    if self.store.credit_from_outside(invoice.payment_hash, now_ms()).await? {
+                    if self.store.credit_from_outside(invoice.payment_hash, self.now_ms()).await? {
                         credited += 1;
                         self.announce_paid(&invoice.payment_hash).await;
                     }
@@ -283,9 +285,7 @@ impl Gateway {
 }
 
 fn receiving(key: &AgentKey) -> Result<String, Error> {
-    if key.scope < Scope::Receive {
-        return Err(Error::Forbidden("this key's scope does not allow receiving"));
-    }
+    key.require(Scope::Receive)?;
     Ok(key.agent_id.clone())
 }
 

@@ -4,6 +4,7 @@
 //! chat have a file each.
 
 mod chat;
+pub mod clock;
 mod constitution;
 mod events;
 pub mod l402;
@@ -16,6 +17,7 @@ pub use events::EventFollower;
 pub use lightning::run_background;
 
 pub use chat::{AUTO_PAY_KEY_ID, MESSAGE_LEN_MAX_BYTES, ROOM_MEMBERS_MAX};
+pub use clock::{Clock, DevClock, SystemClock};
 
 use crate::error::Error;
 use crate::io::{
@@ -33,7 +35,7 @@ use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 pub const AGENT_NAME_LEN_MAX: usize = 64;
 pub const PURPOSE_LEN_MAX_BYTES: usize = 512;
@@ -69,6 +71,20 @@ impl From<&KeyRecord> for AgentKey {
             scope: k.scope,
             expires_at_ms: k.expires_at_ms,
         }
+    }
+}
+
+impl AgentKey {
+    /// The scope rule, written once for every edge and every way of paying:
+    /// `read` sees, `receive` also creates invoices, `spend` also pays.
+    pub fn require(&self, needed: Scope) -> Result<(), Error> {
+        if self.scope >= needed {
+            return Ok(());
+        }
+        Err(Error::Forbidden(match needed {
+            Scope::Spend => "this key's scope does not allow spending",
+            _ => "this key's scope does not allow receiving",
+        }))
     }
 }
 
@@ -128,15 +144,16 @@ pub struct Gateway {
     key_changes: AtomicU64,
     /// Write rates, and the limit hits that feed breakers.
     throttle: rate::Throttle,
+    /// Where every operation takes the time from.
+    clock: Arc<dyn Clock>,
+    /// The same clock when it is a dev clock the operator may move: only
+    /// on a gateway started so, in dev mode.
+    dev_clock: Option<Arc<DevClock>>,
 }
 
 /// On a shared store, a key created or revoked by another instance is
 /// honoured here at most this long (plus one read of the keys) later.
 pub const KEY_REFRESH_MS: u64 = 1_000;
-
-pub fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
 
 impl Gateway {
     pub async fn new(
@@ -163,7 +180,50 @@ impl Gateway {
             keys: RwLock::new(keys),
             key_changes: AtomicU64::new(0),
             throttle: rate::Throttle::default(),
+            clock: Arc::new(SystemClock),
+            dev_clock: None,
         })
+    }
+
+    /// Takes the time from `clock` (default: the system's).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Gateway {
+        self.clock = clock;
+        self.dev_clock = None;
+        self
+    }
+
+    /// Runs on a dev clock that the operator may move forward
+    /// ([`Gateway::advance_clock`]). Only in dev mode: a gateway with a
+    /// Lightning backend refuses to move its clock.
+    pub fn with_dev_clock(mut self, clock: Arc<DevClock>) -> Gateway {
+        self.clock = Arc::clone(&clock) as Arc<dyn Clock>;
+        self.dev_clock = Some(clock);
+        self
+    }
+
+    /// The time, in milliseconds since the Unix epoch, from the gateway's
+    /// clock.
+    pub fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
+    /// Whether the operator may move this gateway's clock.
+    pub fn has_dev_clock(&self) -> bool {
+        self.dev_clock.is_some() && self.settings.dev_mode
+    }
+
+    /// Moves a dev clock `by_ms` forward, then runs the expiry sweeps at the
+    /// new time, so that what expired is expired when this returns. Returns
+    /// the new time. Without a dev clock (or with a Lightning backend)
+    /// there is no clock to move: `not-found`, and nothing changes.
+    pub async fn advance_clock(&self, by_ms: i64) -> Result<i64, Error> {
+        let Some(clock) = self.dev_clock.as_ref().filter(|_| self.settings.dev_mode) else {
+            return Err(Error::NotFound("route"));
+        };
+        let now = clock.advance(by_ms).map_err(|detail| invalid("advance_ms", detail))?;
+        self.expire_approvals().await?;
+        self.expire_invoices().await?;
+        Ok(now)
     }
 
     /// Pays and receives through this backend (instead of dev mode).
@@ -174,6 +234,7 @@ impl Gateway {
         lnurl_http: reqwest::Client,
     ) -> Gateway {
         self.settings.dev_mode = false;
+        self.dev_clock = None;
         self.funding = Some(funding);
         self.lnurl_http = Some(lnurl_http);
         self.lightning_timeout_ms = i64::try_from(timeout_ms).unwrap_or(i64::MAX);
@@ -211,7 +272,7 @@ impl Gateway {
     async fn feed_breaker<T>(&self, agent_id: &str, result: Result<T, Error>) -> Result<T, Error> {
         if matches!(result, Err(Error::LimitExceeded { .. }))
             && self.throttle.hit(&self.settings.limits, agent_id)
-            && let Err(e) = self.store.observe_limit_denial(agent_id.to_owned(), now_ms()).await
+            && let Err(e) = self.store.observe_limit_denial(agent_id.to_owned(), self.now_ms()).await
         {
             tracing::warn!(agent = %agent_id, error = %e, "could not feed the breaker");
         }
@@ -233,7 +294,7 @@ impl Gateway {
         }
         let keys = self.keys.read().map_err(|_| Error::Internal("key cache poisoned".into()))?;
         match keys.get_key_value(&digest) {
-            Some((stored, key)) if stored.matches(&digest) && key.expires_at_ms.is_none_or(|at| now_ms() < at) => {
+            Some((stored, key)) if stored.matches(&digest) && key.expires_at_ms.is_none_or(|at| self.now_ms() < at) => {
                 Ok(Principal::Agent(key.clone()))
             }
             _ => Err(Error::Unauthorized),
@@ -300,7 +361,7 @@ impl Gateway {
         };
         let (key_id, digest) = (key.id.clone(), key.digest);
         let new = NewAgent { id: id.clone(), name, parent_id, can_create_subagents, key, quotas: self.quotas() };
-        let created = self.store.create_agent(new, now_ms()).await;
+        let created = self.store.create_agent(new, self.now_ms()).await;
         let agent = match caller {
             Principal::Agent(key) => self.feed_breaker(&key.agent_id, created).await?,
             Principal::Operator => created?,
@@ -336,7 +397,7 @@ impl Gateway {
             Principal::Agent(_) => return Err(Error::Forbidden("funding a sub-agent needs a spend key")),
         };
         let transfer = Transfer { debit, credit: agent.account, amount };
-        self.store.transfer(transfer, "fund", Some(agent.id), actor, now_ms()).await
+        self.store.transfer(transfer, "fund", Some(agent.id), actor, self.now_ms()).await
     }
 
     pub async fn mint(&self, amount_msat: u64) -> Result<(i64, Balance), Error> {
@@ -345,7 +406,7 @@ impl Gateway {
         }
         let amount = parse_amount("amount_msat", amount_msat)?;
         let transfer = Transfer { debit: AccountId::OUTSIDE, credit: AccountId::TREASURY, amount };
-        self.store.transfer(transfer, "mint", None, "operator".into(), now_ms()).await
+        self.store.transfer(transfer, "mint", None, "operator".into(), self.now_ms()).await
     }
 
     pub async fn treasury(&self) -> Result<Balance, Error> {
@@ -359,7 +420,7 @@ impl Gateway {
         expires_at: Option<&str>,
     ) -> Result<(KeyRecord, String), Error> {
         let expires_at_ms = expires_at.map(|t| parse_time("expires_at", t)).transpose()?;
-        if expires_at_ms.is_some_and(|at| at <= now_ms()) {
+        if expires_at_ms.is_some_and(|at| at <= self.now_ms()) {
             return Err(invalid("expires_at", "must be in the future".into()));
         }
         let secret = secrets::new_secret(secrets::AGENT_KEY_PREFIX);
@@ -370,13 +431,13 @@ impl Gateway {
             digest: SecretDigest::of(&secret),
             expires_at_ms,
         };
-        let record = self.store.create_key(key, now_ms()).await?;
+        let record = self.store.create_key(key, self.now_ms()).await?;
         self.cache_key(&record)?;
         Ok((record, secret))
     }
 
     pub async fn revoke_key(&self, key_id: &str) -> Result<(), Error> {
-        let revoked = self.store.revoke_key(key_id.to_owned(), now_ms()).await?.ok_or(Error::NotFound("key"))?;
+        let revoked = self.store.revoke_key(key_id.to_owned(), self.now_ms()).await?.ok_or(Error::NotFound("key"))?;
         let mut keys = self.keys.write().map_err(|_| Error::Internal("key cache poisoned".into()))?;
         keys.remove(&revoked.digest);
         self.key_changes.fetch_add(1, Ordering::SeqCst);
@@ -398,9 +459,11 @@ impl Gateway {
         memo: Option<&str>,
         expiry_secs: Option<u32>,
     ) -> Result<InvoiceRecord, Error> {
+        caller.require(Scope::Receive)?;
         let record = self.make_invoice(&caller.agent_id, amount_msat, memo, expiry_secs, None).await?;
         let stored = self.store.insert_invoice(record.clone(), self.quotas()).await;
         self.feed_breaker(&caller.agent_id, stored).await?;
+        crate::metrics::METRICS.record_invoice();
         Ok(record)
     }
 
@@ -447,7 +510,7 @@ impl Gateway {
         if expiry_secs == 0 || expiry_secs > bolt11::EXPIRY_MAX_SECS {
             return Err(invalid("expiry_secs", format!("between 1 and {} seconds", bolt11::EXPIRY_MAX_SECS)));
         }
-        let now = now_ms();
+        let now = self.now_ms();
         // BOLT11 timestamps are whole seconds: the invoice's own expiry and
         // ours must agree, so both start at the same second.
         let created_secs = u64::try_from(now / 1000).map_err(|_| Error::Internal("clock before 1970".into()))?;
@@ -499,7 +562,7 @@ impl Gateway {
     pub async fn expire_invoices(&self) -> Result<u64, Error> {
         let mut expired = 0;
         for _ in 0..INVOICE_EXPIRY_BATCHES_PER_STEP_MAX {
-            let now = now_ms();
+            let now = self.now_ms();
             let watched_since_ms = now.saturating_sub(lightning::WATCH_AFTER_EXPIRY_MS);
             if !self.store.invoices_due(now, watched_since_ms).await? {
                 break;
@@ -536,7 +599,8 @@ impl Gateway {
         self.pay_to(caller, bolt11, None, purpose, idempotency_key).await
     }
 
-    /// [`Gateway::pay_to`], its limit hits (held payments) fed to the
+    /// Pays [`Gateway::pay_target`] with a `spend` key, counts the attempt
+    /// on `/metrics`, and feeds its limit hits (held payments) to the
     /// payer's breaker.
     pub async fn pay_to(
         &self,
@@ -546,7 +610,11 @@ impl Gateway {
         purpose: Option<&str>,
         idempotency_key: Option<&str>,
     ) -> Result<PayOutcome, Error> {
+        caller.require(Scope::Spend)?;
         let outcome = self.pay_target(caller, target, amount_msat, purpose, idempotency_key).await;
+        // Every way of paying (HTTP, a room's request, auto-pay, MCP) comes
+        // through here, so each is counted once, the same way.
+        crate::metrics::METRICS.record_payment(matches!(outcome, Ok(PayOutcome::Paid(_))));
         self.feed_breaker(&caller.agent_id, outcome).await
     }
 
@@ -608,7 +676,7 @@ impl Gateway {
             purpose: purpose.to_owned(),
             idempotency,
             domain: None,
-            now_ms: now_ms(),
+            now_ms: self.now_ms(),
         };
         match self.store.pay_internal(pay).await? {
             PayAttempt::Paid(payment) => {
@@ -642,7 +710,7 @@ impl Gateway {
         let Some(room_id) = invoice.room_id.clone() else { return };
         let data = serde_json::json!({
             "payment_hash": hex::encode(invoice.payment_hash),
-            "receipt": crate::http::views::receipt(&invoice),
+            "receipt": crate::model::views::receipt(&invoice),
         });
         self.live.publish(crate::live::RoomEvent { room_id, kind: "invoice.paid", data });
     }

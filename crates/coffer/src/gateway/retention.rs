@@ -3,7 +3,7 @@
 //! than the operator allows (`COFFER_RETENTION_*`). What the ledger and the
 //! audit chain need is never removed (`io/retention.rs`).
 
-use super::{Gateway, now_ms};
+use super::Gateway;
 use crate::error::Error;
 use crate::io::retention::{Cutoffs, Pruned};
 use std::sync::Arc;
@@ -78,7 +78,7 @@ impl Gateway {
     /// One pass: batches until nothing is left to remove, or the pass's
     /// bound. Every instance may run it; a row is removed once.
     pub async fn prune(&self) -> Result<Pruned, Error> {
-        let cutoffs = self.settings.retention.cutoffs(now_ms());
+        let cutoffs = self.settings.retention.cutoffs(self.now_ms());
         let mut pass = Pruned::default();
         for _ in 0..PRUNE_BATCHES_PER_PASS_MAX {
             let batch = self.store.prune(cutoffs).await?;

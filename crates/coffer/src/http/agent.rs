@@ -1,23 +1,21 @@
 //! Agent routes: the wallet, invoices, payments.
 
-use super::extract::{Agent, ApiJson, Caller, READ, RECEIVE, SPEND};
-use super::{AppState, views};
+use super::AppState;
+use super::extract::{Agent, ApiJson, ApiQuery, Caller, IdempotencyKey, READ, RECEIVE, SPEND};
 use crate::error::Error;
-use crate::gateway::{PayOutcome, now_ms};
+use crate::gateway::PayOutcome;
 use crate::io::PageRequest;
+use crate::model::views;
 use axum::Json;
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use coffer_client::{
-    Approval, CreateInvoiceRequest, DepositRequest, Invoice, Page, PayRequest, Payment, Problem, Wallet,
-};
+use coffer_client::{Approval, CreateInvoiceRequest, DepositRequest, Invoice, Page, PayRequest, Payment, Wallet};
 use serde::Deserialize;
 
 /// The calling agent's wallet.
 #[utoipa::path(get, path = "/v1/wallet", tag = "agent",
-    responses((status = 200, body = Wallet, description = "The wallet"), (status = "4XX", body = Problem, description = "An RFC 9457 problem: `code` names it, `detail` says why")), security(("bearer" = [])))]
+    responses((status = 200, body = Wallet, description = "The wallet")))]
 pub async fn wallet(State(gw): State<AppState>, Agent(key): Agent<READ>) -> Result<Json<Wallet>, Error> {
     let (agent, balance) = gw.wallet(&key).await?;
     Ok(Json(Wallet {
@@ -32,15 +30,14 @@ pub async fn wallet(State(gw): State<AppState>, Agent(key): Agent<READ>) -> Resu
 
 /// Create a BOLT11 invoice payable to the calling agent.
 #[utoipa::path(post, path = "/v1/invoices", tag = "agent", request_body = CreateInvoiceRequest,
-    responses((status = 201, body = Invoice, description = "Created: the invoice"), (status = "4XX", body = Problem, description = "An RFC 9457 problem: `code` names it, `detail` says why")), security(("bearer" = [])))]
+    responses((status = 201, body = Invoice, description = "Created: the invoice")))]
 pub async fn create_invoice(
     State(gw): State<AppState>,
     Agent(key): Agent<RECEIVE>,
     ApiJson(req): ApiJson<CreateInvoiceRequest>,
 ) -> Result<(StatusCode, Json<Invoice>), Error> {
     let invoice = gw.create_invoice(&key, req.amount_msat, req.memo.as_deref(), req.expiry_secs).await?;
-    crate::metrics::METRICS.record_invoice();
-    Ok((StatusCode::CREATED, Json(views::invoice(invoice, now_ms()))))
+    Ok((StatusCode::CREATED, Json(views::invoice(invoice, gw.now_ms()))))
 }
 
 /// An invoice payable from the Lightning Network (needs a Lightning
@@ -48,33 +45,31 @@ pub async fn create_invoice(
 /// operator's token credits the treasury, or the agent named by `agent_id`.
 /// The wallet is credited once the backend reports the invoice paid.
 #[utoipa::path(post, path = "/v1/deposits", tag = "agent", request_body = DepositRequest,
-    responses((status = 201, body = Invoice, description = "Created: the invoice to pay from outside"),
-        (status = "4XX", body = Problem, description = "An RFC 9457 problem: `code` names it, `detail` says why")),
-    security(("bearer" = [])))]
+    responses((status = 201, body = Invoice, description = "Created: the invoice to pay from outside")))]
 pub async fn create_deposit(
     State(gw): State<AppState>,
     Caller(caller): Caller,
     ApiJson(req): ApiJson<DepositRequest>,
 ) -> Result<(StatusCode, Json<Invoice>), Error> {
     let invoice = gw.create_deposit(&caller, req.amount_msat, req.agent_id.as_deref(), req.memo.as_deref()).await?;
-    Ok((StatusCode::CREATED, Json(views::invoice(invoice, now_ms()))))
+    Ok((StatusCode::CREATED, Json(views::invoice(invoice, gw.now_ms()))))
 }
 
 /// One of the calling agent's invoices, with its status.
 #[utoipa::path(get, path = "/v1/invoices/{payment_hash}", tag = "agent", params(("payment_hash" = String, Path)),
-    responses((status = 200, body = Invoice, description = "The invoice"), (status = "4XX", body = Problem, description = "An RFC 9457 problem: `code` names it, `detail` says why")), security(("bearer" = [])))]
+    responses((status = 200, body = Invoice, description = "The invoice")))]
 pub async fn get_invoice(
     State(gw): State<AppState>,
     Agent(key): Agent<READ>,
     Path(hash): Path<String>,
 ) -> Result<Json<Invoice>, Error> {
-    Ok(Json(views::invoice(gw.invoice(&key, &hash).await?, now_ms())))
+    Ok(Json(views::invoice(gw.invoice(&key, &hash).await?, gw.now_ms())))
 }
 
 /// The invoice's QR code as SVG: `LIGHTNING:` and the BOLT11 in upper case.
 /// For the invoice's agent, members of its room, and the operator.
 #[utoipa::path(get, path = "/v1/invoices/{payment_hash}/qr.svg", tag = "agent", params(("payment_hash" = String, Path)),
-    responses((status = 200, content_type = "image/svg+xml", description = "The QR code, as SVG"), (status = "4XX", body = Problem, description = "An RFC 9457 problem: `code` names it, `detail` says why")), security(("bearer" = [])))]
+    responses((status = 200, content_type = "image/svg+xml", description = "The QR code, as SVG")))]
 pub async fn qr_svg(
     State(gw): State<AppState>,
     Caller(caller): Caller,
@@ -89,14 +84,13 @@ pub async fn qr_svg(
 /// The invoice's QR code as PNG (`?scale=` pixels per module, 1 to 16).
 #[utoipa::path(get, path = "/v1/invoices/{payment_hash}/qr.png", tag = "agent",
     params(("payment_hash" = String, Path), ("scale" = Option<u32>, Query)),
-    responses((status = 200, content_type = "image/png", description = "The QR code, as PNG"), (status = "4XX", body = Problem, description = "An RFC 9457 problem: `code` names it, `detail` says why")), security(("bearer" = [])))]
+    responses((status = 200, content_type = "image/png", description = "The QR code, as PNG")))]
 pub async fn qr_png(
     State(gw): State<AppState>,
     Caller(caller): Caller,
     Path(hash): Path<String>,
-    params: Result<Query<QrParams>, QueryRejection>,
+    ApiQuery(params): ApiQuery<QrParams>,
 ) -> Result<Response, Error> {
-    let Query(params) = params.map_err(|e| Error::MalformedRequest(e.body_text()))?;
     let invoice = gw.visible_invoice(&caller, &hash).await?;
     let png = super::qr::png(&invoice.bolt11, params.scale.unwrap_or(QR_SCALE_DEFAULT_PX))
         .map_err(|e| Error::internal("rendering a QR code", e))?;
@@ -121,7 +115,7 @@ pub struct PageParams {
     limit: Option<u32>,
 }
 
-fn page(params: Result<Query<PageParams>, QueryRejection>) -> Result<PageRequest, Error> {
+fn page(params: PageParams) -> Result<PageRequest, Error> {
     let (cursor, limit) = page_params(params)?;
     let before = cursor
         .map(|c| {
@@ -133,8 +127,7 @@ fn page(params: Result<Query<PageParams>, QueryRejection>) -> Result<PageRequest
 }
 
 /// A listing's cursor, as given, and its checked page size.
-pub(super) fn page_params(params: Result<Query<PageParams>, QueryRejection>) -> Result<(Option<String>, u32), Error> {
-    let Query(params) = params.map_err(|e| Error::MalformedRequest(e.body_text()))?;
+pub(super) fn page_params(params: PageParams) -> Result<(Option<String>, u32), Error> {
     let limit = params.limit.unwrap_or(50);
     if limit == 0 || limit > crate::io::PAGE_LIMIT_MAX {
         return Err(Error::InvalidField { field: "limit", detail: format!("1 to {}", crate::io::PAGE_LIMIT_MAX) });
@@ -144,14 +137,14 @@ pub(super) fn page_params(params: Result<Query<PageParams>, QueryRejection>) -> 
 
 /// The calling agent's invoices, newest first.
 #[utoipa::path(get, path = "/v1/invoices", tag = "agent", params(PageParams),
-    responses((status = 200, body = Page<Invoice>, description = "A page of invoices, newest first"), (status = "4XX", body = Problem, description = "An RFC 9457 problem: `code` names it, `detail` says why")), security(("bearer" = [])))]
+    responses((status = 200, body = Page<Invoice>, description = "A page of invoices, newest first")))]
 pub async fn list_invoices(
     State(gw): State<AppState>,
     Agent(key): Agent<READ>,
-    params: Result<Query<PageParams>, QueryRejection>,
+    ApiQuery(params): ApiQuery<PageParams>,
 ) -> Result<Json<Page<Invoice>>, Error> {
     let (rows, cursor) = gw.invoices(&key, page(params)?).await?;
-    let now = now_ms();
+    let now = gw.now_ms();
     Ok(Json(Page {
         items: rows.into_iter().map(|i| views::invoice(i, now)).collect(),
         next_cursor: cursor.map(|c| c.to_string()),
@@ -160,11 +153,11 @@ pub async fn list_invoices(
 
 /// The calling agent's payments, newest first.
 #[utoipa::path(get, path = "/v1/payments", tag = "agent", params(PageParams),
-    responses((status = 200, body = Page<Payment>, description = "A page of payments, newest first"), (status = "4XX", body = Problem, description = "An RFC 9457 problem: `code` names it, `detail` says why")), security(("bearer" = [])))]
+    responses((status = 200, body = Page<Payment>, description = "A page of payments, newest first")))]
 pub async fn list_payments(
     State(gw): State<AppState>,
     Agent(key): Agent<READ>,
-    params: Result<Query<PageParams>, QueryRejection>,
+    ApiQuery(params): ApiQuery<PageParams>,
 ) -> Result<Json<Page<Payment>>, Error> {
     let (rows, cursor) = gw.payments(&key, page(params)?).await?;
     Ok(Json(Page { items: rows.into_iter().map(views::payment).collect(), next_cursor: cursor.map(|c| c.to_string()) }))
@@ -177,24 +170,16 @@ pub async fn list_payments(
 /// denied, with a problem type per reason.
 #[utoipa::path(post, path = "/v1/payments", tag = "agent", request_body = PayRequest,
     params(("Idempotency-Key" = Option<String>, Header, description = "1 to 128 visible ASCII characters")),
-    responses((status = 200, body = Payment, description = "The payment"), (status = 202, body = Approval, description = "Held for a person's approval (an invoice of this gateway or of another node): the approval, status `held`; its amount, plus the fee limit for another node, is reserved until a person approves (paid once, through the Lightning backend for another node), denies or lets it expire (released)"), (status = "4XX", body = Problem, description = "An RFC 9457 problem: `code` names it, `detail` says why")),
-    security(("bearer" = [])))]
+    responses((status = 200, body = Payment, description = "The payment"), (status = 202, body = Approval, description = "Held for a person's approval (an invoice of this gateway or of another node): the approval, status `held`; its amount, plus the fee limit for another node, is reserved until a person approves (paid once, through the Lightning backend for another node), denies or lets it expire (released)")))]
 pub async fn pay(
     State(gw): State<AppState>,
     Agent(key): Agent<SPEND>,
-    headers: HeaderMap,
+    IdempotencyKey(idempotency_key): IdempotencyKey,
     ApiJson(req): ApiJson<PayRequest>,
 ) -> Result<Response, Error> {
-    let idempotency_key = match headers.get("idempotency-key") {
-        Some(v) => Some(v.to_str().map_err(|_| Error::InvalidField {
-            field: "Idempotency-Key",
-            detail: "visible ASCII characters only".into(),
-        })?),
-        None => None,
-    };
-    let result = gw.pay_to(&key, &req.bolt11, req.amount_msat, req.purpose.as_deref(), idempotency_key).await;
-    crate::metrics::METRICS.record_payment(matches!(result, Ok(PayOutcome::Paid(_))));
-    Ok(match result? {
+    let purpose = req.purpose.as_deref();
+    let outcome = gw.pay_to(&key, &req.bolt11, req.amount_msat, purpose, idempotency_key.as_deref()).await?;
+    Ok(match outcome {
         PayOutcome::Paid(payment) => Json(views::payment(payment)).into_response(),
         PayOutcome::Held(approval) => (StatusCode::ACCEPTED, Json(views::approval(approval, true))).into_response(),
     })

@@ -1,22 +1,22 @@
 //! The constitution's routes: policy, budget, approvals, freeze, the kill
 //! switch and the audit trail.
 
-use super::extract::{ApiJson, Caller, Operator};
-use super::{AppState, views};
+use super::AppState;
+use super::extract::{ApiJson, ApiQuery, Caller, Operator};
 use crate::error::Error;
-use crate::gateway::Principal;
+use crate::model::views;
+
 use crate::io::{ApprovalOutcome, ApprovalStatus, AuditFilter};
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
-use coffer_client::{Agent, Approval, ApprovalDecision, AuditRecord, Breaker, FreezeRequest, Problem, Scope};
+use axum::extract::{Path, State};
+use coffer_client::{Agent, Approval, ApprovalDecision, AuditRecord, Breaker, FreezeRequest};
 use serde::Deserialize;
 
 /// An agent's policy (`{}` when it has none). The operator, or an ancestor
 /// agent for a sub-agent.
 #[utoipa::path(get, path = "/v1/agents/{id}/policy", tag = "constitution", params(("id" = String, Path)),
-    responses((status = 200, body = coffer_core::policy::Policy, description = "The policy, or `{}` when none is set"), (status = "4XX", body = Problem, description = "An RFC 9457 problem: `code` names it, `detail` says why")), security(("bearer" = [])))]
+    responses((status = 200, body = coffer_core::policy::Policy, description = "The policy, or `{}` when none is set")))]
 pub async fn get_policy(
     State(gw): State<AppState>,
     Caller(caller): Caller,
@@ -33,18 +33,13 @@ pub async fn get_policy(
 /// `breaker`. An agent never sets its own policy.
 #[utoipa::path(put, path = "/v1/agents/{id}/policy", tag = "constitution", params(("id" = String, Path)),
     request_body(content = coffer_core::policy::Policy, description = "The policy document"),
-    responses((status = 200, body = coffer_core::policy::Policy, description = "The policy as stored"), (status = "4XX", body = Problem, description = "An RFC 9457 problem: `code` names it, `detail` says why")), security(("bearer" = [])))]
+    responses((status = 200, body = coffer_core::policy::Policy, description = "The policy as stored")))]
 pub async fn put_policy(
     State(gw): State<AppState>,
     Caller(caller): Caller,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<serde_json::Value>,
 ) -> Result<Json<serde_json::Value>, Error> {
-    if let Principal::Agent(key) = &caller
-        && key.scope < Scope::Spend
-    {
-        return Err(Error::Forbidden("setting a sub-agent's policy needs a spend key"));
-    }
     let policy = gw.set_policy(&caller, &id, &body.to_string()).await?;
     Ok(Json(serde_json::to_value(policy).map_err(|e| Error::internal("serialising a policy", e))?))
 }
@@ -52,7 +47,7 @@ pub async fn put_policy(
 /// Spent and remaining per budget window, the lifetime allowance and the
 /// rate of the last minute.
 #[utoipa::path(get, path = "/v1/agents/{id}/budget", tag = "constitution", params(("id" = String, Path)),
-    responses((status = 200, body = coffer_core::policy::BudgetReport, description = "Spent and remaining per budget window, in msat"), (status = "4XX", body = Problem, description = "An RFC 9457 problem: `code` names it, `detail` says why")), security(("bearer" = [])))]
+    responses((status = 200, body = coffer_core::policy::BudgetReport, description = "Spent and remaining per budget window, in msat")))]
 pub async fn get_budget(
     State(gw): State<AppState>,
     Caller(caller): Caller,
@@ -74,7 +69,7 @@ fn optional_body<T: serde::de::DeserializeOwned + Default>(body: &Bytes) -> Resu
 /// unfrozen. The body (`{"reason"}`) is optional.
 #[utoipa::path(post, path = "/v1/agents/{id}/freeze", tag = "constitution", params(("id" = String, Path)),
     request_body = Option<FreezeRequest>,
-    responses((status = 200, body = Agent, description = "The agent"), (status = "4XX", body = Problem, description = "An RFC 9457 problem: `code` names it, `detail` says why")), security(("bearer" = [])))]
+    responses((status = 200, body = Agent, description = "The agent")))]
 pub async fn freeze(
     State(gw): State<AppState>,
     _: Operator,
@@ -88,7 +83,7 @@ pub async fn freeze(
 
 /// Unfreeze an agent.
 #[utoipa::path(post, path = "/v1/agents/{id}/unfreeze", tag = "constitution", params(("id" = String, Path)),
-    responses((status = 200, body = Agent, description = "The agent"), (status = "4XX", body = Problem, description = "An RFC 9457 problem: `code` names it, `detail` says why")), security(("bearer" = [])))]
+    responses((status = 200, body = Agent, description = "The agent")))]
 pub async fn unfreeze(State(gw): State<AppState>, _: Operator, Path(id): Path<String>) -> Result<Json<Agent>, Error> {
     gw.unfreeze(&id).await?;
     Ok(Json(views::agent(gw.agent(&id).await?)))
@@ -97,7 +92,7 @@ pub async fn unfreeze(State(gw): State<AppState>, _: Operator, Path(id): Path<St
 /// The kill switch: `{"halted": true}` stops every outgoing payment at
 /// once; once this answers, no wallet is debited until it is released.
 #[utoipa::path(post, path = "/v1/breaker", tag = "constitution", request_body = Breaker,
-    responses((status = 200, body = Breaker, description = "The breaker"), (status = "4XX", body = Problem, description = "An RFC 9457 problem: `code` names it, `detail` says why")), security(("bearer" = [])))]
+    responses((status = 200, body = Breaker, description = "The breaker")))]
 pub async fn set_breaker(
     State(gw): State<AppState>,
     _: Operator,
@@ -109,7 +104,7 @@ pub async fn set_breaker(
 
 /// Whether the kill switch is on.
 #[utoipa::path(get, path = "/v1/breaker", tag = "constitution",
-    responses((status = 200, body = Breaker, description = "The breaker"), (status = "4XX", body = Problem, description = "An RFC 9457 problem: `code` names it, `detail` says why")), security(("bearer" = [])))]
+    responses((status = 200, body = Breaker, description = "The breaker")))]
 pub async fn get_breaker(State(gw): State<AppState>, _: Operator) -> Result<Json<Breaker>, Error> {
     Ok(Json(Breaker { halted: gw.halted().await? }))
 }
@@ -126,13 +121,12 @@ pub struct ApprovalParams {
 
 /// The approvals queue.
 #[utoipa::path(get, path = "/v1/approvals", tag = "constitution", params(ApprovalParams),
-    responses((status = 200, body = Vec<Approval>, description = "The approvals"), (status = "4XX", body = Problem, description = "An RFC 9457 problem: `code` names it, `detail` says why")), security(("bearer" = [])))]
+    responses((status = 200, body = Vec<Approval>, description = "The approvals")))]
 pub async fn list_approvals(
     State(gw): State<AppState>,
     _: Operator,
-    params: Result<Query<ApprovalParams>, QueryRejection>,
+    ApiQuery(params): ApiQuery<ApprovalParams>,
 ) -> Result<Json<Vec<Approval>>, Error> {
-    let Query(params) = params.map_err(|e| Error::MalformedRequest(e.body_text()))?;
     let status = super::extract::status_filter(
         params.status.as_deref(),
         ApprovalStatus::Pending,
@@ -156,7 +150,7 @@ fn decision(outcome: ApprovalOutcome) -> ApprovalDecision {
 /// the policy and the balance may still refuse it, and it stays held), then
 /// paid now, exactly once.
 #[utoipa::path(post, path = "/v1/approvals/{id}/approve", tag = "constitution", params(("id" = String, Path)),
-    responses((status = 200, body = ApprovalDecision, description = "The approval decision and the payment made. For an invoice of another node the payment went through the Lightning backend: its status says how it ended (`pending` while the backend has not said; the resolver finishes it)"), (status = "4XX", body = Problem, description = "An RFC 9457 problem: `code` names it, `detail` says why")), security(("bearer" = [])))]
+    responses((status = 200, body = ApprovalDecision, description = "The approval decision and the payment made. For an invoice of another node the payment went through the Lightning backend: its status says how it ended (`pending` while the backend has not said; the resolver finishes it)")))]
 pub async fn approve(
     State(gw): State<AppState>,
     _: Operator,
@@ -167,7 +161,7 @@ pub async fn approve(
 
 /// Deny a held payment: its reservation and budget are released.
 #[utoipa::path(post, path = "/v1/approvals/{id}/deny", tag = "constitution", params(("id" = String, Path)),
-    responses((status = 200, body = ApprovalDecision, description = "The approval decision"), (status = "4XX", body = Problem, description = "An RFC 9457 problem: `code` names it, `detail` says why")), security(("bearer" = [])))]
+    responses((status = 200, body = ApprovalDecision, description = "The approval decision")))]
 pub async fn deny(
     State(gw): State<AppState>,
     _: Operator,
@@ -194,13 +188,12 @@ pub struct AuditParams {
 
 /// The audit trail, oldest first: who spent what, why, under which rule.
 #[utoipa::path(get, path = "/v1/audit", tag = "constitution", params(AuditParams),
-    responses((status = 200, body = Vec<AuditRecord>, description = "The audit records"), (status = "4XX", body = Problem, description = "An RFC 9457 problem: `code` names it, `detail` says why")), security(("bearer" = [])))]
+    responses((status = 200, body = Vec<AuditRecord>, description = "The audit records")))]
 pub async fn audit_log(
     State(gw): State<AppState>,
     _: Operator,
-    params: Result<Query<AuditParams>, QueryRejection>,
+    ApiQuery(p): ApiQuery<AuditParams>,
 ) -> Result<Json<Vec<AuditRecord>>, Error> {
-    let Query(p) = params.map_err(|e| Error::MalformedRequest(e.body_text()))?;
     let time = |field, t: Option<String>| t.map(|t| crate::gateway::parse_time(field, &t)).transpose();
     let filter = AuditFilter {
         agent_id: p.agent_id,

@@ -3,20 +3,20 @@
 //! subscriptions with their delivery logs. Each key sees what
 //! `gateway::events` lets it see.
 
-use super::extract::{ApiJson, Caller};
-use super::{AppState, views};
+use super::AppState;
+use super::extract::{ApiJson, ApiQuery, Caller};
 use crate::error::Error;
 use crate::events::wire;
 use crate::gateway::{EventFollower, Gateway};
 use crate::io::PAGE_LIMIT_MAX;
+use crate::model::views;
 use axum::Json;
-use axum::extract::rejection::QueryRejection;
 use axum::extract::ws::{Message as WsMessage, WebSocket, WebSocketUpgrade};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
-use coffer_client::{CreateWebhookRequest, Delivery, Event, EventPage, Problem, Webhook, WebhookCreated};
+use coffer_client::{CreateWebhookRequest, Delivery, Event, EventPage, Webhook, WebhookCreated};
 use futures_util::stream::{self, Stream};
 use serde::Deserialize;
 use std::convert::Infallible;
@@ -38,15 +38,12 @@ pub struct EventParams {
 /// Events after `after`, oldest first: every event for the operator, an
 /// agent's own for its keys. Pass `next_after` as `after` for more.
 #[utoipa::path(get, path = "/v1/events", tag = "events", params(EventParams),
-    responses((status = 200, body = EventPage, description = "A page of events, oldest first"),
-        (status = "4XX", body = Problem, description = "An RFC 9457 problem: `code` names it, `detail` says why")),
-    security(("bearer" = [])))]
+    responses((status = 200, body = EventPage, description = "A page of events, oldest first")))]
 pub async fn list_events(
     State(gw): State<AppState>,
     Caller(caller): Caller,
-    params: Result<Query<EventParams>, QueryRejection>,
+    ApiQuery(p): ApiQuery<EventParams>,
 ) -> Result<Json<EventPage>, Error> {
-    let Query(p) = params.map_err(|e| Error::MalformedRequest(e.body_text()))?;
     let after = p.after.unwrap_or(0);
     let events = gw.events(&caller, after, p.limit.unwrap_or(PAGE_LIMIT_MAX)).await?;
     let next_after = events.last().map_or(after, |e| e.id);
@@ -67,16 +64,13 @@ pub struct StreamParams {
 /// with `Last-Event-ID`), its type as the SSE event name and the event as
 /// JSON data.
 #[utoipa::path(get, path = "/v1/events/stream", tag = "events", params(StreamParams),
-    responses((status = 200, content_type = "text/event-stream", description = "A stream of server-sent events"),
-        (status = "4XX", body = Problem, description = "An RFC 9457 problem: `code` names it, `detail` says why")),
-    security(("bearer" = [])))]
+    responses((status = 200, content_type = "text/event-stream", description = "A stream of server-sent events")))]
 pub async fn stream_events(
     State(gw): State<AppState>,
     Caller(caller): Caller,
     headers: HeaderMap,
-    params: Result<Query<StreamParams>, QueryRejection>,
+    ApiQuery(p): ApiQuery<StreamParams>,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, Error> {
-    let Query(p) = params.map_err(|e| Error::MalformedRequest(e.body_text()))?;
     let resume = headers.get("last-event-id").and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse().ok());
     let after = start(&gw, resume.or(p.after)).await?;
     let follower = gw.follow_events(&caller, after)?;
@@ -89,16 +83,13 @@ pub async fn stream_events(
 
 /// The same events over a WebSocket, one JSON text frame each.
 #[utoipa::path(get, path = "/v1/events/ws", tag = "events", params(StreamParams),
-    responses((status = 101, description = "Switching to the WebSocket protocol"),
-        (status = "4XX", body = Problem, description = "An RFC 9457 problem: `code` names it, `detail` says why")),
-    security(("bearer" = [])))]
+    responses((status = 101, description = "Switching to the WebSocket protocol")))]
 pub async fn events_websocket(
     State(gw): State<AppState>,
     Caller(caller): Caller,
-    params: Result<Query<StreamParams>, QueryRejection>,
+    ApiQuery(p): ApiQuery<StreamParams>,
     upgrade: WebSocketUpgrade,
 ) -> Result<Response, Error> {
-    let Query(p) = params.map_err(|e| Error::MalformedRequest(e.body_text()))?;
     let after = start(&gw, p.after).await?;
     let events = follow(Arc::clone(&gw), gw.follow_events(&caller, after)?);
     let frames = futures_util::StreamExt::map(events, |e| serde_json::to_string(&e).unwrap_or_default());
@@ -152,9 +143,7 @@ pub(super) async fn forward(mut socket: WebSocket, frames: impl Stream<Item = St
 /// one agent's (`agent_id`) or the whole gateway's. Delivery starts with
 /// the next event. The answer holds the signing secret, shown only here.
 #[utoipa::path(post, path = "/v1/webhooks", tag = "events", request_body = CreateWebhookRequest,
-    responses((status = 201, body = WebhookCreated, description = "Created: the webhook and its signing secret"),
-        (status = "4XX", body = Problem, description = "An RFC 9457 problem: `code` names it, `detail` says why")),
-    security(("bearer" = [])))]
+    responses((status = 201, body = WebhookCreated, description = "Created: the webhook and its signing secret")))]
 pub async fn create_webhook(
     State(gw): State<AppState>,
     Caller(caller): Caller,
@@ -166,18 +155,14 @@ pub async fn create_webhook(
 
 /// The caller's webhooks (all of them, for the operator).
 #[utoipa::path(get, path = "/v1/webhooks", tag = "events",
-    responses((status = 200, body = Vec<Webhook>, description = "The webhooks"),
-        (status = "4XX", body = Problem, description = "An RFC 9457 problem: `code` names it, `detail` says why")),
-    security(("bearer" = [])))]
+    responses((status = 200, body = Vec<Webhook>, description = "The webhooks")))]
 pub async fn list_webhooks(State(gw): State<AppState>, Caller(caller): Caller) -> Result<Json<Vec<Webhook>>, Error> {
     Ok(Json(gw.webhooks(&caller).await?.into_iter().map(views::webhook).collect()))
 }
 
 /// Unsubscribe: no more deliveries; its log goes too.
 #[utoipa::path(delete, path = "/v1/webhooks/{id}", tag = "events", params(("id" = String, Path)),
-    responses((status = 204, description = "Done"),
-        (status = "4XX", body = Problem, description = "An RFC 9457 problem: `code` names it, `detail` says why")),
-    security(("bearer" = [])))]
+    responses((status = 204, description = "Done")))]
 pub async fn delete_webhook(
     State(gw): State<AppState>,
     Caller(caller): Caller,
@@ -189,9 +174,7 @@ pub async fn delete_webhook(
 
 /// Restart a paused webhook from the event where it stopped.
 #[utoipa::path(post, path = "/v1/webhooks/{id}/resume", tag = "events", params(("id" = String, Path)),
-    responses((status = 200, body = Webhook, description = "The webhook"),
-        (status = "4XX", body = Problem, description = "An RFC 9457 problem: `code` names it, `detail` says why")),
-    security(("bearer" = [])))]
+    responses((status = 200, body = Webhook, description = "The webhook")))]
 pub async fn resume_webhook(
     State(gw): State<AppState>,
     Caller(caller): Caller,
@@ -202,9 +185,7 @@ pub async fn resume_webhook(
 
 /// A webhook's delivery attempts, newest first.
 #[utoipa::path(get, path = "/v1/webhooks/{id}/deliveries", tag = "events", params(("id" = String, Path)),
-    responses((status = 200, body = Vec<Delivery>, description = "The delivery attempts, newest first"),
-        (status = "4XX", body = Problem, description = "An RFC 9457 problem: `code` names it, `detail` says why")),
-    security(("bearer" = [])))]
+    responses((status = 200, body = Vec<Delivery>, description = "The delivery attempts, newest first")))]
 pub async fn list_deliveries(
     State(gw): State<AppState>,
     Caller(caller): Caller,

@@ -12,7 +12,7 @@ use super::AppState;
 use crate::error::Error;
 use crate::gateway::{AgentKey, Principal};
 use axum::body::Bytes;
-use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::extract::{FromRequest, FromRequestParts, Query, Request};
 use axum::http::{HeaderMap, Method, StatusCode, header, request::Parts};
 use coffer_client::Scope;
 use serde::de::DeserializeOwned;
@@ -91,12 +91,10 @@ impl<const MIN: u8> FromRequestParts<AppState> for Agent<MIN> {
             RECEIVE => Scope::Receive,
             _ => Scope::Spend,
         };
-        if key.scope < needed {
-            return Err(Error::Forbidden(match needed {
-                Scope::Spend => "this key's scope does not allow spending",
-                _ => "this key's scope does not allow receiving",
-            }));
-        }
+        // The gateway checks the scope again in the operation itself, for
+        // the callers that do not come through HTTP; checked here too, it
+        // answers before the body is read.
+        key.require(needed)?;
         Ok(Agent(key))
     }
 }
@@ -134,6 +132,44 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
         serde_json::from_slice(&bytes).map(ApiJson).map_err(|e| Error::MalformedRequest(e.to_string()))
     }
 }
+
+/// A query string. A malformed one (unknown or repeated fields, a value of
+/// the wrong type) answers a `malformed-request` problem naming what is
+/// wrong, as a malformed body does.
+pub struct ApiQuery<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Error> {
+        match Query::<T>::from_request_parts(parts, state).await {
+            Ok(Query(value)) => Ok(ApiQuery(value)),
+            Err(rejection) => Err(Error::MalformedRequest(rejection.body_text())),
+        }
+    }
+}
+
+/// The `Idempotency-Key` header, if sent: a retry with the same key gets the
+/// first answer. A value that is not visible ASCII is refused here
+/// (`invalid-field`), never read as another key; the gateway checks the
+/// rest (length, characters) with the request it keys.
+pub struct IdempotencyKey(pub Option<String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Error> {
+        let Some(value) = parts.headers.get(IDEMPOTENCY_KEY) else { return Ok(IdempotencyKey(None)) };
+        match value.to_str() {
+            Ok(key) => Ok(IdempotencyKey(Some(key.to_owned()))),
+            Err(_) => {
+                Err(Error::InvalidField { field: "Idempotency-Key", detail: "visible ASCII characters only".into() })
+            }
+        }
+    }
+}
+
+const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
 /// A `status` query filter: absent means `default`, `all` means every
 /// status, anything else must parse.

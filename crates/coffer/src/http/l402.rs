@@ -2,14 +2,14 @@
 //! token. The agent's client makes the HTTP requests to the paywall itself
 //! (see `gateway::l402` for why the gateway does not).
 
-use super::extract::{Agent, ApiJson, READ, SPEND};
-use super::{AppState, views};
+use super::AppState;
+use super::extract::{Agent, ApiJson, ApiQuery, READ, SPEND};
 use crate::error::Error;
+use crate::model::views;
 use axum::Json;
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
-use coffer_client::{L402PayRequest, L402Token, Problem};
+use coffer_client::{L402PayRequest, L402Token};
 use serde::Deserialize;
 
 /// Pay an L402 challenge for a URL, within the agent's policy (payee
@@ -18,8 +18,7 @@ use serde::Deserialize;
 /// paid. `201` when paid now, `200` when reused; `403` when denied.
 #[utoipa::path(post, path = "/v1/l402/pay", tag = "agent", operation_id = "l402_pay", request_body = L402PayRequest,
     responses((status = 201, body = L402Token, description = "Paid now: the new token"),
-        (status = 200, body = L402Token, description = "A kept token for the same access: nothing paid"), (status = "4XX", body = Problem, description = "An RFC 9457 problem: `code` names it, `detail` says why")),
-    security(("bearer" = [])))]
+        (status = 200, body = L402Token, description = "A kept token for the same access: nothing paid")))]
 pub async fn pay(
     State(gw): State<AppState>,
     Agent(key): Agent<SPEND>,
@@ -40,12 +39,11 @@ pub struct TokenParams {
 
 /// The agent's live L402 token covering a URL (`404` if none is kept).
 #[utoipa::path(get, path = "/v1/l402/tokens", tag = "agent", operation_id = "l402_token", params(TokenParams),
-    responses((status = 200, body = L402Token, description = "The kept token"), (status = "4XX", body = Problem, description = "An RFC 9457 problem: `code` names it, `detail` says why")), security(("bearer" = [])))]
+    responses((status = 200, body = L402Token, description = "The kept token")))]
 pub async fn token(
     State(gw): State<AppState>,
     Agent(key): Agent<READ>,
-    params: Result<Query<TokenParams>, QueryRejection>,
+    ApiQuery(params): ApiQuery<TokenParams>,
 ) -> Result<Json<L402Token>, Error> {
-    let Query(params) = params.map_err(|e| Error::MalformedRequest(e.body_text()))?;
     Ok(Json(views::l402_token(gw.l402_token(&key, &params.url).await?, false)))
 }

@@ -4,6 +4,7 @@
 
 mod agent;
 mod constitution;
+pub mod dev;
 mod events;
 pub mod extract;
 mod l402;
@@ -13,7 +14,6 @@ pub mod qr;
 mod rooms;
 mod system;
 mod ui;
-pub mod views;
 
 use crate::error::Error;
 use crate::gateway::Gateway;
@@ -22,7 +22,6 @@ use axum::http::{StatusCode, header};
 use axum::middleware;
 use axum::response::Response;
 use axum::{Extension, Router};
-use std::net::SocketAddr;
 use std::sync::Arc;
 use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -31,8 +30,7 @@ use utoipa_axum::routes;
 
 pub type AppState = Arc<Gateway>;
 
-/// The largest request body accepted.
-pub const BODY_LEN_MAX_BYTES: usize = 64 * 1024;
+use crate::limits::BODY_LEN_MAX_BYTES;
 /// How much of a non-problem error body is kept as a problem's detail.
 const DETAIL_LEN_MAX_BYTES: usize = 1024;
 
@@ -94,9 +92,11 @@ impl utoipa::Modify for McpEndpoint {
 }
 
 /// What every operation shares, described once for all of them (applied to
-/// the whole document, after the routes are in): the bearer token, and the
-/// problems that the extractors, the body limit, the quotas and the store
-/// answer whatever the handler, each as `application/problem+json`.
+/// the whole document, after the routes are in), so that no handler repeats
+/// it: the bearer token, and the problems that the extractors, the body
+/// limit, the quotas and the store answer whatever the handler (and `4XX`
+/// for the rest), each as `application/problem+json`. A handler describes
+/// only its own successes, and a problem of its own when it has more to say.
 struct SharedResponses;
 
 /// The routes anyone may call: no token, so no 401, 403 or 429 either.
@@ -126,6 +126,9 @@ fn describe_shared(operation: &mut utoipa::openapi::path::Operation, public: boo
     let mut statuses = vec![StatusCode::INTERNAL_SERVER_ERROR, StatusCode::SERVICE_UNAVAILABLE];
     if !public {
         operation.security = Some(vec![SecurityRequirement::new("bearer", Vec::<String>::new())]);
+        // Any other client error (402, 409, 422, ...) a route answers, with
+        // the problem naming it.
+        operation.responses.responses.entry("4XX".to_owned()).or_insert_with(|| any_problem_response().into());
         statuses.extend([
             StatusCode::BAD_REQUEST,
             StatusCode::UNAUTHORIZED,
@@ -158,6 +161,15 @@ fn as_problem_json(response: &mut utoipa::openapi::Response) {
 }
 
 const PROBLEM_SCHEMA_REF: &str = "#/components/schemas/Problem";
+
+fn any_problem_response() -> utoipa::openapi::Response {
+    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+    let content = ContentBuilder::new().schema(Some(Ref::from_schema_name("Problem"))).build();
+    ResponseBuilder::new()
+        .description("An RFC 9457 problem: `code` names it, `detail` says why")
+        .content(problem::PROBLEM_JSON, content)
+        .build()
+}
 
 fn problem_response(status: StatusCode) -> utoipa::openapi::Response {
     use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
@@ -236,23 +248,23 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(events::list_deliveries))
 }
 
-/// The whole HTTP surface of a gateway listening on `local`: the API, the
-/// MCP endpoint and the web UI.
-pub fn router(state: AppState, local: SocketAddr) -> Result<Router, Error> {
-    let mcp = crate::mcp::http::router(Arc::clone(&state), local)
-        .map_err(|e| Error::internal("making the MCP loopback client", e))?;
+/// The API, the web UI (and the dev clock's control on a gateway that has
+/// one), with `extra` routers that answer under the same rules (problems,
+/// the body limit, the response counts): `server::app` composes them.
+pub fn router(state: AppState, extra: Router<AppState>) -> Router {
     let (router, mut spec) = api().split_for_parts();
     utoipa::Modify::modify(&SharedResponses, &mut spec);
     let spec_json = spec.to_pretty_json().unwrap_or_default();
-    Ok(router
-        .merge(mcp)
+    router
+        .merge(extra)
+        .merge(dev::router(&state))
         .merge(ui::router())
         .fallback(|| async { Error::NotFound("route") })
         .method_not_allowed_fallback(|| async { Error::MethodNotAllowed })
         .layer(Extension(system::Spec(spec_json.into())))
         .layer(DefaultBodyLimit::max(BODY_LEN_MAX_BYTES))
         .layer(middleware::map_response(ensure_problem))
-        .with_state(state))
+        .with_state(state)
 }
 
 /// Every error response is a problem: rejections from axum itself (a

@@ -2,22 +2,22 @@
 //! call; everything is delivered live to the members watching (SSE or
 //! WebSocket), after a replay of what they missed.
 
-use super::extract::{Agent, ApiJson, Caller, Operator, READ, RECEIVE, SPEND};
-use super::{AppState, views};
+use super::AppState;
+use super::extract::{Agent, ApiJson, ApiQuery, Caller, IdempotencyKey, Operator, READ, RECEIVE, SPEND};
 use crate::error::Error;
-use crate::gateway::{PayOutcome, Principal, now_ms};
+use crate::gateway::{PayOutcome, Principal};
 use crate::io::IncomingStatus;
 use crate::live::RoomEvent;
+use crate::model::views;
 use axum::Json;
-use axum::extract::rejection::QueryRejection;
 use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use coffer_client::{
     AddMemberRequest, Approval, ChatSettings, CreateRoomRequest, Incoming, Message, Page, Payment, PostMessageRequest,
-    Problem, Room,
+    Room,
 };
 use futures_util::stream::{self, Stream};
 use serde::Deserialize;
@@ -27,7 +27,7 @@ use tokio::sync::broadcast::error::RecvError;
 
 /// Create a room (operator or agent; the creator becomes a member).
 #[utoipa::path(post, path = "/v1/rooms", tag = "chat", request_body = CreateRoomRequest,
-    responses((status = 201, body = Room, description = "Created: the room"), (status = "4XX", body = Problem, description = "An RFC 9457 problem: `code` names it, `detail` says why")), security(("bearer" = [])))]
+    responses((status = 201, body = Room, description = "Created: the room")))]
 pub async fn create_room(
     State(gw): State<AppState>,
     Caller(caller): Caller,
@@ -40,11 +40,11 @@ pub async fn create_room(
 /// The caller's rooms (every room, for the operator), oldest first, a page
 /// at a time: pass `next_cursor` back as `cursor`.
 #[utoipa::path(get, path = "/v1/rooms", tag = "chat", params(super::agent::PageParams),
-    responses((status = 200, body = Page<Room>, description = "A page of rooms, oldest first"), (status = "4XX", body = Problem, description = "An RFC 9457 problem: `code` names it, `detail` says why")), security(("bearer" = [])))]
+    responses((status = 200, body = Page<Room>, description = "A page of rooms, oldest first")))]
 pub async fn list_rooms(
     State(gw): State<AppState>,
     Caller(caller): Caller,
-    params: Result<Query<super::agent::PageParams>, QueryRejection>,
+    ApiQuery(params): ApiQuery<super::agent::PageParams>,
 ) -> Result<Json<Page<Room>>, Error> {
     let (after, limit) = super::agent::page_params(params)?;
     let (rooms, next_cursor) = gw.rooms(&caller, after.as_deref(), limit).await?;
@@ -54,7 +54,7 @@ pub async fn list_rooms(
 /// Add an agent to a room (a member or the operator).
 #[utoipa::path(post, path = "/v1/rooms/{room}/members", tag = "chat", params(("room" = String, Path)),
     request_body = AddMemberRequest,
-    responses((status = 200, body = Room, description = "The room"), (status = "4XX", body = Problem, description = "An RFC 9457 problem: `code` names it, `detail` says why")), security(("bearer" = [])))]
+    responses((status = 200, body = Room, description = "The room")))]
 pub async fn add_member(
     State(gw): State<AppState>,
     Caller(caller): Caller,
@@ -68,7 +68,7 @@ pub async fn add_member(
 /// room's creator or the operator removing one.
 #[utoipa::path(delete, path = "/v1/rooms/{room}/members/{agent_id}", tag = "chat",
     params(("room" = String, Path), ("agent_id" = String, Path)),
-    responses((status = 204, description = "Removed"), (status = "4XX", body = Problem, description = "An RFC 9457 problem: `code` names it, `detail` says why")), security(("bearer" = [])))]
+    responses((status = 204, description = "Removed")))]
 pub async fn remove_member(
     State(gw): State<AppState>,
     Caller(caller): Caller,
@@ -82,7 +82,7 @@ pub async fn remove_member(
 /// invoice is created for the poster and carried by the message.
 #[utoipa::path(post, path = "/v1/rooms/{room}/messages", tag = "chat", params(("room" = String, Path)),
     request_body = PostMessageRequest,
-    responses((status = 201, body = Message, description = "Created: the message"), (status = "4XX", body = Problem, description = "An RFC 9457 problem: `code` names it, `detail` says why")), security(("bearer" = [])))]
+    responses((status = 201, body = Message, description = "Created: the message")))]
 pub async fn post_message(
     State(gw): State<AppState>,
     Caller(caller): Caller,
@@ -91,7 +91,7 @@ pub async fn post_message(
 ) -> Result<(StatusCode, Json<Message>), Error> {
     let request = req.payment_request.as_ref().map(|r| (r.amount_msat, r.memo.as_deref(), r.expiry_secs));
     let posted = gw.post_message(&caller, &room, req.text.as_deref(), request).await?;
-    Ok((StatusCode::CREATED, Json(views::message(posted, now_ms()))))
+    Ok((StatusCode::CREATED, Json(views::message(posted, gw.now_ms()))))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -106,33 +106,31 @@ pub struct MessageParams {
 
 /// A room's messages after `after`, oldest first.
 #[utoipa::path(get, path = "/v1/rooms/{room}/messages", tag = "chat", params(("room" = String, Path), MessageParams),
-    responses((status = 200, body = Vec<Message>, description = "The messages"), (status = "4XX", body = Problem, description = "An RFC 9457 problem: `code` names it, `detail` says why")), security(("bearer" = [])))]
+    responses((status = 200, body = Vec<Message>, description = "The messages")))]
 pub async fn list_messages(
     State(gw): State<AppState>,
     Caller(caller): Caller,
     Path(room): Path<String>,
-    params: Result<Query<MessageParams>, QueryRejection>,
+    ApiQuery(p): ApiQuery<MessageParams>,
 ) -> Result<Json<Vec<Message>>, Error> {
-    let Query(p) = params.map_err(|e| Error::MalformedRequest(e.body_text()))?;
     let rows = gw.messages(&caller, &room, p.after.unwrap_or(0), p.limit.unwrap_or(100)).await?;
-    let now = now_ms();
+    let now = gw.now_ms();
     Ok(Json(rows.into_iter().map(|m| views::message(m, now)).collect()))
 }
 
 /// Pay a payment request of the room, through the payer's policy: `200`
 /// paid, `202` held for approval, `403` denied, `409` already paid.
 #[utoipa::path(post, path = "/v1/rooms/{room}/messages/{id}/pay", tag = "chat",
-    params(("room" = String, Path), ("id" = i64, Path)),
-    responses((status = 200, body = Payment, description = "The payment"), (status = 202, body = Approval, description = "Held for a person's approval: the approval"), (status = "4XX", body = Problem, description = "An RFC 9457 problem: `code` names it, `detail` says why")),
-    security(("bearer" = [])))]
+    params(("room" = String, Path), ("id" = i64, Path),
+        ("Idempotency-Key" = Option<String>, Header, description = "1 to 128 visible ASCII characters")),
+    responses((status = 200, body = Payment, description = "The payment"), (status = 202, body = Approval, description = "Held for a person's approval: the approval")))]
 pub async fn pay_request(
     State(gw): State<AppState>,
     Agent(key): Agent<SPEND>,
     Path((room, id)): Path<(String, i64)>,
-    headers: HeaderMap,
+    IdempotencyKey(idempotency_key): IdempotencyKey,
 ) -> Result<Response, Error> {
-    let idempotency_key = headers.get("idempotency-key").map(|v| v.to_str().unwrap_or_default());
-    Ok(match gw.pay_request(&key, &room, id, idempotency_key).await? {
+    Ok(match gw.pay_request(&key, &room, id, idempotency_key.as_deref()).await? {
         PayOutcome::Paid(payment) => Json(views::payment(payment)).into_response(),
         PayOutcome::Held(approval) => (StatusCode::ACCEPTED, Json(views::approval(approval, true))).into_response(),
     })
@@ -182,7 +180,7 @@ async fn watch(
     let live = gw.live().subscribe();
     let (backlog, complete) = backlog(&gw, &caller, &room, after).await?;
     let last_id = backlog.last().map_or(after, |m| m.id);
-    let now = now_ms();
+    let now = gw.now_ms();
     let mut replay: Vec<(String, serde_json::Value)> = backlog
         .into_iter()
         .filter_map(|m| serde_json::to_value(views::message(m, now)).ok().map(|v| ("message.posted".to_owned(), v)))
@@ -234,15 +232,13 @@ pub struct StreamParams {
 /// `invoice.paid` (a payment hash and its receipt); `reload` if the stream
 /// fell behind.
 #[utoipa::path(get, path = "/v1/rooms/{room}/events", tag = "chat", params(("room" = String, Path), StreamParams),
-    responses((status = 200, content_type = "text/event-stream", description = "A stream of server-sent events"), (status = "4XX", body = Problem, description = "An RFC 9457 problem: `code` names it, `detail` says why")),
-    security(("bearer" = [])))]
+    responses((status = 200, content_type = "text/event-stream", description = "A stream of server-sent events")))]
 pub async fn stream(
     State(gw): State<AppState>,
     Caller(caller): Caller,
     Path(room): Path<String>,
-    params: Result<Query<StreamParams>, QueryRejection>,
+    ApiQuery(p): ApiQuery<StreamParams>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, Error> {
-    let Query(p) = params.map_err(|e| Error::MalformedRequest(e.body_text()))?;
     let events = watch(gw, caller, room, p.after.unwrap_or(0)).await?;
     let sse =
         futures_util::StreamExt::map(events, |(kind, data)| Ok(Event::default().event(kind).data(data.to_string())));
@@ -252,15 +248,14 @@ pub async fn stream(
 /// The same events over a WebSocket, one JSON text frame each:
 /// `{"type", "data"}`.
 #[utoipa::path(get, path = "/v1/rooms/{room}/ws", tag = "chat", params(("room" = String, Path), StreamParams),
-    responses((status = 101, description = "Switching to the WebSocket protocol"), (status = "4XX", body = Problem, description = "An RFC 9457 problem: `code` names it, `detail` says why")), security(("bearer" = [])))]
+    responses((status = 101, description = "Switching to the WebSocket protocol")))]
 pub async fn websocket(
     State(gw): State<AppState>,
     Caller(caller): Caller,
     Path(room): Path<String>,
-    params: Result<Query<StreamParams>, QueryRejection>,
+    ApiQuery(p): ApiQuery<StreamParams>,
     upgrade: WebSocketUpgrade,
 ) -> Result<Response, Error> {
-    let Query(p) = params.map_err(|e| Error::MalformedRequest(e.body_text()))?;
     let events = watch(gw, caller, room, p.after.unwrap_or(0)).await?;
     let frames = futures_util::StreamExt::map(events, |(kind, data)| {
         serde_json::json!({"type": kind, "data": data}).to_string()
@@ -270,7 +265,7 @@ pub async fn websocket(
 
 /// An agent's chat settings (auto-pay).
 #[utoipa::path(get, path = "/v1/agents/{id}/chat", tag = "chat", params(("id" = String, Path)),
-    responses((status = 200, body = ChatSettings, description = "The chat settings"), (status = "4XX", body = Problem, description = "An RFC 9457 problem: `code` names it, `detail` says why")), security(("bearer" = [])))]
+    responses((status = 200, body = ChatSettings, description = "The chat settings")))]
 pub async fn get_chat_settings(
     State(gw): State<AppState>,
     _: Operator,
@@ -283,7 +278,7 @@ pub async fn get_chat_settings(
 /// once, up to `auto_pay_max_msat` each, still through its policy.
 #[utoipa::path(put, path = "/v1/agents/{id}/chat", tag = "chat", params(("id" = String, Path)),
     request_body = ChatSettings,
-    responses((status = 200, body = ChatSettings, description = "The chat settings"), (status = "4XX", body = Problem, description = "An RFC 9457 problem: `code` names it, `detail` says why")), security(("bearer" = [])))]
+    responses((status = 200, body = ChatSettings, description = "The chat settings")))]
 pub async fn put_chat_settings(
     State(gw): State<AppState>,
     _: Operator,
@@ -305,13 +300,12 @@ pub struct IncomingParams {
 /// Payments to the calling agent that wait for its acknowledgment (when its
 /// chat settings say `require_acknowledgment`).
 #[utoipa::path(get, path = "/v1/incoming", tag = "chat", params(IncomingParams),
-    responses((status = 200, body = Vec<Incoming>, description = "The incoming payments"), (status = "4XX", body = Problem, description = "An RFC 9457 problem: `code` names it, `detail` says why")), security(("bearer" = [])))]
+    responses((status = 200, body = Vec<Incoming>, description = "The incoming payments")))]
 pub async fn list_incoming(
     State(gw): State<AppState>,
     Agent(key): Agent<READ>,
-    params: Result<Query<IncomingParams>, QueryRejection>,
+    ApiQuery(p): ApiQuery<IncomingParams>,
 ) -> Result<Json<Vec<Incoming>>, Error> {
-    let Query(p) = params.map_err(|e| Error::MalformedRequest(e.body_text()))?;
     let status = super::extract::status_filter(
         p.status.as_deref(),
         IncomingStatus::Pending,
@@ -324,7 +318,7 @@ pub async fn list_incoming(
 
 /// Accept an incoming payment: its amount becomes spendable.
 #[utoipa::path(post, path = "/v1/incoming/{payment_id}/accept", tag = "chat", params(("payment_id" = String, Path)),
-    responses((status = 200, body = Incoming, description = "The incoming payment"), (status = "4XX", body = Problem, description = "An RFC 9457 problem: `code` names it, `detail` says why")), security(("bearer" = [])))]
+    responses((status = 200, body = Incoming, description = "The incoming payment")))]
 pub async fn accept_incoming(
     State(gw): State<AppState>,
     Agent(key): Agent<RECEIVE>,
@@ -335,7 +329,7 @@ pub async fn accept_incoming(
 
 /// Reject an incoming payment: its amount goes back to the payer.
 #[utoipa::path(post, path = "/v1/incoming/{payment_id}/reject", tag = "chat", params(("payment_id" = String, Path)),
-    responses((status = 200, body = Incoming, description = "The incoming payment"), (status = "4XX", body = Problem, description = "An RFC 9457 problem: `code` names it, `detail` says why")), security(("bearer" = [])))]
+    responses((status = 200, body = Incoming, description = "The incoming payment")))]
 pub async fn reject_incoming(
     State(gw): State<AppState>,
     Agent(key): Agent<RECEIVE>,

@@ -11,6 +11,14 @@ pub mod path;
 pub mod paywall;
 pub mod throttle;
 
+/// How long a paid token lives when nothing says otherwise: what the
+/// seller's paywall gives by default and what the buyer keeps a token of
+/// unknown format for. A rule of the protocol both sides share, so the
+/// buyer (in the gateway) does not reach into the seller's proxy for it.
+pub const TOKEN_TTL_DEFAULT_SECS: u64 = 3600;
+/// A paid token lives at most this long (seller and buyer alike).
+pub const TOKEN_TTL_MAX_SECS: u64 = 30 * 24 * 3600;
+
 /// Whether a path prefix covers a path, on whole segments: `/data` covers
 /// `/data` and `/data/today`, not `/database`.
 pub fn covers(scope: &str, path: &str) -> bool {

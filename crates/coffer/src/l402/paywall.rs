@@ -26,6 +26,8 @@
 use super::challenge::{self, decode_token, encode_token};
 use super::macaroon::{Identifier, Macaroon};
 use super::throttle::ChallengeThrottle;
+use super::{TOKEN_TTL_DEFAULT_SECS, TOKEN_TTL_MAX_SECS};
+use crate::gateway::Clock;
 use crate::limits::Limit;
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -55,9 +57,6 @@ pub const IN_FLIGHT_MAX: usize = 256;
 pub const METERED_TOKENS_MAX: usize = 100_000;
 pub const ROUTES_MAX: usize = 256;
 pub const ROUTE_PATH_LEN_MAX_BYTES: usize = 256;
-pub const TOKEN_TTL_DEFAULT_SECS: u64 = 3600;
-/// A paid token lives at most this long.
-pub const TOKEN_TTL_MAX_SECS: u64 = 30 * 24 * 3600;
 /// The challenge's invoice expires sooner than the token: it only has to
 /// be paid, right away.
 const INVOICE_EXPIRY_SECS: u32 = 600;
@@ -371,7 +370,7 @@ async fn handle(State(paywall): State<Arc<Paywall>>, request: Request) -> Respon
     let Ok(_permit) = paywall.in_flight.try_acquire() else {
         return problem(StatusCode::SERVICE_UNAVAILABLE, "busy", "too many requests in flight; retry shortly");
     };
-    let now_ms = crate::gateway::now_ms();
+    let now_ms = crate::gateway::SystemClock.now_ms();
     let path = match super::path::canonicalize(request.uri().path()) {
         Ok(path) => path,
         Err(why) => return problem(StatusCode::BAD_REQUEST, "invalid-path", &why.to_string()),

@@ -152,7 +152,7 @@ impl LightningConfig {
 pub fn client(timeout: Duration, pinned_pem: Option<&[u8]>) -> Result<reqwest::Client, String> {
     // reqwest is built without a TLS provider of its own (see
     // DEPENDENCIES.md); installing ring twice is harmless.
-    crate::cli::install_crypto_provider();
+    crate::tls::install_crypto_provider();
     let builder = reqwest::Client::builder()
         .timeout(timeout)
         .connect_timeout(timeout)

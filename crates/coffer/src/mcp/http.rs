@@ -33,7 +33,7 @@ use std::time::Duration;
 pub const PATH: &str = "/mcp";
 
 /// The largest JSON-RPC message accepted, as for every other route.
-const BODY_LEN_MAX_BYTES: usize = crate::http::BODY_LEN_MAX_BYTES;
+const BODY_LEN_MAX_BYTES: usize = crate::limits::BODY_LEN_MAX_BYTES;
 
 /// A loopback call to the gateway should answer in milliseconds; this bounds
 /// a tool call when the gateway is overloaded.
@@ -90,7 +90,7 @@ pub fn router(state: AppState, local: SocketAddr) -> Result<Router<AppState>, St
 /// each tool's scope when the tool calls it) and hands the key on.
 async fn authenticate(Agent(key): Agent<READ>, mut request: Request, next: Next) -> Response {
     if let Some(secret) = bearer_secret(request.headers()) {
-        let secret = AgentSecret(secret.to_owned(), key.scope >= Scope::Spend);
+        let secret = AgentSecret(secret.to_owned(), key.require(Scope::Spend).is_ok());
         request.extensions_mut().insert(secret);
     }
     next.run(request).await

@@ -671,7 +671,7 @@ mod tests {
 
     #[test]
     fn every_tool_is_listed_with_a_description() {
-        crate::cli::install_crypto_provider();
+        crate::tls::install_crypto_provider();
         let server = CofferMcp::new(Client::new("http://127.0.0.1:1", "csk_x").unwrap());
         let tools = server.tool_router.list_all();
         let mut names: Vec<&str> = tools.iter().map(|t| t.name.as_ref()).collect();

@@ -31,6 +31,9 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// Every HTTP call of a test is bounded: a hang fails the test.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 pub const PROBLEM_JSON: &str = "application/problem+json";
+/// The environment of a gateway whose clock the operator may move forward
+/// (dev mode only): for tests of expiry, which then need not sleep.
+pub const DEV_CLOCK: (&str, &str) = ("COFFER_DEV_CLOCK", "1");
 
 /// A running `coffer serve`, killed when dropped.
 pub struct Gateway {
@@ -134,7 +137,7 @@ impl Gateway {
         args: Vec<String>,
         env: Vec<(String, String)>,
     ) -> Gateway {
-        coffer::cli::install_crypto_provider();
+        coffer::tls::install_crypto_provider();
         let http = reqwest::Client::builder()
             .timeout(REQUEST_TIMEOUT)
             .pool_max_idle_per_host(256)
@@ -207,6 +210,22 @@ impl Gateway {
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         self.url = url;
         self.child = Some(child);
+    }
+
+    /// Starts a gateway whose clock the test moves forward
+    /// ([`Gateway::advance_clock`]) instead of sleeping.
+    pub async fn start_with_dev_clock() -> Gateway {
+        Gateway::start_with_env(&[DEV_CLOCK]).await
+    }
+
+    /// Moves the gateway's clock `ms` forward (a gateway started with
+    /// [`DEV_CLOCK`]); when this returns, the expiry sweeps have run at the
+    /// new time. Returns the new time, in ms since the epoch.
+    pub async fn advance_clock(&self, ms: i64) -> i64 {
+        let body = serde_json::json!({"advance_ms": ms});
+        let reply = send(self.request(reqwest::Method::POST, "/v1/dev/clock", Some(&self.token)).json(&body)).await;
+        assert_eq!(reply.status, 200, "moving the clock: {reply:?}");
+        reply.json["now_ms"].as_i64().expect("the new time")
     }
 
     /// Replaces one variable of the server's environment (from the next
@@ -484,32 +503,20 @@ impl Gateway {
     }
 
     /// The outbox events of one type, oldest first, as `(agent_id, data)`,
-    /// read from the database (there is no events route yet).
-    pub fn events(&self, kind: &str) -> Vec<(Option<String>, Value)> {
-        use rusqlite::OpenFlags;
-        if let Some(d) = &self.database {
-            let rows = d.query("SELECT agent_id, data FROM events WHERE type = $1 ORDER BY id", &[kind]);
-            return rows
-                .into_iter()
-                .map(|mut r| {
-                    let data = r.pop().flatten().expect("an event has data");
-                    (r.pop().flatten(), serde_json::from_str(&data).expect("an event's data is JSON"))
-                })
-                .collect();
+    /// read through `GET /v1/events` with the operator's token (which sees
+    /// every event), page by page.
+    pub async fn events(&self, kind: &str) -> Vec<(Option<String>, Value)> {
+        let mut found = Vec::new();
+        let mut after = 0;
+        loop {
+            let path = format!("/v1/events?after={after}&limit=200");
+            let reply = send(self.request(reqwest::Method::GET, &path, Some(&self.token))).await;
+            assert_eq!(reply.status, 200, "reading the events: {reply:?}");
+            let page: coffer_client::EventPage = serde_json::from_value(reply.json.clone()).expect("a page of events");
+            let Some(last) = page.events.last() else { return found };
+            after = last.id;
+            found.extend(page.events.into_iter().filter(|e| e.kind == kind).map(|e| (e.agent_id, e.data)));
         }
-        let conn = rusqlite::Connection::open_with_flags(self.db_path(), OpenFlags::SQLITE_OPEN_READ_ONLY)
-            .expect("opening the database read-only");
-        conn.busy_timeout(Duration::from_secs(10)).expect("setting a busy timeout");
-        let mut stmt =
-            conn.prepare("SELECT agent_id, data FROM events WHERE type = ?1 ORDER BY id").expect("querying events");
-        let rows = stmt
-            .query_map([kind], |r| Ok((r.get::<_, Option<String>>(0)?, r.get::<_, String>(1)?)))
-            .expect("querying events");
-        rows.map(|r| {
-            let (agent, data) = r.expect("reading an event");
-            (agent, serde_json::from_str(&data).expect("an event's data is JSON"))
-        })
-        .collect()
     }
 
     /// An invoice's status as stored (`open`, `paid` or `expired`), read

@@ -1,4 +1,5 @@
-//! Records to wire types.
+//! Records to wire types: the JSON the HTTP API answers, the events carry
+//! and the room streams send, built in one place for all of them.
 
 use crate::io::{
     AgentRecord, ApprovalRecord, ApprovalStatus, AuditRecord, DeliveryRecord, InvoiceRecord, MessageKind,

@@ -1,0 +1,2 @@
+//! The domain model: what the gateway, the events and every edge share.
+pub mod views;
