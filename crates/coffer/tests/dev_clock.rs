@@ -10,7 +10,6 @@ mod common;
 use common::{DEV_CLOCK, Gateway, send};
 use reqwest::Method;
 use serde_json::json;
-use std::time::Duration;
 
 const PATH: &str = "/v1/dev/clock";
 
@@ -37,26 +36,14 @@ async fn a_gateway_without_the_dev_clock_refuses_to_move_its_clock() {
 async fn a_gateway_with_a_lightning_backend_refuses_to_start_with_the_dev_clock() {
     let dir = tempfile::tempdir().expect("a temporary folder");
     let data = dir.path().join("data");
-    let run = tokio::process::Command::new(common::BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
-        .arg(&data)
-        .env("COFFER_OPERATOR_TOKEN", "cop_test_dev_clock_0123456789abcdef0123")
-        .env("COFFER_LOG", "warn")
-        .env_remove("COFFER_DATABASE_URL")
-        .env(DEV_CLOCK.0, DEV_CLOCK.1)
-        .env("COFFER_LIGHTNING", "lnbits")
-        .env("COFFER_LNBITS_URL", "http://127.0.0.1:9")
-        .env("COFFER_LNBITS_ADMIN_KEY", "an-admin-key")
-        .stdin(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .output();
-    let out = tokio::time::timeout(Duration::from_secs(30), run)
-        .await
-        .expect("coffer serve did not exit within 30 s")
-        .expect("running coffer serve");
-    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(!out.status.success(), "coffer serve started with a backend and a dev clock: {stdout}");
-    assert!(!stdout.contains("coffer listening on"), "{stdout}");
+    let env = [
+        ("COFFER_OPERATOR_TOKEN", "cop_test_dev_clock_0123456789abcdef0123"),
+        DEV_CLOCK,
+        ("COFFER_LIGHTNING", "lnbits"),
+        ("COFFER_LNBITS_URL", "http://127.0.0.1:9"),
+        ("COFFER_LNBITS_ADMIN_KEY", "an-admin-key"),
+    ];
+    let stderr = common::serve_refused(&data, &[], &env).await;
     assert!(stderr.contains("COFFER_DEV_CLOCK") && stderr.contains("dev mode"), "{stderr}");
     assert!(!data.exists(), "the refused start created its data folder");
 }

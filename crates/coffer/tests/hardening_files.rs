@@ -56,16 +56,7 @@ async fn a_database_left_world_readable_is_made_private_at_start() {
 async fn a_short_operator_token_is_refused_before_anything_is_created() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let out = tokio::process::Command::new(common::BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
-        .arg(&data)
-        .env("COFFER_OPERATOR_TOKEN", "op-secret")
-        .env_remove("COFFER_DATABASE_URL")
-        .output()
-        .await
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "a gateway started with a 9-character operator token");
+    let stderr = common::serve_refused(&data, &[], &[("COFFER_OPERATOR_TOKEN", "op-secret")]).await;
     assert!(stderr.contains("COFFER_OPERATOR_TOKEN") && stderr.contains("at least 32"), "{stderr}");
     assert!(!data.exists(), "the refused start created its data folder");
 }

@@ -5,10 +5,9 @@
 
 mod common;
 
+use common::Gateway;
 use common::paywall::{Paywall, Upstream};
-use common::{BIN, Gateway};
 use std::path::Path;
-use std::time::Duration;
 
 const PRICE_MSAT: u64 = 3_000;
 const REPORTS_PRICE_MSAT: u64 = 5_000;
@@ -167,25 +166,8 @@ async fn refused_start(config: &str, data_dir: &Path) -> String {
     let dir = tempfile::tempdir().expect("a config folder");
     let path = dir.path().join("paywalls.toml");
     std::fs::write(&path, config).expect("writing the paywalls file");
-    let run = tokio::process::Command::new(BIN)
-        .arg("serve")
-        .arg("--data")
-        .arg(data_dir)
-        .args(["--listen", "127.0.0.1:0", "--paywall"])
-        .arg(&path)
-        .env("COFFER_OPERATOR_TOKEN", "cop_test_refused_0123456789abcdef0123")
-        .env("COFFER_LOG", "warn")
-        .stdin(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .output();
-    let out = tokio::time::timeout(Duration::from_secs(30), run)
-        .await
-        .expect("coffer serve did not exit within 30 s")
-        .expect("running coffer serve");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(!out.status.success(), "coffer serve started: {stdout}");
-    assert!(!stdout.contains("coffer listening on"), "{stdout}");
-    String::from_utf8_lossy(&out.stderr).into_owned()
+    let env = [("COFFER_OPERATOR_TOKEN", "cop_test_refused_0123456789abcdef0123")];
+    common::serve_refused(data_dir, &["--paywall".as_ref(), path.as_os_str()], &env).await
 }
 
 #[tokio::test]

@@ -890,6 +890,30 @@ fn parse_ws_frame(buf: &[u8]) -> Option<(bool, u8, Vec<u8>, usize)> {
     Some((fin, opcode, payload, at + len))
 }
 
+/// Runs `coffer serve --listen 127.0.0.1:0 --data DATA` with more `args`
+/// and `env` (never on PostgreSQL), and asserts that it refuses to start:
+/// it exits non-zero within 30 s and never listens. Returns its stderr.
+pub async fn serve_refused(data: &Path, args: &[&std::ffi::OsStr], env: &[(&str, &str)]) -> String {
+    let run = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .arg(data)
+        .args(args)
+        .env("COFFER_LOG", "warn")
+        .env_remove("COFFER_DATABASE_URL")
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(30), run)
+        .await
+        .expect("coffer serve did not exit within 30 s")
+        .expect("running coffer serve");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "coffer serve started: {stdout}");
+    assert!(!stdout.contains(READY_PREFIX), "{stdout}");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 /// The Python of the interop tests (`COFFER_TEST_PYTHON`, set by `.ci/run`),
 /// or `None` to skip loudly; under CI a missing one fails the test, so the
 /// interop tests can never be skipped there. `what` names the test.
