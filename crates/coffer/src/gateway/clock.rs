@@ -45,7 +45,11 @@ impl DevClock {
         if !(1..=DEV_CLOCK_STEP_MAX_MS).contains(&by_ms) {
             return Err(format!("1 to {DEV_CLOCK_STEP_MAX_MS} milliseconds"));
         }
-        self.offset_ms.fetch_add(by_ms, Ordering::SeqCst);
+        // Checked, not wrapping: many steps must not overflow the offset
+        // into the past.
+        self.offset_ms
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |offset_ms| offset_ms.checked_add(by_ms))
+            .map_err(|_| "the dev clock cannot move further".to_owned())?;
         Ok(self.now_ms())
     }
 }
