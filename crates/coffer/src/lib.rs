@@ -1,14 +1,14 @@
 //! coffer: a self-hostable Lightning payment gateway for autonomous AI agents.
 //!
-//! - [`gateway`]: the operations, over a [`io::Store`], with their clock;
+//! - [`gateway`]: the operations, over a [`store::Store`], with their clock;
 //! - [`model`]: what the gateway, the events and the edges share (the wire views);
-//! - [`io`]: storage, one file per backend;
+//! - [`store`]: storage, one folder per backend;
 //! - [`payment`]: payments by kind (inside the gateway, and out through Lightning);
 //! - [`lightning`]: the funding sources (LNbits, LND, Core Lightning);
 //! - [`http`]: the HTTP API; [`cli`]: the command line;
 //! - [`egress`]: the guard on every request made on someone's behalf;
 //! - [`tls`]: the process's TLS provider;
-//! - the domain (gateway, payment, events, model, io, lightning) imports no
+//! - the domain (gateway, payment, events, model, store, lightning) imports no
 //!   edge (http, cli, mcp): `tests/layers.rs` checks it;
 //! - the pure rules (amounts, ledger, policy) live in the `coffer-core` crate.
 
@@ -19,7 +19,6 @@ pub mod error;
 pub mod events;
 pub mod gateway;
 pub mod http;
-pub mod io;
 pub mod l402;
 pub mod lightning;
 pub mod limits;
@@ -30,4 +29,5 @@ pub mod model;
 pub mod payment;
 pub mod secrets;
 pub mod server;
+pub mod store;
 pub mod tls;

@@ -4,8 +4,8 @@
 //! record. The streams themselves are counted here, per key and in all.
 
 use crate::error::Error;
-use crate::io::{EventRecord, Store};
 use crate::limits::{Limit, Limits};
+use crate::store::{EventRecord, Store};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};

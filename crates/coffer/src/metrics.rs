@@ -78,7 +78,7 @@ impl Metrics {
         self.limits_hit[limit.index()].load(Relaxed)
     }
 
-    pub fn record_pruned(&self, pruned: &crate::io::retention::Pruned) {
+    pub fn record_pruned(&self, pruned: &crate::store::retention::Pruned) {
         for (counter, rows) in self.pruned.iter().zip([pruned.invoices, pruned.events, pruned.deliveries]) {
             counter.fetch_add(rows, Relaxed);
         }

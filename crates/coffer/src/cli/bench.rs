@@ -69,7 +69,7 @@ pub struct BenchArgs {
     /// to disk, the default) or `process` (survives a crash of the process
     /// only). See `coffer serve --durability`.
     #[arg(long, default_value = "full")]
-    durability: crate::io::sqlite_store::Durability,
+    durability: crate::store::sqlite::Durability,
     /// Event streams (`GET /v1/events/stream`) opened with the first agent's
     /// key before the run and held through it, their events read and
     /// dropped: what idle watchers cost. Past `COFFER_LIMIT_STREAMS_PER_KEY`

@@ -14,7 +14,7 @@ pub struct OwnGateway {
     pub data: PathBuf,
     /// A PostgreSQL URL: the store, instead of SQLite in `data`.
     database: Option<String>,
-    durability: crate::io::sqlite_store::Durability,
+    durability: crate::store::sqlite::Durability,
     _temp: Option<TempDir>,
 }
 
@@ -31,14 +31,14 @@ impl OwnGateway {
     /// Starts a gateway on `data` (a temporary folder by default), with
     /// its store in PostgreSQL at `database` if given.
     pub async fn start(data: Option<PathBuf>, database: Option<String>) -> Result<OwnGateway, String> {
-        OwnGateway::start_with(data, database, crate::io::sqlite_store::Durability::default()).await
+        OwnGateway::start_with(data, database, crate::store::sqlite::Durability::default()).await
     }
 
     /// [`OwnGateway::start`], with commits made durable as `durability` says.
     pub async fn start_with(
         data: Option<PathBuf>,
         database: Option<String>,
-        durability: crate::io::sqlite_store::Durability,
+        durability: crate::store::sqlite::Durability,
     ) -> Result<OwnGateway, String> {
         let (data, temp) = match data {
             Some(d) => (d, None),
@@ -89,7 +89,7 @@ async fn spawn(
     data: &std::path::Path,
     database: Option<&str>,
     token: &str,
-    durability: crate::io::sqlite_store::Durability,
+    durability: crate::store::sqlite::Durability,
 ) -> Result<(tokio::process::Child, String), String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let mut command = tokio::process::Command::new(exe);

@@ -166,7 +166,7 @@ struct ServeArgs {
     /// may lose the last acknowledged payments. SQLite only: on PostgreSQL
     /// the server's `synchronous_commit` decides.
     #[arg(long, env = "COFFER_DURABILITY", default_value = "full")]
-    durability: crate::io::sqlite_store::Durability,
+    durability: crate::store::sqlite::Durability,
     /// Kept for scripts written before commits were synced by default: the
     /// same as `--durability full`.
     #[arg(long, hide = true)]
@@ -478,7 +478,7 @@ async fn serve(args: ServeArgs) -> CliResult {
     init_tracing();
     // Checked before anything is opened: a bad file changes nothing.
     let paywalls = crate::l402::mount::Mounts::load(&args.paywall, &args.data)?;
-    let durability = if args.fsync { crate::io::sqlite_store::Durability::Full } else { args.durability };
+    let durability = if args.fsync { crate::store::sqlite::Durability::Full } else { args.durability };
     let lightning = crate::lightning::LightningConfig::from_env()?;
     let limits = crate::limits::Limits::from_env()?;
     let retention = crate::gateway::retention::Retention::from_env()?;
@@ -511,8 +511,8 @@ async fn serve(args: ServeArgs) -> CliResult {
             "store: embedded SQLite in {} ({})",
             args.data.display(),
             match durability {
-                crate::io::sqlite_store::Durability::Full => "commits synced to disk",
-                crate::io::sqlite_store::Durability::Process =>
+                crate::store::sqlite::Durability::Full => "commits synced to disk",
+                crate::store::sqlite::Durability::Process =>
                     "--durability process: commits are NOT synced; a power loss may lose acknowledged payments",
             }
         ),

@@ -14,8 +14,8 @@ pub mod redis;
 pub mod webhook;
 
 use crate::gateway::Gateway;
-use crate::io::EventRecord;
 use crate::model::views::timestamp;
+use crate::store::EventRecord;
 use coffer_client::Event;
 use std::future::Future;
 use std::pin::Pin;

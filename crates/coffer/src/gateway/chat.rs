@@ -221,8 +221,8 @@ impl Gateway {
     pub async fn incoming(
         &self,
         caller: &AgentKey,
-        status: Option<crate::io::IncomingStatus>,
-    ) -> Result<Vec<crate::io::IncomingRecord>, Error> {
+        status: Option<crate::store::IncomingStatus>,
+    ) -> Result<Vec<crate::store::IncomingRecord>, Error> {
         self.store.incoming(caller.agent_id.clone(), status).await
     }
 
@@ -232,7 +232,7 @@ impl Gateway {
         caller: &AgentKey,
         payment_id: &str,
         accept: bool,
-    ) -> Result<crate::io::IncomingRecord, Error> {
+    ) -> Result<crate::store::IncomingRecord, Error> {
         let (payee, id, key) = (caller.agent_id.clone(), payment_id.to_owned(), caller.key_id.clone());
         self.store.decide_incoming(payee, id, accept, key, self.now_ms()).await
     }

@@ -5,7 +5,7 @@
 //! gateway-wide ones.
 
 use super::*;
-use crate::io::{DeliveryRecord, EventRecord, WebhookRecord, WebhookState};
+use crate::store::{DeliveryRecord, EventRecord, WebhookRecord, WebhookState};
 
 /// The longest webhook URL accepted.
 pub const WEBHOOK_URL_LEN_MAX: usize = 2_048;

@@ -10,12 +10,12 @@
 
 use super::{AgentKey, Gateway, PURPOSE_LEN_MAX_BYTES, invalid, parse_amount};
 use crate::error::Error;
-use crate::io::{L402Attempt, L402Pay, L402TokenRecord, PayInternal, Payer};
 use crate::l402::challenge::{self, decode_token};
 use crate::l402::macaroon::{Identifier, Macaroon};
 use crate::l402::{TOKEN_TTL_DEFAULT_SECS, TOKEN_TTL_MAX_SECS, covers};
 use crate::payment::bolt11::ParsedInvoice;
 use crate::secrets;
+use crate::store::{L402Attempt, L402Pay, L402TokenRecord, PayInternal, Payer};
 use coffer_client::Scope;
 use coffer_core::Msat;
 use std::sync::Arc;

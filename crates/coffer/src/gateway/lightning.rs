@@ -14,13 +14,13 @@
 
 use super::{AgentKey, Gateway, PayOutcome, Principal};
 use crate::error::Error;
-use crate::io::{
-    ApprovalRecord, BeginExternal, ExternalOutcome, ExternalStart, Idempotency, InvoiceRecord, PayAttempt, Payer,
-    PaymentRecord, TREASURY_PAYEE,
-};
 use crate::lightning::{FundingSource, InvoiceState, PayResult, default_fee_limit};
 use crate::payment::bolt11::OutsideInvoice;
 use crate::secrets;
+use crate::store::{
+    ApprovalRecord, BeginExternal, ExternalOutcome, ExternalStart, Idempotency, InvoiceRecord, PayAttempt, Payer,
+    PaymentRecord, TREASURY_PAYEE,
+};
 use bitcoin::hashes::{Hash, sha256};
 use coffer_client::{PaymentStatus, Scope};
 use coffer_core::Msat;
@@ -190,7 +190,7 @@ impl Gateway {
         payment_hash: [u8; 32],
         answer: Result<PayResult, crate::lightning::LnError>,
         doing: &str,
-    ) -> Result<crate::io::PaymentRecord, Error> {
+    ) -> Result<crate::store::PaymentRecord, Error> {
         let now = self.now_ms();
         let id = payment_id.to_owned();
         match answer {

@@ -20,13 +20,13 @@ pub use chat::{AUTO_PAY_KEY_ID, MESSAGE_LEN_MAX_BYTES, ROOM_MEMBERS_MAX};
 pub use clock::{Clock, DevClock, SystemClock};
 
 use crate::error::Error;
-use crate::io::{
+use crate::payment::bolt11::{self, Network, NodeSigner, ParsedInvoice};
+use crate::secrets::{self, SecretDigest};
+use crate::store::{
     AgentRecord, ApprovalOutcome, ApprovalRecord, ApprovalStatus, AuditFilter, AuditRecord, ChatSettings, Idempotency,
     InvoiceRecord, KeyRecord, MessageRecord, NewAgent, NewKey, NewMessage, OPERATOR, PageRequest, PayAttempt,
     PayInternal, Payer, PaymentRecord, Quotas, RoomRecord, Store,
 };
-use crate::payment::bolt11::{self, Network, NodeSigner, ParsedInvoice};
-use crate::secrets::{self, SecretDigest};
 use coffer_client::Scope;
 use coffer_core::ledger::AuditReport;
 use coffer_core::policy::{BudgetReport, Policy, budget_report};
@@ -40,7 +40,7 @@ use std::time::Duration;
 pub const AGENT_NAME_LEN_MAX: usize = 64;
 pub const PURPOSE_LEN_MAX_BYTES: usize = 512;
 pub const IDEMPOTENCY_KEY_LEN_MAX: usize = 128;
-/// Batches of [`crate::io::INVOICE_EXPIRY_BATCH_MAX`] invoices one sweep
+/// Batches of [`crate::store::INVOICE_EXPIRY_BATCH_MAX`] invoices one sweep
 /// step expires at most: a backlog (after a long stop) drains over several
 /// steps instead of holding up the writer at once.
 const INVOICE_EXPIRY_BATCHES_PER_STEP_MAX: u32 = 8;
@@ -525,7 +525,7 @@ impl Gateway {
             memo: memo.to_owned(),
             bolt11: signed.bolt11,
             preimage: signed.preimage,
-            status: crate::io::StoredInvoiceStatus::Open,
+            status: crate::store::StoredInvoiceStatus::Open,
             created_at_ms: now,
             expires_at_ms: (created_secs as i64 + i64::from(expiry_secs)) * 1000,
             paid_at_ms: None,
@@ -569,7 +569,7 @@ impl Gateway {
             }
             let swept = self.store.expire_invoices(now, watched_since_ms).await?;
             expired += swept;
-            if swept < u64::from(crate::io::INVOICE_EXPIRY_BATCH_MAX) {
+            if swept < u64::from(crate::store::INVOICE_EXPIRY_BATCH_MAX) {
                 break;
             }
         }

@@ -1,11 +1,11 @@
 //! Retention: on a schedule, the gateway removes expired invoices, events
 //! every consumer has read and the webhook delivery log once they are older
 //! than the operator allows (`COFFER_RETENTION_*`). What the ledger and the
-//! audit chain need is never removed (`io/retention.rs`).
+//! audit chain need is never removed (`store/retention.rs`).
 
 use super::Gateway;
 use crate::error::Error;
-use crate::io::retention::{Cutoffs, Pruned};
+use crate::store::retention::{Cutoffs, Pruned};
 use std::sync::Arc;
 
 const DAY_SECS: u64 = 24 * 3600;

@@ -1,2 +1,5 @@
 //! The domain model: what the gateway, the events and every edge share.
+pub mod records;
 pub mod views;
+
+pub use records::*;

@@ -25,7 +25,7 @@ use super::internal::{
     save_policed, trip_if_needed, uncount_spend,
 };
 use crate::error::Error;
-use crate::io::{
+use crate::store::{
     AgentState, ApprovalOutcome, ApprovalRecord, ApprovalStatus, AuditEntry, BeginExternal, ExternalOutcome,
     ExternalPayment, ExternalStart, Payer, PaymentRecord, TREASURY_PAYEE, Tx,
 };
@@ -149,7 +149,7 @@ fn start(tx: &mut impl Tx, chain: &mut [AgentState], b: &BeginExternal, spend: M
 /// and the budgets cannot be spent twice meanwhile. Nothing goes to the
 /// backend yet.
 fn hold(tx: &mut impl Tx, chain: &mut [AgentState], b: &BeginExternal, spend: Msat) -> Result<ApprovalRecord, Error> {
-    crate::io::quota::check_hold(tx, b.holds_pending_max, &b.payer.agent_id, b.now_ms)?;
+    crate::store::quota::check_hold(tx, b.holds_pending_max, &b.payer.agent_id, b.now_ms)?;
     reserve_and_count(tx, chain, b, spend)?;
     let approval = ApprovalRecord {
         id: b.payment_id.replacen("pay_", APPROVAL_PREFIX, 1),

@@ -5,7 +5,7 @@
 
 use super::decision::{Verdict, decide, stop};
 use crate::error::Error;
-use crate::io::{
+use crate::store::{
     AgentState, ApprovalOutcome, ApprovalRecord, ApprovalStatus, AuditEntry, Denial, InvoiceRecord, L402Attempt,
     L402Pay, L402TokenRecord, PayAttempt, PayInternal, Payer, PaymentRecord, StoredInvoiceStatus, Tx,
 };
@@ -90,7 +90,7 @@ pub fn pay(tx: &mut impl Tx, pay: PayInternal) -> Result<PayAttempt, Error> {
 pub(crate) fn replay(
     tx: &mut impl Tx,
     agent_id: &str,
-    idempotency: Option<&crate::io::Idempotency>,
+    idempotency: Option<&crate::store::Idempotency>,
 ) -> Result<Option<PayAttempt>, Error> {
     let Some(idem) = idempotency else { return Ok(None) };
     let Some((digest, target)) = tx.idempotency(agent_id, &idem.key)? else { return Ok(None) };
@@ -282,12 +282,12 @@ fn settle(
     };
     tx.insert_payment(&payment, &payer.key_id, Some(transfer_id))?;
     if acknowledge {
-        tx.save_incoming(&crate::io::IncomingRecord {
+        tx.save_incoming(&crate::store::IncomingRecord {
             payment_id: payment.id.clone(),
             payee_agent_id: invoice.agent_id.clone(),
             payer_agent_id: payer.agent_id.clone(),
             amount: invoice.amount,
-            status: crate::io::IncomingStatus::Pending,
+            status: crate::store::IncomingStatus::Pending,
             created_at_ms: now_ms,
             decided_at_ms: None,
         })?;
@@ -394,7 +394,7 @@ fn hold(
     pay: &PayInternal,
     invoice: &InvoiceRecord,
 ) -> Result<ApprovalRecord, Error> {
-    crate::io::quota::check_hold(tx, pay.holds_pending_max, &pay.payer.agent_id, pay.now_ms)?;
+    crate::store::quota::check_hold(tx, pay.holds_pending_max, &pay.payer.agent_id, pay.now_ms)?;
     let mut balance = tx.balance(pay.payer.account)?;
     ledger::reserve(pay.payer.account, &mut balance, invoice.amount)?;
     tx.save_balance(pay.payer.account, &balance)?;
@@ -555,12 +555,12 @@ fn audit_decision(
 /// payer). Deciding twice is refused.
 pub fn decide_incoming(
     tx: &mut impl Tx,
-    mut incoming: crate::io::IncomingRecord,
+    mut incoming: crate::store::IncomingRecord,
     accept: bool,
     key_id: &str,
     now_ms: i64,
-) -> Result<crate::io::IncomingRecord, Error> {
-    use crate::io::IncomingStatus;
+) -> Result<crate::store::IncomingRecord, Error> {
+    use crate::store::IncomingStatus;
     if incoming.status != IncomingStatus::Pending {
         return Err(Error::AlreadyDecided(incoming.status.as_str()));
     }

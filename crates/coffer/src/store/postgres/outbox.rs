@@ -1,14 +1,14 @@
 //! The outbox's consumers on PostgreSQL: reading events, leases, webhooks
 //! and their delivery log; the same statements as SQLite's
-//! (`sqlite_store/outbox.rs`), translated. Called by the `Store`
+//! (`sqlite/outbox.rs`), translated. Called by the `Store`
 //! implementation in the parent module, inside its reads or write batches.
 //!
 //! Event ids increase in commit order here too: every write batch holds the
 //! one write lock, so a reader never sees id N+1 committed before id N.
 
 use super::{Conn, Error, PAGE_LIMIT_MAX};
-use crate::io::{DeliveryRecord, EventRecord, WebhookRecord, WebhookState};
-use postgres::Row;
+use crate::store::{DeliveryRecord, EventRecord, WebhookRecord, WebhookState};
+use ::postgres::Row;
 
 /// The most events one read returns.
 pub const EVENTS_LIMIT_MAX: u32 = 1_000;

@@ -3,7 +3,7 @@
 //! module, inside its read or write transactions.
 
 use super::{Error, PAGE_LIMIT_MAX};
-use crate::io::{DeliveryRecord, EventRecord, WebhookRecord, WebhookState};
+use crate::store::{DeliveryRecord, EventRecord, WebhookRecord, WebhookState};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 /// The most events one read returns.

@@ -2,12 +2,12 @@
 //! `coffer_schema` counts the ones applied.
 //!
 //! Version N here is the same schema as SQLite's migration N
-//! (`sqlite_store/schema.rs`), translated: INTEGER → BIGINT, BLOB → BYTEA,
+//! (`sqlite/schema.rs`), translated: INTEGER → BIGINT, BLOB → BYTEA,
 //! 0/1 flags → BOOLEAN, rowid keys → identity columns. One version
 //! number names one schema on both backends.
 
 use crate::error::Error;
-use postgres::Client;
+use ::postgres::Client;
 
 /// Any constant: the session lock that makes instances starting together
 /// migrate one after another.
@@ -283,7 +283,7 @@ CREATE INDEX approvals_pending_by_hash ON approvals (payment_hash, agent_id) WHE
 /// advisory lock makes instances that start together take turns: the
 /// second finds the work done.
 pub fn migrate(client: &mut Client) -> Result<(), Error> {
-    let fail = |e: postgres::Error| Error::internal("migrating the schema", e);
+    let fail = |e: ::postgres::Error| Error::internal("migrating the schema", e);
     client.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK]).map_err(fail)?;
     let result = apply(client);
     if result.is_err() {
@@ -295,7 +295,7 @@ pub fn migrate(client: &mut Client) -> Result<(), Error> {
 }
 
 fn apply(client: &mut Client) -> Result<(), Error> {
-    let fail = |e: postgres::Error| Error::internal("migrating the schema", e);
+    let fail = |e: ::postgres::Error| Error::internal("migrating the schema", e);
     client.batch_execute("CREATE TABLE IF NOT EXISTS coffer_schema (version BIGINT NOT NULL)").map_err(fail)?;
     let row = client.query_opt("SELECT version FROM coffer_schema", &[]).map_err(fail)?;
     let applied: usize = match row {

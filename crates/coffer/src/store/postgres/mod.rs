@@ -40,13 +40,16 @@ mod schema;
 
 use super::*;
 use crate::payment::{external, internal};
+use ::postgres::fallible_iterator::FallibleIterator;
+use ::postgres::types::ToSql;
+use ::postgres::{Client, Config, NoTls, Row, Statement};
 use coffer_client::PaymentStatus;
+use coffer_client::Scope;
+use coffer_core::Msat;
 use coffer_core::audit_chain;
 use coffer_core::ledger::{self, Transfer};
-use postgres::fallible_iterator::FallibleIterator;
-use postgres::types::ToSql;
-use postgres::{Client, Config, NoTls, Row, Statement};
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -397,8 +400,8 @@ fn from_json<T: serde::de::DeserializeOwned + Default>(text: Option<String>) -> 
     }
 }
 
-impl From<postgres::Error> for Error {
-    fn from(e: postgres::Error) -> Error {
+impl From<::postgres::Error> for Error {
+    fn from(e: ::postgres::Error) -> Error {
         Error::internal("postgres", e)
     }
 }

@@ -296,7 +296,7 @@ ALTER TABLE approvals ADD COLUMN fee_limit INTEGER NOT NULL DEFAULT 0 CHECK (fee
 ALTER TABLE approvals ADD COLUMN payee_node TEXT;
 CREATE UNIQUE INDEX approvals_held_outside ON approvals (payment_hash) WHERE status = 'pending' AND payee_node IS NOT NULL;
 "#,
-    // 9: quotas (`io::quota`) and retention (`io/retention.rs`). An agent's
+    // 9: quotas (`store::quota`) and retention (`store/retention.rs`). An agent's
     // open invoices and pending holds are counted in the transaction that
     // adds one: the first two indexes keep that count to the rows counted,
     // however many the agent had before. Retention finds invoices expired
