@@ -251,13 +251,13 @@ async fn read_new(store: &dyn Store, state: &Mutex<FeedState>, cursor: Option<i6
     let mut after = match cursor {
         Some(after) => after,
         None => {
-            let newest = store.newest_event_id().await?;
+            let newest = store.read(|tx| tx.newest_event_id()).await?;
             lock().start_at(newest);
             newest
         }
     };
     loop {
-        let events = store.events(after, None, FEED_BATCH_EVENTS_MAX).await?;
+        let events = store.read(move |tx| tx.events(after, None, FEED_BATCH_EVENTS_MAX)).await?;
         let Some(through) = events.last().map(|e| e.id) else { return Ok(()) };
         lock().dispatch(after, through, &events);
         if events.len() < FEED_BATCH_EVENTS_MAX as usize {

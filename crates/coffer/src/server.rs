@@ -223,15 +223,15 @@ async fn settle_operator_token(
 ) -> Result<(SecretDigest, OperatorToken), Error> {
     if let Some(token) = from_env {
         let digest = SecretDigest::of(&token);
-        store.set_operator_digest(digest).await?;
+        store.write(move |tx| tx.set_operator_digest(&digest)).await?;
         return Ok((digest, OperatorToken::FromEnvironment));
     }
-    if let Some(digest) = store.operator_digest().await? {
+    if let Some(digest) = store.read(|tx| tx.operator_digest()).await? {
         return Ok((digest, OperatorToken::Existing));
     }
     let token = secrets::new_secret(secrets::OPERATOR_TOKEN_PREFIX);
     let digest = SecretDigest::of(&token);
-    store.set_operator_digest(digest).await?;
+    store.write(move |tx| tx.set_operator_digest(&digest)).await?;
     Ok((digest, OperatorToken::Created(token)))
 }
 

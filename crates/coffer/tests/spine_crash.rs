@@ -274,6 +274,9 @@ async fn every_acknowledged_payment_survives_sigkill() {
 /// gateway's back fails it, and passes again once repaired.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn audit_fails_on_a_tampered_ledger() {
+    if common::sqlite_only("it tampers with the SQLite file") {
+        return;
+    }
     let mut gw = Gateway::start().await;
     let (_, payer, _) = gw.new_agent("payer", 50_000).await;
     let (_, payee, _) = gw.new_agent("payee", 0).await;

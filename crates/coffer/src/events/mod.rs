@@ -11,6 +11,7 @@
 
 pub mod nats;
 pub mod redis;
+pub mod subscriptions;
 pub mod webhook;
 
 use crate::gateway::Gateway;
@@ -78,7 +79,8 @@ impl Lease {
         if now < self.held_until_ms.saturating_sub(LEASE_MS / 2) {
             return Ok(Some(self.cursor));
         }
-        let claimed = gateway.store().claim_lease(self.name.clone(), self.owner.clone(), now, LEASE_MS).await?;
+        let (name, owner) = (self.name.clone(), self.owner.clone());
+        let claimed = gateway.store().write(move |tx| tx.claim_lease(&name, &owner, now, LEASE_MS)).await?;
         self.held_until_ms = if claimed.is_some() { now.saturating_add(LEASE_MS) } else { 0 };
         if let Some(cursor) = claimed {
             self.cursor = cursor;
@@ -94,7 +96,8 @@ impl Lease {
     /// Moves the cursor; a lease lost meanwhile is claimed anew next time.
     pub async fn advance(&mut self, gateway: &Gateway, cursor: i64) -> Result<(), crate::error::Error> {
         let store = gateway.store();
-        if store.advance_lease(self.name.clone(), self.owner.clone(), cursor).await? {
+        let (name, owner) = (self.name.clone(), self.owner.clone());
+        if store.write(move |tx| tx.advance_lease(&name, &owner, cursor)).await? {
             self.cursor = cursor;
         } else {
             self.held_until_ms = 0;
@@ -142,7 +145,8 @@ pub async fn run_bus(gateway: Arc<Gateway>, bus: Arc<dyn Bus>, owner: String) {
 /// Answers whether it published anything (there may be more).
 async fn publish_step(gateway: &Gateway, bus: &dyn Bus, lease: &mut Lease) -> Result<bool, String> {
     let Some(cursor) = lease.hold(gateway).await.map_err(|e| e.to_string())? else { return Ok(false) };
-    let events = gateway.store().events(cursor, None, BATCH_EVENTS_MAX).await.map_err(|e| e.to_string())?;
+    let events = gateway.store().read(move |tx| tx.events(cursor, None, BATCH_EVENTS_MAX));
+    let events = events.await.map_err(|e| e.to_string())?;
     let Some(last) = events.last().map(|e| e.id) else { return Ok(false) };
     let wire: Vec<Event> = events.iter().map(|e| wire(e, gateway.node_pubkey_hex())).collect();
     bus.publish(&wire).await?;

@@ -17,6 +17,7 @@
 //! status, so the log never tells what answers at an address the gateway
 //! may not reach.
 
+use super::subscriptions;
 use super::{Lease, backoff_ms, wire};
 use crate::egress::{Egress, Redirects};
 use crate::gateway::{Clock, Gateway, SystemClock};
@@ -103,7 +104,7 @@ async fn step(
         return Ok(Step::Idle { any_webhook: false });
     }
     let now = gateway.now_ms();
-    let webhooks = store.webhooks(None).await.map_err(|e| e.to_string())?;
+    let webhooks = store.read(|tx| tx.webhooks(None)).await.map_err(|e| e.to_string())?;
     let any_webhook = webhooks.iter().any(|w| !w.state.paused);
     let due = webhooks.into_iter().filter(|w| !w.state.paused && w.state.next_attempt_at_ms <= now);
     let attempts = due.take(WEBHOOKS_PER_STEP_MAX).map(|w| advance(gateway, http, settings, w));
@@ -123,12 +124,14 @@ async fn advance(
     webhook: WebhookRecord,
 ) -> Result<bool, crate::error::Error> {
     let store = gateway.store();
-    let events = store.events(webhook.state.after_event_id, webhook.owner.clone(), EVENTS_PER_READ_MAX).await?;
+    let (after, owner) = (webhook.state.after_event_id, webhook.owner.clone());
+    let events = store.read(move |tx| tx.events(after, owner.as_deref(), EVENTS_PER_READ_MAX)).await?;
     let wanted = |e: &&EventRecord| webhook.types.is_empty() || webhook.types.contains(&e.kind);
     let Some(event) = events.iter().find(wanted) else {
         let Some(last) = events.last() else { return Ok(false) };
         let state = WebhookState { after_event_id: last.id, ..webhook.state };
-        store.set_webhook_state(webhook.id, state, gateway.now_ms()).await?;
+        let (id, now_ms) = (webhook.id, gateway.now_ms());
+        store.write(move |tx| subscriptions::set_webhook_state(tx, &id, state, now_ms)).await?;
         return Ok(true);
     };
     // Events of other types before this one are passed over for good.
@@ -152,7 +155,7 @@ async fn advance(
     if state.paused && !webhook.state.paused {
         tracing::warn!(webhook = %webhook.id, failures = state.failures, "webhook paused after failures in a row");
     }
-    store.record_delivery(delivery, state).await?;
+    store.write(move |tx| subscriptions::record_delivery(tx, delivery, state)).await?;
     Ok(true)
 }
 

@@ -32,14 +32,17 @@ impl Gateway {
             created_at_ms: self.now_ms(),
             members: all,
         };
-        let created = self.store.create_room(room, self.quotas()).await;
+        let created = {
+            let quotas = self.quotas();
+            self.store.write(move |tx| ops::rooms::create_room(tx, room, quotas)).await
+        };
         self.fed(caller, created).await
     }
 
     /// An agent others may put in a room: it exists and accepts rooms.
     async fn addable(&self, agent_id: &str) -> Result<(), Error> {
         self.agent(agent_id).await?;
-        if self.store.chat_settings(agent_id.to_owned()).await?.accept_rooms == coffer_client::AcceptRooms::Nobody {
+        if self.chat_settings(agent_id).await?.accept_rooms == coffer_client::AcceptRooms::Nobody {
             return Err(Error::Forbidden("this agent does not accept being added to rooms"));
         }
         Ok(())
@@ -55,7 +58,8 @@ impl Gateway {
 
     /// A room the caller may use: a member's, or any for the operator.
     pub async fn room_for(&self, caller: &Principal, room_id: &str) -> Result<RoomRecord, Error> {
-        let room = self.store.room(room_id.to_owned()).await?.ok_or(Error::NotFound("room"))?;
+        let id = room_id.to_owned();
+        let room = self.store.read(move |tx| tx.room(&id)).await?.ok_or(Error::NotFound("room"))?;
         let me = Self::member_name(caller);
         if matches!(caller, Principal::Operator) || room.members.contains(&me) {
             return Ok(room);
@@ -75,7 +79,8 @@ impl Gateway {
             Principal::Operator => None,
             Principal::Agent(key) => Some(key.agent_id.clone()),
         };
-        self.store.rooms(member, after.map(str::to_owned), limit).await
+        let after = after.map(str::to_owned);
+        self.store.read(move |tx| tx.rooms(member.as_deref(), after.as_deref(), limit)).await
     }
 
     /// Adds an agent that accepts rooms, within the room's members and the
@@ -85,7 +90,8 @@ impl Gateway {
         if !room.members.iter().any(|m| m == agent_id) {
             self.addable(agent_id).await?;
         }
-        let added = self.store.add_member(room.id.clone(), agent_id.to_owned(), self.quotas(), self.now_ms()).await;
+        let (id, member, quotas, now_ms) = (room.id.clone(), agent_id.to_owned(), self.quotas(), self.now_ms());
+        let added = self.store.write(move |tx| ops::rooms::add_member(tx, id, member, quotas, now_ms)).await;
         self.fed(caller, added).await?;
         self.room_for(caller, room_id).await
     }
@@ -100,7 +106,8 @@ impl Gateway {
                 "a member leaves itself; only the room's creator or the operator removes others",
             ));
         }
-        if !self.store.remove_member(room.id, member.to_owned(), self.now_ms()).await? {
+        let (member, now_ms) = (member.to_owned(), self.now_ms());
+        if !self.store.write(move |tx| ops::rooms::remove_member(tx, room.id, member, now_ms)).await? {
             return Err(Error::NotFound("member"));
         }
         Ok(())
@@ -147,7 +154,7 @@ impl Gateway {
         };
         let posted = {
             let _in_order = self.post_order.lock().await;
-            match self.store.post_message(message).await {
+            match self.store.write(move |tx| ops::rooms::post_message(tx, message)).await {
                 Ok(posted) => {
                     let data = serde_json::to_value(crate::model::views::message(posted.clone(), self.now_ms()))
                         .map_err(|e| Error::internal("serialising a message", e))?;
@@ -165,11 +172,16 @@ impl Gateway {
         let posted = self.fed(caller, posted).await?;
         // A request an auto-pay rule settled is answered as it now stands.
         if self.auto_pay(&room, &posted).await
-            && let Some(settled) = self.store.message(room.id.clone(), posted.id).await?
+            && let Some(settled) = self.message(&room.id, posted.id).await?
         {
             return Ok(settled);
         }
         Ok(posted)
+    }
+
+    async fn message(&self, room_id: &str, id: i64) -> Result<Option<MessageRecord>, Error> {
+        let room_id = room_id.to_owned();
+        self.store.read(move |tx| tx.message(&room_id, id)).await
     }
 
     pub async fn messages(
@@ -180,7 +192,7 @@ impl Gateway {
         limit: u32,
     ) -> Result<Vec<MessageRecord>, Error> {
         let room = self.room_for(caller, room_id).await?;
-        self.store.messages(room.id, after_id, limit).await
+        self.store.read(move |tx| tx.messages(&room.id, after_id, limit)).await
     }
 
     /// Pays a payment request of a room, through the payer's policy.
@@ -192,7 +204,7 @@ impl Gateway {
         idempotency_key: Option<&str>,
     ) -> Result<PayOutcome, Error> {
         let room = self.room_for(&Principal::Agent(caller.clone()), room_id).await?;
-        let message = self.store.message(room.id.clone(), message_id).await?.ok_or(Error::NotFound("message"))?;
+        let message = self.message(&room.id, message_id).await?.ok_or(Error::NotFound("message"))?;
         let invoice = message.invoice.ok_or(invalid("message", "this message is not a payment request".into()))?;
         let purpose = format!("room {}: {}", room.name, invoice.memo);
         let purpose: String = purpose.chars().take(PURPOSE_LEN_MAX_BYTES / 4).collect();
@@ -203,7 +215,7 @@ impl Gateway {
     /// the caller is in, or any for the operator.
     pub async fn visible_invoice(&self, caller: &Principal, payment_hash_hex: &str) -> Result<InvoiceRecord, Error> {
         let hash = parse_hash(payment_hash_hex)?;
-        let invoice = self.store.invoice(hash).await?.ok_or(Error::NotFound("invoice"))?;
+        let invoice = self.stored_invoice(hash).await?.ok_or(Error::NotFound("invoice"))?;
         let visible = match caller {
             Principal::Operator => true,
             Principal::Agent(key) if key.agent_id == invoice.agent_id => true,
@@ -223,7 +235,8 @@ impl Gateway {
         caller: &AgentKey,
         status: Option<crate::store::IncomingStatus>,
     ) -> Result<Vec<crate::store::IncomingRecord>, Error> {
-        self.store.incoming(caller.agent_id.clone(), status).await
+        let payee = caller.agent_id.clone();
+        self.store.read(move |tx| tx.incoming(&payee, status)).await
     }
 
     /// The payee accepts or rejects (refunds) a payment waiting for it.
@@ -234,11 +247,13 @@ impl Gateway {
         accept: bool,
     ) -> Result<crate::store::IncomingRecord, Error> {
         let (payee, id, key) = (caller.agent_id.clone(), payment_id.to_owned(), caller.key_id.clone());
-        self.store.decide_incoming(payee, id, accept, key, self.now_ms()).await
+        let now_ms = self.now_ms();
+        self.store.write(move |tx| ops::invoices::decide_incoming(tx, &payee, &id, accept, &key, now_ms)).await
     }
 
     pub async fn chat_settings(&self, agent_id: &str) -> Result<ChatSettings, Error> {
-        self.store.chat_settings(agent_id.to_owned()).await
+        let id = agent_id.to_owned();
+        self.store.read(move |tx| tx.chat_settings(&id)).await?.ok_or(Error::NotFound("agent"))
     }
 
     pub async fn set_chat_settings(&self, agent_id: &str, settings: ChatSettings) -> Result<(), Error> {
@@ -248,7 +263,8 @@ impl Gateway {
         if settings.auto_pay_max_msat > 0 {
             parse_amount("auto_pay_max_msat", settings.auto_pay_max_msat)?;
         }
-        self.store.set_chat_settings(agent_id.to_owned(), settings, self.now_ms()).await
+        let (id, now_ms) = (agent_id.to_owned(), self.now_ms());
+        self.store.write(move |tx| ops::agents::set_chat_settings(tx, id, settings, now_ms)).await
     }
 
     /// Members whose chat settings say so pay the request at once, in the
@@ -258,7 +274,7 @@ impl Gateway {
     async fn auto_pay(&self, room: &RoomRecord, message: &MessageRecord) -> bool {
         let Some(invoice) = &message.invoice else { return false };
         for member in room.members.iter().filter(|m| **m != message.sender && *m != OPERATOR) {
-            let Ok(settings) = self.store.chat_settings(member.clone()).await else { continue };
+            let Ok(settings) = self.chat_settings(member).await else { continue };
             let listed = settings.auto_pay_from.contains(&message.sender);
             if !listed || invoice.amount.as_u64() > settings.auto_pay_max_msat {
                 continue;

@@ -31,7 +31,7 @@ impl Gateway {
 
     pub async fn policy(&self, caller: &Principal, agent_id: &str) -> Result<Option<Policy>, Error> {
         self.visible_agent(caller, agent_id).await?;
-        let state = self.store.agent_state(agent_id.to_owned()).await?.ok_or(Error::NotFound("agent"))?;
+        let state = self.agent_state(agent_id).await?;
         Ok(state.policy.map(|p| (*p).clone()))
     }
 
@@ -44,14 +44,15 @@ impl Gateway {
         }
         self.managed_agent(caller, agent_id).await?;
         let policy = Policy::from_json(json).map_err(Error::InvalidPolicy)?;
-        self.store.set_policy(agent_id.to_owned(), Some(policy.clone()), actor(caller), self.now_ms()).await?;
+        let (id, set, actor, now_ms) = (agent_id.to_owned(), Some(policy.clone()), actor(caller), self.now_ms());
+        self.store.write(move |tx| ops::agents::set_policy(tx, id, set, actor, now_ms)).await?;
         Ok(policy)
     }
 
     /// Spent and remaining per window, now.
     pub async fn budget(&self, caller: &Principal, agent_id: &str) -> Result<BudgetReport, Error> {
         self.visible_agent(caller, agent_id).await?;
-        let state = self.store.agent_state(agent_id.to_owned()).await?.ok_or(Error::NotFound("agent"))?;
+        let state = self.agent_state(agent_id).await?;
         let policy = state.policy.map(|p| (*p).clone()).unwrap_or_default();
         Ok(budget_report(&policy, &state.usage, self.now_ms()))
     }
@@ -62,34 +63,47 @@ impl Gateway {
             return Err(invalid("reason", format!("at most {PURPOSE_LEN_MAX_BYTES} bytes")));
         }
         super::text::check("reason", reason, super::text::Lines::Multi)?;
-        self.store.set_frozen(agent_id.to_owned(), Some(reason.to_owned()), "operator".into(), self.now_ms()).await
+        self.set_frozen(agent_id, Some(reason.to_owned())).await
+    }
+
+    async fn set_frozen(&self, agent_id: &str, reason: Option<String>) -> Result<(), Error> {
+        let (id, now_ms) = (agent_id.to_owned(), self.now_ms());
+        self.store.write(move |tx| ops::agents::set_frozen(tx, id, reason, OPERATOR.into(), now_ms)).await
+    }
+
+    async fn agent_state(&self, agent_id: &str) -> Result<AgentState, Error> {
+        let id = agent_id.to_owned();
+        self.store.read(move |tx| tx.agent_state(&id)).await?.ok_or(Error::NotFound("agent"))
     }
 
     pub async fn unfreeze(&self, agent_id: &str) -> Result<(), Error> {
-        self.store.set_frozen(agent_id.to_owned(), None, "operator".into(), self.now_ms()).await
+        self.set_frozen(agent_id, None).await
     }
 
     /// The kill switch. Once this returns, no payment debits a wallet until
     /// it is released: the flag is written through the same serialised
     /// store as every debit, and every payment checks it.
     pub async fn set_halted(&self, halted: bool) -> Result<(), Error> {
-        self.store.set_halted(halted, "operator".into(), self.now_ms()).await
+        let now_ms = self.now_ms();
+        self.store.write(move |tx| ops::agents::set_halted(tx, halted, OPERATOR.into(), now_ms)).await
     }
 
     pub async fn halted(&self) -> Result<bool, Error> {
-        self.store.halted().await
+        self.store.read(|tx| tx.halted()).await
     }
 
     pub async fn approvals(&self, status: Option<ApprovalStatus>, limit: u32) -> Result<Vec<ApprovalRecord>, Error> {
-        self.store.approvals(status, limit).await
+        self.store.read(move |tx| tx.approvals(status, limit)).await
     }
 
     /// Approves (pays) or denies (releases) a held payment. An approved
     /// payment to another node is recorded pending by the store and sent to
     /// the backend here, outside the store's transaction.
     pub async fn decide_approval(&self, id: &str, approve: bool) -> Result<ApprovalOutcome, Error> {
-        let outcome = match self.store.decide_approval(id.to_owned(), approve, "operator".into(), self.now_ms()).await?
-        {
+        let (id, now_ms) = (id.to_owned(), self.now_ms());
+        let decided =
+            self.store.write(move |tx| crate::payment::internal::decide_approval(tx, &id, approve, OPERATOR, now_ms));
+        let outcome = match decided.await? {
             ApprovalOutcome::Paid(approval, payment) if payment.status == coffer_client::PaymentStatus::Pending => {
                 let payment = self.send_approved(&approval, payment).await?;
                 ApprovalOutcome::Paid(approval, payment)
@@ -111,14 +125,14 @@ impl Gateway {
     /// Writes only when one is due (see [`Store::approvals_due`]).
     pub async fn expire_approvals(&self) -> Result<u64, Error> {
         let now = self.now_ms();
-        if !self.store.approvals_due(now).await? {
+        if !self.store.read(move |tx| tx.approvals_due(now)).await? {
             return Ok(0);
         }
-        self.store.expire_approvals(now).await
+        self.store.write(move |tx| ops::invoices::expire_approvals(tx, now)).await
     }
 
     pub async fn audit_log(&self, filter: AuditFilter, after_seq: i64, limit: u32) -> Result<Vec<AuditRecord>, Error> {
-        self.store.audit_log(filter, after_seq, limit).await
+        self.store.read(move |tx| tx.audit_log(&filter, after_seq, limit)).await
     }
 
     pub async fn audit(&self) -> Result<AuditReport, Error> {

@@ -5,6 +5,7 @@
 //! gateway-wide ones.
 
 use super::*;
+use crate::events::subscriptions;
 use crate::store::{DeliveryRecord, EventRecord, WebhookRecord, WebhookState};
 
 /// The longest webhook URL accepted.
@@ -22,13 +23,14 @@ impl Gateway {
         if after_id < 0 {
             return Err(invalid("after", "an event id, 0 or more".into()));
         }
-        self.store.events(after_id, event_scope(caller), limit).await
+        let scope = event_scope(caller);
+        self.store.read(move |tx| tx.events(after_id, scope.as_deref(), limit)).await
     }
 
     /// The id of the newest event, whoever may see it: where a live stream
     /// that wants only new events starts.
     pub async fn newest_event_id(&self) -> Result<i64, Error> {
-        self.store.newest_event_id().await
+        self.store.read(|tx| tx.newest_event_id()).await
     }
 
     /// A receiver that changes after each commit of this process.
@@ -87,12 +89,13 @@ impl Gateway {
         };
         check_webhook_url(url, &self.settings.egress)?;
         check_event_types(&types)?;
-        if self.store.webhooks(owner.clone()).await?.iter().filter(|w| w.owner == owner).count()
+        let of = owner.clone();
+        if self.store.read(move |tx| tx.webhooks(of.as_deref())).await?.iter().filter(|w| w.owner == owner).count()
             >= WEBHOOKS_PER_OWNER_MAX
         {
             return Err(invalid("url", format!("at most {WEBHOOKS_PER_OWNER_MAX} webhooks each")));
         }
-        let after_event_id = self.store.newest_event_id().await?;
+        let after_event_id = self.newest_event_id().await?;
         let webhook = WebhookRecord {
             id: secrets::new_id("whk"),
             owner,
@@ -101,7 +104,7 @@ impl Gateway {
             state: WebhookState { after_event_id, ..WebhookState::default() },
             created_at_ms: self.now_ms(),
         };
-        let webhook = self.store.create_webhook(webhook).await?;
+        let webhook = self.store.write(move |tx| subscriptions::create_webhook(tx, webhook)).await?;
         let secret = self.webhook_secret(&webhook.id);
         Ok((webhook, secret))
     }
@@ -112,12 +115,14 @@ impl Gateway {
     }
 
     pub async fn webhooks(&self, caller: &Principal) -> Result<Vec<WebhookRecord>, Error> {
-        self.store.webhooks(event_scope(caller)).await
+        let scope = event_scope(caller);
+        self.store.read(move |tx| tx.webhooks(scope.as_deref())).await
     }
 
     /// A webhook the caller owns (the operator owns them all).
     pub async fn webhook(&self, caller: &Principal, id: &str) -> Result<WebhookRecord, Error> {
-        let webhook = self.store.webhook(id.to_owned()).await?.ok_or(Error::NotFound("webhook"))?;
+        let id = id.to_owned();
+        let webhook = self.store.read(move |tx| tx.webhook(&id)).await?.ok_or(Error::NotFound("webhook"))?;
         match caller {
             Principal::Agent(key) if webhook.owner.as_deref() != Some(key.agent_id.as_str()) => {
                 Err(Error::NotFound("webhook"))
@@ -128,7 +133,8 @@ impl Gateway {
 
     pub async fn delete_webhook(&self, caller: &Principal, id: &str) -> Result<(), Error> {
         self.webhook(caller, id).await?;
-        self.store.delete_webhook(id.to_owned(), self.now_ms()).await?;
+        let (id, now_ms) = (id.to_owned(), self.now_ms());
+        self.store.write(move |tx| subscriptions::delete_webhook(tx, &id, now_ms)).await?;
         Ok(())
     }
 
@@ -136,13 +142,15 @@ impl Gateway {
     pub async fn resume_webhook(&self, caller: &Principal, id: &str) -> Result<WebhookRecord, Error> {
         let mut webhook = self.webhook(caller, id).await?;
         webhook.state = WebhookState { failures: 0, paused: false, next_attempt_at_ms: 0, ..webhook.state };
-        self.store.set_webhook_state(id.to_owned(), webhook.state, self.now_ms()).await?;
+        let (id, state, now_ms) = (id.to_owned(), webhook.state, self.now_ms());
+        self.store.write(move |tx| subscriptions::set_webhook_state(tx, &id, state, now_ms)).await?;
         Ok(webhook)
     }
 
     pub async fn deliveries(&self, caller: &Principal, id: &str, limit: u32) -> Result<Vec<DeliveryRecord>, Error> {
         self.webhook(caller, id).await?;
-        self.store.deliveries(id.to_owned(), limit).await
+        let id = id.to_owned();
+        self.store.read(move |tx| tx.deliveries(&id, limit)).await
     }
 }
 
@@ -193,8 +201,11 @@ impl EventFollower {
     /// covered at least the newest event before the read.
     async fn catch_up(&mut self) -> Result<(), Error> {
         crate::metrics::METRICS.record_event_stream_store_read();
-        let newest = self.store.newest_event_id().await?;
-        let page = self.store.events(self.seen_through, self.scope.clone(), FOLLOW_PAGE_EVENTS_MAX).await?;
+        let (after, scope) = (self.seen_through, self.scope.clone());
+        let (newest, page) = self
+            .store
+            .read(move |tx| Ok((tx.newest_event_id()?, tx.events(after, scope.as_deref(), FOLLOW_PAGE_EVENTS_MAX)?)))
+            .await?;
         if let Some(last) = page.last() {
             self.seen_through = last.id;
         }
@@ -318,7 +329,7 @@ mod tests {
         let seen = follower.seen_through;
         gateway.mint(1).await.expect("a mint");
         gateway.fund(&Principal::Operator, &agent.id, 1).await.expect("funding");
-        let all = gateway.store.events(0, None, 1_000).await.expect("every event");
+        let all = gateway.store.read(|tx| tx.events(0, None, 1_000)).await.expect("every event");
         follower.take(&FeedBatch { after: 0, through: all.last().expect("events").id, events: all });
         let fresh = stored_ids(&gateway, &caller, seen).await;
         assert_eq!(fresh.len(), 1, "one more event of the agent: {fresh:?}");

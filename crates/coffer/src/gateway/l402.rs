@@ -146,7 +146,7 @@ impl Gateway {
             expires_at_ms: expires_at_ms.min(longest),
             rejected_token: rejected_token.map(str::to_owned),
         };
-        match self.store.pay_l402(l402).await? {
+        match self.store.write(move |tx| crate::payment::internal::pay_l402(tx, l402)).await? {
             L402Attempt::Reused(token) => Ok(L402Outcome { token, paid: false }),
             L402Attempt::Paid(token) => Ok(L402Outcome { token, paid: true }),
             L402Attempt::Denied(denial) => Err(Error::Denied(denial)),
@@ -174,10 +174,9 @@ impl Gateway {
     /// The agent's live token for `url`, if one is kept.
     pub async fn l402_token(&self, caller: &AgentKey, url: &str) -> Result<L402TokenRecord, Error> {
         let target = target(url)?;
-        self.store
-            .l402_token(caller.agent_id.clone(), target.origin, target.path, self.now_ms())
-            .await?
-            .ok_or(Error::NotFound("L402 token for this URL"))
+        let (agent_id, now_ms) = (caller.agent_id.clone(), self.now_ms());
+        let tokens = self.store.read(move |tx| tx.l402_tokens(&agent_id, &target.origin, now_ms)).await?;
+        crate::payment::internal::covering(tokens, &target.path).ok_or(Error::NotFound("L402 token for this URL"))
     }
 }
 

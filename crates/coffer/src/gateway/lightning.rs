@@ -12,10 +12,12 @@
 //! - an invoice paid from outside is credited once: the open -> paid update
 //!   in the same transaction as the credit is the guard.
 
+use super::ops;
 use super::{AgentKey, Gateway, PayOutcome, Principal};
 use crate::error::Error;
 use crate::lightning::{FundingSource, InvoiceState, PayResult, default_fee_limit};
 use crate::payment::bolt11::OutsideInvoice;
+use crate::payment::external;
 use crate::secrets;
 use crate::store::{
     ApprovalRecord, BeginExternal, ExternalOutcome, ExternalStart, Idempotency, InvoiceRecord, PayAttempt, Payer,
@@ -101,7 +103,8 @@ impl Gateway {
         };
         let memo = memo.unwrap_or("coffer deposit");
         let invoice = self.make_invoice(&payee, amount_msat, Some(memo), None, None).await?;
-        let stored = self.store.insert_invoice(invoice.clone(), self.quotas()).await;
+        let (stored, quotas) = (invoice.clone(), self.quotas());
+        let stored = self.store.write(move |tx| ops::invoices::create_invoice(tx, &stored, &quotas)).await;
         match caller {
             Principal::Agent(key) => self.feed_breaker(&key.agent_id, stored).await?,
             Principal::Operator => stored?,
@@ -140,7 +143,7 @@ impl Gateway {
             now_ms: self.now_ms(),
         };
         let (bolt11, fee_limit) = (begin.bolt11.clone(), begin.fee_limit);
-        let payment = match self.store.begin_external(begin).await? {
+        let payment = match self.store.write(move |tx| external::begin(tx, begin)).await? {
             ExternalStart::Started(payment) => payment,
             ExternalStart::Held(held) => return Ok(PayOutcome::Held(held)),
             ExternalStart::Denied(denial) => return Err(Error::Denied(denial)),
@@ -191,35 +194,44 @@ impl Gateway {
         answer: Result<PayResult, crate::lightning::LnError>,
         doing: &str,
     ) -> Result<crate::store::PaymentRecord, Error> {
-        let now = self.now_ms();
         let id = payment_id.to_owned();
         match answer {
             Ok(PayResult::Succeeded { preimage, fee }) => {
                 if sha256::Hash::hash(&preimage).to_byte_array() != payment_hash {
                     let why = format!("{doing}: the backend reported success with a preimage that does not match");
                     tracing::error!(payment_id, "{why}");
-                    return self.store.note_external(id, why, now).await;
+                    return self.note_external(id, why).await;
                 }
-                self.store.finish_external(id, ExternalOutcome::Succeeded { preimage, fee }, now).await
+                self.finish_external(id, ExternalOutcome::Succeeded { preimage, fee }).await
             }
-            Ok(PayResult::Failed { reason }) => {
-                self.store.finish_external(id, ExternalOutcome::Failed { reason }, now).await
-            }
+            Ok(PayResult::Failed { reason }) => self.finish_external(id, ExternalOutcome::Failed { reason }).await,
             Ok(PayResult::Pending) => {
-                self.store.note_external(id, "in flight: the backend has not finished it yet".into(), now).await
+                self.note_external(id, "in flight: the backend has not finished it yet".into()).await
             }
             Err(e) => {
                 tracing::warn!(payment_id, error = %e, "{doing}: outcome unknown, the payment stays pending");
-                self.store.note_external(id, format!("outcome unknown ({doing}): {e}"), now).await
+                self.note_external(id, format!("outcome unknown ({doing}): {e}")).await
             }
         }
+    }
+
+    /// Settles an outside payment by the backend's answer.
+    async fn finish_external(&self, id: String, outcome: ExternalOutcome) -> Result<PaymentRecord, Error> {
+        let now_ms = self.now_ms();
+        self.store.write(move |tx| external::finish(tx, &id, outcome, now_ms)).await
+    }
+
+    /// Notes why an outside payment stays pending.
+    async fn note_external(&self, id: String, detail: String) -> Result<PaymentRecord, Error> {
+        let now_ms = self.now_ms();
+        self.store.write(move |tx| external::note(tx, &id, detail, now_ms)).await
     }
 
     /// One round of the resolver: asks the backend how each pending
     /// payment ended. Returns how many are still pending.
     pub async fn resolve_pending(&self) -> Result<usize, Error> {
         let Some(funding) = &self.funding else { return Ok(0) };
-        let pending = self.store.pending_external(RESOLVE_BATCH_MAX).await?;
+        let pending = self.store.read(|tx| tx.pending_external(RESOLVE_BATCH_MAX)).await?;
         let mut open = 0;
         for payment in pending {
             let looked_up = funding.lookup_payment(payment.payment_hash).await;
@@ -260,14 +272,16 @@ impl Gateway {
         // A cursor walks every watched invoice in turn, a batch per round,
         // so that many open invoices cannot starve the later ones.
         let after = self.watch_cursor.load(std::sync::atomic::Ordering::Relaxed);
+        let since_ms = now - WATCH_AFTER_EXPIRY_MS;
         let (watched, last) =
-            self.store.watched_invoices(after, now - WATCH_AFTER_EXPIRY_MS, DEPOSIT_BATCH_MAX).await?;
+            self.store.read(move |tx| tx.watched_invoices(after, since_ms, DEPOSIT_BATCH_MAX)).await?;
         self.watch_cursor.store(last.unwrap_or(0), std::sync::atomic::Ordering::Relaxed);
         let mut credited = 0;
         for invoice in watched {
             match funding.lookup_invoice(invoice.payment_hash).await {
                 Ok(InvoiceState::Paid) => {
-                    if self.store.credit_from_outside(invoice.payment_hash, self.now_ms()).await? {
+                    let (hash, now_ms) = (invoice.payment_hash, self.now_ms());
+                    if self.store.write(move |tx| external::credit_from_outside(tx, &hash, now_ms)).await? {
                         credited += 1;
                         self.announce_paid(&invoice.payment_hash).await;
                     }

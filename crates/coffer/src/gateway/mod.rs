@@ -9,6 +9,7 @@ mod constitution;
 mod events;
 pub mod l402;
 mod lightning;
+pub mod ops;
 mod rate;
 pub mod retention;
 pub mod text;
@@ -23,9 +24,9 @@ use crate::error::Error;
 use crate::payment::bolt11::{self, Network, NodeSigner, ParsedInvoice};
 use crate::secrets::{self, SecretDigest};
 use crate::store::{
-    AgentRecord, ApprovalOutcome, ApprovalRecord, ApprovalStatus, AuditFilter, AuditRecord, ChatSettings, Idempotency,
-    InvoiceRecord, KeyRecord, MessageRecord, NewAgent, NewKey, NewMessage, OPERATOR, PageRequest, PayAttempt,
-    PayInternal, Payer, PaymentRecord, Quotas, RoomRecord, Store,
+    AgentRecord, AgentState, ApprovalOutcome, ApprovalRecord, ApprovalStatus, AuditFilter, AuditRecord, ChatSettings,
+    Idempotency, InvoiceRecord, KeyRecord, MessageRecord, NewAgent, NewKey, NewMessage, OPERATOR, PageRequest,
+    PayAttempt, PayInternal, Payer, PaymentRecord, Quotas, RoomRecord, Store,
 };
 use coffer_client::Scope;
 use coffer_core::ledger::AuditReport;
@@ -162,7 +163,7 @@ impl Gateway {
         settings: Settings,
         operator: SecretDigest,
     ) -> Result<Gateway, Error> {
-        let live = store.live_keys().await?;
+        let live = store.read(|tx| tx.live_keys()).await?;
         let keys = live.iter().map(|k| (k.digest, AgentKey::from(k))).collect();
         let node_pubkey_hex = node.pubkey().to_string().into();
         Ok(Gateway {
@@ -272,7 +273,7 @@ impl Gateway {
     async fn feed_breaker<T>(&self, agent_id: &str, result: Result<T, Error>) -> Result<T, Error> {
         if matches!(result, Err(Error::LimitExceeded { .. }))
             && self.throttle.hit(&self.settings.limits, agent_id)
-            && let Err(e) = self.store.observe_limit_denial(agent_id.to_owned(), self.now_ms()).await
+            && let Err(e) = self.observe_limit_denial(agent_id).await
         {
             tracing::warn!(agent = %agent_id, error = %e, "could not feed the breaker");
         }
@@ -317,7 +318,7 @@ impl Gateway {
     /// instances of a shared store.
     pub async fn refresh_keys(&self) -> Result<(), Error> {
         let before = self.key_changes.load(Ordering::SeqCst);
-        let live = self.store.live_keys().await?;
+        let live = self.store.read(|tx| tx.live_keys()).await?;
         let mut keys = self.keys.write().map_err(|_| Error::Internal("key cache poisoned".into()))?;
         // A local change during the read may be missing from it (a key
         // just created) or undone by it (a key just revoked): skip this
@@ -361,7 +362,8 @@ impl Gateway {
         };
         let (key_id, digest) = (key.id.clone(), key.digest);
         let new = NewAgent { id: id.clone(), name, parent_id, can_create_subagents, key, quotas: self.quotas() };
-        let created = self.store.create_agent(new, self.now_ms()).await;
+        let now_ms = self.now_ms();
+        let created = self.store.write(move |tx| ops::agents::create_agent(tx, new, now_ms)).await;
         let agent = match caller {
             Principal::Agent(key) => self.feed_breaker(&key.agent_id, created).await?,
             Principal::Operator => created?,
@@ -379,11 +381,12 @@ impl Gateway {
     }
 
     pub async fn agents(&self) -> Result<Vec<AgentRecord>, Error> {
-        self.store.agents().await
+        self.store.read(|tx| tx.agents()).await
     }
 
     pub async fn agent(&self, id: &str) -> Result<AgentRecord, Error> {
-        self.store.agent(id.to_owned()).await?.ok_or(Error::NotFound("agent"))
+        let id = id.to_owned();
+        self.store.read(move |tx| tx.agent(&id)).await?.ok_or(Error::NotFound("agent"))
     }
 
     /// Funds an agent: from the treasury (operator), or from the wallet of
@@ -397,7 +400,8 @@ impl Gateway {
             Principal::Agent(_) => return Err(Error::Forbidden("funding a sub-agent needs a spend key")),
         };
         let transfer = Transfer { debit, credit: agent.account, amount };
-        self.store.transfer(transfer, "fund", Some(agent.id), actor, self.now_ms()).await
+        let now_ms = self.now_ms();
+        self.store.write(move |tx| ops::agents::transfer(tx, transfer, "fund", Some(agent.id), actor, now_ms)).await
     }
 
     pub async fn mint(&self, amount_msat: u64) -> Result<(i64, Balance), Error> {
@@ -406,11 +410,12 @@ impl Gateway {
         }
         let amount = parse_amount("amount_msat", amount_msat)?;
         let transfer = Transfer { debit: AccountId::OUTSIDE, credit: AccountId::TREASURY, amount };
-        self.store.transfer(transfer, "mint", None, "operator".into(), self.now_ms()).await
+        let now_ms = self.now_ms();
+        self.store.write(move |tx| ops::agents::transfer(tx, transfer, "mint", None, OPERATOR.into(), now_ms)).await
     }
 
     pub async fn treasury(&self) -> Result<Balance, Error> {
-        self.store.balance(AccountId::TREASURY).await
+        self.store.read(|tx| tx.balance(AccountId::TREASURY)).await
     }
 
     pub async fn create_key(
@@ -431,13 +436,16 @@ impl Gateway {
             digest: SecretDigest::of(&secret),
             expires_at_ms,
         };
-        let record = self.store.create_key(key, self.now_ms()).await?;
+        let now_ms = self.now_ms();
+        let record = self.store.write(move |tx| ops::agents::create_key(tx, key, now_ms)).await?;
         self.cache_key(&record)?;
         Ok((record, secret))
     }
 
     pub async fn revoke_key(&self, key_id: &str) -> Result<(), Error> {
-        let revoked = self.store.revoke_key(key_id.to_owned(), self.now_ms()).await?.ok_or(Error::NotFound("key"))?;
+        let (key_id, now_ms) = (key_id.to_owned(), self.now_ms());
+        let revoked = self.store.write(move |tx| ops::agents::revoke_key(tx, &key_id, now_ms));
+        let revoked = revoked.await?.ok_or(Error::NotFound("key"))?;
         let mut keys = self.keys.write().map_err(|_| Error::Internal("key cache poisoned".into()))?;
         keys.remove(&revoked.digest);
         self.key_changes.fetch_add(1, Ordering::SeqCst);
@@ -461,7 +469,8 @@ impl Gateway {
     ) -> Result<InvoiceRecord, Error> {
         caller.require(Scope::Receive)?;
         let record = self.make_invoice(&caller.agent_id, amount_msat, memo, expiry_secs, None).await?;
-        let stored = self.store.insert_invoice(record.clone(), self.quotas()).await;
+        let (stored, quotas) = (record.clone(), self.quotas());
+        let stored = self.store.write(move |tx| ops::invoices::create_invoice(tx, &stored, &quotas)).await;
         self.feed_breaker(&caller.agent_id, stored).await?;
         crate::metrics::METRICS.record_invoice();
         Ok(record)
@@ -538,7 +547,7 @@ impl Gateway {
     /// An invoice of the caller's own.
     pub async fn invoice(&self, caller: &AgentKey, payment_hash_hex: &str) -> Result<InvoiceRecord, Error> {
         let hash = parse_hash(payment_hash_hex)?;
-        let invoice = self.store.invoice(hash).await?.ok_or(Error::NotFound("invoice"))?;
+        let invoice = self.stored_invoice(hash).await?.ok_or(Error::NotFound("invoice"))?;
         if invoice.agent_id != caller.agent_id {
             return Err(Error::Forbidden("the invoice belongs to another agent"));
         }
@@ -550,7 +559,8 @@ impl Gateway {
         caller: &AgentKey,
         page: PageRequest,
     ) -> Result<(Vec<InvoiceRecord>, Option<i64>), Error> {
-        self.store.invoices(caller.agent_id.clone(), page).await
+        let agent_id = caller.agent_id.clone();
+        self.store.read(move |tx| tx.invoices(&agent_id, page)).await
     }
 
     /// Marks open invoices past their expiry `expired`, with their
@@ -564,10 +574,10 @@ impl Gateway {
         for _ in 0..INVOICE_EXPIRY_BATCHES_PER_STEP_MAX {
             let now = self.now_ms();
             let watched_since_ms = now.saturating_sub(lightning::WATCH_AFTER_EXPIRY_MS);
-            if !self.store.invoices_due(now, watched_since_ms).await? {
+            if !self.store.read(move |tx| tx.invoices_due(now, watched_since_ms)).await? {
                 break;
             }
-            let swept = self.store.expire_invoices(now, watched_since_ms).await?;
+            let swept = self.store.write(move |tx| ops::invoices::expire_invoices(tx, now, watched_since_ms)).await?;
             expired += swept;
             if swept < u64::from(crate::store::INVOICE_EXPIRY_BATCH_MAX) {
                 break;
@@ -581,7 +591,8 @@ impl Gateway {
         caller: &AgentKey,
         page: PageRequest,
     ) -> Result<(Vec<PaymentRecord>, Option<i64>), Error> {
-        self.store.payments(caller.agent_id.clone(), page).await
+        let agent_id = caller.agent_id.clone();
+        self.store.read(move |tx| tx.payments(&agent_id, page)).await
     }
 
     /// Pays a BOLT11 invoice. An invoice of this gateway settles at once,
@@ -678,7 +689,7 @@ impl Gateway {
             domain: None,
             now_ms: self.now_ms(),
         };
-        match self.store.pay_internal(pay).await? {
+        match self.store.write(move |tx| crate::payment::internal::pay(tx, pay)).await? {
             PayAttempt::Paid(payment) => {
                 self.announce_paid(&payment.payment_hash).await;
                 Ok(PayOutcome::Paid(payment))
@@ -706,7 +717,7 @@ impl Gateway {
         if !self.live.watched() {
             return;
         }
-        let Ok(Some(invoice)) = self.store.invoice(*payment_hash).await else { return };
+        let Ok(Some(invoice)) = self.stored_invoice(*payment_hash).await else { return };
         let Some(room_id) = invoice.room_id.clone() else { return };
         let data = serde_json::json!({
             "payment_hash": hex::encode(invoice.payment_hash),
@@ -718,14 +729,31 @@ impl Gateway {
     pub fn live(&self) -> &crate::live::Live {
         &self.live
     }
+
+    /// An invoice of this gateway, whoever's.
+    async fn stored_invoice(&self, payment_hash: [u8; 32]) -> Result<Option<InvoiceRecord>, Error> {
+        self.store.read(move |tx| Ok(tx.invoice(&payment_hash)?.map(|(invoice, _)| invoice))).await
+    }
+
+    /// Counts one denial toward the agent's breaker (for limits it keeps
+    /// hitting), which may trip it.
+    async fn observe_limit_denial(&self, agent_id: &str) -> Result<(), Error> {
+        let (agent_id, now_ms) = (agent_id.to_owned(), self.now_ms());
+        self.store
+            .write(move |tx| {
+                let mut chain = crate::payment::internal::load_chain(tx, &agent_id)?;
+                crate::payment::internal::observe_denial(tx, &mut chain, now_ms)
+            })
+            .await
+    }
 }
 
 /// Recomputes the ledger from its transfers and checks every invariant,
 /// then verifies the audit trail's hash chain.
 pub async fn audit(store: &dyn Store) -> Result<AuditReport, Error> {
-    let input = store.audit_input().await?;
+    let input = store.read(|tx| tx.audit_input()).await?;
     let mut report = coffer_core::ledger::audit(input.accounts, input.sums);
-    let chain = store.audit_chain().await?;
+    let chain = store.read(|tx| tx.audit_chain()).await?;
     let records = chain.iter().map(|r| coffer_core::audit_chain::Link {
         seq: r.seq,
         prev_hash: r.prev_hash,

@@ -81,7 +81,7 @@ impl Gateway {
         let cutoffs = self.settings.retention.cutoffs(self.now_ms());
         let mut pass = Pruned::default();
         for _ in 0..PRUNE_BATCHES_PER_PASS_MAX {
-            let batch = self.store.prune(cutoffs).await?;
+            let batch = self.store.write(move |tx| tx.prune(&cutoffs)).await?;
             crate::metrics::METRICS.record_pruned(&batch);
             pass.invoices += batch.invoices;
             pass.events += batch.events;

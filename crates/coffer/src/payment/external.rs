@@ -34,7 +34,7 @@ use coffer_core::ledger::{self, Transfer};
 use coffer_core::policy::{Attempt, Payee};
 use coffer_core::{AccountId, Msat};
 
-pub fn begin(tx: &mut impl Tx, b: BeginExternal) -> Result<ExternalStart, Error> {
+pub fn begin(tx: &mut dyn Tx, b: BeginExternal) -> Result<ExternalStart, Error> {
     if let Some(earlier) = replay(tx, &b.payer.agent_id, b.idempotency.as_ref())? {
         return Ok(ExternalStart::Replay(earlier));
     }
@@ -69,7 +69,7 @@ pub fn begin(tx: &mut impl Tx, b: BeginExternal) -> Result<ExternalStart, Error>
 
 /// An invoice is sent at most once: refused while a payment of it is
 /// pending or after one succeeded.
-fn refuse_if_live(tx: &mut impl Tx, payment_hash: &[u8; 32]) -> Result<(), Error> {
+fn refuse_if_live(tx: &mut dyn Tx, payment_hash: &[u8; 32]) -> Result<(), Error> {
     match tx.live_external(payment_hash)? {
         Some(live) if live.status == PaymentStatus::Succeeded => Err(Error::InvoiceAlreadyPaid),
         Some(_) => Err(Error::PaymentInFlight),
@@ -95,7 +95,7 @@ fn observe_payment(chain: &mut [AgentState], b: &BeginExternal) {
 
 /// Reserves `spend` (amount plus fee limit) on the payer's wallet and
 /// counts it in every budget of the chain.
-fn reserve_and_count(tx: &mut impl Tx, chain: &mut [AgentState], b: &BeginExternal, spend: Msat) -> Result<(), Error> {
+fn reserve_and_count(tx: &mut dyn Tx, chain: &mut [AgentState], b: &BeginExternal, spend: Msat) -> Result<(), Error> {
     let mut balance = tx.balance(b.payer.account)?;
     ledger::reserve(b.payer.account, &mut balance, spend)?;
     tx.save_balance(b.payer.account, &balance)?;
@@ -104,7 +104,7 @@ fn reserve_and_count(tx: &mut impl Tx, chain: &mut [AgentState], b: &BeginExtern
     trip_if_needed(tx, chain, b.now_ms)
 }
 
-fn start(tx: &mut impl Tx, chain: &mut [AgentState], b: &BeginExternal, spend: Msat) -> Result<PaymentRecord, Error> {
+fn start(tx: &mut dyn Tx, chain: &mut [AgentState], b: &BeginExternal, spend: Msat) -> Result<PaymentRecord, Error> {
     reserve_and_count(tx, chain, b, spend)?;
     let payment = PaymentRecord {
         id: b.payment_id.clone(),
@@ -148,7 +148,7 @@ fn start(tx: &mut impl Tx, chain: &mut [AgentState], b: &BeginExternal, spend: M
 /// here amount plus fee limit: the money is there when the person approves,
 /// and the budgets cannot be spent twice meanwhile. Nothing goes to the
 /// backend yet.
-fn hold(tx: &mut impl Tx, chain: &mut [AgentState], b: &BeginExternal, spend: Msat) -> Result<ApprovalRecord, Error> {
+fn hold(tx: &mut dyn Tx, chain: &mut [AgentState], b: &BeginExternal, spend: Msat) -> Result<ApprovalRecord, Error> {
     crate::store::quota::check_hold(tx, b.holds_pending_max, &b.payer.agent_id, b.now_ms)?;
     reserve_and_count(tx, chain, b, spend)?;
     let approval = ApprovalRecord {
@@ -192,7 +192,7 @@ fn hold(tx: &mut impl Tx, chain: &mut [AgentState], b: &BeginExternal, spend: Ms
 /// resolver finishes it if the process dies first). For the rate limit an
 /// approval is one more attempt.
 pub fn decide_approval(
-    tx: &mut impl Tx,
+    tx: &mut dyn Tx,
     mut approval: ApprovalRecord,
     approve: bool,
     actor: &str,
@@ -248,7 +248,7 @@ fn resumed(approval: &ApprovalRecord, account: AccountId, now_ms: i64) -> Result
 /// finished changes nothing and returns it: the resolver and the caller
 /// may both learn the outcome.
 pub fn finish(
-    tx: &mut impl Tx,
+    tx: &mut dyn Tx,
     payment_id: &str,
     outcome: ExternalOutcome,
     now_ms: i64,
@@ -316,7 +316,7 @@ pub fn finish(
 
 /// Moves `amount` from a wallet (its balance in hand) to a system account.
 fn post(
-    tx: &mut impl Tx,
+    tx: &mut dyn Tx,
     from: AccountId,
     from_balance: &mut coffer_core::Balance,
     to: AccountId,
@@ -332,7 +332,7 @@ fn post(
 }
 
 /// Records why a payment is still pending; its reserve stays.
-pub fn note(tx: &mut impl Tx, payment_id: &str, detail: String, now_ms: i64) -> Result<PaymentRecord, Error> {
+pub fn note(tx: &mut dyn Tx, payment_id: &str, detail: String, now_ms: i64) -> Result<PaymentRecord, Error> {
     let mut ext = tx.external(payment_id)?.ok_or(Error::NotFound("external payment"))?;
     let mut payment = tx.payment(payment_id)?.ok_or(Error::NotFound("payment"))?;
     if ext.status != PaymentStatus::Pending {
@@ -348,7 +348,7 @@ pub fn note(tx: &mut impl Tx, payment_id: &str, detail: String, now_ms: i64) -> 
 /// Credits an invoice the Lightning Network paid: `outside` to the payee,
 /// once. The open -> paid update is the guard, so a repeated notice, a
 /// restart, or a settlement inside the gateway first all credit nothing.
-pub fn credit_from_outside(tx: &mut impl Tx, payment_hash: &[u8; 32], now_ms: i64) -> Result<bool, Error> {
+pub fn credit_from_outside(tx: &mut dyn Tx, payment_hash: &[u8; 32], now_ms: i64) -> Result<bool, Error> {
     let Some((invoice, account)) = tx.invoice(payment_hash)? else { return Ok(false) };
     if !tx.mark_invoice_paid_from_outside(payment_hash, now_ms)? {
         return Ok(false);

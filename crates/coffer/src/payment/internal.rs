@@ -17,7 +17,7 @@ use coffer_core::{AccountId, Msat};
 /// The deepest sub-agent tree: a limit on the chain a payment walks.
 pub const CHAIN_DEPTH_MAX: usize = 8;
 
-pub fn pay(tx: &mut impl Tx, pay: PayInternal) -> Result<PayAttempt, Error> {
+pub fn pay(tx: &mut dyn Tx, pay: PayInternal) -> Result<PayAttempt, Error> {
     if let Some(earlier) = replay(tx, &pay.payer.agent_id, pay.idempotency.as_ref())? {
         return Ok(earlier);
     }
@@ -88,7 +88,7 @@ pub fn pay(tx: &mut impl Tx, pay: PayInternal) -> Result<PayAttempt, Error> {
 
 /// The answer an earlier request with the same idempotency key got.
 pub(crate) fn replay(
-    tx: &mut impl Tx,
+    tx: &mut dyn Tx,
     agent_id: &str,
     idempotency: Option<&crate::store::Idempotency>,
 ) -> Result<Option<PayAttempt>, Error> {
@@ -113,7 +113,7 @@ pub(crate) fn replay(
 
 pub const APPROVAL_PREFIX: &str = "apr_";
 
-fn remember(tx: &mut impl Tx, pay: &PayInternal, target_id: &str) -> Result<(), Error> {
+fn remember(tx: &mut dyn Tx, pay: &PayInternal, target_id: &str) -> Result<(), Error> {
     match &pay.idempotency {
         Some(idem) => tx.insert_idempotency(&pay.payer.agent_id, idem, target_id, pay.now_ms),
         None => Ok(()),
@@ -142,7 +142,7 @@ fn check_payable(invoice: &InvoiceRecord, pay: &PayInternal) -> Result<(), Error
 }
 
 /// The payer and its ancestors, payer first.
-pub fn load_chain(tx: &mut impl Tx, agent_id: &str) -> Result<Vec<AgentState>, Error> {
+pub fn load_chain(tx: &mut dyn Tx, agent_id: &str) -> Result<Vec<AgentState>, Error> {
     let mut chain: Vec<AgentState> = Vec::with_capacity(2);
     let mut next = Some(agent_id.to_owned());
     while let Some(id) = next {
@@ -180,7 +180,7 @@ fn count_domain_spend(chain: &mut [AgentState], domain: &str, amount: Msat, now_
 /// forgotten first; a live token for the same access is reused instead of
 /// paying again (two processes of one agent that meet the same paywall at
 /// once pay once); else the payment is made and its token kept, together.
-pub fn pay_l402(tx: &mut impl Tx, l402: L402Pay) -> Result<L402Attempt, Error> {
+pub fn pay_l402(tx: &mut dyn Tx, l402: L402Pay) -> Result<L402Attempt, Error> {
     let agent_id = l402.pay.payer.agent_id.clone();
     if let Some(rejected) = &l402.rejected_token {
         tx.forget_l402_token(&agent_id, &l402.origin, rejected)?;
@@ -228,7 +228,7 @@ pub(crate) fn uncount_spend(chain: &mut [AgentState], amount: Msat, at_ms: i64, 
 
 /// Persists the usage and breaker state of every level with a policy: one
 /// write per level per payment.
-pub(crate) fn save_policed(tx: &mut impl Tx, chain: &[AgentState]) -> Result<(), Error> {
+pub(crate) fn save_policed(tx: &mut dyn Tx, chain: &[AgentState]) -> Result<(), Error> {
     chain.iter().filter(|level| level.policy.is_some()).try_for_each(|level| tx.save_agent_state(level))
 }
 
@@ -241,7 +241,7 @@ enum Reserved {
 /// Moves the money: payer to payee, invoice paid, payment recorded.
 #[allow(clippy::too_many_arguments)] // one call per outcome; a struct would only rename them
 fn settle(
-    tx: &mut impl Tx,
+    tx: &mut dyn Tx,
     payment_id: &str,
     payer: &Payer,
     purpose: &str,
@@ -303,7 +303,7 @@ fn settle(
 }
 
 fn record_denial(
-    tx: &mut impl Tx,
+    tx: &mut dyn Tx,
     chain: &mut [AgentState],
     pay: &PayInternal,
     invoice: &InvoiceRecord,
@@ -323,7 +323,7 @@ fn record_denial(
 }
 
 /// Feeds a denial to the payer's breaker, which may trip.
-pub(crate) fn observe_denial(tx: &mut impl Tx, chain: &mut [AgentState], now_ms: i64) -> Result<(), Error> {
+pub(crate) fn observe_denial(tx: &mut dyn Tx, chain: &mut [AgentState], now_ms: i64) -> Result<(), Error> {
     let Some(payer) = chain.first_mut() else { return Ok(()) };
     let Some(rules) = payer.policy.as_ref().and_then(|p| p.breaker.clone()) else { return Ok(()) };
     if payer.frozen {
@@ -357,7 +357,7 @@ fn observe_payment(chain: &mut [AgentState], invoice: &InvoiceRecord, now_ms: i6
 }
 
 /// An automatic trip freezes the payer and raises an alert.
-pub(crate) fn trip_if_needed(tx: &mut impl Tx, chain: &mut [AgentState], now_ms: i64) -> Result<(), Error> {
+pub(crate) fn trip_if_needed(tx: &mut dyn Tx, chain: &mut [AgentState], now_ms: i64) -> Result<(), Error> {
     let Some(agent) = chain.first_mut() else { return Ok(()) };
     let Some(rules) = agent.policy.as_ref().and_then(|p| p.breaker.as_ref()) else { return Ok(()) };
     if agent.frozen {
@@ -389,7 +389,7 @@ pub(crate) fn trip_if_needed(tx: &mut impl Tx, chain: &mut [AgentState], now_ms:
 /// Reserves the amount and counts it in every budget, until a person
 /// decides.
 fn hold(
-    tx: &mut impl Tx,
+    tx: &mut dyn Tx,
     chain: &mut [AgentState],
     pay: &PayInternal,
     invoice: &InvoiceRecord,
@@ -449,7 +449,7 @@ fn approval_payee(a: &ApprovalRecord) -> Option<String> {
 /// A person approves (the payment is made) or denies (the reservation is
 /// released). A decision is final: deciding twice is refused.
 pub fn decide_approval(
-    tx: &mut impl Tx,
+    tx: &mut dyn Tx,
     id: &str,
     approve: bool,
     actor: &str,
@@ -488,7 +488,7 @@ pub fn decide_approval(
 
 /// Gives back a held payment's reservation and budget.
 pub fn release(
-    tx: &mut impl Tx,
+    tx: &mut dyn Tx,
     mut approval: ApprovalRecord,
     status: ApprovalStatus,
     actor: &str,
@@ -509,7 +509,7 @@ pub fn release(
 /// Records a person's (or the clock's) decision on a hold: its status,
 /// who and when, its audit record and its `approval.decided` event.
 pub(crate) fn record_decision(
-    tx: &mut impl Tx,
+    tx: &mut dyn Tx,
     approval: &mut ApprovalRecord,
     status: ApprovalStatus,
     actor: &str,
@@ -530,7 +530,7 @@ pub(crate) fn record_decision(
 }
 
 fn audit_decision(
-    tx: &mut impl Tx,
+    tx: &mut dyn Tx,
     approval: &ApprovalRecord,
     action: &'static str,
     actor: &str,
@@ -554,7 +554,7 @@ fn audit_decision(
 /// released) or rejects it (released, and the amount goes back to the
 /// payer). Deciding twice is refused.
 pub fn decide_incoming(
-    tx: &mut impl Tx,
+    tx: &mut dyn Tx,
     mut incoming: crate::store::IncomingRecord,
     accept: bool,
     key_id: &str,

@@ -1,13 +1,24 @@
-//! Storage: one trait, one folder per backend.
+//! Storage: a store runs operations in transactions ([`Store`]); what an
+//! operation does to the rows goes through [`Tx`].
 //!
-//! Every method that changes state is one atomic transaction: it either
-//! happens whole, with its ledger postings and its event, or not at all. A
-//! method returns only after its transaction is durable, so an acknowledged
-//! request survives a crash of the process.
+//! - `sql/`: the row operations, written once in SQL both backends read
+//!   (`tx.rs`), and rows to records (`rows.rs`);
+//! - `sqlite/` and `postgres/`: each a connection for that SQL, its writer
+//!   (group commit: many operations, one transaction, one sync), readers,
+//!   locking and schema, and nothing else;
+//! - `quota.rs` and `retention.rs`: the counted bounds and what retention
+//!   removes, also shared.
+//!
+//! A write either happens whole, with its ledger postings, its event and its
+//! audit entry, or not at all, and is answered only once durable. The
+//! compound operations themselves (a payment, a funding, a sweep) live above
+//! the store, in `payment/` and `gateway/ops/`, written once against `Tx`.
 
+mod commit;
 pub mod postgres;
 pub mod quota;
 pub mod retention;
+pub mod sql;
 pub mod sqlite;
 
 pub use crate::model::records::*;
@@ -15,13 +26,24 @@ pub use quota::Quotas;
 
 use crate::error::Error;
 use crate::secrets::SecretDigest;
-use coffer_core::policy::Policy;
 use coffer_core::{AccountId, Balance, Transfer};
+use std::any::Any;
 use std::future::Future;
 use std::pin::Pin;
 
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, Error>> + Send + 'a>>;
 
+/// What an operation answers, carried type-erased through a backend's
+/// queue (see [`Store::write`]).
+pub type Answer = Box<dyn Any + Send>;
+/// An operation to run in a write transaction.
+pub type WriteOp = Box<dyn FnOnce(&mut dyn Tx) -> Result<Answer, Error> + Send>;
+/// An operation to run in a read transaction. A backend may run it again
+/// on a new connection when the first was lost (a read changes nothing).
+pub type ReadOp = Box<dyn FnMut(&mut dyn Tx) -> Result<Answer, Error> + Send>;
+
+/// A store runs operations in transactions; what they do to the rows is
+/// [`Tx`]'s. Callers use [`Store::write`] and [`Store::read`].
 pub trait Store: Send + Sync + 'static {
     /// Whether other processes may write this store too (several gateway
     /// instances on one database): process-local caches must then refresh.
@@ -29,210 +51,48 @@ pub trait Store: Send + Sync + 'static {
         false
     }
 
-    fn operator_digest(&self) -> StoreFuture<'_, Option<SecretDigest>>;
-    fn set_operator_digest(&self, digest: SecretDigest) -> StoreFuture<'_, ()>;
+    /// Runs `op` in a write transaction: all of it commits, durably, or
+    /// none of it does (an error rolls it back). Resolves once committed.
+    fn write_tx(&self, op: WriteOp) -> StoreFuture<'_, Answer>;
 
-    fn create_agent(&self, agent: NewAgent, now_ms: i64) -> StoreFuture<'_, AgentRecord>;
-    fn agents(&self) -> StoreFuture<'_, Vec<AgentRecord>>;
-    fn agent(&self, id: String) -> StoreFuture<'_, Option<AgentRecord>>;
-    fn create_key(&self, key: NewKey, now_ms: i64) -> StoreFuture<'_, KeyRecord>;
-    /// Returns the revoked key, or `None` if there was no such live key.
-    fn revoke_key(&self, key_id: String, now_ms: i64) -> StoreFuture<'_, Option<KeyRecord>>;
-    fn live_keys(&self) -> StoreFuture<'_, Vec<KeyRecord>>;
+    /// Runs `op` in a read transaction: one consistent snapshot.
+    fn read_tx(&self, op: ReadOp) -> StoreFuture<'_, Answer>;
 
-    /// Moves money between two accounts (mint, fund); returns the transfer
-    /// id and the credited account's balance.
-    fn transfer(
-        &self,
-        transfer: Transfer,
-        kind: &'static str,
-        agent_id: Option<String>,
-        actor: String,
-        now_ms: i64,
-    ) -> StoreFuture<'_, (i64, Balance)>;
-    fn balance(&self, account: AccountId) -> StoreFuture<'_, Balance>;
-
-    /// Stores a new invoice, within the payee's `invoices_open_per_agent`.
-    fn insert_invoice(&self, invoice: InvoiceRecord, quotas: Quotas) -> StoreFuture<'_, ()>;
-    fn invoice(&self, payment_hash: [u8; 32]) -> StoreFuture<'_, Option<InvoiceRecord>>;
-    fn invoices(&self, agent_id: String, page: PageRequest) -> StoreFuture<'_, (Vec<InvoiceRecord>, Option<i64>)>;
-
-    fn pay_internal(&self, pay: PayInternal) -> StoreFuture<'_, PayAttempt>;
-
-    // Lightning.
-
-    /// Decides, reserves amount plus fee limit, and records the payment as
-    /// pending, atomically; refuses a payment hash already pending or paid.
-    fn begin_external(&self, begin: BeginExternal) -> StoreFuture<'_, ExternalStart>;
-    /// Settles (at the real fee) or fails (releasing everything) a pending
-    /// external payment; a finished one is returned unchanged.
-    fn finish_external(
-        &self,
-        payment_id: String,
-        outcome: ExternalOutcome,
-        now_ms: i64,
-    ) -> StoreFuture<'_, PaymentRecord>;
-    /// Records why a pending payment is still pending (its reserve stays).
-    fn note_external(&self, payment_id: String, detail: String, now_ms: i64) -> StoreFuture<'_, PaymentRecord>;
-    /// Pending external payments, the least recently asked about first.
-    fn pending_external(&self, limit: u32) -> StoreFuture<'_, Vec<ExternalPayment>>;
-    /// Open invoices made by the backend's node, not expired before
-    /// `since_ms`, after the cursor `after_seq`, in order; with the cursor
-    /// of the last one (`None`: none left, start over).
-    fn watched_invoices(
-        &self,
-        after_seq: i64,
-        since_ms: i64,
-        limit: u32,
-    ) -> StoreFuture<'_, (Vec<InvoiceRecord>, Option<i64>)>;
-    /// Credits an invoice paid from the Lightning Network to its payee, from
-    /// `outside`, exactly once: `false` if it was paid already. An invoice
-    /// the sweep expired is credited too: the node's word that the money
-    /// arrived wins over the clock.
-    fn credit_from_outside(&self, payment_hash: [u8; 32], now_ms: i64) -> StoreFuture<'_, bool>;
-    fn payments(&self, agent_id: String, page: PageRequest) -> StoreFuture<'_, (Vec<PaymentRecord>, Option<i64>)>;
-    /// In one transaction: forget a refused token, reuse a live one for the
-    /// same access, or pay and keep the new token.
-    fn pay_l402(&self, pay: L402Pay) -> StoreFuture<'_, L402Attempt>;
-    /// The agent's live token whose scope covers `path` on `origin`.
-    fn l402_token(
-        &self,
-        agent_id: String,
-        origin: String,
-        path: String,
-        now_ms: i64,
-    ) -> StoreFuture<'_, Option<L402TokenRecord>>;
-
-    fn audit_input(&self) -> StoreFuture<'_, AuditInput>;
-
-    // The constitution.
-
-    fn agent_state(&self, agent_id: String) -> StoreFuture<'_, Option<AgentState>>;
-    /// Sets (or with `None` removes) an agent's policy; keeps the usage of
-    /// windows the new policy still has.
-    fn set_policy(&self, agent_id: String, policy: Option<Policy>, actor: String, now_ms: i64) -> StoreFuture<'_, ()>;
-    fn set_frozen(&self, agent_id: String, reason: Option<String>, actor: String, now_ms: i64) -> StoreFuture<'_, ()>;
-    fn halted(&self) -> StoreFuture<'_, bool>;
-    fn set_halted(&self, halted: bool, actor: String, now_ms: i64) -> StoreFuture<'_, ()>;
-    fn approvals(&self, status: Option<ApprovalStatus>, limit: u32) -> StoreFuture<'_, Vec<ApprovalRecord>>;
-    /// Approves (pays) or denies (releases) a pending approval.
-    fn decide_approval(
-        &self,
-        id: String,
-        approve: bool,
-        actor: String,
-        now_ms: i64,
-    ) -> StoreFuture<'_, ApprovalOutcome>;
-    /// Whether a pending approval is past its time. A read: the expiry job
-    /// runs every second on every instance and nearly always finds nothing,
-    /// and an empty write would still be a commit, which wakes every outbox
-    /// watcher (and on PostgreSQL takes the write lock).
-    fn approvals_due(&self, now_ms: i64) -> StoreFuture<'_, bool>;
-    /// Expires every pending approval past its time; returns how many.
-    fn expire_approvals(&self, now_ms: i64) -> StoreFuture<'_, u64>;
-    /// Whether an open invoice is due for [`Store::expire_invoices`]: a
-    /// read, as [`Store::approvals_due`] is.
-    fn invoices_due(&self, now_ms: i64, watched_since_ms: i64) -> StoreFuture<'_, bool>;
-    /// Marks open invoices past their expiry `expired`, each with its
-    /// `invoice.expired` event in the same transaction, at most
-    /// [`INVOICE_EXPIRY_BATCH_MAX`], the first to expire first; returns how
-    /// many. An invoice made by the backend's node (watched for a payment
-    /// from outside) is left open while the deposit watcher still looks at
-    /// it: until it expired before `watched_since_ms`. Conditional on the
-    /// invoice still being open, so of several instances sweeping at once
-    /// each invoice expires exactly once, and never after it was paid.
-    fn expire_invoices(&self, now_ms: i64, watched_since_ms: i64) -> StoreFuture<'_, u64>;
-    /// Removes one batch of what retention lets go (`retention.rs`), in one
-    /// write transaction.
-    fn prune(&self, cutoffs: retention::Cutoffs) -> StoreFuture<'_, retention::Pruned>;
-    fn audit_log(&self, filter: AuditFilter, after_seq: i64, limit: u32) -> StoreFuture<'_, Vec<AuditRecord>>;
-    /// Every audit record in order, for verifying the chain.
-    fn audit_chain(&self) -> StoreFuture<'_, Vec<AuditRecord>>;
-
-    // Chat.
-
-    /// Creates a room, within `room_members` and each member's
-    /// `rooms_per_agent`.
-    fn create_room(&self, room: RoomRecord, quotas: Quotas) -> StoreFuture<'_, RoomRecord>;
-    fn room(&self, id: String) -> StoreFuture<'_, Option<RoomRecord>>;
-    /// Rooms with this member, or every room for `None`, oldest first,
-    /// after the room `after`, at most `limit`; with the cursor of the next
-    /// page.
-    fn rooms(
-        &self,
-        member: Option<String>,
-        after: Option<String>,
-        limit: u32,
-    ) -> StoreFuture<'_, (Vec<RoomRecord>, Option<String>)>;
-    /// Adds a member (a member already is left as is), within the room's
-    /// `room_members` and the newcomer's `rooms_per_agent`.
-    fn add_member(&self, room_id: String, member: String, quotas: Quotas, now_ms: i64) -> StoreFuture<'_, ()>;
-    /// Removes a member, with its `room.member_removed` event; `false` if it
-    /// was not one.
-    fn remove_member(&self, room_id: String, member: String, now_ms: i64) -> StoreFuture<'_, bool>;
-    /// Counts one denial toward the agent's breaker (for limits it keeps
-    /// hitting), which may trip it.
-    fn observe_limit_denial(&self, agent_id: String, now_ms: i64) -> StoreFuture<'_, ()>;
-    /// Posts a message, with its invoice for a payment request, atomically.
-    fn post_message(&self, message: NewMessage) -> StoreFuture<'_, MessageRecord>;
-    /// Messages after `after_id`, oldest first.
-    fn messages(&self, room_id: String, after_id: i64, limit: u32) -> StoreFuture<'_, Vec<MessageRecord>>;
-    fn message(&self, room_id: String, id: i64) -> StoreFuture<'_, Option<MessageRecord>>;
-    fn chat_settings(&self, agent_id: String) -> StoreFuture<'_, ChatSettings>;
-    /// Sets an agent's chat settings, with their `chat.settings_updated`
-    /// event.
-    fn set_chat_settings(&self, agent_id: String, settings: ChatSettings, now_ms: i64) -> StoreFuture<'_, ()>;
-    fn incoming(&self, payee_agent_id: String, status: Option<IncomingStatus>) -> StoreFuture<'_, Vec<IncomingRecord>>;
-    /// Accepts (releases to the payee) or rejects (refunds the payer) a
-    /// pending incoming payment of this payee.
-    fn decide_incoming(
-        &self,
-        payee_agent_id: String,
-        payment_id: String,
-        accept: bool,
-        key_id: String,
-        now_ms: i64,
-    ) -> StoreFuture<'_, IncomingRecord>;
-
-    // The outbox and its deliveries.
-    /// Events with an id above `after_id`, oldest first: all of them, or
-    /// those of one agent.
-    fn events(&self, after_id: i64, agent_id: Option<String>, limit: u32) -> StoreFuture<'_, Vec<EventRecord>>;
-    /// The id of the newest event, 0 when there is none.
-    fn newest_event_id(&self) -> StoreFuture<'_, i64>;
-    /// Changes after every commit of this process, so watchers of the outbox
-    /// wake at once; commits of other instances are found by polling.
+    /// Changes after every commit of this process, so watchers of the
+    /// outbox wake at once; commits of other instances are found by polling.
     fn commits(&self) -> tokio::sync::watch::Receiver<u64>;
-    /// Takes or renews the lease `name` for `owner` until `now_ms +
-    /// lease_ms` when it is free, expired or `owner`'s already, and answers
-    /// the lease's cursor; `None` while another owner holds it. A lease keeps
-    /// one instance of a gateway doing a background job at a time.
-    fn claim_lease(&self, name: String, owner: String, now_ms: i64, lease_ms: i64) -> StoreFuture<'_, Option<i64>>;
-    /// Moves the cursor of lease `name` to `cursor`, only while `owner`
-    /// holds it; answers whether it did.
-    fn advance_lease(&self, name: String, owner: String, cursor: i64) -> StoreFuture<'_, bool>;
-    /// Stores a webhook with its `webhook.created` event; its delivery
-    /// starts after that event (the answer has the cursor it got).
-    fn create_webhook(&self, webhook: WebhookRecord) -> StoreFuture<'_, WebhookRecord>;
-    /// The webhooks of one agent, or (`None`) all of them.
-    fn webhooks(&self, owner: Option<String>) -> StoreFuture<'_, Vec<WebhookRecord>>;
-    fn webhook(&self, id: String) -> StoreFuture<'_, Option<WebhookRecord>>;
-    /// Deletes a webhook and its log, with its `webhook.deleted` event.
-    fn delete_webhook(&self, id: String, now_ms: i64) -> StoreFuture<'_, bool>;
-    /// Sets a webhook's delivery state (a resume clears the pause, with a
-    /// `webhook.resumed` event).
-    fn set_webhook_state(&self, id: String, state: WebhookState, now_ms: i64) -> StoreFuture<'_, ()>;
-    /// Logs an attempt and sets the webhook's new state, in one transaction
-    /// (with a `webhook.paused` event when this attempt pauses it).
-    fn record_delivery(&self, delivery: DeliveryRecord, state: WebhookState) -> StoreFuture<'_, ()>;
-    /// A webhook's attempts, newest first.
-    fn deliveries(&self, webhook_id: String, limit: u32) -> StoreFuture<'_, Vec<DeliveryRecord>>;
+}
+
+impl dyn Store {
+    /// Runs `op` in a write transaction (see [`Store::write_tx`]).
+    pub async fn write<T, F>(&self, op: F) -> Result<T, Error>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut dyn Tx) -> Result<T, Error> + Send + 'static,
+    {
+        let answer = self.write_tx(Box::new(move |tx| op(tx).map(|t| Box::new(t) as Answer))).await?;
+        unbox(answer)
+    }
+
+    /// Runs `op` in a read transaction (see [`Store::read_tx`]).
+    pub async fn read<T, F>(&self, mut op: F) -> Result<T, Error>
+    where
+        T: Send + 'static,
+        F: FnMut(&mut dyn Tx) -> Result<T, Error> + Send + 'static,
+    {
+        let answer = self.read_tx(Box::new(move |tx| op(tx).map(|t| Box::new(t) as Answer))).await?;
+        unbox(answer)
+    }
+}
+
+fn unbox<T: 'static>(answer: Answer) -> Result<T, Error> {
+    answer.downcast::<T>().map(|t| *t).map_err(|_| Error::Internal("a store answered another type".into()))
 }
 
 /// Writes the `invoice.expired` event of an invoice the sweep expired, in
 /// the sweep's transaction. A deposit to the treasury is the operator's
 /// (no agent).
-pub(crate) fn emit_invoice_expired(tx: &mut impl Tx, invoice: &InvoiceRecord, now_ms: i64) -> Result<(), Error> {
+pub(crate) fn emit_invoice_expired(tx: &mut dyn Tx, invoice: &InvoiceRecord, now_ms: i64) -> Result<(), Error> {
     let agent_id = (invoice.agent_id != TREASURY_PAYEE).then_some(invoice.agent_id.as_str());
     let data = serde_json::json!({
         "payment_hash": hex::encode(invoice.payment_hash), "payee": invoice.agent_id,
@@ -245,7 +105,7 @@ pub(crate) fn emit_invoice_expired(tx: &mut impl Tx, invoice: &InvoiceRecord, no
 /// transaction: its owner agent's event, or (no owner) the operator's. The
 /// URL stays out: it may carry the receiver's token.
 pub(crate) fn emit_webhook_event(
-    tx: &mut impl Tx,
+    tx: &mut dyn Tx,
     kind: &str,
     webhook: &WebhookRecord,
     state: WebhookState,
@@ -329,4 +189,115 @@ pub trait Tx {
     fn count(&mut self, counted: quota::Counted<'_>, cap: u32) -> Result<quota::Count, Error>;
     /// Writes an event to the outbox, in this transaction.
     fn emit(&mut self, kind: &str, agent_id: Option<&str>, data: &serde_json::Value, now_ms: i64) -> Result<(), Error>;
+
+    // The gateway's own settings.
+    fn operator_digest(&mut self) -> Result<Option<SecretDigest>, Error>;
+    fn set_operator_digest(&mut self, digest: &SecretDigest) -> Result<(), Error>;
+    fn set_halted(&mut self, halted: bool) -> Result<(), Error>;
+
+    // Accounts, agents and keys.
+    /// Opens a new wallet account (empty) and answers its id.
+    fn insert_wallet_account(&mut self) -> Result<AccountId, Error>;
+    fn insert_agent(&mut self, agent: &NewAgent, account: AccountId, now_ms: i64) -> Result<(), Error>;
+    fn agent(&mut self, id: &str) -> Result<Option<AgentRecord>, Error>;
+    /// Every agent, oldest first.
+    fn agents(&mut self) -> Result<Vec<AgentRecord>, Error>;
+    /// Sets (or, `None`, clears) an agent's policy as its JSON; the
+    /// revision moves on, so no cache serves the old one.
+    fn set_policy(&mut self, agent_id: &str, policy_json: Option<&str>) -> Result<(), Error>;
+    fn chat_settings(&mut self, agent_id: &str) -> Result<Option<ChatSettings>, Error>;
+    fn set_chat_settings(&mut self, agent_id: &str, settings: &ChatSettings) -> Result<(), Error>;
+    fn insert_key(&mut self, key: &NewKey, now_ms: i64) -> Result<(), Error>;
+    /// A key that is not revoked.
+    fn live_key(&mut self, key_id: &str) -> Result<Option<KeyRecord>, Error>;
+    fn live_keys(&mut self) -> Result<Vec<KeyRecord>, Error>;
+    fn revoke_key(&mut self, key_id: &str, now_ms: i64) -> Result<(), Error>;
+    /// Every account's balance and the posted totals of all transfers: one
+    /// snapshot, for `coffer audit`.
+    fn audit_input(&mut self) -> Result<AuditInput, Error>;
+
+    // Invoices and payments.
+    /// Stores a new invoice (`open`) under its payee's account.
+    fn insert_invoice(&mut self, invoice: &InvoiceRecord) -> Result<(), Error>;
+    /// An agent's invoices, newest first, with the cursor of the next page.
+    fn invoices(&mut self, agent_id: &str, page: PageRequest) -> Result<(Vec<InvoiceRecord>, Option<i64>), Error>;
+    /// Open invoices of a funding source's node created after `after_seq`
+    /// that expire at or after `since_ms`, with the last one's place.
+    fn watched_invoices(
+        &mut self,
+        after_seq: i64,
+        since_ms: i64,
+        limit: u32,
+    ) -> Result<(Vec<InvoiceRecord>, Option<i64>), Error>;
+    /// Whether an open invoice is due for the sweep (`watched_since_ms`:
+    /// an invoice a funding source's node made stays open until the
+    /// deposit watcher is past its expiry).
+    fn invoices_due(&mut self, now_ms: i64, watched_since_ms: i64) -> Result<bool, Error>;
+    /// Marks at most `limit` due invoices expired, in one conditional
+    /// statement (one paid meanwhile is not expired), and answers them in
+    /// their order of creation.
+    fn expire_invoices(&mut self, now_ms: i64, watched_since_ms: i64, limit: u32) -> Result<Vec<InvoiceRecord>, Error>;
+    /// An agent's payments, newest first, with the cursor of the next page.
+    fn payments(&mut self, agent_id: &str, page: PageRequest) -> Result<(Vec<PaymentRecord>, Option<i64>), Error>;
+    /// Pending outside payments, the least recently checked first.
+    fn pending_external(&mut self, limit: u32) -> Result<Vec<ExternalPayment>, Error>;
+
+    // Approvals and incoming payments.
+    fn approvals(&mut self, status: Option<ApprovalStatus>, limit: u32) -> Result<Vec<ApprovalRecord>, Error>;
+    fn approvals_due(&mut self, now_ms: i64) -> Result<bool, Error>;
+    /// Pending approvals past their time, the oldest deadline first.
+    fn due_approvals(&mut self, now_ms: i64, limit: u32) -> Result<Vec<ApprovalRecord>, Error>;
+    fn incoming(&mut self, payee_agent_id: &str, status: Option<IncomingStatus>) -> Result<Vec<IncomingRecord>, Error>;
+    fn incoming_payment(&mut self, payment_id: &str) -> Result<Option<IncomingRecord>, Error>;
+
+    // The audit trail.
+    fn audit_log(&mut self, filter: &AuditFilter, after_seq: i64, limit: u32) -> Result<Vec<AuditRecord>, Error>;
+    /// The whole chain, in order.
+    fn audit_chain(&mut self) -> Result<Vec<AuditRecord>, Error>;
+
+    // Rooms and messages.
+    fn insert_room(&mut self, room: &RoomRecord) -> Result<(), Error>;
+    fn room(&mut self, id: &str) -> Result<Option<RoomRecord>, Error>;
+    /// Rooms with this member (or all), oldest first, after the room
+    /// `after`; with the cursor of the next page.
+    fn rooms(
+        &mut self,
+        member: Option<&str>,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<(Vec<RoomRecord>, Option<String>), Error>;
+    /// Adds a member; one already there stays as it is.
+    fn add_member(&mut self, room_id: &str, member: &str, now_ms: i64) -> Result<(), Error>;
+    /// `false` if it was not a member.
+    fn remove_member(&mut self, room_id: &str, member: &str) -> Result<bool, Error>;
+    /// Stores a message (its invoice stored already) and answers its id.
+    fn insert_message(&mut self, message: &NewMessage, kind: MessageKind) -> Result<i64, Error>;
+    /// A room's messages after `after_id`, oldest first.
+    fn messages(&mut self, room_id: &str, after_id: i64, limit: u32) -> Result<Vec<MessageRecord>, Error>;
+    fn message(&mut self, room_id: &str, id: i64) -> Result<Option<MessageRecord>, Error>;
+
+    // The outbox and its consumers.
+    /// Events with an id above `after_id`, oldest first: all, or one agent's.
+    fn events(&mut self, after_id: i64, agent_id: Option<&str>, limit: u32) -> Result<Vec<EventRecord>, Error>;
+    /// The id of the newest event, 0 when there is none.
+    fn newest_event_id(&mut self) -> Result<i64, Error>;
+    /// Takes or renews lease `name` for `owner` until `now_ms + lease_ms`
+    /// when it is free, expired or `owner`'s; answers its cursor, `None`
+    /// while another owner holds it.
+    fn claim_lease(&mut self, name: &str, owner: &str, now_ms: i64, lease_ms: i64) -> Result<Option<i64>, Error>;
+    /// Moves the lease's cursor, only while `owner` holds it.
+    fn advance_lease(&mut self, name: &str, owner: &str, cursor: i64) -> Result<bool, Error>;
+    fn insert_webhook(&mut self, webhook: &WebhookRecord) -> Result<(), Error>;
+    /// One agent's webhooks, or (`None`) all.
+    fn webhooks(&mut self, owner: Option<&str>) -> Result<Vec<WebhookRecord>, Error>;
+    fn webhook(&mut self, id: &str) -> Result<Option<WebhookRecord>, Error>;
+    /// Deletes a webhook and its delivery log; `false` if there was none.
+    fn delete_webhook(&mut self, id: &str) -> Result<bool, Error>;
+    fn save_webhook_state(&mut self, id: &str, state: &WebhookState) -> Result<(), Error>;
+    fn insert_delivery(&mut self, delivery: &DeliveryRecord) -> Result<(), Error>;
+    /// A webhook's attempts, newest first.
+    fn deliveries(&mut self, webhook_id: &str, limit: u32) -> Result<Vec<DeliveryRecord>, Error>;
+
+    /// Removes one bounded batch of what retention may remove.
+    fn prune(&mut self, cutoffs: &retention::Cutoffs) -> Result<retention::Pruned, Error>;
 }

@@ -965,6 +965,21 @@ pub async fn all_at_once(requests: Vec<reqwest::RequestBuilder>) -> Vec<Reply> {
 
 // PostgreSQL.
 
+/// Where a test says it runs on SQLite only, and why: in the PostgreSQL
+/// pass (`COFFER_TEST_STORE=postgres`) it returns `true` and the test
+/// returns at once. Every other test runs on both stores.
+///
+/// ```ignore
+/// if common::sqlite_only("it edits the SQLite file") { return; }
+/// ```
+pub fn sqlite_only(why: &str) -> bool {
+    let skip = postgres_mode();
+    if skip {
+        eprintln!("skipped on PostgreSQL: {why}");
+    }
+    skip
+}
+
 /// Whether the tests run their gateways on PostgreSQL
 /// (`COFFER_TEST_STORE=postgres`) instead of SQLite.
 pub fn postgres_mode() -> bool {

@@ -1,0 +1,196 @@
+//! The SQL both stores share, written once.
+//!
+//! A backend gives one thing: [`Sql`], a connection inside a transaction
+//! that runs a statement with arguments and hands back its rows. Every
+//! statement here is written with SQLite's numbered placeholders (`?1`,
+//! `?2`, ...); the PostgreSQL backend rewrites them as `$1`, `$2`, ... once,
+//! when it prepares the statement ([`numbered_as_dollars`]). The statements
+//! use only what both dialects read alike: `ON CONFLICT`, `RETURNING`,
+//! `CAST(? AS TEXT)` where PostgreSQL must be told a parameter's type, and
+//! `CASE` for the few scalar functions they name differently.
+//!
+//! [`SqlTx`] implements the store's row operations ([`super::Tx`]) over any
+//! [`Sql`]; `rows.rs` maps rows to records.
+
+mod rows;
+mod tx;
+
+pub use tx::SqlTx;
+
+use crate::error::Error;
+use coffer_core::policy::Policy;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Parsed policies by agent, with the revision they were parsed from: a
+/// payment re-parses a policy only after it changed. Only a writer keeps
+/// one; the revision is read in the paying transaction, so a policy
+/// changed elsewhere (another instance) is never served from it.
+pub type PolicyCache = HashMap<String, (i64, Arc<Policy>)>;
+
+/// One argument of a statement, borrowed from the caller.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Arg<'a> {
+    Null,
+    Int(i64),
+    /// A flag: an integer 0/1 on SQLite, a `BOOLEAN` on PostgreSQL.
+    Bool(bool),
+    Text(&'a str),
+    Blob(&'a [u8]),
+}
+
+impl From<i64> for Arg<'_> {
+    fn from(v: i64) -> Self {
+        Arg::Int(v)
+    }
+}
+
+impl From<u32> for Arg<'_> {
+    fn from(v: u32) -> Self {
+        Arg::Int(i64::from(v))
+    }
+}
+
+impl From<bool> for Arg<'_> {
+    fn from(v: bool) -> Self {
+        Arg::Bool(v)
+    }
+}
+
+impl<'a> From<&'a str> for Arg<'a> {
+    fn from(v: &'a str) -> Self {
+        Arg::Text(v)
+    }
+}
+
+impl<'a> From<&'a String> for Arg<'a> {
+    fn from(v: &'a String) -> Self {
+        Arg::Text(v)
+    }
+}
+
+impl<'a> From<&'a [u8]> for Arg<'a> {
+    fn from(v: &'a [u8]) -> Self {
+        Arg::Blob(v)
+    }
+}
+
+impl<'a> From<&'a [u8; 32]> for Arg<'a> {
+    fn from(v: &'a [u8; 32]) -> Self {
+        Arg::Blob(v)
+    }
+}
+
+impl<'a, T> From<Option<T>> for Arg<'a>
+where
+    T: Into<Arg<'a>>,
+{
+    fn from(v: Option<T>) -> Self {
+        v.map_or(Arg::Null, Into::into)
+    }
+}
+
+impl<'a> From<&'a Option<String>> for Arg<'a> {
+    fn from(v: &'a Option<String>) -> Self {
+        v.as_deref().map_or(Arg::Null, Arg::Text)
+    }
+}
+
+/// The arguments of a statement: `args![a, b, c]`.
+macro_rules! args {
+    ($($arg:expr),* $(,)?) => {
+        &[$($crate::store::sql::Arg::from($arg)),*]
+    };
+}
+pub(crate) use args;
+
+/// One row of a result, read by column index.
+pub trait SqlRow {
+    fn opt_i64(&self, column: usize) -> Result<Option<i64>, Error>;
+    fn opt_text(&self, column: usize) -> Result<Option<String>, Error>;
+    fn opt_blob(&self, column: usize) -> Result<Option<Vec<u8>>, Error>;
+    /// A flag column: `BOOLEAN`, or an integer (non-zero is true).
+    fn flag(&self, column: usize) -> Result<bool, Error>;
+
+    fn i64(&self, column: usize) -> Result<i64, Error> {
+        self.opt_i64(column)?.ok_or_else(|| null(column))
+    }
+
+    fn text(&self, column: usize) -> Result<String, Error> {
+        self.opt_text(column)?.ok_or_else(|| null(column))
+    }
+
+    fn blob(&self, column: usize) -> Result<Vec<u8>, Error> {
+        self.opt_blob(column)?.ok_or_else(|| null(column))
+    }
+}
+
+fn null(column: usize) -> Error {
+    Error::Internal(format!("column {column} is unexpectedly NULL"))
+}
+
+/// A backend's connection, inside the transaction the store opened.
+pub trait Sql {
+    /// Runs a statement; answers the rows it changed.
+    fn execute(&mut self, sql: &str, args: &[Arg<'_>]) -> Result<u64, Error>;
+    /// Runs a query, handing each row to `each` as it is read (a large
+    /// result is never held whole).
+    fn query(
+        &mut self,
+        sql: &str,
+        args: &[Arg<'_>],
+        each: &mut dyn FnMut(&dyn SqlRow) -> Result<(), Error>,
+    ) -> Result<(), Error>;
+}
+
+/// Rewrites SQLite's `?N` placeholders as PostgreSQL's `$N`. The shared
+/// statements hold no `?` inside a string literal, so every `?` followed by
+/// a digit is a placeholder.
+pub fn numbered_as_dollars(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len());
+    let mut chars = sql.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '?' && chars.peek().is_some_and(char::is_ascii_digit) {
+            out.push('$');
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_become_dollars_and_nothing_else_changes() {
+        assert_eq!(
+            numbered_as_dollars("SELECT a FROM t WHERE b = ?1 AND c = ?12 AND d = '?' AND CAST(?2 AS TEXT) IS NULL"),
+            "SELECT a FROM t WHERE b = $1 AND c = $12 AND d = '?' AND CAST($2 AS TEXT) IS NULL"
+        );
+        assert_eq!(numbered_as_dollars("SELECT 1"), "SELECT 1");
+    }
+
+    #[test]
+    fn arguments_convert_from_the_types_the_rows_hold() {
+        let name = String::from("bot");
+        let absent: Option<String> = None;
+        let hash = [7u8; 32];
+        let list: &[Arg<'_>] = args![1i64, 2u32, true, "x", &name, &absent, &hash, Some(5i64), None::<i64>];
+        assert_eq!(
+            list,
+            &[
+                Arg::Int(1),
+                Arg::Int(2),
+                Arg::Bool(true),
+                Arg::Text("x"),
+                Arg::Text("bot"),
+                Arg::Null,
+                Arg::Blob(&hash),
+                Arg::Int(5),
+                Arg::Null
+            ]
+        );
+    }
+}

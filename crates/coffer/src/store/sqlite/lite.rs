@@ -1,0 +1,75 @@
+//! The shared SQL on a SQLite connection: statements from the
+//! connection's cache, arguments and columns in SQLite's types.
+
+use crate::error::Error;
+use crate::store::sql::{Arg, Sql, SqlRow};
+use rusqlite::types::{ToSqlOutput, Value, ValueRef};
+use rusqlite::{Connection, Row, ToSql, params_from_iter};
+
+/// A connection inside the transaction the store opened.
+pub struct Lite<'a>(pub &'a Connection);
+
+impl Sql for Lite<'_> {
+    fn execute(&mut self, sql: &str, args: &[Arg<'_>]) -> Result<u64, Error> {
+        let changed = self.0.prepare_cached(sql)?.execute(params_from_iter(args.iter()))?;
+        Ok(changed as u64)
+    }
+
+    fn query(
+        &mut self,
+        sql: &str,
+        args: &[Arg<'_>],
+        each: &mut dyn FnMut(&dyn SqlRow) -> Result<(), Error>,
+    ) -> Result<(), Error> {
+        let mut stmt = self.0.prepare_cached(sql)?;
+        let mut rows = stmt.query(params_from_iter(args.iter()))?;
+        while let Some(row) = rows.next()? {
+            each(&LiteRow(row))?;
+        }
+        Ok(())
+    }
+}
+
+impl ToSql for Arg<'_> {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(match *self {
+            Arg::Null => ToSqlOutput::Owned(Value::Null),
+            Arg::Int(v) => ToSqlOutput::Owned(Value::Integer(v)),
+            Arg::Bool(v) => ToSqlOutput::Owned(Value::Integer(i64::from(v))),
+            Arg::Text(v) => ToSqlOutput::Borrowed(ValueRef::Text(v.as_bytes())),
+            Arg::Blob(v) => ToSqlOutput::Borrowed(ValueRef::Blob(v)),
+        })
+    }
+}
+
+struct LiteRow<'a, 'b>(&'a Row<'b>);
+
+impl SqlRow for LiteRow<'_, '_> {
+    fn opt_i64(&self, column: usize) -> Result<Option<i64>, Error> {
+        Ok(self.0.get(column)?)
+    }
+
+    fn opt_text(&self, column: usize) -> Result<Option<String>, Error> {
+        Ok(self.0.get(column)?)
+    }
+
+    fn opt_blob(&self, column: usize) -> Result<Option<Vec<u8>>, Error> {
+        Ok(self.0.get(column)?)
+    }
+
+    fn flag(&self, column: usize) -> Result<bool, Error> {
+        // Flags are integers here; the gateway's own settings in `meta`
+        // are a byte (older stores hold the integer there too).
+        match self.0.get_ref(column)? {
+            ValueRef::Integer(v) => Ok(v != 0),
+            ValueRef::Blob(bytes) => Ok(bytes.iter().any(|b| *b != 0)),
+            other => Err(Error::Internal(format!("column {column} is not a flag ({:?})", other.data_type()))),
+        }
+    }
+}
+
+impl From<rusqlite::Error> for Error {
+    fn from(e: rusqlite::Error) -> Error {
+        Error::internal("sqlite", e)
+    }
+}

@@ -1,0 +1,504 @@
+//! The store's contract, run on every backend: each case below runs once on
+//! SQLite (a fresh file) and once on PostgreSQL (a fresh database), through
+//! the same [`Store`] and [`Tx`] the gateway uses. A backend passes when it
+//! answers every case alike.
+//!
+//! The cases run on both stores whatever `COFFER_TEST_STORE` says, so under
+//! `COFFER_TEST_STORE=postgres` they are skipped (they ran already).
+
+mod common;
+
+use coffer::error::Error;
+use coffer::model::*;
+use coffer::secrets::SecretDigest;
+use coffer::store::Store;
+use coffer::store::postgres::PostgresStore;
+use coffer::store::retention::Cutoffs;
+use coffer::store::sqlite::{Durability, SqliteStore};
+use coffer_client::{PaymentStatus, Scope};
+use coffer_core::audit_chain;
+use coffer_core::ledger::Transfer;
+use coffer_core::{AccountId, Msat};
+use std::sync::Arc;
+
+/// A store of each backend, each fresh, kept alive with what it needs.
+struct Backends {
+    stores: Vec<(&'static str, Arc<dyn Store>)>,
+    _dir: tempfile::TempDir,
+    _database: common::TestDatabase,
+}
+
+async fn backends() -> Option<Backends> {
+    if common::postgres_mode() {
+        eprintln!("skipped: the conformance cases run on both stores in the SQLite pass");
+        return None;
+    }
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let sqlite = SqliteStore::open(&dir.path().join("coffer.sqlite3"), Durability::Full).expect("SQLite opens");
+    let database = common::TestDatabase::create();
+    let postgres = PostgresStore::open(&database.url).await.expect("PostgreSQL opens");
+    let stores: Vec<(&'static str, Arc<dyn Store>)> =
+        vec![("sqlite", Arc::new(sqlite)), ("postgres", Arc::new(postgres))];
+    Some(Backends { stores, _dir: dir, _database: database })
+}
+
+/// Runs `case` on every backend, naming the backend in any failure.
+macro_rules! on_every_store {
+    ($case:ident) => {{
+        let Some(backends) = backends().await else { return };
+        for (name, store) in &backends.stores {
+            eprintln!("{}: {name}", stringify!($case));
+            $case(store.as_ref()).await;
+        }
+    }};
+}
+
+fn new_key(id: &str, agent_id: &str) -> NewKey {
+    NewKey {
+        id: id.into(),
+        agent_id: agent_id.into(),
+        scope: Scope::Spend,
+        digest: SecretDigest::of(id),
+        expires_at_ms: None,
+    }
+}
+
+fn new_agent(id: &str, parent_id: Option<&str>) -> NewAgent {
+    NewAgent {
+        id: id.into(),
+        name: format!("agent {id}"),
+        parent_id: parent_id.map(str::to_owned),
+        can_create_subagents: parent_id.is_none(),
+        key: new_key(&format!("key_{id}"), id),
+        quotas: Default::default(),
+    }
+}
+
+fn invoice(hash_byte: u8, agent_id: &str, created_at_ms: i64, expires_at_ms: i64) -> InvoiceRecord {
+    InvoiceRecord {
+        payment_hash: [hash_byte; 32],
+        agent_id: agent_id.into(),
+        amount: Msat::new(1_000),
+        memo: format!("memo {hash_byte}"),
+        bolt11: format!("lnbc{hash_byte}"),
+        preimage: [hash_byte.wrapping_add(1); 32],
+        status: StoredInvoiceStatus::Open,
+        created_at_ms,
+        expires_at_ms,
+        paid_at_ms: None,
+        paid_by: None,
+        room_id: None,
+        backend: None,
+    }
+}
+
+/// Adds an agent with its wallet and key, in one write.
+async fn add_agent(store: &dyn Store, id: &str) -> AgentRecord {
+    let agent = new_agent(id, None);
+    store
+        .write(move |tx| {
+            let account = tx.insert_wallet_account()?;
+            tx.insert_agent(&agent, account, 1_000)?;
+            tx.insert_key(&agent.key, 1_000)?;
+            tx.agent(&agent.id)?.ok_or(Error::NotFound("agent"))
+        })
+        .await
+        .expect("an agent is added")
+}
+
+async fn ledger_rows(store: &dyn Store) {
+    let (a, b) = (add_agent(store, "a").await, add_agent(store, "b").await);
+    assert_ne!(a.account, b.account, "each agent has its own account");
+    assert!(a.account.0 >= AccountId::FIRST_WALLET && b.account.0 >= AccountId::FIRST_WALLET);
+    let t = Transfer { debit: AccountId::OUTSIDE, credit: a.account, amount: Msat::new(5_000) };
+    let id = store
+        .write(move |tx| {
+            let mut debit = tx.balance(t.debit)?;
+            let mut credit = tx.balance(t.credit)?;
+            coffer_core::ledger::post(t, &mut debit, &mut credit)?;
+            tx.save_balance(t.debit, &debit)?;
+            tx.save_balance(t.credit, &credit)?;
+            tx.insert_transfer(&t, "mint", 2_000)
+        })
+        .await
+        .expect("a transfer posts");
+    assert!(id > 0);
+    let balance = store.read(move |tx| tx.balance(a.account)).await.expect("a balance");
+    assert_eq!(balance.credits_posted, Msat::new(5_000));
+    let input = store.read(|tx| tx.audit_input()).await.expect("the audit input");
+    let report = coffer_core::ledger::audit(input.accounts, input.sums);
+    assert!(report.violations.is_empty(), "the ledger audits: {report:?}");
+    let missing = store.read(|tx| tx.balance(AccountId(999_999))).await;
+    assert!(matches!(missing, Err(Error::NotFound("account"))), "{missing:?}");
+}
+
+async fn agents_and_keys(store: &dyn Store) {
+    add_agent(store, "parent").await;
+    let child = new_agent("child", Some("parent"));
+    store
+        .write(move |tx| {
+            let account = tx.insert_wallet_account()?;
+            tx.insert_agent(&child, account, 2_000)
+        })
+        .await
+        .expect("a sub-agent");
+    let agents = store.read(|tx| tx.agents()).await.expect("agents");
+    let ids: Vec<&str> = agents.iter().map(|a| a.id.as_str()).collect();
+    assert_eq!(ids, ["parent", "child"], "oldest first");
+    assert!(agents[0].can_create_subagents && !agents[1].can_create_subagents, "the flag reads back");
+    assert_eq!(agents[1].parent_id.as_deref(), Some("parent"));
+
+    let key = store.read(|tx| tx.live_key("key_parent")).await.expect("a key").expect("it is live");
+    assert_eq!(
+        (key.agent_id.as_str(), key.scope, key.digest),
+        ("parent", Scope::Spend, SecretDigest::of("key_parent"))
+    );
+    store.write(|tx| tx.revoke_key("key_parent", 3_000)).await.expect("revoked");
+    assert!(store.read(|tx| tx.live_key("key_parent")).await.expect("a read").is_none());
+    assert!(store.read(|tx| tx.live_keys()).await.expect("live keys").is_empty());
+
+    let policy = r#"{"max_payment_msat":1000}"#;
+    store.write(move |tx| tx.set_policy("parent", Some(policy))).await.expect("a policy");
+    let state = store.read(|tx| tx.agent_state("parent")).await.expect("a read").expect("the state");
+    assert_eq!(state.policy.map(|p| p.max_payment_msat), Some(Some(Msat::new(1_000))));
+    assert!(!state.frozen);
+    let unknown = store.write(|tx| tx.set_policy("nobody", None)).await;
+    assert!(matches!(unknown, Err(Error::NotFound("agent"))), "{unknown:?}");
+
+    store.write(|tx| tx.set_frozen("parent", Some("runaway"), 4_000)).await.expect("frozen");
+    let frozen = store.read(|tx| tx.agent("parent")).await.expect("a read").expect("the agent");
+    assert_eq!(frozen.frozen_reason.as_deref(), Some("runaway"));
+
+    let settings = ChatSettings { require_acknowledgment: true, ..ChatSettings::default() };
+    let stored = settings.clone();
+    store.write(move |tx| tx.set_chat_settings("child", &stored)).await.expect("settings");
+    let read = store.read(|tx| tx.chat_settings("child")).await.expect("a read").expect("the settings");
+    assert!(read.require_acknowledgment);
+    assert!(store.read(|tx| tx.acknowledges_incoming("child")).await.expect("a read"));
+    assert!(!store.read(|tx| tx.acknowledges_incoming("parent")).await.expect("a read"));
+
+    let digest = SecretDigest::of("operator");
+    store.write(move |tx| tx.set_operator_digest(&digest)).await.expect("the digest");
+    assert_eq!(store.read(|tx| tx.operator_digest()).await.expect("a read"), Some(digest));
+    assert!(!store.read(|tx| tx.halted()).await.expect("a read"));
+    store.write(|tx| tx.set_halted(true)).await.expect("halted");
+    assert!(store.read(|tx| tx.halted()).await.expect("a read"));
+}
+
+async fn invoices_and_payments(store: &dyn Store) {
+    add_agent(store, "payee").await;
+    for (byte, created) in [(1u8, 10_000i64), (2, 11_000), (3, 12_000)] {
+        store
+            .write(move |tx| tx.insert_invoice(&invoice(byte, "payee", created, created + 1_000)))
+            .await
+            .expect("an invoice");
+    }
+    let orphan = store.write(|tx| tx.insert_invoice(&invoice(9, "nobody", 1, 2))).await;
+    assert!(matches!(orphan, Err(Error::NotFound("agent"))), "{orphan:?}");
+
+    let page = PageRequest { before: None, limit: 2 };
+    let (first, cursor) = store.read(move |tx| tx.invoices("payee", page)).await.expect("a page");
+    assert_eq!(first.iter().map(|i| i.payment_hash[0]).collect::<Vec<_>>(), [3, 2], "newest first");
+    let page = PageRequest { before: cursor, limit: 2 };
+    let (rest, end) = store.read(move |tx| tx.invoices("payee", page)).await.expect("a page");
+    assert_eq!((rest.len(), rest[0].payment_hash[0], end), (1, 1, None));
+
+    store.write(|tx| tx.mark_invoice_paid(&[2; 32], "payer", 11_500)).await.expect("paid");
+    let twice = store.write(|tx| tx.mark_invoice_paid(&[2; 32], "payer", 11_600)).await;
+    assert!(matches!(twice, Err(Error::InvoiceAlreadyPaid)), "{twice:?}");
+
+    assert!(store.read(|tx| tx.invoices_due(13_500, 0)).await.expect("a read"));
+    let expired = store.write(|tx| tx.expire_invoices(13_500, 0, 10)).await.expect("the sweep");
+    assert_eq!(expired.iter().map(|i| i.payment_hash[0]).collect::<Vec<_>>(), [1, 3], "in their order, paid left");
+    assert!(!store.read(|tx| tx.invoices_due(13_500, 0)).await.expect("a read"));
+    let (paid, _) = store.read(|tx| tx.invoice(&[2; 32])).await.expect("a read").expect("the invoice");
+    assert_eq!((paid.status, paid.paid_by.as_deref()), (StoredInvoiceStatus::Paid, Some("payer")));
+    assert!(store.write(|tx| tx.mark_invoice_paid_from_outside(&[1; 32], 14_000)).await.expect("credited"));
+
+    let payment = PaymentRecord {
+        id: "pay_1".into(),
+        agent_id: "payee".into(),
+        payment_hash: [2; 32],
+        amount: Msat::new(1_000),
+        fee: Msat::ZERO,
+        status: PaymentStatus::Pending,
+        purpose: "a test".into(),
+        payee_agent_id: None,
+        preimage: None,
+        created_at_ms: 15_000,
+        detail: None,
+    };
+    let stored = payment.clone();
+    store.write(move |tx| tx.insert_payment(&stored, "key_payee", None)).await.expect("a payment");
+    let done = PaymentRecord { status: PaymentStatus::Succeeded, preimage: Some([3; 32]), ..payment.clone() };
+    let update = done.clone();
+    store.write(move |tx| tx.update_payment(&update, None)).await.expect("updated");
+    assert_eq!(store.read(|tx| tx.payment("pay_1")).await.expect("a read"), Some(done));
+
+    let idem = Idempotency { key: "k1".into(), request_digest: [4; 32] };
+    let again = idem.clone();
+    store.write(move |tx| tx.insert_idempotency("payee", &idem, "pay_1", 15_000)).await.expect("remembered");
+    let replayed = store.write(move |tx| tx.insert_idempotency("payee", &again, "pay_2", 15_001)).await;
+    assert!(replayed.is_err(), "a key is remembered once");
+    assert_eq!(store.read(|tx| tx.idempotency("payee", "k1")).await.expect("a read"), Some(([4; 32], "pay_1".into())));
+}
+
+async fn approvals_and_audit(store: &dyn Store) {
+    add_agent(store, "payer").await;
+    let approval = |id: &str, hash: u8, expires_at_ms: i64| ApprovalRecord {
+        id: id.into(),
+        agent_id: "payer".into(),
+        key_id: "key_payer".into(),
+        payment_hash: [hash; 32],
+        bolt11: "lnbc1".into(),
+        amount: Msat::new(500),
+        purpose: "needs a person".into(),
+        payee_agent_id: None,
+        status: ApprovalStatus::Pending,
+        created_at_ms: 1_000,
+        expires_at_ms,
+        decided_at_ms: None,
+        decided_by: None,
+        payment_id: None,
+        fee_limit: Msat::ZERO,
+        payee_node_hex: None,
+    };
+    let (first, second) = (approval("apr_1", 7, 9_000), approval("apr_2", 8, 5_000));
+    let decided = ApprovalRecord { status: ApprovalStatus::Denied, decided_at_ms: Some(2_000), ..first.clone() };
+    store
+        .write(move |tx| {
+            tx.insert_approval(&first)?;
+            tx.insert_approval(&second)
+        })
+        .await
+        .expect("holds");
+    assert!(store.read(|tx| tx.held(&[7; 32], Some("payer"))).await.expect("a read").is_some());
+    assert!(store.read(|tx| tx.held(&[7; 32], Some("other"))).await.expect("a read").is_none());
+    assert!(store.read(|tx| tx.held(&[7; 32], None)).await.expect("a read").is_some());
+    let due = store.read(|tx| tx.due_approvals(10_000, 10)).await.expect("due");
+    assert_eq!(due.iter().map(|a| a.id.as_str()).collect::<Vec<_>>(), ["apr_2", "apr_1"], "oldest deadline first");
+    let again = decided.clone();
+    store.write(move |tx| tx.update_approval(&decided)).await.expect("decided");
+    let twice = store.write(move |tx| tx.update_approval(&again)).await;
+    assert!(matches!(twice, Err(Error::ApprovalNotPending(_))), "a decision is final: {twice:?}");
+    let pending = store.read(|tx| tx.approvals(Some(ApprovalStatus::Pending), 10)).await.expect("a list");
+    assert_eq!(pending.len(), 1);
+
+    for (i, action) in ["agent.created", "agent.funded", "policy.updated"].into_iter().enumerate() {
+        let entry = AuditEntry {
+            at_ms: 1_000 + i as i64,
+            action,
+            actor: OPERATOR.into(),
+            agent_id: Some("payer".into()),
+            ..AuditEntry::default()
+        };
+        store.write(move |tx| tx.audit(&entry)).await.expect("an audit entry");
+    }
+    let chain = store.read(|tx| tx.audit_chain()).await.expect("the chain");
+    let links = chain.iter().map(|r| audit_chain::Link {
+        seq: r.seq,
+        prev_hash: r.prev_hash,
+        hash: r.hash,
+        body: r.body.as_bytes(),
+    });
+    assert!(audit_chain::verify(links).is_ok(), "the chain links");
+    let filter = AuditFilter { action: Some("agent.funded".into()), ..AuditFilter::default() };
+    let found = store.read(move |tx| tx.audit_log(&filter, 0, 10)).await.expect("filtered");
+    assert_eq!(found.len(), 1);
+    assert!(found[0].body.contains("agent.funded"));
+}
+
+async fn rooms_and_messages(store: &dyn Store) {
+    add_agent(store, "alice").await;
+    add_agent(store, "bob").await;
+    for (id, at) in [("room_1", 1_000i64), ("room_2", 2_000), ("room_3", 3_000)] {
+        let room = RoomRecord {
+            id: id.into(),
+            name: format!("name of {id}"),
+            created_by: "alice".into(),
+            created_at_ms: at,
+            members: vec![],
+        };
+        store
+            .write(move |tx| {
+                tx.insert_room(&room)?;
+                tx.add_member(&room.id, "alice", room.created_at_ms)?;
+                tx.add_member(&room.id, "alice", room.created_at_ms + 1)
+            })
+            .await
+            .expect("a room");
+    }
+    store.write(|tx| tx.add_member("room_2", "bob", 2_500)).await.expect("a member");
+    let room = store.read(|tx| tx.room("room_2")).await.expect("a read").expect("the room");
+    assert_eq!(room.members, ["alice", "bob"], "members once each, in the order they came");
+    let (page, next) = store.read(|tx| tx.rooms(Some("alice"), None, 2)).await.expect("a page");
+    assert_eq!((page.len(), next.as_deref()), (2, Some("room_2")));
+    let (rest, end) = store.read(|tx| tx.rooms(Some("alice"), Some("room_2"), 2)).await.expect("a page");
+    assert_eq!((rest.len(), rest[0].id.as_str(), end), (1, "room_3", None));
+    let (bobs, _) = store.read(|tx| tx.rooms(Some("bob"), None, 10)).await.expect("bob's");
+    assert_eq!(bobs.len(), 1);
+
+    let request = invoice(5, "alice", 3_000, 60_000);
+    let message = NewMessage {
+        room_id: "room_2".into(),
+        sender: "alice".into(),
+        text: "pay me".into(),
+        invoice: Some(request.clone()),
+        now_ms: 3_000,
+        quotas: Default::default(),
+    };
+    let id = store
+        .write(move |tx| {
+            tx.insert_invoice(&request)?;
+            tx.insert_message(&message, MessageKind::PaymentRequest)
+        })
+        .await
+        .expect("a message");
+    let read = store.read(move |tx| tx.message("room_2", id)).await.expect("a read").expect("the message");
+    assert_eq!((read.kind, read.invoice.map(|i| i.payment_hash)), (MessageKind::PaymentRequest, Some([5; 32])));
+    assert_eq!(store.read(|tx| tx.messages("room_2", 0, 10)).await.expect("messages").len(), 1);
+    assert!(store.write(|tx| tx.remove_member("room_2", "bob")).await.expect("removed"));
+    assert!(!store.write(|tx| tx.remove_member("room_2", "bob")).await.expect("not a member"));
+}
+
+async fn outbox_and_webhooks(store: &dyn Store) {
+    for (kind, agent) in [("a.one", Some("x")), ("a.two", None), ("a.three", Some("x"))] {
+        let data = serde_json::json!({"kind": kind});
+        store.write(move |tx| tx.emit(kind, agent, &data, 1_000)).await.expect("an event");
+    }
+    let all = store.read(|tx| tx.events(0, None, 10)).await.expect("events");
+    assert_eq!(all.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>(), ["a.one", "a.two", "a.three"]);
+    assert!(all.windows(2).all(|w| w[0].id < w[1].id), "ids increase");
+    assert_eq!(all[1].data, serde_json::json!({"kind": "a.two"}));
+    let mine = store.read(|tx| tx.events(0, Some("x"), 10)).await.expect("x's events");
+    assert_eq!(mine.len(), 2);
+    let newest = store.read(|tx| tx.newest_event_id()).await.expect("the newest");
+    assert_eq!(Some(newest), all.last().map(|e| e.id));
+
+    assert_eq!(store.write(|tx| tx.claim_lease("bus", "one", 1_000, 500)).await.expect("claimed"), Some(0));
+    assert_eq!(store.write(|tx| tx.claim_lease("bus", "two", 1_200, 500)).await.expect("held"), None);
+    assert!(store.write(|tx| tx.advance_lease("bus", "one", 7)).await.expect("advanced"));
+    assert!(!store.write(|tx| tx.advance_lease("bus", "two", 9)).await.expect("not the holder's"));
+    assert_eq!(store.write(|tx| tx.claim_lease("bus", "two", 2_000, 500)).await.expect("expired"), Some(7));
+
+    let webhook = WebhookRecord {
+        id: "whk_1".into(),
+        owner: Some("x".into()),
+        url: "https://example.test/hook".into(),
+        types: vec!["a.one".into()],
+        state: WebhookState { after_event_id: newest, ..WebhookState::default() },
+        created_at_ms: 1_000,
+    };
+    let stored = webhook.clone();
+    store.write(move |tx| tx.insert_webhook(&stored)).await.expect("a webhook");
+    assert_eq!(store.read(|tx| tx.webhook("whk_1")).await.expect("a read"), Some(webhook.clone()));
+    assert_eq!(store.read(|tx| tx.webhooks(Some("y"))).await.expect("a read"), vec![]);
+    let paused = WebhookState { failures: 3, paused: true, next_attempt_at_ms: 9_000, ..webhook.state };
+    store.write(move |tx| tx.save_webhook_state("whk_1", &paused)).await.expect("a state");
+    let delivery = DeliveryRecord {
+        webhook_id: "whk_1".into(),
+        event_id: newest,
+        attempt: 3,
+        status: Some(503),
+        error: Some("unavailable".into()),
+        delivered: false,
+        at_ms: 2_000,
+        duration_ms: 12,
+    };
+    let logged = delivery.clone();
+    store.write(move |tx| tx.insert_delivery(&logged)).await.expect("logged");
+    assert_eq!(store.read(|tx| tx.deliveries("whk_1", 10)).await.expect("a log"), vec![delivery]);
+    let read = store.read(|tx| tx.webhook("whk_1")).await.expect("a read").expect("the webhook");
+    assert_eq!(read.state, paused);
+    let missing = store.write(move |tx| tx.save_webhook_state("whk_none", &paused)).await;
+    assert!(matches!(missing, Err(Error::NotFound("webhook"))), "{missing:?}");
+
+    // The paused webhook reads nothing, and the lease's cursor (7) is
+    // past the events: retention may take what every consumer read.
+    let cutoffs = Cutoffs { invoices_expired_before_ms: 0, events_before_ms: 5_000, deliveries_before_ms: 5_000 };
+    let pruned = store.write(move |tx| tx.prune(&cutoffs)).await.expect("pruned");
+    assert_eq!((pruned.events, pruned.deliveries), (3, 1));
+    assert!(store.write(|tx| tx.delete_webhook("whk_1")).await.expect("deleted"));
+    assert!(!store.write(|tx| tx.delete_webhook("whk_1")).await.expect("gone"));
+}
+
+async fn l402_tokens_are_bounded(store: &dyn Store) {
+    let max = L402_TOKENS_PER_ORIGIN_MAX as i64;
+    for i in 0..max + 3 {
+        let token = L402TokenRecord {
+            agent_id: "a".into(),
+            origin: "https://api.test".into(),
+            scope: format!("/p{i}"),
+            token: format!("t{i}"),
+            preimage: [1; 32],
+            amount: Msat::new(10),
+            payment_id: format!("pay_{i}"),
+            created_at_ms: 1_000,
+            expires_at_ms: 100_000 + i,
+        };
+        store.write(move |tx| tx.save_l402_token(&token, 2_000)).await.expect("a token");
+    }
+    let kept = store.read(|tx| tx.l402_tokens("a", "https://api.test", 2_000)).await.expect("tokens");
+    assert_eq!(kept.len() as i64, max, "at most {max} per origin");
+    assert!(kept.iter().all(|t| t.scope != "/p0" && t.scope != "/p2"), "the first to expire made room");
+    store.write(|tx| tx.forget_l402_token("a", "https://api.test", "t66")).await.expect("forgotten");
+    let after = store.read(|tx| tx.l402_tokens("a", "https://api.test", 2_000)).await.expect("tokens");
+    assert_eq!(after.len() as i64, max - 1);
+}
+
+async fn a_failed_write_changes_nothing(store: &dyn Store) {
+    let failed = store
+        .write(|tx| {
+            let account = tx.insert_wallet_account()?;
+            tx.insert_agent(&new_agent("ghost", None), account, 1_000)?;
+            tx.emit("ghost.created", None, &serde_json::json!({}), 1_000)?;
+            Err::<(), _>(Error::Internal("the operation fails after its writes".into()))
+        })
+        .await;
+    assert!(failed.is_err());
+    assert!(store.read(|tx| tx.agent("ghost")).await.expect("a read").is_none(), "the agent rolled back");
+    assert_eq!(store.read(|tx| tx.newest_event_id()).await.expect("a read"), 0, "the event rolled back");
+    // The next write commits normally beside it.
+    add_agent(store, "real").await;
+    assert_eq!(store.read(|tx| tx.agents()).await.expect("agents").len(), 1);
+}
+
+#[tokio::test]
+async fn ledger() {
+    on_every_store!(ledger_rows);
+}
+
+#[tokio::test]
+async fn agents() {
+    on_every_store!(agents_and_keys);
+}
+
+#[tokio::test]
+async fn invoices() {
+    on_every_store!(invoices_and_payments);
+}
+
+#[tokio::test]
+async fn approvals() {
+    on_every_store!(approvals_and_audit);
+}
+
+#[tokio::test]
+async fn rooms() {
+    on_every_store!(rooms_and_messages);
+}
+
+#[tokio::test]
+async fn outbox() {
+    on_every_store!(outbox_and_webhooks);
+}
+
+#[tokio::test]
+async fn l402() {
+    on_every_store!(l402_tokens_are_bounded);
+}
+
+#[tokio::test]
+async fn atomicity() {
+    on_every_store!(a_failed_write_changes_nothing);
+}
