@@ -10,7 +10,7 @@ impl Gateway {
         let agent = self.agent(agent_id).await?;
         let Principal::Agent(key) = caller else { return Ok(agent) };
         let mut next = agent.parent_id.clone();
-        for _ in 0..crate::payment::internal::CHAIN_DEPTH_MAX {
+        for _ in 0..crate::payment::chain::CHAIN_DEPTH_MAX {
             let Some(id) = next else { break };
             if id == key.agent_id {
                 return Ok(agent);

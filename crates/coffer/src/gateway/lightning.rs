@@ -3,7 +3,7 @@
 //!
 //! Never a lost or doubled sat:
 //! - a payment out is reserved and recorded as pending before the backend
-//!   is called (`payment::external::begin`); what the call answers finishes
+//!   is called (`payment::outside::begin`); what the call answers finishes
 //!   it; an error or a timeout leaves it pending, with the error as its
 //!   detail, and only the backend's word that it failed releases the reserve;
 //! - the resolver asks the backend about every pending payment at start,

@@ -232,43 +232,44 @@ pub trait Store: Send + Sync + 'static {
 /// Writes the `invoice.expired` event of an invoice the sweep expired, in
 /// the sweep's transaction. A deposit to the treasury is the operator's
 /// (no agent).
-pub(crate) fn emit_invoice_expired(tx: &mut impl Tx, invoice: &InvoiceRecord, now_ms: i64) -> Result<(), Error> {
-    let agent_id = (invoice.agent_id != TREASURY_PAYEE).then_some(invoice.agent_id.as_str());
-    let data = serde_json::json!({
-        "payment_hash": hex::encode(invoice.payment_hash), "payee": invoice.agent_id,
-        "amount_msat": invoice.amount.as_u64(), "expires_at_ms": invoice.expires_at_ms, "room_id": invoice.room_id,
-    });
-    tx.emit("invoice.expired", agent_id, &data, now_ms)
+pub(crate) fn emit_invoice_expired(tx: &mut dyn Tx, invoice: &InvoiceRecord, now_ms: i64) -> Result<(), Error> {
+    let event = crate::events::Event::InvoiceExpired(invoice.into());
+    crate::events::emit(tx, &event, now_ms)
 }
 
 /// Writes the event of a change to a webhook subscription, in the change's
 /// transaction: its owner agent's event, or (no owner) the operator's. The
 /// URL stays out: it may carry the receiver's token.
 pub(crate) fn emit_webhook_event(
-    tx: &mut impl Tx,
+    tx: &mut dyn Tx,
     kind: &str,
     webhook: &WebhookRecord,
     state: WebhookState,
     now_ms: i64,
 ) -> Result<(), Error> {
-    let data = serde_json::json!({
-        "webhook_id": webhook.id, "agent_id": webhook.owner, "types": webhook.types,
-        "failures": state.failures, "paused": state.paused,
-    });
-    tx.emit(kind, webhook.owner.as_deref(), &data, now_ms)
+    use crate::events::kind::{WebhookChange, WebhookEvent};
+    let which = WebhookEvent::from_kind(kind).ok_or_else(|| Error::Internal(format!("no webhook event {kind}")))?;
+    let change = WebhookChange {
+        webhook_id: webhook.id.clone(),
+        owner: webhook.owner.clone(),
+        types: webhook.types.clone(),
+        failures: state.failures,
+        paused: state.paused,
+    };
+    crate::events::emit(tx, &which.event(change), now_ms)
 }
 
 /// The event a change of a webhook's delivery state calls for, if any.
 pub(crate) fn webhook_state_event(before: WebhookState, after: WebhookState) -> Option<&'static str> {
     match (before.paused, after.paused) {
-        (false, true) => Some("webhook.paused"),
-        (true, false) => Some("webhook.resumed"),
+        (false, true) => Some(crate::events::kind::WebhookEvent::Paused.kind()),
+        (true, false) => Some(crate::events::kind::WebhookEvent::Resumed.kind()),
         _ => None,
     }
 }
 
 /// The operations of one open store transaction that the payment flows
-/// (`payment::internal`) are written against, so each backend runs the same
+/// (`payment`) are written against, so each backend runs the same
 /// flow. Every method is part of the caller's transaction.
 pub trait Tx {
     fn balance(&mut self, account: AccountId) -> Result<Balance, Error>;

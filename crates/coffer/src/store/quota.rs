@@ -137,7 +137,7 @@ impl Counted<'_> {
 }
 
 /// Refuses a write that would take `counted` past `bound`.
-fn check(tx: &mut impl Tx, limit: Limit, bound: u32, counted: Counted<'_>, now_ms: i64) -> Result<(), Error> {
+fn check(tx: &mut dyn Tx, limit: Limit, bound: u32, counted: Counted<'_>, now_ms: i64) -> Result<(), Error> {
     let count = tx.count(counted, bound)?;
     if count.rows < bound {
         return Ok(());
@@ -157,7 +157,7 @@ fn secs_until(at_ms: i64, now_ms: i64) -> u64 {
 
 /// Another open invoice of `agent_id` (the treasury's are not counted: the
 /// operator makes them).
-pub(crate) fn check_invoice(tx: &mut impl Tx, q: &Quotas, agent_id: &str, now_ms: i64) -> Result<(), Error> {
+pub(crate) fn check_invoice(tx: &mut dyn Tx, q: &Quotas, agent_id: &str, now_ms: i64) -> Result<(), Error> {
     if agent_id == super::TREASURY_PAYEE {
         return Ok(());
     }
@@ -166,32 +166,26 @@ pub(crate) fn check_invoice(tx: &mut impl Tx, q: &Quotas, agent_id: &str, now_ms
 }
 
 /// Another pending hold of `agent_id`.
-pub(crate) fn check_hold(tx: &mut impl Tx, holds_max: u32, agent_id: &str, now_ms: i64) -> Result<(), Error> {
+pub(crate) fn check_hold(tx: &mut dyn Tx, holds_max: u32, agent_id: &str, now_ms: i64) -> Result<(), Error> {
     let counted = Counted::HoldsPending { agent_id, now_ms };
     check(tx, Limit::HoldsPendingPerAgent, holds_max, counted, now_ms)
 }
 
 /// Another message in `room_id` this minute.
-pub(crate) fn check_message(tx: &mut impl Tx, q: &Quotas, room_id: &str, now_ms: i64) -> Result<(), Error> {
+pub(crate) fn check_message(tx: &mut dyn Tx, q: &Quotas, room_id: &str, now_ms: i64) -> Result<(), Error> {
     let counted = Counted::RecentMessages { room_id, since_ms: now_ms - MESSAGE_WINDOW_MS };
     check(tx, Limit::RoomMessagesPerMinute, q.room_messages_per_minute, counted, now_ms)
 }
 
 /// A new member of a room: the room and the newcomer's list of rooms each
 /// have room for it.
-pub(crate) fn check_member(
-    tx: &mut impl Tx,
-    q: &Quotas,
-    room_id: &str,
-    member: &str,
-    now_ms: i64,
-) -> Result<(), Error> {
+pub(crate) fn check_member(tx: &mut dyn Tx, q: &Quotas, room_id: &str, member: &str, now_ms: i64) -> Result<(), Error> {
     check(tx, Limit::RoomMembers, q.room_members, Counted::RoomMembers { room_id }, now_ms)?;
     check_rooms_of(tx, q, member, now_ms)
 }
 
 /// A new room: each of its members has room for one more.
-pub(crate) fn check_room(tx: &mut impl Tx, q: &Quotas, room: &RoomRecord) -> Result<(), Error> {
+pub(crate) fn check_room(tx: &mut dyn Tx, q: &Quotas, room: &RoomRecord) -> Result<(), Error> {
     if room.members.len() > q.room_members as usize {
         let detail = format!("a room has at most {} members", q.room_members);
         return Err(Error::limit(Limit::RoomMembers, RETRY_HELD_SECS, detail));
@@ -204,7 +198,7 @@ pub(crate) fn check_room(tx: &mut impl Tx, q: &Quotas, room: &RoomRecord) -> Res
 
 /// Room for one more room in `member`'s list; the operator's is not bounded
 /// (it is no agent, and watches every room anyway).
-fn check_rooms_of(tx: &mut impl Tx, q: &Quotas, member: &str, now_ms: i64) -> Result<(), Error> {
+fn check_rooms_of(tx: &mut dyn Tx, q: &Quotas, member: &str, now_ms: i64) -> Result<(), Error> {
     if member == super::OPERATOR {
         return Ok(());
     }
@@ -214,9 +208,9 @@ fn check_rooms_of(tx: &mut impl Tx, q: &Quotas, member: &str, now_ms: i64) -> Re
 /// A sub-agent: its parent has room for one more child, and the tree stays
 /// within `tree_depth` levels (a top-level agent is level 1), which no retry
 /// changes.
-pub(crate) fn check_subagent(tx: &mut impl Tx, q: &Quotas, agent: &NewAgent, now_ms: i64) -> Result<(), Error> {
+pub(crate) fn check_subagent(tx: &mut dyn Tx, q: &Quotas, agent: &NewAgent, now_ms: i64) -> Result<(), Error> {
     let Some(parent_id) = agent.parent_id.as_deref() else { return Ok(()) };
-    let parent_level = crate::payment::internal::load_chain(tx, parent_id)?.len();
+    let parent_level = crate::payment::chain::load_chain(tx, parent_id)?.len();
     if parent_level >= q.tree_depth as usize {
         return Err(Error::limit_final(
             Limit::TreeDepth,

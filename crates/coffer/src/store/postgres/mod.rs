@@ -39,7 +39,7 @@ mod outbox;
 mod schema;
 
 use super::*;
-use crate::payment::{external, internal};
+use crate::payment::{self, approval, chain, incoming, internal, l402, outside};
 use ::postgres::fallible_iterator::FallibleIterator;
 use ::postgres::types::ToSql;
 use ::postgres::{Client, Config, NoTls, Row, Statement};
@@ -649,7 +649,7 @@ impl PgTx<'_> {
         let due = rows(self.conn.query(&sql, &[&now_ms, &EXPIRE_BATCH_MAX])?, approval_from_row)?;
         let count = due.len() as u64;
         for approval in due {
-            internal::release(self, approval, ApprovalStatus::Expired, "system", now_ms)?;
+            approval::release(self, approval, ApprovalStatus::Expired, "system", now_ms)?;
         }
         Ok(count)
     }
@@ -1442,7 +1442,7 @@ impl Store for PostgresStore {
         actor: String,
         now_ms: i64,
     ) -> StoreFuture<'_, ApprovalOutcome> {
-        self.write(move |tx| internal::decide_approval(tx, &id, approve, &actor, now_ms))
+        self.write(move |tx| payment::decide_approval(tx, &id, approve, &actor, now_ms))
     }
 
     fn approvals_due(&self, now_ms: i64) -> StoreFuture<'_, bool> {
@@ -1568,8 +1568,8 @@ impl Store for PostgresStore {
 
     fn observe_limit_denial(&self, agent_id: String, now_ms: i64) -> StoreFuture<'_, ()> {
         self.write(move |tx| {
-            let mut chain = internal::load_chain(tx, &agent_id)?;
-            internal::observe_denial(tx, &mut chain, now_ms)
+            let mut chain = chain::load_chain(tx, &agent_id)?;
+            chain::observe_denial(tx, &mut chain, now_ms)
         })
     }
 
@@ -1665,12 +1665,12 @@ impl Store for PostgresStore {
             let found = tx.conn.query_opt(&sql, &[&payment_id])?.as_ref().map(incoming_from_row).transpose()?;
             let incoming =
                 found.filter(|i| i.payee_agent_id == payee_agent_id).ok_or(Error::NotFound("incoming payment"))?;
-            internal::decide_incoming(tx, incoming, accept, &key_id, now_ms)
+            incoming::decide(tx, incoming, accept, &key_id, now_ms)
         })
     }
 
     fn pay_l402(&self, pay: L402Pay) -> StoreFuture<'_, L402Attempt> {
-        self.write(move |tx| internal::pay_l402(tx, pay))
+        self.write(move |tx| l402::pay(tx, pay))
     }
 
     fn l402_token(
@@ -1680,11 +1680,11 @@ impl Store for PostgresStore {
         path: String,
         now_ms: i64,
     ) -> StoreFuture<'_, Option<L402TokenRecord>> {
-        self.read(move |tx| Ok(internal::covering(tx.l402_tokens(&agent_id, &origin, now_ms)?, &path)))
+        self.read(move |tx| Ok(l402::covering(tx.l402_tokens(&agent_id, &origin, now_ms)?, &path)))
     }
 
     fn begin_external(&self, begin: BeginExternal) -> StoreFuture<'_, ExternalStart> {
-        self.write(move |tx| external::begin(tx, begin))
+        self.write(move |tx| outside::begin(tx, begin))
     }
 
     fn finish_external(
@@ -1693,11 +1693,11 @@ impl Store for PostgresStore {
         outcome: ExternalOutcome,
         now_ms: i64,
     ) -> StoreFuture<'_, PaymentRecord> {
-        self.write(move |tx| external::finish(tx, &payment_id, outcome, now_ms))
+        self.write(move |tx| outside::finish(tx, &payment_id, outcome, now_ms))
     }
 
     fn note_external(&self, payment_id: String, detail: String, now_ms: i64) -> StoreFuture<'_, PaymentRecord> {
-        self.write(move |tx| external::note(tx, &payment_id, detail, now_ms))
+        self.write(move |tx| outside::note(tx, &payment_id, detail, now_ms))
     }
 
     fn pending_external(&self, limit: u32) -> StoreFuture<'_, Vec<ExternalPayment>> {
@@ -1729,7 +1729,7 @@ impl Store for PostgresStore {
     }
 
     fn credit_from_outside(&self, payment_hash: [u8; 32], now_ms: i64) -> StoreFuture<'_, bool> {
-        self.write(move |tx| external::credit_from_outside(tx, &payment_hash, now_ms))
+        self.write(move |tx| outside::credit_from_outside(tx, &payment_hash, now_ms))
     }
 
     fn events(&self, after_id: i64, agent_id: Option<String>, limit: u32) -> StoreFuture<'_, Vec<EventRecord>> {

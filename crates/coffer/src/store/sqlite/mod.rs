@@ -34,7 +34,7 @@ pub mod pcache;
 mod schema;
 
 use super::*;
-use crate::payment::{external, internal};
+use crate::payment::{self, approval, chain, incoming, internal, l402, outside};
 use coffer_client::PaymentStatus;
 use coffer_client::Scope;
 use coffer_core::Msat;
@@ -799,7 +799,7 @@ impl SqliteTx<'_> {
         };
         let count = due.len() as u64;
         for approval in due {
-            internal::release(self, approval, ApprovalStatus::Expired, "system", now_ms)?;
+            approval::release(self, approval, ApprovalStatus::Expired, "system", now_ms)?;
         }
         Ok(count)
     }
@@ -1484,7 +1484,7 @@ impl Store for SqliteStore {
     }
 
     fn pay_l402(&self, pay: L402Pay) -> StoreFuture<'_, L402Attempt> {
-        self.write(move |tx| internal::pay_l402(tx, pay))
+        self.write(move |tx| l402::pay(tx, pay))
     }
 
     fn l402_token(
@@ -1494,11 +1494,11 @@ impl Store for SqliteStore {
         path: String,
         now_ms: i64,
     ) -> StoreFuture<'_, Option<L402TokenRecord>> {
-        self.read(move |tx| Ok(internal::covering(tx.l402_tokens(&agent_id, &origin, now_ms)?, &path)))
+        self.read(move |tx| Ok(l402::covering(tx.l402_tokens(&agent_id, &origin, now_ms)?, &path)))
     }
 
     fn begin_external(&self, begin: BeginExternal) -> StoreFuture<'_, ExternalStart> {
-        self.write(move |tx| external::begin(tx, begin))
+        self.write(move |tx| outside::begin(tx, begin))
     }
 
     fn finish_external(
@@ -1507,11 +1507,11 @@ impl Store for SqliteStore {
         outcome: ExternalOutcome,
         now_ms: i64,
     ) -> StoreFuture<'_, PaymentRecord> {
-        self.write(move |tx| external::finish(tx, &payment_id, outcome, now_ms))
+        self.write(move |tx| outside::finish(tx, &payment_id, outcome, now_ms))
     }
 
     fn note_external(&self, payment_id: String, detail: String, now_ms: i64) -> StoreFuture<'_, PaymentRecord> {
-        self.write(move |tx| external::note(tx, &payment_id, detail, now_ms))
+        self.write(move |tx| outside::note(tx, &payment_id, detail, now_ms))
     }
 
     fn pending_external(&self, limit: u32) -> StoreFuture<'_, Vec<ExternalPayment>> {
@@ -1547,7 +1547,7 @@ impl Store for SqliteStore {
     }
 
     fn credit_from_outside(&self, payment_hash: [u8; 32], now_ms: i64) -> StoreFuture<'_, bool> {
-        self.write(move |tx| external::credit_from_outside(tx, &payment_hash, now_ms))
+        self.write(move |tx| outside::credit_from_outside(tx, &payment_hash, now_ms))
     }
 
     fn payments(&self, agent_id: String, page: PageRequest) -> StoreFuture<'_, (Vec<PaymentRecord>, Option<i64>)> {
@@ -1642,7 +1642,7 @@ impl Store for SqliteStore {
         actor: String,
         now_ms: i64,
     ) -> StoreFuture<'_, ApprovalOutcome> {
-        self.write(move |tx| internal::decide_approval(tx, &id, approve, &actor, now_ms))
+        self.write(move |tx| payment::decide_approval(tx, &id, approve, &actor, now_ms))
     }
 
     fn approvals_due(&self, now_ms: i64) -> StoreFuture<'_, bool> {
@@ -1775,8 +1775,8 @@ impl Store for SqliteStore {
 
     fn observe_limit_denial(&self, agent_id: String, now_ms: i64) -> StoreFuture<'_, ()> {
         self.write(move |tx| {
-            let mut chain = internal::load_chain(tx, &agent_id)?;
-            internal::observe_denial(tx, &mut chain, now_ms)
+            let mut chain = chain::load_chain(tx, &agent_id)?;
+            chain::observe_denial(tx, &mut chain, now_ms)
         })
     }
 
@@ -1857,7 +1857,7 @@ impl Store for SqliteStore {
             drop(stmt);
             let incoming =
                 found.filter(|i| i.payee_agent_id == payee_agent_id).ok_or(Error::NotFound("incoming payment"))?;
-            internal::decide_incoming(tx, incoming, accept, &key_id, now_ms)
+            incoming::decide(tx, incoming, accept, &key_id, now_ms)
         })
     }
 
