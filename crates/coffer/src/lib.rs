@@ -27,6 +27,7 @@ pub mod mcp;
 pub mod metrics;
 pub mod model;
 pub mod payment;
+pub mod quota;
 pub mod secrets;
 pub mod server;
 pub mod store;

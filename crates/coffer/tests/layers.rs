@@ -10,8 +10,8 @@
 use std::path::{Path, PathBuf};
 
 /// The domain, as files and folders under `src/`.
-const DOMAIN: [&str; 9] =
-    ["gateway", "payment", "events", "model", "store", "lightning", "error.rs", "limits.rs", "metrics.rs"];
+const DOMAIN: [&str; 10] =
+    ["gateway", "payment", "events", "model", "store", "lightning", "error.rs", "limits.rs", "quota.rs", "metrics.rs"];
 
 /// What the domain must not import: the edges. `l402::paywall`,
 /// `l402::mount` and `l402::throttle` are the seller's proxy; the rest of
@@ -37,6 +37,53 @@ fn no_domain_file_imports_an_edge() {
         }
     }
     assert!(found.is_empty(), "domain files import edges:\n{}", found.join("\n"));
+}
+
+/// The store is below the domain: it runs transactions and row operations,
+/// and calls no payment flow, gateway operation or event publisher.
+#[test]
+fn the_store_calls_no_flow() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src.join("store"), &mut files);
+    assert!(files.len() > 8, "the store's files were not found: {files:?}");
+    let above = ["payment", "gateway", "events", "http", "cli", "mcp", "l402"];
+    let mut found = Vec::new();
+    for file in &files {
+        let text = std::fs::read_to_string(file).unwrap_or_else(|e| panic!("reading {}: {e}", file.display()));
+        for (line, path) in crate_paths(&module_path(&src, file), &text) {
+            if let Some(module) = above.iter().find(|m| names(&path, m)) {
+                found.push(format!("{}:{line}: {path} (`{module}` is above the store)", file.display()));
+            }
+        }
+    }
+    assert!(found.is_empty(), "store files reach up:\n{}", found.join("\n"));
+}
+
+/// Every event is a typed `events::Event`, written through `events::emit`:
+/// no kind is spelled as a string at an emit site, and only `events::emit`
+/// appends to the outbox.
+#[test]
+fn events_are_written_typed_and_in_one_place() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let mut found = Vec::new();
+    for file in &files {
+        let text = std::fs::read_to_string(file).unwrap_or_else(|e| panic!("reading {}: {e}", file.display()));
+        let is_emit_home = file.ends_with("events/kind.rs");
+        for (n, line) in text.lines().enumerate() {
+            let code = line.split("//").next().unwrap_or("");
+            if code.contains("emit(\"") || code.contains("emit(&format!") {
+                found.push(format!("{}:{}: an event kind as a string", file.display(), n + 1));
+            }
+            if code.contains(".insert_event(") && !is_emit_home && !file.starts_with(src.join("store")) {
+                found.push(format!("{}:{}: an outbox write outside events::emit", file.display(), n + 1));
+            }
+        }
+    }
+    assert!(files.len() > 60, "the sources were not found: {}", files.len());
+    assert!(found.is_empty(), "events written untyped:\n{}", found.join("\n"));
 }
 
 /// The scanner finds what it must, in every spelling, and nothing else: a

@@ -364,7 +364,7 @@ async fn rooms_and_messages(store: &dyn Store) {
 async fn outbox_and_webhooks(store: &dyn Store) {
     for (kind, agent) in [("a.one", Some("x")), ("a.two", None), ("a.three", Some("x"))] {
         let data = serde_json::json!({"kind": kind});
-        store.write(move |tx| tx.emit(kind, agent, &data, 1_000)).await.expect("an event");
+        store.write(move |tx| tx.insert_event(kind, agent, &data, 1_000)).await.expect("an event");
     }
     let all = store.read(|tx| tx.events(0, None, 10)).await.expect("events");
     assert_eq!(all.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>(), ["a.one", "a.two", "a.three"]);
@@ -451,7 +451,7 @@ async fn a_failed_write_changes_nothing(store: &dyn Store) {
         .write(|tx| {
             let account = tx.insert_wallet_account()?;
             tx.insert_agent(&new_agent("ghost", None), account, 1_000)?;
-            tx.emit("ghost.created", None, &serde_json::json!({}), 1_000)?;
+            tx.insert_event("ghost.created", None, &serde_json::json!({}), 1_000)?;
             Err::<(), _>(Error::Internal("the operation fails after its writes".into()))
         })
         .await;

@@ -8,16 +8,22 @@
 //! the last one stopped. Delivery is at least once: a crash between
 //! publishing and moving the cursor publishes those events again, and
 //! consumers tell repeats by the event id.
+//!
+//! What an event says is typed in [`kind`]: [`Event`], written with
+//! [`emit`].
 
+pub mod kind;
 pub mod nats;
 pub mod redis;
 pub mod subscriptions;
 pub mod webhook;
 
+pub use kind::{Event, KINDS, emit};
+
 use crate::gateway::Gateway;
 use crate::model::views::timestamp;
 use crate::store::EventRecord;
-use coffer_client::Event;
+use coffer_client::Event as WireEvent;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -35,8 +41,8 @@ const POLL_MS: u64 = 1_000;
 const BACKOFF_MAX_MS: u64 = 30_000;
 
 /// The event as every consumer receives it.
-pub fn wire(event: &EventRecord, gateway: &str) -> Event {
-    Event {
+pub fn wire(event: &EventRecord, gateway: &str) -> WireEvent {
+    WireEvent {
         id: event.id,
         kind: event.kind.clone(),
         agent_id: event.agent_id.clone(),
@@ -54,7 +60,7 @@ pub trait Bus: Send + Sync + 'static {
     fn name(&self) -> &'static str;
     /// Publishes `events` in order; an error means some may not have been
     /// published (they are published again).
-    fn publish<'a>(&'a self, events: &'a [Event]) -> BusFuture<'a>;
+    fn publish<'a>(&'a self, events: &'a [WireEvent]) -> BusFuture<'a>;
 }
 
 /// A consumer's hold on its lease, renewed at half its life rather than at
@@ -148,7 +154,7 @@ async fn publish_step(gateway: &Gateway, bus: &dyn Bus, lease: &mut Lease) -> Re
     let events = gateway.store().read(move |tx| tx.events(cursor, None, BATCH_EVENTS_MAX));
     let events = events.await.map_err(|e| e.to_string())?;
     let Some(last) = events.last().map(|e| e.id) else { return Ok(false) };
-    let wire: Vec<Event> = events.iter().map(|e| wire(e, gateway.node_pubkey_hex())).collect();
+    let wire: Vec<WireEvent> = events.iter().map(|e| wire(e, gateway.node_pubkey_hex())).collect();
     bus.publish(&wire).await?;
     // Lost the lease meanwhile: the new holder publishes these again, which
     // at-least-once allows.

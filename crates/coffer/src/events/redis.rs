@@ -31,6 +31,13 @@ impl RedisBus {
     }
 }
 
+/// The fields of an event's stream entry, in order: `id`, `type` and
+/// `event` (the event as JSON).
+pub fn entry(event: &Event) -> Result<[(&'static str, String); 3], String> {
+    let json = serde_json::to_string(event).map_err(|e| format!("encoding event {}: {e}", event.id))?;
+    Ok([("id", event.id.to_string()), ("type", event.kind.clone()), ("event", json)])
+}
+
 impl Bus for RedisBus {
     fn name(&self) -> &'static str {
         "bus:redis"
@@ -40,20 +47,11 @@ impl Bus for RedisBus {
         Box::pin(async move {
             let mut pipe = redis::pipe();
             for event in events {
-                let json = serde_json::to_string(event).map_err(|e| format!("encoding event {}: {e}", event.id))?;
-                pipe.cmd("XADD")
-                    .arg(STREAM_KEY)
-                    .arg("MAXLEN")
-                    .arg("~")
-                    .arg(STREAM_ENTRIES_MAX)
-                    .arg("*")
-                    .arg("id")
-                    .arg(event.id)
-                    .arg("type")
-                    .arg(&event.kind)
-                    .arg("event")
-                    .arg(json)
-                    .ignore();
+                pipe.cmd("XADD").arg(STREAM_KEY).arg("MAXLEN").arg("~").arg(STREAM_ENTRIES_MAX).arg("*");
+                for (field, value) in entry(event)? {
+                    pipe.arg(field).arg(value);
+                }
+                pipe.ignore();
             }
             let mut slot = self.connection.lock().await;
             let connection = match slot.as_mut() {

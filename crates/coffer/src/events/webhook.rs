@@ -205,7 +205,7 @@ async fn send(
     secret: &str,
     gateway: &str,
 ) -> (Option<u16>, Option<String>) {
-    let body = serde_json::to_vec(&wire(event, gateway)).unwrap_or_default();
+    let body = body(event, gateway);
     // The signature's time is for the receiver, which checks it against
     // its own clock: the system's, whatever clock the gateway runs on.
     let t = SystemClock.now_ms().div_euclid(1000);
@@ -225,6 +225,11 @@ async fn send(
             None => (None, Some(truncate(&e.without_url().to_string()))),
         },
     }
+}
+
+/// The body of an event's request: the event as every consumer sees it.
+pub fn body(event: &EventRecord, gateway: &str) -> Vec<u8> {
+    serde_json::to_vec(&wire(event, gateway)).unwrap_or_default()
 }
 
 /// The `v1` signature: HMAC-SHA256 of `<t>.<body>`, hex.

@@ -10,7 +10,7 @@ impl Gateway {
         let agent = self.agent(agent_id).await?;
         let Principal::Agent(key) = caller else { return Ok(agent) };
         let mut next = agent.parent_id.clone();
-        for _ in 0..crate::payment::internal::CHAIN_DEPTH_MAX {
+        for _ in 0..crate::payment::chain::CHAIN_DEPTH_MAX {
             let Some(id) = next else { break };
             if id == key.agent_id {
                 return Ok(agent);
@@ -101,8 +101,7 @@ impl Gateway {
     /// the backend here, outside the store's transaction.
     pub async fn decide_approval(&self, id: &str, approve: bool) -> Result<ApprovalOutcome, Error> {
         let (id, now_ms) = (id.to_owned(), self.now_ms());
-        let decided =
-            self.store.write(move |tx| crate::payment::internal::decide_approval(tx, &id, approve, OPERATOR, now_ms));
+        let decided = self.store.write(move |tx| crate::payment::decide_approval(tx, &id, approve, OPERATOR, now_ms));
         let outcome = match decided.await? {
             ApprovalOutcome::Paid(approval, payment) if payment.status == coffer_client::PaymentStatus::Pending => {
                 let payment = self.send_approved(&approval, payment).await?;

@@ -146,7 +146,7 @@ impl Gateway {
             expires_at_ms: expires_at_ms.min(longest),
             rejected_token: rejected_token.map(str::to_owned),
         };
-        match self.store.write(move |tx| crate::payment::internal::pay_l402(tx, l402)).await? {
+        match self.store.write(move |tx| crate::payment::l402::pay(tx, l402)).await? {
             L402Attempt::Reused(token) => Ok(L402Outcome { token, paid: false }),
             L402Attempt::Paid(token) => Ok(L402Outcome { token, paid: true }),
             L402Attempt::Denied(denial) => Err(Error::Denied(denial)),
@@ -176,7 +176,7 @@ impl Gateway {
         let target = target(url)?;
         let (agent_id, now_ms) = (caller.agent_id.clone(), self.now_ms());
         let tokens = self.store.read(move |tx| tx.l402_tokens(&agent_id, &target.origin, now_ms)).await?;
-        crate::payment::internal::covering(tokens, &target.path).ok_or(Error::NotFound("L402 token for this URL"))
+        crate::payment::l402::covering(tokens, &target.path).ok_or(Error::NotFound("L402 token for this URL"))
     }
 }
 

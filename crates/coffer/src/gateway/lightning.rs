@@ -3,7 +3,7 @@
 //!
 //! Never a lost or doubled sat:
 //! - a payment out is reserved and recorded as pending before the backend
-//!   is called (`payment::external::begin`); what the call answers finishes
+//!   is called (`payment::outside::begin`); what the call answers finishes
 //!   it; an error or a timeout leaves it pending, with the error as its
 //!   detail, and only the backend's word that it failed releases the reserve;
 //! - the resolver asks the backend about every pending payment at start,
@@ -17,7 +17,7 @@ use super::{AgentKey, Gateway, PayOutcome, Principal};
 use crate::error::Error;
 use crate::lightning::{FundingSource, InvoiceState, PayResult, default_fee_limit};
 use crate::payment::bolt11::OutsideInvoice;
-use crate::payment::external;
+use crate::payment::outside;
 use crate::secrets;
 use crate::store::{
     ApprovalRecord, BeginExternal, ExternalOutcome, ExternalStart, Idempotency, InvoiceRecord, PayAttempt, Payer,
@@ -143,7 +143,7 @@ impl Gateway {
             now_ms: self.now_ms(),
         };
         let (bolt11, fee_limit) = (begin.bolt11.clone(), begin.fee_limit);
-        let payment = match self.store.write(move |tx| external::begin(tx, begin)).await? {
+        let payment = match self.store.write(move |tx| outside::begin(tx, begin)).await? {
             ExternalStart::Started(payment) => payment,
             ExternalStart::Held(held) => return Ok(PayOutcome::Held(held)),
             ExternalStart::Denied(denial) => return Err(Error::Denied(denial)),
@@ -218,13 +218,13 @@ impl Gateway {
     /// Settles an outside payment by the backend's answer.
     async fn finish_external(&self, id: String, outcome: ExternalOutcome) -> Result<PaymentRecord, Error> {
         let now_ms = self.now_ms();
-        self.store.write(move |tx| external::finish(tx, &id, outcome, now_ms)).await
+        self.store.write(move |tx| outside::finish(tx, &id, outcome, now_ms)).await
     }
 
     /// Notes why an outside payment stays pending.
     async fn note_external(&self, id: String, detail: String) -> Result<PaymentRecord, Error> {
         let now_ms = self.now_ms();
-        self.store.write(move |tx| external::note(tx, &id, detail, now_ms)).await
+        self.store.write(move |tx| outside::note(tx, &id, detail, now_ms)).await
     }
 
     /// One round of the resolver: asks the backend how each pending
@@ -281,7 +281,7 @@ impl Gateway {
             match funding.lookup_invoice(invoice.payment_hash).await {
                 Ok(InvoiceState::Paid) => {
                     let (hash, now_ms) = (invoice.payment_hash, self.now_ms());
-                    if self.store.write(move |tx| external::credit_from_outside(tx, &hash, now_ms)).await? {
+                    if self.store.write(move |tx| outside::credit_from_outside(tx, &hash, now_ms)).await? {
                         credited += 1;
                         self.announce_paid(&invoice.payment_hash).await;
                     }

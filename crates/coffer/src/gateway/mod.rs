@@ -401,7 +401,7 @@ impl Gateway {
         };
         let transfer = Transfer { debit, credit: agent.account, amount };
         let now_ms = self.now_ms();
-        self.store.write(move |tx| ops::agents::transfer(tx, transfer, "fund", Some(agent.id), actor, now_ms)).await
+        self.store.write(move |tx| ops::agents::transfer(tx, transfer, Some(agent.id), actor, now_ms)).await
     }
 
     pub async fn mint(&self, amount_msat: u64) -> Result<(i64, Balance), Error> {
@@ -411,7 +411,7 @@ impl Gateway {
         let amount = parse_amount("amount_msat", amount_msat)?;
         let transfer = Transfer { debit: AccountId::OUTSIDE, credit: AccountId::TREASURY, amount };
         let now_ms = self.now_ms();
-        self.store.write(move |tx| ops::agents::transfer(tx, transfer, "mint", None, OPERATOR.into(), now_ms)).await
+        self.store.write(move |tx| ops::agents::transfer(tx, transfer, None, OPERATOR.into(), now_ms)).await
     }
 
     pub async fn treasury(&self) -> Result<Balance, Error> {
@@ -741,8 +741,8 @@ impl Gateway {
         let (agent_id, now_ms) = (agent_id.to_owned(), self.now_ms());
         self.store
             .write(move |tx| {
-                let mut chain = crate::payment::internal::load_chain(tx, &agent_id)?;
-                crate::payment::internal::observe_denial(tx, &mut chain, now_ms)
+                let mut chain = crate::payment::chain::load_chain(tx, &agent_id)?;
+                crate::payment::chain::observe_denial(tx, &mut chain, now_ms)
             })
             .await
     }

@@ -13,7 +13,7 @@
 //!   could not settle.
 //! - `pay_invoice {invoice, amount?}`: NIP-47 has no fee limit; the wallet's
 //!   own budget applies. A fee above coffer's limit is noted on the payment
-//!   and only the limit is charged (`payment::external::finish`).
+//!   and only the limit is charged (`payment::outside::finish`).
 //! - `lookup_invoice {payment_hash}`: for deposits and for outgoing
 //!   payments alike; `NOT_FOUND` is "no record".
 //! - `get_balance`.

@@ -111,6 +111,16 @@ impl ApprovalRecord {
     pub fn reserved(&self) -> Result<Msat, Error> {
         Ok(self.amount.checked_add(self.fee_limit).map_err(coffer_core::LedgerError::from)?)
     }
+
+    /// The payee as policies and the audit trail name it: `agent:ID` inside
+    /// this gateway, `node:PUBKEY` outside.
+    pub fn payee(&self) -> Option<String> {
+        match (&self.payee_node_hex, &self.payee_agent_id) {
+            (Some(node), _) => Some(format!("node:{node}")),
+            (None, Some(agent)) => Some(format!("agent:{agent}")),
+            (None, None) => None,
+        }
+    }
 }
 
 /// One record of the audit trail: who did what, under which rule.

@@ -1,21 +1,27 @@
 //! Settling an invoice of this gateway, inside one store transaction: the
 //! decision, the ledger postings, usage and breaker state, the audit record
-//! and the events all commit together or not at all. The same code serves
-//! every backend through [`Tx`].
+//! and the events all commit together or not at all. A payment above the
+//! approval threshold is held (`approval`); once a person approves it,
+//! [`decide_held`] settles it here. The same code serves every backend
+//! through [`Tx`].
 
+use super::approval::{self, Hold};
+use super::chain::{
+    APPROVAL_PREFIX, count_domain_spend, count_spend, load_chain, observe_denial, observe_payment, replay,
+    save_policed, trip_if_needed,
+};
 use super::decision::{Verdict, decide, stop};
 use crate::error::Error;
+use crate::events::kind::{Denied, DeniedPayee, Paid, Settlement, Succeeded};
+use crate::events::{self, Event};
 use crate::store::{
-    AgentState, ApprovalOutcome, ApprovalRecord, ApprovalStatus, AuditEntry, Denial, InvoiceRecord, L402Attempt,
-    L402Pay, L402TokenRecord, PayAttempt, PayInternal, Payer, PaymentRecord, StoredInvoiceStatus, Tx,
+    AgentState, ApprovalOutcome, ApprovalRecord, ApprovalStatus, AuditEntry, Denial, IncomingRecord, IncomingStatus,
+    InvoiceRecord, PayAttempt, PayInternal, Payer, PaymentRecord, StoredInvoiceStatus, Tx,
 };
 use coffer_client::PaymentStatus;
 use coffer_core::ledger::{self, Transfer};
 use coffer_core::policy::{Attempt, Payee};
 use coffer_core::{AccountId, Msat};
-
-/// The deepest sub-agent tree: a limit on the chain a payment walks.
-pub const CHAIN_DEPTH_MAX: usize = 8;
 
 pub fn pay(tx: &mut dyn Tx, pay: PayInternal) -> Result<PayAttempt, Error> {
     if let Some(earlier) = replay(tx, &pay.payer.agent_id, pay.idempotency.as_ref())? {
@@ -77,7 +83,7 @@ pub fn pay(tx: &mut dyn Tx, pay: PayInternal) -> Result<PayAttempt, Error> {
             if let Some(domain) = &pay.domain {
                 count_domain_spend(&mut chain, domain, invoice.amount, pay.now_ms);
             }
-            observe_payment(&mut chain, &invoice, pay.now_ms);
+            observe_payment(&mut chain, &payee_name(&invoice), invoice.amount, pay.now_ms);
             save_policed(tx, &chain)?;
             trip_if_needed(tx, &mut chain, pay.now_ms)?;
             remember(tx, &pay, &payment.id)?;
@@ -85,33 +91,6 @@ pub fn pay(tx: &mut dyn Tx, pay: PayInternal) -> Result<PayAttempt, Error> {
         }
     }
 }
-
-/// The answer an earlier request with the same idempotency key got.
-pub(crate) fn replay(
-    tx: &mut dyn Tx,
-    agent_id: &str,
-    idempotency: Option<&crate::store::Idempotency>,
-) -> Result<Option<PayAttempt>, Error> {
-    let Some(idem) = idempotency else { return Ok(None) };
-    let Some((digest, target)) = tx.idempotency(agent_id, &idem.key)? else { return Ok(None) };
-    if digest != idem.request_digest {
-        return Err(Error::IdempotencyConflict);
-    }
-    let missing = || Error::Internal(format!("idempotency key names a missing record {target}"));
-    if !target.starts_with(APPROVAL_PREFIX) {
-        return tx.payment(&target)?.map(PayAttempt::Paid).map(Some).ok_or_else(missing);
-    }
-    let approval = tx.approval(&target)?.ok_or_else(missing)?;
-    // Once approved, the retry learns of the payment made.
-    if let Some(payment_id) = &approval.payment_id
-        && let Some(payment) = tx.payment(payment_id)?
-    {
-        return Ok(Some(PayAttempt::Paid(payment)));
-    }
-    Ok(Some(PayAttempt::Held(approval)))
-}
-
-pub const APPROVAL_PREFIX: &str = "apr_";
 
 fn remember(tx: &mut dyn Tx, pay: &PayInternal, target_id: &str) -> Result<(), Error> {
     match &pay.idempotency {
@@ -139,97 +118,6 @@ fn check_payable(invoice: &InvoiceRecord, pay: &PayInternal) -> Result<(), Error
         StoredInvoiceStatus::Open => {}
     }
     Ok(())
-}
-
-/// The payer and its ancestors, payer first.
-pub fn load_chain(tx: &mut dyn Tx, agent_id: &str) -> Result<Vec<AgentState>, Error> {
-    let mut chain: Vec<AgentState> = Vec::with_capacity(2);
-    let mut next = Some(agent_id.to_owned());
-    while let Some(id) = next {
-        if chain.len() == CHAIN_DEPTH_MAX {
-            return Err(Error::Internal(format!("agent {agent_id} is deeper than {CHAIN_DEPTH_MAX} levels")));
-        }
-        let state = tx.agent_state(&id)?.ok_or(Error::NotFound("agent"))?;
-        next = state.parent_id.clone();
-        chain.push(state);
-    }
-    Ok(chain)
-}
-
-/// Counts a spend in every budget of the chain (in memory; see
-/// [`save_policed`]).
-pub(crate) fn count_spend(chain: &mut [AgentState], amount: Msat, now_ms: i64) {
-    for level in chain.iter_mut() {
-        if let Some(policy) = level.policy.clone() {
-            level.usage.record(&policy, amount, now_ms);
-        }
-    }
-}
-
-/// Counts a paid request in the budgets of its domain, at every level
-/// (in memory; see [`save_policed`]).
-fn count_domain_spend(chain: &mut [AgentState], domain: &str, amount: Msat, now_ms: i64) {
-    for level in chain.iter_mut() {
-        if let Some(policy) = level.policy.clone() {
-            level.usage.record_domain(&policy, domain, amount, now_ms);
-        }
-    }
-}
-
-/// Pays for an L402 token, in the caller's transaction: a refused token is
-/// forgotten first; a live token for the same access is reused instead of
-/// paying again (two processes of one agent that meet the same paywall at
-/// once pay once); else the payment is made and its token kept, together.
-pub fn pay_l402(tx: &mut dyn Tx, l402: L402Pay) -> Result<L402Attempt, Error> {
-    let agent_id = l402.pay.payer.agent_id.clone();
-    if let Some(rejected) = &l402.rejected_token {
-        tx.forget_l402_token(&agent_id, &l402.origin, rejected)?;
-    }
-    let kept = tx.l402_tokens(&agent_id, &l402.origin, l402.pay.now_ms)?;
-    if let Some(token) = covering(kept, &l402.path) {
-        return Ok(L402Attempt::Reused(token));
-    }
-    let now_ms = l402.pay.now_ms;
-    let payment = match pay(tx, l402.pay)? {
-        PayAttempt::Paid(payment) => payment,
-        PayAttempt::Denied(denial) => return Ok(L402Attempt::Denied(denial)),
-        PayAttempt::NotOurs => return Ok(L402Attempt::NotOurs),
-        PayAttempt::Held(_) => return Err(Error::Internal("an L402 payment was held".into())),
-    };
-    let preimage = payment.preimage.ok_or_else(|| Error::Internal("a settled payment without preimage".into()))?;
-    let token = L402TokenRecord {
-        agent_id,
-        origin: l402.origin,
-        scope: l402.scope,
-        token: l402.token,
-        preimage,
-        amount: payment.amount,
-        payment_id: payment.id,
-        created_at_ms: now_ms,
-        expires_at_ms: l402.expires_at_ms,
-    };
-    tx.save_l402_token(&token, now_ms)?;
-    Ok(L402Attempt::Paid(token))
-}
-
-/// The kept token whose scope covers `path` (on whole segments), the
-/// narrowest first.
-pub fn covering(tokens: Vec<L402TokenRecord>, path: &str) -> Option<L402TokenRecord> {
-    tokens.into_iter().filter(|t| crate::l402::covers(&t.scope, path)).max_by_key(|t| t.scope.len())
-}
-
-pub(crate) fn uncount_spend(chain: &mut [AgentState], amount: Msat, at_ms: i64, now_ms: i64) {
-    for level in chain.iter_mut() {
-        if let Some(policy) = level.policy.clone() {
-            level.usage.release(&policy, amount, at_ms, now_ms);
-        }
-    }
-}
-
-/// Persists the usage and breaker state of every level with a policy: one
-/// write per level per payment.
-pub(crate) fn save_policed(tx: &mut dyn Tx, chain: &[AgentState]) -> Result<(), Error> {
-    chain.iter().filter(|level| level.policy.is_some()).try_for_each(|level| tx.save_agent_state(level))
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -282,23 +170,27 @@ fn settle(
     };
     tx.insert_payment(&payment, &payer.key_id, Some(transfer_id))?;
     if acknowledge {
-        tx.save_incoming(&crate::store::IncomingRecord {
+        tx.save_incoming(&IncomingRecord {
             payment_id: payment.id.clone(),
             payee_agent_id: invoice.agent_id.clone(),
             payer_agent_id: payer.agent_id.clone(),
             amount: invoice.amount,
-            status: crate::store::IncomingStatus::Pending,
+            status: IncomingStatus::Pending,
             created_at_ms: now_ms,
             decided_at_ms: None,
         })?;
     }
-    let data = serde_json::json!({
-        "payment_id": payment.id, "payment_hash": hex::encode(invoice.payment_hash),
-        "amount_msat": invoice.amount.as_u64(), "fee_msat": 0, "payer_agent_id": payment.agent_id,
-        "payee_agent_id": invoice.agent_id, "key_id": payer.key_id, "purpose": payment.purpose,
-    });
-    tx.emit("payment.succeeded", Some(&payment.agent_id), &data, now_ms)?;
-    tx.emit("invoice.paid", Some(&invoice.agent_id), &data, now_ms)?;
+    let settlement = Settlement {
+        payment_id: payment.id.clone(),
+        payment_hash: invoice.payment_hash,
+        amount: invoice.amount,
+        payer_agent_id: payment.agent_id.clone(),
+        payee_agent_id: invoice.agent_id.clone(),
+        key_id: payer.key_id.clone(),
+        purpose: payment.purpose.clone(),
+    };
+    events::emit(tx, &Event::PaymentSucceeded(Succeeded::Internal(settlement.clone())), now_ms)?;
+    events::emit(tx, &Event::InvoicePaid(Paid::Internal(settlement)), now_ms)?;
     Ok(payment)
 }
 
@@ -313,25 +205,17 @@ fn record_denial(
         detail: Some(denial.message.clone()),
         ..payment_entry(pay, invoice, "payment.denied", denial.code)
     })?;
-    let data = serde_json::json!({
-        "payment_hash": hex::encode(pay.payment_hash), "amount_msat": invoice.amount.as_u64(),
-        "payer_agent_id": pay.payer.agent_id, "payee_agent_id": invoice.agent_id, "code": denial.code,
-        "message": denial.message, "purpose": pay.purpose,
-    });
-    tx.emit("payment.denied", Some(&pay.payer.agent_id), &data, pay.now_ms)?;
+    let denied = Denied {
+        payment_hash: pay.payment_hash,
+        amount: invoice.amount,
+        payer_agent_id: pay.payer.agent_id.clone(),
+        payee: DeniedPayee::Agent(invoice.agent_id.clone()),
+        code: denial.code,
+        message: denial.message.clone(),
+        purpose: pay.purpose.clone(),
+    };
+    events::emit(tx, &Event::PaymentDenied(denied), pay.now_ms)?;
     observe_denial(tx, chain, pay.now_ms)
-}
-
-/// Feeds a denial to the payer's breaker, which may trip.
-pub(crate) fn observe_denial(tx: &mut dyn Tx, chain: &mut [AgentState], now_ms: i64) -> Result<(), Error> {
-    let Some(payer) = chain.first_mut() else { return Ok(()) };
-    let Some(rules) = payer.policy.as_ref().and_then(|p| p.breaker.clone()) else { return Ok(()) };
-    if payer.frozen {
-        return Ok(());
-    }
-    payer.breaker.observe_denial(&rules, now_ms);
-    tx.save_agent_state(payer)?;
-    trip_if_needed(tx, chain, now_ms)
 }
 
 fn payment_entry(pay: &PayInternal, invoice: &InvoiceRecord, action: &'static str, rule: &str) -> AuditEntry {
@@ -342,66 +226,21 @@ fn payment_entry(pay: &PayInternal, invoice: &InvoiceRecord, action: &'static st
         key_id: Some(pay.payer.key_id.clone()),
         agent_id: Some(pay.payer.agent_id.clone()),
         amount_msat: Some(invoice.amount.as_u64()),
-        payee: Some(format!("agent:{}", invoice.agent_id)),
+        payee: Some(payee_name(invoice)),
         purpose: Some(pay.purpose.clone()),
         rule: Some(rule.to_owned()),
         detail: None,
     }
 }
 
-/// Feeds the payer's breaker (in memory; see [`save_policed`]).
-fn observe_payment(chain: &mut [AgentState], invoice: &InvoiceRecord, now_ms: i64) {
-    let Some(payer) = chain.first_mut() else { return };
-    let Some(rules) = payer.policy.as_ref().and_then(|p| p.breaker.as_ref()) else { return };
-    payer.breaker.observe_payment(rules, &format!("agent:{}", invoice.agent_id), invoice.amount, now_ms);
-}
-
-/// An automatic trip freezes the payer and raises an alert.
-pub(crate) fn trip_if_needed(tx: &mut dyn Tx, chain: &mut [AgentState], now_ms: i64) -> Result<(), Error> {
-    let Some(agent) = chain.first_mut() else { return Ok(()) };
-    let Some(rules) = agent.policy.as_ref().and_then(|p| p.breaker.as_ref()) else { return Ok(()) };
-    if agent.frozen {
-        return Ok(());
-    }
-    let Some(trip) = agent.breaker.should_trip(rules, now_ms) else { return Ok(()) };
-    let reason = format!("automatic trip ({}): {}", trip.code.as_str(), trip.message);
-    tx.set_frozen(&agent.agent_id, Some(&reason), now_ms)?;
-    agent.frozen = true;
-    tx.audit(&AuditEntry {
-        at_ms: now_ms,
-        action: "breaker.tripped",
-        actor: "system".into(),
-        agent_id: Some(agent.agent_id.clone()),
-        rule: Some(trip.code.as_str().to_owned()),
-        detail: Some(trip.message.clone()),
-        ..AuditEntry::default()
-    })?;
-    let data = serde_json::json!({"agent_id": agent.agent_id, "code": trip.code.as_str(), "message": trip.message});
-    tx.emit("breaker.tripped", Some(&agent.agent_id), &data, now_ms)?;
-    tx.emit(
-        "agent.frozen",
-        Some(&agent.agent_id),
-        &serde_json::json!({"agent_id": agent.agent_id, "reason": reason}),
-        now_ms,
-    )
-}
-
-/// Reserves the amount and counts it in every budget, until a person
-/// decides.
+/// Holds the payment for a person's approval.
 fn hold(
     tx: &mut dyn Tx,
     chain: &mut [AgentState],
     pay: &PayInternal,
     invoice: &InvoiceRecord,
 ) -> Result<ApprovalRecord, Error> {
-    crate::store::quota::check_hold(tx, pay.holds_pending_max, &pay.payer.agent_id, pay.now_ms)?;
-    let mut balance = tx.balance(pay.payer.account)?;
-    ledger::reserve(pay.payer.account, &mut balance, invoice.amount)?;
-    tx.save_balance(pay.payer.account, &balance)?;
-    count_spend(chain, invoice.amount, pay.now_ms);
-    observe_payment(chain, invoice, pay.now_ms);
-    save_policed(tx, chain)?;
-    trip_if_needed(tx, chain, pay.now_ms)?;
+    observe_payment(chain, &payee_name(invoice), invoice.amount, pay.now_ms);
     let approval = ApprovalRecord {
         id: pay.payment_id.replacen("pay_", APPROVAL_PREFIX, 1),
         agent_id: pay.payer.agent_id.clone(),
@@ -420,56 +259,37 @@ fn hold(
         fee_limit: Msat::ZERO,
         payee_node_hex: None,
     };
-    tx.insert_approval(&approval)?;
-    tx.audit(&payment_entry(pay, invoice, "payment.held", "approval-required"))?;
-    tx.emit("payment.held", Some(&approval.agent_id), &approval_data(&approval), pay.now_ms)?;
-    remember(tx, pay, &approval.id)?;
-    Ok(approval)
+    let hold = Hold {
+        approval,
+        account: pay.payer.account,
+        spend: invoice.amount,
+        entry: payment_entry(pay, invoice, "payment.held", "approval-required"),
+        idempotency: pay.idempotency.as_ref(),
+        holds_pending_max: pay.holds_pending_max,
+    };
+    approval::hold(tx, chain, hold)
 }
 
-pub fn approval_data(a: &ApprovalRecord) -> serde_json::Value {
-    serde_json::json!({
-        "approval_id": a.id, "agent_id": a.agent_id, "payment_hash": hex::encode(a.payment_hash),
-        "amount_msat": a.amount.as_u64(), "fee_limit_msat": a.fee_limit.as_u64(), "payee": approval_payee(a),
-        "purpose": a.purpose, "status": a.status.as_str(), "expires_at_ms": a.expires_at_ms,
-        "payment_id": a.payment_id,
-    })
-}
-
-/// The payee as policies and the audit trail name it: `agent:ID` inside
-/// this gateway, `node:PUBKEY` outside.
-fn approval_payee(a: &ApprovalRecord) -> Option<String> {
-    match (&a.payee_node_hex, &a.payee_agent_id) {
-        (Some(node), _) => Some(format!("node:{node}")),
-        (None, Some(agent)) => Some(format!("agent:{agent}")),
-        (None, None) => None,
-    }
-}
-
-/// A person approves (the payment is made) or denies (the reservation is
-/// released). A decision is final: deciding twice is refused.
-pub fn decide_approval(
+/// A person's decision on a held payment to an invoice of this gateway
+/// (still pending: the caller checked). Past its time, or its invoice no
+/// longer payable, the hold expires; denied, it is released; approved, the
+/// payment is settled from the hold's reserve, unless the kill switch or a
+/// freeze stops it (an error; nothing changes and the hold waits on).
+pub fn decide_held(
     tx: &mut dyn Tx,
-    id: &str,
+    mut approval: ApprovalRecord,
     approve: bool,
     actor: &str,
     now_ms: i64,
 ) -> Result<ApprovalOutcome, Error> {
-    let mut approval = tx.approval(id)?.ok_or(Error::NotFound("approval"))?;
-    if approval.status != ApprovalStatus::Pending {
-        return Err(Error::ApprovalNotPending(approval.status.as_str()));
-    }
-    if approval.payee_node_hex.is_some() {
-        return super::external::decide_approval(tx, approval, approve, actor, now_ms);
-    }
     let invoice = tx.invoice(&approval.payment_hash)?;
     let payable =
         invoice.as_ref().is_some_and(|(i, _)| i.status == StoredInvoiceStatus::Open && now_ms < i.expires_at_ms);
     if now_ms >= approval.expires_at_ms || !payable {
-        return release(tx, approval, ApprovalStatus::Expired, actor, now_ms).map(ApprovalOutcome::Released);
+        return approval::release(tx, approval, ApprovalStatus::Expired, actor, now_ms).map(ApprovalOutcome::Released);
     }
     if !approve {
-        return release(tx, approval, ApprovalStatus::Denied, actor, now_ms).map(ApprovalOutcome::Released);
+        return approval::release(tx, approval, ApprovalStatus::Denied, actor, now_ms).map(ApprovalOutcome::Released);
     }
     let Some((invoice, payee_account)) = invoice else { return Err(Error::NotFound("invoice")) };
     // A person's approval does not get past the kill switch or a freeze.
@@ -482,121 +302,11 @@ pub fn decide_approval(
     let payment_id = approval.id.replacen(APPROVAL_PREFIX, "pay_", 1);
     let payment = settle(tx, &payment_id, &payer, &approval.purpose, &invoice, payee_account, Reserved::Yes, now_ms)?;
     approval.payment_id = Some(payment.id.clone());
-    record_decision(tx, &mut approval, ApprovalStatus::Approved, actor, now_ms)?;
+    approval::record_decision(tx, &mut approval, ApprovalStatus::Approved, actor, now_ms)?;
     Ok(ApprovalOutcome::Paid(approval, payment))
 }
 
-/// Gives back a held payment's reservation and budget.
-pub fn release(
-    tx: &mut dyn Tx,
-    mut approval: ApprovalRecord,
-    status: ApprovalStatus,
-    actor: &str,
-    now_ms: i64,
-) -> Result<ApprovalRecord, Error> {
-    let mut chain = load_chain(tx, &approval.agent_id)?;
-    let account = chain.first().map(|s| s.account).ok_or(Error::NotFound("agent"))?;
-    let reserved = approval.reserved()?;
-    let mut balance = tx.balance(account)?;
-    ledger::release(&mut balance, reserved)?;
-    tx.save_balance(account, &balance)?;
-    uncount_spend(&mut chain, reserved, approval.created_at_ms, now_ms);
-    save_policed(tx, &chain)?;
-    record_decision(tx, &mut approval, status, actor, now_ms)?;
-    Ok(approval)
-}
-
-/// Records a person's (or the clock's) decision on a hold: its status,
-/// who and when, its audit record and its `approval.decided` event.
-pub(crate) fn record_decision(
-    tx: &mut dyn Tx,
-    approval: &mut ApprovalRecord,
-    status: ApprovalStatus,
-    actor: &str,
-    now_ms: i64,
-) -> Result<(), Error> {
-    let action = match status {
-        ApprovalStatus::Approved => "approval.approved",
-        ApprovalStatus::Denied => "approval.denied",
-        ApprovalStatus::Expired => "approval.expired",
-        ApprovalStatus::Pending => return Err(Error::Internal("a decision that leaves a hold pending".into())),
-    };
-    approval.status = status;
-    approval.decided_at_ms = Some(now_ms);
-    approval.decided_by = Some(actor.to_owned());
-    tx.update_approval(approval)?;
-    audit_decision(tx, approval, action, actor, now_ms)?;
-    tx.emit("approval.decided", Some(&approval.agent_id), &approval_data(approval), now_ms)
-}
-
-fn audit_decision(
-    tx: &mut dyn Tx,
-    approval: &ApprovalRecord,
-    action: &'static str,
-    actor: &str,
-    now_ms: i64,
-) -> Result<(), Error> {
-    tx.audit(&AuditEntry {
-        at_ms: now_ms,
-        action,
-        actor: actor.to_owned(),
-        key_id: Some(approval.key_id.clone()),
-        agent_id: Some(approval.agent_id.clone()),
-        amount_msat: Some(approval.amount.as_u64()),
-        payee: approval_payee(approval),
-        purpose: Some(approval.purpose.clone()),
-        rule: Some(approval.id.clone()),
-        detail: None,
-    })
-}
-
-/// The payee accepts a pending incoming payment (its reservation is
-/// released) or rejects it (released, and the amount goes back to the
-/// payer). Deciding twice is refused.
-pub fn decide_incoming(
-    tx: &mut dyn Tx,
-    mut incoming: crate::store::IncomingRecord,
-    accept: bool,
-    key_id: &str,
-    now_ms: i64,
-) -> Result<crate::store::IncomingRecord, Error> {
-    use crate::store::IncomingStatus;
-    if incoming.status != IncomingStatus::Pending {
-        return Err(Error::AlreadyDecided(incoming.status.as_str()));
-    }
-    let payee = tx.agent_state(&incoming.payee_agent_id)?.ok_or(Error::NotFound("agent"))?;
-    let mut balance = tx.balance(payee.account)?;
-    ledger::release(&mut balance, incoming.amount)?;
-    tx.save_balance(payee.account, &balance)?;
-    if !accept {
-        let payer = tx.agent_state(&incoming.payer_agent_id)?.ok_or(Error::NotFound("agent"))?;
-        let refund = Transfer { debit: payee.account, credit: payer.account, amount: incoming.amount };
-        let (mut debit, mut credit) = (tx.balance(refund.debit)?, tx.balance(refund.credit)?);
-        ledger::post(refund, &mut debit, &mut credit)?;
-        tx.save_balance(refund.debit, &debit)?;
-        tx.save_balance(refund.credit, &credit)?;
-        tx.insert_transfer(&refund, "refund", now_ms)?;
-    }
-    incoming.status = if accept { IncomingStatus::Accepted } else { IncomingStatus::Rejected };
-    incoming.decided_at_ms = Some(now_ms);
-    tx.save_incoming(&incoming)?;
-    let action = if accept { "incoming.accepted" } else { "incoming.rejected" };
-    tx.audit(&AuditEntry {
-        at_ms: now_ms,
-        action,
-        actor: incoming.payee_agent_id.clone(),
-        key_id: Some(key_id.to_owned()),
-        agent_id: Some(incoming.payee_agent_id.clone()),
-        amount_msat: Some(incoming.amount.as_u64()),
-        payee: Some(format!("agent:{}", incoming.payee_agent_id)),
-        purpose: None,
-        rule: Some(incoming.payment_id.clone()),
-        detail: None,
-    })?;
-    let data = serde_json::json!({
-        "payment_id": incoming.payment_id, "payee_agent_id": incoming.payee_agent_id,
-        "payer_agent_id": incoming.payer_agent_id, "amount_msat": incoming.amount.as_u64(),
-    });
-    tx.emit(action, Some(&incoming.payee_agent_id), &data, now_ms)?;
-    Ok(incoming)
+/// The payee as policies and the audit trail name it.
+fn payee_name(invoice: &InvoiceRecord) -> String {
+    format!("agent:{}", invoice.agent_id)
 }

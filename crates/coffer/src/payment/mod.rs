@@ -1,9 +1,56 @@
-//! Payments, by kind: `bolt11` (invoices), `internal` (settling an invoice
-//! of this gateway, and held payments), `external` (paying out through the
-//! Lightning backend, and crediting what comes in), and the `decision` they
-//! share.
+//! Payments, by concern, each inside the caller's store transaction:
+//! - `bolt11`: invoices, encoded and decoded;
+//! - `decision`: the constitution's verdict on one attempt (pure);
+//! - `chain`: what the flows share (the payer's chain loaded, its budgets
+//!   counted and given back, its breaker fed and tripped, idempotent
+//!   replays);
+//! - `internal`: settling a payment to an invoice of this gateway;
+//! - `outside`: paying an invoice of another node through the Lightning
+//!   backend, and crediting an invoice the Lightning Network paid;
+//! - `approval`: holds for a person's approval (the hold, the decision
+//!   recorded, the release of a denied or expired hold);
+//! - `incoming`: a payee's acknowledgement of an incoming payment;
+//! - `l402`: paying an L402 challenge, and the kept token that covers an
+//!   access.
+//!
+//! The imports go one way (no circle):
+//!
+//! ```text
+//! decide_approval (here) ──> internal, outside
+//! l402 ──> internal
+//! internal, outside ──> approval, chain, decision
+//! approval ──> chain
+//! incoming, chain, decision ──> (the store and the model only)
+//! ```
+//!
+//! A held payment is resumed by the flow that held it; [`decide_approval`]
+//! chooses that flow, so `approval` needs neither `internal` nor `outside`.
 
+pub mod approval;
 pub mod bolt11;
+pub mod chain;
 pub mod decision;
-pub mod external;
+pub mod incoming;
 pub mod internal;
+pub mod l402;
+pub mod outside;
+
+use crate::error::Error;
+use crate::store::{ApprovalOutcome, Tx};
+
+/// A person approves (the payment is made) or denies (the reservation is
+/// released) the hold `id`. A decision is final: deciding twice is refused.
+pub fn decide_approval(
+    tx: &mut dyn Tx,
+    id: &str,
+    approve: bool,
+    actor: &str,
+    now_ms: i64,
+) -> Result<ApprovalOutcome, Error> {
+    let held = approval::pending(tx, id)?;
+    if held.payee_node_hex.is_some() {
+        outside::decide_held(tx, held, approve, actor, now_ms)
+    } else {
+        internal::decide_held(tx, held, approve, actor, now_ms)
+    }
+}

@@ -22,7 +22,7 @@ pub mod sql;
 pub mod sqlite;
 
 pub use crate::model::records::*;
-pub use quota::Quotas;
+pub use crate::quota::Quotas;
 
 use crate::error::Error;
 use crate::secrets::SecretDigest;
@@ -89,46 +89,8 @@ fn unbox<T: 'static>(answer: Answer) -> Result<T, Error> {
     answer.downcast::<T>().map(|t| *t).map_err(|_| Error::Internal("a store answered another type".into()))
 }
 
-/// Writes the `invoice.expired` event of an invoice the sweep expired, in
-/// the sweep's transaction. A deposit to the treasury is the operator's
-/// (no agent).
-pub(crate) fn emit_invoice_expired(tx: &mut dyn Tx, invoice: &InvoiceRecord, now_ms: i64) -> Result<(), Error> {
-    let agent_id = (invoice.agent_id != TREASURY_PAYEE).then_some(invoice.agent_id.as_str());
-    let data = serde_json::json!({
-        "payment_hash": hex::encode(invoice.payment_hash), "payee": invoice.agent_id,
-        "amount_msat": invoice.amount.as_u64(), "expires_at_ms": invoice.expires_at_ms, "room_id": invoice.room_id,
-    });
-    tx.emit("invoice.expired", agent_id, &data, now_ms)
-}
-
-/// Writes the event of a change to a webhook subscription, in the change's
-/// transaction: its owner agent's event, or (no owner) the operator's. The
-/// URL stays out: it may carry the receiver's token.
-pub(crate) fn emit_webhook_event(
-    tx: &mut dyn Tx,
-    kind: &str,
-    webhook: &WebhookRecord,
-    state: WebhookState,
-    now_ms: i64,
-) -> Result<(), Error> {
-    let data = serde_json::json!({
-        "webhook_id": webhook.id, "agent_id": webhook.owner, "types": webhook.types,
-        "failures": state.failures, "paused": state.paused,
-    });
-    tx.emit(kind, webhook.owner.as_deref(), &data, now_ms)
-}
-
-/// The event a change of a webhook's delivery state calls for, if any.
-pub(crate) fn webhook_state_event(before: WebhookState, after: WebhookState) -> Option<&'static str> {
-    match (before.paused, after.paused) {
-        (false, true) => Some("webhook.paused"),
-        (true, false) => Some("webhook.resumed"),
-        _ => None,
-    }
-}
-
 /// The operations of one open store transaction that the payment flows
-/// (`payment::internal`) are written against, so each backend runs the same
+/// (`payment`) are written against, so each backend runs the same
 /// flow. Every method is part of the caller's transaction.
 pub trait Tx {
     fn balance(&mut self, account: AccountId) -> Result<Balance, Error>;
@@ -187,8 +149,15 @@ pub trait Tx {
     fn forget_l402_token(&mut self, agent_id: &str, origin: &str, token: &str) -> Result<(), Error>;
     /// Counts rows for a quota, at most `cap` of them (see [`quota::Counted`]).
     fn count(&mut self, counted: quota::Counted<'_>, cap: u32) -> Result<quota::Count, Error>;
-    /// Writes an event to the outbox, in this transaction.
-    fn emit(&mut self, kind: &str, agent_id: Option<&str>, data: &serde_json::Value, now_ms: i64) -> Result<(), Error>;
+    /// Appends an event to the outbox, in this transaction (the domain
+    /// writes typed events through `events::emit`).
+    fn insert_event(
+        &mut self,
+        kind: &str,
+        agent_id: Option<&str>,
+        data: &serde_json::Value,
+        now_ms: i64,
+    ) -> Result<(), Error>;
 
     // The gateway's own settings.
     fn operator_digest(&mut self) -> Result<Option<SecretDigest>, Error>;

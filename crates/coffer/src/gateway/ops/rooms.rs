@@ -2,8 +2,10 @@
 
 use super::invoices;
 use crate::error::Error;
+use crate::events::{self, Event};
 use crate::model::{MessageKind, MessageRecord, NewMessage, RoomRecord};
-use crate::store::{Quotas, Tx, quota};
+use crate::quota::{self, Quotas};
+use crate::store::Tx;
 
 /// Creates a room with its first members, within the room and member
 /// quotas.
@@ -13,8 +15,8 @@ pub fn create_room(tx: &mut dyn Tx, room: RoomRecord, quotas: Quotas) -> Result<
     for member in &room.members {
         tx.add_member(&room.id, member, room.created_at_ms)?;
     }
-    let data = serde_json::json!({"room_id": room.id, "name": room.name, "members": room.members});
-    tx.emit("room.created", None, &data, room.created_at_ms)?;
+    let event = Event::RoomCreated { room_id: room.id.clone(), name: room.name.clone(), members: room.members.clone() };
+    events::emit(tx, &event, room.created_at_ms)?;
     tx.room(&room.id)?.ok_or(Error::NotFound("room"))
 }
 
@@ -27,8 +29,7 @@ pub fn add_member(tx: &mut dyn Tx, room_id: String, member: String, quotas: Quot
     }
     quota::check_member(tx, &quotas, &room_id, &member, now_ms)?;
     tx.add_member(&room_id, &member, now_ms)?;
-    let data = serde_json::json!({"room_id": room_id, "member": member});
-    tx.emit("room.member_added", None, &data, now_ms)
+    events::emit(tx, &Event::RoomMemberAdded { room_id, member }, now_ms)
 }
 
 /// Removes a member, with its event; `false` if it was not one.
@@ -36,8 +37,7 @@ pub fn remove_member(tx: &mut dyn Tx, room_id: String, member: String, now_ms: i
     if !tx.remove_member(&room_id, &member)? {
         return Ok(false);
     }
-    let data = serde_json::json!({"room_id": room_id, "member": member});
-    tx.emit("room.member_removed", None, &data, now_ms)?;
+    events::emit(tx, &Event::RoomMemberRemoved { room_id, member }, now_ms)?;
     Ok(true)
 }
 
@@ -50,9 +50,8 @@ pub fn post_message(tx: &mut dyn Tx, m: NewMessage) -> Result<MessageRecord, Err
     }
     let kind = if m.invoice.is_some() { MessageKind::PaymentRequest } else { MessageKind::Text };
     let id = tx.insert_message(&m, kind)?;
-    let kind_name = if m.invoice.is_some() { "payment_request" } else { "text" };
-    let data = serde_json::json!({"room_id": m.room_id, "message_id": id, "sender": m.sender, "kind": kind_name});
-    tx.emit("message.posted", None, &data, m.now_ms)?;
+    let event = Event::MessagePosted { room_id: m.room_id.clone(), message_id: id, sender: m.sender.clone(), kind };
+    events::emit(tx, &event, m.now_ms)?;
     Ok(MessageRecord {
         id,
         room_id: m.room_id,

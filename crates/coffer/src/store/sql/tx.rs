@@ -470,7 +470,13 @@ impl Tx for SqlTx<'_> {
         Ok(quota::Count { rows: u32::try_from(rows).unwrap_or(u32::MAX), frees_at_ms })
     }
 
-    fn emit(&mut self, kind: &str, agent_id: Option<&str>, data: &serde_json::Value, now_ms: i64) -> Result<(), Error> {
+    fn insert_event(
+        &mut self,
+        kind: &str,
+        agent_id: Option<&str>,
+        data: &serde_json::Value,
+        now_ms: i64,
+    ) -> Result<(), Error> {
         let sql = "INSERT INTO events (type, agent_id, data, created_at) VALUES (?1, ?2, ?3, ?4)";
         self.execute(sql, args![kind, agent_id, data.to_string().as_str(), now_ms])?;
         Ok(())

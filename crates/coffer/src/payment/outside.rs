@@ -8,8 +8,8 @@
 //!    fee limit, and a `pending` payment, committed before the backend is
 //!    called, so that a crash after the call still finds the payment. A
 //!    payment above the approval threshold is held instead (reserved the
-//!    same way); a person's approval ([`decide_approval`]) decides it again
-//!    and then records it pending exactly as here;
+//!    same way, by `approval`); a person's approval ([`decide_held`])
+//!    decides it again and then records it pending exactly as here;
 //! 2. the backend call (outside any transaction);
 //! 3. [`finish`]: posted at the real fee, the rest of the reserve released;
 //!    or failed, the whole reserve released. Until the backend says which,
@@ -19,12 +19,14 @@
 //! pending hold, checked here and enforced by unique indexes: an invoice is
 //! never sent twice.
 
-use super::decision::{Verdict, decide};
-use super::internal::{
-    APPROVAL_PREFIX, approval_data, count_spend, load_chain, observe_denial, record_decision, release, replay,
-    save_policed, trip_if_needed, uncount_spend,
+use super::approval::{self, Hold};
+use super::chain::{
+    APPROVAL_PREFIX, count_spend, load_chain, observe_denial, replay, save_policed, trip_if_needed, uncount_spend,
 };
+use super::decision::{Verdict, decide};
 use crate::error::Error;
+use crate::events::kind::{Denied, DeniedPayee, Deposit, Outgoing, Paid, Succeeded};
+use crate::events::{self, Event};
 use crate::store::{
     AgentState, ApprovalOutcome, ApprovalRecord, ApprovalStatus, AuditEntry, BeginExternal, ExternalOutcome,
     ExternalPayment, ExternalStart, Payer, PaymentRecord, TREASURY_PAYEE, Tx,
@@ -57,12 +59,16 @@ pub fn begin(tx: &mut dyn Tx, b: BeginExternal) -> Result<ExternalStart, Error> 
         Verdict::Deny(denial) => denial,
     };
     tx.audit(&AuditEntry { detail: Some(denial.message.clone()), ..entry(&b, "payment.denied", denial.code) })?;
-    let data = serde_json::json!({
-        "payment_hash": hex::encode(b.payment_hash), "amount_msat": b.amount.as_u64(),
-        "payer_agent_id": b.payer.agent_id, "payee": payee_name(&b), "code": denial.code,
-        "message": denial.message, "purpose": b.purpose,
-    });
-    tx.emit("payment.denied", Some(&b.payer.agent_id), &data, b.now_ms)?;
+    let denied = Denied {
+        payment_hash: b.payment_hash,
+        amount: b.amount,
+        payer_agent_id: b.payer.agent_id.clone(),
+        payee: DeniedPayee::Node(b.payee_node_hex.clone()),
+        code: denial.code,
+        message: denial.message.clone(),
+        purpose: b.purpose.clone(),
+    };
+    events::emit(tx, &Event::PaymentDenied(denied), b.now_ms)?;
     observe_denial(tx, &mut chain, b.now_ms)?;
     Ok(ExternalStart::Denied(denial))
 }
@@ -86,11 +92,7 @@ fn attempt(b: &BeginExternal) -> Attempt {
 /// payment: when it is allowed or held, not again when a held one is
 /// approved.
 fn observe_payment(chain: &mut [AgentState], b: &BeginExternal) {
-    if let Some(payer) = chain.first_mut()
-        && let Some(rules) = payer.policy.as_ref().and_then(|p| p.breaker.as_ref())
-    {
-        payer.breaker.observe_payment(rules, &payee_name(b), b.amount, b.now_ms);
-    }
+    super::chain::observe_payment(chain, &payee_name(b), b.amount, b.now_ms);
 }
 
 /// Reserves `spend` (amount plus fee limit) on the payer's wallet and
@@ -136,7 +138,7 @@ fn start(tx: &mut dyn Tx, chain: &mut [AgentState], b: &BeginExternal, spend: Ms
         detail: Some(format!("fee limit {} msat", b.fee_limit.as_u64())),
         ..entry(b, "payment.allowed", "allowed")
     })?;
-    tx.emit("payment.pending", Some(&payment.agent_id), &payment_data(&payment, b.fee_limit), b.now_ms)?;
+    events::emit(tx, &Event::PaymentPending(Outgoing { payment: payment.clone(), fee_limit: b.fee_limit }), b.now_ms)?;
     if let Some(idem) = &b.idempotency {
         tx.insert_idempotency(&b.payer.agent_id, idem, &payment.id, b.now_ms)?;
     }
@@ -149,8 +151,6 @@ fn start(tx: &mut dyn Tx, chain: &mut [AgentState], b: &BeginExternal, spend: Ms
 /// and the budgets cannot be spent twice meanwhile. Nothing goes to the
 /// backend yet.
 fn hold(tx: &mut dyn Tx, chain: &mut [AgentState], b: &BeginExternal, spend: Msat) -> Result<ApprovalRecord, Error> {
-    crate::store::quota::check_hold(tx, b.holds_pending_max, &b.payer.agent_id, b.now_ms)?;
-    reserve_and_count(tx, chain, b, spend)?;
     let approval = ApprovalRecord {
         id: b.payment_id.replacen("pay_", APPROVAL_PREFIX, 1),
         agent_id: b.payer.agent_id.clone(),
@@ -169,16 +169,19 @@ fn hold(tx: &mut dyn Tx, chain: &mut [AgentState], b: &BeginExternal, spend: Msa
         fee_limit: b.fee_limit,
         payee_node_hex: Some(b.payee_node_hex.clone()),
     };
-    tx.insert_approval(&approval)?;
-    tx.audit(&AuditEntry {
+    let entry = AuditEntry {
         detail: Some(format!("fee limit {} msat", b.fee_limit.as_u64())),
         ..entry(b, "payment.held", "approval-required")
-    })?;
-    tx.emit("payment.held", Some(&approval.agent_id), &approval_data(&approval), b.now_ms)?;
-    if let Some(idem) = &b.idempotency {
-        tx.insert_idempotency(&b.payer.agent_id, idem, &approval.id, b.now_ms)?;
-    }
-    Ok(approval)
+    };
+    let hold = Hold {
+        approval,
+        account: b.payer.account,
+        spend,
+        entry,
+        idempotency: b.idempotency.as_ref(),
+        holds_pending_max: b.holds_pending_max,
+    };
+    approval::hold(tx, chain, hold)
 }
 
 /// A person's decision on a held payment to an outside invoice (still
@@ -191,7 +194,7 @@ fn hold(tx: &mut dyn Tx, chain: &mut [AgentState], b: &BeginExternal, spend: Msa
 /// for the caller to send to the backend once this transaction commits (the
 /// resolver finishes it if the process dies first). For the rate limit an
 /// approval is one more attempt.
-pub fn decide_approval(
+pub fn decide_held(
     tx: &mut dyn Tx,
     mut approval: ApprovalRecord,
     approve: bool,
@@ -199,10 +202,10 @@ pub fn decide_approval(
     now_ms: i64,
 ) -> Result<ApprovalOutcome, Error> {
     if now_ms >= approval.expires_at_ms {
-        return release(tx, approval, ApprovalStatus::Expired, actor, now_ms).map(ApprovalOutcome::Released);
+        return approval::release(tx, approval, ApprovalStatus::Expired, actor, now_ms).map(ApprovalOutcome::Released);
     }
     if !approve {
-        return release(tx, approval, ApprovalStatus::Denied, actor, now_ms).map(ApprovalOutcome::Released);
+        return approval::release(tx, approval, ApprovalStatus::Denied, actor, now_ms).map(ApprovalOutcome::Released);
     }
     refuse_if_live(tx, &approval.payment_hash)?;
     let mut chain = load_chain(tx, &approval.agent_id)?;
@@ -218,7 +221,7 @@ pub fn decide_approval(
     tx.save_balance(account, &balance)?;
     let payment = start(tx, &mut chain, &b, reserved)?;
     approval.payment_id = Some(payment.id.clone());
-    record_decision(tx, &mut approval, ApprovalStatus::Approved, actor, now_ms)?;
+    approval::record_decision(tx, &mut approval, ApprovalStatus::Approved, actor, now_ms)?;
     Ok(ApprovalOutcome::Paid(approval, payment))
 }
 
@@ -296,9 +299,10 @@ pub fn finish(
     tx.update_payment(&payment, transfer_id)?;
     ext.status = payment.status;
     tx.update_external(&ext, now_ms)?;
-    let (action, kind) = match payment.status {
-        PaymentStatus::Succeeded => ("payment.settled", "payment.succeeded"),
-        _ => ("payment.failed", "payment.failed"),
+    let outgoing = Outgoing { payment: payment.clone(), fee_limit: ext.fee_limit };
+    let (action, event) = match payment.status {
+        PaymentStatus::Succeeded => ("payment.settled", Event::PaymentSucceeded(Succeeded::Outside(outgoing))),
+        _ => ("payment.failed", Event::PaymentFailed(outgoing)),
     };
     tx.audit(&AuditEntry {
         at_ms: now_ms,
@@ -310,7 +314,7 @@ pub fn finish(
         detail: payment.detail.clone().or_else(|| Some(format!("fee {} msat", payment.fee.as_u64()))),
         ..AuditEntry::default()
     })?;
-    tx.emit(kind, Some(&payment.agent_id), &payment_data(&payment, ext.fee_limit), now_ms)?;
+    events::emit(tx, &event, now_ms)?;
     Ok(payment)
 }
 
@@ -370,11 +374,8 @@ pub fn credit_from_outside(tx: &mut dyn Tx, payment_hash: &[u8; 32], now_ms: i64
         rule: Some(hex::encode(payment_hash)),
         ..AuditEntry::default()
     })?;
-    let data = serde_json::json!({
-        "payment_hash": hex::encode(payment_hash), "amount_msat": invoice.amount.as_u64(),
-        "payee": invoice.agent_id, "transfer_id": transfer_id, "from": "outside",
-    });
-    tx.emit("invoice.paid", agent_id, &data, now_ms)?;
+    let deposit = Deposit { payment_hash: *payment_hash, amount: invoice.amount, payee: invoice.agent_id, transfer_id };
+    events::emit(tx, &Event::InvoicePaid(Paid::FromOutside(deposit)), now_ms)?;
     Ok(true)
 }
 
@@ -395,12 +396,4 @@ fn entry(b: &BeginExternal, action: &'static str, rule: &str) -> AuditEntry {
         rule: Some(rule.to_owned()),
         detail: None,
     }
-}
-
-fn payment_data(p: &PaymentRecord, fee_limit: Msat) -> serde_json::Value {
-    serde_json::json!({
-        "payment_id": p.id, "payment_hash": hex::encode(p.payment_hash), "amount_msat": p.amount.as_u64(),
-        "fee_msat": p.fee.as_u64(), "fee_limit_msat": fee_limit.as_u64(), "payer_agent_id": p.agent_id,
-        "status": p.status, "detail": p.detail, "purpose": p.purpose,
-    })
 }
