@@ -44,7 +44,7 @@ pub enum Error {
     IdempotencyConflict,
     MintDisabled,
     /// A payment refused by the constitution (or for want of funds).
-    Denied(crate::store::Denial),
+    Denied(crate::model::Denial),
     ApprovalNotPending(&'static str),
     /// An incoming payment was already accepted or rejected.
     AlreadyDecided(&'static str),

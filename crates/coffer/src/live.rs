@@ -5,7 +5,8 @@
 
 use crate::error::Error;
 use crate::limits::{Limit, Limits};
-use crate::store::{EventRecord, Store};
+use crate::model::EventRecord;
+use crate::store::Store;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};

@@ -5,7 +5,8 @@
 //! That JSON is a contract; `kind_tests.rs` pins it for every kind.
 
 use crate::error::Error;
-use crate::store::{ApprovalRecord, ChatSettings, IncomingRecord, MessageKind, PaymentRecord, TREASURY_PAYEE, Tx};
+use crate::model::{ApprovalRecord, ChatSettings, IncomingRecord, MessageKind, PaymentRecord, TREASURY_PAYEE};
+use crate::store::Tx;
 use coffer_client::Scope;
 use coffer_core::policy::{Policy, TripCode};
 use coffer_core::{Msat, Transfer};
@@ -131,8 +132,8 @@ pub struct InvoiceNotice {
     pub room_id: Option<String>,
 }
 
-impl From<&crate::store::InvoiceRecord> for InvoiceNotice {
-    fn from(invoice: &crate::store::InvoiceRecord) -> InvoiceNotice {
+impl From<&crate::model::InvoiceRecord> for InvoiceNotice {
+    fn from(invoice: &crate::model::InvoiceRecord) -> InvoiceNotice {
         InvoiceNotice {
             payment_hash: invoice.payment_hash,
             payee: invoice.agent_id.clone(),

@@ -5,7 +5,7 @@
 
 use super::*;
 use crate::events::{nats, redis, webhook, wire};
-use crate::store::{ApprovalStatus, EventRecord, IncomingStatus};
+use crate::model::{ApprovalStatus, EventRecord, IncomingStatus};
 use coffer_client::{AcceptRooms, PaymentStatus};
 use coffer_core::AccountId;
 use coffer_core::policy::TripCode;

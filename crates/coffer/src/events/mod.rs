@@ -21,8 +21,8 @@ pub mod webhook;
 pub use kind::{Event, KINDS, emit};
 
 use crate::gateway::Gateway;
+use crate::model::EventRecord;
 use crate::model::views::timestamp;
-use crate::store::EventRecord;
 use coffer_client::Event as WireEvent;
 use std::future::Future;
 use std::pin::Pin;

@@ -21,7 +21,7 @@ use super::subscriptions;
 use super::{Lease, backoff_ms, wire};
 use crate::egress::{Egress, Redirects};
 use crate::gateway::{Clock, Gateway, SystemClock};
-use crate::store::{DeliveryRecord, EventRecord, WebhookRecord, WebhookState};
+use crate::model::{DeliveryRecord, EventRecord, WebhookRecord, WebhookState};
 use futures_util::future::join_all;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;

@@ -233,8 +233,8 @@ impl Gateway {
     pub async fn incoming(
         &self,
         caller: &AgentKey,
-        status: Option<crate::store::IncomingStatus>,
-    ) -> Result<Vec<crate::store::IncomingRecord>, Error> {
+        status: Option<crate::model::IncomingStatus>,
+    ) -> Result<Vec<crate::model::IncomingRecord>, Error> {
         let payee = caller.agent_id.clone();
         self.store.read(move |tx| tx.incoming(&payee, status)).await
     }
@@ -245,7 +245,7 @@ impl Gateway {
         caller: &AgentKey,
         payment_id: &str,
         accept: bool,
-    ) -> Result<crate::store::IncomingRecord, Error> {
+    ) -> Result<crate::model::IncomingRecord, Error> {
         let (payee, id, key) = (caller.agent_id.clone(), payment_id.to_owned(), caller.key_id.clone());
         let now_ms = self.now_ms();
         self.store.write(move |tx| ops::invoices::decide_incoming(tx, &payee, &id, accept, &key, now_ms)).await

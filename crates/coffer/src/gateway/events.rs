@@ -6,7 +6,7 @@
 
 use super::*;
 use crate::events::subscriptions;
-use crate::store::{DeliveryRecord, EventRecord, WebhookRecord, WebhookState};
+use crate::model::{DeliveryRecord, EventRecord, WebhookRecord, WebhookState};
 
 /// The longest webhook URL accepted.
 pub const WEBHOOK_URL_LEN_MAX: usize = 2_048;

@@ -16,13 +16,13 @@ use super::ops;
 use super::{AgentKey, Gateway, PayOutcome, Principal};
 use crate::error::Error;
 use crate::lightning::{FundingSource, InvoiceState, PayResult, default_fee_limit};
-use crate::payment::bolt11::OutsideInvoice;
-use crate::payment::outside;
-use crate::secrets;
-use crate::store::{
+use crate::model::{
     ApprovalRecord, BeginExternal, ExternalOutcome, ExternalStart, Idempotency, InvoiceRecord, PayAttempt, Payer,
     PaymentRecord, TREASURY_PAYEE,
 };
+use crate::payment::bolt11::OutsideInvoice;
+use crate::payment::outside;
+use crate::secrets;
 use bitcoin::hashes::{Hash, sha256};
 use coffer_client::{PaymentStatus, Scope};
 use coffer_core::Msat;
@@ -193,7 +193,7 @@ impl Gateway {
         payment_hash: [u8; 32],
         answer: Result<PayResult, crate::lightning::LnError>,
         doing: &str,
-    ) -> Result<crate::store::PaymentRecord, Error> {
+    ) -> Result<crate::model::PaymentRecord, Error> {
         let id = payment_id.to_owned();
         match answer {
             Ok(PayResult::Succeeded { preimage, fee }) => {

@@ -21,13 +21,15 @@ pub use chat::{AUTO_PAY_KEY_ID, MESSAGE_LEN_MAX_BYTES, ROOM_MEMBERS_MAX};
 pub use clock::{Clock, DevClock, SystemClock};
 
 use crate::error::Error;
-use crate::payment::bolt11::{self, Network, NodeSigner, ParsedInvoice};
-use crate::secrets::{self, SecretDigest};
-use crate::store::{
+use crate::model::{
     AgentRecord, AgentState, ApprovalOutcome, ApprovalRecord, ApprovalStatus, AuditFilter, AuditRecord, ChatSettings,
     Idempotency, InvoiceRecord, KeyRecord, MessageRecord, NewAgent, NewKey, NewMessage, OPERATOR, PageRequest,
-    PayAttempt, PayInternal, Payer, PaymentRecord, Quotas, RoomRecord, Store,
+    PayAttempt, PayInternal, Payer, PaymentRecord, RoomRecord,
 };
+use crate::payment::bolt11::{self, Network, NodeSigner, ParsedInvoice};
+use crate::quota::Quotas;
+use crate::secrets::{self, SecretDigest};
+use crate::store::Store;
 use coffer_client::Scope;
 use coffer_core::ledger::AuditReport;
 use coffer_core::policy::{BudgetReport, Policy, budget_report};
@@ -41,7 +43,7 @@ use std::time::Duration;
 pub const AGENT_NAME_LEN_MAX: usize = 64;
 pub const PURPOSE_LEN_MAX_BYTES: usize = 512;
 pub const IDEMPOTENCY_KEY_LEN_MAX: usize = 128;
-/// Batches of [`crate::store::INVOICE_EXPIRY_BATCH_MAX`] invoices one sweep
+/// Batches of [`crate::model::INVOICE_EXPIRY_BATCH_MAX`] invoices one sweep
 /// step expires at most: a backlog (after a long stop) drains over several
 /// steps instead of holding up the writer at once.
 const INVOICE_EXPIRY_BATCHES_PER_STEP_MAX: u32 = 8;
@@ -534,7 +536,7 @@ impl Gateway {
             memo: memo.to_owned(),
             bolt11: signed.bolt11,
             preimage: signed.preimage,
-            status: crate::store::StoredInvoiceStatus::Open,
+            status: crate::model::StoredInvoiceStatus::Open,
             created_at_ms: now,
             expires_at_ms: (created_secs as i64 + i64::from(expiry_secs)) * 1000,
             paid_at_ms: None,
@@ -579,7 +581,7 @@ impl Gateway {
             }
             let swept = self.store.write(move |tx| ops::invoices::expire_invoices(tx, now, watched_since_ms)).await?;
             expired += swept;
-            if swept < u64::from(crate::store::INVOICE_EXPIRY_BATCH_MAX) {
+            if swept < u64::from(crate::model::INVOICE_EXPIRY_BATCH_MAX) {
                 break;
             }
         }

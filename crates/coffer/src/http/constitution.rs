@@ -6,7 +6,7 @@ use super::extract::{ApiJson, ApiQuery, Caller, Operator};
 use crate::error::Error;
 use crate::model::views;
 
-use crate::store::{ApprovalOutcome, ApprovalStatus, AuditFilter};
+use crate::model::{ApprovalOutcome, ApprovalStatus, AuditFilter};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};

@@ -7,8 +7,8 @@ use super::extract::{Agent, ApiJson, ApiQuery, Caller, IdempotencyKey, Operator,
 use crate::error::Error;
 use crate::gateway::{PayOutcome, Principal};
 use crate::live::RoomEvent;
+use crate::model::IncomingStatus;
 use crate::model::views;
-use crate::store::IncomingStatus;
 use axum::Json;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{Path, State};
@@ -147,11 +147,11 @@ async fn backlog(
     caller: &Principal,
     room: &str,
     mut after: i64,
-) -> Result<(Vec<crate::store::MessageRecord>, bool), Error> {
+) -> Result<(Vec<crate::model::MessageRecord>, bool), Error> {
     let mut all = Vec::new();
     loop {
-        let page = gw.messages(caller, room, after, crate::store::PAGE_LIMIT_MAX).await?;
-        let full = page.len() == crate::store::PAGE_LIMIT_MAX as usize;
+        let page = gw.messages(caller, room, after, crate::model::PAGE_LIMIT_MAX).await?;
+        let full = page.len() == crate::model::PAGE_LIMIT_MAX as usize;
         after = page.last().map_or(after, |m| m.id);
         all.extend(page);
         if !full {

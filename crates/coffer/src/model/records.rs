@@ -2,8 +2,8 @@
 //! invoices, payments, approvals, rooms, events, webhooks.
 
 use crate::error::Error;
+use crate::quota::Quotas;
 use crate::secrets::SecretDigest;
-use crate::store::Quotas;
 use coffer_client::Scope;
 use coffer_core::policy::{BreakerState, Policy, Usage};
 use coffer_core::{AccountId, Balance, Msat};

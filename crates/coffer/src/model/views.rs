@@ -1,7 +1,7 @@
 //! Records to wire types: the JSON the HTTP API answers, the events carry
 //! and the room streams send, built in one place for all of them.
 
-use crate::store::{
+use crate::model::{
     AgentRecord, ApprovalRecord, ApprovalStatus, AuditRecord, DeliveryRecord, InvoiceRecord, MessageKind,
     MessageRecord, PaymentRecord, RoomRecord, StoredInvoiceStatus, WebhookRecord,
 };
@@ -148,7 +148,7 @@ pub fn message(m: MessageRecord, now_ms: i64) -> coffer_client::Message {
     }
 }
 
-pub fn incoming(i: crate::store::IncomingRecord) -> coffer_client::Incoming {
+pub fn incoming(i: crate::model::IncomingRecord) -> coffer_client::Incoming {
     coffer_client::Incoming {
         payment_id: i.payment_id,
         payer_agent_id: i.payer_agent_id,
@@ -159,7 +159,7 @@ pub fn incoming(i: crate::store::IncomingRecord) -> coffer_client::Incoming {
     }
 }
 
-pub fn l402_token(t: crate::store::L402TokenRecord, paid: bool) -> coffer_client::L402Token {
+pub fn l402_token(t: crate::model::L402TokenRecord, paid: bool) -> coffer_client::L402Token {
     coffer_client::L402Token {
         authorization: crate::gateway::l402::authorization(&t),
         token: t.token,

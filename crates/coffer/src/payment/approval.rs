@@ -10,7 +10,8 @@
 use super::chain::{count_spend, load_chain, save_policed, trip_if_needed, uncount_spend};
 use crate::error::Error;
 use crate::events::{self, Event};
-use crate::store::{AgentState, ApprovalRecord, ApprovalStatus, AuditEntry, Idempotency, Tx};
+use crate::model::{AgentState, ApprovalRecord, ApprovalStatus, AuditEntry, Idempotency};
+use crate::store::Tx;
 use coffer_core::ledger;
 use coffer_core::{AccountId, Msat};
 

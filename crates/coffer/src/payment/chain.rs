@@ -5,7 +5,8 @@
 
 use crate::error::Error;
 use crate::events::{self, Event};
-use crate::store::{AgentState, AuditEntry, Idempotency, PayAttempt, Tx};
+use crate::model::{AgentState, AuditEntry, Idempotency, PayAttempt};
+use crate::store::Tx;
 use coffer_core::Msat;
 
 /// The deepest sub-agent tree: a limit on the chain a payment walks.

@@ -3,7 +3,7 @@
 //! frozen agent anywhere up the chain, the policies of the chain (see
 //! `coffer_core::policy::evaluate_chain`), then the wallet's balance.
 
-use crate::store::{AgentState, Denial};
+use crate::model::{AgentState, Denial};
 use coffer_core::Msat;
 use coffer_core::policy::{Attempt, Decision, Policy, Usage, evaluate_chain};
 

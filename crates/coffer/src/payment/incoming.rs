@@ -5,7 +5,8 @@
 
 use crate::error::Error;
 use crate::events::{self, Event};
-use crate::store::{AuditEntry, IncomingRecord, IncomingStatus, Tx};
+use crate::model::{AuditEntry, IncomingRecord, IncomingStatus};
+use crate::store::Tx;
 use coffer_core::ledger::{self, Transfer};
 
 /// The payee accepts a pending incoming payment (its reservation is

@@ -14,10 +14,11 @@ use super::decision::{Verdict, decide, stop};
 use crate::error::Error;
 use crate::events::kind::{Denied, DeniedPayee, Paid, Settlement, Succeeded};
 use crate::events::{self, Event};
-use crate::store::{
+use crate::model::{
     AgentState, ApprovalOutcome, ApprovalRecord, ApprovalStatus, AuditEntry, Denial, IncomingRecord, IncomingStatus,
-    InvoiceRecord, PayAttempt, PayInternal, Payer, PaymentRecord, StoredInvoiceStatus, Tx,
+    InvoiceRecord, PayAttempt, PayInternal, Payer, PaymentRecord, StoredInvoiceStatus,
 };
+use crate::store::Tx;
 use coffer_client::PaymentStatus;
 use coffer_core::ledger::{self, Transfer};
 use coffer_core::policy::{Attempt, Payee};

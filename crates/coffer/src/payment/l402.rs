@@ -4,7 +4,8 @@
 
 use super::internal;
 use crate::error::Error;
-use crate::store::{L402Attempt, L402Pay, L402TokenRecord, PayAttempt, Tx};
+use crate::model::{L402Attempt, L402Pay, L402TokenRecord, PayAttempt};
+use crate::store::Tx;
 
 /// Pays for an L402 token, in the caller's transaction: a refused token is
 /// forgotten first; a live token for the same access is reused instead of

@@ -36,7 +36,8 @@ pub mod l402;
 pub mod outside;
 
 use crate::error::Error;
-use crate::store::{ApprovalOutcome, Tx};
+use crate::model::ApprovalOutcome;
+use crate::store::Tx;
 
 /// A person approves (the payment is made) or denies (the reservation is
 /// released) the hold `id`. A decision is final: deciding twice is refused.

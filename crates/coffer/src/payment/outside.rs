@@ -27,10 +27,11 @@ use super::decision::{Verdict, decide};
 use crate::error::Error;
 use crate::events::kind::{Denied, DeniedPayee, Deposit, Outgoing, Paid, Succeeded};
 use crate::events::{self, Event};
-use crate::store::{
+use crate::model::{
     AgentState, ApprovalOutcome, ApprovalRecord, ApprovalStatus, AuditEntry, BeginExternal, ExternalOutcome,
-    ExternalPayment, ExternalStart, Payer, PaymentRecord, TREASURY_PAYEE, Tx,
+    ExternalPayment, ExternalStart, Payer, PaymentRecord, TREASURY_PAYEE,
 };
+use crate::store::Tx;
 use coffer_client::PaymentStatus;
 use coffer_core::ledger::{self, Transfer};
 use coffer_core::policy::{Attempt, Payee};

@@ -21,8 +21,7 @@ pub mod retention;
 pub mod sql;
 pub mod sqlite;
 
-pub use crate::model::records::*;
-pub use crate::quota::Quotas;
+use crate::model::*;
 
 use crate::error::Error;
 use crate::secrets::SecretDigest;

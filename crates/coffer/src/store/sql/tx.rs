@@ -4,9 +4,10 @@
 use super::rows::{self, *};
 use super::{PolicyCache, Sql, SqlRow, args};
 use crate::error::Error;
+use crate::model::PAGE_LIMIT_MAX;
 use crate::model::*;
 use crate::secrets::SecretDigest;
-use crate::store::{PAGE_LIMIT_MAX, Tx, quota, retention};
+use crate::store::{Tx, quota, retention};
 use coffer_core::audit_chain;
 use coffer_core::ledger::{Transfer, TransferSums};
 use coffer_core::policy::Policy;
