@@ -121,7 +121,7 @@ impl Gateway {
     }
 
     /// Expires held payments past their time; run by a background task.
-    /// Writes only when one is due (see [`Store::approvals_due`]).
+    /// Writes only when one is due (see [`Tx::approvals_due`](crate::store::Tx::approvals_due)).
     pub async fn expire_approvals(&self) -> Result<u64, Error> {
         let now = self.now_ms();
         if !self.store.read(move |tx| tx.approvals_due(now)).await? {

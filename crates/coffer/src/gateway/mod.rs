@@ -569,7 +569,7 @@ impl Gateway {
     /// `invoice.expired` events, a batch at a time; run by a background task
     /// on every instance (the store makes each expire once). Invoices of the
     /// backend's node stay open while the deposit watcher looks at them.
-    /// Writes only when one is due (see [`Store::invoices_due`]). Returns
+    /// Writes only when one is due (see [`Tx::invoices_due`](crate::store::Tx::invoices_due)). Returns
     /// how many expired.
     pub async fn expire_invoices(&self) -> Result<u64, Error> {
         let mut expired = 0;

@@ -262,7 +262,7 @@ pub struct KeyRecord {
 pub enum StoredInvoiceStatus {
     Open,
     Paid,
-    /// Marked by the expiry sweep ([`Store::expire_invoices`]): never paid
+    /// Marked by the expiry sweep ([`crate::gateway::ops::invoices::expire_invoices`]): never paid
     /// afterwards.
     Expired,
 }
@@ -279,7 +279,7 @@ impl StoredInvoiceStatus {
     }
 }
 
-/// The most invoices one call of [`Store::expire_invoices`] expires: bounds
+/// The most invoices one call of [`crate::gateway::ops::invoices::expire_invoices`] expires: bounds
 /// the transaction (and so the batch it holds up) of one sweep step.
 pub const INVOICE_EXPIRY_BATCH_MAX: u32 = 256;
 
@@ -367,7 +367,7 @@ pub struct BeginExternal {
     pub now_ms: i64,
 }
 
-/// The outcome of [`Store::begin_external`].
+/// The outcome of [`crate::payment::outside::begin`].
 #[derive(Debug)]
 pub enum ExternalStart {
     /// Recorded as pending: now call the backend.
@@ -478,7 +478,7 @@ pub struct Denial {
     pub needed: Option<Msat>,
 }
 
-/// The outcome of [`Store::pay_internal`].
+/// The outcome of [`crate::payment::internal::pay`].
 #[derive(Debug)]
 pub enum PayAttempt {
     Paid(PaymentRecord),

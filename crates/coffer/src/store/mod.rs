@@ -33,7 +33,7 @@ use std::pin::Pin;
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, Error>> + Send + 'a>>;
 
 /// What an operation answers, carried type-erased through a backend's
-/// queue (see [`Store::write`]).
+/// queue (see `store.write`).
 pub type Answer = Box<dyn Any + Send>;
 /// An operation to run in a write transaction.
 pub type WriteOp = Box<dyn FnOnce(&mut dyn Tx) -> Result<Answer, Error> + Send>;
@@ -42,7 +42,7 @@ pub type WriteOp = Box<dyn FnOnce(&mut dyn Tx) -> Result<Answer, Error> + Send>;
 pub type ReadOp = Box<dyn FnMut(&mut dyn Tx) -> Result<Answer, Error> + Send>;
 
 /// A store runs operations in transactions; what they do to the rows is
-/// [`Tx`]'s. Callers use [`Store::write`] and [`Store::read`].
+/// [`Tx`]'s. Callers use `store.write(|tx| …)` and `store.read(|tx| …)` (on `dyn Store`).
 pub trait Store: Send + Sync + 'static {
     /// Whether other processes may write this store too (several gateway
     /// instances on one database): process-local caches must then refresh.

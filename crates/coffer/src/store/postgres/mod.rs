@@ -30,7 +30,7 @@
 //!
 //! Reads run on [`READERS`] dedicated threads, each owning one connection.
 //! They use the blocking `postgres` client, like the writer, because the
-//! read paths share the synchronous [`Tx`] code with the writes; and a
+//! read paths share the synchronous [`crate::store::Tx`] code with the writes; and a
 //! blocking client must never run, or be dropped, on a tokio worker thread
 //! (it drives its own runtime), so the connections live on threads of
 //! their own rather than in `spawn_blocking`.
