@@ -17,7 +17,7 @@ pub const AGENT_KEY_PREFIX: &str = "csk_";
 /// Prefix of generated operator tokens.
 pub const OPERATOR_TOKEN_PREFIX: &str = "cop_";
 /// Longest secret accepted in a header: anything longer is not ours.
-pub const SECRET_LEN_MAX: usize = 256;
+pub const SECRET_LEN_MAX_BYTES: usize = 256;
 
 /// The SHA-256 digest of a secret. `Debug` prints nothing of it.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -73,9 +73,9 @@ pub fn check_operator_token(token: &str) -> Result<(), String> {
             token.len()
         ));
     }
-    if token.len() > SECRET_LEN_MAX || !token.bytes().all(|b| b.is_ascii_graphic()) {
+    if token.len() > SECRET_LEN_MAX_BYTES || !token.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(format!(
-            "COFFER_OPERATOR_TOKEN must be at most {SECRET_LEN_MAX} printable ASCII characters without spaces"
+            "COFFER_OPERATOR_TOKEN must be at most {SECRET_LEN_MAX_BYTES} printable ASCII characters without spaces"
         ));
     }
     Ok(())
@@ -166,7 +166,7 @@ mod tests {
         assert!(check_operator_token(&"x".repeat(31)).is_err());
         assert!(check_operator_token(&"x".repeat(32)).is_ok());
         assert!(check_operator_token(&format!("{} y", "x".repeat(32))).is_err());
-        assert!(check_operator_token(&"x".repeat(SECRET_LEN_MAX + 1)).is_err());
+        assert!(check_operator_token(&"x".repeat(SECRET_LEN_MAX_BYTES + 1)).is_err());
         assert!(check_operator_token(&new_secret(OPERATOR_TOKEN_PREFIX)).is_ok());
     }
 

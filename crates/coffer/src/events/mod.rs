@@ -29,7 +29,7 @@ pub const BATCH_EVENTS_MAX: u32 = 256;
 pub const LEASE_MS: i64 = 10_000;
 /// How often an idle consumer looks for events committed by other instances
 /// (this instance's own commits wake it at once).
-const POLL_MS: u64 = 1_000;
+const POLL_INTERVAL_MS: u64 = 1_000;
 /// The longest wait between retries after a failure.
 const BACKOFF_MAX_MS: u64 = 30_000;
 
@@ -117,7 +117,7 @@ pub async fn run_bus(gateway: Arc<Gateway>, bus: Arc<dyn Bus>, owner: String) {
             }
             Ok(false) => {
                 failures = 0;
-                POLL_MS
+                POLL_INTERVAL_MS
             }
             Err(e) => {
                 failures = failures.saturating_add(1);

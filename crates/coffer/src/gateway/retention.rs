@@ -13,7 +13,7 @@ const DAY_SECS: u64 = 24 * 3600;
 /// a backlog drains over several passes instead of occupying the writer.
 const PRUNE_BATCHES_PER_PASS_MAX: u32 = 64;
 /// The longest a retention period may be: about 100 years.
-const RETENTION_SECS_MAX: u64 = 100 * 366 * DAY_SECS;
+const RETENTION_MAX_SECS: u64 = 100 * 366 * DAY_SECS;
 
 /// How long each kind of row is kept, and how often the pruner runs.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -55,8 +55,8 @@ impl Retention {
         ] {
             if let Some(value) = lookup(name) {
                 *slot = match value.trim().parse::<u64>() {
-                    Ok(secs) if (1..=RETENTION_SECS_MAX).contains(&secs) => secs,
-                    _ => return Err(format!("{name}: seconds from 1 to {RETENTION_SECS_MAX}, not {value:?}")),
+                    Ok(secs) if (1..=RETENTION_MAX_SECS).contains(&secs) => secs,
+                    _ => return Err(format!("{name}: seconds from 1 to {RETENTION_MAX_SECS}, not {value:?}")),
                 };
             }
         }

@@ -129,8 +129,8 @@ fn page(params: PageParams) -> Result<PageRequest, Error> {
 /// A listing's cursor, as given, and its checked page size.
 pub(super) fn page_params(params: PageParams) -> Result<(Option<String>, u32), Error> {
     let limit = params.limit.unwrap_or(50);
-    if limit == 0 || limit > crate::store::PAGE_LIMIT_MAX {
-        return Err(Error::InvalidField { field: "limit", detail: format!("1 to {}", crate::store::PAGE_LIMIT_MAX) });
+    if limit == 0 || limit > crate::store::PAGE_ROWS_MAX {
+        return Err(Error::InvalidField { field: "limit", detail: format!("1 to {}", crate::store::PAGE_ROWS_MAX) });
     }
     Ok((params.cursor, limit))
 }

@@ -14,7 +14,7 @@ use std::sync::Arc;
 pub const L402_TOKENS_PER_ORIGIN_MAX: usize = 64;
 
 /// The most rows one listing call returns.
-pub const PAGE_LIMIT_MAX: u32 = 200;
+pub const PAGE_ROWS_MAX: u32 = 200;
 
 #[derive(Clone, Debug)]
 pub struct AgentRecord {

@@ -59,7 +59,7 @@ pub const BATCH_JOBS_MAX: usize = 1_024;
 /// The most jobs waiting for the writer; callers wait beyond it.
 const QUEUE_JOBS_MAX: usize = 8_192;
 /// The most reads waiting for a reader thread.
-const READ_QUEUE_MAX: usize = 1_024;
+const QUEUE_READS_MAX: usize = 1_024;
 /// Reader threads (and connections) per instance.
 const READERS: usize = 4;
 /// Prepared statements kept per connection.
@@ -69,7 +69,7 @@ const STATEMENTS_MAX: usize = 256;
 const WRITE_LOCK: i64 = 0x636f_6666_6572_0002;
 /// A transaction left open this long (a stopped instance) is ended by the
 /// server, so it cannot hold the write lock forever.
-const IDLE_IN_TRANSACTION_MS: u64 = 10_000;
+const IDLE_IN_TRANSACTION_TIMEOUT_MS: u64 = 10_000;
 /// Waiting longer than this for the write lock fails the batch.
 const LOCK_TIMEOUT_MS: u64 = 10_000;
 const CONNECT_TIMEOUT_MS: u64 = 5_000;
@@ -97,7 +97,7 @@ impl Conn {
         let mut client = config.connect(NoTls).map_err(|e| Error::internal("connecting to PostgreSQL", e))?;
         client
             .batch_execute(&format!(
-                "SET idle_in_transaction_session_timeout = {IDLE_IN_TRANSACTION_MS}; \
+                "SET idle_in_transaction_session_timeout = {IDLE_IN_TRANSACTION_TIMEOUT_MS}; \
                  SET lock_timeout = {LOCK_TIMEOUT_MS};"
             ))
             .map_err(|e| Error::internal("configuring a PostgreSQL session", e))?;
@@ -186,7 +186,7 @@ impl PostgresStore {
             })
             .map_err(|e| Error::internal("starting the writer thread", e))?;
         started.await.map_err(|_| Error::Internal("the writer thread stopped while opening".into()))??;
-        let (reads, read_queue) = mpsc::channel(READ_QUEUE_MAX);
+        let (reads, read_queue) = mpsc::channel(QUEUE_READS_MAX);
         let read_queue = Arc::new(Mutex::new(read_queue));
         for i in 0..READERS {
             let (config, queue) = (reader_config.clone(), Arc::clone(&read_queue));
@@ -1189,7 +1189,7 @@ impl Tx for PgTx<'_> {
 }
 
 fn page_bounds(page: PageRequest) -> (i64, i64) {
-    let limit = page.limit.clamp(1, PAGE_LIMIT_MAX);
+    let limit = page.limit.clamp(1, PAGE_ROWS_MAX);
     (page.before.unwrap_or(i64::MAX), i64::from(limit))
 }
 
@@ -1430,7 +1430,7 @@ impl Store for PostgresStore {
                 "SELECT {APPROVAL_COLUMNS} WHERE $1::text IS NULL OR status = $1 ORDER BY created_at DESC, id DESC \
                  LIMIT $2"
             );
-            let limit = i64::from(limit.clamp(1, PAGE_LIMIT_MAX));
+            let limit = i64::from(limit.clamp(1, PAGE_ROWS_MAX));
             rows(tx.conn.query(&sql, &[&status.map(ApprovalStatus::as_str), &limit])?, approval_from_row)
         })
     }
@@ -1481,7 +1481,7 @@ impl Store for PostgresStore {
 
     fn audit_log(&self, filter: AuditFilter, after_seq: i64, limit: u32) -> StoreFuture<'_, Vec<AuditRecord>> {
         self.read(move |tx| {
-            let limit = i64::from(limit.clamp(1, PAGE_LIMIT_MAX));
+            let limit = i64::from(limit.clamp(1, PAGE_ROWS_MAX));
             let found = tx.conn.query(
                 "SELECT seq, body, prev_hash, hash FROM audit_log WHERE seq > $1 \
                  AND ($2::text IS NULL OR agent_id = $2) AND ($3::text IS NULL OR action = $3) \
@@ -1525,7 +1525,7 @@ impl Store for PostgresStore {
         limit: u32,
     ) -> StoreFuture<'_, (Vec<RoomRecord>, Option<String>)> {
         self.read(move |tx| {
-            let limit = limit.clamp(1, PAGE_LIMIT_MAX);
+            let limit = limit.clamp(1, PAGE_ROWS_MAX);
             // As SQLite's: oldest first, after the cursor room's (created_at, id).
             let found = tx.conn.query(
                 "SELECT r.id FROM rooms r WHERE ($1::TEXT IS NULL OR EXISTS (SELECT 1 FROM room_members m \
@@ -1608,7 +1608,7 @@ impl Store for PostgresStore {
 
     fn messages(&self, room_id: String, after_id: i64, limit: u32) -> StoreFuture<'_, Vec<MessageRecord>> {
         self.read(move |tx| {
-            let limit = i64::from(limit.clamp(1, PAGE_LIMIT_MAX));
+            let limit = i64::from(limit.clamp(1, PAGE_ROWS_MAX));
             tx.messages_where("m.room_id = $1 AND m.id > $2 ORDER BY m.id LIMIT $3", &[&room_id, &after_id, &limit])
         })
     }
@@ -1644,7 +1644,7 @@ impl Store for PostgresStore {
                 "SELECT {INCOMING_COLUMNS} WHERE payee_agent_id = $1 AND ($2::text IS NULL OR status = $2) \
                  ORDER BY created_at DESC, payment_id DESC LIMIT $3"
             );
-            let limit = i64::from(PAGE_LIMIT_MAX);
+            let limit = i64::from(PAGE_ROWS_MAX);
             rows(
                 tx.conn.query(&sql, &[&payee_agent_id, &status.map(IncomingStatus::as_str), &limit])?,
                 incoming_from_row,
@@ -1705,7 +1705,7 @@ impl Store for PostgresStore {
             // Least recently asked first: every check updates the row, so a
             // payment stuck at the backend does not starve the others.
             let sql = format!("SELECT {EXTERNAL_COLUMNS} WHERE status = 'pending' ORDER BY updated_at LIMIT $1");
-            let limit = i64::from(limit.min(PAGE_LIMIT_MAX));
+            let limit = i64::from(limit.min(PAGE_ROWS_MAX));
             rows(tx.conn.query(&sql, &[&limit])?, external_from_row)
         })
     }
@@ -1721,7 +1721,7 @@ impl Store for PostgresStore {
                 "SELECT {INVOICE_COLUMNS} WHERE status = 'open' AND backend IS NOT NULL AND seq > $1 \
                  AND expires_at >= $2 ORDER BY seq LIMIT $3"
             );
-            let limit = i64::from(limit.min(PAGE_LIMIT_MAX));
+            let limit = i64::from(limit.min(PAGE_ROWS_MAX));
             let found = rows(tx.conn.query(&sql, &[&after_seq, &since_ms, &limit])?, invoice_from_row)?;
             let last = found.last().map(|r| r.1);
             Ok((found.into_iter().map(|r| r.0).collect(), last))

@@ -6,15 +6,15 @@
 //! Event ids increase in commit order here too: every write batch holds the
 //! one write lock, so a reader never sees id N+1 committed before id N.
 
-use super::{Conn, Error, PAGE_LIMIT_MAX};
+use super::{Conn, Error, PAGE_ROWS_MAX};
 use crate::store::{DeliveryRecord, EventRecord, WebhookRecord, WebhookState};
 use ::postgres::Row;
 
 /// The most events one read returns.
-pub const EVENTS_LIMIT_MAX: u32 = 1_000;
+pub const READ_EVENTS_MAX: u32 = 1_000;
 
 pub fn events(conn: &mut Conn, after_id: i64, agent_id: Option<&str>, limit: u32) -> Result<Vec<EventRecord>, Error> {
-    let limit = i64::from(limit.clamp(1, EVENTS_LIMIT_MAX));
+    let limit = i64::from(limit.clamp(1, READ_EVENTS_MAX));
     let rows = match agent_id {
         None => conn.query(
             "SELECT id, type, agent_id, data, created_at FROM events WHERE id > $1 ORDER BY id LIMIT $2",
@@ -154,7 +154,7 @@ pub fn insert_delivery(conn: &mut Conn, d: &DeliveryRecord) -> Result<(), Error>
 }
 
 pub fn deliveries(conn: &mut Conn, webhook_id: &str, limit: u32) -> Result<Vec<DeliveryRecord>, Error> {
-    let limit = i64::from(limit.clamp(1, PAGE_LIMIT_MAX));
+    let limit = i64::from(limit.clamp(1, PAGE_ROWS_MAX));
     let rows = conn.query(
         "SELECT webhook_id, event_id, attempt, status, error, delivered, at, duration_ms FROM webhook_deliveries \
          WHERE webhook_id = $1 ORDER BY id DESC LIMIT $2",

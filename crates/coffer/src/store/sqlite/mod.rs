@@ -58,7 +58,7 @@ pub const BATCH_JOBS_MAX: usize = 1_024;
 /// while the writer runs the next batch, the HTTP workers answer this one's
 /// callers and read their next requests. Measured with `coffer bench` at 32
 /// clients: 16 gives 5-15% more payments/s than 1,024 (BENCHMARKS.md).
-const BATCH_JOBS_MAX_UNSYNCED: usize = 16;
+const BATCH_JOBS_UNSYNCED_MAX: usize = 16;
 /// The most jobs waiting for the writer; callers wait beyond it.
 const QUEUE_JOBS_MAX: usize = 8_192;
 /// The writer's page cache, at most (SQLite fills it as pages are used).
@@ -66,7 +66,7 @@ const QUEUE_JOBS_MAX: usize = 8_192;
 /// listings, idempotency keys) outgrow a small cache, and every miss is a
 /// read from the file: with 1,000,000 payments stored, 64 MiB cost ~30% of
 /// the throughput, 512 MiB under 10%.
-const PAGE_CACHE_KIB: u64 = 512 * 1024;
+const PAGE_CACHE_MAX_KIB: u64 = 512 * 1024;
 /// Read-only connections kept open.
 const READERS_MAX: usize = 8;
 /// How often the checkpointer copies the WAL back into the database.
@@ -117,7 +117,7 @@ impl Durability {
     /// The most jobs committed in one transaction.
     pub fn batch_jobs_max(self) -> usize {
         match self {
-            Durability::Process => BATCH_JOBS_MAX_UNSYNCED,
+            Durability::Process => BATCH_JOBS_UNSYNCED_MAX,
             Durability::Full => BATCH_JOBS_MAX,
         }
     }
@@ -259,7 +259,7 @@ fn configure_writer(conn: &Connection, durability: Durability) -> Result<(), Err
     };
     conn.execute_batch(&format!(
         "PRAGMA journal_mode=WAL; PRAGMA synchronous={synchronous}; PRAGMA busy_timeout=5000; \
-         PRAGMA temp_store=MEMORY; PRAGMA cache_size=-{PAGE_CACHE_KIB}; PRAGMA wal_autocheckpoint=0; \
+         PRAGMA temp_store=MEMORY; PRAGMA cache_size=-{PAGE_CACHE_MAX_KIB}; PRAGMA wal_autocheckpoint=0; \
          PRAGMA journal_size_limit={WAL_SIZE_LIMIT_BYTES};"
     ))
     .map_err(|e| Error::internal("configuring the database", e))?;
@@ -1311,7 +1311,7 @@ impl Tx for SqliteTx<'_> {
 }
 
 fn page_bounds(page: PageRequest) -> (i64, i64) {
-    let limit = page.limit.clamp(1, PAGE_LIMIT_MAX);
+    let limit = page.limit.clamp(1, PAGE_ROWS_MAX);
     (page.before.unwrap_or(i64::MAX), i64::from(limit))
 }
 
@@ -1520,7 +1520,7 @@ impl Store for SqliteStore {
             // payment stuck at the backend does not starve the others.
             let sql = format!("SELECT {EXTERNAL_COLUMNS} WHERE status = 'pending' ORDER BY updated_at LIMIT ?1");
             let mut stmt = tx.conn.prepare_cached(&sql)?;
-            let rows = stmt.query_map([limit.min(PAGE_LIMIT_MAX)], external_from_row)?;
+            let rows = stmt.query_map([limit.min(PAGE_ROWS_MAX)], external_from_row)?;
             rows.map(|r| r?).collect()
         })
     }
@@ -1538,7 +1538,7 @@ impl Store for SqliteStore {
             );
             let mut stmt = tx.conn.prepare_cached(&sql)?;
             let rows: Vec<(InvoiceRecord, i64, AccountId)> = stmt
-                .query_map(params![after_seq, since_ms, limit.min(PAGE_LIMIT_MAX)], invoice_from_row)?
+                .query_map(params![after_seq, since_ms, limit.min(PAGE_ROWS_MAX)], invoice_from_row)?
                 .map(|r| r?)
                 .collect::<Result<_, _>>()?;
             let last = rows.last().map(|r| r.1);
@@ -1629,7 +1629,7 @@ impl Store for SqliteStore {
             let sql =
                 format!("SELECT {APPROVAL_COLUMNS} WHERE ?1 IS NULL OR status = ?1 ORDER BY created_at DESC LIMIT ?2");
             let mut stmt = tx.conn.prepare_cached(&sql)?;
-            let limit = i64::from(limit.clamp(1, PAGE_LIMIT_MAX));
+            let limit = i64::from(limit.clamp(1, PAGE_ROWS_MAX));
             let rows = stmt.query_map(params![status.map(ApprovalStatus::as_str), limit], approval_from_row)?;
             rows.map(|r| r?).collect()
         })
@@ -1685,7 +1685,7 @@ impl Store for SqliteStore {
                  AND (?2 IS NULL OR agent_id = ?2) AND (?3 IS NULL OR action = ?3) \
                  AND (?4 IS NULL OR at >= ?4) AND (?5 IS NULL OR at < ?5) ORDER BY seq LIMIT ?6",
             )?;
-            let limit = i64::from(limit.clamp(1, PAGE_LIMIT_MAX));
+            let limit = i64::from(limit.clamp(1, PAGE_ROWS_MAX));
             let rows = stmt.query_map(
                 params![after_seq, filter.agent_id, filter.action, filter.since_ms, filter.until_ms, limit],
                 audit_from_row,
@@ -1729,7 +1729,7 @@ impl Store for SqliteStore {
         limit: u32,
     ) -> StoreFuture<'_, (Vec<RoomRecord>, Option<String>)> {
         self.read(move |tx| {
-            let limit = limit.clamp(1, PAGE_LIMIT_MAX);
+            let limit = limit.clamp(1, PAGE_ROWS_MAX);
             // Oldest first; the cursor is the last room's id, and the page
             // goes on after its (created_at, id).
             let sql = "SELECT r.id FROM rooms r WHERE (?1 IS NULL OR EXISTS (SELECT 1 FROM room_members m \
@@ -1813,7 +1813,7 @@ impl Store for SqliteStore {
 
     fn messages(&self, room_id: String, after_id: i64, limit: u32) -> StoreFuture<'_, Vec<MessageRecord>> {
         self.read(move |tx| {
-            let limit = i64::from(limit.clamp(1, PAGE_LIMIT_MAX));
+            let limit = i64::from(limit.clamp(1, PAGE_ROWS_MAX));
             tx.messages_where("m.room_id = ?1 AND m.id > ?2 ORDER BY m.id LIMIT ?3", &[&room_id, &after_id, &limit])
         })
     }
@@ -1836,7 +1836,7 @@ impl Store for SqliteStore {
                 "SELECT {INCOMING_COLUMNS} WHERE payee_agent_id = ?1 AND (?2 IS NULL OR status = ?2) \
                  ORDER BY created_at DESC LIMIT ?3"
             ))?;
-            let limit = i64::from(PAGE_LIMIT_MAX);
+            let limit = i64::from(PAGE_ROWS_MAX);
             let rows =
                 stmt.query_map(params![payee_agent_id, status.map(IncomingStatus::as_str), limit], incoming_from_row)?;
             rows.map(|r| r?).collect()

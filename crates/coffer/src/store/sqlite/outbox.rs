@@ -2,15 +2,15 @@
 //! their delivery log. Called by the `Store` implementation in the parent
 //! module, inside its read or write transactions.
 
-use super::{Error, PAGE_LIMIT_MAX};
+use super::{Error, PAGE_ROWS_MAX};
 use crate::store::{DeliveryRecord, EventRecord, WebhookRecord, WebhookState};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 /// The most events one read returns.
-pub const EVENTS_LIMIT_MAX: u32 = 1_000;
+pub const READ_EVENTS_MAX: u32 = 1_000;
 
 pub fn events(conn: &Connection, after_id: i64, agent_id: Option<&str>, limit: u32) -> Result<Vec<EventRecord>, Error> {
-    let limit = i64::from(limit.clamp(1, EVENTS_LIMIT_MAX));
+    let limit = i64::from(limit.clamp(1, READ_EVENTS_MAX));
     // Two statements, so each uses its index: (id) for all events,
     // (agent_id, id) for one agent's.
     let mut stmt = match agent_id {
@@ -144,7 +144,7 @@ pub fn deliveries(conn: &Connection, webhook_id: &str, limit: u32) -> Result<Vec
         "SELECT webhook_id, event_id, attempt, status, error, delivered, at, duration_ms FROM webhook_deliveries \
          WHERE webhook_id = ?1 ORDER BY id DESC LIMIT ?2",
     )?;
-    let limit = i64::from(limit.clamp(1, PAGE_LIMIT_MAX));
+    let limit = i64::from(limit.clamp(1, PAGE_ROWS_MAX));
     let rows = stmt.query_map(params![webhook_id, limit], |row| {
         let duration_ms: i64 = row.get(7)?;
         Ok(DeliveryRecord {
