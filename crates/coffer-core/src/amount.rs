@@ -10,6 +10,10 @@ pub const SAT_PER_BTC: u64 = 100_000_000;
 /// The 21 million bitcoin supply cap, in millisatoshis. No single amount that
 /// coffer accepts from outside may exceed it.
 pub const MONEY_MAX_MSAT: u64 = 21_000_000 * SAT_PER_BTC * MSAT_PER_SAT;
+// Every single amount fits the `i64` that SQL databases store
+// (`Msat::to_sql`), and the sum of two does not overflow a `u64`.
+const _: () = assert!(MONEY_MAX_MSAT <= i64::MAX as u64);
+const _: () = assert!(MONEY_MAX_MSAT <= u64::MAX / 2);
 
 /// An amount of money in millisatoshis.
 ///

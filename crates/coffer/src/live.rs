@@ -19,6 +19,9 @@ const BACKLOG_EVENTS_MAX: usize = 1_024;
 const FEED_BATCHES_MAX: usize = 1_024;
 /// Events the feed reads per step.
 const FEED_BATCH_EVENTS_MAX: u32 = 256;
+// The feed takes a short read for "caught up": a read the store cut short
+// would leave events behind until the next poll.
+const _: () = assert!(FEED_BATCH_EVENTS_MAX <= crate::store::READ_EVENTS_MAX);
 /// How often the feed looks for events of other instances; this instance's
 /// commits wake it at once.
 const FEED_POLL_INTERVAL_MS: u64 = 1_000;

@@ -63,6 +63,12 @@ pub fn new_id(prefix: &str) -> String {
 /// A chosen operator token is at least this long: it guards every agent's
 /// money, and a short one can be guessed. Generated tokens have 68.
 pub const OPERATOR_TOKEN_LEN_MIN_BYTES: usize = 32;
+// A generated secret (a prefix and 32 random bytes in hex: 68 for either
+// prefix) is long enough to be chosen, and short enough to be accepted.
+const _: () = assert!(OPERATOR_TOKEN_PREFIX.len() + 64 == 68);
+const _: () = assert!(AGENT_KEY_PREFIX.len() + 64 == 68);
+const _: () = assert!(OPERATOR_TOKEN_LEN_MIN_BYTES <= 68);
+const _: () = assert!(68 <= SECRET_LEN_MAX_BYTES);
 
 /// Checks a token the operator chose (`COFFER_OPERATOR_TOKEN`).
 pub fn check_operator_token(token: &str) -> Result<(), String> {

@@ -20,6 +20,9 @@ use sha2::{Digest, Sha256};
 pub const PAYEES_TRACKED_MAX: usize = 64;
 /// Longer payee keys are replaced by their hash, to bound the state.
 const PAYEE_KEY_LEN_MAX_BYTES: usize = 128;
+// The hash that replaces a longer key ("sha256:" and 64 hex digits) is
+// itself within the bound, so it is kept as it is.
+const _: () = assert!("sha256:".len() + 64 <= PAYEE_KEY_LEN_MAX_BYTES);
 
 /// When to trip. Each limit is the most tolerated within `window`; one
 /// more trips the breaker.

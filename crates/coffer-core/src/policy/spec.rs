@@ -16,9 +16,13 @@ pub const BUDGETS_MAX: usize = 16;
 pub const PAYEE_ENTRIES_MAX: usize = 1_000;
 /// The highest `max_payments_per_minute`: 1,000 a second.
 pub const PAYMENTS_PER_MINUTE_MAX: u32 = 60_000;
+const _: () =
+    assert!(PAYMENTS_PER_MINUTE_MAX as i64 == 1_000 * (super::window::MS_PER_MINUTE / super::window::MS_PER_SECOND));
 /// Agent ids and domains are names, not documents.
 const AGENT_ID_LEN_MAX_BYTES: usize = 128;
 const DOMAIN_LEN_MAX_BYTES: usize = 253;
+// The longest DNS name (RFC 1035: 255 octets on the wire, 253 written out).
+const _: () = assert!(DOMAIN_LEN_MAX_BYTES == 253);
 
 /// What an agent may spend. Every field is optional; the default policy has
 /// no limits at all. Parse untrusted text with [`Policy::from_json`], which

@@ -30,9 +30,14 @@ pub const BUCKETS_PER_WINDOW: i64 = 60;
 /// A window that does not start on a bucket boundary overlaps one bucket more
 /// than it spans, so 61 buckets can be live at once.
 const BUCKETS_LIVE_MAX: usize = 61;
+const _: () = assert!(BUCKETS_LIVE_MAX == BUCKETS_PER_WINDOW as usize + 1);
 /// The rate limit counts over the last minute, in 1-second buckets (one
 /// sixtieth of the window, like every ring).
 pub const RATE_WINDOW_MS: i64 = 60_000;
+// One minute, cut into buckets of exactly one second each.
+const _: () = assert!(RATE_WINDOW_MS == super::window::MS_PER_MINUTE);
+const _: () = assert!(RATE_WINDOW_MS / BUCKETS_PER_WINDOW == super::window::MS_PER_SECOND);
+const _: () = assert!(RATE_WINDOW_MS % BUCKETS_PER_WINDOW == 0);
 
 /// The money (or count) recorded in one time bucket: the instants
 /// `[index * width, (index + 1) * width)`.

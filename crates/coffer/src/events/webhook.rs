@@ -33,10 +33,14 @@ const LEASE: &str = "webhooks";
 const WEBHOOKS_PER_STEP_MAX: usize = 64;
 /// Events read per webhook and step: those of other types are skipped.
 const EVENTS_PER_READ_MAX: u32 = 64;
+const _: () = assert!(EVENTS_PER_READ_MAX <= crate::store::READ_EVENTS_MAX);
 /// The longest error text kept in the delivery log.
 const ERROR_LEN_MAX_BYTES: usize = 300;
 /// How often the dispatcher looks for work when idle.
 const POLL_INTERVAL_MS: u64 = 250;
+// Idle or after a failed step (four polls), the dispatcher is back before
+// half its lease has passed, when `Lease::hold` renews it.
+const _: () = assert!(((POLL_INTERVAL_MS * 4) as i64) < super::LEASE_MS / 2);
 
 #[derive(Clone, Copy, Debug)]
 pub struct WebhookSettings {

@@ -9,6 +9,8 @@ use crate::store::{DeliveryRecord, EventRecord, WebhookRecord, WebhookState};
 
 /// The longest webhook URL accepted.
 pub const WEBHOOK_URL_LEN_MAX_BYTES: usize = 2_048;
+// A URL at its bound fits a request body.
+const _: () = assert!(WEBHOOK_URL_LEN_MAX_BYTES < crate::limits::BODY_LEN_MAX_BYTES);
 /// Event types one webhook may filter on, at most.
 pub const WEBHOOK_TYPES_MAX: usize = 64;
 /// The longest event type name.
@@ -151,6 +153,9 @@ impl Gateway {
 const OPERATOR_STREAMS: &str = "operator";
 /// Events a stream reads from the store per step while catching up.
 const FOLLOW_PAGE_EVENTS_MAX: u32 = 200;
+// A stream takes a short page for "caught up": a page the store cut short
+// would switch it to live delivery with events left unread.
+const _: () = assert!(FOLLOW_PAGE_EVENTS_MAX <= crate::store::READ_EVENTS_MAX);
 
 /// A live stream's reader: the store until it has caught up, then the
 /// process's one feed of the outbox (`crate::live`), filtered to what the

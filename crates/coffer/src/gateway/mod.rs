@@ -40,10 +40,15 @@ use std::time::Duration;
 pub const AGENT_NAME_LEN_MAX_CHARS: usize = 64;
 pub const PURPOSE_LEN_MAX_BYTES: usize = 512;
 pub const IDEMPOTENCY_KEY_LEN_MAX_BYTES: usize = 128;
+// A field at its bound fits a request body (UTF-8 takes up to 4 bytes a
+// character).
+const _: () = assert!(4 * AGENT_NAME_LEN_MAX_CHARS < crate::limits::BODY_LEN_MAX_BYTES);
+const _: () = assert!(PURPOSE_LEN_MAX_BYTES < crate::limits::BODY_LEN_MAX_BYTES);
 /// Batches of [`crate::store::INVOICE_EXPIRY_BATCH_MAX`] invoices one sweep
 /// step expires at most: a backlog (after a long stop) drains over several
 /// steps instead of holding up the writer at once.
 const INVOICE_EXPIRY_BATCHES_PER_STEP_MAX: u32 = 8;
+const _: () = assert!(INVOICE_EXPIRY_BATCHES_PER_STEP_MAX >= 1);
 
 /// Who is calling.
 #[derive(Clone, Debug)]

@@ -98,6 +98,9 @@ pub async fn qr_png(
 }
 
 const QR_SCALE_DEFAULT_PX: u32 = 6;
+// The default is a scale `qr::png` keeps as it is.
+const _: () = assert!(QR_SCALE_DEFAULT_PX >= super::qr::PNG_SCALE_MIN_PX);
+const _: () = assert!(QR_SCALE_DEFAULT_PX <= super::qr::PNG_SCALE_MAX_PX);
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -17,6 +17,8 @@ pub const QUIET_ZONE_MODULES: usize = 4;
 /// The bounds a PNG's pixels per module are clamped to.
 pub const PNG_SCALE_MIN_PX: u32 = 1;
 pub const PNG_SCALE_MAX_PX: u32 = 16;
+const _: () = assert!(PNG_SCALE_MIN_PX >= 1);
+const _: () = assert!(PNG_SCALE_MIN_PX <= PNG_SCALE_MAX_PX);
 /// The longest payload encoded, in characters: what the largest QR code
 /// (version 40) holds at level M in alphanumeric mode. Longer input is
 /// refused before any encoding work.
@@ -25,6 +27,7 @@ pub const PAYLOAD_LEN_MAX_BYTES: usize = 3_391;
 const CODE_WIDTH_MAX_MODULES: usize = 177;
 /// The side of the largest PNG, in pixels (2,960): the image size is bounded.
 pub const PNG_SIDE_MAX_PX: u32 = (CODE_WIDTH_MAX_MODULES + 2 * QUIET_ZONE_MODULES) as u32 * PNG_SCALE_MAX_PX;
+const _: () = assert!(PNG_SIDE_MAX_PX == 2_960);
 
 const SCHEME: &str = "LIGHTNING:";
 

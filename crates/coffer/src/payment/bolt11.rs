@@ -15,12 +15,14 @@ use crate::secrets::{random_bytes, write_private_file};
 pub const BOLT11_LEN_MAX_BYTES: usize = 7_089;
 /// BOLT11's limit on the `d` (description) field.
 pub const MEMO_LEN_MAX_BYTES: usize = 639;
+const _: () = assert!(MEMO_LEN_MAX_BYTES < BOLT11_LEN_MAX_BYTES);
 /// BOLT11 writes amounts in pico-bitcoin in a `u64`: 10 pico-BTC per msat,
 /// so it cannot carry more than this (about 18.4 million BTC).
 pub const INVOICE_AMOUNT_MAX_MSAT: u64 = u64::MAX / 10;
 /// The default and the longest invoice expiry.
 pub const EXPIRY_DEFAULT_SECS: u32 = 3_600;
 pub const EXPIRY_MAX_SECS: u32 = 7 * 24 * 3_600;
+const _: () = assert!(EXPIRY_DEFAULT_SECS <= EXPIRY_MAX_SECS);
 /// The final CLTV delta we ask for (BOLT11's default of 18 is too short for
 /// real nodes; 144 blocks is about a day).
 const FINAL_CLTV_EXPIRY_DELTA_MIN_BLOCKS: u64 = 144;

@@ -16,6 +16,8 @@ use coffer_core::{AccountId, Msat};
 
 /// The deepest sub-agent tree: a limit on the chain a payment walks.
 pub const CHAIN_DEPTH_MAX: usize = 8;
+// Every tree `COFFER_LIMIT_TREE_DEPTH` allows can be walked.
+const _: () = assert!(crate::limits::TREE_DEPTH_MAX as usize <= CHAIN_DEPTH_MAX);
 
 pub fn pay(tx: &mut impl Tx, pay: PayInternal) -> Result<PayAttempt, Error> {
     if let Some(earlier) = replay(tx, &pay.payer.agent_id, pay.idempotency.as_ref())? {

@@ -33,11 +33,15 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 /// The largest relay message read: NWC answers are a few kB, and NIP-47
 /// asks relays to allow 64 kB payloads.
 pub const RELAY_MESSAGE_LEN_MAX_BYTES: usize = 256 * 1024;
+// A message carries the largest payload NIP-47 asks relays to allow (and
+// the largest encrypted content: see `crypto`).
+const _: () = assert!(RELAY_MESSAGE_LEN_MAX_BYTES >= 64 * 1024);
 /// Requests waiting for their answer at once; more wait for a place.
 pub const IN_FLIGHT_MAX: usize = 64;
 /// The first and the longest delay before connecting again after a failure.
 const BACKOFF_MIN_MS: u64 = 100;
 pub const BACKOFF_MAX_MS: u64 = 30_000;
+const _: () = assert!(BACKOFF_MIN_MS <= BACKOFF_MAX_MS);
 /// Subscription ids on the relay.
 const ANSWERS_SUB: &str = "coffer-nwc";
 const INFO_SUB: &str = "coffer-nwc-info";

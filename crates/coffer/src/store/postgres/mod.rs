@@ -58,10 +58,14 @@ use tokio::sync::{mpsc, oneshot, watch};
 pub const BATCH_JOBS_MAX: usize = 1_024;
 /// The most jobs waiting for the writer; callers wait beyond it.
 const QUEUE_JOBS_MAX: usize = 8_192;
+// A full queue holds several full batches.
+const _: () = assert!(BATCH_JOBS_MAX < QUEUE_JOBS_MAX);
 /// The most reads waiting for a reader thread.
 const QUEUE_READS_MAX: usize = 1_024;
 /// Reader threads (and connections) per instance.
 const READERS: usize = 4;
+// Every reader can have a read waiting for it.
+const _: () = assert!(READERS <= QUEUE_READS_MAX);
 /// Prepared statements kept per connection.
 const STATEMENTS_MAX: usize = 256;
 /// Any constant, the same in every instance: the lock each write

@@ -7,11 +7,8 @@
 //! one write lock, so a reader never sees id N+1 committed before id N.
 
 use super::{Conn, Error, PAGE_ROWS_MAX};
-use crate::store::{DeliveryRecord, EventRecord, WebhookRecord, WebhookState};
+use crate::store::{DeliveryRecord, EventRecord, READ_EVENTS_MAX, WebhookRecord, WebhookState};
 use ::postgres::Row;
-
-/// The most events one read returns.
-pub const READ_EVENTS_MAX: u32 = 1_000;
 
 pub fn events(conn: &mut Conn, after_id: i64, agent_id: Option<&str>, limit: u32) -> Result<Vec<EventRecord>, Error> {
     let limit = i64::from(limit.clamp(1, READ_EVENTS_MAX));

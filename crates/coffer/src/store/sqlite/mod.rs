@@ -61,6 +61,11 @@ pub const BATCH_JOBS_MAX: usize = 1_024;
 const BATCH_JOBS_UNSYNCED_MAX: usize = 16;
 /// The most jobs waiting for the writer; callers wait beyond it.
 const QUEUE_JOBS_MAX: usize = 8_192;
+// A batch is taken from the queue: the unsynced batch is the smaller one,
+// and a full queue holds several full batches.
+const _: () = assert!(BATCH_JOBS_UNSYNCED_MAX >= 1);
+const _: () = assert!(BATCH_JOBS_UNSYNCED_MAX <= BATCH_JOBS_MAX);
+const _: () = assert!(BATCH_JOBS_MAX < QUEUE_JOBS_MAX);
 /// The writer's page cache, at most (SQLite fills it as pages are used).
 /// With a long history the random indexes (payment hashes, per-agent
 /// listings, idempotency keys) outgrow a small cache, and every miss is a
@@ -81,9 +86,13 @@ const WAL_RESTART_FRAMES: u32 = 32_768;
 /// restart bound, so that steady load does not shrink and regrow the file
 /// at every restart.
 const WAL_SIZE_LIMIT_BYTES: i64 = 256 * 1024 * 1024;
+// Above the restart bound: the restart frames, each a 4 KiB page and its
+// 24-byte frame header, plus the 32-byte WAL header.
+const _: () = assert!(32 + WAL_RESTART_FRAMES as i64 * (4_096 + 24) < WAL_SIZE_LIMIT_BYTES);
 /// A WAL past its bound is forced to start over (waiting for readers) after
 /// this many batches, if the cheap way (`WalRestart`) did not succeed.
 const WAL_RESTART_WAIT_BATCHES_MAX: u32 = 1_024;
+const _: () = assert!(WAL_RESTART_WAIT_BATCHES_MAX >= 1);
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Durability {

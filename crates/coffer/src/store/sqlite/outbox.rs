@@ -3,11 +3,8 @@
 //! module, inside its read or write transactions.
 
 use super::{Error, PAGE_ROWS_MAX};
-use crate::store::{DeliveryRecord, EventRecord, WebhookRecord, WebhookState};
+use crate::store::{DeliveryRecord, EventRecord, READ_EVENTS_MAX, WebhookRecord, WebhookState};
 use rusqlite::{Connection, OptionalExtension, Row, params};
-
-/// The most events one read returns.
-pub const READ_EVENTS_MAX: u32 = 1_000;
 
 pub fn events(conn: &Connection, after_id: i64, agent_id: Option<&str>, limit: u32) -> Result<Vec<EventRecord>, Error> {
     let limit = i64::from(limit.clamp(1, READ_EVENTS_MAX));
