@@ -9,11 +9,15 @@ pub const MSAT_PER_SAT: u64 = 1_000;
 pub const SAT_PER_BTC: u64 = 100_000_000;
 /// The 21 million bitcoin supply cap, in millisatoshis. No single amount that
 /// coffer accepts from outside may exceed it.
-pub const MAX_MONEY_MSAT: u64 = 21_000_000 * SAT_PER_BTC * MSAT_PER_SAT;
+pub const MONEY_MAX_MSAT: u64 = 21_000_000 * SAT_PER_BTC * MSAT_PER_SAT;
+// Every single amount fits the `i64` that SQL databases store
+// (`Msat::to_sql`), and the sum of two does not overflow a `u64`.
+const _: () = assert!(MONEY_MAX_MSAT <= i64::MAX as u64);
+const _: () = assert!(MONEY_MAX_MSAT <= u64::MAX / 2);
 
 /// An amount of money in millisatoshis.
 ///
-/// The value is never above [`MAX_MONEY_MSAT`] when it came from outside
+/// The value is never above [`MONEY_MAX_MSAT`] when it came from outside
 /// (see [`Msat::parse_positive`]); sums of many amounts (posted totals) may
 /// exceed it and are still checked against `u64` overflow.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -44,7 +48,7 @@ impl std::error::Error for AmountError {}
 
 impl Msat {
     pub const ZERO: Msat = Msat(0);
-    pub const MAX_MONEY: Msat = Msat(MAX_MONEY_MSAT);
+    pub const MONEY_MAX: Msat = Msat(MONEY_MAX_MSAT);
 
     pub const fn new(value_msat: u64) -> Msat {
         Msat(value_msat)
@@ -55,7 +59,7 @@ impl Msat {
         if value_msat == 0 {
             return Err(AmountError::Zero);
         }
-        if value_msat > MAX_MONEY_MSAT {
+        if value_msat > MONEY_MAX_MSAT {
             return Err(AmountError::AboveMaxMoney);
         }
         Ok(Msat(value_msat))
@@ -88,7 +92,7 @@ impl Msat {
     }
 
     /// The value as the `i64` that SQL databases store. Every amount coffer
-    /// stores is at most a sum of amounts bounded by [`MAX_MONEY_MSAT`] plus
+    /// stores is at most a sum of amounts bounded by [`MONEY_MAX_MSAT`] plus
     /// checked additions, so this fails only on corrupted state.
     pub fn to_sql(self) -> Result<i64, AmountError> {
         i64::try_from(self.0).map_err(|_| AmountError::Overflow)
@@ -123,8 +127,8 @@ mod tests {
     fn parse_positive_bounds() {
         assert_eq!(Msat::parse_positive(0), Err(AmountError::Zero));
         assert_eq!(Msat::parse_positive(1), Ok(Msat(1)));
-        assert_eq!(Msat::parse_positive(MAX_MONEY_MSAT), Ok(Msat::MAX_MONEY));
-        assert_eq!(Msat::parse_positive(MAX_MONEY_MSAT + 1), Err(AmountError::AboveMaxMoney));
+        assert_eq!(Msat::parse_positive(MONEY_MAX_MSAT), Ok(Msat::MONEY_MAX));
+        assert_eq!(Msat::parse_positive(MONEY_MAX_MSAT + 1), Err(AmountError::AboveMaxMoney));
         assert_eq!(Msat::parse_positive(u64::MAX), Err(AmountError::AboveMaxMoney));
     }
 
@@ -139,7 +143,7 @@ mod tests {
     #[test]
     fn sql_round_trip_rejects_negative() {
         assert_eq!(Msat::from_sql(-1), Err(AmountError::Underflow));
-        let max = Msat::MAX_MONEY;
+        let max = Msat::MONEY_MAX;
         assert_eq!(Msat::from_sql(max.to_sql().unwrap()), Ok(max));
         assert!(Msat(u64::MAX).to_sql().is_err());
     }

@@ -6,7 +6,7 @@
 //! that a balance check reads two numbers, never a sum over history. The audit
 //! recomputes those totals from the transfers and compares.
 
-use crate::amount::{AmountError, MAX_MONEY_MSAT, Msat};
+use crate::amount::{AmountError, MONEY_MAX_MSAT, Msat};
 use serde::Serialize;
 use std::collections::HashMap;
 use std::fmt;
@@ -150,7 +150,7 @@ pub fn post(transfer: Transfer, debit: &mut Balance, credit: &mut Balance) -> Re
     let credits_posted = credit.credits_posted.checked_add(transfer.amount)?;
     // No account holds more than all the bitcoin there will ever be.
     let credit_net = i128::from(credits_posted.as_u64()) - i128::from(credit.debits_posted.as_u64());
-    if !transfer.credit.kind().may_go_negative() && credit_net > i128::from(MAX_MONEY_MSAT) {
+    if !transfer.credit.kind().may_go_negative() && credit_net > i128::from(MONEY_MAX_MSAT) {
         return Err(LedgerError::Amount(AmountError::AboveMaxMoney));
     }
     debit.debits_posted = debits_posted;
@@ -321,11 +321,11 @@ mod tests {
     #[test]
     fn no_account_holds_more_than_all_bitcoin() {
         let (mut outside, mut treasury) = (Balance::default(), Balance::default());
-        let all = Transfer { debit: AccountId::OUTSIDE, credit: AccountId::TREASURY, amount: Msat::MAX_MONEY };
+        let all = Transfer { debit: AccountId::OUTSIDE, credit: AccountId::TREASURY, amount: Msat::MONEY_MAX };
         post(all, &mut outside, &mut treasury).unwrap();
         let one_more = Transfer { amount: Msat::new(1), ..all };
         assert_eq!(post(one_more, &mut outside, &mut treasury), Err(LedgerError::Amount(AmountError::AboveMaxMoney)));
-        assert_eq!(treasury.net_u64(), MAX_MONEY_MSAT, "the refused transfer changed nothing");
+        assert_eq!(treasury.net_u64(), MONEY_MAX_MSAT, "the refused transfer changed nothing");
     }
 
     #[test]

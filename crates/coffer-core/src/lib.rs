@@ -9,5 +9,5 @@ pub mod policy;
 #[cfg(feature = "schema")]
 mod schema;
 
-pub use amount::{AmountError, MAX_MONEY_MSAT, Msat};
+pub use amount::{AmountError, MONEY_MAX_MSAT, Msat};
 pub use ledger::{AccountId, AccountKind, Balance, LedgerError, Transfer};

@@ -28,11 +28,11 @@ mod spec;
 mod usage;
 mod window;
 
-pub use breaker::{BreakerRules, BreakerState, MAX_TRACKED_PAYEES, TripCode, TripReason};
+pub use breaker::{BreakerRules, BreakerState, PAYEES_TRACKED_MAX, TripCode, TripReason};
 pub use evaluate::{Attempt, Decision, DenyCode, HoldReason, evaluate, evaluate_chain};
 pub use spec::{
-    Budget, L402Rules, MAX_BUDGETS, MAX_L402_DOMAINS, MAX_PAYEE_ENTRIES, MAX_PAYMENTS_PER_MINUTE, Payee, PayeeDefault,
+    BUDGETS_MAX, Budget, L402_DOMAINS_MAX, L402Rules, PAYEE_ENTRIES_MAX, PAYMENTS_PER_MINUTE_MAX, Payee, PayeeDefault,
     PayeeEntry, PayeeRules, Policy, PolicyError,
 };
 pub use usage::{BUCKETS_PER_WINDOW, BudgetReport, RATE_WINDOW_MS, Usage, WindowReport, budget_report};
-pub use window::{CalendarPeriod, MAX_ROLLING_WINDOW_MS, Window, WindowKind};
+pub use window::{CalendarPeriod, ROLLING_WINDOW_MAX_MS, Window, WindowKind};

@@ -223,7 +223,7 @@ proptest! {
     ) {
         let policy = Policy {
             budgets: vec![budget(u64::MAX, "1h"), budget(u64::MAX, "90s"), budget(u64::MAX, "day"), budget(u64::MAX, "month")],
-            lifetime_msat: Some(Msat::MAX_MONEY),
+            lifetime_msat: Some(Msat::MONEY_MAX),
             ..Policy::default()
         };
         let mut without = Usage::new();

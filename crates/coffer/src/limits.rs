@@ -125,28 +125,83 @@ pub const TREE_DEPTH_MAX: u32 = 8;
 /// edge: the error's text names it too.
 pub const BODY_LEN_MAX_BYTES: usize = 64 * 1024;
 
+impl Limits {
+    /// The bounds a gateway runs with unless `COFFER_LIMIT_<NAME>` says
+    /// otherwise; a constant, so that their relations are checked when coffer
+    /// is compiled (below), not first when a gateway starts.
+    pub const DEFAULT: Limits = Limits {
+        writes_per_second_per_key: 1_000,
+        writes_per_second_per_agent: 2_000,
+        invoices_open_per_agent: 10_000,
+        room_messages_per_minute: 600,
+        rooms_per_agent: 1_000,
+        room_members: crate::gateway::ROOM_MEMBERS_MAX as u32,
+        holds_pending_per_agent: 100,
+        subagents_per_parent: 1_000,
+        tree_depth: TREE_DEPTH_MAX,
+        paywall_challenges_per_minute_per_client: 120,
+        streams_per_key: 8,
+        streams_total: 1_024,
+        connections_per_client: 512,
+        connections_total: 8_192,
+        header_read_timeout_ms: 10_000,
+        idle_timeout_ms: 120_000,
+        connections_reserved: 64,
+        limit_hits_per_breaker_denial: 10,
+    };
+}
+
+// The defaults pass `Limits::check` and `parse_bound`: a gateway started with
+// no `COFFER_LIMIT_*` set always starts.
+const _: () = assert!(Limits::DEFAULT.tree_depth <= TREE_DEPTH_MAX);
+const _: () = assert!(Limits::DEFAULT.connections_reserved < Limits::DEFAULT.connections_total);
+const _: () = assert!(Limits::DEFAULT.header_read_timeout_ms > 0);
+const _: () = assert!(Limits::DEFAULT.idle_timeout_ms > 0);
+const _: () = assert!(Limits::DEFAULT.header_read_timeout_ms <= BOUND_MAX as u64);
+const _: () = assert!(Limits::DEFAULT.idle_timeout_ms <= BOUND_MAX as u64);
+const _: () = {
+    let l = Limits::DEFAULT;
+    // The sixteen of `Limits::u32_fields`.
+    let bounds: [u32; 16] = [
+        l.writes_per_second_per_key,
+        l.writes_per_second_per_agent,
+        l.invoices_open_per_agent,
+        l.room_messages_per_minute,
+        l.rooms_per_agent,
+        l.room_members,
+        l.holds_pending_per_agent,
+        l.subagents_per_parent,
+        l.tree_depth,
+        l.paywall_challenges_per_minute_per_client,
+        l.streams_per_key,
+        l.streams_total,
+        l.connections_per_client,
+        l.connections_total,
+        l.connections_reserved,
+        l.limit_hits_per_breaker_denial,
+    ];
+    let mut i = 0;
+    while i < bounds.len() {
+        assert!(bounds[i] >= 1);
+        assert!(bounds[i] <= BOUND_MAX);
+        i += 1;
+    }
+};
+// `room_members` defaults to the gateway's own bound on a room, which the
+// cast above keeps whole.
+const _: () = assert!(crate::gateway::ROOM_MEMBERS_MAX <= BOUND_MAX as usize);
+// A request head is read well within the time an idle keep-alive connection
+// is kept: the idle timeout, not the header one, ends a quiet connection.
+const _: () = assert!(Limits::DEFAULT.header_read_timeout_ms < Limits::DEFAULT.idle_timeout_ms);
+// A part never allows more than the whole it belongs to: one key of an
+// agent, one client of all connections, one key of all streams.
+const _: () = assert!(Limits::DEFAULT.writes_per_second_per_key <= Limits::DEFAULT.writes_per_second_per_agent);
+const _: () = assert!(Limits::DEFAULT.connections_per_client <= Limits::DEFAULT.connections_total);
+const _: () = assert!(Limits::DEFAULT.streams_per_key <= Limits::DEFAULT.streams_total);
+
 impl Default for Limits {
     fn default() -> Self {
-        Limits {
-            writes_per_second_per_key: 1_000,
-            writes_per_second_per_agent: 2_000,
-            invoices_open_per_agent: 10_000,
-            room_messages_per_minute: 600,
-            rooms_per_agent: 1_000,
-            room_members: crate::gateway::ROOM_MEMBERS_MAX as u32,
-            holds_pending_per_agent: 100,
-            subagents_per_parent: 1_000,
-            tree_depth: TREE_DEPTH_MAX,
-            paywall_challenges_per_minute_per_client: 120,
-            streams_per_key: 8,
-            streams_total: 1_024,
-            connections_per_client: 512,
-            connections_total: 8_192,
-            header_read_timeout_ms: 10_000,
-            idle_timeout_ms: 120_000,
-            connections_reserved: 64,
-            limit_hits_per_breaker_denial: 10,
-        }
+        Limits::DEFAULT
     }
 }
 
@@ -236,10 +291,12 @@ pub fn env_name(name: &str) -> String {
     format!("COFFER_LIMIT_{}", name.to_ascii_uppercase())
 }
 
+/// The largest value of any `COFFER_LIMIT_*`.
+const BOUND_MAX: u32 = 1_000_000_000;
+
 /// A bound is a whole number from 1 to a billion: 0 would refuse everything
 /// (an operator who wants that has the kill switch).
 fn parse_bound(name: &str, value: &str) -> Result<u32, String> {
-    const BOUND_MAX: u32 = 1_000_000_000;
     match value.trim().parse::<u32>() {
         Ok(n) if (1..=BOUND_MAX).contains(&n) => Ok(n),
         _ => Err(format!("{}: a whole number from 1 to {BOUND_MAX}, not {value:?}", env_name(name))),

@@ -20,9 +20,12 @@ const BACKLOG_EVENTS_MAX: usize = 1_024;
 const FEED_BATCHES_MAX: usize = 1_024;
 /// Events the feed reads per step.
 const FEED_BATCH_EVENTS_MAX: u32 = 256;
+// The feed takes a short read for "caught up": a read the store cut short
+// would leave events behind until the next poll.
+const _: () = assert!(FEED_BATCH_EVENTS_MAX <= crate::model::READ_EVENTS_MAX);
 /// How often the feed looks for events of other instances; this instance's
 /// commits wake it at once.
-const FEED_POLL_MS: u64 = 1_000;
+const FEED_POLL_INTERVAL_MS: u64 = 1_000;
 /// What a stream refused for a limit is told to wait: streams end when
 /// their clients leave, which is not on a clock.
 const STREAM_RETRY_AFTER_SECS: u64 = 5;
@@ -241,7 +244,7 @@ async fn read_feed(store: Weak<dyn Store>, state: Arc<Mutex<FeedState>>) {
             tracing::warn!(error = %e, "reading the outbox for event streams failed; will retry");
         }
         drop(open);
-        let _ = tokio::time::timeout(Duration::from_millis(FEED_POLL_MS), commits.changed()).await;
+        let _ = tokio::time::timeout(Duration::from_millis(FEED_POLL_INTERVAL_MS), commits.changed()).await;
     }
 }
 

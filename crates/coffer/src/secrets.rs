@@ -17,7 +17,7 @@ pub const AGENT_KEY_PREFIX: &str = "csk_";
 /// Prefix of generated operator tokens.
 pub const OPERATOR_TOKEN_PREFIX: &str = "cop_";
 /// Longest secret accepted in a header: anything longer is not ours.
-pub const SECRET_LEN_MAX: usize = 256;
+pub const SECRET_LEN_MAX_BYTES: usize = 256;
 
 /// The SHA-256 digest of a secret. `Debug` prints nothing of it.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -63,6 +63,12 @@ pub fn new_id(prefix: &str) -> String {
 /// A chosen operator token is at least this long: it guards every agent's
 /// money, and a short one can be guessed. Generated tokens have 68.
 pub const OPERATOR_TOKEN_LEN_MIN_BYTES: usize = 32;
+// A generated secret (a prefix and 32 random bytes in hex: 68 for either
+// prefix) is long enough to be chosen, and short enough to be accepted.
+const _: () = assert!(OPERATOR_TOKEN_PREFIX.len() + 64 == 68);
+const _: () = assert!(AGENT_KEY_PREFIX.len() + 64 == 68);
+const _: () = assert!(OPERATOR_TOKEN_LEN_MIN_BYTES <= 68);
+const _: () = assert!(68 <= SECRET_LEN_MAX_BYTES);
 
 /// Checks a token the operator chose (`COFFER_OPERATOR_TOKEN`).
 pub fn check_operator_token(token: &str) -> Result<(), String> {
@@ -73,9 +79,9 @@ pub fn check_operator_token(token: &str) -> Result<(), String> {
             token.len()
         ));
     }
-    if token.len() > SECRET_LEN_MAX || !token.bytes().all(|b| b.is_ascii_graphic()) {
+    if token.len() > SECRET_LEN_MAX_BYTES || !token.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(format!(
-            "COFFER_OPERATOR_TOKEN must be at most {SECRET_LEN_MAX} printable ASCII characters without spaces"
+            "COFFER_OPERATOR_TOKEN must be at most {SECRET_LEN_MAX_BYTES} printable ASCII characters without spaces"
         ));
     }
     Ok(())
@@ -166,7 +172,7 @@ mod tests {
         assert!(check_operator_token(&"x".repeat(31)).is_err());
         assert!(check_operator_token(&"x".repeat(32)).is_ok());
         assert!(check_operator_token(&format!("{} y", "x".repeat(32))).is_err());
-        assert!(check_operator_token(&"x".repeat(SECRET_LEN_MAX + 1)).is_err());
+        assert!(check_operator_token(&"x".repeat(SECRET_LEN_MAX_BYTES + 1)).is_err());
         assert!(check_operator_token(&new_secret(OPERATOR_TOKEN_PREFIX)).is_ok());
     }
 

@@ -25,6 +25,8 @@ const NODE_KEY_FILE: &str = "node.key";
 const APPROVAL_TTL_MS: i64 = 24 * 3600 * 1000;
 /// How often held payments and invoices past their time are expired.
 const EXPIRY_INTERVAL_MS: u64 = 1_000;
+// A held payment is expired within a small part of its time.
+const _: () = assert!((EXPIRY_INTERVAL_MS as i64) < APPROVAL_TTL_MS);
 /// How often the backend is asked about pending payments and watched
 /// invoices.
 const LIGHTNING_POLL_INTERVAL_MS: u64 = 1_000;

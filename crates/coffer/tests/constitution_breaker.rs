@@ -16,7 +16,7 @@ const SAT: u64 = 1_000;
 #[tokio::test]
 async fn a_runaway_agent_paying_one_seller_is_frozen_by_the_breaker() {
     const FUND: u64 = 1_000 * SAT;
-    const MAX_TO_ONE_PAYEE: u64 = 20;
+    const PAYMENTS_TO_ONE_PAYEE_MAX: u64 = 20;
     let gw = Gateway::start().await;
     let op = gw.operator();
     let (id, agent, key) = gw.new_agent("runaway", FUND).await;
@@ -25,7 +25,7 @@ async fn a_runaway_agent_paying_one_seller_is_frozen_by_the_breaker() {
         &id,
         &json!({
             "budgets": [{"limit_msat": 50_000, "window": "1h", "kind": "rolling"}],
-            "breaker": {"max_payments_to_one_payee": MAX_TO_ONE_PAYEE, "window": "1m"}
+            "breaker": {"max_payments_to_one_payee": PAYMENTS_TO_ONE_PAYEE_MAX, "window": "1m"}
         }),
     )
     .await
@@ -42,7 +42,7 @@ async fn a_runaway_agent_paying_one_seller_is_frozen_by_the_breaker() {
     // "At most 20 tolerated, one more trips": the breaker observes a payment
     // after it is made, so the 21st is paid and trips it, in the same
     // transaction. Nothing is paid after it.
-    assert_eq!(paid, MAX_TO_ONE_PAYEE + 1, "{:?}", outcomes.get(paid as usize));
+    assert_eq!(paid, PAYMENTS_TO_ONE_PAYEE_MAX + 1, "{:?}", outcomes.get(paid as usize));
     for r in &outcomes[paid as usize..] {
         let p = assert_denied(r, "agent-frozen");
         assert!(p["detail"].as_str().unwrap().contains("frozen"), "{r:?}");

@@ -26,9 +26,9 @@ const DECODER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/decode
 const READY_PREFIX: &str = "coffer listening on ";
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 const DECODER_TIMEOUT: Duration = Duration::from_secs(120);
-/// The final CLTV delta the gateway asks for: `MIN_FINAL_CLTV_EXPIRY_DELTA`
+/// The final CLTV delta the gateway asks for: `FINAL_CLTV_EXPIRY_DELTA_MIN_BLOCKS`
 /// in `src/payment/bolt11.rs`. Change both together.
-const MIN_FINAL_CLTV_EXPIRY_DELTA: u64 = 144;
+const FINAL_CLTV_EXPIRY_DELTA_MIN_BLOCKS: u64 = 144;
 /// The decoder's exit status when it refused some of its invoices.
 const SOME_REFUSED: i32 = 3;
 
@@ -247,7 +247,7 @@ fn assert_same(fixture: &Fixture, made: &Made, decoded: &Value) {
     assert_eq!(decoded["payee"], fixture.node_pubkey.as_str(), "{ctx}");
     assert_eq!(decoded["signature_valid"], true, "{ctx}");
     assert_eq!(decoded["expiry"], made.expiry_secs, "{ctx}");
-    assert_eq!(decoded["min_final_cltv_expiry"], MIN_FINAL_CLTV_EXPIRY_DELTA, "{ctx}");
+    assert_eq!(decoded["min_final_cltv_expiry"], FINAL_CLTV_EXPIRY_DELTA_MIN_BLOCKS, "{ctx}");
     assert_eq!(decoded["features"]["payment_secret"], "required", "{ctx}");
 
     // BOLT11 timestamps are whole seconds: the creation time, truncated.

@@ -351,14 +351,14 @@ async fn a_json_array_is_not_an_object() {
 /// answers a 4xx problem; a client must never be able to cause a 500.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_amounts_answer_a_problem_never_500() {
-    const MAX_MONEY_MSAT: u64 = 2_100_000_000_000_000_000;
+    const MONEY_MAX_MSAT: u64 = 2_100_000_000_000_000_000;
     let gw = Gateway::start().await;
     let (_, _, key) = gw.new_agent("a", 0).await;
     let mut failures = Vec::new();
 
     // BOLT11 counts in pico-BTC within a u64: 1_844_674_407_370_955_161
     // msat is the most it can carry.
-    for amount in [1_844_674_407_370_955_161u64, 1_844_674_407_370_955_162, MAX_MONEY_MSAT] {
+    for amount in [1_844_674_407_370_955_161u64, 1_844_674_407_370_955_162, MONEY_MAX_MSAT] {
         let r =
             send(gw.request(Method::POST, "/v1/invoices", Some(&key)).json(&json!({ "amount_msat": amount }))).await;
         let fine = r.status == 201 || (r.status == 400 && r.code() == Some("invalid-amount"));
@@ -373,11 +373,11 @@ async fn large_amounts_answer_a_problem_never_500() {
     for i in 0..5 {
         let r = send(
             gw.request(Method::POST, "/v1/treasury/mint", Some(gw.operator_token()))
-                .json(&json!({ "amount_msat": MAX_MONEY_MSAT })),
+                .json(&json!({ "amount_msat": MONEY_MAX_MSAT })),
         )
         .await;
         match r.status {
-            200 => minted += MAX_MONEY_MSAT,
+            200 => minted += MONEY_MAX_MSAT,
             400..=499 => r.assert_well_formed_problem(),
             _ => failures.push(format!("mint #{i} of 21e6 BTC: {} {}", r.status, r.text)),
         }

@@ -17,9 +17,12 @@ use sha2::{Digest, Sha256};
 /// How many payees the breaker keeps counts for. A payee that is being paid
 /// repeatedly is among the most recent, so evicting the least recently paid
 /// one never hides a concentration of payments.
-pub const MAX_TRACKED_PAYEES: usize = 64;
+pub const PAYEES_TRACKED_MAX: usize = 64;
 /// Longer payee keys are replaced by their hash, to bound the state.
-const MAX_PAYEE_KEY_LEN: usize = 128;
+const PAYEE_KEY_LEN_MAX_BYTES: usize = 128;
+// The hash that replaces a longer key ("sha256:" and 64 hex digits) is
+// itself within the bound, so it is kept as it is.
+const _: () = assert!("sha256:".len() + 64 <= PAYEE_KEY_LEN_MAX_BYTES);
 
 /// When to trip. Each limit is the most tolerated within `window`; one
 /// more trips the breaker.
@@ -151,7 +154,7 @@ impl BreakerState {
         activity.last_paid_ms = now_ms;
         activity.payments.add(window_ms, 1, now_ms);
         self.payees.push(activity);
-        if self.payees.len() > MAX_TRACKED_PAYEES {
+        if self.payees.len() > PAYEES_TRACKED_MAX {
             self.payees.remove(0);
         }
     }
@@ -194,7 +197,7 @@ impl BreakerState {
 }
 
 fn bounded_key(payee_key: &str) -> String {
-    if payee_key.len() <= MAX_PAYEE_KEY_LEN {
+    if payee_key.len() <= PAYEE_KEY_LEN_MAX_BYTES {
         return payee_key.to_owned();
     }
     format!("sha256:{}", hex::encode(Sha256::digest(payee_key.as_bytes())))
@@ -261,7 +264,7 @@ mod tests {
             state.observe_payment(&rules, "node:hot", Msat::new(1), i);
             state.observe_payment(&rules, &format!("node:cold{i}"), Msat::new(1), i);
         }
-        assert_eq!(state.payees.len(), MAX_TRACKED_PAYEES);
+        assert_eq!(state.payees.len(), PAYEES_TRACKED_MAX);
         assert_eq!(state.should_trip(&rules, 1_000).map(|r| r.code), Some(TripCode::PayeeConcentration));
         state.observe_payment(&rules, &"x".repeat(10_000), Msat::new(1), 1_000);
         assert!(state.payees.iter().all(|p| p.key.len() <= 7 + 64));

@@ -177,7 +177,7 @@ fn check_payee(rules: &PayeeRules, payee: &Payee) -> Option<Decision> {
 
 fn check_size(policy: &Policy, attempt: &Attempt) -> Option<Decision> {
     let spend = attempt.spend();
-    if spend > Msat::MAX_MONEY {
+    if spend > Msat::MONEY_MAX {
         return Some(Decision::deny(
             DenyCode::AmountTooLarge,
             format!("the payment needs up to {} ({}), more than 21 million bitcoin", spend, breakdown(attempt)),
@@ -370,7 +370,7 @@ mod tests {
         let usage = Usage::new();
         let decision = evaluate(&Policy::default(), &usage, &to_node(u64::MAX, u64::MAX), NOW_MS);
         assert_eq!(code(&decision), Some(DenyCode::AmountTooLarge));
-        let decision = evaluate(&Policy::default(), &usage, &to_node(crate::MAX_MONEY_MSAT, 1), NOW_MS);
+        let decision = evaluate(&Policy::default(), &usage, &to_node(crate::MONEY_MAX_MSAT, 1), NOW_MS);
         assert_eq!(code(&decision), Some(DenyCode::AmountTooLarge));
     }
 

@@ -11,14 +11,18 @@ use std::fmt;
 
 /// At most this many budget windows per policy: evaluation cost and the
 /// size of the persisted usage grow with it.
-pub const MAX_BUDGETS: usize = 16;
+pub const BUDGETS_MAX: usize = 16;
 /// At most this many payee entries (allow and deny together).
-pub const MAX_PAYEE_ENTRIES: usize = 1_000;
+pub const PAYEE_ENTRIES_MAX: usize = 1_000;
 /// The highest `max_payments_per_minute`: 1,000 a second.
-pub const MAX_PAYMENTS_PER_MINUTE: u32 = 60_000;
+pub const PAYMENTS_PER_MINUTE_MAX: u32 = 60_000;
+const _: () =
+    assert!(PAYMENTS_PER_MINUTE_MAX as i64 == 1_000 * (super::window::MS_PER_MINUTE / super::window::MS_PER_SECOND));
 /// Agent ids and domains are names, not documents.
-const MAX_AGENT_ID_LEN: usize = 128;
-const MAX_DOMAIN_LEN: usize = 253;
+const AGENT_ID_LEN_MAX_BYTES: usize = 128;
+const DOMAIN_LEN_MAX_BYTES: usize = 253;
+// The longest DNS name (RFC 1035: 255 octets on the wire, 253 written out).
+const _: () = assert!(DOMAIN_LEN_MAX_BYTES == 253);
 
 /// What an agent may spend. Every field is optional; the default policy has
 /// no limits at all. Parse untrusted text with [`Policy::from_json`], which
@@ -59,7 +63,7 @@ pub struct Policy {
 
 /// At most this many domains with their own budgets: each has its usage
 /// persisted with the agent's.
-pub const MAX_L402_DOMAINS: usize = 64;
+pub const L402_DOMAINS_MAX: usize = 64;
 
 /// Limits on paid HTTP requests (L402). A paid request's payee is its
 /// domain (`domain:HOST` entries of `payees` apply to it too).
@@ -86,10 +90,10 @@ impl L402Rules {
         if let Some(max) = self.max_price_msat {
             check_amount("l402.max_price_msat", max)?;
         }
-        if self.domains.len() > MAX_L402_DOMAINS {
+        if self.domains.len() > L402_DOMAINS_MAX {
             return Err(PolicyError::new(
                 "l402.domains",
-                format!("at most {MAX_L402_DOMAINS} domains may have budgets"),
+                format!("at most {L402_DOMAINS_MAX} domains may have budgets"),
             ));
         }
         let mut seen = HashSet::with_capacity(self.domains.len());
@@ -205,9 +209,9 @@ impl PayeeEntry {
 }
 
 fn check_agent_id(id: &str) -> Result<(), String> {
-    if id.is_empty() || id.len() > MAX_AGENT_ID_LEN || !id.bytes().all(|b| b.is_ascii_graphic()) {
+    if id.is_empty() || id.len() > AGENT_ID_LEN_MAX_BYTES || !id.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(format!(
-            "invalid agent id {id:?}: expected 1 to {MAX_AGENT_ID_LEN} printable ASCII characters without spaces"
+            "invalid agent id {id:?}: expected 1 to {AGENT_ID_LEN_MAX_BYTES} printable ASCII characters without spaces"
         ));
     }
     Ok(())
@@ -230,7 +234,7 @@ fn check_domain(name: &str) -> Result<(), String> {
             && !label.starts_with('-')
             && !label.ends_with('-')
     };
-    if name.is_empty() || name.len() > MAX_DOMAIN_LEN || !name.split('.').all(label_ok) {
+    if name.is_empty() || name.len() > DOMAIN_LEN_MAX_BYTES || !name.split('.').all(label_ok) {
         return Err(format!("invalid domain {name:?}: expected a host name such as \"api.example.com\""));
     }
     Ok(())
@@ -341,7 +345,7 @@ impl Policy {
         self.payees.validate()?;
         if let Some(threshold) = self.approval_above_msat {
             // Zero is meaningful here ("approve everything"), so only the top.
-            if threshold > Msat::MAX_MONEY {
+            if threshold > Msat::MONEY_MAX {
                 return Err(PolicyError::new("approval_above_msat", "amount exceeds 21 million bitcoin"));
             }
         }
@@ -361,8 +365,8 @@ impl Policy {
 
 /// Checks a list of budgets; `field` is its JSON path.
 fn validate_budget_list(field: &str, budgets: &[Budget]) -> Result<(), PolicyError> {
-    if budgets.len() > MAX_BUDGETS {
-        return Err(PolicyError::new(field, format!("at most {MAX_BUDGETS} budgets are allowed")));
+    if budgets.len() > BUDGETS_MAX {
+        return Err(PolicyError::new(field, format!("at most {BUDGETS_MAX} budgets are allowed")));
     }
     let mut seen: HashMap<Window, usize> = HashMap::new();
     for (i, budget) in budgets.iter().enumerate() {
@@ -390,10 +394,10 @@ fn validate_budget_list(field: &str, budgets: &[Budget]) -> Result<(), PolicyErr
 
 impl PayeeRules {
     fn validate(&self) -> Result<(), PolicyError> {
-        if self.allow.len().saturating_add(self.deny.len()) > MAX_PAYEE_ENTRIES {
+        if self.allow.len().saturating_add(self.deny.len()) > PAYEE_ENTRIES_MAX {
             return Err(PolicyError::new(
                 "payees",
-                format!("at most {MAX_PAYEE_ENTRIES} allow and deny entries are allowed in total"),
+                format!("at most {PAYEE_ENTRIES_MAX} allow and deny entries are allowed in total"),
             ));
         }
         let allowed = check_entries("payees.allow", &self.allow)?;
@@ -429,10 +433,10 @@ pub(crate) fn check_amount(field: &str, amount: Msat) -> Result<(), PolicyError>
 }
 
 fn check_rate(rate: u32) -> Result<(), PolicyError> {
-    if rate == 0 || rate > MAX_PAYMENTS_PER_MINUTE {
+    if rate == 0 || rate > PAYMENTS_PER_MINUTE_MAX {
         return Err(PolicyError::new(
             "max_payments_per_minute",
-            format!("must be between 1 and {MAX_PAYMENTS_PER_MINUTE}"),
+            format!("must be between 1 and {PAYMENTS_PER_MINUTE_MAX}"),
         ));
     }
     Ok(())
@@ -441,7 +445,7 @@ fn check_rate(rate: u32) -> Result<(), PolicyError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::amount::MAX_MONEY_MSAT;
+    use crate::amount::MONEY_MAX_MSAT;
 
     const NODE: &str = "02aabbccddeeff00112233445566778899aabbccddeeff00112233445566778899";
 
@@ -539,7 +543,7 @@ mod tests {
         assert_eq!(err(r#"{"lifetime_msat": 0}"#).field, "lifetime_msat");
         let e = err(r#"{"budgets": [{"limit_msat": 0, "window": "1h", "kind": "rolling"}]}"#);
         assert_eq!(e.field, "budgets[0].limit_msat");
-        let too_much = MAX_MONEY_MSAT + 1;
+        let too_much = MONEY_MAX_MSAT + 1;
         let e = err(&format!(r#"{{"lifetime_msat": {too_much}}}"#));
         assert!(e.message.contains("21 million"), "{e}");
         assert_eq!(err(&format!(r#"{{"approval_above_msat": {too_much}}}"#)).field, "approval_above_msat");

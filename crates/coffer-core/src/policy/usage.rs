@@ -29,10 +29,15 @@ use std::collections::BTreeMap;
 pub const BUCKETS_PER_WINDOW: i64 = 60;
 /// A window that does not start on a bucket boundary overlaps one bucket more
 /// than it spans, so 61 buckets can be live at once.
-const MAX_LIVE_BUCKETS: usize = 61;
+const BUCKETS_LIVE_MAX: usize = 61;
+const _: () = assert!(BUCKETS_LIVE_MAX == BUCKETS_PER_WINDOW as usize + 1);
 /// The rate limit counts over the last minute, in 1-second buckets (one
 /// sixtieth of the window, like every ring).
 pub const RATE_WINDOW_MS: i64 = 60_000;
+// One minute, cut into buckets of exactly one second each.
+const _: () = assert!(RATE_WINDOW_MS == super::window::MS_PER_MINUTE);
+const _: () = assert!(RATE_WINDOW_MS / BUCKETS_PER_WINDOW == super::window::MS_PER_SECOND);
+const _: () = assert!(RATE_WINDOW_MS % BUCKETS_PER_WINDOW == 0);
 
 /// The money (or count) recorded in one time bucket: the instants
 /// `[index * width, (index + 1) * width)`.
@@ -79,7 +84,7 @@ impl Ring {
         self.add_to_bucket(now_ms.div_euclid(self.bucket_ms), value);
         // Only a corrupted blob can hold more; merging the oldest into the
         // next keeps its value counted (longer), so bounds stay safe.
-        while self.buckets.len() > MAX_LIVE_BUCKETS {
+        while self.buckets.len() > BUCKETS_LIVE_MAX {
             let oldest = self.buckets.remove(0);
             if let Some(next) = self.buckets.first_mut() {
                 next.value = next.value.saturating_add(oldest.value);
@@ -455,9 +460,9 @@ mod tests {
             usage.record(&p, Msat::new(1), i * 7_919);
         }
         for ring in usage.rolling.values() {
-            assert!(ring.buckets.len() <= MAX_LIVE_BUCKETS, "{}", ring.buckets.len());
+            assert!(ring.buckets.len() <= BUCKETS_LIVE_MAX, "{}", ring.buckets.len());
         }
-        assert!(usage.attempts.buckets.len() <= MAX_LIVE_BUCKETS);
+        assert!(usage.attempts.buckets.len() <= BUCKETS_LIVE_MAX);
         assert_eq!(usage.lifetime_spent(), Msat::new(10_000));
     }
 

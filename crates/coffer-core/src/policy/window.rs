@@ -17,7 +17,7 @@ pub const MS_PER_DAY: i64 = 24 * MS_PER_HOUR;
 const MS_PER_WEEK: i64 = 7 * MS_PER_DAY;
 /// The longest rolling window: longer ones would be calendar years, and a
 /// bound keeps every derived quantity (bucket width, counts) small.
-pub const MAX_ROLLING_WINDOW_MS: i64 = 366 * MS_PER_DAY;
+pub const ROLLING_WINDOW_MAX_MS: i64 = 366 * MS_PER_DAY;
 
 /// Whether a budget slides with time or resets at calendar boundaries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -129,7 +129,7 @@ impl Window {
         if duration_ms == 0 {
             return Err(format!("window {text:?} is empty: a window must be longer than zero"));
         }
-        if duration_ms > MAX_ROLLING_WINDOW_MS {
+        if duration_ms > ROLLING_WINDOW_MAX_MS {
             return Err(format!("window {text:?} is longer than 366 days"));
         }
         Ok(Window(Repr::Rolling { duration_ms }))
@@ -254,7 +254,7 @@ mod tests {
         assert_eq!(Window::parse("30s").unwrap().rolling_ms(), Some(30_000));
         assert_eq!(Window::parse("15m").unwrap().rolling_ms(), Some(900_000));
         assert_eq!(Window::parse("24h").unwrap().rolling_ms(), Some(MS_PER_DAY));
-        assert_eq!(Window::parse("366d").unwrap().rolling_ms(), Some(MAX_ROLLING_WINDOW_MS));
+        assert_eq!(Window::parse("366d").unwrap().rolling_ms(), Some(ROLLING_WINDOW_MAX_MS));
         assert_eq!(Window::parse("week").unwrap().calendar_period(), Some(CalendarPeriod::Week));
         assert_eq!(Window::parse("1h").unwrap().kind(), WindowKind::Rolling);
         assert_eq!(Window::parse("month").unwrap().kind(), WindowKind::Calendar);

@@ -31,12 +31,17 @@ use std::time::Duration;
 
 /// Events read and published per step.
 pub const BATCH_EVENTS_MAX: u32 = 256;
+// A step publishes what it asked for: the store does not cut the read.
+const _: () = assert!(BATCH_EVENTS_MAX <= crate::model::READ_EVENTS_MAX);
 /// How long a consumer's lease lasts unless renewed: how soon another
 /// instance takes over from one that died.
 pub const LEASE_MS: i64 = 10_000;
 /// How often an idle consumer looks for events committed by other instances
 /// (this instance's own commits wake it at once).
-const POLL_MS: u64 = 1_000;
+const POLL_INTERVAL_MS: u64 = 1_000;
+// A lease is renewed once half of it has passed (`Lease::hold`): an idle
+// consumer looks again well before, so it never loses its lease by waiting.
+const _: () = assert!((POLL_INTERVAL_MS as i64) < LEASE_MS / 2);
 /// The longest wait between retries after a failure.
 const BACKOFF_MAX_MS: u64 = 30_000;
 
@@ -126,7 +131,7 @@ pub async fn run_bus(gateway: Arc<Gateway>, bus: Arc<dyn Bus>, owner: String) {
             }
             Ok(false) => {
                 failures = 0;
-                POLL_MS
+                POLL_INTERVAL_MS
             }
             Err(e) => {
                 failures = failures.saturating_add(1);

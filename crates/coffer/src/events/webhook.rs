@@ -34,10 +34,14 @@ const LEASE: &str = "webhooks";
 const WEBHOOKS_PER_STEP_MAX: usize = 64;
 /// Events read per webhook and step: those of other types are skipped.
 const EVENTS_PER_READ_MAX: u32 = 64;
+const _: () = assert!(EVENTS_PER_READ_MAX <= crate::model::READ_EVENTS_MAX);
 /// The longest error text kept in the delivery log.
-const ERROR_LEN_MAX: usize = 300;
+const ERROR_LEN_MAX_BYTES: usize = 300;
 /// How often the dispatcher looks for work when idle.
-const POLL_MS: u64 = 250;
+const POLL_INTERVAL_MS: u64 = 250;
+// Idle or after a failed step (four polls), the dispatcher is back before
+// half its lease has passed, when `Lease::hold` renews it.
+const _: () = assert!(((POLL_INTERVAL_MS * 4) as i64) < super::LEASE_MS / 2);
 
 #[derive(Clone, Copy, Debug)]
 pub struct WebhookSettings {
@@ -70,10 +74,10 @@ pub async fn run(gateway: Arc<Gateway>, settings: WebhookSettings, owner: String
     loop {
         let (wait_ms, any) = match step(&gateway, &http, settings, &mut lease).await {
             Ok(Step::Worked) => continue,
-            Ok(Step::Idle { any_webhook }) => (POLL_MS, any_webhook),
+            Ok(Step::Idle { any_webhook }) => (POLL_INTERVAL_MS, any_webhook),
             Err(e) => {
                 tracing::warn!(error = %e, "the webhook dispatcher failed a step; will retry");
-                (POLL_MS * 4, false)
+                (POLL_INTERVAL_MS * 4, false)
             }
         };
         // With webhooks to serve, a commit of this process wakes it at once;
@@ -243,7 +247,7 @@ pub fn sign(secret: &str, t: i64, body: &[u8]) -> String {
 }
 
 fn truncate(text: &str) -> String {
-    let mut end = text.len().min(ERROR_LEN_MAX);
+    let mut end = text.len().min(ERROR_LEN_MAX_BYTES);
     while !text.is_char_boundary(end) {
         end -= 1;
     }
@@ -274,6 +278,6 @@ mod tests {
     fn truncation_keeps_whole_characters() {
         let long = "é".repeat(400);
         let cut = truncate(&long);
-        assert!(cut.len() <= ERROR_LEN_MAX && cut.chars().all(|c| c == 'é'));
+        assert!(cut.len() <= ERROR_LEN_MAX_BYTES && cut.chars().all(|c| c == 'é'));
     }
 }

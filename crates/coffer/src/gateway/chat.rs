@@ -300,3 +300,5 @@ impl Gateway {
 pub const AUTO_PAY_KEY_ID: &str = "auto-pay";
 pub const ROOM_MEMBERS_MAX: usize = 256;
 pub const MESSAGE_LEN_MAX_BYTES: usize = 4_096;
+// A message at its bound fits a request body.
+const _: () = assert!(MESSAGE_LEN_MAX_BYTES < crate::limits::BODY_LEN_MAX_BYTES);

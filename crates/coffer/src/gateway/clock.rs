@@ -37,6 +37,11 @@ pub struct DevClock {
 /// The longest step a [`DevClock`] takes at once: beyond any expiry or
 /// budget window the gateway knows (a year and a day).
 pub const DEV_CLOCK_STEP_MAX_MS: i64 = 366 * 24 * 3600 * 1000;
+// One step can pass the longest budget window, invoice expiry and L402
+// token: a test can see any of them run out.
+const _: () = assert!(DEV_CLOCK_STEP_MAX_MS >= coffer_core::policy::ROLLING_WINDOW_MAX_MS);
+const _: () = assert!(DEV_CLOCK_STEP_MAX_MS >= crate::payment::bolt11::EXPIRY_MAX_SECS as i64 * 1_000);
+const _: () = assert!(DEV_CLOCK_STEP_MAX_MS >= crate::l402::TOKEN_TTL_MAX_SECS as i64 * 1_000);
 
 impl DevClock {
     /// Moves the clock `by_ms` forward (1 to [`DEV_CLOCK_STEP_MAX_MS`]);

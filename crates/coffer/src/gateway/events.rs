@@ -9,11 +9,13 @@ use crate::events::subscriptions;
 use crate::model::{DeliveryRecord, EventRecord, WebhookRecord, WebhookState};
 
 /// The longest webhook URL accepted.
-pub const WEBHOOK_URL_LEN_MAX: usize = 2_048;
+pub const WEBHOOK_URL_LEN_MAX_BYTES: usize = 2_048;
+// A URL at its bound fits a request body.
+const _: () = assert!(WEBHOOK_URL_LEN_MAX_BYTES < crate::limits::BODY_LEN_MAX_BYTES);
 /// Event types one webhook may filter on, at most.
 pub const WEBHOOK_TYPES_MAX: usize = 64;
 /// The longest event type name.
-const EVENT_TYPE_LEN_MAX: usize = 64;
+const EVENT_TYPE_LEN_MAX_BYTES: usize = 64;
 /// Webhooks per owner (an agent, or the gateway), at most.
 pub const WEBHOOKS_PER_OWNER_MAX: usize = 16;
 
@@ -159,6 +161,9 @@ impl Gateway {
 const OPERATOR_STREAMS: &str = "operator";
 /// Events a stream reads from the store per step while catching up.
 const FOLLOW_PAGE_EVENTS_MAX: u32 = 200;
+// A stream takes a short page for "caught up": a page the store cut short
+// would switch it to live delivery with events left unread.
+const _: () = assert!(FOLLOW_PAGE_EVENTS_MAX <= crate::model::READ_EVENTS_MAX);
 
 /// A live stream's reader: the store until it has caught up, then the
 /// process's one feed of the outbox (`crate::live`), filtered to what the
@@ -244,8 +249,8 @@ fn event_scope(caller: &Principal) -> Option<String> {
 /// here (an IP literal the egress guard refuses, `localhost`); a host
 /// name's addresses are checked at each delivery, when it is resolved.
 fn check_webhook_url(url: &str, egress: &crate::egress::Egress) -> Result<(), Error> {
-    if url.len() > WEBHOOK_URL_LEN_MAX {
-        return Err(invalid("url", format!("at most {WEBHOOK_URL_LEN_MAX} bytes")));
+    if url.len() > WEBHOOK_URL_LEN_MAX_BYTES {
+        return Err(invalid("url", format!("at most {WEBHOOK_URL_LEN_MAX_BYTES} bytes")));
     }
     let parsed = reqwest::Url::parse(url).map_err(|e| invalid("url", format!("not a URL: {e}")))?;
     if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
@@ -269,7 +274,7 @@ fn check_event_types(types: &[String]) -> Result<(), Error> {
     }
     let bad = |t: &String| {
         t.is_empty()
-            || t.len() > EVENT_TYPE_LEN_MAX
+            || t.len() > EVENT_TYPE_LEN_MAX_BYTES
             || !t.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'_')
     };
     match types.iter().find(|t| bad(t)) {

@@ -40,13 +40,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-pub const AGENT_NAME_LEN_MAX: usize = 64;
+pub const AGENT_NAME_LEN_MAX_CHARS: usize = 64;
 pub const PURPOSE_LEN_MAX_BYTES: usize = 512;
-pub const IDEMPOTENCY_KEY_LEN_MAX: usize = 128;
+pub const IDEMPOTENCY_KEY_LEN_MAX_BYTES: usize = 128;
 /// Batches of [`crate::model::INVOICE_EXPIRY_BATCH_MAX`] invoices one sweep
 /// step expires at most: a backlog (after a long stop) drains over several
 /// steps instead of holding up the writer at once.
 const INVOICE_EXPIRY_BATCHES_PER_STEP_MAX: u32 = 8;
+// A field at its bound fits a request body (UTF-8 takes up to 4 bytes a
+// character).
+const _: () = assert!(4 * AGENT_NAME_LEN_MAX_CHARS < crate::limits::BODY_LEN_MAX_BYTES);
+const _: () = assert!(PURPOSE_LEN_MAX_BYTES < crate::limits::BODY_LEN_MAX_BYTES);
+const _: () = assert!(INVOICE_EXPIRY_BATCHES_PER_STEP_MAX >= 1);
 
 /// Who is calling.
 #[derive(Clone, Debug)]
@@ -288,7 +293,7 @@ impl Gateway {
 
     /// Resolves a bearer secret. Unknown and revoked secrets look the same.
     pub fn authenticate(&self, secret: &str) -> Result<Principal, Error> {
-        if secret.is_empty() || secret.len() > secrets::SECRET_LEN_MAX {
+        if secret.is_empty() || secret.len() > secrets::SECRET_LEN_MAX_BYTES {
             return Err(Error::Unauthorized);
         }
         let digest = SecretDigest::of(secret);
@@ -794,8 +799,8 @@ pub fn parse_amount(field: &'static str, value_msat: u64) -> Result<Msat, Error>
 
 fn validate_name(name: &str) -> Result<String, Error> {
     let trimmed = name.trim();
-    if trimmed.is_empty() || trimmed.chars().count() > AGENT_NAME_LEN_MAX {
-        return Err(invalid("name", format!("1 to {AGENT_NAME_LEN_MAX} characters")));
+    if trimmed.is_empty() || trimmed.chars().count() > AGENT_NAME_LEN_MAX_CHARS {
+        return Err(invalid("name", format!("1 to {AGENT_NAME_LEN_MAX_CHARS} characters")));
     }
     text::check("name", trimmed, text::Lines::Single)?;
     Ok(trimmed.to_owned())
@@ -809,8 +814,11 @@ pub fn parse_hash(hex_str: &str) -> Result<[u8; 32], Error> {
 
 fn idempotency_for(key: &str, bolt11: &str, purpose: &str) -> Result<Idempotency, Error> {
     let valid_char = |c: char| c.is_ascii_graphic();
-    if key.is_empty() || key.len() > IDEMPOTENCY_KEY_LEN_MAX || !key.chars().all(valid_char) {
-        return Err(invalid("Idempotency-Key", format!("1 to {IDEMPOTENCY_KEY_LEN_MAX} visible ASCII characters")));
+    if key.is_empty() || key.len() > IDEMPOTENCY_KEY_LEN_MAX_BYTES || !key.chars().all(valid_char) {
+        return Err(invalid(
+            "Idempotency-Key",
+            format!("1 to {IDEMPOTENCY_KEY_LEN_MAX_BYTES} visible ASCII characters"),
+        ));
     }
     let mut hasher = Sha256::new();
     hasher.update(bolt11.trim().to_ascii_lowercase().as_bytes());

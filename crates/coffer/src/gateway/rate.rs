@@ -21,7 +21,7 @@ const ENTRIES_MAX: usize = 65_536;
 /// Limit hits older than this no longer count toward a denial.
 const HIT_WINDOW_MS: u64 = 60_000;
 /// One token, in thousandths: refills are exact in whole milliseconds.
-const TOKEN_MILLI: u64 = 1_000;
+const MILLITOKENS_PER_TOKEN: u64 = 1_000;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Bucket {
@@ -34,17 +34,20 @@ impl Bucket {
     fn refilled(self, rate_per_second: u32, now_ms: u64) -> Bucket {
         let rate = u64::from(rate_per_second);
         let gained = now_ms.saturating_sub(self.at_ms).saturating_mul(rate);
-        Bucket { tokens_milli: self.tokens_milli.saturating_add(gained).min(rate * TOKEN_MILLI), at_ms: now_ms }
+        Bucket {
+            tokens_milli: self.tokens_milli.saturating_add(gained).min(rate * MILLITOKENS_PER_TOKEN),
+            at_ms: now_ms,
+        }
     }
 
     /// Seconds until it holds a whole token again.
     fn retry_after_secs(self, rate_per_second: u32) -> u64 {
-        let missing_milli = TOKEN_MILLI.saturating_sub(self.tokens_milli);
+        let missing_milli = MILLITOKENS_PER_TOKEN.saturating_sub(self.tokens_milli);
         missing_milli.div_ceil(u64::from(rate_per_second.max(1))).div_ceil(1_000)
     }
 
     fn full(self, rate_per_second: u32, now_ms: u64) -> bool {
-        self.refilled(rate_per_second, now_ms).tokens_milli >= u64::from(rate_per_second) * TOKEN_MILLI
+        self.refilled(rate_per_second, now_ms).tokens_milli >= u64::from(rate_per_second) * MILLITOKENS_PER_TOKEN
     }
 }
 
@@ -123,12 +126,12 @@ fn take(buckets: &mut HashMap<String, Bucket>, id: &str, rate: u32, now_ms: u64)
             buckets.clear();
         }
     }
-    let full = Bucket { tokens_milli: u64::from(rate) * TOKEN_MILLI, at_ms: now_ms };
+    let full = Bucket { tokens_milli: u64::from(rate) * MILLITOKENS_PER_TOKEN, at_ms: now_ms };
     let bucket = buckets.get(id).map_or(full, |b| b.refilled(rate, now_ms));
-    if bucket.tokens_milli < TOKEN_MILLI {
+    if bucket.tokens_milli < MILLITOKENS_PER_TOKEN {
         return Err(bucket);
     }
-    Ok(Bucket { tokens_milli: bucket.tokens_milli - TOKEN_MILLI, at_ms: now_ms })
+    Ok(Bucket { tokens_milli: bucket.tokens_milli - MILLITOKENS_PER_TOKEN, at_ms: now_ms })
 }
 
 #[cfg(test)]
@@ -139,8 +142,8 @@ mod tests {
     fn a_bucket_refills_at_its_rate_up_to_one_seconds_worth() {
         let empty = Bucket { tokens_milli: 0, at_ms: 0 };
         assert_eq!(empty.retry_after_secs(4), 1);
-        assert_eq!(empty.refilled(4, 250).tokens_milli, TOKEN_MILLI);
-        assert_eq!(empty.refilled(4, 10_000).tokens_milli, 4 * TOKEN_MILLI);
+        assert_eq!(empty.refilled(4, 250).tokens_milli, MILLITOKENS_PER_TOKEN);
+        assert_eq!(empty.refilled(4, 10_000).tokens_milli, 4 * MILLITOKENS_PER_TOKEN);
         let mut buckets = HashMap::new();
         for _ in 0..4 {
             let taken = take(&mut buckets, "k", 4, 0).expect("a token");

@@ -13,7 +13,7 @@ const DAY_SECS: u64 = 24 * 3600;
 /// a backlog drains over several passes instead of occupying the writer.
 const PRUNE_BATCHES_PER_PASS_MAX: u32 = 64;
 /// The longest a retention period may be: about 100 years.
-const RETENTION_SECS_MAX: u64 = 100 * 366 * DAY_SECS;
+const RETENTION_MAX_SECS: u64 = 100 * 366 * DAY_SECS;
 
 /// How long each kind of row is kept, and how often the pruner runs.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -27,14 +27,31 @@ pub struct Retention {
     pub interval_secs: u64,
 }
 
+impl Retention {
+    /// What a gateway keeps unless `COFFER_RETENTION_*` says otherwise.
+    pub const DEFAULT: Retention = Retention {
+        invoices_expired_secs: 7 * DAY_SECS,
+        events_secs: 30 * DAY_SECS,
+        deliveries_secs: 7 * DAY_SECS,
+        interval_secs: 3600,
+    };
+}
+
+// The defaults are values `from_lookup` would accept (1 to the longest
+// period), and the pruner runs several times within the shortest period.
+const _: () = assert!(Retention::DEFAULT.invoices_expired_secs <= RETENTION_MAX_SECS);
+const _: () = assert!(Retention::DEFAULT.events_secs <= RETENTION_MAX_SECS);
+const _: () = assert!(Retention::DEFAULT.deliveries_secs <= RETENTION_MAX_SECS);
+const _: () = assert!(Retention::DEFAULT.interval_secs >= 1);
+const _: () = assert!(Retention::DEFAULT.interval_secs < Retention::DEFAULT.invoices_expired_secs);
+const _: () = assert!(Retention::DEFAULT.interval_secs < Retention::DEFAULT.events_secs);
+const _: () = assert!(Retention::DEFAULT.interval_secs < Retention::DEFAULT.deliveries_secs);
+// A period in milliseconds (`Retention::cutoffs`) fits an `i64`.
+const _: () = assert!(RETENTION_MAX_SECS <= i64::MAX as u64 / 1_000);
+
 impl Default for Retention {
     fn default() -> Self {
-        Retention {
-            invoices_expired_secs: 7 * DAY_SECS,
-            events_secs: 30 * DAY_SECS,
-            deliveries_secs: 7 * DAY_SECS,
-            interval_secs: 3600,
-        }
+        Retention::DEFAULT
     }
 }
 
@@ -55,8 +72,8 @@ impl Retention {
         ] {
             if let Some(value) = lookup(name) {
                 *slot = match value.trim().parse::<u64>() {
-                    Ok(secs) if (1..=RETENTION_SECS_MAX).contains(&secs) => secs,
-                    _ => return Err(format!("{name}: seconds from 1 to {RETENTION_SECS_MAX}, not {value:?}")),
+                    Ok(secs) if (1..=RETENTION_MAX_SECS).contains(&secs) => secs,
+                    _ => return Err(format!("{name}: seconds from 1 to {RETENTION_MAX_SECS}, not {value:?}")),
                 };
             }
         }

@@ -98,6 +98,9 @@ pub async fn qr_png(
 }
 
 const QR_SCALE_DEFAULT_PX: u32 = 6;
+// The default is a scale `qr::png` keeps as it is.
+const _: () = assert!(QR_SCALE_DEFAULT_PX >= super::qr::PNG_SCALE_MIN_PX);
+const _: () = assert!(QR_SCALE_DEFAULT_PX <= super::qr::PNG_SCALE_MAX_PX);
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -129,8 +132,8 @@ fn page(params: PageParams) -> Result<PageRequest, Error> {
 /// A listing's cursor, as given, and its checked page size.
 pub(super) fn page_params(params: PageParams) -> Result<(Option<String>, u32), Error> {
     let limit = params.limit.unwrap_or(50);
-    if limit == 0 || limit > crate::model::PAGE_LIMIT_MAX {
-        return Err(Error::InvalidField { field: "limit", detail: format!("1 to {}", crate::model::PAGE_LIMIT_MAX) });
+    if limit == 0 || limit > crate::model::PAGE_ROWS_MAX {
+        return Err(Error::InvalidField { field: "limit", detail: format!("1 to {}", crate::model::PAGE_ROWS_MAX) });
     }
     Ok((params.cursor, limit))
 }

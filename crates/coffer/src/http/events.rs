@@ -8,7 +8,7 @@ use super::extract::{ApiJson, ApiQuery, Caller};
 use crate::error::Error;
 use crate::events::wire;
 use crate::gateway::{EventFollower, Gateway};
-use crate::model::PAGE_LIMIT_MAX;
+use crate::model::PAGE_ROWS_MAX;
 use crate::model::views;
 use axum::Json;
 use axum::extract::ws::{Message as WsMessage, WebSocket, WebSocketUpgrade};
@@ -23,7 +23,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-const KEEP_ALIVE_SECS: u64 = 15;
+const KEEP_ALIVE_INTERVAL_SECS: u64 = 15;
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -45,7 +45,7 @@ pub async fn list_events(
     ApiQuery(p): ApiQuery<EventParams>,
 ) -> Result<Json<EventPage>, Error> {
     let after = p.after.unwrap_or(0);
-    let events = gw.events(&caller, after, p.limit.unwrap_or(PAGE_LIMIT_MAX)).await?;
+    let events = gw.events(&caller, after, p.limit.unwrap_or(PAGE_ROWS_MAX)).await?;
     let next_after = events.last().map_or(after, |e| e.id);
     let events = events.iter().map(|e| wire(e, gw.node_pubkey_hex())).collect();
     Ok(Json(EventPage { events, next_after }))
@@ -78,7 +78,7 @@ pub async fn stream_events(
         let data = serde_json::to_string(&e).unwrap_or_default();
         Ok(SseEvent::default().id(e.id.to_string()).event(e.kind).data(data))
     });
-    Ok(Sse::new(sse).keep_alive(KeepAlive::new().interval(Duration::from_secs(KEEP_ALIVE_SECS))))
+    Ok(Sse::new(sse).keep_alive(KeepAlive::new().interval(Duration::from_secs(KEEP_ALIVE_INTERVAL_SECS))))
 }
 
 /// The same events over a WebSocket, one JSON text frame each.
@@ -118,11 +118,11 @@ fn follow(gw: Arc<Gateway>, follower: EventFollower) -> impl Stream<Item = Event
 }
 
 /// Sends each frame as a text message, and a ping whenever the stream is
-/// quiet for [`KEEP_ALIVE_SECS`]: the connection then never looks idle to
+/// quiet for [`KEEP_ALIVE_INTERVAL_SECS`]: the connection then never looks idle to
 /// the listener's idle timeout, and a vanished client is found.
 pub(super) async fn forward(mut socket: WebSocket, frames: impl Stream<Item = String>) {
     let mut frames = std::pin::pin!(frames);
-    let mut keep_alive = tokio::time::interval(Duration::from_secs(KEEP_ALIVE_SECS));
+    let mut keep_alive = tokio::time::interval(Duration::from_secs(KEEP_ALIVE_INTERVAL_SECS));
     keep_alive.tick().await;
     loop {
         let message = tokio::select! {
@@ -191,5 +191,5 @@ pub async fn list_deliveries(
     Caller(caller): Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Vec<Delivery>>, Error> {
-    Ok(Json(gw.deliveries(&caller, &id, PAGE_LIMIT_MAX).await?.into_iter().map(views::delivery).collect()))
+    Ok(Json(gw.deliveries(&caller, &id, PAGE_ROWS_MAX).await?.into_iter().map(views::delivery).collect()))
 }

@@ -17,14 +17,17 @@ pub const QUIET_ZONE_MODULES: usize = 4;
 /// The bounds a PNG's pixels per module are clamped to.
 pub const PNG_SCALE_MIN_PX: u32 = 1;
 pub const PNG_SCALE_MAX_PX: u32 = 16;
+const _: () = assert!(PNG_SCALE_MIN_PX >= 1);
+const _: () = assert!(PNG_SCALE_MIN_PX <= PNG_SCALE_MAX_PX);
 /// The longest payload encoded, in characters: what the largest QR code
 /// (version 40) holds at level M in alphanumeric mode. Longer input is
 /// refused before any encoding work.
-pub const PAYLOAD_LEN_MAX: usize = 3_391;
+pub const PAYLOAD_LEN_MAX_BYTES: usize = 3_391;
 /// The side of the largest QR code (version 40), in modules.
 const CODE_WIDTH_MAX_MODULES: usize = 177;
 /// The side of the largest PNG, in pixels (2,960): the image size is bounded.
 pub const PNG_SIDE_MAX_PX: u32 = (CODE_WIDTH_MAX_MODULES + 2 * QUIET_ZONE_MODULES) as u32 * PNG_SCALE_MAX_PX;
+const _: () = assert!(PNG_SIDE_MAX_PX == 2_960);
 
 const SCHEME: &str = "LIGHTNING:";
 
@@ -43,7 +46,7 @@ impl std::fmt::Display for QrError {
             QrError::TooLong { len } => write!(
                 f,
                 "the invoice is too long for a QR code: {len} characters with the `{SCHEME}` prefix \
-                 (at most {PAYLOAD_LEN_MAX})"
+                 (at most {PAYLOAD_LEN_MAX_BYTES})"
             ),
             QrError::Encode(why) => write!(f, "could not render the QR code: {why}"),
         }
@@ -141,7 +144,7 @@ struct Matrix {
 impl Matrix {
     fn encode(bolt11: &str) -> Result<Matrix, QrError> {
         let text = payload(bolt11);
-        if text.len() > PAYLOAD_LEN_MAX {
+        if text.len() > PAYLOAD_LEN_MAX_BYTES {
             return Err(QrError::TooLong { len: text.len() });
         }
         let code = QrCode::with_error_correction_level(text.as_bytes(), EcLevel::M).map_err(|e| match e {
@@ -275,7 +278,7 @@ mod tests {
 
     #[test]
     fn the_largest_code_stays_within_the_bound() {
-        let longest = "q".repeat(PAYLOAD_LEN_MAX - "LIGHTNING:".len());
+        let longest = "q".repeat(PAYLOAD_LEN_MAX_BYTES - "LIGHTNING:".len());
         let code = Matrix::encode(&longest).unwrap();
         assert_eq!(code.width, CODE_WIDTH_MAX_MODULES);
         let (width, height, _) = decode(&png(&longest, 1_000).unwrap());
@@ -284,8 +287,8 @@ mod tests {
 
     #[test]
     fn oversize_input_is_an_error() {
-        let just_over = "q".repeat(PAYLOAD_LEN_MAX - "LIGHTNING:".len() + 1);
-        assert_eq!(svg(&just_over), Err(QrError::TooLong { len: PAYLOAD_LEN_MAX + 1 }));
+        let just_over = "q".repeat(PAYLOAD_LEN_MAX_BYTES - "LIGHTNING:".len() + 1);
+        assert_eq!(svg(&just_over), Err(QrError::TooLong { len: PAYLOAD_LEN_MAX_BYTES + 1 }));
         assert!(matches!(png(&just_over, 4), Err(QrError::TooLong { .. })));
         let huge = "q".repeat(1_000_000);
         assert!(matches!(svg(&huge), Err(QrError::TooLong { len: 1_000_010 })));

@@ -150,8 +150,8 @@ async fn backlog(
 ) -> Result<(Vec<crate::model::MessageRecord>, bool), Error> {
     let mut all = Vec::new();
     loop {
-        let page = gw.messages(caller, room, after, crate::model::PAGE_LIMIT_MAX).await?;
-        let full = page.len() == crate::model::PAGE_LIMIT_MAX as usize;
+        let page = gw.messages(caller, room, after, crate::model::PAGE_ROWS_MAX).await?;
+        let full = page.len() == crate::model::PAGE_ROWS_MAX as usize;
         after = page.last().map_or(after, |m| m.id);
         all.extend(page);
         if !full {
@@ -164,7 +164,7 @@ async fn backlog(
 }
 
 /// How often an idle stream sends a keep-alive comment.
-const KEEP_ALIVE_SECS: u64 = 15;
+const KEEP_ALIVE_INTERVAL_SECS: u64 = 15;
 
 /// What a watcher receives: the backlog after `after`, then live events.
 /// Subscribing before reading the backlog, then skipping live messages the
@@ -242,7 +242,7 @@ pub async fn stream(
     let events = watch(gw, caller, room, p.after.unwrap_or(0)).await?;
     let sse =
         futures_util::StreamExt::map(events, |(kind, data)| Ok(Event::default().event(kind).data(data.to_string())));
-    Ok(Sse::new(sse).keep_alive(KeepAlive::new().interval(Duration::from_secs(KEEP_ALIVE_SECS))))
+    Ok(Sse::new(sse).keep_alive(KeepAlive::new().interval(Duration::from_secs(KEEP_ALIVE_INTERVAL_SECS))))
 }
 
 /// The same events over a WebSocket, one JSON text frame each:

@@ -11,6 +11,10 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 
 /// A header value longer than this is not an L402 one.
 pub const HEADER_LEN_MAX_BYTES: usize = 8 * 1024;
+// Credentials for any token the paywall accepts fit the bound: the scheme,
+// the macaroon in base64, `:` and the preimage in hex.
+const _: () =
+    assert!("LSAT ".len() + super::macaroon::MACAROON_LEN_MAX_BYTES.div_ceil(3) * 4 + 1 + 64 <= HEADER_LEN_MAX_BYTES);
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Challenge {

@@ -14,7 +14,7 @@ const KEY_GENERATOR: &[u8] = b"macaroons-key-generator";
 /// A token the paywall accepts is small; anything larger is not one of ours.
 pub const MACAROON_LEN_MAX_BYTES: usize = 4096;
 pub const CAVEATS_MAX: usize = 16;
-pub const IDENTIFIER_LEN: usize = 2 + 32 + 32;
+pub const IDENTIFIER_LEN_BYTES: usize = 2 + 32 + 32;
 
 const FIELD_EOS: u64 = 0;
 const FIELD_LOCATION: u64 = 1;
@@ -38,7 +38,7 @@ pub struct Identifier {
 
 impl Identifier {
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(IDENTIFIER_LEN);
+        let mut out = Vec::with_capacity(IDENTIFIER_LEN_BYTES);
         out.extend_from_slice(&0u16.to_be_bytes());
         out.extend_from_slice(&self.payment_hash);
         out.extend_from_slice(&self.token_id);
@@ -46,7 +46,7 @@ impl Identifier {
     }
 
     pub fn decode(bytes: &[u8]) -> Option<Identifier> {
-        if bytes.len() != IDENTIFIER_LEN || bytes[..2] != [0, 0] {
+        if bytes.len() != IDENTIFIER_LEN_BYTES || bytes[..2] != [0, 0] {
             return None;
         }
         let mut id = Identifier { payment_hash: [0; 32], token_id: [0; 32] };

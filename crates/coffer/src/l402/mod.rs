@@ -18,6 +18,7 @@ pub mod throttle;
 pub const TOKEN_TTL_DEFAULT_SECS: u64 = 3600;
 /// A paid token lives at most this long (seller and buyer alike).
 pub const TOKEN_TTL_MAX_SECS: u64 = 30 * 24 * 3600;
+const _: () = assert!(TOKEN_TTL_DEFAULT_SECS <= TOKEN_TTL_MAX_SECS);
 
 /// Whether a path prefix covers a path, on whole segments: `/data` covers
 /// `/data` and `/data/today`, not `/database`.

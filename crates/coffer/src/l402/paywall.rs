@@ -60,6 +60,8 @@ pub const ROUTE_PATH_LEN_MAX_BYTES: usize = 256;
 /// The challenge's invoice expires sooner than the token: it only has to
 /// be paid, right away.
 const INVOICE_EXPIRY_SECS: u32 = 600;
+const _: () = assert!((INVOICE_EXPIRY_SECS as u64) < super::TOKEN_TTL_DEFAULT_SECS);
+const _: () = assert!(INVOICE_EXPIRY_SECS <= crate::payment::bolt11::EXPIRY_MAX_SECS);
 const ROOT_KEY_FILE: &str = "l402-root.key";
 const LOCATION: &str = "coffer";
 

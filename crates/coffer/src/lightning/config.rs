@@ -25,6 +25,7 @@ use std::time::Duration;
 
 const TIMEOUT_DEFAULT_MS: u64 = 30_000;
 const TIMEOUT_MAX_MS: u64 = 600_000;
+const _: () = assert!(TIMEOUT_DEFAULT_MS <= TIMEOUT_MAX_MS);
 /// The largest secret or certificate file read.
 const SECRET_FILE_LEN_MAX_BYTES: u64 = 64 * 1024;
 

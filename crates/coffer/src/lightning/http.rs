@@ -7,6 +7,7 @@ use serde::de::DeserializeOwned;
 pub const RESPONSE_LEN_MAX_BYTES: usize = 1024 * 1024;
 /// How much of an error answer is kept as its detail.
 const DETAIL_LEN_MAX_BYTES: usize = 512;
+const _: () = assert!(DETAIL_LEN_MAX_BYTES <= RESPONSE_LEN_MAX_BYTES);
 
 /// Sends a request and reads its answer, at most
 /// [`RESPONSE_LEN_MAX_BYTES`]. A 404 is `Ok(None)`; any other error status

@@ -17,8 +17,8 @@ use serde::Deserialize;
 /// The largest LNURL answer read.
 const ANSWER_LEN_MAX_BYTES: usize = 64 * 1024;
 /// A Lightning address's longest user name and domain.
-const NAME_LEN_MAX: usize = 64;
-const DOMAIN_LEN_MAX: usize = 253;
+const NAME_LEN_MAX_BYTES: usize = 64;
+const DOMAIN_LEN_MAX_BYTES: usize = 253;
 
 /// Whether `text` looks like a Lightning address rather than an invoice.
 pub fn is_address(text: &str) -> bool {
@@ -54,10 +54,10 @@ pub async fn resolve(
 ) -> Result<String, Error> {
     let (name, domain) = address.trim().split_once('@').ok_or_else(|| bad("expected name@domain"))?;
     let name_ok = !name.is_empty()
-        && name.len() <= NAME_LEN_MAX
+        && name.len() <= NAME_LEN_MAX_BYTES
         && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "-_.+".contains(c));
     let domain_ok = !domain.is_empty()
-        && domain.len() <= DOMAIN_LEN_MAX
+        && domain.len() <= DOMAIN_LEN_MAX_BYTES
         && domain.chars().all(|c| c.is_ascii_alphanumeric() || "-.:".contains(c));
     if !name_ok || !domain_ok {
         return Err(bad("expected name@domain (a-z, 0-9, -_.+ in the name)"));

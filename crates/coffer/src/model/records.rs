@@ -14,7 +14,13 @@ use std::sync::Arc;
 pub const L402_TOKENS_PER_ORIGIN_MAX: usize = 64;
 
 /// The most rows one listing call returns.
-pub const PAGE_LIMIT_MAX: u32 = 200;
+pub const PAGE_ROWS_MAX: u32 = 200;
+
+/// The most events one read of the outbox returns (`Tx::events` clamps
+/// the `limit` it is given to this), on every store.
+pub const READ_EVENTS_MAX: u32 = 1_000;
+// An events listing of one page is read whole.
+const _: () = assert!(PAGE_ROWS_MAX <= READ_EVENTS_MAX);
 
 #[derive(Clone, Debug)]
 pub struct AgentRecord {

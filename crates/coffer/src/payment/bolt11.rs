@@ -12,18 +12,20 @@ use crate::secrets::{random_bytes, write_private_file};
 
 /// The longest BOLT11 string we parse. Real invoices are a few hundred
 /// characters; route hints can make them longer, but not this long.
-pub const BOLT11_LEN_MAX: usize = 7_089;
+pub const BOLT11_LEN_MAX_BYTES: usize = 7_089;
 /// BOLT11's limit on the `d` (description) field.
 pub const MEMO_LEN_MAX_BYTES: usize = 639;
+const _: () = assert!(MEMO_LEN_MAX_BYTES < BOLT11_LEN_MAX_BYTES);
 /// BOLT11 writes amounts in pico-bitcoin in a `u64`: 10 pico-BTC per msat,
 /// so it cannot carry more than this (about 18.4 million BTC).
 pub const INVOICE_AMOUNT_MAX_MSAT: u64 = u64::MAX / 10;
 /// The default and the longest invoice expiry.
 pub const EXPIRY_DEFAULT_SECS: u32 = 3_600;
 pub const EXPIRY_MAX_SECS: u32 = 7 * 24 * 3_600;
+const _: () = assert!(EXPIRY_DEFAULT_SECS <= EXPIRY_MAX_SECS);
 /// The final CLTV delta we ask for (BOLT11's default of 18 is too short for
 /// real nodes; 144 blocks is about a day).
-const MIN_FINAL_CLTV_EXPIRY_DELTA: u64 = 144;
+const FINAL_CLTV_EXPIRY_DELTA_MIN_BLOCKS: u64 = 144;
 
 /// The Bitcoin network of the gateway's invoices.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -160,7 +162,7 @@ impl NodeSigner {
             .payment_hash(payment_hash)
             .payment_secret(PaymentSecret(random_bytes::<32>()))
             .duration_since_epoch(now)
-            .min_final_cltv_expiry_delta(MIN_FINAL_CLTV_EXPIRY_DELTA)
+            .min_final_cltv_expiry_delta(FINAL_CLTV_EXPIRY_DELTA_MIN_BLOCKS)
             .amount_milli_satoshis(amount.as_u64())
             .expiry_time(Duration::from_secs(u64::from(expiry_secs)))
             .basic_mpp()
@@ -211,8 +213,8 @@ pub struct ParsedInvoice {
 impl ParsedInvoice {
     pub fn parse(input: &str, network: Network) -> Result<ParsedInvoice, InvoiceError> {
         let trimmed = input.trim();
-        if trimmed.len() > BOLT11_LEN_MAX {
-            return Err(InvoiceError::Malformed(format!("longer than {BOLT11_LEN_MAX} characters")));
+        if trimmed.len() > BOLT11_LEN_MAX_BYTES {
+            return Err(InvoiceError::Malformed(format!("longer than {BOLT11_LEN_MAX_BYTES} characters")));
         }
         let mut bolt11 = trimmed.to_ascii_lowercase();
         if let Some(rest) = bolt11.strip_prefix("lightning:") {
@@ -305,7 +307,7 @@ mod tests {
     #[test]
     fn rejects_garbage_other_networks_and_bad_signatures() {
         assert!(matches!(ParsedInvoice::parse("lnbcrt1garbage", Network::Regtest), Err(InvoiceError::Malformed(_))));
-        assert!(ParsedInvoice::parse(&"x".repeat(BOLT11_LEN_MAX + 1), Network::Regtest).is_err());
+        assert!(ParsedInvoice::parse(&"x".repeat(BOLT11_LEN_MAX_BYTES + 1), Network::Regtest).is_err());
         let inv = signer().sign(Msat::new(1_000), "", 60, Duration::from_secs(1_800_000_000)).unwrap();
         assert!(matches!(ParsedInvoice::parse(&inv.bolt11, Network::Bitcoin), Err(InvoiceError::WrongNetwork)));
 

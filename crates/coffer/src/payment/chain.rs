@@ -11,6 +11,8 @@ use coffer_core::Msat;
 
 /// The deepest sub-agent tree: a limit on the chain a payment walks.
 pub const CHAIN_DEPTH_MAX: usize = 8;
+// Every tree `COFFER_LIMIT_TREE_DEPTH` allows can be walked.
+const _: () = assert!(crate::limits::TREE_DEPTH_MAX as usize <= CHAIN_DEPTH_MAX);
 
 /// The id of a hold is its payment's id with this prefix for `pay_`: a
 /// held payment, once approved, takes the id its request would have had.

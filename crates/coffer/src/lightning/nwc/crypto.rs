@@ -36,6 +36,23 @@ const NIP44_SALT: &[u8] = b"nip44-v2";
 /// `?iv=` and the IV.
 const NIP04_CONTENT_LEN_MAX_CHARS: usize = 87_432 + 4 + 24;
 
+/// The length of `n` bytes in padded base64.
+const fn base64_len_chars(n: usize) -> usize {
+    n.div_ceil(3) * 4
+}
+// The bounds above are the ones their comments derive: a plaintext length
+// fits NIP-44's 2-byte prefix, a NIP-44 payload is version, nonce and MAC
+// (65 bytes) around the prefixed plaintext padded to at most 65,536 bytes,
+// and a NIP-04 content holds the longest plaintext, padded to AES blocks.
+const _: () = assert!(PLAINTEXT_LEN_MAX_BYTES == u16::MAX as usize);
+const _: () = assert!(NIP44_PAYLOAD_LEN_MIN_CHARS == base64_len_chars(99));
+const _: () = assert!(NIP44_PAYLOAD_LEN_MAX_CHARS == base64_len_chars(65 + 2 + 65_536));
+const _: () =
+    assert!(NIP04_CONTENT_LEN_MAX_CHARS >= base64_len_chars((PLAINTEXT_LEN_MAX_BYTES / 16 + 1) * 16) + 4 + 24);
+// A relay message holds the largest content of either encryption.
+const _: () = assert!(NIP44_PAYLOAD_LEN_MAX_CHARS < super::relay::RELAY_MESSAGE_LEN_MAX_BYTES);
+const _: () = assert!(NIP04_CONTENT_LEN_MAX_CHARS < super::relay::RELAY_MESSAGE_LEN_MAX_BYTES);
+
 /// Which encryption a request uses (NIP-47's `encryption` tag values).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Encryption {

@@ -9,7 +9,7 @@
 //! anything else is dropped. When the connection ends, every waiting call
 //! learns it at once, and its outcome is unknown: nothing is guessed.
 //!
-//! Bounds: each message at most [`RELAY_MESSAGE_MAX_BYTES`], at most
+//! Bounds: each message at most [`RELAY_MESSAGE_LEN_MAX_BYTES`], at most
 //! [`IN_FLIGHT_MAX`] requests waiting, reconnection after a failure only
 //! after a delay that doubles up to [`BACKOFF_MAX_MS`]; the caller bounds
 //! every call in time.
@@ -32,12 +32,16 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 /// The largest relay message read: NWC answers are a few kB, and NIP-47
 /// asks relays to allow 64 kB payloads.
-pub const RELAY_MESSAGE_MAX_BYTES: usize = 256 * 1024;
+pub const RELAY_MESSAGE_LEN_MAX_BYTES: usize = 256 * 1024;
+// A message carries the largest payload NIP-47 asks relays to allow (and
+// the largest encrypted content: see `crypto`).
+const _: () = assert!(RELAY_MESSAGE_LEN_MAX_BYTES >= 64 * 1024);
 /// Requests waiting for their answer at once; more wait for a place.
 pub const IN_FLIGHT_MAX: usize = 64;
 /// The first and the longest delay before connecting again after a failure.
 const BACKOFF_MIN_MS: u64 = 100;
 pub const BACKOFF_MAX_MS: u64 = 30_000;
+const _: () = assert!(BACKOFF_MIN_MS <= BACKOFF_MAX_MS);
 /// Subscription ids on the relay.
 const ANSWERS_SUB: &str = "coffer-nwc";
 const INFO_SUB: &str = "coffer-nwc-info";
@@ -234,8 +238,8 @@ impl Relay {
             None => Box::new(tcp),
         };
         let config = WebSocketConfig::default()
-            .max_message_size(Some(RELAY_MESSAGE_MAX_BYTES))
-            .max_frame_size(Some(RELAY_MESSAGE_MAX_BYTES));
+            .max_message_size(Some(RELAY_MESSAGE_LEN_MAX_BYTES))
+            .max_frame_size(Some(RELAY_MESSAGE_LEN_MAX_BYTES));
         let (ws, _) = tokio_tungstenite::client_async_with_config(self.url.as_str(), io, Some(config))
             .await
             .map_err(|e| unreachable(&e))?;

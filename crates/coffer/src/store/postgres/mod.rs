@@ -55,16 +55,20 @@ use tokio::sync::{mpsc, oneshot, watch};
 pub const BATCH_JOBS_MAX: usize = 1_024;
 /// The most jobs waiting for the writer; callers wait beyond it.
 const QUEUE_JOBS_MAX: usize = 8_192;
+// A full queue holds several full batches.
+const _: () = assert!(BATCH_JOBS_MAX < QUEUE_JOBS_MAX);
 /// The most reads waiting for a reader thread.
-const READ_QUEUE_MAX: usize = 1_024;
+const QUEUE_READS_MAX: usize = 1_024;
 /// Reader threads (and connections) per instance.
 const READERS: usize = 4;
+// Every reader can have a read waiting for it.
+const _: () = assert!(READERS <= QUEUE_READS_MAX);
 /// Any constant, the same in every instance: the lock each write
 /// transaction takes first (see the module comment).
 const WRITE_LOCK: i64 = 0x636f_6666_6572_0002;
 /// A transaction left open this long (a stopped instance) is ended by the
 /// server, so it cannot hold the write lock forever.
-const IDLE_IN_TRANSACTION_MS: u64 = 10_000;
+const IDLE_IN_TRANSACTION_TIMEOUT_MS: u64 = 10_000;
 /// Waiting longer than this for the write lock fails the batch.
 const LOCK_TIMEOUT_MS: u64 = 10_000;
 const CONNECT_TIMEOUT_MS: u64 = 5_000;
@@ -126,7 +130,7 @@ impl PostgresStore {
             })
             .map_err(|e| Error::internal("starting the writer thread", e))?;
         started.await.map_err(|_| Error::Internal("the writer thread stopped while opening".into()))??;
-        let (reads, read_queue) = mpsc::channel(READ_QUEUE_MAX);
+        let (reads, read_queue) = mpsc::channel(QUEUE_READS_MAX);
         let read_queue = Arc::new(Mutex::new(read_queue));
         for i in 0..READERS {
             let (config, queue) = (reader_config.clone(), Arc::clone(&read_queue));

@@ -2,7 +2,7 @@
 //! per connection (its `?N` placeholders written `$N`), arguments converted
 //! to the types the server inferred for them, and columns read from theirs.
 
-use super::{IDLE_IN_TRANSACTION_MS, LOCK_TIMEOUT_MS};
+use super::{IDLE_IN_TRANSACTION_TIMEOUT_MS, LOCK_TIMEOUT_MS};
 use crate::error::Error;
 use crate::store::sql::{Arg, Sql, SqlRow, numbered_as_dollars};
 use ::postgres::fallible_iterator::FallibleIterator;
@@ -27,7 +27,7 @@ impl Conn {
         let mut client = config.connect(NoTls).map_err(|e| Error::internal("connecting to PostgreSQL", e))?;
         client
             .batch_execute(&format!(
-                "SET idle_in_transaction_session_timeout = {IDLE_IN_TRANSACTION_MS}; \
+                "SET idle_in_transaction_session_timeout = {IDLE_IN_TRANSACTION_TIMEOUT_MS}; \
                  SET lock_timeout = {LOCK_TIMEOUT_MS};"
             ))
             .map_err(|e| Error::internal("configuring a PostgreSQL session", e))?;

@@ -4,7 +4,7 @@
 use super::rows::{self, *};
 use super::{PolicyCache, Sql, SqlRow, args};
 use crate::error::Error;
-use crate::model::PAGE_LIMIT_MAX;
+use crate::model::PAGE_ROWS_MAX;
 use crate::model::*;
 use crate::secrets::SecretDigest;
 use crate::store::{Tx, quota, retention};
@@ -13,9 +13,6 @@ use coffer_core::ledger::{Transfer, TransferSums};
 use coffer_core::policy::Policy;
 use coffer_core::{AccountId, Balance};
 use std::sync::Arc;
-
-/// The most events one read returns.
-pub const EVENTS_LIMIT_MAX: u32 = 1_000;
 
 /// One transaction of a store: the writer's (inside its batch) or a
 /// reader's.
@@ -117,7 +114,7 @@ impl<'a> SqlTx<'a> {
 
 /// `(before, limit)` of a page of a newest-first listing.
 fn page_bounds(page: PageRequest) -> (i64, i64) {
-    let limit = page.limit.clamp(1, PAGE_LIMIT_MAX);
+    let limit = page.limit.clamp(1, PAGE_ROWS_MAX);
     (page.before.unwrap_or(i64::MAX), i64::from(limit))
 }
 
@@ -127,7 +124,7 @@ fn next_cursor(rows: usize, limit: i64, last_seq: Option<i64>) -> Option<i64> {
 }
 
 fn limit_rows(limit: u32) -> i64 {
-    i64::from(limit.clamp(1, PAGE_LIMIT_MAX))
+    i64::from(limit.clamp(1, PAGE_ROWS_MAX))
 }
 
 /// Open invoices due for the sweep (`?1`: now, `?2`: the deposit watcher's
@@ -694,7 +691,7 @@ impl Tx for SqlTx<'_> {
              ORDER BY created_at DESC LIMIT ?3"
         );
         let status = status.map(IncomingStatus::as_str);
-        self.rows(&sql, args![payee_agent_id, status, i64::from(PAGE_LIMIT_MAX)], rows::incoming)
+        self.rows(&sql, args![payee_agent_id, status, i64::from(PAGE_ROWS_MAX)], rows::incoming)
     }
 
     fn incoming_payment(&mut self, payment_id: &str) -> Result<Option<IncomingRecord>, Error> {
@@ -740,7 +737,7 @@ impl Tx for SqlTx<'_> {
         after: Option<&str>,
         limit: u32,
     ) -> Result<(Vec<RoomRecord>, Option<String>), Error> {
-        let limit = limit.clamp(1, PAGE_LIMIT_MAX);
+        let limit = limit.clamp(1, PAGE_ROWS_MAX);
         // Oldest first; the cursor is the last room's id, and the page goes
         // on after its (created_at, id).
         let sql = "SELECT r.id FROM rooms r WHERE (CAST(?1 AS TEXT) IS NULL OR EXISTS (SELECT 1 FROM room_members m \
@@ -787,7 +784,7 @@ impl Tx for SqlTx<'_> {
     }
 
     fn events(&mut self, after_id: i64, agent_id: Option<&str>, limit: u32) -> Result<Vec<EventRecord>, Error> {
-        let limit = i64::from(limit.clamp(1, EVENTS_LIMIT_MAX));
+        let limit = i64::from(limit.clamp(1, READ_EVENTS_MAX));
         // Two statements, so each uses its index: (id) for all events,
         // (agent_id, id) for one agent's.
         match agent_id {

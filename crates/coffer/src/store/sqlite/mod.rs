@@ -57,15 +57,20 @@ pub const BATCH_JOBS_MAX: usize = 1_024;
 /// while the writer runs the next batch, the HTTP workers answer this one's
 /// callers and read their next requests. Measured with `coffer bench` at 32
 /// clients: 16 gives 5-15% more payments/s than 1,024 (BENCHMARKS.md).
-const BATCH_JOBS_MAX_UNSYNCED: usize = 16;
+const BATCH_JOBS_UNSYNCED_MAX: usize = 16;
 /// The most jobs waiting for the writer; callers wait beyond it.
 const QUEUE_JOBS_MAX: usize = 8_192;
+// A batch is taken from the queue: the unsynced batch is the smaller one,
+// and a full queue holds several full batches.
+const _: () = assert!(BATCH_JOBS_UNSYNCED_MAX >= 1);
+const _: () = assert!(BATCH_JOBS_UNSYNCED_MAX <= BATCH_JOBS_MAX);
+const _: () = assert!(BATCH_JOBS_MAX < QUEUE_JOBS_MAX);
 /// The writer's page cache, at most (SQLite fills it as pages are used).
 /// With a long history the random indexes (payment hashes, per-agent
 /// listings, idempotency keys) outgrow a small cache, and every miss is a
 /// read from the file: with 1,000,000 payments stored, 64 MiB cost ~30% of
 /// the throughput, 512 MiB under 10%.
-const PAGE_CACHE_KIB: u64 = 512 * 1024;
+const PAGE_CACHE_MAX_KIB: u64 = 512 * 1024;
 /// Read-only connections kept open.
 const READERS_MAX: usize = 8;
 /// How often the checkpointer copies the WAL back into the database.
@@ -80,9 +85,13 @@ const WAL_RESTART_FRAMES: u32 = 32_768;
 /// restart bound, so that steady load does not shrink and regrow the file
 /// at every restart.
 const WAL_SIZE_LIMIT_BYTES: i64 = 256 * 1024 * 1024;
+// Above the restart bound: the restart frames, each a 4 KiB page and its
+// 24-byte frame header, plus the 32-byte WAL header.
+const _: () = assert!(32 + WAL_RESTART_FRAMES as i64 * (4_096 + 24) < WAL_SIZE_LIMIT_BYTES);
 /// A WAL past its bound is forced to start over (waiting for readers) after
 /// this many batches, if the cheap way (`WalRestart`) did not succeed.
 const WAL_RESTART_WAIT_BATCHES_MAX: u32 = 1_024;
+const _: () = assert!(WAL_RESTART_WAIT_BATCHES_MAX >= 1);
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Durability {
@@ -116,7 +125,7 @@ impl Durability {
     /// The most jobs committed in one transaction.
     pub fn batch_jobs_max(self) -> usize {
         match self {
-            Durability::Process => BATCH_JOBS_MAX_UNSYNCED,
+            Durability::Process => BATCH_JOBS_UNSYNCED_MAX,
             Durability::Full => BATCH_JOBS_MAX,
         }
     }
@@ -250,7 +259,7 @@ fn configure_writer(conn: &Connection, durability: Durability) -> Result<(), Err
     };
     conn.execute_batch(&format!(
         "PRAGMA journal_mode=WAL; PRAGMA synchronous={synchronous}; PRAGMA busy_timeout=5000; \
-         PRAGMA temp_store=MEMORY; PRAGMA cache_size=-{PAGE_CACHE_KIB}; PRAGMA wal_autocheckpoint=0; \
+         PRAGMA temp_store=MEMORY; PRAGMA cache_size=-{PAGE_CACHE_MAX_KIB}; PRAGMA wal_autocheckpoint=0; \
          PRAGMA journal_size_limit={WAL_SIZE_LIMIT_BYTES};"
     ))
     .map_err(|e| Error::internal("configuring the database", e))?;
