@@ -95,12 +95,22 @@ impl Msat {
     /// stores is at most a sum of amounts bounded by [`MONEY_MAX_MSAT`] plus
     /// checked additions, so this fails only on corrupted state.
     pub fn to_sql(self) -> Result<i64, AmountError> {
-        i64::try_from(self.0).map_err(|_| AmountError::Overflow)
+        let value = i64::try_from(self.0).map_err(|_| AmountError::Overflow)?;
+        // Postcondition, paired with `from_sql`'s: what is written reads back
+        // as the same amount.
+        assert!(value >= 0);
+        assert_eq!(value.unsigned_abs(), self.0);
+        Ok(value)
     }
 
     /// Reads an amount stored by [`Msat::to_sql`]; negative values are corruption.
     pub fn from_sql(value: i64) -> Result<Msat, AmountError> {
-        u64::try_from(value).map(Msat).map_err(|_| AmountError::Underflow)
+        let amount = u64::try_from(value).map(Msat).map_err(|_| AmountError::Underflow)?;
+        // Postcondition, paired with `to_sql`'s: the amount writes back as
+        // the same value.
+        assert!(amount.0 <= i64::MAX as u64);
+        assert_eq!(amount.0, value.unsigned_abs());
+        Ok(amount)
     }
 }
 

@@ -119,6 +119,13 @@ impl Balance {
         i128::from(self.credits_posted.as_u64()) - i128::from(self.debits_posted.as_u64())
     }
 
+    /// Credits cover posted and pending debits together: what holds for
+    /// every account that may not go negative (all but `outside`).
+    pub fn covers_debits(&self) -> bool {
+        let debits = u128::from(self.debits_posted.as_u64()) + u128::from(self.debits_pending.as_u64());
+        u128::from(self.credits_posted.as_u64()) >= debits
+    }
+
     fn check_can_debit(&self, kind: AccountKind, amount: Msat) -> Result<(), LedgerError> {
         if kind.may_go_negative() || self.available() >= amount {
             return Ok(());
@@ -153,22 +160,82 @@ pub fn post(transfer: Transfer, debit: &mut Balance, credit: &mut Balance) -> Re
     if !transfer.credit.kind().may_go_negative() && credit_net > i128::from(MONEY_MAX_MSAT) {
         return Err(LedgerError::Amount(AmountError::AboveMaxMoney));
     }
+    let (debit_before, credit_before) = (*debit, *credit);
     debit.debits_posted = debits_posted;
     credit.credits_posted = credits_posted;
+    assert_posted(transfer, (&debit_before, debit), (&credit_before, credit));
     Ok(())
+}
+
+/// The postconditions of [`post`]; a failure is a bug in it, never bad
+/// input (input that breaks them was refused above, changing nothing).
+fn assert_posted(transfer: Transfer, debit: (&Balance, &Balance), credit: (&Balance, &Balance)) {
+    let amount = u128::from(transfer.amount.as_u64());
+    let ((debit_before, debit_after), (credit_before, credit_after)) = (debit, credit);
+    assert!(amount > 0);
+    // The amount leaves one account and enters the other, and nothing else
+    // moves: the debit side's debits and the credit side's credits grew by
+    // exactly the amount.
+    assert_eq!(
+        u128::from(debit_after.debits_posted.as_u64()),
+        u128::from(debit_before.debits_posted.as_u64()) + amount
+    );
+    assert_eq!(debit_after.credits_posted, debit_before.credits_posted);
+    assert_eq!(debit_after.debits_pending, debit_before.debits_pending);
+    assert_eq!(
+        u128::from(credit_after.credits_posted.as_u64()),
+        u128::from(credit_before.credits_posted.as_u64()) + amount
+    );
+    assert_eq!(credit_after.debits_posted, credit_before.debits_posted);
+    assert_eq!(credit_after.debits_pending, credit_before.debits_pending);
+    // Money is conserved: the two balances' sum is what it was.
+    assert_eq!(debit_after.net() + credit_after.net(), debit_before.net() + credit_before.net());
+    // A debited account that may not go negative still covers its posted
+    // and pending debits: it had the amount available before.
+    if !transfer.debit.kind().may_go_negative() {
+        assert!(debit_after.covers_debits());
+    }
+    // A credit never breaks the rule for the account it credits.
+    if !transfer.credit.kind().may_go_negative() && credit_before.covers_debits() {
+        assert!(credit_after.covers_debits());
+    }
 }
 
 /// Reserves `amount` on an account: it stays in the account but cannot be
 /// spent again until the reservation is posted or released.
 pub fn reserve(account: AccountId, balance: &mut Balance, amount: Msat) -> Result<(), LedgerError> {
     balance.check_can_debit(account.kind(), amount)?;
+    let before = *balance;
     balance.debits_pending = balance.debits_pending.checked_add(amount)?;
+    // Postconditions: only the reservation grew, by the amount, and an
+    // account that may not go negative covers it (it was available).
+    assert_eq!(
+        u128::from(balance.debits_pending.as_u64()),
+        u128::from(before.debits_pending.as_u64()) + u128::from(amount.as_u64())
+    );
+    assert_eq!(balance.debits_posted, before.debits_posted);
+    assert_eq!(balance.credits_posted, before.credits_posted);
+    if !account.kind().may_go_negative() && (!amount.is_zero() || before.covers_debits()) {
+        assert!(balance.covers_debits());
+    }
     Ok(())
 }
 
 /// Gives back a reservation made by [`reserve`].
 pub fn release(balance: &mut Balance, amount: Msat) -> Result<(), LedgerError> {
+    let before = *balance;
     balance.debits_pending = balance.debits_pending.checked_sub(amount)?;
+    // Postconditions: only the reservation shrank, by the amount; what was
+    // covered stays covered.
+    assert_eq!(
+        u128::from(balance.debits_pending.as_u64()) + u128::from(amount.as_u64()),
+        u128::from(before.debits_pending.as_u64())
+    );
+    assert_eq!(balance.debits_posted, before.debits_posted);
+    assert_eq!(balance.credits_posted, before.credits_posted);
+    if before.covers_debits() {
+        assert!(balance.covers_debits());
+    }
     Ok(())
 }
 
