@@ -135,7 +135,7 @@ pub struct Wallet {
     pub scope: Scope,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CreateInvoiceRequest {
@@ -149,6 +149,21 @@ pub struct CreateInvoiceRequest {
     #[serde(default)]
     #[cfg_attr(feature = "schema", schema(minimum = 1, maximum = 604_800))]
     pub expiry_secs: Option<u32>,
+    /// A hold invoice: paying it only reserves the amount (status
+    /// `accepted`); the payee then settles it (`POST
+    /// /v1/invoices/{payment_hash}/settle`) or cancels it, refunding the
+    /// payer in full. Not settled within `hold_secs`, it is cancelled.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub hold: bool,
+    /// How long an accepted hold invoice waits for its payee to settle:
+    /// 1 to 604800 seconds (7 days); default 3600. Only with `hold`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schema(minimum = 1, maximum = 604_800))]
+    pub hold_secs: Option<u32>,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -156,8 +171,14 @@ pub struct CreateInvoiceRequest {
 #[serde(rename_all = "snake_case")]
 pub enum InvoiceStatus {
     Open,
+    /// A hold invoice paid: the amount waits, reserved on the payer's
+    /// wallet, for the payee to settle or cancel (or for an escrow's
+    /// payer to release it).
+    Accepted,
     Paid,
     Expired,
+    /// Accepted, then cancelled: the payer was refunded in full.
+    Cancelled,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -172,9 +193,19 @@ pub struct Invoice {
     pub expires_at: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub paid_at: Option<String>,
+    /// A hold invoice: settled by its payee after it is accepted.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub hold: bool,
+    /// For a hold invoice, seconds its payee has to settle once accepted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold_secs: Option<u32>,
+    /// The payment whose money waits on this invoice (`accepted`), or paid
+    /// it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub escrow: Option<Escrow>,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct PayRequest {
@@ -190,6 +221,166 @@ pub struct PayRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "schema", schema(minimum = 1, maximum = 2_100_000_000_000_000_000_u64))]
     pub amount_msat: Option<u64>,
+    /// Pay into escrow (an invoice of this gateway only): the amount leaves
+    /// the payer's spendable balance and waits until the payer releases it
+    /// (`POST /v1/payments/{id}/release`), disputes it, or the deadline
+    /// applies `on_timeout`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub escrow: Option<EscrowTerms>,
+}
+
+/// How an escrowed payment ends when its payer neither releases nor
+/// disputes it in time.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct EscrowTerms {
+    /// Seconds until `on_timeout` applies: 1 to 2592000 (30 days).
+    #[cfg_attr(feature = "schema", schema(minimum = 1, maximum = 2_592_000))]
+    pub release_after_secs: u32,
+    pub on_timeout: Outcome,
+}
+
+/// Where money that waited goes: to the payee, or back to the payer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Release,
+    Refund,
+}
+
+/// Money waiting between two agents: a paid hold invoice (`kind: hold`,
+/// settled or cancelled by the payee) or an escrowed payment (`kind:
+/// escrow`, released or disputed by the payer). `id` is the payment's.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(ToSchema))]
+pub struct Escrow {
+    pub payment_id: String,
+    /// `hold` or `escrow`.
+    pub kind: String,
+    /// `held`, `disputed`, `released` or `refunded`.
+    pub status: String,
+    pub payment_hash: String,
+    pub payer_agent_id: String,
+    pub payee_agent_id: String,
+    pub amount_msat: u64,
+    /// When `on_timeout` applies, unless resolved (or disputed) before.
+    pub deadline: String,
+    pub on_timeout: Outcome,
+    pub created_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved_at: Option<String>,
+    /// Who ended it: an agent id, `operator`, or `system` (the deadline).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved_by: Option<String>,
+}
+
+/// The operator's decision on a disputed escrow.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct ResolveRequest {
+    pub outcome: Outcome,
+}
+
+/// A refund of (part of) a payment, by its payee.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct RefundRequest {
+    /// At most what the payment left unrefunded.
+    #[cfg_attr(feature = "schema", schema(minimum = 1, maximum = 2_100_000_000_000_000_000_u64))]
+    pub amount_msat: u64,
+    /// Why, in words: kept in the audit trail; at most 512 bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schema(max_length = 512))]
+    pub reason: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(ToSchema))]
+pub struct Refund {
+    pub id: String,
+    pub payment_id: String,
+    /// The payee, who gave the money back.
+    pub from_agent_id: String,
+    /// The payer, who got it back.
+    pub to_agent_id: String,
+    pub amount_msat: u64,
+    pub reason: String,
+    /// Refunded of the payment in all, this refund included.
+    pub payment_refunded_msat: u64,
+    pub created_at: String,
+}
+
+/// A metered session: the payer reserves up to `max_msat` for one payee,
+/// who charges against it; the unused remainder returns on close or
+/// expiry.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct OpenSessionRequest {
+    /// The agent (of this gateway) that will charge.
+    pub payee: String,
+    #[cfg_attr(feature = "schema", schema(minimum = 1, maximum = 2_100_000_000_000_000_000_u64))]
+    pub max_msat: u64,
+    /// 1 to 2592000 (30 days).
+    #[cfg_attr(feature = "schema", schema(minimum = 1, maximum = 2_592_000))]
+    pub expires_in_secs: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schema(max_length = 512))]
+    pub purpose: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct ChargeRequest {
+    #[cfg_attr(feature = "schema", schema(minimum = 1, maximum = 2_100_000_000_000_000_000_u64))]
+    pub amount_msat: u64,
+    /// What the charge is for; at most 512 bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schema(max_length = 512))]
+    pub memo: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(ToSchema))]
+pub struct Charge {
+    pub id: String,
+    pub session_id: String,
+    pub amount_msat: u64,
+    pub memo: String,
+    pub created_at: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(ToSchema))]
+pub struct Session {
+    pub id: String,
+    pub payer_agent_id: String,
+    pub payee_agent_id: String,
+    pub max_msat: u64,
+    pub charged_msat: u64,
+    /// What the payee may still charge; what returns to the payer on close.
+    pub remaining_msat: u64,
+    /// `open`, `closed` or `expired`.
+    pub status: String,
+    pub purpose: String,
+    pub created_at: String,
+    pub expires_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub closed_at: Option<String>,
+    /// Who closed it: an agent id, or `system` at expiry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub closed_by: Option<String>,
+    /// Returned to the payer when it ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub returned_msat: Option<u64>,
+    /// The charges, oldest first (on `GET /v1/sessions/{id}`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub charges: Vec<Charge>,
 }
 
 /// An invoice payable from the Lightning Network: an agent's key credits
@@ -214,6 +405,12 @@ pub enum PaymentStatus {
     Succeeded,
     Pending,
     Failed,
+    /// The amount waits (a hold invoice accepted, or escrow): reserved on
+    /// the payer's wallet, not yet the payee's.
+    Held,
+    /// Given back to the payer in full: a hold cancelled, an escrow
+    /// refunded, or refunds by the payee adding up to the amount.
+    Refunded,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -236,6 +433,16 @@ pub struct Payment {
     /// What happened, in words: why it failed, or why it is still pending.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// Refunded to the payer so far.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub refunded_msat: u64,
+    /// The hold or escrow the money waits in (or waited in).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub escrow: Option<Escrow>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// One page of a listing, newest first. Pass `next_cursor` back as `cursor`.

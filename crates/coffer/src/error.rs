@@ -57,6 +57,19 @@ pub enum Error {
         retry_after_secs: Option<u64>,
         detail: String,
     },
+    /// What was asked does not fit the state of the thing asked of: a hold
+    /// settled already, a session closed, a refund of a held payment.
+    InvalidState(String),
+    /// A charge past what remains of a session's maximum.
+    SessionExhausted {
+        remaining: Msat,
+        needed: Msat,
+    },
+    /// A refund past what the payment left unrefunded.
+    RefundExceedsPayment {
+        remaining: Msat,
+        needed: Msat,
+    },
     /// The store is shutting down or overloaded: try again.
     Unavailable(&'static str),
     /// A fault of ours: storage or an invariant. Logged, never detailed to
@@ -140,6 +153,19 @@ impl fmt::Display for Error {
             Error::AlreadyDecided(status) => write!(f, "already decided: {status}"),
             Error::InvalidPolicy(e) => write!(f, "{}: {}", e.field, e.message),
             Error::LimitExceeded { limit, detail, .. } => write!(f, "limit {} reached: {detail}", limit.name()),
+            Error::InvalidState(why) => f.write_str(why),
+            Error::SessionExhausted { remaining, needed } => write!(
+                f,
+                "the session has {} msat left to charge; {} msat asked",
+                remaining.as_u64(),
+                needed.as_u64()
+            ),
+            Error::RefundExceedsPayment { remaining, needed } => write!(
+                f,
+                "the payment has {} msat left to refund; {} msat asked",
+                remaining.as_u64(),
+                needed.as_u64()
+            ),
             Error::Unavailable(why) => f.write_str(why),
             Error::Internal(_) => f.write_str("internal error"),
         }

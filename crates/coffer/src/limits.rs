@@ -40,10 +40,14 @@ pub enum Limit {
     ConnectionsPerClient,
     /// HTTP connections open in all.
     ConnectionsTotal,
+    /// Holds and escrows of one payer open at once (money waiting).
+    EscrowsOpenPerAgent,
+    /// Metered sessions of one payer open at once.
+    SessionsOpenPerAgent,
 }
 
 impl Limit {
-    pub const ALL: [Limit; 14] = [
+    pub const ALL: [Limit; 16] = [
         Limit::WritesPerKey,
         Limit::WritesPerAgent,
         Limit::InvoicesOpenPerAgent,
@@ -58,6 +62,8 @@ impl Limit {
         Limit::StreamsTotal,
         Limit::ConnectionsPerClient,
         Limit::ConnectionsTotal,
+        Limit::EscrowsOpenPerAgent,
+        Limit::SessionsOpenPerAgent,
     ];
 
     /// The stable name: snake case, unit last.
@@ -77,6 +83,8 @@ impl Limit {
             Limit::StreamsTotal => "streams_total",
             Limit::ConnectionsPerClient => "connections_per_client",
             Limit::ConnectionsTotal => "connections_total",
+            Limit::EscrowsOpenPerAgent => "escrows_open_per_agent",
+            Limit::SessionsOpenPerAgent => "sessions_open_per_agent",
         }
     }
 
@@ -114,6 +122,8 @@ pub struct Limits {
     /// Limits hit by one agent within a minute that count as one denial for
     /// its breaker (a runaway that keeps hitting limits trips it).
     pub limit_hits_per_breaker_denial: u32,
+    pub escrows_open_per_agent: u32,
+    pub sessions_open_per_agent: u32,
 }
 
 /// The deepest sub-agent tree a payment can walk: its policy chain is
@@ -148,6 +158,8 @@ impl Limits {
         idle_timeout_ms: 120_000,
         connections_reserved: 64,
         limit_hits_per_breaker_denial: 10,
+        escrows_open_per_agent: 1_000,
+        sessions_open_per_agent: 1_000,
     };
 }
 
@@ -161,8 +173,8 @@ const _: () = assert!(Limits::DEFAULT.header_read_timeout_ms <= BOUND_MAX as u64
 const _: () = assert!(Limits::DEFAULT.idle_timeout_ms <= BOUND_MAX as u64);
 const _: () = {
     let l = Limits::DEFAULT;
-    // The sixteen of `Limits::u32_fields`.
-    let bounds: [u32; 16] = [
+    // The eighteen of `Limits::u32_fields`.
+    let bounds: [u32; 18] = [
         l.writes_per_second_per_key,
         l.writes_per_second_per_agent,
         l.invoices_open_per_agent,
@@ -179,6 +191,8 @@ const _: () = {
         l.connections_total,
         l.connections_reserved,
         l.limit_hits_per_breaker_denial,
+        l.escrows_open_per_agent,
+        l.sessions_open_per_agent,
     ];
     let mut i = 0;
     while i < bounds.len() {
@@ -233,7 +247,7 @@ impl Limits {
         Ok(limits)
     }
 
-    fn u32_fields(&mut self) -> [(&'static str, &mut u32); 16] {
+    fn u32_fields(&mut self) -> [(&'static str, &mut u32); 18] {
         [
             ("writes_per_second_per_key", &mut self.writes_per_second_per_key),
             ("writes_per_second_per_agent", &mut self.writes_per_second_per_agent),
@@ -251,6 +265,8 @@ impl Limits {
             ("connections_total", &mut self.connections_total),
             ("connections_reserved", &mut self.connections_reserved),
             ("limit_hits_per_breaker_denial", &mut self.limit_hits_per_breaker_denial),
+            ("escrows_open_per_agent", &mut self.escrows_open_per_agent),
+            ("sessions_open_per_agent", &mut self.sessions_open_per_agent),
         ]
     }
 

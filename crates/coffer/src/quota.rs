@@ -56,7 +56,13 @@ fn check(tx: &mut dyn Tx, limit: Limit, bound: u32, counted: Counted<'_>, now_ms
     }
     let retry_after_secs = match (limit, count.frees_at_ms) {
         (Limit::RoomMessagesPerMinute, Some(oldest)) => secs_until(oldest + MESSAGE_WINDOW_MS, now_ms),
-        (Limit::InvoicesOpenPerAgent | Limit::HoldsPendingPerAgent, Some(expiry)) => secs_until(expiry, now_ms),
+        (
+            Limit::InvoicesOpenPerAgent
+            | Limit::HoldsPendingPerAgent
+            | Limit::EscrowsOpenPerAgent
+            | Limit::SessionsOpenPerAgent,
+            Some(expiry),
+        ) => secs_until(expiry, now_ms),
         _ => RETRY_HELD_SECS,
     };
     let whose = counted.subject().to_owned();
@@ -81,6 +87,16 @@ pub(crate) fn check_invoice(tx: &mut dyn Tx, q: &Quotas, agent_id: &str, now_ms:
 pub(crate) fn check_hold(tx: &mut dyn Tx, holds_max: u32, agent_id: &str, now_ms: i64) -> Result<(), Error> {
     let counted = Counted::HoldsPending { agent_id, now_ms };
     check(tx, Limit::HoldsPendingPerAgent, holds_max, counted, now_ms)
+}
+
+/// Another open hold or escrow paid by `payer`.
+pub(crate) fn check_escrow(tx: &mut dyn Tx, escrows_max: u32, payer: &str, now_ms: i64) -> Result<(), Error> {
+    check(tx, Limit::EscrowsOpenPerAgent, escrows_max, Counted::EscrowsOpen { payer }, now_ms)
+}
+
+/// Another open session paid by `payer`.
+pub(crate) fn check_session(tx: &mut dyn Tx, sessions_max: u32, payer: &str, now_ms: i64) -> Result<(), Error> {
+    check(tx, Limit::SessionsOpenPerAgent, sessions_max, Counted::SessionsOpen { payer }, now_ms)
 }
 
 /// Another message in `room_id` this minute.

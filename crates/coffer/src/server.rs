@@ -319,8 +319,9 @@ fn start_event_sinks(gateway: &Arc<Gateway>, sinks: EventSinks) -> Result<(), Er
 }
 
 /// Releases held payments whose time is up (their reservations go back to
-/// the wallets and their spend back to the budgets), and marks invoices past
-/// their expiry `expired`. Every instance runs it; the store makes each
+/// the wallets and their spend back to the budgets), marks invoices past
+/// their expiry `expired`, and ends holds, escrows and sessions past their
+/// deadlines. Every instance runs it; the store makes each
 /// expire once.
 async fn expire_due(gateway: Arc<Gateway>) {
     let mut tick = tokio::time::interval(std::time::Duration::from_millis(EXPIRY_INTERVAL_MS));
@@ -332,6 +333,9 @@ async fn expire_due(gateway: Arc<Gateway>) {
         }
         if let Err(e) = gateway.expire_invoices().await {
             tracing::warn!(error = %e, "expiring invoices failed; will retry");
+        }
+        if let Err(e) = gateway.expire_commerce().await {
+            tracing::warn!(error = %e, "ending holds, escrows and sessions past their deadline failed; will retry");
         }
     }
 }

@@ -77,11 +77,19 @@ impl Receiver {
 }
 
 async fn pay(payer: &Client, payee: &Client, amount_msat: u64) -> String {
-    let request = CreateInvoiceRequest { amount_msat, memo: None, expiry_secs: None };
+    let request = CreateInvoiceRequest { amount_msat, memo: None, expiry_secs: None, ..Default::default() };
     let invoice = payee.create_invoice(&request).await.expect("an invoice");
     let key = format!("delivery-{}", invoice.payment_hash);
     let paid = payer
-        .pay(&PayRequest { bolt11: invoice.bolt11, purpose: Some("delivery".into()), amount_msat: None }, &key)
+        .pay(
+            &PayRequest {
+                bolt11: invoice.bolt11,
+                purpose: Some("delivery".into()),
+                amount_msat: None,
+                ..Default::default()
+            },
+            &key,
+        )
         .await;
     assert!(paid.is_ok(), "{paid:?}");
     invoice.payment_hash

@@ -39,11 +39,20 @@ fn types(events: &[Value]) -> Vec<&str> {
 
 /// Agent A pays agent B `amount_msat`; answers the payment hash.
 async fn pay(payer: &coffer_client::Client, payee: &coffer_client::Client, amount_msat: u64) -> String {
-    let request = CreateInvoiceRequest { amount_msat, memo: Some("events".into()), expiry_secs: None };
+    let request =
+        CreateInvoiceRequest { amount_msat, memo: Some("events".into()), expiry_secs: None, ..Default::default() };
     let invoice = payee.create_invoice(&request).await.expect("an invoice");
     let key = format!("events-{}", invoice.payment_hash);
     let paid = payer
-        .pay(&PayRequest { bolt11: invoice.bolt11, purpose: Some("events test".into()), amount_msat: None }, &key)
+        .pay(
+            &PayRequest {
+                bolt11: invoice.bolt11,
+                purpose: Some("events test".into()),
+                amount_msat: None,
+                ..Default::default()
+            },
+            &key,
+        )
         .await;
     assert!(paid.is_ok(), "{paid:?}");
     invoice.payment_hash

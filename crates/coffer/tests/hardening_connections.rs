@@ -221,10 +221,20 @@ async fn streams_beyond_the_caps_answer_429_and_a_closed_stream_frees_its_place(
 
 /// Pays `payee` from `payer`; answers the payment hash.
 async fn pay(payer: &coffer_client::Client, payee: &coffer_client::Client, amount_msat: u64) -> String {
-    let request = CreateInvoiceRequest { amount_msat, memo: Some("idle streams".into()), expiry_secs: None };
+    let request = CreateInvoiceRequest {
+        amount_msat,
+        memo: Some("idle streams".into()),
+        expiry_secs: None,
+        ..Default::default()
+    };
     let invoice = payee.create_invoice(&request).await.expect("an invoice is still created");
     let key = format!("idle-{}", invoice.payment_hash);
-    let pay = PayRequest { bolt11: invoice.bolt11, purpose: Some("idle streams".into()), amount_msat: None };
+    let pay = PayRequest {
+        bolt11: invoice.bolt11,
+        purpose: Some("idle streams".into()),
+        amount_msat: None,
+        ..Default::default()
+    };
     let paid = payer.pay(&pay, &key).await;
     assert!(paid.is_ok(), "a payment is still made: {paid:?}");
     invoice.payment_hash

@@ -46,8 +46,10 @@ async fn a_payment_settles_at_the_real_fee_and_releases_the_rest_of_the_reserve(
     let wallet = agent.wallet().await.unwrap();
     assert_eq!((wallet.balance_msat, wallet.pending_msat), (97_000, 0), "amount and real fee, nothing reserved");
     // The same invoice again: refused, never sent twice.
-    let again =
-        agent.pay(&PayRequest { bolt11: bolt11.clone(), purpose: None, amount_msat: None }, "k2").await.unwrap_err();
+    let again = agent
+        .pay(&PayRequest { bolt11: bolt11.clone(), purpose: None, amount_msat: None, ..Default::default() }, "k2")
+        .await
+        .unwrap_err();
     assert_eq!(problem(again).code, "invoice-already-paid");
     // A retry with the first key gets the first answer.
     assert_eq!(pay_out(&agent, &bolt11, "k1").await.id, paid.id);
@@ -69,8 +71,10 @@ async fn a_timeout_leaves_the_payment_pending_and_a_restart_finishes_it() {
     let wallet = agent.wallet().await.unwrap();
     // 100 000 plus the fee limit (10 sat) stays reserved.
     assert_eq!((wallet.balance_msat, wallet.pending_msat), (200_000, 110_000));
-    let again =
-        agent.pay(&PayRequest { bolt11: bolt11.clone(), purpose: None, amount_msat: None }, "t2").await.unwrap_err();
+    let again = agent
+        .pay(&PayRequest { bolt11: bolt11.clone(), purpose: None, amount_msat: None, ..Default::default() }, "t2")
+        .await
+        .unwrap_err();
     assert_eq!(problem(again).code, "payment-in-flight");
     assert_audit(&gw).await;
 
@@ -162,7 +166,12 @@ async fn agent_invoices_come_from_the_backend_and_settle_inside_when_an_agent_pa
     assert_eq!(payee.wallet().await.unwrap().balance_msat, 20_000);
     // Whole satoshis only with LNbits; minting is for dev mode.
     let odd = payee
-        .create_invoice(&coffer_client::CreateInvoiceRequest { amount_msat: 1_500, memo: None, expiry_secs: None })
+        .create_invoice(&coffer_client::CreateInvoiceRequest {
+            amount_msat: 1_500,
+            memo: None,
+            expiry_secs: None,
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     assert_eq!(problem(odd).code, "invalid-amount");
@@ -202,6 +211,7 @@ async fn a_lightning_address_is_resolved_checked_and_paid_once() {
         bolt11: format!("{name}@{domain}"),
         purpose: Some("tip".into()),
         amount_msat,
+        ..Default::default()
     };
     let paid = match agent.pay(&to("alice", Some(21_000)), "a1").await.unwrap() {
         PayOutcome::Done(p) => p,

@@ -331,7 +331,7 @@ async fn a_held_withdrawal_is_sent_once_approved_at_lnbits_fee() {
     gw.operator().set_policy(&agent_id, &json!({"approval_above_msat": 50_000})).await.unwrap();
     let before = lnbits.balance_msat(&outside).await;
     let (bolt11, _) = lnbits.invoice(&outside, 120).await;
-    let request = PayRequest { bolt11, purpose: Some("withdrawal".into()), amount_msat: None };
+    let request = PayRequest { bolt11, purpose: Some("withdrawal".into()), amount_msat: None, ..Default::default() };
     let held = match agent.pay(&request, "h1").await {
         Ok(PayOutcome::Held(held)) => held,
         other => panic!("expected a hold, got {other:?}"),

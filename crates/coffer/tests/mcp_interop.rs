@@ -76,6 +76,7 @@ async fn pay_and_read_a_denial(transport: &str) {
         amount_msat,
         memo: Some(memo.to_owned()),
         expiry_secs: None,
+        ..Default::default()
     };
     let ok = payee.create_invoice(&invoice(PAY_MSAT, "an answer, over MCP")).await.expect("an invoice");
     let denied = payee.create_invoice(&invoice(5_000, "too much")).await.expect("a second invoice");
@@ -207,7 +208,12 @@ async fn mcp_over_http_acts_with_the_key_of_each_request() {
     let read_key = gw.operator().create_key(&a_id, coffer_client::Scope::Read).await.expect("a read key").key;
     let (_, payee, _) = gw.new_agent("mcp-http-payee", 0).await;
     let invoice = payee
-        .create_invoice(&CreateInvoiceRequest { amount_msat: 1_000, memo: None, expiry_secs: None })
+        .create_invoice(&CreateInvoiceRequest {
+            amount_msat: 1_000,
+            memo: None,
+            expiry_secs: None,
+            ..Default::default()
+        })
         .await
         .expect("an invoice");
     let args = json!({"name": "pay_invoice", "arguments": {"bolt11": invoice.bolt11, "purpose": "read-only"}});

@@ -349,7 +349,12 @@ async fn the_gateway_reconnects_after_postgres_drops_its_connections() {
 /// An invoice of 3 sats; the first try may meet a dropped connection.
 async fn invoice_retrying(gw: &Gateway, seller: &coffer_client::Client) -> String {
     for _ in 0..3 {
-        let request = coffer_client::CreateInvoiceRequest { amount_msat: 3 * P, memo: None, expiry_secs: None };
+        let request = coffer_client::CreateInvoiceRequest {
+            amount_msat: 3 * P,
+            memo: None,
+            expiry_secs: None,
+            ..Default::default()
+        };
         match seller.create_invoice(&request).await {
             Ok(inv) => return inv.bolt11,
             Err(e) => eprintln!("creating an invoice after the drop: {e}"),

@@ -107,7 +107,8 @@ async fn snapshot(gw: &Gateway, agents: &[(&str, &Client)]) -> Snapshot {
 }
 
 async fn invoice(client: &Client, amount_msat: u64, expiry_secs: u32) -> coffer_client::Invoice {
-    let request = CreateInvoiceRequest { amount_msat, memo: None, expiry_secs: Some(expiry_secs) };
+    let request =
+        CreateInvoiceRequest { amount_msat, memo: None, expiry_secs: Some(expiry_secs), ..Default::default() };
     client.create_invoice(&request).await.expect("creating an invoice")
 }
 
@@ -122,7 +123,10 @@ async fn bad_requests_answer_exact_problems_and_change_nothing() {
     let own = invoice(&payer, 1_000, 600).await;
     let paid = invoice(&payee, 2_000, 600).await;
     match payer
-        .pay(&PayRequest { bolt11: paid.bolt11.clone(), purpose: None, amount_msat: None }, "setup")
+        .pay(
+            &PayRequest { bolt11: paid.bolt11.clone(), purpose: None, amount_msat: None, ..Default::default() },
+            "setup",
+        )
         .await
         .unwrap()
     {
@@ -312,7 +316,7 @@ async fn bad_requests_answer_exact_problems_and_change_nothing() {
 
     // The open invoice those requests aimed at is still payable, for its
     // real amount.
-    let request = PayRequest { bolt11: open.bolt11.clone(), purpose: None, amount_msat: None };
+    let request = PayRequest { bolt11: open.bolt11.clone(), purpose: None, amount_msat: None, ..Default::default() };
     let PayOutcome::Done(p) = payer.pay(&request, "after").await.unwrap() else { panic!("held") };
     assert_eq!(p.amount_msat, 3_000);
     assert_eq!(payer.wallet().await.unwrap().balance_msat, before.balances[&payer_id] - 3_000);

@@ -10,7 +10,7 @@ use serde_json::json;
 use std::collections::BTreeSet;
 
 fn invoice_request(amount_msat: u64) -> CreateInvoiceRequest {
-    CreateInvoiceRequest { amount_msat, memo: None, expiry_secs: Some(600) }
+    CreateInvoiceRequest { amount_msat, memo: None, expiry_secs: Some(600), ..Default::default() }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

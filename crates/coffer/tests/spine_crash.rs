@@ -260,11 +260,20 @@ async fn every_acknowledged_payment_survives_sigkill() {
 
     // The restarted gateway works on.
     let payer = gw.client(&payers[0].2);
-    let request = coffer_client::CreateInvoiceRequest { amount_msat: 1_234, memo: None, expiry_secs: None };
+    let request =
+        coffer_client::CreateInvoiceRequest { amount_msat: 1_234, memo: None, expiry_secs: None, ..Default::default() };
     let invoice = gw.client(&payees[0].2).create_invoice(&request).await.unwrap();
     let before = payer.wallet().await.unwrap().balance_msat;
     let r = payer
-        .pay(&coffer_client::PayRequest { bolt11: invoice.bolt11, purpose: None, amount_msat: None }, "after-restart")
+        .pay(
+            &coffer_client::PayRequest {
+                bolt11: invoice.bolt11,
+                purpose: None,
+                amount_msat: None,
+                ..Default::default()
+            },
+            "after-restart",
+        )
         .await;
     assert!(r.is_ok(), "{r:?}");
     assert_eq!(payer.wallet().await.unwrap().balance_msat, before - 1_234);
@@ -280,10 +289,19 @@ async fn audit_fails_on_a_tampered_ledger() {
     let mut gw = Gateway::start().await;
     let (_, payer, _) = gw.new_agent("payer", 50_000).await;
     let (_, payee, _) = gw.new_agent("payee", 0).await;
-    let request = coffer_client::CreateInvoiceRequest { amount_msat: 5_000, memo: None, expiry_secs: None };
+    let request =
+        coffer_client::CreateInvoiceRequest { amount_msat: 5_000, memo: None, expiry_secs: None, ..Default::default() };
     let invoice = payee.create_invoice(&request).await.unwrap();
     payer
-        .pay(&coffer_client::PayRequest { bolt11: invoice.bolt11, purpose: None, amount_msat: None }, "k")
+        .pay(
+            &coffer_client::PayRequest {
+                bolt11: invoice.bolt11,
+                purpose: None,
+                amount_msat: None,
+                ..Default::default()
+            },
+            "k",
+        )
         .await
         .unwrap();
     gw.kill9().await;

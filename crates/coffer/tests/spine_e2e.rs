@@ -9,11 +9,16 @@ use reqwest::Method;
 use serde_json::Value;
 
 fn invoice_request(amount_msat: u64, memo: &str) -> CreateInvoiceRequest {
-    CreateInvoiceRequest { amount_msat, memo: Some(memo.to_owned()), expiry_secs: Some(600) }
+    CreateInvoiceRequest { amount_msat, memo: Some(memo.to_owned()), expiry_secs: Some(600), ..Default::default() }
 }
 
 async fn pay(client: &coffer_client::Client, bolt11: &str, purpose: &str, key: &str) -> Payment {
-    let request = PayRequest { bolt11: bolt11.to_owned(), purpose: Some(purpose.to_owned()), amount_msat: None };
+    let request = PayRequest {
+        bolt11: bolt11.to_owned(),
+        purpose: Some(purpose.to_owned()),
+        amount_msat: None,
+        ..Default::default()
+    };
     match client.pay(&request, key).await.expect("paying") {
         PayOutcome::Done(p) => p,
         PayOutcome::Held(v) => panic!("an internal payment was held: {v:?}"),
@@ -257,7 +262,15 @@ async fn an_invoice_pays_in_upper_case_behind_a_lightning_prefix() {
     // The retry, as the original text: a different body, so a different
     // request; the invoice is paid already.
     let e = payer
-        .pay(&PayRequest { bolt11: invoice.bolt11.clone(), purpose: Some("qr".into()), amount_msat: None }, "qr-2")
+        .pay(
+            &PayRequest {
+                bolt11: invoice.bolt11.clone(),
+                purpose: Some("qr".into()),
+                amount_msat: None,
+                ..Default::default()
+            },
+            "qr-2",
+        )
         .await
         .unwrap_err();
     assert_eq!(common::problem(e).code, "invoice-already-paid");

@@ -106,7 +106,12 @@ impl Fixture {
         let revoked = op.create_key(&a_id, Scope::Spend).await.unwrap();
         assert_eq!(gw.client(&revoked.key).wallet().await.unwrap().agent_id, a_id);
         op.revoke_key(&revoked.id).await.unwrap();
-        let request = CreateInvoiceRequest { amount_msat: 777, memo: Some("a's".into()), expiry_secs: None };
+        let request = CreateInvoiceRequest {
+            amount_msat: 777,
+            memo: Some("a's".into()),
+            expiry_secs: None,
+            ..Default::default()
+        };
         let a_hash = a_spend.create_invoice(&request).await.unwrap().payment_hash;
         let secrets = vec![
             (Who::NoKey, None),
@@ -134,7 +139,8 @@ impl Fixture {
                 (format!("/v1/keys/{}", key.id), None)
             }
             Target::FreshInvoice => {
-                let request = CreateInvoiceRequest { amount_msat: 1_000, memo: None, expiry_secs: None };
+                let request =
+                    CreateInvoiceRequest { amount_msat: 1_000, memo: None, expiry_secs: None, ..Default::default() };
                 let inv = self.payee.create_invoice(&request).await.unwrap();
                 ("/v1/payments".to_owned(), Some(json!({"bolt11": inv.bolt11, "purpose": "scope matrix"})))
             }
@@ -290,12 +296,17 @@ async fn no_key_sees_another_agents_data() {
     let (a_id, a, a_key) = gw.new_agent("a", 500_000).await;
     let (b_id, b, b_key) = gw.new_agent("b", 300_000).await;
     let pay = |client: coffer_client::Client, bolt11: String, key: &'static str| async move {
-        match client.pay(&PayRequest { bolt11, purpose: Some(key.into()), amount_msat: None }, key).await.unwrap() {
+        match client
+            .pay(&PayRequest { bolt11, purpose: Some(key.into()), amount_msat: None, ..Default::default() }, key)
+            .await
+            .unwrap()
+        {
             PayOutcome::Done(p) => p,
             PayOutcome::Held(v) => panic!("held: {v:?}"),
         }
     };
-    let request = |amount_msat| CreateInvoiceRequest { amount_msat, memo: None, expiry_secs: None };
+    let request =
+        |amount_msat| CreateInvoiceRequest { amount_msat, memo: None, expiry_secs: None, ..Default::default() };
     // A pays B twice, B pays A once; each also has an open invoice.
     let b1 = b.create_invoice(&request(10_000)).await.unwrap();
     let b2 = b.create_invoice(&request(20_000)).await.unwrap();
@@ -461,9 +472,12 @@ async fn a_read_key_changes_nothing_on_any_write_route_of_the_document() {
     let pay = |amount_msat, key: &'static str| {
         let (a_client, b_client) = (a_client.clone(), b_client.clone());
         async move {
-            let request = CreateInvoiceRequest { amount_msat, memo: None, expiry_secs: None };
+            let request = CreateInvoiceRequest { amount_msat, memo: None, expiry_secs: None, ..Default::default() };
             let bolt11 = a_client.create_invoice(&request).await.unwrap().bolt11;
-            b_client.pay(&PayRequest { bolt11, purpose: None, amount_msat: None }, key).await.unwrap()
+            b_client
+                .pay(&PayRequest { bolt11, purpose: None, amount_msat: None, ..Default::default() }, key)
+                .await
+                .unwrap()
         }
     };
     let PayOutcome::Done(paid) = pay(50, "ack").await else { panic!("held") };

@@ -89,6 +89,7 @@ fn invoice(hash_byte: u8, agent_id: &str, created_at_ms: i64, expires_at_ms: i64
         paid_by: None,
         room_id: None,
         backend: None,
+        hold_secs: None,
     }
 }
 
@@ -227,6 +228,7 @@ async fn invoices_and_payments(store: &dyn Store) {
         preimage: None,
         created_at_ms: 15_000,
         detail: None,
+        refunded: Msat::ZERO,
     };
     let stored = payment.clone();
     store.write(move |tx| tx.insert_payment(&stored, "key_payee", None)).await.expect("a payment");
@@ -262,6 +264,7 @@ async fn approvals_and_audit(store: &dyn Store) {
         payment_id: None,
         fee_limit: Msat::ZERO,
         payee_node_hex: None,
+        escrow: Some(EscrowTerms { release_after_ms: 60_000, on_timeout: coffer_client::Outcome::Refund }),
     };
     let (first, second) = (approval("apr_1", 7, 9_000), approval("apr_2", 8, 5_000));
     let decided = ApprovalRecord { status: ApprovalStatus::Denied, decided_at_ms: Some(2_000), ..first.clone() };
@@ -461,6 +464,135 @@ async fn a_failed_write_changes_nothing(store: &dyn Store) {
     // The next write commits normally beside it.
     add_agent(store, "real").await;
     assert_eq!(store.read(|tx| tx.agents()).await.expect("agents").len(), 1);
+}
+
+/// Holds and escrows, sessions and their charges, refunds: each row as
+/// written, status changes only from the status named, deadlines found in
+/// order, listings bounded.
+async fn commerce_rows(store: &dyn Store) {
+    add_agent(store, "payer").await;
+    add_agent(store, "payee").await;
+    let hold = InvoiceRecord { hold_secs: Some(600), ..invoice(1, "payee", 1_000, 9_000) };
+    store.write(move |tx| tx.insert_invoice(&hold)).await.expect("a hold invoice");
+    let (open, accepted) = (StoredInvoiceStatus::Open, StoredInvoiceStatus::Accepted);
+    let moved = store.write(move |tx| tx.move_invoice(&[1; 32], open, accepted, Some("payer"), None)).await;
+    assert!(moved.expect("moved"));
+    let again = store.write(move |tx| tx.move_invoice(&[1; 32], open, accepted, Some("payer"), None)).await;
+    assert!(!again.expect("a no-op"), "only from the status named");
+    let (stored, _) = store.read(|tx| tx.invoice(&[1; 32])).await.expect("a read").expect("the invoice");
+    assert_eq!((stored.status, stored.hold_secs, stored.paid_by.as_deref()), (accepted, Some(600), Some("payer")));
+
+    let escrow = |id: &str, hash: u8, deadline_at_ms: i64| EscrowRecord {
+        payment_id: id.into(),
+        kind: EscrowKind::Escrow,
+        payment_hash: [hash; 32],
+        payer_agent_id: "payer".into(),
+        payee_agent_id: "payee".into(),
+        amount: Msat::new(700),
+        status: EscrowStatus::Held,
+        on_timeout: coffer_client::Outcome::Release,
+        deadline_at_ms,
+        created_at_ms: 1_000,
+        resolved_at_ms: None,
+        resolved_by: None,
+    };
+    let (late, early) = (escrow("pay_late", 2, 9_000), escrow("pay_early", 3, 5_000));
+    let rows = (late.clone(), early.clone());
+    store.write(move |tx| tx.insert_escrow(&rows.0).and_then(|()| tx.insert_escrow(&rows.1))).await.expect("escrows");
+    let twice = late.clone();
+    assert!(store.write(move |tx| tx.insert_escrow(&twice)).await.is_err(), "one escrow per payment hash");
+    assert_eq!(store.read(|tx| tx.escrow("pay_late")).await.expect("a read"), Some(late.clone()));
+    assert_eq!(store.read(|tx| tx.escrow_by_hash(&[3; 32])).await.expect("a read"), Some(early.clone()));
+    assert!(!store.read(|tx| tx.escrows_due(4_999)).await.expect("a read"));
+    let due = store.read(|tx| tx.due_escrows(9_000, 10)).await.expect("a read");
+    assert_eq!(due.iter().map(|e| e.payment_id.as_str()).collect::<Vec<_>>(), ["pay_early", "pay_late"]);
+    let released = EscrowRecord {
+        status: EscrowStatus::Released,
+        resolved_at_ms: Some(6_000),
+        resolved_by: Some("payer".into()),
+        ..early.clone()
+    };
+    let write = released.clone();
+    assert!(store.write(move |tx| tx.update_escrow(&write, EscrowStatus::Held)).await.expect("updated"));
+    let write = released.clone();
+    let late_decision = store.write(move |tx| tx.update_escrow(&write, EscrowStatus::Held)).await;
+    assert!(!late_decision.expect("a no-op"), "a second decision changes nothing");
+    assert_eq!(store.read(|tx| tx.escrow("pay_early")).await.expect("a read"), Some(released));
+    let held = store.read(|tx| tx.escrows(Some("payee"), Some(EscrowStatus::Held), 10)).await.expect("a read");
+    assert_eq!(held, vec![late]);
+    assert!(store.read(|tx| tx.escrows(Some("nobody"), None, 10)).await.expect("a read").is_empty());
+
+    let session = SessionRecord {
+        id: "ses_1".into(),
+        payer_agent_id: "payer".into(),
+        payee_agent_id: "payee".into(),
+        max: Msat::new(10_000),
+        charged: Msat::ZERO,
+        charges: 0,
+        status: SessionStatus::Open,
+        purpose: "metered".into(),
+        created_at_ms: 1_000,
+        expires_at_ms: 8_000,
+        closed_at_ms: None,
+        closed_by: None,
+    };
+    let write = session.clone();
+    store.write(move |tx| tx.insert_session(&write)).await.expect("a session");
+    for (i, amount) in [1_500, 2_500].into_iter().enumerate() {
+        let charge = ChargeRecord {
+            id: format!("chg_{i}"),
+            session_id: "ses_1".into(),
+            amount: Msat::new(amount),
+            memo: format!("unit {i}"),
+            created_at_ms: 2_000 + i as i64,
+        };
+        store.write(move |tx| tx.insert_charge(&charge, 1)).await.expect("a charge");
+    }
+    let charges = store.read(|tx| tx.charges("ses_1", 1)).await.expect("a read");
+    assert_eq!(charges.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(), ["chg_1"], "the newest, bounded");
+    let charges = store.read(|tx| tx.charges("ses_1", 10)).await.expect("a read");
+    assert_eq!(charges.iter().map(|c| c.amount.as_u64()).collect::<Vec<_>>(), [1_500, 2_500], "oldest first");
+    assert_eq!(store.read(|tx| tx.charge("chg_0")).await.expect("a read"), Some(charges[0].clone()));
+    assert!(store.read(|tx| tx.sessions_due(8_000)).await.expect("a read"));
+    let closed = SessionRecord {
+        charged: Msat::new(4_000),
+        charges: 2,
+        status: SessionStatus::Closed,
+        closed_at_ms: Some(7_000),
+        closed_by: Some("payee".into()),
+        ..session
+    };
+    let write = closed.clone();
+    assert!(store.write(move |tx| tx.update_session(&write, SessionStatus::Open)).await.expect("closed"));
+    let write = closed.clone();
+    assert!(!store.write(move |tx| tx.update_session(&write, SessionStatus::Open)).await.expect("a no-op"));
+    assert_eq!(store.read(|tx| tx.session("ses_1")).await.expect("a read"), Some(closed.clone()));
+    assert!(!store.read(|tx| tx.sessions_due(8_000)).await.expect("a read"), "a closed session is not due");
+    let page = PageRequest { before: None, limit: 10 };
+    let (listed, _) = store.read(move |tx| tx.sessions("payer", page)).await.expect("a read");
+    assert_eq!(listed, vec![closed.clone()]);
+    let (listed, _) = store.read(move |tx| tx.sessions("payee", page)).await.expect("a read");
+    assert_eq!(listed, vec![closed]);
+
+    let refund = RefundRecord {
+        id: "ref_1".into(),
+        payment_id: "pay_late".into(),
+        from_agent_id: "payee".into(),
+        to_agent_id: "payer".into(),
+        amount: Msat::new(300),
+        reason: "partly served".into(),
+        payment_refunded: Msat::new(300),
+        created_at_ms: 9_500,
+    };
+    let write = refund.clone();
+    store.write(move |tx| tx.insert_refund(&write, 1)).await.expect("a refund");
+    assert_eq!(store.read(|tx| tx.refund("ref_1")).await.expect("a read"), Some(refund.clone()));
+    assert_eq!(store.read(|tx| tx.refunds("pay_late")).await.expect("a read"), vec![refund]);
+}
+
+#[tokio::test]
+async fn commerce() {
+    on_every_store!(commerce_rows);
 }
 
 #[tokio::test]

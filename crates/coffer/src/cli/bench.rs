@@ -321,8 +321,14 @@ async fn worker(w: usize, instances: &[Vec<Client>], next: &AtomicU64, payments:
         // agents, and a ring, so no wallet drains.
         let (payer, payee) = (&agents[w % n], &agents[(w + 1) % n]);
         let t = Instant::now();
-        let invoice =
-            payee.create_invoice(&CreateInvoiceRequest { amount_msat: 1_000, memo: None, expiry_secs: None }).await;
+        let invoice = payee
+            .create_invoice(&CreateInvoiceRequest {
+                amount_msat: 1_000,
+                memo: None,
+                expiry_secs: None,
+                ..Default::default()
+            })
+            .await;
         r.invoice_us.push(micros(t));
         let invoice = match invoice {
             Ok(i) => i,
@@ -333,7 +339,10 @@ async fn worker(w: usize, instances: &[Vec<Client>], next: &AtomicU64, payments:
         };
         let t = Instant::now();
         let paid = payer
-            .pay(&PayRequest { bolt11: invoice.bolt11, purpose: None, amount_msat: None }, &invoice.payment_hash)
+            .pay(
+                &PayRequest { bolt11: invoice.bolt11, purpose: None, amount_msat: None, ..Default::default() },
+                &invoice.payment_hash,
+            )
             .await;
         r.pay_us.push(micros(t));
         match paid {

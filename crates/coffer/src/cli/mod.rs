@@ -342,7 +342,7 @@ async fn dispatch(command: Command) -> CliResult {
             let client = remote.client()?;
             let key = idempotency_key.unwrap_or_else(|| crate::secrets::new_id("cli_"));
             match client
-                .pay(&PayRequest { bolt11, purpose, amount_msat: None }, &key)
+                .pay(&PayRequest { bolt11, purpose, amount_msat: None, ..Default::default() }, &key)
                 .await
                 .map_err(|e| e.to_string())?
             {
@@ -675,7 +675,7 @@ async fn treasury(cmd: TreasuryCommand) -> CliResult {
 async fn invoice(cmd: InvoiceCommand) -> CliResult {
     match cmd {
         InvoiceCommand::Create { remote, amount_msat, memo, expiry_secs } => {
-            let req = CreateInvoiceRequest { amount_msat, memo, expiry_secs };
+            let req = CreateInvoiceRequest { amount_msat, memo, expiry_secs, ..Default::default() };
             let i = remote.client()?.create_invoice(&req).await.map_err(|e| e.to_string())?;
             print(remote.json, &i, || format!("{}\npayment hash {}", i.bolt11, i.payment_hash))
         }

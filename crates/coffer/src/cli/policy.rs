@@ -237,6 +237,8 @@ deny = ["agent:agt_spam"]
             payee_agent_id: Some("agt_x".into()),
             created_at: at.into(),
             detail: None,
+            refunded_msat: 0,
+            escrow: None,
         }
     }
 

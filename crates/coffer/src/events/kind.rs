@@ -5,7 +5,10 @@
 //! That JSON is a contract; `kind_tests.rs` pins it for every kind.
 
 use crate::error::Error;
-use crate::model::{ApprovalRecord, ChatSettings, IncomingRecord, MessageKind, PaymentRecord, TREASURY_PAYEE};
+use crate::model::{
+    ApprovalRecord, ChargeRecord, ChatSettings, EscrowRecord, IncomingRecord, MessageKind, PaymentRecord,
+    SessionRecord, TREASURY_PAYEE, outcome_str,
+};
 use crate::store::Tx;
 use coffer_client::Scope;
 use coffer_core::policy::{Policy, TripCode};
@@ -77,6 +80,43 @@ pub enum Event {
     WebhookResumed(WebhookChange),
     /// `webhook.deleted`: the owner's (the operator's without one).
     WebhookDeleted(WebhookChange),
+    /// `invoice.accepted` (paid into a hold or escrow; the money waits):
+    /// the payee's.
+    InvoiceAccepted(EscrowRecord),
+    /// `invoice.cancelled` (the waiting money went back): the payee's.
+    InvoiceCancelled(EscrowRecord),
+    /// `payment.escrowed` (the payer's money waits): the payer's.
+    PaymentEscrowed(EscrowRecord),
+    /// `payment.disputed`: the payer's.
+    PaymentDisputed(EscrowRecord),
+    /// `payment.released` (the waiting money went to the payee): the
+    /// payer's.
+    PaymentReleased(EscrowRecord),
+    /// `payment.refunded` (a hold or escrow given back, or a payee's
+    /// refund): the payer's.
+    PaymentRefunded(Refunded),
+    /// `session.opened`: one for the payer and one for the payee.
+    SessionOpened { agent_id: String, session: SessionRecord },
+    /// `session.charged`: the payer's.
+    SessionCharged { session: SessionRecord, charge: ChargeRecord },
+    /// `session.closed` (closed or expired): one for the payer and one for
+    /// the payee.
+    SessionClosed { agent_id: String, session: SessionRecord, returned: Msat },
+}
+
+/// Money given back to a payer: a whole hold or escrow (`refund_id`
+/// `None`), or a payee's refund.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refunded {
+    pub payment_id: String,
+    pub payment_hash: [u8; 32],
+    pub amount: Msat,
+    /// The payment's refunded total, this one included.
+    pub refunded_total: Msat,
+    pub payer_agent_id: String,
+    pub payee_agent_id: String,
+    pub reason: String,
+    pub refund_id: Option<String>,
 }
 
 /// Every kind, once.
@@ -111,6 +151,15 @@ pub const KINDS: &[&str] = &[
     "webhook.paused",
     "webhook.resumed",
     "webhook.deleted",
+    "invoice.accepted",
+    "invoice.cancelled",
+    "payment.escrowed",
+    "payment.disputed",
+    "payment.released",
+    "payment.refunded",
+    "session.opened",
+    "session.charged",
+    "session.closed",
 ];
 
 /// A transfer posted by the operator (a mint or a funding).
@@ -289,6 +338,15 @@ impl Event {
             Event::WebhookPaused(_) => "webhook.paused",
             Event::WebhookResumed(_) => "webhook.resumed",
             Event::WebhookDeleted(_) => "webhook.deleted",
+            Event::InvoiceAccepted(_) => "invoice.accepted",
+            Event::InvoiceCancelled(_) => "invoice.cancelled",
+            Event::PaymentEscrowed(_) => "payment.escrowed",
+            Event::PaymentDisputed(_) => "payment.disputed",
+            Event::PaymentReleased(_) => "payment.released",
+            Event::PaymentRefunded(_) => "payment.refunded",
+            Event::SessionOpened { .. } => "session.opened",
+            Event::SessionCharged { .. } => "session.charged",
+            Event::SessionClosed { .. } => "session.closed",
         }
     }
 
@@ -304,7 +362,15 @@ impl Event {
             | Event::AgentFrozen { agent_id, .. }
             | Event::AgentUnfrozen { agent_id }
             | Event::BreakerTripped { agent_id, .. }
-            | Event::ChatSettingsUpdated { agent_id, .. } => Some(agent_id),
+            | Event::ChatSettingsUpdated { agent_id, .. }
+            | Event::SessionOpened { agent_id, .. }
+            | Event::SessionClosed { agent_id, .. } => Some(agent_id),
+            Event::InvoiceAccepted(e) | Event::InvoiceCancelled(e) => Some(&e.payee_agent_id),
+            Event::PaymentEscrowed(e) | Event::PaymentDisputed(e) | Event::PaymentReleased(e) => {
+                Some(&e.payer_agent_id)
+            }
+            Event::PaymentRefunded(r) => Some(&r.payer_agent_id),
+            Event::SessionCharged { session, .. } => Some(&session.payer_agent_id),
             Event::TransferMint(_)
             | Event::BreakerHalted { .. }
             | Event::RoomCreated { .. }
@@ -392,6 +458,34 @@ impl Event {
                     "failures": w.failures, "paused": w.paused,
                 })
             }
+            Event::InvoiceAccepted(e)
+            | Event::InvoiceCancelled(e)
+            | Event::PaymentEscrowed(e)
+            | Event::PaymentDisputed(e)
+            | Event::PaymentReleased(e) => escrow_data(e),
+            Event::PaymentRefunded(r) => json!({
+                "payment_id": r.payment_id, "payment_hash": hex::encode(r.payment_hash),
+                "amount_msat": r.amount.as_u64(), "refunded_msat": r.refunded_total.as_u64(),
+                "payer_agent_id": r.payer_agent_id, "payee_agent_id": r.payee_agent_id, "reason": r.reason,
+                "refund_id": r.refund_id,
+            }),
+            Event::SessionOpened { session, .. } => session_data(session),
+            Event::SessionCharged { session, charge } => {
+                let mut data = session_data(session);
+                if let Value::Object(map) = &mut data {
+                    map.insert("charge_id".into(), Value::String(charge.id.clone()));
+                    map.insert("amount_msat".into(), charge.amount.as_u64().into());
+                    map.insert("memo".into(), Value::String(charge.memo.clone()));
+                }
+                data
+            }
+            Event::SessionClosed { session, returned, .. } => {
+                let mut data = session_data(session);
+                if let Value::Object(map) = &mut data {
+                    map.insert("returned_msat".into(), returned.as_u64().into());
+                }
+                data
+            }
         }
     }
 }
@@ -462,6 +556,25 @@ fn approval_data(a: &ApprovalRecord) -> Value {
         "amount_msat": a.amount.as_u64(), "fee_limit_msat": a.fee_limit.as_u64(), "payee": a.payee(),
         "purpose": a.purpose, "status": a.status.as_str(), "expires_at_ms": a.expires_at_ms,
         "payment_id": a.payment_id,
+    })
+}
+
+fn escrow_data(e: &EscrowRecord) -> Value {
+    json!({
+        "payment_id": e.payment_id, "kind": e.kind.as_str(), "status": e.status.as_str(),
+        "payment_hash": hex::encode(e.payment_hash), "payer_agent_id": e.payer_agent_id,
+        "payee_agent_id": e.payee_agent_id, "amount_msat": e.amount.as_u64(),
+        "deadline_at_ms": e.deadline_at_ms, "on_timeout": outcome_str(e.on_timeout),
+        "resolved_by": e.resolved_by,
+    })
+}
+
+fn session_data(x: &SessionRecord) -> Value {
+    json!({
+        "session_id": x.id, "payer_agent_id": x.payer_agent_id, "payee_agent_id": x.payee_agent_id,
+        "max_msat": x.max.as_u64(), "charged_msat": x.charged.as_u64(), "remaining_msat": x.remaining().as_u64(),
+        "status": x.status.as_str(), "expires_at_ms": x.expires_at_ms, "purpose": x.purpose,
+        "closed_by": x.closed_by,
     })
 }
 

@@ -5,7 +5,8 @@
 
 use super::*;
 use crate::events::{nats, redis, webhook, wire};
-use crate::model::{ApprovalStatus, EventRecord, IncomingStatus};
+use crate::model::{ApprovalStatus, EscrowKind, EscrowStatus, EventRecord, IncomingStatus, SessionStatus};
+use coffer_client::Outcome;
 use coffer_client::{AcceptRooms, PaymentStatus};
 use coffer_core::AccountId;
 use coffer_core::policy::TripCode;
@@ -43,6 +44,7 @@ fn outgoing(status: PaymentStatus, fee: u64, detail: Option<&str>) -> Outgoing {
             preimage: None,
             created_at_ms: 1_700_000_000_000,
             detail: detail.map(str::to_owned),
+            refunded: Msat::ZERO,
         },
         fee_limit: Msat::new(400),
     }
@@ -78,6 +80,7 @@ fn held_inside() -> ApprovalRecord {
         payment_id: None,
         fee_limit: Msat::ZERO,
         payee_node_hex: None,
+        escrow: None,
     }
 }
 
@@ -141,7 +144,7 @@ fn cases() -> Vec<(Event, &'static str, Option<&'static str>, Value)> {
         require_acknowledgment: true,
         accept_rooms: AcceptRooms::Nobody,
     };
-    vec![
+    let mut all = vec![
         (
             Event::AgentCreated { agent_id: "agt_a".into(), name: "alice".into(), parent_id: None },
             "agent.created",
@@ -455,6 +458,147 @@ fn cases() -> Vec<(Event, &'static str, Option<&'static str>, Value)> {
             None,
             json!({"webhook_id": "wh_1", "agent_id": null, "types": [], "failures": 3, "paused": false}),
         ),
+    ];
+    all.extend(commerce_cases());
+    all
+}
+
+fn escrow(kind: EscrowKind, status: EscrowStatus, resolved_by: Option<&str>) -> EscrowRecord {
+    EscrowRecord {
+        payment_id: "pay_1".into(),
+        kind,
+        payment_hash: HASH,
+        payer_agent_id: "agt_payer".into(),
+        payee_agent_id: "agt_payee".into(),
+        amount: Msat::new(5_000),
+        status,
+        on_timeout: if kind == EscrowKind::Hold { Outcome::Refund } else { Outcome::Release },
+        deadline_at_ms: 1_700_000_600_000,
+        created_at_ms: 1_700_000_000_000,
+        resolved_at_ms: resolved_by.map(|_| 1_700_000_100_000),
+        resolved_by: resolved_by.map(str::to_owned),
+    }
+}
+
+fn escrow_json(kind: &str, status: &str, on_timeout: &str, resolved_by: Option<&str>) -> Value {
+    json!({
+        "payment_id": "pay_1", "kind": kind, "status": status, "payment_hash": hash_hex(),
+        "payer_agent_id": "agt_payer", "payee_agent_id": "agt_payee", "amount_msat": 5_000,
+        "deadline_at_ms": 1_700_000_600_000_i64, "on_timeout": on_timeout, "resolved_by": resolved_by,
+    })
+}
+
+fn session(status: SessionStatus, charged: u64, closed_by: Option<&str>) -> SessionRecord {
+    SessionRecord {
+        id: "ses_1".into(),
+        payer_agent_id: "agt_payer".into(),
+        payee_agent_id: "agt_payee".into(),
+        max: Msat::new(10_000),
+        charged: Msat::new(charged),
+        charges: u32::from(charged > 0),
+        status,
+        purpose: "gpu minutes".into(),
+        created_at_ms: 1_700_000_000_000,
+        expires_at_ms: 1_700_003_600_000,
+        closed_at_ms: closed_by.map(|_| 1_700_000_200_000),
+        closed_by: closed_by.map(str::to_owned),
+    }
+}
+
+fn session_json(status: &str, charged: u64, closed_by: Option<&str>) -> Value {
+    json!({
+        "session_id": "ses_1", "payer_agent_id": "agt_payer", "payee_agent_id": "agt_payee",
+        "max_msat": 10_000, "charged_msat": charged, "remaining_msat": 10_000 - charged, "status": status,
+        "expires_at_ms": 1_700_003_600_000_i64, "purpose": "gpu minutes", "closed_by": closed_by,
+    })
+}
+
+fn commerce_cases() -> Vec<(Event, &'static str, Option<&'static str>, Value)> {
+    let charge = ChargeRecord {
+        id: "chg_1".into(),
+        session_id: "ses_1".into(),
+        amount: Msat::new(2_500),
+        memo: "minute 1".into(),
+        created_at_ms: 1_700_000_060_000,
+    };
+    let mut charged = session_json("open", 2_500, None);
+    charged["charge_id"] = json!("chg_1");
+    charged["amount_msat"] = json!(2_500);
+    charged["memo"] = json!("minute 1");
+    let mut closed = session_json("closed", 2_500, Some("agt_payee"));
+    closed["returned_msat"] = json!(7_500);
+    vec![
+        (
+            Event::InvoiceAccepted(escrow(EscrowKind::Hold, EscrowStatus::Held, None)),
+            "invoice.accepted",
+            Some("agt_payee"),
+            escrow_json("hold", "held", "refund", None),
+        ),
+        (
+            Event::InvoiceCancelled(escrow(EscrowKind::Hold, EscrowStatus::Refunded, Some("agt_payee"))),
+            "invoice.cancelled",
+            Some("agt_payee"),
+            escrow_json("hold", "refunded", "refund", Some("agt_payee")),
+        ),
+        (
+            Event::PaymentEscrowed(escrow(EscrowKind::Escrow, EscrowStatus::Held, None)),
+            "payment.escrowed",
+            Some("agt_payer"),
+            escrow_json("escrow", "held", "release", None),
+        ),
+        (
+            Event::PaymentDisputed(escrow(EscrowKind::Escrow, EscrowStatus::Disputed, None)),
+            "payment.disputed",
+            Some("agt_payer"),
+            escrow_json("escrow", "disputed", "release", None),
+        ),
+        (
+            Event::PaymentReleased(escrow(EscrowKind::Escrow, EscrowStatus::Released, Some("system"))),
+            "payment.released",
+            Some("agt_payer"),
+            escrow_json("escrow", "released", "release", Some("system")),
+        ),
+        (
+            Event::PaymentRefunded(Refunded {
+                payment_id: "pay_1".into(),
+                payment_hash: HASH,
+                amount: Msat::new(1_000),
+                refunded_total: Msat::new(3_000),
+                payer_agent_id: "agt_payer".into(),
+                payee_agent_id: "agt_payee".into(),
+                reason: "one item was missing".into(),
+                refund_id: Some("ref_1".into()),
+            }),
+            "payment.refunded",
+            Some("agt_payer"),
+            json!({
+                "payment_id": "pay_1", "payment_hash": hash_hex(), "amount_msat": 1_000, "refunded_msat": 3_000,
+                "payer_agent_id": "agt_payer", "payee_agent_id": "agt_payee", "reason": "one item was missing",
+                "refund_id": "ref_1",
+            }),
+        ),
+        (
+            Event::SessionOpened { agent_id: "agt_payee".into(), session: session(SessionStatus::Open, 0, None) },
+            "session.opened",
+            Some("agt_payee"),
+            session_json("open", 0, None),
+        ),
+        (
+            Event::SessionCharged { session: session(SessionStatus::Open, 2_500, None), charge },
+            "session.charged",
+            Some("agt_payer"),
+            charged,
+        ),
+        (
+            Event::SessionClosed {
+                agent_id: "agt_payer".into(),
+                session: session(SessionStatus::Closed, 2_500, Some("agt_payee")),
+                returned: Msat::new(7_500),
+            },
+            "session.closed",
+            Some("agt_payer"),
+            closed,
+        ),
     ]
 }
 
@@ -493,9 +637,18 @@ fn variant(event: &Event) -> usize {
         Event::WebhookPaused(_) => 27,
         Event::WebhookResumed(_) => 28,
         Event::WebhookDeleted(_) => 29,
+        Event::InvoiceAccepted(_) => 30,
+        Event::InvoiceCancelled(_) => 31,
+        Event::PaymentEscrowed(_) => 32,
+        Event::PaymentDisputed(_) => 33,
+        Event::PaymentReleased(_) => 34,
+        Event::PaymentRefunded(_) => 35,
+        Event::SessionOpened { .. } => 36,
+        Event::SessionCharged { .. } => 37,
+        Event::SessionClosed { .. } => 38,
     }
 }
-const VARIANTS: usize = 30;
+const VARIANTS: usize = 39;
 
 #[test]
 fn every_kind_writes_exactly_its_wire_json() {

@@ -135,6 +135,8 @@ impl Gateway {
             purpose: url.to_owned(),
             idempotency: None,
             domain: Some(target.host),
+            escrow: None,
+            escrows_open_max: self.settings.limits.escrows_open_per_agent,
             now_ms: now,
         };
         let l402 = L402Pay {

@@ -5,6 +5,7 @@
 
 mod chat;
 pub mod clock;
+mod commerce;
 mod constitution;
 mod events;
 pub mod l402;
@@ -14,6 +15,7 @@ mod rate;
 pub mod retention;
 pub mod text;
 
+pub use commerce::{ESCROWS_LISTED_MAX, PaymentView};
 pub use events::EventFollower;
 pub use lightning::run_background;
 
@@ -231,6 +233,7 @@ impl Gateway {
         let now = clock.advance(by_ms).map_err(|detail| invalid("advance_ms", detail))?;
         self.expire_approvals().await?;
         self.expire_invoices().await?;
+        self.expire_commerce().await?;
         Ok(now)
     }
 
@@ -467,15 +470,30 @@ impl Gateway {
         Ok((agent, balance))
     }
 
+    /// A new invoice of the caller's. `hold_secs`: a hold invoice, which
+    /// waits that long for its payee to settle once it is paid. A hold
+    /// invoice is signed by coffer's own key: payable inside this gateway.
     pub async fn create_invoice(
         &self,
         caller: &AgentKey,
         amount_msat: u64,
         memo: Option<&str>,
         expiry_secs: Option<u32>,
+        hold_secs: Option<u32>,
     ) -> Result<InvoiceRecord, Error> {
         caller.require(Scope::Receive)?;
-        let record = self.make_invoice(&caller.agent_id, amount_msat, memo, expiry_secs, None).await?;
+        let record = match hold_secs {
+            None => self.make_invoice(&caller.agent_id, amount_msat, memo, expiry_secs, None).await?,
+            Some(hold_secs) => {
+                let max = crate::model::HOLD_SECS_MAX;
+                if hold_secs == 0 || hold_secs > max {
+                    return Err(invalid("hold_secs", format!("between 1 and {max} seconds")));
+                }
+                let mut signed = self.sign_invoice(&caller.agent_id, amount_msat, memo, expiry_secs, None)?;
+                signed.hold_secs = Some(hold_secs);
+                signed
+            }
+        };
         let (stored, quotas) = (record.clone(), self.quotas());
         let stored = self.store.write(move |tx| ops::invoices::create_invoice(tx, &stored, &quotas)).await;
         self.feed_breaker(&caller.agent_id, stored).await?;
@@ -548,6 +566,7 @@ impl Gateway {
             paid_by: None,
             room_id,
             backend: None,
+            hold_secs: None,
         })
     }
 
@@ -614,7 +633,7 @@ impl Gateway {
         purpose: Option<&str>,
         idempotency_key: Option<&str>,
     ) -> Result<PayOutcome, Error> {
-        self.pay_to(caller, bolt11, None, purpose, idempotency_key).await
+        self.pay_to(caller, bolt11, None, purpose, idempotency_key, None).await
     }
 
     /// Pays [`Gateway::pay_target`] with a `spend` key, counts the attempt
@@ -627,9 +646,10 @@ impl Gateway {
         amount_msat: Option<u64>,
         purpose: Option<&str>,
         idempotency_key: Option<&str>,
+        escrow: Option<&coffer_client::EscrowTerms>,
     ) -> Result<PayOutcome, Error> {
         caller.require(Scope::Spend)?;
-        let outcome = self.pay_target(caller, target, amount_msat, purpose, idempotency_key).await;
+        let outcome = self.pay_target(caller, target, amount_msat, purpose, idempotency_key, escrow).await;
         // Every way of paying (HTTP, a room's request, auto-pay, MCP) comes
         // through here, so each is counted once, the same way.
         crate::metrics::METRICS.record_payment(matches!(outcome, Ok(PayOutcome::Paid(_))));
@@ -639,7 +659,8 @@ impl Gateway {
     /// Pays an invoice, or `amount_msat` to a Lightning address
     /// (`name@domain`), whose invoice is fetched and checked first. A retry
     /// with the same idempotency key fetches an invoice again but gets the
-    /// first answer: it never pays twice.
+    /// first answer: it never pays twice. With `escrow`, an invoice of this
+    /// gateway is paid into escrow (one of another node cannot be).
     async fn pay_target(
         &self,
         caller: &AgentKey,
@@ -647,16 +668,22 @@ impl Gateway {
         amount_msat: Option<u64>,
         purpose: Option<&str>,
         idempotency_key: Option<&str>,
+        escrow: Option<&coffer_client::EscrowTerms>,
     ) -> Result<PayOutcome, Error> {
         let purpose = purpose.unwrap_or("");
         if purpose.len() > PURPOSE_LEN_MAX_BYTES {
             return Err(invalid("purpose", format!("at most {PURPOSE_LEN_MAX_BYTES} bytes")));
         }
         text::check("purpose", purpose, text::Lines::Multi)?;
-        let request_text = match amount_msat {
+        let escrow = escrow.map(commerce::escrow_terms).transpose()?;
+        let mut request_text = match amount_msat {
             Some(amount) => format!("{target}?amount_msat={amount}"),
             None => target.to_owned(),
         };
+        if let Some(terms) = &escrow {
+            let rule = crate::model::outcome_str(terms.on_timeout);
+            request_text.push_str(&format!("\0escrow={}:{rule}", terms.release_after_ms));
+        }
         let idempotency = idempotency_key.map(|key| idempotency_for(key, &request_text, purpose)).transpose()?;
         let resolved;
         let bolt11 = match (crate::lightning::lnurl::is_address(target), amount_msat) {
@@ -694,6 +721,8 @@ impl Gateway {
             purpose: purpose.to_owned(),
             idempotency,
             domain: None,
+            escrow,
+            escrows_open_max: self.settings.limits.escrows_open_per_agent,
             now_ms: self.now_ms(),
         };
         match self.store.write(move |tx| crate::payment::internal::pay(tx, pay)).await? {
@@ -703,6 +732,9 @@ impl Gateway {
             }
             PayAttempt::Held(approval) => Ok(PayOutcome::Held(approval)),
             PayAttempt::Denied(denial) => Err(Error::Denied(denial)),
+            PayAttempt::NotOurs if escrow.is_some() => {
+                Err(invalid("escrow", "only an invoice of this gateway can be paid into escrow".into()))
+            }
             PayAttempt::NotOurs => {
                 // Tell a forged or corrupt invoice apart from a real one of
                 // another node before saying we cannot route it.
@@ -813,6 +845,15 @@ pub fn parse_hash(hex_str: &str) -> Result<[u8; 32], Error> {
 }
 
 fn idempotency_for(key: &str, bolt11: &str, purpose: &str) -> Result<Idempotency, Error> {
+    check_idempotency_key(key)?;
+    let mut hasher = Sha256::new();
+    hasher.update(bolt11.trim().to_ascii_lowercase().as_bytes());
+    hasher.update([0]);
+    hasher.update(purpose.as_bytes());
+    Ok(Idempotency { key: key.to_owned(), request_digest: hasher.finalize().into() })
+}
+
+fn check_idempotency_key(key: &str) -> Result<(), Error> {
     let valid_char = |c: char| c.is_ascii_graphic();
     if key.is_empty() || key.len() > IDEMPOTENCY_KEY_LEN_MAX_BYTES || !key.chars().all(valid_char) {
         return Err(invalid(
@@ -820,11 +861,7 @@ fn idempotency_for(key: &str, bolt11: &str, purpose: &str) -> Result<Idempotency
             format!("1 to {IDEMPOTENCY_KEY_LEN_MAX_BYTES} visible ASCII characters"),
         ));
     }
-    let mut hasher = Sha256::new();
-    hasher.update(bolt11.trim().to_ascii_lowercase().as_bytes());
-    hasher.update([0]);
-    hasher.update(purpose.as_bytes());
-    Ok(Idempotency { key: key.to_owned(), request_digest: hasher.finalize().into() })
+    Ok(())
 }
 
 #[cfg(test)]
@@ -843,6 +880,7 @@ mod tests {
         for _ in 0..3 {
             assert_eq!(gateway.expire_approvals().await.expect("approvals"), 0);
             assert_eq!(gateway.expire_invoices().await.expect("invoices"), 0);
+            assert_eq!(gateway.expire_commerce().await.expect("holds, escrows, sessions"), 0);
         }
         assert_eq!(*commits.borrow(), before, "an expiry job with nothing due committed");
     }

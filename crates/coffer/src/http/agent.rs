@@ -28,7 +28,11 @@ pub async fn wallet(State(gw): State<AppState>, Agent(key): Agent<READ>) -> Resu
     }))
 }
 
-/// Create a BOLT11 invoice payable to the calling agent.
+/// Create a BOLT11 invoice payable to the calling agent. With `"hold":
+/// true` it is a hold invoice: paying it reserves the amount on the payer's
+/// wallet (status `accepted`) until the payee settles it
+/// (`POST /v1/invoices/{payment_hash}/settle`) or cancels it, or
+/// `hold_secs` pass (cancelled: the payer is refunded in full).
 #[utoipa::path(post, path = "/v1/invoices", tag = "agent", request_body = CreateInvoiceRequest,
     responses((status = 201, body = Invoice, description = "Created: the invoice")))]
 pub async fn create_invoice(
@@ -36,7 +40,15 @@ pub async fn create_invoice(
     Agent(key): Agent<RECEIVE>,
     ApiJson(req): ApiJson<CreateInvoiceRequest>,
 ) -> Result<(StatusCode, Json<Invoice>), Error> {
-    let invoice = gw.create_invoice(&key, req.amount_msat, req.memo.as_deref(), req.expiry_secs).await?;
+    let hold_secs = match (req.hold, req.hold_secs) {
+        (true, secs) => Some(secs.unwrap_or(crate::model::HOLD_SECS_DEFAULT)),
+        (false, None) => None,
+        (false, Some(_)) => {
+            return Err(Error::InvalidField { field: "hold_secs", detail: "only with \"hold\": true".into() });
+        }
+    };
+    let (memo, expiry_secs) = (req.memo.as_deref(), req.expiry_secs);
+    let invoice = gw.create_invoice(&key, req.amount_msat, memo, expiry_secs, hold_secs).await?;
     Ok((StatusCode::CREATED, Json(views::invoice(invoice, gw.now_ms()))))
 }
 
@@ -118,7 +130,7 @@ pub struct PageParams {
     limit: Option<u32>,
 }
 
-fn page(params: PageParams) -> Result<PageRequest, Error> {
+pub(super) fn page(params: PageParams) -> Result<PageRequest, Error> {
     let (cursor, limit) = page_params(params)?;
     let before = cursor
         .map(|c| {
@@ -170,7 +182,10 @@ pub async fn list_payments(
 /// `Idempotency-Key` header: a retry with the same key and body returns the
 /// first answer and never pays twice. `202` means held for a person's
 /// approval (inside the gateway or to another node alike); `403` means
-/// denied, with a problem type per reason.
+/// denied, with a problem type per reason. With `escrow` (an invoice of
+/// this gateway), or to a hold invoice, the payment's status is `held`:
+/// the money waits, reserved on the payer's wallet, until it is released
+/// or refunded (see `escrow` in the answer).
 #[utoipa::path(post, path = "/v1/payments", tag = "agent", request_body = PayRequest,
     params(("Idempotency-Key" = Option<String>, Header, description = "1 to 128 visible ASCII characters")),
     responses((status = 200, body = Payment, description = "The payment"), (status = 202, body = Approval, description = "Held for a person's approval (an invoice of this gateway or of another node): the approval, status `held`; its amount, plus the fee limit for another node, is reserved until a person approves (paid once, through the Lightning backend for another node), denies or lets it expire (released)")))]
@@ -181,8 +196,13 @@ pub async fn pay(
     ApiJson(req): ApiJson<PayRequest>,
 ) -> Result<Response, Error> {
     let purpose = req.purpose.as_deref();
-    let outcome = gw.pay_to(&key, &req.bolt11, req.amount_msat, purpose, idempotency_key.as_deref()).await?;
+    let (escrow, key_header) = (req.escrow.as_ref(), idempotency_key.as_deref());
+    let outcome = gw.pay_to(&key, &req.bolt11, req.amount_msat, purpose, key_header, escrow).await?;
     Ok(match outcome {
+        PayOutcome::Paid(payment) if payment.status == coffer_client::PaymentStatus::Held => {
+            let view = gw.payment(&key, &payment.id).await?;
+            Json(views::payment_with(view.payment, view.escrow)).into_response()
+        }
         PayOutcome::Paid(payment) => Json(views::payment(payment)).into_response(),
         PayOutcome::Held(approval) => (StatusCode::ACCEPTED, Json(views::approval(approval, true))).into_response(),
     })

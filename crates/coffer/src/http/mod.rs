@@ -3,6 +3,7 @@
 //! the same route list, so neither can miss a route.
 
 mod agent;
+mod commerce;
 mod constitution;
 pub mod dev;
 mod events;
@@ -217,6 +218,18 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(agent::qr_svg))
         .routes(routes!(agent::qr_png))
         .routes(routes!(agent::pay, agent::list_payments))
+        .routes(routes!(commerce::settle_hold))
+        .routes(routes!(commerce::cancel_hold))
+        .routes(routes!(commerce::get_payment))
+        .routes(routes!(commerce::release))
+        .routes(routes!(commerce::dispute))
+        .routes(routes!(commerce::resolve))
+        .routes(routes!(commerce::refund))
+        .routes(routes!(commerce::list_escrows))
+        .routes(routes!(commerce::open_session, commerce::list_sessions))
+        .routes(routes!(commerce::get_session))
+        .routes(routes!(commerce::charge))
+        .routes(routes!(commerce::close_session))
         .routes(routes!(l402::pay))
         .routes(routes!(l402::token))
         .routes(routes!(constitution::get_policy, constitution::put_policy))

@@ -46,6 +46,9 @@ pub fn classify(e: &Error) -> (StatusCode, &'static str, &'static str) {
             (S::UNPROCESSABLE_ENTITY, "limit-exceeded", "Limit reached")
         }
         Error::LimitExceeded { .. } => (S::TOO_MANY_REQUESTS, "limit-exceeded", "Limit reached"),
+        Error::InvalidState(_) => (S::CONFLICT, "invalid-state", "Not possible in this state"),
+        Error::SessionExhausted { .. } => (S::CONFLICT, "session-exhausted", "Session maximum reached"),
+        Error::RefundExceedsPayment { .. } => (S::CONFLICT, "refund-exceeds-payment", "Refund exceeds the payment"),
         Error::Unavailable(_) => (S::SERVICE_UNAVAILABLE, "unavailable", "Service unavailable"),
         Error::Internal(_) => (S::INTERNAL_SERVER_ERROR, "internal", "Internal error"),
     }
@@ -80,6 +83,10 @@ impl IntoResponse for Error {
         match &self {
             Error::InsufficientBalance { available, needed } => {
                 p.extensions.insert("available_msat".into(), available.as_u64().into());
+                p.extensions.insert("needed_msat".into(), needed.as_u64().into());
+            }
+            Error::SessionExhausted { remaining, needed } | Error::RefundExceedsPayment { remaining, needed } => {
+                p.extensions.insert("remaining_msat".into(), remaining.as_u64().into());
                 p.extensions.insert("needed_msat".into(), needed.as_u64().into());
             }
             Error::InvalidField { field, .. } | Error::InvalidAmount { field, .. } => {

@@ -197,7 +197,7 @@ impl InvoiceSource for GatewaySeller {
         Box::pin(async move {
             let record = self
                 .gateway
-                .create_invoice(&self.receiver, amount_msat, Some(&memo), Some(expiry_secs))
+                .create_invoice(&self.receiver, amount_msat, Some(&memo), Some(expiry_secs), None)
                 .await
                 .map_err(|e| e.to_string())?;
             Ok(SellerInvoice { bolt11: record.bolt11, payment_hash: record.payment_hash })

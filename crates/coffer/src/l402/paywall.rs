@@ -188,7 +188,12 @@ pub trait InvoiceSource: Send + Sync {
 impl InvoiceSource for Client {
     fn create_invoice(&self, amount_msat: u64, memo: String, expiry_secs: u32) -> InvoiceFuture<'_> {
         Box::pin(async move {
-            let request = CreateInvoiceRequest { amount_msat, memo: Some(memo), expiry_secs: Some(expiry_secs) };
+            let request = CreateInvoiceRequest {
+                amount_msat,
+                memo: Some(memo),
+                expiry_secs: Some(expiry_secs),
+                ..Default::default()
+            };
             let invoice = Client::create_invoice(self, &request).await.map_err(|e| e.to_string())?;
             let mut payment_hash = [0u8; 32];
             hex::decode_to_slice(&invoice.payment_hash, &mut payment_hash)

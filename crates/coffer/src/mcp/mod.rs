@@ -260,6 +260,19 @@ fn payment_answer(payment: &coffer_client::Payment) -> CallToolResult {
             ),
             payment,
         ),
+        PaymentStatus::Held => answer::ok(
+            format!(
+                "held: {} msat left your spendable balance and waits in a hold or escrow (payment {}). The payee is \
+                 paid when it settles the hold or you release the escrow (release_escrow); otherwise it comes back \
+                 to you. Do not pay again.",
+                payment.amount_msat, payment.id
+            ),
+            payment,
+        ),
+        PaymentStatus::Refunded => answer::ok(
+            format!("refunded: payment {} of {} msat came back to you in full.", payment.id, payment.amount_msat),
+            payment,
+        ),
         PaymentStatus::Failed => {
             let json = serde_json::to_string_pretty(payment).unwrap_or_default();
             answer::fail(format!(
@@ -377,8 +390,12 @@ impl CofferMcp {
         Parameters(args): Parameters<CreateInvoiceArgs>,
     ) -> ToolResult {
         let client = self.client(&ctx)?;
-        let request =
-            CreateInvoiceRequest { amount_msat: args.amount_msat, memo: args.memo, expiry_secs: args.expiry_secs };
+        let request = CreateInvoiceRequest {
+            amount_msat: args.amount_msat,
+            memo: args.memo,
+            expiry_secs: args.expiry_secs,
+            ..Default::default()
+        };
         Ok(match client.create_invoice(&request).await {
             Ok(i) => answer::ok(
                 format!(
@@ -406,7 +423,8 @@ impl CofferMcp {
     ) -> ToolResult {
         let client = self.client(&ctx)?;
         let key = idempotency_key(&args.bolt11);
-        let request = PayRequest { bolt11: args.bolt11, purpose: Some(args.purpose), amount_msat: None };
+        let request =
+            PayRequest { bolt11: args.bolt11, purpose: Some(args.purpose), amount_msat: None, ..Default::default() };
         Ok(match client.pay(&request, &key).await {
             Ok(PayOutcome::Done(p)) => payment_answer(&p),
             Ok(PayOutcome::Held(a)) => {

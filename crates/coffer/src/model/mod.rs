@@ -1,5 +1,7 @@
 //! The domain model: what the gateway, the events and every edge share.
+pub mod commerce;
 pub mod records;
 pub mod views;
 
+pub use commerce::*;
 pub use records::*;

@@ -109,6 +109,8 @@ pub struct ApprovalRecord {
     /// gateway, paid through the Lightning backend once approved; `None`
     /// for an invoice of this gateway.
     pub payee_node_hex: Option<String>,
+    /// A payment into escrow: its terms, applied once approved.
+    pub escrow: Option<super::EscrowTerms>,
 }
 
 impl ApprovalRecord {
@@ -271,15 +273,31 @@ pub enum StoredInvoiceStatus {
     /// Marked by the expiry sweep ([`crate::gateway::ops::invoices::expire_invoices`]): never paid
     /// afterwards.
     Expired,
+    /// Paid into a hold or escrow: the money waits on the payer's wallet.
+    Accepted,
+    /// Accepted, then given back to the payer.
+    Cancelled,
 }
 
 impl StoredInvoiceStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StoredInvoiceStatus::Open => "open",
+            StoredInvoiceStatus::Paid => "paid",
+            StoredInvoiceStatus::Expired => "expired",
+            StoredInvoiceStatus::Accepted => "accepted",
+            StoredInvoiceStatus::Cancelled => "cancelled",
+        }
+    }
+
     /// As stored; an unknown text is an error of the store.
     pub fn parse(s: &str) -> Result<StoredInvoiceStatus, Error> {
         match s {
             "open" => Ok(StoredInvoiceStatus::Open),
             "paid" => Ok(StoredInvoiceStatus::Paid),
             "expired" => Ok(StoredInvoiceStatus::Expired),
+            "accepted" => Ok(StoredInvoiceStatus::Accepted),
+            "cancelled" => Ok(StoredInvoiceStatus::Cancelled),
             other => Err(Error::Internal(format!("unknown stored invoice status {other}"))),
         }
     }
@@ -309,6 +327,9 @@ pub struct InvoiceRecord {
     /// Lightning Network, watched until paid); `None` when coffer signed it
     /// with its own key (payable inside this gateway only).
     pub backend: Option<String>,
+    /// A hold invoice: how long, once paid, it waits for its payee to
+    /// settle it.
+    pub hold_secs: Option<u32>,
 }
 
 /// The payee name of a deposit to the operator's treasury: the invoice is
@@ -330,6 +351,8 @@ pub struct PaymentRecord {
     /// What happened, in words: why a payment failed, or why one is still
     /// pending (the backend's last error, an unknown outcome).
     pub detail: Option<String>,
+    /// Given back to the payer by the payee's refunds.
+    pub refunded: Msat,
 }
 
 /// A payment to an invoice outside this gateway, through the funding
@@ -419,6 +442,10 @@ pub struct PayInternal {
     /// For a paid HTTP request (L402): the host it goes to, a payee name of
     /// its own for the policy (`domain:HOST`, `l402` limits).
     pub domain: Option<String>,
+    /// Pay into escrow instead of to the payee.
+    pub escrow: Option<super::EscrowTerms>,
+    /// The most holds and escrows the payer may have open at once.
+    pub escrows_open_max: u32,
     pub now_ms: i64,
 }
 

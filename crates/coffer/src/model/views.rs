@@ -2,11 +2,14 @@
 //! and the room streams send, built in one place for all of them.
 
 use crate::model::{
-    AgentRecord, ApprovalRecord, ApprovalStatus, AuditRecord, DeliveryRecord, InvoiceRecord, MessageKind,
-    MessageRecord, PaymentRecord, RoomRecord, StoredInvoiceStatus, WebhookRecord,
+    AgentRecord, ApprovalRecord, ApprovalStatus, AuditRecord, ChargeRecord, DeliveryRecord, EscrowRecord,
+    InvoiceRecord, MessageKind, MessageRecord, PaymentRecord, RefundRecord, RoomRecord, SessionRecord, SessionStatus,
+    StoredInvoiceStatus, WebhookRecord,
 };
 use chrono::{DateTime, SecondsFormat};
 use coffer_client::{Agent, Approval, Delivery, Invoice, InvoiceStatus, Payment, Webhook};
+use coffer_client::{Charge, Escrow, Refund, Session};
+use coffer_core::Msat;
 
 pub fn timestamp(ms: i64) -> String {
     DateTime::from_timestamp_millis(ms).map(|t| t.to_rfc3339_opts(SecondsFormat::Millis, true)).unwrap_or_default()
@@ -65,6 +68,8 @@ fn invoice_status(i: &InvoiceRecord, now_ms: i64) -> InvoiceStatus {
         StoredInvoiceStatus::Expired => InvoiceStatus::Expired,
         StoredInvoiceStatus::Open if now_ms >= i.expires_at_ms => InvoiceStatus::Expired,
         StoredInvoiceStatus::Open => InvoiceStatus::Open,
+        StoredInvoiceStatus::Accepted => InvoiceStatus::Accepted,
+        StoredInvoiceStatus::Cancelled => InvoiceStatus::Cancelled,
     }
 }
 
@@ -79,6 +84,9 @@ pub fn invoice(i: InvoiceRecord, now_ms: i64) -> Invoice {
         created_at: timestamp(i.created_at_ms),
         expires_at: timestamp(i.expires_at_ms),
         paid_at: i.paid_at_ms.map(timestamp),
+        hold: i.hold_secs.is_some(),
+        hold_secs: i.hold_secs,
+        escrow: None,
     }
 }
 
@@ -94,6 +102,74 @@ pub fn payment(p: PaymentRecord) -> Payment {
         payee_agent_id: p.payee_agent_id,
         created_at: timestamp(p.created_at_ms),
         detail: p.detail,
+        refunded_msat: p.refunded.as_u64(),
+        escrow: None,
+    }
+}
+
+/// A payment with the hold or escrow its money waits (or waited) in.
+pub fn payment_with(p: PaymentRecord, e: Option<EscrowRecord>) -> Payment {
+    Payment { escrow: e.map(escrow), ..payment(p) }
+}
+
+pub fn escrow(e: EscrowRecord) -> Escrow {
+    Escrow {
+        payment_id: e.payment_id,
+        kind: e.kind.as_str().into(),
+        status: e.status.as_str().into(),
+        payment_hash: hex::encode(e.payment_hash),
+        payer_agent_id: e.payer_agent_id,
+        payee_agent_id: e.payee_agent_id,
+        amount_msat: e.amount.as_u64(),
+        deadline: timestamp(e.deadline_at_ms),
+        on_timeout: e.on_timeout,
+        created_at: timestamp(e.created_at_ms),
+        resolved_at: e.resolved_at_ms.map(timestamp),
+        resolved_by: e.resolved_by,
+    }
+}
+
+pub fn refund(r: RefundRecord) -> Refund {
+    Refund {
+        id: r.id,
+        payment_id: r.payment_id,
+        from_agent_id: r.from_agent_id,
+        to_agent_id: r.to_agent_id,
+        amount_msat: r.amount.as_u64(),
+        reason: r.reason,
+        payment_refunded_msat: r.payment_refunded.as_u64(),
+        created_at: timestamp(r.created_at_ms),
+    }
+}
+
+pub fn charge(c: ChargeRecord) -> Charge {
+    Charge {
+        id: c.id,
+        session_id: c.session_id,
+        amount_msat: c.amount.as_u64(),
+        memo: c.memo,
+        created_at: timestamp(c.created_at_ms),
+    }
+}
+
+/// A session; `returned` once it ended, its charges on `GET`.
+pub fn session(x: SessionRecord, returned: Option<Msat>, charges: Vec<ChargeRecord>) -> Session {
+    let returned = returned.or_else(|| (x.status != SessionStatus::Open).then(|| x.remaining()));
+    Session {
+        id: x.id.clone(),
+        payer_agent_id: x.payer_agent_id.clone(),
+        payee_agent_id: x.payee_agent_id.clone(),
+        max_msat: x.max.as_u64(),
+        charged_msat: x.charged.as_u64(),
+        remaining_msat: if x.status == SessionStatus::Open { x.remaining().as_u64() } else { 0 },
+        status: x.status.as_str().into(),
+        purpose: x.purpose,
+        created_at: timestamp(x.created_at_ms),
+        expires_at: timestamp(x.expires_at_ms),
+        closed_at: x.closed_at_ms.map(timestamp),
+        closed_by: x.closed_by,
+        returned_msat: returned.map(Msat::as_u64),
+        charges: charges.into_iter().map(charge).collect(),
     }
 }
 

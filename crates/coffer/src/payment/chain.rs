@@ -4,10 +4,15 @@
 //! request. Every function here works in the caller's transaction.
 
 use crate::error::Error;
+use crate::events::kind::Settlement;
 use crate::events::{self, Event};
-use crate::model::{AgentState, AuditEntry, Idempotency, PayAttempt};
+use crate::model::{
+    AgentState, AuditEntry, Idempotency, IncomingRecord, IncomingStatus, InvoiceRecord, PayAttempt, Payer,
+    PaymentRecord,
+};
 use crate::store::Tx;
-use coffer_core::Msat;
+use coffer_core::ledger::{self, Transfer};
+use coffer_core::{AccountId, Msat};
 
 /// The deepest sub-agent tree: a limit on the chain a payment walks.
 pub const CHAIN_DEPTH_MAX: usize = 8;
@@ -137,4 +142,66 @@ pub(crate) fn replay(
         return Ok(Some(PayAttempt::Paid(payment)));
     }
     Ok(Some(PayAttempt::Held(approval)))
+}
+
+/// Whether the payer's wallet holds the amount reserved already (a held
+/// payment moving on) or not.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Reserved {
+    No,
+    Yes,
+}
+
+/// The data of a settled payment's `payment.succeeded` and `invoice.paid`.
+pub(crate) fn settlement(payment: &PaymentRecord, invoice: &InvoiceRecord, key_id: &str) -> Settlement {
+    Settlement {
+        payment_id: payment.id.clone(),
+        payment_hash: invoice.payment_hash,
+        amount: invoice.amount,
+        payer_agent_id: payment.agent_id.clone(),
+        payee_agent_id: invoice.agent_id.clone(),
+        key_id: key_id.to_owned(),
+        purpose: payment.purpose.clone(),
+    }
+}
+
+/// Moves an invoice's amount from the payer's wallet (out of its
+/// reservation, when `reserved`) to the payee's, and answers the
+/// transfer's id. A payee that acknowledges its incoming payments gets the
+/// money reserved until it accepts: in its wallet, not yet spendable.
+pub(crate) fn pay_payee(
+    tx: &mut dyn Tx,
+    payment_id: &str,
+    payer: &Payer,
+    invoice: &InvoiceRecord,
+    payee_account: AccountId,
+    reserved: Reserved,
+    now_ms: i64,
+) -> Result<i64, Error> {
+    let transfer = Transfer { debit: payer.account, credit: payee_account, amount: invoice.amount };
+    let mut debit = tx.balance(transfer.debit)?;
+    let mut credit = tx.balance(transfer.credit)?;
+    if reserved == Reserved::Yes {
+        ledger::release(&mut debit, invoice.amount)?;
+    }
+    ledger::post(transfer, &mut debit, &mut credit)?;
+    let acknowledge = tx.acknowledges_incoming(&invoice.agent_id)?;
+    if acknowledge {
+        ledger::reserve(transfer.credit, &mut credit, invoice.amount)?;
+    }
+    tx.save_balance(transfer.debit, &debit)?;
+    tx.save_balance(transfer.credit, &credit)?;
+    let transfer_id = tx.insert_transfer(&transfer, "payment", now_ms)?;
+    if acknowledge {
+        tx.save_incoming(&IncomingRecord {
+            payment_id: payment_id.to_owned(),
+            payee_agent_id: invoice.agent_id.clone(),
+            payer_agent_id: payer.agent_id.clone(),
+            amount: invoice.amount,
+            status: IncomingStatus::Pending,
+            created_at_ms: now_ms,
+            decided_at_ms: None,
+        })?;
+    }
+    Ok(transfer_id)
 }

@@ -7,20 +7,20 @@
 
 use super::approval::{self, Hold};
 use super::chain::{
-    APPROVAL_PREFIX, count_domain_spend, count_spend, load_chain, observe_denial, observe_payment, replay,
-    save_policed, trip_if_needed,
+    APPROVAL_PREFIX, Reserved, count_domain_spend, count_spend, load_chain, observe_denial, observe_payment, pay_payee,
+    replay, save_policed, settlement, trip_if_needed,
 };
 use super::decision::{Verdict, decide, stop};
+use super::escrow;
 use crate::error::Error;
-use crate::events::kind::{Denied, DeniedPayee, Paid, Settlement, Succeeded};
+use crate::events::kind::{Denied, DeniedPayee, Paid, Succeeded};
 use crate::events::{self, Event};
 use crate::model::{
-    AgentState, ApprovalOutcome, ApprovalRecord, ApprovalStatus, AuditEntry, Denial, IncomingRecord, IncomingStatus,
-    InvoiceRecord, PayAttempt, PayInternal, Payer, PaymentRecord, StoredInvoiceStatus,
+    AgentState, ApprovalOutcome, ApprovalRecord, ApprovalStatus, AuditEntry, Denial, InvoiceRecord, PayAttempt,
+    PayInternal, Payer, PaymentRecord, StoredInvoiceStatus,
 };
 use crate::store::Tx;
 use coffer_client::PaymentStatus;
-use coffer_core::ledger::{self, Transfer};
 use coffer_core::policy::{Attempt, Payee};
 use coffer_core::{AccountId, Msat};
 
@@ -69,16 +69,31 @@ pub fn pay(tx: &mut dyn Tx, pay: PayInternal) -> Result<PayAttempt, Error> {
         }
         Verdict::Hold => hold(tx, &mut chain, &pay, &invoice).map(PayAttempt::Held),
         Verdict::Allow => {
-            let payment = settle(
-                tx,
-                &pay.payment_id,
-                &pay.payer,
-                &pay.purpose,
-                &invoice,
-                payee_account,
-                Reserved::No,
-                pay.now_ms,
-            )?;
+            let payment = match escrow::waiting(&invoice, pay.escrow, pay.now_ms)? {
+                Some(waiting) => {
+                    crate::quota::check_escrow(tx, pay.escrows_open_max, &pay.payer.agent_id, pay.now_ms)?;
+                    let accept = escrow::Accept {
+                        payment_id: &pay.payment_id,
+                        payer: &pay.payer,
+                        purpose: &pay.purpose,
+                        invoice: &invoice,
+                        waiting,
+                        reserved: false,
+                        now_ms: pay.now_ms,
+                    };
+                    escrow::accept(tx, accept)?
+                }
+                None => settle(
+                    tx,
+                    &pay.payment_id,
+                    &pay.payer,
+                    &pay.purpose,
+                    &invoice,
+                    payee_account,
+                    Reserved::No,
+                    pay.now_ms,
+                )?,
+            };
             tx.audit(&payment_entry(&pay, &invoice, "payment.allowed", "allowed"))?;
             count_spend(&mut chain, invoice.amount, pay.now_ms);
             if let Some(domain) = &pay.domain {
@@ -109,8 +124,12 @@ fn check_payable(invoice: &InvoiceRecord, pay: &PayInternal) -> Result<(), Error
     if invoice.agent_id == pay.payer.agent_id {
         return Err(Error::SelfPayment);
     }
+    if pay.escrow.is_some() && pay.domain.is_some() {
+        return Err(Error::Internal("a paid request does not wait in escrow".into()));
+    }
     match invoice.status {
-        StoredInvoiceStatus::Paid => return Err(Error::InvoiceAlreadyPaid),
+        StoredInvoiceStatus::Paid | StoredInvoiceStatus::Accepted => return Err(Error::InvoiceAlreadyPaid),
+        StoredInvoiceStatus::Cancelled => return Err(Error::InvalidState("the invoice was cancelled".into())),
         // Swept as expired, perhaps by an instance whose clock runs ahead:
         // the stored status decides, so the sweep and a payment never both
         // win.
@@ -119,12 +138,6 @@ fn check_payable(invoice: &InvoiceRecord, pay: &PayInternal) -> Result<(), Error
         StoredInvoiceStatus::Open => {}
     }
     Ok(())
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Reserved {
-    No,
-    Yes,
 }
 
 /// Moves the money: payer to payee, invoice paid, payment recorded.
@@ -139,22 +152,7 @@ fn settle(
     reserved: Reserved,
     now_ms: i64,
 ) -> Result<PaymentRecord, Error> {
-    let transfer = Transfer { debit: payer.account, credit: payee_account, amount: invoice.amount };
-    let mut debit = tx.balance(transfer.debit)?;
-    let mut credit = tx.balance(transfer.credit)?;
-    if reserved == Reserved::Yes {
-        ledger::release(&mut debit, invoice.amount)?;
-    }
-    ledger::post(transfer, &mut debit, &mut credit)?;
-    // A payee that acknowledges its incoming payments gets the money
-    // reserved until it accepts: in its wallet, not yet spendable.
-    let acknowledge = tx.acknowledges_incoming(&invoice.agent_id)?;
-    if acknowledge {
-        ledger::reserve(transfer.credit, &mut credit, invoice.amount)?;
-    }
-    tx.save_balance(transfer.debit, &debit)?;
-    tx.save_balance(transfer.credit, &credit)?;
-    let transfer_id = tx.insert_transfer(&transfer, "payment", now_ms)?;
+    let transfer_id = pay_payee(tx, payment_id, payer, invoice, payee_account, reserved, now_ms)?;
     tx.mark_invoice_paid(&invoice.payment_hash, &payer.agent_id, now_ms)?;
     let payment = PaymentRecord {
         id: payment_id.to_owned(),
@@ -168,28 +166,10 @@ fn settle(
         preimage: Some(invoice.preimage),
         created_at_ms: now_ms,
         detail: None,
+        refunded: Msat::ZERO,
     };
     tx.insert_payment(&payment, &payer.key_id, Some(transfer_id))?;
-    if acknowledge {
-        tx.save_incoming(&IncomingRecord {
-            payment_id: payment.id.clone(),
-            payee_agent_id: invoice.agent_id.clone(),
-            payer_agent_id: payer.agent_id.clone(),
-            amount: invoice.amount,
-            status: IncomingStatus::Pending,
-            created_at_ms: now_ms,
-            decided_at_ms: None,
-        })?;
-    }
-    let settlement = Settlement {
-        payment_id: payment.id.clone(),
-        payment_hash: invoice.payment_hash,
-        amount: invoice.amount,
-        payer_agent_id: payment.agent_id.clone(),
-        payee_agent_id: invoice.agent_id.clone(),
-        key_id: payer.key_id.clone(),
-        purpose: payment.purpose.clone(),
-    };
+    let settlement = settlement(&payment, invoice, &payer.key_id);
     events::emit(tx, &Event::PaymentSucceeded(Succeeded::Internal(settlement.clone())), now_ms)?;
     events::emit(tx, &Event::InvoicePaid(Paid::Internal(settlement)), now_ms)?;
     Ok(payment)
@@ -259,6 +239,7 @@ fn hold(
         payment_id: None,
         fee_limit: Msat::ZERO,
         payee_node_hex: None,
+        escrow: pay.escrow,
     };
     let hold = Hold {
         approval,
@@ -301,7 +282,21 @@ pub fn decide_held(
     let account = chain.first().map(|s| s.account).ok_or(Error::NotFound("agent"))?;
     let payer = Payer { agent_id: approval.agent_id.clone(), account, key_id: approval.key_id.clone() };
     let payment_id = approval.id.replacen(APPROVAL_PREFIX, "pay_", 1);
-    let payment = settle(tx, &payment_id, &payer, &approval.purpose, &invoice, payee_account, Reserved::Yes, now_ms)?;
+    let payment = match escrow::waiting(&invoice, approval.escrow, now_ms)? {
+        Some(waiting) => {
+            let accept = escrow::Accept {
+                payment_id: &payment_id,
+                payer: &payer,
+                purpose: &approval.purpose,
+                invoice: &invoice,
+                waiting,
+                reserved: true,
+                now_ms,
+            };
+            escrow::accept(tx, accept)?
+        }
+        None => settle(tx, &payment_id, &payer, &approval.purpose, &invoice, payee_account, Reserved::Yes, now_ms)?,
+    };
     approval.payment_id = Some(payment.id.clone());
     approval::record_decision(tx, &mut approval, ApprovalStatus::Approved, actor, now_ms)?;
     Ok(ApprovalOutcome::Paid(approval, payment))

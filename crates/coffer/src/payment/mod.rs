@@ -3,7 +3,7 @@
 //! - `decision`: the constitution's verdict on one attempt (pure);
 //! - `chain`: what the flows share (the payer's chain loaded, its budgets
 //!   counted and given back, its breaker fed and tripped, idempotent
-//!   replays);
+//!   replays, the transfer that pays an invoice of this gateway);
 //! - `internal`: settling a payment to an invoice of this gateway;
 //! - `outside`: paying an invoice of another node through the Lightning
 //!   backend, and crediting an invoice the Lightning Network paid;
@@ -11,14 +11,21 @@
 //!   recorded, the release of a denied or expired hold);
 //! - `incoming`: a payee's acknowledgement of an incoming payment;
 //! - `l402`: paying an L402 challenge, and the kept token that covers an
-//!   access.
+//!   access;
+//! - `escrow`: money that waits between two agents (a paid hold invoice,
+//!   a payment into escrow) until it is released or refunded;
+//! - `session`: metered sessions (a maximum reserved, charges against it,
+//!   the rest returned);
+//! - `refund`: a payee giving (part of) a payment back.
 //!
 //! The imports go one way (no circle):
 //!
 //! ```text
 //! decide_approval (here) ──> internal, outside
 //! l402 ──> internal
+//! internal ──> escrow (a payment that waits)
 //! internal, outside ──> approval, chain, decision
+//! escrow, session, refund ──> chain, decision
 //! approval ──> chain
 //! incoming, chain, decision ──> (the store and the model only)
 //! ```
@@ -30,10 +37,13 @@ pub mod approval;
 pub mod bolt11;
 pub mod chain;
 pub mod decision;
+pub mod escrow;
 pub mod incoming;
 pub mod internal;
 pub mod l402;
 pub mod outside;
+pub mod refund;
+pub mod session;
 
 use crate::error::Error;
 use crate::model::ApprovalOutcome;

@@ -121,6 +121,7 @@ fn start(tx: &mut dyn Tx, chain: &mut [AgentState], b: &BeginExternal, spend: Ms
         preimage: None,
         created_at_ms: b.now_ms,
         detail: Some("sent to the Lightning backend".into()),
+        refunded: Msat::ZERO,
     };
     tx.insert_payment(&payment, &b.payer.key_id, None)?;
     tx.insert_external(&ExternalPayment {
@@ -168,6 +169,7 @@ fn hold(tx: &mut dyn Tx, chain: &mut [AgentState], b: &BeginExternal, spend: Msa
         decided_by: None,
         payment_id: None,
         fee_limit: b.fee_limit,
+        escrow: None,
         payee_node_hex: Some(b.payee_node_hex.clone()),
     };
     let entry = AuditEntry {

@@ -266,6 +266,55 @@ pub trait Tx {
     /// A webhook's attempts, newest first.
     fn deliveries(&mut self, webhook_id: &str, limit: u32) -> Result<Vec<DeliveryRecord>, Error>;
 
+    // Trade between agents: money that waits, sessions, refunds.
+    /// Moves an invoice from status `from` to `to`, naming its payer and
+    /// the time it was paid where given; `false` if it was not in `from`.
+    fn move_invoice(
+        &mut self,
+        payment_hash: &[u8; 32],
+        from: StoredInvoiceStatus,
+        to: StoredInvoiceStatus,
+        paid_by: Option<&str>,
+        paid_at_ms: Option<i64>,
+    ) -> Result<bool, Error>;
+    fn insert_escrow(&mut self, escrow: &EscrowRecord) -> Result<(), Error>;
+    fn escrow(&mut self, payment_id: &str) -> Result<Option<EscrowRecord>, Error>;
+    fn escrow_by_hash(&mut self, payment_hash: &[u8; 32]) -> Result<Option<EscrowRecord>, Error>;
+    /// Writes an escrow's status and resolution, only while it is in
+    /// status `from`: `false` if another decision came first.
+    fn update_escrow(&mut self, escrow: &EscrowRecord, from: EscrowStatus) -> Result<bool, Error>;
+    /// Whether a held escrow's deadline has come.
+    fn escrows_due(&mut self, now_ms: i64) -> Result<bool, Error>;
+    /// Held escrows past their deadline, the oldest deadline first.
+    fn due_escrows(&mut self, now_ms: i64, limit: u32) -> Result<Vec<EscrowRecord>, Error>;
+    /// Escrows the agent pays or is paid by (or all), in a status (or any),
+    /// newest first.
+    fn escrows(
+        &mut self,
+        agent_id: Option<&str>,
+        status: Option<EscrowStatus>,
+        limit: u32,
+    ) -> Result<Vec<EscrowRecord>, Error>;
+    fn insert_session(&mut self, session: &SessionRecord) -> Result<(), Error>;
+    fn session(&mut self, id: &str) -> Result<Option<SessionRecord>, Error>;
+    /// Writes what a session charged and how it ended, only while it is in
+    /// status `from`: `false` if it was not.
+    fn update_session(&mut self, session: &SessionRecord, from: SessionStatus) -> Result<bool, Error>;
+    fn sessions_due(&mut self, now_ms: i64) -> Result<bool, Error>;
+    /// Open sessions past their expiry, the oldest expiry first.
+    fn due_sessions(&mut self, now_ms: i64, limit: u32) -> Result<Vec<SessionRecord>, Error>;
+    /// Sessions an agent pays or is paid by, newest first, with the cursor
+    /// of the next page.
+    fn sessions(&mut self, agent_id: &str, page: PageRequest) -> Result<(Vec<SessionRecord>, Option<i64>), Error>;
+    fn insert_charge(&mut self, charge: &ChargeRecord, transfer_id: i64) -> Result<(), Error>;
+    fn charge(&mut self, id: &str) -> Result<Option<ChargeRecord>, Error>;
+    /// A session's newest `limit` charges, oldest first.
+    fn charges(&mut self, session_id: &str, limit: u32) -> Result<Vec<ChargeRecord>, Error>;
+    fn insert_refund(&mut self, refund: &RefundRecord, transfer_id: i64) -> Result<(), Error>;
+    fn refund(&mut self, id: &str) -> Result<Option<RefundRecord>, Error>;
+    /// A payment's refunds, oldest first.
+    fn refunds(&mut self, payment_id: &str) -> Result<Vec<RefundRecord>, Error>;
+
     /// Removes one bounded batch of what retention may remove.
     fn prune(&mut self, cutoffs: &retention::Cutoffs) -> Result<retention::Pruned, Error>;
 }

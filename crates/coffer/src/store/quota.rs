@@ -16,6 +16,14 @@ pub enum Counted<'a> {
         agent_id: &'a str,
         now_ms: i64,
     },
+    /// Holds and escrows of a payer not yet released or refunded.
+    EscrowsOpen {
+        payer: &'a str,
+    },
+    /// Sessions of a payer still open.
+    SessionsOpen {
+        payer: &'a str,
+    },
     /// Rooms an agent (or the operator) is a member of.
     Rooms {
         member: &'a str,
@@ -55,6 +63,14 @@ impl Counted<'_> {
                 "SELECT COUNT(*), MIN(t) FROM (SELECT expires_at AS t FROM approvals \
                  WHERE agent_id = ?1 AND status = 'pending' AND expires_at > ?3 LIMIT ?2) AS counted"
             }
+            Counted::EscrowsOpen { .. } => {
+                "SELECT COUNT(*), MIN(t) FROM (SELECT deadline_at AS t FROM escrows \
+                 WHERE payer_agent_id = ?1 AND status IN ('held', 'disputed') LIMIT ?2) AS counted"
+            }
+            Counted::SessionsOpen { .. } => {
+                "SELECT COUNT(*), MIN(t) FROM (SELECT expires_at AS t FROM sessions \
+                 WHERE payer_agent_id = ?1 AND status = 'open' LIMIT ?2) AS counted"
+            }
             Counted::RecentMessages { .. } => {
                 "SELECT COUNT(*), MIN(t) FROM (SELECT created_at AS t FROM messages \
                  WHERE room_id = ?1 AND created_at > ?3 ORDER BY id DESC LIMIT ?2) AS counted"
@@ -77,6 +93,7 @@ impl Counted<'_> {
     pub fn subject(&self) -> &str {
         match self {
             Counted::InvoicesOpen { agent_id, .. } | Counted::HoldsPending { agent_id, .. } => agent_id,
+            Counted::EscrowsOpen { payer } | Counted::SessionsOpen { payer } => payer,
             Counted::Rooms { member } => member,
             Counted::RoomMembers { room_id } | Counted::RecentMessages { room_id, .. } => room_id,
             Counted::Subagents { parent_id } => parent_id,

@@ -74,7 +74,8 @@ pub async fn balance_reaches(agent: &Client, balance_msat: u64) -> coffer_client
 /// Pays an invoice of another node and expects an answer at once (not a
 /// hold), whatever its status.
 pub async fn pay_out(agent: &Client, bolt11: &str, key: &str) -> Payment {
-    let request = PayRequest { bolt11: bolt11.into(), purpose: Some("outside".into()), amount_msat: None };
+    let request =
+        PayRequest { bolt11: bolt11.into(), purpose: Some("outside".into()), amount_msat: None, ..Default::default() };
     match agent.pay(&request, key).await {
         Ok(PayOutcome::Done(p)) => p,
         other => panic!("expected a payment, got {other:?}"),

@@ -557,7 +557,12 @@ pub async fn invoice(payee: &Client, amount_msat: u64) -> coffer_client::Invoice
 }
 
 pub async fn invoice_expiring(payee: &Client, amount_msat: u64, expiry_secs: u32) -> coffer_client::Invoice {
-    let request = coffer_client::CreateInvoiceRequest { amount_msat, memo: None, expiry_secs: Some(expiry_secs) };
+    let request = coffer_client::CreateInvoiceRequest {
+        amount_msat,
+        memo: None,
+        expiry_secs: Some(expiry_secs),
+        ..Default::default()
+    };
     payee.create_invoice(&request).await.expect("creating an invoice")
 }
 

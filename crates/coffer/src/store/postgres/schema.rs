@@ -277,6 +277,81 @@ CREATE INDEX approvals_pending_by_agent ON approvals (agent_id, expires_at) WHER
 CREATE INDEX invoices_expired ON invoices (expires_at) WHERE status = 'expired';
 CREATE INDEX approvals_pending_by_hash ON approvals (payment_hash, agent_id) WHERE status = 'pending';
 "#,
+    // 10: trade between agents (SQLite's migration 10; PostgreSQL changes
+    // the CHECKs in place).
+    r#"
+ALTER TABLE invoices DROP CONSTRAINT invoices_status_check;
+ALTER TABLE invoices ADD CONSTRAINT invoices_status_check
+    CHECK (status IN ('open', 'paid', 'expired', 'accepted', 'cancelled'));
+ALTER TABLE invoices ADD COLUMN hold_secs BIGINT CHECK (hold_secs > 0);
+ALTER TABLE payments DROP CONSTRAINT payments_status_check;
+ALTER TABLE payments ADD CONSTRAINT payments_status_check
+    CHECK (status IN ('succeeded', 'pending', 'failed', 'held', 'refunded'));
+ALTER TABLE payments ADD COLUMN refunded BIGINT NOT NULL DEFAULT 0 CHECK (refunded >= 0 AND refunded <= amount);
+ALTER TABLE approvals ADD COLUMN escrow_after_ms BIGINT;
+ALTER TABLE approvals ADD COLUMN escrow_on_timeout TEXT CHECK (escrow_on_timeout IN ('release', 'refund'));
+CREATE TABLE escrows (
+    payment_id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL CHECK (kind IN ('hold', 'escrow')),
+    payment_hash BYTEA NOT NULL,
+    payer_agent_id TEXT NOT NULL,
+    payee_agent_id TEXT NOT NULL,
+    amount BIGINT NOT NULL CHECK (amount > 0),
+    status TEXT NOT NULL CHECK (status IN ('held', 'disputed', 'released', 'refunded')),
+    on_timeout TEXT NOT NULL CHECK (on_timeout IN ('release', 'refund')),
+    deadline_at BIGINT NOT NULL,
+    created_at BIGINT NOT NULL,
+    resolved_at BIGINT,
+    resolved_by TEXT
+);
+CREATE UNIQUE INDEX escrows_by_hash ON escrows (payment_hash);
+CREATE INDEX escrows_due ON escrows (deadline_at) WHERE status = 'held';
+CREATE INDEX escrows_open_by_payer ON escrows (payer_agent_id, deadline_at) WHERE status IN ('held', 'disputed');
+CREATE INDEX escrows_open_by_payee ON escrows (payee_agent_id, deadline_at) WHERE status IN ('held', 'disputed');
+CREATE INDEX escrows_disputed ON escrows (created_at) WHERE status = 'disputed';
+CREATE TABLE sessions (
+    seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    payer_agent_id TEXT NOT NULL,
+    payee_agent_id TEXT NOT NULL,
+    max BIGINT NOT NULL CHECK (max > 0),
+    charged BIGINT NOT NULL DEFAULT 0 CHECK (charged >= 0 AND charged <= max),
+    charges BIGINT NOT NULL DEFAULT 0 CHECK (charges >= 0),
+    status TEXT NOT NULL CHECK (status IN ('open', 'closed', 'expired')),
+    purpose TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL,
+    closed_at BIGINT,
+    closed_by TEXT
+);
+CREATE INDEX sessions_by_payer ON sessions (payer_agent_id, seq);
+CREATE INDEX sessions_by_payee ON sessions (payee_agent_id, seq);
+CREATE INDEX sessions_due ON sessions (expires_at) WHERE status = 'open';
+CREATE INDEX sessions_open_by_payer ON sessions (payer_agent_id, expires_at) WHERE status = 'open';
+CREATE TABLE session_charges (
+    seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    session_id TEXT NOT NULL,
+    amount BIGINT NOT NULL CHECK (amount > 0),
+    memo TEXT NOT NULL,
+    transfer_id BIGINT NOT NULL,
+    created_at BIGINT NOT NULL
+);
+CREATE INDEX session_charges_by_session ON session_charges (session_id, seq);
+CREATE TABLE refunds (
+    seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    payment_id TEXT NOT NULL,
+    from_agent_id TEXT NOT NULL,
+    to_agent_id TEXT NOT NULL,
+    amount BIGINT NOT NULL CHECK (amount > 0),
+    reason TEXT NOT NULL,
+    payment_refunded BIGINT NOT NULL,
+    transfer_id BIGINT NOT NULL,
+    created_at BIGINT NOT NULL
+);
+CREATE INDEX refunds_by_payment ON refunds (payment_id, seq);
+"#,
 ];
 
 /// Applies the missing migrations, each in its own transaction. A session

@@ -75,7 +75,7 @@ pub fn agent(r: &dyn SqlRow) -> Result<AgentRecord, Error> {
 macro_rules! invoice_columns {
     () => {
         "payment_hash, agent_id, amount, memo, bolt11, preimage, status, created_at, \
-         expires_at, paid_at, seq, account_id, paid_by, room_id, backend"
+         expires_at, paid_at, seq, account_id, paid_by, room_id, backend, hold_secs"
     };
 }
 pub const INVOICE_COLUMNS: &str = concat!(invoice_columns!(), " FROM invoices");
@@ -97,12 +97,13 @@ pub fn invoice(r: &dyn SqlRow) -> Result<(InvoiceRecord, i64, AccountId), Error>
         paid_by: r.opt_text(12)?,
         room_id: r.opt_text(13)?,
         backend: r.opt_text(14)?,
+        hold_secs: r.opt_i64(15)?.map(u32::try_from).transpose().map_err(|e| Error::internal("hold_secs", e))?,
     };
     Ok((record, r.i64(10)?, AccountId(r.i64(11)?)))
 }
 
 pub const PAYMENT_COLUMNS: &str = "id, agent_id, payment_hash, amount, fee, status, purpose, payee_agent_id, \
-     preimage, created_at, seq, detail FROM payments";
+     preimage, created_at, seq, detail, refunded FROM payments";
 
 /// A payment, with its place in the agent's list.
 pub fn payment(r: &dyn SqlRow) -> Result<(PaymentRecord, i64), Error> {
@@ -118,6 +119,7 @@ pub fn payment(r: &dyn SqlRow) -> Result<(PaymentRecord, i64), Error> {
         preimage: r.opt_blob(8)?.map(hash32).transpose()?,
         created_at_ms: r.i64(9)?,
         detail: r.opt_text(11)?,
+        refunded: msat(r.i64(12)?)?,
     };
     Ok((record, r.i64(10)?))
 }
@@ -145,6 +147,8 @@ pub fn parse_status(status: &str) -> Result<PaymentStatus, Error> {
         "succeeded" => Ok(PaymentStatus::Succeeded),
         "pending" => Ok(PaymentStatus::Pending),
         "failed" => Ok(PaymentStatus::Failed),
+        "held" => Ok(PaymentStatus::Held),
+        "refunded" => Ok(PaymentStatus::Refunded),
         other => Err(Error::Internal(format!("unknown stored payment status {other}"))),
     }
 }
@@ -154,6 +158,8 @@ pub fn status_str(status: PaymentStatus) -> &'static str {
         PaymentStatus::Succeeded => "succeeded",
         PaymentStatus::Pending => "pending",
         PaymentStatus::Failed => "failed",
+        PaymentStatus::Held => "held",
+        PaymentStatus::Refunded => "refunded",
     }
 }
 
@@ -175,7 +181,8 @@ pub fn incoming(r: &dyn SqlRow) -> Result<IncomingRecord, Error> {
 }
 
 pub const APPROVAL_COLUMNS: &str = "id, agent_id, key_id, payment_hash, bolt11, amount, purpose, payee_agent_id, \
-     status, created_at, expires_at, decided_at, decided_by, payment_id, fee_limit, payee_node FROM approvals";
+     status, created_at, expires_at, decided_at, decided_by, payment_id, fee_limit, payee_node, escrow_after_ms, escrow_on_timeout \
+     FROM approvals";
 
 pub fn approval(r: &dyn SqlRow) -> Result<ApprovalRecord, Error> {
     let status = r.text(8)?;
@@ -197,6 +204,12 @@ pub fn approval(r: &dyn SqlRow) -> Result<ApprovalRecord, Error> {
         payment_id: r.opt_text(13)?,
         fee_limit: msat(r.i64(14)?)?,
         payee_node_hex: r.opt_text(15)?,
+        escrow: match (r.opt_i64(16)?, r.opt_text(17)?) {
+            (Some(release_after_ms), Some(rule)) => {
+                Some(EscrowTerms { release_after_ms, on_timeout: parse_outcome(&rule)? })
+            }
+            _ => None,
+        },
     })
 }
 
@@ -269,5 +282,76 @@ pub fn l402_token(r: &dyn SqlRow) -> Result<L402TokenRecord, Error> {
         payment_id: r.text(6)?,
         created_at_ms: r.i64(7)?,
         expires_at_ms: r.i64(8)?,
+    })
+}
+
+pub const ESCROW_COLUMNS: &str = "payment_id, kind, payment_hash, payer_agent_id, payee_agent_id, amount, status, \
+     on_timeout, deadline_at, created_at, resolved_at, resolved_by FROM escrows";
+
+pub fn escrow(r: &dyn SqlRow) -> Result<EscrowRecord, Error> {
+    Ok(EscrowRecord {
+        payment_id: r.text(0)?,
+        kind: EscrowKind::parse(&r.text(1)?)?,
+        payment_hash: hash32(r.blob(2)?)?,
+        payer_agent_id: r.text(3)?,
+        payee_agent_id: r.text(4)?,
+        amount: msat(r.i64(5)?)?,
+        status: EscrowStatus::parse(&r.text(6)?)?,
+        on_timeout: parse_outcome(&r.text(7)?)?,
+        deadline_at_ms: r.i64(8)?,
+        created_at_ms: r.i64(9)?,
+        resolved_at_ms: r.opt_i64(10)?,
+        resolved_by: r.opt_text(11)?,
+    })
+}
+
+pub const SESSION_COLUMNS: &str = "id, payer_agent_id, payee_agent_id, max, charged, charges, status, purpose, \
+     created_at, expires_at, closed_at, closed_by, seq FROM sessions";
+
+/// A session, with its place in the listings.
+pub fn session(r: &dyn SqlRow) -> Result<(SessionRecord, i64), Error> {
+    let record = SessionRecord {
+        id: r.text(0)?,
+        payer_agent_id: r.text(1)?,
+        payee_agent_id: r.text(2)?,
+        max: msat(r.i64(3)?)?,
+        charged: msat(r.i64(4)?)?,
+        charges: u32::try_from(r.i64(5)?).map_err(|e| Error::internal("a session's charges", e))?,
+        status: SessionStatus::parse(&r.text(6)?)?,
+        purpose: r.text(7)?,
+        created_at_ms: r.i64(8)?,
+        expires_at_ms: r.i64(9)?,
+        closed_at_ms: r.opt_i64(10)?,
+        closed_by: r.opt_text(11)?,
+    };
+    Ok((record, r.i64(12)?))
+}
+
+pub const CHARGE_COLUMNS_ONLY: &str = "id, session_id, amount, memo, created_at";
+pub const CHARGE_COLUMNS: &str = "id, session_id, amount, memo, created_at FROM session_charges";
+
+pub fn charge(r: &dyn SqlRow) -> Result<ChargeRecord, Error> {
+    Ok(ChargeRecord {
+        id: r.text(0)?,
+        session_id: r.text(1)?,
+        amount: msat(r.i64(2)?)?,
+        memo: r.text(3)?,
+        created_at_ms: r.i64(4)?,
+    })
+}
+
+pub const REFUND_COLUMNS: &str =
+    "id, payment_id, from_agent_id, to_agent_id, amount, reason, payment_refunded, created_at FROM refunds";
+
+pub fn refund(r: &dyn SqlRow) -> Result<RefundRecord, Error> {
+    Ok(RefundRecord {
+        id: r.text(0)?,
+        payment_id: r.text(1)?,
+        from_agent_id: r.text(2)?,
+        to_agent_id: r.text(3)?,
+        amount: msat(r.i64(4)?)?,
+        reason: r.text(5)?,
+        payment_refunded: msat(r.i64(6)?)?,
+        created_at_ms: r.i64(7)?,
     })
 }

@@ -202,10 +202,11 @@ impl Tx for SqlTx<'_> {
 
     fn update_payment(&mut self, p: &PaymentRecord, transfer_id: Option<i64>) -> Result<(), Error> {
         let sql = "UPDATE payments SET status = ?2, fee = ?3, preimage = ?4, detail = ?5, \
-                   transfer_id = COALESCE(?6, transfer_id) WHERE id = ?1";
-        let fee = to_sql(p.fee)?;
+                   transfer_id = COALESCE(?6, transfer_id), refunded = ?7 WHERE id = ?1";
+        let (fee, refunded) = (to_sql(p.fee)?, to_sql(p.refunded)?);
+        let status = status_str(p.status);
         let changed =
-            self.execute(sql, args![&p.id, status_str(p.status), fee, p.preimage.as_ref(), &p.detail, transfer_id])?;
+            self.execute(sql, args![&p.id, status, fee, p.preimage.as_ref(), &p.detail, transfer_id, refunded])?;
         if changed != 1 {
             return Err(Error::Internal(format!("payment {} to update is missing", p.id)));
         }
@@ -319,8 +320,8 @@ impl Tx for SqlTx<'_> {
 
     fn insert_approval(&mut self, a: &ApprovalRecord) -> Result<(), Error> {
         let sql = "INSERT INTO approvals (id, agent_id, key_id, payment_hash, bolt11, amount, purpose, \
-                   payee_agent_id, status, created_at, expires_at, fee_limit, payee_node) \
-                   VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)";
+                   payee_agent_id, status, created_at, expires_at, fee_limit, payee_node, escrow_after_ms, \
+                   escrow_on_timeout) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)";
         let (amount, fee_limit) = (to_sql(a.amount)?, to_sql(a.fee_limit)?);
         self.execute(
             sql,
@@ -337,7 +338,9 @@ impl Tx for SqlTx<'_> {
                 a.created_at_ms,
                 a.expires_at_ms,
                 fee_limit,
-                &a.payee_node_hex
+                &a.payee_node_hex,
+                a.escrow.map(|e| e.release_after_ms),
+                a.escrow.map(|e| outcome_str(e.on_timeout))
             ],
         )?;
         Ok(())
@@ -588,8 +591,8 @@ impl Tx for SqlTx<'_> {
             self.row(sql, args![&inv.agent_id], |r| r.i64(0))?.ok_or(Error::NotFound("agent"))?
         };
         let sql = "INSERT INTO invoices (payment_hash, agent_id, account_id, amount, memo, bolt11, preimage, status, \
-                   created_at, expires_at, room_id, backend) \
-                   VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'open', ?8, ?9, ?10, ?11)";
+                   created_at, expires_at, room_id, backend, hold_secs) \
+                   VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'open', ?8, ?9, ?10, ?11, ?12)";
         let amount = to_sql(inv.amount)?;
         self.execute(
             sql,
@@ -604,7 +607,8 @@ impl Tx for SqlTx<'_> {
                 inv.created_at_ms,
                 inv.expires_at_ms,
                 &inv.room_id,
-                &inv.backend
+                &inv.backend,
+                inv.hold_secs
             ],
         )?;
         Ok(())
@@ -883,6 +887,201 @@ impl Tx for SqlTx<'_> {
     fn deliveries(&mut self, webhook_id: &str, limit: u32) -> Result<Vec<DeliveryRecord>, Error> {
         let sql = format!("SELECT {DELIVERY_COLUMNS} WHERE webhook_id = ?1 ORDER BY id DESC LIMIT ?2");
         self.rows(&sql, args![webhook_id, limit_rows(limit)], rows::delivery)
+    }
+
+    fn move_invoice(
+        &mut self,
+        payment_hash: &[u8; 32],
+        from: StoredInvoiceStatus,
+        to: StoredInvoiceStatus,
+        paid_by: Option<&str>,
+        paid_at_ms: Option<i64>,
+    ) -> Result<bool, Error> {
+        let sql = "UPDATE invoices SET status = ?3, paid_by = COALESCE(?4, paid_by), \
+                   paid_at = COALESCE(?5, paid_at) WHERE payment_hash = ?1 AND status = ?2";
+        Ok(self.execute(sql, args![payment_hash, from.as_str(), to.as_str(), paid_by, paid_at_ms])? == 1)
+    }
+
+    fn insert_escrow(&mut self, e: &EscrowRecord) -> Result<(), Error> {
+        let sql = "INSERT INTO escrows (payment_id, kind, payment_hash, payer_agent_id, payee_agent_id, amount, \
+                   status, on_timeout, deadline_at, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
+        let amount = to_sql(e.amount)?;
+        self.execute(
+            sql,
+            args![
+                &e.payment_id,
+                e.kind.as_str(),
+                &e.payment_hash,
+                &e.payer_agent_id,
+                &e.payee_agent_id,
+                amount,
+                e.status.as_str(),
+                outcome_str(e.on_timeout),
+                e.deadline_at_ms,
+                e.created_at_ms
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn escrow(&mut self, payment_id: &str) -> Result<Option<EscrowRecord>, Error> {
+        let sql = format!("SELECT {ESCROW_COLUMNS} WHERE payment_id = ?1");
+        self.row(&sql, args![payment_id], rows::escrow)
+    }
+
+    fn escrow_by_hash(&mut self, payment_hash: &[u8; 32]) -> Result<Option<EscrowRecord>, Error> {
+        let sql = format!("SELECT {ESCROW_COLUMNS} WHERE payment_hash = ?1");
+        self.row(&sql, args![payment_hash], rows::escrow)
+    }
+
+    fn update_escrow(&mut self, e: &EscrowRecord, from: EscrowStatus) -> Result<bool, Error> {
+        let sql = "UPDATE escrows SET status = ?3, resolved_at = ?4, resolved_by = ?5 \
+                   WHERE payment_id = ?1 AND status = ?2";
+        let changed = self
+            .execute(sql, args![&e.payment_id, from.as_str(), e.status.as_str(), e.resolved_at_ms, &e.resolved_by])?;
+        Ok(changed == 1)
+    }
+
+    fn escrows_due(&mut self, now_ms: i64) -> Result<bool, Error> {
+        let sql = "SELECT 1 FROM escrows WHERE status = 'held' AND deadline_at <= ?1 LIMIT 1";
+        Ok(self.row(sql, args![now_ms], |r| r.i64(0))?.is_some())
+    }
+
+    fn due_escrows(&mut self, now_ms: i64, limit: u32) -> Result<Vec<EscrowRecord>, Error> {
+        let sql = format!(
+            "SELECT {ESCROW_COLUMNS} WHERE status = 'held' AND deadline_at <= ?1 \
+             ORDER BY deadline_at, payment_id LIMIT ?2"
+        );
+        self.rows(&sql, args![now_ms, limit_rows(limit)], rows::escrow)
+    }
+
+    fn escrows(
+        &mut self,
+        agent_id: Option<&str>,
+        status: Option<EscrowStatus>,
+        limit: u32,
+    ) -> Result<Vec<EscrowRecord>, Error> {
+        let sql = format!(
+            "SELECT {ESCROW_COLUMNS} WHERE (CAST(?1 AS TEXT) IS NULL OR payer_agent_id = ?1 OR payee_agent_id = ?1) \
+             AND (CAST(?2 AS TEXT) IS NULL OR status = ?2) ORDER BY created_at DESC, payment_id LIMIT ?3"
+        );
+        self.rows(&sql, args![agent_id, status.map(EscrowStatus::as_str), limit_rows(limit)], rows::escrow)
+    }
+
+    fn insert_session(&mut self, x: &SessionRecord) -> Result<(), Error> {
+        let sql = "INSERT INTO sessions (id, payer_agent_id, payee_agent_id, max, charged, charges, status, purpose, \
+                   created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
+        let (max, charged) = (to_sql(x.max)?, to_sql(x.charged)?);
+        self.execute(
+            sql,
+            args![
+                &x.id,
+                &x.payer_agent_id,
+                &x.payee_agent_id,
+                max,
+                charged,
+                x.charges,
+                x.status.as_str(),
+                &x.purpose,
+                x.created_at_ms,
+                x.expires_at_ms
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn session(&mut self, id: &str) -> Result<Option<SessionRecord>, Error> {
+        let sql = format!("SELECT {SESSION_COLUMNS} WHERE id = ?1");
+        Ok(self.row(&sql, args![id], rows::session)?.map(|(x, _)| x))
+    }
+
+    fn update_session(&mut self, x: &SessionRecord, from: SessionStatus) -> Result<bool, Error> {
+        let sql = "UPDATE sessions SET charged = ?3, charges = ?4, status = ?5, closed_at = ?6, closed_by = ?7 \
+                   WHERE id = ?1 AND status = ?2";
+        let charged = to_sql(x.charged)?;
+        let changed = self.execute(
+            sql,
+            args![&x.id, from.as_str(), charged, x.charges, x.status.as_str(), x.closed_at_ms, &x.closed_by],
+        )?;
+        Ok(changed == 1)
+    }
+
+    fn sessions_due(&mut self, now_ms: i64) -> Result<bool, Error> {
+        let sql = "SELECT 1 FROM sessions WHERE status = 'open' AND expires_at <= ?1 LIMIT 1";
+        Ok(self.row(sql, args![now_ms], |r| r.i64(0))?.is_some())
+    }
+
+    fn due_sessions(&mut self, now_ms: i64, limit: u32) -> Result<Vec<SessionRecord>, Error> {
+        let sql = format!(
+            "SELECT {SESSION_COLUMNS} WHERE status = 'open' AND expires_at <= ?1 ORDER BY expires_at, seq LIMIT ?2"
+        );
+        Ok(self.rows(&sql, args![now_ms, limit_rows(limit)], rows::session)?.into_iter().map(|(x, _)| x).collect())
+    }
+
+    fn sessions(&mut self, agent_id: &str, page: PageRequest) -> Result<(Vec<SessionRecord>, Option<i64>), Error> {
+        let (before, limit) = page_bounds(page);
+        let sql = format!(
+            "SELECT {SESSION_COLUMNS} WHERE (payer_agent_id = ?1 OR payee_agent_id = ?1) AND seq < ?2 \
+             ORDER BY seq DESC LIMIT ?3"
+        );
+        let found = self.rows(&sql, args![agent_id, before, limit], rows::session)?;
+        let cursor = next_cursor(found.len(), limit, found.last().map(|r| r.1));
+        Ok((found.into_iter().map(|r| r.0).collect(), cursor))
+    }
+
+    fn insert_charge(&mut self, c: &ChargeRecord, transfer_id: i64) -> Result<(), Error> {
+        let sql = "INSERT INTO session_charges (id, session_id, amount, memo, transfer_id, created_at) \
+                   VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+        let amount = to_sql(c.amount)?;
+        self.execute(sql, args![&c.id, &c.session_id, amount, &c.memo, transfer_id, c.created_at_ms])?;
+        Ok(())
+    }
+
+    fn charge(&mut self, id: &str) -> Result<Option<ChargeRecord>, Error> {
+        let sql = format!("SELECT {CHARGE_COLUMNS} WHERE id = ?1");
+        self.row(&sql, args![id], rows::charge)
+    }
+
+    fn charges(&mut self, session_id: &str, limit: u32) -> Result<Vec<ChargeRecord>, Error> {
+        let sql = format!(
+            "SELECT * FROM (SELECT {CHARGE_COLUMNS_ONLY}, seq FROM session_charges WHERE session_id = ?1 \
+             ORDER BY seq DESC LIMIT ?2) AS newest ORDER BY seq"
+        );
+        self.rows(&sql, args![session_id, i64::from(limit)], rows::charge)
+    }
+
+    fn insert_refund(&mut self, x: &RefundRecord, transfer_id: i64) -> Result<(), Error> {
+        let sql = "INSERT INTO refunds (id, payment_id, from_agent_id, to_agent_id, amount, reason, payment_refunded, \
+                   transfer_id, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";
+        let (amount, total) = (to_sql(x.amount)?, to_sql(x.payment_refunded)?);
+        self.execute(
+            sql,
+            args![
+                &x.id,
+                &x.payment_id,
+                &x.from_agent_id,
+                &x.to_agent_id,
+                amount,
+                &x.reason,
+                total,
+                transfer_id,
+                x.created_at_ms
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn refund(&mut self, id: &str) -> Result<Option<RefundRecord>, Error> {
+        let sql = format!("SELECT {REFUND_COLUMNS} WHERE id = ?1");
+        self.row(&sql, args![id], rows::refund)
+    }
+
+    fn refunds(&mut self, payment_id: &str) -> Result<Vec<RefundRecord>, Error> {
+        let sql = format!(
+            "SELECT {REFUND_COLUMNS} WHERE payment_id = ?1 ORDER BY seq LIMIT {}",
+            crate::model::REFUNDS_PER_PAYMENT_MAX
+        );
+        self.rows(&sql, args![payment_id], rows::refund)
     }
 
     fn prune(&mut self, cutoffs: &retention::Cutoffs) -> Result<retention::Pruned, Error> {

@@ -309,6 +309,132 @@ CREATE INDEX approvals_pending_by_agent ON approvals (agent_id, expires_at) WHER
 CREATE INDEX invoices_expired ON invoices (expires_at) WHERE status = 'expired';
 CREATE INDEX approvals_pending_by_hash ON approvals (payment_hash, agent_id) WHERE status = 'pending';
 "#,
+    // 10: trade between agents (`payment/escrow.rs`, `session.rs`,
+    // `refund.rs`). Invoices may be hold invoices (`hold_secs`) and take two
+    // statuses more; payments two more, and the total refunded. SQLite
+    // cannot change a CHECK in place: both tables are copied, rows, `seq`s
+    // and indexes the same. Money that waits is a row of `escrows` (one per
+    // payment of a hold invoice or into escrow) or of `sessions`, its
+    // amount reserved on the payer's wallet while open; the partial indexes
+    // find what a deadline is due for, and count the open ones per payer.
+    r#"
+CREATE TABLE invoices_v10 (
+    seq INTEGER PRIMARY KEY,
+    payment_hash BLOB NOT NULL UNIQUE,
+    agent_id TEXT NOT NULL,
+    account_id INTEGER NOT NULL,
+    amount INTEGER NOT NULL CHECK (amount > 0),
+    memo TEXT NOT NULL,
+    bolt11 TEXT NOT NULL,
+    preimage BLOB NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('open', 'paid', 'expired', 'accepted', 'cancelled')),
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    paid_at INTEGER,
+    paid_by TEXT,
+    room_id TEXT,
+    backend TEXT,
+    hold_secs INTEGER CHECK (hold_secs > 0)
+);
+INSERT INTO invoices_v10 (seq, payment_hash, agent_id, account_id, amount, memo, bolt11, preimage, status,
+    created_at, expires_at, paid_at, paid_by, room_id, backend)
+SELECT seq, payment_hash, agent_id, account_id, amount, memo, bolt11, preimage, status,
+    created_at, expires_at, paid_at, paid_by, room_id, backend FROM invoices;
+DROP TABLE invoices;
+ALTER TABLE invoices_v10 RENAME TO invoices;
+CREATE INDEX invoices_by_agent ON invoices (agent_id, seq);
+CREATE INDEX invoices_watched ON invoices (seq) WHERE status = 'open' AND backend IS NOT NULL;
+CREATE INDEX invoices_open_by_expiry ON invoices (expires_at) WHERE status = 'open';
+CREATE INDEX invoices_open_by_agent ON invoices (agent_id, expires_at) WHERE status = 'open';
+CREATE INDEX invoices_expired ON invoices (expires_at) WHERE status = 'expired';
+CREATE TABLE payments_v10 (
+    seq INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    agent_id TEXT NOT NULL,
+    key_id TEXT NOT NULL,
+    payment_hash BLOB NOT NULL,
+    amount INTEGER NOT NULL CHECK (amount > 0),
+    fee INTEGER NOT NULL CHECK (fee >= 0),
+    status TEXT NOT NULL CHECK (status IN ('succeeded', 'pending', 'failed', 'held', 'refunded')),
+    purpose TEXT NOT NULL,
+    payee_agent_id TEXT,
+    preimage BLOB,
+    transfer_id INTEGER,
+    created_at INTEGER NOT NULL,
+    detail TEXT,
+    refunded INTEGER NOT NULL DEFAULT 0 CHECK (refunded >= 0 AND refunded <= amount)
+);
+INSERT INTO payments_v10 (seq, id, agent_id, key_id, payment_hash, amount, fee, status, purpose, payee_agent_id,
+    preimage, transfer_id, created_at, detail)
+SELECT seq, id, agent_id, key_id, payment_hash, amount, fee, status, purpose, payee_agent_id,
+    preimage, transfer_id, created_at, detail FROM payments;
+DROP TABLE payments;
+ALTER TABLE payments_v10 RENAME TO payments;
+CREATE INDEX payments_by_agent ON payments (agent_id, seq);
+ALTER TABLE approvals ADD COLUMN escrow_after_ms INTEGER;
+ALTER TABLE approvals ADD COLUMN escrow_on_timeout TEXT CHECK (escrow_on_timeout IN ('release', 'refund'));
+CREATE TABLE escrows (
+    payment_id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL CHECK (kind IN ('hold', 'escrow')),
+    payment_hash BLOB NOT NULL,
+    payer_agent_id TEXT NOT NULL,
+    payee_agent_id TEXT NOT NULL,
+    amount INTEGER NOT NULL CHECK (amount > 0),
+    status TEXT NOT NULL CHECK (status IN ('held', 'disputed', 'released', 'refunded')),
+    on_timeout TEXT NOT NULL CHECK (on_timeout IN ('release', 'refund')),
+    deadline_at INTEGER NOT NULL,
+    created_at INTEGER NOT NULL,
+    resolved_at INTEGER,
+    resolved_by TEXT
+) WITHOUT ROWID;
+CREATE UNIQUE INDEX escrows_by_hash ON escrows (payment_hash);
+CREATE INDEX escrows_due ON escrows (deadline_at) WHERE status = 'held';
+CREATE INDEX escrows_open_by_payer ON escrows (payer_agent_id, deadline_at) WHERE status IN ('held', 'disputed');
+CREATE INDEX escrows_open_by_payee ON escrows (payee_agent_id, deadline_at) WHERE status IN ('held', 'disputed');
+CREATE INDEX escrows_disputed ON escrows (created_at) WHERE status = 'disputed';
+CREATE TABLE sessions (
+    seq INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    payer_agent_id TEXT NOT NULL,
+    payee_agent_id TEXT NOT NULL,
+    max INTEGER NOT NULL CHECK (max > 0),
+    charged INTEGER NOT NULL DEFAULT 0 CHECK (charged >= 0 AND charged <= max),
+    charges INTEGER NOT NULL DEFAULT 0 CHECK (charges >= 0),
+    status TEXT NOT NULL CHECK (status IN ('open', 'closed', 'expired')),
+    purpose TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    closed_at INTEGER,
+    closed_by TEXT
+);
+CREATE INDEX sessions_by_payer ON sessions (payer_agent_id, seq);
+CREATE INDEX sessions_by_payee ON sessions (payee_agent_id, seq);
+CREATE INDEX sessions_due ON sessions (expires_at) WHERE status = 'open';
+CREATE INDEX sessions_open_by_payer ON sessions (payer_agent_id, expires_at) WHERE status = 'open';
+CREATE TABLE session_charges (
+    seq INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    session_id TEXT NOT NULL,
+    amount INTEGER NOT NULL CHECK (amount > 0),
+    memo TEXT NOT NULL,
+    transfer_id INTEGER NOT NULL,
+    created_at INTEGER NOT NULL
+);
+CREATE INDEX session_charges_by_session ON session_charges (session_id, seq);
+CREATE TABLE refunds (
+    seq INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    payment_id TEXT NOT NULL,
+    from_agent_id TEXT NOT NULL,
+    to_agent_id TEXT NOT NULL,
+    amount INTEGER NOT NULL CHECK (amount > 0),
+    reason TEXT NOT NULL,
+    payment_refunded INTEGER NOT NULL,
+    transfer_id INTEGER NOT NULL,
+    created_at INTEGER NOT NULL
+);
+CREATE INDEX refunds_by_payment ON refunds (payment_id, seq);
+"#,
 ];
 
 pub fn migrate(conn: &Connection) -> Result<(), Error> {

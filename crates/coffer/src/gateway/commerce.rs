@@ -1,0 +1,310 @@
+//! Trade between agents, as the edges call it: holds and escrows settled,
+//! cancelled, released, disputed and resolved; refunds; metered sessions;
+//! and the sweep that applies their deadlines. Each operation checks the
+//! caller's scope and input, then makes one atomic store call into
+//! `payment::{escrow, session, refund}`.
+
+use super::{AgentKey, Gateway, Principal, invalid, parse_amount, parse_hash};
+use crate::error::Error;
+use crate::model::{
+    COMMERCE_SWEEP_BATCH_MAX, ChargeRecord, ESCROW_SECS_MAX, EscrowRecord, EscrowStatus, EscrowTerms, Idempotency,
+    NewSession, PageRequest, Payer, PaymentRecord, RefundRecord, SESSION_CHARGES_SHOWN_MAX, SESSION_SECS_MAX,
+    SessionRecord,
+};
+use crate::payment::escrow::{self, Ended};
+use crate::payment::{refund, session};
+use crate::secrets;
+use coffer_client::{Outcome, Scope};
+use coffer_core::Msat;
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+
+/// Escrows one listing shows at most.
+pub const ESCROWS_LISTED_MAX: u32 = 200;
+/// Sweep batches one step of the deadline sweep runs at most: a backlog
+/// (after a long stop) drains over several steps.
+const COMMERCE_SWEEP_BATCHES_PER_STEP_MAX: u32 = 8;
+const _: () = assert!(COMMERCE_SWEEP_BATCHES_PER_STEP_MAX >= 1);
+const _: () = assert!(ESCROWS_LISTED_MAX <= crate::model::PAGE_ROWS_MAX);
+
+/// A payment as its payer or payee sees it: with the hold or escrow its
+/// money waits (or waited) in, and its refunds.
+#[derive(Clone, Debug)]
+pub struct PaymentView {
+    pub payment: PaymentRecord,
+    pub escrow: Option<EscrowRecord>,
+    pub refunds: Vec<RefundRecord>,
+}
+
+impl Gateway {
+    /// The payee of a hold invoice settles it: credited now, and the payer
+    /// sees the preimage.
+    pub async fn settle_hold(&self, caller: &AgentKey, payment_hash_hex: &str) -> Result<Ended, Error> {
+        caller.require(Scope::Receive)?;
+        let (hash, payee, now_ms) = (parse_hash(payment_hash_hex)?, caller.agent_id.clone(), self.now_ms());
+        let ended = self.store.write(move |tx| escrow::settle(tx, &payee, &hash, now_ms)).await?;
+        self.announce_paid(&hash).await;
+        Ok(ended)
+    }
+
+    /// The payee cancels a hold (or gives an escrow back): the payer is
+    /// refunded in full.
+    pub async fn cancel_hold(&self, caller: &AgentKey, payment_hash_hex: &str) -> Result<Ended, Error> {
+        caller.require(Scope::Receive)?;
+        let (hash, payee, now_ms) = (parse_hash(payment_hash_hex)?, caller.agent_id.clone(), self.now_ms());
+        self.store.write(move |tx| escrow::cancel(tx, &payee, &hash, now_ms)).await
+    }
+
+    /// The payer releases its escrow to the payee.
+    pub async fn release_escrow(&self, caller: &AgentKey, payment_id: &str) -> Result<Ended, Error> {
+        caller.require(Scope::Spend)?;
+        let (payer, id, now_ms) = (caller.agent_id.clone(), payment_id.to_owned(), self.now_ms());
+        let ended = self.store.write(move |tx| escrow::release(tx, &payer, &id, now_ms)).await?;
+        self.announce_paid(&ended.escrow.payment_hash).await;
+        Ok(ended)
+    }
+
+    /// The payer disputes its escrow: it waits for the operator.
+    pub async fn dispute_escrow(&self, caller: &AgentKey, payment_id: &str) -> Result<EscrowRecord, Error> {
+        caller.require(Scope::Spend)?;
+        let (payer, id, now_ms) = (caller.agent_id.clone(), payment_id.to_owned(), self.now_ms());
+        self.store.write(move |tx| escrow::dispute(tx, &payer, &id, now_ms)).await
+    }
+
+    /// The operator decides a disputed escrow.
+    pub async fn resolve_escrow(&self, payment_id: &str, outcome: Outcome) -> Result<Ended, Error> {
+        let (id, now_ms) = (payment_id.to_owned(), self.now_ms());
+        let operator = crate::model::OPERATOR;
+        let ended = self.store.write(move |tx| escrow::resolve(tx, &id, outcome, operator, now_ms)).await?;
+        if outcome == Outcome::Release {
+            self.announce_paid(&ended.escrow.payment_hash).await;
+        }
+        Ok(ended)
+    }
+
+    /// Holds and escrows: an agent's (as payer or payee), or for the
+    /// operator any agent's (or all), newest first; in one status or any.
+    pub async fn escrows(
+        &self,
+        caller: &Principal,
+        agent_id: Option<&str>,
+        status: Option<&str>,
+    ) -> Result<Vec<EscrowRecord>, Error> {
+        let status = status
+            .map(|s| {
+                EscrowStatus::parse(s)
+                    .map_err(|_| invalid("status", "one of held, disputed, released, refunded".into()))
+            })
+            .transpose()?;
+        let agent_id = match caller {
+            Principal::Agent(key) => Some(key.agent_id.clone()),
+            Principal::Operator => agent_id.map(str::to_owned),
+        };
+        self.store.read(move |tx| tx.escrows(agent_id.as_deref(), status, ESCROWS_LISTED_MAX)).await
+    }
+
+    /// A payment its payer or its payee may see, with its hold or escrow
+    /// and its refunds.
+    pub async fn payment(&self, caller: &AgentKey, payment_id: &str) -> Result<PaymentView, Error> {
+        let (id, agent) = (payment_id.to_owned(), caller.agent_id.clone());
+        self.store
+            .read(move |tx| {
+                let payment = tx
+                    .payment(&id)?
+                    .filter(|p| p.agent_id == agent || p.payee_agent_id.as_deref() == Some(agent.as_str()))
+                    .ok_or(Error::NotFound("payment"))?;
+                let escrow = tx.escrow(&id)?;
+                let refunds = if payment.refunded.is_zero() { Vec::new() } else { tx.refunds(&id)? };
+                Ok(PaymentView { payment, escrow, refunds })
+            })
+            .await
+    }
+
+    /// The payee gives (part of) a payment back to its payer.
+    pub async fn refund(
+        &self,
+        caller: &AgentKey,
+        payment_id: &str,
+        amount_msat: u64,
+        reason: Option<&str>,
+        idempotency_key: Option<&str>,
+    ) -> Result<RefundRecord, Error> {
+        caller.require(Scope::Spend)?;
+        let amount = parse_amount("amount_msat", amount_msat)?;
+        let reason = checked_text("reason", reason)?;
+        let request = format!("refund\0{payment_id}\0{amount_msat}\0{reason}");
+        let idempotency = idempotency_key.map(|key| keyed(key, &request)).transpose()?;
+        let (payee, id, now_ms) = (caller.agent_id.clone(), payment_id.to_owned(), self.now_ms());
+        let refund_id = secrets::new_id("ref_");
+        let refunded = self
+            .store
+            .write(move |tx| {
+                let r = refund::Refund {
+                    payee_agent_id: &payee,
+                    payment_id: &id,
+                    refund_id,
+                    amount,
+                    reason,
+                    idempotency: idempotency.as_ref(),
+                    now_ms,
+                };
+                refund::refund(tx, r)
+            })
+            .await;
+        self.feed_breaker(&caller.agent_id, refunded).await
+    }
+
+    /// The payer opens a metered session with a payee of this gateway.
+    pub async fn open_session(
+        &self,
+        caller: &AgentKey,
+        payee: &str,
+        max_msat: u64,
+        expires_in_secs: u32,
+        purpose: Option<&str>,
+    ) -> Result<SessionRecord, Error> {
+        caller.require(Scope::Spend)?;
+        let max = parse_amount("max_msat", max_msat)?;
+        if expires_in_secs == 0 || expires_in_secs > SESSION_SECS_MAX {
+            return Err(invalid("expires_in_secs", format!("between 1 and {SESSION_SECS_MAX} seconds")));
+        }
+        let purpose = checked_text("purpose", purpose)?;
+        let now_ms = self.now_ms();
+        let new = NewSession {
+            id: secrets::new_id("ses_"),
+            payer: Payer { agent_id: caller.agent_id.clone(), account: caller.account, key_id: caller.key_id.clone() },
+            payee_agent_id: payee.to_owned(),
+            max,
+            expires_at_ms: now_ms.saturating_add(i64::from(expires_in_secs) * 1000),
+            purpose,
+            node_pubkey_hex: Arc::clone(&self.node_pubkey_hex),
+            sessions_open_max: self.settings.limits.sessions_open_per_agent,
+            now_ms,
+        };
+        let opened = self.store.write(move |tx| session::open(tx, new)).await;
+        self.feed_breaker(&caller.agent_id, opened).await
+    }
+
+    /// The payee charges a session it is paid by.
+    pub async fn charge_session(
+        &self,
+        caller: &AgentKey,
+        session_id: &str,
+        amount_msat: u64,
+        memo: Option<&str>,
+        idempotency_key: Option<&str>,
+    ) -> Result<(SessionRecord, ChargeRecord), Error> {
+        caller.require(Scope::Receive)?;
+        let amount = parse_amount("amount_msat", amount_msat)?;
+        let memo = checked_text("memo", memo)?;
+        let request = format!("charge\0{session_id}\0{amount_msat}\0{memo}");
+        let idempotency = idempotency_key.map(|key| keyed(key, &request)).transpose()?;
+        let (payee, id, now_ms) = (caller.agent_id.clone(), session_id.to_owned(), self.now_ms());
+        let charge_id = secrets::new_id("chg_");
+        self.store
+            .write(move |tx| {
+                let c = session::Charge {
+                    payee_agent_id: &payee,
+                    session_id: &id,
+                    charge_id,
+                    amount,
+                    memo,
+                    idempotency: idempotency.as_ref(),
+                    now_ms,
+                };
+                session::charge(tx, c)
+            })
+            .await
+    }
+
+    /// Its payer or payee closes a session; the remainder returns to the
+    /// payer. Answers the session and what returned.
+    pub async fn close_session(&self, caller: &AgentKey, session_id: &str) -> Result<(SessionRecord, Msat), Error> {
+        caller.require(Scope::Receive)?;
+        let (agent, id, now_ms) = (caller.agent_id.clone(), session_id.to_owned(), self.now_ms());
+        self.store.write(move |tx| session::close(tx, &agent, &id, now_ms)).await
+    }
+
+    /// A session the caller pays or is paid by, with its newest charges
+    /// (oldest first).
+    pub async fn session(
+        &self,
+        caller: &AgentKey,
+        session_id: &str,
+    ) -> Result<(SessionRecord, Vec<ChargeRecord>), Error> {
+        let (agent, id) = (caller.agent_id.clone(), session_id.to_owned());
+        self.store
+            .read(move |tx| {
+                let session = session::visible(tx, &agent, &id)?;
+                let charges = tx.charges(&id, SESSION_CHARGES_SHOWN_MAX)?;
+                Ok((session, charges))
+            })
+            .await
+    }
+
+    /// The sessions the caller pays or is paid by, newest first.
+    pub async fn sessions(
+        &self,
+        caller: &AgentKey,
+        page: PageRequest,
+    ) -> Result<(Vec<SessionRecord>, Option<i64>), Error> {
+        let agent = caller.agent_id.clone();
+        self.store.read(move |tx| tx.sessions(&agent, page)).await
+    }
+
+    /// Applies the deadlines: held escrows and holds past theirs end by
+    /// their rule, sessions past their expiry close. Run by a background
+    /// task on every instance (each ends once: the store's conditional
+    /// updates); writes only when one is due. Answers how many ended.
+    pub async fn expire_commerce(&self) -> Result<u64, Error> {
+        let mut ended = 0;
+        for _ in 0..COMMERCE_SWEEP_BATCHES_PER_STEP_MAX {
+            let now = self.now_ms();
+            let due = self.store.read(move |tx| Ok((tx.escrows_due(now)?, tx.sessions_due(now)?))).await?;
+            if due == (false, false) {
+                break;
+            }
+            let swept = self
+                .store
+                .write(move |tx| {
+                    let escrows = escrow::expire_due(tx, now, COMMERCE_SWEEP_BATCH_MAX)?;
+                    let sessions = session::expire_due(tx, now, COMMERCE_SWEEP_BATCH_MAX)?;
+                    Ok((escrows, sessions))
+                })
+                .await?;
+            ended += swept.0 + swept.1;
+            // Done when neither filled a batch (escrows that could not be
+            // released now stay due, and must not spin this loop).
+            if swept.0 < u64::from(COMMERCE_SWEEP_BATCH_MAX) && swept.1 < u64::from(COMMERCE_SWEEP_BATCH_MAX) {
+                break;
+            }
+        }
+        Ok(ended)
+    }
+}
+
+/// Escrow terms from the request's, checked.
+pub(super) fn escrow_terms(terms: &coffer_client::EscrowTerms) -> Result<EscrowTerms, Error> {
+    if terms.release_after_secs == 0 || terms.release_after_secs > ESCROW_SECS_MAX {
+        return Err(invalid("escrow.release_after_secs", format!("between 1 and {ESCROW_SECS_MAX} seconds")));
+    }
+    Ok(EscrowTerms { release_after_ms: i64::from(terms.release_after_secs) * 1000, on_timeout: terms.on_timeout })
+}
+
+/// A reason, memo or purpose: at most [`super::PURPOSE_LEN_MAX_BYTES`],
+/// text a person can read.
+fn checked_text(field: &'static str, text: Option<&str>) -> Result<String, Error> {
+    let text = text.unwrap_or("");
+    if text.len() > super::PURPOSE_LEN_MAX_BYTES {
+        return Err(invalid(field, format!("at most {} bytes", super::PURPOSE_LEN_MAX_BYTES)));
+    }
+    super::text::check(field, text, super::text::Lines::Multi)?;
+    Ok(text.to_owned())
+}
+
+/// An idempotency key for a charge or refund: the request's digest tells a
+/// retry from another request (and from a payment under the same key).
+fn keyed(key: &str, request: &str) -> Result<Idempotency, Error> {
+    super::check_idempotency_key(key)?;
+    Ok(Idempotency { key: key.to_owned(), request_digest: Sha256::digest(request.as_bytes()).into() })
+}
