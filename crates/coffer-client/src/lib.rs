@@ -294,6 +294,93 @@ impl Client {
         decode(status, &body).map(PayOutcome::Done)
     }
 
+    // Trade between agents: holds, escrows, refunds, metered sessions.
+
+    /// One payment, as its payer or its payee sees it: with the hold or
+    /// escrow its money waits in, and its refunds.
+    pub async fn payment(&self, id: &str) -> Result<Payment, Error> {
+        self.get(&format!("/v1/payments/{id}")).await
+    }
+
+    /// Settles an accepted hold invoice of this agent: the money moves to
+    /// it; the payer gets the preimage.
+    pub async fn settle_invoice(&self, payment_hash: &str) -> Result<Payment, Error> {
+        self.send(self.request(Method::POST, &format!("/v1/invoices/{payment_hash}/settle"))).await
+    }
+
+    /// Cancels what waits on an invoice of this agent: the payer is
+    /// refunded in full.
+    pub async fn cancel_invoice(&self, payment_hash: &str) -> Result<Payment, Error> {
+        self.send(self.request(Method::POST, &format!("/v1/invoices/{payment_hash}/cancel"))).await
+    }
+
+    /// Releases this agent's escrowed payment to its payee.
+    pub async fn release(&self, payment_id: &str) -> Result<Payment, Error> {
+        self.send(self.request(Method::POST, &format!("/v1/payments/{payment_id}/release"))).await
+    }
+
+    /// Disputes this agent's escrowed payment: the operator decides.
+    pub async fn dispute(&self, payment_id: &str) -> Result<Escrow, Error> {
+        self.send(self.request(Method::POST, &format!("/v1/payments/{payment_id}/dispute"))).await
+    }
+
+    /// The operator decides a disputed escrow.
+    pub async fn resolve(&self, payment_id: &str, outcome: Outcome) -> Result<Payment, Error> {
+        self.post(&format!("/v1/payments/{payment_id}/resolve"), &ResolveRequest { outcome }).await
+    }
+
+    /// Refunds (part of) a payment this agent received. The idempotency
+    /// key makes retries safe.
+    pub async fn refund(
+        &self,
+        payment_id: &str,
+        request: &RefundRequest,
+        idempotency_key: &str,
+    ) -> Result<Refund, Error> {
+        let path = format!("/v1/payments/{payment_id}/refund");
+        self.send(self.request(Method::POST, &path).header("Idempotency-Key", idempotency_key).json(request)).await
+    }
+
+    /// Holds and escrows of this agent (as payer or payee), or with the
+    /// operator's token of every agent; `status` one of held, disputed,
+    /// released, refunded.
+    pub async fn escrows(&self, status: Option<&str>) -> Result<Vec<Escrow>, Error> {
+        match status {
+            Some(status) => self.get(&format!("/v1/escrows?status={status}")).await,
+            None => self.get("/v1/escrows").await,
+        }
+    }
+
+    /// Opens a metered session with a payee.
+    pub async fn open_session(&self, request: &OpenSessionRequest) -> Result<Session, Error> {
+        self.post("/v1/sessions", request).await
+    }
+
+    pub async fn session(&self, id: &str) -> Result<Session, Error> {
+        self.get(&format!("/v1/sessions/{id}")).await
+    }
+
+    pub async fn sessions(&self, cursor: Option<&str>) -> Result<Page<Session>, Error> {
+        self.get(&with_cursor("/v1/sessions", cursor)).await
+    }
+
+    /// Charges a session this agent is paid by. The idempotency key makes
+    /// retries safe: a retry never charges twice.
+    pub async fn charge(
+        &self,
+        session_id: &str,
+        request: &ChargeRequest,
+        idempotency_key: &str,
+    ) -> Result<Session, Error> {
+        let path = format!("/v1/sessions/{session_id}/charges");
+        self.send(self.request(Method::POST, &path).header("Idempotency-Key", idempotency_key).json(request)).await
+    }
+
+    /// Closes a session (its payer or payee): the rest returns to the payer.
+    pub async fn close_session(&self, id: &str) -> Result<Session, Error> {
+        self.send(self.request(Method::POST, &format!("/v1/sessions/{id}/close"))).await
+    }
+
     // Paid HTTP APIs (L402).
 
     /// Pays an L402 challenge for `request.url` within the agent's policy,

@@ -439,6 +439,9 @@ pub struct Payment {
     /// The hold or escrow the money waits in (or waited in).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub escrow: Option<Escrow>,
+    /// The payee's refunds, oldest first (on `GET /v1/payments/{id}`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub refunds: Vec<Refund>,
 }
 
 fn is_zero(n: &u64) -> bool {

@@ -239,6 +239,7 @@ deny = ["agent:agt_spam"]
             detail: None,
             refunded_msat: 0,
             escrow: None,
+            refunds: Vec::new(),
         }
     }
 

@@ -21,15 +21,8 @@ fn ended(e: Ended) -> Payment {
     views::payment_with(e.payment, Some(e.escrow))
 }
 
-fn payment_view(v: PaymentView) -> serde_json::Value {
-    let refunds: Vec<Refund> = v.refunds.into_iter().map(views::refund).collect();
-    let mut json = serde_json::to_value(views::payment_with(v.payment, v.escrow)).unwrap_or_default();
-    if !refunds.is_empty()
-        && let serde_json::Value::Object(map) = &mut json
-    {
-        map.insert("refunds".into(), serde_json::to_value(refunds).unwrap_or_default());
-    }
-    json
+fn payment_view(v: PaymentView) -> Payment {
+    Payment { refunds: v.refunds.into_iter().map(views::refund).collect(), ..views::payment_with(v.payment, v.escrow) }
 }
 
 /// Settle a hold invoice of the calling agent once it is `accepted`: the
@@ -67,7 +60,7 @@ pub async fn get_payment(
     State(gw): State<AppState>,
     Agent(key): Agent<READ>,
     Path(id): Path<String>,
-) -> Result<Json<serde_json::Value>, Error> {
+) -> Result<Json<Payment>, Error> {
     Ok(Json(payment_view(gw.payment(&key, &id).await?)))
 }
 

@@ -104,6 +104,7 @@ pub fn payment(p: PaymentRecord) -> Payment {
         detail: p.detail,
         refunded_msat: p.refunded.as_u64(),
         escrow: None,
+        refunds: Vec::new(),
     }
 }
 

@@ -12,6 +12,7 @@
 
 pub mod lightning;
 pub mod paywall;
+pub mod trade;
 
 use coffer_client::{Client, Problem};
 use serde_json::Value;
