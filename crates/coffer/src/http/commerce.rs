@@ -64,8 +64,8 @@ pub async fn get_payment(
     Ok(Json(payment_view(gw.payment(&key, &id).await?)))
 }
 
-/// Release an escrowed payment of the calling agent to its payee (also a
-/// disputed one).
+/// Release a held escrowed payment of the calling agent to its payee (a
+/// disputed one is the operator's to resolve).
 #[utoipa::path(post, path = "/v1/payments/{id}/release", tag = "trade", params(("id" = String, Path)),
     responses((status = 200, body = Payment, description = "The payment, now succeeded")))]
 pub async fn release(

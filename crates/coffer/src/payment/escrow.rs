@@ -131,6 +131,11 @@ pub fn settle(tx: &mut dyn Tx, payee: &str, hash: &[u8; 32], now_ms: i64) -> Res
             "an escrowed payment is released by its payer, not settled by its payee".into(),
         ));
     }
+    // Past its deadline a hold is cancelled, whether or not the sweep came
+    // by yet: settling then would race the sweep's decision.
+    if escrow.status == EscrowStatus::Held && now_ms >= escrow.deadline_at_ms {
+        return Err(Error::InvalidState("the hold is past its deadline: it is cancelled".into()));
+    }
     finish(tx, escrow, Outcome::Release, payee, now_ms)
 }
 
@@ -141,10 +146,15 @@ pub fn cancel(tx: &mut dyn Tx, payee: &str, hash: &[u8; 32], now_ms: i64) -> Res
     finish(tx, escrow, Outcome::Refund, payee, now_ms)
 }
 
-/// The payer of an escrow releases it to the payee (even a disputed one:
-/// the payer gives in).
+/// The payer of a held escrow releases it to the payee. A disputed one is
+/// the operator's to decide: of a release, a dispute and the deadline,
+/// exactly one ends up deciding.
 pub fn release(tx: &mut dyn Tx, payer: &str, payment_id: &str, now_ms: i64) -> Result<Ended, Error> {
     let escrow = payers_escrow(tx, payer, payment_id)?;
+    if escrow.status != EscrowStatus::Held {
+        let status = escrow.status.as_str();
+        return Err(Error::InvalidState(format!("only a held escrow is released by its payer; it is {status}")));
+    }
     finish(tx, escrow, Outcome::Release, payer, now_ms)
 }
 
