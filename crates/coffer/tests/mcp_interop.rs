@@ -222,3 +222,35 @@ async fn mcp_over_http_acts_with_the_key_of_each_request() {
     assert_eq!(gw.balances().await[&a_id], 7_000, "nothing was paid");
     assert_eq!(payee.invoice(&invoice.payment_hash).await.expect("the invoice").status, InvoiceStatus::Open);
 }
+
+/// The official MCP SDK trades through coffer's tools, each agent over its
+/// own MCP session with its own key: a hold invoice paid, then settled by
+/// the seller (the buyer gets the preimage only then), and a metered
+/// session charged twice (one charge retried under its name) and closed.
+#[tokio::test]
+async fn an_mcp_client_drives_a_hold_then_settle_and_a_metered_session() {
+    let Some(python) = common::test_python("the MCP trade interop with the PyPI `mcp` client") else { return };
+    let gw = common::Gateway::start().await;
+    let (buyer_id, _, buyer_key) = gw.new_agent("mcp-buyer", FUND_MSAT).await;
+    let (seller_id, _, seller_key) = gw.new_agent("mcp-seller", 0).await;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/mcp_trade.py");
+    let run = Command::new(&python)
+        .arg(script)
+        .args([gw.url(), &seller_key, &buyer_key, &seller_id])
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(STEP_TIMEOUT, run).await.expect("the client ends").expect("running it");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "the MCP client failed: {stdout}{}", String::from_utf8_lossy(&out.stderr));
+    let steps: Vec<Value> = stdout.lines().map(|l| serde_json::from_str(l).expect("a JSON step")).collect();
+    assert_eq!(steps.last().map(|s| &s["step"]), Some(&json!("done")), "{steps:#?}");
+    let held = step(&steps, "pay_hold");
+    assert!(texts(held)[0].starts_with("held: 21000 msat"), "the model reads that the money waits: {held}");
+
+    // 21 000 for the settled hold, 5 000 charged; the rest back with the buyer.
+    let balances = gw.balances().await;
+    assert_eq!((balances[&buyer_id], balances[&seller_id]), (FUND_MSAT - 26_000, 26_000));
+    let (ok, report) = gw.audit().await;
+    assert!(ok, "audit failed: {report}");
+}

@@ -11,6 +11,7 @@
 pub mod answer;
 pub mod http;
 pub mod invoice;
+pub mod trade;
 
 use coffer_client::{
     Client, CreateInvoiceRequest, PayOutcome, PayRequest, PaymentRequestBody, PaymentStatus, PostMessageRequest,
@@ -42,6 +43,19 @@ pub const TOOL_NAMES: &[&str] = &[
     "request_payment",
     "pay_request",
     "fetch_paid",
+    "create_hold_invoice",
+    "settle_invoice",
+    "cancel_invoice",
+    "pay_into_escrow",
+    "release_escrow",
+    "dispute_escrow",
+    "refund_payment",
+    "get_payment",
+    "list_escrows",
+    "open_session",
+    "charge_session",
+    "get_session",
+    "close_session",
 ];
 
 const INSTRUCTIONS: &str = "You act for one agent of a coffer gateway: a Lightning wallet whose spending an operator \
@@ -49,7 +63,10 @@ bounds with a policy (budgets per window, a largest single payment, allowed paye
 All amounts are integer millisatoshis (msat): 1 sat = 1000 msat. \
 Before paying, decode_invoice shows what an invoice asks for. pay_invoice is safe to retry: the same invoice is \
 never paid twice. A refusal is a normal answer that starts with `denied:` and says what to do next; a payment \
-above the operator's approval threshold answers `held for approval` and waits for a person: do not pay it again.";
+above the operator's approval threshold answers `held for approval` and waits for a person: do not pay it again. \
+To trade safely with another agent: as a seller, create_hold_invoice and settle_invoice once you delivered; as a \
+buyer, pay_into_escrow and release_escrow once you checked the delivery (dispute_escrow if it is bad); for metered \
+use, open_session (the seller charges with charge_session, close_session returns the rest).";
 
 /// The MCP server of one agent.
 #[derive(Clone)]
@@ -304,12 +321,13 @@ fn held_answer(approval_id: &str, amount_msat: u64, fee_limit_msat: u64, value: 
 #[tool_router]
 impl CofferMcp {
     pub fn new(client: Client) -> CofferMcp {
-        CofferMcp { caller: Caller::Fixed(client), tool_router: Self::tool_router() }
+        CofferMcp { caller: Caller::Fixed(client), tool_router: Self::tool_router() + Self::trade_router() }
     }
 
     /// A server whose every call uses the key of the HTTP request it came in.
     pub fn per_request(http: reqwest::Client, base_url: String, fetcher: Fetcher) -> CofferMcp {
-        CofferMcp { caller: Caller::PerRequest { http, base_url, fetcher }, tool_router: Self::tool_router() }
+        let tool_router = Self::tool_router() + Self::trade_router();
+        CofferMcp { caller: Caller::PerRequest { http, base_url, fetcher }, tool_router }
     }
 
     /// The client acting for the caller of this tool call. Over HTTP the
