@@ -30,8 +30,8 @@
 
 use super::http::{RESPONSE_LEN_MAX_BYTES, detail, send, send_json};
 use super::{
-    CreatedInvoice, FundingSource, HoldInvoices, HoldState, InvoiceState, LnError, LnFuture, PayResult, check_hold_bolt11,
-    parse_hash_hex,
+    CreatedInvoice, FundingSource, HoldInvoices, HoldState, InvoiceState, LnError, LnFuture, PayResult,
+    check_hold_bolt11, parse_hash_hex,
 };
 use crate::secrets::Secret;
 use base64::Engine;
@@ -150,7 +150,9 @@ fn hold_state(invoice: &HoldInvoice, payment_hash: [u8; 32]) -> Result<HoldState
         "ACCEPTED" => Ok(HoldState::Accepted { amount: msat("amt_paid_msat", &invoice.amt_paid_msat)? }),
         "SETTLED" => Ok(HoldState::Settled),
         "CANCELED" => Ok(HoldState::Cancelled),
-        other => Err(LnError::Protocol(format!("an invoice state LND does not document: {}", detail(other.as_bytes())))),
+        other => {
+            Err(LnError::Protocol(format!("an invoice state LND does not document: {}", detail(other.as_bytes()))))
+        }
     }
 }
 
@@ -180,10 +182,9 @@ impl HoldInvoices for Lnd {
             body["cltv_expiry"] = json!(blocks.to_string());
         }
         Box::pin(async move {
-            let added: AddHoldInvoice =
-                send_json(self.request(reqwest::Method::POST, "/v2/invoices/hodl").json(&body))
-                    .await?
-                    .ok_or_else(|| LnError::Protocol("404 adding a hold invoice (LND without invoicesrpc?)".into()))?;
+            let added: AddHoldInvoice = send_json(self.request(reqwest::Method::POST, "/v2/invoices/hodl").json(&body))
+                .await?
+                .ok_or_else(|| LnError::Protocol("404 adding a hold invoice (LND without invoicesrpc?)".into()))?;
             check_hold_bolt11(&added.payment_request, payment_hash, amount)?;
             Ok(added.payment_request)
         })

@@ -50,8 +50,8 @@ mod relay;
 pub mod uri;
 
 use super::{
-    CreatedInvoice, FundingSource, HoldInvoices, HoldState, InvoiceState, LnError, LnFuture, PayResult, check_hold_bolt11,
-    parse_hash_hex,
+    CreatedInvoice, FundingSource, HoldInvoices, HoldState, InvoiceState, LnError, LnFuture, PayResult,
+    check_hold_bolt11, parse_hash_hex,
 };
 use bitcoin::hashes::{Hash, sha256};
 use bitcoin::secp256k1::{All, Keypair, Secp256k1};
@@ -76,7 +76,8 @@ const EXPIRATION_SLACK_SECS: u64 = 60;
 const MESSAGE_LEN_MAX_CHARS: usize = 200;
 /// The methods a wallet's info event must list for coffer to use its hold
 /// invoices.
-pub const HOLD_METHODS: [&str; 4] = ["make_hold_invoice", "settle_hold_invoice", "cancel_hold_invoice", "lookup_invoice"];
+pub const HOLD_METHODS: [&str; 4] =
+    ["make_hold_invoice", "settle_hold_invoice", "cancel_hold_invoice", "lookup_invoice"];
 /// What the last info event read said about [`HOLD_METHODS`].
 const HOLD_UNKNOWN: u8 = 0;
 const HOLD_LISTED: u8 = 1;
@@ -645,7 +646,9 @@ mod tests {
         let all = "pay_invoice make_hold_invoice settle_hold_invoice cancel_hold_invoice lookup_invoice";
         assert!(lists_hold_methods(Some(&info(all))));
         assert!(!lists_hold_methods(Some(&info("make_hold_invoice settle_hold_invoice cancel_hold_invoice"))));
-        assert!(!lists_hold_methods(Some(&info("make_hold_invoices settle_hold_invoice cancel_hold_invoice lookup_invoice"))));
+        assert!(!lists_hold_methods(Some(&info(
+            "make_hold_invoices settle_hold_invoice cancel_hold_invoice lookup_invoice"
+        ))));
         assert!(!lists_hold_methods(None));
     }
 
