@@ -145,9 +145,11 @@ pub enum HoldState {
 ///
 /// An error from any of these calls means "unknown, ask again": the call
 /// may or may not have taken effect, and [`Self::lookup_hold_invoice`]
-/// tells. Settling and cancelling are idempotent at the backend (LND:
-/// settling a settled invoice and cancelling a cancelled one succeed), so
-/// repeating them after an error is safe.
+/// tells. Settling and cancelling are idempotent at the backend, so
+/// repeating them after an error is safe: LND documents that settling a
+/// settled invoice and cancelling a cancelled one succeed; NIP-47 does not
+/// say, and a wallet may answer a repeat with an error, after which the
+/// lookup is what counts.
 pub trait HoldInvoices: Send + Sync {
     /// Makes a hold invoice for `payment_hash` and returns its BOLT11,
     /// checked to carry that hash and `amount`. `min_final_cltv_expiry_delta_blocks`
