@@ -2,14 +2,17 @@
 //! so a local HTTP server answers with bodies written from their API
 //! documentation (tests/fixtures) and records what coffer sent. Each test
 //! checks the exact request (path, auth header, body) and how coffer reads
-//! the answer.
+//! the answer. A fixture's `"$name"` strings are filled in by the test
+//! (`Server::set`), for values signed at run time (a hold invoice's BOLT11).
 
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use coffer::lightning::cln::Cln;
+use coffer::lightning::lnbits::Lnbits;
 use coffer::lightning::lnd::Lnd;
-use coffer::lightning::{FundingSource, InvoiceState, PayResult};
+use coffer::lightning::{FundingSource, HoldState, InvoiceState, LnError, PayResult};
+use coffer::payment::bolt11::{Network, NodeSigner};
 use coffer::secrets::Secret;
 use coffer_core::Msat;
 use serde_json::{Value, json};
@@ -38,6 +41,8 @@ struct Server {
     /// `"METHOD /path"` -> (status, fixture file).
     answers: Arc<Mutex<HashMap<String, (u16, &'static str)>>>,
     seen: Arc<Mutex<Vec<Seen>>>,
+    /// `"$name"` in a fixture -> its value.
+    vars: Arc<Mutex<HashMap<String, String>>>,
 }
 
 impl Server {
@@ -52,6 +57,10 @@ impl Server {
 
     fn answer(&self, route: &str, status: u16, fixture: &'static str) {
         self.answers.lock().unwrap().insert(route.to_owned(), (status, fixture));
+    }
+
+    fn set(&self, name: &str, value: &str) {
+        self.vars.lock().unwrap().insert(name.to_owned(), value.to_owned());
     }
 
     fn last(&self) -> Seen {
@@ -77,7 +86,13 @@ async fn answer(State(server): State<Server>, request: Request) -> Response {
     server.seen.lock().unwrap().push(Seen { method: parts.method.to_string(), path: path.clone(), headers, body });
     let route = format!("{} {}", parts.method, parts.uri.path());
     match server.answers.lock().unwrap().get(&route) {
-        Some((status, name)) => (StatusCode::from_u16(*status).unwrap(), fixture(name)).into_response(),
+        Some((status, name)) => {
+            let mut text = fixture(name);
+            for (var, value) in server.vars.lock().unwrap().iter() {
+                text = text.replace(&format!("\"${var}\""), &format!("\"{value}\""));
+            }
+            (StatusCode::from_u16(*status).unwrap(), text).into_response()
+        }
         None => (StatusCode::NOT_FOUND, format!("no fixture for {route}")).into_response(),
     }
 }
@@ -192,4 +207,138 @@ async fn cln_payments_read_the_fee_and_tell_failed_from_unknown() {
     );
     server.answer("POST /v1/listpays", 201, "cln/listpays_empty.json");
     assert_eq!(cln.lookup_payment(hash).await.unwrap(), None);
+}
+
+/// `HASH_1` as LND's REST API spells bytes: standard base64.
+const HASH_1_BASE64: &str = "cs1uhCLEB/ttCYaQ8RMLfe1+wvf14dML2dUh8BU2N5M=";
+
+/// A BOLT11 of LND's node for a preimage's hash, as LND signs a hold
+/// invoice for coffer's hash.
+fn lnd_signed(preimage: [u8; 32], amount_msat: u64) -> String {
+    let node = NodeSigner::new(bitcoin::secp256k1::SecretKey::from_slice(&[7; 32]).unwrap(), Network::Regtest);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+    node.sign_with_preimage(preimage, Msat::new(amount_msat), "coffer hold", 600, now).unwrap().bolt11
+}
+
+#[tokio::test]
+async fn lnd_hold_invoices_send_coffers_hash_and_read_every_state() {
+    let (server, url) = Server::start().await;
+    let lnd = Lnd::new(&url, Secret::new(MACAROON_HEX.into()), http());
+    let hold = lnd.hold_invoices().expect("LND has hold invoices");
+    let hash: [u8; 32] = hex::decode(HASH_1).unwrap().try_into().unwrap();
+
+    let bolt11 = lnd_signed(PREIMAGE_1, 21_000);
+    server.set("payment_request", &bolt11);
+    server.answer("POST /v2/invoices/hodl", 200, "lnd/add_hold_invoice.json");
+    let made = hold.create_hold_invoice(Msat::new(21_000), "coffer hold", 600, hash, Some(144)).await.unwrap();
+    assert_eq!(made, bolt11);
+    let seen = server.last();
+    assert_eq!((seen.method.as_str(), seen.path.as_str()), ("POST", "/v2/invoices/hodl"));
+    assert_eq!(seen.headers["grpc-metadata-macaroon"], MACAROON_HEX);
+    assert_eq!(
+        seen.body,
+        json!({"hash": HASH_1_BASE64, "value_msat": "21000", "memo": "coffer hold", "expiry": "600",
+               "cltv_expiry": "144"})
+    );
+    hold.create_hold_invoice(Msat::new(21_000), "coffer hold", 600, hash, None).await.unwrap();
+    assert_eq!(
+        server.last().body,
+        json!({"hash": HASH_1_BASE64, "value_msat": "21000", "memo": "coffer hold", "expiry": "600"}),
+        "no CLTV delta: LND's default"
+    );
+
+    // Lookups: the hash as base64 in the query, its `+`, `/`, `=` escaped.
+    let lookup = "GET /v2/invoices/lookup";
+    for (name, state) in [
+        ("lnd/lookup_hold_open.json", HoldState::Open),
+        ("lnd/lookup_hold_accepted.json", HoldState::Accepted { amount: Msat::new(21_000) }),
+        ("lnd/lookup_hold_settled.json", HoldState::Settled),
+        ("lnd/lookup_hold_canceled.json", HoldState::Cancelled),
+    ] {
+        server.answer(lookup, 200, name);
+        assert_eq!(hold.lookup_hold_invoice(hash).await.unwrap(), Some(state), "{name}");
+        let seen = server.last();
+        assert_eq!(seen.path, "/v2/invoices/lookup?payment_hash=cs1uhCLEB%2FttCYaQ8RMLfe1%2Bwvf14dML2dUh8BU2N5M%3D");
+        assert_eq!((seen.method.as_str(), seen.headers["grpc-metadata-macaroon"].as_str()), ("GET", MACAROON_HEX));
+    }
+    server.answer(lookup, 404, "lnd/lookup_hold_not_found.json");
+    assert_eq!(hold.lookup_hold_invoice(hash).await.unwrap(), None, "no record at LND");
+    server.answer(lookup, 200, "lnd/lookup_hold_other_hash.json");
+    let other = hold.lookup_hold_invoice(hash).await.unwrap_err();
+    assert_eq!(other, LnError::Protocol("LND answered about another invoice".into()));
+    server.answer(lookup, 200, "lnd/lookup_hold_unknown_state.json");
+    let unknown = hold.lookup_hold_invoice(hash).await.unwrap_err();
+    assert_eq!(unknown, LnError::Protocol("an invoice state LND does not document: HELD".into()));
+    server.answer(lookup, 503, "lnd/lookup_hold_not_found.json");
+    assert!(matches!(hold.lookup_hold_invoice(hash).await, Err(LnError::Status { status: 503, .. })));
+
+    // Settle with the preimage, cancel by hash: base64 bodies, `{}` answers.
+    server.answer("POST /v2/invoices/settle", 200, "lnd/settle_invoice.json");
+    hold.settle_hold_invoice(PREIMAGE_1).await.unwrap();
+    let seen = server.last();
+    assert_eq!(
+        (seen.path.as_str(), seen.headers["grpc-metadata-macaroon"].as_str()),
+        ("/v2/invoices/settle", MACAROON_HEX)
+    );
+    assert_eq!(seen.body, json!({"preimage": "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE="}));
+    server.answer("POST /v2/invoices/cancel", 200, "lnd/cancel_invoice.json");
+    hold.cancel_hold_invoice(hash).await.unwrap();
+    let seen = server.last();
+    assert_eq!(
+        (seen.path.as_str(), seen.headers["grpc-metadata-macaroon"].as_str()),
+        ("/v2/invoices/cancel", MACAROON_HEX)
+    );
+    assert_eq!(seen.body, json!({"payment_hash": HASH_1_BASE64}));
+}
+
+#[tokio::test]
+async fn lnd_hold_refusals_are_errors_and_a_wrong_invoice_is_refused() {
+    let (server, url) = Server::start().await;
+    let lnd = Lnd::new(&url, Secret::new(MACAROON_HEX.into()), http());
+    let hold = lnd.hold_invoices().unwrap();
+    let hash: [u8; 32] = hex::decode(HASH_1).unwrap().try_into().unwrap();
+
+    server.answer("POST /v2/invoices/settle", 500, "lnd/settle_still_open.json");
+    assert_eq!(
+        hold.settle_hold_invoice(PREIMAGE_1).await.unwrap_err(),
+        LnError::Status {
+            status: 500,
+            detail: r#"{"code": 2, "message": "invoice still open", "details": []} "#.into()
+        }
+    );
+    server.answer("POST /v2/invoices/cancel", 500, "lnd/cancel_already_settled.json");
+    let settled = hold.cancel_hold_invoice(hash).await.unwrap_err();
+    assert!(
+        matches!(&settled, LnError::Status { status: 500, detail } if detail.contains("already settled")),
+        "{settled:?}"
+    );
+    // Unlike a lookup, a 404 to settle or cancel is no success.
+    server.answer("POST /v2/invoices/cancel", 404, "lnd/lookup_hold_not_found.json");
+    assert!(matches!(hold.cancel_hold_invoice(hash).await, Err(LnError::Status { status: 404, .. })));
+    server.answer("POST /v2/invoices/hodl", 500, "lnd/add_hold_duplicate.json");
+    let duplicate = hold.create_hold_invoice(Msat::new(21_000), "coffer hold", 600, hash, None).await.unwrap_err();
+    assert!(matches!(&duplicate, LnError::Status { status: 500, detail } if detail.contains("already exists")));
+
+    // The BOLT11 LND made must carry coffer's hash and amount.
+    server.answer("POST /v2/invoices/hodl", 200, "lnd/add_hold_invoice.json");
+    server.set("payment_request", &lnd_signed(PREIMAGE_2, 21_000));
+    let other_hash = hold.create_hold_invoice(Msat::new(21_000), "coffer hold", 600, hash, None).await.unwrap_err();
+    assert_eq!(other_hash, LnError::Protocol("the hold invoice carries another payment hash than coffer's".into()));
+    server.set("payment_request", &lnd_signed(PREIMAGE_1, 20_000));
+    let other_amount = hold.create_hold_invoice(Msat::new(21_000), "coffer hold", 600, hash, None).await.unwrap_err();
+    assert_eq!(other_amount, LnError::Protocol("the hold invoice is for another amount than asked".into()));
+    server.set("payment_request", "lnbcrt210n1fixtureholdinvoicefromlnd");
+    let garbled = hold.create_hold_invoice(Msat::new(21_000), "coffer hold", 600, hash, None).await.unwrap_err();
+    assert_eq!(garbled, LnError::Protocol("the hold invoice is not BOLT11".into()));
+}
+
+#[tokio::test]
+async fn core_lightning_and_lnbits_offer_no_hold_invoices() {
+    // Neither is reached: the answer does not depend on the node.
+    let cln = Cln::new("http://127.0.0.1:9", Secret::new(RUNE.into()), http());
+    assert!(cln.hold_invoices().is_none());
+    let lnbits = Lnbits::new("http://127.0.0.1:9", Secret::new("fixture-admin-key".into()), http());
+    assert!(lnbits.hold_invoices().is_none());
+    let lnd = Lnd::new("http://127.0.0.1:9", Secret::new(MACAROON_HEX.into()), http());
+    assert!(lnd.hold_invoices().is_some());
 }

@@ -17,7 +17,7 @@ use bitcoin::secp256k1::{Keypair, Secp256k1};
 use coffer::lightning::nwc::crypto::{Conversation, Encryption};
 use coffer::lightning::nwc::event::Event;
 use coffer::lightning::nwc::{KIND_INFO, KIND_REQUEST, KIND_RESPONSE, Nwc, NwcUri};
-use coffer::lightning::{FundingSource, InvoiceState, LnError};
+use coffer::lightning::{FundingSource, HoldState, InvoiceState, LnError};
 use coffer::payment::bolt11::{Network, NodeSigner, ParsedInvoice};
 use coffer_client::{Client, DepositRequest, PaymentStatus};
 use coffer_core::Msat;
@@ -61,6 +61,20 @@ struct Seen {
     content: String,
 }
 
+/// A hold invoice the wallet's node made for coffer's payment hash.
+struct Held {
+    bolt11: String,
+    amount_msat: u64,
+    description: String,
+    created_at: u64,
+    expires_at: u64,
+    /// As `lookup_invoice` names it: `pending`, `accepted`, `settled`,
+    /// `failed` (cancelled) or `expired`.
+    state: &'static str,
+    /// Learnt when coffer settles.
+    preimage: Option<[u8; 32]>,
+}
+
 /// An invoice the wallet's node made.
 struct Made {
     bolt11: String,
@@ -74,6 +88,10 @@ struct Made {
 struct Wallet {
     keys: Keypair,
     node: NodeSigner,
+    /// The key of the node's hold invoices (signed for a hash, without
+    /// the preimage, as a real node does).
+    hold_key: bitcoin::secp256k1::SecretKey,
+    held: HashMap<String, Held>,
     info: &'static str,
     make_invoice: &'static str,
     pay: Pay,
@@ -148,6 +166,8 @@ impl Relay {
         let wallet = Wallet {
             keys,
             node: other_node(Network::Bitcoin),
+            hold_key: bitcoin::secp256k1::SecretKey::from_slice(&[9; 32]).unwrap(),
+            held: HashMap::new(),
             info,
             make_invoice: "make_invoice.json",
             pay: Pay::Succeed { fee_msat: 0 },
@@ -197,7 +217,7 @@ impl Relay {
         let (errors, seen, info) = self.wallet(|w| (w.errors.clone(), w.seen.clone(), w.info));
         assert!(errors.is_empty(), "the wallet found: {errors:?}");
         assert!(!seen.is_empty(), "the wallet was asked nothing");
-        let nip44 = info == "info_nip44.json";
+        let nip44 = info.starts_with("info_nip44");
         for s in seen {
             assert_eq!(s.encryption_tag.as_deref(), nip44.then_some("nip44_v2"), "{s:?}");
             assert_eq!(s.content.contains("?iv="), !nip44, "{s:?}");
@@ -386,6 +406,13 @@ impl Wallet {
         match method {
             "make_invoice" => Respond::With(self.make_invoice(params)),
             "lookup_invoice" => Respond::With(self.lookup(params)),
+            "make_hold_invoice" | "settle_hold_invoice" | "cancel_hold_invoice" if !self.offers_hold() => {
+                self.errors.push(format!("{method} to a wallet whose info event does not list it"));
+                Respond::With(json!({"result_type": method, "error": {"code": "NOT_IMPLEMENTED", "message": "no"}}))
+            }
+            "make_hold_invoice" => Respond::With(self.make_hold_invoice(params)),
+            "settle_hold_invoice" => Respond::With(self.settle_hold_invoice(params)),
+            "cancel_hold_invoice" => Respond::With(self.cancel_hold_invoice(params)),
             "pay_invoice" => self.pay_invoice(params),
             "get_balance" => Respond::With(fixture("get_balance.json")),
             other => {
@@ -419,8 +446,94 @@ impl Wallet {
         fill(fixture(self.make_invoice), &vars)
     }
 
+    fn offers_hold(&self) -> bool {
+        let content = fixture(self.info)["content"].as_str().unwrap_or_default().to_owned();
+        ["make_hold_invoice", "settle_hold_invoice", "cancel_hold_invoice"]
+            .iter()
+            .all(|m| content.split_whitespace().any(|c| c == *m))
+    }
+
+    /// Signs a BOLT11 for the hash coffer sent: the node never sees the
+    /// preimage.
+    fn make_hold_invoice(&mut self, params: &Value) -> Value {
+        let amount_msat = params["amount"].as_u64().unwrap_or_default();
+        let description = params["description"].as_str().unwrap_or_default().to_owned();
+        let expiry = params["expiry"].as_u64().unwrap_or_default();
+        let hash = params["payment_hash"].as_str().unwrap_or_default().to_owned();
+        let Ok(hash_bytes) = <[u8; 32]>::try_from(hex::decode(&hash).unwrap_or_default()) else {
+            self.errors.push(format!("make_hold_invoice without a payment hash: {params}"));
+            return fixture("lookup_not_found.json");
+        };
+        if amount_msat == 0 || expiry == 0 {
+            self.errors.push(format!("make_hold_invoice without amount or expiry: {params}"));
+        }
+        let cltv = params.get("min_cltv_expiry_delta").and_then(Value::as_u64).unwrap_or(144);
+        let now = now_secs();
+        let secp = Secp256k1::new();
+        use bitcoin::hashes::Hash;
+        let invoice = lightning_invoice::InvoiceBuilder::new(lightning_invoice::Currency::Bitcoin)
+            .description(description.clone())
+            .payment_hash(bitcoin::hashes::sha256::Hash::from_byte_array(hash_bytes))
+            .payment_secret(lightning_invoice::PaymentSecret(coffer::secrets::random_bytes::<32>()))
+            .duration_since_epoch(Duration::from_secs(now))
+            .min_final_cltv_expiry_delta(cltv)
+            .amount_milli_satoshis(amount_msat)
+            .expiry_time(Duration::from_secs(expiry))
+            .build_signed(|m| secp.sign_ecdsa_recoverable(m, &self.hold_key))
+            .unwrap();
+        let held = Held {
+            bolt11: invoice.to_string(),
+            amount_msat,
+            description,
+            created_at: now,
+            expires_at: now + expiry,
+            state: "pending",
+            preimage: None,
+        };
+        let vars = held_vars(&hash, &held);
+        self.held.insert(hash, held);
+        fill(fixture("make_hold_invoice.json"), &vars)
+    }
+
+    fn settle_hold_invoice(&mut self, params: &Value) -> Value {
+        use bitcoin::hashes::Hash;
+        let preimage =
+            <[u8; 32]>::try_from(hex::decode(params["preimage"].as_str().unwrap_or_default()).unwrap_or_default());
+        let Ok(preimage) = preimage else {
+            self.errors.push(format!("settle_hold_invoice without a preimage: {params}"));
+            return fill(fixture("not_found.json"), &HashMap::from([("method", json!("settle_hold_invoice"))]));
+        };
+        let hash = hex::encode(bitcoin::hashes::sha256::Hash::hash(&preimage).to_byte_array());
+        let Some(held) = self.held.get_mut(&hash) else {
+            return fill(fixture("not_found.json"), &HashMap::from([("method", json!("settle_hold_invoice"))]));
+        };
+        match held.state {
+            "accepted" | "settled" => {
+                held.state = "settled";
+                held.preimage = Some(preimage);
+                fixture("settle_hold_invoice.json")
+            }
+            _ => fixture("settle_hold_not_accepted.json"),
+        }
+    }
+
+    fn cancel_hold_invoice(&mut self, params: &Value) -> Value {
+        let hash = params["payment_hash"].as_str().unwrap_or_default();
+        let Some(held) = self.held.get_mut(hash) else {
+            return fill(fixture("not_found.json"), &HashMap::from([("method", json!("cancel_hold_invoice"))]));
+        };
+        if held.state == "settled" {
+            return fixture("cancel_hold_settled.json");
+        }
+        held.state = "failed";
+        fixture("cancel_hold_invoice.json")
+    }
+
     fn lookup(&mut self, params: &Value) -> Value {
         let hash = params["payment_hash"].as_str().unwrap_or_default().to_owned();
+        if let Some(held) = self.held.get(&hash) {
+            return fill(fixture("lookup_hold_invoice.json"), &held_vars(&hash, held));
+        }
         if let Some(made) = self.made.get(&hash) {
             let name = if made.paid { "lookup_invoice_settled.json" } else { "lookup_invoice_pending.json" };
             return fill(fixture(name), &made_vars(&hash, made));
@@ -480,6 +593,23 @@ enum Respond {
 
 fn answer_tags(request: &Event) -> Vec<Vec<String>> {
     vec![vec!["p".into(), request.pubkey.clone()], vec!["e".into(), request.id.clone()]]
+}
+
+fn held_vars<'a>(hash: &str, held: &Held) -> HashMap<&'a str, Value> {
+    let mut vars = HashMap::from([
+        ("state", json!(held.state)),
+        ("invoice", json!(held.bolt11)),
+        ("description", json!(held.description)),
+        ("payment_hash", json!(hash)),
+        ("amount", json!(held.amount_msat)),
+        ("created_at", json!(held.created_at)),
+        ("expires_at", json!(held.expires_at)),
+    ]);
+    if let Some(preimage) = held.preimage {
+        vars.insert("preimage", json!(hex::encode(preimage)));
+        vars.insert("settled_at", json!(now_secs()));
+    }
+    vars
 }
 
 fn made_vars<'a>(hash: &str, made: &Made) -> HashMap<&'a str, Value> {
@@ -712,4 +842,110 @@ async fn the_start_line_names_nwc_and_the_relay_and_never_the_secret() {
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(text.contains(&format!("lightning: nwc at {}, network bitcoin", relay.url)), "{text}");
     assert!(!text.contains(&secret), "{text}");
+}
+
+/// coffer's payment hash for a preimage it keeps.
+fn hash_of(preimage: [u8; 32]) -> [u8; 32] {
+    use bitcoin::hashes::Hash;
+    bitcoin::hashes::sha256::Hash::hash(&preimage).to_byte_array()
+}
+
+/// The client against a wallet that lists the hold methods: every call, its
+/// exact parameters, and every state `lookup_invoice` reports.
+async fn hold_invoices_through(info: &'static str) {
+    coffer::tls::install_crypto_provider();
+    let relay = Relay::start(info).await;
+    let uri = NwcUri::parse(&relay.uri().0).unwrap();
+    let nwc = Nwc::new(&uri, Duration::from_millis(1_500)).unwrap();
+    let hold = nwc.hold_invoices().expect("offered before the first connection");
+    let (preimage, other) = ([0x11; 32], [0x22; 32]);
+    let (hash, other_hash) = (hash_of(preimage), hash_of(other));
+
+    let bolt11 = hold.create_hold_invoice(Msat::new(21_000), "coffer hold", 600, hash, Some(144)).await.unwrap();
+    assert_eq!(
+        relay.seen("make_hold_invoice").last().unwrap().params,
+        json!({"amount": 21_000, "description": "coffer hold", "expiry": 600, "payment_hash": hex::encode(hash),
+               "min_cltv_expiry_delta": 144})
+    );
+    assert_eq!(relay.wallet(|w| w.held[&hex::encode(hash)].bolt11.clone()), bolt11);
+    assert!(nwc.hold_invoices().is_some(), "the info event lists them");
+    assert_eq!(hold.lookup_hold_invoice(hash).await.unwrap(), Some(HoldState::Open));
+    assert_eq!(relay.seen("lookup_invoice").last().unwrap().params, json!({"payment_hash": hex::encode(hash)}));
+
+    // Settling before the payer paid is refused; the invoice stays open.
+    let early = hold.settle_hold_invoice(preimage).await.unwrap_err();
+    assert_eq!(
+        early,
+        LnError::Wallet { code: "OTHER".into(), detail: "the hold invoice has no accepted payment to settle".into() }
+    );
+    // The payer's HTLCs arrive and wait.
+    relay.wallet(|w| w.held.get_mut(&hex::encode(hash)).unwrap().state = "accepted");
+    assert_eq!(hold.lookup_hold_invoice(hash).await.unwrap(), Some(HoldState::Accepted { amount: Msat::new(21_000) }));
+    hold.settle_hold_invoice(preimage).await.unwrap();
+    assert_eq!(relay.seen("settle_hold_invoice").last().unwrap().params, json!({"preimage": hex::encode(preimage)}));
+    assert_eq!(hold.lookup_hold_invoice(hash).await.unwrap(), Some(HoldState::Settled));
+    hold.settle_hold_invoice(preimage).await.unwrap();
+    let settled = hold.cancel_hold_invoice(hash).await.unwrap_err();
+    assert_eq!(settled, LnError::Wallet { code: "OTHER".into(), detail: "the hold invoice is already settled".into() });
+
+    // Another one, cancelled: the payer gets the money back.
+    hold.create_hold_invoice(Msat::new(5_000), "coffer hold", 300, other_hash, None).await.unwrap();
+    assert_eq!(
+        relay.seen("make_hold_invoice").last().unwrap().params,
+        json!({"amount": 5_000, "description": "coffer hold", "expiry": 300, "payment_hash": hex::encode(other_hash)})
+    );
+    relay.wallet(|w| w.held.get_mut(&hex::encode(other_hash)).unwrap().state = "accepted");
+    hold.cancel_hold_invoice(other_hash).await.unwrap();
+    assert_eq!(
+        relay.seen("cancel_hold_invoice").last().unwrap().params,
+        json!({"payment_hash": hex::encode(other_hash)})
+    );
+    assert_eq!(hold.lookup_hold_invoice(other_hash).await.unwrap(), Some(HoldState::Cancelled));
+    relay.wallet(|w| w.held.get_mut(&hex::encode(other_hash)).unwrap().state = "expired");
+    assert_eq!(hold.lookup_hold_invoice(other_hash).await.unwrap(), Some(HoldState::Cancelled));
+
+    // Unknown hashes: no record, and NOT_FOUND to settle or cancel.
+    assert_eq!(hold.lookup_hold_invoice([3; 32]).await.unwrap(), None);
+    let unknown = hold.cancel_hold_invoice([3; 32]).await.unwrap_err();
+    assert!(matches!(&unknown, LnError::Wallet { code, .. } if code == "NOT_FOUND"), "{unknown:?}");
+    let unknown = hold.settle_hold_invoice([3; 32]).await.unwrap_err();
+    assert!(matches!(&unknown, LnError::Wallet { code, .. } if code == "NOT_FOUND"), "{unknown:?}");
+    relay.assert_clean();
+}
+
+#[tokio::test]
+async fn nip44_hold_invoices_are_made_for_coffers_hash_then_settled_or_cancelled() {
+    hold_invoices_through("info_nip44_hold.json").await;
+}
+
+#[tokio::test]
+async fn nip04_hold_invoices_are_made_for_coffers_hash_then_settled_or_cancelled() {
+    hold_invoices_through("info_nip04_hold.json").await;
+}
+
+#[tokio::test]
+async fn a_wallet_without_hold_methods_is_never_sent_one_and_is_not_offered_them() {
+    coffer::tls::install_crypto_provider();
+    let relay = Relay::start("info_nip44.json").await;
+    let uri = NwcUri::parse(&relay.uri().0).unwrap();
+    let nwc = Nwc::new(&uri, Duration::from_millis(1_500)).unwrap();
+    let hold = nwc.hold_invoices().expect("unknown before the first connection");
+    let refused = hold.create_hold_invoice(Msat::new(21_000), "coffer hold", 600, [4; 32], None).await.unwrap_err();
+    assert!(
+        matches!(&refused, LnError::Wallet { code, detail } if code == "NOT_IMPLEMENTED"
+        && detail.contains("make_hold_invoice not sent")),
+        "{refused:?}"
+    );
+    assert!(nwc.hold_invoices().is_none(), "its info event was read");
+    assert!(
+        matches!(hold.settle_hold_invoice([4; 32]).await, Err(LnError::Wallet { code, .. }) if code == "NOT_IMPLEMENTED")
+    );
+    assert!(
+        matches!(hold.cancel_hold_invoice([4; 32]).await, Err(LnError::Wallet { code, .. }) if code == "NOT_IMPLEMENTED")
+    );
+    assert!(relay.seen("make_hold_invoice").is_empty() && relay.seen("settle_hold_invoice").is_empty());
+    assert!(relay.seen("cancel_hold_invoice").is_empty());
+    // Other calls go on as before.
+    assert_eq!(nwc.balance().await.unwrap(), Msat::new(150_000_000));
+    relay.assert_clean();
 }

@@ -10,6 +10,12 @@
 //! - `listpays {"payment_hash"}` → `{"pays": [{"status", "preimage", "amount_msat", "amount_sent_msat"}]}`.
 //! - `listinvoices {"payment_hash"}` → `{"invoices": [{"status": "unpaid"|"paid"|"expired"}]}`.
 //! - `listfunds {}` → `{"channels": [{"our_amount_msat"}]}`.
+//!
+//! No hold invoices ([`super::FundingSource::hold_invoices`] is `None`):
+//! Core Lightning itself has none. An `invoice` is settled by the node as
+//! soon as it is paid; holding a payment needs a plugin on the
+//! `invoice_payment`/`htlc_accepted` hooks (such as `holdinvoice`), whose
+//! commands are not part of core's API and which coffer does not assume.
 
 use super::http::{detail, send};
 use super::{CreatedInvoice, FundingSource, InvoiceState, LnError, LnFuture, PayResult, parse_hash_hex};

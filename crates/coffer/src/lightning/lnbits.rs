@@ -10,6 +10,18 @@
 //! - `GET /api/v1/payments/{payment_hash}`: `{"paid", "status", "preimage", "details": {"fee"}}`, `404`
 //!   when it has no such payment.
 //! - `GET /api/v1/wallet`: `{"balance"}` in msat.
+//!
+//! No hold invoices ([`super::FundingSource::hold_invoices`] is `None`),
+//! although LNbits has an API for them (`POST /api/v1/payments` with a
+//! `payment_hash`, `POST /api/v1/payments/settle {"preimage"}`,
+//! `POST /api/v1/payments/cancel {"payment_hash"}`):
+//! - its payment status cannot tell a held payment from an unpaid invoice:
+//!   `GET /api/v1/payments/{payment_hash}` is `pending` for both (its LND
+//!   funding source reads LND's `ACCEPTED` as pending), so coffer could not
+//!   know when to settle;
+//! - it works only when LNbits' own funding source has hold invoices (its
+//!   LND sources); its FakeWallet, which the live tests run
+//!   (`tests/lightning_lnbits.rs`), has none, so it could not be tested.
 
 use super::http::{detail, send, send_json};
 use super::{CreatedInvoice, FundingSource, InvoiceState, LnError, LnFuture, PayResult, parse_hash_hex};

@@ -14,10 +14,25 @@
 //! - `GET /v1/invoice/{r_hash_str}` (hex) → `{"state"}`: `OPEN`, `ACCEPTED`, `SETTLED`, `CANCELED`.
 //! - `GET /v1/balance/channels` → `{"local_balance": {"msat"}}`.
 //!
+//! Hold invoices ([`HoldInvoices`], LND's `invoicesrpc`, compiled into
+//! LND's release builds; the macaroon needs the `invoices` permissions):
+//!
+//! - `POST /v2/invoices/hodl {"hash", "value_msat", "memo", "expiry", "cltv_expiry"?}` → `{"payment_request"}`
+//!   (coffer's payment hash as base64).
+//! - `GET /v2/invoices/lookup?payment_hash=` (base64) → `{"r_hash", "state", "amt_paid_msat"}`, state `OPEN`,
+//!   `ACCEPTED`, `SETTLED` or `CANCELED` (LND cancels an open invoice at its expiry); `404` (gRPC NotFound)
+//!   when LND has no such invoice.
+//! - `POST /v2/invoices/settle {"preimage"}` and `POST /v2/invoices/cancel {"payment_hash"}` (base64) → `{}`.
+//!   Settling a settled invoice and cancelling a cancelled one succeed; settling an open or cancelled one and
+//!   cancelling a settled one are errors (`500`, `{"code", "message"}`).
+//!
 //! Integers of 64 bits are JSON strings in LND's REST answers.
 
 use super::http::{RESPONSE_LEN_MAX_BYTES, detail, send, send_json};
-use super::{CreatedInvoice, FundingSource, InvoiceState, LnError, LnFuture, PayResult, parse_hash_hex};
+use super::{
+    CreatedInvoice, FundingSource, HoldInvoices, HoldState, InvoiceState, LnError, LnFuture, PayResult,
+    check_hold_bolt11, parse_hash_hex,
+};
 use crate::secrets::Secret;
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE};
@@ -76,6 +91,21 @@ struct Invoice {
 }
 
 #[derive(Deserialize)]
+struct AddHoldInvoice {
+    payment_request: String,
+}
+
+/// A hold invoice as `LookupInvoiceV2` describes it (an `lnrpc.Invoice`).
+#[derive(Deserialize)]
+struct HoldInvoice {
+    #[serde(default)]
+    r_hash: String,
+    state: String,
+    #[serde(default)]
+    amt_paid_msat: String,
+}
+
+#[derive(Deserialize)]
 struct ChannelBalance {
     local_balance: Option<Amount>,
 }
@@ -109,6 +139,76 @@ fn pay_result(p: &Payment) -> Result<PayResult, LnError> {
         "FAILED" => PayResult::Failed { reason: format!("LND: {}", p.failure_reason) },
         _ => PayResult::Pending,
     })
+}
+
+fn hold_state(invoice: &HoldInvoice, payment_hash: [u8; 32]) -> Result<HoldState, LnError> {
+    if !invoice.r_hash.is_empty() && base64_32("r_hash", &invoice.r_hash)? != payment_hash {
+        return Err(LnError::Protocol("LND answered about another invoice".into()));
+    }
+    match invoice.state.as_str() {
+        "OPEN" => Ok(HoldState::Open),
+        "ACCEPTED" => Ok(HoldState::Accepted { amount: msat("amt_paid_msat", &invoice.amt_paid_msat)? }),
+        "SETTLED" => Ok(HoldState::Settled),
+        "CANCELED" => Ok(HoldState::Cancelled),
+        other => {
+            Err(LnError::Protocol(format!("an invoice state LND does not document: {}", detail(other.as_bytes()))))
+        }
+    }
+}
+
+impl Lnd {
+    /// A call answered by an empty message: any 2xx is done, anything else
+    /// (a 404 too) an error.
+    async fn post_empty(&self, path: &str, body: serde_json::Value) -> Result<(), LnError> {
+        let (status, answer) = send(self.request(reqwest::Method::POST, path).json(&body)).await?;
+        if (200..300).contains(&status) { Ok(()) } else { Err(LnError::Status { status, detail: detail(&answer) }) }
+    }
+}
+
+impl HoldInvoices for Lnd {
+    fn create_hold_invoice(
+        &self,
+        amount: Msat,
+        memo: &str,
+        expiry_secs: u32,
+        payment_hash: [u8; 32],
+        min_final_cltv_expiry_delta_blocks: Option<u32>,
+    ) -> LnFuture<'_, String> {
+        let mut body = json!({
+            "hash": STANDARD.encode(payment_hash), "value_msat": amount.as_u64().to_string(), "memo": memo,
+            "expiry": expiry_secs.to_string(),
+        });
+        if let Some(blocks) = min_final_cltv_expiry_delta_blocks {
+            body["cltv_expiry"] = json!(blocks.to_string());
+        }
+        Box::pin(async move {
+            let added: AddHoldInvoice = send_json(self.request(reqwest::Method::POST, "/v2/invoices/hodl").json(&body))
+                .await?
+                .ok_or_else(|| LnError::Protocol("404 adding a hold invoice (LND without invoicesrpc?)".into()))?;
+            check_hold_bolt11(&added.payment_request, payment_hash, amount)?;
+            Ok(added.payment_request)
+        })
+    }
+
+    fn lookup_hold_invoice(&self, payment_hash: [u8; 32]) -> LnFuture<'_, Option<HoldState>> {
+        Box::pin(async move {
+            // Standard base64, its `+`, `/` and `=` escaped for the query.
+            let escaped = STANDARD.encode(payment_hash).replace('+', "%2B").replace('/', "%2F").replace('=', "%3D");
+            let path = format!("/v2/invoices/lookup?payment_hash={escaped}");
+            match send_json::<HoldInvoice>(self.request(reqwest::Method::GET, &path)).await? {
+                None => Ok(None),
+                Some(invoice) => hold_state(&invoice, payment_hash).map(Some),
+            }
+        })
+    }
+
+    fn settle_hold_invoice(&self, preimage: [u8; 32]) -> LnFuture<'_, ()> {
+        Box::pin(self.post_empty("/v2/invoices/settle", json!({"preimage": STANDARD.encode(preimage)})))
+    }
+
+    fn cancel_hold_invoice(&self, payment_hash: [u8; 32]) -> LnFuture<'_, ()> {
+        Box::pin(self.post_empty("/v2/invoices/cancel", json!({"payment_hash": STANDARD.encode(payment_hash)})))
+    }
 }
 
 /// The payment state in a stream's lines: the last line with a result; an
@@ -225,6 +325,10 @@ impl FundingSource for Lnd {
                 .ok_or_else(|| LnError::Protocol("404 reading the channel balance".into()))?;
             balance.local_balance.map_or(Ok(Msat::ZERO), |a| msat("local_balance.msat", &a.msat))
         })
+    }
+
+    fn hold_invoices(&self) -> Option<&dyn HoldInvoices> {
+        Some(self)
     }
 }
 

@@ -8,6 +8,12 @@
 //! NIP-47: encrypted, signed events through a relay, so any NWC wallet can
 //! fund coffer). Without a backend (`dev`) coffer signs its invoices with
 //! its own key and settles them inside the gateway.
+//!
+//! Hold invoices for payers outside the gateway are an optional capability,
+//! [`HoldInvoices`], reached through [`FundingSource::hold_invoices`]: LND
+//! (`/v2/invoices/hodl`) and NWC wallets whose info event lists NIP-47's
+//! hold-invoice methods offer it; Core Lightning (no hold invoices without a
+//! plugin) and LNbits (no "accepted" state in its API) do not.
 
 pub mod cln;
 pub mod config;
@@ -109,6 +115,85 @@ pub trait FundingSource: Send + Sync + 'static {
     fn lookup_invoice(&self, payment_hash: [u8; 32]) -> LnFuture<'_, InvoiceState>;
     /// What the backend can spend.
     fn balance(&self) -> LnFuture<'_, Msat>;
+    /// Hold invoices, if this backend can make them: `None` by default.
+    fn hold_invoices(&self) -> Option<&dyn HoldInvoices> {
+        None
+    }
+}
+
+/// Where a hold invoice stands at the backend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HoldState {
+    /// Not paid: no payment is held.
+    Open,
+    /// The payer's HTLCs are locked in for `amount` and wait for
+    /// [`HoldInvoices::settle_hold_invoice`] or
+    /// [`HoldInvoices::cancel_hold_invoice`], which must come well before
+    /// the HTLCs time out (minutes, not hours: they lock the payer's
+    /// channels meanwhile).
+    Accepted { amount: Msat },
+    /// Settled with the preimage: the money is the backend's.
+    Settled,
+    /// Cancelled, or expired unpaid: it will not be paid.
+    Cancelled,
+}
+
+/// Hold invoices at the backend for a payment hash coffer chose (coffer
+/// keeps the preimage): the payer's payment waits at the backend's node,
+/// [`HoldState::Accepted`], until coffer settles it (revealing the
+/// preimage) or cancels it (the payer gets the money back).
+///
+/// An error from any of these calls means "unknown, ask again": the call
+/// may or may not have taken effect, and [`Self::lookup_hold_invoice`]
+/// tells. Settling and cancelling are idempotent at the backend, so
+/// repeating them after an error is safe: LND documents that settling a
+/// settled invoice and cancelling a cancelled one succeed; NIP-47 does not
+/// say, and a wallet may answer a repeat with an error, after which the
+/// lookup is what counts.
+pub trait HoldInvoices: Send + Sync {
+    /// Makes a hold invoice for `payment_hash` and returns its BOLT11,
+    /// checked to carry that hash and `amount`. `min_final_cltv_expiry_delta_blocks`
+    /// is the final hop's CLTV delta: how many blocks coffer has, after the
+    /// payment is accepted, to settle or cancel it; `None` leaves the
+    /// backend's default. After an error the invoice may exist: a new call
+    /// with the same hash may then be refused as a duplicate; look it up, or
+    /// cancel it and use a new hash.
+    fn create_hold_invoice(
+        &self,
+        amount: Msat,
+        memo: &str,
+        expiry_secs: u32,
+        payment_hash: [u8; 32],
+        min_final_cltv_expiry_delta_blocks: Option<u32>,
+    ) -> LnFuture<'_, String>;
+    /// Where the invoice stands, for the deposit watcher's polling; `None`
+    /// if the backend has no record of this hash (never made, or deleted).
+    /// An open invoice past its expiry may still read [`HoldState::Open`]
+    /// on a backend that does not cancel it itself: coffer cancels it.
+    fn lookup_hold_invoice(&self, payment_hash: [u8; 32]) -> LnFuture<'_, Option<HoldState>>;
+    /// Takes the held payment by revealing its preimage. Only an
+    /// [`HoldState::Accepted`] invoice can be settled; the backend refuses
+    /// an open or cancelled one (an error).
+    fn settle_hold_invoice(&self, preimage: [u8; 32]) -> LnFuture<'_, ()>;
+    /// Cancels the invoice: a held payment goes back to the payer, and no
+    /// later payment is accepted. The backend refuses to cancel a settled
+    /// invoice (an error).
+    fn cancel_hold_invoice(&self, payment_hash: [u8; 32]) -> LnFuture<'_, ()>;
+}
+
+/// Checks the BOLT11 a backend made for a hold invoice: it parses, and it
+/// carries the payment hash and amount coffer asked for.
+pub(crate) fn check_hold_bolt11(bolt11: &str, payment_hash: [u8; 32], amount: Msat) -> Result<(), LnError> {
+    use bitcoin::hashes::Hash;
+    let parsed: lightning_invoice::Bolt11Invoice =
+        bolt11.parse().map_err(|_| LnError::Protocol("the hold invoice is not BOLT11".into()))?;
+    if parsed.payment_hash().to_byte_array() != payment_hash {
+        return Err(LnError::Protocol("the hold invoice carries another payment hash than coffer's".into()));
+    }
+    if parsed.amount_milli_satoshis() != Some(amount.as_u64()) {
+        return Err(LnError::Protocol("the hold invoice is for another amount than asked".into()));
+    }
+    Ok(())
 }
 
 /// The routing fee coffer allows a payment by default: 1% of the amount,

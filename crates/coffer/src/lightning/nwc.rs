@@ -18,6 +18,22 @@
 //!   payments alike; `NOT_FOUND` is "no record".
 //! - `get_balance`.
 //!
+//! Hold invoices ([`HoldInvoices`], NIP-47's hold-invoice methods):
+//! `make_hold_invoice {amount, description, expiry, payment_hash,
+//! min_cltv_expiry_delta?}` (coffer's hash, hex; the answer's BOLT11 is
+//! checked to carry it and the amount), `settle_hold_invoice {preimage}`,
+//! `cancel_hold_invoice {payment_hash}` (both answer `{}`), and the state
+//! through `lookup_invoice`: `pending` (open), `accepted` (held, for the
+//! record's `amount`), `settled`, `expired` or `failed` (cancelled).
+//! coffer polls; it does not subscribe to the `hold_invoice_accepted`
+//! notification. Offered only to a wallet whose info event lists
+//! `make_hold_invoice settle_hold_invoice cancel_hold_invoice
+//! lookup_invoice`: `make`, `settle` and `cancel` check the info event of
+//! the connection they go through and send nothing otherwise (a
+//! `NOT_IMPLEMENTED` error), and [`FundingSource::hold_invoices`] answers
+//! `None` once a connection has read an info event without them (before
+//! the first connection it cannot know, and offers them).
+//!
 //! Encryption: NIP-44 v2 when the wallet's info event (kind 13194, read
 //! on each connection to the relay) lists `nip44_v2` in its `encryption` tag,
 //! NIP-04 when it has no such tag or lists only `nip04`, per NIP-47's
@@ -33,7 +49,10 @@ pub mod event;
 mod relay;
 pub mod uri;
 
-use super::{CreatedInvoice, FundingSource, InvoiceState, LnError, LnFuture, PayResult, parse_hash_hex};
+use super::{
+    CreatedInvoice, FundingSource, HoldInvoices, HoldState, InvoiceState, LnError, LnFuture, PayResult,
+    check_hold_bolt11, parse_hash_hex,
+};
 use bitcoin::hashes::{Hash, sha256};
 use bitcoin::secp256k1::{All, Keypair, Secp256k1};
 use coffer_core::Msat;
@@ -41,6 +60,7 @@ use crypto::{Conversation, Encryption};
 use event::Event;
 use serde::Deserialize;
 use serde_json::{Value, json};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 pub use uri::NwcUri;
 
@@ -54,6 +74,14 @@ pub use relay::{KIND_INFO, KIND_RESPONSE};
 const EXPIRATION_SLACK_SECS: u64 = 60;
 /// How much of a wallet's error message is kept.
 const MESSAGE_LEN_MAX_CHARS: usize = 200;
+/// The methods a wallet's info event must list for coffer to use its hold
+/// invoices.
+pub const HOLD_METHODS: [&str; 4] =
+    ["make_hold_invoice", "settle_hold_invoice", "cancel_hold_invoice", "lookup_invoice"];
+/// What the last info event read said about [`HOLD_METHODS`].
+const HOLD_UNKNOWN: u8 = 0;
+const HOLD_LISTED: u8 = 1;
+const HOLD_NOT_LISTED: u8 = 2;
 
 pub struct Nwc {
     relay: relay::Relay,
@@ -62,6 +90,8 @@ pub struct Nwc {
     wallet_hex: String,
     conversation: Conversation,
     timeout: Duration,
+    /// [`HOLD_UNKNOWN`], [`HOLD_LISTED`] or [`HOLD_NOT_LISTED`].
+    hold: AtomicU8,
 }
 
 /// What the wallet answered a request.
@@ -95,6 +125,8 @@ struct Transaction {
     preimage: Option<String>,
     payment_hash: Option<String>,
     fees_paid: Option<u64>,
+    /// The invoice's amount, in msat.
+    amount: Option<u64>,
     expires_at: Option<u64>,
     settled_at: Option<u64>,
 }
@@ -136,16 +168,32 @@ impl Nwc {
             keys,
             wallet_hex,
             timeout,
+            hold: AtomicU8::new(HOLD_UNKNOWN),
         })
     }
 
     /// One request and its answer, within the timeout.
     async fn call(&self, method: &'static str, params: Value) -> Result<Answer, LnError> {
+        self.call_as(method, params, false).await
+    }
+
+    /// A hold-invoice request answered by `{}`: sent only if the wallet's
+    /// info event lists [`HOLD_METHODS`].
+    async fn call_hold(&self, method: &'static str, params: Value) -> Result<(), LnError> {
+        match self.call_as(method, params, true).await? {
+            Answer::Error { code, message } => Err(LnError::Wallet { code, detail: message }),
+            Answer::Result(_) => Ok(()),
+        }
+    }
+
+    /// One request and its answer, within the timeout; a `hold` request
+    /// only to a wallet that lists [`HOLD_METHODS`].
+    async fn call_as(&self, method: &'static str, params: Value, hold: bool) -> Result<Answer, LnError> {
         let limit_ms = self.timeout.as_millis();
         // One deadline for the whole call; a connection attempt inside it
         // uses the same one, and (polled first) notes its own failure.
         let deadline = tokio::time::Instant::now() + self.timeout;
-        tokio::time::timeout_at(deadline, self.exchange(method, params, deadline))
+        tokio::time::timeout_at(deadline, self.exchange(method, params, hold, deadline))
             .await
             .map_err(|_| LnError::Unreachable(format!("timed out: no NWC answer to {method} within {limit_ms} ms")))?
     }
@@ -154,10 +202,19 @@ impl Nwc {
         &self,
         method: &'static str,
         params: Value,
+        hold: bool,
         deadline: tokio::time::Instant,
     ) -> Result<Answer, LnError> {
         let _slot = self.relay.slot().await?;
         let link = self.relay.connected(deadline).await?;
+        let listed = lists_hold_methods(link.info.as_ref());
+        self.hold.store(if listed { HOLD_LISTED } else { HOLD_NOT_LISTED }, Ordering::Relaxed);
+        if hold && !listed {
+            return Err(LnError::Wallet {
+                code: "NOT_IMPLEMENTED".into(),
+                detail: format!("the wallet's info event does not list {}: {method} not sent", HOLD_METHODS.join(" ")),
+            });
+        }
         let encryption = negotiate(link.info.as_ref())?;
         let request = self.request_event(encryption, method, params)?;
         match link.request(&request).await? {
@@ -233,6 +290,11 @@ fn negotiate(info: Option<&Event>) -> Result<Encryption, LnError> {
     }
 }
 
+/// Whether the wallet's info event lists every one of [`HOLD_METHODS`].
+fn lists_hold_methods(info: Option<&Event>) -> bool {
+    info.is_some_and(|i| HOLD_METHODS.iter().all(|m| i.content.split_whitespace().any(|c| c == *m)))
+}
+
 fn parse<T: serde::de::DeserializeOwned>(method: &str, result: Value) -> Result<T, LnError> {
     serde_json::from_value(result).map_err(|e| LnError::Protocol(format!("the NWC {method} result: {e}")))
 }
@@ -302,6 +364,40 @@ fn incoming(found: &Transaction, now_secs: u64) -> InvoiceState {
         _ if expired => InvoiceState::Expired,
         _ => InvoiceState::Open,
     }
+}
+
+/// How a hold invoice stands, from the wallet's record: only the wallet's
+/// word counts (a `pending` invoice past its expiry is still open; coffer
+/// cancels it), and a state NIP-47 does not name is no answer.
+fn hold_state(found: &Transaction) -> Result<HoldState, LnError> {
+    if found.direction.as_deref().is_some_and(|d| d != "incoming") {
+        return Err(LnError::Protocol("the NWC wallet's record of this hash is not an invoice".into()));
+    }
+    if found.settled() {
+        return Ok(HoldState::Settled);
+    }
+    match found.state.as_deref() {
+        None | Some("pending") => Ok(HoldState::Open),
+        Some("accepted") => {
+            let amount_msat =
+                found.amount.ok_or_else(|| LnError::Protocol("an accepted NWC hold invoice without amount".into()))?;
+            Ok(HoldState::Accepted { amount: Msat::new(amount_msat) })
+        }
+        Some("expired" | "failed") => Ok(HoldState::Cancelled),
+        Some(other) => Err(LnError::Protocol(format!("an NWC invoice state NIP-47 does not name: {}", shorten(other)))),
+    }
+}
+
+/// Checks a new hold invoice: the wallet's record names coffer's hash (if
+/// it names one), and its BOLT11 carries that hash and the amount.
+fn created_hold(found: &Transaction, payment_hash: [u8; 32], amount: Msat) -> Result<String, LnError> {
+    let bolt11 = found
+        .invoice
+        .clone()
+        .ok_or_else(|| LnError::Protocol("make_hold_invoice answered without an invoice".into()))?;
+    found.check_hash(payment_hash)?;
+    check_hold_bolt11(&bolt11, payment_hash, amount)?;
+    Ok(bolt11)
 }
 
 /// Checks a new invoice: it has the preimage coffer needs, and the BOLT11's
@@ -405,6 +501,52 @@ impl FundingSource for Nwc {
             }
         })
     }
+
+    fn hold_invoices(&self) -> Option<&dyn HoldInvoices> {
+        (self.hold.load(Ordering::Relaxed) != HOLD_NOT_LISTED).then_some(self as &dyn HoldInvoices)
+    }
+}
+
+impl HoldInvoices for Nwc {
+    fn create_hold_invoice(
+        &self,
+        amount: Msat,
+        memo: &str,
+        expiry_secs: u32,
+        payment_hash: [u8; 32],
+        min_final_cltv_expiry_delta_blocks: Option<u32>,
+    ) -> LnFuture<'_, String> {
+        let mut params = json!({
+            "amount": amount.as_u64(), "description": memo, "expiry": expiry_secs,
+            "payment_hash": hex::encode(payment_hash),
+        });
+        if let Some(blocks) = min_final_cltv_expiry_delta_blocks {
+            params["min_cltv_expiry_delta"] = json!(blocks);
+        }
+        Box::pin(async move {
+            match self.call_as("make_hold_invoice", params, true).await? {
+                Answer::Error { code, message } => Err(LnError::Wallet { code, detail: message }),
+                Answer::Result(result) => created_hold(&parse("make_hold_invoice", result)?, payment_hash, amount),
+            }
+        })
+    }
+
+    fn lookup_hold_invoice(&self, payment_hash: [u8; 32]) -> LnFuture<'_, Option<HoldState>> {
+        Box::pin(async move {
+            match self.lookup(payment_hash).await? {
+                None => Ok(None),
+                Some(found) => hold_state(&found).map(Some),
+            }
+        })
+    }
+
+    fn settle_hold_invoice(&self, preimage: [u8; 32]) -> LnFuture<'_, ()> {
+        Box::pin(self.call_hold("settle_hold_invoice", json!({"preimage": hex::encode(preimage)})))
+    }
+
+    fn cancel_hold_invoice(&self, payment_hash: [u8; 32]) -> LnFuture<'_, ()> {
+        Box::pin(self.call_hold("cancel_hold_invoice", json!({"payment_hash": hex::encode(payment_hash)})))
+    }
 }
 
 #[cfg(test)]
@@ -469,6 +611,45 @@ mod tests {
         assert_eq!(incoming(&tx(json!({"state": "pending", "expires_at": now})), now), InvoiceState::Expired);
         assert_eq!(incoming(&tx(json!({"state": "expired"})), now), InvoiceState::Expired);
         assert_eq!(incoming(&tx(json!({})), now), InvoiceState::Open);
+    }
+
+    #[test]
+    fn hold_states_read_as_the_wallet_says() {
+        let state = |v: Value| hold_state(&tx(v));
+        assert_eq!(state(json!({"type": "incoming", "state": "pending"})).unwrap(), HoldState::Open);
+        assert_eq!(state(json!({"type": "incoming", "state": "pending", "expires_at": 1})).unwrap(), HoldState::Open);
+        assert_eq!(state(json!({})).unwrap(), HoldState::Open);
+        assert_eq!(
+            state(json!({"state": "accepted", "amount": 21_000})).unwrap(),
+            HoldState::Accepted { amount: Msat::new(21_000) }
+        );
+        assert!(state(json!({"state": "accepted"})).is_err(), "accepted for an unknown amount is no answer");
+        assert_eq!(state(json!({"state": "settled"})).unwrap(), HoldState::Settled);
+        assert_eq!(state(json!({"state": "accepted", "settled_at": 5, "amount": 1})).unwrap(), HoldState::Settled);
+        assert_eq!(state(json!({"state": "expired"})).unwrap(), HoldState::Cancelled);
+        assert_eq!(state(json!({"state": "failed"})).unwrap(), HoldState::Cancelled);
+        assert!(state(json!({"state": "held"})).is_err());
+        assert!(state(json!({"type": "outgoing", "state": "pending"})).is_err());
+    }
+
+    #[test]
+    fn hold_methods_are_offered_only_when_all_are_listed() {
+        let info = |content: &str| Event {
+            id: String::new(),
+            pubkey: String::new(),
+            created_at: 0,
+            kind: KIND_INFO,
+            tags: vec![],
+            content: content.into(),
+            sig: String::new(),
+        };
+        let all = "pay_invoice make_hold_invoice settle_hold_invoice cancel_hold_invoice lookup_invoice";
+        assert!(lists_hold_methods(Some(&info(all))));
+        assert!(!lists_hold_methods(Some(&info("make_hold_invoice settle_hold_invoice cancel_hold_invoice"))));
+        assert!(!lists_hold_methods(Some(&info(
+            "make_hold_invoices settle_hold_invoice cancel_hold_invoice lookup_invoice"
+        ))));
+        assert!(!lists_hold_methods(None));
     }
 
     #[test]
