@@ -5,11 +5,14 @@
 //!
 //! It also measures a trivial route (`GET /healthz`) at the same
 //! concurrency, so the report says how close payments get to this machine's
-//! HTTP ceiling.
+//! HTTP ceiling. With `--trade N` it then measures trade in the same run:
+//! N hold invoices paid and settled (three calls a pair: create, pay,
+//! settle) and N charges against metered sessions (one open session per
+//! worker, one call a charge).
 
 use super::CliResult;
 use clap::Args;
-use coffer_client::{Client, CreateInvoiceRequest, PayRequest};
+use coffer_client::{ChargeRequest, Client, CreateInvoiceRequest, OpenSessionRequest, PayRequest};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -77,6 +80,10 @@ pub struct BenchArgs {
     /// inherits it from this environment.
     #[arg(long, default_value_t = 0)]
     idle_streams: usize,
+    /// Hold-and-settle pairs, and session charges, measured after the
+    /// payments (0 skips both).
+    #[arg(long, default_value_t = 0)]
+    trade: u64,
     /// Requests to the trivial route for the ceiling (0 skips it).
     #[arg(long, default_value_t = 40_000)]
     ceiling_requests: u64,
@@ -114,7 +121,27 @@ struct Report {
     /// HTTP calls per second during the payment run (two per payment)
     /// divided by the trivial route's rate.
     ceiling_ratio: Option<f64>,
+    /// Hold invoices paid then settled, each pair timed from the invoice to
+    /// the settlement.
+    hold_settle: Option<Trade>,
+    /// Charges against open metered sessions.
+    session_charges: Option<Trade>,
     audit: String,
+}
+
+#[derive(Serialize)]
+struct Trade {
+    done: u64,
+    per_s: f64,
+    latency: Latency,
+    errors: BTreeMap<String, u64>,
+}
+
+impl Trade {
+    fn of(run: TradeRun) -> Trade {
+        let per_s = run.done as f64 / run.elapsed.as_secs_f64();
+        Trade { done: run.done, per_s, latency: latency(run.latency_us), errors: run.errors }
+    }
 }
 
 pub async fn run(args: BenchArgs) -> CliResult {
@@ -162,12 +189,19 @@ pub async fn run(args: BenchArgs) -> CliResult {
     };
     let streams = open_idle_streams(&urls[0], &keys[0], args.idle_streams).await?;
     let run = run_payments(&agents, args.payments, args.concurrency).await;
+    let trade = match args.trade {
+        0 => None,
+        n => Some((
+            Trade::of(run_trade(&agents[0], n, args.concurrency, Kind::HoldSettle).await),
+            Trade::of(run_trade(&agents[0], n, args.concurrency, Kind::Charge).await),
+        )),
+    };
     streams.iter().for_each(tokio::task::JoinHandle::abort);
     let audit = match own.first() {
         Some(gw) => gw.audit().await?,
         None => "skipped: the gateway at --url is audited with `coffer audit` on its host".into(),
     };
-    let report = report(&args, run, ceiling, audit);
+    let report = report(&args, run, ceiling, trade, audit);
     print_report(&report, args.json)?;
     while let Some(gw) = own.pop() {
         drop(gw);
@@ -178,6 +212,9 @@ pub async fn run(args: BenchArgs) -> CliResult {
 fn validate(args: &BenchArgs) -> Result<(), String> {
     if args.payments == 0 || args.payments > PAYMENTS_MAX {
         return Err(format!("--payments: 1 to {PAYMENTS_MAX}"));
+    }
+    if args.trade > PAYMENTS_MAX {
+        return Err(format!("--trade: 0 to {PAYMENTS_MAX}"));
     }
     if args.concurrency == 0 || args.concurrency > CONCURRENCY_MAX {
         return Err(format!("--concurrency: 1 to {CONCURRENCY_MAX}"));
@@ -353,6 +390,106 @@ async fn worker(w: usize, instances: &[Vec<Client>], next: &AtomicU64, payments:
     r
 }
 
+#[derive(Clone, Copy)]
+enum Kind {
+    HoldSettle,
+    Charge,
+}
+
+struct TradeRun {
+    elapsed: Duration,
+    done: u64,
+    latency_us: Vec<u32>,
+    errors: BTreeMap<String, u64>,
+}
+
+/// `count` hold-and-settle pairs, or charges, by `concurrency` workers.
+async fn run_trade(agents: &[Client], count: u64, concurrency: usize, kind: Kind) -> TradeRun {
+    let next = Arc::new(AtomicU64::new(0));
+    let agents: Arc<Vec<Client>> = Arc::new(agents.to_vec());
+    let started = Instant::now();
+    let workers: Vec<_> = (0..concurrency)
+        .map(|w| {
+            let (next, agents) = (Arc::clone(&next), Arc::clone(&agents));
+            tokio::spawn(async move { trade_worker(w, &agents, &next, count, kind).await })
+        })
+        .collect();
+    let mut all = TradeRun { elapsed: Duration::ZERO, done: 0, latency_us: Vec::new(), errors: BTreeMap::new() };
+    for w in workers {
+        match w.await {
+            Ok(part) => {
+                all.done += part.done;
+                all.latency_us.extend(part.latency_us);
+                for (k, v) in part.errors {
+                    *all.errors.entry(k).or_default() += v;
+                }
+            }
+            Err(e) => *all.errors.entry(format!("worker: {e}")).or_default() += 1,
+        }
+    }
+    all.elapsed = started.elapsed();
+    all
+}
+
+async fn trade_worker(w: usize, agents: &[Client], next: &AtomicU64, count: u64, kind: Kind) -> TradeRun {
+    let mut r = TradeRun { elapsed: Duration::ZERO, done: 0, latency_us: Vec::new(), errors: BTreeMap::new() };
+    let n = agents.len();
+    let (payer, payee) = (&agents[w % n], &agents[(w + 1) % n]);
+    // A session per worker, large enough for every charge it could make.
+    let session = match kind {
+        Kind::HoldSettle => None,
+        Kind::Charge => match open_session(payer, payee, count).await {
+            Ok(id) => Some(id),
+            Err(e) => {
+                *r.errors.entry(format!("open session: {e}")).or_default() += 1;
+                return r;
+            }
+        },
+    };
+    while next.fetch_add(1, Ordering::Relaxed) < count {
+        let t = Instant::now();
+        let outcome = match &session {
+            None => hold_and_settle(payer, payee).await,
+            Some(id) => {
+                let charge = ChargeRequest { amount_msat: 1_000, memo: None };
+                let key = format!("bench-{w}-{}", r.done + r.errors.values().sum::<u64>());
+                payee.charge(id, &charge, &key).await.map(drop).map_err(|e| err("charge", &e))
+            }
+        };
+        r.latency_us.push(micros(t));
+        match outcome {
+            Ok(()) => r.done += 1,
+            Err(e) => *r.errors.entry(e).or_default() += 1,
+        }
+    }
+    if let Some(id) = &session
+        && let Err(e) = payer.close_session(id).await
+    {
+        *r.errors.entry(err("close session", &e)).or_default() += 1;
+    }
+    r
+}
+
+fn err(what: &str, e: &coffer_client::Error) -> String {
+    format!("{what}: {}", e.code().unwrap_or("transport"))
+}
+
+async fn open_session(payer: &Client, payee: &Client, count: u64) -> Result<String, String> {
+    let payee_id = payee.wallet().await.map_err(|e| err("wallet", &e))?.agent_id;
+    let max_msat = count.saturating_mul(1_000).max(1_000);
+    let request = OpenSessionRequest { payee: payee_id, max_msat, expires_in_secs: 3_600, purpose: None };
+    Ok(payer.open_session(&request).await.map_err(|e| err("open", &e))?.id)
+}
+
+async fn hold_and_settle(payer: &Client, payee: &Client) -> Result<(), String> {
+    let request = CreateInvoiceRequest { amount_msat: 1_000, hold: true, ..Default::default() };
+    let invoice = payee.create_invoice(&request).await.map_err(|e| err("hold invoice", &e))?;
+    let pay = PayRequest { bolt11: invoice.bolt11, ..Default::default() };
+    payer.pay(&pay, &invoice.payment_hash).await.map_err(|e| err("pay", &e))?;
+    payee.settle_invoice(&invoice.payment_hash).await.map_err(|e| err("settle", &e))?;
+    Ok(())
+}
+
 async fn ceiling(client: &Client, requests: u64, concurrency: usize) -> f64 {
     let next = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
@@ -388,11 +525,21 @@ fn latency(mut samples: Vec<u32>) -> Latency {
     Latency { p50_ms: at(0.50), p90_ms: at(0.90), p99_ms: at(0.99), max_ms: at(1.0) }
 }
 
-fn report(args: &BenchArgs, run: RunResult, ceiling: Option<f64>, audit: String) -> Report {
+fn report(
+    args: &BenchArgs,
+    run: RunResult,
+    ceiling: Option<f64>,
+    trade: Option<(Trade, Trade)>,
+    audit: String,
+) -> Report {
     let elapsed_s = run.elapsed.as_secs_f64();
     let payments_per_s = run.succeeded as f64 / elapsed_s;
     let calls_per_s = (run.invoice_us.len() + run.pay_us.len()) as f64 / elapsed_s;
     let pay = latency(run.pay_us);
+    let (hold_settle, session_charges) = match trade {
+        Some((pairs, charges)) => (Some(pairs), Some(charges)),
+        None => (None, None),
+    };
     Report {
         store: args.store.clone(),
         durability: (args.url.is_none() && args.store == "sqlite").then_some(args.durability.as_str()),
@@ -411,6 +558,8 @@ fn report(args: &BenchArgs, run: RunResult, ceiling: Option<f64>, audit: String)
         errors: run.errors,
         ceiling_requests_per_s: ceiling,
         ceiling_ratio: ceiling.map(|c| calls_per_s / c),
+        hold_settle,
+        session_charges,
         audit,
     }
 }
@@ -441,6 +590,16 @@ fn print_report(r: &Report, json: bool) -> Result<(), String> {
         println!("ceiling       {c:.0} req/s on GET /healthz; payment calls reach {:.0}% of it", ratio * 100.0);
     }
     println!("errors        {}", if r.errors.is_empty() { "none".to_owned() } else { format!("{:?}", r.errors) });
+    for (name, unit, trade) in
+        [("hold+settle", "pairs/s", &r.hold_settle), ("charges", "charges/s", &r.session_charges)]
+    {
+        let Some(t) = trade else { continue };
+        let errors = if t.errors.is_empty() { "no errors".to_owned() } else { format!("{:?}", t.errors) };
+        println!(
+            "{name:<13} {} at {:.0} {unit}; p50 {:.2} ms  p99 {:.2} ms; {errors}",
+            t.done, t.per_s, t.latency.p50_ms, t.latency.p99_ms
+        );
+    }
     println!("audit         {}", r.audit);
     Ok(())
 }
