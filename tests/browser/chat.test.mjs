@@ -223,9 +223,16 @@ test('an escrow request: the payer pays, releases or disputes from the card; the
   await page.waitForSelector(dispute);
   assert.equal(await page.textContent(`${dispute} [data-testid="escrow-amount"]`), '15 sat');
   await page.waitForSelector(`[data-testid="escrows"] [data-testid="escrow-row"][data-payment-id="${badId}"]`);
+  // Per agent: bob's open holds and escrows, and his open session.
+  await page.selectOption('[data-testid="escrows-filter-agent"]', bob.id);
+  const bobSession = `[data-testid="sessions"] [data-testid="session-row"][data-session-id="${opened.id}"]`;
+  await page.waitForSelector(bobSession);
+  assert.equal(await page.textContent(`${bobSession} [data-testid="session-charged"]`), '20 sat of 50 sat');
+  assert.equal(await page.locator('[data-testid="escrows"] [data-testid="escrow-row"]').count(), 1);
   await page.click(`${dispute} [data-testid="resolve-refund"]`);
   await page.waitForSelector('[data-testid="disputes-empty"]');
   await page.waitForSelector('[data-testid="escrows-empty"]');
+  await page.waitForSelector(bobSession);
   const resolved = await bob.api.get(`/v1/payments/${badId}`);
   assert.equal(resolved.status, 'refunded');
   assert.equal(resolved.escrow.resolved_by, 'operator');

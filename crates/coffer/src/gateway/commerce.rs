@@ -254,6 +254,17 @@ impl Gateway {
         self.store.read(move |tx| tx.sessions(&agent, page)).await
     }
 
+    /// The sessions an agent pays or is paid by, newest first: for the
+    /// operator.
+    pub async fn agent_sessions(
+        &self,
+        agent_id: &str,
+        page: PageRequest,
+    ) -> Result<(Vec<SessionRecord>, Option<i64>), Error> {
+        let agent = self.agent(agent_id).await?.id;
+        self.store.read(move |tx| tx.sessions(&agent, page)).await
+    }
+
     /// Applies the deadlines: held escrows and holds past theirs end by
     /// their rule, sessions past their expiry close. Run by a background
     /// task on every instance (each ends once: the store's conditional

@@ -370,7 +370,7 @@ function dashboardView() {
   const ctl = new AbortController();
   const { signal } = ctl;
   const state = {
-    agents: [], budgets: {}, approvals: [], halted: null, treasury: null, escrows: [], disputes: [],
+    agents: [], budgets: {}, approvals: [], halted: null, treasury: null, escrows: [], disputes: [], sessions: [],
     escrowAgent: '',
     records: [], lastSeq: 0, filter: { agent: '', action: '' },
   };
@@ -401,7 +401,7 @@ function dashboardView() {
     panel('Agents', el.agents, { testid: 'agents-panel', cls: 'agents' }),
     panel('Approvals queue', el.approvals, { testid: 'approvals-panel', cls: 'approvals-panel' }),
     panel('Disputes', el.disputes, { testid: 'disputes-panel', cls: 'disputes-panel' }),
-    panel('Open holds & escrows', el.escrows, { testid: 'escrows-panel', cls: 'escrows-panel',
+    panel('Open holds, escrows & sessions', el.escrows, { testid: 'escrows-panel', cls: 'escrows-panel',
       extra: el.escrowAgentFilter }),
     panel(`Spend per minute · last ${CHART_MINUTES} min`, el.chart, { testid: 'chart-panel', cls: 'chart-panel' }),
     panel('Live payments', el.feed, { testid: 'feed-panel', cls: 'feed-panel', extra: el.live }),
@@ -418,18 +418,21 @@ function dashboardView() {
       do {
         refreshAgain = false;
         const agentQuery = state.escrowAgent ? `?agent_id=${encodeURIComponent(state.escrowAgent)}` : '';
-        const [agents, approvals, breaker, treasury, escrows, disputes] = await Promise.all([
+        const [agents, approvals, breaker, treasury, escrows, disputes, sessions] = await Promise.all([
           api('/v1/agents', { signal }), api('/v1/approvals', { signal }), api('/v1/breaker', { signal }),
           api('/v1/treasury', { signal }).catch(() => null),
           api(`/v1/escrows${agentQuery}`, { signal }).catch(() => []),
           api('/v1/escrows?status=disputed', { signal }).catch(() => []),
+          // One agent's sessions, when one is chosen.
+          state.escrowAgent ? api(`/v1/agents/${encodeURIComponent(state.escrowAgent)}/sessions?limit=${PAGE}`,
+            { signal }).then((p) => p.items).catch(() => []) : [],
         ]);
         const budgets = {};
         await Promise.all(agents.map(async (a) => {
           budgets[a.id] = await api(`/v1/agents/${encodeURIComponent(a.id)}/budget`, { signal }).catch(() => null);
         }));
         Object.assign(state, { agents, approvals, halted: breaker.halted, treasury, budgets,
-          escrows: escrows.filter(isOpenEscrow), disputes });
+          escrows: escrows.filter(isOpenEscrow), disputes, sessions: sessions.filter((x) => x.status === 'open') });
         agents.forEach((a) => session.names.set(a.id, a.name));
         render();
       } while (refreshAgain && !signal.aborted);
@@ -624,9 +627,16 @@ function dashboardView() {
     const options = [['', 'All agents'], ...state.agents.map((a) => [a.id, a.name])];
     renderIfChanged(el.escrowAgentFilter, [options, state.escrowAgent], () => options.map(([value, label]) =>
       h('option', { value, selected: value === state.escrowAgent ? true : null }, label)));
-    renderIfChanged(el.escrows, [state.escrows, [...session.names]], () => (state.escrows.length
-      ? h('ul', { class: 'trades', testid: 'escrows' }, state.escrows.map((e) => escrowRow(e)))
-      : h('p', { class: 'empty', testid: 'escrows-empty' }, 'No money waits in a hold or an escrow.')));
+    renderIfChanged(el.escrows, [state.escrows, state.sessions, state.escrowAgent, [...session.names]], () => [
+      state.escrows.length
+        ? h('ul', { class: 'trades', testid: 'escrows' }, state.escrows.map((e) => escrowRow(e)))
+        : h('p', { class: 'empty', testid: 'escrows-empty' }, 'No money waits in a hold or an escrow.'),
+      state.escrowAgent
+        ? (state.sessions.length
+          ? h('ul', { class: 'trades sessions', testid: 'sessions' }, state.sessions.map(sessionRow))
+          : h('p', { class: 'empty', testid: 'sessions-empty' }, `${nameOf(state.escrowAgent)} has no open session.`))
+        : h('p', { class: 'muted small' }, 'Choose an agent to see its open sessions too.'),
+    ]);
   }
 
   function feedRow(r) {
