@@ -658,3 +658,39 @@ async fn a_request_asks_for_a_hold_or_for_escrow_within_bounds() {
     gw.post_raw(&key_s, &room, &unknown).await.assert_problem(400, "malformed-request");
     assert!(gw.messages_page(&key_s, &room, 0, 10).await.is_empty(), "nothing refused was posted");
 }
+
+#[tokio::test]
+async fn requests_past_their_deadline_end_by_their_rule_and_the_watchers_are_told() {
+    let gw = Gateway::start_with_dev_clock().await;
+    let (_, seller_client, key_s) = gw.new_agent("seller", 0).await;
+    let (buyer, buyer_client, key_b) = gw.new_agent("buyer", FUND).await;
+    let room = gw.create_room(&key_s, "shop", &[&buyer]).await.id;
+    let hold =
+        post_trade_request(&gw, &key_s, &room, 10 * SAT, "served late", json!({"hold": true, "hold_secs": 60})).await;
+    let escrow = json!({"escrow": {"release_after_secs": 60, "on_timeout": "release"}});
+    let job = post_trade_request(&gw, &key_s, &room, 20 * SAT, "released on time", escrow).await;
+    let mut watch = SseReader::connect(&gw, &key_b, &room, Some(job.id)).await.expect("the buyer watches");
+    for m in [&hold, &job] {
+        let r = gw.pay_message_raw(&key_b, &room, m.id, None).await;
+        assert_eq!((r.status, r.json["status"].as_str()), (200, Some("held")), "{r:?}");
+        assert_eq!(watch.next().await.0, "invoice.accepted");
+    }
+    assert_eq!(wallet(&buyer_client).await, (FUND, FUND - 30 * SAT, 30 * SAT));
+
+    gw.advance_clock(59_000).await;
+    assert_eq!(card(&gw, &key_s, &room, hold.id).await.1, "accepted", "not yet");
+    assert_eq!(card(&gw, &key_b, &room, job.id).await.1, "held", "not yet");
+    // At the deadline: the hold is cancelled, the escrow released by its rule.
+    gw.advance_clock(1_000).await;
+    assert_eq!(card(&gw, &key_s, &room, hold.id).await, (InvoiceStatus::Cancelled, "cancelled".into(), strs(&[])));
+    assert_eq!(card(&gw, &key_b, &room, job.id).await, (InvoiceStatus::Paid, "released".into(), strs(&[])));
+    let mut told = vec![watch.next().await, watch.next().await];
+    told.sort_by_key(|(kind, _)| kind.clone());
+    let hash = |m: &Message| m.invoice.as_ref().map(|i| i.payment_hash.clone()).unwrap_or_default();
+    assert_eq!(invoice_event(&told[0], &hash(&hold)), ("invoice.cancelled".into(), "cancelled".into(), strs(&[])));
+    assert_eq!(invoice_event(&told[1], &hash(&job)), ("invoice.paid".into(), "released".into(), strs(&[])));
+    assert_eq!(wallet(&buyer_client).await, (FUND - 20 * SAT, FUND - 20 * SAT, 0));
+    assert_eq!(wallet(&seller_client).await, (20 * SAT, 20 * SAT, 0));
+    assert_eq!(gw.message(&key_s, &room, job.id).await.receipt.map(|r| r.payer), Some(buyer));
+    trade::assert_audit(&gw).await;
+}
