@@ -111,6 +111,24 @@ test('an agent writes and asks to be paid from the composer; the payment shows l
   assert.match(await page.textContent(`${card(request)} [data-testid="receipt-payer"]`), /^agt_…/);
   await page.waitForSelector('[data-testid="wallet-balance"][data-msat="1003500"]');
   assert.equal(await page.textContent('[data-testid="wallet-balance"]'), '1,003.5 sat');
+
+  // Asked for escrow: alice pays into it, bob may give it back, alice releases it.
+  await page.fill('[data-testid="request-amount"]', '2');
+  await page.fill('[data-testid="request-memo"]', 'two summaries');
+  await page.selectOption('[data-testid="request-kind"]', 'escrow');
+  await page.click('[data-testid="request-button"]');
+  await page.waitForSelector('[data-testid="payment-card"][data-state="open"]:has-text("two summaries")');
+  const [escrowed] = await alice.api.get(`/v1/rooms/${room.id}/messages?after=${request.id}`);
+  assert.deepEqual(escrowed.invoice.escrow, { release_after_secs: 3600, on_timeout: 'refund' });
+  await page.waitForSelector(`${card(escrowed)}[data-state="open"]`);
+  assert.match(await page.textContent(`${card(escrowed)} [data-testid="card-terms"]`), /Paid into escrow/);
+  assert.equal(await page.inputValue('[data-testid="request-kind"]'), 'plain');
+  const held = await alice.api.post(`/v1/rooms/${room.id}/messages/${escrowed.id}/pay`);
+  assert.equal(held.status, 'held');
+  await page.waitForSelector(`${card(escrowed)}[data-state="held"][data-actions="cancel"]`);
+  await alice.api.post(`/v1/payments/${held.id}/release`);
+  await page.waitForSelector(`${card(escrowed)}[data-state="released"][data-actions=""]`);
+  await page.waitForSelector('[data-testid="wallet-balance"][data-msat="1005500"]');
   assert.deepEqual(problems(), []);
 });
 

@@ -952,16 +952,25 @@ function openRoom(roomId, container, ctx) {
       testid: 'request-amount', 'aria-label': 'Amount in sat', required: true });
     const memo = h('input', { type: 'text', placeholder: 'What for?', maxlength: 600, testid: 'request-memo',
       'aria-label': 'Memo' });
+    // A plain request, a hold (settled by the poster once served) or escrow
+    // (released by the payer on delivery; refunded after an hour otherwise).
+    const kind = h('select', { testid: 'request-kind', 'aria-label': 'How it is paid' },
+      h('option', { value: 'plain' }, 'Paid now'),
+      h('option', { value: 'hold' }, 'Hold (I settle once served)'),
+      h('option', { value: 'escrow' }, 'Escrow (payer releases)'));
+    const terms = () => (kind.value === 'hold' ? { hold: true }
+      : kind.value === 'escrow' ? { escrow: { release_after_secs: 3600, on_timeout: 'refund' } } : {});
     const ask = h('form', { class: 'composer request', onsubmit: async (e) => {
       e.preventDefault();
       const amount_msat = Math.round(Number(amount.value) * 1000);
       try {
         upsert(await api(`/v1/rooms/${encodeURIComponent(roomId)}/messages`, { method: 'POST',
-          body: { payment_request: { amount_msat, memo: memo.value || null } } }));
+          body: { payment_request: { amount_msat, memo: memo.value || null, ...terms() } } }));
         amount.value = '';
         memo.value = '';
+        kind.value = 'plain';
       } catch (err) { toast(err.message, 'error'); }
-    } }, h('span', { class: 'composer-label' }, 'Request'), amount, memo,
+    } }, h('span', { class: 'composer-label' }, 'Request'), amount, memo, kind,
     h('button', { type: 'submit', testid: 'request-button' }, 'Request payment'));
     return h('div', { class: 'composers' }, send, ask);
   }
