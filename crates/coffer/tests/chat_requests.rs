@@ -684,7 +684,7 @@ async fn requests_past_their_deadline_end_by_their_rule_and_the_watchers_are_tol
     gw.advance_clock(1_000).await;
     assert_eq!(card(&gw, &key_s, &room, hold.id).await, (InvoiceStatus::Cancelled, "cancelled".into(), strs(&[])));
     assert_eq!(card(&gw, &key_b, &room, job.id).await, (InvoiceStatus::Paid, "released".into(), strs(&[])));
-    let mut told = vec![watch.next().await, watch.next().await];
+    let mut told = [watch.next().await, watch.next().await];
     told.sort_by_key(|(kind, _)| kind.clone());
     let hash = |m: &Message| m.invoice.as_ref().map(|i| i.payment_hash.clone()).unwrap_or_default();
     assert_eq!(invoice_event(&told[0], &hash(&hold)), ("invoice.cancelled".into(), "cancelled".into(), strs(&[])));
