@@ -111,6 +111,24 @@ test('an agent writes and asks to be paid from the composer; the payment shows l
   assert.match(await page.textContent(`${card(request)} [data-testid="receipt-payer"]`), /^agt_…/);
   await page.waitForSelector('[data-testid="wallet-balance"][data-msat="1003500"]');
   assert.equal(await page.textContent('[data-testid="wallet-balance"]'), '1,003.5 sat');
+
+  // Asked for escrow: alice pays into it, bob may give it back, alice releases it.
+  await page.fill('[data-testid="request-amount"]', '2');
+  await page.fill('[data-testid="request-memo"]', 'two summaries');
+  await page.selectOption('[data-testid="request-kind"]', 'escrow');
+  await page.click('[data-testid="request-button"]');
+  await page.waitForSelector('[data-testid="payment-card"][data-state="open"]:has-text("two summaries")');
+  const [escrowed] = await alice.api.get(`/v1/rooms/${room.id}/messages?after=${request.id}`);
+  assert.deepEqual(escrowed.invoice.escrow, { release_after_secs: 3600, on_timeout: 'refund' });
+  await page.waitForSelector(`${card(escrowed)}[data-state="open"]`);
+  assert.match(await page.textContent(`${card(escrowed)} [data-testid="card-terms"]`), /Paid into escrow/);
+  assert.equal(await page.inputValue('[data-testid="request-kind"]'), 'plain');
+  const held = await alice.api.post(`/v1/rooms/${room.id}/messages/${escrowed.id}/pay`);
+  assert.equal(held.status, 'held');
+  await page.waitForSelector(`${card(escrowed)}[data-state="held"][data-actions="cancel"]`);
+  await alice.api.post(`/v1/payments/${held.id}/release`);
+  await page.waitForSelector(`${card(escrowed)}[data-state="released"][data-actions=""]`);
+  await page.waitForSelector('[data-testid="wallet-balance"][data-msat="1005500"]');
   assert.deepEqual(problems(), []);
 });
 
@@ -144,5 +162,104 @@ test('an agent outside the room can neither list nor open it', async (t) => {
   assert.doesNotMatch(await page.textContent('body'), /secret plans/);
   const refused = await carol.api.call('GET', `/v1/rooms/${room.id}/messages`);
   assert.equal(refused.status, 403);
+  assert.deepEqual(problems(), []);
+});
+
+/** Posts a request asking for a hold or for escrow (`extra`) as `agent`: the message. */
+function requestTrade(agent, room, amount_msat, memo, extra) {
+  return agent.api.post(`/v1/rooms/${room.id}/messages`, { payment_request: { amount_msat, memo, ...extra } });
+}
+
+test('a hold request shows accepted and its payee settles it from the card', async (t) => {
+  const { server, page, problems, alice, bob, room } = await setup(t, browser);
+  const request = await requestTrade(alice, room, 30_000, 'a translation', { hold: true, hold_secs: 900 });
+  assert.equal(request.invoice.state, 'open');
+  await enterRoom(page, server, alice, room);
+  await page.waitForSelector(`${card(request)}[data-state="open"]`);
+  assert.match(await page.textContent(`${card(request)} [data-testid="card-terms"]`), /within 900 s/);
+
+  // Bob pays: the card goes to accepted live, with the payee's actions.
+  const paid = await bob.api.call('POST', `/v1/rooms/${room.id}/messages/${request.id}/pay`);
+  assert.equal(paid.status, 200, JSON.stringify(paid.body));
+  assert.equal(paid.body.status, 'held');
+  await page.waitForSelector(`${card(request)}[data-state="accepted"][data-status="accepted"]`);
+  assert.equal(await page.getAttribute(card(request), 'data-actions'), 'settle cancel');
+  assert.equal(await page.textContent(`${card(request)} [data-testid="card-status"]`), 'accepted');
+  assert.equal(await page.locator(`${card(request)} [data-testid="action-cancel"]`).count(), 1);
+  assert.equal(await page.getAttribute('[data-testid="wallet-balance"]', 'data-msat'), '1000000');
+
+  await page.click(`${card(request)} [data-testid="action-settle"]`);
+  await page.waitForSelector(`${card(request)}[data-state="paid"][data-status="paid"]`);
+  // An agent knows other agents by id only.
+  assert.equal(await page.textContent(`${card(request)} [data-testid="receipt-payer"]`), `agt_…${bob.id.slice(-6)}`);
+  assert.equal(await page.locator(`${card(request)} [data-testid="action-settle"]`).count(), 0);
+  await page.waitForSelector('[data-testid="wallet-balance"][data-msat="1030000"]');
+  assert.equal((await bob.api.get('/v1/wallet')).balance_msat, 970_000);
+  assert.deepEqual(problems(), []);
+});
+
+test('an escrow request: the payer pays, releases or disputes from the card; the operator resolves the dispute', async (t) => {
+  const { server, page, problems, alice, bob, room } = await setup(t, browser);
+  const escrow = { escrow: { release_after_secs: 3600, on_timeout: 'refund' } };
+  const job = await requestTrade(alice, room, 40_000, 'label a batch', escrow);
+  // A metered session bob pays alice for, partly charged: bob's wallet lists it.
+  const opened = await bob.api.post('/v1/sessions', { payee: alice.id, max_msat: 50_000, expires_in_secs: 600,
+    purpose: 'compute' });
+  const charged = await alice.api.call('POST', `/v1/sessions/${opened.id}/charges`, { amount_msat: 20_000, memo: 'one unit' },
+    { 'Idempotency-Key': 'unit-1' });
+  assert.equal(charged.status, 201, JSON.stringify(charged.body));
+  await enterRoom(page, server, bob, room);
+  const session = `[data-testid="wallet-trades"] [data-testid="session-row"][data-session-id="${opened.id}"]`;
+  await page.waitForSelector(session);
+  assert.equal(await page.textContent(`${session} [data-testid="session-charged"]`), '20 sat of 50 sat');
+
+  await page.waitForSelector(`${card(job)}[data-state="open"]`);
+  await page.click(`${card(job)} [data-testid="pay-button"]`);
+  await page.waitForSelector(`${card(job)}[data-state="held"]`);
+  assert.equal(await page.getAttribute(card(job), 'data-actions'), 'release dispute');
+  const paymentId = (await bob.api.get(`/v1/rooms/${room.id}/messages`))[0].invoice.payment_id;
+  const held = `[data-testid="wallet-trades"] [data-testid="escrow-row"][data-payment-id="${paymentId}"]`;
+  await page.waitForSelector(`${held}[data-status="held"]`);
+  await page.click(`${card(job)} [data-testid="action-release"]`);
+  await page.waitForSelector(`${card(job)}[data-state="released"][data-status="paid"]`);
+  assert.equal(await page.locator(`${card(job)} [data-testid="action-dispute"]`).count(), 0);
+  assert.equal((await alice.api.get('/v1/wallet')).balance_msat, 1_000_000 + 20_000 + 40_000);
+
+  // A bad delivery: disputed from the card, resolved by the operator.
+  const bad = await requestTrade(alice, room, 15_000, 'a bad batch', escrow);
+  await page.waitForSelector(`${card(bad)}[data-state="open"]`);
+  await page.click(`${card(bad)} [data-testid="pay-button"]`);
+  await page.waitForSelector(`${card(bad)}[data-state="held"]`);
+  await page.click(`${card(bad)} [data-testid="action-dispute"]`);
+  await page.waitForSelector(`${card(bad)}[data-state="disputed"]`);
+  assert.equal(await page.getAttribute(card(bad), 'data-actions'), '');
+  const badId = (await bob.api.get(`/v1/rooms/${room.id}/messages?after=${job.id}`))[0].invoice.payment_id;
+
+  await page.click('[data-testid="signout"]');
+  await signIn(page, server, server.token);
+  const dispute = `[data-testid="disputes"] [data-testid="escrow-row"][data-payment-id="${badId}"]`;
+  await page.waitForSelector(dispute);
+  assert.equal(await page.textContent(`${dispute} [data-testid="escrow-amount"]`), '15 sat');
+  await page.waitForSelector(`[data-testid="escrows"] [data-testid="escrow-row"][data-payment-id="${badId}"]`);
+  // Per agent: bob's open holds and escrows, and his open session.
+  await page.selectOption('[data-testid="escrows-filter-agent"]', bob.id);
+  const bobSession = `[data-testid="sessions"] [data-testid="session-row"][data-session-id="${opened.id}"]`;
+  await page.waitForSelector(bobSession);
+  assert.equal(await page.textContent(`${bobSession} [data-testid="session-charged"]`), '20 sat of 50 sat');
+  assert.equal(await page.locator('[data-testid="escrows"] [data-testid="escrow-row"]').count(), 1);
+  await page.click(`${dispute} [data-testid="resolve-refund"]`);
+  await page.waitForSelector('[data-testid="disputes-empty"]');
+  await page.waitForSelector('[data-testid="escrows-empty"]');
+  await page.waitForSelector(bobSession);
+  const resolved = await bob.api.get(`/v1/payments/${badId}`);
+  assert.equal(resolved.status, 'refunded');
+  assert.equal(resolved.escrow.resolved_by, 'operator');
+  // Bob paid the released job and the session's maximum, still open; the disputed job came back.
+  const wallet = await bob.api.get('/v1/wallet');
+  assert.deepEqual([wallet.balance_msat, wallet.pending_msat], [1_000_000 - 40_000 - 20_000, 30_000]);
+
+  // In the room, the operator reads the card as refunded.
+  await page.click('[data-testid="tab-rooms"]');
+  await page.waitForSelector(`${card(bad)}[data-state="refunded"][data-status="cancelled"]`);
   assert.deepEqual(problems(), []);
 });

@@ -602,7 +602,10 @@ pub struct AddMemberRequest {
 }
 
 /// A payment request to post: coffer creates the invoice for the poster.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+/// With `hold` it is a hold invoice (the poster settles or cancels it once
+/// paid); with `escrow`, paying it through the room's pay route pays into
+/// escrow on these terms (the payer releases or disputes it).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct PaymentRequestBody {
@@ -616,6 +619,22 @@ pub struct PaymentRequestBody {
     #[serde(default)]
     #[cfg_attr(feature = "schema", schema(minimum = 1, maximum = 604_800))]
     pub expiry_secs: Option<u32>,
+    /// A hold invoice: paying it reserves the amount (`accepted`) until the
+    /// poster settles it (`POST /v1/invoices/{payment_hash}/settle`) or
+    /// cancels it, refunding the payer. Not with `escrow`.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub hold: bool,
+    /// Seconds an accepted hold waits for the poster: 1 to 604800; default
+    /// 3600. Only with `hold`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schema(minimum = 1, maximum = 604_800))]
+    pub hold_secs: Option<u32>,
+    /// The escrow a member pays with through the room's pay route: the
+    /// amount waits until the payer releases it (`POST
+    /// /v1/payments/{id}/release`) or disputes it, or the deadline applies
+    /// `on_timeout`. Not with `hold`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub escrow: Option<EscrowTerms>,
 }
 
 /// Either `{"text"}` or `{"payment_request": {...}}`.
@@ -644,6 +663,38 @@ pub struct MessageInvoice {
     /// The QR code (`lightning:` and the BOLT11 in upper case).
     pub qr_svg: String,
     pub qr_png: String,
+    /// Where the request stands: `open`, `expired`, `accepted` (a hold
+    /// paid, waiting for the payee), `held` (paid into escrow, waiting for
+    /// the payer), `disputed` (waiting for the operator), `paid`,
+    /// `released` (an escrow released), `cancelled` (a hold cancelled) or
+    /// `refunded` (an escrow given back).
+    pub state: String,
+    /// What the member reading it may do now: `pay`; `settle`, `cancel`
+    /// (the payee of an accepted hold; `cancel` also gives back an
+    /// escrow); `release`, `dispute` (the payer of a held escrow);
+    /// `resolve` (the operator, for a disputed one).
+    #[serde(default)]
+    pub actions: Vec<String>,
+    /// The member that posted the request and receives the payment.
+    pub payee: String,
+    /// The member whose payment is accepted, held or paid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payer: Option<String>,
+    /// The payment whose money waits (or waited): the id to release,
+    /// dispute or resolve.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payment_id: Option<String>,
+    /// When a waiting payment's `on_timeout` applies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<String>,
+    /// A hold invoice.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub hold: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold_secs: Option<u32>,
+    /// The escrow the request asks to be paid with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub escrow: Option<EscrowTerms>,
 }
 
 /// Proof that a payment request was paid.

@@ -3,9 +3,10 @@
 
 mod common;
 
-use coffer_client::{InvoiceStatus, Message, Scope};
-use common::{Gateway, Reply, sha256_hex};
-use serde_json::json;
+use coffer_client::{InvoiceStatus, Message, Outcome, Scope};
+use common::trade::{self, wallet};
+use common::{Gateway, Reply, SseReader, sha256_hex};
+use serde_json::{Value, json};
 
 const SAT: u64 = 1_000;
 const FUND: u64 = 100 * SAT;
@@ -380,4 +381,316 @@ async fn a_non_ascii_idempotency_key_is_refused_on_every_paying_route() {
     }
     let balances = gw.balances().await;
     assert_eq!((balances[&seller], balances[&buyer]), (0, FUND), "nothing was paid");
+}
+
+/// Posts a payment request with extra fields (`hold`, `hold_secs`,
+/// `escrow`), asserting `201`: the message as its poster reads it.
+async fn post_trade_request(
+    gw: &Gateway,
+    key: &str,
+    room: &str,
+    amount_msat: u64,
+    memo: &str,
+    extra: Value,
+) -> Message {
+    let mut request = json!({"amount_msat": amount_msat, "memo": memo, "expiry_secs": 600});
+    if let (Some(request), Some(extra)) = (request.as_object_mut(), extra.as_object()) {
+        request.extend(extra.clone());
+    }
+    let r = gw.post_raw(key, room, &json!({"payment_request": request})).await;
+    assert_eq!(r.status, 201, "posting a request: {r:?}");
+    serde_json::from_value(r.json).expect("a message")
+}
+
+/// A request's card as `key` reads it: `(status, state, actions)`.
+async fn card(gw: &Gateway, key: &str, room: &str, id: i64) -> (InvoiceStatus, String, Vec<String>) {
+    let m = gw.message(key, room, id).await;
+    let card = m.invoice.unwrap_or_else(|| panic!("message {id} is not a request"));
+    (card.status, card.state, card.actions)
+}
+
+fn strs(actions: &[&str]) -> Vec<String> {
+    actions.iter().map(|a| (*a).to_owned()).collect()
+}
+
+/// The next event of a room stream: an `invoice.*` event of this request,
+/// as `(kind, state, actions)`.
+#[track_caller]
+fn invoice_event(event: &(String, Value), payment_hash: &str) -> (String, String, Vec<String>) {
+    assert_eq!(event.1["payment_hash"].as_str(), Some(payment_hash), "{event:?}");
+    let actions = serde_json::from_value(event.1["actions"].clone()).expect("the watcher's actions");
+    (event.0.clone(), event.1["state"].as_str().unwrap_or_default().to_owned(), actions)
+}
+
+#[tokio::test]
+async fn a_hold_request_paid_in_the_room_waits_for_its_payee_who_settles_it() {
+    let gw = Gateway::start().await;
+    let (seller, seller_client, key_s) = gw.new_agent("seller", 0).await;
+    let (buyer, buyer_client, key_b) = gw.new_agent("buyer", FUND).await;
+    let (other, _, key_o) = gw.new_agent("other", FUND).await;
+    let op = gw.operator_token().to_owned();
+    let room = gw.create_room(&key_s, "shop", &[&buyer, &other]).await.id;
+
+    let m = post_trade_request(&gw, &key_s, &room, 30 * SAT, "a translation", json!({"hold": true, "hold_secs": 900}))
+        .await;
+    let inv = m.invoice.clone().expect("a request");
+    assert_eq!(m.text, "a translation", "a hold request's text is its memo");
+    assert_eq!((inv.hold, inv.hold_secs, inv.escrow.as_ref()), (true, Some(900), None), "{inv:?}");
+    assert_eq!((inv.state.as_str(), inv.payee.as_str()), ("open", seller.as_str()), "{inv:?}");
+    assert_eq!((inv.payer.as_ref(), inv.payment_id.as_ref(), inv.deadline.as_ref()), (None, None, None), "{inv:?}");
+    assert!(inv.actions.is_empty(), "the poster does not pay its own request: {inv:?}");
+    let own = seller_client.invoice(&inv.payment_hash).await.expect("the poster's invoice");
+    assert_eq!((own.hold, own.hold_secs), (true, Some(900)));
+    // Each member reads the actions it may take.
+    assert_eq!(card(&gw, &key_b, &room, m.id).await, (InvoiceStatus::Open, "open".into(), strs(&["pay"])));
+    assert_eq!(card(&gw, &key_o, &room, m.id).await, (InvoiceStatus::Open, "open".into(), strs(&["pay"])));
+    assert_eq!(card(&gw, &op, &room, m.id).await, (InvoiceStatus::Open, "open".into(), strs(&[])));
+
+    // Watchers of the room, each told its own actions.
+    let mut seller_watch = SseReader::connect(&gw, &key_s, &room, Some(m.id)).await.expect("the seller watches");
+    let mut buyer_watch = SseReader::connect(&gw, &key_b, &room, Some(m.id)).await.expect("the buyer watches");
+
+    // Paid in the room: the amount waits on the buyer's wallet.
+    let r = gw.pay_message_raw(&key_b, &room, m.id, None).await;
+    assert_eq!((r.status, r.json["status"].as_str()), (200, Some("held")), "{r:?}");
+    assert!(r.json["preimage"].is_null(), "no preimage before settlement: {r:?}");
+    let payment_id = r.json["id"].as_str().expect("a payment id").to_owned();
+    assert_eq!(wallet(&buyer_client).await, (FUND, FUND - 30 * SAT, 30 * SAT));
+    assert_eq!(wallet(&seller_client).await, (0, 0, 0));
+    let accepted = gw.message(&key_s, &room, m.id).await;
+    let card_s = accepted.invoice.clone().expect("a request");
+    assert_eq!((card_s.status, card_s.state.as_str()), (InvoiceStatus::Accepted, "accepted"));
+    assert_eq!(card_s.actions, strs(&["settle", "cancel"]), "the payee settles or cancels: {card_s:?}");
+    assert_eq!(
+        (card_s.payer.as_deref(), card_s.payment_id.as_deref()),
+        (Some(buyer.as_str()), Some(payment_id.as_str()))
+    );
+    assert!(card_s.deadline.is_some(), "an accepted hold has a deadline: {card_s:?}");
+    assert!(accepted.receipt.is_none(), "no receipt before settlement: {accepted:?}");
+    assert_eq!(card(&gw, &key_b, &room, m.id).await, (InvoiceStatus::Accepted, "accepted".into(), strs(&[])));
+    assert_eq!(card(&gw, &key_o, &room, m.id).await, (InvoiceStatus::Accepted, "accepted".into(), strs(&[])));
+    assert_eq!(card(&gw, &op, &room, m.id).await, (InvoiceStatus::Accepted, "accepted".into(), strs(&[])));
+    // Nobody pays it twice.
+    gw.pay_message_raw(&key_o, &room, m.id, None).await.assert_problem(409, "invoice-already-paid");
+    assert_eq!(
+        invoice_event(&seller_watch.next().await, &inv.payment_hash),
+        ("invoice.accepted".into(), "accepted".into(), strs(&["settle", "cancel"]))
+    );
+    assert_eq!(
+        invoice_event(&buyer_watch.next().await, &inv.payment_hash),
+        ("invoice.accepted".into(), "accepted".into(), strs(&[]))
+    );
+
+    // The payee settles: paid, with the receipt; nothing left to do.
+    let path = format!("/v1/invoices/{}/settle", inv.payment_hash);
+    let settled = trade::post(&gw, &key_s, &path, None).await;
+    assert_eq!((settled.status, settled.json["status"].as_str()), (200, Some("succeeded")), "{settled:?}");
+    let paid = gw.message(&key_b, &room, m.id).await;
+    assert_paid_by(&paid, &buyer, 30 * SAT);
+    assert_eq!(paid.invoice.as_ref().map(|i| (i.state.as_str(), i.actions.len())), Some(("paid", 0)));
+    assert_eq!(card(&gw, &key_s, &room, m.id).await, (InvoiceStatus::Paid, "paid".into(), strs(&[])));
+    assert_eq!(wallet(&buyer_client).await, (FUND - 30 * SAT, FUND - 30 * SAT, 0));
+    assert_eq!(wallet(&seller_client).await, (30 * SAT, 30 * SAT, 0));
+    for watch in [&mut seller_watch, &mut buyer_watch] {
+        let event = watch.next().await;
+        assert_eq!(invoice_event(&event, &inv.payment_hash), ("invoice.paid".into(), "paid".into(), strs(&[])));
+        assert_eq!(event.1["receipt"], serde_json::to_value(paid.receipt.as_ref().unwrap()).unwrap());
+    }
+    // Settled once.
+    trade::post(&gw, &key_s, &path, None).await.assert_problem(409, "invalid-state");
+    trade::assert_audit(&gw).await;
+}
+
+#[tokio::test]
+async fn an_escrow_request_is_paid_into_escrow_and_released_by_its_payer() {
+    let gw = Gateway::start().await;
+    let (worker, worker_client, key_w) = gw.new_agent("worker", 0).await;
+    let (boss, boss_client, key_b) = gw.new_agent("boss", FUND).await;
+    let (other, _, key_o) = gw.new_agent("other", FUND).await;
+    let op = gw.operator_token().to_owned();
+    let room = gw.create_room(&key_w, "jobs", &[&boss, &other]).await.id;
+    let escrow = json!({"escrow": {"release_after_secs": 3600, "on_timeout": "refund"}});
+    let m = post_trade_request(&gw, &key_w, &room, 40 * SAT, "label a batch", escrow).await;
+    let inv = m.invoice.clone().expect("a request");
+    assert_eq!(m.text, "label a batch\nescrow: release after 3600 s unless disputed, on timeout refund");
+    let terms = inv.escrow.clone().expect("the escrow it asks for");
+    assert_eq!((terms.release_after_secs, terms.on_timeout), (3600, Outcome::Refund));
+    assert_eq!((inv.hold, inv.state.as_str(), inv.memo.as_str()), (false, "open", "label a batch"));
+    assert_eq!(inv.payee, worker, "{inv:?}");
+    let mut worker_watch = SseReader::connect(&gw, &key_w, &room, Some(m.id)).await.expect("the worker watches");
+    let mut boss_watch = SseReader::connect(&gw, &key_b, &room, Some(m.id)).await.expect("the boss watches");
+
+    // Paid through the room: into escrow, on the request's terms.
+    let r = gw.pay_message_raw(&key_b, &room, m.id, None).await;
+    assert_eq!((r.status, r.json["status"].as_str()), (200, Some("held")), "{r:?}");
+    let payment_id = r.json["id"].as_str().expect("a payment id").to_owned();
+    let payment =
+        common::send(gw.request(reqwest::Method::GET, &format!("/v1/payments/{payment_id}"), Some(&key_b))).await;
+    assert_eq!(
+        (payment.json["escrow"]["kind"].as_str(), payment.json["escrow"]["on_timeout"].as_str()),
+        (Some("escrow"), Some("refund")),
+        "{payment:?}"
+    );
+    assert_eq!(wallet(&boss_client).await, (FUND, FUND - 40 * SAT, 40 * SAT));
+    assert_eq!(
+        card(&gw, &key_b, &room, m.id).await,
+        (InvoiceStatus::Accepted, "held".into(), strs(&["release", "dispute"]))
+    );
+    assert_eq!(card(&gw, &key_w, &room, m.id).await, (InvoiceStatus::Accepted, "held".into(), strs(&["cancel"])));
+    assert_eq!(card(&gw, &key_o, &room, m.id).await, (InvoiceStatus::Accepted, "held".into(), strs(&[])));
+    assert_eq!(card(&gw, &op, &room, m.id).await, (InvoiceStatus::Accepted, "held".into(), strs(&[])));
+    let held = gw.message(&key_o, &room, m.id).await.invoice.expect("a request");
+    assert_eq!((held.payer.as_deref(), held.payment_id.as_deref()), (Some(boss.as_str()), Some(payment_id.as_str())));
+    assert_eq!(
+        invoice_event(&boss_watch.next().await, &inv.payment_hash),
+        ("invoice.accepted".into(), "held".into(), strs(&["release", "dispute"]))
+    );
+    assert_eq!(
+        invoice_event(&worker_watch.next().await, &inv.payment_hash),
+        ("invoice.accepted".into(), "held".into(), strs(&["cancel"]))
+    );
+    // The payee cannot settle an escrow: its payer releases it.
+    let settle = format!("/v1/invoices/{}/settle", inv.payment_hash);
+    trade::post(&gw, &key_w, &settle, None).await.assert_problem(409, "invalid-state");
+
+    let released = trade::post(&gw, &key_b, &format!("/v1/payments/{payment_id}/release"), None).await;
+    assert_eq!((released.status, released.json["status"].as_str()), (200, Some("succeeded")), "{released:?}");
+    let paid = gw.message(&key_w, &room, m.id).await;
+    assert_paid_by(&paid, &boss, 40 * SAT);
+    assert_eq!(paid.invoice.as_ref().map(|i| (i.state.as_str(), i.actions.len())), Some(("released", 0)));
+    assert_eq!(card(&gw, &key_b, &room, m.id).await, (InvoiceStatus::Paid, "released".into(), strs(&[])));
+    assert_eq!(wallet(&boss_client).await, (FUND - 40 * SAT, FUND - 40 * SAT, 0));
+    assert_eq!(wallet(&worker_client).await, (40 * SAT, 40 * SAT, 0));
+    for watch in [&mut boss_watch, &mut worker_watch] {
+        let event = watch.next().await;
+        assert_eq!(invoice_event(&event, &inv.payment_hash), ("invoice.paid".into(), "released".into(), strs(&[])));
+    }
+    trade::assert_audit(&gw).await;
+}
+
+#[tokio::test]
+async fn a_cancelled_hold_and_a_disputed_escrow_refund_their_payers() {
+    let gw = Gateway::start().await;
+    let (seller, seller_client, key_s) = gw.new_agent("seller", 0).await;
+    let (buyer, buyer_client, key_b) = gw.new_agent("buyer", FUND).await;
+    let op = gw.operator_token().to_owned();
+    let room = gw.create_room(&key_s, "shop", &[&buyer]).await.id;
+    let mut watch = SseReader::connect(&gw, &key_s, &room, None).await.expect("the seller watches");
+
+    // A hold its payee cannot serve: cancelled, the payer refunded.
+    let hold = post_trade_request(&gw, &key_s, &room, 25 * SAT, "a GPU hour", json!({"hold": true})).await;
+    let hold_inv = hold.invoice.clone().expect("a request");
+    assert_eq!((hold_inv.hold_secs, hold_inv.payee.as_str()), (Some(3600), seller.as_str()), "the default hold time");
+    assert_eq!(watch.next().await.0, "message.posted");
+    let r = gw.pay_message_raw(&key_b, &room, hold.id, None).await;
+    assert_eq!((r.status, r.json["status"].as_str()), (200, Some("held")), "{r:?}");
+    assert_eq!(wallet(&buyer_client).await, (FUND, FUND - 25 * SAT, 25 * SAT));
+    assert_eq!(invoice_event(&watch.next().await, &hold_inv.payment_hash).0, "invoice.accepted");
+    let cancel = format!("/v1/invoices/{}/cancel", hold_inv.payment_hash);
+    let cancelled = trade::post(&gw, &key_s, &cancel, None).await;
+    assert_eq!((cancelled.status, cancelled.json["status"].as_str()), (200, Some("refunded")), "{cancelled:?}");
+    assert_eq!(card(&gw, &key_b, &room, hold.id).await, (InvoiceStatus::Cancelled, "cancelled".into(), strs(&[])));
+    assert_eq!(card(&gw, &key_s, &room, hold.id).await, (InvoiceStatus::Cancelled, "cancelled".into(), strs(&[])));
+    assert!(gw.message(&key_b, &room, hold.id).await.receipt.is_none(), "a cancelled hold has no receipt");
+    assert_eq!(
+        invoice_event(&watch.next().await, &hold_inv.payment_hash),
+        ("invoice.cancelled".into(), "cancelled".into(), strs(&[]))
+    );
+    assert_eq!(wallet(&buyer_client).await, (FUND, FUND, 0));
+    assert_eq!(wallet(&seller_client).await, (0, 0, 0));
+    gw.pay_message_raw(&key_b, &room, hold.id, None).await.assert_well_formed_problem();
+
+    // An escrow disputed by its payer, resolved by the operator for it.
+    let escrow = json!({"escrow": {"release_after_secs": 600, "on_timeout": "release"}});
+    let job = post_trade_request(&gw, &key_s, &room, 15 * SAT, "a bad job", escrow).await;
+    let job_inv = job.invoice.clone().expect("a request");
+    assert_eq!(watch.next().await.0, "message.posted");
+    let r = gw.pay_message_raw(&key_b, &room, job.id, None).await;
+    assert_eq!((r.status, r.json["status"].as_str()), (200, Some("held")), "{r:?}");
+    let payment_id = r.json["id"].as_str().expect("a payment id").to_owned();
+    assert_eq!(invoice_event(&watch.next().await, &job_inv.payment_hash).0, "invoice.accepted");
+    let disputed = trade::post(&gw, &key_b, &format!("/v1/payments/{payment_id}/dispute"), None).await;
+    assert_eq!((disputed.status, disputed.json["status"].as_str()), (200, Some("disputed")), "{disputed:?}");
+    assert_eq!(card(&gw, &key_b, &room, job.id).await, (InvoiceStatus::Accepted, "disputed".into(), strs(&[])));
+    assert_eq!(card(&gw, &key_s, &room, job.id).await, (InvoiceStatus::Accepted, "disputed".into(), strs(&["cancel"])));
+    assert_eq!(card(&gw, &op, &room, job.id).await, (InvoiceStatus::Accepted, "disputed".into(), strs(&["resolve"])));
+    assert_eq!(
+        invoice_event(&watch.next().await, &job_inv.payment_hash),
+        ("invoice.disputed".into(), "disputed".into(), strs(&["cancel"]))
+    );
+    let resolved =
+        trade::post(&gw, &op, &format!("/v1/payments/{payment_id}/resolve"), Some(json!({"outcome": "refund"}))).await;
+    assert_eq!((resolved.status, resolved.json["status"].as_str()), (200, Some("refunded")), "{resolved:?}");
+    assert_eq!(card(&gw, &key_b, &room, job.id).await, (InvoiceStatus::Cancelled, "refunded".into(), strs(&[])));
+    assert_eq!(card(&gw, &op, &room, job.id).await, (InvoiceStatus::Cancelled, "refunded".into(), strs(&[])));
+    assert_eq!(
+        invoice_event(&watch.next().await, &job_inv.payment_hash),
+        ("invoice.cancelled".into(), "refunded".into(), strs(&[]))
+    );
+    assert_eq!(wallet(&buyer_client).await, (FUND, FUND, 0));
+    assert_eq!(wallet(&seller_client).await, (0, 0, 0));
+    trade::assert_audit(&gw).await;
+}
+
+#[tokio::test]
+async fn a_request_asks_for_a_hold_or_for_escrow_within_bounds() {
+    let gw = Gateway::start().await;
+    let (_, _, key_s) = gw.new_agent("seller", 0).await;
+    let room = gw.create_room(&key_s, "shop", &[]).await.id;
+    let refused = [
+        (json!({"hold": true, "escrow": {"release_after_secs": 60, "on_timeout": "refund"}}), "payment_request.escrow"),
+        (json!({"hold_secs": 60}), "payment_request.hold_secs"),
+        (json!({"hold": true, "hold_secs": 0}), "payment_request.hold_secs"),
+        (json!({"hold": true, "hold_secs": 604_801}), "payment_request.hold_secs"),
+        (json!({"escrow": {"release_after_secs": 0, "on_timeout": "refund"}}), "escrow.release_after_secs"),
+        (json!({"escrow": {"release_after_secs": 2_592_001, "on_timeout": "release"}}), "escrow.release_after_secs"),
+    ];
+    for (extra, field) in refused {
+        let mut request = json!({"amount_msat": SAT, "memo": "bounded"});
+        if let (Some(request), Some(extra)) = (request.as_object_mut(), extra.as_object()) {
+            request.extend(extra.clone());
+        }
+        let r = gw.post_raw(&key_s, &room, &json!({"payment_request": request})).await;
+        assert_eq!(r.assert_problem(400, "invalid-field")["field"].as_str(), Some(field), "{extra}");
+    }
+    let unknown =
+        json!({"payment_request": {"amount_msat": SAT, "escrow": {"release_after_secs": 60, "on_timeout": "keep"}}});
+    gw.post_raw(&key_s, &room, &unknown).await.assert_problem(400, "malformed-request");
+    assert!(gw.messages_page(&key_s, &room, 0, 10).await.is_empty(), "nothing refused was posted");
+}
+
+#[tokio::test]
+async fn requests_past_their_deadline_end_by_their_rule_and_the_watchers_are_told() {
+    let gw = Gateway::start_with_dev_clock().await;
+    let (_, seller_client, key_s) = gw.new_agent("seller", 0).await;
+    let (buyer, buyer_client, key_b) = gw.new_agent("buyer", FUND).await;
+    let room = gw.create_room(&key_s, "shop", &[&buyer]).await.id;
+    let hold =
+        post_trade_request(&gw, &key_s, &room, 10 * SAT, "served late", json!({"hold": true, "hold_secs": 60})).await;
+    let escrow = json!({"escrow": {"release_after_secs": 60, "on_timeout": "release"}});
+    let job = post_trade_request(&gw, &key_s, &room, 20 * SAT, "released on time", escrow).await;
+    let mut watch = SseReader::connect(&gw, &key_b, &room, Some(job.id)).await.expect("the buyer watches");
+    for m in [&hold, &job] {
+        let r = gw.pay_message_raw(&key_b, &room, m.id, None).await;
+        assert_eq!((r.status, r.json["status"].as_str()), (200, Some("held")), "{r:?}");
+        assert_eq!(watch.next().await.0, "invoice.accepted");
+    }
+    assert_eq!(wallet(&buyer_client).await, (FUND, FUND - 30 * SAT, 30 * SAT));
+
+    gw.advance_clock(59_000).await;
+    assert_eq!(card(&gw, &key_s, &room, hold.id).await.1, "accepted", "not yet");
+    assert_eq!(card(&gw, &key_b, &room, job.id).await.1, "held", "not yet");
+    // At the deadline: the hold is cancelled, the escrow released by its rule.
+    gw.advance_clock(1_000).await;
+    assert_eq!(card(&gw, &key_s, &room, hold.id).await, (InvoiceStatus::Cancelled, "cancelled".into(), strs(&[])));
+    assert_eq!(card(&gw, &key_b, &room, job.id).await, (InvoiceStatus::Paid, "released".into(), strs(&[])));
+    let mut told = [watch.next().await, watch.next().await];
+    told.sort_by_key(|(kind, _)| kind.clone());
+    let hash = |m: &Message| m.invoice.as_ref().map(|i| i.payment_hash.clone()).unwrap_or_default();
+    assert_eq!(invoice_event(&told[0], &hash(&hold)), ("invoice.cancelled".into(), "cancelled".into(), strs(&[])));
+    assert_eq!(invoice_event(&told[1], &hash(&job)), ("invoice.paid".into(), "released".into(), strs(&[])));
+    assert_eq!(wallet(&buyer_client).await, (FUND - 20 * SAT, FUND - 20 * SAT, 0));
+    assert_eq!(wallet(&seller_client).await, (20 * SAT, 20 * SAT, 0));
+    assert_eq!(gw.message(&key_s, &room, job.id).await.receipt.map(|r| r.payer), Some(buyer));
+    trade::assert_audit(&gw).await;
 }

@@ -3,14 +3,24 @@
 //! payment requests in rooms; buyers pay them within their budgets (one
 //! needs a person's approval above a threshold); an orchestrator funds a
 //! tree of sub-agents that buy compute out of its own budget; and a runaway
-//! agent pays spam invoices in a loop until the breaker freezes it. A report
-//! at the end: volume, spend against budget, denials by reason, trips.
+//! agent pays spam invoices in a loop until the breaker freezes it. They
+//! trade safely: the answers seller asks with hold invoices it settles once
+//! it served; a failing GPU seller takes hold payments it then cannot serve,
+//! and cancels them (its buyers are refunded); the orchestrator hires its
+//! workers through escrow, releasing each job on delivery and disputing a
+//! bad one, which the operator resolves; and workers buy compute through
+//! metered sessions (the seller charges per unit, closing returns the
+//! rest). A report at the end: volume, spend against budget, denials by
+//! reason, trips, and the trades by how they ended.
 //!
 //! `coffer demo` starts a gateway on a temporary folder and runs this.
 
 use super::CliResult;
 use clap::Args;
-use coffer_client::{Client, CreateAgentRequest, CreateRoomRequest, Error, PostMessageRequest};
+use coffer_client::{
+    ChargeRequest, Client, CreateAgentRequest, CreateRoomRequest, Error, EscrowTerms, OpenSessionRequest, Outcome,
+    PaymentRequestBody, PostMessageRequest,
+};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
@@ -26,6 +36,17 @@ const AGENTS_MIN: usize = 8;
 const AGENTS_MAX: usize = 256;
 /// Offers taken per round (and three spam invoices each).
 const TRADES_PER_ROUND: u32 = 2;
+/// How long a hired job's escrow waits for the orchestrator, and a hold for
+/// its seller: longer than any run, so that every one is decided by a party.
+const ESCROW_RELEASE_AFTER_SECS: u32 = 3600;
+const HOLD_SECS: u32 = 600;
+/// The job whose delivery is bad: the orchestrator disputes it.
+const BAD_JOB_ROUND: u32 = 1;
+/// A compute session: its maximum, the price of a unit, the most units.
+const SESSION_MAX_MSAT: u64 = 120 * SAT;
+const UNIT_MSAT: u64 = 20 * SAT;
+const UNITS_MAX: u64 = 4;
+const _: () = assert!(UNIT_MSAT * UNITS_MAX <= SESSION_MAX_MSAT);
 
 #[derive(Args, Clone)]
 pub struct SimulateArgs {
@@ -82,6 +103,28 @@ pub struct Report {
     denials_by_reason: BTreeMap<String, u64>,
     breaker_trips: Vec<Value>,
     spend_against_budget: Vec<Value>,
+    trade: TradeCounts,
+}
+
+/// The trades that waited, by how they ended.
+#[derive(Serialize, Default)]
+pub struct TradeCounts {
+    /// Jobs paid into escrow by the orchestrator.
+    escrows_held: u64,
+    escrows_released: u64,
+    escrows_disputed: u64,
+    /// Disputes the operator resolved for the payer.
+    escrows_refunded: u64,
+    sessions_opened: u64,
+    session_charges: u64,
+    session_charged_msat: u64,
+    sessions_closed: u64,
+    /// What closing the sessions gave back to their payers.
+    session_returned_msat: u64,
+    holds_accepted: u64,
+    holds_settled: u64,
+    /// Holds of the failing seller, cancelled: their payers refunded.
+    holds_cancelled: u64,
 }
 
 pub async fn run(args: SimulateArgs) -> CliResult {
@@ -106,6 +149,9 @@ pub async fn simulate(args: &SimulateArgs) -> Result<Report, Error> {
         for _ in 0..TRADES_PER_ROUND {
             trade(&members, &rooms, &mut rng, round, &mut report).await?;
         }
+        failing_sale(&members, &rooms.market, &mut rng, round, &mut report).await?;
+        hire(&operator, &members, &rooms.jobs, &mut rng, round, &mut report).await?;
+        buy_compute(&members, &mut rng, round, &mut report).await;
         tokio::time::sleep(Duration::from_millis(args.pause_ms)).await;
     }
     finish(&operator, &members, &mut report).await?;
@@ -116,7 +162,7 @@ pub async fn simulate(args: &SimulateArgs) -> Result<Report, Error> {
 /// the orchestrator's tree of workers.
 async fn setup(operator: &Client, agents: usize) -> Result<Vec<Member>, Error> {
     operator.mint(100_000_000 * SAT).await?;
-    let sellers = ["answers", "datasets", "compute", "translation"];
+    let sellers = ["answers", "datasets", "compute", "translation", "gpu"];
     let mut members = Vec::with_capacity(agents);
     for kind in sellers {
         members.push(create(operator, &format!("{kind}-seller"), Role::Seller(kind), 0, None).await?);
@@ -181,9 +227,16 @@ async fn subagent(operator: &Client, parent: &Member, name: &str) -> Result<Memb
     Ok(Member { id: created.id, name: name.into(), role: Role::Worker, client })
 }
 
+struct Rooms {
+    market: String,
+    spam: String,
+    /// The orchestrator and its workers.
+    jobs: String,
+}
+
 /// The market room has everyone; the spam room has the spam seller and the
-/// runaway bot.
-async fn open_rooms(operator: &Client, members: &[Member]) -> Result<(String, String), Error> {
+/// runaway bot; the jobs room, the orchestrator and its workers.
+async fn open_rooms(operator: &Client, members: &[Member]) -> Result<Rooms, Error> {
     let all: Vec<String> = members.iter().map(|m| m.id.clone()).collect();
     let market = operator.create_room(&CreateRoomRequest { name: "market".into(), members: all }).await?;
     let spam_members = members
@@ -192,18 +245,22 @@ async fn open_rooms(operator: &Client, members: &[Member]) -> Result<(String, St
         .map(|m| m.id.clone())
         .collect();
     let spam = operator.create_room(&CreateRoomRequest { name: "free-tokens".into(), members: spam_members }).await?;
-    Ok((market.id, spam.id))
+    let team =
+        members.iter().filter(|m| matches!(m.role, Role::Orchestrator | Role::Worker)).map(|m| m.id.clone()).collect();
+    let jobs = operator.create_room(&CreateRoomRequest { name: "jobs".into(), members: team }).await?;
+    Ok(Rooms { market: market.id, spam: spam.id, jobs: jobs.id })
 }
 
 async fn trade(
     members: &[Member],
-    (market, spam): &(String, String),
+    Rooms { market, spam, .. }: &Rooms,
     rng: &mut StdRng,
     round: u32,
     report: &mut Report,
 ) -> Result<(), Error> {
     // A seller offers; a buyer (or a worker, for compute) takes it.
-    let sellers: Vec<&Member> = members.iter().filter(|m| matches!(m.role, Role::Seller(k) if k != "spam")).collect();
+    let sellers: Vec<&Member> =
+        members.iter().filter(|m| matches!(m.role, Role::Seller(k) if k != "spam" && k != "gpu")).collect();
     let seller = sellers[rng.random_range(0..sellers.len())];
     let Role::Seller(kind) = seller.role else { return Ok(()) };
     let price_sat = match kind {
@@ -213,58 +270,214 @@ async fn trade(
     };
     let offer = format!("{} offers {kind} #{round} for {price_sat} sat", seller.name);
     post(&seller.client, market, PostMessageRequest { text: Some(offer), payment_request: None }).await?;
-    let memo = format!("{kind} #{round}");
-    let request = PostMessageRequest {
-        text: None,
-        payment_request: Some(coffer_client::PaymentRequestBody {
-            amount_msat: price_sat * SAT,
-            memo: Some(memo),
-            expiry_secs: Some(600),
-        }),
+    // The answers seller is paid by hold invoice: it settles once served.
+    let hold = kind == "answers";
+    let body = PaymentRequestBody {
+        hold,
+        hold_secs: hold.then_some(HOLD_SECS),
+        ..request(price_sat * SAT, &kind_memo(kind, round))
     };
-    let message = post(&seller.client, market, request).await?;
+    let message = post(&seller.client, market, PostMessageRequest { text: None, payment_request: Some(body) }).await?;
     let buyers: Vec<&Member> = members
         .iter()
         .filter(|m| if kind == "compute" { m.role == Role::Worker } else { m.role == Role::Buyer })
         .collect();
     if let Some(buyer) = buyers.get(rng.random_range(0..buyers.len().max(1))) {
-        pay(&buyer.client, market, message, report).await;
+        let paid = pay(&buyer.client, market, message.id, report).await;
+        if hold && paid.is_some_and(|p| p["status"] == "held") {
+            report.trade.holds_accepted += 1;
+            let served = format!("{} answered {kind} #{round}", seller.name);
+            post(&seller.client, market, PostMessageRequest { text: Some(served), payment_request: None }).await?;
+            match seller.client.settle_invoice(&message.payment_hash).await {
+                Ok(payment) => {
+                    report.trade.holds_settled += 1;
+                    report.payments += 1;
+                    report.volume_msat += payment.amount_msat;
+                }
+                Err(e) => deny(report, &e),
+            }
+        }
     }
     // The runaway bot pays every "free token" the spam seller asks for.
     if let (Some(spammer), Some(bot)) =
         (members.iter().find(|m| m.role == Role::Seller("spam")), members.iter().find(|m| m.role == Role::Runaway))
     {
         for _ in 0..3 {
-            let request = PostMessageRequest {
-                text: None,
-                payment_request: Some(coffer_client::PaymentRequestBody {
-                    amount_msat: 3 * SAT,
-                    memo: Some("FREE TOKENS, pay 3 sat to claim".into()),
-                    expiry_secs: Some(600),
-                }),
-            };
-            let spam_message = post(&spammer.client, spam, request).await?;
-            pay(&bot.client, spam, spam_message, report).await;
+            let body = request(3 * SAT, "FREE TOKENS, pay 3 sat to claim");
+            let spam_message =
+                post(&spammer.client, spam, PostMessageRequest { text: None, payment_request: Some(body) });
+            pay(&bot.client, spam, spam_message.await?.id, report).await;
         }
     }
     Ok(())
 }
 
-async fn post(client: &Client, room: &str, body: PostMessageRequest) -> Result<i64, Error> {
-    let message: Value = client.post_message(room, &body).await?;
-    message["id"].as_i64().ok_or(Error::Decode { status: 201, message: "a message without id".into() })
+fn kind_memo(kind: &str, round: u32) -> String {
+    format!("{kind} #{round}")
 }
 
-/// Pays a request; refusals are part of the story, counted by reason.
-async fn pay(client: &Client, room: &str, message_id: i64, report: &mut Report) {
+/// A plain payment request, valid ten minutes.
+fn request(amount_msat: u64, memo: &str) -> PaymentRequestBody {
+    PaymentRequestBody { amount_msat, memo: Some(memo.into()), expiry_secs: Some(600), ..PaymentRequestBody::default() }
+}
+
+/// The failing GPU seller asks by hold invoice, a buyer pays, and the seller
+/// finds it cannot serve: it cancels the hold, and the buyer is refunded.
+async fn failing_sale(
+    members: &[Member],
+    market: &str,
+    rng: &mut StdRng,
+    round: u32,
+    report: &mut Report,
+) -> Result<(), Error> {
+    let Some(seller) = members.iter().find(|m| m.role == Role::Seller("gpu")) else { return Ok(()) };
+    let buyers: Vec<&Member> = members.iter().filter(|m| m.role == Role::Buyer).collect();
+    let Some(buyer) = buyers.get(rng.random_range(0..buyers.len().max(1))) else { return Ok(()) };
+    let body = PaymentRequestBody {
+        hold: true,
+        hold_secs: Some(HOLD_SECS),
+        ..request(rng.random_range(20..60) * SAT, &format!("GPU hour #{round}, settled once it runs"))
+    };
+    let message = post(&seller.client, market, PostMessageRequest { text: None, payment_request: Some(body) }).await?;
+    if pay(&buyer.client, market, message.id, report).await.is_some_and(|p| p["status"] == "held") {
+        report.trade.holds_accepted += 1;
+        let sorry = format!("{}: no GPU free for #{round}; cancelling, you are refunded", seller.name);
+        post(&seller.client, market, PostMessageRequest { text: Some(sorry), payment_request: None }).await?;
+        match seller.client.cancel_invoice(&message.payment_hash).await {
+            Ok(_) => report.trade.holds_cancelled += 1,
+            Err(e) => deny(report, &e),
+        }
+    }
+    Ok(())
+}
+
+/// The orchestrator hires a worker for a job: the worker asks to be paid
+/// into escrow, the orchestrator pays, the worker delivers; the
+/// orchestrator releases the escrow, or disputes a bad delivery, which the
+/// operator resolves for the orchestrator.
+async fn hire(
+    operator: &Client,
+    members: &[Member],
+    jobs: &str,
+    rng: &mut StdRng,
+    round: u32,
+    report: &mut Report,
+) -> Result<(), Error> {
+    let workers: Vec<&Member> = members.iter().filter(|m| m.role == Role::Worker).collect();
+    let (Some(orchestrator), Some(worker)) = (
+        members.iter().find(|m| m.role == Role::Orchestrator),
+        workers.get(usize::try_from(round).unwrap_or(0) % workers.len().max(1)),
+    ) else {
+        return Ok(());
+    };
+    let escrow = EscrowTerms { release_after_secs: ESCROW_RELEASE_AFTER_SECS, on_timeout: Outcome::Refund };
+    let body = PaymentRequestBody {
+        escrow: Some(escrow),
+        ..request(rng.random_range(40..120) * SAT, &format!("job #{round}: label a batch"))
+    };
+    let message = post(&worker.client, jobs, PostMessageRequest { text: None, payment_request: Some(body) }).await?;
+    let Some(payment) = pay(&orchestrator.client, jobs, message.id, report).await else { return Ok(()) };
+    let Some(id) = payment["id"].as_str().filter(|_| payment["status"] == "held") else { return Ok(()) };
+    report.trade.escrows_held += 1;
+    let bad = round == BAD_JOB_ROUND;
+    let delivery =
+        if bad { format!("job #{round}: done (half the batch)") } else { format!("job #{round}: delivered") };
+    post(&worker.client, jobs, PostMessageRequest { text: Some(delivery), payment_request: None }).await?;
+    if !bad {
+        match orchestrator.client.release(id).await {
+            Ok(released) => {
+                report.trade.escrows_released += 1;
+                report.payments += 1;
+                report.volume_msat += released.amount_msat;
+            }
+            Err(e) => deny(report, &e),
+        }
+        return Ok(());
+    }
+    if let Err(e) = orchestrator.client.dispute(id).await {
+        deny(report, &e);
+        return Ok(());
+    }
+    report.trade.escrows_disputed += 1;
+    operator.resolve(id, Outcome::Refund).await?;
+    report.trade.escrows_refunded += 1;
+    Ok(())
+}
+
+/// A worker buys compute through a metered session: the compute seller
+/// charges per unit used, and closing gives the rest back.
+async fn buy_compute(members: &[Member], rng: &mut StdRng, round: u32, report: &mut Report) {
+    let workers: Vec<&Member> = members.iter().filter(|m| m.role == Role::Worker).collect();
+    let (Some(seller), Some(worker)) = (
+        members.iter().find(|m| m.role == Role::Seller("compute")),
+        workers.get(usize::try_from(round).unwrap_or(0).wrapping_add(1) % workers.len().max(1)),
+    ) else {
+        return;
+    };
+    let open = OpenSessionRequest {
+        payee: seller.id.clone(),
+        max_msat: SESSION_MAX_MSAT,
+        expires_in_secs: 600,
+        purpose: Some(format!("compute for round {round}")),
+    };
+    let session = match worker.client.open_session(&open).await {
+        Ok(session) => session,
+        Err(e) => return deny(report, &e),
+    };
+    report.trade.sessions_opened += 1;
+    for unit in 0..rng.random_range(1..=UNITS_MAX) {
+        let charge = ChargeRequest { amount_msat: UNIT_MSAT, memo: Some(format!("unit {}", unit + 1)) };
+        match seller.client.charge(&session.id, &charge, &format!("{}-{unit}", session.id)).await {
+            Ok(_) => {
+                report.trade.session_charges += 1;
+                report.trade.session_charged_msat += UNIT_MSAT;
+                report.payments += 1;
+                report.volume_msat += UNIT_MSAT;
+            }
+            Err(e) => deny(report, &e),
+        }
+    }
+    match worker.client.close_session(&session.id).await {
+        Ok(closed) => {
+            report.trade.sessions_closed += 1;
+            report.trade.session_returned_msat += closed.returned_msat.unwrap_or(0);
+        }
+        Err(e) => deny(report, &e),
+    }
+}
+
+/// A posted message: its id, and its invoice's payment hash if a request.
+struct Posted {
+    id: i64,
+    payment_hash: String,
+}
+
+async fn post(client: &Client, room: &str, body: PostMessageRequest) -> Result<Posted, Error> {
+    let message: Value = client.post_message(room, &body).await?;
+    let id = message["id"].as_i64().ok_or(Error::Decode { status: 201, message: "a message without id".into() })?;
+    let payment_hash = message["invoice"]["payment_hash"].as_str().unwrap_or_default().to_owned();
+    Ok(Posted { id, payment_hash })
+}
+
+/// Refusals are part of the story, counted by reason.
+fn deny(report: &mut Report, e: &Error) {
+    *report.denials_by_reason.entry(e.code().unwrap_or("transport").to_owned()).or_default() += 1;
+}
+
+/// Pays a request: the payment when made (settled now, or waiting in a
+/// hold or escrow: counted once it is settled).
+async fn pay(client: &Client, room: &str, message_id: i64, report: &mut Report) -> Option<Value> {
     match client.pay_message(room, message_id).await {
         Ok((202, _)) => report.held_for_approval += 1,
+        Ok((_, payment)) if payment["status"] == "held" => return Some(payment),
         Ok((_, payment)) => {
             report.payments += 1;
             report.volume_msat += payment["amount_msat"].as_u64().unwrap_or(0);
+            return Some(payment);
         }
-        Err(e) => *report.denials_by_reason.entry(e.code().unwrap_or("transport").to_owned()).or_default() += 1,
+        Err(e) => deny(report, &e),
     }
+    None
 }
 
 async fn finish(operator: &Client, members: &[Member], report: &mut Report) -> Result<(), Error> {
@@ -295,6 +508,23 @@ fn print_report(r: &Report) {
     println!("volume:     {} payments, {} sat", r.payments, r.volume_msat / SAT);
     println!("held:       {} payments waiting for a person (see the dashboard's approvals)", r.held_for_approval);
     println!("denials:    {:?}", r.denials_by_reason);
+    let t = &r.trade;
+    println!(
+        "escrow:     {} jobs held, {} released, {} disputed, {} refunded by the operator",
+        t.escrows_held, t.escrows_released, t.escrows_disputed, t.escrows_refunded
+    );
+    println!(
+        "sessions:   {} opened, {} charges ({} sat), {} closed, {} sat returned",
+        t.sessions_opened,
+        t.session_charges,
+        t.session_charged_msat / SAT,
+        t.sessions_closed,
+        t.session_returned_msat / SAT
+    );
+    println!(
+        "holds:      {} accepted, {} settled, {} cancelled by the failing seller",
+        t.holds_accepted, t.holds_settled, t.holds_cancelled
+    );
     for trip in &r.breaker_trips {
         println!("breaker:    {} frozen ({}): {}", trip["agent"], trip["rule"], trip["detail"]);
     }

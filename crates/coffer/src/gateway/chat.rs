@@ -2,6 +2,8 @@
 //! payments an agent acknowledges.
 
 use super::*;
+use crate::model::card::Viewer;
+use crate::model::views;
 
 impl Gateway {
     fn member_name(caller: &Principal) -> String {
@@ -114,17 +116,19 @@ impl Gateway {
     }
 
     /// Posts a text, or a payment request whose invoice is made for the
-    /// poster, and delivers it live. Auto-pay rules of the other members run
-    /// before this returns, and the message is returned as it then stands.
+    /// poster (a hold invoice with `hold`; with `escrow`, the terms a payer
+    /// pays it with through the room), and delivers it live. Auto-pay rules
+    /// of the other members run before this returns, and the message is
+    /// returned as it then stands.
     pub async fn post_message(
         &self,
         caller: &Principal,
         room_id: &str,
         text: Option<&str>,
-        request: Option<(u64, Option<&str>, Option<u32>)>,
-    ) -> Result<MessageRecord, Error> {
+        request: Option<&coffer_client::PaymentRequestBody>,
+    ) -> Result<RoomMessage, Error> {
         let room = self.room_for(caller, room_id).await?;
-        let invoice = match (text, request) {
+        let (invoice, escrow) = match (text, request) {
             (Some(_), Some(_)) | (None, None) => {
                 return Err(invalid("text", "send either text or payment_request".into()));
             }
@@ -133,17 +137,33 @@ impl Gateway {
             }
             (Some(t), None) => {
                 text::check("text", t, text::Lines::Multi)?;
-                None
+                (None, None)
             }
-            (None, Some((amount_msat, memo, expiry))) => {
+            (None, Some(request)) => {
                 let Principal::Agent(key) = caller else {
                     return Err(Error::Forbidden("payment requests are posted by agents, which receive the payment"));
                 };
                 key.require(Scope::Receive)?;
-                Some(self.make_invoice(&key.agent_id, amount_msat, memo, expiry, Some(room.id.clone())).await?)
+                let (hold_secs, escrow) = request_terms(request)?;
+                let (amount, memo, expiry) = (request.amount_msat, request.memo.as_deref(), request.expiry_secs);
+                let room_id = Some(room.id.clone());
+                let invoice = match hold_secs {
+                    // A hold is settled inside this gateway: coffer signs it,
+                    // as it does any hold invoice.
+                    Some(hold_secs) => InvoiceRecord {
+                        hold_secs: Some(hold_secs),
+                        ..self.sign_invoice(&key.agent_id, amount, memo, expiry, room_id)?
+                    },
+                    None => self.make_invoice(&key.agent_id, amount, memo, expiry, room_id).await?,
+                };
+                (Some(invoice), escrow)
             }
         };
-        let text = text.map(str::to_owned).or_else(|| invoice.as_ref().map(|i| i.memo.clone())).unwrap_or_default();
+        let text = match (text, &invoice) {
+            (Some(t), _) => t.to_owned(),
+            (None, Some(i)) => crate::model::card::request_text(&i.memo, escrow.as_ref()),
+            (None, None) => String::new(),
+        };
         let message = NewMessage {
             room_id: room.id.clone(),
             sender: Self::member_name(caller),
@@ -156,8 +176,9 @@ impl Gateway {
             let _in_order = self.post_order.lock().await;
             match self.store.write(move |tx| ops::rooms::post_message(tx, message)).await {
                 Ok(posted) => {
-                    let data = serde_json::to_value(crate::model::views::message(posted.clone(), self.now_ms()))
-                        .map_err(|e| Error::internal("serialising a message", e))?;
+                    // Each watcher's stream fills in its own actions.
+                    let view = views::message(posted.clone(), None, Viewer::Operator, self.now_ms());
+                    let data = serde_json::to_value(view).map_err(|e| Error::internal("serialising a message", e))?;
                     self.live.publish(crate::live::RoomEvent {
                         room_id: room.id.clone(),
                         kind: "message.posted",
@@ -176,23 +197,35 @@ impl Gateway {
         {
             return Ok(settled);
         }
-        Ok(posted)
+        Ok(RoomMessage { message: posted, waiting: None })
     }
 
-    async fn message(&self, room_id: &str, id: i64) -> Result<Option<MessageRecord>, Error> {
+    async fn message(&self, room_id: &str, id: i64) -> Result<Option<RoomMessage>, Error> {
         let room_id = room_id.to_owned();
-        self.store.read(move |tx| tx.message(&room_id, id)).await
+        self.store
+            .read(move |tx| match tx.message(&room_id, id)? {
+                Some(message) => Ok(with_waiting(tx, vec![message])?.pop()),
+                None => Ok(None),
+            })
+            .await
     }
 
+    /// A room's messages after `after_id`, oldest first, each request with
+    /// the hold or escrow its payment waits (or waited) in.
     pub async fn messages(
         &self,
         caller: &Principal,
         room_id: &str,
         after_id: i64,
         limit: u32,
-    ) -> Result<Vec<MessageRecord>, Error> {
+    ) -> Result<Vec<RoomMessage>, Error> {
         let room = self.room_for(caller, room_id).await?;
-        self.store.read(move |tx| tx.messages(&room.id, after_id, limit)).await
+        self.store
+            .read(move |tx| {
+                let messages = tx.messages(&room.id, after_id, limit)?;
+                with_waiting(tx, messages)
+            })
+            .await
     }
 
     /// Pays a payment request of a room, through the payer's policy.
@@ -204,11 +237,15 @@ impl Gateway {
         idempotency_key: Option<&str>,
     ) -> Result<PayOutcome, Error> {
         let room = self.room_for(&Principal::Agent(caller.clone()), room_id).await?;
-        let message = self.message(&room.id, message_id).await?.ok_or(Error::NotFound("message"))?;
+        let id = room.id.clone();
+        let message =
+            self.store.read(move |tx| tx.message(&id, message_id)).await?.ok_or(Error::NotFound("message"))?;
         let invoice = message.invoice.ok_or(invalid("message", "this message is not a payment request".into()))?;
+        // A request that asks for escrow is paid into escrow on its terms.
+        let escrow = crate::model::card::request_terms(&message.text, &invoice.memo);
         let purpose = format!("room {}: {}", room.name, invoice.memo);
         let purpose: String = purpose.chars().take(PURPOSE_LEN_MAX_BYTES / 4).collect();
-        self.pay(caller, &invoice.bolt11, Some(&purpose), idempotency_key).await
+        self.pay_to(caller, &invoice.bolt11, None, Some(&purpose), idempotency_key, escrow.as_ref()).await
     }
 
     /// An invoice the caller may see rendered: its agent's, one of a room
@@ -294,6 +331,56 @@ impl Gateway {
         }
         false
     }
+}
+
+/// A room's message, with the hold or escrow the payment of its request
+/// waits (or waited) in.
+#[derive(Clone, Debug)]
+pub struct RoomMessage {
+    pub message: MessageRecord,
+    pub waiting: Option<crate::model::EscrowRecord>,
+}
+
+/// Reads the hold or escrow of each request that was paid (or accepted):
+/// one indexed read per such request of the page.
+fn with_waiting(tx: &mut dyn crate::store::Tx, messages: Vec<MessageRecord>) -> Result<Vec<RoomMessage>, Error> {
+    use crate::model::StoredInvoiceStatus::{Expired, Open};
+    let mut out = Vec::with_capacity(messages.len());
+    for message in messages {
+        let waiting = match &message.invoice {
+            Some(i) if !matches!(i.status, Open | Expired) => tx.escrow_by_hash(&i.payment_hash)?,
+            _ => None,
+        };
+        out.push(RoomMessage { message, waiting });
+    }
+    Ok(out)
+}
+
+/// A payment request's hold time (with `hold`) or escrow terms, checked.
+fn request_terms(
+    request: &coffer_client::PaymentRequestBody,
+) -> Result<(Option<u32>, Option<coffer_client::EscrowTerms>), Error> {
+    let hold_secs = match (request.hold, request.hold_secs) {
+        (false, None) => None,
+        (false, Some(_)) => return Err(invalid("payment_request.hold_secs", "only with \"hold\": true".into())),
+        (true, secs) => {
+            let (secs, max) = (secs.unwrap_or(crate::model::HOLD_SECS_DEFAULT), crate::model::HOLD_SECS_MAX);
+            if secs == 0 || secs > max {
+                return Err(invalid("payment_request.hold_secs", format!("between 1 and {max} seconds")));
+            }
+            Some(secs)
+        }
+    };
+    if let Some(terms) = &request.escrow {
+        if hold_secs.is_some() {
+            return Err(invalid(
+                "payment_request.escrow",
+                "a hold invoice is settled by its payee: ask for hold or escrow, not both".into(),
+            ));
+        }
+        super::commerce::escrow_terms(terms)?;
+    }
+    Ok((hold_secs, request.escrow.clone()))
 }
 
 /// The key id recorded for payments made by an agent's auto-pay rule.

@@ -43,7 +43,7 @@ impl Gateway {
         caller.require(Scope::Receive)?;
         let (hash, payee, now_ms) = (parse_hash(payment_hash_hex)?, caller.agent_id.clone(), self.now_ms());
         let ended = self.store.write(move |tx| escrow::settle(tx, &payee, &hash, now_ms)).await?;
-        self.announce_paid(&hash).await;
+        self.announce_request(&hash).await;
         Ok(ended)
     }
 
@@ -52,7 +52,9 @@ impl Gateway {
     pub async fn cancel_hold(&self, caller: &AgentKey, payment_hash_hex: &str) -> Result<Ended, Error> {
         caller.require(Scope::Receive)?;
         let (hash, payee, now_ms) = (parse_hash(payment_hash_hex)?, caller.agent_id.clone(), self.now_ms());
-        self.store.write(move |tx| escrow::cancel(tx, &payee, &hash, now_ms)).await
+        let ended = self.store.write(move |tx| escrow::cancel(tx, &payee, &hash, now_ms)).await?;
+        self.announce_request(&hash).await;
+        Ok(ended)
     }
 
     /// The payer releases its escrow to the payee.
@@ -60,7 +62,7 @@ impl Gateway {
         caller.require(Scope::Spend)?;
         let (payer, id, now_ms) = (caller.agent_id.clone(), payment_id.to_owned(), self.now_ms());
         let ended = self.store.write(move |tx| escrow::release(tx, &payer, &id, now_ms)).await?;
-        self.announce_paid(&ended.escrow.payment_hash).await;
+        self.announce_request(&ended.escrow.payment_hash).await;
         Ok(ended)
     }
 
@@ -68,7 +70,9 @@ impl Gateway {
     pub async fn dispute_escrow(&self, caller: &AgentKey, payment_id: &str) -> Result<EscrowRecord, Error> {
         caller.require(Scope::Spend)?;
         let (payer, id, now_ms) = (caller.agent_id.clone(), payment_id.to_owned(), self.now_ms());
-        self.store.write(move |tx| escrow::dispute(tx, &payer, &id, now_ms)).await
+        let disputed = self.store.write(move |tx| escrow::dispute(tx, &payer, &id, now_ms)).await?;
+        self.announce_request(&disputed.payment_hash).await;
+        Ok(disputed)
     }
 
     /// The operator decides a disputed escrow.
@@ -76,9 +80,7 @@ impl Gateway {
         let (id, now_ms) = (payment_id.to_owned(), self.now_ms());
         let operator = crate::model::OPERATOR;
         let ended = self.store.write(move |tx| escrow::resolve(tx, &id, outcome, operator, now_ms)).await?;
-        if outcome == Outcome::Release {
-            self.announce_paid(&ended.escrow.payment_hash).await;
-        }
+        self.announce_request(&ended.escrow.payment_hash).await;
         Ok(ended)
     }
 
@@ -252,6 +254,17 @@ impl Gateway {
         self.store.read(move |tx| tx.sessions(&agent, page)).await
     }
 
+    /// The sessions an agent pays or is paid by, newest first: for the
+    /// operator.
+    pub async fn agent_sessions(
+        &self,
+        agent_id: &str,
+        page: PageRequest,
+    ) -> Result<(Vec<SessionRecord>, Option<i64>), Error> {
+        let agent = self.agent(agent_id).await?.id;
+        self.store.read(move |tx| tx.sessions(&agent, page)).await
+    }
+
     /// Applies the deadlines: held escrows and holds past theirs end by
     /// their rule, sessions past their expiry close. Run by a background
     /// task on every instance (each ends once: the store's conditional
@@ -264,6 +277,13 @@ impl Gateway {
             if due == (false, false) {
                 break;
             }
+            // What the sweep may end, for the rooms' watchers (read only
+            // when someone watches).
+            let announced = if due.0 && self.live.watched() {
+                self.store.read(move |tx| tx.due_escrows(now, COMMERCE_SWEEP_BATCH_MAX)).await?
+            } else {
+                Vec::new()
+            };
             let swept = self
                 .store
                 .write(move |tx| {
@@ -273,6 +293,9 @@ impl Gateway {
                 })
                 .await?;
             ended += swept.0 + swept.1;
+            for escrow in &announced {
+                self.announce_request(&escrow.payment_hash).await;
+            }
             // Done when neither filled a batch (escrows that could not be
             // released now stay due, and must not spin this loop).
             if swept.0 < u64::from(COMMERCE_SWEEP_BATCH_MAX) && swept.1 < u64::from(COMMERCE_SWEEP_BATCH_MAX) {

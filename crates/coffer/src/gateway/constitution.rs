@@ -110,7 +110,7 @@ impl Gateway {
             outcome => outcome,
         };
         if let ApprovalOutcome::Paid(_, payment) = &outcome {
-            self.announce_paid(&payment.payment_hash).await;
+            self.announce_request(&payment.payment_hash).await;
         }
         match &outcome {
             ApprovalOutcome::Released(a) if approve && a.status == ApprovalStatus::Expired => {

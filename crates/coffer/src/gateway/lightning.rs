@@ -283,7 +283,7 @@ impl Gateway {
                     let (hash, now_ms) = (invoice.payment_hash, self.now_ms());
                     if self.store.write(move |tx| outside::credit_from_outside(tx, &hash, now_ms)).await? {
                         credited += 1;
-                        self.announce_paid(&invoice.payment_hash).await;
+                        self.announce_request(&invoice.payment_hash).await;
                     }
                 }
                 Ok(InvoiceState::Open | InvoiceState::Expired) => {}

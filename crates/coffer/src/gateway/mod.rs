@@ -19,7 +19,7 @@ pub use commerce::{ESCROWS_LISTED_MAX, PaymentView};
 pub use events::EventFollower;
 pub use lightning::run_background;
 
-pub use chat::{AUTO_PAY_KEY_ID, MESSAGE_LEN_MAX_BYTES, ROOM_MEMBERS_MAX};
+pub use chat::{AUTO_PAY_KEY_ID, MESSAGE_LEN_MAX_BYTES, ROOM_MEMBERS_MAX, RoomMessage};
 pub use clock::{Clock, DevClock, SystemClock};
 
 use crate::error::Error;
@@ -727,7 +727,7 @@ impl Gateway {
         };
         match self.store.write(move |tx| crate::payment::internal::pay(tx, pay)).await? {
             PayAttempt::Paid(payment) => {
-                self.announce_paid(&payment.payment_hash).await;
+                self.announce_request(&payment.payment_hash).await;
                 Ok(PayOutcome::Paid(payment))
             }
             PayAttempt::Held(approval) => Ok(PayOutcome::Held(approval)),
@@ -750,19 +750,28 @@ impl Gateway {
 }
 
 impl Gateway {
-    /// Tells a room's watchers that its payment request was paid, however it
-    /// was paid. Skipped when nobody watches: the store has the receipt.
-    async fn announce_paid(&self, payment_hash: &[u8; 32]) {
+    /// Tells a room's watchers that its payment request changed state
+    /// (accepted, held, disputed, paid, released, cancelled, refunded),
+    /// however it did: the event [`crate::model::views::request_update`]
+    /// makes. Skipped when nobody watches: the store has it all.
+    async fn announce_request(&self, payment_hash: &[u8; 32]) {
         if !self.live.watched() {
             return;
         }
-        let Ok(Some(invoice)) = self.stored_invoice(*payment_hash).await else { return };
+        let hash = *payment_hash;
+        let read = self
+            .store
+            .read(move |tx| match tx.invoice(&hash)? {
+                Some((invoice, _)) if invoice.room_id.is_some() => Ok(Some((invoice, tx.escrow_by_hash(&hash)?))),
+                _ => Ok(None),
+            })
+            .await;
+        let Ok(Some((invoice, waiting))) = read else { return };
         let Some(room_id) = invoice.room_id.clone() else { return };
-        let data = serde_json::json!({
-            "payment_hash": hex::encode(invoice.payment_hash),
-            "receipt": crate::model::views::receipt(&invoice),
-        });
-        self.live.publish(crate::live::RoomEvent { room_id, kind: "invoice.paid", data });
+        let Some((kind, data)) = crate::model::views::request_update(&invoice, waiting.as_ref(), self.now_ms()) else {
+            return;
+        };
+        self.live.publish(crate::live::RoomEvent { room_id, kind, data });
     }
 
     pub fn live(&self) -> &crate::live::Live {

@@ -172,6 +172,20 @@ pub async fn list_sessions(
     Ok(Json(Page { items, next_cursor: cursor.map(|c| c.to_string()) }))
 }
 
+/// The sessions an agent pays or is paid by, newest first (operator).
+#[utoipa::path(get, path = "/v1/agents/{id}/sessions", tag = "trade", params(("id" = String, Path), PageParams),
+    responses((status = 200, body = Page<Session>, description = "A page of the agent's sessions")))]
+pub async fn agent_sessions(
+    State(gw): State<AppState>,
+    _: Operator,
+    Path(id): Path<String>,
+    ApiQuery(params): ApiQuery<PageParams>,
+) -> Result<Json<Page<Session>>, Error> {
+    let (rows, cursor) = gw.agent_sessions(&id, page(params)?).await?;
+    let items = rows.into_iter().map(|x| views::session(x, None, Vec::new())).collect();
+    Ok(Json(Page { items, next_cursor: cursor.map(|c| c.to_string()) }))
+}
+
 /// A session, to its payer or payee, with its charges (the newest 1000,
 /// oldest first) and what remains.
 #[utoipa::path(get, path = "/v1/sessions/{id}", tag = "trade", params(("id" = String, Path)),

@@ -227,6 +227,7 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(commerce::refund))
         .routes(routes!(commerce::list_escrows))
         .routes(routes!(commerce::open_session, commerce::list_sessions))
+        .routes(routes!(commerce::agent_sessions))
         .routes(routes!(commerce::get_session))
         .routes(routes!(commerce::charge))
         .routes(routes!(commerce::close_session))

@@ -5,9 +5,10 @@
 use super::AppState;
 use super::extract::{Agent, ApiJson, ApiQuery, Caller, IdempotencyKey, Operator, READ, RECEIVE, SPEND};
 use crate::error::Error;
-use crate::gateway::{PayOutcome, Principal};
+use crate::gateway::{PayOutcome, Principal, RoomMessage};
 use crate::live::RoomEvent;
 use crate::model::IncomingStatus;
+use crate::model::card::{self, CardState, Viewer};
 use crate::model::views;
 use axum::Json;
 use axum::extract::ws::WebSocketUpgrade;
@@ -21,6 +22,7 @@ use coffer_client::{
 };
 use futures_util::stream::{self, Stream};
 use serde::Deserialize;
+use serde_json::Value;
 use std::convert::Infallible;
 use std::time::Duration;
 use tokio::sync::broadcast::error::RecvError;
@@ -79,7 +81,10 @@ pub async fn remove_member(
 }
 
 /// Post `{"text"}`, or `{"payment_request": {"amount_msat", "memo"}}`: the
-/// invoice is created for the poster and carried by the message.
+/// invoice is created for the poster and carried by the message. With
+/// `"hold": true` (and `hold_secs`) it is a hold invoice the poster settles
+/// or cancels once paid; with `"escrow": {"release_after_secs",
+/// "on_timeout"}` a member paying it through the room pays into escrow.
 #[utoipa::path(post, path = "/v1/rooms/{room}/messages", tag = "chat", params(("room" = String, Path)),
     request_body = PostMessageRequest,
     responses((status = 201, body = Message, description = "Created: the message")))]
@@ -89,9 +94,8 @@ pub async fn post_message(
     Path(room): Path<String>,
     ApiJson(req): ApiJson<PostMessageRequest>,
 ) -> Result<(StatusCode, Json<Message>), Error> {
-    let request = req.payment_request.as_ref().map(|r| (r.amount_msat, r.memo.as_deref(), r.expiry_secs));
-    let posted = gw.post_message(&caller, &room, req.text.as_deref(), request).await?;
-    Ok((StatusCode::CREATED, Json(views::message(posted, gw.now_ms()))))
+    let posted = gw.post_message(&caller, &room, req.text.as_deref(), req.payment_request.as_ref()).await?;
+    Ok((StatusCode::CREATED, Json(room_message(posted, &caller, gw.now_ms()))))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -104,7 +108,8 @@ pub struct MessageParams {
     limit: Option<u32>,
 }
 
-/// A room's messages after `after`, oldest first.
+/// A room's messages after `after`, oldest first. A payment request's card
+/// (`invoice`) shows its `state` and the `actions` the caller may take.
 #[utoipa::path(get, path = "/v1/rooms/{room}/messages", tag = "chat", params(("room" = String, Path), MessageParams),
     responses((status = 200, body = Vec<Message>, description = "The messages")))]
 pub async fn list_messages(
@@ -115,7 +120,40 @@ pub async fn list_messages(
 ) -> Result<Json<Vec<Message>>, Error> {
     let rows = gw.messages(&caller, &room, p.after.unwrap_or(0), p.limit.unwrap_or(100)).await?;
     let now = gw.now_ms();
-    Ok(Json(rows.into_iter().map(|m| views::message(m, now)).collect()))
+    Ok(Json(rows.into_iter().map(|m| room_message(m, &caller, now)).collect()))
+}
+
+/// Who reads: the operator, or an agent by its id.
+fn viewer(caller: &Principal) -> Viewer<'_> {
+    match caller {
+        Principal::Operator => Viewer::Operator,
+        Principal::Agent(key) => Viewer::Agent(&key.agent_id),
+    }
+}
+
+fn room_message(m: RoomMessage, caller: &Principal, now_ms: i64) -> Message {
+    views::message(m.message, m.waiting.as_ref(), viewer(caller), now_ms)
+}
+
+/// An event of a room as one watcher receives it: a request's card (a
+/// posted message's `invoice`, or an `invoice.*` event's data) with the
+/// actions this watcher may take.
+fn for_viewer(kind: &str, mut data: Value, viewer: Viewer<'_>) -> Value {
+    let card = match kind {
+        "message.posted" => data.get_mut("invoice"),
+        k if k.starts_with("invoice.") => Some(&mut data),
+        _ => None,
+    };
+    if let Some(card) = card.filter(|c| c.is_object()) {
+        let state = card.get("state").and_then(Value::as_str).and_then(CardState::parse);
+        if let Some(state) = state {
+            let payee = card.get("payee").and_then(Value::as_str).unwrap_or_default();
+            let payer = card.get("payer").and_then(Value::as_str);
+            let actions = card::actions(state, viewer, payee, payer);
+            card["actions"] = serde_json::json!(actions);
+        }
+    }
+    data
 }
 
 /// Pay a payment request of the room, through the payer's policy: `200`
@@ -147,12 +185,12 @@ async fn backlog(
     caller: &Principal,
     room: &str,
     mut after: i64,
-) -> Result<(Vec<crate::model::MessageRecord>, bool), Error> {
+) -> Result<(Vec<RoomMessage>, bool), Error> {
     let mut all = Vec::new();
     loop {
         let page = gw.messages(caller, room, after, crate::model::PAGE_ROWS_MAX).await?;
         let full = page.len() == crate::model::PAGE_ROWS_MAX as usize;
-        after = page.last().map_or(after, |m| m.id);
+        after = page.last().map_or(after, |m| m.message.id);
         all.extend(page);
         if !full {
             return Ok((all, true));
@@ -179,11 +217,13 @@ async fn watch(
     let guard = gw.open_stream(&caller)?;
     let live = gw.live().subscribe();
     let (backlog, complete) = backlog(&gw, &caller, &room, after).await?;
-    let last_id = backlog.last().map_or(after, |m| m.id);
+    let last_id = backlog.last().map_or(after, |m| m.message.id);
     let now = gw.now_ms();
     let mut replay: Vec<(String, serde_json::Value)> = backlog
         .into_iter()
-        .filter_map(|m| serde_json::to_value(views::message(m, now)).ok().map(|v| ("message.posted".to_owned(), v)))
+        .filter_map(|m| {
+            serde_json::to_value(room_message(m, &caller, now)).ok().map(|v| ("message.posted".to_owned(), v))
+        })
         .collect();
     if !complete {
         // More than a stream replays: the watcher reads the rest with GET.
@@ -191,9 +231,15 @@ async fn watch(
     }
     // The guard rides with the stream: its place is given back when the
     // stream is dropped.
-    let events = stream::unfold((live, room, last_id, guard), |(mut live, room, last_id, guard)| async move {
-        let (item, id) = next_live(&mut live, &room, last_id).await?;
-        Some((item, (live, room, id, guard)))
+    // Each watcher sees the actions it may take itself.
+    let me = match &caller {
+        Principal::Operator => None,
+        Principal::Agent(key) => Some(key.agent_id.clone()),
+    };
+    let events = stream::unfold((live, room, last_id, guard, me), |(mut live, room, last_id, guard, me)| async move {
+        let ((kind, data), id) = next_live(&mut live, &room, last_id).await?;
+        let data = for_viewer(&kind, data, me.as_deref().map_or(Viewer::Operator, Viewer::Agent));
+        Some(((kind, data), (live, room, id, guard, me)))
     });
     Ok(futures_util::StreamExt::chain(stream::iter(replay), events))
 }
@@ -228,8 +274,13 @@ pub struct StreamParams {
     after: Option<i64>,
 }
 
-/// Server-Sent Events of a room: `message.posted` (a message) and
-/// `invoice.paid` (a payment hash and its receipt); `reload` if the stream
+/// Server-Sent Events of a room: `message.posted` (a message), and when a
+/// payment request changes state `invoice.accepted` (a hold accepted or a
+/// payment held in escrow), `invoice.disputed`, `invoice.paid` (paid, a
+/// hold settled or an escrow released) and `invoice.cancelled` (a hold
+/// cancelled or an escrow refunded), each with the request's
+/// `payment_hash`, `status`, `state`, `actions` (the watcher's), `payee`,
+/// `payer`, `payment_id`, `deadline` and `receipt`; `reload` if the stream
 /// fell behind.
 #[utoipa::path(get, path = "/v1/rooms/{room}/events", tag = "chat", params(("room" = String, Path), StreamParams),
     responses((status = 200, content_type = "text/event-stream", description = "A stream of server-sent events")))]

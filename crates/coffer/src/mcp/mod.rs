@@ -563,7 +563,7 @@ impl CofferMcp {
         Parameters(args): Parameters<RequestPaymentArgs>,
     ) -> ToolResult {
         let client = self.client(&ctx)?;
-        let body = PaymentRequestBody { amount_msat: args.amount_msat, memo: Some(args.memo), expiry_secs: None };
+        let body = PaymentRequestBody { amount_msat: args.amount_msat, memo: Some(args.memo), ..Default::default() };
         let request = PostMessageRequest { text: None, payment_request: Some(body) };
         Ok(match client.post_message(&args.room_id, &request).await {
             Ok(m) => {

@@ -1,4 +1,5 @@
 //! The domain model: what the gateway, the events and every edge share.
+pub mod card;
 pub mod commerce;
 pub mod records;
 pub mod views;

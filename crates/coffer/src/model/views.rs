@@ -1,6 +1,7 @@
 //! Records to wire types: the JSON the HTTP API answers, the events carry
 //! and the room streams send, built in one place for all of them.
 
+use crate::model::card;
 use crate::model::{
     AgentRecord, ApprovalRecord, ApprovalStatus, AuditRecord, ChargeRecord, DeliveryRecord, EscrowRecord,
     InvoiceRecord, MessageKind, MessageRecord, PaymentRecord, RefundRecord, RoomRecord, SessionRecord, SessionStatus,
@@ -194,20 +195,19 @@ pub fn receipt(i: &InvoiceRecord) -> Option<coffer_client::Receipt> {
     })
 }
 
-pub fn message(m: MessageRecord, now_ms: i64) -> coffer_client::Message {
+/// A message as `viewer` reads it: a payment request's card shows where it
+/// stands (from its invoice and the hold or escrow its payment waits in,
+/// `waiting`) and what the viewer may do.
+pub fn message(
+    m: MessageRecord,
+    waiting: Option<&EscrowRecord>,
+    viewer: card::Viewer<'_>,
+    now_ms: i64,
+) -> coffer_client::Message {
     let receipt = m.invoice.as_ref().and_then(receipt);
     let invoice = m.invoice.map(|i| {
-        let hash = hex::encode(i.payment_hash);
-        coffer_client::MessageInvoice {
-            status: invoice_status(&i, now_ms),
-            qr_svg: format!("/v1/invoices/{hash}/qr.svg"),
-            qr_png: format!("/v1/invoices/{hash}/qr.png"),
-            payment_hash: hash,
-            bolt11: i.bolt11,
-            amount_msat: i.amount.as_u64(),
-            memo: i.memo,
-            expires_at: timestamp(i.expires_at_ms),
-        }
+        let terms = card::request_terms(&m.text, &i.memo);
+        request_card(i, terms, waiting, viewer, now_ms)
     });
     coffer_client::Message {
         id: m.id,
@@ -223,6 +223,66 @@ pub fn message(m: MessageRecord, now_ms: i64) -> coffer_client::Message {
         invoice,
         receipt,
     }
+}
+
+/// The card of a payment request.
+fn request_card(
+    i: InvoiceRecord,
+    escrow: Option<coffer_client::EscrowTerms>,
+    waiting: Option<&EscrowRecord>,
+    viewer: card::Viewer<'_>,
+    now_ms: i64,
+) -> coffer_client::MessageInvoice {
+    let hash = hex::encode(i.payment_hash);
+    let status = invoice_status(&i, now_ms);
+    let waiting = waiting.filter(|e| e.payment_hash == i.payment_hash);
+    let state = card::state(status, waiting.map(|e| (e.kind, e.status)));
+    let payer = waiting.map(|e| e.payer_agent_id.clone()).or_else(|| i.paid_by.clone());
+    let actions = card::actions(state, viewer, &i.agent_id, payer.as_deref());
+    coffer_client::MessageInvoice {
+        status,
+        qr_svg: format!("/v1/invoices/{hash}/qr.svg"),
+        qr_png: format!("/v1/invoices/{hash}/qr.png"),
+        payment_hash: hash,
+        bolt11: i.bolt11,
+        amount_msat: i.amount.as_u64(),
+        memo: i.memo,
+        expires_at: timestamp(i.expires_at_ms),
+        state: state.as_str().to_owned(),
+        actions: actions.into_iter().map(str::to_owned).collect(),
+        payee: i.agent_id,
+        payer,
+        payment_id: waiting.map(|e| e.payment_id.clone()),
+        deadline: waiting.filter(|e| e.status.is_open()).map(|e| timestamp(e.deadline_at_ms)),
+        hold: i.hold_secs.is_some(),
+        hold_secs: i.hold_secs,
+        escrow,
+    }
+}
+
+/// What a room's watchers are told when a request changes state (the
+/// event's kind is [`card::CardState::room_event`]): the card's changing
+/// fields, `actions` left for each watcher's stream to fill in, and the
+/// receipt once paid. `None` for a state nobody is told of.
+pub fn request_update(
+    i: &InvoiceRecord,
+    waiting: Option<&EscrowRecord>,
+    now_ms: i64,
+) -> Option<(&'static str, serde_json::Value)> {
+    let card = request_card(i.clone(), None, waiting, card::Viewer::Operator, now_ms);
+    let kind = card::CardState::parse(&card.state)?.room_event()?;
+    let data = serde_json::json!({
+        "payment_hash": card.payment_hash,
+        "status": card.status,
+        "state": card.state,
+        "actions": [],
+        "payee": card.payee,
+        "payer": card.payer,
+        "payment_id": card.payment_id,
+        "deadline": card.deadline,
+        "receipt": receipt(i),
+    });
+    Some((kind, data))
 }
 
 pub fn incoming(i: crate::model::IncomingRecord) -> coffer_client::Incoming {

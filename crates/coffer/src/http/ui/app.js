@@ -241,6 +241,39 @@ function budgetBars(report) {
       `${sat(r.spent)} / ${sat(r.limit)}`))));
 }
 
+/** Money that waits (a hold or an escrow) is open while held or disputed. */
+const isOpenEscrow = (e) => e.status === 'held' || e.status === 'disputed';
+const ESCROW_KIND = { hold: 'Hold', escrow: 'Escrow' };
+const ESCROW_PILL = { held: 'info', disputed: 'warn', released: 'ok', refunded: 'muted' };
+
+/** A hold or escrow: who pays whom, how much, where it stands, its deadline. */
+function escrowRow(e, actions = null) {
+  return h('li', { class: 'trade', testid: 'escrow-row', data: { paymentId: e.payment_id, kind: e.kind,
+    status: e.status } },
+  h('div', { class: 'trade-main' },
+    h('div', {}, pill(`${ESCROW_KIND[e.kind] || e.kind} · ${e.status}`, ESCROW_PILL[e.status] || 'muted',
+      'escrow-status'), ' ',
+    h('span', { class: 'amount', testid: 'escrow-amount', data: { msat: e.amount_msat } }, sat(e.amount_msat))),
+    h('div', { class: 'small' }, `${nameOf(e.payer_agent_id)} → ${nameOf(e.payee_agent_id)}`),
+    h('div', { class: 'muted small' }, isOpenEscrow(e)
+      ? `${e.status === 'disputed' ? 'disputed; was due' : `${e.on_timeout} at`} ${when(e.deadline)}`
+      : `${e.status} ${e.resolved_at ? when(e.resolved_at) : ''}`),
+    h('div', { class: 'mono muted small' }, e.payment_id)),
+  actions ? h('div', { class: 'trade-actions' }, actions) : null);
+}
+
+/** An open metered session: who pays whom, its maximum, what was charged and what remains. */
+function sessionRow(x) {
+  return h('li', { class: 'trade', testid: 'session-row', data: { sessionId: x.id, status: x.status } },
+    h('div', { class: 'trade-main' },
+      h('div', {}, pill(`Session · ${x.status}`, x.status === 'open' ? 'info' : 'muted', 'session-status'), ' ',
+        h('span', { class: 'amount', testid: 'session-charged', data: { msat: x.charged_msat } },
+          `${sat(x.charged_msat)} of ${sat(x.max_msat)}`)),
+      h('div', { class: 'small' }, `${nameOf(x.payer_agent_id)} → ${nameOf(x.payee_agent_id)}`),
+      h('div', { class: 'muted small' }, `${sat(x.remaining_msat)} remaining · expires ${when(x.expires_at)}`),
+      x.purpose ? h('div', { class: 'small' }, x.purpose) : null));
+}
+
 function panel(title, body, { testid, extra, cls = '' } = {}) {
   return h('section', { class: `panel ${cls}`, testid },
     h('header', { class: 'panel-head' }, h('h2', {}, title), extra), body);
@@ -337,7 +370,8 @@ function dashboardView() {
   const ctl = new AbortController();
   const { signal } = ctl;
   const state = {
-    agents: [], budgets: {}, approvals: [], halted: null, treasury: null,
+    agents: [], budgets: {}, approvals: [], halted: null, treasury: null, escrows: [], disputes: [], sessions: [],
+    escrowAgent: '',
     records: [], lastSeq: 0, filter: { agent: '', action: '' },
   };
   const el = {
@@ -347,6 +381,12 @@ function dashboardView() {
     feed: h('div', {}),
     chart: h('div', { class: 'chart' }),
     audit: h('div', { class: 'table-wrap' }),
+    disputes: h('div', {}),
+    escrows: h('div', {}),
+    escrowAgentFilter: h('select', { testid: 'escrows-filter-agent', 'aria-label': 'Agent', onchange: (e) => {
+      state.escrowAgent = e.target.value;
+      refresh().catch(() => {});
+    } }),
     live: h('span', { class: 'live', testid: 'feed-status', data: { state: 'connecting' } }, 'connecting'),
     agentFilter: h('select', { testid: 'audit-filter-agent', onchange: (e) => {
       state.filter.agent = e.target.value; renderAudit();
@@ -360,6 +400,9 @@ function dashboardView() {
     el.stats,
     panel('Agents', el.agents, { testid: 'agents-panel', cls: 'agents' }),
     panel('Approvals queue', el.approvals, { testid: 'approvals-panel', cls: 'approvals-panel' }),
+    panel('Disputes', el.disputes, { testid: 'disputes-panel', cls: 'disputes-panel' }),
+    panel('Open holds, escrows & sessions', el.escrows, { testid: 'escrows-panel', cls: 'escrows-panel',
+      extra: el.escrowAgentFilter }),
     panel(`Spend per minute · last ${CHART_MINUTES} min`, el.chart, { testid: 'chart-panel', cls: 'chart-panel' }),
     panel('Live payments', el.feed, { testid: 'feed-panel', cls: 'feed-panel', extra: el.live }),
     panel('Audit log · last 24 hours', el.audit, { testid: 'audit-panel', cls: 'audit-panel',
@@ -374,15 +417,22 @@ function dashboardView() {
     refreshing = (async () => {
       do {
         refreshAgain = false;
-        const [agents, approvals, breaker, treasury] = await Promise.all([
+        const agentQuery = state.escrowAgent ? `?agent_id=${encodeURIComponent(state.escrowAgent)}` : '';
+        const [agents, approvals, breaker, treasury, escrows, disputes, sessions] = await Promise.all([
           api('/v1/agents', { signal }), api('/v1/approvals', { signal }), api('/v1/breaker', { signal }),
           api('/v1/treasury', { signal }).catch(() => null),
+          api(`/v1/escrows${agentQuery}`, { signal }).catch(() => []),
+          api('/v1/escrows?status=disputed', { signal }).catch(() => []),
+          // One agent's sessions, when one is chosen.
+          state.escrowAgent ? api(`/v1/agents/${encodeURIComponent(state.escrowAgent)}/sessions?limit=${PAGE}`,
+            { signal }).then((p) => p.items).catch(() => []) : [],
         ]);
         const budgets = {};
         await Promise.all(agents.map(async (a) => {
           budgets[a.id] = await api(`/v1/agents/${encodeURIComponent(a.id)}/budget`, { signal }).catch(() => null);
         }));
-        Object.assign(state, { agents, approvals, halted: breaker.halted, treasury, budgets });
+        Object.assign(state, { agents, approvals, halted: breaker.halted, treasury, budgets,
+          escrows: escrows.filter(isOpenEscrow), disputes, sessions: sessions.filter((x) => x.status === 'open') });
         agents.forEach((a) => session.names.set(a.id, a.name));
         render();
       } while (refreshAgain && !signal.aborted);
@@ -421,6 +471,8 @@ function dashboardView() {
     renderStats();
     renderAgents();
     renderApprovals();
+    renderDisputes();
+    renderEscrows();
     renderFilters();
     renderFeed();
     renderAudit();
@@ -551,6 +603,40 @@ function dashboardView() {
       h('div', { class: 'approval-actions' },
         h('button', { type: 'button', class: 'primary', testid: 'approve-button', onclick: approve }, 'Approve'),
         h('button', { type: 'button', class: 'danger-outline', testid: 'deny-button', onclick: deny }, 'Deny')));
+  }
+
+  function renderDisputes() {
+    renderIfChanged(el.disputes, [state.disputes, [...session.names]], () => {
+      if (!state.disputes.length) return h('p', { class: 'empty', testid: 'disputes-empty' }, 'No dispute waits for you.');
+      return h('ul', { class: 'trades', testid: 'disputes' }, state.disputes.map((e) => {
+        const resolve = (outcome) => (ev) => act(ev.currentTarget, async () => {
+          await api(`/v1/payments/${encodeURIComponent(e.payment_id)}/resolve`, { method: 'POST', body: { outcome } });
+          toast(outcome === 'release' ? `Released ${sat(e.amount_msat)} to ${nameOf(e.payee_agent_id)}.`
+            : `Refunded ${sat(e.amount_msat)} to ${nameOf(e.payer_agent_id)}.`, 'ok');
+        });
+        return escrowRow(e, [
+          h('button', { type: 'button', class: 'primary', testid: 'resolve-release', onclick: resolve('release') },
+            'Release to payee'),
+          h('button', { type: 'button', class: 'danger-outline', testid: 'resolve-refund', onclick: resolve('refund') },
+            'Refund payer')]);
+      }));
+    });
+  }
+
+  function renderEscrows() {
+    const options = [['', 'All agents'], ...state.agents.map((a) => [a.id, a.name])];
+    renderIfChanged(el.escrowAgentFilter, [options, state.escrowAgent], () => options.map(([value, label]) =>
+      h('option', { value, selected: value === state.escrowAgent ? true : null }, label)));
+    renderIfChanged(el.escrows, [state.escrows, state.sessions, state.escrowAgent, [...session.names]], () => [
+      state.escrows.length
+        ? h('ul', { class: 'trades', testid: 'escrows' }, state.escrows.map((e) => escrowRow(e)))
+        : h('p', { class: 'empty', testid: 'escrows-empty' }, 'No money waits in a hold or an escrow.'),
+      state.escrowAgent
+        ? (state.sessions.length
+          ? h('ul', { class: 'trades sessions', testid: 'sessions' }, state.sessions.map(sessionRow))
+          : h('p', { class: 'empty', testid: 'sessions-empty' }, `${nameOf(state.escrowAgent)} has no open session.`))
+        : h('p', { class: 'muted small' }, 'Choose an agent to see its open sessions too.'),
+    ]);
   }
 
   function feedRow(r) {
@@ -711,6 +797,26 @@ function effectiveStatus(invoice) {
   return invoice.status;
 }
 
+/** Where a request stands (`state`), expired on the clock like its status. */
+function effectiveState(invoice) {
+  const state = invoice.state || invoice.status;
+  return state === 'open' && effectiveStatus(invoice) === 'expired' ? 'expired' : state;
+}
+
+/** How far a request got: a stale copy of a card never moves it back. */
+const STATE_RANK = { open: 0, expired: 0, accepted: 1, held: 1, disputed: 2, paid: 3, released: 3, cancelled: 3,
+  refunded: 3 };
+const STATE_PILL = { open: 'info', accepted: 'warn', held: 'warn', disputed: 'bad', paid: 'ok', released: 'ok',
+  cancelled: 'muted', refunded: 'muted', expired: 'muted' };
+const STATE_NOTE = {
+  accepted: 'Paid and held: the payee settles it once served, or cancels it (refunding the payer).',
+  held: 'Paid into escrow: the payer releases it on delivery, or disputes it.',
+  disputed: 'Disputed: the operator decides.',
+  released: 'Released from escrow to the payee.',
+  cancelled: 'Cancelled: the payer was refunded in full.',
+  refunded: 'Given back from escrow: the payer was refunded in full.',
+};
+
 /** The rooms screen: the room list, the selected room, and for an agent its wallet. */
 function roomsView(initialRoom) {
   const ctl = new AbortController();
@@ -730,10 +836,14 @@ function roomsView(initialRoom) {
 
   async function refreshWallet() {
     if (!isAgent) return;
-    const [w, budget] = await Promise.all([api('/v1/wallet', { signal }),
-      api(`/v1/agents/${encodeURIComponent(session.wallet.agent_id)}/budget`, { signal }).catch(() => null)]);
+    const [w, budget, escrows, sessions] = await Promise.all([api('/v1/wallet', { signal }),
+      api(`/v1/agents/${encodeURIComponent(session.wallet.agent_id)}/budget`, { signal }).catch(() => null),
+      api('/v1/escrows', { signal }).catch(() => []),
+      api(`/v1/sessions?limit=${PAGE}`, { signal }).then((p) => p.items).catch(() => [])]);
     session.wallet = w;
-    renderIfChanged(wallet, [w, budget], () => [
+    const open = escrows.filter(isOpenEscrow);
+    const live = sessions.filter((x) => x.status === 'open');
+    renderIfChanged(wallet, [w, budget, open, live], () => [
       h('div', { class: 'wallet-balance' },
         h('span', { class: 'big', testid: 'wallet-balance', data: { msat: w.balance_msat } }, sat(w.balance_msat)),
         h('span', { class: 'muted small' }, msat(w.balance_msat))),
@@ -743,6 +853,10 @@ function roomsView(initialRoom) {
         h('dt', {}, 'Agent'), h('dd', { class: 'mono small' }, w.agent_id),
         h('dt', {}, 'Key scope'), h('dd', {}, w.scope)),
       budget ? h('div', { class: 'wallet-budget' }, h('h3', {}, 'Budgets'), budgetBars(budget)) : null,
+      h('div', { class: 'wallet-trades', testid: 'wallet-trades' }, h('h3', {}, 'Waiting'),
+        open.length || live.length
+          ? h('ul', { class: 'trades' }, open.map((e) => escrowRow(e)), live.map(sessionRow))
+          : h('p', { class: 'muted small', testid: 'trades-empty' }, 'No open hold, escrow or session.')),
     ]);
   }
 
@@ -838,16 +952,25 @@ function openRoom(roomId, container, ctx) {
       testid: 'request-amount', 'aria-label': 'Amount in sat', required: true });
     const memo = h('input', { type: 'text', placeholder: 'What for?', maxlength: 600, testid: 'request-memo',
       'aria-label': 'Memo' });
+    // A plain request, a hold (settled by the poster once served) or escrow
+    // (released by the payer on delivery; refunded after an hour otherwise).
+    const kind = h('select', { testid: 'request-kind', 'aria-label': 'How it is paid' },
+      h('option', { value: 'plain' }, 'Paid now'),
+      h('option', { value: 'hold' }, 'Hold (I settle once served)'),
+      h('option', { value: 'escrow' }, 'Escrow (payer releases)'));
+    const terms = () => (kind.value === 'hold' ? { hold: true }
+      : kind.value === 'escrow' ? { escrow: { release_after_secs: 3600, on_timeout: 'refund' } } : {});
     const ask = h('form', { class: 'composer request', onsubmit: async (e) => {
       e.preventDefault();
       const amount_msat = Math.round(Number(amount.value) * 1000);
       try {
         upsert(await api(`/v1/rooms/${encodeURIComponent(roomId)}/messages`, { method: 'POST',
-          body: { payment_request: { amount_msat, memo: memo.value || null } } }));
+          body: { payment_request: { amount_msat, memo: memo.value || null, ...terms() } } }));
         amount.value = '';
         memo.value = '';
+        kind.value = 'plain';
       } catch (err) { toast(err.message, 'error'); }
-    } }, h('span', { class: 'composer-label' }, 'Request'), amount, memo,
+    } }, h('span', { class: 'composer-label' }, 'Request'), amount, memo, kind,
     h('button', { type: 'submit', testid: 'request-button' }, 'Request payment'));
     return h('div', { class: 'composers' }, send, ask);
   }
@@ -855,7 +978,8 @@ function openRoom(roomId, container, ctx) {
   function upsert(m) {
     const prev = messages.get(m.id);
     // States only move forward: a stale copy never reopens a paid request.
-    if (prev?.invoice?.status === 'paid' && m.invoice && m.invoice.status !== 'paid') {
+    const rank = (inv) => STATE_RANK[inv?.state || inv?.status] ?? 0;
+    if (prev?.invoice && m.invoice && rank(prev.invoice) > rank(m.invoice)) {
       m = { ...m, invoice: prev.invoice, receipt: prev.receipt };
     }
     messages.set(m.id, m);
@@ -874,13 +998,22 @@ function openRoom(roomId, container, ctx) {
     if (stick) list.scrollTop = list.scrollHeight;
   }
 
-  function markPaid(paymentHash, receipt) {
+  /** A request changed state: an `invoice.*` event's data (or a payment just made) on its card. */
+  function applyUpdate(update) {
     for (const m of messages.values()) {
-      if (m.invoice?.payment_hash !== paymentHash) continue;
+      if (m.invoice?.payment_hash !== update.payment_hash) continue;
       cardState.delete(m.id);
-      upsert({ ...m, invoice: { ...m.invoice, status: 'paid' }, receipt: receipt || m.receipt });
-      if (ctx.isAgent && (m.sender === me || receipt?.payer === me)) ctx.refreshWallet().catch(() => {});
+      const inv = { ...m.invoice };
+      for (const field of ['status', 'state', 'actions', 'payer', 'payment_id', 'deadline']) {
+        if (update[field] !== undefined) inv[field] = update[field];
+      }
+      upsert({ ...m, invoice: inv, receipt: update.receipt || m.receipt });
+      if (ctx.isAgent && (m.sender === me || inv.payer === me)) ctx.refreshWallet().catch(() => {});
     }
+  }
+
+  function markPaid(paymentHash, receipt) {
+    applyUpdate({ payment_hash: paymentHash, status: 'paid', state: 'paid', actions: [], receipt });
   }
 
   function renderMessage(m) {
@@ -895,31 +1028,82 @@ function openRoom(roomId, container, ctx) {
   function renderCard(m, mine, meta) {
     const inv = m.invoice;
     const status = effectiveStatus(inv);
+    const state = effectiveState(inv);
     const st = cardState.get(m.id) || {};
-    const statusKind = { open: 'info', paid: 'ok', expired: 'muted' }[status] || 'muted';
     const canPay = ctx.isAgent && !mine && status === 'open' && session.wallet.scope === 'spend';
+    const actions = (inv.actions || []).filter((a) => a !== 'pay' && state !== 'expired');
+    const terms = inv.escrow
+      ? `Paid into escrow: released by the payer, or ${inv.escrow.on_timeout === 'release' ? 'released' : 'refunded'} after ${inv.escrow.release_after_secs} s`
+      : inv.hold ? `Hold invoice: the payee settles it within ${inv.hold_secs} s of payment` : null;
     return h('li', { class: `msg card-row ${mine ? 'mine' : ''}`, data: { messageId: m.id } }, meta,
-      h('article', { class: `pay-card ${status}`, testid: 'payment-card', data: { status, messageId: m.id,
-        paymentHash: inv.payment_hash } },
-      h('header', { class: 'pay-card-head' }, h('span', { class: 'muted small' }, 'Payment request'),
-        pill(status, statusKind, 'card-status')),
+      h('article', { class: `pay-card ${status} state-${state}`, testid: 'payment-card', data: { status, state,
+        messageId: m.id, paymentHash: inv.payment_hash, actions: actions.join(' ') } },
+      h('header', { class: 'pay-card-head' }, h('span', { class: 'muted small' },
+        inv.escrow ? 'Payment request · escrow' : inv.hold ? 'Payment request · hold' : 'Payment request'),
+      pill(state, STATE_PILL[state] || 'muted', 'card-status')),
       h('div', { class: 'pay-card-body' },
         h('div', { class: 'pay-card-info' },
           h('div', { class: 'amount big', testid: 'card-amount', data: { msat: inv.amount_msat } }, sat(inv.amount_msat)),
           h('div', { class: 'muted small' }, msat(inv.amount_msat)),
           inv.memo ? h('p', { class: 'memo', testid: 'card-memo' }, inv.memo) : null,
+          terms && status === 'open' ? h('p', { class: 'muted small', testid: 'card-terms' }, terms) : null,
+          STATE_NOTE[state] ? h('p', { class: 'small', testid: 'card-note' }, STATE_NOTE[state]) : null,
+          inv.deadline && (state === 'accepted' || state === 'held')
+            ? h('div', { class: 'muted small', testid: 'card-deadline' }, `decided by ${when(inv.deadline)}`) : null,
           status === 'open' ? h('div', { class: 'muted small' }, `expires ${when(inv.expires_at)}`) : null,
           status === 'paid' && m.receipt ? receipt(m.receipt) : null,
           status === 'paid' && !m.receipt ? h('p', { class: 'muted small' }, 'Paid.') : null),
         status === 'open' ? qrImage(inv) : null),
       status === 'open' ? h('details', { class: 'bolt11' }, h('summary', {}, 'Invoice (BOLT11)'),
         h('code', { class: 'mono small', testid: 'card-bolt11' }, inv.bolt11)) : null,
-      canPay || st.error || st.note ? h('footer', { class: 'pay-card-foot' },
+      canPay || actions.length || st.error || st.note ? h('footer', { class: 'pay-card-foot' },
         canPay ? h('button', { type: 'button', class: 'primary', testid: 'pay-button', disabled: st.busy,
           onclick: () => pay(m) }, st.busy ? 'Paying…' : `Pay ${sat(inv.amount_msat)}`) : null,
+        actions.length ? h('div', { class: 'card-actions' }, actions.flatMap((a) => actionButtons(m, a, st))) : null,
         st.note ? h('p', { class: 'note', testid: 'pay-note' }, st.note) : null,
         st.error ? h('p', { class: 'error', testid: 'pay-error', data: { code: st.code } }, st.error) : null)
         : null));
+  }
+
+  /** The buttons of one action the reader may take on a card. */
+  function actionButtons(m, action, st) {
+    const inv = m.invoice;
+    const hash = encodeURIComponent(inv.payment_hash);
+    const id = encodeURIComponent(inv.payment_id || '');
+    const button = (testid, label, cls, path, body, done) => h('button', { type: 'button', class: cls, testid,
+      disabled: st.busy, onclick: () => act(m, path, body, done) }, label);
+    switch (action) {
+      case 'settle': return [button('action-settle', 'Settle (served)', 'primary', `/v1/invoices/${hash}/settle`, null,
+        'Settled: you are paid.')];
+      case 'cancel': return [button('action-cancel', inv.state === 'accepted' ? 'Cancel (refund)' : 'Give back',
+        'danger-outline', `/v1/invoices/${hash}/cancel`, null, 'Cancelled: the payer is refunded.')];
+      case 'release': return [button('action-release', 'Release (delivered)', 'primary', `/v1/payments/${id}/release`,
+        null, 'Released to the payee.')];
+      case 'dispute': return [button('action-dispute', 'Dispute', 'danger-outline', `/v1/payments/${id}/dispute`, null,
+        'Disputed: the operator decides.')];
+      case 'resolve': return [
+        button('action-resolve-release', 'Release to payee', 'primary', `/v1/payments/${id}/resolve`,
+          { outcome: 'release' }, 'Released to the payee.'),
+        button('action-resolve-refund', 'Refund payer', 'danger-outline', `/v1/payments/${id}/resolve`,
+          { outcome: 'refund' }, 'Refunded to the payer.')];
+      default: return [];
+    }
+  }
+
+  /** Takes an action on a card, then reads the card back as it now stands. */
+  async function act(m, path, body, done) {
+    cardState.set(m.id, { busy: true });
+    upsert(messages.get(m.id));
+    try {
+      await api(path, { method: 'POST', body: body || undefined });
+      cardState.delete(m.id);
+      toast(done, 'ok');
+    } catch (e) {
+      cardState.set(m.id, { error: e.message, code: e.code });
+    }
+    await catchUp(m.id - 1, 1).catch(() => {});
+    upsert(messages.get(m.id));
+    ctx.refreshWallet().catch(() => {});
   }
 
   function receipt(r) {
@@ -941,6 +1125,10 @@ function openRoom(roomId, container, ctx) {
       if (status === 202) {
         cardState.set(m.id, { note: 'Held for the operator’s approval: it is paid once approved.' });
         upsert(messages.get(m.id));
+      } else if (data.status === 'held') {
+        // Paid into a hold or an escrow: read the card back for its state and actions.
+        cardState.delete(m.id);
+        await catchUp(m.id - 1, 1).catch(() => {});
       } else {
         markPaid(m.invoice.payment_hash, { payer: me, amount_msat: data.amount_msat, paid_at: data.created_at,
           preimage: data.preimage || '' });
@@ -987,15 +1175,13 @@ function openRoom(roomId, container, ctx) {
           onOpen: async () => {
             setLive('live', 'live');
             pause = 500;
-            const open = [...messages.values()].filter((m) => m.invoice?.status === 'open').map((m) => m.id);
+            const open = [...messages.values()].filter((m) => m.invoice && (STATE_RANK[m.invoice.state] ?? 0) < 3)
+              .map((m) => m.id);
             if (open.length) await catchUp(Math.min(...open) - 1, 5);
           },
           onEvent: (name, data) => {
             if (name === 'message.posted') upsert(JSON.parse(data));
-            else if (name === 'invoice.paid') {
-              const paid = JSON.parse(data);
-              markPaid(paid.payment_hash, paid.receipt);
-            }
+            else if (name.startsWith('invoice.')) applyUpdate(JSON.parse(data));
             else if (name === 'reload') {
               reload = true;
               stream.abort();
@@ -1029,7 +1215,9 @@ function openRoom(roomId, container, ctx) {
   const expiry = setInterval(() => {
     for (const m of messages.values()) {
       const node = nodes.get(m.id)?.querySelector('[data-testid="payment-card"]');
-      if (node && node.dataset.status !== effectiveStatus(m.invoice)) upsert(m);
+      if (node && (node.dataset.status !== effectiveStatus(m.invoice) || node.dataset.state !== effectiveState(m.invoice))) {
+        upsert(m);
+      }
     }
   }, 10_000);
 
