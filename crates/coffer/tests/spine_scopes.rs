@@ -401,6 +401,10 @@ struct Ids {
     incoming: String,
     approval: String,
     webhook: String,
+    /// An invoice of A's, paid by B.
+    hash: String,
+    /// A session B pays A by.
+    session: String,
 }
 
 impl Ids {
@@ -413,6 +417,9 @@ impl Ids {
             ("id", p) if p.starts_with("/v1/approvals/") => self.approval.clone(),
             ("id", p) if p.starts_with("/v1/webhooks/") => self.webhook.clone(),
             ("id", p) if p.starts_with("/v1/rooms/") => self.message.to_string(),
+            ("id", p) if p.starts_with("/v1/payments/") => self.incoming.clone(),
+            ("id", p) if p.starts_with("/v1/sessions/") => self.session.clone(),
+            ("payment_hash", _) => self.hash.clone(),
             ("room", _) => self.room.clone(),
             ("agent_id", _) => self.a.clone(),
             ("payment_id", _) => self.incoming.clone(),
@@ -481,6 +488,15 @@ async fn a_read_key_changes_nothing_on_any_write_route_of_the_document() {
         }
     };
     let PayOutcome::Done(paid) = pay(50, "ack").await else { panic!("held") };
+    let opened = b_client
+        .open_session(&coffer_client::OpenSessionRequest {
+            payee: a.clone(),
+            max_msat: 5,
+            expires_in_secs: 600,
+            purpose: None,
+        })
+        .await
+        .expect("a session B pays A by");
     // A payment of B's held for approval, and a webhook of A's.
     op.set_policy(&b, &json!({"approval_above_msat": 1})).await.unwrap();
     let PayOutcome::Held(approval) = pay(60, "held").await else { panic!("not held") };
@@ -489,7 +505,9 @@ async fn a_read_key_changes_nothing_on_any_write_route_of_the_document() {
     let r = send(gw.request(Method::POST, "/v1/webhooks", Some(&a_spend)).json(&hook)).await;
     assert_eq!(r.status, 201, "{r:?}");
     let webhook = r.json["id"].as_str().expect("a webhook").to_owned();
-    let ids = Ids { a: a.clone(), key, room, message, incoming: paid.id, approval: approval.id, webhook };
+    let (hash, session) = (paid.payment_hash.clone(), opened.id);
+    let ids =
+        Ids { a: a.clone(), key, room, message, incoming: paid.id, approval: approval.id, webhook, hash, session };
 
     let spec = send(gw.request(Method::GET, "/openapi.json", None)).await.json;
     let before = snapshot(&gw, &a_spend).await;

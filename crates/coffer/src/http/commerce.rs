@@ -122,6 +122,7 @@ pub async fn refund(
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct EscrowParams {
     /// `held`, `disputed`, `released` or `refunded`.
