@@ -90,6 +90,7 @@ fn invoice(hash_byte: u8, agent_id: &str, created_at_ms: i64, expires_at_ms: i64
         room_id: None,
         backend: None,
         hold_secs: None,
+        escrow: None,
     }
 }
 
@@ -473,6 +474,12 @@ async fn commerce_rows(store: &dyn Store) {
     add_agent(store, "payer").await;
     add_agent(store, "payee").await;
     let hold = InvoiceRecord { hold_secs: Some(600), ..invoice(1, "payee", 1_000, 9_000) };
+    let terms = EscrowTerms { release_after_ms: 60_000, on_timeout: coffer_client::Outcome::Release };
+    let asks = InvoiceRecord { escrow: Some(terms), ..invoice(9, "payee", 1_000, 9_000) };
+    let write = asks.clone();
+    store.write(move |tx| tx.insert_invoice(&write)).await.expect("an invoice asking for escrow");
+    let (read, _) = store.read(|tx| tx.invoice(&[9; 32])).await.expect("a read").expect("the invoice");
+    assert_eq!((read.escrow, read.hold_secs), (Some(terms), None), "the terms read back as written");
     store.write(move |tx| tx.insert_invoice(&hold)).await.expect("a hold invoice");
     let (open, accepted) = (StoredInvoiceStatus::Open, StoredInvoiceStatus::Accepted);
     let moved = store.write(move |tx| tx.move_invoice(&[1; 32], open, accepted, Some("payer"), None)).await;

@@ -156,6 +156,8 @@ impl Gateway {
                     },
                     None => self.make_invoice(&key.agent_id, amount, memo, expiry, room_id).await?,
                 };
+                let terms = escrow.as_ref().map(super::commerce::escrow_terms).transpose()?;
+                let invoice = InvoiceRecord { escrow: terms, ..invoice };
                 (Some(invoice), escrow)
             }
         };
@@ -242,7 +244,7 @@ impl Gateway {
             self.store.read(move |tx| tx.message(&id, message_id)).await?.ok_or(Error::NotFound("message"))?;
         let invoice = message.invoice.ok_or(invalid("message", "this message is not a payment request".into()))?;
         // A request that asks for escrow is paid into escrow on its terms.
-        let escrow = crate::model::card::request_terms(&message.text, &invoice.memo);
+        let escrow = invoice.escrow.map(crate::model::EscrowTerms::to_wire);
         let purpose = format!("room {}: {}", room.name, invoice.memo);
         let purpose: String = purpose.chars().take(PURPOSE_LEN_MAX_BYTES / 4).collect();
         self.pay_to(caller, &invoice.bolt11, None, Some(&purpose), idempotency_key, escrow.as_ref()).await

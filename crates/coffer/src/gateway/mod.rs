@@ -567,6 +567,7 @@ impl Gateway {
             room_id,
             backend: None,
             hold_secs: None,
+            escrow: None,
         })
     }
 

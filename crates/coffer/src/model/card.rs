@@ -2,10 +2,9 @@
 //! what the member reading it may do. Pure: from the invoice's status, the
 //! hold or escrow its payment waits (or waited) in, and who reads.
 //!
-//! A request that asks for escrow keeps its terms in its message's text, on
-//! a line the gateway writes after the memo ([`request_text`]); a payment
-//! request's text is only ever written by the gateway, so the line cannot be
-//! forged by a member.
+//! A request that asks for escrow keeps its terms on its invoice (what the
+//! Pay action pays with); its message's text states them for people, on a
+//! line after the memo ([`request_text`]).
 
 use crate::model::{EscrowKind, EscrowStatus};
 use coffer_client::{EscrowTerms, InvoiceStatus, Outcome};
@@ -155,21 +154,6 @@ fn terms_line(terms: &EscrowTerms) -> String {
     format!("{TERMS_PREFIX}{} s unless disputed, on timeout {rule}", terms.release_after_secs)
 }
 
-/// The escrow terms a request's message asks for: the inverse of
-/// [`request_text`] (a text it did not write for `memo` gives none).
-pub fn request_terms(text: &str, memo: &str) -> Option<EscrowTerms> {
-    let line = text.strip_prefix(memo)?.strip_prefix('\n')?;
-    let (secs, rule) = line.strip_prefix(TERMS_PREFIX)?.split_once(" s unless disputed, on timeout ")?;
-    let on_timeout = match rule {
-        "release" => Outcome::Release,
-        "refund" => Outcome::Refund,
-        _ => return None,
-    };
-    let terms = EscrowTerms { release_after_secs: secs.parse().ok()?, on_timeout };
-    // Exactly what request_text writes: no leading zeros, signs or spaces.
-    (terms_line(&terms) == line).then_some(terms)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -259,26 +243,12 @@ mod tests {
     }
 
     #[test]
-    fn escrow_terms_ride_on_their_own_line_and_read_back_exactly() {
+    fn a_request_states_its_escrow_terms_for_people_on_a_line_of_their_own() {
         let terms = EscrowTerms { release_after_secs: 3600, on_timeout: Outcome::Refund };
-        let text = request_text("a report", Some(&terms));
-        assert_eq!(text, "a report\nescrow: release after 3600 s unless disputed, on timeout refund");
-        assert_eq!(request_terms(&text, "a report"), Some(terms));
-        let release = EscrowTerms { release_after_secs: 1, on_timeout: Outcome::Release };
-        assert_eq!(request_terms(&request_text("", Some(&release)), ""), Some(release));
-        // A plain request carries none; nor does text that is not exactly
-        // the line written for this memo.
+        assert_eq!(
+            request_text("a report", Some(&terms)),
+            "a report\nescrow: release after 3600 s unless disputed, on timeout refund"
+        );
         assert_eq!(request_text("a report", None), "a report");
-        assert_eq!(request_terms("a report", "a report"), None);
-        for forged in [
-            "a report\nescrow: release after 03600 s unless disputed, on timeout refund",
-            "a report\nescrow: release after +3600 s unless disputed, on timeout refund",
-            "a report\nescrow: release after 3600 s unless disputed, on timeout refund\n",
-            "a report\nescrow: release after 3600 s unless disputed, on timeout keep",
-            "a report\nescrow: release after 99999999999 s unless disputed, on timeout refund",
-            "another\nescrow: release after 3600 s unless disputed, on timeout refund",
-        ] {
-            assert_eq!(request_terms(forged, "a report"), None, "{forged}");
-        }
     }
 }

@@ -110,6 +110,14 @@ pub struct EscrowTerms {
     pub on_timeout: Outcome,
 }
 
+impl EscrowTerms {
+    /// As the API states them (whole seconds: terms are made of them).
+    pub fn to_wire(self) -> coffer_client::EscrowTerms {
+        let release_after_secs = u32::try_from(self.release_after_ms / 1000).unwrap_or(u32::MAX);
+        coffer_client::EscrowTerms { release_after_secs, on_timeout: self.on_timeout }
+    }
+}
+
 /// Money that waits: one per payment of a hold invoice or into escrow,
 /// keyed by the payment's id. Its amount stays reserved on the payer's
 /// wallet while it is open.

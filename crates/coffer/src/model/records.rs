@@ -330,6 +330,9 @@ pub struct InvoiceRecord {
     /// A hold invoice: how long, once paid, it waits for its payee to
     /// settle it.
     pub hold_secs: Option<u32>,
+    /// A room's payment request that asks to be paid into escrow: the
+    /// terms its Pay action pays with.
+    pub escrow: Option<super::EscrowTerms>,
 }
 
 /// The payee name of a deposit to the operator's treasury: the invoice is

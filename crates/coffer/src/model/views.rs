@@ -206,7 +206,7 @@ pub fn message(
 ) -> coffer_client::Message {
     let receipt = m.invoice.as_ref().and_then(receipt);
     let invoice = m.invoice.map(|i| {
-        let terms = card::request_terms(&m.text, &i.memo);
+        let terms = i.escrow.map(crate::model::EscrowTerms::to_wire);
         request_card(i, terms, waiting, viewer, now_ms)
     });
     coffer_client::Message {

@@ -352,6 +352,11 @@ CREATE TABLE refunds (
 );
 CREATE INDEX refunds_by_payment ON refunds (payment_id, seq);
 "#,
+    // 11: escrow terms of a room's payment request (SQLite's migration 11).
+    r#"
+ALTER TABLE invoices ADD COLUMN escrow_after_ms BIGINT CHECK (escrow_after_ms > 0);
+ALTER TABLE invoices ADD COLUMN escrow_on_timeout TEXT CHECK (escrow_on_timeout IN ('release', 'refund'));
+"#,
 ];
 
 /// Applies the missing migrations, each in its own transaction. A session

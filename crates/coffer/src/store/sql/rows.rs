@@ -75,7 +75,8 @@ pub fn agent(r: &dyn SqlRow) -> Result<AgentRecord, Error> {
 macro_rules! invoice_columns {
     () => {
         "payment_hash, agent_id, amount, memo, bolt11, preimage, status, created_at, \
-         expires_at, paid_at, seq, account_id, paid_by, room_id, backend, hold_secs"
+         expires_at, paid_at, seq, account_id, paid_by, room_id, backend, hold_secs, escrow_after_ms, \
+         escrow_on_timeout"
     };
 }
 pub const INVOICE_COLUMNS: &str = concat!(invoice_columns!(), " FROM invoices");
@@ -98,6 +99,7 @@ pub fn invoice(r: &dyn SqlRow) -> Result<(InvoiceRecord, i64, AccountId), Error>
         room_id: r.opt_text(13)?,
         backend: r.opt_text(14)?,
         hold_secs: r.opt_i64(15)?.map(u32::try_from).transpose().map_err(|e| Error::internal("hold_secs", e))?,
+        escrow: escrow_terms(r.opt_i64(16)?, r.opt_text(17)?)?,
     };
     Ok((record, r.i64(10)?, AccountId(r.i64(11)?)))
 }
@@ -204,13 +206,19 @@ pub fn approval(r: &dyn SqlRow) -> Result<ApprovalRecord, Error> {
         payment_id: r.opt_text(13)?,
         fee_limit: msat(r.i64(14)?)?,
         payee_node_hex: r.opt_text(15)?,
-        escrow: match (r.opt_i64(16)?, r.opt_text(17)?) {
-            (Some(release_after_ms), Some(rule)) => {
-                Some(EscrowTerms { release_after_ms, on_timeout: parse_outcome(&rule)? })
-            }
-            _ => None,
-        },
+        escrow: escrow_terms(r.opt_i64(16)?, r.opt_text(17)?)?,
     })
+}
+
+/// Escrow terms stored as two columns, both or neither.
+fn escrow_terms(release_after_ms: Option<i64>, rule: Option<String>) -> Result<Option<EscrowTerms>, Error> {
+    match (release_after_ms, rule) {
+        (Some(release_after_ms), Some(rule)) => {
+            Ok(Some(EscrowTerms { release_after_ms, on_timeout: parse_outcome(&rule)? }))
+        }
+        (None, None) => Ok(None),
+        _ => Err(Error::Internal("escrow terms stored half".into())),
+    }
 }
 
 pub const AUDIT_COLUMNS: &str = "seq, body, prev_hash, hash FROM audit_log";

@@ -591,8 +591,8 @@ impl Tx for SqlTx<'_> {
             self.row(sql, args![&inv.agent_id], |r| r.i64(0))?.ok_or(Error::NotFound("agent"))?
         };
         let sql = "INSERT INTO invoices (payment_hash, agent_id, account_id, amount, memo, bolt11, preimage, status, \
-                   created_at, expires_at, room_id, backend, hold_secs) \
-                   VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'open', ?8, ?9, ?10, ?11, ?12)";
+                   created_at, expires_at, room_id, backend, hold_secs, escrow_after_ms, escrow_on_timeout) \
+                   VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'open', ?8, ?9, ?10, ?11, ?12, ?13, ?14)";
         let amount = to_sql(inv.amount)?;
         self.execute(
             sql,
@@ -608,7 +608,9 @@ impl Tx for SqlTx<'_> {
                 inv.expires_at_ms,
                 &inv.room_id,
                 &inv.backend,
-                inv.hold_secs
+                inv.hold_secs,
+                inv.escrow.map(|e| e.release_after_ms),
+                inv.escrow.map(|e| outcome_str(e.on_timeout))
             ],
         )?;
         Ok(())

@@ -435,6 +435,12 @@ CREATE TABLE refunds (
 );
 CREATE INDEX refunds_by_payment ON refunds (payment_id, seq);
 "#,
+    // 11: a room's payment request may ask to be paid into escrow: its
+    // terms, on its invoice (both or neither).
+    r#"
+ALTER TABLE invoices ADD COLUMN escrow_after_ms INTEGER CHECK (escrow_after_ms > 0);
+ALTER TABLE invoices ADD COLUMN escrow_on_timeout TEXT CHECK (escrow_on_timeout IN ('release', 'refund'));
+"#,
 ];
 
 pub fn migrate(conn: &Connection) -> Result<(), Error> {
