@@ -153,6 +153,14 @@ pub struct CreateInvoiceRequest {
     /// `accepted`); the payee then settles it (`POST
     /// /v1/invoices/{payment_hash}/settle`) or cancels it, refunding the
     /// payer in full. Not settled within `hold_secs`, it is cancelled.
+    /// On a gateway whose Lightning backend has hold invoices (LND, an NWC
+    /// wallet offering NIP-47's hold methods) the backend's node makes it,
+    /// so a payer outside the gateway can pay it too: its payment waits at
+    /// the node (the escrow's payer is `outside`) and settling or
+    /// cancelling goes to the backend first (`502 lightning-backend` if it
+    /// fails, nothing changed: retry). Otherwise (no backend, Core
+    /// Lightning, LNbits) coffer signs it with its own key and only agents
+    /// of this gateway can pay it.
     #[serde(default, skip_serializing_if = "is_false")]
     pub hold: bool,
     /// How long an accepted hold invoice waits for its payee to settle:

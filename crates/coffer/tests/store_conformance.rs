@@ -513,6 +513,25 @@ async fn commerce_rows(store: &dyn Store) {
     assert!(!store.read(|tx| tx.escrows_due(4_999)).await.expect("a read"));
     let due = store.read(|tx| tx.due_escrows(9_000, 10)).await.expect("a read");
     assert_eq!(due.iter().map(|e| e.payment_id.as_str()).collect::<Vec<_>>(), ["pay_early", "pay_late"]);
+    // A hold paid from outside waits at the backend's node: the agents'
+    // sweep does not see it, the outside sweep sees only such holds.
+    let outside = EscrowRecord {
+        kind: EscrowKind::Hold,
+        payer_agent_id: OUTSIDE_PAYER.into(),
+        on_timeout: coffer_client::Outcome::Refund,
+        ..escrow("out_1", 4, 4_000)
+    };
+    let write = outside.clone();
+    store.write(move |tx| tx.insert_escrow(&write)).await.expect("an outside hold");
+    assert!(!store.read(|tx| tx.escrows_due(4_999)).await.expect("a read"), "not an agent's escrow");
+    let due = store.read(|tx| tx.due_escrows(9_000, 10)).await.expect("a read");
+    assert_eq!(due.iter().map(|e| e.payment_id.as_str()).collect::<Vec<_>>(), ["pay_early", "pay_late"]);
+    assert!(store.read(|tx| tx.due_outside_holds(3_999, 10)).await.expect("a read").is_empty());
+    let due = store.read(|tx| tx.due_outside_holds(9_000, 10)).await.expect("a read");
+    assert_eq!(due, vec![outside.clone()]);
+    let write = EscrowRecord { status: EscrowStatus::Refunded, resolved_at_ms: Some(4_500), ..outside.clone() };
+    assert!(store.write(move |tx| tx.update_escrow(&write, EscrowStatus::Held)).await.expect("updated"));
+    assert!(store.read(|tx| tx.due_outside_holds(9_000, 10)).await.expect("a read").is_empty(), "held ones only");
     let released = EscrowRecord {
         status: EscrowStatus::Released,
         resolved_at_ms: Some(6_000),

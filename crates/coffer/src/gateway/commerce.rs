@@ -41,7 +41,11 @@ impl Gateway {
     /// sees the preimage.
     pub async fn settle_hold(&self, caller: &AgentKey, payment_hash_hex: &str) -> Result<Ended, Error> {
         caller.require(Scope::Receive)?;
-        let (hash, payee, now_ms) = (parse_hash(payment_hash_hex)?, caller.agent_id.clone(), self.now_ms());
+        let hash = parse_hash(payment_hash_hex)?;
+        if let Some(outside) = self.outside_hold(hash).await? {
+            return self.settle_outside_hold(&caller.agent_id, outside).await;
+        }
+        let (payee, now_ms) = (caller.agent_id.clone(), self.now_ms());
         let ended = self.store.write(move |tx| escrow::settle(tx, &payee, &hash, now_ms)).await?;
         self.announce_request(&hash).await;
         Ok(ended)
@@ -51,7 +55,11 @@ impl Gateway {
     /// refunded in full.
     pub async fn cancel_hold(&self, caller: &AgentKey, payment_hash_hex: &str) -> Result<Ended, Error> {
         caller.require(Scope::Receive)?;
-        let (hash, payee, now_ms) = (parse_hash(payment_hash_hex)?, caller.agent_id.clone(), self.now_ms());
+        let hash = parse_hash(payment_hash_hex)?;
+        if let Some(outside) = self.outside_hold(hash).await? {
+            return self.cancel_outside_hold(&caller.agent_id, outside).await;
+        }
+        let (payee, now_ms) = (caller.agent_id.clone(), self.now_ms());
         let ended = self.store.write(move |tx| escrow::cancel(tx, &payee, &hash, now_ms)).await?;
         self.announce_request(&hash).await;
         Ok(ended)
@@ -266,11 +274,13 @@ impl Gateway {
     }
 
     /// Applies the deadlines: held escrows and holds past theirs end by
-    /// their rule, sessions past their expiry close. Run by a background
+    /// their rule (a hold paid from outside is cancelled at the backend
+    /// first), sessions past their expiry close. Run by a background
     /// task on every instance (each ends once: the store's conditional
     /// updates); writes only when one is due. Answers how many ended.
     pub async fn expire_commerce(&self) -> Result<u64, Error> {
-        let mut ended = 0;
+        // Holds paid from outside end at the backend first.
+        let mut ended = self.expire_outside_holds().await?;
         for _ in 0..COMMERCE_SWEEP_BATCHES_PER_STEP_MAX {
             let now = self.now_ms();
             let due = self.store.read(move |tx| Ok((tx.escrows_due(now)?, tx.sessions_due(now)?))).await?;

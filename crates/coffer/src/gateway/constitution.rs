@@ -111,6 +111,7 @@ impl Gateway {
         };
         if let ApprovalOutcome::Paid(_, payment) = &outcome {
             self.announce_request(&payment.payment_hash).await;
+            self.close_backend_hold_paid_inside(payment).await;
         }
         match &outcome {
             ApprovalOutcome::Released(a) if approve && a.status == ApprovalStatus::Expired => {

@@ -265,7 +265,8 @@ impl Gateway {
     }
 
     /// One round of the deposit watcher: credits every watched invoice the
-    /// backend reports paid. Returns how many were credited.
+    /// backend reports paid, and accepts every hold invoice it reports
+    /// held. Returns how many were credited.
     pub async fn credit_deposits(&self) -> Result<usize, Error> {
         let Some(funding) = &self.funding else { return Ok(0) };
         let now = self.now_ms();
@@ -278,6 +279,15 @@ impl Gateway {
         self.watch_cursor.store(last.unwrap_or(0), std::sync::atomic::Ordering::Relaxed);
         let mut credited = 0;
         for invoice in watched {
+            if invoice.hold_secs.is_some() {
+                // A hold invoice of the backend: accepted, not credited,
+                // when paid (see `outside_holds`).
+                if let Err(e) = self.watch_outside_hold(&invoice).await? {
+                    tracing::warn!(payment_hash = %hex::encode(invoice.payment_hash), error = %e, "looking up a hold invoice failed");
+                    break;
+                }
+                continue;
+            }
             match funding.lookup_invoice(invoice.payment_hash).await {
                 Ok(InvoiceState::Paid) => {
                     let (hash, now_ms) = (invoice.payment_hash, self.now_ms());

@@ -11,6 +11,7 @@ mod events;
 pub mod l402;
 mod lightning;
 pub mod ops;
+mod outside_holds;
 mod rate;
 pub mod retention;
 pub mod text;
@@ -471,8 +472,11 @@ impl Gateway {
     }
 
     /// A new invoice of the caller's. `hold_secs`: a hold invoice, which
-    /// waits that long for its payee to settle once it is paid. A hold
-    /// invoice is signed by coffer's own key: payable inside this gateway.
+    /// waits that long for its payee to settle once it is paid. With a
+    /// backend that has hold invoices (LND, an NWC wallet with NIP-47's hold
+    /// methods) the backend's node makes it, payable from outside and inside
+    /// (see `outside_holds`); otherwise it is signed by coffer's own key:
+    /// payable inside this gateway only.
     pub async fn create_invoice(
         &self,
         caller: &AgentKey,
@@ -491,7 +495,7 @@ impl Gateway {
                 }
                 let mut signed = self.sign_invoice(&caller.agent_id, amount_msat, memo, expiry_secs, None)?;
                 signed.hold_secs = Some(hold_secs);
-                signed
+                self.backend_hold_invoice(signed).await?
             }
         };
         let (stored, quotas) = (record.clone(), self.quotas());
@@ -729,6 +733,7 @@ impl Gateway {
         match self.store.write(move |tx| crate::payment::internal::pay(tx, pay)).await? {
             PayAttempt::Paid(payment) => {
                 self.announce_request(&payment.payment_hash).await;
+                self.close_backend_hold_paid_inside(&payment).await;
                 Ok(PayOutcome::Paid(payment))
             }
             PayAttempt::Held(approval) => Ok(PayOutcome::Held(approval)),

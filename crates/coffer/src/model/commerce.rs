@@ -28,6 +28,12 @@ const _: () = assert!(SESSION_CHARGES_SHOWN_MAX <= SESSION_CHARGES_MAX);
 // A deadline in milliseconds from any time this side of year 2200 fits i64.
 const _: () = assert!((ESCROW_SECS_MAX as i64) * 1000 < i64::MAX / 1024);
 
+/// The payer of a hold invoice paid from outside the gateway, through the
+/// Lightning backend's node (`escrows.payer_agent_id`): no agent's wallet
+/// is reserved, the money waits at the node until coffer settles or
+/// cancels it there. Agent ids start with `agt_`, so no agent has this id.
+pub const OUTSIDE_PAYER: &str = "outside";
+
 /// Who settles money that waits: the payee (a hold invoice) or the payer
 /// (an escrow).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -23,8 +23,8 @@ use crate::error::Error;
 use crate::events::kind::{Paid, Refunded};
 use crate::events::{self, Event};
 use crate::model::{
-    AuditEntry, EscrowKind, EscrowRecord, EscrowStatus, EscrowTerms, InvoiceRecord, Payer, PaymentRecord,
-    StoredInvoiceStatus, outcome_str,
+    AuditEntry, EscrowKind, EscrowRecord, EscrowStatus, EscrowTerms, InvoiceRecord, OUTSIDE_PAYER, Payer,
+    PaymentRecord, StoredInvoiceStatus, outcome_str,
 };
 use crate::store::Tx;
 use coffer_client::{Outcome, PaymentStatus};
@@ -126,6 +126,7 @@ pub fn accept(tx: &mut dyn Tx, a: Accept<'_>) -> Result<PaymentRecord, Error> {
 /// payer gets the preimage.
 pub fn settle(tx: &mut dyn Tx, payee: &str, hash: &[u8; 32], now_ms: i64) -> Result<Ended, Error> {
     let escrow = tx.escrow_by_hash(hash)?.filter(|e| e.payee_agent_id == payee).ok_or(Error::NotFound("hold"))?;
+    refuse_outside(&escrow)?;
     if escrow.kind != EscrowKind::Hold {
         return Err(Error::InvalidState(
             "an escrowed payment is released by its payer, not settled by its payee".into(),
@@ -143,6 +144,7 @@ pub fn settle(tx: &mut dyn Tx, payee: &str, hash: &[u8; 32], now_ms: i64) -> Res
 /// escrow it gives back): the payer is refunded in full.
 pub fn cancel(tx: &mut dyn Tx, payee: &str, hash: &[u8; 32], now_ms: i64) -> Result<Ended, Error> {
     let escrow = tx.escrow_by_hash(hash)?.filter(|e| e.payee_agent_id == payee).ok_or(Error::NotFound("hold"))?;
+    refuse_outside(&escrow)?;
     finish(tx, escrow, Outcome::Refund, payee, now_ms)
 }
 
@@ -202,6 +204,15 @@ pub fn expire_due(tx: &mut dyn Tx, now_ms: i64, limit: u32) -> Result<u64, Error
         }
     }
     Ok(ended)
+}
+
+/// A hold paid from outside is settled or cancelled at the backend first
+/// (`payment::outside_hold`), never here: no agent's reservation backs it.
+fn refuse_outside(escrow: &EscrowRecord) -> Result<(), Error> {
+    if escrow.payer_agent_id == OUTSIDE_PAYER {
+        return Err(Error::InvalidState("paid from outside: settled or cancelled through the Lightning backend".into()));
+    }
+    Ok(())
 }
 
 fn payers_escrow(tx: &mut dyn Tx, payer: &str, payment_id: &str) -> Result<EscrowRecord, Error> {

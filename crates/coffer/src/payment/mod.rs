@@ -16,7 +16,9 @@
 //!   a payment into escrow) until it is released or refunded;
 //! - `session`: metered sessions (a maximum reserved, charges against it,
 //!   the rest returned);
-//! - `refund`: a payee giving (part of) a payment back.
+//! - `refund`: a payee giving (part of) a payment back;
+//! - `outside_hold`: a hold invoice paid from outside through the Lightning
+//!   backend (accepted, settled and cancelled as the backend reports).
 //!
 //! The imports go one way (no circle):
 //!
@@ -27,6 +29,7 @@
 //! internal, outside ──> approval, chain, decision
 //! escrow, session, refund ──> chain, decision
 //! approval ──> chain
+//! outside_hold ──> escrow (its `Ended`)
 //! incoming, chain, decision ──> (the store and the model only)
 //! ```
 //!
@@ -42,6 +45,7 @@ pub mod incoming;
 pub mod internal;
 pub mod l402;
 pub mod outside;
+pub mod outside_hold;
 pub mod refund;
 pub mod session;
 

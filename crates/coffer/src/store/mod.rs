@@ -283,10 +283,18 @@ pub trait Tx {
     /// Writes an escrow's status and resolution, only while it is in
     /// status `from`: `false` if another decision came first.
     fn update_escrow(&mut self, escrow: &EscrowRecord, from: EscrowStatus) -> Result<bool, Error>;
-    /// Whether a held escrow's deadline has come.
+    /// Whether a held escrow's deadline has come (an agent's: not a hold
+    /// paid from outside, [`OUTSIDE_PAYER`](crate::model::OUTSIDE_PAYER),
+    /// whose deadline the backend's node applies first).
     fn escrows_due(&mut self, now_ms: i64) -> Result<bool, Error>;
-    /// Held escrows past their deadline, the oldest deadline first.
+    /// Held escrows of agents past their deadline, the oldest deadline
+    /// first (not the holds paid from outside).
     fn due_escrows(&mut self, now_ms: i64, limit: u32) -> Result<Vec<EscrowRecord>, Error>;
+    /// Held holds paid from outside (payer
+    /// [`OUTSIDE_PAYER`](crate::model::OUTSIDE_PAYER)) past their deadline,
+    /// the oldest deadline first: each is cancelled at the backend, then
+    /// here.
+    fn due_outside_holds(&mut self, now_ms: i64, limit: u32) -> Result<Vec<EscrowRecord>, Error>;
     /// Escrows the agent pays or is paid by (or all), in a status (or any),
     /// newest first.
     fn escrows(

@@ -945,16 +945,24 @@ impl Tx for SqlTx<'_> {
     }
 
     fn escrows_due(&mut self, now_ms: i64) -> Result<bool, Error> {
-        let sql = "SELECT 1 FROM escrows WHERE status = 'held' AND deadline_at <= ?1 LIMIT 1";
-        Ok(self.row(sql, args![now_ms], |r| r.i64(0))?.is_some())
+        let sql = "SELECT 1 FROM escrows WHERE status = 'held' AND deadline_at <= ?1 AND payer_agent_id <> ?2 LIMIT 1";
+        Ok(self.row(sql, args![now_ms, OUTSIDE_PAYER], |r| r.i64(0))?.is_some())
     }
 
     fn due_escrows(&mut self, now_ms: i64, limit: u32) -> Result<Vec<EscrowRecord>, Error> {
         let sql = format!(
-            "SELECT {ESCROW_COLUMNS} WHERE status = 'held' AND deadline_at <= ?1 \
-             ORDER BY deadline_at, payment_id LIMIT ?2"
+            "SELECT {ESCROW_COLUMNS} WHERE status = 'held' AND deadline_at <= ?1 AND payer_agent_id <> ?2 \
+             ORDER BY deadline_at, payment_id LIMIT ?3"
         );
-        self.rows(&sql, args![now_ms, limit_rows(limit)], rows::escrow)
+        self.rows(&sql, args![now_ms, OUTSIDE_PAYER, limit_rows(limit)], rows::escrow)
+    }
+
+    fn due_outside_holds(&mut self, now_ms: i64, limit: u32) -> Result<Vec<EscrowRecord>, Error> {
+        let sql = format!(
+            "SELECT {ESCROW_COLUMNS} WHERE status = 'held' AND deadline_at <= ?1 AND payer_agent_id = ?2 \
+             ORDER BY deadline_at, payment_id LIMIT ?3"
+        );
+        self.rows(&sql, args![now_ms, OUTSIDE_PAYER, limit_rows(limit)], rows::escrow)
     }
 
     fn escrows(
