@@ -93,10 +93,7 @@ impl Gateway {
     /// The deposit watcher's look at one open hold invoice of the backend:
     /// accepted there, it is accepted here. `Err` only when the backend did
     /// not answer (the watcher stops its round).
-    pub(super) async fn watch_outside_hold(
-        &self,
-        invoice: &InvoiceRecord,
-    ) -> Result<Result<(), LnError>, Error> {
+    pub(super) async fn watch_outside_hold(&self, invoice: &InvoiceRecord) -> Result<Result<(), LnError>, Error> {
         let Some(hold) = self.hold_backend() else { return Ok(Ok(())) };
         let hash = invoice.payment_hash;
         let amount = match hold.lookup_hold_invoice(hash).await {

@@ -210,7 +210,9 @@ pub fn expire_due(tx: &mut dyn Tx, now_ms: i64, limit: u32) -> Result<u64, Error
 /// (`payment::outside_hold`), never here: no agent's reservation backs it.
 fn refuse_outside(escrow: &EscrowRecord) -> Result<(), Error> {
     if escrow.payer_agent_id == OUTSIDE_PAYER {
-        return Err(Error::InvalidState("paid from outside: settled or cancelled through the Lightning backend".into()));
+        return Err(Error::InvalidState(
+            "paid from outside: settled or cancelled through the Lightning backend".into(),
+        ));
     }
     Ok(())
 }

@@ -45,7 +45,12 @@ pub fn payment_id(payment_hash: &[u8; 32]) -> String {
 /// `now_ms + hold_secs`. `None` if the invoice is not open any more (an
 /// agent paid it inside first, or it expired): the caller cancels the
 /// backend's hold, so the outside payer gets its money back.
-pub fn accept(tx: &mut dyn Tx, payment_hash: &[u8; 32], held: Msat, now_ms: i64) -> Result<Option<EscrowRecord>, Error> {
+pub fn accept(
+    tx: &mut dyn Tx,
+    payment_hash: &[u8; 32],
+    held: Msat,
+    now_ms: i64,
+) -> Result<Option<EscrowRecord>, Error> {
     let Some((invoice, _)) = tx.invoice(payment_hash)? else { return Ok(None) };
     let (Some(hold_secs), Some(_)) = (invoice.hold_secs, invoice.backend.as_deref()) else {
         return Err(Error::Internal("an outside hold of an invoice that is not a backend's hold invoice".into()));
