@@ -36,7 +36,7 @@ use crate::lightning::{HoldInvoices, HoldState, LnError};
 use crate::model::{COMMERCE_SWEEP_BATCH_MAX, EscrowRecord, InvoiceRecord, PaymentRecord};
 use crate::payment::bolt11::ParsedInvoice;
 use crate::payment::escrow::Ended;
-use crate::payment::outside_hold;
+use crate::payment::outside_hold::{self, Acceptance};
 use coffer_client::PaymentStatus;
 
 /// Blocks of margin on the final hop's CLTV delta of a hold invoice, past
@@ -109,10 +109,10 @@ impl Gateway {
         };
         let now_ms = self.now_ms();
         match self.store.write(move |tx| outside_hold::accept(tx, &hash, amount, now_ms)).await {
-            Ok(Some(_)) => {}
+            Ok(Acceptance::Accepted(_) | Acceptance::Already) => {}
             // An agent paid it inside first: the outside payment is given
             // back at once rather than locked until the node gives up on it.
-            Ok(None) => self.cancel_backend_hold(hash, "an agent paid it inside first").await,
+            Ok(Acceptance::Lost) => self.cancel_backend_hold(hash, "it is not open any more").await,
             Err(Error::Backend(why)) => {
                 tracing::warn!(payment_hash = %hex::encode(hash), "an outside hold not accepted: {why}");
             }

@@ -40,18 +40,24 @@ pub fn payment_id(payment_hash: &[u8; 32]) -> String {
     format!("out_{}", hex::encode(payment_hash))
 }
 
+/// What became of an outside payment the backend holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Acceptance {
+    /// Accepted now: the hold waits for its payee.
+    Accepted(EscrowRecord),
+    /// Accepted already (another instance's watcher came first).
+    Already,
+    /// The invoice is not open any more (an agent paid it inside first, or
+    /// it expired): the caller cancels the backend's hold, so the outside
+    /// payer gets its money back.
+    Lost,
+}
+
 /// The backend holds a payment of `held` for a hold invoice of this
 /// gateway: the invoice becomes `accepted` and waits for its payee until
-/// `now_ms + hold_secs`. `None` if the invoice is not open any more (an
-/// agent paid it inside first, or it expired): the caller cancels the
-/// backend's hold, so the outside payer gets its money back.
-pub fn accept(
-    tx: &mut dyn Tx,
-    payment_hash: &[u8; 32],
-    held: Msat,
-    now_ms: i64,
-) -> Result<Option<EscrowRecord>, Error> {
-    let Some((invoice, _)) = tx.invoice(payment_hash)? else { return Ok(None) };
+/// `now_ms + hold_secs`.
+pub fn accept(tx: &mut dyn Tx, payment_hash: &[u8; 32], held: Msat, now_ms: i64) -> Result<Acceptance, Error> {
+    let Some((invoice, _)) = tx.invoice(payment_hash)? else { return Ok(Acceptance::Lost) };
     let (Some(hold_secs), Some(_)) = (invoice.hold_secs, invoice.backend.as_deref()) else {
         return Err(Error::Internal("an outside hold of an invoice that is not a backend's hold invoice".into()));
     };
@@ -64,7 +70,7 @@ pub fn accept(
     }
     let (open, accepted) = (StoredInvoiceStatus::Open, StoredInvoiceStatus::Accepted);
     if !tx.move_invoice(payment_hash, open, accepted, Some(OUTSIDE_PAYER), None)? {
-        return Ok(None);
+        return Ok(if find(tx, payment_hash)?.is_some() { Acceptance::Already } else { Acceptance::Lost });
     }
     let escrow = EscrowRecord {
         payment_id: payment_id(payment_hash),
@@ -83,7 +89,7 @@ pub fn accept(
     tx.insert_escrow(&escrow)?;
     tx.audit(&entry(&escrow, "hold.accepted", "system", now_ms))?;
     events::emit(tx, &Event::InvoiceAccepted(escrow.clone()), now_ms)?;
-    Ok(Some(escrow))
+    Ok(Acceptance::Accepted(escrow))
 }
 
 /// The hold of `payment_hash` paid from outside, if there is one.
