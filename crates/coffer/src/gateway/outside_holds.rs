@@ -109,7 +109,8 @@ impl Gateway {
         };
         let now_ms = self.now_ms();
         match self.store.write(move |tx| outside_hold::accept(tx, &hash, amount, now_ms)).await {
-            Ok(Acceptance::Accepted(_) | Acceptance::Already) => {}
+            Ok(Acceptance::Accepted(_)) => self.announce_request(&hash).await,
+            Ok(Acceptance::Already) => {}
             // An agent paid it inside first: the outside payment is given
             // back at once rather than locked until the node gives up on it.
             Ok(Acceptance::Lost) => self.cancel_backend_hold(hash, "it is not open any more").await,
@@ -235,9 +236,7 @@ impl Gateway {
                     }
                 })
                 .await?;
-            if settled {
-                self.announce_request(&hash).await;
-            }
+            self.announce_request(&hash).await;
             ended += 1;
         }
         Ok(ended)
