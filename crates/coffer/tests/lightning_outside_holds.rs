@@ -13,9 +13,14 @@
 //! nothing; a backend error on settle or cancel changes nothing and a retry
 //! works; past the deadline the sweep cancels at the backend (or, when the
 //! backend already settled, credits once); an inside payment and an outside
-//! one never both win. After each, `coffer audit` passes.
+//! one never both win; a SIGKILL with a hold open does not lose its
+//! deadline. On a backend without hold invoices (LNbits, here its scripted
+//! stand-in) a hold invoice is signed by coffer as before, payable inside
+//! only. After each, `coffer audit` passes.
 
 mod common;
+#[path = "common/fake_lnbits.rs"]
+mod fake_lnbits;
 #[path = "common/fake_lnd.rs"]
 mod fake_lnd;
 
@@ -290,5 +295,41 @@ async fn an_inside_payment_and_an_outside_one_never_both_win() {
     // The first one, settled: the payee has both, each once.
     payee.settle_invoice(&first.payment_hash).await.expect("settling the outside hold");
     assert_eq!(balance(&payee).await, (45_000, 0));
+    assert_audit(&gw).await;
+}
+
+#[tokio::test]
+async fn an_outside_hold_open_across_a_sigkill_still_ends_at_its_deadline() {
+    let (lnd, mut gw) = start().await;
+    let created = gw.operator().create_agent("seller").await.expect("creating an agent");
+    let payee = gw.client(&created.key);
+    let invoice = hold_invoice(&payee, 9_000, 2).await;
+    paid_from_outside(&lnd, &payee, &invoice).await;
+    gw.kill9().await;
+    gw.restart().await;
+    let payee = gw.client(&created.key);
+    status_reaches(&payee, &invoice, InvoiceStatus::Cancelled).await;
+    assert_eq!(lnd.state(&hash(&invoice)), "CANCELED");
+    assert_eq!(balance(&payee).await, (0, 0));
+    assert_eq!(events_of(&gw, "invoice.cancelled", &invoice).await.len(), 1, "ended once");
+    assert_audit(&gw).await;
+}
+
+#[tokio::test]
+async fn without_hold_invoices_at_the_backend_coffer_signs_the_hold_invoice() {
+    let (fake, url) = fake_lnbits::Fake::start().await;
+    let gw = fake_lnbits::start_gateway(&url).await;
+    let (_, payee) = agent(&gw, "seller").await;
+    let invoice = hold_invoice(&payee, 5_000, 600).await;
+    assert!(invoice.hold);
+    // LNbits made no invoice for it: coffer's own key signed it, so only
+    // agents of this gateway can pay it.
+    assert!(!fake.script.lock().unwrap().invoices.contains_key(&invoice.payment_hash));
+    let (_, buyer) = fake_lnbits::funded_agent(&gw, &fake, 20_000).await;
+    let held = pay(&buyer, &invoice.bolt11, None, "inside").await;
+    assert_eq!(held.status, PaymentStatus::Held);
+    payee.settle_invoice(&invoice.payment_hash).await.expect("settling inside");
+    assert_eq!(balance(&payee).await, (5_000, 0));
+    assert_eq!(fake.total_pay_calls(), 0, "nothing went to the backend");
     assert_audit(&gw).await;
 }
