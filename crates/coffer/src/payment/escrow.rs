@@ -68,8 +68,11 @@ pub struct Accept<'a> {
     pub purpose: &'a str,
     pub invoice: &'a InvoiceRecord,
     pub waiting: Waiting,
-    /// Already reserved (an approved hold moves on from its reservation).
-    pub reserved: bool,
+    /// When the amount was reserved and counted in the budgets, if it was
+    /// already (an approved hold moves on from its reservation): the
+    /// escrow's `created_at_ms`, so that a refund gives the budget back in
+    /// the window that counted it.
+    pub reserved_at_ms: Option<i64>,
     pub now_ms: i64,
 }
 
@@ -77,7 +80,7 @@ pub struct Accept<'a> {
 /// payment `held`; the payer learns no preimage yet.
 pub fn accept(tx: &mut dyn Tx, a: Accept<'_>) -> Result<PaymentRecord, Error> {
     let amount = a.invoice.amount;
-    if !a.reserved {
+    if a.reserved_at_ms.is_none() {
         let mut balance = tx.balance(a.payer.account)?;
         ledger::reserve(a.payer.account, &mut balance, amount)?;
         tx.save_balance(a.payer.account, &balance)?;
@@ -112,7 +115,7 @@ pub fn accept(tx: &mut dyn Tx, a: Accept<'_>) -> Result<PaymentRecord, Error> {
         status: EscrowStatus::Held,
         on_timeout: a.waiting.on_timeout,
         deadline_at_ms: a.waiting.deadline_at_ms,
-        created_at_ms: a.now_ms,
+        created_at_ms: a.reserved_at_ms.unwrap_or(a.now_ms),
         resolved_at_ms: None,
         resolved_by: None,
     };

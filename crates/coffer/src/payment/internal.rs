@@ -78,7 +78,7 @@ pub fn pay(tx: &mut dyn Tx, pay: PayInternal) -> Result<PayAttempt, Error> {
                         purpose: &pay.purpose,
                         invoice: &invoice,
                         waiting,
-                        reserved: false,
+                        reserved_at_ms: None,
                         now_ms: pay.now_ms,
                     };
                     escrow::accept(tx, accept)?
@@ -290,7 +290,7 @@ pub fn decide_held(
                 purpose: &approval.purpose,
                 invoice: &invoice,
                 waiting,
-                reserved: true,
+                reserved_at_ms: Some(approval.created_at_ms),
                 now_ms,
             };
             escrow::accept(tx, accept)?
