@@ -119,17 +119,29 @@ pub(crate) fn trip_if_needed(tx: &mut dyn Tx, chain: &mut [AgentState], now_ms: 
     events::emit(tx, &Event::AgentFrozen { agent_id, reason }, now_ms)
 }
 
+/// The id of what an earlier request of `agent_id` under the same
+/// idempotency key made (a payment, a hold, a charge, a refund), if there
+/// was one; the same key with another request is a conflict.
+pub(crate) fn earlier_target(
+    tx: &mut dyn Tx,
+    agent_id: &str,
+    idempotency: Option<&Idempotency>,
+) -> Result<Option<String>, Error> {
+    let Some(idem) = idempotency else { return Ok(None) };
+    let Some((digest, target)) = tx.idempotency(agent_id, &idem.key)? else { return Ok(None) };
+    if digest != idem.request_digest {
+        return Err(Error::IdempotencyConflict);
+    }
+    Ok(Some(target))
+}
+
 /// The answer an earlier request with the same idempotency key got.
 pub(crate) fn replay(
     tx: &mut dyn Tx,
     agent_id: &str,
     idempotency: Option<&Idempotency>,
 ) -> Result<Option<PayAttempt>, Error> {
-    let Some(idem) = idempotency else { return Ok(None) };
-    let Some((digest, target)) = tx.idempotency(agent_id, &idem.key)? else { return Ok(None) };
-    if digest != idem.request_digest {
-        return Err(Error::IdempotencyConflict);
-    }
+    let Some(target) = earlier_target(tx, agent_id, idempotency)? else { return Ok(None) };
     let missing = || Error::Internal(format!("idempotency key names a missing record {target}"));
     if !target.starts_with(APPROVAL_PREFIX) {
         return tx.payment(&target)?.map(PayAttempt::Paid).map(Some).ok_or_else(missing);

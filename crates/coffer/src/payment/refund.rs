@@ -116,11 +116,7 @@ pub fn refund(tx: &mut dyn Tx, r: Refund<'_>) -> Result<RefundRecord, Error> {
 }
 
 fn replay(tx: &mut dyn Tx, r: &Refund<'_>) -> Result<Option<RefundRecord>, Error> {
-    let Some(idem) = r.idempotency else { return Ok(None) };
-    let Some((digest, target)) = tx.idempotency(r.payee_agent_id, &idem.key)? else { return Ok(None) };
-    if digest != idem.request_digest {
-        return Err(Error::IdempotencyConflict);
-    }
+    let Some(target) = super::chain::earlier_target(tx, r.payee_agent_id, r.idempotency)? else { return Ok(None) };
     let missing = || Error::Internal(format!("idempotency key names a missing refund {target}"));
     tx.refund(&target)?.map(Some).ok_or_else(missing)
 }

@@ -10,7 +10,8 @@
 //! counted when the session opened.
 
 use super::chain::{
-    count_spend, load_chain, observe_denial, observe_payment, save_policed, trip_if_needed, uncount_spend,
+    count_spend, earlier_target, load_chain, observe_denial, observe_payment, save_policed, trip_if_needed,
+    uncount_spend,
 };
 use super::decision::{Verdict, decide, stop};
 use crate::error::Error;
@@ -191,11 +192,7 @@ pub fn charge(tx: &mut dyn Tx, c: Charge<'_>) -> Result<(SessionRecord, ChargeRe
 }
 
 fn replay(tx: &mut dyn Tx, c: &Charge<'_>) -> Result<Option<(SessionRecord, ChargeRecord)>, Error> {
-    let Some(idem) = c.idempotency else { return Ok(None) };
-    let Some((digest, target)) = tx.idempotency(c.payee_agent_id, &idem.key)? else { return Ok(None) };
-    if digest != idem.request_digest {
-        return Err(Error::IdempotencyConflict);
-    }
+    let Some(target) = earlier_target(tx, c.payee_agent_id, c.idempotency)? else { return Ok(None) };
     let missing = || Error::Internal(format!("idempotency key names a missing charge {target}"));
     let charge = tx.charge(&target)?.ok_or_else(missing)?;
     let session = tx.session(&charge.session_id)?.ok_or_else(missing)?;
