@@ -8,6 +8,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod signing;
 pub mod types;
 
 use bytes::Bytes;
@@ -27,6 +28,8 @@ pub enum Error {
     Transport(reqwest::Error),
     /// The gateway answered something that is not the expected JSON.
     Decode { status: u16, message: String },
+    /// The request could not be signed (see [`Client::with_signer`]).
+    Signing(String),
 }
 
 impl fmt::Display for Error {
@@ -35,6 +38,7 @@ impl fmt::Display for Error {
             Error::Problem(p) => write!(f, "{} ({}): {}", p.title, p.status, p.detail),
             Error::Transport(e) => write!(f, "request failed: {e}"),
             Error::Decode { status, message } => write!(f, "unexpected answer ({status}): {message}"),
+            Error::Signing(why) => write!(f, "signing the request: {why}"),
         }
     }
 }
@@ -88,6 +92,29 @@ pub enum PayOutcome {
     Held(Approval),
 }
 
+/// Adds the signature headers to a built request. The body is one buffer
+/// here (every body this client sends is JSON it serialized).
+fn sign(signer: &signing::Signer, request: &mut reqwest::Request) -> Result<(), Error> {
+    use reqwest::header::{HeaderName, HeaderValue};
+    let body = request.body().and_then(|b| b.as_bytes()).unwrap_or_default();
+    let idempotency_key = request.headers().get("idempotency-key").and_then(|v| v.to_str().ok());
+    let signed = signer
+        .sign(request.method().as_str(), request.url().as_str(), body, idempotency_key)
+        .map_err(|e| Error::Signing(e.to_string()))?;
+    let headers = [
+        ("signature-input", Some(signed.signature_input)),
+        ("signature", Some(signed.signature)),
+        ("content-digest", signed.content_digest),
+    ];
+    for (name, value) in headers {
+        let Some(value) = value else { continue };
+        let value = HeaderValue::from_str(&value)
+            .map_err(|e| Error::Signing(e.to_string()))?;
+        request.headers_mut().insert(HeaderName::from_static(name), value);
+    }
+    Ok(())
+}
+
 /// One gateway, one secret (an agent key or the operator token).
 #[derive(Clone)]
 pub struct Client {
@@ -97,6 +124,9 @@ pub struct Client {
     fetch_http: reqwest::Client,
     base_url: String,
     authorization: String,
+    /// Signs every request that may change something, when set
+    /// ([`Client::with_signer`]).
+    signer: Option<std::sync::Arc<signing::Signer>>,
 }
 
 impl fmt::Debug for Client {
@@ -119,7 +149,15 @@ impl Client {
     /// Shares one connection pool between several clients (many agents).
     pub fn with_http(http: reqwest::Client, base_url: &str, secret: &str) -> Client {
         let base_url = base_url.trim_end_matches('/').to_owned();
-        Client { fetch_http: http.clone(), http, base_url, authorization: format!("Bearer {secret}") }
+        Client { fetch_http: http.clone(), http, base_url, authorization: format!("Bearer {secret}"), signer: None }
+    }
+
+    /// Signs every request but GET and HEAD with `signer` (RFC 9421; see
+    /// [`signing`]): what an agent whose signing key is `required` must do
+    /// to spend.
+    pub fn with_signer(mut self, signer: std::sync::Arc<signing::Signer>) -> Client {
+        self.signer = Some(signer);
+        self
     }
 
     /// Fetches URLs outside the gateway with `http` (a gateway fetching
@@ -145,7 +183,13 @@ impl Client {
     }
 
     async fn send_raw(&self, request: RequestBuilder) -> Result<(StatusCode, Bytes), Error> {
-        let response = request.send().await.map_err(Error::Transport)?;
+        let mut request = request.build().map_err(Error::Transport)?;
+        if let Some(signer) = &self.signer
+            && !matches!(*request.method(), Method::GET | Method::HEAD)
+        {
+            sign(signer, &mut request)?;
+        }
+        let response = self.http.execute(request).await.map_err(Error::Transport)?;
         let status = response.status();
         let body = response.bytes().await.map_err(Error::Transport)?;
         if status.is_client_error() || status.is_server_error() {
@@ -188,6 +232,27 @@ impl Client {
 
     pub async fn create_key(&self, agent_id: &str, scope: Scope) -> Result<KeyCreated, Error> {
         self.post(&format!("/v1/agents/{agent_id}/keys"), &CreateKeyRequest { scope, expires_at: None }).await
+    }
+
+    /// Registers a public key the agent signs requests with (RFC 9421);
+    /// `required`: from now on its writes must be signed.
+    pub async fn create_signing_key(
+        &self,
+        agent_id: &str,
+        request: &CreateSigningKeyRequest,
+    ) -> Result<SigningKey, Error> {
+        self.post(&format!("/v1/agents/{agent_id}/signing-keys"), request).await
+    }
+
+    /// An agent's signing keys, revoked ones included (newest first).
+    pub async fn signing_keys(&self, agent_id: &str) -> Result<Vec<SigningKey>, Error> {
+        self.get(&format!("/v1/agents/{agent_id}/signing-keys")).await
+    }
+
+    pub async fn revoke_signing_key(&self, agent_id: &str, key_id: &str) -> Result<(), Error> {
+        let path = format!("/v1/agents/{agent_id}/signing-keys/{key_id}");
+        self.send_raw(self.request(Method::DELETE, &path)).await?;
+        Ok(())
     }
 
     // The constitution.

@@ -112,6 +112,39 @@ pub struct CreateKeyRequest {
     pub expires_at: Option<String>,
 }
 
+/// A public key an agent signs its requests with (RFC 9421). The private
+/// key stays with the agent.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct CreateSigningKeyRequest {
+    /// `ed25519` (the default) or `ecdsa-p256-sha256`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alg: Option<String>,
+    /// Standard base64 of the raw public key: 32 bytes for Ed25519, the
+    /// 65-byte uncompressed point for P-256.
+    pub public_key: String,
+    /// From now on every write request of the agent must be signed (a
+    /// bearer token alone then reads but never spends).
+    #[serde(default)]
+    pub required: bool,
+}
+
+/// A registered signing key. Its `id` is the `keyid` of `Signature-Input`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(ToSchema))]
+pub struct SigningKey {
+    pub id: String,
+    pub agent_id: String,
+    pub alg: String,
+    /// Standard base64 of the raw public key.
+    pub public_key: String,
+    pub required: bool,
+    pub created_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_at: Option<String>,
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(ToSchema))]
 pub struct KeyCreated {

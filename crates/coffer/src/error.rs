@@ -70,6 +70,13 @@ pub enum Error {
         remaining: Msat,
         needed: Msat,
     },
+    /// A write request whose RFC 9421 signature is missing (`missing`) or
+    /// does not hold: `component` names the part that failed.
+    Signature {
+        component: &'static str,
+        detail: String,
+        missing: bool,
+    },
     /// The store is shutting down or overloaded: try again.
     Unavailable(&'static str),
     /// A fault of ours: storage or an invariant. Logged, never detailed to
@@ -166,6 +173,7 @@ impl fmt::Display for Error {
                 remaining.as_u64(),
                 needed.as_u64()
             ),
+            Error::Signature { component, detail, .. } => write!(f, "{component}: {detail}"),
             Error::Unavailable(why) => f.write_str(why),
             Error::Internal(_) => f.write_str("internal error"),
         }

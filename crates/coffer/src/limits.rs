@@ -44,10 +44,24 @@ pub enum Limit {
     EscrowsOpenPerAgent,
     /// Metered sessions of one payer open at once.
     SessionsOpenPerAgent,
+    /// Live signing keys of one agent ([`SIGNING_KEYS_PER_AGENT_MAX`]).
+    SigningKeysPerAgent,
+    /// Signature nonces remembered at once, against replays
+    /// ([`SIGNATURE_NONCES_MAX`]).
+    SignatureNonces,
 }
 
+/// The most live signing keys an agent holds: a few per device or runtime,
+/// and room to rotate.
+pub const SIGNING_KEYS_PER_AGENT_MAX: u32 = 16;
+/// The most nonces of signed requests remembered at once (16 bytes and a
+/// time each: about 50 MB at the bound). Each is kept for the signature's
+/// validity window; at about 3,000 signed writes a second that window holds
+/// about a million.
+pub const SIGNATURE_NONCES_MAX: usize = 1_000_000;
+
 impl Limit {
-    pub const ALL: [Limit; 16] = [
+    pub const ALL: [Limit; 18] = [
         Limit::WritesPerKey,
         Limit::WritesPerAgent,
         Limit::InvoicesOpenPerAgent,
@@ -64,6 +78,8 @@ impl Limit {
         Limit::ConnectionsTotal,
         Limit::EscrowsOpenPerAgent,
         Limit::SessionsOpenPerAgent,
+        Limit::SigningKeysPerAgent,
+        Limit::SignatureNonces,
     ];
 
     /// The stable name: snake case, unit last.
@@ -85,6 +101,8 @@ impl Limit {
             Limit::ConnectionsTotal => "connections_total",
             Limit::EscrowsOpenPerAgent => "escrows_open_per_agent",
             Limit::SessionsOpenPerAgent => "sessions_open_per_agent",
+            Limit::SigningKeysPerAgent => "signing_keys_per_agent",
+            Limit::SignatureNonces => "signature_nonces",
         }
     }
 

@@ -52,6 +52,7 @@ pub struct GatewayBuilder {
     limits: crate::limits::Limits,
     retention: crate::gateway::retention::Retention,
     egress: crate::egress::Egress,
+    public_url: Option<String>,
     clock: Arc<dyn Clock>,
     /// Run on a [`DevClock`] the operator may move forward (dev mode only).
     dev_clock: bool,
@@ -68,6 +69,7 @@ impl Default for GatewayBuilder {
             limits: crate::limits::Limits::default(),
             retention: crate::gateway::retention::Retention::default(),
             egress: crate::egress::Egress::default(),
+            public_url: None,
             clock: Arc::new(SystemClock),
             dev_clock: false,
         }
@@ -115,6 +117,13 @@ impl GatewayBuilder {
         self
     }
 
+    /// The origin clients address the gateway by, behind a proxy (see
+    /// `Settings::public_url`): `https://host[:port]`, no path.
+    pub fn public_url(mut self, url: Option<String>) -> Self {
+        self.public_url = url.filter(|u| !u.is_empty());
+        self
+    }
+
     /// The Lightning backend and network (default: dev, regtest).
     pub fn lightning(mut self, config: crate::lightning::LightningConfig) -> Self {
         self.lightning = config;
@@ -148,6 +157,7 @@ impl GatewayBuilder {
                 .map_err(|detail| Error::InvalidField { field: "COFFER_OPERATOR_TOKEN", detail })?;
         }
         self.limits.check().map_err(|detail| Error::InvalidField { field: "limits", detail })?;
+        let public_url = self.public_url.as_deref().map(check_public_url).transpose()?;
         create_private_dir(&self.data_dir)?;
         let funding = self.lightning.build().map_err(Error::Internal)?;
         let store: Arc<dyn Store> = match &self.database_url {
@@ -162,6 +172,7 @@ impl GatewayBuilder {
             limits: self.limits,
             retention: self.retention,
             egress: self.egress,
+            public_url,
         };
         let node = NodeSigner::load_or_create(&self.data_dir.join(NODE_KEY_FILE), settings.network)
             .map_err(|e| Error::internal("loading the node key", e))?;
@@ -191,6 +202,21 @@ impl GatewayBuilder {
 }
 
 /// Opens a store without starting a gateway, for `coffer audit`: the
+/// A public URL as an origin: `http(s)://host[:port]`, without a trailing
+/// slash, path, query or credentials.
+fn check_public_url(url: &str) -> Result<String, Error> {
+    let bad = |detail: &str| Error::InvalidField { field: "COFFER_PUBLIC_URL", detail: detail.into() };
+    let parsed = reqwest::Url::parse(url).map_err(|e| bad(&e.to_string()))?;
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+        return Err(bad("an http:// or https:// URL with a host"));
+    }
+    if parsed.path() != "/" || parsed.query().is_some() || !parsed.username().is_empty() || parsed.password().is_some()
+    {
+        return Err(bad("an origin only: scheme, host and port, no path, query or credentials"));
+    }
+    Ok(parsed.as_str().trim_end_matches('/').to_owned())
+}
+
 /// PostgreSQL database at `database_url`, or else the embedded store of a
 /// data folder.
 pub async fn open_store(data_dir: &Path, database_url: Option<&str>) -> Result<Arc<dyn Store>, Error> {

@@ -157,6 +157,11 @@ struct ServeArgs {
     database: Option<String>,
     #[arg(long, default_value = server::DEFAULT_LISTEN)]
     listen: SocketAddr,
+    /// The origin clients address this gateway by when a proxy in front of
+    /// it changes scheme or host (`https://pay.example`): the `@target-uri`
+    /// that signed requests cover. Default: `http://` and the request's Host.
+    #[arg(long, env = "COFFER_PUBLIC_URL")]
+    public_url: Option<String>,
     /// Sets the operator token instead of generating one.
     #[arg(long, env = "COFFER_OPERATOR_TOKEN", hide_env_values = true)]
     operator_token: Option<String>,
@@ -489,6 +494,7 @@ async fn serve(args: ServeArgs) -> CliResult {
         .limits(limits)
         .retention(retention)
         .egress(egress)
+        .public_url(args.public_url.clone())
         .data_dir(&args.data)
         .database_url(args.database.clone())
         .operator_token(args.operator_token)

@@ -13,6 +13,7 @@ mod lightning;
 pub mod ops;
 mod outside_holds;
 mod rate;
+pub mod signing;
 pub mod retention;
 pub mod text;
 
@@ -122,6 +123,11 @@ pub struct Settings {
     pub retention: retention::Retention,
     /// Where requests made on someone's behalf may go.
     pub egress: crate::egress::Egress,
+    /// The origin clients address this gateway by (`https://pay.example`),
+    /// when a proxy in front of it changes the scheme or host: the
+    /// `@target-uri` signed requests cover. `None`: `http://` and the
+    /// request's `Host`.
+    pub public_url: Option<String>,
 }
 
 pub struct Gateway {
@@ -153,6 +159,8 @@ pub struct Gateway {
     /// Counts this process's changes to `keys`: a reload that overlapped
     /// one is dropped, so it cannot undo a newer local change.
     key_changes: AtomicU64,
+    /// Agents' public keys for signed requests, cached like `keys`.
+    signing: signing::SigningKeys,
     /// Write rates, and the limit hits that feed breakers.
     throttle: rate::Throttle,
     /// Where every operation takes the time from.
@@ -173,7 +181,7 @@ impl Gateway {
         settings: Settings,
         operator: SecretDigest,
     ) -> Result<Gateway, Error> {
-        let live = store.read(|tx| tx.live_keys()).await?;
+        let (live, signing_keys) = store.read(|tx| Ok((tx.live_keys()?, tx.live_signing_keys()?))).await?;
         let keys = live.iter().map(|k| (k.digest, AgentKey::from(k))).collect();
         let node_pubkey_hex = node.pubkey().to_string().into();
         Ok(Gateway {
@@ -190,6 +198,7 @@ impl Gateway {
             watch_cursor: std::sync::atomic::AtomicI64::new(0),
             keys: RwLock::new(keys),
             key_changes: AtomicU64::new(0),
+            signing: signing::SigningKeys::load(signing_keys),
             throttle: rate::Throttle::default(),
             clock: Arc::new(SystemClock),
             dev_clock: None,
@@ -329,15 +338,21 @@ impl Gateway {
     /// instances of a shared store.
     pub async fn refresh_keys(&self) -> Result<(), Error> {
         let before = self.key_changes.load(Ordering::SeqCst);
-        let live = self.store.read(|tx| tx.live_keys()).await?;
+        let (live, signing_keys) = self.store.read(|tx| Ok((tx.live_keys()?, tx.live_signing_keys()?))).await?;
         let mut keys = self.keys.write().map_err(|_| Error::Internal("key cache poisoned".into()))?;
         // A local change during the read may be missing from it (a key
         // just created) or undone by it (a key just revoked): skip this
         // reload; the next one sees the change committed.
         if self.key_changes.load(Ordering::SeqCst) == before {
             *keys = live.iter().map(|k| (k.digest, AgentKey::from(k))).collect();
+            self.signing.replace(signing_keys)?;
         }
         Ok(())
+    }
+
+    /// Counts a change of this process to a key cache (see `key_changes`).
+    fn note_key_change(&self) {
+        self.key_changes.fetch_add(1, Ordering::SeqCst);
     }
 
     // Operator operations.

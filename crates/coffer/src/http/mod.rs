@@ -13,6 +13,7 @@ mod operator;
 pub mod problem;
 pub mod qr;
 mod rooms;
+mod signing;
 mod system;
 mod ui;
 
@@ -209,6 +210,8 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(operator::fund_agent))
         .routes(routes!(operator::create_key))
         .routes(routes!(operator::revoke_key))
+        .routes(routes!(signing::create_signing_key, signing::list_signing_keys))
+        .routes(routes!(signing::revoke_signing_key))
         .routes(routes!(operator::mint))
         .routes(routes!(operator::treasury))
         .routes(routes!(agent::wallet))
@@ -276,6 +279,7 @@ pub fn router(state: AppState, extra: Router<AppState>) -> Router {
         .fallback(|| async { Error::NotFound("route") })
         .method_not_allowed_fallback(|| async { Error::MethodNotAllowed })
         .layer(Extension(system::Spec(spec_json.into())))
+        .layer(middleware::from_fn_with_state(state.clone(), signing::check_signed_writes))
         .layer(DefaultBodyLimit::max(BODY_LEN_MAX_BYTES))
         .layer(middleware::map_response(ensure_problem))
         .with_state(state)

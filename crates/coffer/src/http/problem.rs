@@ -8,6 +8,11 @@ use coffer_client::Problem;
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
+/// `Accept-Signature` on a refused signature: the components and
+/// parameters a coffer signature needs (`content-digest` and
+/// `idempotency-key` when the request has them).
+const ACCEPT_SIGNATURE: &str = r#"coffer=("@method" "@target-uri" "content-digest");created;keyid;nonce"#;
+
 /// Status, code and title of each error kind. The code is the stable part.
 pub fn classify(e: &Error) -> (StatusCode, &'static str, &'static str) {
     use StatusCode as S;
@@ -49,6 +54,8 @@ pub fn classify(e: &Error) -> (StatusCode, &'static str, &'static str) {
         Error::InvalidState(_) => (S::CONFLICT, "invalid-state", "Not possible in this state"),
         Error::SessionExhausted { .. } => (S::CONFLICT, "session-exhausted", "Session maximum reached"),
         Error::RefundExceedsPayment { .. } => (S::CONFLICT, "refund-exceeds-payment", "Refund exceeds the payment"),
+        Error::Signature { missing: true, .. } => (S::UNAUTHORIZED, "signature-required", "Signature required"),
+        Error::Signature { .. } => (S::UNAUTHORIZED, "signature-invalid", "Signature invalid"),
         Error::Unavailable(_) => (S::SERVICE_UNAVAILABLE, "unavailable", "Service unavailable"),
         Error::Internal(_) => (S::INTERNAL_SERVER_ERROR, "internal", "Internal error"),
     }
@@ -92,6 +99,9 @@ impl IntoResponse for Error {
             Error::InvalidField { field, .. } | Error::InvalidAmount { field, .. } => {
                 p.extensions.insert("field".into(), (*field).into());
             }
+            Error::Signature { component, .. } => {
+                p.extensions.insert("component".into(), (*component).into());
+            }
             Error::InvalidPolicy(e) => {
                 p.extensions.insert("field".into(), e.field.clone().into());
             }
@@ -118,7 +128,13 @@ impl IntoResponse for Error {
         if let Error::LimitExceeded { retry_after_secs: Some(secs), .. } = &self {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(*secs));
         }
-        if status == StatusCode::UNAUTHORIZED {
+        if let Error::Signature { .. } = &self {
+            // RFC 9421 §5.1: what a signature of this gateway must cover.
+            response.headers_mut().insert(
+                header::HeaderName::from_static("accept-signature"),
+                HeaderValue::from_static(ACCEPT_SIGNATURE),
+            );
+        } else if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         response

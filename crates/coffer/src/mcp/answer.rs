@@ -36,6 +36,10 @@ pub fn explain(e: &Error) -> String {
             "error: unexpected-answer — the gateway answered HTTP {status} with something this tool \
              cannot read ({message}). Try again later; if it persists, tell a person."
         ),
+        Error::Signing(why) => format!(
+            "error: signing-failed — the request could not be signed ({why}); nothing was sent. \
+             A person must check the signing key this server was started with."
+        ),
     }
 }
 

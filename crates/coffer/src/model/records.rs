@@ -602,6 +602,20 @@ pub struct DeliveryRecord {
 }
 
 /// A key to store: its digest only, never the secret.
+/// A public key an agent signs its requests with (RFC 9421).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SigningKeyRecord {
+    pub id: String,
+    pub agent_id: String,
+    pub alg: coffer_client::signing::Alg,
+    /// The raw public key ([`coffer_client::signing::Alg::public_key_len`]).
+    pub public_key: Vec<u8>,
+    /// Every write request of the agent must then be signed.
+    pub required: bool,
+    pub created_at_ms: i64,
+    pub revoked_at_ms: Option<i64>,
+}
+
 #[derive(Clone, Debug)]
 pub struct NewKey {
     pub id: String,

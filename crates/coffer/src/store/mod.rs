@@ -180,6 +180,14 @@ pub trait Tx {
     fn live_key(&mut self, key_id: &str) -> Result<Option<KeyRecord>, Error>;
     fn live_keys(&mut self) -> Result<Vec<KeyRecord>, Error>;
     fn revoke_key(&mut self, key_id: &str, now_ms: i64) -> Result<(), Error>;
+    fn insert_signing_key(&mut self, key: &SigningKeyRecord) -> Result<(), Error>;
+    /// An agent's signing keys, revoked ones included, newest first (at most
+    /// `limit`).
+    fn signing_keys_of(&mut self, agent_id: &str, limit: u32) -> Result<Vec<SigningKeyRecord>, Error>;
+    /// Every signing key that is not revoked.
+    fn live_signing_keys(&mut self) -> Result<Vec<SigningKeyRecord>, Error>;
+    /// Revokes a live signing key of the agent; whether there was one.
+    fn revoke_signing_key(&mut self, agent_id: &str, key_id: &str, now_ms: i64) -> Result<bool, Error>;
     /// Every account's balance and the posted totals of all transfers: one
     /// snapshot, for `coffer audit`.
     fn audit_input(&mut self) -> Result<AuditInput, Error>;

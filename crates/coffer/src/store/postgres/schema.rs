@@ -357,6 +357,19 @@ CREATE INDEX refunds_by_payment ON refunds (payment_id, seq);
 ALTER TABLE invoices ADD COLUMN escrow_after_ms BIGINT CHECK (escrow_after_ms > 0);
 ALTER TABLE invoices ADD COLUMN escrow_on_timeout TEXT CHECK (escrow_on_timeout IN ('release', 'refund'));
 "#,
+    // 12: signing keys (SQLite's migration 12).
+    r#"
+CREATE TABLE signing_keys (
+    id TEXT PRIMARY KEY,
+    agent_id TEXT NOT NULL,
+    alg TEXT NOT NULL CHECK (alg IN ('ed25519', 'ecdsa-p256-sha256')),
+    public_key BYTEA NOT NULL,
+    required BOOLEAN NOT NULL,
+    created_at BIGINT NOT NULL,
+    revoked_at BIGINT
+);
+CREATE INDEX signing_keys_by_agent ON signing_keys (agent_id, created_at);
+"#,
 ];
 
 /// Applies the missing migrations, each in its own transaction. A session

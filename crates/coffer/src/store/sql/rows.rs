@@ -5,6 +5,7 @@ use super::SqlRow;
 use crate::error::Error;
 use crate::model::*;
 use crate::secrets::SecretDigest;
+use coffer_client::signing::Alg;
 use coffer_client::{PaymentStatus, Scope};
 use coffer_core::{AccountId, Balance, Msat};
 
@@ -51,6 +52,22 @@ pub fn key(r: &dyn SqlRow) -> Result<KeyRecord, Error> {
         scope: Scope::parse(&scope).ok_or_else(|| Error::Internal(format!("unknown stored scope {scope}")))?,
         digest: SecretDigest(hash32(r.blob(4)?)?),
         expires_at_ms: r.opt_i64(5)?,
+    })
+}
+
+pub const SIGNING_KEY_COLUMNS: &str =
+    "id, agent_id, alg, public_key, required, created_at, revoked_at FROM signing_keys";
+
+pub fn signing_key(r: &dyn SqlRow) -> Result<SigningKeyRecord, Error> {
+    let alg = r.text(2)?;
+    Ok(SigningKeyRecord {
+        id: r.text(0)?,
+        agent_id: r.text(1)?,
+        alg: Alg::parse(&alg).ok_or_else(|| Error::Internal(format!("unknown stored signing algorithm {alg}")))?,
+        public_key: r.blob(3)?,
+        required: r.flag(4)?,
+        created_at_ms: r.i64(5)?,
+        revoked_at_ms: r.opt_i64(6)?,
     })
 }
 

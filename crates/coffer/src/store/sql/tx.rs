@@ -571,6 +571,29 @@ impl Tx for SqlTx<'_> {
         Ok(())
     }
 
+    fn insert_signing_key(&mut self, key: &SigningKeyRecord) -> Result<(), Error> {
+        let sql = "INSERT INTO signing_keys (id, agent_id, alg, public_key, required, created_at) \
+                   VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+        let k = key;
+        self.execute(sql, args![&k.id, &k.agent_id, k.alg.as_str(), k.public_key.as_slice(), k.required, k.created_at_ms])?;
+        Ok(())
+    }
+
+    fn signing_keys_of(&mut self, agent_id: &str, limit: u32) -> Result<Vec<SigningKeyRecord>, Error> {
+        let sql = format!("SELECT {SIGNING_KEY_COLUMNS} WHERE agent_id = ?1 ORDER BY created_at DESC, id LIMIT ?2");
+        self.rows(&sql, args![agent_id, i64::from(limit)], rows::signing_key)
+    }
+
+    fn live_signing_keys(&mut self) -> Result<Vec<SigningKeyRecord>, Error> {
+        let sql = format!("SELECT {SIGNING_KEY_COLUMNS} WHERE revoked_at IS NULL");
+        self.rows(&sql, args![], rows::signing_key)
+    }
+
+    fn revoke_signing_key(&mut self, agent_id: &str, key_id: &str, now_ms: i64) -> Result<bool, Error> {
+        let sql = "UPDATE signing_keys SET revoked_at = ?3 WHERE id = ?1 AND agent_id = ?2 AND revoked_at IS NULL";
+        Ok(self.execute(sql, args![key_id, agent_id, now_ms])? == 1)
+    }
+
     fn audit_input(&mut self) -> Result<AuditInput, Error> {
         let sql = "SELECT id, debits_posted, credits_posted, debits_pending FROM accounts ORDER BY id";
         let accounts = self.rows(sql, args![], |r| Ok((AccountId(r.i64(0)?), rows::balance(r, 1)?)))?;

@@ -441,6 +441,19 @@ CREATE INDEX refunds_by_payment ON refunds (payment_id, seq);
 ALTER TABLE invoices ADD COLUMN escrow_after_ms INTEGER CHECK (escrow_after_ms > 0);
 ALTER TABLE invoices ADD COLUMN escrow_on_timeout TEXT CHECK (escrow_on_timeout IN ('release', 'refund'));
 "#,
+    // 12: public keys agents sign their requests with (RFC 9421).
+    r#"
+CREATE TABLE signing_keys (
+    id TEXT PRIMARY KEY,
+    agent_id TEXT NOT NULL,
+    alg TEXT NOT NULL CHECK (alg IN ('ed25519', 'ecdsa-p256-sha256')),
+    public_key BLOB NOT NULL,
+    required INTEGER NOT NULL CHECK (required IN (0, 1)),
+    created_at INTEGER NOT NULL,
+    revoked_at INTEGER
+) WITHOUT ROWID;
+CREATE INDEX signing_keys_by_agent ON signing_keys (agent_id, created_at);
+"#,
 ];
 
 pub fn migrate(conn: &Connection) -> Result<(), Error> {

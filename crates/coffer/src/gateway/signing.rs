@@ -1,0 +1,436 @@
+//! Keys the agent holds: public keys an agent signs its requests with
+//! (RFC 9421 HTTP Message Signatures), and the check of those signatures.
+//!
+//! Once an agent has a `required` key, every write request made with its
+//! bearer token must also be signed by one of its live keys: a token copied
+//! from a log or a prompt then reads but never spends. A signature must
+//! cover `@method` and `@target-uri`, the body's `content-digest` (RFC
+//! 9530) and the `Idempotency-Key` when the request has them; its `created`
+//! must be recent and its `nonce` new. docs/signed-requests.md is the
+//! format.
+//!
+//! The keys are cached like bearer keys: exact on an embedded store (this
+//! process writes them), reloaded every [`super::KEY_REFRESH_MS`] on a
+//! shared one. Nonces are remembered per instance.
+
+use super::{AgentKey, Gateway, Principal, invalid};
+use crate::error::Error;
+use crate::limits::{Limit, SIGNATURE_NONCES_MAX, SIGNING_KEYS_PER_AGENT_MAX};
+use crate::model::{AuditEntry, SigningKeyRecord};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use coffer_client::signing::{self, Alg, Message, SignatureParams};
+use sha2::{Digest as _, Sha256};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Mutex, RwLock};
+
+/// How old a signature's `created` may be.
+pub const SIGNATURE_AGE_MAX_SECS: i64 = 300;
+/// How far ahead of this gateway's clock a `created` may be (the agent's
+/// clock may run a little fast).
+pub const SIGNATURE_SKEW_AHEAD_MAX_SECS: i64 = 30;
+/// A nonce is remembered as long as a signature carrying it could be
+/// accepted: a replay after that has a `created` too old.
+const NONCE_KEPT_MS: i64 = (SIGNATURE_AGE_MAX_SECS + SIGNATURE_SKEW_AHEAD_MAX_SECS) * 1000;
+
+const _: () = assert!(SIGNATURE_SKEW_AHEAD_MAX_SECS < SIGNATURE_AGE_MAX_SECS);
+const _: () = assert!(SIGNATURE_NONCES_MAX > 0);
+
+/// The live signing keys, and the nonces seen within the window.
+#[derive(Default)]
+pub struct SigningKeys {
+    keys: RwLock<KeyCache>,
+    nonces: Mutex<Nonces>,
+}
+
+#[derive(Default)]
+struct KeyCache {
+    by_id: HashMap<String, SigningKeyRecord>,
+    /// Agents with at least one live required key.
+    required: HashSet<String>,
+}
+
+impl KeyCache {
+    fn from(keys: Vec<SigningKeyRecord>) -> KeyCache {
+        let mut cache = KeyCache::default();
+        for key in keys {
+            cache.insert(key);
+        }
+        cache
+    }
+
+    fn insert(&mut self, key: SigningKeyRecord) {
+        if key.required {
+            self.required.insert(key.agent_id.clone());
+        }
+        self.by_id.insert(key.id.clone(), key);
+    }
+
+    fn remove(&mut self, key_id: &str) {
+        let Some(key) = self.by_id.remove(key_id) else { return };
+        if key.required && !self.by_id.values().any(|k| k.agent_id == key.agent_id && k.required) {
+            self.required.remove(&key.agent_id);
+        }
+    }
+}
+
+/// Nonces of accepted signatures, forgotten once a replay would be stale
+/// anyway. Kept as 16-byte digests of `keyid` and nonce, in the order seen
+/// (which is the order they are forgotten: the window is one constant).
+#[derive(Default)]
+struct Nonces {
+    seen: HashSet<[u8; 16]>,
+    order: VecDeque<(i64, [u8; 16])>,
+}
+
+impl Nonces {
+    /// Remembers a nonce; `false` if it was seen within the window.
+    fn admit(&mut self, key_id: &str, nonce: &str, now_ms: i64) -> Result<bool, Error> {
+        while let Some(&(forget_at_ms, digest)) = self.order.front() {
+            if forget_at_ms > now_ms {
+                break;
+            }
+            self.order.pop_front();
+            self.seen.remove(&digest);
+        }
+        let digest = nonce_digest(key_id, nonce);
+        if self.seen.contains(&digest) {
+            return Ok(false);
+        }
+        if self.seen.len() >= SIGNATURE_NONCES_MAX {
+            let frees_at_ms = self.order.front().map_or(now_ms, |&(at, _)| at);
+            let secs = u64::try_from(frees_at_ms.saturating_sub(now_ms)).unwrap_or(0).div_ceil(1000);
+            return Err(Error::limit(Limit::SignatureNonces, secs, "too many signed requests within the window"));
+        }
+        self.seen.insert(digest);
+        self.order.push_back((now_ms + NONCE_KEPT_MS, digest));
+        debug_assert_eq!(self.seen.len(), self.order.len());
+        Ok(true)
+    }
+}
+
+fn nonce_digest(key_id: &str, nonce: &str) -> [u8; 16] {
+    let hash = Sha256::new().chain_update(key_id).chain_update([0]).chain_update(nonce).finalize();
+    let mut digest = [0u8; 16];
+    digest.copy_from_slice(&hash[..16]);
+    digest
+}
+
+/// What of a request a signature may cover, with the signature itself.
+#[derive(Clone, Copy, Debug)]
+pub struct SignedRequest<'a> {
+    pub method: &'a str,
+    pub target_uri: &'a str,
+    pub body: &'a [u8],
+    pub content_digest: Option<&'a str>,
+    pub idempotency_key: Option<&'a str>,
+    pub signature_input: Option<&'a str>,
+    pub signature: Option<&'a str>,
+}
+
+fn refuse(component: &'static str, detail: impl Into<String>) -> Error {
+    Error::Signature { component, detail: detail.into(), missing: false }
+}
+
+impl SigningKeys {
+    pub fn load(keys: Vec<SigningKeyRecord>) -> SigningKeys {
+        SigningKeys { keys: RwLock::new(KeyCache::from(keys)), nonces: Mutex::default() }
+    }
+
+    fn read(&self) -> Result<std::sync::RwLockReadGuard<'_, KeyCache>, Error> {
+        self.keys.read().map_err(|_| Error::Internal("signing key cache poisoned".into()))
+    }
+
+    fn write(&self) -> Result<std::sync::RwLockWriteGuard<'_, KeyCache>, Error> {
+        self.keys.write().map_err(|_| Error::Internal("signing key cache poisoned".into()))
+    }
+
+    pub fn replace(&self, keys: Vec<SigningKeyRecord>) -> Result<(), Error> {
+        *self.write()? = KeyCache::from(keys);
+        Ok(())
+    }
+
+    /// Whether a write of this agent must be signed.
+    pub fn required(&self, agent_id: &str) -> bool {
+        self.read().is_ok_and(|cache| cache.required.contains(agent_id))
+    }
+
+    /// Checks a write request of `caller`: signed as its keys require, and
+    /// signed well if it carries a signature at all.
+    pub fn verify(&self, caller: &AgentKey, request: &SignedRequest<'_>, now_ms: i64) -> Result<(), Error> {
+        let Some(input) = request.signature_input else {
+            if self.required(&caller.agent_id) {
+                return Err(Error::Signature {
+                    component: "signature-input",
+                    detail: "this agent's writes must be signed (RFC 9421): no Signature-Input header".into(),
+                    missing: true,
+                });
+            }
+            return Ok(());
+        };
+        let inputs = signing::parse_signature_input(input).map_err(|e| refuse("signature-input", e.0))?;
+        let signature = request.signature.ok_or_else(|| refuse("signature", "no Signature header"))?;
+        let signatures = signing::parse_signature(signature).map_err(|e| refuse("signature", e.0))?;
+        let (label, params, key) = self.pick(caller, inputs)?;
+        let bytes = signatures
+            .into_iter()
+            .find_map(|(l, bytes)| (l == label).then_some(bytes))
+            .ok_or_else(|| refuse("signature", format!("no signature labelled {label}")))?;
+        check_params(&params, &key, request, now_ms)?;
+        let message = Message {
+            method: request.method,
+            target_uri: request.target_uri,
+            content_digest: request.content_digest,
+            idempotency_key: request.idempotency_key,
+        };
+        let base = signing::signature_base(&message, &params).map_err(|e| refuse("signature-input", e.0))?;
+        verify_bytes(&key, base.as_bytes(), &bytes)?;
+        let nonce = params.nonce().unwrap_or_default();
+        let mut nonces = self.nonces.lock().map_err(|_| Error::Internal("nonce window poisoned".into()))?;
+        if !nonces.admit(&key.id, nonce, now_ms)? {
+            return Err(refuse("nonce", "this nonce was already used: a replayed request"));
+        }
+        Ok(())
+    }
+
+    /// The first signature made by a live key of the caller's agent.
+    fn pick(
+        &self,
+        caller: &AgentKey,
+        inputs: Vec<(String, SignatureParams)>,
+    ) -> Result<(String, SignatureParams, SigningKeyRecord), Error> {
+        let cache = self.read()?;
+        let mut named = None;
+        for (label, params) in inputs {
+            let Some(key_id) = params.keyid() else { continue };
+            match cache.by_id.get(key_id) {
+                Some(key) if key.agent_id == caller.agent_id => return Ok((label, params, key.clone())),
+                _ => named = Some(key_id.to_owned()),
+            }
+        }
+        Err(match named {
+            Some(id) => refuse("keyid", format!("{id} is not a live signing key of this agent (unknown or revoked)")),
+            None => refuse("keyid", "no signature names a keyid"),
+        })
+    }
+}
+
+/// The parameters and coverage a coffer signature must have.
+fn check_params(
+    params: &SignatureParams,
+    key: &SigningKeyRecord,
+    request: &SignedRequest<'_>,
+    now_ms: i64,
+) -> Result<(), Error> {
+    if let Some(alg) = params.alg()
+        && alg != key.alg.as_str()
+    {
+        return Err(refuse("alg", format!("the key {} is {}, not {alg}", key.id, key.alg.as_str())));
+    }
+    let mut needed = vec![signing::METHOD, signing::TARGET_URI];
+    if !request.body.is_empty() {
+        needed.push(signing::CONTENT_DIGEST);
+    }
+    if request.idempotency_key.is_some() {
+        needed.push(signing::IDEMPOTENCY_KEY);
+    }
+    if let Some(missing) = needed.into_iter().find(|c| !params.covers(c)) {
+        return Err(refuse(component_name(missing), format!("the signature must cover {missing}")));
+    }
+    if params.covers(signing::CONTENT_DIGEST) || !request.body.is_empty() {
+        let header = request.content_digest.ok_or_else(|| refuse("content-digest", "no Content-Digest header"))?;
+        signing::check_content_digest(header, request.body).map_err(|e| refuse("content-digest", e.0))?;
+    }
+    let now_secs = now_ms.div_euclid(1000);
+    let created = params.created().ok_or_else(|| refuse("created", "the signature has no created time"))?;
+    if created < now_secs - SIGNATURE_AGE_MAX_SECS {
+        return Err(refuse("created", format!("created {created} is more than {SIGNATURE_AGE_MAX_SECS} s ago")));
+    }
+    if created > now_secs + SIGNATURE_SKEW_AHEAD_MAX_SECS {
+        return Err(refuse("created", format!("created {created} is in the future")));
+    }
+    if params.expires().is_some_and(|expires| expires <= now_secs) {
+        return Err(refuse("expires", "the signature has expired"));
+    }
+    match params.nonce() {
+        Some(n) if !n.is_empty() && n.len() <= signing::NONCE_LEN_MAX_BYTES => Ok(()),
+        Some(_) => Err(refuse("nonce", format!("a nonce is 1 to {} bytes", signing::NONCE_LEN_MAX_BYTES))),
+        None => Err(refuse("nonce", "the signature has no nonce")),
+    }
+}
+
+/// A covered component's name as a `&'static str` for the problem.
+fn component_name(component: &str) -> &'static str {
+    match component {
+        signing::METHOD => "@method",
+        signing::TARGET_URI => "@target-uri",
+        signing::CONTENT_DIGEST => "content-digest",
+        _ => "idempotency-key",
+    }
+}
+
+fn verify_bytes(key: &SigningKeyRecord, base: &[u8], signature: &[u8]) -> Result<(), Error> {
+    let alg: &dyn ring::signature::VerificationAlgorithm = match key.alg {
+        Alg::Ed25519 => &ring::signature::ED25519,
+        Alg::EcdsaP256Sha256 => &ring::signature::ECDSA_P256_SHA256_FIXED,
+    };
+    ring::signature::UnparsedPublicKey::new(alg, &key.public_key)
+        .verify(base, signature)
+        .map_err(|_| refuse("signature", format!("the signature does not verify with the key {}", key.id)))
+}
+
+/// A public key as registered: standard base64 of the raw key, of the
+/// length its algorithm has (and, for P-256, a point on the curve).
+fn parse_public_key(alg: Alg, public_key: &str) -> Result<Vec<u8>, Error> {
+    let bytes = STANDARD
+        .decode(public_key.trim())
+        .map_err(|_| invalid("public_key", "standard base64 of the raw public key".into()))?;
+    if bytes.len() != alg.public_key_len() {
+        let detail = format!("an {} public key is {} bytes; this is {}", alg.as_str(), alg.public_key_len(), bytes.len());
+        return Err(invalid("public_key", detail));
+    }
+    if alg == Alg::EcdsaP256Sha256 && bytes.first() != Some(&0x04) {
+        return Err(invalid("public_key", "a P-256 key is an uncompressed point (0x04, x, y)".into()));
+    }
+    Ok(bytes)
+}
+
+impl Gateway {
+    /// Registers a public key of an agent: by the operator, an ancestor, or
+    /// the agent itself (whose request must then be signed by one of its
+    /// keys, if it has a required one: a leaked token cannot add its own).
+    pub async fn create_signing_key(
+        &self,
+        caller: &Principal,
+        agent_id: &str,
+        alg: Option<&str>,
+        public_key: &str,
+        required: bool,
+    ) -> Result<SigningKeyRecord, Error> {
+        self.self_or_managed(caller, agent_id).await?;
+        let alg = match alg {
+            None => Alg::Ed25519,
+            Some(name) => Alg::parse(name).ok_or_else(|| invalid("alg", "ed25519 or ecdsa-p256-sha256".into()))?,
+        };
+        let key = SigningKeyRecord {
+            id: crate::secrets::new_id("sk_"),
+            agent_id: agent_id.to_owned(),
+            alg,
+            public_key: parse_public_key(alg, public_key)?,
+            required,
+            created_at_ms: self.now_ms(),
+            revoked_at_ms: None,
+        };
+        let actor = actor(caller);
+        let stored = key.clone();
+        self.store.write(move |tx| insert_signing_key(tx, &stored, actor)).await?;
+        self.signing.write()?.insert(key.clone());
+        self.note_key_change();
+        Ok(key)
+    }
+
+    pub async fn signing_keys(&self, caller: &Principal, agent_id: &str) -> Result<Vec<SigningKeyRecord>, Error> {
+        self.self_or_managed(caller, agent_id).await?;
+        let agent_id = agent_id.to_owned();
+        // Revoked keys stay listed; a few rotations' worth is enough.
+        let limit = SIGNING_KEYS_PER_AGENT_MAX * 4;
+        self.store.read(move |tx| tx.signing_keys_of(&agent_id, limit)).await
+    }
+
+    pub async fn revoke_signing_key(&self, caller: &Principal, agent_id: &str, key_id: &str) -> Result<(), Error> {
+        self.self_or_managed(caller, agent_id).await?;
+        let (agent, key, now_ms, actor) = (agent_id.to_owned(), key_id.to_owned(), self.now_ms(), actor(caller));
+        let revoked = self
+            .store
+            .write(move |tx| {
+                let revoked = tx.revoke_signing_key(&agent, &key, now_ms)?;
+                if revoked {
+                    tx.audit(&key_audit("signing_key.revoked", &agent, &key, actor, now_ms))?;
+                }
+                Ok(revoked)
+            })
+            .await?;
+        if !revoked {
+            return Err(Error::NotFound("signing key"));
+        }
+        self.signing.write()?.remove(key_id);
+        self.note_key_change();
+        Ok(())
+    }
+
+    /// Checks the signature of a write request (see [`SigningKeys::verify`]).
+    pub fn verify_signed_request(&self, caller: &AgentKey, request: &SignedRequest<'_>) -> Result<(), Error> {
+        self.signing.verify(caller, request, self.now_ms())
+    }
+
+    /// Whether a write of `agent_id` needs its signature checked: the agent
+    /// has a required key (a request that carries one is checked anyway).
+    pub fn signature_required(&self, agent_id: &str) -> bool {
+        self.signing.required(agent_id)
+    }
+
+    /// The agent itself, or one the caller manages.
+    async fn self_or_managed(&self, caller: &Principal, agent_id: &str) -> Result<(), Error> {
+        match caller {
+            Principal::Agent(key) if key.agent_id == agent_id => self.agent(agent_id).await.map(drop),
+            _ => self.managed_agent(caller, agent_id).await.map(drop),
+        }
+    }
+}
+
+fn actor(caller: &Principal) -> String {
+    match caller {
+        Principal::Operator => crate::model::OPERATOR.to_owned(),
+        Principal::Agent(key) => key.agent_id.clone(),
+    }
+}
+
+fn insert_signing_key(tx: &mut dyn crate::store::Tx, key: &SigningKeyRecord, actor: String) -> Result<(), Error> {
+    let live = tx.signing_keys_of(&key.agent_id, SIGNING_KEYS_PER_AGENT_MAX * 4)?;
+    if live.iter().filter(|k| k.revoked_at_ms.is_none()).count() >= SIGNING_KEYS_PER_AGENT_MAX as usize {
+        let detail = format!("an agent holds at most {SIGNING_KEYS_PER_AGENT_MAX} live signing keys; revoke one");
+        return Err(Error::limit_final(Limit::SigningKeysPerAgent, detail));
+    }
+    tx.insert_signing_key(key)?;
+    let mut entry = key_audit("signing_key.created", &key.agent_id, &key.id, actor, key.created_at_ms);
+    entry.detail = Some(format!("{}{}", key.alg.as_str(), if key.required { ", required" } else { "" }));
+    tx.audit(&entry)
+}
+
+fn key_audit(action: &'static str, agent_id: &str, key_id: &str, actor: String, at_ms: i64) -> AuditEntry {
+    AuditEntry {
+        at_ms,
+        action,
+        actor,
+        key_id: Some(key_id.to_owned()),
+        agent_id: Some(agent_id.to_owned()),
+        amount_msat: None,
+        payee: None,
+        purpose: None,
+        rule: None,
+        detail: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_nonce_is_admitted_once_within_the_window() {
+        let mut nonces = Nonces::default();
+        assert!(nonces.admit("sk_a", "n1", 0).unwrap());
+        assert!(!nonces.admit("sk_a", "n1", NONCE_KEPT_MS - 1).unwrap());
+        assert!(nonces.admit("sk_b", "n1", 1).unwrap(), "nonces are per key");
+        assert!(nonces.admit("sk_a", "n1", NONCE_KEPT_MS).unwrap(), "forgotten once a replay is stale");
+        assert_eq!(nonces.seen.len(), nonces.order.len());
+    }
+
+    #[test]
+    fn public_keys_are_checked_for_length_and_form() {
+        assert!(parse_public_key(Alg::Ed25519, &STANDARD.encode([1u8; 32])).is_ok());
+        assert!(parse_public_key(Alg::Ed25519, &STANDARD.encode([1u8; 31])).is_err());
+        assert!(parse_public_key(Alg::Ed25519, "not base64!").is_err());
+        assert!(parse_public_key(Alg::EcdsaP256Sha256, &STANDARD.encode([2u8; 65])).is_err());
+    }
+}
