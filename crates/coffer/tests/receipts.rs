@@ -261,6 +261,13 @@ async fn an_internal_payment_has_a_receipt_both_parties_fetch_and_anyone_verifie
     // `coffer receipt get` prints the JSON to keep, which verifies.
     let fetched = gw.cli_agent_json(&p.payer_key, &["receipt", "get", &paid.id]).await;
     assert_eq!(fetched, signed);
+
+    // Refunded in full later by its payee: it was paid all the same, and
+    // the receipt says so, byte for byte the same.
+    let refund = coffer_client::RefundRequest { amount_msat: 21_000, reason: None };
+    p.payee.refund(&paid.id, &refund, "r1").await.expect("refunded");
+    assert_eq!(p.payer.payment(&paid.id).await.expect("the payment").status, PaymentStatus::Refunded);
+    assert_eq!(receipt(&gw, &p.payer_key, &format!("/v1/payments/{}/receipt", paid.id)).await, signed);
 }
 
 #[tokio::test]

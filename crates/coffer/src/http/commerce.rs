@@ -71,7 +71,7 @@ pub async fn get_payment(
 /// public key alone (`node_pubkey` of `/healthz`). See docs/receipts.md.
 #[utoipa::path(get, path = "/v1/payments/{id}/receipt", tag = "trade", params(("id" = String, Path)),
     responses((status = 200, body = SignedReceipt, description = "The receipt and the node key's signature over its canonical form"),
-        (status = 409, body = coffer_client::Problem, description = "`invalid-state`: the payment is not settled (pending, held, failed or refunded)")))]
+        (status = 409, body = coffer_client::Problem, description = "`invalid-state`: the payment was never settled (pending, held, failed, a hold cancelled, an escrow refunded)")))]
 pub async fn payment_receipt(
     State(gw): State<AppState>,
     Caller(caller): Caller,

@@ -183,27 +183,36 @@ pub fn verify(envelope: &[u8], node_key: &PublicKey) -> Result<PaymentReceipt, V
 
 // Assembly from the store's records.
 
-/// The receipt of a payment, if it is settled (`succeeded`): an internal
-/// payment, a hold settled or an escrow released, or a payment to another
-/// node. Anything else is `invalid-state`.
+/// The receipt of a payment, if it was settled: an internal payment, a
+/// hold settled or an escrow released, or a payment to another node; one
+/// its payee later refunded (even in full, `refunded`) keeps its receipt of
+/// what was paid. Anything else (pending, held, failed, a hold cancelled or
+/// an escrow refunded, which never reached the payee) is `invalid-state`.
 pub fn for_payment(
     tx: &mut dyn Tx,
     payment: &PaymentRecord,
     gateway_hex: &str,
     network: Network,
 ) -> Result<PaymentReceipt, Error> {
-    if payment.status != PaymentStatus::Succeeded {
-        return Err(Error::InvalidState(format!(
-            "the payment is {}: only a settled (succeeded) payment has a receipt",
+    let unsettled = || {
+        Error::InvalidState(format!(
+            "the payment is {}: only a settled payment has a receipt",
             status_word(payment.status)
-        )));
-    }
-    let preimage =
-        payment.preimage.ok_or_else(|| Error::Internal(format!("succeeded payment {} has no preimage", payment.id)))?;
+        ))
+    };
+    // Settled, the payer has the preimage; a hold cancelled or an escrow
+    // refunded never revealed it.
+    let preimage = match (payment.status, payment.preimage) {
+        (PaymentStatus::Succeeded | PaymentStatus::Refunded, Some(preimage)) => preimage,
+        (PaymentStatus::Succeeded, None) => {
+            return Err(Error::Internal(format!("succeeded payment {} has no preimage", payment.id)));
+        }
+        _ => return Err(unsettled()),
+    };
     let (kind, payee, settled_at_ms) = match tx.escrow(&payment.id)? {
         Some(escrow) => {
             let at = escrow.resolved_at_ms.filter(|_| escrow.status == EscrowStatus::Released);
-            let at = at.ok_or_else(|| Error::InvalidState("the payment's escrow is not released".into()))?;
+            let at = at.ok_or_else(unsettled)?;
             let kind = match escrow.kind {
                 EscrowKind::Hold => ReceiptKind::Hold,
                 EscrowKind::Escrow => ReceiptKind::Escrow,
