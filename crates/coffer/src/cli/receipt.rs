@@ -77,9 +77,17 @@ fn verify(file: &Path, node_key: &str, json: bool) -> ExitCode {
             if json {
                 println!("{}", serde_json::json!({"valid": true, "receipt": r}));
             } else {
+                let kind = serde_json::to_value(r.kind).ok().and_then(|k| k.as_str().map(str::to_owned));
                 println!(
-                    "valid: {} {:?} {} msat (fee {} msat) from {} to {}, settled {}, signed by {}",
-                    r.payment_id, r.kind, r.amount_msat, r.fee_msat, r.payer, r.payee, r.settled_at, r.gateway
+                    "valid: {} ({}) {} msat (fee {} msat) from {} to {}, settled {}, signed by {}",
+                    r.payment_id,
+                    kind.unwrap_or_default(),
+                    r.amount_msat,
+                    r.fee_msat,
+                    r.payer,
+                    r.payee,
+                    r.settled_at,
+                    r.gateway
                 );
             }
             ExitCode::SUCCESS
