@@ -551,6 +551,19 @@ impl Client {
     pub async fn health(&self) -> Result<Health, Error> {
         self.get("/healthz").await
     }
+
+    // Signed receipts (docs/receipts.md).
+
+    /// The signed receipt of a settled payment, to its payer or payee (or
+    /// the operator).
+    pub async fn receipt(&self, payment_id: &str) -> Result<SignedReceipt, Error> {
+        self.get(&format!("/v1/payments/{payment_id}/receipt")).await
+    }
+
+    /// The signed receipt of a closed (or expired) session.
+    pub async fn session_receipt(&self, session_id: &str) -> Result<SignedReceipt, Error> {
+        self.get(&format!("/v1/sessions/{session_id}/receipt")).await
+    }
 }
 
 /// `name=value`, form-encoded.

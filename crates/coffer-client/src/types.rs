@@ -736,6 +736,10 @@ pub struct MessageInvoice {
     /// The escrow the request asks to be paid with.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub escrow: Option<EscrowTerms>,
+    /// Once paid (or released) and its payment's id is known: where its
+    /// signed receipt is (`/v1/payments/{id}/receipt`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receipt_url: Option<String>,
 }
 
 /// Proof that a payment request was paid.
@@ -935,4 +939,83 @@ pub struct Delivery {
     pub delivered: bool,
     pub at: String,
     pub duration_ms: u64,
+}
+
+// Signed receipts (`GET /v1/payments/{id}/receipt`,
+// `GET /v1/sessions/{id}/receipt`): see docs/receipts.md.
+
+/// What a signed receipt is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum ReceiptKind {
+    /// A payment to an invoice of this gateway.
+    Internal,
+    /// A payment to an invoice of another node, through the Lightning backend.
+    Outside,
+    /// A hold invoice, settled by its payee.
+    Hold,
+    /// A payment into escrow, released to its payee.
+    Escrow,
+    /// A metered session, closed or expired: what was charged.
+    Session,
+}
+
+/// The policy decision that let a payment through.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct ReceiptDecision {
+    /// `allowed` (the payer's policies allowed it), or `approved` (held
+    /// for a person, and approved).
+    pub rule: String,
+    /// The `seq` of the audit record of that decision (`GET /v1/audit`),
+    /// when it is found unambiguously.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit_seq: Option<i64>,
+}
+
+/// A settled payment, as the gateway signs it. Every field is covered by
+/// the signature; the canonical form is the JSON of this object with its
+/// keys sorted, no whitespace (docs/receipts.md).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct PaymentReceipt {
+    /// 1.
+    pub version: u32,
+    /// The gateway's node public key (33-byte compressed secp256k1, hex):
+    /// the key that signs the receipt and the gateway's BOLT11 invoices.
+    pub gateway: String,
+    /// The payment's id (a session's id for a session).
+    pub payment_id: String,
+    pub kind: ReceiptKind,
+    /// The paying agent's id (`outside` for a hold invoice paid from
+    /// outside the gateway).
+    pub payer: String,
+    /// The paid agent's id; for a payment to another node, that node's
+    /// public key (hex).
+    pub payee: String,
+    pub amount_msat: u64,
+    pub fee_msat: u64,
+    pub purpose: String,
+    /// Hex; empty for a session.
+    pub payment_hash: String,
+    /// Hex; empty for a session.
+    pub preimage: String,
+    /// RFC 3339, UTC, millisecond precision.
+    pub settled_at: String,
+    pub decision: ReceiptDecision,
+}
+
+/// A receipt and the gateway's signature over its canonical form:
+/// ECDSA secp256k1 over SHA-256, low-S, compact `r‖s` (64 bytes), hex.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct SignedReceipt {
+    pub receipt: PaymentReceipt,
+    pub signature: String,
+    /// `secp256k1-sha256`.
+    pub alg: String,
 }

@@ -62,6 +62,10 @@ enum Command {
         #[command(flatten)]
         remote: AgentRemote,
     },
+    /// Signed receipts: verify one offline against the gateway's node key,
+    /// or fetch one.
+    #[command(subcommand)]
+    Receipt(receipt::ReceiptCommand),
     /// The constitution as a TOML file: apply it, or check it against an
     /// agent's past payments.
     #[command(subcommand)]
@@ -313,6 +317,7 @@ fn parse_scope(s: &str) -> Result<Scope, String> {
 pub mod bench;
 mod child;
 pub mod policy;
+mod receipt;
 pub mod simulate;
 
 pub fn run() -> ExitCode {
@@ -388,6 +393,7 @@ async fn dispatch(command: Command) -> CliResult {
         Command::Simulate(args) => simulate::run(args).await,
         Command::Demo { rounds, pause_ms, exit } => demo(rounds, pause_ms, exit).await,
         Command::Policy(cmd) => policy::run(cmd).await,
+        Command::Receipt(cmd) => receipt::run(cmd).await,
         Command::Approvals(cmd) => approvals(cmd).await,
         Command::Freeze { remote, agent_id, reason } => {
             let a = remote.client()?.freeze(&agent_id, reason.as_deref()).await.map_err(|e| e.to_string())?;

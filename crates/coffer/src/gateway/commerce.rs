@@ -12,9 +12,10 @@ use crate::model::{
     SessionRecord,
 };
 use crate::payment::escrow::{self, Ended};
-use crate::payment::{refund, session};
+use crate::payment::{receipt, refund, session};
 use crate::secrets;
-use coffer_client::{Outcome, Scope};
+use crate::store::Tx;
+use coffer_client::{Outcome, Scope, SignedReceipt};
 use coffer_core::Msat;
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
@@ -119,15 +120,47 @@ impl Gateway {
         let (id, agent) = (payment_id.to_owned(), caller.agent_id.clone());
         self.store
             .read(move |tx| {
-                let payment = tx
-                    .payment(&id)?
-                    .filter(|p| p.agent_id == agent || p.payee_agent_id.as_deref() == Some(agent.as_str()))
-                    .ok_or(Error::NotFound("payment"))?;
+                let payment = visible_payment(tx, &id, Some(&agent))?;
                 let escrow = tx.escrow(&id)?;
                 let refunds = if payment.refunded.is_zero() { Vec::new() } else { tx.refunds(&id)? };
                 Ok(PaymentView { payment, escrow, refunds })
             })
             .await
+    }
+
+    /// The signed receipt of a settled payment, to its payer or its payee
+    /// (who may see the payment) or the operator: `invalid-state` until it
+    /// is settled. Derived from the records and signed with the node key
+    /// on each call (deterministically: the same receipt each time).
+    pub async fn payment_receipt(&self, caller: &Principal, payment_id: &str) -> Result<SignedReceipt, Error> {
+        let (id, viewer) = (payment_id.to_owned(), viewer(caller));
+        let (gateway, network) = (Arc::clone(&self.node_pubkey_hex), self.settings.network);
+        let unsigned = self
+            .store
+            .read(move |tx| {
+                let payment = visible_payment(tx, &id, viewer.as_deref())?;
+                receipt::for_payment(tx, &payment, &gateway, network)
+            })
+            .await?;
+        receipt::sign(unsigned, |digest| self.node.sign_digest(digest))
+    }
+
+    /// The signed receipt of a session once closed or expired (what it
+    /// charged in all), to its payer or payee or the operator.
+    pub async fn session_receipt(&self, caller: &Principal, session_id: &str) -> Result<SignedReceipt, Error> {
+        let (id, viewer) = (session_id.to_owned(), viewer(caller));
+        let gateway = Arc::clone(&self.node_pubkey_hex);
+        let unsigned = self
+            .store
+            .read(move |tx| {
+                let session = match &viewer {
+                    Some(agent) => session::visible(tx, agent, &id)?,
+                    None => tx.session(&id)?.ok_or(Error::NotFound("session"))?,
+                };
+                receipt::for_session(tx, &session, &gateway)
+            })
+            .await?;
+        receipt::sign(unsigned, |digest| self.node.sign_digest(digest))
     }
 
     /// The payee gives (part of) a payment back to its payer.
@@ -313,6 +346,22 @@ impl Gateway {
             }
         }
         Ok(ended)
+    }
+}
+
+/// A payment `viewer` may see: its payer's or its payee's; any, for the
+/// operator (`None`). Another agent's is not found, like a missing one.
+fn visible_payment(tx: &mut dyn Tx, id: &str, viewer: Option<&str>) -> Result<PaymentRecord, Error> {
+    tx.payment(id)?
+        .filter(|p| viewer.is_none_or(|agent| p.agent_id == agent || p.payee_agent_id.as_deref() == Some(agent)))
+        .ok_or(Error::NotFound("payment"))
+}
+
+/// The agent a caller sees as, or `None` for the operator (who sees all).
+fn viewer(caller: &Principal) -> Option<String> {
+    match caller {
+        Principal::Agent(key) => Some(key.agent_id.clone()),
+        Principal::Operator => None,
     }
 }
 

@@ -14,6 +14,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use coffer_client::{
     ChargeRequest, Escrow, OpenSessionRequest, Page, Payment, Refund, RefundRequest, ResolveRequest, Session,
+    SignedReceipt,
 };
 use serde::Deserialize;
 
@@ -62,6 +63,21 @@ pub async fn get_payment(
     Path(id): Path<String>,
 ) -> Result<Json<Payment>, Error> {
     Ok(Json(payment_view(gw.payment(&key, &id).await?)))
+}
+
+/// The signed receipt of a settled payment (an internal payment, a hold
+/// settled, an escrow released, a payment to another node), to its payer,
+/// its payee or the operator: verifiable offline with the gateway's node
+/// public key alone (`node_pubkey` of `/healthz`). See docs/receipts.md.
+#[utoipa::path(get, path = "/v1/payments/{id}/receipt", tag = "trade", params(("id" = String, Path)),
+    responses((status = 200, body = SignedReceipt, description = "The receipt and the node key's signature over its canonical form"),
+        (status = 409, body = coffer_client::Problem, description = "`invalid-state`: the payment was never settled (pending, held, failed, a hold cancelled, an escrow refunded)")))]
+pub async fn payment_receipt(
+    State(gw): State<AppState>,
+    Caller(caller): Caller,
+    Path(id): Path<String>,
+) -> Result<Json<SignedReceipt>, Error> {
+    Ok(Json(gw.payment_receipt(&caller, &id).await?))
 }
 
 /// Release a held escrowed payment of the calling agent to its payee (a
@@ -198,6 +214,20 @@ pub async fn get_session(
 ) -> Result<Json<Session>, Error> {
     let (session, charges) = gw.session(&key, &id).await?;
     Ok(Json(views::session(session, None, charges)))
+}
+
+/// The signed receipt of a closed or expired session (kind `session`,
+/// `amount_msat` what was charged in all, `payment_id` the session's id),
+/// to its payer, its payee or the operator. See docs/receipts.md.
+#[utoipa::path(get, path = "/v1/sessions/{id}/receipt", tag = "trade", params(("id" = String, Path)),
+    responses((status = 200, body = SignedReceipt, description = "The receipt and the node key's signature over its canonical form"),
+        (status = 409, body = coffer_client::Problem, description = "`invalid-state`: the session is still open")))]
+pub async fn session_receipt(
+    State(gw): State<AppState>,
+    Caller(caller): Caller,
+    Path(id): Path<String>,
+) -> Result<Json<SignedReceipt>, Error> {
+    Ok(Json(gw.session_receipt(&caller, &id).await?))
 }
 
 /// Charge a session the calling agent is paid by: moved from the payer's

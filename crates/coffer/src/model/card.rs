@@ -134,6 +134,12 @@ pub fn actions(state: CardState, viewer: Viewer<'_>, payee: &str, payer: Option<
     actions
 }
 
+/// Where the signed receipt of a request's payment is: once it is paid
+/// (or its escrow released), for the payment `payment_id`.
+pub fn receipt_url(state: CardState, payment_id: &str) -> Option<String> {
+    matches!(state, CardState::Paid | CardState::Released).then(|| format!("/v1/payments/{payment_id}/receipt"))
+}
+
 /// The first words of the line that carries a request's escrow terms.
 const TERMS_PREFIX: &str = "escrow: release after ";
 
@@ -239,6 +245,15 @@ mod tests {
             for viewer in [Viewer::Agent(PAYEE), Viewer::Agent(PAYER), Viewer::Agent(OTHER), Viewer::Operator] {
                 assert_eq!(acts(state, viewer), Vec::<&str>::new(), "{state:?} {viewer:?}");
             }
+        }
+    }
+
+    #[test]
+    fn a_paid_request_links_its_receipt() {
+        assert_eq!(receipt_url(CardState::Paid, "pay_1").as_deref(), Some("/v1/payments/pay_1/receipt"));
+        assert_eq!(receipt_url(CardState::Released, "pay_1").as_deref(), Some("/v1/payments/pay_1/receipt"));
+        for state in [CardState::Open, CardState::Accepted, CardState::Held, CardState::Disputed, CardState::Refunded] {
+            assert_eq!(receipt_url(state, "pay_1"), None, "{state:?}");
         }
     }
 

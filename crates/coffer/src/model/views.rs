@@ -239,6 +239,8 @@ fn request_card(
     let state = card::state(status, waiting.map(|e| (e.kind, e.status)));
     let payer = waiting.map(|e| e.payer_agent_id.clone()).or_else(|| i.paid_by.clone());
     let actions = card::actions(state, viewer, &i.agent_id, payer.as_deref());
+    let payment_id = waiting.map(|e| e.payment_id.clone());
+    let receipt_url = payment_id.as_deref().and_then(|id| card::receipt_url(state, id));
     coffer_client::MessageInvoice {
         status,
         qr_svg: format!("/v1/invoices/{hash}/qr.svg"),
@@ -252,11 +254,12 @@ fn request_card(
         actions: actions.into_iter().map(str::to_owned).collect(),
         payee: i.agent_id,
         payer,
-        payment_id: waiting.map(|e| e.payment_id.clone()),
+        payment_id,
         deadline: waiting.filter(|e| e.status.is_open()).map(|e| timestamp(e.deadline_at_ms)),
         hold: i.hold_secs.is_some(),
         hold_secs: i.hold_secs,
         escrow,
+        receipt_url,
     }
 }
 
@@ -280,6 +283,7 @@ pub fn request_update(
         "payer": card.payer,
         "payment_id": card.payment_id,
         "deadline": card.deadline,
+        "receipt_url": card.receipt_url,
         "receipt": receipt(i),
     });
     Some((kind, data))

@@ -135,6 +135,14 @@ impl NodeSigner {
         mac.finalize().into_bytes().into()
     }
 
+    /// ECDSA over a 32-byte digest with the node key: deterministic
+    /// (RFC 6979), low-S, compact `r‖s`. For signed receipts
+    /// ([`crate::payment::receipt`]).
+    pub fn sign_digest(&self, digest: [u8; 32]) -> [u8; 64] {
+        let message = bitcoin::secp256k1::Message::from_digest(digest);
+        self.secp.sign_ecdsa(&message, &self.secret).serialize_compact()
+    }
+
     /// Signs a new invoice. `now` is the creation time, since the epoch.
     pub fn sign(
         &self,

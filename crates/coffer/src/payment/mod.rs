@@ -18,7 +18,10 @@
 //!   the rest returned);
 //! - `refund`: a payee giving (part of) a payment back;
 //! - `outside_hold`: a hold invoice paid from outside through the Lightning
-//!   backend (accepted, settled and cancelled as the backend reports).
+//!   backend (accepted, settled and cancelled as the backend reports);
+//! - `receipt`: signed receipts of settled payments and ended sessions
+//!   (their canonical form, signature and verification, pure; and their
+//!   assembly from the records, read only).
 //!
 //! The imports go one way (no circle):
 //!
@@ -30,6 +33,7 @@
 //! escrow, session, refund ──> chain, decision
 //! approval ──> chain
 //! outside_hold ──> escrow (its `Ended`)
+//! receipt ──> bolt11, chain (reads only)
 //! incoming, chain, decision ──> (the store and the model only)
 //! ```
 //!
@@ -46,6 +50,7 @@ pub mod internal;
 pub mod l402;
 pub mod outside;
 pub mod outside_hold;
+pub mod receipt;
 pub mod refund;
 pub mod session;
 

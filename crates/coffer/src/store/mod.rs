@@ -230,6 +230,12 @@ pub trait Tx {
     fn audit_log(&mut self, filter: &AuditFilter, after_seq: i64, limit: u32) -> Result<Vec<AuditRecord>, Error>;
     /// The whole chain, in order.
     fn audit_chain(&mut self) -> Result<Vec<AuditRecord>, Error>;
+    /// An agent's audit records of one action at one time (the decision a
+    /// signed receipt names), oldest first, at most `limit`: read through
+    /// the agent's index, for one receipt at a time.
+    fn audit_at(&mut self, agent_id: &str, action: &str, at_ms: i64, limit: u32) -> Result<Vec<AuditRecord>, Error>;
+    /// When an external payment succeeded (its last update), if it did.
+    fn external_settled_at(&mut self, payment_id: &str) -> Result<Option<i64>, Error>;
 
     // Rooms and messages.
     fn insert_room(&mut self, room: &RoomRecord) -> Result<(), Error>;

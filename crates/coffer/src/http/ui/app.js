@@ -1004,7 +1004,7 @@ function openRoom(roomId, container, ctx) {
       if (m.invoice?.payment_hash !== update.payment_hash) continue;
       cardState.delete(m.id);
       const inv = { ...m.invoice };
-      for (const field of ['status', 'state', 'actions', 'payer', 'payment_id', 'deadline']) {
+      for (const field of ['status', 'state', 'actions', 'payer', 'payment_id', 'deadline', 'receipt_url']) {
         if (update[field] !== undefined) inv[field] = update[field];
       }
       upsert({ ...m, invoice: inv, receipt: update.receipt || m.receipt });
@@ -1052,7 +1052,9 @@ function openRoom(roomId, container, ctx) {
             ? h('div', { class: 'muted small', testid: 'card-deadline' }, `decided by ${when(inv.deadline)}`) : null,
           status === 'open' ? h('div', { class: 'muted small' }, `expires ${when(inv.expires_at)}`) : null,
           status === 'paid' && m.receipt ? receipt(m.receipt) : null,
-          status === 'paid' && !m.receipt ? h('p', { class: 'muted small' }, 'Paid.') : null),
+          status === 'paid' && !m.receipt ? h('p', { class: 'muted small' }, 'Paid.') : null,
+          inv.receipt_url ? h('a', { href: '#', class: 'small', testid: 'card-receipt',
+            onclick: (ev) => { ev.preventDefault(); saveReceipt(inv.receipt_url).catch(() => {}); } }, 'Receipt') : null),
         status === 'open' ? qrImage(inv) : null),
       status === 'open' ? h('details', { class: 'bolt11' }, h('summary', {}, 'Invoice (BOLT11)'),
         h('code', { class: 'mono small', testid: 'card-bolt11' }, inv.bolt11)) : null,
@@ -1104,6 +1106,17 @@ function openRoom(roomId, container, ctx) {
     await catchUp(m.id - 1, 1).catch(() => {});
     upsert(messages.get(m.id));
     ctx.refreshWallet().catch(() => {});
+  }
+
+  /** Fetches a signed receipt (with the session's token) and saves it as a JSON file. */
+  async function saveReceipt(url) {
+    const signed = await api(url);
+    const blob = new Blob([JSON.stringify(signed, null, 2)], { type: 'application/json' });
+    const link = document.createElement('a');
+    link.href = URL.createObjectURL(blob);
+    link.download = `receipt-${signed.receipt.payment_id}.json`;
+    link.click();
+    setTimeout(() => URL.revokeObjectURL(link.href), 1000);
   }
 
   function receipt(r) {

@@ -743,6 +743,17 @@ impl Tx for SqlTx<'_> {
         self.rows(&format!("SELECT {AUDIT_COLUMNS} ORDER BY seq"), args![], rows::audit)
     }
 
+    fn audit_at(&mut self, agent_id: &str, action: &str, at_ms: i64, limit: u32) -> Result<Vec<AuditRecord>, Error> {
+        let sql =
+            format!("SELECT {AUDIT_COLUMNS} WHERE agent_id = ?1 AND action = ?2 AND at = ?3 ORDER BY seq LIMIT ?4");
+        self.rows(&sql, args![agent_id, action, at_ms, limit_rows(limit)], rows::audit)
+    }
+
+    fn external_settled_at(&mut self, payment_id: &str) -> Result<Option<i64>, Error> {
+        let sql = "SELECT updated_at FROM external_payments WHERE payment_id = ?1 AND status = 'succeeded'";
+        self.row(sql, args![payment_id], |r| r.i64(0))
+    }
+
     fn insert_room(&mut self, room: &RoomRecord) -> Result<(), Error> {
         let sql = "INSERT INTO rooms (id, name, created_by, created_at) VALUES (?1, ?2, ?3, ?4)";
         self.execute(sql, args![&room.id, &room.name, &room.created_by, room.created_at_ms])?;
