@@ -108,8 +108,7 @@ fn sign(signer: &signing::Signer, request: &mut reqwest::Request) -> Result<(), 
     ];
     for (name, value) in headers {
         let Some(value) = value else { continue };
-        let value = HeaderValue::from_str(&value)
-            .map_err(|e| Error::Signing(e.to_string()))?;
+        let value = HeaderValue::from_str(&value).map_err(|e| Error::Signing(e.to_string()))?;
         request.headers_mut().insert(HeaderName::from_static(name), value);
     }
     Ok(())

@@ -695,7 +695,8 @@ mod tests {
     fn signs_what_it_verifies() {
         let signer = Signer::ed25519("sk_test", &[7u8; 32]).unwrap();
         let body = br#"{"bolt11":"lnbcrt1"}"#;
-        let h = signer.sign_at("POST", "http://127.0.0.1:8420/v1/payments", body, Some("k1"), 1_700_000_000, "n1").unwrap();
+        let h =
+            signer.sign_at("POST", "http://127.0.0.1:8420/v1/payments", body, Some("k1"), 1_700_000_000, "n1").unwrap();
         let (_, params) = parse_signature_input(&h.signature_input).unwrap().remove(0);
         let (_, signature) = parse_signature(&h.signature).unwrap().remove(0);
         let digest = h.content_digest.unwrap();

@@ -13,8 +13,8 @@ mod lightning;
 pub mod ops;
 mod outside_holds;
 mod rate;
-pub mod signing;
 pub mod retention;
+pub mod signing;
 pub mod text;
 
 pub use commerce::{ESCROWS_LISTED_MAX, PaymentView};

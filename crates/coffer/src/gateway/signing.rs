@@ -19,6 +19,7 @@ use crate::limits::{Limit, SIGNATURE_NONCES_MAX, SIGNING_KEYS_PER_AGENT_MAX};
 use crate::model::{AuditEntry, SigningKeyRecord};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
+use coffer_client::Scope;
 use coffer_client::signing::{self, Alg, Message, SignatureParams};
 use sha2::{Digest as _, Sha256};
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -286,7 +287,8 @@ fn parse_public_key(alg: Alg, public_key: &str) -> Result<Vec<u8>, Error> {
         .decode(public_key.trim())
         .map_err(|_| invalid("public_key", "standard base64 of the raw public key".into()))?;
     if bytes.len() != alg.public_key_len() {
-        let detail = format!("an {} public key is {} bytes; this is {}", alg.as_str(), alg.public_key_len(), bytes.len());
+        let detail =
+            format!("an {} public key is {} bytes; this is {}", alg.as_str(), alg.public_key_len(), bytes.len());
         return Err(invalid("public_key", detail));
     }
     if alg == Alg::EcdsaP256Sha256 && bytes.first() != Some(&0x04) {
@@ -307,7 +309,7 @@ impl Gateway {
         public_key: &str,
         required: bool,
     ) -> Result<SigningKeyRecord, Error> {
-        self.self_or_managed(caller, agent_id).await?;
+        self.self_or_managed(caller, agent_id, Scope::Spend).await?;
         let alg = match alg {
             None => Alg::Ed25519,
             Some(name) => Alg::parse(name).ok_or_else(|| invalid("alg", "ed25519 or ecdsa-p256-sha256".into()))?,
@@ -330,7 +332,7 @@ impl Gateway {
     }
 
     pub async fn signing_keys(&self, caller: &Principal, agent_id: &str) -> Result<Vec<SigningKeyRecord>, Error> {
-        self.self_or_managed(caller, agent_id).await?;
+        self.self_or_managed(caller, agent_id, Scope::Read).await?;
         let agent_id = agent_id.to_owned();
         // Revoked keys stay listed; a few rotations' worth is enough.
         let limit = SIGNING_KEYS_PER_AGENT_MAX * 4;
@@ -338,7 +340,7 @@ impl Gateway {
     }
 
     pub async fn revoke_signing_key(&self, caller: &Principal, agent_id: &str, key_id: &str) -> Result<(), Error> {
-        self.self_or_managed(caller, agent_id).await?;
+        self.self_or_managed(caller, agent_id, Scope::Spend).await?;
         let (agent, key, now_ms, actor) = (agent_id.to_owned(), key_id.to_owned(), self.now_ms(), actor(caller));
         let revoked = self
             .store
@@ -369,10 +371,15 @@ impl Gateway {
         self.signing.required(agent_id)
     }
 
-    /// The agent itself, or one the caller manages.
-    async fn self_or_managed(&self, caller: &Principal, agent_id: &str) -> Result<(), Error> {
+    /// The agent itself with a key of scope `needed` (keys decide what the
+    /// agent's money may do: changing them takes `spend`), or one the
+    /// caller manages.
+    async fn self_or_managed(&self, caller: &Principal, agent_id: &str, needed: Scope) -> Result<(), Error> {
         match caller {
-            Principal::Agent(key) if key.agent_id == agent_id => self.agent(agent_id).await.map(drop),
+            Principal::Agent(key) if key.agent_id == agent_id => {
+                key.require(needed)?;
+                self.agent(agent_id).await.map(drop)
+            }
             _ => self.managed_agent(caller, agent_id).await.map(drop),
         }
     }

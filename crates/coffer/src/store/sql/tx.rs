@@ -575,7 +575,10 @@ impl Tx for SqlTx<'_> {
         let sql = "INSERT INTO signing_keys (id, agent_id, alg, public_key, required, created_at) \
                    VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
         let k = key;
-        self.execute(sql, args![&k.id, &k.agent_id, k.alg.as_str(), k.public_key.as_slice(), k.required, k.created_at_ms])?;
+        self.execute(
+            sql,
+            args![&k.id, &k.agent_id, k.alg.as_str(), k.public_key.as_slice(), k.required, k.created_at_ms],
+        )?;
         Ok(())
     }
 

@@ -1,0 +1,187 @@
+//! Signed requests (RFC 9421): with a required signing key, an agent's
+//! bearer token reads but never spends; every way a signature can be wrong
+//! is refused with a problem naming the component, and nothing is debited.
+
+mod common;
+
+use coffer_client::signing::Signer;
+use coffer_client::{CreateSigningKeyRequest, PayRequest};
+use common::{Gateway, PROBLEM_JSON};
+use serde_json::{Value, json};
+use std::sync::Arc;
+
+const SEED: [u8; 32] = [42u8; 32];
+
+struct Setup {
+    gw: Gateway,
+    payer_id: String,
+    payer_secret: String,
+    signer: Signer,
+    payee: coffer_client::Client,
+}
+
+/// A funded payer with a required Ed25519 key, and a payee.
+async fn setup() -> Setup {
+    let gw = Gateway::start().await;
+    let (payer_id, payer, payer_secret) = gw.new_agent("payer", 1_000_000).await;
+    let (_, payee, _) = gw.new_agent("payee", 0).await;
+    let probe = Signer::ed25519("unregistered", &SEED).unwrap();
+    let public_key = base64_std(probe.public_key());
+    let request = CreateSigningKeyRequest { alg: None, public_key, required: true };
+    let key = payer.create_signing_key(&payer_id, &request).await.expect("registering a key");
+    assert!(key.required);
+    let signer = Signer::ed25519(&key.id, &SEED).unwrap();
+    Setup { gw, payer_id, payer_secret, signer, payee }
+}
+
+fn base64_std(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// A raw POST of `body` to `path` with the payer's token and `headers`.
+async fn post(s: &Setup, path: &str, body: &str, headers: &[(&str, String)]) -> (u16, Value) {
+    let mut request =
+        s.gw.http()
+            .post(format!("{}{path}", s.gw.url()))
+            .bearer_auth(&s.payer_secret)
+            .header("content-type", "application/json")
+            .body(body.to_owned());
+    for (name, value) in headers {
+        request = request.header(*name, value);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    if status >= 400 {
+        assert_eq!(response.headers()["content-type"], PROBLEM_JSON);
+    }
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+fn signed_headers(s: &Setup, path: &str, body: &str, key: Option<&str>) -> Vec<(&'static str, String)> {
+    let uri = format!("{}{path}", s.gw.url());
+    let h = s.signer.sign("POST", &uri, body.as_bytes(), key).unwrap();
+    let mut headers = vec![("signature-input", h.signature_input), ("signature", h.signature)];
+    if let Some(digest) = h.content_digest {
+        headers.push(("content-digest", digest));
+    }
+    if let Some(key) = key {
+        headers.push(("idempotency-key", key.to_owned()));
+    }
+    headers
+}
+
+async fn balance(s: &Setup) -> u64 {
+    s.gw.balances().await[&s.payer_id]
+}
+
+fn assert_refused(reply: &(u16, Value), code: &str, component: &str) {
+    assert_eq!(reply.0, 401, "{}", reply.1);
+    assert_eq!(reply.1["code"], code, "{}", reply.1);
+    assert_eq!(reply.1["component"], component, "{}", reply.1);
+}
+
+#[tokio::test]
+async fn a_required_key_refuses_every_bad_signature_and_debits_nothing() {
+    let s = setup().await;
+    let before = balance(&s).await;
+    let invoice = common::invoice(&s.payee, 21_000).await;
+    let body = json!({ "bolt11": invoice.bolt11 }).to_string();
+
+    // The bearer token alone.
+    assert_refused(&post(&s, "/v1/payments", &body, &[]).await, "signature-required", "signature-input");
+    // A changed body.
+    let other = json!({ "bolt11": invoice.bolt11, "purpose": "changed" }).to_string();
+    let headers = signed_headers(&s, "/v1/payments", &body, None);
+    assert_refused(&post(&s, "/v1/payments", &other, &headers).await, "signature-invalid", "content-digest");
+    // A changed Idempotency-Key.
+    let mut headers = signed_headers(&s, "/v1/payments", &body, Some("k1"));
+    headers.retain(|(n, _)| *n != "idempotency-key");
+    headers.push(("idempotency-key", "k2".into()));
+    assert_refused(&post(&s, "/v1/payments", &body, &headers).await, "signature-invalid", "signature");
+    // An Idempotency-Key the signature does not cover.
+    let mut headers = signed_headers(&s, "/v1/payments", &body, None);
+    headers.push(("idempotency-key", "k3".into()));
+    assert_refused(&post(&s, "/v1/payments", &body, &headers).await, "signature-invalid", "idempotency-key");
+    // A bad signature: another key under the same keyid.
+    let impostor = Signer::ed25519(s.signer.key_id(), &[7u8; 32]).unwrap();
+    let uri = format!("{}/v1/payments", s.gw.url());
+    let h = impostor.sign("POST", &uri, body.as_bytes(), None).unwrap();
+    let headers = vec![
+        ("signature-input", h.signature_input),
+        ("signature", h.signature),
+        ("content-digest", h.content_digest.unwrap()),
+    ];
+    assert_refused(&post(&s, "/v1/payments", &body, &headers).await, "signature-invalid", "signature");
+    // A stale `created`.
+    let stale = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64 - 301;
+    let h = s.signer.sign_at("POST", &uri, body.as_bytes(), None, stale, "stale-nonce").unwrap();
+    let headers = vec![
+        ("signature-input", h.signature_input),
+        ("signature", h.signature),
+        ("content-digest", h.content_digest.unwrap()),
+    ];
+    assert_refused(&post(&s, "/v1/payments", &body, &headers).await, "signature-invalid", "created");
+    // Another target: the signature was made for another route.
+    let headers = signed_headers(&s, "/v1/l402/pay", &body, None);
+    assert_refused(&post(&s, "/v1/payments", &body, &headers).await, "signature-invalid", "signature");
+    assert_eq!(balance(&s).await, before, "a refused request debits nothing");
+
+    // A good signature pays; the same headers again are a replay.
+    let headers = signed_headers(&s, "/v1/payments", &body, None);
+    let paid = post(&s, "/v1/payments", &body, &headers).await;
+    assert!(paid.0 == 200 || paid.0 == 201, "{paid:?}");
+    assert_eq!(paid.1["status"], "succeeded");
+    assert_eq!(balance(&s).await, before - 21_000);
+    let replay = post(&s, "/v1/payments", &body, &headers).await;
+    assert_refused(&replay, "signature-invalid", "nonce");
+    assert_eq!(balance(&s).await, before - 21_000);
+}
+
+#[tokio::test]
+async fn the_client_crate_signs_and_reads_need_no_signature() {
+    let s = setup().await;
+    let bearer_only = s.gw.client(&s.payer_secret);
+    // Reads with the bearer token still work.
+    let wallet = bearer_only.wallet().await.expect("a read needs no signature");
+    assert_eq!(wallet.balance_msat, 1_000_000);
+    let invoice = common::invoice(&s.payee, 5_000).await;
+    let request = PayRequest { bolt11: invoice.bolt11.clone(), ..Default::default() };
+    let refused = bearer_only.pay(&request, "bearer-1").await.expect_err("a bearer token never spends");
+    assert_eq!(refused.code(), Some("signature-required"));
+    // A leaked token cannot register a key of its own either.
+    let rogue = CreateSigningKeyRequest { alg: None, public_key: base64_std(&[9u8; 32]), required: false };
+    let refused = bearer_only.create_signing_key(&s.payer_id, &rogue).await.expect_err("unsigned");
+    assert_eq!(refused.code(), Some("signature-required"));
+
+    let signer = Arc::new(Signer::ed25519(s.signer.key_id(), &SEED).unwrap());
+    let signed = s.gw.client(&s.payer_secret).with_signer(signer);
+    let paid = signed.pay(&request, "signed-1").await.expect("a signed payment");
+    assert!(matches!(paid, coffer_client::PayOutcome::Done(ref p) if p.amount_msat == 5_000));
+    // The same Idempotency-Key again (a fresh signature): the first answer.
+    signed.pay(&request, "signed-1").await.expect("an idempotent replay");
+    assert_eq!(balance(&s).await, 1_000_000 - 5_000);
+
+    // Revoked, the key's signatures are refused; the operator may revoke.
+    s.gw.operator().revoke_signing_key(&s.payer_id, s.signer.key_id()).await.expect("revoking");
+    let keys = s.gw.operator().signing_keys(&s.payer_id).await.unwrap();
+    assert!(keys[0].revoked_at.is_some());
+    let invoice = common::invoice(&s.payee, 1_000).await;
+    let request = PayRequest { bolt11: invoice.bolt11, ..Default::default() };
+    let refused = signed.pay(&request, "signed-2").await.expect_err("a revoked key");
+    assert_eq!(refused.code(), Some("signature-invalid"));
+    // With no required key left, the bearer token spends again.
+    bearer_only.pay(&request, "bearer-2").await.expect("no required key left");
+}
+
+#[tokio::test]
+async fn bad_public_keys_are_refused_by_field() {
+    let gw = Gateway::start().await;
+    let (id, agent, _) = gw.new_agent("a", 0).await;
+    for (alg, key) in [(None, "not base64"), (None, "AAAA"), (Some("rsa"), "AAAA")] {
+        let request = CreateSigningKeyRequest { alg: alg.map(str::to_owned), public_key: key.into(), required: true };
+        let e = agent.create_signing_key(&id, &request).await.expect_err("a bad key");
+        assert_eq!(e.code(), Some("invalid-field"), "{alg:?} {key}");
+    }
+    assert!(agent.signing_keys(&id).await.unwrap().is_empty());
+}
