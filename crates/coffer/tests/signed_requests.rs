@@ -185,3 +185,72 @@ async fn bad_public_keys_are_refused_by_field() {
     }
     assert!(agent.signing_keys(&id).await.unwrap().is_empty());
 }
+
+const RFC9421_PY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/rfc9421.py");
+
+fn run_python(python: &std::path::Path, args: &[&str], stdin: Option<&str>) -> std::process::Output {
+    use std::io::Write as _;
+    let mut child = std::process::Command::new(python)
+        .arg(RFC9421_PY)
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("running python");
+    let mut input = child.stdin.take().expect("stdin");
+    input.write_all(stdin.unwrap_or_default().as_bytes()).expect("writing stdin");
+    drop(input);
+    child.wait_with_output().expect("python's output")
+}
+
+/// Requests signed by PyPI `http-message-signatures` are accepted (and
+/// one it signed for another body is not); what the client crate signs
+/// verifies there.
+#[tokio::test]
+async fn an_independent_rfc_9421_implementation_agrees_both_ways() {
+    let Some(python) = common::test_python("RFC 9421 interop") else { return };
+    let s = setup().await;
+    let before = balance(&s).await;
+    let invoice = common::invoice(&s.payee, 7_000).await;
+    let body = json!({ "bolt11": invoice.bolt11 }).to_string();
+    let url = format!("{}/v1/payments", s.gw.url());
+    let seed = hex::encode(SEED);
+    let args = ["send", url.as_str(), s.payer_secret.as_str(), s.signer.key_id(), seed.as_str(), "py-1", body.as_str()];
+    let out = run_python(&python, &args, None);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let answer: Value = serde_json::from_slice(&out.stdout).expect("python's JSON");
+    assert!(answer["status"] == 200 || answer["status"] == 201, "{answer}");
+    assert_eq!(answer["body"]["status"], "succeeded", "{answer}");
+    assert_eq!(balance(&s).await, before - 7_000);
+    // Signed by the same library with another key: refused.
+    let other = hex::encode([5u8; 32]);
+    let invoice = common::invoice(&s.payee, 1_000).await;
+    let body = json!({ "bolt11": invoice.bolt11 }).to_string();
+    let args =
+        ["send", url.as_str(), s.payer_secret.as_str(), s.signer.key_id(), other.as_str(), "py-2", body.as_str()];
+    let out = run_python(&python, &args, None);
+    let answer: Value = serde_json::from_slice(&out.stdout).expect("python's JSON");
+    assert_eq!(answer["status"], 401, "{answer}");
+    assert_eq!(answer["body"]["component"], "signature", "{answer}");
+    assert_eq!(balance(&s).await, before - 7_000);
+
+    // The client crate's signature, checked by the library.
+    let h = s.signer.sign("POST", &url, body.as_bytes(), Some("rust-1")).unwrap();
+    let captured = |body: &str| {
+        json!({
+            "method": "POST", "url": url, "key_id": s.signer.key_id(), "body": body,
+            "headers": {
+                "content-type": "application/json", "idempotency-key": "rust-1",
+                "content-digest": h.content_digest.clone().unwrap(),
+                "signature-input": h.signature_input.clone(), "signature": h.signature.clone(),
+            }
+        })
+        .to_string()
+    };
+    let public = hex::encode(s.signer.public_key());
+    let out = run_python(&python, &["verify", public.as_str()], Some(&captured(&body)));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = run_python(&python, &["verify", public.as_str()], Some(&captured("{\"changed\":1}")));
+    assert!(!out.status.success(), "a changed body must not verify");
+}

@@ -101,7 +101,13 @@ enum Command {
         url: String,
         #[arg(long, env = "COFFER_AGENT_KEY", hide_env_values = true)]
         key: String,
+        /// Sign write requests with this key file (see `coffer signing-key`).
+        #[arg(long, env = "COFFER_SIGNING_KEY", value_name = "FILE")]
+        signing_key: Option<PathBuf>,
     },
+    /// Agent: a signing key of its own (RFC 9421), kept on this machine.
+    #[command(subcommand)]
+    SigningKey(SigningKeyCommand),
     /// Seller: an L402 paywall in front of an HTTP service. Invoices go to
     /// the wallet of the agent of COFFER_AGENT_KEY (a receive key is enough).
     Paywall(PaywallArgs),
@@ -128,6 +134,21 @@ enum Command {
         /// Stop once the simulation ends instead of serving on.
         #[arg(long)]
         exit: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum SigningKeyCommand {
+    /// Make an Ed25519 key, register its public half for the agent of
+    /// --key, and write it to --out (mode 0600; never overwritten).
+    New {
+        #[command(flatten)]
+        remote: AgentRemote,
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// From now on every write of the agent must be signed.
+        #[arg(long)]
+        required: bool,
     },
 }
 
@@ -237,6 +258,10 @@ struct AgentRemote {
     url: String,
     #[arg(long, env = "COFFER_AGENT_KEY", hide_env_values = true)]
     key: String,
+    /// Sign write requests with this key file (`coffer signing-key new`
+    /// makes one): needed once the agent has a required signing key.
+    #[arg(long, env = "COFFER_SIGNING_KEY", value_name = "FILE")]
+    signing_key: Option<PathBuf>,
     #[arg(long)]
     json: bool,
 }
@@ -318,6 +343,7 @@ pub mod bench;
 mod child;
 pub mod policy;
 mod receipt;
+mod signing_key;
 pub mod simulate;
 
 pub fn run() -> ExitCode {
@@ -383,8 +409,14 @@ async fn dispatch(command: Command) -> CliResult {
                     .join("\n")
             })
         }
-        Command::Mcp { url, key } => {
-            crate::mcp::serve_stdio(&url, &key).await?;
+        Command::Mcp { url, key, signing_key } => {
+            let signer = signing_key.as_deref().map(signing_key::load).transpose()?;
+            crate::mcp::serve_stdio(&url, &key, signer).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::SigningKey(SigningKeyCommand::New { remote, out, required }) => {
+            let key_id = signing_key::create(&remote.client()?, &out, required).await?;
+            println!("registered signing key {key_id}; its private key is in {} (mode 0600)", out.display());
             Ok(ExitCode::SUCCESS)
         }
         Command::Paywall(args) => paywall(args).await,
@@ -470,7 +502,11 @@ impl OperatorRemote {
 
 impl AgentRemote {
     fn client(&self) -> Result<Client, String> {
-        Client::new(&self.url, &self.key).map_err(|e| e.to_string())
+        let client = Client::new(&self.url, &self.key).map_err(|e| e.to_string())?;
+        match &self.signing_key {
+            Some(path) => Ok(client.with_signer(signing_key::load(path)?)),
+            None => Ok(client),
+        }
     }
 }
 

@@ -665,9 +665,18 @@ impl ServerHandler for CofferMcp {
 }
 
 /// Serves MCP over stdin and stdout until the client closes them.
-pub async fn serve_stdio(url: &str, agent_key: &str) -> Result<(), String> {
+/// With a `signer`, every write request is signed (RFC 9421).
+pub async fn serve_stdio(
+    url: &str,
+    agent_key: &str,
+    signer: Option<std::sync::Arc<coffer_client::signing::Signer>>,
+) -> Result<(), String> {
     init_tracing();
     let client = Client::new(url, agent_key).map_err(|e| format!("cannot make the HTTP client: {e}"))?;
+    let client = match signer {
+        Some(signer) => client.with_signer(signer),
+        None => client,
+    };
     let running = CofferMcp::new(client)
         .serve(rmcp::transport::stdio())
         .await
