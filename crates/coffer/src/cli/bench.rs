@@ -9,10 +9,20 @@
 //! N hold invoices paid and settled (three calls a pair: create, pay,
 //! settle) and N charges against metered sessions (one open session per
 //! worker, one call a charge).
+//!
+//! With `--signed` every agent also registers an Ed25519 signing key, and
+//! the payments are measured twice in the same run, in interleaved rounds
+//! (bearer, signed, signed, bearer, so neither side gets the younger
+//! store): once with the bearer token alone, once with every call signed
+//! (RFC 9421) and checked by the gateway.
 
 use super::CliResult;
+use base64::Engine as _;
 use clap::Args;
-use coffer_client::{ChargeRequest, Client, CreateInvoiceRequest, OpenSessionRequest, PayRequest};
+use coffer_client::signing::Signer;
+use coffer_client::{
+    ChargeRequest, Client, CreateInvoiceRequest, CreateSigningKeyRequest, OpenSessionRequest, PayRequest,
+};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -87,6 +97,10 @@ pub struct BenchArgs {
     /// Requests to the trivial route for the ceiling (0 skips it).
     #[arg(long, default_value_t = 40_000)]
     ceiling_requests: u64,
+    /// Also measure the payments with every call signed (RFC 9421) by a
+    /// key each agent registers, beside the bearer-only ones.
+    #[arg(long)]
+    signed: bool,
     #[arg(long)]
     json: bool,
 }
@@ -126,7 +140,22 @@ struct Report {
     hold_settle: Option<Trade>,
     /// Charges against open metered sessions.
     session_charges: Option<Trade>,
+    /// With `--signed`: the same payments with every call signed, measured
+    /// in the same run as the bearer-only ones above.
+    signed: Option<Signed>,
     audit: String,
+}
+
+#[derive(Serialize)]
+struct Signed {
+    payments: u64,
+    payments_per_s: f64,
+    pay_p99_ms: f64,
+    invoice: Latency,
+    pay: Latency,
+    errors: BTreeMap<String, u64>,
+    /// Signed payments/s over bearer-only payments/s.
+    ratio: f64,
 }
 
 #[derive(Serialize)]
@@ -171,13 +200,18 @@ pub async fn run(args: BenchArgs) -> CliResult {
         Some(path) => Some(serde_json::to_value(super::policy::read(path)?.policy).map_err(|e| e.to_string())?),
         None => None,
     };
-    let keys = setup_agents(&http, &urls[0], &token, args.agents, policy.as_ref()).await?;
+    let made = setup_agents(&http, &urls[0], &token, args.agents, policy.as_ref()).await?;
+    let keys: Vec<String> = made.iter().map(|(_, key)| key.clone()).collect();
     // The agents on every instance: worker w works through instance w % n.
     let agents: Vec<Vec<Client>> =
         urls.iter().map(|url| keys.iter().map(|k| Client::with_http(http.clone(), url, k)).collect()).collect();
     for instance in &agents[1..] {
         known_keys(instance).await?;
     }
+    let signing = match args.signed {
+        true => Some(signing_agents(&Client::with_http(http.clone(), &urls[0], &token), &made, &agents).await?),
+        false => None,
+    };
     if args.history > 0 {
         eprintln!("bench: storing {} payments of history first", args.history);
         run_payments(&agents, args.history, args.concurrency).await;
@@ -188,7 +222,13 @@ pub async fn run(args: BenchArgs) -> CliResult {
         None
     };
     let streams = open_idle_streams(&urls[0], &keys[0], args.idle_streams).await?;
-    let run = run_payments(&agents, args.payments, args.concurrency).await;
+    let (run, signed) = match &signing {
+        None => (run_payments(&agents, args.payments, args.concurrency).await, None),
+        Some(signing) => {
+            let (bearer, signed) = run_both(&agents, signing, args.payments, args.concurrency).await;
+            (bearer, Some(signed))
+        }
+    };
     let trade = match args.trade {
         0 => None,
         n => Some((
@@ -201,7 +241,7 @@ pub async fn run(args: BenchArgs) -> CliResult {
         Some(gw) => gw.audit().await?,
         None => "skipped: the gateway at --url is audited with `coffer audit` on its host".into(),
     };
-    let report = report(&args, run, ceiling, trade, audit);
+    let report = report(&args, run, signed, ceiling, trade, audit);
     print_report(&report, args.json)?;
     while let Some(gw) = own.pop() {
         drop(gw);
@@ -253,14 +293,14 @@ async fn known_keys(agents: &[Client]) -> Result<(), String> {
 }
 
 /// Creates the agents, mints and funds each so that the ring of payments
-/// never runs dry. Returns their keys.
+/// never runs dry. Returns their ids and keys.
 async fn setup_agents(
     http: &reqwest::Client,
     url: &str,
     token: &str,
     count: usize,
     policy: Option<&serde_json::Value>,
-) -> Result<Vec<String>, String> {
+) -> Result<Vec<(String, String)>, String> {
     let operator = Client::with_http(http.clone(), url, token);
     let per_agent_msat: u64 = 1_000_000_000;
     let total = per_agent_msat.checked_mul(count as u64).ok_or("too many agents")?;
@@ -272,9 +312,74 @@ async fn setup_agents(
         if let Some(policy) = policy {
             operator.set_policy(&created.id, policy).await.map_err(|e| format!("setting the policy: {e}"))?;
         }
-        agents.push(created.key);
+        agents.push((created.id, created.key));
     }
     Ok(agents)
+}
+
+/// Registers an Ed25519 signing key for every agent (not `required`, so the
+/// bearer-only rounds still spend: a signature sent is checked all the same)
+/// and returns the agents' clients on every instance, signing with it.
+async fn signing_agents(
+    operator: &Client,
+    made: &[(String, String)],
+    agents: &[Vec<Client>],
+) -> Result<Vec<Vec<Client>>, String> {
+    let mut signers = Vec::with_capacity(made.len());
+    for (agent_id, _) in made {
+        let seed = Signer::generate_seed().map_err(|e| e.to_string())?;
+        let public = Signer::ed25519("pending", &seed).map_err(|e| e.to_string())?;
+        let request = CreateSigningKeyRequest {
+            alg: None,
+            public_key: base64::engine::general_purpose::STANDARD.encode(public.public_key()),
+            required: false,
+        };
+        let key = operator.create_signing_key(agent_id, &request).await.map_err(|e| err("signing key", &e))?;
+        signers.push(Arc::new(Signer::ed25519(&key.id, &seed).map_err(|e| e.to_string())?));
+    }
+    let signing: Vec<Vec<Client>> = agents
+        .iter()
+        .map(|instance| instance.iter().zip(&signers).map(|(c, s)| c.clone().with_signer(Arc::clone(s))).collect())
+        .collect();
+    for instance in &signing[1..] {
+        known_signing_keys(instance).await?;
+    }
+    Ok(signing)
+}
+
+/// Waits until an instance knows every agent's signing key: a signed
+/// invoice (harmless: it is never paid) is refused until then.
+async fn known_signing_keys(agents: &[Client]) -> Result<(), String> {
+    let start = Instant::now();
+    let probe = CreateInvoiceRequest { amount_msat: 1_000, ..Default::default() };
+    for agent in agents {
+        while agent.create_invoice(&probe).await.is_err() {
+            if start.elapsed() > KEY_NEWS_WAIT {
+                return Err("an instance did not learn the agents' signing keys".into());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    Ok(())
+}
+
+/// The payments, bearer-only and signed, in four rounds of a quarter each:
+/// bearer, signed, signed, bearer. Returns (bearer, signed).
+async fn run_both(
+    bearer: &[Vec<Client>],
+    signed: &[Vec<Client>],
+    payments: u64,
+    concurrency: usize,
+) -> (RunResult, RunResult) {
+    const ROUNDS: [bool; 4] = [false, true, true, false];
+    let (mut plain, mut signing) = (RunResult::empty(), RunResult::empty());
+    for (i, is_signed) in ROUNDS.into_iter().enumerate() {
+        // The rounds share the payments out, the last one taking the rest.
+        let share = payments / 4 + if i == 3 { payments % 4 } else { 0 };
+        let (agents, into) = if is_signed { (signed, &mut signing) } else { (bearer, &mut plain) };
+        into.absorb(run_payments(agents, share.max(1), concurrency).await);
+    }
+    (plain, signing)
 }
 
 /// Opens `count` event streams with `key`, each drained by a task of its
@@ -309,6 +414,29 @@ struct RunResult {
     errors: BTreeMap<String, u64>,
 }
 
+impl RunResult {
+    fn empty() -> RunResult {
+        RunResult {
+            elapsed: Duration::ZERO,
+            succeeded: 0,
+            invoice_us: Vec::new(),
+            pay_us: Vec::new(),
+            errors: BTreeMap::new(),
+        }
+    }
+
+    /// Adds another run's (or worker's) payments, time and errors to this one.
+    fn absorb(&mut self, other: RunResult) {
+        self.elapsed += other.elapsed;
+        self.succeeded += other.succeeded;
+        self.invoice_us.extend(other.invoice_us);
+        self.pay_us.extend(other.pay_us);
+        for (k, v) in other.errors {
+            *self.errors.entry(k).or_default() += v;
+        }
+    }
+}
+
 async fn run_payments(agents: &[Vec<Client>], payments: u64, concurrency: usize) -> RunResult {
     let next = Arc::new(AtomicU64::new(0));
     let agents: Arc<Vec<Vec<Client>>> = Arc::new(agents.to_vec());
@@ -319,23 +447,11 @@ async fn run_payments(agents: &[Vec<Client>], payments: u64, concurrency: usize)
             tokio::spawn(async move { worker(w, &agents, &next, payments).await })
         })
         .collect();
-    let mut result = RunResult {
-        elapsed: Duration::ZERO,
-        succeeded: 0,
-        invoice_us: Vec::new(),
-        pay_us: Vec::new(),
-        errors: BTreeMap::new(),
-    };
+    let mut result = RunResult::empty();
     for w in workers {
         match w.await {
-            Ok(part) => {
-                result.succeeded += part.succeeded;
-                result.invoice_us.extend(part.invoice_us);
-                result.pay_us.extend(part.pay_us);
-                for (k, v) in part.errors {
-                    *result.errors.entry(k).or_default() += v;
-                }
-            }
+            // A worker's elapsed is zero: the run's is measured here.
+            Ok(part) => result.absorb(part),
             Err(e) => *result.errors.entry(format!("worker: {e}")).or_default() += 1,
         }
     }
@@ -345,13 +461,7 @@ async fn run_payments(agents: &[Vec<Client>], payments: u64, concurrency: usize)
 
 async fn worker(w: usize, instances: &[Vec<Client>], next: &AtomicU64, payments: u64) -> RunResult {
     let agents = &instances[w % instances.len()];
-    let mut r = RunResult {
-        elapsed: Duration::ZERO,
-        succeeded: 0,
-        invoice_us: Vec::new(),
-        pay_us: Vec::new(),
-        errors: BTreeMap::new(),
-    };
+    let mut r = RunResult::empty();
     let n = agents.len();
     while next.fetch_add(1, Ordering::Relaxed) < payments {
         // Worker w pays from agent w to agent w+1 (mod n): spread over
@@ -528,6 +638,7 @@ fn latency(mut samples: Vec<u32>) -> Latency {
 fn report(
     args: &BenchArgs,
     run: RunResult,
+    signed: Option<RunResult>,
     ceiling: Option<f64>,
     trade: Option<(Trade, Trade)>,
     audit: String,
@@ -536,6 +647,19 @@ fn report(
     let payments_per_s = run.succeeded as f64 / elapsed_s;
     let calls_per_s = (run.invoice_us.len() + run.pay_us.len()) as f64 / elapsed_s;
     let pay = latency(run.pay_us);
+    let signed = signed.map(|s| {
+        let per_s = s.succeeded as f64 / s.elapsed.as_secs_f64();
+        let pay = latency(s.pay_us);
+        Signed {
+            payments: s.succeeded,
+            payments_per_s: per_s,
+            pay_p99_ms: pay.p99_ms,
+            invoice: latency(s.invoice_us),
+            pay,
+            errors: s.errors,
+            ratio: per_s / payments_per_s,
+        }
+    });
     let (hold_settle, session_charges) = match trade {
         Some((pairs, charges)) => (Some(pairs), Some(charges)),
         None => (None, None),
@@ -560,6 +684,7 @@ fn report(
         ceiling_ratio: ceiling.map(|c| calls_per_s / c),
         hold_settle,
         session_charges,
+        signed,
         audit,
     }
 }
@@ -598,6 +723,17 @@ fn print_report(r: &Report, json: bool) -> Result<(), String> {
         println!(
             "{name:<13} {} at {:.0} {unit}; p50 {:.2} ms  p99 {:.2} ms; {errors}",
             t.done, t.per_s, t.latency.p50_ms, t.latency.p99_ms
+        );
+    }
+    if let Some(s) = &r.signed {
+        let errors = if s.errors.is_empty() { "no errors".to_owned() } else { format!("{:?}", s.errors) };
+        println!(
+            "signed        {} at {:.0} payments/s ({:.0}% of bearer-only); pay p50 {:.2} ms  p99 {:.2} ms; {errors}",
+            s.payments,
+            s.payments_per_s,
+            s.ratio * 100.0,
+            s.pay.p50_ms,
+            s.pay.p99_ms
         );
     }
     println!("audit         {}", r.audit);
