@@ -580,7 +580,8 @@ pub struct SignedHeaders {
 /// half. The private key never leaves this value (its `Debug` hides it).
 pub struct Signer {
     key_id: String,
-    pair: ring::signature::Ed25519KeyPair,
+    /// Zeroed when dropped.
+    key: ed25519_dalek::SigningKey,
     rng: ring::rand::SystemRandom,
 }
 
@@ -593,9 +594,9 @@ impl fmt::Debug for Signer {
 impl Signer {
     /// A signer from a 32-byte Ed25519 seed (the private key).
     pub fn ed25519(key_id: &str, seed: &[u8]) -> Result<Signer, ParseError> {
-        let pair = ring::signature::Ed25519KeyPair::from_seed_unchecked(seed)
+        let key = ed25519_dalek::SigningKey::try_from(seed)
             .map_err(|_| ParseError("an Ed25519 private key is 32 bytes".into()))?;
-        Ok(Signer { key_id: key_id.to_owned(), pair, rng: ring::rand::SystemRandom::new() })
+        Ok(Signer { key_id: key_id.to_owned(), key, rng: ring::rand::SystemRandom::new() })
     }
 
     /// A new random seed, for a new key.
@@ -611,8 +612,8 @@ impl Signer {
     }
 
     /// The raw 32-byte public key, as the gateway registers it.
-    pub fn public_key(&self) -> &[u8] {
-        ring::signature::KeyPair::public_key(&self.pair).as_ref()
+    pub fn public_key(&self) -> [u8; 32] {
+        self.key.verifying_key().to_bytes()
     }
 
     /// Signs a request made now, with a fresh random nonce.
@@ -664,10 +665,10 @@ impl Signer {
         };
         let message = Message { method, target_uri, content_digest: content_digest.as_deref(), idempotency_key };
         let base = signature_base(&message, &params)?;
-        let signature = self.pair.sign(base.as_bytes());
+        let signature = ed25519_dalek::Signer::sign(&self.key, base.as_bytes()).to_bytes();
         Ok(SignedHeaders {
             signature_input: format!("{LABEL}={}", params.serialize()),
-            signature: format!("{LABEL}=:{}:", STANDARD.encode(signature.as_ref())),
+            signature: format!("{LABEL}=:{}:", STANDARD.encode(signature)),
             content_digest,
         })
     }
@@ -708,7 +709,7 @@ mod tests {
             idempotency_key: Some("k1"),
         };
         let base = signature_base(&message, &params).unwrap();
-        let key = ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, signer.public_key());
+        let key = ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, signer.public_key().to_vec());
         key.verify(base.as_bytes(), &signature).unwrap();
         let changed = Message { idempotency_key: Some("k2"), ..message };
         let base = signature_base(&changed, &params).unwrap();

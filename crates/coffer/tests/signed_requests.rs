@@ -26,7 +26,7 @@ async fn setup() -> Setup {
     let (payer_id, payer, payer_secret) = gw.new_agent("payer", 1_000_000).await;
     let (_, payee, _) = gw.new_agent("payee", 0).await;
     let probe = Signer::ed25519("unregistered", &SEED).unwrap();
-    let public_key = base64_std(probe.public_key());
+    let public_key = base64_std(&probe.public_key());
     let request = CreateSigningKeyRequest { alg: None, public_key, required: true };
     let key = payer.create_signing_key(&payer_id, &request).await.expect("registering a key");
     assert!(key.required);
@@ -253,4 +253,53 @@ async fn an_independent_rfc_9421_implementation_agrees_both_ways() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let out = run_python(&python, &["verify", public.as_str()], Some(&captured("{\"changed\":1}")));
     assert!(!out.status.success(), "a changed body must not verify");
+}
+
+/// A POST signed with P-256 private `scalar` by the Python library, as
+/// [`run_python`]'s `send` answers it.
+fn send_p256(python: &std::path::Path, s: &P256Setup, scalar: &str, idempotency_key: &str, body: &str) -> Value {
+    let args = ["send", &s.url, &s.secret, &s.key_id, scalar, idempotency_key, body, "ecdsa-p256-sha256"];
+    let out = run_python(python, &args, None);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("python's JSON")
+}
+
+struct P256Setup {
+    url: String,
+    secret: String,
+    key_id: String,
+}
+
+/// A hardware-style ECDSA P-256 key (RFC 9421 `ecdsa-p256-sha256`),
+/// registered as an uncompressed point, signs for an agent by the same
+/// independent library: its payment is accepted; the same request signed
+/// by another P-256 key is refused and debits nothing.
+#[tokio::test]
+async fn an_ecdsa_p256_key_signs_end_to_end() {
+    let Some(python) = common::test_python("RFC 9421 P-256") else { return };
+    let gw = Gateway::start().await;
+    let (payer_id, payer, secret) = gw.new_agent("payer", 1_000_000).await;
+    let (_, payee, _) = gw.new_agent("payee", 0).await;
+    let scalar = "c9afa9d845ba75166b5c215767b1d6934e50c3db36e89b127b8a622b120f6721";
+    let out = run_python(&python, &["p256-public", scalar], None);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let public_key = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let request = CreateSigningKeyRequest { alg: Some("ecdsa-p256-sha256".into()), public_key, required: true };
+    let key = payer.create_signing_key(&payer_id, &request).await.expect("registering a P-256 key");
+    assert_eq!(key.alg, "ecdsa-p256-sha256");
+    let s = P256Setup { url: format!("{}/v1/payments", gw.url()), secret, key_id: key.id };
+    let before = gw.balances().await[&payer_id];
+
+    let invoice = common::invoice(&payee, 3_000).await;
+    let answer = send_p256(&python, &s, scalar, "p256-1", &json!({ "bolt11": invoice.bolt11 }).to_string());
+    assert!(answer["status"] == 200 || answer["status"] == 201, "{answer}");
+    assert_eq!(answer["body"]["status"], "succeeded", "{answer}");
+    assert_eq!(gw.balances().await[&payer_id], before - 3_000);
+
+    let invoice = common::invoice(&payee, 1_000).await;
+    let other = "0f56db78ca460b055c500064824bed999a25aaf48ebb519ac201537b85479813";
+    let answer = send_p256(&python, &s, other, "p256-2", &json!({ "bolt11": invoice.bolt11 }).to_string());
+    assert_eq!(answer["status"], 401, "{answer}");
+    assert_eq!(answer["body"]["component"], "signature", "{answer}");
+    assert_eq!(gw.balances().await[&payer_id], before - 3_000);
 }

@@ -156,6 +156,33 @@ struct Signed {
     errors: BTreeMap<String, u64>,
     /// Signed payments/s over bearer-only payments/s.
     ratio: f64,
+    /// CPU time the gateway processes spent per payment, bearer-only and
+    /// signed: what signing costs the gateway, apart from the bench client
+    /// that shares the machine (`None` for a gateway at `--url`, or off
+    /// Linux).
+    gateway_cpu_us_per_payment: Option<CpuPerPayment>,
+    /// The same for this bench process, which signs.
+    client_cpu_us_per_payment: Option<CpuPerPayment>,
+}
+
+#[derive(Serialize, Clone, Copy)]
+struct CpuPerPayment {
+    bearer: f64,
+    signed: f64,
+}
+
+impl CpuPerPayment {
+    /// From each run's (payments, CPU time).
+    fn of(bearer: (u64, Option<Duration>), signed: (u64, Option<Duration>)) -> Option<CpuPerPayment> {
+        let per_payment =
+            |(payments, cpu): (u64, Option<Duration>)| Some(cpu?.as_secs_f64() * 1e6 / payments.max(1) as f64);
+        Some(CpuPerPayment { bearer: per_payment(bearer)?, signed: per_payment(signed)? })
+    }
+
+    fn text(&self) -> String {
+        let more = (self.signed / self.bearer.max(f64::MIN_POSITIVE) - 1.0) * 100.0;
+        format!("{:.0} µs bearer-only, {:.0} µs signed ({more:+.0}%)", self.bearer, self.signed)
+    }
 }
 
 #[derive(Serialize)]
@@ -225,7 +252,10 @@ pub async fn run(args: BenchArgs) -> CliResult {
     let (run, signed) = match &signing {
         None => (run_payments(&agents, args.payments, args.concurrency).await, None),
         Some(signing) => {
-            let (bearer, signed) = run_both(&agents, signing, args.payments, args.concurrency).await;
+            let gateways: Vec<u32> = own.iter().filter_map(super::child::OwnGateway::pid).collect();
+            let gateways = if gateways.is_empty() || gateways.len() < own.len() { None } else { Some(gateways) };
+            let (bearer, signed) =
+                run_both(&agents, signing, args.payments, args.concurrency, gateways.as_deref()).await;
             (bearer, Some(signed))
         }
     };
@@ -364,22 +394,45 @@ async fn known_signing_keys(agents: &[Client]) -> Result<(), String> {
 }
 
 /// The payments, bearer-only and signed, in four rounds of a quarter each:
-/// bearer, signed, signed, bearer. Returns (bearer, signed).
+/// bearer, signed, signed, bearer. Returns (bearer, signed), each with the
+/// CPU time the `gateways` processes and this one spent in its rounds.
 async fn run_both(
     bearer: &[Vec<Client>],
     signed: &[Vec<Client>],
     payments: u64,
     concurrency: usize,
+    gateways: Option<&[u32]>,
 ) -> (RunResult, RunResult) {
     const ROUNDS: [bool; 4] = [false, true, true, false];
     let (mut plain, mut signing) = (RunResult::empty(), RunResult::empty());
+    let gateways_cpu =
+        || gateways.and_then(|pids| pids.iter().map(|&pid| cpu_time(Some(pid))).sum::<Option<Duration>>());
     for (i, is_signed) in ROUNDS.into_iter().enumerate() {
         // The rounds share the payments out, the last one taking the rest.
         let share = payments / 4 + if i == 3 { payments % 4 } else { 0 };
         let (agents, into) = if is_signed { (signed, &mut signing) } else { (bearer, &mut plain) };
-        into.absorb(run_payments(agents, share.max(1), concurrency).await);
+        let (gateway_before, client_before) = (gateways_cpu(), cpu_time(None));
+        let mut round = run_payments(agents, share.max(1), concurrency).await;
+        round.gateway_cpu = gateways_cpu().zip(gateway_before).map(|(after, before)| after.saturating_sub(before));
+        round.client_cpu = cpu_time(None).zip(client_before).map(|(after, before)| after.saturating_sub(before));
+        into.absorb(round);
     }
     (plain, signing)
+}
+
+/// The CPU time (user and system) process `pid`, or this one, has used so
+/// far, from `/proc` (Linux); `None` elsewhere or once it has gone.
+fn cpu_time(pid: Option<u32>) -> Option<Duration> {
+    /// `/proc` counts in USER_HZ ticks, which Linux fixes at 100 a second.
+    const TICKS_PER_S: u64 = 100;
+    let path = pid.map_or_else(|| "/proc/self/stat".to_owned(), |pid| format!("/proc/{pid}/stat"));
+    let stat = std::fs::read_to_string(path).ok()?;
+    // The fields after the command name (in parentheses, may hold spaces):
+    // the state is field 3 of proc(5), so utime (14) and stime (15) are the
+    // 12th and 13th.
+    let mut fields = stat.rsplit_once(')')?.1.split_whitespace().skip(11);
+    let ticks = fields.next()?.parse::<u64>().ok()?.checked_add(fields.next()?.parse::<u64>().ok()?)?;
+    Some(Duration::from_millis(ticks.checked_mul(1000 / TICKS_PER_S)?))
 }
 
 /// Opens `count` event streams with `key`, each drained by a task of its
@@ -412,6 +465,9 @@ struct RunResult {
     invoice_us: Vec<u32>,
     pay_us: Vec<u32>,
     errors: BTreeMap<String, u64>,
+    /// CPU time the gateways and this process spent, where measured.
+    gateway_cpu: Option<Duration>,
+    client_cpu: Option<Duration>,
 }
 
 impl RunResult {
@@ -422,6 +478,8 @@ impl RunResult {
             invoice_us: Vec::new(),
             pay_us: Vec::new(),
             errors: BTreeMap::new(),
+            gateway_cpu: Some(Duration::ZERO),
+            client_cpu: Some(Duration::ZERO),
         }
     }
 
@@ -434,6 +492,9 @@ impl RunResult {
         for (k, v) in other.errors {
             *self.errors.entry(k).or_default() += v;
         }
+        // Unmeasured in any part: unmeasured.
+        self.gateway_cpu = self.gateway_cpu.zip(other.gateway_cpu).map(|(a, b)| a + b);
+        self.client_cpu = self.client_cpu.zip(other.client_cpu).map(|(a, b)| a + b);
     }
 }
 
@@ -646,9 +707,12 @@ fn report(
     let elapsed_s = run.elapsed.as_secs_f64();
     let payments_per_s = run.succeeded as f64 / elapsed_s;
     let calls_per_s = (run.invoice_us.len() + run.pay_us.len()) as f64 / elapsed_s;
+    let bearer_cpu = ((run.succeeded, run.gateway_cpu), (run.succeeded, run.client_cpu));
     let pay = latency(run.pay_us);
     let signed = signed.map(|s| {
         let per_s = s.succeeded as f64 / s.elapsed.as_secs_f64();
+        let gateway_cpu_us_per_payment = CpuPerPayment::of(bearer_cpu.0, (s.succeeded, s.gateway_cpu));
+        let client_cpu_us_per_payment = CpuPerPayment::of(bearer_cpu.1, (s.succeeded, s.client_cpu));
         let pay = latency(s.pay_us);
         Signed {
             payments: s.succeeded,
@@ -658,6 +722,8 @@ fn report(
             pay,
             errors: s.errors,
             ratio: per_s / payments_per_s,
+            gateway_cpu_us_per_payment,
+            client_cpu_us_per_payment,
         }
     });
     let (hold_settle, session_charges) = match trade {
@@ -735,6 +801,9 @@ fn print_report(r: &Report, json: bool) -> Result<(), String> {
             s.pay.p50_ms,
             s.pay.p99_ms
         );
+        if let (Some(gateway), Some(client)) = (s.gateway_cpu_us_per_payment, s.client_cpu_us_per_payment) {
+            println!("cpu/payment   gateway {}; bench client {}", gateway.text(), client.text());
+        }
     }
     println!("audit         {}", r.audit);
     Ok(())

@@ -28,6 +28,11 @@ impl Drop for TempDir {
 }
 
 impl OwnGateway {
+    /// The gateway process's id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
     /// Starts a gateway on `data` (a temporary folder by default), with
     /// its store in PostgreSQL at `database` if given.
     pub async fn start(data: Option<PathBuf>, database: Option<String>) -> Result<OwnGateway, String> {

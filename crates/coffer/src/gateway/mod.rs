@@ -198,7 +198,7 @@ impl Gateway {
             watch_cursor: std::sync::atomic::AtomicI64::new(0),
             keys: RwLock::new(keys),
             key_changes: AtomicU64::new(0),
-            signing: signing::SigningKeys::load(signing_keys),
+            signing: signing::SigningKeys::load(signing_keys)?,
             throttle: rate::Throttle::default(),
             clock: Arc::new(SystemClock),
             dev_clock: None,

@@ -85,7 +85,7 @@ pub async fn check_signed_writes(State(gw): State<AppState>, request: Request, n
         Ok(bytes) => bytes,
         Err(e) => return e.into_response(),
     };
-    if let Err(e) = verify(&gw, &caller, &parts, &bytes) {
+    if let Err(e) = verify(&gw, &caller, &parts, &bytes).await {
         return e.into_response();
     }
     next.run(Request::from_parts(parts, Body::from(bytes))).await
@@ -113,7 +113,7 @@ async fn read_body(headers: &HeaderMap, body: Body) -> Result<axum::body::Bytes,
     axum::body::to_bytes(body, BODY_LEN_MAX_BYTES).await.map_err(|_| Error::BodyTooLarge)
 }
 
-fn verify(gw: &AppState, caller: &crate::gateway::AgentKey, parts: &Parts, body: &[u8]) -> Result<(), Error> {
+async fn verify(gw: &AppState, caller: &crate::gateway::AgentKey, parts: &Parts, body: &[u8]) -> Result<(), Error> {
     let header = |name: &str| -> Result<Option<&str>, Error> {
         match parts.headers.get(name) {
             None => Ok(None),
@@ -134,7 +134,7 @@ fn verify(gw: &AppState, caller: &crate::gateway::AgentKey, parts: &Parts, body:
         signature_input: header(SIGNATURE_INPUT)?,
         signature: header("signature")?,
     };
-    gw.verify_signed_request(caller, &request)
+    gw.verify_signed_request(caller, &request).await
 }
 
 /// `@target-uri` as the client addressed it: the configured public origin,

@@ -1,22 +1,29 @@
 """RFC 9421 signatures by an independent implementation (PyPI
 http-message-signatures), against coffer (tests/signed_requests.rs).
 
-  rfc9421.py send URL BEARER KEY_ID SEED_HEX IDEMPOTENCY_KEY BODY
+  rfc9421.py send URL BEARER KEY_ID SEED_HEX IDEMPOTENCY_KEY BODY [ALG]
       signs a POST of BODY (JSON) to URL as the library does it, sends it,
-      prints the HTTP status and the answer.
+      prints the HTTP status and the answer. ALG is ed25519 (the default;
+      SEED_HEX is the 32-byte private key) or ecdsa-p256-sha256 (SEED_HEX
+      is the private scalar).
+  rfc9421.py p256-public SCALAR_HEX
+      prints the P-256 public key of a private scalar as coffer registers
+      it: standard base64 of the uncompressed point.
   rfc9421.py verify PUBLIC_KEY_HEX < request.json
       verifies a request made by coffer's client crate ({"method", "url",
       "headers": {name: value}, "body": text}); exit 0 only if it verifies
       and covers what coffer requires.
 """
 
+import base64
 import json
 import secrets
 import sys
 import urllib.error
 import urllib.request
 
-from cryptography.hazmat.primitives.asymmetric import ed25519
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from http_message_signatures import HTTPMessageSigner, HTTPMessageVerifier, algorithms
 from http_message_signatures.resolvers import MappingKeyResolver
 
@@ -30,10 +37,24 @@ class Request:
         self.headers = {k.lower(): v for k, v in headers.items()}
 
 
-def send(url, bearer, key_id, seed_hex, idempotency_key, body):
-    private = ed25519.Ed25519PrivateKey.from_private_bytes(bytes.fromhex(seed_hex))
+def p256_private(scalar_hex):
+    return ec.derive_private_key(int(scalar_hex, 16), ec.SECP256R1())
+
+
+def p256_public(scalar_hex):
+    point = p256_private(scalar_hex).public_key().public_bytes(
+        serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+    )
+    print(base64.b64encode(point).decode())
+
+
+def send(url, bearer, key_id, seed_hex, idempotency_key, body, alg="ed25519"):
+    if alg == "ecdsa-p256-sha256":
+        private, algorithm = p256_private(seed_hex), algorithms.ECDSA_P256_SHA256
+    else:
+        private, algorithm = ed25519.Ed25519PrivateKey.from_private_bytes(bytes.fromhex(seed_hex)), algorithms.ED25519
     resolver = MappingKeyResolver(public_keys={}, private_keys={key_id: private})
-    signer = HTTPMessageSigner(signature_algorithm=algorithms.ED25519, key_resolver=resolver)
+    signer = HTTPMessageSigner(signature_algorithm=algorithm, key_resolver=resolver)
     request = Request("POST", url, {"content-type": "application/json", "idempotency-key": idempotency_key})
     signer.sign(
         request,
@@ -72,8 +93,10 @@ def verify(public_key_hex):
 
 if __name__ == "__main__":
     if sys.argv[1] == "send":
-        send(*sys.argv[2:8])
+        send(*sys.argv[2:9])
+    elif sys.argv[1] == "p256-public":
+        p256_public(sys.argv[2])
     elif sys.argv[1] == "verify":
         verify(sys.argv[2])
     else:
-        sys.exit("usage: rfc9421.py send|verify ...")
+        sys.exit("usage: rfc9421.py send|p256-public|verify ...")

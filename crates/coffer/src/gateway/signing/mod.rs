@@ -11,7 +11,10 @@
 //!
 //! The keys are cached like bearer keys: exact on an embedded store (this
 //! process writes them), reloaded every [`super::KEY_REFRESH_MS`] on a
-//! shared one. Nonces are remembered per instance.
+//! shared one. Nonces are remembered per instance. Ed25519 signatures are
+//! checked in batches ([`batch`]).
+
+mod batch;
 
 use super::{AgentKey, Gateway, Principal, invalid};
 use crate::error::Error;
@@ -23,7 +26,7 @@ use coffer_client::Scope;
 use coffer_client::signing::{self, Alg, Message, SignatureParams};
 use sha2::{Digest as _, Sha256};
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 /// How old a signature's `created` may be.
 pub const SIGNATURE_AGE_MAX_SECS: i64 = 300;
@@ -37,16 +40,17 @@ const NONCE_KEPT_MS: i64 = (SIGNATURE_AGE_MAX_SECS + SIGNATURE_SKEW_AHEAD_MAX_SE
 const _: () = assert!(SIGNATURE_SKEW_AHEAD_MAX_SECS < SIGNATURE_AGE_MAX_SECS);
 const _: () = assert!(SIGNATURE_NONCES_MAX > 0);
 
-/// The live signing keys, and the nonces seen within the window.
-#[derive(Default)]
+/// The live signing keys, the nonces seen within the window, and the
+/// checker of Ed25519 signatures.
 pub struct SigningKeys {
     keys: RwLock<KeyCache>,
     nonces: Mutex<Nonces>,
+    ed25519: batch::Ed25519Batches,
 }
 
 #[derive(Default)]
 struct KeyCache {
-    by_id: HashMap<String, SigningKeyRecord>,
+    by_id: HashMap<String, Arc<LiveKey>>,
     /// Agents with at least one live required key.
     required: HashSet<String>,
 }
@@ -64,14 +68,34 @@ impl KeyCache {
         if key.required {
             self.required.insert(key.agent_id.clone());
         }
-        self.by_id.insert(key.id.clone(), key);
+        self.by_id.insert(key.id.clone(), Arc::new(LiveKey::from(key)));
     }
 
     fn remove(&mut self, key_id: &str) {
         let Some(key) = self.by_id.remove(key_id) else { return };
-        if key.required && !self.by_id.values().any(|k| k.agent_id == key.agent_id && k.required) {
-            self.required.remove(&key.agent_id);
+        let agent_id = &key.record.agent_id;
+        if key.record.required && !self.by_id.values().any(|k| &k.record.agent_id == agent_id && k.record.required) {
+            self.required.remove(agent_id);
         }
+    }
+}
+
+/// A live key, with its Ed25519 point decompressed once, when it is loaded,
+/// rather than on every request (a decompression costs a field inversion).
+struct LiveKey {
+    record: SigningKeyRecord,
+    /// `None` for a P-256 key, or for an Ed25519 key stored malformed (none
+    /// are: [`parse_public_key`] refuses them; such a key verifies nothing).
+    ed25519: Option<ed25519_dalek::VerifyingKey>,
+}
+
+impl From<SigningKeyRecord> for LiveKey {
+    fn from(record: SigningKeyRecord) -> LiveKey {
+        let ed25519 = match record.alg {
+            Alg::Ed25519 => ed25519_dalek::VerifyingKey::try_from(record.public_key.as_slice()).ok(),
+            Alg::EcdsaP256Sha256 => None,
+        };
+        LiveKey { record, ed25519 }
     }
 }
 
@@ -134,8 +158,12 @@ fn refuse(component: &'static str, detail: impl Into<String>) -> Error {
 }
 
 impl SigningKeys {
-    pub fn load(keys: Vec<SigningKeyRecord>) -> SigningKeys {
-        SigningKeys { keys: RwLock::new(KeyCache::from(keys)), nonces: Mutex::default() }
+    pub fn load(keys: Vec<SigningKeyRecord>) -> Result<SigningKeys, Error> {
+        Ok(SigningKeys {
+            keys: RwLock::new(KeyCache::from(keys)),
+            nonces: Mutex::default(),
+            ed25519: batch::Ed25519Batches::start()?,
+        })
     }
 
     fn read(&self) -> Result<std::sync::RwLockReadGuard<'_, KeyCache>, Error> {
@@ -157,8 +185,24 @@ impl SigningKeys {
     }
 
     /// Checks a write request of `caller`: signed as its keys require, and
-    /// signed well if it carries a signature at all.
-    pub fn verify(&self, caller: &AgentKey, request: &SignedRequest<'_>, now_ms: i64) -> Result<(), Error> {
+    /// signed well if it carries a signature at all. The nonce is spent
+    /// only by a signature that verifies.
+    pub async fn verify(&self, caller: &AgentKey, request: &SignedRequest<'_>, now_ms: i64) -> Result<(), Error> {
+        let Some(Check { key, base, signature, nonce }) = self.prepare(caller, request, now_ms)? else {
+            return Ok(());
+        };
+        self.verify_signature(&key, base, &signature).await?;
+        let mut nonces = self.nonces.lock().map_err(|_| Error::Internal("nonce window poisoned".into()))?;
+        if !nonces.admit(&key.record.id, &nonce, now_ms)? {
+            return Err(refuse("nonce", "this nonce was already used: a replayed request"));
+        }
+        Ok(())
+    }
+
+    /// Everything but the signature itself: the key named, the parameters
+    /// and coverage, the digest, the signature base. `None` for an unsigned
+    /// request of an agent that need not sign.
+    fn prepare(&self, caller: &AgentKey, request: &SignedRequest<'_>, now_ms: i64) -> Result<Option<Check>, Error> {
         let Some(input) = request.signature_input else {
             if self.required(&caller.agent_id) {
                 return Err(Error::Signature {
@@ -167,17 +211,17 @@ impl SigningKeys {
                     missing: true,
                 });
             }
-            return Ok(());
+            return Ok(None);
         };
         let inputs = signing::parse_signature_input(input).map_err(|e| refuse("signature-input", e.0))?;
         let signature = request.signature.ok_or_else(|| refuse("signature", "no Signature header"))?;
         let signatures = signing::parse_signature(signature).map_err(|e| refuse("signature", e.0))?;
         let (label, params, key) = self.pick(caller, inputs)?;
-        let bytes = signatures
+        let signature = signatures
             .into_iter()
             .find_map(|(l, bytes)| (l == label).then_some(bytes))
             .ok_or_else(|| refuse("signature", format!("no signature labelled {label}")))?;
-        check_params(&params, &key, request, now_ms)?;
+        check_params(&params, &key.record, request, now_ms)?;
         let message = Message {
             method: request.method,
             target_uri: request.target_uri,
@@ -185,13 +229,25 @@ impl SigningKeys {
             idempotency_key: request.idempotency_key,
         };
         let base = signing::signature_base(&message, &params).map_err(|e| refuse("signature-input", e.0))?;
-        verify_bytes(&key, base.as_bytes(), &bytes)?;
-        let nonce = params.nonce().unwrap_or_default();
-        let mut nonces = self.nonces.lock().map_err(|_| Error::Internal("nonce window poisoned".into()))?;
-        if !nonces.admit(&key.id, nonce, now_ms)? {
-            return Err(refuse("nonce", "this nonce was already used: a replayed request"));
+        let nonce = params.nonce().unwrap_or_default().to_owned();
+        Ok(Some(Check { key, base, signature, nonce }))
+    }
+
+    async fn verify_signature(&self, key: &LiveKey, base: String, signature: &[u8]) -> Result<(), Error> {
+        let valid = match (key.record.alg, key.ed25519) {
+            (Alg::Ed25519, Some(public_key)) => self.ed25519.verify(public_key, base.into_bytes(), signature).await?,
+            (Alg::Ed25519, None) => false,
+            (Alg::EcdsaP256Sha256, _) => ring::signature::UnparsedPublicKey::new(
+                &ring::signature::ECDSA_P256_SHA256_FIXED,
+                &key.record.public_key,
+            )
+            .verify(base.as_bytes(), signature)
+            .is_ok(),
+        };
+        match valid {
+            true => Ok(()),
+            false => Err(refuse("signature", format!("the signature does not verify with the key {}", key.record.id))),
         }
-        Ok(())
     }
 
     /// The first signature made by a live key of the caller's agent.
@@ -199,13 +255,13 @@ impl SigningKeys {
         &self,
         caller: &AgentKey,
         inputs: Vec<(String, SignatureParams)>,
-    ) -> Result<(String, SignatureParams, SigningKeyRecord), Error> {
+    ) -> Result<(String, SignatureParams, Arc<LiveKey>), Error> {
         let cache = self.read()?;
         let mut named = None;
         for (label, params) in inputs {
             let Some(key_id) = params.keyid() else { continue };
             match cache.by_id.get(key_id) {
-                Some(key) if key.agent_id == caller.agent_id => return Ok((label, params, key.clone())),
+                Some(key) if key.record.agent_id == caller.agent_id => return Ok((label, params, Arc::clone(key))),
                 _ => named = Some(key_id.to_owned()),
             }
         }
@@ -270,14 +326,12 @@ fn component_name(component: &str) -> &'static str {
     }
 }
 
-fn verify_bytes(key: &SigningKeyRecord, base: &[u8], signature: &[u8]) -> Result<(), Error> {
-    let alg: &dyn ring::signature::VerificationAlgorithm = match key.alg {
-        Alg::Ed25519 => &ring::signature::ED25519,
-        Alg::EcdsaP256Sha256 => &ring::signature::ECDSA_P256_SHA256_FIXED,
-    };
-    ring::signature::UnparsedPublicKey::new(alg, &key.public_key)
-        .verify(base, signature)
-        .map_err(|_| refuse("signature", format!("the signature does not verify with the key {}", key.id)))
+/// A signature to check, with what it must sign and the nonce it spends.
+struct Check {
+    key: Arc<LiveKey>,
+    base: String,
+    signature: Vec<u8>,
+    nonce: String,
 }
 
 /// A public key as registered: standard base64 of the raw key, of the
@@ -291,10 +345,17 @@ fn parse_public_key(alg: Alg, public_key: &str) -> Result<Vec<u8>, Error> {
             format!("an {} public key is {} bytes; this is {}", alg.as_str(), alg.public_key_len(), bytes.len());
         return Err(invalid("public_key", detail));
     }
-    if alg == Alg::EcdsaP256Sha256 && bytes.first() != Some(&0x04) {
-        return Err(invalid("public_key", "a P-256 key is an uncompressed point (0x04, x, y)".into()));
+    match alg {
+        Alg::EcdsaP256Sha256 if bytes.first() != Some(&0x04) => {
+            Err(invalid("public_key", "a P-256 key is an uncompressed point (0x04, x, y)".into()))
+        }
+        // A point off the curve, or of small order (which would accept
+        // signatures nobody made), is no key.
+        Alg::Ed25519 if ed25519_dalek::VerifyingKey::try_from(bytes.as_slice()).map_or(true, |k| k.is_weak()) => {
+            Err(invalid("public_key", "not a valid Ed25519 public key".into()))
+        }
+        _ => Ok(bytes),
     }
-    Ok(bytes)
 }
 
 impl Gateway {
@@ -361,8 +422,8 @@ impl Gateway {
     }
 
     /// Checks the signature of a write request (see [`SigningKeys::verify`]).
-    pub fn verify_signed_request(&self, caller: &AgentKey, request: &SignedRequest<'_>) -> Result<(), Error> {
-        self.signing.verify(caller, request, self.now_ms())
+    pub async fn verify_signed_request(&self, caller: &AgentKey, request: &SignedRequest<'_>) -> Result<(), Error> {
+        self.signing.verify(caller, request, self.now_ms()).await
     }
 
     /// Whether a write of `agent_id` needs its signature checked: the agent
@@ -435,7 +496,12 @@ mod tests {
 
     #[test]
     fn public_keys_are_checked_for_length_and_form() {
-        assert!(parse_public_key(Alg::Ed25519, &STANDARD.encode([1u8; 32])).is_ok());
+        let key = ed25519_dalek::SigningKey::from_bytes(&[1u8; 32]).verifying_key().to_bytes();
+        assert!(parse_public_key(Alg::Ed25519, &STANDARD.encode(key)).is_ok());
+        // The identity point: of small order, so weak.
+        let mut identity = [0u8; 32];
+        identity[0] = 1;
+        assert!(parse_public_key(Alg::Ed25519, &STANDARD.encode(identity)).is_err());
         assert!(parse_public_key(Alg::Ed25519, &STANDARD.encode([1u8; 31])).is_err());
         assert!(parse_public_key(Alg::Ed25519, "not base64!").is_err());
         assert!(parse_public_key(Alg::EcdsaP256Sha256, &STANDARD.encode([2u8; 65])).is_err());
