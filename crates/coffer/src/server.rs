@@ -301,16 +301,12 @@ pub async fn serve(
     on_ready(addr);
     tokio::spawn(expire_due(Arc::clone(&gateway)));
     tokio::spawn(crate::gateway::retention::run(Arc::clone(&gateway)));
-    if gateway.shared_store() {
-        tokio::spawn(refresh_keys(Arc::clone(&gateway)));
-    }
     if gateway.lightning_name() != "dev" {
         tokio::spawn(crate::gateway::run_background(Arc::clone(&gateway), LIGHTNING_POLL_INTERVAL_MS));
     }
     let limits = gateway.settings().limits.clone();
     let operator = Arc::clone(&gateway);
-    let is_operator: IsOperator =
-        Arc::new(move |secret| matches!(operator.authenticate(secret), Ok(crate::gateway::Principal::Operator)));
+    let is_operator: IsOperator = Arc::new(move |secret| operator.is_operator(secret));
     let app = app(gateway, addr, paywalls)?;
     crate::connections::serve(listener, app, &limits, is_operator, shutdown_signal()).await;
     Ok(())
@@ -362,17 +358,6 @@ async fn expire_due(gateway: Arc<Gateway>) {
         }
         if let Err(e) = gateway.expire_commerce().await {
             tracing::warn!(error = %e, "ending holds, escrows and sessions past their deadline failed; will retry");
-        }
-    }
-}
-
-/// Keeps the key cache in step with the other instances of a shared store.
-async fn refresh_keys(gateway: Arc<Gateway>) {
-    let mut tick = tokio::time::interval(std::time::Duration::from_millis(crate::gateway::KEY_REFRESH_MS));
-    loop {
-        tick.tick().await;
-        if let Err(e) = gateway.refresh_keys().await {
-            tracing::warn!(error = %e, "reloading the keys failed; will retry");
         }
     }
 }

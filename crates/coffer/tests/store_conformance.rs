@@ -134,6 +134,12 @@ async fn ledger_rows(store: &dyn Store) {
     assert!(matches!(missing, Err(Error::NotFound("account"))), "{missing:?}");
 }
 
+/// The ids of agent "parent"'s live signing keys, with `required`.
+async fn live_signing_keys(store: &dyn Store) -> Vec<(String, bool)> {
+    let keys = store.read(|tx| tx.live_signing_keys_of("parent")).await.expect("a read");
+    keys.into_iter().map(|k| (k.id, k.required)).collect()
+}
+
 async fn agents_and_keys(store: &dyn Store) {
     add_agent(store, "parent").await;
     let child = new_agent("child", Some("parent"));
@@ -155,9 +161,33 @@ async fn agents_and_keys(store: &dyn Store) {
         (key.agent_id.as_str(), key.scope, key.digest),
         ("parent", Scope::Spend, SecretDigest::of("key_parent"))
     );
+    let digest = SecretDigest::of("key_parent");
+    let by_digest = store.read(move |tx| tx.live_key_by_digest(&digest)).await.expect("a read");
+    assert_eq!(by_digest.map(|k| k.id), Some("key_parent".to_owned()), "a live key is found by its digest");
+    let unknown = SecretDigest::of("nobody's secret");
+    assert!(store.read(move |tx| tx.live_key_by_digest(&unknown)).await.expect("a read").is_none());
     store.write(|tx| tx.revoke_key("key_parent", 3_000)).await.expect("revoked");
     assert!(store.read(|tx| tx.live_key("key_parent")).await.expect("a read").is_none());
+    assert!(store.read(move |tx| tx.live_key_by_digest(&digest)).await.expect("a read").is_none(), "revoked");
     assert!(store.read(|tx| tx.live_keys()).await.expect("live keys").is_empty());
+
+    // Signing keys: an agent's live ones, oldest first; a revoked one is not.
+    for (id, at_ms, required) in [("sk_b", 2_000, true), ("sk_a", 1_000, false)] {
+        let key = SigningKeyRecord {
+            id: id.into(),
+            agent_id: "parent".into(),
+            alg: coffer_client::signing::Alg::Ed25519,
+            public_key: vec![7; 32],
+            required,
+            created_at_ms: at_ms,
+            revoked_at_ms: None,
+        };
+        store.write(move |tx| tx.insert_signing_key(&key)).await.expect("a signing key");
+    }
+    assert_eq!(live_signing_keys(store).await, [("sk_a".to_owned(), false), ("sk_b".to_owned(), true)]);
+    assert!(store.write(|tx| tx.revoke_signing_key("parent", "sk_a", 3_000)).await.expect("revoked"));
+    assert_eq!(live_signing_keys(store).await, [("sk_b".to_owned(), true)]);
+    assert!(store.read(|tx| tx.live_signing_keys_of("nobody")).await.expect("a read").is_empty());
 
     let policy = r#"{"max_payment_msat":1000}"#;
     store.write(move |tx| tx.set_policy("parent", Some(policy))).await.expect("a policy");

@@ -313,7 +313,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("temporary folder");
         let (gateway, _token) = GatewayBuilder::default().data_dir(dir.path()).build().await.expect("a gateway");
         let (agent, secret, _) = gateway.create_agent(&Principal::Operator, "follower", false).await.expect("an agent");
-        let caller = gateway.authenticate(&secret).expect("the agent's key");
+        let caller = gateway.authenticate(&secret).await.expect("the agent's key");
         let mut follower = gateway.follow_events(&caller, 0).expect("a follower");
         let first = stored_ids(&gateway, &caller, 0).await;
         assert!(!first.is_empty(), "creating an agent wrote its events");

@@ -3,6 +3,7 @@
 //! Agents, keys, funds, invoices and payments are here; the constitution and
 //! chat have a file each.
 
+mod auth;
 mod chat;
 pub mod clock;
 mod commerce;
@@ -40,7 +41,6 @@ use coffer_core::policy::{BudgetReport, Policy, budget_report};
 use coffer_core::{AccountId, Balance, Msat, Transfer};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -150,16 +150,12 @@ pub struct Gateway {
     lnurl_http: Option<reqwest::Client>,
     /// Where the deposit watcher goes on (an invoice `seq`).
     watch_cursor: std::sync::atomic::AtomicI64,
-    /// Live keys by digest. This process is the only writer of keys on an
-    /// embedded store, so the cache is exact: creation and revocation update
-    /// it after their commit. On a shared store other instances write keys
-    /// too, and [`Gateway::refresh_keys`] reloads the cache every
-    /// [`KEY_REFRESH_MS`].
+    /// Live keys by digest, exact on an embedded store (see [`auth`]); a
+    /// shared store's are read per request.
     keys: RwLock<HashMap<SecretDigest, AgentKey>>,
-    /// Counts this process's changes to `keys`: a reload that overlapped
-    /// one is dropped, so it cannot undo a newer local change.
-    key_changes: AtomicU64,
-    /// Agents' public keys for signed requests, cached like `keys`.
+    /// Digests known to be no live key, on a shared store.
+    dead_keys: auth::DeadKeySet,
+    /// Agents' public keys for signed requests, and their checker.
     signing: signing::SigningKeys,
     /// Write rates, and the limit hits that feed breakers.
     throttle: rate::Throttle,
@@ -170,10 +166,6 @@ pub struct Gateway {
     dev_clock: Option<Arc<DevClock>>,
 }
 
-/// On a shared store, a key created or revoked by another instance is
-/// honoured here at most this long (plus one read of the keys) later.
-pub const KEY_REFRESH_MS: u64 = 1_000;
-
 impl Gateway {
     pub async fn new(
         store: Arc<dyn Store>,
@@ -181,7 +173,12 @@ impl Gateway {
         settings: Settings,
         operator: SecretDigest,
     ) -> Result<Gateway, Error> {
-        let (live, signing_keys) = store.read(|tx| Ok((tx.live_keys()?, tx.live_signing_keys()?))).await?;
+        // The caches of an embedded store (see `auth`); a shared one's keys
+        // are read per request.
+        let (live, signing_keys) = match store.shared() {
+            false => store.read(|tx| Ok((tx.live_keys()?, tx.live_signing_keys()?))).await?,
+            true => (Vec::new(), Vec::new()),
+        };
         let keys = live.iter().map(|k| (k.digest, AgentKey::from(k))).collect();
         let node_pubkey_hex = node.pubkey().to_string().into();
         Ok(Gateway {
@@ -197,7 +194,7 @@ impl Gateway {
             lnurl_http: None,
             watch_cursor: std::sync::atomic::AtomicI64::new(0),
             keys: RwLock::new(keys),
-            key_changes: AtomicU64::new(0),
+            dead_keys: auth::DeadKeySet::default(),
             signing: signing::SigningKeys::load(signing_keys)?,
             throttle: rate::Throttle::default(),
             clock: Arc::new(SystemClock),
@@ -304,55 +301,9 @@ impl Gateway {
         &self.node_pubkey_hex
     }
 
-    /// Resolves a bearer secret. Unknown and revoked secrets look the same.
-    pub fn authenticate(&self, secret: &str) -> Result<Principal, Error> {
-        if secret.is_empty() || secret.len() > secrets::SECRET_LEN_MAX_BYTES {
-            return Err(Error::Unauthorized);
-        }
-        let digest = SecretDigest::of(secret);
-        if digest.matches(&self.operator) {
-            return Ok(Principal::Operator);
-        }
-        let keys = self.keys.read().map_err(|_| Error::Internal("key cache poisoned".into()))?;
-        match keys.get_key_value(&digest) {
-            Some((stored, key)) if stored.matches(&digest) && key.expires_at_ms.is_none_or(|at| self.now_ms() < at) => {
-                Ok(Principal::Agent(key.clone()))
-            }
-            _ => Err(Error::Unauthorized),
-        }
-    }
-
-    fn cache_key(&self, key: &KeyRecord) -> Result<(), Error> {
-        let mut keys = self.keys.write().map_err(|_| Error::Internal("key cache poisoned".into()))?;
-        keys.insert(key.digest, AgentKey::from(key));
-        self.key_changes.fetch_add(1, Ordering::SeqCst);
-        Ok(())
-    }
-
     /// Whether other instances share this gateway's store.
     pub fn shared_store(&self) -> bool {
         self.store.shared()
-    }
-
-    /// Reloads the live keys, for keys created or revoked by other
-    /// instances of a shared store.
-    pub async fn refresh_keys(&self) -> Result<(), Error> {
-        let before = self.key_changes.load(Ordering::SeqCst);
-        let (live, signing_keys) = self.store.read(|tx| Ok((tx.live_keys()?, tx.live_signing_keys()?))).await?;
-        let mut keys = self.keys.write().map_err(|_| Error::Internal("key cache poisoned".into()))?;
-        // A local change during the read may be missing from it (a key
-        // just created) or undone by it (a key just revoked): skip this
-        // reload; the next one sees the change committed.
-        if self.key_changes.load(Ordering::SeqCst) == before {
-            *keys = live.iter().map(|k| (k.digest, AgentKey::from(k))).collect();
-            self.signing.replace(signing_keys)?;
-        }
-        Ok(())
-    }
-
-    /// Counts a change of this process to a key cache (see `key_changes`).
-    fn note_key_change(&self) {
-        self.key_changes.fetch_add(1, Ordering::SeqCst);
     }
 
     // Operator operations.
@@ -472,10 +423,7 @@ impl Gateway {
         let (key_id, now_ms) = (key_id.to_owned(), self.now_ms());
         let revoked = self.store.write(move |tx| ops::agents::revoke_key(tx, &key_id, now_ms));
         let revoked = revoked.await?.ok_or(Error::NotFound("key"))?;
-        let mut keys = self.keys.write().map_err(|_| Error::Internal("key cache poisoned".into()))?;
-        keys.remove(&revoked.digest);
-        self.key_changes.fetch_add(1, Ordering::SeqCst);
-        Ok(())
+        self.forget_key(&revoked)
     }
 
     // Agent operations.

@@ -24,8 +24,17 @@ pub fn bearer_secret(headers: &HeaderMap) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| secret.trim())
 }
 
+/// A request's principal, resolved once: the layer that checks signed
+/// writes resolves it first (with the agent's signing keys, in one read on
+/// a shared store) and leaves it here for the route's extractor.
+#[derive(Clone)]
+pub struct Resolved(pub Principal);
+
 async fn principal(parts: &Parts, state: &AppState) -> Result<Principal, Error> {
-    let principal = state.authenticate(bearer_secret(&parts.headers).ok_or(Error::Unauthorized)?)?;
+    let principal = match parts.extensions.get::<Resolved>() {
+        Some(Resolved(principal)) => principal.clone(),
+        None => state.authenticate(bearer_secret(&parts.headers).ok_or(Error::Unauthorized)?).await?,
+    };
     // `/mcp` carries JSON-RPC in POSTs, reads included: each of its tools
     // calls these routes over the loopback client, with the same key, and
     // its writes are checked then.

@@ -3,10 +3,10 @@
 //! before any handler runs (so a refused request changes nothing).
 
 use super::AppState;
-use super::extract::{ApiJson, Caller, bearer_secret, is_write};
+use super::extract::{ApiJson, Caller, Resolved, bearer_secret, is_write};
 use crate::error::Error;
 use crate::gateway::Principal;
-use crate::gateway::signing::SignedRequest;
+use crate::gateway::signing::{AgentSigningKeys, SignedRequest};
 use crate::limits::BODY_LEN_MAX_BYTES;
 use crate::model::SigningKeyRecord;
 use crate::model::views::timestamp;
@@ -77,28 +77,32 @@ fn view(key: SigningKeyRecord) -> SigningKey {
 /// operator, requests without a valid token (refused later, by the route)
 /// and `/mcp` (whose tools call the routes again, each checked here) pass.
 pub async fn check_signed_writes(State(gw): State<AppState>, request: Request, next: Next) -> Response {
-    let (parts, body) = request.into_parts();
-    let Some(caller) = signing_agent(&gw, &parts) else {
+    let (mut parts, body) = request.into_parts();
+    let Some(keys) = signing_keys(&gw, &mut parts).await else {
         return next.run(Request::from_parts(parts, body)).await;
     };
     let bytes = match read_body(&parts.headers, body).await {
         Ok(bytes) => bytes,
         Err(e) => return e.into_response(),
     };
-    if let Err(e) = verify(&gw, &caller, &parts, &bytes).await {
+    if let Err(e) = verify(&gw, &keys, &parts, &bytes).await {
         return e.into_response();
     }
     next.run(Request::from_parts(parts, Body::from(bytes))).await
 }
 
-/// The agent key of a write request whose signature is to be checked.
-fn signing_agent(gw: &AppState, parts: &Parts) -> Option<crate::gateway::AgentKey> {
+/// The agent's live signing keys for a write request whose signature is to
+/// be checked. The principal found is left to the route's extractor.
+async fn signing_keys(gw: &AppState, parts: &mut Parts) -> Option<AgentSigningKeys> {
     if !is_write(&parts.method) || parts.uri.path() == crate::mcp::http::PATH {
         return None;
     }
-    let Ok(Principal::Agent(key)) = gw.authenticate(bearer_secret(&parts.headers)?) else { return None };
+    // A refused secret is refused again, with its problem, by the route.
+    let (principal, keys) = gw.authenticate_signed(bearer_secret(&parts.headers)?).await.ok()?;
+    let agent = matches!(principal, Principal::Agent(_));
+    parts.extensions.insert(Resolved(principal));
     let signed = parts.headers.contains_key(SIGNATURE_INPUT);
-    (signed || gw.signature_required(&key.agent_id)).then_some(key)
+    (agent && (signed || keys.required())).then_some(keys)
 }
 
 const SIGNATURE_INPUT: &str = "signature-input";
@@ -113,7 +117,7 @@ async fn read_body(headers: &HeaderMap, body: Body) -> Result<axum::body::Bytes,
     axum::body::to_bytes(body, BODY_LEN_MAX_BYTES).await.map_err(|_| Error::BodyTooLarge)
 }
 
-async fn verify(gw: &AppState, caller: &crate::gateway::AgentKey, parts: &Parts, body: &[u8]) -> Result<(), Error> {
+async fn verify(gw: &AppState, keys: &AgentSigningKeys, parts: &Parts, body: &[u8]) -> Result<(), Error> {
     let header = |name: &str| -> Result<Option<&str>, Error> {
         match parts.headers.get(name) {
             None => Ok(None),
@@ -134,7 +138,7 @@ async fn verify(gw: &AppState, caller: &crate::gateway::AgentKey, parts: &Parts,
         signature_input: header(SIGNATURE_INPUT)?,
         signature: header("signature")?,
     };
-    gw.verify_signed_request(caller, &request).await
+    gw.verify_signed_request(keys, &request).await
 }
 
 /// `@target-uri` as the client addressed it: the configured public origin,

@@ -179,6 +179,8 @@ pub trait Tx {
     /// A key that is not revoked.
     fn live_key(&mut self, key_id: &str) -> Result<Option<KeyRecord>, Error>;
     fn live_keys(&mut self) -> Result<Vec<KeyRecord>, Error>;
+    /// The live key whose secret has this digest (expired or not).
+    fn live_key_by_digest(&mut self, digest: &SecretDigest) -> Result<Option<KeyRecord>, Error>;
     fn revoke_key(&mut self, key_id: &str, now_ms: i64) -> Result<(), Error>;
     fn insert_signing_key(&mut self, key: &SigningKeyRecord) -> Result<(), Error>;
     /// An agent's signing keys, revoked ones included, newest first (at most
@@ -186,6 +188,8 @@ pub trait Tx {
     fn signing_keys_of(&mut self, agent_id: &str, limit: u32) -> Result<Vec<SigningKeyRecord>, Error>;
     /// Every signing key that is not revoked.
     fn live_signing_keys(&mut self) -> Result<Vec<SigningKeyRecord>, Error>;
+    /// One agent's signing keys that are not revoked.
+    fn live_signing_keys_of(&mut self, agent_id: &str) -> Result<Vec<SigningKeyRecord>, Error>;
     /// Revokes a live signing key of the agent; whether there was one.
     fn revoke_signing_key(&mut self, agent_id: &str, key_id: &str, now_ms: i64) -> Result<bool, Error>;
     /// Every account's balance and the posted totals of all transfers: one

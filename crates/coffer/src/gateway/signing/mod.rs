@@ -9,14 +9,16 @@
 //! must be recent and its `nonce` new. docs/signed-requests.md is the
 //! format.
 //!
-//! The keys are cached like bearer keys: exact on an embedded store (this
-//! process writes them), reloaded every [`super::KEY_REFRESH_MS`] on a
-//! shared one. Nonces are remembered per instance. Ed25519 signatures are
-//! checked in batches ([`batch`]).
+//! The keys are found like bearer keys: in this process's cache on an
+//! embedded store (exact: this process writes them all), in the database on
+//! a shared one, read with the bearer key of each write request
+//! ([`Gateway::authenticate_signed`]), so a key registered or revoked on any
+//! instance rules the next request on every other. Nonces are remembered
+//! per instance. Ed25519 signatures are checked in batches ([`batch`]).
 
 mod batch;
 
-use super::{AgentKey, Gateway, Principal, invalid};
+use super::{Gateway, Principal, invalid};
 use crate::error::Error;
 use crate::limits::{Limit, SIGNATURE_NONCES_MAX, SIGNING_KEYS_PER_AGENT_MAX};
 use crate::model::{AuditEntry, SigningKeyRecord};
@@ -43,46 +45,35 @@ const _: () = assert!(SIGNATURE_NONCES_MAX > 0);
 /// The live signing keys, the nonces seen within the window, and the
 /// checker of Ed25519 signatures.
 pub struct SigningKeys {
-    keys: RwLock<KeyCache>,
+    /// Every live key by agent: this process's copy, used on an embedded
+    /// store only.
+    cache: RwLock<HashMap<String, AgentSigningKeys>>,
     nonces: Mutex<Nonces>,
     ed25519: batch::Ed25519Batches,
 }
 
-#[derive(Default)]
-struct KeyCache {
-    by_id: HashMap<String, Arc<LiveKey>>,
-    /// Agents with at least one live required key.
-    required: HashSet<String>,
-}
+/// One agent's live signing keys, as a request sees them.
+#[derive(Clone, Default)]
+pub struct AgentSigningKeys(Vec<Arc<LiveKey>>);
 
-impl KeyCache {
-    fn from(keys: Vec<SigningKeyRecord>) -> KeyCache {
-        let mut cache = KeyCache::default();
-        for key in keys {
-            cache.insert(key);
-        }
-        cache
+impl AgentSigningKeys {
+    pub fn from_records(records: Vec<SigningKeyRecord>) -> AgentSigningKeys {
+        AgentSigningKeys(records.into_iter().map(|k| Arc::new(LiveKey::from(k))).collect())
     }
 
-    fn insert(&mut self, key: SigningKeyRecord) {
-        if key.required {
-            self.required.insert(key.agent_id.clone());
-        }
-        self.by_id.insert(key.id.clone(), Arc::new(LiveKey::from(key)));
+    /// Whether the agent's writes must be signed.
+    pub fn required(&self) -> bool {
+        self.0.iter().any(|k| k.record.required)
     }
 
-    fn remove(&mut self, key_id: &str) {
-        let Some(key) = self.by_id.remove(key_id) else { return };
-        let agent_id = &key.record.agent_id;
-        if key.record.required && !self.by_id.values().any(|k| &k.record.agent_id == agent_id && k.record.required) {
-            self.required.remove(agent_id);
-        }
+    fn by_id(&self, key_id: &str) -> Option<&Arc<LiveKey>> {
+        self.0.iter().find(|k| k.record.id == key_id)
     }
 }
 
 /// A live key, with its Ed25519 point decompressed once, when it is loaded,
 /// rather than on every request (a decompression costs a field inversion).
-struct LiveKey {
+pub struct LiveKey {
     record: SigningKeyRecord,
     /// `None` for a P-256 key, or for an Ed25519 key stored malformed (none
     /// are: [`parse_public_key`] refuses them; such a key verifies nothing).
@@ -158,37 +149,50 @@ fn refuse(component: &'static str, detail: impl Into<String>) -> Error {
 }
 
 impl SigningKeys {
+    /// Starts the checker; `keys` fill the cache (an embedded store's).
     pub fn load(keys: Vec<SigningKeyRecord>) -> Result<SigningKeys, Error> {
+        let mut cache: HashMap<String, AgentSigningKeys> = HashMap::new();
+        for key in keys {
+            cache.entry(key.agent_id.clone()).or_default().0.push(Arc::new(LiveKey::from(key)));
+        }
         Ok(SigningKeys {
-            keys: RwLock::new(KeyCache::from(keys)),
+            cache: RwLock::new(cache),
             nonces: Mutex::default(),
             ed25519: batch::Ed25519Batches::start()?,
         })
     }
 
-    fn read(&self) -> Result<std::sync::RwLockReadGuard<'_, KeyCache>, Error> {
-        self.keys.read().map_err(|_| Error::Internal("signing key cache poisoned".into()))
+    fn write(&self) -> Result<std::sync::RwLockWriteGuard<'_, HashMap<String, AgentSigningKeys>>, Error> {
+        self.cache.write().map_err(|_| Error::Internal("signing key cache poisoned".into()))
     }
 
-    fn write(&self) -> Result<std::sync::RwLockWriteGuard<'_, KeyCache>, Error> {
-        self.keys.write().map_err(|_| Error::Internal("signing key cache poisoned".into()))
+    /// An agent's live keys, from the cache.
+    pub fn cached(&self, agent_id: &str) -> Result<AgentSigningKeys, Error> {
+        let cache = self.cache.read().map_err(|_| Error::Internal("signing key cache poisoned".into()))?;
+        Ok(cache.get(agent_id).cloned().unwrap_or_default())
     }
 
-    pub fn replace(&self, keys: Vec<SigningKeyRecord>) -> Result<(), Error> {
-        *self.write()? = KeyCache::from(keys);
+    fn cache_insert(&self, key: SigningKeyRecord) -> Result<(), Error> {
+        self.write()?.entry(key.agent_id.clone()).or_default().0.push(Arc::new(LiveKey::from(key)));
         Ok(())
     }
 
-    /// Whether a write of this agent must be signed.
-    pub fn required(&self, agent_id: &str) -> bool {
-        self.read().is_ok_and(|cache| cache.required.contains(agent_id))
+    fn cache_remove(&self, agent_id: &str, key_id: &str) -> Result<(), Error> {
+        let mut cache = self.write()?;
+        if let Some(keys) = cache.get_mut(agent_id) {
+            keys.0.retain(|k| k.record.id != key_id);
+            if keys.0.is_empty() {
+                cache.remove(agent_id);
+            }
+        }
+        Ok(())
     }
 
-    /// Checks a write request of `caller`: signed as its keys require, and
-    /// signed well if it carries a signature at all. The nonce is spent
-    /// only by a signature that verifies.
-    pub async fn verify(&self, caller: &AgentKey, request: &SignedRequest<'_>, now_ms: i64) -> Result<(), Error> {
-        let Some(Check { key, base, signature, nonce }) = self.prepare(caller, request, now_ms)? else {
+    /// Checks a write request of an agent whose live keys are `keys`:
+    /// signed as they require, and signed well if it carries a signature at
+    /// all. The nonce is spent only by a signature that verifies.
+    pub async fn verify(&self, keys: &AgentSigningKeys, request: &SignedRequest<'_>, now_ms: i64) -> Result<(), Error> {
+        let Some(Check { key, base, signature, nonce }) = Self::prepare(keys, request, now_ms)? else {
             return Ok(());
         };
         self.verify_signature(&key, base, &signature).await?;
@@ -202,9 +206,9 @@ impl SigningKeys {
     /// Everything but the signature itself: the key named, the parameters
     /// and coverage, the digest, the signature base. `None` for an unsigned
     /// request of an agent that need not sign.
-    fn prepare(&self, caller: &AgentKey, request: &SignedRequest<'_>, now_ms: i64) -> Result<Option<Check>, Error> {
+    fn prepare(keys: &AgentSigningKeys, request: &SignedRequest<'_>, now_ms: i64) -> Result<Option<Check>, Error> {
         let Some(input) = request.signature_input else {
-            if self.required(&caller.agent_id) {
+            if keys.required() {
                 return Err(Error::Signature {
                     component: "signature-input",
                     detail: "this agent's writes must be signed (RFC 9421): no Signature-Input header".into(),
@@ -216,7 +220,7 @@ impl SigningKeys {
         let inputs = signing::parse_signature_input(input).map_err(|e| refuse("signature-input", e.0))?;
         let signature = request.signature.ok_or_else(|| refuse("signature", "no Signature header"))?;
         let signatures = signing::parse_signature(signature).map_err(|e| refuse("signature", e.0))?;
-        let (label, params, key) = self.pick(caller, inputs)?;
+        let (label, params, key) = Self::pick(keys, inputs)?;
         let signature = signatures
             .into_iter()
             .find_map(|(l, bytes)| (l == label).then_some(bytes))
@@ -252,17 +256,15 @@ impl SigningKeys {
 
     /// The first signature made by a live key of the caller's agent.
     fn pick(
-        &self,
-        caller: &AgentKey,
+        keys: &AgentSigningKeys,
         inputs: Vec<(String, SignatureParams)>,
     ) -> Result<(String, SignatureParams, Arc<LiveKey>), Error> {
-        let cache = self.read()?;
         let mut named = None;
         for (label, params) in inputs {
             let Some(key_id) = params.keyid() else { continue };
-            match cache.by_id.get(key_id) {
-                Some(key) if key.record.agent_id == caller.agent_id => return Ok((label, params, Arc::clone(key))),
-                _ => named = Some(key_id.to_owned()),
+            match keys.by_id(key_id) {
+                Some(key) => return Ok((label, params, Arc::clone(key))),
+                None => named = Some(key_id.to_owned()),
             }
         }
         Err(match named {
@@ -387,8 +389,9 @@ impl Gateway {
         let actor = actor(caller);
         let stored = key.clone();
         self.store.write(move |tx| insert_signing_key(tx, &stored, actor)).await?;
-        self.signing.write()?.insert(key.clone());
-        self.note_key_change();
+        if !self.store.shared() {
+            self.signing.cache_insert(key.clone())?;
+        }
         Ok(key)
     }
 
@@ -416,20 +419,20 @@ impl Gateway {
         if !revoked {
             return Err(Error::NotFound("signing key"));
         }
-        self.signing.write()?.remove(key_id);
-        self.note_key_change();
+        if !self.store.shared() {
+            self.signing.cache_remove(agent_id, key_id)?;
+        }
         Ok(())
     }
 
-    /// Checks the signature of a write request (see [`SigningKeys::verify`]).
-    pub async fn verify_signed_request(&self, caller: &AgentKey, request: &SignedRequest<'_>) -> Result<(), Error> {
-        self.signing.verify(caller, request, self.now_ms()).await
-    }
-
-    /// Whether a write of `agent_id` needs its signature checked: the agent
-    /// has a required key (a request that carries one is checked anyway).
-    pub fn signature_required(&self, agent_id: &str) -> bool {
-        self.signing.required(agent_id)
+    /// Checks the signature of a write request of an agent whose live keys
+    /// are `keys` (see [`SigningKeys::verify`]).
+    pub async fn verify_signed_request(
+        &self,
+        keys: &AgentSigningKeys,
+        request: &SignedRequest<'_>,
+    ) -> Result<(), Error> {
+        self.signing.verify(keys, request, self.now_ms()).await
     }
 
     /// The agent itself with a key of scope `needed` (keys decide what the

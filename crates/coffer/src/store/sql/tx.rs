@@ -566,6 +566,11 @@ impl Tx for SqlTx<'_> {
         self.rows(&sql, args![], rows::key)
     }
 
+    fn live_key_by_digest(&mut self, digest: &SecretDigest) -> Result<Option<KeyRecord>, Error> {
+        let sql = format!("SELECT {KEY_COLUMNS} WHERE k.digest = ?1 AND k.revoked_at IS NULL");
+        self.row(&sql, args![&digest.0], rows::key)
+    }
+
     fn revoke_key(&mut self, key_id: &str, now_ms: i64) -> Result<(), Error> {
         self.execute("UPDATE keys SET revoked_at = ?2 WHERE id = ?1", args![key_id, now_ms])?;
         Ok(())
@@ -590,6 +595,12 @@ impl Tx for SqlTx<'_> {
     fn live_signing_keys(&mut self) -> Result<Vec<SigningKeyRecord>, Error> {
         let sql = format!("SELECT {SIGNING_KEY_COLUMNS} WHERE revoked_at IS NULL");
         self.rows(&sql, args![], rows::signing_key)
+    }
+
+    fn live_signing_keys_of(&mut self, agent_id: &str) -> Result<Vec<SigningKeyRecord>, Error> {
+        let sql =
+            format!("SELECT {SIGNING_KEY_COLUMNS} WHERE agent_id = ?1 AND revoked_at IS NULL ORDER BY created_at, id");
+        self.rows(&sql, args![agent_id], rows::signing_key)
     }
 
     fn revoke_signing_key(&mut self, agent_id: &str, key_id: &str, now_ms: i64) -> Result<bool, Error> {
