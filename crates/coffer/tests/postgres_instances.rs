@@ -280,6 +280,33 @@ async fn invoices_expire_once_though_every_instance_sweeps_and_payments_race_the
     assert!(ok, "{report}");
 }
 
+/// A freeze and the kill switch set on A stop the next payment on B, and
+/// lifting them on A lets B pay again: both are read in the paying
+/// transaction, so no instance serves them from memory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_freeze_and_the_kill_switch_set_on_one_instance_stop_the_other_at_once() {
+    let gws = instances(2).await;
+    let (a, b) = (&gws[0], &gws[1]);
+    let (payer_id, _, key) = agent_everywhere(&gws, "payer", 100 * P).await;
+    let (_, seller, _) = agent_everywhere(&gws, "seller", 0).await;
+    let pay_on_b = || async {
+        let inv = invoice(&seller, P).await;
+        send(pay_request(b, &key, &inv.bolt11, None)).await
+    };
+    assert_eq!(pay_on_b().await.status, 200);
+
+    a.operator().freeze(&payer_id, Some("across instances")).await.expect("frozen on A");
+    pay_on_b().await.assert_problem(403, "agent-frozen");
+    a.operator().unfreeze(&payer_id).await.expect("unfrozen on A");
+    assert_eq!(pay_on_b().await.status, 200);
+
+    a.operator().set_halted(true).await.expect("halted on A");
+    pay_on_b().await.assert_problem(403, "gateway-halted");
+    a.operator().set_halted(false).await.expect("resumed on A");
+    assert_eq!(pay_on_b().await.status, 200);
+    assert_eq!(b.balances().await[&payer_id], 97 * P, "three payments, none while stopped");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_policy_changed_on_one_instance_rules_the_next_payment_on_the_other() {
     let gws = instances(2).await;
