@@ -420,3 +420,90 @@ async fn invoice_retrying(gw: &Gateway, seller: &coffer_client::Client) -> Strin
     }
     panic!("no invoice from {} after the connections dropped", gw.url());
 }
+
+/// One page of `GET /v1/events?after=` through `gw` with the operator's
+/// token: the ids, and the cursor to go on from.
+async fn event_ids_after(gw: &Gateway, token: &str, after: i64) -> (Vec<i64>, i64) {
+    let page = send(gw.request(Method::GET, &format!("/v1/events?after={after}&limit=500"), Some(token))).await;
+    assert_eq!(page.status, 200, "{page:?}");
+    let ids =
+        page.json["events"].as_array().expect("events").iter().map(|e| e["id"].as_i64().expect("an id")).collect();
+    (ids, page.json["next_after"].as_i64().expect("next_after"))
+}
+
+/// Every event after `after`, page by page, through `gw`.
+async fn all_event_ids(gw: &Gateway, token: &str) -> Vec<i64> {
+    let (mut all, mut after) = (Vec::new(), 0);
+    loop {
+        let (ids, next) = event_ids_after(gw, token, after).await;
+        if ids.is_empty() {
+            return all;
+        }
+        all.extend(ids);
+        after = next;
+    }
+}
+
+/// A consumer that follows `GET /v1/events?after=ID` while three instances
+/// commit payments concurrently sees every event, in id order, exactly
+/// once: no event becomes visible behind a cursor that already passed its
+/// id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_events_consumer_following_after_id_misses_nothing_while_three_instances_commit() {
+    let gws = instances(3).await;
+    let token = gws[0].operator_token().to_owned();
+    let mut pairs = Vec::new();
+    for i in 0..3 {
+        let (_, _, payer) = agent_everywhere(&gws, &format!("payer {i}"), 100 * P).await;
+        let (_, seller, _) = agent_everywhere(&gws, &format!("seller {i}"), 0).await;
+        pairs.push((payer, seller));
+    }
+    let (_, start) = event_ids_after(&gws[0], &token, 0).await;
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let consumer = {
+        let (gws_urls, token, done) =
+            (gws.iter().map(|g| g.url().to_owned()).collect::<Vec<_>>(), token.clone(), done.clone());
+        let http = gws[0].http().clone();
+        tokio::spawn(async move {
+            let (mut seen, mut after, mut i) = (Vec::new(), start, 0usize);
+            loop {
+                let finished = done.load(std::sync::atomic::Ordering::SeqCst);
+                let url = format!("{}/v1/events?after={after}&limit=500", gws_urls[i % gws_urls.len()]);
+                i += 1;
+                let page: serde_json::Value =
+                    http.get(url).bearer_auth(&token).send().await.expect("a page").json().await.expect("JSON");
+                let ids: Vec<i64> = page["events"]
+                    .as_array()
+                    .expect("events")
+                    .iter()
+                    .map(|e| e["id"].as_i64().expect("an id"))
+                    .collect();
+                if ids.is_empty() && finished {
+                    return seen;
+                }
+                if ids.is_empty() {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                after = page["next_after"].as_i64().expect("next_after");
+                seen.extend(ids);
+            }
+        })
+    };
+    let mut payments = Vec::new();
+    for round in 0..10 {
+        for (i, (payer, seller)) in pairs.iter().enumerate() {
+            let inv = invoice(seller, P).await;
+            payments.push(pay_request(&gws[(round + i) % gws.len()], payer, &inv.bolt11, None));
+        }
+    }
+    let replies = all_at_once(payments).await;
+    assert!(replies.iter().all(|r| r.status == 200), "{replies:?}");
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    let seen = consumer.await.expect("the consumer");
+
+    let all: Vec<i64> = all_event_ids(&gws[1], &token).await.into_iter().filter(|id| *id > start).collect();
+    assert!(all.len() >= 60, "each payment wrote events: {}", all.len());
+    assert_eq!(seen, all, "the consumer saw every event once, in order");
+    let (ok, report) = gws[2].audit().await;
+    assert!(ok, "{report}");
+}
