@@ -78,8 +78,10 @@ fn view(key: SigningKeyRecord) -> SigningKey {
 /// and `/mcp` (whose tools call the routes again, each checked here) pass.
 pub async fn check_signed_writes(State(gw): State<AppState>, request: Request, next: Next) -> Response {
     let (mut parts, body) = request.into_parts();
-    let Some(keys) = signing_keys(&gw, &mut parts).await else {
-        return next.run(Request::from_parts(parts, body)).await;
+    let keys = match signing_keys(&gw, &mut parts).await {
+        Ok(Some(keys)) => keys,
+        Ok(None) => return next.run(Request::from_parts(parts, body)).await,
+        Err(e) => return e.into_response(),
     };
     let bytes = match read_body(&parts.headers, body).await {
         Ok(bytes) => bytes,
@@ -93,16 +95,24 @@ pub async fn check_signed_writes(State(gw): State<AppState>, request: Request, n
 
 /// The agent's live signing keys for a write request whose signature is to
 /// be checked. The principal found is left to the route's extractor.
-async fn signing_keys(gw: &AppState, parts: &mut Parts) -> Option<AgentSigningKeys> {
+async fn signing_keys(gw: &AppState, parts: &mut Parts) -> Result<Option<AgentSigningKeys>, Error> {
     if !is_write(&parts.method) || parts.uri.path() == crate::mcp::http::PATH {
-        return None;
+        return Ok(None);
     }
-    // A refused secret is refused again, with its problem, by the route.
-    let (principal, keys) = gw.authenticate_signed(bearer_secret(&parts.headers)?).await.ok()?;
+    let Some(secret) = bearer_secret(&parts.headers) else { return Ok(None) };
+    let (principal, keys) = match gw.authenticate_signed(secret).await {
+        Ok(found) => found,
+        // Refused again, with its problem, by the route (or no coffer
+        // key at all: a paywalled upstream's own token).
+        Err(Error::Unauthorized) => return Ok(None),
+        // The keys could not be read (the database is away): nothing
+        // passes unchecked.
+        Err(e) => return Err(e),
+    };
     let agent = matches!(principal, Principal::Agent(_));
     parts.extensions.insert(Resolved(principal));
     let signed = parts.headers.contains_key(SIGNATURE_INPUT);
-    (agent && (signed || keys.required())).then_some(keys)
+    Ok((agent && (signed || keys.required())).then_some(keys))
 }
 
 const SIGNATURE_INPUT: &str = "signature-input";
