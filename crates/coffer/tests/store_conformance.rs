@@ -497,6 +497,39 @@ async fn a_failed_write_changes_nothing(store: &dyn Store) {
     assert_eq!(store.read(|tx| tx.agents()).await.expect("agents").len(), 1);
 }
 
+/// A job that meets a failed statement and goes on as if nothing happened
+/// (on PostgreSQL that leaves the transaction aborted, and a later COMMIT
+/// quietly rolls everything back) must not cost another job of its batch
+/// the write it was told is committed: a write answered Ok is there, one
+/// answered Err is not.
+async fn a_swallowed_failure_never_loses_a_neighbours_acknowledged_write(store: &dyn Store) {
+    add_agent(store, "swallow").await;
+    // The writer sleeps in the first job while the two others queue up
+    // behind it, and they join its batch.
+    let blocker = store.write(|_tx| {
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        Ok(())
+    });
+    let good = async {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        store.write(|tx| tx.insert_key(&new_key("key_good", "swallow"), 2_000)).await
+    };
+    let swallowing = async {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        store
+            .write(|tx| {
+                // The same key again: a unique violation, ignored.
+                let _ = tx.insert_key(&new_key("key_swallow", "swallow"), 2_000);
+                Ok(())
+            })
+            .await
+    };
+    // The first job's answer follows the batch's, like the good one's.
+    let (_, good, _) = tokio::join!(blocker, good, swallowing);
+    let there = store.read(|tx| tx.live_key("key_good")).await.expect("a read").is_some();
+    assert_eq!(good.is_ok(), there, "answered {good:?}, and the key is there: {there}");
+}
+
 /// Holds and escrows, sessions and their charges, refunds: each row as
 /// written, status changes only from the status named, deadlines found in
 /// order, listings bounded.
@@ -689,4 +722,5 @@ async fn l402() {
 #[tokio::test]
 async fn atomicity() {
     on_every_store!(a_failed_write_changes_nothing);
+    on_every_store!(a_swallowed_failure_never_loses_a_neighbours_acknowledged_write);
 }

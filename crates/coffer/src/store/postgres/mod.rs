@@ -83,6 +83,10 @@ struct Writer {
     policies: PolicyCache,
     /// Counts this instance's commits, for watchers of the outbox.
     commits: watch::Sender<u64>,
+    /// A job's savepoint could not be ended (or begun): the transaction may
+    /// be aborted, and PostgreSQL answers COMMIT on an aborted transaction
+    /// with a quiet ROLLBACK, so the batch must not be reported committed.
+    aborted: bool,
 }
 
 pub struct PostgresStore {
@@ -122,7 +126,7 @@ impl PostgresStore {
                         Ok(conn) => {
                             let _ = ready.send(Ok(()));
                             let policies = HashMap::new();
-                            run_writer(Writer { config, conn: Some(conn), policies, commits }, queue);
+                            run_writer(Writer { config, conn: Some(conn), policies, commits, aborted: false }, queue);
                         }
                         Err(e) => drop(ready.send(Err(e))),
                     }
@@ -153,7 +157,7 @@ impl Store for PostgresStore {
         let (done, answer) = commit::answer();
         let job: Job = Box::new(move |writer| {
             let result = match writer.conn.as_mut() {
-                Some(conn) => in_savepoint(conn, &mut writer.policies, op),
+                Some(conn) => in_savepoint(conn, &mut writer.policies, &mut writer.aborted, op),
                 None => Err(Error::Unavailable("the database connection is down")),
             };
             commit::reply(result, done)
@@ -185,11 +189,21 @@ impl Store for PostgresStore {
     }
 }
 
-fn in_savepoint(conn: &mut Conn, policies: &mut PolicyCache, op: WriteOp) -> Result<Answer, Error> {
-    conn.client.batch_execute("SAVEPOINT job")?;
+/// Runs `op` in a savepoint of the batch's transaction. A savepoint that
+/// cannot be begun or ended (an op that went on after a failed statement
+/// leaves the transaction aborted, and RELEASE then fails) marks the batch
+/// `aborted`.
+fn in_savepoint(conn: &mut Conn, policies: &mut PolicyCache, aborted: &mut bool, op: WriteOp) -> Result<Answer, Error> {
+    if let Err(e) = conn.client.batch_execute("SAVEPOINT job") {
+        *aborted = true;
+        return Err(e.into());
+    }
     let result = op(&mut SqlTx::new(conn, Some(policies)));
     let end = if result.is_ok() { "RELEASE job" } else { "ROLLBACK TO job; RELEASE job" };
-    conn.client.batch_execute(end)?;
+    if let Err(e) = conn.client.batch_execute(end) {
+        *aborted = true;
+        return Err(e.into());
+    }
     result
 }
 
@@ -234,6 +248,7 @@ fn reconnect_if_closed(writer: &mut Writer) {
 /// server dropped (a restart) is found here, before any job ran: the batch
 /// then begins once more on a new connection.
 fn begin(writer: &mut Writer) -> Result<(), Error> {
+    writer.aborted = false;
     for attempt in 0..2 {
         reconnect_if_closed(writer);
         let conn = writer.conn.as_mut().ok_or(Error::Unavailable("the database connection is down"))?;
@@ -269,6 +284,11 @@ fn run_batch(
     }
     crate::metrics::METRICS.record_batch(replies.len());
     let conn = writer.conn.as_mut().ok_or(Error::Unavailable("the database connection is down"))?;
+    if std::mem::take(&mut writer.aborted) {
+        // COMMIT would answer a quiet ROLLBACK: say so to every caller.
+        let _ = conn.client.batch_execute("ROLLBACK");
+        return Err(Error::Internal("a job left the batch's transaction aborted; the batch was rolled back".into()));
+    }
     conn.client.batch_execute("COMMIT").map_err(|e| {
         let _ = conn.client.batch_execute("ROLLBACK");
         Error::internal("commit", e)
