@@ -83,6 +83,9 @@ struct Writer {
     policies: PolicyCache,
     /// Counts this instance's commits, for watchers of the outbox.
     commits: watch::Sender<u64>,
+    /// Whether the job that ran last failed: its savepoint is then rolled
+    /// back, not released.
+    job_failed: bool,
     /// A job's savepoint could not be ended (or begun): the transaction may
     /// be aborted, and PostgreSQL answers COMMIT on an aborted transaction
     /// with a quiet ROLLBACK, so the batch must not be reported committed.
@@ -126,7 +129,15 @@ impl PostgresStore {
                         Ok(conn) => {
                             let _ = ready.send(Ok(()));
                             let policies = HashMap::new();
-                            run_writer(Writer { config, conn: Some(conn), policies, commits, aborted: false }, queue);
+                            let writer = Writer {
+                                config,
+                                conn: Some(conn),
+                                policies,
+                                commits,
+                                job_failed: false,
+                                aborted: false,
+                            };
+                            run_writer(writer, queue);
                         }
                         Err(e) => drop(ready.send(Err(e))),
                     }
@@ -155,11 +166,14 @@ impl Store for PostgresStore {
     /// Runs `op` in the writer's next batch; resolves once it is committed.
     fn write_tx(&self, op: WriteOp) -> StoreFuture<'_, Answer> {
         let (done, answer) = commit::answer();
+        // The batch opens the job's savepoint before it and ends it after
+        // (see `run_batch`).
         let job: Job = Box::new(move |writer| {
             let result = match writer.conn.as_mut() {
-                Some(conn) => in_savepoint(conn, &mut writer.policies, &mut writer.aborted, op),
+                Some(conn) => op(&mut SqlTx::new(conn, Some(&mut writer.policies))),
                 None => Err(Error::Unavailable("the database connection is down")),
             };
+            writer.job_failed = result.is_err();
             commit::reply(result, done)
         });
         Box::pin(commit::queue(&self.jobs, job, answer))
@@ -187,24 +201,6 @@ impl Store for PostgresStore {
     fn commits(&self) -> watch::Receiver<u64> {
         self.commits.clone()
     }
-}
-
-/// Runs `op` in a savepoint of the batch's transaction. A savepoint that
-/// cannot be begun or ended (an op that went on after a failed statement
-/// leaves the transaction aborted, and RELEASE then fails) marks the batch
-/// `aborted`.
-fn in_savepoint(conn: &mut Conn, policies: &mut PolicyCache, aborted: &mut bool, op: WriteOp) -> Result<Answer, Error> {
-    if let Err(e) = conn.client.batch_execute("SAVEPOINT job") {
-        *aborted = true;
-        return Err(e.into());
-    }
-    let result = op(&mut SqlTx::new(conn, Some(policies)));
-    let end = if result.is_ok() { "RELEASE job" } else { "ROLLBACK TO job; RELEASE job" };
-    if let Err(e) = conn.client.batch_execute(end) {
-        *aborted = true;
-        return Err(e.into());
-    }
-    result
 }
 
 fn in_snapshot(conn: &mut Conn, op: &mut ReadOp) -> Result<Answer, Error> {
@@ -244,15 +240,16 @@ fn reconnect_if_closed(writer: &mut Writer) {
     };
 }
 
-/// Opens the batch's transaction and takes the write lock. A connection the
-/// server dropped (a restart) is found here, before any job ran: the batch
-/// then begins once more on a new connection.
+/// Opens the batch's transaction, takes the write lock and opens the first
+/// job's savepoint. A connection the server dropped (a restart) is found
+/// here, before any job ran: the batch then begins once more on a new
+/// connection.
 fn begin(writer: &mut Writer) -> Result<(), Error> {
     writer.aborted = false;
     for attempt in 0..2 {
         reconnect_if_closed(writer);
         let conn = writer.conn.as_mut().ok_or(Error::Unavailable("the database connection is down"))?;
-        match conn.client.batch_execute(&format!("BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK})")) {
+        match conn.client.batch_execute(&format!("BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK}); SAVEPOINT job")) {
             Ok(()) => return Ok(()),
             Err(_) if attempt == 0 && conn.client.is_closed() => continue,
             Err(e) => {
@@ -275,24 +272,54 @@ fn run_batch(
         replies.push(Box::new(move |_| drop(first)));
         return Err(e);
     }
+    // Each job runs in its own savepoint, ended together with what comes
+    // next (the next job's savepoint, or the commit): one round trip
+    // between jobs instead of two.
     replies.push(first(writer));
-    while replies.len() < BATCH_JOBS_MAX {
+    while replies.len() < BATCH_JOBS_MAX && !writer.aborted {
         match queue.try_recv() {
-            Ok(job) => replies.push(job(writer)),
+            Ok(job) => {
+                end_savepoint(writer, "SAVEPOINT job");
+                match writer.aborted {
+                    // Run nothing more: answer this job with the batch's error.
+                    true => replies.push(Box::new(move |_| drop(job))),
+                    false => replies.push(job(writer)),
+                }
+            }
             Err(_) => break,
         }
     }
     crate::metrics::METRICS.record_batch(replies.len());
+    if !writer.aborted {
+        end_savepoint(writer, "COMMIT");
+    }
     let conn = writer.conn.as_mut().ok_or(Error::Unavailable("the database connection is down"))?;
     if std::mem::take(&mut writer.aborted) {
-        // COMMIT would answer a quiet ROLLBACK: say so to every caller.
+        // COMMIT would answer a quiet ROLLBACK, or did not run: say so to
+        // every caller.
         let _ = conn.client.batch_execute("ROLLBACK");
-        return Err(Error::Internal("a job left the batch's transaction aborted; the batch was rolled back".into()));
+        return Err(Error::Internal("the batch's transaction was aborted and rolled back".into()));
     }
-    conn.client.batch_execute("COMMIT").map_err(|e| {
-        let _ = conn.client.batch_execute("ROLLBACK");
-        Error::internal("commit", e)
-    })
+    Ok(())
+}
+
+/// Ends the savepoint of the job that ran last (released, or rolled back if
+/// the job failed) and runs `then` in the same round trip. If that fails
+/// (the job went on after a failed statement and left the transaction
+/// aborted, or the connection dropped) the batch is `aborted`.
+fn end_savepoint(writer: &mut Writer, then: &str) {
+    let end = if writer.job_failed { "ROLLBACK TO job; RELEASE job" } else { "RELEASE job" };
+    let ended = match writer.conn.as_mut() {
+        Some(conn) => conn.client.batch_execute(&format!("{end}; {then}")),
+        None => {
+            writer.aborted = true;
+            return;
+        }
+    };
+    if let Err(e) = ended {
+        tracing::warn!(error = %e, then, "ending a job's savepoint failed; the batch is rolled back");
+        writer.aborted = true;
+    }
 }
 
 /// A reader thread's connection, opened when first needed and again after
