@@ -176,8 +176,8 @@ impl Gateway {
         // The caches of an embedded store (see `auth`); a shared one's keys
         // are read per request.
         let (live, signing_keys) = match store.shared() {
-            false => store.read(|tx| Ok((tx.live_keys()?, tx.live_signing_keys()?))).await?,
-            true => (Vec::new(), Vec::new()),
+            false => store.read(|tx| Ok((tx.live_keys()?, Some(tx.live_signing_keys()?)))).await?,
+            true => (Vec::new(), None),
         };
         let keys = live.iter().map(|k| (k.digest, AgentKey::from(k))).collect();
         let node_pubkey_hex = node.pubkey().to_string().into();

@@ -45,9 +45,9 @@ const _: () = assert!(SIGNATURE_NONCES_MAX > 0);
 /// The live signing keys, the nonces seen within the window, and the
 /// checker of Ed25519 signatures.
 pub struct SigningKeys {
-    /// Every live key by agent: this process's copy, used on an embedded
-    /// store only.
-    cache: RwLock<HashMap<String, AgentSigningKeys>>,
+    /// Every live key by agent: this process's copy on an embedded store;
+    /// none on a shared one, whose keys are read per request.
+    cache: Option<RwLock<HashMap<String, AgentSigningKeys>>>,
     nonces: Mutex<Nonces>,
     ed25519: batch::Ed25519Batches,
 }
@@ -59,6 +59,11 @@ pub struct AgentSigningKeys(Vec<Arc<LiveKey>>);
 impl AgentSigningKeys {
     pub fn from_records(records: Vec<SigningKeyRecord>) -> AgentSigningKeys {
         AgentSigningKeys(records.into_iter().map(|k| Arc::new(LiveKey::from(k))).collect())
+    }
+
+    /// Adds `key` to its agent's keys in `cache`.
+    fn insert_into(cache: &mut HashMap<String, AgentSigningKeys>, key: SigningKeyRecord) {
+        cache.entry(key.agent_id.clone()).or_default().0.push(Arc::new(LiveKey::from(key)));
     }
 
     /// Whether the agent's writes must be signed.
@@ -149,43 +154,46 @@ fn refuse(component: &'static str, detail: impl Into<String>) -> Error {
 }
 
 impl SigningKeys {
-    /// Starts the checker; `keys` fill the cache (an embedded store's).
-    pub fn load(keys: Vec<SigningKeyRecord>) -> Result<SigningKeys, Error> {
-        let mut cache: HashMap<String, AgentSigningKeys> = HashMap::new();
-        for key in keys {
-            cache.entry(key.agent_id.clone()).or_default().0.push(Arc::new(LiveKey::from(key)));
-        }
-        Ok(SigningKeys {
-            cache: RwLock::new(cache),
-            nonces: Mutex::default(),
-            ed25519: batch::Ed25519Batches::start()?,
-        })
+    /// Starts the checker. `cached`: every live key, for an embedded
+    /// store's cache; `None` on a shared store (no cache).
+    pub fn load(cached: Option<Vec<SigningKeyRecord>>) -> Result<SigningKeys, Error> {
+        let cache = cached.map(|keys| {
+            let mut cache = HashMap::new();
+            keys.into_iter().for_each(|key| AgentSigningKeys::insert_into(&mut cache, key));
+            RwLock::new(cache)
+        });
+        Ok(SigningKeys { cache, nonces: Mutex::default(), ed25519: batch::Ed25519Batches::start()? })
     }
 
-    fn write(&self) -> Result<std::sync::RwLockWriteGuard<'_, HashMap<String, AgentSigningKeys>>, Error> {
-        self.cache.write().map_err(|_| Error::Internal("signing key cache poisoned".into()))
-    }
-
-    /// An agent's live keys, from the cache.
+    /// An agent's live keys, from the cache (an embedded store's).
     pub fn cached(&self, agent_id: &str) -> Result<AgentSigningKeys, Error> {
-        let cache = self.cache.read().map_err(|_| Error::Internal("signing key cache poisoned".into()))?;
+        let cache =
+            self.cache.as_ref().ok_or_else(|| Error::Internal("no signing key cache on a shared store".into()))?;
+        let cache = cache.read().map_err(|_| Error::Internal("signing key cache poisoned".into()))?;
         Ok(cache.get(agent_id).cloned().unwrap_or_default())
     }
 
-    fn cache_insert(&self, key: SigningKeyRecord) -> Result<(), Error> {
-        self.write()?.entry(key.agent_id.clone()).or_default().0.push(Arc::new(LiveKey::from(key)));
+    /// Runs `change` on the cache, if this process keeps one.
+    fn change_cache(&self, change: impl FnOnce(&mut HashMap<String, AgentSigningKeys>)) -> Result<(), Error> {
+        if let Some(cache) = &self.cache {
+            change(&mut *cache.write().map_err(|_| Error::Internal("signing key cache poisoned".into()))?);
+        }
         Ok(())
     }
 
+    fn cache_insert(&self, key: SigningKeyRecord) -> Result<(), Error> {
+        self.change_cache(|cache| AgentSigningKeys::insert_into(cache, key))
+    }
+
     fn cache_remove(&self, agent_id: &str, key_id: &str) -> Result<(), Error> {
-        let mut cache = self.write()?;
-        if let Some(keys) = cache.get_mut(agent_id) {
-            keys.0.retain(|k| k.record.id != key_id);
-            if keys.0.is_empty() {
-                cache.remove(agent_id);
+        self.change_cache(|cache| {
+            if let Some(keys) = cache.get_mut(agent_id) {
+                keys.0.retain(|k| k.record.id != key_id);
+                if keys.0.is_empty() {
+                    cache.remove(agent_id);
+                }
             }
-        }
-        Ok(())
+        })
     }
 
     /// Checks a write request of an agent whose live keys are `keys`:
@@ -389,9 +397,7 @@ impl Gateway {
         let actor = actor(caller);
         let stored = key.clone();
         self.store.write(move |tx| insert_signing_key(tx, &stored, actor)).await?;
-        if !self.store.shared() {
-            self.signing.cache_insert(key.clone())?;
-        }
+        self.signing.cache_insert(key.clone())?;
         Ok(key)
     }
 
@@ -419,9 +425,7 @@ impl Gateway {
         if !revoked {
             return Err(Error::NotFound("signing key"));
         }
-        if !self.store.shared() {
-            self.signing.cache_remove(agent_id, key_id)?;
-        }
+        self.signing.cache_remove(agent_id, key_id)?;
         Ok(())
     }
 
