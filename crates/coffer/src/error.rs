@@ -79,6 +79,11 @@ pub enum Error {
     },
     /// The store is shutting down or overloaded: try again.
     Unavailable(&'static str),
+    /// Another transaction holds a row this one needs (a lock wait timed
+    /// out, a deadlock, a unique key written first): the store rolls the
+    /// operation back and runs it again; a caller sees it only once the
+    /// store gave up ([`Error::Unavailable`] then).
+    Contended(&'static str),
     /// A fault of ours: storage or an invariant. Logged, never detailed to
     /// the caller.
     Internal(String),
@@ -174,7 +179,7 @@ impl fmt::Display for Error {
                 needed.as_u64()
             ),
             Error::Signature { component, detail, .. } => write!(f, "{component}: {detail}"),
-            Error::Unavailable(why) => f.write_str(why),
+            Error::Unavailable(why) | Error::Contended(why) => f.write_str(why),
             Error::Internal(_) => f.write_str("internal error"),
         }
     }

@@ -507,3 +507,104 @@ async fn an_events_consumer_following_after_id_misses_nothing_while_three_instan
     let (ok, report) = gws[2].audit().await;
     assert!(ok, "{report}");
 }
+
+/// A transaction of someone else's, left open on this database: it runs
+/// `statements` on a thread of its own, says when they ran, and ends
+/// (`COMMIT` or `ROLLBACK`, as told) when told.
+struct OpenTransaction {
+    end: std::sync::mpsc::Sender<&'static str>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl OpenTransaction {
+    fn begin(url: &str, statements: String) -> OpenTransaction {
+        let (began_tx, began) = std::sync::mpsc::channel();
+        let (end, end_rx) = std::sync::mpsc::channel::<&'static str>();
+        let url = url.to_owned();
+        let thread = std::thread::spawn(move || {
+            let mut client = postgres::Client::connect(&url, postgres::NoTls).expect("connecting");
+            client.batch_execute(&format!("BEGIN; {statements}")).expect("the open transaction's statements");
+            began_tx.send(()).expect("telling it began");
+            let how = end_rx.recv().unwrap_or("ROLLBACK");
+            client.batch_execute(how).expect("ending the open transaction");
+        });
+        began.recv().expect("the open transaction began");
+        OpenTransaction { end, thread }
+    }
+
+    fn end(self, how: &'static str) {
+        self.end.send(how).expect("telling it to end");
+        self.thread.join().expect("the open transaction's thread");
+    }
+}
+
+/// No lock is shared by the instances: while another transaction holds one
+/// agent's rows (its agent row and its account), two instances go on
+/// committing payments of other agents, and the held agent's own payment
+/// waits for its rows, then commits once they are free.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn payments_of_other_agents_commit_on_two_instances_while_a_transaction_holds_one_agents_rows() {
+    let gws = instances(2).await;
+    let (held_id, _, held_key) = agent_everywhere(&gws, "held", 10 * P).await;
+    let (free_id, _, free_key) = agent_everywhere(&gws, "free", 10 * P).await;
+    let (_, seller_of_held, _) = agent_everywhere(&gws, "seller of held", 0).await;
+    let (seller_id, seller, _) = agent_everywhere(&gws, "seller", 0).await;
+    let db = gws[0].database().expect("a PostgreSQL gateway");
+    let lock = format!(
+        "SELECT 1 FROM agents WHERE id = '{held_id}' FOR UPDATE; \
+         SELECT 1 FROM accounts WHERE id = (SELECT account_id FROM agents WHERE id = '{held_id}') FOR UPDATE;"
+    );
+    let open = OpenTransaction::begin(&db.url, lock);
+
+    let inv = invoice(&seller_of_held, 2 * P).await;
+    let held_payment = tokio::spawn(send(pay_request(&gws[0], &held_key, &inv.bolt11, None)));
+    for i in 0..6 {
+        let inv = invoice(&seller, P).await;
+        let paid = send(pay_request(&gws[i % 2], &free_key, &inv.bolt11, None)).await;
+        assert_eq!(paid.status, 200, "a payment of another agent, through instance {}: {paid:?}", i % 2);
+    }
+    let balances = gws[1].balances().await;
+    assert_eq!((balances[&free_id], balances[&seller_id]), (4 * P, 6 * P));
+    assert!(!held_payment.is_finished(), "the held agent's payment did not wait for its rows");
+
+    open.end("ROLLBACK");
+    let paid = held_payment.await.expect("the held agent's payment");
+    assert_eq!(paid.status, 200, "once its rows were free: {paid:?}");
+    assert_eq!(gws[0].balances().await[&held_id], 8 * P);
+    let (ok, report) = gws[1].audit().await;
+    assert!(ok, "{report}");
+}
+
+/// An audit record and an event written first but committed last (another
+/// transaction left open meanwhile) are numbered after everything already
+/// read: a consumer past the newest event id still gets the late one, and
+/// the audit chain takes the late record in as its newest link.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_event_and_an_audit_record_that_commit_late_are_numbered_after_those_already_read() {
+    let gws = instances(2).await;
+    let token = gws[0].operator_token().to_owned();
+    let db = gws[0].database().expect("a PostgreSQL gateway");
+    let late = OpenTransaction::begin(
+        &db.url,
+        "INSERT INTO events (type, agent_id, data, created_at) VALUES ('late.event', NULL, '{}', 1); \
+         INSERT INTO audit_log (at, agent_id, action, body) VALUES (1, NULL, 'late.record', '{\"late\":true}');"
+            .to_owned(),
+    );
+    let (_, _, payer) = agent_everywhere(&gws, "payer", 10 * P).await;
+    let (_, seller, _) = agent_everywhere(&gws, "seller", 0).await;
+    let inv = invoice(&seller, P).await;
+    assert_eq!(send(pay_request(&gws[1], &payer, &inv.bolt11, None)).await.status, 200);
+    let read = all_event_ids(&gws[1], &token).await;
+    let newest = *read.last().expect("the payment's events");
+
+    // Its statements ran before the payment's: its rows were written first.
+    late.end("COMMIT");
+    let page = send(gws[0].request(Method::GET, &format!("/v1/events?after={newest}"), Some(&token))).await;
+    let kinds: Vec<&str> =
+        page.json["events"].as_array().expect("events").iter().filter_map(|e| e["type"].as_str()).collect();
+    assert_eq!(kinds, ["late.event"], "the late event comes after the newest one read: {page:?}");
+    let (ok, report) = gws[0].audit().await;
+    assert!(ok, "{report}");
+    let last = db.query("SELECT action FROM audit_log ORDER BY seq DESC LIMIT 1", &[]);
+    assert_eq!(last[0][0].as_deref(), Some("late.record"), "the late record is the newest link");
+}

@@ -328,7 +328,10 @@ async fn approvals_and_audit(store: &dyn Store) {
         };
         store.write(move |tx| tx.audit(&entry)).await.expect("an audit entry");
     }
+    // Numbered (on PostgreSQL, after commit) before it is read.
+    store.sealed().await.expect("sealed");
     let chain = store.read(|tx| tx.audit_chain()).await.expect("the chain");
+    assert_eq!(chain.len(), 3, "every record is in the chain once sealed");
     let links = chain.iter().map(|r| audit_chain::Link {
         seq: r.seq,
         prev_hash: r.prev_hash,
@@ -400,6 +403,7 @@ async fn outbox_and_webhooks(store: &dyn Store) {
         let data = serde_json::json!({"kind": kind});
         store.write(move |tx| tx.insert_event(kind, agent, &data, 1_000)).await.expect("an event");
     }
+    store.sealed().await.expect("sealed");
     let all = store.read(|tx| tx.events(0, None, 10)).await.expect("events");
     assert_eq!(all.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>(), ["a.one", "a.two", "a.three"]);
     assert!(all.windows(2).all(|w| w[0].id < w[1].id), "ids increase");

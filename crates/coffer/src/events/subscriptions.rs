@@ -36,8 +36,8 @@ fn state_change(before: WebhookState, after: WebhookState) -> Option<WebhookEven
 }
 
 /// Stores a webhook with its `webhook.created` event. Delivery starts after
-/// the newest event, this one included: a new webhook is not told of
-/// itself (the answer has the cursor it got).
+/// the newest numbered event (the answer has the cursor it got); a new
+/// webhook is not told of itself (see `webhook::is_own_creation`).
 pub fn create_webhook(tx: &mut dyn Tx, webhook: WebhookRecord) -> Result<WebhookRecord, Error> {
     emit_change(tx, WebhookEvent::Created, &webhook, webhook.state, webhook.created_at_ms)?;
     let after_event_id = tx.newest_event_id()?;

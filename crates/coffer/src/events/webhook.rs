@@ -120,6 +120,14 @@ async fn step(
     Ok(if worked { Step::Worked } else { Step::Idle { any_webhook } })
 }
 
+/// A webhook is not told of its own creation. Its cursor starts past the
+/// newest numbered event, which is that event where the store numbers
+/// events as it writes them; where they are numbered after commit
+/// (PostgreSQL), the event comes after the cursor and is passed over here.
+fn is_own_creation(webhook: &WebhookRecord, event: &EventRecord) -> bool {
+    event.kind == "webhook.created" && event.data["webhook_id"].as_str() == Some(webhook.id.as_str())
+}
+
 /// Delivers a webhook's next event, or moves it past events of other types.
 async fn advance(
     gateway: &Gateway,
@@ -130,7 +138,9 @@ async fn advance(
     let store = gateway.store();
     let (after, owner) = (webhook.state.after_event_id, webhook.owner.clone());
     let events = store.read(move |tx| tx.events(after, owner.as_deref(), EVENTS_PER_READ_MAX)).await?;
-    let wanted = |e: &&EventRecord| webhook.types.is_empty() || webhook.types.contains(&e.kind);
+    let wanted = |e: &&EventRecord| {
+        (webhook.types.is_empty() || webhook.types.contains(&e.kind)) && !is_own_creation(&webhook, e)
+    };
     let Some(event) = events.iter().find(wanted) else {
         let Some(last) = events.last() else { return Ok(false) };
         let state = WebhookState { after_event_id: last.id, ..webhook.state };
@@ -159,7 +169,7 @@ async fn advance(
     if state.paused && !webhook.state.paused {
         tracing::warn!(webhook = %webhook.id, failures = state.failures, "webhook paused after failures in a row");
     }
-    store.write(move |tx| subscriptions::record_delivery(tx, delivery, state)).await?;
+    store.write(move |tx| subscriptions::record_delivery(tx, delivery.clone(), state)).await?;
     Ok(true)
 }
 

@@ -36,7 +36,7 @@ impl Gateway {
         };
         let created = {
             let quotas = self.quotas();
-            self.store.write(move |tx| ops::rooms::create_room(tx, room, quotas)).await
+            self.store.write(move |tx| ops::rooms::create_room(tx, room.clone(), quotas)).await
         };
         self.fed(caller, created).await
     }
@@ -93,7 +93,8 @@ impl Gateway {
             self.addable(agent_id).await?;
         }
         let (id, member, quotas, now_ms) = (room.id.clone(), agent_id.to_owned(), self.quotas(), self.now_ms());
-        let added = self.store.write(move |tx| ops::rooms::add_member(tx, id, member, quotas, now_ms)).await;
+        let added =
+            self.store.write(move |tx| ops::rooms::add_member(tx, id.clone(), member.clone(), quotas, now_ms)).await;
         self.fed(caller, added).await?;
         self.room_for(caller, room_id).await
     }
@@ -109,7 +110,7 @@ impl Gateway {
             ));
         }
         let (member, now_ms) = (member.to_owned(), self.now_ms());
-        if !self.store.write(move |tx| ops::rooms::remove_member(tx, room.id, member, now_ms)).await? {
+        if !self.store.write(move |tx| ops::rooms::remove_member(tx, room.id.clone(), member.clone(), now_ms)).await? {
             return Err(Error::NotFound("member"));
         }
         Ok(())
@@ -176,7 +177,7 @@ impl Gateway {
         };
         let posted = {
             let _in_order = self.post_order.lock().await;
-            match self.store.write(move |tx| ops::rooms::post_message(tx, message)).await {
+            match self.store.write(move |tx| ops::rooms::post_message(tx, message.clone())).await {
                 Ok(posted) => {
                     // Each watcher's stream fills in its own actions.
                     let view = views::message(posted.clone(), None, Viewer::Operator, self.now_ms());
@@ -303,7 +304,7 @@ impl Gateway {
             parse_amount("auto_pay_max_msat", settings.auto_pay_max_msat)?;
         }
         let (id, now_ms) = (agent_id.to_owned(), self.now_ms());
-        self.store.write(move |tx| ops::agents::set_chat_settings(tx, id, settings, now_ms)).await
+        self.store.write(move |tx| ops::agents::set_chat_settings(tx, id.clone(), settings.clone(), now_ms)).await
     }
 
     /// Members whose chat settings say so pay the request at once, in the

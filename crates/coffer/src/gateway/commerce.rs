@@ -135,6 +135,8 @@ impl Gateway {
     pub async fn payment_receipt(&self, caller: &Principal, payment_id: &str) -> Result<SignedReceipt, Error> {
         let (id, viewer) = (payment_id.to_owned(), viewer(caller));
         let (gateway, network) = (Arc::clone(&self.node_pubkey_hex), self.settings.network);
+        // The receipt names the audit record of its decision: numbered first.
+        self.store.sealed().await?;
         let unsigned = self
             .store
             .read(move |tx| {
@@ -150,6 +152,7 @@ impl Gateway {
     pub async fn session_receipt(&self, caller: &Principal, session_id: &str) -> Result<SignedReceipt, Error> {
         let (id, viewer) = (session_id.to_owned(), viewer(caller));
         let gateway = Arc::clone(&self.node_pubkey_hex);
+        self.store.sealed().await?;
         let unsigned = self
             .store
             .read(move |tx| {
@@ -185,9 +188,9 @@ impl Gateway {
                 let r = refund::Refund {
                     payee_agent_id: &payee,
                     payment_id: &id,
-                    refund_id,
+                    refund_id: refund_id.clone(),
                     amount,
-                    reason,
+                    reason: reason.clone(),
                     idempotency: idempotency.as_ref(),
                     now_ms,
                 };
@@ -224,7 +227,7 @@ impl Gateway {
             sessions_open_max: self.settings.limits.sessions_open_per_agent,
             now_ms,
         };
-        let opened = self.store.write(move |tx| session::open(tx, new)).await;
+        let opened = self.store.write(move |tx| session::open(tx, new.clone())).await;
         self.feed_breaker(&caller.agent_id, opened).await
     }
 
@@ -249,9 +252,9 @@ impl Gateway {
                 let c = session::Charge {
                     payee_agent_id: &payee,
                     session_id: &id,
-                    charge_id,
+                    charge_id: charge_id.clone(),
                     amount,
-                    memo,
+                    memo: memo.clone(),
                     idempotency: idempotency.as_ref(),
                     now_ms,
                 };

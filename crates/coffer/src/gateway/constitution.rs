@@ -45,7 +45,7 @@ impl Gateway {
         self.managed_agent(caller, agent_id).await?;
         let policy = Policy::from_json(json).map_err(Error::InvalidPolicy)?;
         let (id, set, actor, now_ms) = (agent_id.to_owned(), Some(policy.clone()), actor(caller), self.now_ms());
-        self.store.write(move |tx| ops::agents::set_policy(tx, id, set, actor, now_ms)).await?;
+        self.store.write(move |tx| ops::agents::set_policy(tx, id.clone(), set.clone(), actor.clone(), now_ms)).await?;
         Ok(policy)
     }
 
@@ -68,7 +68,9 @@ impl Gateway {
 
     async fn set_frozen(&self, agent_id: &str, reason: Option<String>) -> Result<(), Error> {
         let (id, now_ms) = (agent_id.to_owned(), self.now_ms());
-        self.store.write(move |tx| ops::agents::set_frozen(tx, id, reason, OPERATOR.into(), now_ms)).await
+        self.store
+            .write(move |tx| ops::agents::set_frozen(tx, id.clone(), reason.clone(), OPERATOR.into(), now_ms))
+            .await
     }
 
     async fn agent_state(&self, agent_id: &str) -> Result<AgentState, Error> {
@@ -132,6 +134,7 @@ impl Gateway {
     }
 
     pub async fn audit_log(&self, filter: AuditFilter, after_seq: i64, limit: u32) -> Result<Vec<AuditRecord>, Error> {
+        self.store.sealed().await?;
         self.store.read(move |tx| tx.audit_log(&filter, after_seq, limit)).await
     }
 

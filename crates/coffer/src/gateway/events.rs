@@ -26,6 +26,8 @@ impl Gateway {
             return Err(invalid("after", "an event id, 0 or more".into()));
         }
         let scope = event_scope(caller);
+        // Every event committed before this call is listed once numbered.
+        self.store.sealed().await?;
         self.store.read(move |tx| tx.events(after_id, scope.as_deref(), limit)).await
     }
 
@@ -106,7 +108,7 @@ impl Gateway {
             state: WebhookState { after_event_id, ..WebhookState::default() },
             created_at_ms: self.now_ms(),
         };
-        let webhook = self.store.write(move |tx| subscriptions::create_webhook(tx, webhook)).await?;
+        let webhook = self.store.write(move |tx| subscriptions::create_webhook(tx, webhook.clone())).await?;
         let secret = self.webhook_secret(&webhook.id);
         Ok((webhook, secret))
     }

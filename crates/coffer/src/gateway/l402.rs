@@ -148,7 +148,7 @@ impl Gateway {
             expires_at_ms: expires_at_ms.min(longest),
             rejected_token: rejected_token.map(str::to_owned),
         };
-        match self.store.write(move |tx| crate::payment::l402::pay(tx, l402)).await? {
+        match self.store.write(move |tx| crate::payment::l402::pay(tx, l402.clone())).await? {
             L402Attempt::Reused(token) => Ok(L402Outcome { token, paid: false }),
             L402Attempt::Paid(token) => Ok(L402Outcome { token, paid: true }),
             L402Attempt::Denied(denial) => Err(Error::Denied(denial)),

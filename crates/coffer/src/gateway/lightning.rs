@@ -143,7 +143,7 @@ impl Gateway {
             now_ms: self.now_ms(),
         };
         let (bolt11, fee_limit) = (begin.bolt11.clone(), begin.fee_limit);
-        let payment = match self.store.write(move |tx| outside::begin(tx, begin)).await? {
+        let payment = match self.store.write(move |tx| outside::begin(tx, begin.clone())).await? {
             ExternalStart::Started(payment) => payment,
             ExternalStart::Held(held) => return Ok(PayOutcome::Held(held)),
             ExternalStart::Denied(denial) => return Err(Error::Denied(denial)),
@@ -218,13 +218,13 @@ impl Gateway {
     /// Settles an outside payment by the backend's answer.
     async fn finish_external(&self, id: String, outcome: ExternalOutcome) -> Result<PaymentRecord, Error> {
         let now_ms = self.now_ms();
-        self.store.write(move |tx| outside::finish(tx, &id, outcome, now_ms)).await
+        self.store.write(move |tx| outside::finish(tx, &id, outcome.clone(), now_ms)).await
     }
 
     /// Notes why an outside payment stays pending.
     async fn note_external(&self, id: String, detail: String) -> Result<PaymentRecord, Error> {
         let now_ms = self.now_ms();
-        self.store.write(move |tx| outside::note(tx, &id, detail, now_ms)).await
+        self.store.write(move |tx| outside::note(tx, &id, detail.clone(), now_ms)).await
     }
 
     /// One round of the resolver: asks the backend how each pending

@@ -340,7 +340,7 @@ impl Gateway {
         let (key_id, digest) = (key.id.clone(), key.digest);
         let new = NewAgent { id: id.clone(), name, parent_id, can_create_subagents, key, quotas: self.quotas() };
         let now_ms = self.now_ms();
-        let created = self.store.write(move |tx| ops::agents::create_agent(tx, new, now_ms)).await;
+        let created = self.store.write(move |tx| ops::agents::create_agent(tx, new.clone(), now_ms)).await;
         let agent = match caller {
             Principal::Agent(key) => self.feed_breaker(&key.agent_id, created).await?,
             Principal::Operator => created?,
@@ -378,7 +378,9 @@ impl Gateway {
         };
         let transfer = Transfer { debit, credit: agent.account, amount };
         let now_ms = self.now_ms();
-        self.store.write(move |tx| ops::agents::transfer(tx, transfer, Some(agent.id), actor, now_ms)).await
+        self.store
+            .write(move |tx| ops::agents::transfer(tx, transfer, Some(agent.id.clone()), actor.clone(), now_ms))
+            .await
     }
 
     pub async fn mint(&self, amount_msat: u64) -> Result<(i64, Balance), Error> {
@@ -414,7 +416,7 @@ impl Gateway {
             expires_at_ms,
         };
         let now_ms = self.now_ms();
-        let record = self.store.write(move |tx| ops::agents::create_key(tx, key, now_ms)).await?;
+        let record = self.store.write(move |tx| ops::agents::create_key(tx, key.clone(), now_ms)).await?;
         self.cache_key(&record)?;
         Ok((record, secret))
     }
@@ -693,7 +695,7 @@ impl Gateway {
             escrows_open_max: self.settings.limits.escrows_open_per_agent,
             now_ms: self.now_ms(),
         };
-        match self.store.write(move |tx| crate::payment::internal::pay(tx, pay)).await? {
+        match self.store.write(move |tx| crate::payment::internal::pay(tx, pay.clone())).await? {
             PayAttempt::Paid(payment) => {
                 self.announce_request(&payment.payment_hash).await;
                 self.close_backend_hold_paid_inside(&payment).await;
@@ -768,6 +770,7 @@ impl Gateway {
 /// Recomputes the ledger from its transfers and checks every invariant,
 /// then verifies the audit trail's hash chain.
 pub async fn audit(store: &dyn Store) -> Result<AuditReport, Error> {
+    store.sealed().await?;
     let input = store.read(|tx| tx.audit_input()).await?;
     let mut report = coffer_core::ledger::audit(input.accounts, input.sums);
     let chain = store.read(|tx| tx.audit_chain()).await?;

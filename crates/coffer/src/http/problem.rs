@@ -56,7 +56,7 @@ pub fn classify(e: &Error) -> (StatusCode, &'static str, &'static str) {
         Error::RefundExceedsPayment { .. } => (S::CONFLICT, "refund-exceeds-payment", "Refund exceeds the payment"),
         Error::Signature { missing: true, .. } => (S::UNAUTHORIZED, "signature-required", "Signature required"),
         Error::Signature { .. } => (S::UNAUTHORIZED, "signature-invalid", "Signature invalid"),
-        Error::Unavailable(_) => (S::SERVICE_UNAVAILABLE, "unavailable", "Service unavailable"),
+        Error::Unavailable(_) | Error::Contended(_) => (S::SERVICE_UNAVAILABLE, "unavailable", "Service unavailable"),
         Error::Internal(_) => (S::INTERNAL_SERVER_ERROR, "internal", "Internal error"),
     }
 }

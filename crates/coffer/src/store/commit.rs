@@ -10,7 +10,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 /// A job's answer, waiting for its batch's commit.
 pub type Reply = Box<dyn FnOnce(Result<(), &Error>) + Send>;
 
-type Done = oneshot::Sender<Result<Answer, Error>>;
+/// Where a job's answer goes.
+pub type Done = oneshot::Sender<Result<Answer, Error>>;
 
 /// The reply of a job that answered `result`.
 pub fn reply(result: Result<Answer, Error>, done: Done) -> Reply {
@@ -22,6 +23,11 @@ pub fn reply(result: Result<Answer, Error>, done: Done) -> Reply {
         // The caller may have gone away; the work is committed anyway.
         let _ = done.send(outcome);
     })
+}
+
+/// Counts a commit on `commits`.
+pub fn count(commits: &watch::Sender<u64>) {
+    commits.send_modify(|n| *n = n.wrapping_add(1));
 }
 
 /// A channel for one job's answer.
@@ -39,12 +45,12 @@ pub async fn queue<J>(
     answer.await.map_err(|_| Error::Unavailable("the store writer stopped"))?
 }
 
-/// Tells a batch's callers how it ended. A commit is counted first: a
-/// caller that has its answer sees the counter past its own commit (the
-/// outbox's watchers wake on it).
-pub fn answer_batch(commit: Result<(), &Error>, commits: &watch::Sender<u64>, replies: &mut Vec<Reply>) {
+/// Tells a batch's callers how it ended. A commit is counted first
+/// (`committed`): a caller that has its answer sees the counter past its
+/// own commit (the outbox's watchers wake on it).
+pub fn answer_batch(commit: Result<(), &Error>, committed: impl FnOnce(), replies: &mut Vec<Reply>) {
     if commit.is_ok() {
-        commits.send_modify(|n| *n = n.wrapping_add(1));
+        committed();
     }
     for reply in replies.drain(..) {
         reply(commit);

@@ -36,7 +36,7 @@ pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, Error>> + Se
 /// queue (see `store.write`).
 pub type Answer = Box<dyn Any + Send>;
 /// An operation to run in a write transaction.
-pub type WriteOp = Box<dyn FnOnce(&mut dyn Tx) -> Result<Answer, Error> + Send>;
+pub type WriteOp = Box<dyn FnMut(&mut dyn Tx) -> Result<Answer, Error> + Send>;
 /// An operation to run in a read transaction. A backend may run it again
 /// on a new connection when the first was lost (a read changes nothing).
 pub type ReadOp = Box<dyn FnMut(&mut dyn Tx) -> Result<Answer, Error> + Send>;
@@ -57,17 +57,27 @@ pub trait Store: Send + Sync + 'static {
     /// Runs `op` in a read transaction: one consistent snapshot.
     fn read_tx(&self, op: ReadOp) -> StoreFuture<'_, Answer>;
 
-    /// Changes after every commit of this process, so watchers of the
-    /// outbox wake at once; commits of other instances are found by polling.
+    /// Changes once this process's commits can be read from the outbox
+    /// (once sealed, where the store seals), so its watchers wake at once;
+    /// commits of other instances are found by polling.
     fn commits(&self) -> tokio::sync::watch::Receiver<u64>;
+
+    /// Resolves once every write committed before the call is numbered in
+    /// the ordered logs (the audit chain, the event outbox), so a read that
+    /// follows sees it there. A store that numbers them as it writes them
+    /// (one writer) has nothing to wait for; PostgreSQL, whose instances
+    /// commit in any order, seals them after commit (`postgres/seal.rs`).
+    fn sealed(&self) -> StoreFuture<'_, ()> {
+        Box::pin(async { Ok(()) })
+    }
 }
 
 impl dyn Store {
     /// Runs `op` in a write transaction (see [`Store::write_tx`]).
-    pub async fn write<T, F>(&self, op: F) -> Result<T, Error>
+    pub async fn write<T, F>(&self, mut op: F) -> Result<T, Error>
     where
         T: Send + 'static,
-        F: FnOnce(&mut dyn Tx) -> Result<T, Error> + Send + 'static,
+        F: FnMut(&mut dyn Tx) -> Result<T, Error> + Send + 'static,
     {
         let answer = self.write_tx(Box::new(move |tx| op(tx).map(|t| Box::new(t) as Answer))).await?;
         unbox(answer)

@@ -396,7 +396,7 @@ impl Gateway {
         };
         let actor = actor(caller);
         let stored = key.clone();
-        self.store.write(move |tx| insert_signing_key(tx, &stored, actor)).await?;
+        self.store.write(move |tx| insert_signing_key(tx, &stored, actor.clone())).await?;
         self.signing.cache_insert(key.clone())?;
         Ok(key)
     }
@@ -417,7 +417,7 @@ impl Gateway {
             .write(move |tx| {
                 let revoked = tx.revoke_signing_key(&agent, &key, now_ms)?;
                 if revoked {
-                    tx.audit(&key_audit("signing_key.revoked", &agent, &key, actor, now_ms))?;
+                    tx.audit(&key_audit("signing_key.revoked", &agent, &key, actor.clone(), now_ms))?;
                 }
                 Ok(revoked)
             })

@@ -2,9 +2,10 @@
 //! per connection (its `?N` placeholders written `$N`), arguments converted
 //! to the types the server inferred for them, and columns read from theirs.
 
-use super::{IDLE_IN_TRANSACTION_TIMEOUT_MS, LOCK_TIMEOUT_MS};
+use super::IDLE_IN_TRANSACTION_TIMEOUT_MS;
 use crate::error::Error;
 use crate::store::sql::{Arg, Sql, SqlRow, numbered_as_dollars};
+use ::postgres::error::SqlState;
 use ::postgres::fallible_iterator::FallibleIterator;
 use ::postgres::types::private::BytesMut;
 use ::postgres::types::{IsNull, ToSql, Type};
@@ -23,12 +24,13 @@ pub struct Conn {
 }
 
 impl Conn {
-    pub fn open(config: &Config) -> Result<Conn, Error> {
+    /// A connection whose waits for a lock end after `lock_timeout_ms`.
+    pub fn open(config: &Config, lock_timeout_ms: u64) -> Result<Conn, Error> {
         let mut client = config.connect(NoTls).map_err(|e| Error::internal("connecting to PostgreSQL", e))?;
         client
             .batch_execute(&format!(
                 "SET idle_in_transaction_session_timeout = {IDLE_IN_TRANSACTION_TIMEOUT_MS}; \
-                 SET lock_timeout = {LOCK_TIMEOUT_MS};"
+                 SET lock_timeout = {lock_timeout_ms};"
             ))
             .map_err(|e| Error::internal("configuring a PostgreSQL session", e))?;
         Ok(Conn { client, statements: HashMap::new() })
@@ -66,6 +68,10 @@ impl Sql for Conn {
             each(&PgRow(&row))?;
         }
         Ok(())
+    }
+
+    fn concurrent_writers(&self) -> bool {
+        true
     }
 }
 
@@ -142,7 +148,17 @@ impl PgRow<'_> {
 }
 
 impl From<::postgres::Error> for Error {
+    /// What another transaction holding the same rows causes is
+    /// [`Error::Contended`]: the writer runs the operation again.
     fn from(e: ::postgres::Error) -> Error {
-        Error::internal("postgres", e)
+        match e.code() {
+            Some(&SqlState::LOCK_NOT_AVAILABLE) => Error::Contended("a row it needs stayed locked"),
+            Some(&SqlState::T_R_DEADLOCK_DETECTED) => Error::Contended("a deadlock"),
+            Some(&SqlState::T_R_SERIALIZATION_FAILURE) => Error::Contended("a serialization failure"),
+            // Another instance wrote the same key first: run again, the
+            // operation then finds it (an idempotency key, a payment hash).
+            Some(&SqlState::UNIQUE_VIOLATION) => Error::Contended("a unique key written by another transaction"),
+            _ => Error::internal("postgres", e),
+        }
     }
 }

@@ -370,6 +370,30 @@ CREATE TABLE signing_keys (
 );
 CREATE INDEX signing_keys_by_agent ON signing_keys (agent_id, created_at);
 "#,
+    // 13: no write lock shared by the instances (SQLite's migration 13
+    // changes nothing). Transactions of several instances commit in any
+    // order, so an audit record or an event is written unnumbered, with
+    // only its place in the order of writing (`pos`); the sealer
+    // (`seal.rs`) numbers them afterwards, in the order they became
+    // visible: the audit record's `seq`, `prev_hash` and `hash`, the
+    // event's public `id`. Readers see numbered rows only, so an id never
+    // appears below one already read.
+    r#"
+ALTER TABLE events RENAME COLUMN id TO pos;
+ALTER TABLE events ADD COLUMN id BIGINT;
+UPDATE events SET id = pos;
+CREATE UNIQUE INDEX events_by_id ON events (id);
+CREATE INDEX events_unsealed ON events (pos) WHERE id IS NULL;
+DROP INDEX events_by_agent;
+CREATE INDEX events_by_agent ON events (agent_id, id);
+ALTER TABLE audit_log ADD COLUMN pos BIGINT GENERATED ALWAYS AS IDENTITY;
+ALTER TABLE audit_log DROP CONSTRAINT audit_log_pkey;
+ALTER TABLE audit_log ADD PRIMARY KEY (pos);
+ALTER TABLE audit_log ALTER COLUMN seq DROP NOT NULL, ALTER COLUMN prev_hash DROP NOT NULL,
+    ALTER COLUMN hash DROP NOT NULL;
+CREATE UNIQUE INDEX audit_by_seq ON audit_log (seq);
+CREATE INDEX audit_unsealed ON audit_log (pos) WHERE seq IS NULL;
+"#,
 ];
 
 /// Applies the missing migrations, each in its own transaction. A session

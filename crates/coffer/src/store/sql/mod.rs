@@ -141,6 +141,17 @@ pub trait Sql {
         args: &[Arg<'_>],
         each: &mut dyn FnMut(&dyn SqlRow) -> Result<(), Error>,
     ) -> Result<(), Error>;
+
+    /// Whether other writers (other gateway instances) change the rows
+    /// while this transaction runs. Their writes are then kept apart by
+    /// row locks, not by one writer: a write transaction locks the rows it
+    /// reads in order to change them (`FOR UPDATE`), and the totally
+    /// ordered logs (the audit chain, the event outbox) are numbered after
+    /// commit, by the backend's sealer, in the order the rows became
+    /// visible.
+    fn concurrent_writers(&self) -> bool {
+        false
+    }
 }
 
 /// Rewrites SQLite's `?N` placeholders as PostgreSQL's `$N`. The shared

@@ -20,11 +20,19 @@ pub struct SqlTx<'a> {
     sql: &'a mut dyn Sql,
     /// The writer's policy cache; readers parse every time.
     policies: Option<&'a mut PolicyCache>,
+    /// Appended to a read of a row the transaction may go on to change:
+    /// ` FOR UPDATE` in a write transaction among concurrent writers (see
+    /// [`Sql::concurrent_writers`]), so a check and the write it allows
+    /// see the same row; empty otherwise.
+    for_update: &'static str,
 }
 
 impl<'a> SqlTx<'a> {
+    /// A transaction on `sql`: a write transaction when given the writer's
+    /// policy cache, a read-only one without.
     pub fn new(sql: &'a mut dyn Sql, policies: Option<&'a mut PolicyCache>) -> SqlTx<'a> {
-        SqlTx { sql, policies }
+        let for_update = if policies.is_some() && sql.concurrent_writers() { " FOR UPDATE" } else { "" };
+        SqlTx { sql, policies, for_update }
     }
 
     fn execute(&mut self, sql: &str, args: &[super::Arg<'_>]) -> Result<u64, Error> {
@@ -133,8 +141,11 @@ const INVOICES_DUE: &str = "status = 'open' AND expires_at <= ?1 AND (backend IS
 
 impl Tx for SqlTx<'_> {
     fn balance(&mut self, account: AccountId) -> Result<Balance, Error> {
-        let sql = "SELECT debits_posted, credits_posted, debits_pending FROM accounts WHERE id = ?1";
-        self.row(sql, args![account.0], |r| rows::balance(r, 0))?.ok_or(Error::NotFound("account"))
+        let sql = format!(
+            "SELECT debits_posted, credits_posted, debits_pending FROM accounts WHERE id = ?1{}",
+            self.for_update
+        );
+        self.row(&sql, args![account.0], |r| rows::balance(r, 0))?.ok_or(Error::NotFound("account"))
     }
 
     fn save_balance(&mut self, account: AccountId, b: &Balance) -> Result<(), Error> {
@@ -154,7 +165,7 @@ impl Tx for SqlTx<'_> {
     }
 
     fn invoice(&mut self, payment_hash: &[u8; 32]) -> Result<Option<(InvoiceRecord, AccountId)>, Error> {
-        let sql = format!("SELECT {INVOICE_COLUMNS} WHERE payment_hash = ?1");
+        let sql = format!("SELECT {INVOICE_COLUMNS} WHERE payment_hash = ?1{}", self.for_update);
         Ok(self.row(&sql, args![payment_hash], rows::invoice)?.map(|(record, _, account)| (record, account)))
     }
 
@@ -196,7 +207,7 @@ impl Tx for SqlTx<'_> {
     }
 
     fn payment(&mut self, id: &str) -> Result<Option<PaymentRecord>, Error> {
-        let sql = format!("SELECT {PAYMENT_COLUMNS} WHERE id = ?1");
+        let sql = format!("SELECT {PAYMENT_COLUMNS} WHERE id = ?1{}", self.for_update);
         Ok(self.row(&sql, args![id], rows::payment)?.map(|(p, _)| p))
     }
 
@@ -237,12 +248,13 @@ impl Tx for SqlTx<'_> {
     }
 
     fn external(&mut self, payment_id: &str) -> Result<Option<ExternalPayment>, Error> {
-        let sql = format!("SELECT {EXTERNAL_COLUMNS} WHERE payment_id = ?1");
+        let sql = format!("SELECT {EXTERNAL_COLUMNS} WHERE payment_id = ?1{}", self.for_update);
         self.row(&sql, args![payment_id], rows::external)
     }
 
     fn live_external(&mut self, payment_hash: &[u8; 32]) -> Result<Option<ExternalPayment>, Error> {
-        let sql = format!("SELECT {EXTERNAL_COLUMNS} WHERE payment_hash = ?1 AND status <> 'failed'");
+        let sql =
+            format!("SELECT {EXTERNAL_COLUMNS} WHERE payment_hash = ?1 AND status <> 'failed'{}", self.for_update);
         self.row(&sql, args![payment_hash], rows::external)
     }
 
@@ -259,6 +271,12 @@ impl Tx for SqlTx<'_> {
     }
 
     fn idempotency(&mut self, agent_id: &str, key: &str) -> Result<Option<([u8; 32], String)>, Error> {
+        if !self.for_update.is_empty() {
+            // Among concurrent writers the agent's row is locked first: a
+            // retry racing the request it repeats then finds its key once
+            // that one committed, rather than its paid invoice.
+            self.execute("SELECT 1 FROM agents WHERE id = ?1 FOR UPDATE", args![agent_id])?;
+        }
         let sql = "SELECT request_digest, payment_id FROM idempotency WHERE agent_id = ?1 AND key = ?2";
         self.row(sql, args![agent_id, key], |r| Ok((hash32(r.blob(0)?)?, r.text(1)?)))
     }
@@ -282,10 +300,13 @@ impl Tx for SqlTx<'_> {
     }
 
     fn agent_state(&mut self, agent_id: &str) -> Result<Option<AgentState>, Error> {
-        let sql = "SELECT account_id, parent_id, frozen_reason, policy, policy_rev, usage, breaker FROM agents \
-                   WHERE id = ?1";
+        let sql = format!(
+            "SELECT account_id, parent_id, frozen_reason, policy, policy_rev, usage, breaker FROM agents \
+             WHERE id = ?1{}",
+            self.for_update
+        );
         type Found = (i64, Option<String>, Option<String>, Option<String>, i64, Option<String>, Option<String>);
-        let found: Option<Found> = self.row(sql, args![agent_id], |r| {
+        let found: Option<Found> = self.row(&sql, args![agent_id], |r| {
             Ok((r.i64(0)?, r.opt_text(1)?, r.opt_text(2)?, r.opt_text(3)?, r.i64(4)?, r.opt_text(5)?, r.opt_text(6)?))
         })?;
         let Some((account, parent_id, frozen_reason, policy, rev, usage, breaker)) = found else { return Ok(None) };
@@ -347,14 +368,15 @@ impl Tx for SqlTx<'_> {
     }
 
     fn approval(&mut self, id: &str) -> Result<Option<ApprovalRecord>, Error> {
-        let sql = format!("SELECT {APPROVAL_COLUMNS} WHERE id = ?1");
+        let sql = format!("SELECT {APPROVAL_COLUMNS} WHERE id = ?1{}", self.for_update);
         self.row(&sql, args![id], rows::approval)
     }
 
     fn held(&mut self, payment_hash: &[u8; 32], payer: Option<&str>) -> Result<Option<ApprovalRecord>, Error> {
         let sql = format!(
             "SELECT {APPROVAL_COLUMNS} WHERE payment_hash = ?1 AND status = 'pending' \
-             AND (CAST(?2 AS TEXT) IS NULL OR agent_id = ?2) LIMIT 1"
+             AND (CAST(?2 AS TEXT) IS NULL OR agent_id = ?2) LIMIT 1{}",
+            self.for_update
         );
         self.row(&sql, args![payment_hash, payer], rows::approval)
     }
@@ -372,6 +394,13 @@ impl Tx for SqlTx<'_> {
     }
 
     fn audit(&mut self, entry: &AuditEntry) -> Result<(), Error> {
+        let body = json(entry)?;
+        if self.sql.concurrent_writers() {
+            // Chained after commit, by the sealer (see `Sql::concurrent_writers`).
+            let sql = "INSERT INTO audit_log (at, agent_id, action, body) VALUES (?1, ?2, ?3, ?4)";
+            self.execute(sql, args![entry.at_ms, &entry.agent_id, entry.action, &body])?;
+            return Ok(());
+        }
         let last = self.row("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1", args![], |r| {
             Ok((r.i64(0)?, hash32(r.blob(1)?)?))
         })?;
@@ -379,7 +408,6 @@ impl Tx for SqlTx<'_> {
             Some((seq, hash)) => (seq.checked_add(1).ok_or(Error::Internal("the audit log is full".into()))?, hash),
             None => (1, audit_chain::GENESIS),
         };
-        let body = json(entry)?;
         let hash = audit_chain::link(&prev, body.as_bytes());
         let sql = "INSERT INTO audit_log (seq, at, agent_id, action, body, prev_hash, hash) \
                    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
@@ -754,12 +782,14 @@ impl Tx for SqlTx<'_> {
     }
 
     fn audit_chain(&mut self) -> Result<Vec<AuditRecord>, Error> {
-        self.rows(&format!("SELECT {AUDIT_COLUMNS} ORDER BY seq"), args![], rows::audit)
+        // Records not yet sealed (numbered and chained) are not part of it.
+        self.rows(&format!("SELECT {AUDIT_COLUMNS} WHERE seq IS NOT NULL ORDER BY seq"), args![], rows::audit)
     }
 
     fn audit_at(&mut self, agent_id: &str, action: &str, at_ms: i64, limit: u32) -> Result<Vec<AuditRecord>, Error> {
-        let sql =
-            format!("SELECT {AUDIT_COLUMNS} WHERE agent_id = ?1 AND action = ?2 AND at = ?3 ORDER BY seq LIMIT ?4");
+        let sql = format!(
+            "SELECT {AUDIT_COLUMNS} WHERE agent_id = ?1 AND action = ?2 AND at = ?3 AND seq IS NOT NULL ORDER BY seq LIMIT ?4"
+        );
         self.rows(&sql, args![agent_id, action, at_ms, limit_rows(limit)], rows::audit)
     }
 
@@ -815,6 +845,12 @@ impl Tx for SqlTx<'_> {
     }
 
     fn insert_message(&mut self, m: &NewMessage, kind: MessageKind) -> Result<i64, Error> {
+        if !self.for_update.is_empty() {
+            // Readers page a room by message id: among concurrent writers,
+            // the room's row lock makes its messages take their ids in the
+            // order they commit, so none appears below one already read.
+            self.execute("SELECT 1 FROM rooms WHERE id = ?1 FOR UPDATE", args![&m.room_id])?;
+        }
         let sql = "INSERT INTO messages (room_id, sender, kind, text, payment_hash, created_at) \
                    VALUES (?1, ?2, ?3, ?4, ?5, ?6) RETURNING id";
         let kind = match kind {
@@ -975,12 +1011,12 @@ impl Tx for SqlTx<'_> {
     }
 
     fn escrow(&mut self, payment_id: &str) -> Result<Option<EscrowRecord>, Error> {
-        let sql = format!("SELECT {ESCROW_COLUMNS} WHERE payment_id = ?1");
+        let sql = format!("SELECT {ESCROW_COLUMNS} WHERE payment_id = ?1{}", self.for_update);
         self.row(&sql, args![payment_id], rows::escrow)
     }
 
     fn escrow_by_hash(&mut self, payment_hash: &[u8; 32]) -> Result<Option<EscrowRecord>, Error> {
-        let sql = format!("SELECT {ESCROW_COLUMNS} WHERE payment_hash = ?1");
+        let sql = format!("SELECT {ESCROW_COLUMNS} WHERE payment_hash = ?1{}", self.for_update);
         self.row(&sql, args![payment_hash], rows::escrow)
     }
 
@@ -1049,7 +1085,7 @@ impl Tx for SqlTx<'_> {
     }
 
     fn session(&mut self, id: &str) -> Result<Option<SessionRecord>, Error> {
-        let sql = format!("SELECT {SESSION_COLUMNS} WHERE id = ?1");
+        let sql = format!("SELECT {SESSION_COLUMNS} WHERE id = ?1{}", self.for_update);
         Ok(self.row(&sql, args![id], rows::session)?.map(|(x, _)| x))
     }
 

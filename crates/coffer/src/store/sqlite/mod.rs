@@ -214,7 +214,7 @@ impl SqliteStore {
 
 impl Store for SqliteStore {
     /// Runs `op` in the writer's next batch; resolves once it is committed.
-    fn write_tx(&self, op: WriteOp) -> StoreFuture<'_, Answer> {
+    fn write_tx(&self, mut op: WriteOp) -> StoreFuture<'_, Answer> {
         let (done, answer) = commit::answer();
         let job: Job = Box::new(move |writer| {
             let result = in_savepoint(&writer.conn, |conn| {
@@ -281,7 +281,7 @@ fn run_writer(writer: Writer, mut queue: mpsc::Receiver<Job>) {
     while let Some(first) = queue.blocking_recv() {
         restart.between_batches(&writer);
         let commit = run_batch(&writer, first, &mut queue, &mut replies);
-        commit::answer_batch(commit.as_ref().map(|_| ()), &writer.commits, &mut replies);
+        commit::answer_batch(commit.as_ref().map(|_| ()), || commit::count(&writer.commits), &mut replies);
         if let Err(e) = commit {
             tracing::error!(error = %e, "a batch failed to commit; its callers were told");
         }
