@@ -197,7 +197,10 @@ pub fn resolve(tx: &mut dyn Tx, payment_id: &str, outcome: Outcome, actor: &str,
 /// frozen payer) waits for the next sweep. Answers how many ended.
 pub fn expire_due(tx: &mut dyn Tx, now_ms: i64, limit: u32) -> Result<u64, Error> {
     let mut ended = 0;
-    for escrow in tx.due_escrows(now_ms, limit)? {
+    for listed in tx.due_escrows(now_ms, limit)? {
+        // Read again, locked where writers run concurrently: another may
+        // have decided it since the list was read.
+        let Some(escrow) = tx.escrow(&listed.payment_id)?.filter(|e| e.status == listed.status) else { continue };
         let outcome = escrow.on_timeout;
         match finish(tx, escrow, outcome, "system", now_ms) {
             Ok(_) => ended += 1,

@@ -226,10 +226,13 @@ pub fn visible(tx: &mut dyn Tx, caller: &str, id: &str) -> Result<SessionRecord,
 /// Closes the open sessions past their expiry, at most `limit`, and
 /// answers how many.
 pub fn expire_due(tx: &mut dyn Tx, now_ms: i64, limit: u32) -> Result<u64, Error> {
-    let due = tx.due_sessions(now_ms, limit)?;
-    let count = due.len() as u64;
-    for session in due {
+    let mut count = 0;
+    for listed in tx.due_sessions(now_ms, limit)? {
+        // Read again, locked where writers run concurrently: it may have
+        // been charged or closed since the list was read.
+        let Some(session) = tx.session(&listed.id)?.filter(|s| s.status == SessionStatus::Open) else { continue };
         end(tx, session, SessionStatus::Expired, "system", now_ms)?;
+        count += 1;
     }
     Ok(count)
 }

@@ -100,6 +100,19 @@ impl Counted<'_> {
         }
     }
 
+    /// Locks the row that owns what is counted (`?1` the subject), for a
+    /// store with concurrent writers: a count and the insert it allows
+    /// then run one owner at a time, so two writers cannot both see room
+    /// for one more. An owner that has no row (the operator) locks nothing.
+    pub fn owner_lock(&self) -> &'static str {
+        match self {
+            Counted::RoomMembers { .. } | Counted::RecentMessages { .. } => {
+                "SELECT 1 FROM rooms WHERE id = ?1 FOR UPDATE"
+            }
+            _ => "SELECT 1 FROM agents WHERE id = ?1 FOR UPDATE",
+        }
+    }
+
     /// The time of a timed count (`?3`).
     pub fn time(self) -> Option<i64> {
         match self {

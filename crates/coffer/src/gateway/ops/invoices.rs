@@ -34,10 +34,15 @@ pub fn expire_invoices(tx: &mut dyn Tx, now_ms: i64, watched_since_ms: i64) -> R
 /// Expires the pending approvals past their time, a batch at a time,
 /// releasing what each reserved.
 pub fn expire_approvals(tx: &mut dyn Tx, now_ms: i64) -> Result<u64, Error> {
-    let due = tx.due_approvals(now_ms, APPROVAL_EXPIRY_BATCH_MAX)?;
-    let count = due.len() as u64;
-    for approval in due {
+    let mut count = 0;
+    for listed in tx.due_approvals(now_ms, APPROVAL_EXPIRY_BATCH_MAX)? {
+        // Read again, locked where writers run concurrently: another may
+        // have decided it since the list was read.
+        let Some(approval) = tx.approval(&listed.id)?.filter(|a| a.status == ApprovalStatus::Pending) else {
+            continue;
+        };
         approval::release(tx, approval, ApprovalStatus::Expired, "system", now_ms)?;
+        count += 1;
     }
     Ok(count)
 }

@@ -36,6 +36,7 @@ use pg::Conn;
 use seal::Sealer;
 use std::sync::Arc;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 use writer::{Job, Writer};
@@ -48,6 +49,10 @@ const QUEUE_JOBS_MAX: usize = 8_192;
 const _: () = assert!(BATCH_JOBS_MAX < QUEUE_JOBS_MAX);
 /// The most reads waiting for a reader thread.
 const QUEUE_READS_MAX: usize = 1_024;
+/// Writer threads (and connections) per instance. A payment's time on
+/// PostgreSQL is mostly round trips (BENCHMARKS.md): with no lock shared
+/// by the writers, more than one overlap them.
+const WRITERS: usize = 2;
 /// Reader threads (and connections) per instance.
 const READERS: usize = 4;
 // Every reader can have a read waiting for it.
@@ -66,7 +71,9 @@ const CONNECT_TIMEOUT_MS: u64 = 5_000;
 type ReadJob = Box<dyn FnOnce(&mut Reader) + Send>;
 
 pub struct PostgresStore {
-    jobs: mpsc::Sender<Job>,
+    /// Each writer's queue; writes go to them in turn.
+    jobs: Vec<mpsc::Sender<Job>>,
+    next_writer: AtomicUsize,
     reads: mpsc::Sender<ReadJob>,
     /// Changes when the sealer numbered events.
     commits: watch::Receiver<u64>,
@@ -90,22 +97,26 @@ impl PostgresStore {
         let (writer_config, reader_config) = (named("coffer-writer"), named("coffer-reader"));
         let (commits, commits_seen) = watch::channel(0);
         let sealer = Sealer::start(named("coffer-sealer"), commits)?;
-        let (jobs, queue) = mpsc::channel(QUEUE_JOBS_MAX);
-        let (ready, started) = oneshot::channel();
-        std::thread::Builder::new()
-            .name("coffer-pg-writer".into())
-            .spawn({
-                let sealer = sealer.clone();
-                move || match writer::open_conn(&writer_config) {
+        let mut jobs = Vec::with_capacity(WRITERS);
+        for i in 0..WRITERS {
+            // One after another: the first migrates the schema, the others
+            // find it done.
+            let (sender, queue) = mpsc::channel(QUEUE_JOBS_MAX);
+            let (ready, started) = oneshot::channel();
+            let (config, sealer) = (writer_config.clone(), sealer.clone());
+            std::thread::Builder::new()
+                .name(format!("coffer-pg-writer-{i}"))
+                .spawn(move || match writer::open_conn(&config) {
                     Ok(conn) => {
                         let _ = ready.send(Ok(()));
-                        writer::run(Writer::new(writer_config, conn, sealer), queue);
+                        writer::run(Writer::new(config, conn, sealer), queue);
                     }
                     Err(e) => drop(ready.send(Err(e))),
-                }
-            })
-            .map_err(|e| Error::internal("starting the writer thread", e))?;
-        started.await.map_err(|_| Error::Internal("the writer thread stopped while opening".into()))??;
+                })
+                .map_err(|e| Error::internal("starting a writer thread", e))?;
+            started.await.map_err(|_| Error::Internal("a writer thread stopped while opening".into()))??;
+            jobs.push(sender);
+        }
         let (reads, read_queue) = mpsc::channel(QUEUE_READS_MAX);
         let read_queue = Arc::new(Mutex::new(read_queue));
         for i in 0..READERS {
@@ -115,7 +126,7 @@ impl PostgresStore {
                 .spawn(move || run_reader(config, &queue))
                 .map_err(|e| Error::internal("starting a reader thread", e))?;
         }
-        Ok(PostgresStore { jobs, reads, commits: commits_seen, sealer })
+        Ok(PostgresStore { jobs, next_writer: AtomicUsize::new(0), reads, commits: commits_seen, sealer })
     }
 }
 
@@ -127,7 +138,11 @@ impl Store for PostgresStore {
     /// Runs `op` in the writer's next batch; resolves once it is committed.
     fn write_tx(&self, op: WriteOp) -> StoreFuture<'_, Answer> {
         let (done, answer) = commit::answer();
-        Box::pin(commit::queue(&self.jobs, Job::new(op, done), answer))
+        let turn = self.next_writer.fetch_add(1, Ordering::Relaxed) % self.jobs.len();
+        let Some(jobs) = self.jobs.get(turn) else {
+            return Box::pin(async { Err(Error::Unavailable("the store has no writer")) });
+        };
+        Box::pin(commit::queue(jobs, Job::new(op, done), answer))
     }
 
     /// Runs `op` on a reader thread's connection, in one read-only

@@ -393,6 +393,9 @@ ALTER TABLE audit_log ALTER COLUMN seq DROP NOT NULL, ALTER COLUMN prev_hash DRO
     ALTER COLUMN hash DROP NOT NULL;
 CREATE UNIQUE INDEX audit_by_seq ON audit_log (seq);
 CREATE INDEX audit_unsealed ON audit_log (pos) WHERE seq IS NULL;
+-- The kill switch's row exists from the start: every write batch holds a
+-- share lock on it, which halting waits for (`writer.rs`).
+INSERT INTO meta (key, value) VALUES ('halted', '\x00'::bytea) ON CONFLICT (key) DO NOTHING;
 "#,
 ];
 

@@ -11,9 +11,10 @@
 //! payments of disjoint agents commit in parallel on any instances, and
 //! conflicting ones take turns on their rows. A batch holds the locks of
 //! all its jobs until it commits, in whatever order its jobs took them, so
-//! two batches could wait for each other. No wait is long: every lock wait
-//! ends after [`LOCK_WAIT_MS`] (the connection's `lock_timeout`), and the
-//! job that waited in vain ([`Error::Contended`], which a deadlock or a
+//! two batches could wait for each other. No wait is long: the first job of
+//! a batch waits at most [`LOCK_WAIT_MS`] (the connection's
+//! `lock_timeout`), the others [`LOCK_WAIT_LATER_MS`], and the job that
+//! waited in vain ([`Error::Contended`], which a deadlock or a
 //! unique key another transaction wrote first also give) is rolled back to
 //! its savepoint and deferred: it runs again, first, in a later batch,
 //! after this batch's commit released what it held. A job still contended
@@ -36,9 +37,15 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
-/// A job's lock wait ends after this long (its batch holds rows other
-/// batches may wait for meanwhile).
+/// The first job of a batch waits this long for a row (its batch holds
+/// nothing yet but what the job itself locked).
 pub const LOCK_WAIT_MS: u64 = 50;
+/// The later jobs of a batch wait this long: their batch holds the rows of
+/// the jobs before them, which other batches may be waiting for, so a job
+/// that finds a row taken is deferred at once (to be first in the next
+/// batch) rather than let two batches wait for each other.
+const LOCK_WAIT_LATER_MS: u64 = 1;
+const _: () = assert!(LOCK_WAIT_LATER_MS < LOCK_WAIT_MS);
 /// A job contended for this long is given up.
 const JOB_DEADLINE_MS: u64 = 10_000;
 /// A job is run at most this many times.
@@ -141,24 +148,36 @@ fn reconnect_if_closed(writer: &mut Writer) {
     };
 }
 
+/// How a batch begins. Every batch holds a share lock on the kill switch's
+/// row for its life, and halting updates that row: so the halt commits
+/// only after every batch that read the switch off has committed, and a
+/// payment acknowledged after the halt was acknowledged read it on. Share
+/// locks do not wait for one another.
+const BEGIN: &str = "BEGIN; SELECT 1 FROM meta WHERE key = 'halted' FOR SHARE; SAVEPOINT job";
+/// A batch that cannot take its share lock (a halt is waiting for it)
+/// tries again this many times, each after its lock wait.
+const BEGIN_ATTEMPTS_MAX: u32 = 200;
+const _: () = assert!(BEGIN_ATTEMPTS_MAX as u64 * LOCK_WAIT_MS >= JOB_DEADLINE_MS);
+
 /// Opens the batch's transaction and the first job's savepoint. A
 /// connection the server dropped (a restart) is found here, before any job
 /// ran: the batch then begins once more on a new connection.
 fn begin(writer: &mut Writer) -> Result<(), Error> {
     writer.aborted = false;
-    for attempt in 0..2 {
+    let mut reconnected = false;
+    for _ in 0..BEGIN_ATTEMPTS_MAX {
         reconnect_if_closed(writer);
         let conn = writer.conn.as_mut().ok_or(Error::Unavailable("the database connection is down"))?;
-        match conn.client.batch_execute("BEGIN; SAVEPOINT job") {
-            Ok(()) => return Ok(()),
-            Err(_) if attempt == 0 && conn.client.is_closed() => continue,
-            Err(e) => {
-                let _ = conn.client.batch_execute("ROLLBACK");
-                return Err(Error::internal("begin", e));
-            }
+        let Err(e) = conn.client.batch_execute(BEGIN) else { return Ok(()) };
+        if conn.client.is_closed() && !std::mem::replace(&mut reconnected, true) {
+            continue;
+        }
+        let _ = conn.client.batch_execute("ROLLBACK");
+        if e.code() != Some(&::postgres::error::SqlState::LOCK_NOT_AVAILABLE) {
+            return Err(Error::internal("begin", e));
         }
     }
-    Err(Error::Unavailable("the database connection is down"))
+    Err(Error::Unavailable("a halt kept the batch from beginning"))
 }
 
 fn run_batch(
@@ -203,7 +222,10 @@ fn run_batch(
         // Each job runs in its own savepoint, ended together with what
         // comes next (the next job's savepoint, or the commit): one round
         // trip between jobs instead of two.
-        end_savepoint(writer, "SAVEPOINT job");
+        match ran {
+            1 => end_savepoint(writer, &format!("SET LOCAL lock_timeout = {LOCK_WAIT_LATER_MS}; SAVEPOINT job")),
+            _ => end_savepoint(writer, "SAVEPOINT job"),
+        }
         match writer.aborted {
             // Run nothing more: answer this job with the batch's error.
             true => replies.push(job.fail(Error::Internal("the batch's transaction was aborted".into()))),

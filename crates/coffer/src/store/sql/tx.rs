@@ -112,6 +112,16 @@ impl<'a> SqlTx<'a> {
             .collect()
     }
 
+    /// Among concurrent writers (in a write transaction), locks the agent's
+    /// row before a check whose answer another writer could change: the
+    /// agent's writes then take turns from here on. Nothing otherwise.
+    fn lock_agent(&mut self, agent_id: &str) -> Result<(), Error> {
+        if !self.for_update.is_empty() {
+            self.execute("SELECT 1 FROM agents WHERE id = ?1 FOR UPDATE", args![agent_id])?;
+        }
+        Ok(())
+    }
+
     fn set_meta(&mut self, key: &str, value: &[u8]) -> Result<(), Error> {
         let sql =
             "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value";
@@ -271,12 +281,9 @@ impl Tx for SqlTx<'_> {
     }
 
     fn idempotency(&mut self, agent_id: &str, key: &str) -> Result<Option<([u8; 32], String)>, Error> {
-        if !self.for_update.is_empty() {
-            // Among concurrent writers the agent's row is locked first: a
-            // retry racing the request it repeats then finds its key once
-            // that one committed, rather than its paid invoice.
-            self.execute("SELECT 1 FROM agents WHERE id = ?1 FOR UPDATE", args![agent_id])?;
-        }
+        // A retry racing the request it repeats then finds its key once
+        // that one committed, rather than its paid invoice.
+        self.lock_agent(agent_id)?;
         let sql = "SELECT request_digest, payment_id FROM idempotency WHERE agent_id = ?1 AND key = ?2";
         self.row(sql, args![agent_id, key], |r| Ok((hash32(r.blob(0)?)?, r.text(1)?)))
     }
@@ -441,6 +448,8 @@ impl Tx for SqlTx<'_> {
     }
 
     fn l402_tokens(&mut self, agent_id: &str, origin: &str, now_ms: i64) -> Result<Vec<L402TokenRecord>, Error> {
+        // Two fetches meeting one paywall: the second finds the first's token.
+        self.lock_agent(agent_id)?;
         let sql =
             format!("SELECT {L402_TOKEN_COLUMNS} WHERE agent_id = ?1 AND origin = ?2 AND expires_at > ?3 LIMIT ?4");
         let max = L402_TOKENS_PER_ORIGIN_MAX as i64;
@@ -490,6 +499,9 @@ impl Tx for SqlTx<'_> {
     }
 
     fn count(&mut self, counted: quota::Counted<'_>, cap: u32) -> Result<quota::Count, Error> {
+        if !self.for_update.is_empty() {
+            self.execute(counted.owner_lock(), args![counted.subject()])?;
+        }
         let read = |r: &dyn SqlRow| Ok((r.i64(0)?, r.opt_i64(1)?));
         let found = match counted.time() {
             Some(at_ms) => self.row(counted.sql(), args![counted.subject(), cap, at_ms], read)?,
@@ -526,7 +538,9 @@ impl Tx for SqlTx<'_> {
 
     fn insert_wallet_account(&mut self) -> Result<AccountId, Error> {
         // Wallets take ids from FIRST_WALLET on; the system accounts sit
-        // below. Writers are serialised, so MAX + 1 is free.
+        // below. MAX + 1: one writer takes it at a time on SQLite; writers
+        // that run concurrently (PostgreSQL) may both take it, and the one
+        // that loses (a unique violation) runs again.
         let sql = "INSERT INTO accounts (id, kind) SELECT CASE WHEN MAX(id) >= ?1 THEN MAX(id) + 1 ELSE ?1 END, \
                    'wallet' FROM accounts RETURNING id";
         let id = self.row(sql, args![AccountId::FIRST_WALLET], |r| r.i64(0))?;
@@ -616,6 +630,8 @@ impl Tx for SqlTx<'_> {
     }
 
     fn signing_keys_of(&mut self, agent_id: &str, limit: u32) -> Result<Vec<SigningKeyRecord>, Error> {
+        // Counted against the agent's bound before one more is added.
+        self.lock_agent(agent_id)?;
         let sql = format!("SELECT {SIGNING_KEY_COLUMNS} WHERE agent_id = ?1 ORDER BY created_at DESC, id LIMIT ?2");
         self.rows(&sql, args![agent_id, i64::from(limit)], rows::signing_key)
     }
@@ -766,7 +782,7 @@ impl Tx for SqlTx<'_> {
     }
 
     fn incoming_payment(&mut self, payment_id: &str) -> Result<Option<IncomingRecord>, Error> {
-        let sql = format!("SELECT {INCOMING_COLUMNS} WHERE payment_id = ?1");
+        let sql = format!("SELECT {INCOMING_COLUMNS} WHERE payment_id = ?1{}", self.for_update);
         self.row(&sql, args![payment_id], rows::incoming)
     }
 
@@ -934,6 +950,8 @@ impl Tx for SqlTx<'_> {
         match owner {
             None => self.rows(&format!("SELECT {WEBHOOK_COLUMNS} ORDER BY created_at"), args![], rows::webhook),
             Some(owner) => {
+                // Counted against the owner's bound before one more is added.
+                self.lock_agent(owner)?;
                 let sql = format!("SELECT {WEBHOOK_COLUMNS} WHERE owner = ?1 ORDER BY created_at");
                 self.rows(&sql, args![owner], rows::webhook)
             }
