@@ -851,7 +851,7 @@ mod tests {
 
     /// The expiry jobs run every second on every instance. With nothing
     /// due they must not commit: every commit wakes every outbox watcher,
-    /// and on PostgreSQL takes the write lock shared by all instances.
+    /// and on PostgreSQL takes the kill switch's share lock and wakes the sealer.
     #[tokio::test]
     async fn expiry_jobs_with_nothing_due_commit_nothing() {
         let dir = tempfile::tempdir().expect("temporary folder");

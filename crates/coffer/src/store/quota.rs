@@ -100,16 +100,22 @@ impl Counted<'_> {
         }
     }
 
-    /// Locks the row that owns what is counted (`?1` the subject), for a
-    /// store with concurrent writers: a count and the insert it allows
-    /// then run one owner at a time, so two writers cannot both see room
-    /// for one more. An owner that has no row (the operator) locks nothing.
+    /// Locks this count of this subject (`?1`) until the transaction ends,
+    /// for a store with concurrent writers (PostgreSQL only: an advisory
+    /// lock keyed by the subject and the kind of count): a count and the
+    /// insert it allows then run one at a time, so two writers cannot both
+    /// see room for one more. Not the subject's row: a payment holds the
+    /// agent's row, and an invoice it receives meanwhile need not wait.
     pub fn owner_lock(&self) -> &'static str {
         match self {
-            Counted::RoomMembers { .. } | Counted::RecentMessages { .. } => {
-                "SELECT 1 FROM rooms WHERE id = ?1 FOR UPDATE"
-            }
-            _ => "SELECT 1 FROM agents WHERE id = ?1 FOR UPDATE",
+            Counted::InvoicesOpen { .. } => "SELECT pg_advisory_xact_lock(hashtextextended(?1, 1))",
+            Counted::HoldsPending { .. } => "SELECT pg_advisory_xact_lock(hashtextextended(?1, 2))",
+            Counted::EscrowsOpen { .. } => "SELECT pg_advisory_xact_lock(hashtextextended(?1, 3))",
+            Counted::SessionsOpen { .. } => "SELECT pg_advisory_xact_lock(hashtextextended(?1, 4))",
+            Counted::Rooms { .. } => "SELECT pg_advisory_xact_lock(hashtextextended(?1, 5))",
+            Counted::RoomMembers { .. } => "SELECT pg_advisory_xact_lock(hashtextextended(?1, 6))",
+            Counted::Subagents { .. } => "SELECT pg_advisory_xact_lock(hashtextextended(?1, 7))",
+            Counted::RecentMessages { .. } => "SELECT pg_advisory_xact_lock(hashtextextended(?1, 8))",
         }
     }
 

@@ -1,10 +1,11 @@
 //! The shared store: PostgreSQL, for several gateway instances on one
 //! database.
 //!
-//! - `writer.rs`: all writes of an instance go through one writer thread
-//!   that owns one connection and commits them in batches (group commit).
-//!   Instances share no lock: a write locks the rows it changes, waits for
-//!   another's briefly, and runs again later rather than wait long.
+//! - `writer.rs`: the writes of an instance go to [`WRITERS`] writer
+//!   threads in turn, each owning one connection and committing in batches
+//!   (group commit). Writers share no lock, in one instance or across
+//!   instances: a write locks the rows it changes, waits for another's
+//!   briefly, and runs again later rather than wait long.
 //! - `seal.rs`: audit records and events are numbered after commit, in the
 //!   order they became visible, by one sealer at a time in the cluster; so
 //!   the audit chain stays one chain and `after=ID` never skips an event

@@ -1,5 +1,6 @@
-//! The writer: one thread, one connection, group commit; and what it does
-//! when another instance holds the rows a job needs.
+//! A writer: one thread, one connection, group commit; and what it does
+//! when another writer (of this instance or another) holds the rows a job
+//! needs.
 //!
 //! It takes every job waiting in its queue (up to [`BATCH_JOBS_MAX`]), runs
 //! each in its own savepoint inside one transaction, commits once, and only
