@@ -97,7 +97,7 @@ impl PostgresStore {
         };
         let (writer_config, reader_config) = (named("coffer-writer"), named("coffer-reader"));
         let (commits, commits_seen) = watch::channel(0);
-        let sealer = Sealer::start(named("coffer-sealer"), commits)?;
+        let (sealer, sealing) = Sealer::new(named("coffer-sealer"), commits);
         let mut jobs = Vec::with_capacity(WRITERS);
         for i in 0..WRITERS {
             // One after another: the first migrates the schema, the others
@@ -118,6 +118,7 @@ impl PostgresStore {
             started.await.map_err(|_| Error::Internal("a writer thread stopped while opening".into()))??;
             jobs.push(sender);
         }
+        sealing.start()?;
         let (reads, read_queue) = mpsc::channel(QUEUE_READS_MAX);
         let read_queue = Arc::new(Mutex::new(read_queue));
         for i in 0..READERS {

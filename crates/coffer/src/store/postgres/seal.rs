@@ -64,19 +64,33 @@ pub struct Sealer {
     done: watch::Receiver<u64>,
 }
 
-impl Sealer {
-    /// Starts the sealer thread; `commits` changes whenever it numbered
-    /// events.
-    pub fn start(config: Config, commits: watch::Sender<u64>) -> Result<Sealer, Error> {
-        let (wakes, woken) = mpsc::sync_channel(SEAL_WAKES_MAX);
-        let begun = Arc::new(AtomicU64::new(0));
-        let (done_tx, done) = watch::channel(0);
-        let thread = SealerThread { config, conn: None, begun: Arc::clone(&begun), done: done_tx, commits };
+/// The sealer's thread, not started yet.
+pub struct Unstarted {
+    thread: SealerThread,
+    woken: mpsc::Receiver<()>,
+}
+
+impl Unstarted {
+    /// Starts it: once the schema is in place (the writers migrate it).
+    pub fn start(self) -> Result<(), Error> {
+        let Unstarted { thread, woken } = self;
         std::thread::Builder::new()
             .name("coffer-pg-sealer".into())
             .spawn(move || thread.run(&woken))
             .map_err(|e| Error::internal("starting the sealer thread", e))?;
-        Ok(Sealer { wakes, begun, done })
+        Ok(())
+    }
+}
+
+impl Sealer {
+    /// The handle, and the thread to start; `commits` changes whenever it
+    /// numbered events.
+    pub fn new(config: Config, commits: watch::Sender<u64>) -> (Sealer, Unstarted) {
+        let (wakes, woken) = mpsc::sync_channel(SEAL_WAKES_MAX);
+        let begun = Arc::new(AtomicU64::new(0));
+        let (done_tx, done) = watch::channel(0);
+        let thread = SealerThread { config, conn: None, begun: Arc::clone(&begun), done: done_tx, commits };
+        (Sealer { wakes, begun, done }, Unstarted { thread, woken })
     }
 
     /// Asks for a pass soon; one already asked for is enough.
