@@ -695,7 +695,7 @@ impl Gateway {
             escrows_open_max: self.settings.limits.escrows_open_per_agent,
             now_ms: self.now_ms(),
         };
-        match self.store.write(move |tx| crate::payment::internal::pay(tx, pay.clone())).await? {
+        match self.store.write(move |tx| crate::payment::internal::pay(tx, &pay)).await? {
             PayAttempt::Paid(payment) => {
                 self.announce_request(&payment.payment_hash).await;
                 self.close_backend_hold_paid_inside(&payment).await;

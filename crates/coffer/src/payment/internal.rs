@@ -24,12 +24,12 @@ use coffer_client::PaymentStatus;
 use coffer_core::policy::{Attempt, Payee};
 use coffer_core::{AccountId, Msat};
 
-pub fn pay(tx: &mut dyn Tx, pay: PayInternal) -> Result<PayAttempt, Error> {
+pub fn pay(tx: &mut dyn Tx, pay: &PayInternal) -> Result<PayAttempt, Error> {
     if let Some(earlier) = replay(tx, &pay.payer.agent_id, pay.idempotency.as_ref())? {
         return Ok(earlier);
     }
     let Some((invoice, payee_account)) = tx.invoice(&pay.payment_hash)? else { return Ok(PayAttempt::NotOurs) };
-    check_payable(&invoice, &pay)?;
+    check_payable(&invoice, pay)?;
     // One pending hold per invoice and payer: a second would reserve the
     // money again for an invoice paid once. Another payer may still pay or
     // hold it (a hold does not lock a seller's invoice; the first payment
@@ -64,10 +64,10 @@ pub fn pay(tx: &mut dyn Tx, pay: PayInternal) -> Result<PayAttempt, Error> {
     };
     match verdict {
         Verdict::Deny(denial) => {
-            record_denial(tx, &mut chain, &pay, &invoice, &denial)?;
+            record_denial(tx, &mut chain, pay, &invoice, &denial)?;
             Ok(PayAttempt::Denied(denial))
         }
-        Verdict::Hold => hold(tx, &mut chain, &pay, &invoice).map(PayAttempt::Held),
+        Verdict::Hold => hold(tx, &mut chain, pay, &invoice).map(PayAttempt::Held),
         Verdict::Allow => {
             let payment = match escrow::waiting(&invoice, pay.escrow, pay.now_ms)? {
                 Some(waiting) => {
@@ -94,7 +94,7 @@ pub fn pay(tx: &mut dyn Tx, pay: PayInternal) -> Result<PayAttempt, Error> {
                     pay.now_ms,
                 )?,
             };
-            tx.audit(&payment_entry(&pay, &invoice, "payment.allowed", "allowed"))?;
+            tx.audit(&payment_entry(pay, &invoice, "payment.allowed", "allowed"))?;
             count_spend(&mut chain, invoice.amount, pay.now_ms);
             if let Some(domain) = &pay.domain {
                 count_domain_spend(&mut chain, domain, invoice.amount, pay.now_ms);
@@ -102,7 +102,7 @@ pub fn pay(tx: &mut dyn Tx, pay: PayInternal) -> Result<PayAttempt, Error> {
             observe_payment(&mut chain, &payee_name(&invoice), invoice.amount, pay.now_ms);
             save_policed(tx, &chain)?;
             trip_if_needed(tx, &mut chain, pay.now_ms)?;
-            remember(tx, &pay, &payment.id)?;
+            remember(tx, pay, &payment.id)?;
             Ok(PayAttempt::Paid(payment))
         }
     }

@@ -21,7 +21,7 @@ pub fn pay(tx: &mut dyn Tx, l402: L402Pay) -> Result<L402Attempt, Error> {
         return Ok(L402Attempt::Reused(token));
     }
     let now_ms = l402.pay.now_ms;
-    let payment = match internal::pay(tx, l402.pay)? {
+    let payment = match internal::pay(tx, &l402.pay)? {
         PayAttempt::Paid(payment) => payment,
         PayAttempt::Denied(denial) => return Ok(L402Attempt::Denied(denial)),
         PayAttempt::NotOurs => return Ok(L402Attempt::NotOurs),
