@@ -41,6 +41,14 @@ pub enum Counted<'a> {
     },
 }
 
+/// Locks one count of one subject (`?1`, with the kind's
+/// [`Counted::lock_key`] as `?2`) until the transaction ends, for a store
+/// with concurrent writers (PostgreSQL only: an advisory lock): a count and
+/// the insert it allows then run one at a time, so two writers cannot both
+/// see room for one more. Not the subject's row: a payment holds the
+/// agent's row, and an invoice it receives meanwhile need not wait.
+pub const COUNT_LOCK: &str = "SELECT pg_advisory_xact_lock(hashtextextended(?1, ?2))";
+
 /// A count, at most the cap it was asked with, and when the oldest counted
 /// row stops counting (an expiry, or a message leaving the window).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -100,22 +108,18 @@ impl Counted<'_> {
         }
     }
 
-    /// Locks this count of this subject (`?1`) until the transaction ends,
-    /// for a store with concurrent writers (PostgreSQL only: an advisory
-    /// lock keyed by the subject and the kind of count): a count and the
-    /// insert it allows then run one at a time, so two writers cannot both
-    /// see room for one more. Not the subject's row: a payment holds the
-    /// agent's row, and an invoice it receives meanwhile need not wait.
-    pub fn owner_lock(&self) -> &'static str {
+    /// The key of this kind of count in [`COUNT_LOCK`] (`?2`): each kind
+    /// of count of one subject has a lock of its own.
+    pub fn lock_key(&self) -> i64 {
         match self {
-            Counted::InvoicesOpen { .. } => "SELECT pg_advisory_xact_lock(hashtextextended(?1, 1))",
-            Counted::HoldsPending { .. } => "SELECT pg_advisory_xact_lock(hashtextextended(?1, 2))",
-            Counted::EscrowsOpen { .. } => "SELECT pg_advisory_xact_lock(hashtextextended(?1, 3))",
-            Counted::SessionsOpen { .. } => "SELECT pg_advisory_xact_lock(hashtextextended(?1, 4))",
-            Counted::Rooms { .. } => "SELECT pg_advisory_xact_lock(hashtextextended(?1, 5))",
-            Counted::RoomMembers { .. } => "SELECT pg_advisory_xact_lock(hashtextextended(?1, 6))",
-            Counted::Subagents { .. } => "SELECT pg_advisory_xact_lock(hashtextextended(?1, 7))",
-            Counted::RecentMessages { .. } => "SELECT pg_advisory_xact_lock(hashtextextended(?1, 8))",
+            Counted::InvoicesOpen { .. } => 1,
+            Counted::HoldsPending { .. } => 2,
+            Counted::EscrowsOpen { .. } => 3,
+            Counted::SessionsOpen { .. } => 4,
+            Counted::Rooms { .. } => 5,
+            Counted::RoomMembers { .. } => 6,
+            Counted::Subagents { .. } => 7,
+            Counted::RecentMessages { .. } => 8,
         }
     }
 

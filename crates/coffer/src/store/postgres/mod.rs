@@ -64,8 +64,8 @@ const SEAL_LOCK: i64 = 0x636f_6666_6572_0002;
 /// A transaction left open this long (a stopped instance) is ended by the
 /// server, so it cannot hold rows forever.
 const IDLE_IN_TRANSACTION_TIMEOUT_MS: u64 = 10_000;
-/// Lock waits of the connections that are not the writer's (the migration,
-/// the sealer) end after this long.
+/// Lock waits of the connections other than the writers' after migrating
+/// (the migration itself, the sealer, the readers) end after this long.
 const CONNECT_LOCK_TIMEOUT_MS: u64 = 10_000;
 const CONNECT_TIMEOUT_MS: u64 = 5_000;
 

@@ -21,6 +21,7 @@
 use super::pg::Conn;
 use super::{CONNECT_LOCK_TIMEOUT_MS, SEAL_LOCK};
 use crate::error::Error;
+use crate::store::sql::hash32;
 use ::postgres::Config;
 use coffer_core::audit_chain;
 use std::sync::Arc;
@@ -181,7 +182,7 @@ fn seal_in_transaction(conn: &mut Conn) -> Result<(u64, u64), Error> {
     let events = conn.client.execute(SEAL_EVENTS, &[&SEAL_ROWS_MAX])?;
     let last = conn.client.query_opt(LAST_SEALED_AUDIT, &[])?;
     let (mut seq, mut prev) = match last {
-        Some(row) => (row.try_get::<_, i64>(0)?, hash32(&row.try_get::<_, Vec<u8>>(1)?)?),
+        Some(row) => (row.try_get::<_, i64>(0)?, hash32(row.try_get(1)?)?),
         None => (0, audit_chain::GENESIS),
     };
     let unsealed = conn.client.query(UNSEALED_AUDIT, &[&SEAL_ROWS_MAX])?;
@@ -202,8 +203,4 @@ fn seal_in_transaction(conn: &mut Conn) -> Result<(u64, u64), Error> {
         conn.client.execute(SEAL_AUDIT, &[&positions, &seqs, &prevs, &hashes])?;
     }
     Ok((events, count as u64))
-}
-
-fn hash32(bytes: &[u8]) -> Result<[u8; 32], Error> {
-    bytes.try_into().map_err(|_| Error::Internal("a stored audit hash is not 32 bytes".into()))
 }

@@ -40,7 +40,7 @@ use tokio::sync::mpsc;
 
 /// The first job of a batch waits this long for a row (its batch holds
 /// nothing yet but what the job itself locked).
-pub const LOCK_WAIT_MS: u64 = 50;
+const LOCK_WAIT_MS: u64 = 50;
 /// The later jobs of a batch wait this long: their batch holds the rows of
 /// the jobs before them, which other batches may be waiting for, so a job
 /// that finds a row taken is deferred at once (to be first in the next
@@ -76,10 +76,10 @@ impl Job {
 
 /// What the writer thread owns.
 pub struct Writer {
-    pub config: Config,
-    pub conn: Option<Conn>,
-    pub policies: PolicyCache,
-    pub sealer: Sealer,
+    config: Config,
+    conn: Option<Conn>,
+    policies: PolicyCache,
+    sealer: Sealer,
     /// Whether the job that ran last failed: its savepoint is then rolled
     /// back, not released.
     job_failed: bool,

@@ -15,6 +15,7 @@
 mod rows;
 mod tx;
 
+pub use rows::hash32;
 pub use tx::SqlTx;
 
 use crate::error::Error;

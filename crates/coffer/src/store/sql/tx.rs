@@ -112,14 +112,20 @@ impl<'a> SqlTx<'a> {
             .collect()
     }
 
-    /// Among concurrent writers (in a write transaction), locks the agent's
-    /// row before a check whose answer another writer could change: the
-    /// agent's writes then take turns from here on. Nothing otherwise.
-    fn lock_agent(&mut self, agent_id: &str) -> Result<(), Error> {
+    /// Among concurrent writers (in a write transaction), takes the lock
+    /// `sql` names before a check whose answer another writer could change:
+    /// writes that take it then take turns from here on. Nothing otherwise
+    /// (one writer takes turns already).
+    fn lock(&mut self, sql: &str, args: &[super::Arg<'_>]) -> Result<(), Error> {
         if !self.for_update.is_empty() {
-            self.execute("SELECT 1 FROM agents WHERE id = ?1 FOR UPDATE", args![agent_id])?;
+            self.execute(sql, args)?;
         }
         Ok(())
+    }
+
+    /// Locks the agent's row (see [`SqlTx::lock`]).
+    fn lock_agent(&mut self, agent_id: &str) -> Result<(), Error> {
+        self.lock("SELECT 1 FROM agents WHERE id = ?1 FOR UPDATE", args![agent_id])
     }
 
     fn set_meta(&mut self, key: &str, value: &[u8]) -> Result<(), Error> {
@@ -499,9 +505,7 @@ impl Tx for SqlTx<'_> {
     }
 
     fn count(&mut self, counted: quota::Counted<'_>, cap: u32) -> Result<quota::Count, Error> {
-        if !self.for_update.is_empty() {
-            self.execute(counted.owner_lock(), args![counted.subject()])?;
-        }
+        self.lock(quota::COUNT_LOCK, args![counted.subject(), counted.lock_key()])?;
         let read = |r: &dyn SqlRow| Ok((r.i64(0)?, r.opt_i64(1)?));
         let found = match counted.time() {
             Some(at_ms) => self.row(counted.sql(), args![counted.subject(), cap, at_ms], read)?,
@@ -861,12 +865,10 @@ impl Tx for SqlTx<'_> {
     }
 
     fn insert_message(&mut self, m: &NewMessage, kind: MessageKind) -> Result<i64, Error> {
-        if !self.for_update.is_empty() {
-            // Readers page a room by message id: among concurrent writers,
-            // the room's row lock makes its messages take their ids in the
-            // order they commit, so none appears below one already read.
-            self.execute("SELECT 1 FROM rooms WHERE id = ?1 FOR UPDATE", args![&m.room_id])?;
-        }
+        // Readers page a room by message id: among concurrent writers, the
+        // room's row lock makes its messages take their ids in the order
+        // they commit, so none appears below one already read.
+        self.lock("SELECT 1 FROM rooms WHERE id = ?1 FOR UPDATE", args![&m.room_id])?;
         let sql = "INSERT INTO messages (room_id, sender, kind, text, payment_hash, created_at) \
                    VALUES (?1, ?2, ?3, ?4, ?5, ?6) RETURNING id";
         let kind = match kind {
