@@ -501,6 +501,45 @@ async fn a_failed_write_changes_nothing(store: &dyn Store) {
     assert_eq!(store.read(|tx| tx.agents()).await.expect("agents").len(), 1);
 }
 
+/// Writes whose answer an operation does not wait for (PostgreSQL sends
+/// them together with the next statement, or when the operation ends) are
+/// seen by every read after them in the same operation, and a write that
+/// changes other rows than it must fails its operation, which then changes
+/// nothing, whatever it did before.
+async fn writes_are_seen_by_later_reads_and_checked(store: &dyn Store) {
+    add_agent(store, "pipelined").await;
+    let seen = store
+        .write(|tx| {
+            tx.insert_invoice(&invoice(21, "pipelined", 1_000, 9_000))?;
+            let open = tx.invoice(&[21; 32])?.map(|(i, _)| i.status);
+            tx.mark_invoice_paid(&[21; 32], "payer", 2_000)?;
+            let paid = tx.invoice(&[21; 32])?.map(|(i, _)| (i.status, i.paid_by));
+            Ok((open, paid))
+        })
+        .await
+        .expect("the write");
+    assert_eq!(seen.0, Some(StoredInvoiceStatus::Open));
+    assert_eq!(seen.1, Some((StoredInvoiceStatus::Paid, Some("payer".to_owned()))));
+
+    store.sealed().await.expect("sealed");
+    let events_before = store.read(|tx| tx.newest_event_id()).await.expect("a read");
+    let again = store
+        .write(|tx| {
+            tx.insert_event("pipelined.written", Some("pipelined"), &serde_json::json!({}), 3_000)?;
+            tx.insert_invoice(&invoice(22, "pipelined", 3_000, 9_000))?;
+            // Paid already: the statement changes no row.
+            tx.mark_invoice_paid(&[21; 32], "payer", 3_000)?;
+            tx.insert_event("pipelined.after", Some("pipelined"), &serde_json::json!({}), 3_000)
+        })
+        .await;
+    assert!(matches!(again, Err(Error::InvoiceAlreadyPaid)), "{again:?}");
+    store.sealed().await.expect("sealed");
+    assert_eq!(store.read(|tx| tx.newest_event_id()).await.expect("a read"), events_before, "no event kept");
+    assert!(store.read(|tx| tx.invoice(&[22; 32])).await.expect("a read").is_none(), "no invoice kept");
+    let first = store.read(|tx| tx.invoice(&[21; 32])).await.expect("a read").map(|(i, _)| i.paid_at_ms);
+    assert_eq!(first, Some(Some(2_000)), "the first payment's record stands");
+}
+
 /// A job that meets a failed statement and goes on as if nothing happened
 /// (on PostgreSQL that leaves the transaction aborted, and a later COMMIT
 /// quietly rolls everything back) must not cost another job of its batch
@@ -727,4 +766,5 @@ async fn l402() {
 async fn atomicity() {
     on_every_store!(a_failed_write_changes_nothing);
     on_every_store!(a_swallowed_failure_never_loses_a_neighbours_acknowledged_write);
+    on_every_store!(writes_are_seen_by_later_reads_and_checked);
 }

@@ -17,11 +17,12 @@
 //! paid only while open, decisions taken only once (conditional updates).
 //!
 //! Reads run on [`READERS`] dedicated threads, each owning one connection.
-//! They use the blocking `postgres` client, like the writer, because the
-//! read paths share the synchronous [`crate::store::Tx`] code with the writes; and a
-//! blocking client must never run, or be dropped, on a tokio worker thread
-//! (it drives its own runtime), so the connections live on threads of
-//! their own rather than in `spawn_blocking`.
+//! Every connection is driven synchronously, by a runtime of its own on its
+//! thread (`pg.rs`), like the writer's, because the read paths share the
+//! synchronous [`crate::store::Tx`] code with the writes; and such a
+//! connection must never run, or be dropped, on a tokio worker thread, so
+//! the connections live on threads of their own rather than in
+//! `spawn_blocking`.
 
 mod pg;
 mod schema;
@@ -32,7 +33,6 @@ use super::commit;
 use super::sql::SqlTx;
 use super::{Answer, ReadOp, Store, StoreFuture, WriteOp};
 use crate::error::Error;
-use ::postgres::Config;
 use pg::Conn;
 use seal::Sealer;
 use std::sync::Arc;
@@ -40,6 +40,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
+use tokio_postgres::Config;
 use writer::{Job, Writer};
 
 /// The most jobs committed in one transaction: bounds a batch's latency.
@@ -176,10 +177,10 @@ impl Store for PostgresStore {
 }
 
 fn in_snapshot(conn: &mut Conn, op: &mut ReadOp) -> Result<Answer, Error> {
-    conn.client.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")?;
+    conn.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")?;
     let result = op(&mut SqlTx::new(conn, None));
     // Read only: COMMIT and ROLLBACK end it alike.
-    conn.client.batch_execute("COMMIT")?;
+    conn.batch_execute("COMMIT")?;
     result
 }
 
@@ -192,7 +193,7 @@ struct Reader {
 
 impl Reader {
     fn conn(&mut self) -> Result<&mut Conn, Error> {
-        if self.conn.as_ref().is_none_or(|c| c.client.is_closed()) {
+        if self.conn.as_ref().is_none_or(|c| c.is_closed()) {
             self.conn = Some(Conn::open(&self.config, CONNECT_LOCK_TIMEOUT_MS)?);
         }
         self.conn.as_mut().ok_or(Error::Unavailable("the database connection is down"))
@@ -200,7 +201,7 @@ impl Reader {
 
     /// Whether the connection was found dropped (and is forgotten).
     fn lost(&mut self) -> bool {
-        let lost = self.conn.as_ref().is_some_and(|c| c.client.is_closed());
+        let lost = self.conn.as_ref().is_some_and(|c| c.is_closed());
         if lost {
             self.conn = None;
         }

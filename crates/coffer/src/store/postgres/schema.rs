@@ -6,8 +6,8 @@
 //! 0/1 flags → BOOLEAN, rowid keys → identity columns. One version
 //! number names one schema on both backends.
 
+use super::pg::Conn;
 use crate::error::Error;
-use ::postgres::Client;
 
 /// Any constant: the session lock that makes instances starting together
 /// migrate one after another.
@@ -402,26 +402,29 @@ INSERT INTO meta (key, value) VALUES ('halted', '\x00'::bytea) ON CONFLICT (key)
 /// Applies the missing migrations, each in its own transaction. A session
 /// advisory lock makes instances that start together take turns: the
 /// second finds the work done.
-pub fn migrate(client: &mut Client) -> Result<(), Error> {
-    let fail = |e: ::postgres::Error| Error::internal("migrating the schema", e);
-    client.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK]).map_err(fail)?;
-    let result = apply(client);
+pub fn migrate(conn: &mut Conn) -> Result<(), Error> {
+    let fail = |e: tokio_postgres::Error| Error::internal("migrating the schema", e);
+    conn.execute_typed("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK]).map_err(fail)?;
+    let result = apply(conn);
     if result.is_err() {
         // A migration that failed midway left its transaction open, aborted.
-        let _ = client.batch_execute("ROLLBACK");
+        let _ = conn.batch_execute("ROLLBACK");
     }
-    client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK]).map_err(fail)?;
+    conn.execute_typed("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK]).map_err(fail)?;
     result
 }
 
-fn apply(client: &mut Client) -> Result<(), Error> {
-    let fail = |e: ::postgres::Error| Error::internal("migrating the schema", e);
-    client.batch_execute("CREATE TABLE IF NOT EXISTS coffer_schema (version BIGINT NOT NULL)").map_err(fail)?;
-    let row = client.query_opt("SELECT version FROM coffer_schema", &[]).map_err(fail)?;
-    let applied: usize = match row {
-        Some(r) => r.get::<_, i64>(0).try_into().map_err(|_| Error::Internal("negative schema version".into()))?,
+fn apply(conn: &mut Conn) -> Result<(), Error> {
+    let fail = |e: tokio_postgres::Error| Error::internal("migrating the schema", e);
+    conn.batch_execute("CREATE TABLE IF NOT EXISTS coffer_schema (version BIGINT NOT NULL)").map_err(fail)?;
+    let rows = conn.query_typed("SELECT version FROM coffer_schema", &[]).map_err(fail)?;
+    let applied: usize = match rows.first() {
+        Some(r) => {
+            let version: i64 = r.try_get(0).map_err(fail)?;
+            version.try_into().map_err(|_| Error::Internal("negative schema version".into()))?
+        }
         None => {
-            client.execute("INSERT INTO coffer_schema (version) VALUES (0)", &[]).map_err(fail)?;
+            conn.execute_typed("INSERT INTO coffer_schema (version) VALUES (0)", &[]).map_err(fail)?;
             0
         }
     };
@@ -433,8 +436,7 @@ fn apply(client: &mut Client) -> Result<(), Error> {
     }
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(applied) {
         let version = i + 1;
-        client
-            .batch_execute(&format!("BEGIN; {sql}; UPDATE coffer_schema SET version = {version}; COMMIT;"))
+        conn.batch_execute(&format!("BEGIN; {sql}; UPDATE coffer_schema SET version = {version}; COMMIT;"))
             .map_err(fail)?;
     }
     Ok(())

@@ -22,13 +22,13 @@ use super::pg::Conn;
 use super::{CONNECT_LOCK_TIMEOUT_MS, SEAL_LOCK};
 use crate::error::Error;
 use crate::store::sql::hash32;
-use ::postgres::Config;
 use coffer_core::audit_chain;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError, SyncSender};
 use std::time::Duration;
 use tokio::sync::watch;
+use tokio_postgres::Config;
 
 /// The most rows of each log one pass's transaction numbers; a pass goes
 /// on while a transaction numbered this many.
@@ -141,7 +141,7 @@ impl SealerThread {
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "sealing the audit trail and the outbox failed; trying again");
-                    if self.conn.as_ref().is_some_and(|c| c.client.is_closed()) {
+                    if self.conn.as_ref().is_some_and(|c| c.is_closed()) {
                         self.conn = None;
                     }
                     std::thread::sleep(Duration::from_millis(SEAL_RETRY_MS));
@@ -153,7 +153,7 @@ impl SealerThread {
     /// Numbers everything committed and unnumbered; answers how many
     /// events it numbered.
     fn pass(&mut self) -> Result<u64, Error> {
-        if self.conn.as_ref().is_none_or(|c| c.client.is_closed()) {
+        if self.conn.as_ref().is_none_or(|c| c.is_closed()) {
             self.conn = Some(Conn::open(&self.config, CONNECT_LOCK_TIMEOUT_MS)?);
         }
         let conn = self.conn.as_mut().ok_or(Error::Unavailable("the database connection is down"))?;
@@ -171,21 +171,21 @@ impl SealerThread {
 /// One transaction: numbers up to [`SEAL_ROWS_MAX`] events and audit
 /// records.
 fn seal_once(conn: &mut Conn) -> Result<(u64, u64), Error> {
-    conn.client.batch_execute(&format!("BEGIN; SELECT pg_advisory_xact_lock({SEAL_LOCK})"))?;
+    conn.batch_execute(&format!("BEGIN; SELECT pg_advisory_xact_lock({SEAL_LOCK})"))?;
     let sealed = seal_in_transaction(conn);
     let end = if sealed.is_ok() { "COMMIT" } else { "ROLLBACK" };
-    conn.client.batch_execute(end)?;
+    conn.batch_execute(end)?;
     sealed
 }
 
 fn seal_in_transaction(conn: &mut Conn) -> Result<(u64, u64), Error> {
-    let events = conn.client.execute(SEAL_EVENTS, &[&SEAL_ROWS_MAX])?;
-    let last = conn.client.query_opt(LAST_SEALED_AUDIT, &[])?;
-    let (mut seq, mut prev) = match last {
+    let events = conn.execute_typed(SEAL_EVENTS, &[&SEAL_ROWS_MAX])?;
+    let last = conn.query_typed(LAST_SEALED_AUDIT, &[])?;
+    let (mut seq, mut prev) = match last.first() {
         Some(row) => (row.try_get::<_, i64>(0)?, hash32(row.try_get(1)?)?),
         None => (0, audit_chain::GENESIS),
     };
-    let unsealed = conn.client.query(UNSEALED_AUDIT, &[&SEAL_ROWS_MAX])?;
+    let unsealed = conn.query_typed(UNSEALED_AUDIT, &[&SEAL_ROWS_MAX])?;
     let count = unsealed.len();
     let (mut positions, mut seqs) = (Vec::with_capacity(count), Vec::with_capacity(count));
     let (mut prevs, mut hashes) = (Vec::with_capacity(count), Vec::with_capacity(count));
@@ -200,7 +200,7 @@ fn seal_in_transaction(conn: &mut Conn) -> Result<(u64, u64), Error> {
         prev = hash;
     }
     if count > 0 {
-        conn.client.execute(SEAL_AUDIT, &[&positions, &seqs, &prevs, &hashes])?;
+        conn.execute_typed(SEAL_AUDIT, &[&positions, &seqs, &prevs, &hashes])?;
     }
     Ok((events, count as u64))
 }

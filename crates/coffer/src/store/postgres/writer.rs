@@ -32,11 +32,11 @@ use super::{BATCH_JOBS_MAX, CONNECT_LOCK_TIMEOUT_MS};
 use crate::error::Error;
 use crate::store::WriteOp;
 use crate::store::commit::{self, Done, Reply};
-use crate::store::sql::{PolicyCache, SqlTx};
-use ::postgres::Config;
+use crate::store::sql::{PolicyCache, Sql, SqlTx};
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
+use tokio_postgres::Config;
 
 /// The first job of a batch waits this long for a row (its batch holds
 /// nothing yet but what the job itself locked).
@@ -136,7 +136,7 @@ pub fn run(mut writer: Writer, mut queue: mpsc::Receiver<Job>) {
 /// A lost connection (a database restart) is opened again before the next
 /// batch; if that fails, the batch fails and the next one tries again.
 fn reconnect_if_closed(writer: &mut Writer) {
-    if writer.conn.as_ref().is_some_and(|c| !c.client.is_closed()) {
+    if writer.conn.as_ref().is_some_and(|c| !c.is_closed()) {
         return;
     }
     writer.policies.clear();
@@ -169,12 +169,12 @@ fn begin(writer: &mut Writer) -> Result<(), Error> {
     for _ in 0..BEGIN_ATTEMPTS_MAX {
         reconnect_if_closed(writer);
         let conn = writer.conn.as_mut().ok_or(Error::Unavailable("the database connection is down"))?;
-        let Err(e) = conn.client.batch_execute(BEGIN) else { return Ok(()) };
-        if conn.client.is_closed() && !std::mem::replace(&mut reconnected, true) {
+        let Err(e) = conn.batch_execute(BEGIN) else { return Ok(()) };
+        if conn.is_closed() && !std::mem::replace(&mut reconnected, true) {
             continue;
         }
-        let _ = conn.client.batch_execute("ROLLBACK");
-        if e.code() != Some(&::postgres::error::SqlState::LOCK_NOT_AVAILABLE) {
+        let _ = conn.batch_execute("ROLLBACK");
+        if e.code() != Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE) {
             return Err(Error::internal("begin", e));
         }
     }
@@ -241,7 +241,7 @@ fn run_batch(
     if std::mem::take(&mut writer.aborted) {
         // COMMIT would answer a quiet ROLLBACK, or did not run: say so to
         // every caller.
-        let _ = conn.client.batch_execute("ROLLBACK");
+        let _ = conn.batch_execute("ROLLBACK");
         return Err(Error::Internal("the batch's transaction was aborted and rolled back".into()));
     }
     Ok(())
@@ -251,7 +251,19 @@ fn run_job(writer: &mut Writer, mut job: Job) -> Ran {
     let first_run = *job.first_run.get_or_insert_with(Instant::now);
     job.runs = job.runs.saturating_add(1);
     let result = match writer.conn.as_mut() {
-        Some(conn) => (job.op)(&mut SqlTx::new(conn, Some(&mut writer.policies))),
+        Some(conn) => {
+            // The writes the job appended are sent before its savepoint
+            // ends, so that their failure is the job's (rolled back with
+            // it), not the next job's.
+            let result = (job.op)(&mut SqlTx::new(conn, Some(&mut writer.policies)));
+            match result {
+                Ok(answer) => conn.flush().map(|()| answer),
+                Err(e) => {
+                    conn.discard();
+                    Err(e)
+                }
+            }
+        }
         None => Err(Error::Unavailable("the database connection is down")),
     };
     writer.job_failed = result.is_err();
@@ -280,7 +292,7 @@ fn run_job(writer: &mut Writer, mut job: Job) -> Ran {
 fn end_savepoint(writer: &mut Writer, then: &str) {
     let end = if writer.job_failed { "ROLLBACK TO job; RELEASE job" } else { "RELEASE job" };
     let ended = match writer.conn.as_mut() {
-        Some(conn) => conn.client.batch_execute(&format!("{end}; {then}")),
+        Some(conn) => conn.batch_execute(&format!("{end}; {then}")),
         None => {
             writer.aborted = true;
             return;
@@ -296,9 +308,8 @@ fn end_savepoint(writer: &mut Writer, then: &str) {
 /// waits are long until the schema is in place, then [`LOCK_WAIT_MS`].
 pub fn open_conn(config: &Config) -> Result<Conn, Error> {
     let mut conn = Conn::open(config, CONNECT_LOCK_TIMEOUT_MS)?;
-    super::schema::migrate(&mut conn.client)?;
-    conn.client
-        .batch_execute(&format!("SET lock_timeout = {LOCK_WAIT_MS}"))
+    super::schema::migrate(&mut conn)?;
+    conn.batch_execute(&format!("SET lock_timeout = {LOCK_WAIT_MS}"))
         .map_err(|e| Error::internal("configuring the writer's session", e))?;
     Ok(conn)
 }

@@ -130,10 +130,46 @@ fn null(column: usize) -> Error {
     Error::Internal(format!("column {column} is unexpectedly NULL"))
 }
 
+/// How many rows an appended write must change, and the error it fails
+/// with otherwise.
+#[derive(Clone, Copy, Debug)]
+pub enum Expect {
+    /// Any number (an insert: its failures are errors of their own).
+    Any,
+    /// Exactly one.
+    One(fn() -> Error),
+}
+
+impl Expect {
+    pub fn check(self, changed: u64) -> Result<(), Error> {
+        match self {
+            Expect::One(otherwise) if changed != 1 => Err(otherwise()),
+            _ => Ok(()),
+        }
+    }
+}
+
 /// A backend's connection, inside the transaction the store opened.
 pub trait Sql {
     /// Runs a statement; answers the rows it changed.
     fn execute(&mut self, sql: &str, args: &[Arg<'_>]) -> Result<u64, Error>;
+    /// Runs a write whose answer the operation does not wait for: the
+    /// backend may hold it and send it with the next statement, or at
+    /// [`Sql::flush`], so that the writes of an operation cost one round
+    /// trip, not one each. What it changed is checked against `expect`
+    /// then; a failure is reported by that statement or that flush. Every
+    /// later statement of the transaction sees its effect.
+    fn append(&mut self, sql: &str, args: &[Arg<'_>], expect: Expect) -> Result<(), Error> {
+        let changed = self.execute(sql, args)?;
+        expect.check(changed)
+    }
+    /// Sends the appended writes; reports the first that failed.
+    fn flush(&mut self) -> Result<(), Error> {
+        Ok(())
+    }
+    /// Forgets the appended writes not sent yet (their operation failed,
+    /// and what it did is rolled back).
+    fn discard(&mut self) {}
     /// Runs a query, handing each row to `each` as it is read (a large
     /// result is never held whole).
     fn query(

@@ -2,7 +2,7 @@
 //! statement both stores run, once.
 
 use super::rows::{self, *};
-use super::{PolicyCache, Sql, SqlRow, args};
+use super::{Expect, PolicyCache, Sql, SqlRow, args};
 use crate::error::Error;
 use crate::model::PAGE_ROWS_MAX;
 use crate::model::*;
@@ -37,6 +37,13 @@ impl<'a> SqlTx<'a> {
 
     fn execute(&mut self, sql: &str, args: &[super::Arg<'_>]) -> Result<u64, Error> {
         self.sql.execute(sql, args)
+    }
+
+    /// A write whose answer the operation does not wait for (see
+    /// [`super::Sql::append`]): on PostgreSQL, the writes of an operation
+    /// go in one round trip.
+    fn append(&mut self, sql: &str, args: &[super::Arg<'_>], expect: Expect) -> Result<(), Error> {
+        self.sql.append(sql, args, expect)
     }
 
     /// Every row of a query, each read by `map`.
@@ -167,10 +174,7 @@ impl Tx for SqlTx<'_> {
     fn save_balance(&mut self, account: AccountId, b: &Balance) -> Result<(), Error> {
         let sql = "UPDATE accounts SET debits_posted = ?2, credits_posted = ?3, debits_pending = ?4 WHERE id = ?1";
         let (d, c, p) = (to_sql(b.debits_posted)?, to_sql(b.credits_posted)?, to_sql(b.debits_pending)?);
-        if self.execute(sql, args![account.0, d, c, p])? != 1 {
-            return Err(Error::NotFound("account"));
-        }
-        Ok(())
+        self.append(sql, args![account.0, d, c, p], Expect::One(|| Error::NotFound("account")))
     }
 
     fn insert_transfer(&mut self, t: &Transfer, kind: &str, now_ms: i64) -> Result<i64, Error> {
@@ -190,10 +194,7 @@ impl Tx for SqlTx<'_> {
         // statement asserts it too (the sweep may not expire it meanwhile).
         let sql = "UPDATE invoices SET status = 'paid', paid_at = ?2, paid_by = ?3 \
                    WHERE payment_hash = ?1 AND status = 'open'";
-        if self.execute(sql, args![payment_hash, now_ms, payer_agent_id])? != 1 {
-            return Err(Error::InvoiceAlreadyPaid);
-        }
-        Ok(())
+        self.append(sql, args![payment_hash, now_ms, payer_agent_id], Expect::One(|| Error::InvoiceAlreadyPaid))
     }
 
     fn insert_payment(&mut self, p: &PaymentRecord, key_id: &str, transfer_id: Option<i64>) -> Result<(), Error> {
@@ -201,7 +202,7 @@ impl Tx for SqlTx<'_> {
                    payee_agent_id, preimage, transfer_id, created_at, detail) \
                    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)";
         let (amount, fee) = (to_sql(p.amount)?, to_sql(p.fee)?);
-        self.execute(
+        self.append(
             sql,
             args![
                 &p.id,
@@ -218,6 +219,7 @@ impl Tx for SqlTx<'_> {
                 p.created_at_ms,
                 &p.detail
             ],
+            Expect::Any,
         )?;
         Ok(())
     }
@@ -232,12 +234,8 @@ impl Tx for SqlTx<'_> {
                    transfer_id = COALESCE(?6, transfer_id), refunded = ?7 WHERE id = ?1";
         let (fee, refunded) = (to_sql(p.fee)?, to_sql(p.refunded)?);
         let status = status_str(p.status);
-        let changed =
-            self.execute(sql, args![&p.id, status, fee, p.preimage.as_ref(), &p.detail, transfer_id, refunded])?;
-        if changed != 1 {
-            return Err(Error::Internal(format!("payment {} to update is missing", p.id)));
-        }
-        Ok(())
+        let args = args![&p.id, status, fee, p.preimage.as_ref(), &p.detail, transfer_id, refunded];
+        self.append(sql, args, Expect::One(|| Error::Internal("a payment to update is missing".into())))
     }
 
     fn insert_external(&mut self, e: &ExternalPayment) -> Result<(), Error> {
@@ -276,7 +274,7 @@ impl Tx for SqlTx<'_> {
 
     fn update_external(&mut self, e: &ExternalPayment, now_ms: i64) -> Result<(), Error> {
         let sql = "UPDATE external_payments SET status = ?2, checks = ?3, updated_at = ?4 WHERE payment_id = ?1";
-        self.execute(sql, args![&e.payment_id, status_str(e.status), e.checks, now_ms])?;
+        self.append(sql, args![&e.payment_id, status_str(e.status), e.checks, now_ms], Expect::Any)?;
         Ok(())
     }
 
@@ -303,7 +301,7 @@ impl Tx for SqlTx<'_> {
     ) -> Result<(), Error> {
         let sql = "INSERT INTO idempotency (agent_id, key, request_digest, payment_id, created_at) \
                    VALUES (?1, ?2, ?3, ?4, ?5)";
-        self.execute(sql, args![agent_id, &idem.key, &idem.request_digest, target_id, now_ms])?;
+        self.append(sql, args![agent_id, &idem.key, &idem.request_digest, target_id, now_ms], Expect::Any)?;
         Ok(())
     }
 
@@ -337,7 +335,7 @@ impl Tx for SqlTx<'_> {
     fn save_agent_state(&mut self, state: &AgentState) -> Result<(), Error> {
         let sql = "UPDATE agents SET usage = ?2, breaker = ?3 WHERE id = ?1";
         let (usage, breaker) = (json(&state.usage)?, json(&state.breaker)?);
-        self.execute(sql, args![&state.agent_id, &usage, &breaker])?;
+        self.append(sql, args![&state.agent_id, &usage, &breaker], Expect::Any)?;
         Ok(())
     }
 
@@ -357,7 +355,7 @@ impl Tx for SqlTx<'_> {
                    payee_agent_id, status, created_at, expires_at, fee_limit, payee_node, escrow_after_ms, \
                    escrow_on_timeout) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)";
         let (amount, fee_limit) = (to_sql(a.amount)?, to_sql(a.fee_limit)?);
-        self.execute(
+        self.append(
             sql,
             args![
                 &a.id,
@@ -376,6 +374,7 @@ impl Tx for SqlTx<'_> {
                 a.escrow.map(|e| e.release_after_ms),
                 a.escrow.map(|e| outcome_str(e.on_timeout))
             ],
+            Expect::Any,
         )?;
         Ok(())
     }
@@ -398,11 +397,8 @@ impl Tx for SqlTx<'_> {
         // Only a pending one: a decision is final.
         let sql = "UPDATE approvals SET status = ?2, decided_at = ?3, decided_by = ?4, payment_id = ?5 \
                    WHERE id = ?1 AND status = 'pending'";
-        let changed =
-            self.execute(sql, args![&a.id, a.status.as_str(), a.decided_at_ms, &a.decided_by, &a.payment_id])?;
-        if changed != 1 {
-            return Err(Error::ApprovalNotPending("the approval was already decided"));
-        }
+        let args = args![&a.id, a.status.as_str(), a.decided_at_ms, &a.decided_by, &a.payment_id];
+        self.append(sql, args, Expect::One(|| Error::ApprovalNotPending("the approval was already decided")))?;
         Ok(())
     }
 
@@ -411,8 +407,7 @@ impl Tx for SqlTx<'_> {
         if self.sql.concurrent_writers() {
             // Chained after commit, by the sealer (see `Sql::concurrent_writers`).
             let sql = "INSERT INTO audit_log (at, agent_id, action, body) VALUES (?1, ?2, ?3, ?4)";
-            self.execute(sql, args![entry.at_ms, &entry.agent_id, entry.action, &body])?;
-            return Ok(());
+            return self.append(sql, args![entry.at_ms, &entry.agent_id, entry.action, &body], Expect::Any);
         }
         let last = self.row("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1", args![], |r| {
             Ok((r.i64(0)?, hash32(r.blob(1)?)?))
@@ -424,8 +419,8 @@ impl Tx for SqlTx<'_> {
         let hash = audit_chain::link(&prev, body.as_bytes());
         let sql = "INSERT INTO audit_log (seq, at, agent_id, action, body, prev_hash, hash) \
                    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
-        self.execute(sql, args![seq, entry.at_ms, &entry.agent_id, entry.action, &body, &prev, &hash])?;
-        Ok(())
+        let args = args![seq, entry.at_ms, &entry.agent_id, entry.action, &body, &prev, &hash];
+        self.append(sql, args, Expect::Any)
     }
 
     fn acknowledges_incoming(&mut self, agent_id: &str) -> Result<bool, Error> {
@@ -438,7 +433,7 @@ impl Tx for SqlTx<'_> {
                    decided_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
                    ON CONFLICT (payment_id) DO UPDATE SET status = excluded.status, decided_at = excluded.decided_at";
         let amount = to_sql(i.amount)?;
-        self.execute(
+        self.append(
             sql,
             args![
                 &i.payment_id,
@@ -449,6 +444,7 @@ impl Tx for SqlTx<'_> {
                 i.created_at_ms,
                 i.decided_at_ms
             ],
+            Expect::Any,
         )?;
         Ok(())
     }
@@ -523,7 +519,7 @@ impl Tx for SqlTx<'_> {
         now_ms: i64,
     ) -> Result<(), Error> {
         let sql = "INSERT INTO events (type, agent_id, data, created_at) VALUES (?1, ?2, ?3, ?4)";
-        self.execute(sql, args![kind, agent_id, data.to_string().as_str(), now_ms])?;
+        self.append(sql, args![kind, agent_id, data.to_string().as_str(), now_ms], Expect::Any)?;
         Ok(())
     }
 
@@ -679,7 +675,7 @@ impl Tx for SqlTx<'_> {
                    created_at, expires_at, room_id, backend, hold_secs, escrow_after_ms, escrow_on_timeout) \
                    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'open', ?8, ?9, ?10, ?11, ?12, ?13, ?14)";
         let amount = to_sql(inv.amount)?;
-        self.execute(
+        self.append(
             sql,
             args![
                 &inv.payment_hash,
@@ -697,6 +693,7 @@ impl Tx for SqlTx<'_> {
                 inv.escrow.map(|e| e.release_after_ms),
                 inv.escrow.map(|e| outcome_str(e.on_timeout))
             ],
+            Expect::Any,
         )?;
         Ok(())
     }
@@ -983,9 +980,10 @@ impl Tx for SqlTx<'_> {
                    duration_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
         let duration_ms = i64::try_from(d.duration_ms).unwrap_or(i64::MAX);
         let status = d.status.map(i64::from);
-        self.execute(
+        self.append(
             sql,
             args![&d.webhook_id, d.event_id, d.attempt, status, &d.error, d.delivered, d.at_ms, duration_ms],
+            Expect::Any,
         )?;
         Ok(())
     }
@@ -1012,7 +1010,7 @@ impl Tx for SqlTx<'_> {
         let sql = "INSERT INTO escrows (payment_id, kind, payment_hash, payer_agent_id, payee_agent_id, amount, \
                    status, on_timeout, deadline_at, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
         let amount = to_sql(e.amount)?;
-        self.execute(
+        self.append(
             sql,
             args![
                 &e.payment_id,
@@ -1026,6 +1024,7 @@ impl Tx for SqlTx<'_> {
                 e.deadline_at_ms,
                 e.created_at_ms
             ],
+            Expect::Any,
         )?;
         Ok(())
     }
@@ -1086,7 +1085,7 @@ impl Tx for SqlTx<'_> {
         let sql = "INSERT INTO sessions (id, payer_agent_id, payee_agent_id, max, charged, charges, status, purpose, \
                    created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
         let (max, charged) = (to_sql(x.max)?, to_sql(x.charged)?);
-        self.execute(
+        self.append(
             sql,
             args![
                 &x.id,
@@ -1100,6 +1099,7 @@ impl Tx for SqlTx<'_> {
                 x.created_at_ms,
                 x.expires_at_ms
             ],
+            Expect::Any,
         )?;
         Ok(())
     }
@@ -1147,7 +1147,7 @@ impl Tx for SqlTx<'_> {
         let sql = "INSERT INTO session_charges (id, session_id, amount, memo, transfer_id, created_at) \
                    VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
         let amount = to_sql(c.amount)?;
-        self.execute(sql, args![&c.id, &c.session_id, amount, &c.memo, transfer_id, c.created_at_ms])?;
+        self.append(sql, args![&c.id, &c.session_id, amount, &c.memo, transfer_id, c.created_at_ms], Expect::Any)?;
         Ok(())
     }
 
@@ -1168,7 +1168,7 @@ impl Tx for SqlTx<'_> {
         let sql = "INSERT INTO refunds (id, payment_id, from_agent_id, to_agent_id, amount, reason, payment_refunded, \
                    transfer_id, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";
         let (amount, total) = (to_sql(x.amount)?, to_sql(x.payment_refunded)?);
-        self.execute(
+        self.append(
             sql,
             args![
                 &x.id,
@@ -1181,6 +1181,7 @@ impl Tx for SqlTx<'_> {
                 transfer_id,
                 x.created_at_ms
             ],
+            Expect::Any,
         )?;
         Ok(())
     }
