@@ -170,8 +170,19 @@ impl SealerThread {
 
 /// One transaction: numbers up to [`SEAL_ROWS_MAX`] events and audit
 /// records.
+///
+/// Its reads of the unnumbered rows go through the partial indexes
+/// (`events_unsealed`, `audit_unsealed`) by index scans, never bitmap
+/// scans, which the planner otherwise picks: every row's unnumbered version
+/// leaves a dead entry in those indexes once numbered, and only an index
+/// scan marks the dead entries it passes so that the next pass skips them.
+/// Under bitmap scans they piled up until a vacuum, and each pass read them
+/// all: 2.6 ms a pass 30,000 events into a run, the most costly statement
+/// of the whole write path (`pg_stat_statements`, BENCHMARKS.md).
 fn seal_once(conn: &mut Conn) -> Result<(u64, u64), Error> {
-    conn.batch_execute(&format!("BEGIN; SELECT pg_advisory_xact_lock({SEAL_LOCK})"))?;
+    conn.batch_execute(&format!(
+        "BEGIN; SET LOCAL enable_bitmapscan = off; SELECT pg_advisory_xact_lock({SEAL_LOCK})"
+    ))?;
     let sealed = seal_in_transaction(conn);
     let end = if sealed.is_ok() { "COMMIT" } else { "ROLLBACK" };
     conn.batch_execute(end)?;
