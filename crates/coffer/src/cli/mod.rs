@@ -11,8 +11,40 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// The schema version this build writes, as a literal (`concat!` takes no
+/// constant); checked against the stores' at compile time.
+macro_rules! schema_version {
+    () => {
+        "13"
+    };
+}
+
+/// What `coffer --version` prints after the name: the release, and the
+/// schema version a store it opens is migrated to (a store of a newer one
+/// is refused).
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (schema ", schema_version!(), ")");
+const _: () = assert!(
+    decimal(schema_version!()) == crate::store::SCHEMA_VERSION,
+    "schema_version! names another schema than the stores write"
+);
+
+/// A decimal number, at compile time (panics, so fails the build, on
+/// anything else).
+const fn decimal(text: &str) -> usize {
+    let digits = text.as_bytes();
+    assert!(!digits.is_empty());
+    let mut value = 0;
+    let mut i = 0;
+    while i < digits.len() {
+        assert!(digits[i].is_ascii_digit());
+        value = value * 10 + (digits[i] - b'0') as usize;
+        i += 1;
+    }
+    value
+}
+
 #[derive(Parser)]
-#[command(name = "coffer", version, about = "Lightning wallets with bounded, delegated spending for AI agents")]
+#[command(name = "coffer", version = VERSION, about = "Lightning wallets with bounded, delegated spending for AI agents")]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -21,6 +21,12 @@ pub mod retention;
 pub mod sql;
 pub mod sqlite;
 
+/// The schema version this build writes, on either store: both number
+/// their migrations alike (a migration one store does not need is empty
+/// there), so that one number names a build's schema.
+pub const SCHEMA_VERSION: usize = sqlite::schema::VERSION;
+const _: () = assert!(postgres::schema::VERSION == SCHEMA_VERSION, "the stores' schema versions differ");
+
 use crate::model::*;
 
 use crate::error::Error;

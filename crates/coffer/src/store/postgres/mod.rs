@@ -25,7 +25,7 @@
 //! `spawn_blocking`.
 
 mod pg;
-mod schema;
+pub(crate) mod schema;
 mod seal;
 mod writer;
 

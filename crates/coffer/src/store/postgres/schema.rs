@@ -399,6 +399,9 @@ INSERT INTO meta (key, value) VALUES ('halted', '\x00'::bytea) ON CONFLICT (key)
 "#,
 ];
 
+/// The schema version this build writes: the number of migrations.
+pub const VERSION: usize = MIGRATIONS.len();
+
 /// Applies the missing migrations, each in its own transaction. A session
 /// advisory lock makes instances that start together take turns: the
 /// second finds the work done.

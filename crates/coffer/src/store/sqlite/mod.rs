@@ -30,7 +30,7 @@
 //! over at its next transaction.
 
 pub mod pcache;
-mod schema;
+pub(crate) mod schema;
 
 mod lite;
 

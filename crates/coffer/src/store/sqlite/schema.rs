@@ -460,6 +460,9 @@ CREATE INDEX signing_keys_by_agent ON signing_keys (agent_id, created_at);
     "",
 ];
 
+/// The schema version this build writes: the number of migrations.
+pub const VERSION: usize = MIGRATIONS.len();
+
 pub fn migrate(conn: &Connection) -> Result<(), Error> {
     let applied: usize = conn
         .query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))
