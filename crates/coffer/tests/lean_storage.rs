@@ -1,0 +1,84 @@
+//! What a payment costs on disk: the bytes a payment adds to the SQLite
+//! store (its invoice, payment, transfer, events, audit records and
+//! idempotency key, with every index over them), counted by SQLite's
+//! `dbstat` over a known number of payments.
+
+mod common;
+
+use coffer_client::{CreateInvoiceRequest, PayOutcome, PayRequest};
+use common::Gateway;
+use std::collections::BTreeMap;
+
+/// Payments counted: enough that a page more or less of any table or index
+/// moves the figure by under 1%.
+const PAYMENTS: u64 = 300;
+/// The most bytes one payment may add: today's size with a little room
+/// (2,680 bytes in every run: events 1,065, invoices 462, audit records
+/// 425, payments 244, the per-agent event index 128, idempotency keys 118,
+/// the other indexes about 40 each, transfers 28). Issue 26 aims for under
+/// 1 KB; lower this as the store gets leaner, never raise it without a
+/// reason written here.
+const PAYMENT_STORED_BYTES_MAX: u64 = 2_900;
+
+/// Used bytes of each table and index (`pgsize - unused` of every page:
+/// neither free space inside pages nor free pages count).
+fn stored_bytes(gw: &Gateway) -> BTreeMap<String, u64> {
+    let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY;
+    let db = rusqlite::Connection::open_with_flags(gw.db_path(), flags).expect("the store opens");
+    let mut statement =
+        db.prepare("SELECT name, SUM(pgsize - unused) FROM dbstat GROUP BY name").expect("dbstat is compiled in");
+    let rows = statement
+        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+        .expect("dbstat")
+        .map(|row| row.map(|(name, bytes)| (name, u64::try_from(bytes).expect("a size"))));
+    rows.collect::<Result<_, _>>().expect("dbstat rows")
+}
+
+async fn pay_once(payee: &coffer_client::Client, payer: &coffer_client::Client, i: u64) {
+    let request = CreateInvoiceRequest {
+        amount_msat: 1_000,
+        memo: Some(format!("answer {i}")),
+        expiry_secs: Some(600),
+        ..Default::default()
+    };
+    let invoice = payee.create_invoice(&request).await.expect("an invoice");
+    let pay = PayRequest { bolt11: invoice.bolt11, purpose: Some(format!("question {i}")), ..Default::default() };
+    match payer.pay(&pay, &format!("pay-{i}")).await.expect("paying") {
+        PayOutcome::Done(_) => {}
+        PayOutcome::Held(v) => panic!("an internal payment was held: {v:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_payment_stores_no_more_than_its_budget() {
+    if common::sqlite_only("dbstat counts SQLite's pages") {
+        return;
+    }
+    let gw = Gateway::start().await;
+    let (_, payer, _) = gw.new_agent("payer", 10_000_000).await;
+    let (_, payee, _) = gw.new_agent("payee", 0).await;
+    // Every table and index has its first pages before the count starts.
+    pay_once(&payee, &payer, 0).await;
+    let before = stored_bytes(&gw);
+    for i in 1..=PAYMENTS {
+        pay_once(&payee, &payer, i).await;
+    }
+    let after = stored_bytes(&gw);
+    let grown: BTreeMap<&str, u64> = after
+        .iter()
+        .map(|(name, bytes)| (name.as_str(), bytes.saturating_sub(before.get(name).copied().unwrap_or(0))))
+        .filter(|(_, grown)| *grown > 0)
+        .collect();
+    let per_payment = grown.values().sum::<u64>() / PAYMENTS;
+    let by_table: Vec<String> = grown.iter().map(|(name, bytes)| format!("{name} {}", bytes / PAYMENTS)).collect();
+    eprintln!("bytes per payment: {per_payment} ({})", by_table.join(", "));
+    // The payments were stored: the rows a payment must write grew.
+    for table in ["payments", "invoices", "transfers", "events", "audit_log", "idempotency"] {
+        assert!(grown.contains_key(table), "{table} did not grow: {by_table:?}");
+    }
+    assert!(
+        per_payment <= PAYMENT_STORED_BYTES_MAX,
+        "a payment stores {per_payment} bytes, past its budget of {PAYMENT_STORED_BYTES_MAX}: {by_table:?}"
+    );
+    assert!(gw.audit().await.0, "coffer audit passes");
+}
