@@ -255,6 +255,9 @@ async fn read_new(store: &dyn Store, state: &Mutex<FeedState>, cursor: Option<i6
     let mut after = match cursor {
         Some(after) => after,
         None => {
+            // Everything committed before the feed starts is numbered
+            // first, so that none of it is taken for new.
+            store.sealed().await?;
             let newest = store.read(|tx| tx.newest_event_id()).await?;
             lock().start_at(newest);
             newest

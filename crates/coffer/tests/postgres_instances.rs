@@ -538,6 +538,44 @@ impl OpenTransaction {
     }
 }
 
+/// The sealer's transaction-scoped advisory lock (`store/postgres/mod.rs`):
+/// a test that holds it keeps every instance from numbering what commits.
+const SEAL_LOCK: i64 = 0x636f_6666_6572_0002;
+
+/// A new webhook starts "now": after every event committed before it was
+/// asked for, even one the sealer had not numbered yet (which then gets a
+/// higher id than the newest numbered one): none of them is taken for new.
+/// The same start serves live streams and the buses' feed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_new_webhook_starts_after_the_events_committed_before_it_though_not_yet_numbered() {
+    let gw = Gateway::start_postgres_with_env(&[], &[("COFFER_EGRESS_ALLOW", "127.0.0.1")]).await;
+    let token = gw.operator_token().to_owned();
+    let db = gw.database().expect("a PostgreSQL gateway");
+    let sealer_held = OpenTransaction::begin(&db.url, format!("SELECT pg_advisory_xact_lock({SEAL_LOCK})"));
+    let (agent_id, _, _) = gw.new_agent("before the webhook", 5 * P).await;
+    let unnumbered = db.query("SELECT COUNT(*)::text FROM events WHERE id IS NULL", &[]);
+    assert_ne!(unnumbered[0][0].as_deref(), Some("0"), "the agent's events wait for the sealer");
+    // Port 9 on loopback: deliveries fail, which does not matter here.
+    let body = json!({"url": "http://127.0.0.1:9/hook"});
+    let create = tokio::spawn(send(gw.request(Method::POST, "/v1/webhooks", Some(&token)).json(&body)));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    tokio::task::spawn_blocking(move || sealer_held.end("ROLLBACK")).await.expect("the sealer let go");
+    let created = create.await.expect("the request");
+    assert_eq!(created.status, 201, "{created:?}");
+    let start = created.json["delivered_through"].as_i64().expect("the webhook's start");
+
+    let page = send(gw.request(Method::GET, "/v1/events?after=0", Some(&token))).await;
+    let agents: Vec<i64> = page.json["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter(|e| e["agent_id"] == agent_id.as_str())
+        .map(|e| e["id"].as_i64().expect("an id"))
+        .collect();
+    assert!(!agents.is_empty(), "the agent's events: {page:?}");
+    assert!(agents.iter().all(|id| *id <= start), "the webhook starts at {start}, before the agent's {agents:?}");
+}
+
 /// No lock is shared by the instances: while another transaction holds one
 /// agent's rows (its agent row and its account), two instances go on
 /// committing payments of other agents, and the held agent's own payment

@@ -32,8 +32,11 @@ impl Gateway {
     }
 
     /// The id of the newest event, whoever may see it: where a live stream
-    /// that wants only new events starts.
+    /// or a new webhook that wants only new events starts. Every event
+    /// committed before this call is numbered first: one numbered later
+    /// would get a higher id, and be taken for new.
     pub async fn newest_event_id(&self) -> Result<i64, Error> {
+        self.store.sealed().await?;
         self.store.read(|tx| tx.newest_event_id()).await
     }
 

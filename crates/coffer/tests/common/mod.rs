@@ -113,11 +113,17 @@ impl Gateway {
     /// [`Gateway::start_postgres`] with more arguments of `coffer serve`
     /// (kept for restarts and other instances).
     pub async fn start_postgres_with(args: &[&str]) -> Gateway {
+        Gateway::start_postgres_with_env(args, &[]).await
+    }
+
+    /// [`Gateway::start_postgres_with`] with extra environment (kept for
+    /// restarts and other instances).
+    pub async fn start_postgres_with_env(args: &[&str], env: &[(&str, &str)]) -> Gateway {
         let tempdir = tempfile::tempdir().expect("creating a temporary data folder");
         let database = Some(Arc::new(TestDatabase::create()));
         let token = coffer::secrets::new_secret("cop_test_");
         let args = args.iter().map(|a| (*a).to_owned()).collect();
-        let mut gw = Gateway::launch(&tempdir.path().join("data"), database, token, args, Vec::new()).await;
+        let mut gw = Gateway::launch(&tempdir.path().join("data"), database, token, args, owned_env(env)).await;
         gw._tempdir = Some(tempdir);
         gw
     }
