@@ -163,9 +163,14 @@ async fn assert_verifies_only_intact(gw: &Gateway, signed: &Value) {
         assert!(stderr.contains(why), "{field} changed: {stderr}");
         files.push((file, false));
     }
-    // The signature itself changed.
+    // The signature itself changed: its last byte with one bit flipped (a
+    // fixed replacement would leave one signature in 256 as it was).
+    let signature = signed["signature"].as_str().expect("hex");
+    let (head, tail) = signature.split_at(signature.len() - 2);
+    let last = u8::from_str_radix(tail, 16).expect("a hex byte");
     let mut forged = signed.clone();
-    forged["signature"] = json!(format!("{}00", &signed["signature"].as_str().expect("hex")[..126]));
+    forged["signature"] = json!(format!("{head}{:02x}", last ^ 1));
+    assert_ne!(forged["signature"], signed["signature"], "the signature changed");
     let forged_file = write(dir.path(), "changed-signature.json", &forged);
     assert_eq!(verify_cli(gw, &forged_file, Some(&key), &[]).await.0, 1, "a changed signature");
     files.push((forged_file, false));
