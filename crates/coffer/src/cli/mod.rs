@@ -24,24 +24,9 @@ macro_rules! schema_version {
 /// is refused).
 const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (schema ", schema_version!(), ")");
 const _: () = assert!(
-    decimal(schema_version!()) == crate::store::SCHEMA_VERSION,
+    matches!(usize::from_str_radix(schema_version!(), 10), Ok(v) if v == crate::store::SCHEMA_VERSION),
     "schema_version! names another schema than the stores write"
 );
-
-/// A decimal number, at compile time (panics, so fails the build, on
-/// anything else).
-const fn decimal(text: &str) -> usize {
-    let digits = text.as_bytes();
-    assert!(!digits.is_empty());
-    let mut value = 0;
-    let mut i = 0;
-    while i < digits.len() {
-        assert!(digits[i].is_ascii_digit());
-        value = value * 10 + (digits[i] - b'0') as usize;
-        i += 1;
-    }
-    value
-}
 
 #[derive(Parser)]
 #[command(name = "coffer", version = VERSION, about = "Lightning wallets with bounded, delegated spending for AI agents")]
