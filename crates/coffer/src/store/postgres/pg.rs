@@ -141,23 +141,11 @@ impl Sql for Conn {
         each: &mut dyn FnMut(&dyn SqlRow) -> Result<(), Error>,
     ) -> Result<(), Error> {
         let statement = self.statement(sql)?;
-        if !self.appended.is_empty() {
-            // The writes' answers come first: the rows are read whole (a
-            // writer's reads are of a few rows).
-            let appended = std::mem::take(&mut self.appended);
-            let rows =
-                pipelined(&self.runtime, &self.client, &appended, self.client.query_raw(&statement, args.iter()))?;
-            return self.runtime.block_on(async {
-                pin_mut!(rows);
-                while let Some(row) = rows.next().await {
-                    each(&PgRow(&row?))?;
-                }
-                Ok(())
-            });
-        }
-        let client = &self.client;
+        // The appended writes' answers come first; the rows are then read
+        // as they arrive (a large result is never held whole).
+        let appended = std::mem::take(&mut self.appended);
+        let rows = pipelined(&self.runtime, &self.client, &appended, self.client.query_raw(&statement, args.iter()))?;
         self.runtime.block_on(async {
-            let rows = client.query_raw(&statement, args.iter()).await?;
             pin_mut!(rows);
             while let Some(row) = rows.next().await {
                 each(&PgRow(&row?))?;
