@@ -44,3 +44,20 @@ ensure_python_venv() {
         printf '%s\n' "$want" >"$stamp"
     fi
 }
+
+# find_python VERSION...: prints the first interpreter found that runs and
+# is one of VERSIONs (like 3.12), pyenv's installs first. A name on PATH
+# may be a pyenv shim that does not run, so each candidate is started.
+find_python() {
+    local version candidate
+    for version in "$@"; do
+        for candidate in "$HOME"/.pyenv/versions/"$version"*/bin/python3 "python$version" python3; do
+            if "$candidate" -c "import sys; sys.exit(f'{sys.version_info[0]}.{sys.version_info[1]}' != '$version')" \
+                >/dev/null 2>&1; then
+                command -v "$candidate"
+                return 0
+            fi
+        done
+    done
+    return 1
+}

@@ -254,6 +254,27 @@ impl Client {
         Ok(())
     }
 
+    /// Creates a Nostr Wallet Connect connection to an agent's wallet; the
+    /// answer's `uri` holds its secret, shown this once.
+    pub async fn create_nwc_connection(
+        &self,
+        agent_id: &str,
+        request: &CreateNwcConnectionRequest,
+    ) -> Result<NwcConnectionCreated, Error> {
+        self.post(&format!("/v1/agents/{agent_id}/nwc"), request).await
+    }
+
+    /// An agent's NWC connections, revoked ones included (newest first).
+    pub async fn nwc_connections(&self, agent_id: &str) -> Result<Vec<NwcConnection>, Error> {
+        self.get(&format!("/v1/agents/{agent_id}/nwc")).await
+    }
+
+    pub async fn revoke_nwc_connection(&self, agent_id: &str, connection_id: &str) -> Result<(), Error> {
+        let path = format!("/v1/agents/{agent_id}/nwc/{connection_id}");
+        self.send_raw(self.request(Method::DELETE, &path)).await?;
+        Ok(())
+    }
+
     // The constitution.
 
     /// An agent's policy, as JSON (`{}` when it has none).

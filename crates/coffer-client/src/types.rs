@@ -145,6 +145,61 @@ pub struct SigningKey {
     pub revoked_at: Option<String>,
 }
 
+/// A new Nostr Wallet Connect (NIP-47) connection to an agent's wallet.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct CreateNwcConnectionRequest {
+    /// Who uses it (a tool, an app), 1 to 100 characters.
+    pub name: String,
+    /// The NIP-47 methods it may call; default: all coffer offers
+    /// (`get_info`, `get_balance`, `make_invoice`, `pay_invoice`,
+    /// `lookup_invoice`, `list_transactions`). Its key scope follows:
+    /// `pay_invoice` spends, `make_invoice` receives, the rest read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub methods: Option<Vec<String>>,
+    /// RFC 3339; without it, until revoked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+    /// Whether it is sent `payment_received` and `payment_sent`
+    /// notifications (default: yes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notifications: Option<bool>,
+}
+
+/// An agent's NWC connection. Its secret is never stored: only the
+/// client's public key, which verifies its requests.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(ToSchema))]
+pub struct NwcConnection {
+    pub id: String,
+    pub agent_id: String,
+    pub name: String,
+    /// The client's public key (hex, x-only): the author of its requests.
+    pub client_pubkey: String,
+    pub methods: Vec<String>,
+    pub notifications: bool,
+    pub created_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_used_at: Option<String>,
+}
+
+/// A connection just created, with its URI: the only time the secret in
+/// it is shown.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(ToSchema))]
+pub struct NwcConnectionCreated {
+    pub id: String,
+    /// `nostr+walletconnect://<wallet pubkey>?relay=…&secret=…`: hand it to
+    /// the tool; keep it secret.
+    pub uri: String,
+    pub connection: NwcConnection,
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(ToSchema))]
 pub struct KeyCreated {

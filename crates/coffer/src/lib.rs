@@ -26,6 +26,7 @@ pub mod live;
 pub mod mcp;
 pub mod metrics;
 pub mod model;
+pub mod nwc;
 pub mod payment;
 pub mod quota;
 pub mod secrets;

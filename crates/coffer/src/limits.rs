@@ -49,6 +49,11 @@ pub enum Limit {
     /// Signature nonces remembered at once, against replays
     /// ([`SIGNATURE_NONCES_MAX`]).
     SignatureNonces,
+    /// Live NWC connections of one agent ([`NWC_CONNECTIONS_PER_AGENT_MAX`]).
+    NwcConnectionsPerAgent,
+    /// NWC requests of one connection being answered at once
+    /// ([`NWC_REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX`]).
+    NwcRequestsInFlight,
 }
 
 /// The most live signing keys an agent holds: a few per device or runtime,
@@ -59,9 +64,15 @@ pub const SIGNING_KEYS_PER_AGENT_MAX: u32 = 16;
 /// validity window; at about 3,000 signed writes a second that window holds
 /// about a million.
 pub const SIGNATURE_NONCES_MAX: usize = 1_000_000;
+/// The most live NWC connections an agent holds: one per tool or app that
+/// uses its wallet, with room to rotate.
+pub const NWC_CONNECTIONS_PER_AGENT_MAX: u32 = 16;
+/// NWC requests of one connection answered at once; more are refused with
+/// `RATE_LIMITED` (a client waits for its answers; a flood does not).
+pub const NWC_REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX: u32 = 32;
 
 impl Limit {
-    pub const ALL: [Limit; 18] = [
+    pub const ALL: [Limit; 20] = [
         Limit::WritesPerKey,
         Limit::WritesPerAgent,
         Limit::InvoicesOpenPerAgent,
@@ -80,6 +91,8 @@ impl Limit {
         Limit::SessionsOpenPerAgent,
         Limit::SigningKeysPerAgent,
         Limit::SignatureNonces,
+        Limit::NwcConnectionsPerAgent,
+        Limit::NwcRequestsInFlight,
     ];
 
     /// The stable name: snake case, unit last.
@@ -103,6 +116,8 @@ impl Limit {
             Limit::SessionsOpenPerAgent => "sessions_open_per_agent",
             Limit::SigningKeysPerAgent => "signing_keys_per_agent",
             Limit::SignatureNonces => "signature_nonces",
+            Limit::NwcConnectionsPerAgent => "nwc_connections_per_agent",
+            Limit::NwcRequestsInFlight => "nwc_requests_in_flight_per_connection",
         }
     }
 

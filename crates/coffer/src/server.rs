@@ -27,6 +27,9 @@ const APPROVAL_TTL_MS: i64 = 24 * 3600 * 1000;
 const EXPIRY_INTERVAL_MS: u64 = 1_000;
 // A held payment is expired within a small part of its time.
 const _: () = assert!((EXPIRY_INTERVAL_MS as i64) < APPROVAL_TTL_MS);
+/// Relays the NWC wallet service listens on at most (each is a websocket
+/// and a copy of every notification).
+const NWC_RELAYS_MAX: usize = 8;
 /// How often the backend is asked about pending payments and watched
 /// invoices.
 const LIGHTNING_POLL_INTERVAL_MS: u64 = 1_000;
@@ -53,6 +56,7 @@ pub struct GatewayBuilder {
     retention: crate::gateway::retention::Retention,
     egress: crate::egress::Egress,
     public_url: Option<String>,
+    nwc_relays: Vec<String>,
     clock: Arc<dyn Clock>,
     /// Run on a [`DevClock`] the operator may move forward (dev mode only).
     dev_clock: bool,
@@ -70,6 +74,7 @@ impl Default for GatewayBuilder {
             retention: crate::gateway::retention::Retention::default(),
             egress: crate::egress::Egress::default(),
             public_url: None,
+            nwc_relays: Vec::new(),
             clock: Arc::new(SystemClock),
             dev_clock: false,
         }
@@ -124,6 +129,13 @@ impl GatewayBuilder {
         self
     }
 
+    /// The relays of the NWC wallet service (`COFFER_NWC_RELAYS`): each a
+    /// `ws://` or `wss://` URL; none (the default) leaves NWC off.
+    pub fn nwc_relays(mut self, relays: Vec<String>) -> Self {
+        self.nwc_relays = relays;
+        self
+    }
+
     /// The Lightning backend and network (default: dev, regtest).
     pub fn lightning(mut self, config: crate::lightning::LightningConfig) -> Self {
         self.lightning = config;
@@ -158,6 +170,7 @@ impl GatewayBuilder {
         }
         self.limits.check().map_err(|detail| Error::InvalidField { field: "limits", detail })?;
         let public_url = self.public_url.as_deref().map(check_public_url).transpose()?;
+        check_nwc_relays(&self.nwc_relays)?;
         create_private_dir(&self.data_dir)?;
         let funding = self.lightning.build().map_err(Error::Internal)?;
         let store: Arc<dyn Store> = match &self.database_url {
@@ -173,6 +186,7 @@ impl GatewayBuilder {
             retention: self.retention,
             egress: self.egress,
             public_url,
+            nwc_relays: self.nwc_relays,
         };
         let node = NodeSigner::load_or_create(&self.data_dir.join(NODE_KEY_FILE), settings.network)
             .map_err(|e| Error::internal("loading the node key", e))?;
@@ -215,6 +229,22 @@ fn check_public_url(url: &str) -> Result<String, Error> {
         return Err(bad("an origin only: scheme, host and port, no path, query or credentials"));
     }
     Ok(parsed.as_str().trim_end_matches('/').to_owned())
+}
+
+/// The relays of the NWC wallet service: a few `ws://` or `wss://` URLs
+/// with a host.
+fn check_nwc_relays(relays: &[String]) -> Result<(), Error> {
+    let bad = |detail: String| Error::InvalidField { field: "COFFER_NWC_RELAYS", detail };
+    if relays.len() > NWC_RELAYS_MAX {
+        return Err(bad(format!("at most {NWC_RELAYS_MAX} relays")));
+    }
+    for relay in relays {
+        let parsed = reqwest::Url::parse(relay).map_err(|e| bad(format!("{relay}: {e}")))?;
+        if !matches!(parsed.scheme(), "ws" | "wss") || parsed.host_str().is_none() {
+            return Err(bad(format!("{relay}: a ws:// or wss:// URL with a host")));
+        }
+    }
+    Ok(())
 }
 
 /// PostgreSQL database at `database_url`, or else the embedded store of a
@@ -298,6 +328,7 @@ pub async fn serve(
         .map_err(|e| Error::internal(&format!("listening on {listen}"), e))?;
     let addr = listener.local_addr().map_err(|e| Error::internal("reading the bound address", e))?;
     start_event_sinks(&gateway, sinks)?;
+    crate::nwc::start(&gateway)?;
     on_ready(addr);
     tokio::spawn(expire_due(Arc::clone(&gateway)));
     tokio::spawn(crate::gateway::retention::run(Arc::clone(&gateway)));

@@ -722,6 +722,56 @@ async fn commerce_rows(store: &dyn Store) {
     assert_eq!(store.read(|tx| tx.refunds("pay_late")).await.expect("a read"), vec![refund]);
 }
 
+/// NWC connections: found by their client key, listed newest first,
+/// revoked once; a request is taken once, and forgotten by age.
+async fn nwc_connections_and_requests(store: &dyn Store) {
+    add_agent(store, "wallet").await;
+    let connection = |id: &str, key_byte: u8, at_ms: i64| NwcConnectionRecord {
+        id: id.into(),
+        agent_id: "wallet".into(),
+        name: format!("tool {id}"),
+        client_pubkey: [key_byte; 32],
+        methods: NwcMethods::parse_names("get_balance pay_invoice").expect("known methods"),
+        notifications: key_byte == 1,
+        created_at_ms: at_ms,
+        expires_at_ms: Some(at_ms + 60_000),
+        revoked_at_ms: None,
+        last_used_at_ms: None,
+    };
+    let (first, second) = (connection("nwc_a", 1, 1_000), connection("nwc_b", 2, 2_000));
+    for c in [first.clone(), second.clone()] {
+        store.write(move |tx| tx.insert_nwc_connection(&c)).await.expect("a connection");
+    }
+    let same_key = connection("nwc_c", 1, 3_000);
+    assert!(store.write(move |tx| tx.insert_nwc_connection(&same_key)).await.is_err(), "one connection per key");
+    let listed = store.read(|tx| tx.nwc_connections_of("wallet", 10)).await.expect("a read");
+    assert_eq!(listed, vec![second.clone(), first.clone()], "newest first, every field read back");
+    let found = store.read(|tx| tx.nwc_connection_by_client(&[2; 32])).await.expect("a read");
+    assert_eq!(found, Some(second));
+    assert!(store.read(|tx| tx.nwc_connection_by_client(&[9; 32])).await.expect("a read").is_none());
+
+    assert!(store.write(|tx| tx.take_nwc_request(&[7; 32], "nwc_a", 5_000)).await.expect("taken"));
+    assert!(!store.write(|tx| tx.take_nwc_request(&[7; 32], "nwc_b", 5_001)).await.expect("a read"), "taken once");
+    let used = store.read(|tx| tx.nwc_connection_by_client(&[1; 32])).await.expect("a read").expect("found");
+    assert_eq!(used.last_used_at_ms, Some(5_000), "taking a request marks its connection used");
+    assert!(store.write(|tx| tx.take_nwc_request(&[8; 32], "nwc_a", 6_000)).await.expect("taken"));
+    assert_eq!(store.write(|tx| tx.prune_nwc_requests(5_500, 10)).await.expect("pruned"), 1);
+    assert!(store.write(|tx| tx.take_nwc_request(&[7; 32], "nwc_a", 7_000)).await.expect("taken"), "forgotten");
+    assert!(!store.write(|tx| tx.take_nwc_request(&[8; 32], "nwc_a", 7_000)).await.expect("a read"), "kept");
+
+    assert!(store.write(|tx| tx.revoke_nwc_connection("wallet", "nwc_a", 8_000)).await.expect("revoked"));
+    assert!(!store.write(|tx| tx.revoke_nwc_connection("wallet", "nwc_a", 9_000)).await.expect("a no-op"));
+    assert!(!store.write(|tx| tx.revoke_nwc_connection("other", "nwc_b", 9_000)).await.expect("another's"));
+    let revoked = store.read(|tx| tx.nwc_connection_by_client(&[1; 32])).await.expect("a read").expect("found");
+    assert_eq!(revoked.revoked_at_ms, Some(8_000));
+    assert!(!revoked.live(8_000));
+}
+
+#[tokio::test]
+async fn nwc() {
+    on_every_store!(nwc_connections_and_requests);
+}
+
 #[tokio::test]
 async fn commerce() {
     on_every_store!(commerce_rows);

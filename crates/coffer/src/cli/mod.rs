@@ -15,7 +15,7 @@ use std::process::ExitCode;
 /// constant); checked against the stores' at compile time.
 macro_rules! schema_version {
     () => {
-        "13"
+        "14"
     };
 }
 
@@ -204,6 +204,11 @@ struct ServeArgs {
     /// that signed requests cover. Default: `http://` and the request's Host.
     #[arg(long, env = "COFFER_PUBLIC_URL")]
     public_url: Option<String>,
+    /// Serve every agent wallet as a Nostr Wallet Connect wallet through
+    /// these relays (ws:// or wss:// URLs, comma-separated); the
+    /// connections' URIs name them. Without it NWC is off.
+    #[arg(long, env = "COFFER_NWC_RELAYS", value_delimiter = ',')]
+    nwc_relays: Vec<String>,
     /// Sets the operator token instead of generating one.
     #[arg(long, env = "COFFER_OPERATOR_TOKEN", hide_env_values = true)]
     operator_token: Option<String>,
@@ -554,6 +559,7 @@ async fn serve(args: ServeArgs) -> CliResult {
         .retention(retention)
         .egress(egress)
         .public_url(args.public_url.clone())
+        .nwc_relays(args.nwc_relays.clone())
         .data_dir(&args.data)
         .database_url(args.database.clone())
         .operator_token(args.operator_token)
@@ -604,6 +610,10 @@ async fn serve(args: ServeArgs) -> CliResult {
         if sinks.nats_url.is_some() { ", NATS JetStream" } else { "" },
         if sinks.redis_url.is_some() { ", Redis Streams" } else { "" }
     );
+    if !args.nwc_relays.is_empty() {
+        let wallet = gateway.nwc_wallet_keys().map_err(|e| e.operator_message())?.x_only_public_key().0;
+        println!("nwc: wallet service {wallet} on {}", args.nwc_relays.join(", "));
+    }
     for mount in &paywalls.mounts {
         println!("paywall: {} -> {} for {}", mount.prefix, mount.upstream, mount.agent_id);
     }

@@ -11,6 +11,7 @@ mod constitution;
 mod events;
 pub mod l402;
 mod lightning;
+pub mod nwc;
 pub mod ops;
 mod outside_holds;
 mod rate;
@@ -128,6 +129,9 @@ pub struct Settings {
     /// `@target-uri` signed requests cover. `None`: `http://` and the
     /// request's `Host`.
     pub public_url: Option<String>,
+    /// The relays the NWC wallet service listens on and its connections'
+    /// URIs name (`COFFER_NWC_RELAYS`); none: NWC is off.
+    pub nwc_relays: Vec<String>,
 }
 
 pub struct Gateway {

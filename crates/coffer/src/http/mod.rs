@@ -9,6 +9,7 @@ pub mod dev;
 mod events;
 pub mod extract;
 mod l402;
+mod nwc;
 mod operator;
 pub mod problem;
 pub mod qr;
@@ -212,6 +213,8 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(operator::revoke_key))
         .routes(routes!(signing::create_signing_key, signing::list_signing_keys))
         .routes(routes!(signing::revoke_signing_key))
+        .routes(routes!(nwc::create_nwc_connection, nwc::list_nwc_connections))
+        .routes(routes!(nwc::revoke_nwc_connection))
         .routes(routes!(operator::mint))
         .routes(routes!(operator::treasury))
         .routes(routes!(agent::wallet))

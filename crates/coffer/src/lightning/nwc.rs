@@ -46,7 +46,7 @@
 
 pub mod crypto;
 pub mod event;
-mod relay;
+pub mod relay;
 pub mod uri;
 
 use super::{

@@ -208,6 +208,20 @@ pub trait Tx {
     fn live_signing_keys_of(&mut self, agent_id: &str) -> Result<Vec<SigningKeyRecord>, Error>;
     /// Revokes a live signing key of the agent; whether there was one.
     fn revoke_signing_key(&mut self, agent_id: &str, key_id: &str, now_ms: i64) -> Result<bool, Error>;
+    fn insert_nwc_connection(&mut self, connection: &NwcConnectionRecord) -> Result<(), Error>;
+    /// An agent's NWC connections, revoked ones included, newest first (at
+    /// most `limit`). In a write, the agent is locked first: counted against
+    /// its bound before one more is added.
+    fn nwc_connections_of(&mut self, agent_id: &str, limit: u32) -> Result<Vec<NwcConnectionRecord>, Error>;
+    /// The connection of this client key, live or not.
+    fn nwc_connection_by_client(&mut self, client_pubkey: &[u8; 32]) -> Result<Option<NwcConnectionRecord>, Error>;
+    /// Revokes a live connection of the agent; whether there was one.
+    fn revoke_nwc_connection(&mut self, agent_id: &str, connection_id: &str, now_ms: i64) -> Result<bool, Error>;
+    /// Takes a request event for a connection and marks the connection used:
+    /// `false` if the event was taken before (by this or another instance).
+    fn take_nwc_request(&mut self, event_id: &[u8; 32], connection_id: &str, now_ms: i64) -> Result<bool, Error>;
+    /// Forgets up to `limit` requests taken before `before_ms`; how many.
+    fn prune_nwc_requests(&mut self, before_ms: i64, limit: u32) -> Result<u64, Error>;
     /// Every account's balance and the posted totals of all transfers: one
     /// snapshot, for `coffer audit`.
     fn audit_input(&mut self) -> Result<AuditInput, Error>;

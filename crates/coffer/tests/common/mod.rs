@@ -11,6 +11,7 @@
 #![allow(dead_code)]
 
 pub mod lightning;
+pub mod nostr;
 pub mod paywall;
 pub mod trade;
 

@@ -442,7 +442,7 @@ impl Gateway {
     /// The agent itself with a key of scope `needed` (keys decide what the
     /// agent's money may do: changing them takes `spend`), or one the
     /// caller manages.
-    async fn self_or_managed(&self, caller: &Principal, agent_id: &str, needed: Scope) -> Result<(), Error> {
+    pub(super) async fn self_or_managed(&self, caller: &Principal, agent_id: &str, needed: Scope) -> Result<(), Error> {
         match caller {
             Principal::Agent(key) if key.agent_id == agent_id => {
                 key.require(needed)?;
@@ -453,7 +453,8 @@ impl Gateway {
     }
 }
 
-fn actor(caller: &Principal) -> String {
+/// Who the audit names for a caller's change.
+pub(super) fn actor(caller: &Principal) -> String {
     match caller {
         Principal::Operator => crate::model::OPERATOR.to_owned(),
         Principal::Agent(key) => key.agent_id.clone(),

@@ -54,9 +54,9 @@ const RELAY_TEXT_LEN_MAX_CHARS: usize = 200;
 pub const KIND_INFO: u32 = 13194;
 pub const KIND_RESPONSE: u32 = 23195;
 
-trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
-type Ws = WebSocketStream<Box<dyn Io>>;
+pub type Ws = WebSocketStream<Box<dyn Io>>;
 type Waiting = Arc<Mutex<HashMap<String, oneshot::Sender<Reply>>>>;
 
 /// What the relay said about one request.
@@ -223,28 +223,35 @@ impl Relay {
     }
 
     async fn connect(&self) -> Result<Ws, LnError> {
-        let unreachable = |e: &dyn std::fmt::Display| LnError::Unreachable(format!("the NWC relay: {e}"));
-        let url = reqwest::Url::parse(&self.url).map_err(|e| unreachable(&e))?;
-        let host = url.host_str().ok_or_else(|| unreachable(&"no host"))?;
-        let port = url.port_or_known_default().ok_or_else(|| unreachable(&"no port"))?;
-        let tcp = tokio::net::TcpStream::connect(format!("{host}:{port}")).await.map_err(|e| unreachable(&e))?;
-        let io: Box<dyn Io> = match &self.tls {
-            Some(config) => {
-                let name = rustls::pki_types::ServerName::try_from(host.trim_matches(['[', ']']).to_owned())
-                    .map_err(|e| unreachable(&e))?;
-                let connector = tokio_rustls::TlsConnector::from(Arc::clone(config));
-                Box::new(connector.connect(name, tcp).await.map_err(|e| unreachable(&e))?)
-            }
-            None => Box::new(tcp),
-        };
-        let config = WebSocketConfig::default()
-            .max_message_size(Some(RELAY_MESSAGE_LEN_MAX_BYTES))
-            .max_frame_size(Some(RELAY_MESSAGE_LEN_MAX_BYTES));
-        let (ws, _) = tokio_tungstenite::client_async_with_config(self.url.as_str(), io, Some(config))
-            .await
-            .map_err(|e| unreachable(&e))?;
-        Ok(ws)
+        connect(&self.url, self.tls.as_ref()).await.map_err(|e| LnError::Unreachable(format!("the NWC relay: {e}")))
     }
+}
+
+/// A websocket to a relay (`ws://`, or `wss://` with `tls`), each message
+/// bounded by [`RELAY_MESSAGE_LEN_MAX_BYTES`]: the one way coffer opens
+/// one, as a client of a wallet and as a wallet service.
+pub async fn connect(url: &str, tls: Option<&Arc<rustls::ClientConfig>>) -> Result<Ws, String> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| e.to_string())?;
+    let host = parsed.host_str().ok_or("no host")?;
+    let port = parsed.port_or_known_default().ok_or("no port")?;
+    let tcp = tokio::net::TcpStream::connect(format!("{host}:{port}")).await.map_err(|e| e.to_string())?;
+    // Answers and requests are small and latency-bound: no Nagle delay.
+    let _ = tcp.set_nodelay(true);
+    let io: Box<dyn Io> = match tls {
+        Some(config) => {
+            let name = rustls::pki_types::ServerName::try_from(host.trim_matches(['[', ']']).to_owned())
+                .map_err(|e| e.to_string())?;
+            let connector = tokio_rustls::TlsConnector::from(Arc::clone(config));
+            Box::new(connector.connect(name, tcp).await.map_err(|e| e.to_string())?)
+        }
+        None => Box::new(tcp),
+    };
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(RELAY_MESSAGE_LEN_MAX_BYTES))
+        .max_frame_size(Some(RELAY_MESSAGE_LEN_MAX_BYTES));
+    let (ws, _) =
+        tokio_tungstenite::client_async_with_config(url, io, Some(config)).await.map_err(|e| e.to_string())?;
+    Ok(ws)
 }
 
 impl Link {
@@ -363,7 +370,7 @@ fn dropped(when: &str) -> LnError {
     LnError::Unreachable(format!("the NWC relay connection dropped {when}"))
 }
 
-fn backoff_delay(failures: u32) -> std::time::Duration {
+pub fn backoff_delay(failures: u32) -> std::time::Duration {
     let ms = BACKOFF_MIN_MS.saturating_mul(1u64 << failures.saturating_sub(1).min(20));
     std::time::Duration::from_millis(ms.min(BACKOFF_MAX_MS))
 }
@@ -374,7 +381,7 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// TLS to the relay: rustls with ring and the platform's roots, as the
 /// HTTP backends' client has (reqwest's rustls-platform-verifier).
-fn tls_config() -> Result<rustls::ClientConfig, String> {
+pub fn tls_config() -> Result<rustls::ClientConfig, String> {
     use rustls_platform_verifier::BuilderVerifierExt;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)

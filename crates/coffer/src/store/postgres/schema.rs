@@ -397,6 +397,29 @@ CREATE INDEX audit_unsealed ON audit_log (pos) WHERE seq IS NULL;
 -- share lock on it, which halting waits for (`writer.rs`).
 INSERT INTO meta (key, value) VALUES ('halted', '\x00'::bytea) ON CONFLICT (key) DO NOTHING;
 "#,
+    // 14: Nostr Wallet Connect connections and the requests taken
+    // (SQLite's migration 14).
+    r#"
+CREATE TABLE nwc_connections (
+    id TEXT PRIMARY KEY,
+    agent_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    client_pubkey BYTEA NOT NULL UNIQUE CHECK (length(client_pubkey) = 32),
+    methods TEXT NOT NULL,
+    notifications BOOLEAN NOT NULL,
+    created_at BIGINT NOT NULL,
+    expires_at BIGINT,
+    revoked_at BIGINT,
+    last_used_at BIGINT
+);
+CREATE INDEX nwc_connections_by_agent ON nwc_connections (agent_id, created_at);
+CREATE TABLE nwc_requests (
+    event_id BYTEA PRIMARY KEY CHECK (length(event_id) = 32),
+    connection_id TEXT NOT NULL,
+    taken_at BIGINT NOT NULL
+);
+CREATE INDEX nwc_requests_by_time ON nwc_requests (taken_at);
+"#,
 ];
 
 /// The schema version this build writes: the number of migrations.

@@ -71,6 +71,26 @@ pub fn signing_key(r: &dyn SqlRow) -> Result<SigningKeyRecord, Error> {
     })
 }
 
+pub const NWC_CONNECTION_COLUMNS: &str = "id, agent_id, name, client_pubkey, methods, notifications, created_at, \
+     expires_at, revoked_at, last_used_at FROM nwc_connections";
+
+pub fn nwc_connection(r: &dyn SqlRow) -> Result<NwcConnectionRecord, Error> {
+    let methods = r.text(4)?;
+    Ok(NwcConnectionRecord {
+        id: r.text(0)?,
+        agent_id: r.text(1)?,
+        name: r.text(2)?,
+        client_pubkey: hash32(r.blob(3)?)?,
+        methods: NwcMethods::parse_names(&methods)
+            .ok_or_else(|| Error::Internal(format!("unknown stored NWC methods {methods}")))?,
+        notifications: r.flag(5)?,
+        created_at_ms: r.i64(6)?,
+        expires_at_ms: r.opt_i64(7)?,
+        revoked_at_ms: r.opt_i64(8)?,
+        last_used_at_ms: r.opt_i64(9)?,
+    })
+}
+
 pub const AGENT_COLUMNS: &str = "g.id, g.name, g.account_id, g.created_at, a.debits_posted, a.credits_posted, \
      a.debits_pending, g.parent_id, g.can_create_subagents, g.frozen_reason \
      FROM agents g JOIN accounts a ON a.id = g.account_id";

@@ -652,6 +652,57 @@ impl Tx for SqlTx<'_> {
         Ok(self.execute(sql, args![key_id, agent_id, now_ms])? == 1)
     }
 
+    fn insert_nwc_connection(&mut self, c: &NwcConnectionRecord) -> Result<(), Error> {
+        let sql = "INSERT INTO nwc_connections (id, agent_id, name, client_pubkey, methods, notifications, \
+                   created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
+        let methods = c.methods.names();
+        let args = args![
+            &c.id,
+            &c.agent_id,
+            &c.name,
+            &c.client_pubkey[..],
+            &methods,
+            c.notifications,
+            c.created_at_ms,
+            c.expires_at_ms
+        ];
+        self.execute(sql, args)?;
+        Ok(())
+    }
+
+    fn nwc_connections_of(&mut self, agent_id: &str, limit: u32) -> Result<Vec<NwcConnectionRecord>, Error> {
+        self.lock_agent(agent_id)?;
+        let sql = format!("SELECT {NWC_CONNECTION_COLUMNS} WHERE agent_id = ?1 ORDER BY created_at DESC, id LIMIT ?2");
+        self.rows(&sql, args![agent_id, i64::from(limit)], rows::nwc_connection)
+    }
+
+    fn nwc_connection_by_client(&mut self, client_pubkey: &[u8; 32]) -> Result<Option<NwcConnectionRecord>, Error> {
+        let sql = format!("SELECT {NWC_CONNECTION_COLUMNS} WHERE client_pubkey = ?1");
+        self.row(&sql, args![&client_pubkey[..]], rows::nwc_connection)
+    }
+
+    fn revoke_nwc_connection(&mut self, agent_id: &str, connection_id: &str, now_ms: i64) -> Result<bool, Error> {
+        let sql = "UPDATE nwc_connections SET revoked_at = ?3 WHERE id = ?1 AND agent_id = ?2 AND revoked_at IS NULL";
+        Ok(self.execute(sql, args![connection_id, agent_id, now_ms])? == 1)
+    }
+
+    fn take_nwc_request(&mut self, event_id: &[u8; 32], connection_id: &str, now_ms: i64) -> Result<bool, Error> {
+        let sql = "INSERT INTO nwc_requests (event_id, connection_id, taken_at) VALUES (?1, ?2, ?3) \
+                   ON CONFLICT DO NOTHING";
+        if self.execute(sql, args![&event_id[..], connection_id, now_ms])? == 0 {
+            return Ok(false);
+        }
+        let sql = "UPDATE nwc_connections SET last_used_at = ?2 WHERE id = ?1";
+        self.append(sql, args![connection_id, now_ms], Expect::Any)?;
+        Ok(true)
+    }
+
+    fn prune_nwc_requests(&mut self, before_ms: i64, limit: u32) -> Result<u64, Error> {
+        let sql = "DELETE FROM nwc_requests WHERE event_id IN \
+                   (SELECT event_id FROM nwc_requests WHERE taken_at < ?1 ORDER BY taken_at LIMIT ?2)";
+        self.execute(sql, args![before_ms, i64::from(limit)])
+    }
+
     fn audit_input(&mut self) -> Result<AuditInput, Error> {
         let sql = "SELECT id, debits_posted, credits_posted, debits_pending FROM accounts ORDER BY id";
         let accounts = self.rows(sql, args![], |r| Ok((AccountId(r.i64(0)?), rows::balance(r, 1)?)))?;

@@ -458,6 +458,31 @@ CREATE INDEX signing_keys_by_agent ON signing_keys (agent_id, created_at);
     // (its migration 13); one writer numbers them here as it writes them,
     // so nothing changes.
     "",
+    // 14: Nostr Wallet Connect connections (only the client's public key,
+    // which verifies its requests), and the requests taken (one row per
+    // request event, so a request delivered twice or seen by two instances
+    // is answered once; pruned after NWC_REQUEST_KEPT_MS).
+    r#"
+CREATE TABLE nwc_connections (
+    id TEXT PRIMARY KEY,
+    agent_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    client_pubkey BLOB NOT NULL UNIQUE CHECK (length(client_pubkey) = 32),
+    methods TEXT NOT NULL,
+    notifications INTEGER NOT NULL CHECK (notifications IN (0, 1)),
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER,
+    revoked_at INTEGER,
+    last_used_at INTEGER
+) WITHOUT ROWID;
+CREATE INDEX nwc_connections_by_agent ON nwc_connections (agent_id, created_at);
+CREATE TABLE nwc_requests (
+    event_id BLOB PRIMARY KEY CHECK (length(event_id) = 32),
+    connection_id TEXT NOT NULL,
+    taken_at INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX nwc_requests_by_time ON nwc_requests (taken_at);
+"#,
 ];
 
 /// The schema version this build writes: the number of migrations.
