@@ -197,6 +197,8 @@ pub struct NwcConnectionCreated {
     /// `nostr+walletconnect://<wallet pubkey>?relay=…&secret=…`: hand it to
     /// the tool; keep it secret.
     pub uri: String,
+    /// The URI's QR code, as SVG, for a wallet app to scan: shown once too.
+    pub uri_qr_svg: String,
     pub connection: NwcConnection,
 }
 

@@ -34,8 +34,14 @@ pub async fn create_nwc_connection(
         notifications: req.notifications.unwrap_or(true),
     };
     let created = gw.create_nwc_connection(&caller, &agent_id, spec).await?;
-    let body =
-        NwcConnectionCreated { id: created.record.id.clone(), uri: created.uri, connection: view(created.record) };
+    // A few hundred characters: far within what a QR code holds.
+    let uri_qr_svg = super::qr::svg_of(&created.uri).map_err(|e| Error::internal("drawing the URI's QR code", e))?;
+    let body = NwcConnectionCreated {
+        id: created.record.id.clone(),
+        uri: created.uri,
+        uri_qr_svg,
+        connection: view(created.record),
+    };
     Ok((StatusCode::CREATED, Json(body)))
 }
 

@@ -70,7 +70,13 @@ pub fn payload(bolt11: &str) -> String {
 /// with `shape-rendering="crispEdges"`. It has no width or height, so it
 /// takes the size of the box it is put in.
 pub fn svg(bolt11: &str) -> Result<String, QrError> {
-    let code = Matrix::encode(bolt11)?;
+    svg_of(&payload(bolt11))
+}
+
+/// The QR code of any text, as it is (an NWC connection URI), as [`svg`]
+/// draws it.
+pub fn svg_of(text: &str) -> Result<String, QrError> {
+    let code = Matrix::encode(text)?;
     let side = code.width + 2 * QUIET_ZONE_MODULES;
     // Each horizontal run of dark modules is one closed rectangle.
     let mut d = String::with_capacity(code.width * code.width * 2);
@@ -101,7 +107,7 @@ pub fn svg(bolt11: &str) -> Result<String, QrError> {
 /// to [`PNG_SCALE_MIN_PX`]..=[`PNG_SCALE_MAX_PX`]), quiet zone included: at
 /// most [`PNG_SIDE_MAX_PX`] pixels a side.
 pub fn png(bolt11: &str, scale_px: u32) -> Result<Vec<u8>, QrError> {
-    let code = Matrix::encode(bolt11)?;
+    let code = Matrix::encode(&payload(bolt11))?;
     let scale = scale_px.clamp(PNG_SCALE_MIN_PX, PNG_SCALE_MAX_PX) as usize;
     let side_px = (code.width + 2 * QUIET_ZONE_MODULES) * scale;
     debug_assert!(side_px <= PNG_SIDE_MAX_PX as usize);
@@ -142,8 +148,8 @@ struct Matrix {
 }
 
 impl Matrix {
-    fn encode(bolt11: &str) -> Result<Matrix, QrError> {
-        let text = payload(bolt11);
+    /// The matrix of `text` as it is (callers add the `LIGHTNING:` scheme).
+    fn encode(text: &str) -> Result<Matrix, QrError> {
         if text.len() > PAYLOAD_LEN_MAX_BYTES {
             return Err(QrError::TooLong { len: text.len() });
         }
@@ -174,7 +180,7 @@ mod tests {
     const ALPHANUMERIC: &str = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ $%*+-./:";
 
     fn matrix() -> Matrix {
-        Matrix::encode(BOLT11).unwrap()
+        Matrix::encode(&payload(BOLT11)).unwrap()
     }
 
     #[test]
@@ -192,7 +198,7 @@ mod tests {
     fn alphanumeric_mode_keeps_the_code_small() {
         // 300 characters at level M: alphanumeric mode fits version 10 (57
         // modules); byte mode would need version 13 (69 modules).
-        let code = Matrix::encode(&"q".repeat(290)).unwrap();
+        let code = Matrix::encode(&payload(&"q".repeat(290))).unwrap();
         assert_eq!(code.width, 57);
     }
 
@@ -279,7 +285,7 @@ mod tests {
     #[test]
     fn the_largest_code_stays_within_the_bound() {
         let longest = "q".repeat(PAYLOAD_LEN_MAX_BYTES - "LIGHTNING:".len());
-        let code = Matrix::encode(&longest).unwrap();
+        let code = Matrix::encode(&payload(&longest)).unwrap();
         assert_eq!(code.width, CODE_WIDTH_MAX_MODULES);
         let (width, height, _) = decode(&png(&longest, 1_000).unwrap());
         assert_eq!((width, height), (PNG_SIDE_MAX_PX, PNG_SIDE_MAX_PX));
