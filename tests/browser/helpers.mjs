@@ -16,13 +16,16 @@ export const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
 export const ARTIFACTS = join(ROOT, 'artifacts', 'browser');
 const START_TIMEOUT_MS = 20_000;
 
-/** Starts `coffer serve` on a temporary data folder with a random operator token. */
-export async function startCoffer() {
+/**
+ * Starts `coffer serve` on a temporary data folder with a random operator
+ * token; `env` adds to (or overrides) its environment.
+ */
+export async function startCoffer({ env = {} } = {}) {
   if (!existsSync(COFFER_BIN)) throw new Error(`no coffer binary at ${COFFER_BIN} (cargo build -p coffer, or set COFFER_BIN)`);
   const dir = await mkdtemp(join(tmpdir(), 'coffer-browser-'));
   const token = `optok_${randomBytes(24).toString('hex')}`;
   const child = spawn(COFFER_BIN, ['serve', '--data', dir, '--listen', '127.0.0.1:0'], {
-    env: { ...process.env, COFFER_OPERATOR_TOKEN: token, COFFER_LOG: 'warn' },
+    env: { ...process.env, COFFER_OPERATOR_TOKEN: token, COFFER_LOG: 'warn', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let output = '';
@@ -144,12 +147,12 @@ export async function openPage(browser, server) {
 }
 
 /**
- * A test's gateway (alice and bob in a room, see `world`) and a page of
- * `browser`; once the test ends, a screenshot of the page's final state, then
- * everything is closed.
+ * A test's gateway (alice and bob in a room, see `world`; `options.env` is
+ * the gateway's extra environment) and a page of `browser`; once the test
+ * ends, a screenshot of the page's final state, then everything is closed.
  */
-export async function setup(t, browser, options) {
-  const server = await startCoffer();
+export async function setup(t, browser, options = {}) {
+  const server = await startCoffer({ env: options.env });
   let ui = null;
   t.after(async () => {
     try {

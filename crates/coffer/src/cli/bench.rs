@@ -101,16 +101,22 @@ pub struct BenchArgs {
     /// key each agent registers, beside the bearer-only ones.
     #[arg(long)]
     signed: bool,
+    /// Nostr Wallet Connect round trips measured after the payments, through
+    /// the first relay of `COFFER_NWC_RELAYS` (which the gateway bench
+    /// starts inherits): the relay's no-op ceiling, `get_balance` and
+    /// `pay_invoice`, this many each (0 skips them).
+    #[arg(long, default_value_t = 0)]
+    nwc: u64,
     #[arg(long)]
     json: bool,
 }
 
 #[derive(Serialize, Default)]
-struct Latency {
-    p50_ms: f64,
-    p90_ms: f64,
-    p99_ms: f64,
-    max_ms: f64,
+pub(super) struct Latency {
+    pub(super) p50_ms: f64,
+    pub(super) p90_ms: f64,
+    pub(super) p99_ms: f64,
+    pub(super) max_ms: f64,
 }
 
 #[derive(Serialize)]
@@ -143,6 +149,8 @@ struct Report {
     /// With `--signed`: the same payments with every call signed, measured
     /// in the same run as the bearer-only ones above.
     signed: Option<Signed>,
+    /// With `--nwc`: NWC round trips through a relay.
+    nwc: Option<super::bench_nwc::NwcReport>,
     audit: String,
 }
 
@@ -186,15 +194,15 @@ impl CpuPerPayment {
 }
 
 #[derive(Serialize)]
-struct Trade {
-    done: u64,
-    per_s: f64,
-    latency: Latency,
-    errors: BTreeMap<String, u64>,
+pub(super) struct Trade {
+    pub(super) done: u64,
+    pub(super) per_s: f64,
+    pub(super) latency: Latency,
+    pub(super) errors: BTreeMap<String, u64>,
 }
 
 impl Trade {
-    fn of(run: TradeRun) -> Trade {
+    pub(super) fn of(run: TradeRun) -> Trade {
         let per_s = run.done as f64 / run.elapsed.as_secs_f64();
         Trade { done: run.done, per_s, latency: latency(run.latency_us), errors: run.errors }
     }
@@ -266,12 +274,22 @@ pub async fn run(args: BenchArgs) -> CliResult {
             Trade::of(run_trade(&agents[0], n, args.concurrency, Kind::Charge).await),
         )),
     };
+    let nwc = match args.nwc {
+        0 => None,
+        n => {
+            let operator = Client::with_http(http.clone(), &urls[0], &token);
+            let named: Vec<(String, Client)> =
+                made.iter().map(|(id, _)| id.clone()).zip(agents[0].iter().cloned()).collect();
+            Some(super::bench_nwc::run(&operator, &named, n, args.concurrency).await?)
+        }
+    };
     streams.iter().for_each(tokio::task::JoinHandle::abort);
     let audit = match own.first() {
         Some(gw) => gw.audit().await?,
         None => "skipped: the gateway at --url is audited with `coffer audit` on its host".into(),
     };
-    let report = report(&args, run, signed, ceiling, trade, audit);
+    let mut report = report(&args, run, signed, ceiling, trade, audit);
+    report.nwc = nwc;
     print_report(&report, args.json)?;
     while let Some(gw) = own.pop() {
         drop(gw);
@@ -567,11 +585,11 @@ enum Kind {
     Charge,
 }
 
-struct TradeRun {
-    elapsed: Duration,
-    done: u64,
-    latency_us: Vec<u32>,
-    errors: BTreeMap<String, u64>,
+pub(super) struct TradeRun {
+    pub(super) elapsed: Duration,
+    pub(super) done: u64,
+    pub(super) latency_us: Vec<u32>,
+    pub(super) errors: BTreeMap<String, u64>,
 }
 
 /// `count` hold-and-settle pairs, or charges, by `concurrency` workers.
@@ -751,6 +769,7 @@ fn report(
         hold_settle,
         session_charges,
         signed,
+        nwc: None,
         audit,
     }
 }
@@ -781,6 +800,9 @@ fn print_report(r: &Report, json: bool) -> Result<(), String> {
         println!("ceiling       {c:.0} req/s on GET /healthz; payment calls reach {:.0}% of it", ratio * 100.0);
     }
     println!("errors        {}", if r.errors.is_empty() { "none".to_owned() } else { format!("{:?}", r.errors) });
+    if let Some(nwc) = &r.nwc {
+        print!("{}", nwc.text());
+    }
     for (name, unit, trade) in
         [("hold+settle", "pairs/s", &r.hold_settle), ("charges", "charges/s", &r.session_charges)]
     {

@@ -362,6 +362,7 @@ fn parse_scope(s: &str) -> Result<Scope, String> {
 }
 
 pub mod bench;
+mod bench_nwc;
 mod child;
 pub mod policy;
 mod receipt;

@@ -164,24 +164,31 @@ async fn pay_invoice(
         }
     };
     let payment = settled(gateway, key, payment).await?;
-    match payment.status {
-        PaymentStatus::Succeeded | PaymentStatus::Held => Ok(json!({
-            "preimage": payment.preimage.map(hex::encode).unwrap_or_default(),
-            "fees_paid": payment.fee.as_u64(),
-        })),
-        PaymentStatus::Pending => Err(NwcError::new("OTHER", format!("payment {} is still pending", payment.id))),
-        PaymentStatus::Failed | PaymentStatus::Refunded => {
+    match (payment.status, payment.preimage) {
+        (PaymentStatus::Succeeded, Some(preimage)) => {
+            Ok(json!({"preimage": hex::encode(preimage), "fees_paid": payment.fee.as_u64()}))
+        }
+        (PaymentStatus::Succeeded, None) => {
+            Err(NwcError::new("INTERNAL", format!("payment {} succeeded without a preimage", payment.id)))
+        }
+        (PaymentStatus::Pending | PaymentStatus::Held, _) => {
+            let detail = format!("payment {} has not ended yet ({:?})", payment.id, payment.status);
+            Err(NwcError::new("OTHER", detail))
+        }
+        (PaymentStatus::Failed | PaymentStatus::Refunded, _) => {
             let detail = payment.detail.unwrap_or_else(|| "the payment failed".into());
             Err(NwcError::new("PAYMENT_FAILED", detail))
         }
     }
 }
 
-/// The payment once it is no longer pending, or as it stands after
-/// [`PAY_WAIT_MAX_MS`].
+/// The payment once it has ended (neither pending at the backend nor
+/// held, as a paid hold invoice is until its payee settles), or as it
+/// stands after [`PAY_WAIT_MAX_MS`].
 async fn settled(gateway: &Gateway, key: &AgentKey, mut payment: PaymentRecord) -> Result<PaymentRecord, NwcError> {
     let deadline = tokio::time::Instant::now() + Duration::from_millis(PAY_WAIT_MAX_MS);
-    while payment.status == PaymentStatus::Pending && tokio::time::Instant::now() < deadline {
+    let open = |p: &PaymentRecord| matches!(p.status, PaymentStatus::Pending | PaymentStatus::Held);
+    while open(&payment) && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(PAY_POLL_MS)).await;
         payment = gateway.payment(key, &payment.id).await?.payment;
     }
@@ -316,4 +323,31 @@ pub fn outgoing(payment: &PaymentRecord, invoice: Option<&InvoiceRecord>) -> Val
         "settled_at": (payment.status == PaymentStatus::Succeeded).then(|| secs(payment.created_at_ms)),
         "metadata": {},
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Denial;
+
+    fn denied(code: &'static str) -> NwcError {
+        let denial = Denial { code, message: "why".into(), remaining: None, available: None, needed: None };
+        NwcError::from(Error::Denied(denial))
+    }
+
+    #[test]
+    fn refusals_map_to_nip47_codes_and_name_their_rule() {
+        assert_eq!(denied("amount-too-large").code, "QUOTA_EXCEEDED");
+        assert_eq!(denied("budget-exceeded").code, "QUOTA_EXCEEDED");
+        assert_eq!(denied("insufficient-balance").code, "INSUFFICIENT_BALANCE");
+        assert_eq!(denied("rate-limited").code, "RATE_LIMITED");
+        for code in ["payee-not-allowed", "agent-frozen", "gateway-halted", "policy-expired"] {
+            assert_eq!(denied(code).code, "RESTRICTED", "{code}");
+        }
+        assert_eq!(denied("budget-exceeded").message, "budget-exceeded: why");
+        assert_eq!(NwcError::from(Error::InvoiceAlreadyPaid).code, "PAYMENT_FAILED");
+        assert_eq!(NwcError::from(Error::NotFound("invoice")).code, "NOT_FOUND");
+        assert_eq!(NwcError::from(Error::Internal("x".into())).code, "INTERNAL");
+        assert_eq!(NwcError::new("OTHER", "y".repeat(1_000)).message.len(), MESSAGE_LEN_MAX_CHARS);
+    }
 }

@@ -32,7 +32,7 @@ const KNOWN_ACTIONS = [
   ...Object.keys(FEED_KINDS),
   'agent.created', 'agent.funded', 'agent.frozen', 'agent.unfrozen', 'breaker.tripped', 'gateway.halted',
   'gateway.resumed', 'policy.updated', 'key.created', 'key.revoked', 'room.created', 'room.member_added',
-  'treasury.minted',
+  'treasury.minted', 'nwc_connection.created', 'nwc_connection.revoked',
 ];
 
 // ------------------------------------------------------------------ helpers
@@ -216,13 +216,13 @@ function pill(text, kind, testid) {
   return h('span', { class: `pill ${kind}`, testid }, text);
 }
 
-function bar(spent, limit) {
+function bar(spent, limit, label) {
   const fill = h('span', { class: 'bar-fill' });
   const ratio = limit > 0 ? Math.min(1, spent / limit) : 0;
   fill.style.width = `${(ratio * 100).toFixed(1)}%`;
   const level = ratio >= 0.9 ? 'bad' : ratio >= 0.7 ? 'warn' : 'ok';
   return h('span', { class: `bar ${level}`, role: 'meter', 'aria-valuemin': 0, 'aria-valuemax': limit,
-    'aria-valuenow': spent }, fill);
+    'aria-valuenow': spent, 'aria-label': label }, fill);
 }
 
 /** The usage bars of a budget report: each window, then the lifetime limit. */
@@ -236,7 +236,7 @@ function budgetBars(report) {
   if (!rows.length) return h('span', { class: 'muted' }, 'no budget limits');
   return h('div', { class: 'budgets', testid: 'budget-bars' }, rows.map((r) => h('div', { class: 'budget' },
     h('span', { class: 'budget-label' }, r.label.trim()),
-    bar(r.spent, r.limit),
+    bar(r.spent, r.limit, `Budget used, ${r.label.trim()}`),
     h('span', { class: 'budget-text', title: `${msat(r.spent)} of ${msat(r.limit)}` },
       `${sat(r.spent)} / ${sat(r.limit)}`))));
 }
@@ -366,7 +366,7 @@ function route() {
 
 // ---------------------------------------------------------------- dashboard
 
-function dashboardView() {
+function dashboardView(initialAgent) {
   const ctl = new AbortController();
   const { signal } = ctl;
   const state = {
@@ -388,17 +388,21 @@ function dashboardView() {
       refresh().catch(() => {});
     } }),
     live: h('span', { class: 'live', testid: 'feed-status', data: { state: 'connecting' } }, 'connecting'),
-    agentFilter: h('select', { testid: 'audit-filter-agent', onchange: (e) => {
+    agentFilter: h('select', { testid: 'audit-filter-agent', 'aria-label': 'Agent', onchange: (e) => {
       state.filter.agent = e.target.value; renderAudit();
     } }),
-    actionFilter: h('select', { testid: 'audit-filter-action', onchange: (e) => {
+    actionFilter: h('select', { testid: 'audit-filter-action', 'aria-label': 'Action', onchange: (e) => {
       state.filter.action = e.target.value; renderAudit();
     } }),
   };
+  // The agent chosen for the Wallet Connect panel is in the URL: #/dashboard/<agent id>.
+  const chooseAgent = (id) => { location.hash = id ? `#/dashboard/${encodeURIComponent(id)}` : '#/dashboard'; };
+  const nwc = nwcPanel({ signal, agents: () => state.agents, budgets: () => state.budgets, onSelect: chooseAgent });
 
   $('view').replaceChildren(h('div', { class: 'dashboard', testid: 'dashboard' },
     el.stats,
     panel('Agents', el.agents, { testid: 'agents-panel', cls: 'agents' }),
+    nwc.element,
     panel('Approvals queue', el.approvals, { testid: 'approvals-panel', cls: 'approvals-panel' }),
     panel('Disputes', el.disputes, { testid: 'disputes-panel', cls: 'disputes-panel' }),
     panel('Open holds, escrows & sessions', el.escrows, { testid: 'escrows-panel', cls: 'escrows-panel',
@@ -435,6 +439,7 @@ function dashboardView() {
           escrows: escrows.filter(isOpenEscrow), disputes, sessions: sessions.filter((x) => x.status === 'open') });
         agents.forEach((a) => session.names.set(a.id, a.name));
         render();
+        await nwc.refresh();
       } while (refreshAgain && !signal.aborted);
     })();
     try { await refreshing; } finally { refreshing = null; }
@@ -536,9 +541,10 @@ function dashboardView() {
       if (!state.agents.length) {
         return h('p', { class: 'empty' }, 'No agents yet. Create one with the API or `coffer agent create`.');
       }
-      const head = ['Agent', 'Balance', 'Budget usage', 'Status', ''];
+      const head = ['Agent', 'Balance', 'Budget usage', 'Status'];
       return h('table', { class: 'table', testid: 'agents-table' },
-        h('thead', {}, h('tr', {}, head.map((t) => h('th', {}, t)))),
+        h('thead', {}, h('tr', {}, head.map((t) => h('th', {}, t)),
+          h('th', {}, h('span', { class: 'sr-only' }, 'Actions')))),
         h('tbody', {}, state.agents.map(agentRow)));
     });
   }
@@ -563,7 +569,9 @@ function dashboardView() {
       h('td', {},
         a.frozen ? pill('Frozen', 'bad', 'agent-status') : pill('Active', 'ok', 'agent-status'),
         a.frozen_reason ? h('div', { class: 'muted small' }, a.frozen_reason) : null),
-      h('td', { class: 'actions' }, toggle));
+      h('td', { class: 'actions' }, h('div', { class: 'trade-actions' }, toggle,
+        h('button', { type: 'button', testid: 'nwc-button', 'aria-label': `Wallet Connect of ${a.name}`,
+          onclick: () => { chooseAgent(a.id); nwc.element.scrollIntoView({ block: 'start' }); } }, 'Wallet Connect'))));
   }
 
   function renderApprovals() {
@@ -730,7 +738,8 @@ function dashboardView() {
   });
   const clockTimer = setInterval(() => { renderChart(); renderStats(); }, 15e3);
   signal.addEventListener('abort', () => clearInterval(clockTimer));
-  return { stop: () => ctl.abort() };
+  nwc.select(initialAgent);
+  return { stop: () => ctl.abort(), update: (agentId) => nwc.select(agentId) };
 }
 
 /** Bars of the amount paid each minute, oldest on the left. */
@@ -763,6 +772,261 @@ function spendChart(buckets, start) {
     s('text', { class: 'chart-label', x: width - pad.right, y: height - 6, 'text-anchor': 'end' }, 'now'),
     bars),
   ];
+}
+
+// ----------------------------------------------------- Nostr Wallet Connect
+
+// What a connection may ask (NIP-47), as the API names it, with its label.
+const NWC_METHODS = [
+  ['get_info', 'Get info'], ['get_balance', 'Get balance'], ['make_invoice', 'Make invoices'],
+  ['pay_invoice', 'Pay invoices'], ['lookup_invoice', 'Look up invoices'], ['list_transactions', 'List transactions'],
+];
+const NWC_NAME_MAX = 100; // characters, as the gateway allows
+const NWC_STATUS_PILL = { live: 'ok', expired: 'muted', revoked: 'bad' };
+
+/** A connection is live until it expires or is revoked. */
+function nwcStatus(c) {
+  if (c.revoked_at) return 'revoked';
+  if (c.expires_at && Date.parse(c.expires_at) <= Date.now()) return 'expired';
+  return 'live';
+}
+
+/** Whether a parsed SVG document is one <svg> with nothing active in it: no script, no link, no handler. */
+function isPlainSvg(doc) {
+  const root = doc.documentElement;
+  if (root.namespaceURI !== SVG_NS || root.localName !== 'svg') return false;
+  if (doc.querySelector('parsererror, script, foreignObject, a, use, image')) return false;
+  return [...doc.querySelectorAll('*')].every((el) => [...el.attributes].every((a) => !/^on|href/i.test(a.name)));
+}
+
+/**
+ * An SVG the gateway drew (a QR code) as an image: checked with isPlainSvg,
+ * then shown from a data: URL, where no script would run anyway. Null when
+ * the text is not such an SVG.
+ */
+function svgImage(svgText, alt, testid) {
+  const doc = new DOMParser().parseFromString(svgText, 'image/svg+xml');
+  if (!isPlainSvg(doc)) return null;
+  const src = `data:image/svg+xml;charset=utf-8,${encodeURIComponent(new XMLSerializer().serializeToString(doc))}`;
+  return h('img', { class: 'qr nwc-qr', src, alt, testid, width: 200, height: 200 });
+}
+
+/** Copies text to the clipboard; where the browser refuses, selects `node` for a manual copy. */
+async function copyText(text, node) {
+  try {
+    await navigator.clipboard.writeText(text);
+    toast('Copied to the clipboard.', 'ok');
+  } catch {
+    getSelection().selectAllChildren(node);
+    toast('The browser refused the clipboard: the text is selected, copy it by hand.', 'error');
+  }
+}
+
+/** What is left of an agent's budgets, in one line. */
+function remainingText(agent, report) {
+  const parts = report.windows.map((w) => `${sat(w.remaining_msat)} of ${sat(w.limit_msat)} (${w.window})`);
+  if (report.lifetime_remaining_msat != null) {
+    parts.push(`${sat(report.lifetime_remaining_msat)} of ${sat(report.lifetime_limit_msat)} (lifetime)`);
+  }
+  if (report.max_payments_per_minute != null) parts.push(`${report.max_payments_per_minute} payments a minute`);
+  const limits = parts.length ? parts.join(' · ') : 'no budget limit';
+  return `Remaining budget: ${limits}; balance ${sat(agent.balance_msat)}.`;
+}
+
+/** What bounds the payments of an agent's connections: its constitution, and what remains of its budgets. */
+function nwcBounds(agent, report) {
+  return [
+    h('p', { class: 'small' }, 'Payments through these connections pass ',
+      h('strong', {}, `${agent.name}’s constitution`), ' as its HTTP payments do: its policy, budgets and approvals apply to each one.',
+      agent.frozen ? ' The agent is frozen: they are refused now.' : ''),
+    report ? h('p', { class: 'small', testid: 'nwc-remaining' }, remainingText(agent, report)) : null,
+  ];
+}
+
+/**
+ * The dashboard's panel of an agent's Nostr Wallet Connect connections
+ * (NIP-47): the list, each live one with a Revoke button; what bounds their
+ * payments; a form to create one; and a new connection's URI and QR code,
+ * shown once (the gateway keeps no copy of its secret). `agents()` and
+ * `budgets()` read the dashboard's state; `onSelect(id)` hears the agent
+ * chosen in the panel's list.
+ */
+function nwcPanel({ signal, agents, budgets, onSelect }) {
+  let agentId = '';
+  let connections = null; // agentId's, once read
+  let loadError = null;
+  const picker = h('select', { id: 'nwc-agent', testid: 'nwc-agent', onchange: (e) => onSelect(e.target.value) });
+  const prompt = h('p', { class: 'empty', testid: 'nwc-prompt' }, 'Choose an agent to see its connections.');
+  const bounds = h('div', { class: 'nwc-bounds', testid: 'nwc-bounds' });
+  const list = h('div', { class: 'table-wrap nwc-list' });
+  const created = h('section', { class: 'nwc-created', testid: 'nwc-created', hidden: true,
+    'aria-labelledby': 'nwc-created-title' });
+  const form = createForm();
+  const content = h('div', { class: 'nwc-layout', hidden: true },
+    created, h('div', { class: 'nwc-main' }, bounds, list), form.element);
+  const element = panel('Nostr Wallet Connect', [prompt, content], { testid: 'nwc-panel', cls: 'nwc-panel',
+    extra: h('div', { class: 'filters' }, h('label', { for: 'nwc-agent', class: 'filter-label' }, 'Agent'), picker) });
+
+  const base = (id = agentId) => `/v1/agents/${encodeURIComponent(id)}/nwc`;
+  const current = () => agents().find((a) => a.id === agentId);
+
+  function select(id = '') {
+    if (id === agentId) return;
+    agentId = id;
+    connections = null;
+    loadError = null;
+    hideCreated();
+    form.clear();
+    render();
+    refresh().catch(() => {});
+  }
+
+  /** Reads the chosen agent's connections, then renders. */
+  async function refresh() {
+    const id = agentId;
+    if (id) {
+      try {
+        const rows = await api(base(id), { signal });
+        if (id !== agentId) return;
+        [connections, loadError] = [rows, null];
+      } catch (e) {
+        if (isAbort(e) || id !== agentId) return;
+        loadError = e.message;
+      }
+    }
+    render();
+  }
+
+  function render() {
+    const options = [['', 'Choose an agent'], ...agents().map((a) => [a.id, a.name])];
+    renderIfChanged(picker, options, () => options.map(([value, label]) => h('option', { value }, label)));
+    picker.value = agentId;
+    const agent = current();
+    prompt.hidden = Boolean(agent);
+    content.hidden = !agent;
+    prompt.textContent = agentId && agents().length ? 'There is no such agent.'
+      : 'Choose an agent to see its connections.';
+    if (!agent) return;
+    renderIfChanged(bounds, [agent, budgets()[agent.id]], () => nwcBounds(agent, budgets()[agent.id]));
+    renderIfChanged(list, [agentId, connections, connections?.map(nwcStatus), loadError], renderList);
+  }
+
+  function renderList() {
+    if (loadError) {
+      return h('p', { class: 'error', testid: 'nwc-load-error' }, `Could not read the connections: ${loadError}`);
+    }
+    if (!connections) return h('p', { class: 'empty' }, 'Reading the connections…');
+    if (!connections.length) return h('p', { class: 'empty', testid: 'nwc-empty' }, 'No connection yet.');
+    const head = ['Name', 'Methods', 'Created', 'Last used', 'Expires', 'Status'];
+    return h('table', { class: 'table nwc-table', testid: 'nwc-table' },
+      h('thead', {}, h('tr', {}, head.map((t) => h('th', { scope: 'col' }, t)),
+        h('th', { scope: 'col' }, h('span', { class: 'sr-only' }, 'Actions')))),
+      h('tbody', {}, connections.map(connectionRow)));
+  }
+
+  function connectionRow(c) {
+    const status = nwcStatus(c);
+    return h('tr', { testid: 'nwc-row', data: { connectionId: c.id, status } },
+      h('td', {}, h('div', { class: 'strong', testid: 'nwc-row-name' }, c.name),
+        h('div', { class: 'mono muted small', title: `client key ${c.client_pubkey}` }, shortId(c.id))),
+      h('td', { class: 'small' }, h('span', { class: 'mono', testid: 'nwc-row-methods' },
+        c.methods.length === NWC_METHODS.length ? 'all' : c.methods.join(', ')),
+        c.notifications ? h('div', { class: 'muted' }, 'with notifications') : null),
+      h('td', { class: 'small nowrap' }, when(c.created_at)),
+      h('td', { class: 'small nowrap', testid: 'nwc-row-used' }, c.last_used_at ? when(c.last_used_at) : 'never'),
+      h('td', { class: 'small nowrap' }, c.expires_at ? when(c.expires_at) : 'never'),
+      h('td', {}, pill(status, NWC_STATUS_PILL[status], 'nwc-row-status'),
+        c.revoked_at ? h('div', { class: 'muted small nowrap' }, when(c.revoked_at)) : null),
+      h('td', { class: 'actions' }, status === 'live' ? h('button', { type: 'button', class: 'danger-outline',
+        testid: 'nwc-revoke', 'aria-label': `Revoke ${c.name}`, onclick: (e) => revoke(e.currentTarget, c) },
+      'Revoke') : null));
+  }
+
+  async function revoke(button, c) {
+    const question = `Revoke the Wallet Connect connection “${c.name}” of ${current()?.name || 'this agent'}?\n\n`
+      + 'The app that holds its URI can no longer pay, nor read the wallet.';
+    if (!confirm(question)) return;
+    button.disabled = true;
+    try {
+      await api(`${base()}/${encodeURIComponent(c.id)}`, { method: 'DELETE' });
+      toast(`Revoked “${c.name}”.`, 'ok');
+    } catch (e) {
+      toast(e.message, 'error');
+      button.disabled = false;
+    }
+    await refresh();
+  }
+
+  /** The creation form: a name, the methods allowed (all by default), an optional expiry, notifications. */
+  function createForm() {
+    const name = h('input', { id: 'nwc-name', type: 'text', required: true, maxlength: NWC_NAME_MAX,
+      autocomplete: 'off', placeholder: 'e.g. phone wallet', testid: 'nwc-name' });
+    const methods = NWC_METHODS.map(([value, label]) => [h('input', { type: 'checkbox', value, checked: true,
+      testid: `nwc-method-${value}` }), label]);
+    const expires = h('input', { id: 'nwc-expires', type: 'datetime-local', testid: 'nwc-expires' });
+    const notify = h('input', { type: 'checkbox', checked: true, testid: 'nwc-notifications' });
+    const error = h('p', { class: 'error', testid: 'nwc-error', role: 'alert', hidden: true });
+    const submit = h('button', { type: 'submit', class: 'primary', testid: 'nwc-create' }, 'Create connection');
+    const fail = (text) => { error.textContent = text; error.hidden = false; };
+    const element = h('form', { class: 'nwc-form', testid: 'nwc-form', 'aria-labelledby': 'nwc-form-title',
+      onsubmit: (e) => { e.preventDefault(); create(); } },
+    h('h3', { id: 'nwc-form-title' }, 'New connection'),
+    h('label', { for: 'nwc-name' }, 'Name'), name,
+    h('fieldset', { class: 'nwc-methods' }, h('legend', {}, 'Methods'),
+      methods.map(([box, label]) => h('label', { class: 'check' }, box, label))),
+    h('label', { for: 'nwc-expires' }, 'Expires (optional)'), expires,
+    h('label', { class: 'check' }, notify, 'Send payment notifications'),
+    submit, error);
+
+    async function create() {
+      const chosen = methods.filter(([box]) => box.checked).map(([box]) => box.value);
+      if (!name.value.trim()) return fail('Give the connection a name.');
+      if (!chosen.length) return fail('Choose at least one method.');
+      const body = { name: name.value.trim(), methods: chosen, notifications: notify.checked };
+      if (expires.value) body.expires_at = new Date(expires.value).toISOString();
+      const id = agentId;
+      submit.disabled = true;
+      error.hidden = true;
+      try {
+        const made = await api(base(id), { method: 'POST', body });
+        if (id === agentId) {
+          showCreated(made);
+          element.reset();
+        }
+      } catch (e) {
+        fail(e.message);
+      } finally {
+        submit.disabled = false;
+      }
+      return refresh();
+    }
+    return { element, clear: () => { element.reset(); error.hidden = true; } };
+  }
+
+  /** The new connection's URI and its QR code: shown here once, until dismissed or the page is left. */
+  function showCreated(made) {
+    const qr = svgImage(made.uri_qr_svg, `QR code of the Wallet Connect URI of “${made.connection.name}”`, 'nwc-qr');
+    const uri = h('code', { class: 'mono small nwc-uri', testid: 'nwc-uri' }, made.uri);
+    created.replaceChildren(
+      h('h3', { id: 'nwc-created-title' }, `Connection “${made.connection.name}” created`),
+      h('p', { class: 'nwc-once', testid: 'nwc-once' }, h('strong', {}, 'Shown once. '),
+        'Scan the QR code with the wallet app, or copy the URI into it, now: the gateway keeps no copy of its ',
+        'secret and cannot show it again. Whoever holds it can spend within the agent’s constitution.'),
+      h('div', { class: 'nwc-created-body' },
+        qr ? h('div', { class: 'qr-box' }, qr) : h('p', { class: 'error' }, 'The QR code could not be shown.'),
+        h('div', { class: 'nwc-uri-box' }, uri, h('div', { class: 'trade-actions' },
+          h('button', { type: 'button', class: 'primary', testid: 'nwc-copy', onclick: () => copyText(made.uri, uri) },
+            'Copy URI'),
+          h('button', { type: 'button', testid: 'nwc-done', onclick: hideCreated }, 'Done, hide it')))));
+    created.hidden = false;
+  }
+
+  function hideCreated() {
+    created.hidden = true;
+    created.replaceChildren();
+  }
+
+  return { element, select, refresh, render };
 }
 
 // -------------------------------------------------------------------- rooms
