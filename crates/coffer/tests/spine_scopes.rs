@@ -425,6 +425,7 @@ impl Ids {
             ("payment_id", _) => self.incoming.clone(),
             // A read key is refused before the signing key is looked up.
             ("key_id", p) if p.contains("/signing-keys/") => "sk_none".into(),
+            ("connection_id", p) if p.contains("/nwc/") => "nwc_none".into(),
             _ => return None,
         })
     }

@@ -91,12 +91,11 @@ impl Gateway {
         agent_id: &str,
         spec: NwcConnectionSpec<'_>,
     ) -> Result<NewNwcConnection, Error> {
-        let relays = &self.settings.nwc_relays;
-        if relays.is_empty() {
+        self.self_or_managed(caller, agent_id, Scope::Spend).await?;
+        if self.settings.nwc_relays.is_empty() {
             let detail = "Nostr Wallet Connect is off: no relay is configured (COFFER_NWC_RELAYS)";
             return Err(Error::InvalidState(detail.into()));
         }
-        self.self_or_managed(caller, agent_id, Scope::Spend).await?;
         let (methods, name) = (parse_methods(spec.methods)?, parse_name(spec.name)?);
         let now_ms = self.now_ms();
         if spec.expires_at_ms.is_some_and(|at| at <= now_ms) {
