@@ -11,6 +11,7 @@ use crate::payment::bolt11::{Network, NodeSigner};
 use crate::secrets::{self, SecretDigest};
 use crate::store::Store;
 use crate::store::postgres::PostgresStore;
+use crate::store::sqlite::backup::{BackupReport, RestoreReport};
 use crate::store::sqlite::{Durability, SqliteStore};
 use axum::Router;
 use std::net::SocketAddr;
@@ -33,6 +34,18 @@ const NWC_RELAYS_MAX: usize = 8;
 /// How often the backend is asked about pending payments and watched
 /// invoices.
 const LIGHTNING_POLL_INTERVAL_MS: u64 = 1_000;
+/// At shutdown, after the requests in flight finished (within
+/// [`crate::connections::SHUTDOWN_GRACE_MS`]), the writes queued for the
+/// store get this long to be committed.
+pub const STORE_DRAIN_MS: u64 = 5_000;
+/// The process exits at most this long after SIGTERM (or SIGINT), whatever
+/// still runs: the bound a service manager waits for (the systemd unit's
+/// `TimeoutStopSec` is above it). A request not answered by then was never
+/// acknowledged, and a write the store had not committed is rolled back,
+/// as at a crash.
+pub const SHUTDOWN_BOUND_MS: u64 = 20_000;
+// The grace and the drain fit in the bound, with room for the rest.
+const _: () = assert!(crate::connections::SHUTDOWN_GRACE_MS + STORE_DRAIN_MS < SHUTDOWN_BOUND_MS);
 
 /// How the operator token was settled at start.
 #[derive(Debug)]
@@ -260,6 +273,48 @@ pub async fn open_store(data_dir: &Path, database_url: Option<&str>) -> Result<A
     Ok(Arc::new(SqliteStore::open(&path, Durability::Process)?))
 }
 
+/// Writes an online backup of the embedded store in `data_dir` to `out`,
+/// with the node key if `with_node_key` (see `store::sqlite::backup`).
+pub fn backup(data_dir: &Path, out: &Path, with_node_key: bool) -> Result<BackupReport, Error> {
+    let node_key = match with_node_key {
+        false => None,
+        true => Some(read_node_key(&data_dir.join(NODE_KEY_FILE))?),
+    };
+    crate::store::sqlite::backup::backup(&data_dir.join(DATABASE_FILE), out, node_key.as_ref().map(|k| &k[..]))
+}
+
+/// Restores a backup into `data_dir`, which must hold no database; the node
+/// key the backup carries is written there (0600), unless the same key is
+/// there already. Returns the report, and whether the folder now has a node
+/// key at all.
+pub fn restore(backup: &Path, data_dir: &Path) -> Result<(RestoreReport, bool), Error> {
+    create_private_dir(data_dir)?;
+    let key_path = data_dir.join(NODE_KEY_FILE);
+    let report = crate::store::sqlite::backup::restore(backup, &data_dir.join(DATABASE_FILE))?;
+    if let Some(key) = report.node_key {
+        match key_path.exists() {
+            true if read_node_key(&key_path)? == key => {}
+            true => {
+                return Err(Error::InvalidField {
+                    field: "--data",
+                    detail: "the folder's node.key differs from the backup's: move it away and restore again".into(),
+                });
+            }
+            false => secrets::write_private_file(&key_path, hex::encode(key).as_bytes())
+                .map_err(|e| Error::internal("writing the node key", e))?,
+        }
+    }
+    Ok((report, key_path.exists()))
+}
+
+/// The node key file's 32 bytes.
+fn read_node_key(path: &Path) -> Result<[u8; 32], Error> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::internal("reading the node key", e))?;
+    let mut key = [0u8; 32];
+    hex::decode_to_slice(text.trim(), &mut key).map_err(|_| Error::Internal("node.key is not 64 hex digits".into()))?;
+    Ok(key)
+}
+
 /// Only `postgres://` (or `postgresql://`) URLs name a PostgreSQL store.
 async fn open_postgres(url: &str) -> Result<PostgresStore, Error> {
     if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
@@ -304,7 +359,9 @@ pub struct EventSinks {
     pub webhooks: WebhookSettings,
 }
 
-/// Serves the HTTP API, and the mounted paywalls, until SIGINT or SIGTERM.
+/// Serves the HTTP API, and the mounted paywalls, until SIGINT or SIGTERM;
+/// then stops accepting, lets the requests in flight finish, commits what
+/// the store's queue holds and returns, all within [`SHUTDOWN_BOUND_MS`].
 /// `on_ready` learns the bound address (the port may have been 0).
 pub async fn serve(
     gateway: Gateway,
@@ -338,9 +395,44 @@ pub async fn serve(
     let limits = gateway.settings().limits.clone();
     let operator = Arc::clone(&gateway);
     let is_operator: IsOperator = Arc::new(move |secret| operator.is_operator(secret));
+    let store_gateway = Arc::clone(&gateway);
     let app = app(gateway, addr, paywalls)?;
-    crate::connections::serve(listener, app, &limits, is_operator, shutdown_signal()).await;
+    let stopping = async {
+        shutdown_signal().await;
+        tracing::info!("stopping: finishing the requests in flight");
+        exit_at_bound();
+    };
+    crate::connections::serve(listener, app, &limits, is_operator, stopping).await;
+    drain_store(&store_gateway).await;
     Ok(())
+}
+
+/// Ends the process [`SHUTDOWN_BOUND_MS`] from now if it still runs: the
+/// runtime waits, once `serve` returned, for every blocking task (a DNS
+/// lookup of a webhook's host, say), however long it takes.
+fn exit_at_bound() {
+    let watchdog = std::thread::Builder::new().name("coffer-shutdown-bound".into()).spawn(|| {
+        std::thread::sleep(std::time::Duration::from_millis(SHUTDOWN_BOUND_MS));
+        eprintln!("coffer: still running {SHUTDOWN_BOUND_MS} ms after the stop signal: exiting now");
+        std::process::exit(1);
+    });
+    if let Err(e) = watchdog {
+        tracing::warn!(error = %e, "cannot bound the shutdown's time");
+    }
+}
+
+/// Waits until every write queued for the store before now has been
+/// answered (committed, or failed), for [`STORE_DRAIN_MS`] at most: a
+/// write of its own goes through the queue behind them. Writes the
+/// background tasks queue later may be cut by the exit; what they did is
+/// then done again at the next start.
+async fn drain_store(gateway: &Gateway) {
+    let barrier = gateway.store().write(|_| Ok(()));
+    match tokio::time::timeout(std::time::Duration::from_millis(STORE_DRAIN_MS), barrier).await {
+        Ok(Ok(())) => tracing::info!("stopped: the store's queue is committed"),
+        Ok(Err(e)) => tracing::warn!(error = %e, "stopping: the store's last write failed"),
+        Err(_) => tracing::warn!("stopping: writes still queued for the store after {STORE_DRAIN_MS} ms are dropped"),
+    }
 }
 
 /// The whole HTTP surface of a gateway listening on `local`, composed in

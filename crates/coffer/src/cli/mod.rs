@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand};
 use coffer_client::{Client, CreateInvoiceRequest, PayOutcome, PayRequest, PaymentStatus, Scope};
 use serde::Serialize;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 /// The schema version this build writes, as a literal (`concat!` takes no
@@ -46,6 +46,32 @@ enum Command {
         /// Audit this PostgreSQL database (a postgres:// URL) instead of --data.
         #[arg(long, env = "COFFER_DATABASE_URL", hide_env_values = true)]
         database: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write a consistent copy of an embedded store, while its gateway runs
+    /// (SQLite's VACUUM INTO). On PostgreSQL use pg_dump (see the README).
+    Backup {
+        #[arg(long, default_value = server::DEFAULT_DATA_DIR)]
+        data: PathBuf,
+        /// The backup file to write (mode 0600); it must not exist.
+        #[arg(long)]
+        out: PathBuf,
+        /// Carry the node key too (the gateway's identity: whoever holds the
+        /// file can sign invoices and receipts as this gateway).
+        #[arg(long)]
+        node_key: bool,
+        #[arg(long, env = "COFFER_DATABASE_URL", hide_env_values = true)]
+        database: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Restore a backup into a new data folder (never over a store).
+    Restore {
+        /// The file `coffer backup` wrote.
+        file: PathBuf,
+        #[arg(long)]
+        data: PathBuf,
         #[arg(long)]
         json: bool,
     },
@@ -394,6 +420,8 @@ async fn dispatch(command: Command) -> CliResult {
     match command {
         Command::Serve(args) => serve(args).await,
         Command::Audit { data, database, json } => audit(data, database, json).await,
+        Command::Backup { data, out, node_key, database, json } => backup(&data, &out, node_key, database, json),
+        Command::Restore { file, data, json } => restore(&file, &data, json),
         Command::Agent(cmd) => agent(cmd).await,
         Command::Treasury(cmd) => treasury(cmd).await,
         Command::Invoice(cmd) => invoice(cmd).await,
@@ -653,6 +681,55 @@ async fn audit(data: PathBuf, database: Option<String>, json: bool) -> CliResult
         out
     })?;
     Ok(if report.is_clean() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+fn backup(data: &Path, out: &Path, node_key: bool, database: Option<String>, json: bool) -> CliResult {
+    if database.is_some_and(|d| !d.is_empty()) {
+        return Err("a PostgreSQL store is backed up with pg_dump (see the README's Backups section); \
+                    coffer backup copies an embedded store"
+            .into());
+    }
+    let report = server::backup(data, out, node_key).map_err(|e| e.operator_message())?;
+    let view = serde_json::json!({
+        "file": out.display().to_string(), "bytes": report.bytes, "schema_version": report.schema_version,
+        "payments": report.payments, "node_key": report.with_node_key,
+    });
+    print(json, &view, || {
+        format!(
+            "backup: {} ({} bytes, schema {}, {} payments{}); check it with: coffer restore {} --data NEW_FOLDER && coffer audit --data NEW_FOLDER",
+            out.display(),
+            report.bytes,
+            report.schema_version,
+            report.payments,
+            if report.with_node_key { ", with the node key: keep it as secret as node.key" } else { "" },
+            out.display()
+        )
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn restore(file: &Path, data: &Path, json: bool) -> CliResult {
+    let (report, has_key) = server::restore(file, data).map_err(|e| e.operator_message())?;
+    let view = serde_json::json!({
+        "data": data.display().to_string(), "schema_version": report.schema_version,
+        "node_key": if report.node_key.is_some() { "restored" } else if has_key { "kept" } else { "none" },
+    });
+    print(json, &view, || {
+        let key = match (report.node_key.is_some(), has_key) {
+            (true, _) => "the node key restored",
+            (false, true) => "the folder's node key kept",
+            (false, false) => {
+                "no node key: the gateway will make a new one, and receipts signed before verify with the old key only"
+            }
+        };
+        format!(
+            "restored into {} (schema {}), {key}; now: coffer audit --data {}",
+            data.display(),
+            report.schema_version,
+            data.display()
+        )
+    })?;
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn demo(rounds: u32, pause_ms: u64, exit: bool) -> CliResult {

@@ -32,6 +32,7 @@
 pub mod pcache;
 pub(crate) mod schema;
 
+pub mod backup;
 mod lite;
 
 use super::commit::{self, Reply};
