@@ -82,8 +82,14 @@ impl Egress {
     /// `COFFER_EGRESS_ALLOW` and `COFFER_EGRESS_DENY_PUBLIC`, read once at
     /// start; a value it cannot read is an error naming the variable.
     pub fn from_env() -> Result<Egress, String> {
-        let allow = std::env::var(ALLOW_ENV).unwrap_or_default();
-        let deny_public = match std::env::var(DENY_PUBLIC_ENV).unwrap_or_default().trim() {
+        Egress::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// The same settings read through `lookup` (the environment over a
+    /// configuration file).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Egress, String> {
+        let allow = lookup(ALLOW_ENV).unwrap_or_default();
+        let deny_public = match lookup(DENY_PUBLIC_ENV).unwrap_or_default().trim() {
             "" | "false" | "0" => false,
             "true" | "1" => true,
             other => return Err(format!("{DENY_PUBLIC_ENV}: true or false, not {other:?}")),

@@ -280,6 +280,15 @@ impl Limits {
         Ok(limits)
     }
 
+    /// Every setting's name (`COFFER_LIMIT_<NAME>` upper-cased): what a
+    /// configuration file's `[limits]` table may hold.
+    pub fn names() -> Vec<&'static str> {
+        let mut limits = Limits::default();
+        let mut names: Vec<&'static str> = limits.u32_fields().iter().map(|(name, _)| *name).collect();
+        names.extend(["header_read_timeout_ms", "idle_timeout_ms"]);
+        names
+    }
+
     fn u32_fields(&mut self) -> [(&'static str, &mut u32); 18] {
         [
             ("writes_per_second_per_key", &mut self.writes_per_second_per_key),

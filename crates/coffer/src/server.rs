@@ -169,8 +169,9 @@ impl GatewayBuilder {
         self
     }
 
-    pub async fn build(self) -> Result<(Gateway, OperatorToken), Error> {
-        // Checked before anything is created: a refused start changes nothing.
+    /// Checks the settings without opening or creating anything (`coffer
+    /// config check` too); the public URL as an origin.
+    pub fn check(&self) -> Result<Option<String>, Error> {
         if self.dev_clock && !matches!(self.lightning.backend, crate::lightning::config::Backend::Dev) {
             return Err(Error::InvalidField {
                 field: "COFFER_DEV_CLOCK",
@@ -182,8 +183,13 @@ impl GatewayBuilder {
                 .map_err(|detail| Error::InvalidField { field: "COFFER_OPERATOR_TOKEN", detail })?;
         }
         self.limits.check().map_err(|detail| Error::InvalidField { field: "limits", detail })?;
-        let public_url = self.public_url.as_deref().map(check_public_url).transpose()?;
         check_nwc_relays(&self.nwc_relays)?;
+        self.public_url.as_deref().map(check_public_url).transpose()
+    }
+
+    pub async fn build(self) -> Result<(Gateway, OperatorToken), Error> {
+        // Checked before anything is created: a refused start changes nothing.
+        let public_url = self.check()?;
         create_private_dir(&self.data_dir)?;
         let funding = self.lightning.build().map_err(Error::Internal)?;
         let store: Arc<dyn Store> = match &self.database_url {

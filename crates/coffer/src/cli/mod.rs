@@ -6,6 +6,7 @@ use crate::events::webhook::WebhookSettings;
 use crate::server::{self, GatewayBuilder, OperatorToken};
 use clap::{Args, Parser, Subcommand};
 use coffer_client::{Client, CreateInvoiceRequest, PayOutcome, PayRequest, PaymentStatus, Scope};
+use config::Config;
 use serde::Serialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -49,6 +50,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The configuration file of `coffer serve --config`.
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Write a consistent copy of an embedded store, while its gateway runs
     /// (SQLite's VACUUM INTO). On PostgreSQL use pg_dump (see the README).
     Backup {
@@ -213,18 +217,32 @@ enum ApprovalsCommand {
     },
 }
 
-#[derive(Args)]
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Reads FILE as `coffer serve --config` would (without the
+    /// environment) and names the first wrong field; exit 0 if none.
+    Check { file: PathBuf },
+    /// Prints a commented example holding every setting.
+    Example,
+}
+
+#[derive(Args, Default)]
 struct ServeArgs {
-    /// Folder of the database and the node key.
-    #[arg(long, default_value = server::DEFAULT_DATA_DIR)]
-    data: PathBuf,
+    /// Every setting from this TOML file (`coffer config example` prints
+    /// one); flags and the environment win over it.
+    #[arg(long, env = "COFFER_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Folder of the database and the node key [default: ./coffer-data].
+    #[arg(long, env = "COFFER_DATA")]
+    data: Option<PathBuf>,
     /// A postgres:// URL: keep the state in PostgreSQL, which several
     /// instances may share (the node key stays in --data: give every
     /// instance of one gateway the same node.key). Without it: SQLite in --data.
     #[arg(long, env = "COFFER_DATABASE_URL", hide_env_values = true)]
     database: Option<String>,
-    #[arg(long, default_value = server::DEFAULT_LISTEN)]
-    listen: SocketAddr,
+    /// [default: 127.0.0.1:8420]
+    #[arg(long, env = "COFFER_LISTEN")]
+    listen: Option<SocketAddr>,
     /// The origin clients address this gateway by when a proxy in front of
     /// it changes scheme or host (`https://pay.example`): the `@target-uri`
     /// that signed requests cover. Default: `http://` and the request's Host.
@@ -243,8 +261,8 @@ struct ServeArgs {
     /// survives a crash of the process only; a power loss or kernel crash
     /// may lose the last acknowledged payments. SQLite only: on PostgreSQL
     /// the server's `synchronous_commit` decides.
-    #[arg(long, env = "COFFER_DURABILITY", default_value = "full")]
-    durability: crate::store::sqlite::Durability,
+    #[arg(long, env = "COFFER_DURABILITY")]
+    durability: Option<crate::store::sqlite::Durability>,
     /// Kept for scripts written before commits were synced by default: the
     /// same as `--durability full`.
     #[arg(long, hide = true)]
@@ -257,11 +275,13 @@ struct ServeArgs {
     redis_url: Option<String>,
     /// The wait before retrying a failed webhook delivery; it doubles with
     /// each failure in a row.
-    #[arg(long, default_value_t = 1_000)]
-    webhook_backoff_ms: u64,
+    /// [default: 1000]
+    #[arg(long, env = "COFFER_WEBHOOK_BACKOFF_MS")]
+    webhook_backoff_ms: Option<u64>,
     /// Failures in a row that pause a webhook.
-    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1_000))]
-    webhook_pause_after: u32,
+    /// [default: 10]
+    #[arg(long, env = "COFFER_WEBHOOK_PAUSE_AFTER", value_parser = clap::value_parser!(u32).range(1..=1_000))]
+    webhook_pause_after: Option<u32>,
     /// Mount L402 paywalls, as listed in this TOML file (`[[paywall]]
     /// prefix, agent, upstream, price_msat, [[paywall.route]]`); repeatable.
     #[arg(long, value_name = "FILE")]
@@ -390,6 +410,7 @@ fn parse_scope(s: &str) -> Result<Scope, String> {
 pub mod bench;
 mod bench_nwc;
 mod child;
+mod config;
 pub mod policy;
 mod receipt;
 mod signing_key;
@@ -420,6 +441,11 @@ async fn dispatch(command: Command) -> CliResult {
     match command {
         Command::Serve(args) => serve(args).await,
         Command::Audit { data, database, json } => audit(data, database, json).await,
+        Command::Config(ConfigCommand::Example) => {
+            print!("{}", config::EXAMPLE);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Config(ConfigCommand::Check { file }) => check_config(&file),
         Command::Backup { data, out, node_key, database, json } => backup(&data, &out, node_key, database, json),
         Command::Restore { file, data, json } => restore(&file, &data, json),
         Command::Agent(cmd) => agent(cmd).await,
@@ -572,31 +598,127 @@ fn dev_clock_from_env() -> Result<bool, String> {
     }
 }
 
+/// A `serve` setting of the flags and the environment, else of the file:
+/// parsed, an error naming the variable (or the file's field, by
+/// `Config::explain`).
+fn setting<T: std::str::FromStr>(flag: Option<T>, config: &Config, env: &str) -> Result<Option<T>, String>
+where
+    T::Err: std::fmt::Display,
+{
+    match flag {
+        Some(value) => Ok(Some(value)),
+        None => config.get(env).map(|v| v.trim().parse::<T>().map_err(|e| format!("{env}: {e}"))).transpose(),
+    }
+}
+
+/// What `coffer serve` runs with: the flags, then the environment, then
+/// the configuration file, then the defaults.
+struct Serve {
+    data: PathBuf,
+    database: Option<String>,
+    listen: SocketAddr,
+    public_url: Option<String>,
+    nwc_relays: Vec<String>,
+    operator_token: Option<String>,
+    durability: crate::store::sqlite::Durability,
+    nats_url: Option<String>,
+    redis_url: Option<String>,
+    webhook_backoff_ms: u64,
+    webhook_pause_after: u32,
+    paywall: Vec<PathBuf>,
+    lightning: crate::lightning::LightningConfig,
+    limits: crate::limits::Limits,
+    retention: crate::gateway::retention::Retention,
+    egress: crate::egress::Egress,
+}
+
+impl Serve {
+    fn resolve(args: ServeArgs, config: &Config) -> Result<Serve, String> {
+        let text = |flag: Option<String>, env: &str| flag.filter(|v| !v.is_empty()).or_else(|| config.get(env));
+        let list = |flag: Vec<String>, env: &str| match flag.is_empty() {
+            false => flag,
+            true => config
+                .get(env)
+                .map(|v| v.split(',').map(str::trim).filter(|r| !r.is_empty()).map(str::to_owned).collect())
+                .unwrap_or_default(),
+        };
+        let default_listen: SocketAddr = server::DEFAULT_LISTEN.parse().map_err(|e| format!("{e}"))?;
+        let durability = match args.fsync {
+            true => crate::store::sqlite::Durability::Full,
+            false => setting(args.durability, config, "COFFER_DURABILITY")?.unwrap_or_default(),
+        };
+        let webhook_pause_after =
+            setting(args.webhook_pause_after, config, "COFFER_WEBHOOK_PAUSE_AFTER")?.unwrap_or(10);
+        if !(1..=1_000).contains(&webhook_pause_after) {
+            return Err(format!("COFFER_WEBHOOK_PAUSE_AFTER: 1 to 1000, not {webhook_pause_after}"));
+        }
+        let lookup = |name: &str| config.get(name);
+        Ok(Serve {
+            data: setting(args.data, config, "COFFER_DATA")?.unwrap_or_else(|| PathBuf::from(server::DEFAULT_DATA_DIR)),
+            database: text(args.database, "COFFER_DATABASE_URL"),
+            listen: setting(args.listen, config, "COFFER_LISTEN")?.unwrap_or(default_listen),
+            public_url: text(args.public_url, "COFFER_PUBLIC_URL"),
+            nwc_relays: list(args.nwc_relays, "COFFER_NWC_RELAYS"),
+            operator_token: text(args.operator_token, "COFFER_OPERATOR_TOKEN"),
+            durability,
+            nats_url: text(args.nats_url, "COFFER_NATS_URL"),
+            redis_url: text(args.redis_url, "COFFER_REDIS_URL"),
+            webhook_backoff_ms: setting(args.webhook_backoff_ms, config, "COFFER_WEBHOOK_BACKOFF_MS")?.unwrap_or(1_000),
+            webhook_pause_after,
+            paywall: args.paywall,
+            lightning: crate::lightning::LightningConfig::from_lookup(lookup)?,
+            limits: crate::limits::Limits::from_lookup(lookup)?,
+            retention: crate::gateway::retention::Retention::from_lookup(lookup)?,
+            egress: crate::egress::Egress::from_lookup(lookup)?,
+        })
+    }
+}
+
+impl Serve {
+    /// The gateway's builder (the Lightning settings move into it).
+    fn builder(&mut self) -> Result<GatewayBuilder, String> {
+        let lightning = std::mem::replace(&mut self.lightning, crate::lightning::LightningConfig::dev());
+        Ok(GatewayBuilder::default()
+            .lightning(lightning)
+            .limits(self.limits.clone())
+            .retention(self.retention.clone())
+            .egress(self.egress.clone())
+            .public_url(self.public_url.clone())
+            .nwc_relays(self.nwc_relays.clone())
+            .data_dir(&self.data)
+            .database_url(self.database.clone())
+            .operator_token(self.operator_token.clone())
+            .durability(self.durability)
+            .dev_clock(dev_clock_from_env()?))
+    }
+}
+
+/// Reads the configuration file and resolves every setting, as `serve`
+/// does before it opens anything.
+fn configured(args: ServeArgs) -> Result<(Serve, Config), String> {
+    let config = Config::load(args.config.as_deref())?;
+    config::check_env_files()?;
+    let serve = Serve::resolve(args, &config).map_err(|e| config.explain(&e))?;
+    Ok((serve, config))
+}
+
+fn check_config(file: &Path) -> CliResult {
+    let config = Config::load(Some(file))?.file_only();
+    let mut serve = Serve::resolve(ServeArgs::default(), &config).map_err(|e| config.explain(&e))?;
+    let builder = serve.builder()?;
+    builder.check().map_err(|e| config.explain(&e.operator_message()))?;
+    println!("{}: ok", file.display());
+    Ok(ExitCode::SUCCESS)
+}
+
 async fn serve(args: ServeArgs) -> CliResult {
-    init_tracing();
+    let (args, config) = configured(args)?;
+    init_tracing(config.get("COFFER_LOG"));
     // Checked before anything is opened: a bad file changes nothing.
     let paywalls = crate::l402::mount::Mounts::load(&args.paywall, &args.data)?;
-    let durability = if args.fsync { crate::store::sqlite::Durability::Full } else { args.durability };
-    let lightning = crate::lightning::LightningConfig::from_env()?;
-    let limits = crate::limits::Limits::from_env()?;
-    let retention = crate::gateway::retention::Retention::from_env()?;
-    let egress = crate::egress::Egress::from_env()?;
-    let location = lightning.location().map(|url| format!(" at {url}")).unwrap_or_default();
-    let (gateway, token) = GatewayBuilder::default()
-        .lightning(lightning)
-        .limits(limits)
-        .retention(retention)
-        .egress(egress)
-        .public_url(args.public_url.clone())
-        .nwc_relays(args.nwc_relays.clone())
-        .data_dir(&args.data)
-        .database_url(args.database.clone())
-        .operator_token(args.operator_token)
-        .durability(durability)
-        .dev_clock(dev_clock_from_env()?)
-        .build()
-        .await
-        .map_err(|e| e.operator_message())?;
+    let (durability, mut args) = (args.durability, args);
+    let location = args.lightning.location().map(|url| format!(" at {url}")).unwrap_or_default();
+    let (gateway, token) = args.builder()?.build().await.map_err(|e| e.operator_message())?;
     let network = gateway.settings().network.as_str();
     let node = gateway.node_pubkey_hex();
     match token {
@@ -655,9 +777,10 @@ async fn serve(args: ServeArgs) -> CliResult {
     Ok(ExitCode::SUCCESS)
 }
 
-fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("COFFER_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+fn init_tracing(filter: Option<String>) {
+    let filter = filter
+        .and_then(|f| tracing_subscriber::EnvFilter::try_new(f).ok())
+        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }
 
