@@ -16,6 +16,11 @@
 //!   connection that has not yet sent a request head: half-open connections
 //!   can then never lock out a client that speaks at once, such as a health
 //!   check. With none to evict, the newcomer is closed at once.
+//! - At shutdown the listener closes, every connection finishes the request
+//!   it is serving and closes, for [`SHUTDOWN_GRACE_MS`] at most. A stream
+//!   (an event stream answering a GET, an upgraded WebSocket) never
+//!   finishes by itself: it is not waited for, and ends with the process
+//!   (its client resumes from the last event id it saw).
 
 use crate::error::Error;
 use crate::limits::{Limit, Limits};
@@ -48,9 +53,8 @@ const RESERVED_RETRY_AFTER_SECS: u64 = 1;
 /// A failed accept (out of file descriptors, say) is retried after this
 /// pause rather than in a busy loop.
 const ACCEPT_ERROR_PAUSE_MS: u64 = 100;
-/// At shutdown, open connections get this long to finish their requests
-/// (an event stream never finishes by itself).
-const SHUTDOWN_GRACE_MS: u64 = 10_000;
+/// At shutdown, open connections get this long to finish their requests.
+pub const SHUTDOWN_GRACE_MS: u64 = 10_000;
 
 /// Whether a bearer secret is the operator's: its requests may use the
 /// reserved room.
@@ -101,9 +105,10 @@ pub async fn serve(
     }
     drop(listener);
     let _ = stop.send(true);
-    let drained = admission.drained();
+    let drained = admission.requests_drained();
     if tokio::time::timeout(Duration::from_millis(SHUTDOWN_GRACE_MS), drained).await.is_err() {
-        tracing::warn!(open = admission.open(), "connections still open at shutdown were dropped");
+        let (open, streams) = admission.open();
+        tracing::warn!(open, streams, "connections still serving a request when the shutdown grace ended are dropped");
     }
 }
 
@@ -127,6 +132,8 @@ struct Admission {
 #[derive(Default)]
 struct Open {
     total: u32,
+    /// Of `total`, those serving a stream (see [`is_stream`]).
+    streams: u32,
     by_client: HashMap<IpAddr, u32>,
     /// Connections in the order they came, for eviction; entries whose
     /// connection closed or sent a head are dropped lazily.
@@ -147,6 +154,10 @@ struct Admitted {
     reserved: bool,
     headless: Arc<Headless>,
 }
+
+/// Whether a connection is serving a stream now; counted in
+/// `Open::streams` while set (changed only under the admission's lock).
+type StreamFlag = Arc<AtomicBool>;
 
 impl Admission {
     fn new(limits: &Limits) -> Admission {
@@ -183,11 +194,15 @@ impl Admission {
             open.headless.retain(|h| h.upgrade().is_some_and(|h| !h.head_seen.load(Ordering::Relaxed)));
         }
         let reserved = open.total > self.unreserved_max;
-        Ok(Admitted { slot: Slot { admission: Arc::clone(self), client }, reserved, headless })
+        let slot = Slot { admission: Arc::clone(self), client, stream: StreamFlag::default() };
+        Ok(Admitted { slot, reserved, headless })
     }
 
-    fn release(&self, client: IpAddr) {
+    fn release(&self, client: IpAddr, stream: &AtomicBool) {
         let mut open = self.lock();
+        if stream.swap(false, Ordering::Relaxed) {
+            open.streams = open.streams.saturating_sub(1);
+        }
         open.total = open.total.saturating_sub(1);
         if let Some(n) = open.by_client.get_mut(&client) {
             *n = n.saturating_sub(1);
@@ -199,18 +214,33 @@ impl Admission {
         self.closed.notify_waiters();
     }
 
-    fn open(&self) -> u32 {
-        self.lock().total
+    /// Marks a connection as serving a stream, or no longer.
+    fn mark_stream(&self, stream: &AtomicBool, on: bool) {
+        let mut open = self.lock();
+        if stream.swap(on, Ordering::Relaxed) == on {
+            return;
+        }
+        open.streams = if on { open.streams.saturating_add(1) } else { open.streams.saturating_sub(1) };
+        drop(open);
+        self.closed.notify_waiters();
     }
 
-    /// Completes once no connection is open.
-    async fn drained(&self) {
+    /// The open connections, and how many of them serve a stream.
+    fn open(&self) -> (u32, u32) {
+        let open = self.lock();
+        (open.total, open.streams)
+    }
+
+    /// Completes once every open connection, if any, serves a stream: no
+    /// request is left to finish.
+    async fn requests_drained(&self) {
         loop {
-            let closed = self.closed.notified();
-            if self.open() == 0 {
+            let changed = self.closed.notified();
+            let (total, streams) = self.open();
+            if total <= streams {
                 return;
             }
-            closed.await;
+            changed.await;
         }
     }
 }
@@ -235,11 +265,12 @@ impl Open {
 struct Slot {
     admission: Arc<Admission>,
     client: IpAddr,
+    stream: StreamFlag,
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.admission.release(self.client);
+        self.admission.release(self.client, &self.stream);
     }
 }
 
@@ -254,12 +285,15 @@ struct Connection {
 impl Connection {
     async fn run(mut self, stream: TcpStream, peer: std::net::SocketAddr, admitted: Admitted) {
         let Admitted { slot, reserved, headless } = admitted;
+        let (admission, streaming) = (Arc::clone(&slot.admission), Arc::clone(&slot.stream));
         let io = TokioIo::new(Watched::new(stream, self.timeouts.idle, slot));
         let service = RoomService {
             app: TowerToHyperService::new(self.app),
             reserved: reserved.then_some(self.is_operator),
             headless: Arc::clone(&headless),
             peer,
+            admission,
+            streaming,
         };
         let mut builder = hyper::server::conn::http1::Builder::new();
         builder.timer(TokioTimer::new()).header_read_timeout(self.timeouts.header_read);
@@ -299,9 +333,13 @@ struct RoomService {
     /// The client's address, for handlers that bound per client (the
     /// paywalls' challenges), as axum's `ConnectInfo`.
     peer: std::net::SocketAddr,
+    admission: Arc<Admission>,
+    /// Set while the connection serves a stream, which shutdown does not
+    /// wait for.
+    streaming: StreamFlag,
 }
 
-type Routed = <TowerToHyperService<Router> as hyper::service::Service<Request<Incoming>>>::Future;
+type Routed = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
 
 impl hyper::service::Service<Request<Incoming>> for RoomService {
     type Response = Response;
@@ -310,12 +348,41 @@ impl hyper::service::Service<Request<Incoming>> for RoomService {
 
     fn call(&self, mut request: Request<Incoming>) -> Self::Future {
         self.headless.head_seen.store(true, Ordering::Relaxed);
+        // A next request on the connection: a stream it served has ended.
+        if self.streaming.load(Ordering::Relaxed) {
+            self.admission.mark_stream(&self.streaming, false);
+        }
         request.extensions_mut().insert(axum::extract::ConnectInfo(self.peer));
         match &self.reserved {
             Some(is_operator) if !may_use_reserve(&request, is_operator.as_ref()) => Either::Left(ready(Ok(refusal()))),
-            _ => Either::Right(hyper::service::Service::call(&self.app, request)),
+            _ => {
+                let get = request.method() == axum::http::Method::GET;
+                let routed = hyper::service::Service::call(&self.app, request);
+                let (admission, streaming) = (Arc::clone(&self.admission), Arc::clone(&self.streaming));
+                Either::Right(Box::pin(async move {
+                    let response = routed.await?;
+                    if is_stream(get, &response) {
+                        admission.mark_stream(&streaming, true);
+                    }
+                    Ok(response)
+                }))
+            }
         }
     }
+}
+
+/// Whether an answer is a stream that lasts as long as its client listens:
+/// an upgrade (a WebSocket), or an event stream answering a GET (the
+/// events, a room, MCP's notifications). An event stream answering a POST
+/// (an MCP call) carries that call's answer and then ends: it is a request.
+fn is_stream(get: bool, response: &Response) -> bool {
+    response.status() == axum::http::StatusCode::SWITCHING_PROTOCOLS
+        || (get
+            && response
+                .headers()
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.starts_with("text/event-stream")))
 }
 
 fn may_use_reserve(request: &Request<Incoming>, is_operator: &(dyn Fn(&str) -> bool + Send + Sync)) -> bool {

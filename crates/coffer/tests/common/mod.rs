@@ -285,6 +285,38 @@ impl Gateway {
         (created.id.clone(), self.client(&created.key), created.key)
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().and_then(Child::id).expect("the gateway is not running")
+    }
+
+    /// Sends SIGTERM to the server (with kill(1): no signal crate needed),
+    /// as a service manager stops it; [`Gateway::wait_exit`] reaps it.
+    pub fn sigterm(&self) {
+        let pid = self.pid().to_string();
+        let status = std::process::Command::new("kill").args(["-TERM", &pid]).status().expect("running kill");
+        assert!(status.success(), "kill -TERM {pid}: {status}");
+    }
+
+    /// Whether the server process still runs (false once it exited).
+    pub fn running(&mut self) -> bool {
+        let child = self.child.as_mut().expect("the gateway was reaped");
+        child.try_wait().expect("polling coffer serve").is_none()
+    }
+
+    /// Waits for the server to exit, `limit` at most, and reaps it: its exit
+    /// status, or `None` if it still ran then (it is then SIGKILLed).
+    pub async fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take().expect("the gateway is not running");
+        match tokio::time::timeout(limit, child.wait()).await {
+            Ok(status) => Some(status.expect("waiting for coffer serve")),
+            Err(_) => {
+                let _ = child.kill().await;
+                None
+            }
+        }
+    }
+
     /// Kills the server with SIGKILL (on unix, `Child::kill` sends SIGKILL)
     /// and reaps it.
     pub async fn kill9(&mut self) {
