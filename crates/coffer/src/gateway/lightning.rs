@@ -45,6 +45,17 @@ impl Gateway {
         self.funding.as_ref().map_or("dev", |f| f.name())
     }
 
+    /// Whether the Lightning backend answers (asked for its balance) within
+    /// `limit`: `None` without one (dev mode), else why not.
+    pub(crate) async fn backend_reachable(&self, limit: std::time::Duration) -> Option<Result<(), String>> {
+        let funding = self.funding.as_ref()?;
+        Some(match tokio::time::timeout(limit, funding.balance()).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(format!("the Lightning backend ({}) did not answer: {e}", funding.name())),
+            Err(_) => Err(format!("the Lightning backend ({}) did not answer within {limit:?}", funding.name())),
+        })
+    }
+
     /// Asks the backend's node for the invoice, keeping coffer's own record
     /// (agent, memo, expiry) around it.
     pub(super) async fn backend_invoice(

@@ -103,7 +103,7 @@ impl utoipa::Modify for McpEndpoint {
 struct SharedResponses;
 
 /// The routes anyone may call: no token, so no 401, 403 or 429 either.
-const PUBLIC_PATHS: [&str; 3] = ["/healthz", "/metrics", "/openapi.json"];
+const PUBLIC_PATHS: [&str; 4] = ["/healthz", "/readyz", "/metrics", "/openapi.json"];
 
 impl utoipa::Modify for SharedResponses {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
@@ -204,6 +204,7 @@ fn problem_response(status: StatusCode) -> utoipa::openapi::Response {
 pub fn api() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(system::healthz))
+        .routes(routes!(system::readyz))
         .routes(routes!(system::metrics))
         .routes(routes!(system::openapi))
         .routes(routes!(operator::create_agent, operator::list_agents))

@@ -8,6 +8,10 @@ use coffer_client::Problem;
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
+/// `Retry-After` of a 503: the store heals within about a second of a
+/// fault ending (`store/sqlite`), so one second is soon enough to ask again.
+pub const UNAVAILABLE_RETRY_AFTER_SECS: u64 = 1;
+
 /// `Accept-Signature` on a refused signature: the components and
 /// parameters a coffer signature needs (`content-digest` and
 /// `idempotency-key` when the request has them).
@@ -127,6 +131,11 @@ impl IntoResponse for Error {
         let mut response = respond(&p);
         if let Error::LimitExceeded { retry_after_secs: Some(secs), .. } = &self {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(*secs));
+        }
+        if let Error::Unavailable(_) | Error::Contended(_) = &self {
+            // The store or a service is down for a moment (a full disk that
+            // heals, a restart): a client may try again soon.
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(UNAVAILABLE_RETRY_AFTER_SECS));
         }
         if let Error::Signature { .. } = &self {
             // RFC 9421 §5.1: what a signature of this gateway must cover.

@@ -19,6 +19,90 @@ pub async fn healthz(State(gw): State<AppState>) -> Json<Health> {
     })
 }
 
+/// Readiness: whether this gateway can take payments now.
+#[derive(Clone, Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct Readiness {
+    /// Both parts below are ready.
+    pub ready: bool,
+    /// `ok`, or why the store cannot write (a full disk, say).
+    pub store: String,
+    /// `ok`, `none` (no Lightning backend: dev mode), or why it is not
+    /// reachable.
+    pub backend: String,
+    /// Milliseconds since this answer was found: answers are reused for
+    /// [`READY_CACHE_MS`], so that calling this route cannot flood the store.
+    pub age_ms: u64,
+}
+
+/// A readiness answer is reused this long.
+pub const READY_CACHE_MS: u64 = 1_000;
+/// The bound on each probe (a store write, a backend call).
+const READY_PROBE_MS: u64 = 2_000;
+
+/// The last readiness found, and when; the lock also makes concurrent
+/// callers wait for one probe instead of each running its own.
+static READY: tokio::sync::Mutex<Option<(std::time::Instant, Readiness)>> = tokio::sync::Mutex::const_new(None);
+
+/// Readiness: 200 when the store takes a write (a probe that writes a row
+/// of its own, at most once a second) and the Lightning
+/// backend, if any, answers; else 503 with `Retry-After`, a problem
+/// (`not-ready`) whose `store` and `backend` say which part is not ready.
+/// Liveness is `/healthz`.
+#[utoipa::path(get, path = "/readyz", tag = "system", responses(
+    (status = 200, body = Readiness, description = "Ready: the store writes and the backend answers"),
+    (status = 503, body = coffer_client::Problem, description = "Not ready (`not-ready`): the problem's `store` or `backend` says why, beside `ready` and `age_ms`; see Retry-After",
+        headers(("Retry-After" = u64, description = "Seconds to wait before asking again"))),
+))]
+pub async fn readyz(State(gw): State<AppState>) -> axum::response::Response {
+    use std::time::{Duration, Instant};
+    let mut last = READY.lock().await;
+    let fresh = last.as_ref().filter(|(at, _)| at.elapsed() < Duration::from_millis(READY_CACHE_MS));
+    let (at, mut readiness) = match fresh {
+        Some((at, r)) => (*at, r.clone()),
+        None => {
+            let limit = Duration::from_millis(READY_PROBE_MS);
+            let now_ms = gw.now_ms();
+            let probe = gw.store().write(move |tx| tx.write_ready_probe(now_ms));
+            let store = match tokio::time::timeout(limit, probe).await {
+                Ok(Ok(())) => "ok".to_owned(),
+                Ok(Err(e)) => format!("the store cannot write: {e}"),
+                Err(_) => format!("the store did not take a write within {limit:?}"),
+            };
+            let backend = match gw.backend_reachable(limit).await {
+                None => "none".to_owned(),
+                Some(Ok(())) => "ok".to_owned(),
+                Some(Err(why)) => why,
+            };
+            let ready = store == "ok" && (backend == "ok" || backend == "none");
+            let found = Readiness { ready, store, backend, age_ms: 0 };
+            let now = Instant::now();
+            *last = Some((now, found.clone()));
+            (now, found)
+        }
+    };
+    drop(last);
+    readiness.age_ms = u64::try_from(at.elapsed().as_millis()).unwrap_or(u64::MAX);
+    if readiness.ready {
+        return Json(readiness).into_response();
+    }
+    let status = axum::http::StatusCode::SERVICE_UNAVAILABLE;
+    let detail = [("store", &readiness.store), ("backend", &readiness.backend)]
+        .iter()
+        .filter(|(_, state)| !matches!(state.as_str(), "ok" | "none"))
+        .map(|(part, state)| format!("{part}: {state}"))
+        .collect::<Vec<_>>()
+        .join("; ");
+    let mut p = super::problem::problem(status, "not-ready", "Not ready", detail);
+    if let Ok(serde_json::Value::Object(fields)) = serde_json::to_value(&readiness) {
+        p.extensions.extend(fields);
+    }
+    let mut response = super::problem::respond(&p);
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, super::problem::UNAVAILABLE_RETRY_AFTER_SECS.into());
+    response
+}
+
 /// Counters in the Prometheus text format.
 #[utoipa::path(get, path = "/metrics", tag = "system", responses((status = 200, content_type = "text/plain", description = "The metrics, in the Prometheus text format")))]
 pub async fn metrics() -> impl IntoResponse {

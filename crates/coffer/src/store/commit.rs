@@ -18,6 +18,8 @@ pub fn reply(result: Result<Answer, Error>, done: Done) -> Reply {
     Box::new(move |commit| {
         let outcome = match commit {
             Ok(()) => result,
+            // The store cannot write just now: the caller may retry (503).
+            Err(Error::Unavailable(why)) => Err(Error::Unavailable(why)),
             Err(e) => Err(Error::internal("commit", e)),
         };
         // The caller may have gone away; the work is committed anyway.
@@ -42,7 +44,7 @@ pub async fn queue<J>(
     answer: oneshot::Receiver<Result<Answer, Error>>,
 ) -> Result<Answer, Error> {
     jobs.send(job).await.map_err(|_| Error::Unavailable("the store is shutting down"))?;
-    answer.await.map_err(|_| Error::Unavailable("the store writer stopped"))?
+    answer.await.map_err(|_| Error::Unavailable("the store did not take the write; try again shortly"))?
 }
 
 /// Tells a batch's callers how it ended. A commit is counted first

@@ -178,6 +178,9 @@ pub trait Tx {
     fn operator_digest(&mut self) -> Result<Option<SecretDigest>, Error>;
     fn set_operator_digest(&mut self, digest: &SecretDigest) -> Result<(), Error>;
     fn set_halted(&mut self, halted: bool) -> Result<(), Error>;
+    /// Writes the readiness probe's own row (`meta` key `ready_probe`, the
+    /// time): a real write, so that it fails when the store cannot write.
+    fn write_ready_probe(&mut self, now_ms: i64) -> Result<(), Error>;
 
     // Accounts, agents and keys.
     /// Opens a new wallet account (empty) and answers its id.

@@ -536,6 +536,10 @@ impl Tx for SqlTx<'_> {
         self.set_meta("halted", &[u8::from(halted)])
     }
 
+    fn write_ready_probe(&mut self, now_ms: i64) -> Result<(), Error> {
+        self.set_meta("ready_probe", &now_ms.to_be_bytes())
+    }
+
     fn insert_wallet_account(&mut self) -> Result<AccountId, Error> {
         // Wallets take ids from FIRST_WALLET on; the system accounts sit
         // below. MAX + 1: one writer takes it at a time on SQLite; writers

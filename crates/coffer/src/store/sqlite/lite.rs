@@ -70,6 +70,15 @@ impl SqlRow for LiteRow<'_, '_> {
 
 impl From<rusqlite::Error> for Error {
     fn from(e: rusqlite::Error) -> Error {
-        Error::internal("sqlite", e)
+        use rusqlite::ErrorCode as C;
+        match e.sqlite_error_code() {
+            // A full disk, an I/O error, a lock held too long: the caller
+            // may retry (503 with Retry-After), and the writer heals.
+            Some(C::DiskFull | C::SystemIoFailure | C::CannotOpen | C::DatabaseBusy | C::DatabaseLocked) => {
+                tracing::warn!(error = %e, "the store cannot write just now");
+                Error::Unavailable("the store cannot write just now (disk full or an I/O error); try again shortly")
+            }
+            _ => Error::internal("sqlite", e),
+        }
     }
 }

@@ -28,6 +28,22 @@
 //! holds [`WAL_RESTART_FRAMES`], the writer waits for the next background
 //! pass to finish, copies what that pass left and lets SQLite start the WAL
 //! over at its next transaction.
+//!
+//! Faults heal by themselves. A batch that fails to commit (a full disk, an
+//! I/O error) is answered `Unavailable` (503 with `Retry-After`), never as
+//! an internal error, and the writer then drops its connection and opens a
+//! fresh one before the next batch, retrying with a backoff that doubles
+//! from [`HEAL_BACKOFF_MIN_MS`] to [`HEAL_BACKOFF_MAX_MS`]; meanwhile the
+//! jobs that arrive are answered `Unavailable` at once instead of waiting.
+//! The first batch that commits again ends it, with no restart. Why a fresh
+//! connection rather than a retry on the same one: a connection whose
+//! COMMIT failed may be left inside its transaction (a failed ROLLBACK), and
+//! after a failed *sync* Linux may have dropped the dirty pages it could not
+//! write, so nothing the connection believes about what is on disk is to be
+//! trusted; a fresh connection holds no transaction, no cached pages and no
+//! prepared statements, and reads the WAL's state anew. A batch whose sync
+//! failed was answered as failed; should its frames still have reached the
+//! disk, a caller's retry with the same `Idempotency-Key` finds the payment.
 
 pub mod pcache;
 pub(crate) mod schema;
@@ -47,6 +63,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 
 /// The most jobs committed in one transaction when every commit is synced
@@ -93,6 +110,14 @@ const _: () = assert!(32 + WAL_RESTART_FRAMES as i64 * (4_096 + 24) < WAL_SIZE_L
 /// this many batches, if the cheap way (`WalRestart`) did not succeed.
 const WAL_RESTART_WAIT_BATCHES_MAX: u32 = 1_024;
 const _: () = assert!(WAL_RESTART_WAIT_BATCHES_MAX >= 1);
+/// After a batch failed to commit, the writer reopens its connection and
+/// tries again after this long, doubling at each failure up to
+/// [`HEAL_BACKOFF_MAX_MS`].
+const HEAL_BACKOFF_MIN_MS: u64 = 50;
+const HEAL_BACKOFF_MAX_MS: u64 = 1_000;
+const _: () = assert!(HEAL_BACKOFF_MIN_MS >= 1 && HEAL_BACKOFF_MIN_MS <= HEAL_BACKOFF_MAX_MS);
+/// What a caller is told while the store cannot write.
+const CANNOT_WRITE: &str = "the store cannot write just now (disk full or an I/O error); try again shortly";
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Durability {
@@ -138,6 +163,9 @@ type Job = Box<dyn FnOnce(&Writer) -> Reply + Send>;
 /// only it touches.
 struct Writer {
     conn: Connection,
+    /// Where and how to open a fresh connection after a failure.
+    path: PathBuf,
+    durability: Durability,
     policies: RefCell<PolicyCache>,
     /// Counts commits, for watchers of the outbox.
     commits: watch::Sender<u64>,
@@ -176,21 +204,16 @@ impl SqliteStore {
                     .map_err(|e| Error::internal("restricting the WAL files", e))?;
             }
         }
-        let mut conn = Connection::open(path).map_err(|e| Error::internal("opening the database", e))?;
-        configure_writer(&conn, durability)?;
         let wal_frames = Arc::new(AtomicU32::new(0));
-        let frames = Arc::clone(&wal_frames);
-        conn.wal_hook(Some(move |_: &mut rusqlite::hooks::Wal, pages: std::ffi::c_int| {
-            frames.store(u32::try_from(pages).unwrap_or(0), Ordering::Relaxed);
-            Ok(())
-        }))
-        .map_err(|e| Error::internal("configuring the database", e))?;
+        let conn = open_writer(path, durability, &wal_frames)?;
         schema::migrate(&conn)?;
         let (jobs, queue) = mpsc::channel(QUEUE_JOBS_MAX);
         let (commits, commits_seen) = watch::channel(0);
         let checkpoints = Arc::new(AtomicU64::new(0));
         let writer = Writer {
             conn,
+            path: path.to_owned(),
+            durability,
             policies: RefCell::new(HashMap::new()),
             commits,
             batch_jobs_max: durability.batch_jobs_max(),
@@ -211,6 +234,19 @@ impl SqliteStore {
         let readers = Arc::new(ReaderPool { path: path.to_owned(), idle: Mutex::new(Vec::new()) });
         Ok(SqliteStore { jobs, readers, commits: commits_seen })
     }
+}
+
+/// Opens and configures the writer's connection.
+fn open_writer(path: &Path, durability: Durability, wal_frames: &Arc<AtomicU32>) -> Result<Connection, Error> {
+    let mut conn = Connection::open(path).map_err(|e| Error::internal("opening the database", e))?;
+    configure_writer(&conn, durability)?;
+    let frames = Arc::clone(wal_frames);
+    conn.wal_hook(Some(move |_: &mut rusqlite::hooks::Wal, pages: std::ffi::c_int| {
+        frames.store(u32::try_from(pages).unwrap_or(0), Ordering::Relaxed);
+        Ok(())
+    }))
+    .map_err(|e| Error::internal("configuring the database", e))?;
+    Ok(conn)
 }
 
 impl Store for SqliteStore {
@@ -269,23 +305,99 @@ fn configure_writer(conn: &Connection, durability: Durability) -> Result<(), Err
 }
 
 fn in_savepoint<T>(conn: &Connection, op: impl FnOnce(&Connection) -> Result<T, Error>) -> Result<T, Error> {
-    conn.execute_batch("SAVEPOINT job").map_err(|e| Error::internal("savepoint", e))?;
+    conn.execute_batch("SAVEPOINT job").map_err(Error::from)?;
     let result = op(conn);
     let end = if result.is_ok() { "RELEASE job" } else { "ROLLBACK TO job; RELEASE job" };
-    conn.execute_batch(end).map_err(|e| Error::internal("savepoint", e))?;
+    conn.execute_batch(end).map_err(Error::from)?;
     result
 }
 
-fn run_writer(writer: Writer, mut queue: mpsc::Receiver<Job>) {
+/// The writer's state after failed commits: when it may try again.
+struct Heal {
+    /// Failed commits in a row.
+    failures: u32,
+    /// Jobs are refused until then; then the connection is reopened and
+    /// the next batch runs.
+    retry_at: Instant,
+}
+
+impl Heal {
+    fn backoff(failures: u32) -> Duration {
+        let ms = HEAL_BACKOFF_MIN_MS.saturating_mul(1u64 << failures.saturating_sub(1).min(16));
+        Duration::from_millis(ms.min(HEAL_BACKOFF_MAX_MS))
+    }
+}
+
+fn run_writer(mut writer: Writer, mut queue: mpsc::Receiver<Job>) {
     let mut replies: Vec<Reply> = Vec::with_capacity(writer.batch_jobs_max);
     let mut restart = WalRestart { waiting: None, last_frames: 0 };
+    let mut heal: Option<Heal> = None;
     while let Some(first) = queue.blocking_recv() {
+        if let Some(h) = &heal {
+            if Instant::now() < h.retry_at {
+                refuse(first, &mut queue, writer.batch_jobs_max);
+                continue;
+            }
+            if let Err(e) = writer.reopen() {
+                let failures = h.failures.saturating_add(1);
+                tracing::warn!(error = %e, failures, "the store's writer could not reopen its connection; will retry");
+                heal = Some(Heal { failures, retry_at: Instant::now() + Heal::backoff(failures) });
+                refuse(first, &mut queue, writer.batch_jobs_max);
+                continue;
+            }
+        }
         restart.between_batches(&writer);
         let commit = run_batch(&writer, first, &mut queue, &mut replies);
         commit::answer_batch(commit.as_ref().map(|_| ()), || commit::count(&writer.commits), &mut replies);
-        if let Err(e) = commit {
-            tracing::error!(error = %e, "a batch failed to commit; its callers were told");
+        match commit {
+            Ok(()) => {
+                if let Some(h) = heal.take() {
+                    tracing::warn!(failures = h.failures, "the store writes again");
+                }
+            }
+            Err(e) => {
+                let failures = heal.as_ref().map_or(1, |h| h.failures.saturating_add(1));
+                if failures == 1 {
+                    tracing::error!(error = %e, "a batch failed to commit; its callers were told to retry");
+                }
+                heal = Some(Heal { failures, retry_at: Instant::now() + Heal::backoff(failures) });
+            }
         }
+    }
+}
+
+/// Answers `first`, and the jobs waiting behind it (a batch's worth),
+/// `Unavailable` without running them: the store cannot write now.
+fn refuse(first: Job, queue: &mut mpsc::Receiver<Job>, most: usize) {
+    drop(first);
+    for _ in 1..most {
+        match queue.try_recv() {
+            Ok(job) => drop(job),
+            Err(_) => break,
+        }
+    }
+}
+
+impl Writer {
+    /// Drops the connection and opens a fresh one (see the module's
+    /// comment: after a failed commit the old one is not to be trusted).
+    fn reopen(&mut self) -> Result<(), Error> {
+        let fresh = open_writer(&self.path, self.durability, &self.wal_frames)?;
+        let old = std::mem::replace(&mut self.conn, fresh);
+        if !old.is_autocommit() {
+            let _ = old.execute_batch("ROLLBACK");
+        }
+        drop(old);
+        // Changes of the failed batch may be in the cache: forget them.
+        self.policies.borrow_mut().clear();
+        // A WAL that filled the disk must start over, or every commit that
+        // grows it fails again: copy it all back and truncate it (freeing
+        // its space). It may fail while the disk is still full; the batch
+        // that follows then fails too, and the next attempt tries again.
+        if let Err(e) = self.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())) {
+            tracing::warn!(error = %e, "the writer could not empty the WAL");
+        }
+        Ok(())
     }
 }
 
@@ -353,11 +465,11 @@ fn run_batch(
     replies: &mut Vec<Reply>,
 ) -> Result<(), Error> {
     let conn = &writer.conn;
-    let begin = conn.execute_batch("BEGIN IMMEDIATE").map_err(|e| Error::internal("begin", e));
-    if let Err(e) = begin {
-        // Run nothing: answer this job with the error.
+    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+        tracing::warn!(error = %e, "the writer could not begin a transaction");
+        // Run nothing: dropping the job answers it `Unavailable`.
         replies.push(Box::new(move |_| drop(first)));
-        return Err(e);
+        return Err(Error::Unavailable(CANNOT_WRITE));
     }
     replies.push(first(writer));
     while replies.len() < writer.batch_jobs_max {
@@ -368,10 +480,11 @@ fn run_batch(
     }
     crate::metrics::METRICS.record_batch(replies.len());
     conn.execute_batch("COMMIT").map_err(|e| {
+        tracing::warn!(error = %e, "a commit failed");
         let _ = conn.execute_batch("ROLLBACK");
         // Changes of this batch may be in the caches: forget them.
         writer.policies.borrow_mut().clear();
-        Error::internal("commit", e)
+        Error::Unavailable(CANNOT_WRITE)
     })
 }
 
@@ -549,6 +662,16 @@ mod tests {
             .and_then(|conn| conn.query_row("PRAGMA integrity_check", [], |r| r.get(0)))
             .expect("check");
         assert_eq!(check, "ok");
+    }
+
+    /// After failed commits the writer waits 50 ms, doubling at each
+    /// failure, never more than a second.
+    #[test]
+    fn the_writers_backoff_doubles_up_to_a_second() {
+        let ms = |failures| Heal::backoff(failures).as_millis();
+        assert_eq!([ms(0), ms(1), ms(2), ms(3), ms(5)], [50, 50, 100, 200, 800]);
+        assert_eq!(ms(6), 1_000);
+        assert_eq!(ms(u32::MAX), 1_000);
     }
 
     /// The checkpointer's sync of the database file goes through SQLite's
