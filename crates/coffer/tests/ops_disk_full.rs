@@ -265,7 +265,10 @@ async fn a_full_disk_answers_503_with_retry_after_and_heals_without_a_restart() 
     while full_since.elapsed() < FULL_FOR {
         tokio::time::sleep(Duration::from_millis(250)).await;
         // Keep it full: SQLite may have freed pages of its own meanwhile.
-        let _ = std::fs::OpenOptions::new().append(true).open(&filler).map(|mut f| while let Ok(1..) = f.write(&[0u8; 512]) {});
+        let _ = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&filler)
+            .map(|mut f| while let Ok(1..) = f.write(&[0u8; 512]) {});
         ready_while_full.push(readyz(&gw).await);
     }
     let health = common::send(gw.request(Method::GET, "/healthz", None)).await;
@@ -292,8 +295,7 @@ async fn a_full_disk_answers_503_with_retry_after_and_heals_without_a_restart() 
         logs.push(client.await.expect("a client panicked"));
     }
     let wrong: Vec<&String> = logs.iter().flat_map(|l| &l.wrong).collect();
-    let unavailable: [usize; 3] =
-        logs.iter().fold([0; 3], |acc, l| [0, 1, 2].map(|i| acc[i] + l.unavailable[i]));
+    let unavailable: [usize; 3] = logs.iter().fold([0; 3], |acc, l| [0, 1, 2].map(|i| acc[i] + l.unavailable[i]));
     let paid: usize = logs.iter().map(|l| l.paid.len()).sum();
     eprintln!(
         "{paid} payments answered 200; 503s before/while full/after: {unavailable:?}; first write after \

@@ -97,9 +97,7 @@ pub async fn readyz(State(gw): State<AppState>) -> axum::response::Response {
         p.extensions.extend(fields);
     }
     let mut response = super::problem::respond(&p);
-    response
-        .headers_mut()
-        .insert(header::RETRY_AFTER, super::problem::UNAVAILABLE_RETRY_AFTER_SECS.into());
+    response.headers_mut().insert(header::RETRY_AFTER, super::problem::UNAVAILABLE_RETRY_AFTER_SECS.into());
     response
 }
 
