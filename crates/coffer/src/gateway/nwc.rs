@@ -10,11 +10,11 @@
 //! each request is taken by one of them in the store
 //! ([`Gateway::take_nwc_request`]) and answered once.
 
-use super::signing::actor;
+use super::signing::{actor, key_audit};
 use super::{AgentKey, Gateway, Principal, invalid};
 use crate::error::Error;
 use crate::limits::{Limit, NWC_CONNECTIONS_PER_AGENT_MAX};
-use crate::model::{AuditEntry, InvoiceRecord, NwcConnectionRecord, NwcMethods, PageRequest, PaymentRecord};
+use crate::model::{InvoiceRecord, NwcConnectionRecord, NwcMethods, PageRequest, PaymentRecord};
 use bitcoin::secp256k1::{Keypair, Secp256k1, SecretKey};
 use coffer_client::Scope;
 
@@ -157,7 +157,7 @@ impl Gateway {
             .write(move |tx| {
                 let revoked = tx.revoke_nwc_connection(&agent, &id, now_ms)?;
                 if revoked {
-                    tx.audit(&connection_audit("nwc_connection.revoked", &agent, &id, actor.clone(), now_ms))?;
+                    tx.audit(&key_audit("nwc_connection.revoked", &agent, &id, actor.clone(), now_ms))?;
                 }
                 Ok(revoked)
             })
@@ -285,24 +285,9 @@ fn insert_connection(tx: &mut dyn crate::store::Tx, c: &NwcConnectionRecord, act
         return Err(Error::limit_final(Limit::NwcConnectionsPerAgent, detail));
     }
     tx.insert_nwc_connection(c)?;
-    let mut entry = connection_audit("nwc_connection.created", &c.agent_id, &c.id, actor, c.created_at_ms);
+    let mut entry = key_audit("nwc_connection.created", &c.agent_id, &c.id, actor, c.created_at_ms);
     entry.detail = Some(format!("{}: {}", c.name, c.methods.names()));
     tx.audit(&entry)
-}
-
-fn connection_audit(action: &'static str, agent_id: &str, id: &str, actor: String, at_ms: i64) -> AuditEntry {
-    AuditEntry {
-        at_ms,
-        action,
-        actor,
-        key_id: Some(id.to_owned()),
-        agent_id: Some(agent_id.to_owned()),
-        amount_msat: None,
-        payee: None,
-        purpose: None,
-        rule: None,
-        detail: None,
-    }
 }
 
 #[cfg(test)]

@@ -473,7 +473,9 @@ fn insert_signing_key(tx: &mut dyn crate::store::Tx, key: &SigningKeyRecord, act
     tx.audit(&entry)
 }
 
-fn key_audit(action: &'static str, agent_id: &str, key_id: &str, actor: String, at_ms: i64) -> AuditEntry {
+/// The audit entry of a change to a key an agent holds (a signing key, an
+/// NWC connection): by `actor`, naming the key.
+pub(super) fn key_audit(action: &'static str, agent_id: &str, key_id: &str, actor: String, at_ms: i64) -> AuditEntry {
     AuditEntry {
         at_ms,
         action,
