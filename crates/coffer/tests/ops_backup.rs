@@ -92,14 +92,7 @@ async fn a_backup_taken_while_eight_clients_pay_restores_every_payment_acknowled
     let copy = Gateway::start_in(&restored).await;
     let mut found = BTreeSet::new();
     for (_, key) in &payers {
-        let client = copy.client(key);
-        let mut cursor: Option<String> = None;
-        loop {
-            let page = client.payments(cursor.as_deref()).await.expect("the restored payments");
-            found.extend(page.items.into_iter().map(|p| p.id));
-            let Some(next) = page.next_cursor else { break };
-            cursor = Some(next);
-        }
+        found.extend(copy.payment_ids(key).await);
     }
     let missing: Vec<&String> = before.difference(&found).collect();
     assert!(missing.is_empty(), "acknowledged before the backup, missing from it: {missing:?}");

@@ -17,7 +17,6 @@ mod common;
 use common::{Gateway, try_send};
 use reqwest::Method;
 use serde_json::json;
-use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -143,27 +142,6 @@ fn check(log: &mut Log, phase: u8, what: &str, answer: &Result<common::Reply, re
 async fn readyz(gw: &Gateway) -> (u16, String) {
     let r = common::send(gw.request(Method::GET, "/readyz", None)).await;
     (r.status, r.text)
-}
-
-/// Every payment id in an agent's history.
-async fn payment_ids(gw: &Gateway, key: &str) -> BTreeSet<String> {
-    let mut ids = BTreeSet::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let path = match &cursor {
-            Some(c) => format!("/v1/payments?limit=200&cursor={c}"),
-            None => "/v1/payments?limit=200".to_owned(),
-        };
-        let r = common::send(gw.request(Method::GET, &path, Some(key))).await;
-        assert_eq!(r.status, 200, "{r:?}");
-        for item in r.json["items"].as_array().expect("a page of payments") {
-            ids.insert(item["id"].as_str().expect("a payment id").to_owned());
-        }
-        match r.json["next_cursor"].as_str() {
-            Some(c) => cursor = Some(c.to_owned()),
-            None => return ids,
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -318,7 +296,7 @@ async fn a_full_disk_answers_503_with_retry_after_and_heals_without_a_restart() 
 
     // Nothing acknowledged is lost, and the books balance.
     for ((_, _, key), log) in payers.iter().zip(&logs) {
-        let stored = payment_ids(&gw, key).await;
+        let stored = gw.payment_ids(key).await;
         for (id, _) in &log.paid {
             assert!(stored.contains(id), "payment {id} was answered 200 but is not stored");
         }

@@ -15,7 +15,6 @@ use coffer::server::SHUTDOWN_BOUND_MS;
 use common::{Gateway, try_send};
 use reqwest::Method;
 use serde_json::{Value, json};
-use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -63,27 +62,6 @@ struct ClientLog {
     answered: Vec<Answered>,
     /// Any answer that was neither a success nor a transport failure.
     unexpected: Vec<String>,
-}
-
-/// Every payment id in an agent's history.
-async fn payment_ids(gw: &Gateway, key: &str) -> BTreeSet<String> {
-    let mut ids = BTreeSet::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let path = match &cursor {
-            Some(c) => format!("/v1/payments?limit=200&cursor={c}"),
-            None => "/v1/payments?limit=200".to_owned(),
-        };
-        let r = common::send(gw.request(Method::GET, &path, Some(key))).await;
-        assert_eq!(r.status, 200, "{r:?}");
-        for item in r.json["items"].as_array().expect("a page of payments") {
-            ids.insert(item["id"].as_str().expect("a payment id").to_owned());
-        }
-        match r.json["next_cursor"].as_str() {
-            Some(c) => cursor = Some(c.to_owned()),
-            None => return ids,
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -181,7 +159,7 @@ async fn sigterm_under_load_keeps_every_answered_payment_and_exits_within_its_bo
     // there, and at most the one each client had in flight besides.
     gw.restart().await;
     for ((_, _, key), log) in payers.iter().zip(&logs) {
-        let stored = payment_ids(&gw, key).await;
+        let stored = gw.payment_ids(key).await;
         for a in &log.answered {
             assert!(stored.contains(&a.id), "payment {} was answered 200 but is gone after the restart", a.id);
         }
@@ -243,7 +221,7 @@ async fn a_request_in_flight_at_sigterm_is_answered_and_kept() {
     assert_stops_within_bound(&mut gw, signalled).await;
 
     gw.restart().await;
-    assert!(payment_ids(&gw, &payer_key).await.contains(&id), "the payment answered while stopping is gone");
+    assert!(gw.payment_ids(&payer_key).await.contains(&id), "the payment answered while stopping is gone");
     let (ok, report) = gw.audit().await;
     assert!(ok, "coffer audit: {report}");
 }

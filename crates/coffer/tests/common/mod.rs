@@ -576,6 +576,21 @@ impl Gateway {
         conn.query_row("SELECT status FROM invoices WHERE payment_hash = ?1", [hash], |r| r.get(0)).ok()
     }
 
+    /// Every payment id in the history of the agent whose key this is,
+    /// paging through its list.
+    pub async fn payment_ids(&self, key: &str) -> std::collections::BTreeSet<String> {
+        let mut ids = std::collections::BTreeSet::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let page = self.client(key).payments(cursor.as_deref()).await.expect("listing payments");
+            ids.extend(page.items.into_iter().map(|p| p.id));
+            match page.next_cursor {
+                Some(c) => cursor = Some(c),
+                None => return ids,
+            }
+        }
+    }
+
     /// How many payments an agent has made, paging through its list.
     pub async fn payment_count(&self, agent: &Client) -> usize {
         let mut count = 0;
