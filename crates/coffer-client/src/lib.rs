@@ -275,6 +275,34 @@ impl Client {
         Ok(())
     }
 
+    // Bridges to messengers.
+
+    /// A single-use code that links a messenger user to an agent: the user
+    /// sends `/link CODE` to the bridge's bot.
+    pub async fn create_link_code(&self, agent_id: &str) -> Result<LinkCode, Error> {
+        self.post(&format!("/v1/agents/{agent_id}/link-codes"), &serde_json::json!({})).await
+    }
+
+    /// A link code for the operator's own messenger user (operator).
+    pub async fn create_operator_link_code(&self) -> Result<LinkCode, Error> {
+        self.post("/v1/link-codes", &serde_json::json!({})).await
+    }
+
+    /// The messenger users linked to an agent.
+    pub async fn links(&self, agent_id: &str) -> Result<Vec<BridgeLink>, Error> {
+        self.get(&format!("/v1/agents/{agent_id}/links")).await
+    }
+
+    /// Bridges a room to a chat of `messenger` (`telegram`: a chat id;
+    /// `matrix`: a room id). Operator.
+    pub async fn bridge_room(&self, room: &str, messenger: &str, chat: &str) -> Result<RoomBridge, Error> {
+        let body = match messenger {
+            "matrix" => PutRoomBridgeRequest { room_id: Some(chat.to_owned()), ..PutRoomBridgeRequest::default() },
+            _ => PutRoomBridgeRequest { chat_id: Some(chat.to_owned()), ..PutRoomBridgeRequest::default() },
+        };
+        self.send(self.request(Method::PUT, &format!("/v1/rooms/{room}/bridges/{messenger}")).json(&body)).await
+    }
+
     // The constitution.
 
     /// An agent's policy, as JSON (`{}` when it has none).

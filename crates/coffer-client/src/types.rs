@@ -1076,3 +1076,50 @@ pub struct SignedReceipt {
     /// `secp256k1-sha256`.
     pub alg: String,
 }
+
+/// A single-use code that links a messenger user to an agent (or to the
+/// operator): sent to the bridge's bot as `/link CODE` before it expires.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(ToSchema))]
+pub struct LinkCode {
+    pub code: String,
+    pub expires_at: String,
+}
+
+/// A messenger user who acts as an agent (or as the operator) through a
+/// bridge.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(ToSchema))]
+pub struct BridgeLink {
+    /// `telegram` or `matrix`.
+    pub messenger: String,
+    pub user_id: String,
+    pub user_name: String,
+    /// The agent, or `operator`.
+    pub agent_id: String,
+    /// The chat the user linked from, where the operator's approvals and
+    /// alerts go.
+    pub chat_id: String,
+    pub linked_at: String,
+}
+
+/// Bridges a room to a chat: Telegram's `chat_id`, or Matrix's `room_id`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct PutRoomBridgeRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chat_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub room_id: Option<String>,
+}
+
+/// A room mirrored into a messenger's chat.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(ToSchema))]
+pub struct RoomBridge {
+    pub room_id: String,
+    pub messenger: String,
+    pub chat_id: String,
+    pub created_at: String,
+}

@@ -6,12 +6,14 @@
 //! - [`payment`]: payments by kind (inside the gateway, and out through Lightning);
 //! - [`lightning`]: the funding sources (LNbits, LND, Core Lightning);
 //! - [`http`]: the HTTP API; [`cli`]: the command line;
+//! - [`bridge`]: rooms mirrored into messengers (Telegram, Matrix);
 //! - [`egress`]: the guard on every request made on someone's behalf;
 //! - [`tls`]: the process's TLS provider;
 //! - the domain (gateway, payment, events, model, store, lightning) imports no
 //!   edge (http, cli, mcp): `tests/layers.rs` checks it;
 //! - the pure rules (amounts, ledger, policy) live in the `coffer-core` crate.
 
+pub mod bridge;
 pub mod cli;
 pub mod connections;
 pub mod egress;

@@ -54,6 +54,10 @@ pub enum Limit {
     /// NWC requests of one connection being answered at once
     /// ([`NWC_REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX`]).
     NwcRequestsInFlight,
+    /// Live link codes of one agent ([`LINK_CODES_PER_AGENT_MAX`]).
+    LinkCodesPerAgent,
+    /// Messenger users linked to one agent ([`BRIDGE_LINKS_PER_AGENT_MAX`]).
+    BridgeLinksPerAgent,
 }
 
 /// The most live signing keys an agent holds: a few per device or runtime,
@@ -70,9 +74,14 @@ pub const NWC_CONNECTIONS_PER_AGENT_MAX: u32 = 16;
 /// NWC requests of one connection answered at once; more are refused with
 /// `RATE_LIMITED` (a client waits for its answers; a flood does not).
 pub const NWC_REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX: u32 = 32;
+/// Link codes of one agent waiting to be used: a code is for one person
+/// about to link, and lives minutes.
+pub const LINK_CODES_PER_AGENT_MAX: u32 = 8;
+/// Messenger users linked to one agent (or to the operator).
+pub const BRIDGE_LINKS_PER_AGENT_MAX: u32 = 16;
 
 impl Limit {
-    pub const ALL: [Limit; 20] = [
+    pub const ALL: [Limit; 22] = [
         Limit::WritesPerKey,
         Limit::WritesPerAgent,
         Limit::InvoicesOpenPerAgent,
@@ -93,6 +102,8 @@ impl Limit {
         Limit::SignatureNonces,
         Limit::NwcConnectionsPerAgent,
         Limit::NwcRequestsInFlight,
+        Limit::LinkCodesPerAgent,
+        Limit::BridgeLinksPerAgent,
     ];
 
     /// The stable name: snake case, unit last.
@@ -118,6 +129,8 @@ impl Limit {
             Limit::SignatureNonces => "signature_nonces",
             Limit::NwcConnectionsPerAgent => "nwc_connections_per_agent",
             Limit::NwcRequestsInFlight => "nwc_requests_in_flight_per_connection",
+            Limit::LinkCodesPerAgent => "link_codes_per_agent",
+            Limit::BridgeLinksPerAgent => "bridge_links_per_agent",
         }
     }
 

@@ -363,6 +363,8 @@ pub struct EventSinks {
     /// `COFFER_REDIS_URL`: publish to Redis Streams.
     pub redis_url: Option<String>,
     pub webhooks: WebhookSettings,
+    /// The messengers rooms are bridged to (`crate::bridge`).
+    pub bridges: Vec<Arc<dyn crate::bridge::Messenger>>,
 }
 
 /// Serves the HTTP API, and the mounted paywalls, until SIGINT or SIGTERM;
@@ -464,7 +466,10 @@ fn start_event_sinks(gateway: &Arc<Gateway>, sinks: EventSinks) -> Result<(), Er
     if let Some(url) = sinks.redis_url {
         let bus = crate::events::redis::RedisBus::new(&url)
             .map_err(|e| Error::InvalidField { field: "COFFER_REDIS_URL", detail: e })?;
-        tokio::spawn(crate::events::run_bus(Arc::clone(gateway), Arc::new(bus), owner));
+        tokio::spawn(crate::events::run_bus(Arc::clone(gateway), Arc::new(bus), owner.clone()));
+    }
+    for messenger in sinks.bridges {
+        crate::bridge::engine::start(gateway, messenger, owner.clone());
     }
     Ok(())
 }

@@ -30,7 +30,8 @@ async fn every_documented_operation_is_routed() {
     for (path, item) in paths {
         let concrete = path.replace("{id}", "x1").replace("{room}", "x1").replace("{payment_hash}", &"0".repeat(64));
         let concrete = concrete.replace("{payment_id}", "x1").replace("{agent_id}", "x1").replace("{key_id}", "x1");
-        let concrete = concrete.replace("{connection_id}", "x1");
+        let concrete = concrete.replace("{connection_id}", "x1").replace("{messenger}", "telegram");
+        let concrete = concrete.replace("{user_id}", "x1");
         assert!(!concrete.contains('{'), "an unfilled parameter in {path}");
         for method in item.as_object().expect("operations").keys() {
             let method = Method::from_bytes(method.to_uppercase().as_bytes()).expect("a method");

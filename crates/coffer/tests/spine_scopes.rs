@@ -426,6 +426,8 @@ impl Ids {
             // A read key is refused before the signing key is looked up.
             ("key_id", p) if p.contains("/signing-keys/") => "sk_none".into(),
             ("connection_id", p) if p.contains("/nwc/") => "nwc_none".into(),
+            ("messenger", _) => "telegram".into(),
+            ("user_id", _) => "1001".into(),
             _ => return None,
         })
     }
@@ -563,6 +565,7 @@ fn body(template: &str, b: &str) -> Value {
         "/v1/agents/{id}/policy" | "/v1/agents/{id}/chat" => json!({}),
         "/v1/rooms/{room}/members" => json!({"agent_id": b}),
         "/v1/rooms/{room}/messages" => json!({"text": "from a read key"}),
+        "/v1/rooms/{room}/bridges/{messenger}" => json!({"chat_id": "-1001"}),
         "/v1/webhooks" => json!({"url": "http://127.0.0.1:9/read-key", "types": ["breaker.tripped"]}),
         _ => json!({"amount_msat": 1}),
     }

@@ -767,6 +767,98 @@ async fn nwc_connections_and_requests(store: &dyn Store) {
     assert!(!revoked.live(8_000));
 }
 
+/// Bridges: a link code is taken once and only while live, expired ones
+/// are forgotten when counted; links are replaced, listed and deleted (of
+/// their agent only); a chat is bridged to one room; a post is recorded
+/// once and found by its room message, its messenger id and its hash;
+/// cursors read back.
+async fn bridge_rows(store: &dyn Store) {
+    add_agent(store, "payer").await;
+    let code = |byte: u8, expires_at_ms: i64| LinkCodeRecord {
+        digest: [byte; 32],
+        agent_id: "payer".into(),
+        created_at_ms: 1_000,
+        expires_at_ms,
+    };
+    for c in [code(1, 10_000), code(2, 2_000)] {
+        store.write(move |tx| tx.insert_link_code(&c)).await.expect("a code");
+    }
+    assert_eq!(
+        store.write(move |tx| tx.live_link_codes("payer", 5_000)).await.expect("counted"),
+        1,
+        "the expired one goes"
+    );
+    assert_eq!(store.write(move |tx| tx.take_link_code(&[2; 32], 1_500)).await.expect("a read"), None, "forgotten");
+    assert_eq!(store.write(move |tx| tx.take_link_code(&[1; 32], 5_000)).await.expect("taken"), Some(code(1, 10_000)));
+    assert_eq!(store.write(move |tx| tx.take_link_code(&[1; 32], 5_000)).await.expect("a read"), None, "used once");
+
+    let link = |user: &str, agent: &str, at_ms: i64| BridgeLinkRecord {
+        messenger: "telegram".into(),
+        user_id: user.into(),
+        user_name: format!("user {user}"),
+        agent_id: agent.into(),
+        chat_id: format!("chat-{user}"),
+        linked_at_ms: at_ms,
+    };
+    for l in [link("1", "payer", 1_000), link("2", "payer", 2_000), link("1", "operator", 3_000)] {
+        store.write(move |tx| tx.put_bridge_link(&l)).await.expect("a link");
+    }
+    assert_eq!(
+        store.read(move |tx| tx.bridge_link("telegram", "1")).await.expect("a read"),
+        Some(link("1", "operator", 3_000))
+    );
+    assert_eq!(
+        store.read(move |tx| tx.bridge_links_of("payer", 10)).await.expect("a read"),
+        vec![link("2", "payer", 2_000)]
+    );
+    assert!(!store.write(move |tx| tx.delete_bridge_link("telegram", "2", Some("operator"))).await.expect("not its"));
+    assert!(store.write(move |tx| tx.delete_bridge_link("telegram", "2", None)).await.expect("deleted"));
+    assert!(store.read(move |tx| tx.bridge_link("telegram", "2")).await.expect("a read").is_none());
+
+    let bridge = |room: &str, chat: &str| RoomBridgeRecord {
+        room_id: room.into(),
+        messenger: "matrix".into(),
+        chat_id: chat.into(),
+        created_at_ms: 4_000,
+    };
+    store.write(move |tx| tx.put_room_bridge(&bridge("room_a", "!a:hs"))).await.expect("bridged");
+    assert!(store.write(move |tx| tx.put_room_bridge(&bridge("room_b", "!a:hs"))).await.is_err(), "one room per chat");
+    store.write(move |tx| tx.put_room_bridge(&bridge("room_a", "!b:hs"))).await.expect("moved");
+    assert_eq!(store.read(move |tx| tx.room_bridges("room_a")).await.expect("a read"), vec![bridge("room_a", "!b:hs")]);
+    assert!(store.read(move |tx| tx.room_bridge_of_chat("matrix", "!a:hs")).await.expect("a read").is_none());
+    assert!(store.write(move |tx| tx.delete_room_bridge("room_a", "matrix")).await.expect("deleted"));
+    assert!(store.read(move |tx| tx.room_bridges("room_a")).await.expect("a read").is_empty());
+
+    let post = BridgePostRecord {
+        messenger: "matrix".into(),
+        room_id: "room_a".into(),
+        message_id: 7,
+        chat_id: "!b:hs".into(),
+        external_id: "$card".into(),
+        payment_hash: Some([5; 32]),
+    };
+    let (again, once) = (post.clone(), post.clone());
+    assert!(store.write(move |tx| tx.insert_bridge_post(&once)).await.expect("recorded"));
+    assert!(!store.write(move |tx| tx.insert_bridge_post(&again)).await.expect("a no-op"), "recorded once");
+    assert_eq!(store.read(move |tx| tx.bridge_post("matrix", "room_a", 7)).await.expect("a read"), Some(post.clone()));
+    let found = store.read(move |tx| tx.bridge_post_by_external("matrix", "!b:hs", "$card")).await.expect("a read");
+    assert_eq!(found, Some(post.clone()));
+    assert_eq!(store.read(move |tx| tx.bridge_posts_of_hash(&[5; 32])).await.expect("a read"), vec![post]);
+
+    assert_eq!(store.read(move |tx| tx.bridge_cursor("matrix")).await.expect("a read"), None);
+    store.write(move |tx| tx.set_bridge_cursor("matrix", "s72594_4483_1934")).await.expect("stored");
+    store.write(move |tx| tx.set_bridge_cursor("matrix", "s72595_4483_1934")).await.expect("replaced");
+    assert_eq!(
+        store.read(move |tx| tx.bridge_cursor("matrix")).await.expect("a read").as_deref(),
+        Some("s72595_4483_1934")
+    );
+}
+
+#[tokio::test]
+async fn bridges() {
+    on_every_store!(bridge_rows);
+}
+
 #[tokio::test]
 async fn nwc() {
     on_every_store!(nwc_connections_and_requests);

@@ -72,16 +72,23 @@ const SETTINGS: &[Setting] = &[
     setting("events", "webhook_backoff_ms", "COFFER_WEBHOOK_BACKOFF_MS", Kind::Number),
     setting("events", "webhook_pause_after", "COFFER_WEBHOOK_PAUSE_AFTER", Kind::Number),
     setting("nwc", "relays", "COFFER_NWC_RELAYS", Kind::List),
+    setting("bridges", "telegram_bot_token_file", "COFFER_TELEGRAM_BOT_TOKEN", Kind::SecretFile),
+    setting("bridges", "telegram_api_url", "COFFER_TELEGRAM_API_URL", Kind::Text),
+    setting("bridges", "matrix_homeserver", "COFFER_MATRIX_HOMESERVER", Kind::Text),
+    setting("bridges", "matrix_user", "COFFER_MATRIX_USER", Kind::Text),
+    setting("bridges", "matrix_access_token_file", "COFFER_MATRIX_ACCESS_TOKEN", Kind::SecretFile),
 ];
 
 /// Secrets the environment may also give as `COFFER_<NAME>_FILE`.
-const SECRETS: [&str; 6] = [
+const SECRETS: [&str; 8] = [
     "COFFER_OPERATOR_TOKEN",
     "COFFER_DATABASE_URL",
     "COFFER_LNBITS_ADMIN_KEY",
     "COFFER_CLN_RUNE",
     "COFFER_NATS_URL",
     "COFFER_REDIS_URL",
+    "COFFER_TELEGRAM_BOT_TOKEN",
+    "COFFER_MATRIX_ACCESS_TOKEN",
 ];
 /// The largest configuration or secret file read.
 const FILE_LEN_MAX_BYTES: u64 = 1024 * 1024;
@@ -299,6 +306,13 @@ webhook_pause_after = 10           # COFFER_WEBHOOK_PAUSE_AFTER, --webhook-pause
 
 [nwc]
 relays = []                        # COFFER_NWC_RELAYS: ws:// or wss:// relays of the NWC wallet service
+
+[bridges]                          # rooms mirrored into messengers (PUT /v1/rooms/{room}/bridges/...)
+# telegram_bot_token_file = "/etc/coffer/telegram-token"   # COFFER_TELEGRAM_BOT_TOKEN
+# telegram_api_url = "https://api.telegram.org"             # COFFER_TELEGRAM_API_URL
+# matrix_homeserver = "https://matrix.example"               # COFFER_MATRIX_HOMESERVER
+# matrix_user = "@coffer:matrix.example"                     # COFFER_MATRIX_USER
+# matrix_access_token_file = "/etc/coffer/matrix-token"      # COFFER_MATRIX_ACCESS_TOKEN
 "#;
 
 #[cfg(test)]

@@ -16,7 +16,7 @@ use std::process::ExitCode;
 /// constant); checked against the stores' at compile time.
 macro_rules! schema_version {
     () => {
-        "14"
+        "15"
     };
 }
 
@@ -172,7 +172,10 @@ enum Command {
     /// An agent economy against a live gateway, to watch in the dashboard.
     Simulate(simulate::SimulateArgs),
     /// Start a gateway in a temporary folder, run the simulation against it,
-    /// and keep serving the dashboard until Ctrl-C.
+    /// and keep serving the dashboard until Ctrl-C. With a bridge's
+    /// variables set (COFFER_TELEGRAM_BOT_TOKEN, or COFFER_MATRIX_*), the
+    /// market room is bridged to COFFER_DEMO_TELEGRAM_CHAT_ID or
+    /// COFFER_DEMO_MATRIX_ROOM_ID.
     Demo {
         #[arg(long, default_value_t = 60)]
         rounds: u32,
@@ -630,6 +633,7 @@ struct Serve {
     limits: crate::limits::Limits,
     retention: crate::gateway::retention::Retention,
     egress: crate::egress::Egress,
+    bridges: crate::bridge::BridgeConfig,
 }
 
 impl Serve {
@@ -670,6 +674,7 @@ impl Serve {
             limits: crate::limits::Limits::from_lookup(lookup)?,
             retention: crate::gateway::retention::Retention::from_lookup(lookup)?,
             egress: crate::egress::Egress::from_lookup(lookup)?,
+            bridges: crate::bridge::BridgeConfig::from_lookup(lookup)?,
         })
     }
 }
@@ -754,6 +759,7 @@ async fn serve(args: ServeArgs) -> CliResult {
             pause_after_failures: args.webhook_pause_after,
             ..WebhookSettings::default()
         },
+        bridges: args.bridges.messengers()?,
     };
     // Where events go; the URLs may hold credentials, so only which.
     println!(
@@ -764,6 +770,9 @@ async fn serve(args: ServeArgs) -> CliResult {
     if !args.nwc_relays.is_empty() {
         let wallet = gateway.nwc_wallet_keys().map_err(|e| e.operator_message())?.x_only_public_key().0;
         println!("nwc: wallet service {wallet} on {}", args.nwc_relays.join(", "));
+    }
+    for name in args.bridges.names() {
+        println!("bridge: {name} (rooms bridged with PUT /v1/rooms/{{room}}/bridges/{name})");
     }
     for mount in &paywalls.mounts {
         println!("paywall: {} -> {} for {}", mount.prefix, mount.upstream, mount.agent_id);

@@ -68,12 +68,20 @@ pub struct SimulateArgs {
     seed: u64,
     #[arg(long)]
     json: bool,
+    /// Chats the market room is bridged to: `coffer demo` takes them from
+    /// `COFFER_DEMO_TELEGRAM_CHAT_ID` and `COFFER_DEMO_MATRIX_ROOM_ID`.
+    #[arg(skip)]
+    bridges: Vec<(&'static str, String)>,
 }
 
 impl SimulateArgs {
     /// The settings `coffer demo` runs with.
     pub fn for_demo(url: String, token: String, rounds: u32, pause_ms: u64) -> SimulateArgs {
-        SimulateArgs { url, token, agents: 16, rounds, pause_ms, seed: 16, json: false }
+        let bridges = [("telegram", "COFFER_DEMO_TELEGRAM_CHAT_ID"), ("matrix", "COFFER_DEMO_MATRIX_ROOM_ID")]
+            .into_iter()
+            .filter_map(|(messenger, env)| Some((messenger, std::env::var(env).ok().filter(|v| !v.is_empty())?)))
+            .collect();
+        SimulateArgs { url, token, agents: 16, rounds, pause_ms, seed: 16, json: false, bridges }
     }
 }
 
@@ -143,6 +151,7 @@ pub async fn simulate(args: &SimulateArgs) -> Result<Report, Error> {
     let operator = Client::new(&args.url, &args.token)?;
     let members = setup(&operator, agents).await?;
     let rooms = open_rooms(&operator, &members).await?;
+    bridge_market(&operator, &rooms.market, &args.bridges).await?;
     let mut rng = StdRng::seed_from_u64(args.seed);
     let mut report = Report { rounds, agents: members.len(), ..Report::default() };
     for round in 0..rounds {
@@ -232,6 +241,21 @@ struct Rooms {
     spam: String,
     /// The orchestrator and its workers.
     jobs: String,
+}
+
+/// Bridges the market room to the demo's chats (the gateway runs those
+/// bridges when its messenger variables are set), and gives a link code for
+/// the operator's messenger user: approvals and alerts then arrive there.
+async fn bridge_market(operator: &Client, market: &str, bridges: &[(&'static str, String)]) -> Result<(), Error> {
+    for (messenger, chat) in bridges {
+        operator.bridge_room(market, messenger, chat).await?;
+        let code = operator.create_operator_link_code().await?;
+        eprintln!(
+            "the market room is bridged to {messenger} {chat}: send /link {} to the bot to act as the operator",
+            code.code
+        );
+    }
+    Ok(())
 }
 
 /// The market room has everyone; the spam room has the spam seller and the

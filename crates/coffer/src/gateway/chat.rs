@@ -203,7 +203,7 @@ impl Gateway {
         Ok(RoomMessage { message: posted, waiting: None })
     }
 
-    async fn message(&self, room_id: &str, id: i64) -> Result<Option<RoomMessage>, Error> {
+    pub(super) async fn message(&self, room_id: &str, id: i64) -> Result<Option<RoomMessage>, Error> {
         let room_id = room_id.to_owned();
         self.store
             .read(move |tx| match tx.message(&room_id, id)? {

@@ -4,6 +4,7 @@
 //! chat have a file each.
 
 mod auth;
+pub mod bridge;
 mod chat;
 pub mod clock;
 mod commerce;

@@ -3,6 +3,7 @@
 //! the same route list, so neither can miss a route.
 
 mod agent;
+mod bridge;
 mod commerce;
 mod constitution;
 pub mod dev;
@@ -216,6 +217,14 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(signing::revoke_signing_key))
         .routes(routes!(nwc::create_nwc_connection, nwc::list_nwc_connections))
         .routes(routes!(nwc::revoke_nwc_connection))
+        .routes(routes!(bridge::create_link_code))
+        .routes(routes!(bridge::create_operator_link_code))
+        .routes(routes!(bridge::list_links))
+        .routes(routes!(bridge::delete_link))
+        .routes(routes!(bridge::list_operator_links))
+        .routes(routes!(bridge::delete_operator_link))
+        .routes(routes!(bridge::put_room_bridge, bridge::delete_room_bridge))
+        .routes(routes!(bridge::list_room_bridges))
         .routes(routes!(operator::mint))
         .routes(routes!(operator::treasury))
         .routes(routes!(agent::wallet))

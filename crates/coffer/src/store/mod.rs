@@ -225,6 +225,46 @@ pub trait Tx {
     fn take_nwc_request(&mut self, event_id: &[u8; 32], connection_id: &str, now_ms: i64) -> Result<bool, Error>;
     /// Forgets up to `limit` requests taken before `before_ms`; how many.
     fn prune_nwc_requests(&mut self, before_ms: i64, limit: u32) -> Result<u64, Error>;
+    fn insert_link_code(&mut self, code: &LinkCodeRecord) -> Result<(), Error>;
+    /// Forgets an agent's expired link codes and counts its live ones; in a
+    /// write, the agent is locked first.
+    fn live_link_codes(&mut self, agent_id: &str, now_ms: i64) -> Result<u32, Error>;
+    /// Takes a live link code (it is used up): `None` if there is none.
+    fn take_link_code(&mut self, digest: &[u8; 32], now_ms: i64) -> Result<Option<LinkCodeRecord>, Error>;
+    /// Links a messenger user, replacing the user's link if there was one.
+    fn put_bridge_link(&mut self, link: &BridgeLinkRecord) -> Result<(), Error>;
+    fn bridge_link(&mut self, messenger: &str, user_id: &str) -> Result<Option<BridgeLinkRecord>, Error>;
+    /// An agent's (or the operator's) linked users, oldest first.
+    fn bridge_links_of(&mut self, agent_id: &str, limit: u32) -> Result<Vec<BridgeLinkRecord>, Error>;
+    /// Unlinks a user (of `agent_id` only, when given); whether it was linked.
+    fn delete_bridge_link(&mut self, messenger: &str, user_id: &str, agent_id: Option<&str>) -> Result<bool, Error>;
+    /// Bridges a room to a chat, replacing the room's chat on that
+    /// messenger; a chat already bridged to another room is a conflict.
+    fn put_room_bridge(&mut self, bridge: &RoomBridgeRecord) -> Result<(), Error>;
+    fn room_bridges(&mut self, room_id: &str) -> Result<Vec<RoomBridgeRecord>, Error>;
+    fn room_bridge_of_chat(&mut self, messenger: &str, chat_id: &str) -> Result<Option<RoomBridgeRecord>, Error>;
+    fn delete_room_bridge(&mut self, room_id: &str, messenger: &str) -> Result<bool, Error>;
+    /// Records what a bridge posted for a room's message: `false` if it had
+    /// posted it before.
+    fn insert_bridge_post(&mut self, post: &BridgePostRecord) -> Result<bool, Error>;
+    fn bridge_post(
+        &mut self,
+        messenger: &str,
+        room_id: &str,
+        message_id: i64,
+    ) -> Result<Option<BridgePostRecord>, Error>;
+    fn bridge_post_by_external(
+        &mut self,
+        messenger: &str,
+        chat_id: &str,
+        external_id: &str,
+    ) -> Result<Option<BridgePostRecord>, Error>;
+    /// The cards of a payment request, on every bridge.
+    fn bridge_posts_of_hash(&mut self, payment_hash: &[u8; 32]) -> Result<Vec<BridgePostRecord>, Error>;
+    /// Where a bridge's reading of its messenger stands (the messenger's own
+    /// token), kept in `meta`.
+    fn bridge_cursor(&mut self, messenger: &str) -> Result<Option<String>, Error>;
+    fn set_bridge_cursor(&mut self, messenger: &str, cursor: &str) -> Result<(), Error>;
     /// Every account's balance and the posted totals of all transfers: one
     /// snapshot, for `coffer audit`.
     fn audit_input(&mut self) -> Result<AuditInput, Error>;

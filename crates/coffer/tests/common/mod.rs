@@ -11,8 +11,10 @@
 #![allow(dead_code)]
 
 pub mod lightning;
+pub mod matrix;
 pub mod nostr;
 pub mod paywall;
+pub mod telegram;
 pub mod trade;
 
 use coffer_client::{Client, Problem};

@@ -91,6 +91,50 @@ pub fn nwc_connection(r: &dyn SqlRow) -> Result<NwcConnectionRecord, Error> {
     })
 }
 
+pub const LINK_CODE_COLUMNS: &str = "digest, agent_id, created_at, expires_at FROM link_codes";
+
+pub fn link_code(r: &dyn SqlRow) -> Result<LinkCodeRecord, Error> {
+    Ok(LinkCodeRecord {
+        digest: hash32(r.blob(0)?)?,
+        agent_id: r.text(1)?,
+        created_at_ms: r.i64(2)?,
+        expires_at_ms: r.i64(3)?,
+    })
+}
+
+pub const BRIDGE_LINK_COLUMNS: &str = "messenger, user_id, user_name, agent_id, chat_id, linked_at FROM bridge_links";
+
+pub fn bridge_link(r: &dyn SqlRow) -> Result<BridgeLinkRecord, Error> {
+    Ok(BridgeLinkRecord {
+        messenger: r.text(0)?,
+        user_id: r.text(1)?,
+        user_name: r.text(2)?,
+        agent_id: r.text(3)?,
+        chat_id: r.text(4)?,
+        linked_at_ms: r.i64(5)?,
+    })
+}
+
+pub const ROOM_BRIDGE_COLUMNS: &str = "room_id, messenger, chat_id, created_at FROM room_bridges";
+
+pub fn room_bridge(r: &dyn SqlRow) -> Result<RoomBridgeRecord, Error> {
+    Ok(RoomBridgeRecord { room_id: r.text(0)?, messenger: r.text(1)?, chat_id: r.text(2)?, created_at_ms: r.i64(3)? })
+}
+
+pub const BRIDGE_POST_COLUMNS: &str =
+    "messenger, room_id, message_id, chat_id, external_id, payment_hash FROM bridge_posts";
+
+pub fn bridge_post(r: &dyn SqlRow) -> Result<BridgePostRecord, Error> {
+    Ok(BridgePostRecord {
+        messenger: r.text(0)?,
+        room_id: r.text(1)?,
+        message_id: r.i64(2)?,
+        chat_id: r.text(3)?,
+        external_id: r.text(4)?,
+        payment_hash: r.opt_blob(5)?.map(hash32).transpose()?,
+    })
+}
+
 pub const AGENT_COLUMNS: &str = "g.id, g.name, g.account_id, g.created_at, a.debits_posted, a.credits_posted, \
      a.debits_pending, g.parent_id, g.can_create_subagents, g.frozen_reason \
      FROM agents g JOIN accounts a ON a.id = g.account_id";

@@ -707,6 +707,134 @@ impl Tx for SqlTx<'_> {
         self.execute(sql, args![before_ms, i64::from(limit)])
     }
 
+    fn insert_link_code(&mut self, c: &LinkCodeRecord) -> Result<(), Error> {
+        let sql = "INSERT INTO link_codes (digest, agent_id, created_at, expires_at) VALUES (?1, ?2, ?3, ?4)";
+        self.execute(sql, args![&c.digest[..], &c.agent_id, c.created_at_ms, c.expires_at_ms])?;
+        Ok(())
+    }
+
+    fn live_link_codes(&mut self, agent_id: &str, now_ms: i64) -> Result<u32, Error> {
+        if agent_id != OPERATOR {
+            self.lock_agent(agent_id)?;
+        }
+        self.execute("DELETE FROM link_codes WHERE agent_id = ?1 AND expires_at <= ?2", args![agent_id, now_ms])?;
+        let live = self.row("SELECT COUNT(*) FROM link_codes WHERE agent_id = ?1", args![agent_id], |r| r.i64(0))?;
+        Ok(u32::try_from(live.unwrap_or(0)).unwrap_or(u32::MAX))
+    }
+
+    fn take_link_code(&mut self, digest: &[u8; 32], now_ms: i64) -> Result<Option<LinkCodeRecord>, Error> {
+        let sql = format!("SELECT {LINK_CODE_COLUMNS} WHERE digest = ?1 AND expires_at > ?2");
+        let Some(code) = self.row(&sql, args![&digest[..], now_ms], rows::link_code)? else { return Ok(None) };
+        // Deleted whether or not it was live: a code is used once.
+        if self.execute("DELETE FROM link_codes WHERE digest = ?1", args![&digest[..]])? == 0 {
+            return Ok(None);
+        }
+        Ok(Some(code))
+    }
+
+    fn put_bridge_link(&mut self, l: &BridgeLinkRecord) -> Result<(), Error> {
+        let sql = "INSERT INTO bridge_links (messenger, user_id, user_name, agent_id, chat_id, linked_at) \
+                   VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (messenger, user_id) DO UPDATE SET \
+                   user_name = excluded.user_name, agent_id = excluded.agent_id, chat_id = excluded.chat_id, \
+                   linked_at = excluded.linked_at";
+        self.execute(sql, args![&l.messenger, &l.user_id, &l.user_name, &l.agent_id, &l.chat_id, l.linked_at_ms])?;
+        Ok(())
+    }
+
+    fn bridge_link(&mut self, messenger: &str, user_id: &str) -> Result<Option<BridgeLinkRecord>, Error> {
+        let sql = format!("SELECT {BRIDGE_LINK_COLUMNS} WHERE messenger = ?1 AND user_id = ?2");
+        self.row(&sql, args![messenger, user_id], rows::bridge_link)
+    }
+
+    fn bridge_links_of(&mut self, agent_id: &str, limit: u32) -> Result<Vec<BridgeLinkRecord>, Error> {
+        let sql =
+            format!("SELECT {BRIDGE_LINK_COLUMNS} WHERE agent_id = ?1 ORDER BY linked_at, messenger, user_id LIMIT ?2");
+        self.rows(&sql, args![agent_id, i64::from(limit)], rows::bridge_link)
+    }
+
+    fn delete_bridge_link(&mut self, messenger: &str, user_id: &str, agent_id: Option<&str>) -> Result<bool, Error> {
+        let deleted = match agent_id {
+            Some(agent_id) => {
+                let sql = "DELETE FROM bridge_links WHERE messenger = ?1 AND user_id = ?2 AND agent_id = ?3";
+                self.execute(sql, args![messenger, user_id, agent_id])?
+            }
+            None => self
+                .execute("DELETE FROM bridge_links WHERE messenger = ?1 AND user_id = ?2", args![messenger, user_id])?,
+        };
+        Ok(deleted == 1)
+    }
+
+    fn put_room_bridge(&mut self, b: &RoomBridgeRecord) -> Result<(), Error> {
+        if let Some(other) = self.room_bridge_of_chat(&b.messenger, &b.chat_id)?
+            && other.room_id != b.room_id
+        {
+            return Err(Error::InvalidState("this chat is bridged to another room".into()));
+        }
+        let sql = "INSERT INTO room_bridges (room_id, messenger, chat_id, created_at) VALUES (?1, ?2, ?3, ?4) \
+                   ON CONFLICT (room_id, messenger) DO UPDATE SET chat_id = excluded.chat_id, \
+                   created_at = excluded.created_at";
+        self.execute(sql, args![&b.room_id, &b.messenger, &b.chat_id, b.created_at_ms])?;
+        Ok(())
+    }
+
+    fn room_bridges(&mut self, room_id: &str) -> Result<Vec<RoomBridgeRecord>, Error> {
+        let sql = format!("SELECT {ROOM_BRIDGE_COLUMNS} WHERE room_id = ?1 ORDER BY messenger");
+        self.rows(&sql, args![room_id], rows::room_bridge)
+    }
+
+    fn room_bridge_of_chat(&mut self, messenger: &str, chat_id: &str) -> Result<Option<RoomBridgeRecord>, Error> {
+        let sql = format!("SELECT {ROOM_BRIDGE_COLUMNS} WHERE messenger = ?1 AND chat_id = ?2");
+        self.row(&sql, args![messenger, chat_id], rows::room_bridge)
+    }
+
+    fn delete_room_bridge(&mut self, room_id: &str, messenger: &str) -> Result<bool, Error> {
+        let sql = "DELETE FROM room_bridges WHERE room_id = ?1 AND messenger = ?2";
+        Ok(self.execute(sql, args![room_id, messenger])? == 1)
+    }
+
+    fn insert_bridge_post(&mut self, p: &BridgePostRecord) -> Result<bool, Error> {
+        let sql = "INSERT INTO bridge_posts (messenger, room_id, message_id, chat_id, external_id, payment_hash) \
+                   VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING";
+        let hash = p.payment_hash.as_ref().map(|h| &h[..]);
+        let args = args![&p.messenger, &p.room_id, p.message_id, &p.chat_id, &p.external_id, hash];
+        Ok(self.execute(sql, args)? == 1)
+    }
+
+    fn bridge_post(
+        &mut self,
+        messenger: &str,
+        room_id: &str,
+        message_id: i64,
+    ) -> Result<Option<BridgePostRecord>, Error> {
+        let sql = format!("SELECT {BRIDGE_POST_COLUMNS} WHERE messenger = ?1 AND room_id = ?2 AND message_id = ?3");
+        self.row(&sql, args![messenger, room_id, message_id], rows::bridge_post)
+    }
+
+    fn bridge_post_by_external(
+        &mut self,
+        messenger: &str,
+        chat_id: &str,
+        external_id: &str,
+    ) -> Result<Option<BridgePostRecord>, Error> {
+        let sql = format!("SELECT {BRIDGE_POST_COLUMNS} WHERE messenger = ?1 AND chat_id = ?2 AND external_id = ?3");
+        self.row(&sql, args![messenger, chat_id, external_id], rows::bridge_post)
+    }
+
+    fn bridge_posts_of_hash(&mut self, payment_hash: &[u8; 32]) -> Result<Vec<BridgePostRecord>, Error> {
+        let sql = format!("SELECT {BRIDGE_POST_COLUMNS} WHERE payment_hash = ?1 ORDER BY messenger, chat_id LIMIT 16");
+        self.rows(&sql, args![&payment_hash[..]], rows::bridge_post)
+    }
+
+    fn bridge_cursor(&mut self, messenger: &str) -> Result<Option<String>, Error> {
+        let key = format!("bridge_cursor.{messenger}");
+        let value = self.row("SELECT value FROM meta WHERE key = ?1", args![&key], |r| r.blob(0))?;
+        value.map(|v| String::from_utf8(v).map_err(|e| Error::internal("a stored bridge cursor", e))).transpose()
+    }
+
+    fn set_bridge_cursor(&mut self, messenger: &str, cursor: &str) -> Result<(), Error> {
+        self.set_meta(&format!("bridge_cursor.{messenger}"), cursor.as_bytes())
+    }
+
     fn audit_input(&mut self) -> Result<AuditInput, Error> {
         let sql = "SELECT id, debits_posted, credits_posted, debits_pending FROM accounts ORDER BY id";
         let accounts = self.rows(sql, args![], |r| Ok((AccountId(r.i64(0)?), rows::balance(r, 1)?)))?;

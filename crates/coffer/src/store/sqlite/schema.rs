@@ -483,6 +483,47 @@ CREATE TABLE nwc_requests (
 ) WITHOUT ROWID;
 CREATE INDEX nwc_requests_by_time ON nwc_requests (taken_at);
 "#,
+    // 15: bridges to messengers: single-use link codes (their digests), the
+    // messenger users linked to agents or to the operator, the rooms
+    // bridged to chats, and what each bridge posted for a room's messages.
+    r#"
+CREATE TABLE link_codes (
+    digest BLOB PRIMARY KEY CHECK (length(digest) = 32),
+    agent_id TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX link_codes_by_agent ON link_codes (agent_id, expires_at);
+CREATE TABLE bridge_links (
+    messenger TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    user_name TEXT NOT NULL,
+    agent_id TEXT NOT NULL,
+    chat_id TEXT NOT NULL,
+    linked_at INTEGER NOT NULL,
+    PRIMARY KEY (messenger, user_id)
+) WITHOUT ROWID;
+CREATE INDEX bridge_links_by_agent ON bridge_links (agent_id, linked_at);
+CREATE TABLE room_bridges (
+    room_id TEXT NOT NULL,
+    messenger TEXT NOT NULL,
+    chat_id TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (room_id, messenger),
+    UNIQUE (messenger, chat_id)
+) WITHOUT ROWID;
+CREATE TABLE bridge_posts (
+    messenger TEXT NOT NULL,
+    room_id TEXT NOT NULL,
+    message_id INTEGER NOT NULL,
+    chat_id TEXT NOT NULL,
+    external_id TEXT NOT NULL,
+    payment_hash BLOB CHECK (payment_hash IS NULL OR length(payment_hash) = 32),
+    PRIMARY KEY (messenger, room_id, message_id)
+) WITHOUT ROWID;
+CREATE UNIQUE INDEX bridge_posts_by_external ON bridge_posts (messenger, chat_id, external_id);
+CREATE INDEX bridge_posts_by_hash ON bridge_posts (payment_hash) WHERE payment_hash IS NOT NULL;
+"#,
 ];
 
 /// The schema version this build writes: the number of migrations.
