@@ -331,7 +331,7 @@ impl Bridge {
             },
             None => (Principal::Operator, format!("{} ({}): {text}", user.name, self.name())),
         };
-        let text = truncate(&text, MIRRORED_TEXT_MAX_BYTES);
+        let text = crate::gateway::text::truncate(&text, MIRRORED_TEXT_MAX_BYTES);
         let _posting = self.posting.lock().await;
         // A text read again (a Matrix batch after a restart) is posted once.
         if self.gateway.bridge_post_by_external(self.name(), chat, id).await?.is_some() {
@@ -545,17 +545,6 @@ fn at_ms(timestamp: &str) -> Option<i64> {
     chrono::DateTime::parse_from_rfc3339(timestamp).ok().map(|t| t.timestamp_millis())
 }
 
-fn truncate(text: &str, max_bytes: usize) -> String {
-    if text.len() <= max_bytes {
-        return text.to_owned();
-    }
-    let mut end = max_bytes;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    text[..end].to_owned()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -567,11 +556,5 @@ mod tests {
         assert!(key.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'));
         assert_ne!(key, press_key("telegram", "$event:example.org"));
         assert_eq!(key, press_key("matrix", "$event:example.org"));
-    }
-
-    #[test]
-    fn truncation_keeps_characters_whole() {
-        assert_eq!(truncate("héllo", 2), "h");
-        assert_eq!(truncate("hello", 10), "hello");
     }
 }

@@ -516,22 +516,7 @@ fn clean(text: &str) -> String {
 
 /// A transport error without its URL (a sync's carries its cursor).
 fn describe(e: &reqwest::Error) -> String {
-    let kind = if e.is_timeout() {
-        "timed out"
-    } else if e.is_connect() {
-        "could not connect"
-    } else if e.is_body() || e.is_decode() {
-        "the answer broke off"
-    } else {
-        "request failed"
-    };
-    let mut text = format!("the homeserver: {kind}");
-    let mut cause = std::error::Error::source(e);
-    while let Some(c) = cause {
-        text = format!("{text}: {c}");
-        cause = c.source();
-    }
-    clean(&text)
+    clean(&format!("the homeserver: {}", crate::lightning::http::describe(e)))
 }
 
 #[cfg(test)]

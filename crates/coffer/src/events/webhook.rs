@@ -257,11 +257,7 @@ pub fn sign(secret: &str, t: i64, body: &[u8]) -> String {
 }
 
 fn truncate(text: &str) -> String {
-    let mut end = text.len().min(ERROR_LEN_MAX_BYTES);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    text[..end].to_owned()
+    crate::gateway::text::truncate(text, ERROR_LEN_MAX_BYTES)
 }
 
 #[cfg(test)]

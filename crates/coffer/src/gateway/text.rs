@@ -14,6 +14,15 @@ pub enum Lines {
     Multi,
 }
 
+/// `text` cut to at most `max_bytes`, on a character boundary.
+pub fn truncate(text: &str, max_bytes: usize) -> String {
+    let mut end = text.len().min(max_bytes);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_owned()
+}
+
 /// Refuses control characters (but `\n` and `\t` in a [`Lines::Multi`]
 /// field) and bidirectional formatting characters.
 pub fn check(field: &'static str, value: &str, lines: Lines) -> Result<(), Error> {
@@ -43,6 +52,13 @@ fn is_bidi_format(c: char) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn truncation_keeps_characters_whole() {
+        assert_eq!(truncate("héllo", 2), "h");
+        assert_eq!(truncate("hello", 10), "hello");
+        assert_eq!(truncate("", 0), "");
+    }
 
     #[test]
     fn plain_text_passes_and_each_hidden_character_is_refused() {

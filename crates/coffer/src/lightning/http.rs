@@ -45,7 +45,7 @@ pub fn detail(body: &[u8]) -> String {
 }
 
 /// A transport error without its URL (which may carry a secret in a query).
-fn describe(e: &reqwest::Error) -> String {
+pub fn describe(e: &reqwest::Error) -> String {
     let kind = if e.is_timeout() {
         "timed out"
     } else if e.is_connect() {

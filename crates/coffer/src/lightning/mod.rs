@@ -17,7 +17,7 @@
 
 pub mod cln;
 pub mod config;
-mod http;
+pub(crate) mod http;
 pub mod lnbits;
 pub mod lnd;
 pub mod lnurl;
