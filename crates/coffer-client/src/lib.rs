@@ -8,10 +8,12 @@
 //! # Ok(()) }
 //! ```
 
+mod preview;
 pub mod signing;
 pub mod types;
 
 use bytes::Bytes;
+pub use preview::*;
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -210,7 +212,8 @@ impl Client {
     /// Creates an agent (with the operator token) or a sub-agent of the
     /// calling agent (with an agent key that may create them).
     pub async fn create_agent(&self, name: &str) -> Result<AgentCreated, Error> {
-        self.create_agent_with(&CreateAgentRequest { name: name.to_owned(), can_create_subagents: false }).await
+        self.create_agent_with(&CreateAgentRequest { name: name.to_owned(), can_create_subagents: false, task: None })
+            .await
     }
 
     pub async fn create_agent_with(&self, request: &CreateAgentRequest) -> Result<AgentCreated, Error> {
@@ -320,6 +323,26 @@ impl Client {
         self.get(&format!("/v1/agents/{agent_id}/budget")).await
     }
 
+    /// Where the money went (`GET /v1/reports/spend`): `group_by` is
+    /// `agent`, `tree`, `task`, `tag`, `payee` or `day`; `from` and `to` are
+    /// dates (`YYYY-MM-DD`) or RFC 3339 instants, by default the last 30
+    /// days. The operator sees every agent, an agent its own tree.
+    pub async fn spend_report(
+        &self,
+        group_by: &str,
+        from: Option<&str>,
+        to: Option<&str>,
+    ) -> Result<SpendReport, Error> {
+        let mut query = query_pair("group_by", group_by);
+        for (name, value) in [("from", from), ("to", to)] {
+            if let Some(value) = value {
+                query.push('&');
+                query.push_str(&query_pair(name, value));
+            }
+        }
+        self.get(&format!("/v1/reports/spend?{query}")).await
+    }
+
     pub async fn approvals(&self) -> Result<Vec<Approval>, Error> {
         self.get("/v1/approvals").await
     }
@@ -405,6 +428,12 @@ impl Client {
             return decode(status, &body).map(PayOutcome::Held);
         }
         decode(status, &body).map(PayOutcome::Done)
+    }
+
+    /// Whether a payment would pass now, which rule would stop or hold it,
+    /// and what remains of each budget: nothing moves.
+    pub async fn preview_payment(&self, request: &PreviewRequest) -> Result<PaymentPreview, Error> {
+        self.post("/v1/payments/preview", request).await
     }
 
     // Trade between agents: holds, escrows, refunds, metered sessions.

@@ -53,6 +53,12 @@ pub struct CreateAgentRequest {
     /// agent's key, this creates a sub-agent of that agent.
     #[serde(default)]
     pub can_create_subagents: bool,
+    /// The task the agent works on (at most 128 bytes, one line): its
+    /// payments that name no task of their own are counted under it. A
+    /// parent passes its task on by naming it here for a sub-agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schema(max_length = 128))]
+    pub task: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -82,6 +88,9 @@ pub struct Agent {
     pub frozen: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub frozen_reason: Option<String>,
+    /// The task its payments inherit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -325,6 +334,15 @@ pub struct PayRequest {
     /// applies `on_timeout`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub escrow: Option<EscrowTerms>,
+    /// The task reports count it under (at most 128 bytes, one line).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schema(max_length = 128))]
+    pub task: Option<String>,
+    /// Up to 8 tags reports count it under: each 1 to 64 ASCII letters,
+    /// digits or `-_.:/`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(feature = "schema", schema(max_items = 8))]
+    pub tags: Vec<String>,
 }
 
 /// How an escrowed payment ends when its payer neither releases nor
@@ -429,6 +447,15 @@ pub struct OpenSessionRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "schema", schema(max_length = 512))]
     pub purpose: Option<String>,
+    /// The task its charges are counted under (at most 128 bytes, one line).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schema(max_length = 128))]
+    pub task: Option<String>,
+    /// Up to 8 tags reports count it under: each 1 to 64 ASCII letters,
+    /// digits or `-_.:/`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(feature = "schema", schema(max_items = 8))]
+    pub tags: Vec<String>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -479,6 +506,11 @@ pub struct Session {
     /// The charges, oldest first (on `GET /v1/sessions/{id}`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub charges: Vec<Charge>,
+    /// The task its charges are counted under in reports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
 }
 
 /// An invoice payable from the Lightning Network: an agent's key credits
@@ -540,6 +572,11 @@ pub struct Payment {
     /// The payee's refunds, oldest first (on `GET /v1/payments/{id}`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub refunds: Vec<Refund>,
+    /// The task it is counted under in reports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -625,6 +662,11 @@ pub struct Approval {
     /// through the Lightning backend once approved.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub payee_node: Option<String>,
+    /// The task it is counted under in reports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
 }
 
 /// The answer to approving or denying a held payment.
@@ -1122,4 +1164,50 @@ pub struct RoomBridge {
     pub messenger: String,
     pub chat_id: String,
     pub created_at: String,
+}
+
+/// Payments, amount and fees added up.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(ToSchema))]
+pub struct SpendSum {
+    pub payments: u64,
+    pub amount_msat: u64,
+    pub fee_msat: u64,
+}
+
+/// One row of a spend report.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(ToSchema))]
+pub struct SpendReportRow {
+    /// An agent id (`agent`, `tree`), a task, a tag, a payee (`agent:ID`,
+    /// `node:PUBKEY`) or a day (`YYYY-MM-DD`).
+    pub key: String,
+    /// The agent's name, where the key is or names an agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    pub payments: u64,
+    pub amount_msat: u64,
+    pub fee_msat: u64,
+}
+
+/// Where the money went: settled payments and session charges of the
+/// caller's agents (every agent for the operator; an agent's own tree for
+/// an agent), added up by `group_by` over whole UTC days.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(ToSchema))]
+pub struct SpendReport {
+    /// `agent`, `tree`, `task`, `tag`, `payee` or `day`.
+    pub group_by: String,
+    /// The first UTC day covered, `YYYY-MM-DD`.
+    pub from: String,
+    /// The last UTC day covered (included), `YYYY-MM-DD`.
+    pub to: String,
+    /// Largest amount first; by day, oldest first.
+    pub rows: Vec<SpendReportRow>,
+    /// All the caller's agents spent in the range, whatever the grouping: a
+    /// payment without a task (or tags) is in no task (or tag) row.
+    pub total: SpendSum,
+    /// Rows were left out: at most 1000 are answered.
+    #[serde(default)]
+    pub truncated: bool,
 }

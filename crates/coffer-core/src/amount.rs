@@ -86,6 +86,12 @@ impl Msat {
         Msat(self.0.saturating_sub(other.0))
     }
 
+    /// `self + other`, or the largest amount when that overflows. For
+    /// totals that are only read (reports), never for a balance.
+    pub const fn saturating_add(self, other: Msat) -> Msat {
+        Msat(self.0.saturating_add(other.0))
+    }
+
     /// Whole satoshis, rounded down; for display only.
     pub const fn whole_sat(self) -> u64 {
         self.0 / MSAT_PER_SAT

@@ -22,17 +22,24 @@
 
 mod breaker;
 mod evaluate;
+mod fiat;
 mod json_path;
 mod serde_text;
 mod spec;
 mod usage;
+mod warning;
 mod window;
 
 pub use breaker::{BreakerRules, BreakerState, PAYEES_TRACKED_MAX, TripCode, TripReason};
 pub use evaluate::{Attempt, Decision, DenyCode, HoldReason, evaluate, evaluate_chain};
+pub use fiat::{
+    Currency, Decimal, FIAT_CURRENCIES_MAX, FIAT_FRACTION_DIGITS_MAX, FIAT_UNITS_MAX, FiatAmount, FiatError, FiatRate,
+    FiatRates, RateReport, budget_report_at, resolve,
+};
 pub use spec::{
     BUDGETS_MAX, Budget, L402_DOMAINS_MAX, L402Rules, PAYEE_ENTRIES_MAX, PAYMENTS_PER_MINUTE_MAX, Payee, PayeeDefault,
     PayeeEntry, PayeeRules, Policy, PolicyError,
 };
 pub use usage::{BUCKETS_PER_WINDOW, BudgetReport, RATE_WINDOW_MS, Usage, WindowReport, budget_report};
+pub use warning::{Crossing, WARNING_THRESHOLDS_MAX, WarningThresholds, crossings};
 pub use window::{CalendarPeriod, ROLLING_WINDOW_MAX_MS, Window, WindowKind};

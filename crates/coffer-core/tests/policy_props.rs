@@ -19,7 +19,7 @@ type Recorded = Vec<(i64, u64)>;
 
 fn budget(limit_msat: u64, window: &str) -> Budget {
     let window = Window::parse(window).expect("test windows are valid");
-    Budget { limit_msat: Msat::new(limit_msat), window, kind: window.kind() }
+    Budget { limit_msat: Msat::new(limit_msat), limit: None, window, kind: window.kind() }
 }
 
 fn attempt(amount: u64, fee_limit: u64) -> Attempt {

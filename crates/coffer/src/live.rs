@@ -73,6 +73,11 @@ impl Live {
         self.feed.subscribe(store, scope)
     }
 
+    /// How many streams are open now (`/metrics`).
+    pub fn streams_open(&self) -> u32 {
+        self.streams.lock().unwrap_or_else(PoisonError::into_inner).total
+    }
+
     /// A place for one more stream of `key` (an agent's key id, or the
     /// operator), held until the guard drops; `429` past `streams_per_key`
     /// or `streams_total`.

@@ -50,8 +50,12 @@ const _: () = assert!(crate::connections::SHUTDOWN_GRACE_MS + STORE_DRAIN_MS < S
 /// How the operator token was settled at start.
 #[derive(Debug)]
 pub enum OperatorToken {
-    /// Set from the environment (`COFFER_OPERATOR_TOKEN`).
+    /// Set from the environment (`COFFER_OPERATOR_TOKEN`): the first one
+    /// stored, or the same as the one stored.
     FromEnvironment,
+    /// Set from the environment, and different from the token stored by an
+    /// earlier start, which it replaced: the old token no longer works.
+    ReplacedFromEnvironment,
     /// Created now: the only time it is shown.
     Created(String),
     /// Kept from an earlier start.
@@ -70,6 +74,9 @@ pub struct GatewayBuilder {
     egress: crate::egress::Egress,
     public_url: Option<String>,
     nwc_relays: Vec<String>,
+    fiat: crate::fiat::FiatConfig,
+    /// The thresholds of `budget.warning` (`COFFER_BUDGET_WARNING_PERCENT`).
+    budget_warnings: coffer_core::policy::WarningThresholds,
     clock: Arc<dyn Clock>,
     /// Run on a [`DevClock`] the operator may move forward (dev mode only).
     dev_clock: bool,
@@ -88,6 +95,8 @@ impl Default for GatewayBuilder {
             egress: crate::egress::Egress::default(),
             public_url: None,
             nwc_relays: Vec::new(),
+            fiat: crate::fiat::FiatConfig::default(),
+            budget_warnings: coffer_core::policy::WarningThresholds::default(),
             clock: Arc::new(SystemClock),
             dev_clock: false,
         }
@@ -149,6 +158,18 @@ impl GatewayBuilder {
         self
     }
 
+    /// Bitcoin prices for limits stated in a currency (default: none).
+    /// Warn at these percentages of every budget (default 80 and 95).
+    pub fn budget_warnings(mut self, thresholds: coffer_core::policy::WarningThresholds) -> Self {
+        self.budget_warnings = thresholds;
+        self
+    }
+
+    pub fn fiat(mut self, fiat: crate::fiat::FiatConfig) -> Self {
+        self.fiat = fiat;
+        self
+    }
+
     /// The Lightning backend and network (default: dev, regtest).
     pub fn lightning(mut self, config: crate::lightning::LightningConfig) -> Self {
         self.lightning = config;
@@ -197,6 +218,8 @@ impl GatewayBuilder {
             None => Arc::new(SqliteStore::open(&self.data_dir.join(DATABASE_FILE), self.durability)?),
         };
         let network: Network = self.lightning.network;
+        // For the whole process: see `payment::warning`.
+        crate::payment::warning::configure(self.budget_warnings);
         let settings = Settings {
             network,
             dev_mode: true,
@@ -206,6 +229,7 @@ impl GatewayBuilder {
             egress: self.egress,
             public_url,
             nwc_relays: self.nwc_relays,
+            fiat: self.fiat,
         };
         let node = NodeSigner::load_or_create(&self.data_dir.join(NODE_KEY_FILE), settings.network)
             .map_err(|e| Error::internal("loading the node key", e))?;
@@ -340,12 +364,21 @@ async fn settle_operator_token(
     store: &dyn Store,
     from_env: Option<String>,
 ) -> Result<(SecretDigest, OperatorToken), Error> {
+    let stored = store.read(|tx| tx.operator_digest()).await?;
     if let Some(token) = from_env {
+        // The environment wins over the store: an operator who lost the
+        // token sets a new one and restarts. Said at start, since the old
+        // token stops working.
         let digest = SecretDigest::of(&token);
+        let settled = match stored {
+            Some(old) if old == digest => return Ok((digest, OperatorToken::FromEnvironment)),
+            Some(_) => OperatorToken::ReplacedFromEnvironment,
+            None => OperatorToken::FromEnvironment,
+        };
         store.write(move |tx| tx.set_operator_digest(&digest)).await?;
-        return Ok((digest, OperatorToken::FromEnvironment));
+        return Ok((digest, settled));
     }
-    if let Some(digest) = store.read(|tx| tx.operator_digest()).await? {
+    if let Some(digest) = stored {
         return Ok((digest, OperatorToken::Existing));
     }
     let token = secrets::new_secret(secrets::OPERATOR_TOKEN_PREFIX);
@@ -394,6 +427,7 @@ pub async fn serve(
     let addr = listener.local_addr().map_err(|e| Error::internal("reading the bound address", e))?;
     start_event_sinks(&gateway, sinks)?;
     crate::nwc::start(&gateway)?;
+    crate::fiat::start(&gateway).map_err(Error::Internal)?;
     on_ready(addr);
     tokio::spawn(expire_due(Arc::clone(&gateway)));
     tokio::spawn(crate::gateway::retention::run(Arc::clone(&gateway)));

@@ -15,7 +15,7 @@ fn rolling_hour(limit_msat: u64) -> Value {
 }
 
 fn may_create(name: &str) -> CreateAgentRequest {
-    CreateAgentRequest { name: name.to_owned(), can_create_subagents: true }
+    CreateAgentRequest { name: name.to_owned(), can_create_subagents: true, task: None }
 }
 
 #[tokio::test]

@@ -20,6 +20,7 @@ async fn the_operator_lists_an_agents_sessions_as_payer_and_as_payee() {
         max_msat,
         expires_in_secs: 600,
         purpose: Some("compute".into()),
+        ..Default::default()
     };
     let first = buyer_client.open_session(&open(10 * SAT)).await.expect("a session");
     let second = buyer_client.open_session(&open(20 * SAT)).await.expect("a session");

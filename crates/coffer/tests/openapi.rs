@@ -96,7 +96,7 @@ async fn every_operation_documents_its_problems_as_problem_json_and_its_token() 
     let gw = Gateway::start().await;
     let spec = send(gw.request(Method::GET, "/openapi.json", None)).await;
     assert_eq!(spec.status, 200);
-    let public = ["/healthz", "/readyz", "/metrics", "/openapi.json"];
+    let public = ["/healthz", "/readyz", "/health/live", "/health/ready", "/metrics", "/openapi.json"];
     let paths = spec.json["paths"].as_object().expect("paths");
     for (path, item) in paths {
         for (method, operation) in item.as_object().expect("operations") {

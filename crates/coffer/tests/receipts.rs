@@ -369,6 +369,7 @@ async fn a_closed_session_has_a_receipt_of_what_it_charged() {
         max_msat: 10_000,
         expires_in_secs: 600,
         purpose: Some("metered inference".into()),
+        ..Default::default()
     };
     let session = p.payer.open_session(&request).await.expect("opened");
     let path = format!("/v1/sessions/{}/receipt", session.id);

@@ -499,6 +499,7 @@ async fn a_read_key_changes_nothing_on_any_write_route_of_the_document() {
             max_msat: 5,
             expires_in_secs: 600,
             purpose: None,
+            ..Default::default()
         })
         .await
         .expect("a session B pays A by");

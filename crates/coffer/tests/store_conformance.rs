@@ -69,6 +69,7 @@ fn new_agent(id: &str, parent_id: Option<&str>) -> NewAgent {
         name: format!("agent {id}"),
         parent_id: parent_id.map(str::to_owned),
         can_create_subagents: parent_id.is_none(),
+        task: parent_id.map(|parent| format!("task of {parent}")),
         key: new_key(&format!("key_{id}"), id),
         quotas: Default::default(),
     }
@@ -155,6 +156,9 @@ async fn agents_and_keys(store: &dyn Store) {
     assert_eq!(ids, ["parent", "child"], "oldest first");
     assert!(agents[0].can_create_subagents && !agents[1].can_create_subagents, "the flag reads back");
     assert_eq!(agents[1].parent_id.as_deref(), Some("parent"));
+    assert_eq!((agents[0].task.as_deref(), agents[1].task.as_deref()), (None, Some("task of parent")));
+    let child_state = store.read(|tx| tx.agent_state("child")).await.expect("a read").expect("the state");
+    assert_eq!(child_state.task.as_deref(), Some("task of parent"), "the task its payments inherit");
 
     let key = store.read(|tx| tx.live_key("key_parent")).await.expect("a key").expect("it is live");
     assert_eq!(
@@ -260,6 +264,7 @@ async fn invoices_and_payments(store: &dyn Store) {
         created_at_ms: 15_000,
         detail: None,
         refunded: Msat::ZERO,
+        attribution: Attribution { task: Some("crawl".into()), tags: vec!["a".into(), "team:x".into()] },
     };
     let stored = payment.clone();
     store.write(move |tx| tx.insert_payment(&stored, "key_payee", None)).await.expect("a payment");
@@ -296,6 +301,7 @@ async fn approvals_and_audit(store: &dyn Store) {
         fee_limit: Msat::ZERO,
         payee_node_hex: None,
         escrow: Some(EscrowTerms { release_after_ms: 60_000, on_timeout: coffer_client::Outcome::Refund }),
+        attribution: Attribution { task: Some("held task".into()), tags: vec!["h".into()] },
     };
     let (first, second) = (approval("apr_1", 7, 9_000), approval("apr_2", 8, 5_000));
     let decided = ApprovalRecord { status: ApprovalStatus::Denied, decided_at_ms: Some(2_000), ..first.clone() };
@@ -667,6 +673,7 @@ async fn commerce_rows(store: &dyn Store) {
         expires_at_ms: 8_000,
         closed_at_ms: None,
         closed_by: None,
+        attribution: Attribution { task: None, tags: vec!["gpu".into()] },
     };
     let write = session.clone();
     store.write(move |tx| tx.insert_session(&write)).await.expect("a session");
@@ -852,6 +859,138 @@ async fn bridge_rows(store: &dyn Store) {
         store.read(move |tx| tx.bridge_cursor("matrix")).await.expect("a read").as_deref(),
         Some("s72595_4483_1934")
     );
+}
+
+/// What `/metrics` reads of the store: one count per kind, and each outbox
+/// consumer's backlog (a messenger's own `*.read` cursor left out).
+async fn gauge_counts(store: &dyn Store) {
+    let empty = store.read(|tx| tx.gauges()).await.expect("gauges");
+    assert_eq!(empty, coffer::metrics::StoreGauges::default());
+    add_agent(store, "payer").await;
+    add_agent(store, "frozen").await;
+    store.write(|tx| tx.set_frozen("frozen", Some("a test"), 1_000)).await.expect("frozen");
+    let approval = ApprovalRecord {
+        id: "apr_g".into(),
+        agent_id: "payer".into(),
+        key_id: "key_payer".into(),
+        payment_hash: [9; 32],
+        bolt11: "lnbc1".into(),
+        amount: Msat::new(500),
+        purpose: "needs a person".into(),
+        payee_agent_id: None,
+        status: ApprovalStatus::Pending,
+        created_at_ms: 1_000,
+        expires_at_ms: 9_000,
+        decided_at_ms: None,
+        decided_by: None,
+        payment_id: None,
+        fee_limit: Msat::ZERO,
+        payee_node_hex: None,
+        escrow: None,
+        attribution: Default::default(),
+    };
+    store.write(move |tx| tx.insert_approval(&approval)).await.expect("a hold");
+    for kind in ["a.one", "a.two", "a.three"] {
+        let data = serde_json::json!({});
+        store.write(move |tx| tx.insert_event(kind, None, &data, 1_000)).await.expect("an event");
+    }
+    store.sealed().await.expect("sealed");
+    let newest = store.read(|tx| tx.newest_event_id()).await.expect("the newest");
+    store.write(|tx| tx.claim_lease("bus", "one", 1_000, 500)).await.expect("claimed");
+    store.write(move |tx| tx.advance_lease("bus", "one", newest - 1)).await.expect("advanced");
+    store.write(|tx| tx.claim_lease("bridge.telegram.read", "one", 1_000, 500)).await.expect("claimed");
+    store.write(|tx| tx.advance_lease("bridge.telegram.read", "one", 987_654)).await.expect("advanced");
+    let gauges = store.read(|tx| tx.gauges()).await.expect("gauges");
+    let expected = coffer::metrics::StoreGauges {
+        approvals_pending: 1,
+        agents_frozen: 1,
+        outbox_backlog: vec![("bus".to_owned(), 1)],
+        ..Default::default()
+    };
+    assert_eq!(gauges, expected);
+}
+
+/// Spend totals add up per dimension, agent and day; a query reads one
+/// dimension over a range of days, by value or by day, largest first.
+async fn spend_rows(store: &dyn Store) {
+    const DAY_MS: i64 = 86_400_000;
+    let tagged = Attribution { task: Some("crawl".into()), tags: vec!["a".into(), "b".into()] };
+    let untagged = Attribution::default();
+    let spends = [
+        ("agt_1", "agent:agt_9", &tagged, 1_000, 10, 10 * DAY_MS + 5),
+        ("agt_1", "agent:agt_9", &tagged, 2_000, 0, 10 * DAY_MS + 6),
+        ("agt_1", "node:02ab", &untagged, 500, 3, 11 * DAY_MS),
+        ("agt_2", "agent:agt_9", &tagged, 4_000, 0, 12 * DAY_MS - 1),
+        ("agt_2", "agent:agt_9", &untagged, 7_000, 0, 20 * DAY_MS),
+    ];
+    for (agent_id, payee, attribution, amount, fee, at_ms) in spends {
+        let (attribution, payee) = (attribution.clone(), payee.to_owned());
+        store
+            .write(move |tx| {
+                tx.add_spend(&Spend {
+                    agent_id,
+                    payee: &payee,
+                    attribution: &attribution,
+                    amount: Msat::new(amount),
+                    fee: Msat::new(fee),
+                    at_ms,
+                })
+            })
+            .await
+            .expect("a spend");
+    }
+    let read = |dimension, by_day, from_day, to_day| async move {
+        let query = SpendQuery { dimension, by_day, from_day, to_day, limit: 100 };
+        let rows = store.read(move |tx| tx.spend_totals(&query)).await.expect("a read");
+        rows.into_iter()
+            .map(|r| (r.agent_id, r.value, r.payments, r.amount.as_u64(), r.fee.as_u64()))
+            .collect::<Vec<_>>()
+    };
+    let s = |text: &str| text.to_owned();
+    assert_eq!(
+        read(Dimension::Payee, false, 10, 11).await,
+        [
+            (s("agt_2"), s("agent:agt_9"), 1, 4_000, 0),
+            (s("agt_1"), s("agent:agt_9"), 2, 3_000, 10),
+            (s("agt_1"), s("node:02ab"), 1, 500, 3),
+        ],
+        "largest amount first, days 10 and 11 only"
+    );
+    assert_eq!(
+        read(Dimension::Task, false, 0, 100).await,
+        [(s("agt_2"), s("crawl"), 1, 4_000, 0), (s("agt_1"), s("crawl"), 2, 3_000, 10)],
+        "an untagged spend has no task row"
+    );
+    assert_eq!(
+        read(Dimension::Tag, false, 0, 100).await,
+        [
+            (s("agt_2"), s("a"), 1, 4_000, 0),
+            (s("agt_2"), s("b"), 1, 4_000, 0),
+            (s("agt_1"), s("a"), 2, 3_000, 10),
+            (s("agt_1"), s("b"), 2, 3_000, 10),
+        ]
+    );
+    assert_eq!(
+        read(Dimension::Payee, true, 0, 100).await,
+        [
+            (s("agt_2"), s("20"), 1, 7_000, 0),
+            (s("agt_2"), s("11"), 1, 4_000, 0),
+            (s("agt_1"), s("10"), 2, 3_000, 10),
+            (s("agt_1"), s("11"), 1, 500, 3),
+        ],
+        "by day: the day's number as the value"
+    );
+    assert!(read(Dimension::Task, false, 21, 30).await.is_empty());
+}
+
+#[tokio::test]
+async fn spend_totals() {
+    on_every_store!(spend_rows);
+}
+
+#[tokio::test]
+async fn gauges() {
+    on_every_store!(gauge_counts);
 }
 
 #[tokio::test]

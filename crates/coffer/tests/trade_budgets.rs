@@ -25,8 +25,13 @@ async fn an_open_session_counts_its_maximum_until_it_closes() {
     let p = pair(&gw, FUND_MSAT).await;
     let op = gw.operator();
     op.set_policy(&p.payer_id, &daily(50_000)).await.expect("a budget");
-    let request =
-        OpenSessionRequest { payee: p.payee_id.clone(), max_msat: 40_000, expires_in_secs: 600, purpose: None };
+    let request = OpenSessionRequest {
+        payee: p.payee_id.clone(),
+        max_msat: 40_000,
+        expires_in_secs: 600,
+        purpose: None,
+        ..Default::default()
+    };
     let session = p.payer.open_session(&request).await.expect("opened");
     assert_eq!(first_window(&op.budget(&p.payer_id).await.unwrap()), (40_000, 10_000));
 
@@ -103,7 +108,13 @@ async fn payee_lists_and_approval_thresholds_apply_to_holds_escrows_and_sessions
     op.set_policy(&p.payer_id, &policy).await.expect("a policy");
 
     // Not on the list: refused, whatever the kind.
-    let session = OpenSessionRequest { payee: other_id.clone(), max_msat: 1_000, expires_in_secs: 60, purpose: None };
+    let session = OpenSessionRequest {
+        payee: other_id.clone(),
+        max_msat: 1_000,
+        expires_in_secs: 60,
+        purpose: None,
+        ..Default::default()
+    };
     assert_eq!(problem(p.payer.open_session(&session).await.unwrap_err()).code, "payee-not-allowed");
     let hold = hold_invoice(&other, 1_000, 60).await;
     let refused = p.payer.pay(&PayRequest { bolt11: hold.bolt11, ..Default::default() }, "h").await;
@@ -122,7 +133,13 @@ async fn payee_lists_and_approval_thresholds_apply_to_holds_escrows_and_sessions
     let seen = p.payer.payment(&payment_id).await.unwrap();
     assert_eq!((seen.status, seen.escrow.map(|e| e.kind)), (coffer_client::PaymentStatus::Held, Some("escrow".into())));
     // A session above the threshold cannot wait for a person: refused.
-    let big = OpenSessionRequest { payee: p.payee_id.clone(), max_msat: 60_000, expires_in_secs: 60, purpose: None };
+    let big = OpenSessionRequest {
+        payee: p.payee_id.clone(),
+        max_msat: 60_000,
+        expires_in_secs: 60,
+        purpose: None,
+        ..Default::default()
+    };
     assert_eq!(problem(p.payer.open_session(&big).await.unwrap_err()).code, "approval-required");
     assert_audit(&gw).await;
 }

@@ -18,8 +18,13 @@ async fn open_holds_escrows_and_sessions_resume_their_deadlines_after_sigkill() 
     let hold = pay(&p.payer, &hold_invoice(&p.payee, 10_000, 120).await.bolt11, None, "hold").await;
     let to_release = pay(&p.payer, &invoice(&p.payee, 20_000).await.bolt11, Some((120, Outcome::Release)), "e1").await;
     let to_refund = pay(&p.payer, &invoice(&p.payee, 5_000).await.bolt11, Some((120, Outcome::Refund)), "e2").await;
-    let request =
-        OpenSessionRequest { payee: p.payee_id.clone(), max_msat: 30_000, expires_in_secs: 120, purpose: None };
+    let request = OpenSessionRequest {
+        payee: p.payee_id.clone(),
+        max_msat: 30_000,
+        expires_in_secs: 120,
+        purpose: None,
+        ..Default::default()
+    };
     let session = p.payer.open_session(&request).await.expect("opened");
     let charge = coffer_client::ChargeRequest { amount_msat: 4_000, memo: None };
     p.payee.charge(&session.id, &charge, "c1").await.expect("charged");

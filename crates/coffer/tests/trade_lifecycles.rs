@@ -193,6 +193,7 @@ async fn a_session_charges_what_was_used_and_returns_the_rest_on_close() {
         max_msat: 10_000,
         expires_in_secs: 3_600,
         purpose: Some("gpu minutes".into()),
+        ..Default::default()
     };
     let session = p.payer.open_session(&request).await.expect("opened");
     assert_eq!((session.status.as_str(), session.remaining_msat), ("open", 10_000));
@@ -234,7 +235,13 @@ async fn a_session_charges_what_was_used_and_returns_the_rest_on_close() {
 async fn an_expired_session_returns_its_remainder() {
     let gw = Gateway::start_with_dev_clock().await;
     let p = pair(&gw, FUND_MSAT).await;
-    let request = OpenSessionRequest { payee: p.payee_id.clone(), max_msat: 8_000, expires_in_secs: 60, purpose: None };
+    let request = OpenSessionRequest {
+        payee: p.payee_id.clone(),
+        max_msat: 8_000,
+        expires_in_secs: 60,
+        purpose: None,
+        ..Default::default()
+    };
     let session = p.payer.open_session(&request).await.expect("opened");
     let charge = ChargeRequest { amount_msat: 1_000, memo: None };
     p.payee.charge(&session.id, &charge, "c1").await.expect("charged");

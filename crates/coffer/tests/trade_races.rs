@@ -122,6 +122,7 @@ async fn thirty_two_charges_race_for_a_session_and_never_pass_its_maximum() {
         max_msat: 20_000,
         expires_in_secs: 600,
         purpose: Some("race".into()),
+        ..Default::default()
     };
     let session = p.payer.open_session(&request).await.expect("opened");
     let charges = (0..32)

@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 /// The fixtures committed, by schema version: the first schema (1), the one
 /// trade between agents arrived with (10), the one before NWC (13), NWC's
 /// (14) and the current one (15: bridges). A new fixture gets a test below and a line here.
-const FIXTURES: [u32; 5] = [1, 10, 13, 14, 15];
+const FIXTURES: [u32; 6] = [1, 10, 13, 14, 15, 16];
 
 #[derive(Debug, Deserialize)]
 struct Fixture {
@@ -268,6 +268,14 @@ async fn a_store_of_schema_15_upgrades_audits_and_takes_payments() {
         return;
     }
     upgrades_audits_and_takes_payments(15).await;
+}
+
+#[tokio::test]
+async fn a_store_of_schema_16_upgrades_audits_and_takes_payments() {
+    if common::sqlite_only("the fixtures are SQLite files") {
+        return;
+    }
+    upgrades_audits_and_takes_payments(16).await;
 }
 
 /// The fixtures on disk are the ones tested above, and one was written by a

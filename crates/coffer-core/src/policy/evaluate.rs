@@ -284,7 +284,7 @@ mod tests {
 
     fn budget(limit_msat: u64, window: &str) -> Budget {
         let window = Window::parse(window).unwrap();
-        Budget { limit_msat: Msat::new(limit_msat), window, kind: window.kind() }
+        Budget { limit_msat: Msat::new(limit_msat), limit: None, window, kind: window.kind() }
     }
 
     fn to_node(amount: u64, fee_limit: u64) -> Attempt {

@@ -1,6 +1,7 @@
 //! The policy document (the agent's constitution) and its validation.
 
 use super::breaker::BreakerRules;
+use super::fiat::FiatAmount;
 use super::json_path;
 use super::window::{Window, WindowKind};
 use crate::amount::Msat;
@@ -35,11 +36,19 @@ pub struct Policy {
     /// The most one payment may cost, fee limit included.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_payment_msat: Option<Msat>,
+    /// `max_payment_msat` stated in a currency instead (converted at the
+    /// current rate, rounded down, when a payment is decided).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_payment: Option<FiatAmount>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub budgets: Vec<Budget>,
     /// The most the agent may ever spend.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lifetime_msat: Option<Msat>,
+    /// `lifetime_msat` stated in a currency instead. What is spent is still
+    /// counted in msat: the limit moves with the rate, the spend does not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lifetime: Option<FiatAmount>,
     /// Payments allowed or held in any 60 seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_payments_per_minute: Option<u32>,
@@ -114,7 +123,13 @@ impl L402Rules {
 #[serde(deny_unknown_fields)]
 #[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 pub struct Budget {
+    /// Absent (zero) when `limit` states the limit in a currency instead.
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub limit_msat: Msat,
+    /// The limit in a currency, converted at the current rate (rounded
+    /// down) when a payment is decided; exactly one of the two is given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<FiatAmount>,
     pub window: Window,
     /// Must match the window's form. It is redundant on purpose: "1d" and
     /// "day" behave very differently, and stating the kind makes the author
@@ -332,13 +347,9 @@ impl Policy {
     /// Checks what the types cannot: amount ranges, limits on sizes, and
     /// contradictions. Returns the first problem found.
     pub fn validate(&self) -> Result<(), PolicyError> {
-        if let Some(max) = self.max_payment_msat {
-            check_amount("max_payment_msat", max)?;
-        }
+        check_optional_limit("max_payment", self.max_payment_msat, self.max_payment)?;
         self.validate_budgets()?;
-        if let Some(lifetime) = self.lifetime_msat {
-            check_amount("lifetime_msat", lifetime)?;
-        }
+        check_optional_limit("lifetime", self.lifetime_msat, self.lifetime)?;
         if let Some(rate) = self.max_payments_per_minute {
             check_rate(rate)?;
         }
@@ -361,6 +372,49 @@ impl Policy {
     fn validate_budgets(&self) -> Result<(), PolicyError> {
         validate_budget_list("budgets", &self.budgets)
     }
+
+    /// Whether any limit is stated in a currency: such a policy needs a
+    /// rate before a payment can be decided (see [`super::fiat::resolve`]).
+    pub fn has_fiat_limits(&self) -> bool {
+        let in_currency = |budgets: &[Budget]| budgets.iter().any(|b| b.limit.is_some());
+        self.max_payment.is_some()
+            || self.lifetime.is_some()
+            || in_currency(&self.budgets)
+            || self.l402.as_ref().is_some_and(|l| l.domains.values().any(|b| in_currency(b)))
+    }
+
+    /// The currencies the policy states limits in, each once.
+    pub fn fiat_currencies(&self) -> Vec<super::fiat::Currency> {
+        let budgets = self.budgets.iter().chain(self.l402.iter().flat_map(|l| l.domains.values().flatten()));
+        let mut all: Vec<_> = self
+            .max_payment
+            .iter()
+            .chain(self.lifetime.iter())
+            .chain(budgets.filter_map(|b| b.limit.as_ref()))
+            .map(|a| a.currency)
+            .collect();
+        all.sort();
+        all.dedup();
+        all
+    }
+}
+
+fn is_zero(amount: &Msat) -> bool {
+    amount.is_zero()
+}
+
+/// A limit that may be stated in msat (`NAME_msat`) or in a currency
+/// (`NAME`), not both.
+fn check_optional_limit(name: &str, msat: Option<Msat>, fiat: Option<FiatAmount>) -> Result<(), PolicyError> {
+    match (msat, fiat) {
+        (Some(_), Some(_)) => Err(both(name)),
+        (Some(amount), None) => check_amount(&format!("{name}_msat"), amount),
+        (None, _) => Ok(()),
+    }
+}
+
+fn both(name: &str) -> PolicyError {
+    PolicyError::new(name, format!("state the limit either in msat ({name}_msat) or in a currency ({name}), not both"))
 }
 
 /// Checks a list of budgets; `field` is its JSON path.
@@ -370,7 +424,11 @@ fn validate_budget_list(field: &str, budgets: &[Budget]) -> Result<(), PolicyErr
     }
     let mut seen: HashMap<Window, usize> = HashMap::new();
     for (i, budget) in budgets.iter().enumerate() {
-        check_amount(&format!("{field}[{i}].limit_msat"), budget.limit_msat)?;
+        match budget.limit {
+            None => check_amount(&format!("{field}[{i}].limit_msat"), budget.limit_msat)?,
+            Some(_) if !budget.limit_msat.is_zero() => return Err(both(&format!("{field}[{i}].limit"))),
+            Some(_) => {}
+        }
         if budget.kind != budget.window.kind() {
             return Err(PolicyError::new(
                 format!("{field}[{i}].kind"),
@@ -478,6 +536,55 @@ mod tests {
         assert_eq!(breaker.window, Window::parse("1m").unwrap(), "breaker window defaults to one minute");
         let again = Policy::from_json(&serde_json::to_string(&policy).unwrap()).unwrap();
         assert_eq!(again, policy);
+    }
+
+    #[test]
+    fn limits_in_a_currency_parse_validate_and_round_trip() {
+        let json = r#"{"max_payment": {"amount": "0.50", "currency": "USD"},
+            "budgets": [{"limit": {"amount": "5.00", "currency": "USD"}, "window": "1h", "kind": "rolling"},
+                        {"limit_msat": 9, "window": "day", "kind": "calendar"}],
+            "lifetime": {"amount": "100", "currency": "EUR"}}"#;
+        let policy = Policy::from_json(json).unwrap();
+        assert!(policy.has_fiat_limits());
+        assert_eq!(policy.budgets[0].limit.map(|l| l.to_string()), Some("5.00 USD".to_owned()));
+        let names: Vec<String> = policy.fiat_currencies().iter().map(|c| c.to_string()).collect();
+        assert_eq!(names, ["EUR", "USD"]);
+        let text = serde_json::to_string(&policy).unwrap();
+        assert!(
+            text.contains(r#"{"limit":{"amount":"5.00","currency":"USD"},"window":"1h","kind":"rolling"}"#),
+            "{text}"
+        );
+        assert_eq!(Policy::from_json(&text).unwrap(), policy);
+        assert!(!Policy::from_json(r#"{"max_payment_msat": 5}"#).unwrap().has_fiat_limits());
+    }
+
+    #[test]
+    fn limits_in_a_currency_name_the_field_of_each_mistake() {
+        let both = err(r#"{"budgets": [{"limit_msat": 5, "limit": {"amount": "1", "currency": "USD"},
+                                          "window": "1h", "kind": "rolling"}]}"#);
+        assert_eq!(both.field, "budgets[0].limit");
+        assert!(both.message.contains("not both"), "{both}");
+        let e = err(r#"{"max_payment_msat": 5, "max_payment": {"amount": "1", "currency": "USD"}}"#);
+        assert_eq!(e.field, "max_payment");
+        let e = err(r#"{"lifetime_msat": 5, "lifetime": {"amount": "1", "currency": "USD"}}"#);
+        assert_eq!(e.field, "lifetime");
+        let neither = err(r#"{"budgets": [{"window": "1h", "kind": "rolling"}]}"#);
+        assert_eq!(neither.field, "budgets[0].limit_msat");
+        let e = err(
+            r#"{"budgets": [{"limit": {"amount": "5.001234567", "currency": "USD"}, "window": "1h", "kind": "rolling"}]}"#,
+        );
+        assert_eq!(e.field, "budgets[0].limit.amount");
+        assert!(e.message.contains("8 digits"), "{e}");
+        let e = err(r#"{"max_payment": {"amount": "0", "currency": "USD"}}"#);
+        assert_eq!(e.field, "max_payment.amount");
+        let e = err(r#"{"max_payment": {"amount": 5, "currency": "USD"}}"#);
+        assert_eq!(e.field, "max_payment.amount");
+        let e = err(r#"{"lifetime": {"amount": "5", "currency": "usd"}}"#);
+        assert_eq!(e.field, "lifetime.currency");
+        let e = err(r#"{"lifetime": {"amount": "5"}}"#);
+        assert_eq!(e.field, "lifetime.currency");
+        let e = err(r#"{"lifetime": {"amount": "5", "currency": "USD", "rate": 1}}"#);
+        assert_eq!(e.field, "lifetime.rate");
     }
 
     #[test]

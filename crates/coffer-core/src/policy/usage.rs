@@ -215,6 +215,11 @@ pub struct Usage {
     /// it no longer limits are dropped at the next record.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     domains: BTreeMap<String, Usage>,
+    /// The budget warnings given in each window's current instance, and in
+    /// the lifetime's (see `warning`): one entry per budget of the policy
+    /// at most, pruned there.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub(super) warned: BTreeMap<String, super::warning::Warned>,
 }
 
 impl Usage {
@@ -312,6 +317,7 @@ impl Usage {
             window: budget.window,
             kind: budget.window.kind(),
             limit_msat: budget.limit_msat,
+            limit: budget.limit,
             spent_msat,
             remaining_msat: budget.limit_msat.saturating_sub(spent_msat),
             resets_at_ms,
@@ -369,7 +375,12 @@ fn saturating_add(a: Msat, b: Msat) -> Msat {
 pub struct WindowReport {
     pub window: Window,
     pub kind: WindowKind,
+    /// For a limit in a currency: its value at the current rate (zero when
+    /// no usable rate is known, which refuses every payment).
     pub limit_msat: Msat,
+    /// The limit as the policy states it in a currency, if it does.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<super::fiat::FiatAmount>,
     pub spent_msat: Msat,
     pub remaining_msat: Msat,
     /// When a calendar budget starts over; rolling budgets free up gradually.
@@ -383,10 +394,20 @@ pub struct WindowReport {
 pub struct BudgetReport {
     pub windows: Vec<WindowReport>,
     pub lifetime_limit_msat: Option<Msat>,
+    /// The lifetime limit as the policy states it in a currency, if it does.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lifetime_limit: Option<super::fiat::FiatAmount>,
     pub lifetime_spent_msat: Msat,
     pub lifetime_remaining_msat: Option<Msat>,
     pub max_payments_per_minute: Option<u32>,
     pub payments_last_minute: u64,
+    /// The rates the limits in a currency were converted at.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub fiat_rates: Vec<super::fiat::RateReport>,
+    /// Why limits in a currency cannot be converted now (payments under
+    /// them are refused until they can).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fiat_error: Option<String>,
 }
 
 pub fn budget_report(policy: &Policy, usage: &Usage, now_ms: i64) -> BudgetReport {
@@ -394,10 +415,13 @@ pub fn budget_report(policy: &Policy, usage: &Usage, now_ms: i64) -> BudgetRepor
     BudgetReport {
         windows: policy.budgets.iter().map(|b| usage.window_report(b, now_ms)).collect(),
         lifetime_limit_msat: policy.lifetime_msat,
+        lifetime_limit: policy.lifetime,
         lifetime_spent_msat,
         lifetime_remaining_msat: policy.lifetime_msat.map(|limit| limit.saturating_sub(lifetime_spent_msat)),
         max_payments_per_minute: policy.max_payments_per_minute,
         payments_last_minute: usage.payments_last_minute(now_ms),
+        fiat_rates: Vec::new(),
+        fiat_error: None,
     }
 }
 
@@ -413,7 +437,7 @@ mod tests {
 
     fn budget(limit_msat: u64, window: &str) -> Budget {
         let window = Window::parse(window).unwrap();
-        Budget { limit_msat: Msat::new(limit_msat), window, kind: window.kind() }
+        Budget { limit_msat: Msat::new(limit_msat), limit: None, window, kind: window.kind() }
     }
 
     fn policy(budgets: &[Budget]) -> Policy {

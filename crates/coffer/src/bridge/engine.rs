@@ -354,7 +354,7 @@ impl Bridge {
         let outcome = match event.kind.as_str() {
             "message.posted" => self.post_message(&event.data).await,
             "payment.held" => self.prompt_approval(event).await,
-            "breaker.tripped" | "breaker.halted" | "agent.frozen" => self.alert(event).await,
+            "breaker.tripped" | "breaker.halted" | "agent.frozen" | "budget.warning" => self.alert(event).await,
             _ => match event.data.get("payment_hash").and_then(Value::as_str) {
                 Some(hash) => self.refresh_cards(hash).await,
                 None => Ok(()),

@@ -186,7 +186,8 @@ pub fn approval(a: &coffer_client::Approval, approve: Button, deny: Button) -> O
     Outbound { text, image_png: None, buttons: vec![approve, deny] }
 }
 
-/// An alert for the operator: a breaker trip, the kill switch, a freeze.
+/// An alert for the operator: a breaker trip, the kill switch, a freeze, a
+/// budget nearly spent.
 pub fn alert(kind: &str, data: &serde_json::Value) -> Option<Outbound> {
     let field = |name: &str| data.get(name).and_then(|v| v.as_str()).unwrap_or("").to_owned();
     let text = match kind {
@@ -198,6 +199,17 @@ pub fn alert(kind: &str, data: &serde_json::Value) -> Option<Outbound> {
         }
         "breaker.halted" => "✅ The gateway runs again.".to_owned(),
         "agent.frozen" => format!("🧊 {} is frozen: {}", field("agent_id"), field("reason")),
+        "budget.warning" => {
+            let amount = |name: &str| sat(data.get(name).and_then(|v| v.as_u64()).unwrap_or(0));
+            let percent = data.get("threshold_percent").and_then(|v| v.as_u64()).unwrap_or(0);
+            format!(
+                "⚠️ {} has spent {percent}% of its {} budget: {} of {}",
+                field("agent_id"),
+                field("budget"),
+                amount("spent_msat"),
+                amount("limit_msat")
+            )
+        }
         _ => return None,
     };
     Some(Outbound { text, image_png: None, buttons: Vec::new() })
@@ -277,6 +289,16 @@ mod tests {
         let pay = Action::Pay { message_id: 3 };
         assert_ne!(pay.tagged_text("telegram", "1"), pay.tagged_text("telegram", "2"));
         assert_ne!(pay.tagged_text("telegram", "1"), Action::Pay { message_id: 4 }.tagged_text("telegram", "1"));
+    }
+
+    #[test]
+    fn a_budget_warning_reads_as_an_alert() {
+        let data = serde_json::json!({
+            "agent_id": "agt_a", "budget": "day", "threshold_percent": 80, "spent_msat": 8_000, "limit_msat": 10_000,
+        });
+        let warned = alert("budget.warning", &data).expect("an alert");
+        assert_eq!(warned.text, "⚠️ agt_a has spent 80% of its day budget: 8 sat of 10 sat");
+        assert!(alert("payment.succeeded", &data).is_none());
     }
 
     #[test]

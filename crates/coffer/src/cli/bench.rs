@@ -64,10 +64,13 @@ pub struct BenchArgs {
     /// spread over them (`--store postgres` only).
     #[arg(long, default_value_t = 1)]
     instances: usize,
+    /// Payments measured.
     #[arg(long, default_value_t = 20_000)]
     payments: u64,
+    /// Payments in flight at once.
     #[arg(long, default_value_t = 32)]
     concurrency: usize,
+    /// Agents that pay each other.
     #[arg(long, default_value_t = 64)]
     agents: usize,
     /// A policy file (TOML, as for `coffer policy apply`) set on every
@@ -107,6 +110,7 @@ pub struct BenchArgs {
     /// `pay_invoice`, this many each (0 skips them).
     #[arg(long, default_value_t = 0)]
     nwc: u64,
+    /// Print the report as JSON.
     #[arg(long)]
     json: bool,
 }
@@ -666,7 +670,7 @@ fn err(what: &str, e: &coffer_client::Error) -> String {
 async fn open_session(payer: &Client, payee: &Client, count: u64) -> Result<String, String> {
     let payee_id = payee.wallet().await.map_err(|e| err("wallet", &e))?.agent_id;
     let max_msat = count.saturating_mul(1_000).max(1_000);
-    let request = OpenSessionRequest { payee: payee_id, max_msat, expires_in_secs: 3_600, purpose: None };
+    let request = OpenSessionRequest { payee: payee_id, max_msat, expires_in_secs: 3_600, ..Default::default() };
     Ok(payer.open_session(&request).await.map_err(|e| err("open", &e))?.id)
 }
 

@@ -67,10 +67,17 @@ const SETTINGS: &[Setting] = &[
     setting("retention", "interval_secs", "COFFER_RETENTION_INTERVAL_SECS", Kind::Number),
     setting("egress", "allow", "COFFER_EGRESS_ALLOW", Kind::List),
     setting("egress", "deny_public", "COFFER_EGRESS_DENY_PUBLIC", Kind::Bool),
+    setting("fiat", "rates", "COFFER_FIAT_RATES", Kind::List),
+    setting("fiat", "rate_url", "COFFER_FIAT_RATE_URL", Kind::Text),
+    setting("fiat", "rate_pointer", "COFFER_FIAT_RATE_POINTER", Kind::Text),
+    setting("fiat", "rate_currency", "COFFER_FIAT_RATE_CURRENCY", Kind::Text),
+    setting("fiat", "rate_interval_s", "COFFER_FIAT_RATE_INTERVAL_S", Kind::Number),
+    setting("fiat", "rate_max_age_s", "COFFER_FIAT_RATE_MAX_AGE_S", Kind::Number),
     setting("events", "nats_url_file", "COFFER_NATS_URL", Kind::SecretFile),
     setting("events", "redis_url_file", "COFFER_REDIS_URL", Kind::SecretFile),
     setting("events", "webhook_backoff_ms", "COFFER_WEBHOOK_BACKOFF_MS", Kind::Number),
     setting("events", "webhook_pause_after", "COFFER_WEBHOOK_PAUSE_AFTER", Kind::Number),
+    setting("events", "budget_warning_percent", "COFFER_BUDGET_WARNING_PERCENT", Kind::Text),
     setting("nwc", "relays", "COFFER_NWC_RELAYS", Kind::List),
     setting("bridges", "telegram_bot_token_file", "COFFER_TELEGRAM_BOT_TOKEN", Kind::SecretFile),
     setting("bridges", "telegram_api_url", "COFFER_TELEGRAM_API_URL", Kind::Text),
@@ -298,11 +305,20 @@ interval_secs = 3600               # COFFER_RETENTION_INTERVAL_SECS: how often t
 allow = []                         # COFFER_EGRESS_ALLOW: private hosts or CIDRs allowed, host[:port]
 deny_public = false                # COFFER_EGRESS_DENY_PUBLIC
 
+[fiat]                             # prices of one bitcoin, for policy limits stated in a currency
+rates = []                         # COFFER_FIAT_RATES: fixed prices, e.g. ["USD:95000.00", "EUR:88000"]
+# rate_url = "https://prices.example/btc"   # COFFER_FIAT_RATE_URL: or poll a JSON price (through the egress guard)
+# rate_pointer = "/bitcoin/usd"             # COFFER_FIAT_RATE_POINTER: JSON pointer to the price in its answer
+# rate_currency = "USD"                     # COFFER_FIAT_RATE_CURRENCY: the currency it prices
+rate_interval_s = 60               # COFFER_FIAT_RATE_INTERVAL_S: how often it is polled
+rate_max_age_s = 600               # COFFER_FIAT_RATE_MAX_AGE_S: an older price refuses payments under such limits
+
 [events]
 # nats_url_file = "/etc/coffer/nats-url"     # COFFER_NATS_URL: publish to NATS JetStream
 # redis_url_file = "/etc/coffer/redis-url"   # COFFER_REDIS_URL: publish to Redis Streams
 webhook_backoff_ms = 1000          # COFFER_WEBHOOK_BACKOFF_MS, --webhook-backoff-ms
 webhook_pause_after = 10           # COFFER_WEBHOOK_PAUSE_AFTER, --webhook-pause-after
+budget_warning_percent = "80,95"   # COFFER_BUDGET_WARNING_PERCENT: budget.warning at these % of each budget ("off": none)
 
 [nwc]
 relays = []                        # COFFER_NWC_RELAYS: ws:// or wss:// relays of the NWC wallet service

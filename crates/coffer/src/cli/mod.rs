@@ -16,7 +16,7 @@ use std::process::ExitCode;
 /// constant); checked against the stores' at compile time.
 macro_rules! schema_version {
     () => {
-        "15"
+        "16"
     };
 }
 
@@ -40,13 +40,18 @@ pub struct Cli {
 enum Command {
     /// Run the gateway: on SQLite in --data, or on PostgreSQL with --database.
     Serve(ServeArgs),
-    /// Check a store: the ledger balances, no wallet is negative.
+    /// Check a store (its gateway may run): exit 0 only if it is sound.
+    ///
+    /// Sound: the ledger balances, every balance matches its transfers, no
+    /// wallet is negative and the audit trail's hash chain verifies.
     Audit {
-        #[arg(long, default_value = server::DEFAULT_DATA_DIR)]
+        /// The data folder of the gateway whose SQLite store to check.
+        #[arg(long, env = "COFFER_DATA", default_value = server::DEFAULT_DATA_DIR)]
         data: PathBuf,
         /// Audit this PostgreSQL database (a postgres:// URL) instead of --data.
         #[arg(long, env = "COFFER_DATABASE_URL", hide_env_values = true)]
         database: Option<String>,
+        /// Print the report as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -56,6 +61,7 @@ enum Command {
     /// Write a consistent copy of an embedded store, while its gateway runs
     /// (SQLite's VACUUM INTO). On PostgreSQL use pg_dump (see the README).
     Backup {
+        /// The data folder of the gateway to back up.
         #[arg(long, default_value = server::DEFAULT_DATA_DIR)]
         data: PathBuf,
         /// The backup file to write (mode 0600); it must not exist.
@@ -65,8 +71,10 @@ enum Command {
         /// file can sign invoices and receipts as this gateway).
         #[arg(long)]
         node_key: bool,
+        /// Refused when set: a PostgreSQL store is backed up with pg_dump.
         #[arg(long, env = "COFFER_DATABASE_URL", hide_env_values = true)]
         database: Option<String>,
+        /// Print what was written as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -74,8 +82,10 @@ enum Command {
     Restore {
         /// The file `coffer backup` wrote.
         file: PathBuf,
+        /// The data folder to restore into: new, or without a database.
         #[arg(long)]
         data: PathBuf,
+        /// Print what was restored as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -92,7 +102,9 @@ enum Command {
     Pay {
         #[command(flatten)]
         remote: AgentRemote,
+        /// The BOLT11 invoice to pay.
         bolt11: String,
+        /// Why: kept in the audit trail.
         #[arg(long)]
         purpose: Option<String>,
         /// Makes a retry safe; a random one is used if absent.
@@ -124,13 +136,17 @@ enum Command {
     Freeze {
         #[command(flatten)]
         remote: OperatorRemote,
+        /// The agent to freeze, with its sub-agents.
         agent_id: String,
+        /// Why: kept in the audit trail.
         #[arg(long)]
         reason: Option<String>,
     },
+    /// Operator: let a frozen agent pay again.
     Unfreeze {
         #[command(flatten)]
         remote: OperatorRemote,
+        /// The agent to unfreeze.
         agent_id: String,
     },
     /// Operator: the kill switch. `coffer halt` stops every outgoing
@@ -138,14 +154,17 @@ enum Command {
     Halt {
         #[command(flatten)]
         remote: OperatorRemote,
+        /// Lift the halt instead.
         #[arg(long)]
         off: bool,
     },
     /// Agent: an MCP server on stdin and stdout, acting for the agent of
     /// COFFER_AGENT_KEY through the gateway at COFFER_URL.
     Mcp {
+        /// The gateway's URL.
         #[arg(long, env = "COFFER_URL", default_value = "http://127.0.0.1:8420")]
         url: String,
+        /// The agent's key (`csk_…`).
         #[arg(long, env = "COFFER_AGENT_KEY", hide_env_values = true)]
         key: String,
         /// Sign write requests with this key file (see `coffer signing-key`).
@@ -177,8 +196,10 @@ enum Command {
     /// market room is bridged to COFFER_DEMO_TELEGRAM_CHAT_ID or
     /// COFFER_DEMO_MATRIX_ROOM_ID.
     Demo {
+        /// Trading rounds of the simulation.
         #[arg(long, default_value_t = 60)]
         rounds: u32,
+        /// Pause between rounds, so that a person can watch.
         #[arg(long, default_value_t = 500)]
         pause_ms: u64,
         /// Stop once the simulation ends instead of serving on.
@@ -194,6 +215,7 @@ enum SigningKeyCommand {
     New {
         #[command(flatten)]
         remote: AgentRemote,
+        /// The key file to write (mode 0600); it must not exist.
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
         /// From now on every write of the agent must be signed.
@@ -204,18 +226,23 @@ enum SigningKeyCommand {
 
 #[derive(Subcommand)]
 enum ApprovalsCommand {
+    /// The payments waiting for a person's decision.
     List {
         #[command(flatten)]
         remote: OperatorRemote,
     },
+    /// Pay a held payment (once).
     Approve {
         #[command(flatten)]
         remote: OperatorRemote,
+        /// The approval's id (`coffer approvals list`).
         id: String,
     },
+    /// Refuse a held payment: what it reserved is released.
     Deny {
         #[command(flatten)]
         remote: OperatorRemote,
+        /// The approval's id (`coffer approvals list`).
         id: String,
     },
 }
@@ -224,7 +251,10 @@ enum ApprovalsCommand {
 enum ConfigCommand {
     /// Reads FILE as `coffer serve --config` would (without the
     /// environment) and names the first wrong field; exit 0 if none.
-    Check { file: PathBuf },
+    Check {
+        /// The TOML file to check.
+        file: PathBuf,
+    },
     /// Prints a commented example holding every setting.
     Example,
 }
@@ -243,6 +273,7 @@ struct ServeArgs {
     /// instance of one gateway the same node.key). Without it: SQLite in --data.
     #[arg(long, env = "COFFER_DATABASE_URL", hide_env_values = true)]
     database: Option<String>,
+    /// The address to serve HTTP on.
     /// [default: 127.0.0.1:8420]
     #[arg(long, env = "COFFER_LISTEN")]
     listen: Option<SocketAddr>,
@@ -293,6 +324,7 @@ struct ServeArgs {
 
 #[derive(Args)]
 struct PaywallArgs {
+    /// The address the paywall listens on, e.g. 127.0.0.1:8402.
     #[arg(long)]
     listen: SocketAddr,
     /// The service behind the paywall, e.g. http://127.0.0.1:9000.
@@ -307,69 +339,89 @@ struct PaywallArgs {
     /// Folder of the macaroon root key (created, mode 0600).
     #[arg(long, default_value = "./coffer-paywall")]
     data: PathBuf,
+    /// The gateway's URL.
     #[arg(long, env = "COFFER_URL", default_value = "http://127.0.0.1:8420")]
     url: String,
+    /// The seller agent's key (`csk_…`; the receive scope is enough).
     #[arg(long, env = "COFFER_AGENT_KEY", hide_env_values = true)]
     key: String,
 }
 
 #[derive(Args)]
 pub struct OperatorRemote {
+    /// The gateway's URL.
     #[arg(long, env = "COFFER_URL", default_value = "http://127.0.0.1:8420")]
     url: String,
+    /// The operator token.
     #[arg(long, env = "COFFER_OPERATOR_TOKEN", hide_env_values = true)]
     token: String,
+    /// Print the answer as JSON, for scripts.
     #[arg(long)]
     json: bool,
 }
 
 #[derive(Args)]
 struct AgentRemote {
+    /// The gateway's URL.
     #[arg(long, env = "COFFER_URL", default_value = "http://127.0.0.1:8420")]
     url: String,
+    /// The agent's key (`csk_…`).
     #[arg(long, env = "COFFER_AGENT_KEY", hide_env_values = true)]
     key: String,
     /// Sign write requests with this key file (`coffer signing-key new`
     /// makes one): needed once the agent has a required signing key.
     #[arg(long, env = "COFFER_SIGNING_KEY", value_name = "FILE")]
     signing_key: Option<PathBuf>,
+    /// Print the answer as JSON, for scripts.
     #[arg(long)]
     json: bool,
 }
 
 #[derive(Subcommand)]
 enum AgentCommand {
+    /// Create an agent: prints its id and its first spend key (shown once).
     Create {
         #[command(flatten)]
         remote: OperatorRemote,
+        /// A name for people: 1 to 64 characters.
         name: String,
     },
+    /// Every agent, with its balance.
     List {
         #[command(flatten)]
         remote: OperatorRemote,
     },
+    /// One agent.
     Show {
         #[command(flatten)]
         remote: OperatorRemote,
+        /// The agent's id (`agt_…`).
         id: String,
     },
+    /// Move funds from the treasury to an agent's wallet.
     Fund {
         #[command(flatten)]
         remote: OperatorRemote,
+        /// The agent's id (`agt_…`).
         id: String,
+        /// The amount in millisatoshis (1 sat = 1000 msat).
         amount_msat: u64,
     },
     /// Issue a key of the given scope (read, receive, spend).
     Key {
         #[command(flatten)]
         remote: OperatorRemote,
+        /// The agent's id (`agt_…`).
         id: String,
+        /// What the key may do: read, receive or spend.
         #[arg(long, value_parser = parse_scope)]
         scope: Scope,
     },
+    /// Revoke a key: it stops working at once.
     Revoke {
         #[command(flatten)]
         remote: OperatorRemote,
+        /// The key's id (`key_…`), not the key itself.
         key_id: String,
     },
 }
@@ -380,8 +432,10 @@ enum TreasuryCommand {
     Mint {
         #[command(flatten)]
         remote: OperatorRemote,
+        /// The amount in millisatoshis (1 sat = 1000 msat).
         amount_msat: u64,
     },
+    /// The treasury's balance.
     Balance {
         #[command(flatten)]
         remote: OperatorRemote,
@@ -390,18 +444,24 @@ enum TreasuryCommand {
 
 #[derive(Subcommand)]
 enum InvoiceCommand {
+    /// Create a BOLT11 invoice to receive a payment (a receive key is enough).
     Create {
         #[command(flatten)]
         remote: AgentRemote,
+        /// The amount in millisatoshis (1 sat = 1000 msat).
         amount_msat: u64,
+        /// Shown to the payer: what the payment is for.
         #[arg(long)]
         memo: Option<String>,
+        /// Seconds until it expires [default: 3600].
         #[arg(long)]
         expiry_secs: Option<u32>,
     },
+    /// One of the agent's invoices, and whether it is paid.
     Show {
         #[command(flatten)]
         remote: AgentRemote,
+        /// The invoice's payment hash (hex).
         payment_hash: String,
     },
 }
@@ -414,6 +474,8 @@ pub mod bench;
 mod bench_nwc;
 mod child;
 mod config;
+#[cfg(test)]
+mod help_tests;
 pub mod policy;
 mod receipt;
 mod signing_key;
@@ -634,6 +696,8 @@ struct Serve {
     retention: crate::gateway::retention::Retention,
     egress: crate::egress::Egress,
     bridges: crate::bridge::BridgeConfig,
+    fiat: crate::fiat::FiatConfig,
+    budget_warnings: coffer_core::policy::WarningThresholds,
 }
 
 impl Serve {
@@ -675,6 +739,8 @@ impl Serve {
             retention: crate::gateway::retention::Retention::from_lookup(lookup)?,
             egress: crate::egress::Egress::from_lookup(lookup)?,
             bridges: crate::bridge::BridgeConfig::from_lookup(lookup)?,
+            fiat: crate::fiat::FiatConfig::from_lookup(lookup)?,
+            budget_warnings: crate::payment::warning::from_lookup(lookup)?,
         })
     }
 }
@@ -690,6 +756,8 @@ impl Serve {
             .egress(self.egress.clone())
             .public_url(self.public_url.clone())
             .nwc_relays(self.nwc_relays.clone())
+            .fiat(self.fiat.clone())
+            .budget_warnings(self.budget_warnings.clone())
             .data_dir(&self.data)
             .database_url(self.database.clone())
             .operator_token(self.operator_token.clone())
@@ -729,7 +797,15 @@ async fn serve(args: ServeArgs) -> CliResult {
     match token {
         OperatorToken::Created(t) => println!("operator token (shown once, keep it): {t}"),
         OperatorToken::FromEnvironment => println!("operator token: from COFFER_OPERATOR_TOKEN"),
-        OperatorToken::Existing => println!("operator token: unchanged since the first start"),
+        OperatorToken::ReplacedFromEnvironment => {
+            println!("operator token: from COFFER_OPERATOR_TOKEN");
+            // One line, never the token: the old one stopped working now.
+            tracing::warn!(
+                "COFFER_OPERATOR_TOKEN replaced the operator token stored by an earlier start: \
+                 the earlier token no longer works"
+            );
+        }
+        OperatorToken::Existing => println!("operator token: unchanged, the one an earlier start stored"),
     }
     match args.database.as_deref().filter(|u| !u.is_empty()) {
         // Not the URL: it may carry a password.
@@ -790,7 +866,7 @@ fn init_tracing(filter: Option<String>) {
     let filter = filter
         .and_then(|f| tracing_subscriber::EnvFilter::try_new(f).ok())
         .unwrap_or_else(|| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    crate::logging::init(filter);
 }
 
 async fn audit(data: PathBuf, database: Option<String>, json: bool) -> CliResult {

@@ -30,7 +30,9 @@ pub enum PolicyCommand {
     Apply {
         #[command(flatten)]
         remote: super::OperatorRemote,
+        /// The policy as TOML (see examples/policy.toml).
         file: PathBuf,
+        /// An agent to set it on (`agt_…`), besides the file's; repeatable.
         #[arg(long = "agent")]
         agents: Vec<String>,
     },
@@ -38,7 +40,9 @@ pub enum PolicyCommand {
     Check {
         #[command(flatten)]
         remote: super::OperatorRemote,
+        /// The policy as TOML (see examples/policy.toml).
         file: PathBuf,
+        /// The agent whose payments to replay (`agt_…`).
         #[arg(long)]
         agent: String,
     },
@@ -121,6 +125,7 @@ struct ReplayedDecision {
 
 async fn check(remote: super::OperatorRemote, file: &Path, agent: &str) -> CliResult {
     let doc = read(file)?;
+    let policy = at_fixed_prices(&doc.policy)?;
     let client = remote.client()?;
     // Payments are listed with the agent's own keys; the operator issues a
     // read key for the replay and revokes it afterwards.
@@ -128,7 +133,7 @@ async fn check(remote: super::OperatorRemote, file: &Path, agent: &str) -> CliRe
     let reader = Client::new(client.base_url(), &key.key).map_err(|e| e.to_string())?;
     let history = history(&reader).await;
     client.revoke_key(&key.id).await.map_err(|e| e.to_string())?;
-    let report = replay(&doc.policy, history?);
+    let report = replay(&policy, history?);
     super::print(remote.json, &report, || {
         format!(
             "{} past payments: {} allowed, {} held, {} denied {:?}",
@@ -136,6 +141,22 @@ async fn check(remote: super::OperatorRemote, file: &Path, agent: &str) -> CliRe
         )
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The policy in msat: limits in a currency are converted at the fixed
+/// prices of `COFFER_FIAT_RATES` (the replay has no other prices), which
+/// must name every currency the policy uses.
+fn at_fixed_prices(policy: &Policy) -> Result<Policy, String> {
+    if !policy.has_fiat_limits() {
+        return Ok(policy.clone());
+    }
+    let config = crate::fiat::FiatConfig::from_lookup(|name| {
+        (name == crate::fiat::RATES_ENV).then(|| std::env::var(name).ok()).flatten()
+    })?;
+    let rates = crate::fiat::Rates::new(&config).snapshot();
+    coffer_core::policy::resolve(policy, &rates, 0).map(|p| p.into_owned()).map_err(|e| {
+        format!("{e}: set {}=CURRENCY:PRICE_OF_ONE_BITCOIN to check it at that price", crate::fiat::RATES_ENV)
+    })
 }
 
 /// The agent's payments, oldest first.
@@ -238,6 +259,8 @@ deny = ["agent:agt_spam"]
             created_at: at.into(),
             detail: None,
             refunded_msat: 0,
+            task: None,
+            tags: Vec::new(),
             escrow: None,
             refunds: Vec::new(),
         }

@@ -22,6 +22,7 @@ pub(super) enum ReceiptCommand {
     /// Verify a receipt file (`-` for stdin) against the gateway's node
     /// public key: exit 0 only if it is valid; 1, naming why, if it is not.
     Verify {
+        /// The receipt file (`coffer receipt get` prints one), or `-`.
         file: PathBuf,
         /// The gateway's node public key: 66 hexadecimal characters
         /// (`node_pubkey` of the gateway's /healthz).
@@ -36,6 +37,7 @@ pub(super) enum ReceiptCommand {
     Get {
         #[command(flatten)]
         remote: AgentRemote,
+        /// The payment's id (or, with --session, the session's).
         payment_id: String,
         /// The id is a session's: its receipt once closed or expired.
         #[arg(long)]

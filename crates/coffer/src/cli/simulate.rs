@@ -50,8 +50,10 @@ const _: () = assert!(UNIT_MSAT * UNITS_MAX <= SESSION_MAX_MSAT);
 
 #[derive(Args, Clone)]
 pub struct SimulateArgs {
+    /// The gateway's URL.
     #[arg(long, env = "COFFER_URL", default_value = "http://127.0.0.1:8420")]
     url: String,
+    /// The gateway's operator token.
     #[arg(long, env = "COFFER_OPERATOR_TOKEN", hide_env_values = true)]
     token: String,
     /// How many agents take part (at least 8).
@@ -66,6 +68,7 @@ pub struct SimulateArgs {
     /// Seed of the agents' choices: the same seed, the same story.
     #[arg(long, default_value_t = 16)]
     seed: u64,
+    /// Print the report as JSON.
     #[arg(long)]
     json: bool,
     /// Chats the market room is bridged to: `coffer demo` takes them from
@@ -214,7 +217,8 @@ async fn create(
     fund_msat: u64,
     policy: Option<Value>,
 ) -> Result<Member, Error> {
-    let request = CreateAgentRequest { name: name.into(), can_create_subagents: role == Role::Orchestrator };
+    let request =
+        CreateAgentRequest { name: name.into(), can_create_subagents: role == Role::Orchestrator, task: None };
     let created = operator.create_agent_with(&request).await?;
     if fund_msat > 0 {
         operator.fund_agent(&created.id, fund_msat).await?;
@@ -443,6 +447,7 @@ async fn buy_compute(members: &[Member], rng: &mut StdRng, round: u32, report: &
         max_msat: SESSION_MAX_MSAT,
         expires_in_secs: 600,
         purpose: Some(format!("compute for round {round}")),
+        ..OpenSessionRequest::default()
     };
     let session = match worker.client.open_session(&open).await {
         Ok(session) => session,

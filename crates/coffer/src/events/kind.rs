@@ -102,6 +102,19 @@ pub enum Event {
     /// `session.closed` (closed or expired): one for the payer and one for
     /// the payee.
     SessionClosed { agent_id: String, session: SessionRecord, returned: Msat },
+    /// `budget.warning` (a spend carried a budget's usage across a warning
+    /// threshold): the agent's whose budget it is.
+    BudgetWarning(BudgetWarning),
+}
+
+/// A budget of `agent_id` that a spend (of `payer_agent_id`: the agent or
+/// a sub-agent of its tree) carried across `threshold_percent` of its
+/// limit; see `coffer_core::policy::crossings`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BudgetWarning {
+    pub agent_id: String,
+    pub payer_agent_id: String,
+    pub crossing: coffer_core::policy::Crossing,
 }
 
 /// Money given back to a payer: a whole hold or escrow (`refund_id`
@@ -160,6 +173,7 @@ pub const KINDS: &[&str] = &[
     "session.opened",
     "session.charged",
     "session.closed",
+    "budget.warning",
 ];
 
 /// A transfer posted by the operator (a mint or a funding).
@@ -347,6 +361,7 @@ impl Event {
             Event::SessionOpened { .. } => "session.opened",
             Event::SessionCharged { .. } => "session.charged",
             Event::SessionClosed { .. } => "session.closed",
+            Event::BudgetWarning(_) => "budget.warning",
         }
     }
 
@@ -364,7 +379,8 @@ impl Event {
             | Event::BreakerTripped { agent_id, .. }
             | Event::ChatSettingsUpdated { agent_id, .. }
             | Event::SessionOpened { agent_id, .. }
-            | Event::SessionClosed { agent_id, .. } => Some(agent_id),
+            | Event::SessionClosed { agent_id, .. }
+            | Event::BudgetWarning(BudgetWarning { agent_id, .. }) => Some(agent_id),
             Event::InvoiceAccepted(e) | Event::InvoiceCancelled(e) => Some(&e.payee_agent_id),
             Event::PaymentEscrowed(e) | Event::PaymentDisputed(e) | Event::PaymentReleased(e) => {
                 Some(&e.payer_agent_id)
@@ -485,6 +501,15 @@ impl Event {
                     map.insert("returned_msat".into(), returned.as_u64().into());
                 }
                 data
+            }
+            Event::BudgetWarning(w) => {
+                let c = &w.crossing;
+                json!({
+                    "agent_id": w.agent_id, "payer_agent_id": w.payer_agent_id, "budget": c.budget(),
+                    "kind": c.kind(), "threshold_percent": c.threshold_percent,
+                    "spent_msat": c.spent_msat.as_u64(), "limit_msat": c.limit_msat.as_u64(),
+                    "window_start_ms": c.window_start_ms, "resets_at_ms": c.resets_at_ms,
+                })
             }
         }
     }

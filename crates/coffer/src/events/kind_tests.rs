@@ -45,6 +45,7 @@ fn outgoing(status: PaymentStatus, fee: u64, detail: Option<&str>) -> Outgoing {
             created_at_ms: 1_700_000_000_000,
             detail: detail.map(str::to_owned),
             refunded: Msat::ZERO,
+            attribution: Default::default(),
         },
         fee_limit: Msat::new(400),
     }
@@ -81,6 +82,7 @@ fn held_inside() -> ApprovalRecord {
         fee_limit: Msat::ZERO,
         payee_node_hex: None,
         escrow: None,
+        attribution: Default::default(),
     }
 }
 
@@ -502,6 +504,7 @@ fn session(status: SessionStatus, charged: u64, closed_by: Option<&str>) -> Sess
         expires_at_ms: 1_700_003_600_000,
         closed_at_ms: closed_by.map(|_| 1_700_000_200_000),
         closed_by: closed_by.map(str::to_owned),
+        attribution: Default::default(),
     }
 }
 
@@ -599,6 +602,27 @@ fn commerce_cases() -> Vec<(Event, &'static str, Option<&'static str>, Value)> {
             Some("agt_payer"),
             closed,
         ),
+        (
+            Event::BudgetWarning(crate::events::kind::BudgetWarning {
+                agent_id: "agt_parent".into(),
+                payer_agent_id: "agt_child".into(),
+                crossing: coffer_core::policy::Crossing {
+                    window: Some(coffer_core::policy::Window::parse("day").expect("a window")),
+                    threshold_percent: 80,
+                    spent_msat: Msat::new(8_500),
+                    limit_msat: Msat::new(10_000),
+                    window_start_ms: Some(1_800_000_000_000),
+                    resets_at_ms: Some(1_800_086_400_000),
+                },
+            }),
+            "budget.warning",
+            Some("agt_parent"),
+            json!({
+                "agent_id": "agt_parent", "payer_agent_id": "agt_child", "budget": "day", "kind": "calendar",
+                "threshold_percent": 80, "spent_msat": 8_500, "limit_msat": 10_000,
+                "window_start_ms": 1_800_000_000_000_i64, "resets_at_ms": 1_800_086_400_000_i64,
+            }),
+        ),
     ]
 }
 
@@ -646,9 +670,10 @@ fn variant(event: &Event) -> usize {
         Event::SessionOpened { .. } => 36,
         Event::SessionCharged { .. } => 37,
         Event::SessionClosed { .. } => 38,
+        Event::BudgetWarning(_) => 39,
     }
 }
-const VARIANTS: usize = 39;
+const VARIANTS: usize = 40;
 
 #[test]
 fn every_kind_writes_exactly_its_wire_json() {

@@ -248,7 +248,13 @@ impl Gateway {
         let escrow = invoice.escrow.map(crate::model::EscrowTerms::to_wire);
         let purpose = format!("room {}: {}", room.name, invoice.memo);
         let purpose: String = purpose.chars().take(PURPOSE_LEN_MAX_BYTES / 4).collect();
-        self.pay_to(caller, &invoice.bolt11, None, Some(&purpose), idempotency_key, escrow.as_ref()).await
+        let options = super::PayOptions {
+            purpose: Some(&purpose),
+            idempotency_key,
+            escrow: escrow.as_ref(),
+            ..Default::default()
+        };
+        self.pay_to(caller, &invoice.bolt11, options).await
     }
 
     /// An invoice the caller may see rendered: its agent's, one of a room

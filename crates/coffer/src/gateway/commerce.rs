@@ -208,6 +208,7 @@ impl Gateway {
         max_msat: u64,
         expires_in_secs: u32,
         purpose: Option<&str>,
+        attribution: crate::model::Attribution,
     ) -> Result<SessionRecord, Error> {
         caller.require(Scope::Spend)?;
         let max = parse_amount("max_msat", max_msat)?;
@@ -223,9 +224,11 @@ impl Gateway {
             max,
             expires_at_ms: now_ms.saturating_add(i64::from(expires_in_secs) * 1000),
             purpose,
+            attribution,
             node_pubkey_hex: Arc::clone(&self.node_pubkey_hex),
             sessions_open_max: self.settings.limits.sessions_open_per_agent,
             now_ms,
+            fiat: self.fiat_rates().snapshot(),
         };
         let opened = self.store.write(move |tx| session::open(tx, new.clone())).await;
         self.feed_breaker(&caller.agent_id, opened).await

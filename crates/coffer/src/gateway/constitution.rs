@@ -54,7 +54,9 @@ impl Gateway {
         self.visible_agent(caller, agent_id).await?;
         let state = self.agent_state(agent_id).await?;
         let policy = state.policy.map(|p| (*p).clone()).unwrap_or_default();
-        Ok(budget_report(&policy, &state.usage, self.now_ms()))
+        // Limits in a currency show their msat value at the current rate.
+        let fiat = self.fiat_rates().snapshot();
+        Ok(coffer_core::policy::budget_report_at(&policy, &state.usage, &fiat, self.now_ms()))
     }
 
     pub async fn freeze(&self, agent_id: &str, reason: Option<&str>) -> Result<(), Error> {
@@ -102,8 +104,9 @@ impl Gateway {
     /// payment to another node is recorded pending by the store and sent to
     /// the backend here, outside the store's transaction.
     pub async fn decide_approval(&self, id: &str, approve: bool) -> Result<ApprovalOutcome, Error> {
-        let (id, now_ms) = (id.to_owned(), self.now_ms());
-        let decided = self.store.write(move |tx| crate::payment::decide_approval(tx, &id, approve, OPERATOR, now_ms));
+        let (id, now_ms, fiat) = (id.to_owned(), self.now_ms(), self.fiat_rates().snapshot());
+        let decided =
+            self.store.write(move |tx| crate::payment::decide_approval(tx, &id, approve, OPERATOR, now_ms, &fiat));
         let outcome = match decided.await? {
             ApprovalOutcome::Paid(approval, payment) if payment.status == coffer_client::PaymentStatus::Pending => {
                 let payment = self.send_approved(&approval, payment).await?;

@@ -317,7 +317,8 @@ mod tests {
     async fn a_follower_reads_gaps_from_the_store_and_repeats_nothing() {
         let dir = tempfile::tempdir().expect("temporary folder");
         let (gateway, _token) = GatewayBuilder::default().data_dir(dir.path()).build().await.expect("a gateway");
-        let (agent, secret, _) = gateway.create_agent(&Principal::Operator, "follower", false).await.expect("an agent");
+        let (agent, secret, _) =
+            gateway.create_agent(&Principal::Operator, "follower", false, None).await.expect("an agent");
         let caller = gateway.authenticate(&secret).await.expect("the agent's key");
         let mut follower = gateway.follow_events(&caller, 0).expect("a follower");
         let first = stored_ids(&gateway, &caller, 0).await;
@@ -325,7 +326,7 @@ mod tests {
         assert_eq!(ids(&mut follower, first.len()).await, first, "the catch-up from the store");
 
         // Events the feed never carried: a batch past them is a gap.
-        gateway.create_agent(&Principal::Operator, "other", false).await.expect("another agent");
+        gateway.create_agent(&Principal::Operator, "other", false, None).await.expect("another agent");
         gateway.mint(1_000).await.expect("a mint");
         gateway.fund(&Principal::Operator, &agent.id, 1_000).await.expect("funding");
         let newest = gateway.newest_event_id().await.expect("the newest event");

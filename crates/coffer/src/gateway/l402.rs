@@ -94,7 +94,14 @@ impl Gateway {
         let outcome = self.l402_attempt(caller, url, challenge_value, rejected_token).await;
         match &outcome {
             Ok(L402Outcome { paid: false, .. }) => {}
-            counted => crate::metrics::METRICS.record_payment(counted.is_ok()),
+            counted => {
+                crate::metrics::METRICS.record_payment(counted.is_ok());
+                let label = match counted {
+                    Ok(_) => crate::metrics::PayOutcomeLabel::Succeeded,
+                    Err(e) => super::metered::error_label(e),
+                };
+                crate::metrics::METRICS.record_payment_outcome(label, crate::metrics::Rail::L402);
+            }
         }
         outcome
     }
@@ -133,11 +140,14 @@ impl Gateway {
             bolt11: parsed.bolt11.clone(),
             payment_hash: parsed.payment_hash,
             purpose: url.to_owned(),
+            // The payer's task, inherited in the payment's transaction.
+            attribution: crate::model::Attribution::default(),
             idempotency: None,
             domain: Some(target.host),
             escrow: None,
             escrows_open_max: self.settings.limits.escrows_open_per_agent,
             now_ms: now,
+            fiat: self.fiat_rates().snapshot(),
         };
         let l402 = L402Pay {
             pay,

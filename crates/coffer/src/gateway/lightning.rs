@@ -130,7 +130,7 @@ impl Gateway {
         funding: &dyn FundingSource,
         caller: &AgentKey,
         invoice: &OutsideInvoice,
-        purpose: &str,
+        (purpose, attribution): (&str, crate::model::Attribution),
         idempotency: Option<Idempotency>,
     ) -> Result<PayOutcome, Error> {
         if u64::try_from(self.now_ms() / 1000).unwrap_or(u64::MAX) >= invoice.expires_at_secs {
@@ -146,12 +146,14 @@ impl Gateway {
             amount,
             fee_limit: default_fee_limit(amount),
             purpose: purpose.to_owned(),
+            attribution,
             payee_node_hex: invoice.payee_hex.clone(),
             idempotency,
             invoice_expires_at_ms: expires_at_secs.saturating_mul(1000),
             approval_ttl_ms: self.settings.approval_ttl_ms,
             holds_pending_max: self.settings.limits.holds_pending_per_agent,
             now_ms: self.now_ms(),
+            fiat: self.fiat_rates().snapshot(),
         };
         let (bolt11, fee_limit) = (begin.bolt11.clone(), begin.fee_limit);
         let payment = match self.store.write(move |tx| outside::begin(tx, begin.clone())).await? {

@@ -3,6 +3,7 @@
 //! Agents, keys, funds, invoices and payments are here; the constitution and
 //! chat have a file each.
 
+pub mod attribution;
 mod auth;
 pub mod bridge;
 mod chat;
@@ -12,10 +13,13 @@ mod constitution;
 mod events;
 pub mod l402;
 mod lightning;
+mod metered;
 pub mod nwc;
 pub mod ops;
 mod outside_holds;
+mod preview;
 mod rate;
+pub mod reports;
 pub mod retention;
 pub mod signing;
 pub mod text;
@@ -102,6 +106,20 @@ impl AgentKey {
     }
 }
 
+/// What a caller may say about a payment besides its target; all optional.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PayOptions<'a> {
+    /// The amount to pay a Lightning address (an invoice carries its own).
+    pub amount_msat: Option<u64>,
+    pub purpose: Option<&'a str>,
+    pub idempotency_key: Option<&'a str>,
+    /// Pay an invoice of this gateway into escrow.
+    pub escrow: Option<&'a coffer_client::EscrowTerms>,
+    /// What reports count the payment under (see `attribution::parse`).
+    pub task: Option<&'a str>,
+    pub tags: &'a [String],
+}
+
 /// What a payment call ended in, when it was not refused.
 #[derive(Debug)]
 pub enum PayOutcome {
@@ -133,6 +151,9 @@ pub struct Settings {
     /// The relays the NWC wallet service listens on and its connections'
     /// URIs name (`COFFER_NWC_RELAYS`); none: NWC is off.
     pub nwc_relays: Vec<String>,
+    /// Where the price of a bitcoin in the operator's currencies comes
+    /// from, for limits stated in a currency.
+    pub fiat: crate::fiat::FiatConfig,
 }
 
 pub struct Gateway {
@@ -169,6 +190,8 @@ pub struct Gateway {
     /// The same clock when it is a dev clock the operator may move: only
     /// on a gateway started so, in dev mode.
     dev_clock: Option<Arc<DevClock>>,
+    /// The latest bitcoin prices: every payment decides with a snapshot.
+    fiat_rates: crate::fiat::Rates,
 }
 
 impl Gateway {
@@ -186,6 +209,7 @@ impl Gateway {
         };
         let keys = live.iter().map(|k| (k.digest, AgentKey::from(k))).collect();
         let node_pubkey_hex = node.pubkey().to_string().into();
+        let settings_fiat = settings.fiat.clone();
         Ok(Gateway {
             store,
             node,
@@ -204,6 +228,7 @@ impl Gateway {
             throttle: rate::Throttle::default(),
             clock: Arc::new(SystemClock),
             dev_clock: None,
+            fiat_rates: crate::fiat::Rates::new(&settings_fiat),
         })
     }
 
@@ -264,6 +289,11 @@ impl Gateway {
         self
     }
 
+    /// The latest bitcoin prices (see [`crate::fiat`]).
+    pub fn fiat_rates(&self) -> &crate::fiat::Rates {
+        &self.fiat_rates
+    }
+
     pub fn settings(&self) -> &Settings {
         &self.settings
     }
@@ -321,8 +351,10 @@ impl Gateway {
         caller: &Principal,
         name: &str,
         can_create_subagents: bool,
+        task: Option<&str>,
     ) -> Result<(AgentRecord, String, String), Error> {
         let name = validate_name(name)?;
+        let task = attribution::parse(task, &[])?.task;
         let parent_id = match caller {
             Principal::Operator => None,
             Principal::Agent(key) => {
@@ -343,7 +375,7 @@ impl Gateway {
             expires_at_ms: None,
         };
         let (key_id, digest) = (key.id.clone(), key.digest);
-        let new = NewAgent { id: id.clone(), name, parent_id, can_create_subagents, key, quotas: self.quotas() };
+        let new = NewAgent { id: id.clone(), name, parent_id, can_create_subagents, task, key, quotas: self.quotas() };
         let now_ms = self.now_ms();
         let created = self.store.write(move |tx| ops::agents::create_agent(tx, new.clone(), now_ms)).await;
         let agent = match caller {
@@ -608,26 +640,19 @@ impl Gateway {
         purpose: Option<&str>,
         idempotency_key: Option<&str>,
     ) -> Result<PayOutcome, Error> {
-        self.pay_to(caller, bolt11, None, purpose, idempotency_key, None).await
+        self.pay_to(caller, bolt11, PayOptions { purpose, idempotency_key, ..PayOptions::default() }).await
     }
 
     /// Pays [`Gateway::pay_target`] with a `spend` key, counts the attempt
     /// on `/metrics`, and feeds its limit hits (held payments) to the
     /// payer's breaker.
-    pub async fn pay_to(
-        &self,
-        caller: &AgentKey,
-        target: &str,
-        amount_msat: Option<u64>,
-        purpose: Option<&str>,
-        idempotency_key: Option<&str>,
-        escrow: Option<&coffer_client::EscrowTerms>,
-    ) -> Result<PayOutcome, Error> {
+    pub async fn pay_to(&self, caller: &AgentKey, target: &str, options: PayOptions<'_>) -> Result<PayOutcome, Error> {
         caller.require(Scope::Spend)?;
-        let outcome = self.pay_target(caller, target, amount_msat, purpose, idempotency_key, escrow).await;
+        let outcome = self.pay_target(caller, target, options).await;
         // Every way of paying (HTTP, a room's request, auto-pay, MCP) comes
         // through here, so each is counted once, the same way.
         crate::metrics::METRICS.record_payment(matches!(outcome, Ok(PayOutcome::Paid(_))));
+        self.count_payment(target, &outcome);
         self.feed_breaker(&caller.agent_id, outcome).await
     }
 
@@ -636,15 +661,9 @@ impl Gateway {
     /// with the same idempotency key fetches an invoice again but gets the
     /// first answer: it never pays twice. With `escrow`, an invoice of this
     /// gateway is paid into escrow (one of another node cannot be).
-    async fn pay_target(
-        &self,
-        caller: &AgentKey,
-        target: &str,
-        amount_msat: Option<u64>,
-        purpose: Option<&str>,
-        idempotency_key: Option<&str>,
-        escrow: Option<&coffer_client::EscrowTerms>,
-    ) -> Result<PayOutcome, Error> {
+    async fn pay_target(&self, caller: &AgentKey, target: &str, options: PayOptions<'_>) -> Result<PayOutcome, Error> {
+        let PayOptions { amount_msat, purpose, idempotency_key, escrow, task, tags } = options;
+        let attribution = attribution::parse(task, tags)?;
         let purpose = purpose.unwrap_or("");
         if purpose.len() > PURPOSE_LEN_MAX_BYTES {
             return Err(invalid("purpose", format!("at most {PURPOSE_LEN_MAX_BYTES} bytes")));
@@ -658,6 +677,12 @@ impl Gateway {
         if let Some(terms) = &escrow {
             let rule = crate::model::outcome_str(terms.on_timeout);
             request_text.push_str(&format!("\0escrow={}:{rule}", terms.release_after_ms));
+        }
+        // The attribution is part of the request a key stands for (an
+        // empty one adds nothing, so keys taken before it existed match).
+        if !attribution.is_empty() {
+            let task = attribution.task.as_deref().unwrap_or("");
+            request_text.push_str(&format!("\0task={task}\0tags={}", attribution.tags.join(",")));
         }
         let idempotency = idempotency_key.map(|key| idempotency_for(key, &request_text, purpose)).transpose()?;
         let resolved;
@@ -694,11 +719,13 @@ impl Gateway {
             bolt11: parsed.bolt11.clone(),
             payment_hash: parsed.payment_hash,
             purpose: purpose.to_owned(),
+            attribution: attribution.clone(),
             idempotency,
             domain: None,
             escrow,
             escrows_open_max: self.settings.limits.escrows_open_per_agent,
             now_ms: self.now_ms(),
+            fiat: self.fiat_rates().snapshot(),
         };
         match self.store.write(move |tx| crate::payment::internal::pay(tx, &pay)).await? {
             PayAttempt::Paid(payment) => {
@@ -719,7 +746,7 @@ impl Gateway {
                     return Err(Error::NoLightningBackend);
                 };
                 let outside = parsed.outside().map_err(|e| Error::InvalidInvoice(e.to_string()))?;
-                self.pay_external(funding.as_ref(), caller, &outside, purpose, pay_idempotency).await
+                self.pay_external(funding.as_ref(), caller, &outside, (purpose, attribution), pay_idempotency).await
             }
         }
     }

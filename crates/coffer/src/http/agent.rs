@@ -3,7 +3,7 @@
 use super::AppState;
 use super::extract::{Agent, ApiJson, ApiQuery, Caller, IdempotencyKey, READ, RECEIVE, SPEND};
 use crate::error::Error;
-use crate::gateway::PayOutcome;
+use crate::gateway::{PayOptions, PayOutcome};
 use crate::model::PageRequest;
 use crate::model::views;
 use axum::Json;
@@ -195,9 +195,15 @@ pub async fn pay(
     IdempotencyKey(idempotency_key): IdempotencyKey,
     ApiJson(req): ApiJson<PayRequest>,
 ) -> Result<Response, Error> {
-    let purpose = req.purpose.as_deref();
-    let (escrow, key_header) = (req.escrow.as_ref(), idempotency_key.as_deref());
-    let outcome = gw.pay_to(&key, &req.bolt11, req.amount_msat, purpose, key_header, escrow).await?;
+    let options = PayOptions {
+        amount_msat: req.amount_msat,
+        purpose: req.purpose.as_deref(),
+        idempotency_key: idempotency_key.as_deref(),
+        escrow: req.escrow.as_ref(),
+        task: req.task.as_deref(),
+        tags: &req.tags,
+    };
+    let outcome = gw.pay_to(&key, &req.bolt11, options).await?;
     Ok(match outcome {
         PayOutcome::Paid(payment) if payment.status == coffer_client::PaymentStatus::Held => {
             let view = gw.payment(&key, &payment.id).await?;

@@ -172,7 +172,8 @@ pub async fn open_session(
     ApiJson(req): ApiJson<OpenSessionRequest>,
 ) -> Result<(StatusCode, Json<Session>), Error> {
     let purpose = req.purpose.as_deref();
-    let session = gw.open_session(&key, &req.payee, req.max_msat, req.expires_in_secs, purpose).await?;
+    let attribution = crate::gateway::attribution::parse(req.task.as_deref(), &req.tags)?;
+    let session = gw.open_session(&key, &req.payee, req.max_msat, req.expires_in_secs, purpose, attribution).await?;
     Ok((StatusCode::CREATED, Json(views::session(session, None, Vec::new()))))
 }
 

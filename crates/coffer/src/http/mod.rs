@@ -12,8 +12,10 @@ pub mod extract;
 mod l402;
 mod nwc;
 mod operator;
+mod preview;
 pub mod problem;
 pub mod qr;
+mod reports;
 mod rooms;
 mod signing;
 mod system;
@@ -104,7 +106,7 @@ impl utoipa::Modify for McpEndpoint {
 struct SharedResponses;
 
 /// The routes anyone may call: no token, so no 401, 403 or 429 either.
-const PUBLIC_PATHS: [&str; 4] = ["/healthz", "/readyz", "/metrics", "/openapi.json"];
+const PUBLIC_PATHS: [&str; 6] = ["/healthz", "/readyz", "/health/live", "/health/ready", "/metrics", "/openapi.json"];
 
 impl utoipa::Modify for SharedResponses {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
@@ -206,6 +208,8 @@ pub fn api() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(system::healthz))
         .routes(routes!(system::readyz))
+        .routes(routes!(system::health_live))
+        .routes(routes!(system::health_ready))
         .routes(routes!(system::metrics))
         .routes(routes!(system::openapi))
         .routes(routes!(operator::create_agent, operator::list_agents))
@@ -234,6 +238,8 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(agent::qr_svg))
         .routes(routes!(agent::qr_png))
         .routes(routes!(agent::pay, agent::list_payments))
+        .routes(routes!(preview::preview_payment))
+        .routes(routes!(reports::spend))
         .routes(routes!(commerce::settle_hold))
         .routes(routes!(commerce::cancel_hold))
         .routes(routes!(commerce::get_payment))
@@ -297,6 +303,7 @@ pub fn router(state: AppState, extra: Router<AppState>) -> Router {
         .layer(middleware::from_fn_with_state(state.clone(), signing::check_signed_writes))
         .layer(DefaultBodyLimit::max(BODY_LEN_MAX_BYTES))
         .layer(middleware::map_response(ensure_problem))
+        .layer(middleware::from_fn(system::time_request))
         .with_state(state)
 }
 

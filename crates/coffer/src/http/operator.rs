@@ -21,7 +21,8 @@ pub async fn create_agent(
     Caller(caller): Caller,
     ApiJson(req): ApiJson<CreateAgentRequest>,
 ) -> Result<(StatusCode, Json<AgentCreated>), Error> {
-    let (agent, key, key_id) = gw.create_agent(&caller, &req.name, req.can_create_subagents).await?;
+    let task = req.task.as_deref();
+    let (agent, key, key_id) = gw.create_agent(&caller, &req.name, req.can_create_subagents, task).await?;
     Ok((StatusCode::CREATED, Json(AgentCreated { id: agent.id, key, key_id })))
 }
 

@@ -101,10 +101,47 @@ pub async fn readyz(State(gw): State<AppState>) -> axum::response::Response {
     response
 }
 
-/// Counters in the Prometheus text format.
+/// Times every request by its route class
+/// (`coffer_http_request_duration_seconds`): to the response's head, so a
+/// stream counts the time to open it, not how long it stays open.
+pub async fn time_request(request: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+    use crate::metrics::{METRICS, RouteClass};
+    let route = request.extensions().get::<axum::extract::MatchedPath>().map(|m| m.as_str());
+    let class = RouteClass::of(request.method().as_str(), route);
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    METRICS.record_request(class, started.elapsed());
+    response
+}
+
+/// Counters, latency histograms and gauges in the Prometheus text format.
+/// The store's gauges are read at most once a second, and left out of a
+/// scrape the store did not answer in time.
 #[utoipa::path(get, path = "/metrics", tag = "system", responses((status = 200, content_type = "text/plain", description = "The metrics, in the Prometheus text format")))]
-pub async fn metrics() -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], crate::metrics::METRICS.render())
+pub async fn metrics(State(gw): State<AppState>) -> impl IntoResponse {
+    let gauges = gw.store_gauges().await;
+    let page = crate::metrics::METRICS.render_with(gw.live().streams_open(), gauges.as_ref());
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], page)
+}
+
+/// The process is up: 200 whenever it answers at all, with no check of the
+/// store or the backend (those are `/health/ready`'s). For a liveness
+/// probe, which should restart the process only when it is stuck.
+#[utoipa::path(get, path = "/health/live", tag = "system", responses((status = 200, body = Health, description = "Up")))]
+pub async fn health_live(state: State<AppState>) -> Json<Health> {
+    healthz(state).await
+}
+
+/// Ready to take payments: the same answer as `/readyz` (the store takes a
+/// write, the Lightning backend, if any, answers; each probe bounded, the
+/// answer reused for a second), under the name a readiness probe expects.
+#[utoipa::path(get, path = "/health/ready", tag = "system", responses(
+    (status = 200, body = Readiness, description = "Ready: the store writes and the backend answers"),
+    (status = 503, body = coffer_client::Problem, description = "Not ready (`not-ready`): the problem's `store` or `backend` says why; see Retry-After",
+        headers(("Retry-After" = u64, description = "Seconds to wait before asking again"))),
+))]
+pub async fn health_ready(state: State<AppState>) -> axum::response::Response {
+    readyz(state).await
 }
 
 /// The serialised OpenAPI document, made once at start.

@@ -33,7 +33,8 @@ pub const PREFIX_LEN_MAX_BYTES: usize = 128;
 /// The gateway's own paths (the API, MCP, the spec, health, metrics, the
 /// UI's assets; `/` is the UI's page): a paywall is mounted neither under
 /// nor above one of them.
-pub const RESERVED_PREFIXES: [&str; 7] = ["/v1", "/mcp", "/openapi.json", "/healthz", "/readyz", "/metrics", "/ui"];
+pub const RESERVED_PREFIXES: [&str; 8] =
+    ["/v1", "/mcp", "/openapi.json", "/healthz", "/readyz", "/health", "/metrics", "/ui"];
 
 // A challenge's memo is "L402 " and the route's full path: it must fit a
 // BOLT11 description.

@@ -56,6 +56,7 @@ const DENIALS: &[&str] = &[
     "too-many-denials",
     "spend-burst",
     "payee-concentration",
+    "fiat-rate-unavailable",
 ];
 
 fn explain_problem(p: &Problem) -> String {
@@ -103,6 +104,10 @@ pub fn hint(code: &str) -> &'static str {
         }
         "agent-frozen" => "The operator froze payments. Nothing can be paid until the operator unfreezes; ask them.",
         "gateway-halted" => "The operator stopped all payments (kill switch). Wait, or ask the operator.",
+        "fiat-rate-unavailable" => {
+            "Your budget is set in a currency and the gateway has no fresh bitcoin price to convert it. \
+             Wait a few minutes and try again; if it persists, ask the operator to check the price source."
+        }
         "too-many-denials" | "spend-burst" | "payee-concentration" => {
             "The circuit breaker stopped your payments after unusual activity. Ask the operator to review and reset it."
         }

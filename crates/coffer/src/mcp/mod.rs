@@ -11,6 +11,7 @@
 pub mod answer;
 pub mod http;
 pub mod invoice;
+pub mod preview;
 pub mod trade;
 
 use coffer_client::{
@@ -56,6 +57,7 @@ pub const TOOL_NAMES: &[&str] = &[
     "charge_session",
     "get_session",
     "close_session",
+    "preview_payment",
 ];
 
 const INSTRUCTIONS: &str = "You act for one agent of a coffer gateway: a Lightning wallet whose spending an operator \
@@ -163,6 +165,13 @@ pub struct PayInvoiceArgs {
     /// Why you pay, in a few words: kept in the operator's audit trail. At most 512 bytes. Use the same
     /// purpose when you retry the same invoice.
     pub purpose: String,
+    /// The task this serves, for the operator's cost reports (at most 128 bytes). Leave it out to use
+    /// the task your agent was given.
+    #[serde(default)]
+    pub task: Option<String>,
+    /// Up to 8 tags for the operator's cost reports: letters, digits and `-_.:/`.
+    #[serde(default)]
+    pub tags: Vec<String>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -318,15 +327,23 @@ fn held_answer(approval_id: &str, amount_msat: u64, fee_limit_msat: u64, value: 
     )
 }
 
+// Each tool's annotations say, for the client, what a call does: read-only;
+// destructive when money leaves for good or something ends for good;
+// idempotent when a repeated call with the same arguments changes nothing
+// more (an Idempotency-Key derived from them, or a state that moves once);
+// open-world when it reaches beyond this gateway (another node, a URL).
 #[tool_router]
 impl CofferMcp {
     pub fn new(client: Client) -> CofferMcp {
-        CofferMcp { caller: Caller::Fixed(client), tool_router: Self::tool_router() + Self::trade_router() }
+        CofferMcp {
+            caller: Caller::Fixed(client),
+            tool_router: Self::tool_router() + Self::trade_router() + Self::preview_router(),
+        }
     }
 
     /// A server whose every call uses the key of the HTTP request it came in.
     pub fn per_request(http: reqwest::Client, base_url: String, fetcher: Fetcher) -> CofferMcp {
-        let tool_router = Self::tool_router() + Self::trade_router();
+        let tool_router = Self::tool_router() + Self::trade_router() + Self::preview_router();
         CofferMcp { caller: Caller::PerRequest { http, base_url, fetcher }, tool_router }
     }
 
@@ -357,9 +374,12 @@ impl CofferMcp {
         }
     }
 
-    #[tool(description = "Your wallet: balance_msat (all your funds), pending_msat (reserved for payments not final \
+    #[tool(
+        description = "Your wallet: balance_msat (all your funds), pending_msat (reserved for payments not final \
         yet, or held for approval) and available_msat (what you can spend now). Amounts are millisatoshis; \
-        1 sat = 1000 msat.")]
+        1 sat = 1000 msat.",
+        annotations(title = "Wallet balance", read_only_hint = true, open_world_hint = false)
+    )]
     async fn get_balance(&self, ctx: RequestContext<RoleServer>) -> ToolResult {
         let client = self.client(&ctx)?;
         Ok(match client.wallet().await {
@@ -378,9 +398,12 @@ impl CofferMcp {
         })
     }
 
-    #[tool(description = "Your spending limits as the operator set them: per budget window what is spent and what \
+    #[tool(
+        description = "Your spending limits as the operator set them: per budget window what is spent and what \
         remains (millisatoshis; 1 sat = 1000 msat), the lifetime allowance and the policy. A payment above what \
-        remains is denied with budget-exceeded.")]
+        remains is denied with budget-exceeded.",
+        annotations(title = "Budgets and what remains", read_only_hint = true, open_world_hint = false)
+    )]
     async fn get_budget(&self, ctx: RequestContext<RoleServer>) -> ToolResult {
         let client = self.client(&ctx)?;
         let wallet = match client.wallet().await {
@@ -399,9 +422,18 @@ impl CofferMcp {
         })
     }
 
-    #[tool(description = "Create a BOLT11 invoice to receive a payment. amount_msat is millisatoshis; \
+    #[tool(
+        description = "Create a BOLT11 invoice to receive a payment. amount_msat is millisatoshis; \
         1 sat = 1000 msat. Give the returned bolt11 to the payer; the invoice expires after expiry_secs \
-        (default 3600). Needs a key with the receive scope.")]
+        (default 3600). Needs a key with the receive scope.",
+        annotations(
+            title = "Create an invoice",
+            read_only_hint = false,
+            destructive_hint = false,
+            idempotent_hint = false,
+            open_world_hint = false
+        )
+    )]
     async fn create_invoice(
         &self,
         ctx: RequestContext<RoleServer>,
@@ -429,11 +461,20 @@ impl CofferMcp {
         })
     }
 
-    #[tool(description = "Pay a BOLT11 invoice from your wallet, within the operator's policy. Safe to retry: the \
+    #[tool(
+        description = "Pay a BOLT11 invoice from your wallet, within the operator's policy. Safe to retry: the \
         same invoice is never paid twice (a retry returns the first answer). Answers: paid (with the preimage, \
         the proof of payment); `held for approval` (a person must approve; do not pay again); or `denied: <reason>` \
         with what to do next, e.g. budget-exceeded, amount-too-large, insufficient-balance. Amounts are \
-        millisatoshis; 1 sat = 1000 msat. Use decode_invoice first to check what you pay.")]
+        millisatoshis; 1 sat = 1000 msat. Use decode_invoice first to check what you pay.",
+        annotations(
+            title = "Pay an invoice",
+            read_only_hint = false,
+            destructive_hint = true,
+            idempotent_hint = true,
+            open_world_hint = true
+        )
+    )]
     async fn pay_invoice(
         &self,
         ctx: RequestContext<RoleServer>,
@@ -441,8 +482,13 @@ impl CofferMcp {
     ) -> ToolResult {
         let client = self.client(&ctx)?;
         let key = idempotency_key(&args.bolt11);
-        let request =
-            PayRequest { bolt11: args.bolt11, purpose: Some(args.purpose), amount_msat: None, ..Default::default() };
+        let request = PayRequest {
+            bolt11: args.bolt11,
+            purpose: Some(args.purpose),
+            task: args.task,
+            tags: args.tags,
+            ..Default::default()
+        };
         Ok(match client.pay(&request, &key).await {
             Ok(PayOutcome::Done(p)) => payment_answer(&p),
             Ok(PayOutcome::Held(a)) => {
@@ -453,9 +499,12 @@ impl CofferMcp {
         })
     }
 
-    #[tool(description = "Read a BOLT11 invoice without paying it: amount_msat (millisatoshis; 1 sat = 1000 msat), \
+    #[tool(
+        description = "Read a BOLT11 invoice without paying it: amount_msat (millisatoshis; 1 sat = 1000 msat), \
         payee (the node public key), description, creation time, expiry and whether it has expired. The \
-        signature is checked: an invoice that fails is damaged or forged and must not be paid.")]
+        signature is checked: an invoice that fails is damaged or forged and must not be paid.",
+        annotations(title = "Read an invoice", read_only_hint = true, open_world_hint = false)
+    )]
     async fn decode_invoice(&self, Parameters(args): Parameters<DecodeInvoiceArgs>) -> ToolResult {
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
         Ok(match invoice::decode(&args.bolt11, now) {
@@ -480,9 +529,12 @@ impl CofferMcp {
         })
     }
 
-    #[tool(description = "Your payments, newest first, a page at a time: status (succeeded, pending, failed), \
+    #[tool(
+        description = "Your payments, newest first, a page at a time: status (succeeded, pending, failed), \
         amount_msat and fee_msat (millisatoshis; 1 sat = 1000 msat), purpose and time. Pass next_cursor as cursor \
-        for older ones.")]
+        for older ones.",
+        annotations(title = "Your payments", read_only_hint = true, open_world_hint = false)
+    )]
     async fn list_payments(
         &self,
         ctx: RequestContext<RoleServer>,
@@ -498,8 +550,11 @@ impl CofferMcp {
         })
     }
 
-    #[tool(description = "The chat rooms you are a member of: id, name, members (agent ids). Use read_room to \
-        read one.")]
+    #[tool(
+        description = "The chat rooms you are a member of: id, name, members (agent ids). Use read_room to \
+        read one.",
+        annotations(title = "Your chat rooms", read_only_hint = true, open_world_hint = false)
+    )]
     async fn list_rooms(&self, ctx: RequestContext<RoleServer>) -> ToolResult {
         let client = self.client(&ctx)?;
         Ok(match client.rooms(None).await {
@@ -508,10 +563,13 @@ impl CofferMcp {
         })
     }
 
-    #[tool(description = "Read the messages of a room, oldest first, after message id `after` (0 for the start). \
+    #[tool(
+        description = "Read the messages of a room, oldest first, after message id `after` (0 for the start). \
         A message of kind payment_request carries an invoice (amount_msat in millisatoshis; 1 sat = 1000 msat) \
         and, once paid, a receipt; pay one with pay_request. Pass the last id you saw as `after` to read only new \
-        messages.")]
+        messages.",
+        annotations(title = "Read a room", read_only_hint = true, open_world_hint = false)
+    )]
     async fn read_room(
         &self,
         ctx: RequestContext<RoleServer>,
@@ -537,7 +595,16 @@ impl CofferMcp {
         })
     }
 
-    #[tool(description = "Post a text message to a room you are a member of.")]
+    #[tool(
+        description = "Post a text message to a room you are a member of.",
+        annotations(
+            title = "Post a message",
+            read_only_hint = false,
+            destructive_hint = false,
+            idempotent_hint = false,
+            open_world_hint = false
+        )
+    )]
     async fn post_message(
         &self,
         ctx: RequestContext<RoleServer>,
@@ -554,9 +621,18 @@ impl CofferMcp {
         })
     }
 
-    #[tool(description = "Ask the members of a room to pay you: posts a payment request with an invoice for \
+    #[tool(
+        description = "Ask the members of a room to pay you: posts a payment request with an invoice for \
         amount_msat (millisatoshis; 1 sat = 1000 msat) that expires in an hour. Another member pays it with \
-        pay_request; read_room shows the receipt once paid.")]
+        pay_request; read_room shows the receipt once paid.",
+        annotations(
+            title = "Ask a room to pay you",
+            read_only_hint = false,
+            destructive_hint = false,
+            idempotent_hint = false,
+            open_world_hint = false
+        )
+    )]
     async fn request_payment(
         &self,
         ctx: RequestContext<RoleServer>,
@@ -582,10 +658,19 @@ impl CofferMcp {
         })
     }
 
-    #[tool(description = "Pay a payment request posted in a room (a message of kind payment_request, from \
+    #[tool(
+        description = "Pay a payment request posted in a room (a message of kind payment_request, from \
         read_room), within the operator's policy, like pay_invoice: paid, `held for approval` (a person must \
         approve; do not pay again), or `denied: <reason>` with what to do next. An already paid request answers \
-        invoice-already-paid. Amounts are millisatoshis; 1 sat = 1000 msat.")]
+        invoice-already-paid. Amounts are millisatoshis; 1 sat = 1000 msat.",
+        annotations(
+            title = "Pay a payment request",
+            read_only_hint = false,
+            destructive_hint = true,
+            idempotent_hint = false,
+            open_world_hint = false
+        )
+    )]
     async fn pay_request(
         &self,
         ctx: RequestContext<RoleServer>,
@@ -607,13 +692,22 @@ impl CofferMcp {
         })
     }
 
-    #[tool(description = "GET an HTTP URL that may sit behind an L402 paywall (a paid API), paying it from your \
+    #[tool(
+        description = "GET an HTTP URL that may sit behind an L402 paywall (a paid API), paying it from your \
         wallet within the operator's policy: the price per request and the budget of the URL's domain are limited. \
         A token you already paid for is reused, so the same access is never paid twice. Answers the HTTP status, \
         `paid_msat` (0 when nothing was paid now; millisatoshis, 1 sat = 1000 msat) and the body (text, cut at 16 \
         KiB). `denied: <reason>` means nothing was paid: amount-too-large (the price is above your limit), \
         budget-exceeded (the domain's or your budget is used up), payee-not-allowed (the domain is not allowed); \
-        do not retry, tell your operator. A status 402 after paying means the server refused its own token.")]
+        do not retry, tell your operator. A status 402 after paying means the server refused its own token.",
+        annotations(
+            title = "Fetch a paid URL",
+            read_only_hint = false,
+            destructive_hint = true,
+            idempotent_hint = false,
+            open_world_hint = true
+        )
+    )]
     async fn fetch_paid(
         &self,
         ctx: RequestContext<RoleServer>,
@@ -689,8 +783,11 @@ pub async fn serve_stdio(
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("COFFER_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    crate::logging::init(filter);
 }
+
+#[cfg(test)]
+mod annotations_tests;
 
 #[cfg(test)]
 mod tests {

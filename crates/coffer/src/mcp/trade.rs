@@ -48,6 +48,13 @@ pub struct EscrowArgs {
     /// What happens at the deadline if you did neither: `release` (the seller is paid) or `refund` (you get
     /// the money back).
     pub on_timeout: TimeoutRule,
+    /// The task this serves, for the operator's cost reports (at most 128 bytes). Leave it out to use
+    /// the task your agent was given.
+    #[serde(default)]
+    pub task: Option<String>,
+    /// Up to 8 tags for the operator's cost reports: letters, digits and `-_.:/`.
+    #[serde(default)]
+    pub tags: Vec<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, JsonSchema)]
@@ -96,6 +103,13 @@ pub struct OpenSessionArgs {
     /// What you are buying. At most 512 bytes.
     #[serde(default)]
     pub purpose: Option<String>,
+    /// The task this serves, for the operator's cost reports (at most 128 bytes). Leave it out to use
+    /// the task your agent was given.
+    #[serde(default)]
+    pub task: Option<String>,
+    /// Up to 8 tags for the operator's cost reports: letters, digits and `-_.:/`.
+    #[serde(default)]
+    pub tags: Vec<String>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -157,10 +171,19 @@ fn ended_answer(verb: &str, p: &Payment) -> CallToolResult {
 
 #[tool_router(router = trade_router, vis = "pub(super)")]
 impl CofferMcp {
-    #[tool(description = "Sell safely: create a hold invoice. When the buyer pays it, the money is reserved on the \
+    #[tool(
+        description = "Sell safely: create a hold invoice. When the buyer pays it, the money is reserved on the \
         buyer's wallet but not yet yours (status accepted). Deliver, then call settle_invoice to be paid, or \
         cancel_invoice to refund the buyer. Not settled within hold_secs (default 3600), it is cancelled. \
-        amount_msat is millisatoshis (1 sat = 1000 msat). Needs a key with the receive scope.")]
+        amount_msat is millisatoshis (1 sat = 1000 msat). Needs a key with the receive scope.",
+        annotations(
+            title = "Create a hold invoice",
+            read_only_hint = false,
+            destructive_hint = false,
+            idempotent_hint = false,
+            open_world_hint = false
+        )
+    )]
     async fn create_hold_invoice(
         &self,
         ctx: RequestContext<RoleServer>,
@@ -190,9 +213,18 @@ impl CofferMcp {
         })
     }
 
-    #[tool(description = "Settle a hold invoice of yours that the buyer paid (status accepted): the money becomes \
+    #[tool(
+        description = "Settle a hold invoice of yours that the buyer paid (status accepted): the money becomes \
         yours and the buyer gets the proof of payment. Only after you delivered. Fails if it is not accepted \
-        or its hold time passed.")]
+        or its hold time passed.",
+        annotations(
+            title = "Settle a hold invoice",
+            read_only_hint = false,
+            destructive_hint = false,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
+    )]
     async fn settle_invoice(
         &self,
         ctx: RequestContext<RoleServer>,
@@ -205,8 +237,17 @@ impl CofferMcp {
         })
     }
 
-    #[tool(description = "Cancel what waits on an invoice of yours (a hold you cannot serve, or an escrow you give \
-        back): the buyer is refunded in full and you get nothing.")]
+    #[tool(
+        description = "Cancel what waits on an invoice of yours (a hold you cannot serve, or an escrow you give \
+        back): the buyer is refunded in full and you get nothing.",
+        annotations(
+            title = "Cancel an invoice's hold or escrow",
+            read_only_hint = false,
+            destructive_hint = true,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
+    )]
     async fn cancel_invoice(
         &self,
         ctx: RequestContext<RoleServer>,
@@ -219,11 +260,20 @@ impl CofferMcp {
         })
     }
 
-    #[tool(description = "Buy safely: pay another agent's invoice into escrow. The money leaves your spendable \
+    #[tool(
+        description = "Buy safely: pay another agent's invoice into escrow. The money leaves your spendable \
         balance but the seller gets it only when you call release_escrow (after checking the delivery), or at \
         the deadline if on_timeout is `release`; with `refund` it comes back to you then. If the delivery is \
         bad, dispute_escrow before the deadline and the operator decides. Safe to retry: never pays twice. \
-        Counts against your budgets now.")]
+        Counts against your budgets now.",
+        annotations(
+            title = "Pay into escrow",
+            read_only_hint = false,
+            destructive_hint = true,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
+    )]
     async fn pay_into_escrow(
         &self,
         ctx: RequestContext<RoleServer>,
@@ -236,8 +286,14 @@ impl CofferMcp {
         };
         let key = digest_key("mcp-escrow", &[args.bolt11.trim(), &args.release_after_secs.to_string(), rule]);
         let escrow = EscrowTerms { release_after_secs: args.release_after_secs, on_timeout };
-        let request =
-            PayRequest { bolt11: args.bolt11, purpose: Some(args.purpose), amount_msat: None, escrow: Some(escrow) };
+        let request = PayRequest {
+            bolt11: args.bolt11,
+            purpose: Some(args.purpose),
+            amount_msat: None,
+            escrow: Some(escrow),
+            task: args.task,
+            tags: args.tags,
+        };
         Ok(match client.pay(&request, &key).await {
             Ok(PayOutcome::Done(p)) => payment_answer(&p),
             Ok(PayOutcome::Held(a)) => {
@@ -248,8 +304,17 @@ impl CofferMcp {
         })
     }
 
-    #[tool(description = "Release your escrowed payment to the seller: do it once you have checked the delivery. \
-        Final: the seller is paid.")]
+    #[tool(
+        description = "Release your escrowed payment to the seller: do it once you have checked the delivery. \
+        Final: the seller is paid.",
+        annotations(
+            title = "Release an escrow",
+            read_only_hint = false,
+            destructive_hint = true,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
+    )]
     async fn release_escrow(
         &self,
         ctx: RequestContext<RoleServer>,
@@ -262,8 +327,17 @@ impl CofferMcp {
         })
     }
 
-    #[tool(description = "Dispute your escrowed payment before its deadline, when the delivery is missing or bad: \
-        the money stays in escrow and the operator decides who gets it.")]
+    #[tool(
+        description = "Dispute your escrowed payment before its deadline, when the delivery is missing or bad: \
+        the money stays in escrow and the operator decides who gets it.",
+        annotations(
+            title = "Dispute an escrow",
+            read_only_hint = false,
+            destructive_hint = false,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
+    )]
     async fn dispute_escrow(
         &self,
         ctx: RequestContext<RoleServer>,
@@ -282,8 +356,17 @@ impl CofferMcp {
         })
     }
 
-    #[tool(description = "Give back (part of) a payment you received, e.g. when you could not deliver all of it. \
-        Never more than you received in all. Safe to retry with the same arguments: refunds once.")]
+    #[tool(
+        description = "Give back (part of) a payment you received, e.g. when you could not deliver all of it. \
+        Never more than you received in all. Safe to retry with the same arguments: refunds once.",
+        annotations(
+            title = "Refund a payment",
+            read_only_hint = false,
+            destructive_hint = true,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
+    )]
     async fn refund_payment(
         &self,
         ctx: RequestContext<RoleServer>,
@@ -304,8 +387,11 @@ impl CofferMcp {
         })
     }
 
-    #[tool(description = "One payment you made or received: its status (succeeded, held, refunded, ...), the hold \
-        or escrow its money waits in, and its refunds.")]
+    #[tool(
+        description = "One payment you made or received: its status (succeeded, held, refunded, ...), the hold \
+        or escrow its money waits in, and its refunds.",
+        annotations(title = "One payment", read_only_hint = true, open_world_hint = false)
+    )]
     async fn get_payment(
         &self,
         ctx: RequestContext<RoleServer>,
@@ -318,8 +404,11 @@ impl CofferMcp {
         })
     }
 
-    #[tool(description = "Your holds and escrows, as buyer or seller, newest first: what waits, for whom, until \
-        when (deadline) and what happens then (on_timeout).")]
+    #[tool(
+        description = "Your holds and escrows, as buyer or seller, newest first: what waits, for whom, until \
+        when (deadline) and what happens then (on_timeout).",
+        annotations(title = "Your holds and escrows", read_only_hint = true, open_world_hint = false)
+    )]
     async fn list_escrows(
         &self,
         ctx: RequestContext<RoleServer>,
@@ -332,9 +421,18 @@ impl CofferMcp {
         })
     }
 
-    #[tool(description = "Buy metered: open a session with a seller, who then charges what you use, never more \
+    #[tool(
+        description = "Buy metered: open a session with a seller, who then charges what you use, never more \
         than max_msat in all. max_msat is reserved now and counts against your budgets while the session is \
-        open; close_session (or the expiry) returns what was not charged. Amounts are millisatoshis.")]
+        open; close_session (or the expiry) returns what was not charged. Amounts are millisatoshis.",
+        annotations(
+            title = "Open a metered session",
+            read_only_hint = false,
+            destructive_hint = false,
+            idempotent_hint = false,
+            open_world_hint = false
+        )
+    )]
     async fn open_session(
         &self,
         ctx: RequestContext<RoleServer>,
@@ -346,6 +444,8 @@ impl CofferMcp {
             max_msat: args.max_msat,
             expires_in_secs: args.expires_in_secs,
             purpose: args.purpose,
+            task: args.task,
+            tags: args.tags,
         };
         Ok(match client.open_session(&request).await {
             Ok(s) => session_answer("opened; give the seller the session id", &s),
@@ -353,9 +453,18 @@ impl CofferMcp {
         })
     }
 
-    #[tool(description = "As the seller, charge a session a buyer opened with you, for what was used: paid to you \
+    #[tool(
+        description = "As the seller, charge a session a buyer opened with you, for what was used: paid to you \
         at once, never past what remains. Name each charge (charge_key): a retry with the same name never \
-        charges twice.")]
+        charges twice.",
+        annotations(
+            title = "Charge a session",
+            read_only_hint = false,
+            destructive_hint = false,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
+    )]
     async fn charge_session(
         &self,
         ctx: RequestContext<RoleServer>,
@@ -376,7 +485,10 @@ impl CofferMcp {
         })
     }
 
-    #[tool(description = "A session you pay or are paid by: what was charged, what remains, its charges.")]
+    #[tool(
+        description = "A session you pay or are paid by: what was charged, what remains, its charges.",
+        annotations(title = "One session", read_only_hint = true, open_world_hint = false)
+    )]
     async fn get_session(
         &self,
         ctx: RequestContext<RoleServer>,
@@ -389,8 +501,17 @@ impl CofferMcp {
         })
     }
 
-    #[tool(description = "Close a session (buyer or seller): no more charges; what was not charged returns to the \
-        buyer.")]
+    #[tool(
+        description = "Close a session (buyer or seller): no more charges; what was not charged returns to the \
+        buyer.",
+        annotations(
+            title = "Close a session",
+            read_only_hint = false,
+            destructive_hint = true,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
+    )]
     async fn close_session(
         &self,
         ctx: RequestContext<RoleServer>,

@@ -183,6 +183,8 @@ pub struct SessionRecord {
     pub expires_at_ms: i64,
     pub closed_at_ms: Option<i64>,
     pub closed_by: Option<String>,
+    /// What its charges are counted under in reports.
+    pub attribution: super::Attribution,
 }
 
 impl SessionRecord {
@@ -226,8 +228,12 @@ pub struct NewSession {
     pub max: Msat,
     pub expires_at_ms: i64,
     pub purpose: String,
+    pub attribution: super::Attribution,
     /// This gateway's node key, for payee rules naming nodes.
     pub node_pubkey_hex: std::sync::Arc<str>,
     pub sessions_open_max: u32,
     pub now_ms: i64,
+    /// The bitcoin prices limits stated in a currency are decided at,
+    /// taken before the transaction (see `payment::decision::decide`).
+    pub fiat: std::sync::Arc<coffer_core::policy::FiatRates>,
 }

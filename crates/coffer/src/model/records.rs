@@ -33,6 +33,8 @@ pub struct AgentRecord {
     pub can_create_subagents: bool,
     /// Why the agent is frozen (by the operator or an automatic trip).
     pub frozen_reason: Option<String>,
+    /// The task its payments are counted under when they name none.
+    pub task: Option<String>,
 }
 
 /// An agent to create.
@@ -42,6 +44,8 @@ pub struct NewAgent {
     pub name: String,
     pub parent_id: Option<String>,
     pub can_create_subagents: bool,
+    /// The task this agent works on: its payments inherit it.
+    pub task: Option<String>,
     pub key: NewKey,
     /// Checked against the parent's children and the tree's depth.
     pub quotas: Quotas,
@@ -57,6 +61,9 @@ pub struct AgentState {
     pub policy: Option<Arc<Policy>>,
     pub usage: Usage,
     pub breaker: BreakerState,
+    /// The agent's task, which its payments inherit (see
+    /// [`super::Attribution::or_task`]).
+    pub task: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -111,6 +118,8 @@ pub struct ApprovalRecord {
     pub payee_node_hex: Option<String>,
     /// A payment into escrow: its terms, applied once approved.
     pub escrow: Option<super::EscrowTerms>,
+    /// What the payment, once approved, is counted under in reports.
+    pub attribution: super::Attribution,
 }
 
 impl ApprovalRecord {
@@ -356,6 +365,8 @@ pub struct PaymentRecord {
     pub detail: Option<String>,
     /// Given back to the payer by the payee's refunds.
     pub refunded: Msat,
+    /// The task and tags the payment is counted under in reports.
+    pub attribution: super::Attribution,
 }
 
 /// A payment to an invoice outside this gateway, through the funding
@@ -387,6 +398,7 @@ pub struct BeginExternal {
     pub amount: Msat,
     pub fee_limit: Msat,
     pub purpose: String,
+    pub attribution: super::Attribution,
     /// The payee node's key (hex), for payee rules naming nodes.
     pub payee_node_hex: String,
     pub idempotency: Option<Idempotency>,
@@ -397,6 +409,9 @@ pub struct BeginExternal {
     /// The most payments the payer may have held at once.
     pub holds_pending_max: u32,
     pub now_ms: i64,
+    /// The bitcoin prices limits stated in a currency are decided at,
+    /// taken before the transaction (see `payment::decision::decide`).
+    pub fiat: Arc<coffer_core::policy::FiatRates>,
 }
 
 /// The outcome of [`crate::payment::outside::begin`].
@@ -441,6 +456,9 @@ pub struct PayInternal {
     pub bolt11: String,
     pub payment_hash: [u8; 32],
     pub purpose: String,
+    /// As the caller named it; the payer's task is inherited in the
+    /// transaction.
+    pub attribution: super::Attribution,
     pub idempotency: Option<Idempotency>,
     /// For a paid HTTP request (L402): the host it goes to, a payee name of
     /// its own for the policy (`domain:HOST`, `l402` limits).
@@ -450,6 +468,9 @@ pub struct PayInternal {
     /// The most holds and escrows the payer may have open at once.
     pub escrows_open_max: u32,
     pub now_ms: i64,
+    /// The bitcoin prices limits stated in a currency are decided at,
+    /// taken before the transaction (see `payment::decision::decide`).
+    pub fiat: Arc<coffer_core::policy::FiatRates>,
 }
 
 /// A paid L402 token of an agent, kept so that every process of the agent

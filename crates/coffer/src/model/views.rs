@@ -27,6 +27,7 @@ pub fn agent(a: AgentRecord) -> Agent {
         can_create_subagents: a.can_create_subagents,
         frozen: a.frozen_reason.is_some(),
         frozen_reason: a.frozen_reason,
+        task: a.task,
     }
 }
 
@@ -51,6 +52,8 @@ pub fn approval(a: ApprovalRecord, held: bool) -> Approval {
         payment_id: a.payment_id,
         fee_limit_msat: a.fee_limit.as_u64(),
         payee_node: a.payee_node_hex,
+        task: a.attribution.task,
+        tags: a.attribution.tags,
     }
 }
 
@@ -106,6 +109,8 @@ pub fn payment(p: PaymentRecord) -> Payment {
         refunded_msat: p.refunded.as_u64(),
         escrow: None,
         refunds: Vec::new(),
+        task: p.attribution.task,
+        tags: p.attribution.tags,
     }
 }
 
@@ -172,6 +177,8 @@ pub fn session(x: SessionRecord, returned: Option<Msat>, charges: Vec<ChargeReco
         closed_by: x.closed_by,
         returned_msat: returned.map(Msat::as_u64),
         charges: charges.into_iter().map(charge).collect(),
+        task: x.attribution.task,
+        tags: x.attribution.tags,
     }
 }
 

@@ -4,7 +4,7 @@
 
 use crate::error::Error;
 use crate::gateway::nwc::NwcLookup;
-use crate::gateway::{AgentKey, Gateway, PayOutcome, parse_hash};
+use crate::gateway::{AgentKey, Gateway, PayOptions, PayOutcome, parse_hash};
 use crate::model::{InvoiceRecord, NwcConnectionRecord, NwcMethod, PageRequest, PaymentRecord, StoredInvoiceStatus};
 use coffer_client::PaymentStatus;
 use serde::Deserialize;
@@ -152,7 +152,13 @@ async fn pay_invoice(
     let p = PayInvoice::deserialize(params).map_err(bad_params)?;
     let purpose = format!("NWC: {}", connection.name);
     let idempotency_key = format!("nwc-{event_id}");
-    let outcome = gateway.pay_to(key, &p.invoice, p.amount, Some(&purpose), Some(&idempotency_key), None).await?;
+    let options = PayOptions {
+        amount_msat: p.amount,
+        purpose: Some(&purpose),
+        idempotency_key: Some(&idempotency_key),
+        ..PayOptions::default()
+    };
+    let outcome = gateway.pay_to(key, &p.invoice, options).await?;
     let payment = match outcome {
         PayOutcome::Paid(payment) => payment,
         PayOutcome::Held(approval) => {

@@ -40,7 +40,7 @@ pub fn hold(tx: &mut dyn Tx, chain: &mut [AgentState], hold: Hold<'_>) -> Result
     let mut balance = tx.balance(account)?;
     ledger::reserve(account, &mut balance, spend)?;
     tx.save_balance(account, &balance)?;
-    count_spend(chain, spend, now_ms);
+    count_spend(tx, chain, spend, now_ms)?;
     save_policed(tx, chain)?;
     trip_if_needed(tx, chain, now_ms)?;
     tx.insert_approval(&approval)?;

@@ -207,6 +207,18 @@ pub struct OutsideInvoice {
     pub expires_at_secs: u64,
 }
 
+/// The payee node's key (hex) of a BOLT11 invoice of any network, already
+/// checked once (when it was paid): written in the invoice, or recovered
+/// from its signature.
+pub fn payee_hex(bolt11: &str) -> Option<String> {
+    let signed: SignedRawBolt11Invoice = bolt11.trim().parse().ok()?;
+    let key = match signed.raw_invoice().payee_pub_key() {
+        Some(key) => key.0,
+        None => signed.recover_payee_pub_key().ok()?.0,
+    };
+    Some(hex::encode(key.serialize()))
+}
+
 /// An invoice an agent asked to pay, parsed but not yet verified: for an
 /// invoice of this gateway the stored copy is the proof, so the costly
 /// signature recovery runs only for invoices of other nodes.

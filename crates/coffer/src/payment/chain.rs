@@ -39,13 +39,9 @@ pub fn load_chain(tx: &mut dyn Tx, agent_id: &str) -> Result<Vec<AgentState>, Er
 }
 
 /// Counts a spend in every budget of the chain (in memory; see
-/// [`save_policed`]).
-pub(crate) fn count_spend(chain: &mut [AgentState], amount: Msat, now_ms: i64) {
-    for level in chain.iter_mut() {
-        if let Some(policy) = level.policy.clone() {
-            level.usage.record(&policy, amount, now_ms);
-        }
-    }
+/// [`save_policed`]), warning of the thresholds it crosses (in `tx`).
+pub(crate) fn count_spend(tx: &mut dyn Tx, chain: &mut [AgentState], amount: Msat, now_ms: i64) -> Result<(), Error> {
+    super::warning::count_spend(tx, chain, amount, now_ms)
 }
 
 /// Counts a paid request in the budgets of its domain, at every level

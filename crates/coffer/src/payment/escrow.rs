@@ -66,6 +66,7 @@ pub struct Accept<'a> {
     pub payment_id: &'a str,
     pub payer: &'a Payer,
     pub purpose: &'a str,
+    pub attribution: &'a crate::model::Attribution,
     pub invoice: &'a InvoiceRecord,
     pub waiting: Waiting,
     /// When the amount was reserved and counted in the budgets, if it was
@@ -103,6 +104,7 @@ pub fn accept(tx: &mut dyn Tx, a: Accept<'_>) -> Result<PaymentRecord, Error> {
         created_at_ms: a.now_ms,
         detail: None,
         refunded: Msat::ZERO,
+        attribution: a.attribution.clone(),
     };
     tx.insert_payment(&payment, &a.payer.key_id, None)?;
     let escrow = EscrowRecord {
@@ -281,6 +283,7 @@ fn finish(
             payment.status = PaymentStatus::Succeeded;
             payment.preimage = Some(invoice.preimage);
             tx.update_payment(&payment, Some(transfer_id))?;
+            super::spend::count_payment(tx, &payment, &super::spend::agent_payee(&invoice.agent_id), now_ms)?;
             move_invoice(tx, &invoice, accepted, StoredInvoiceStatus::Paid, Some(now_ms))?;
             events::emit(tx, &Event::PaymentReleased(escrow.clone()), now_ms)?;
             let settled = settlement(&payment, &invoice, "");

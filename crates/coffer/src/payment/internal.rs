@@ -11,13 +11,13 @@ use super::chain::{
     replay, save_policed, settlement, trip_if_needed,
 };
 use super::decision::{Verdict, decide, stop};
-use super::escrow;
+use super::{escrow, spend};
 use crate::error::Error;
 use crate::events::kind::{Denied, DeniedPayee, Paid, Succeeded};
 use crate::events::{self, Event};
 use crate::model::{
-    AgentState, ApprovalOutcome, ApprovalRecord, ApprovalStatus, AuditEntry, Denial, InvoiceRecord, PayAttempt,
-    PayInternal, Payer, PaymentRecord, StoredInvoiceStatus,
+    AgentState, ApprovalOutcome, ApprovalRecord, ApprovalStatus, Attribution, AuditEntry, Denial, InvoiceRecord,
+    PayAttempt, PayInternal, Payer, PaymentRecord, StoredInvoiceStatus,
 };
 use crate::store::Tx;
 use coffer_client::PaymentStatus;
@@ -49,7 +49,7 @@ pub fn pay(tx: &mut dyn Tx, pay: &PayInternal) -> Result<PayAttempt, Error> {
             domain: pay.domain.clone(),
         },
     };
-    let verdict = match decide(halted, &chain, available, &attempt, pay.now_ms) {
+    let verdict = match decide(halted, &mut chain, &pay.fiat, available, &attempt, pay.now_ms) {
         // A paid HTTP request cannot wait for a person: the request would
         // time out long before. The operator raises approval_above_msat or
         // pays by hand.
@@ -62,12 +62,13 @@ pub fn pay(tx: &mut dyn Tx, pay: &PayInternal) -> Result<PayAttempt, Error> {
         }),
         verdict => verdict,
     };
+    let attribution = pay.attribution.clone().or_task(chain.first().and_then(|payer| payer.task.as_deref()));
     match verdict {
         Verdict::Deny(denial) => {
             record_denial(tx, &mut chain, pay, &invoice, &denial)?;
             Ok(PayAttempt::Denied(denial))
         }
-        Verdict::Hold => hold(tx, &mut chain, pay, &invoice).map(PayAttempt::Held),
+        Verdict::Hold => hold(tx, &mut chain, pay, &invoice, attribution).map(PayAttempt::Held),
         Verdict::Allow => {
             let payment = match escrow::waiting(&invoice, pay.escrow, pay.now_ms)? {
                 Some(waiting) => {
@@ -76,6 +77,7 @@ pub fn pay(tx: &mut dyn Tx, pay: &PayInternal) -> Result<PayAttempt, Error> {
                         payment_id: &pay.payment_id,
                         payer: &pay.payer,
                         purpose: &pay.purpose,
+                        attribution: &attribution,
                         invoice: &invoice,
                         waiting,
                         reserved_at_ms: None,
@@ -87,7 +89,7 @@ pub fn pay(tx: &mut dyn Tx, pay: &PayInternal) -> Result<PayAttempt, Error> {
                     tx,
                     &pay.payment_id,
                     &pay.payer,
-                    &pay.purpose,
+                    (&pay.purpose, &attribution),
                     &invoice,
                     payee_account,
                     Reserved::No,
@@ -95,7 +97,7 @@ pub fn pay(tx: &mut dyn Tx, pay: &PayInternal) -> Result<PayAttempt, Error> {
                 )?,
             };
             tx.audit(&payment_entry(pay, &invoice, "payment.allowed", "allowed"))?;
-            count_spend(&mut chain, invoice.amount, pay.now_ms);
+            count_spend(tx, &mut chain, invoice.amount, pay.now_ms)?;
             if let Some(domain) = &pay.domain {
                 count_domain_spend(&mut chain, domain, invoice.amount, pay.now_ms);
             }
@@ -146,7 +148,7 @@ fn settle(
     tx: &mut dyn Tx,
     payment_id: &str,
     payer: &Payer,
-    purpose: &str,
+    (purpose, attribution): (&str, &Attribution),
     invoice: &InvoiceRecord,
     payee_account: AccountId,
     reserved: Reserved,
@@ -167,8 +169,10 @@ fn settle(
         created_at_ms: now_ms,
         detail: None,
         refunded: Msat::ZERO,
+        attribution: attribution.clone(),
     };
     tx.insert_payment(&payment, &payer.key_id, Some(transfer_id))?;
+    spend::count_payment(tx, &payment, &spend::agent_payee(&invoice.agent_id), now_ms)?;
     let settlement = settlement(&payment, invoice, &payer.key_id);
     events::emit(tx, &Event::PaymentSucceeded(Succeeded::Internal(settlement.clone())), now_ms)?;
     events::emit(tx, &Event::InvoicePaid(Paid::Internal(settlement)), now_ms)?;
@@ -220,6 +224,7 @@ fn hold(
     chain: &mut [AgentState],
     pay: &PayInternal,
     invoice: &InvoiceRecord,
+    attribution: Attribution,
 ) -> Result<ApprovalRecord, Error> {
     observe_payment(chain, &payee_name(invoice), invoice.amount, pay.now_ms);
     let approval = ApprovalRecord {
@@ -240,6 +245,7 @@ fn hold(
         fee_limit: Msat::ZERO,
         payee_node_hex: None,
         escrow: pay.escrow,
+        attribution,
     };
     let hold = Hold {
         approval,
@@ -288,6 +294,7 @@ pub fn decide_held(
                 payment_id: &payment_id,
                 payer: &payer,
                 purpose: &approval.purpose,
+                attribution: &approval.attribution,
                 invoice: &invoice,
                 waiting,
                 reserved_at_ms: Some(approval.created_at_ms),
@@ -295,7 +302,10 @@ pub fn decide_held(
             };
             escrow::accept(tx, accept)?
         }
-        None => settle(tx, &payment_id, &payer, &approval.purpose, &invoice, payee_account, Reserved::Yes, now_ms)?,
+        None => {
+            let about = (approval.purpose.as_str(), &approval.attribution);
+            settle(tx, &payment_id, &payer, about, &invoice, payee_account, Reserved::Yes, now_ms)?
+        }
     };
     approval.payment_id = Some(payment.id.clone());
     approval::record_decision(tx, &mut approval, ApprovalStatus::Approved, actor, now_ms)?;

@@ -21,7 +21,9 @@
 //!   backend (accepted, settled and cancelled as the backend reports);
 //! - `receipt`: signed receipts of settled payments and ended sessions
 //!   (their canonical form, signature and verification, pure; and their
-//!   assembly from the records, read only).
+//!   assembly from the records, read only);
+//! - `preview`: the decision a payment would get now, read only;
+//! - `warning`: `budget.warning` events when a spend crosses a threshold.
 //!
 //! The imports go one way (no circle):
 //!
@@ -34,6 +36,8 @@
 //! approval ──> chain
 //! outside_hold ──> escrow (its `Ended`)
 //! receipt ──> bolt11, chain (reads only)
+//! preview ──> chain, decision (reads only)
+//! chain ──> warning (a spend counted, its warnings written)
 //! incoming, chain, decision ──> (the store and the model only)
 //! ```
 //!
@@ -50,9 +54,12 @@ pub mod internal;
 pub mod l402;
 pub mod outside;
 pub mod outside_hold;
+pub mod preview;
 pub mod receipt;
 pub mod refund;
 pub mod session;
+pub mod spend;
+pub mod warning;
 
 use crate::error::Error;
 use crate::model::ApprovalOutcome;
@@ -66,10 +73,13 @@ pub fn decide_approval(
     approve: bool,
     actor: &str,
     now_ms: i64,
+    fiat: &std::sync::Arc<coffer_core::policy::FiatRates>,
 ) -> Result<ApprovalOutcome, Error> {
     let held = approval::pending(tx, id)?;
     if held.payee_node_hex.is_some() {
-        outside::decide_held(tx, held, approve, actor, now_ms)
+        // An outside payment is decided again (its fee may have changed);
+        // an internal hold's limits were decided when it was held.
+        outside::decide_held(tx, held, approve, actor, now_ms, fiat)
     } else {
         internal::decide_held(tx, held, approve, actor, now_ms)
     }

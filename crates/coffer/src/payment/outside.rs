@@ -34,10 +34,11 @@ use crate::model::{
 use crate::store::Tx;
 use coffer_client::PaymentStatus;
 use coffer_core::ledger::{self, Transfer};
-use coffer_core::policy::{Attempt, Payee};
+use coffer_core::policy::{Attempt, FiatRates, Payee};
 use coffer_core::{AccountId, Msat};
+use std::sync::Arc;
 
-pub fn begin(tx: &mut dyn Tx, b: BeginExternal) -> Result<ExternalStart, Error> {
+pub fn begin(tx: &mut dyn Tx, mut b: BeginExternal) -> Result<ExternalStart, Error> {
     if let Some(earlier) = replay(tx, &b.payer.agent_id, b.idempotency.as_ref())? {
         return Ok(ExternalStart::Replay(earlier));
     }
@@ -46,9 +47,11 @@ pub fn begin(tx: &mut dyn Tx, b: BeginExternal) -> Result<ExternalStart, Error> 
         return Err(Error::PaymentHeld);
     }
     let mut chain = load_chain(tx, &b.payer.agent_id)?;
+    let inherited = chain.first().and_then(|payer| payer.task.as_deref());
+    b.attribution = std::mem::take(&mut b.attribution).or_task(inherited);
     let available = tx.balance(b.payer.account)?.available();
     let attempt = attempt(&b);
-    let denial = match decide(tx.halted()?, &chain, available, &attempt, b.now_ms) {
+    let denial = match decide(tx.halted()?, &mut chain, &b.fiat, available, &attempt, b.now_ms) {
         Verdict::Allow => {
             observe_payment(&mut chain, &b);
             return start(tx, &mut chain, &b, attempt.spend()).map(ExternalStart::Started);
@@ -102,7 +105,7 @@ fn reserve_and_count(tx: &mut dyn Tx, chain: &mut [AgentState], b: &BeginExterna
     let mut balance = tx.balance(b.payer.account)?;
     ledger::reserve(b.payer.account, &mut balance, spend)?;
     tx.save_balance(b.payer.account, &balance)?;
-    count_spend(chain, spend, b.now_ms);
+    count_spend(tx, chain, spend, b.now_ms)?;
     save_policed(tx, chain)?;
     trip_if_needed(tx, chain, b.now_ms)
 }
@@ -122,6 +125,7 @@ fn start(tx: &mut dyn Tx, chain: &mut [AgentState], b: &BeginExternal, spend: Ms
         created_at_ms: b.now_ms,
         detail: Some("sent to the Lightning backend".into()),
         refunded: Msat::ZERO,
+        attribution: b.attribution.clone(),
     };
     tx.insert_payment(&payment, &b.payer.key_id, None)?;
     tx.insert_external(&ExternalPayment {
@@ -171,6 +175,7 @@ fn hold(tx: &mut dyn Tx, chain: &mut [AgentState], b: &BeginExternal, spend: Msa
         fee_limit: b.fee_limit,
         escrow: None,
         payee_node_hex: Some(b.payee_node_hex.clone()),
+        attribution: b.attribution.clone(),
     };
     let entry = AuditEntry {
         detail: Some(format!("fee limit {} msat", b.fee_limit.as_u64())),
@@ -203,6 +208,7 @@ pub fn decide_held(
     approve: bool,
     actor: &str,
     now_ms: i64,
+    fiat: &Arc<FiatRates>,
 ) -> Result<ApprovalOutcome, Error> {
     if now_ms >= approval.expires_at_ms {
         return approval::release(tx, approval, ApprovalStatus::Expired, actor, now_ms).map(ApprovalOutcome::Released);
@@ -213,12 +219,13 @@ pub fn decide_held(
     refuse_if_live(tx, &approval.payment_hash)?;
     let mut chain = load_chain(tx, &approval.agent_id)?;
     let account = chain.first().map(|s| s.account).ok_or(Error::NotFound("agent"))?;
-    let b = resumed(&approval, account, now_ms)?;
+    let b = resumed(&approval, account, now_ms, fiat)?;
     let reserved = approval.reserved()?;
     uncount_spend(&mut chain, reserved, approval.created_at_ms, now_ms);
     let mut balance = tx.balance(account)?;
     ledger::release(&mut balance, reserved)?;
-    if let Verdict::Deny(denial) = decide(tx.halted()?, &chain, balance.available(), &attempt(&b), now_ms) {
+    let halted = tx.halted()?;
+    if let Verdict::Deny(denial) = decide(halted, &mut chain, fiat, balance.available(), &attempt(&b), now_ms) {
         return Err(Error::Denied(denial));
     }
     tx.save_balance(account, &balance)?;
@@ -230,7 +237,12 @@ pub fn decide_held(
 
 /// The payment an approved hold starts. Its idempotency key already names
 /// the approval, whose payment a retry then finds.
-fn resumed(approval: &ApprovalRecord, account: AccountId, now_ms: i64) -> Result<BeginExternal, Error> {
+fn resumed(
+    approval: &ApprovalRecord,
+    account: AccountId,
+    now_ms: i64,
+    fiat: &Arc<FiatRates>,
+) -> Result<BeginExternal, Error> {
     let payee_node_hex = approval.payee_node_hex.clone().ok_or(Error::NotFound("payee node"))?;
     Ok(BeginExternal {
         payment_id: approval.id.replacen(APPROVAL_PREFIX, "pay_", 1),
@@ -240,6 +252,7 @@ fn resumed(approval: &ApprovalRecord, account: AccountId, now_ms: i64) -> Result
         amount: approval.amount,
         fee_limit: approval.fee_limit,
         purpose: approval.purpose.clone(),
+        attribution: approval.attribution.clone(),
         payee_node_hex,
         idempotency: None,
         // Only a hold reads these: an approved payment is not held again.
@@ -247,6 +260,7 @@ fn resumed(approval: &ApprovalRecord, account: AccountId, now_ms: i64) -> Result
         approval_ttl_ms: 0,
         holds_pending_max: 0,
         now_ms,
+        fiat: Arc::clone(fiat),
     })
 }
 
@@ -300,6 +314,9 @@ pub fn finish(
     tx.save_balance(ext.account, &balance)?;
     save_policed(tx, &chain)?;
     tx.update_payment(&payment, transfer_id)?;
+    if payment.status == PaymentStatus::Succeeded {
+        super::spend::count_payment(tx, &payment, &super::spend::node_payee(&ext.bolt11), now_ms)?;
+    }
     ext.status = payment.status;
     tx.update_external(&ext, now_ms)?;
     let outgoing = Outgoing { payment: payment.clone(), fee_limit: ext.fee_limit };

@@ -181,6 +181,7 @@ pub fn ended(escrow: EscrowRecord, invoice: &InvoiceRecord) -> Ended {
         created_at_ms: escrow.created_at_ms,
         detail: None,
         refunded,
+        attribution: crate::model::Attribution::default(),
     };
     Ended { escrow, payment }
 }

@@ -43,7 +43,7 @@ pub fn open(tx: &mut dyn Tx, new: NewSession) -> Result<SessionRecord, Error> {
         },
     };
     let payee_name = format!("agent:{}", payee.id);
-    let denial = match decide(tx.halted()?, &chain, available, &attempt, new.now_ms) {
+    let denial = match decide(tx.halted()?, &mut chain, &new.fiat, available, &attempt, new.now_ms) {
         Verdict::Allow => None,
         Verdict::Deny(denial) => Some(denial),
         // A session is used at once by its payee: it cannot wait for a
@@ -68,7 +68,7 @@ pub fn open(tx: &mut dyn Tx, new: NewSession) -> Result<SessionRecord, Error> {
     let mut balance = tx.balance(new.payer.account)?;
     ledger::reserve(new.payer.account, &mut balance, new.max)?;
     tx.save_balance(new.payer.account, &balance)?;
-    count_spend(&mut chain, new.max, new.now_ms);
+    count_spend(tx, &mut chain, new.max, new.now_ms)?;
     observe_payment(&mut chain, &payee_name, new.max, new.now_ms);
     save_policed(tx, &chain)?;
     trip_if_needed(tx, &mut chain, new.now_ms)?;
@@ -85,6 +85,7 @@ pub fn open(tx: &mut dyn Tx, new: NewSession) -> Result<SessionRecord, Error> {
         expires_at_ms: new.expires_at_ms,
         closed_at_ms: None,
         closed_by: None,
+        attribution: new.attribution.clone().or_task(chain.first().and_then(|payer| payer.task.as_deref())),
     };
     tx.insert_session(&session)?;
     tx.audit(&AuditEntry {
@@ -171,6 +172,8 @@ pub fn charge(tx: &mut dyn Tx, c: Charge<'_>) -> Result<(SessionRecord, ChargeRe
         created_at_ms: c.now_ms,
     };
     tx.insert_charge(&charge, transfer_id)?;
+    let payee = super::spend::agent_payee(&session.payee_agent_id);
+    super::spend::count(tx, &session.payer_agent_id, &payee, &session.attribution, c.amount, Msat::ZERO, c.now_ms)?;
     if let Some(idem) = c.idempotency {
         tx.insert_idempotency(c.payee_agent_id, idem, &charge.id, c.now_ms)?;
     }

@@ -27,6 +27,11 @@ pub mod sqlite;
 pub const SCHEMA_VERSION: usize = sqlite::schema::VERSION;
 const _: () = assert!(postgres::schema::VERSION == SCHEMA_VERSION, "the stores' schema versions differ");
 
+/// The outbox consumers whose backlog `/metrics` shows, at most: their
+/// names are set by the code (webhooks, each bus, each bridge), so this is
+/// a guard, not a limit anyone reaches.
+pub const GAUGE_CONSUMERS_MAX: u32 = 32;
+
 use crate::model::*;
 
 use crate::error::Error;
@@ -340,6 +345,11 @@ pub trait Tx {
     fn events(&mut self, after_id: i64, agent_id: Option<&str>, limit: u32) -> Result<Vec<EventRecord>, Error>;
     /// The id of the newest event, 0 when there is none.
     fn newest_event_id(&mut self) -> Result<i64, Error>;
+    /// What `/metrics` shows of the store: pending approvals, open holds
+    /// and escrows, frozen agents, and each outbox consumer's backlog (at
+    /// most [`GAUGE_CONSUMERS_MAX`] consumers). One statement each, read at
+    /// scrape time.
+    fn gauges(&mut self) -> Result<crate::metrics::StoreGauges, Error>;
     /// Takes or renews lease `name` for `owner` until `now_ms + lease_ms`
     /// when it is free, expired or `owner`'s; answers its cursor, `None`
     /// while another owner holds it.
@@ -413,6 +423,12 @@ pub trait Tx {
     fn refund(&mut self, id: &str) -> Result<Option<RefundRecord>, Error>;
     /// A payment's refunds, oldest first.
     fn refunds(&mut self, payment_id: &str) -> Result<Vec<RefundRecord>, Error>;
+
+    /// Adds a settled spend to the maintained totals: its payee row, its
+    /// task's row and one row per tag, of its agent and day.
+    fn add_spend(&mut self, spend: &Spend<'_>) -> Result<(), Error>;
+    /// The maintained totals `query` asks for.
+    fn spend_totals(&mut self, query: &SpendQuery) -> Result<Vec<SpendTotal>, Error>;
 
     /// Removes one bounded batch of what retention may remove.
     fn prune(&mut self, cutoffs: &retention::Cutoffs) -> Result<retention::Pruned, Error>;

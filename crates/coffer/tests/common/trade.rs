@@ -41,7 +41,7 @@ pub async fn hold_invoice(payee: &Client, amount_msat: u64, hold_secs: u32) -> I
 /// made (not held for approval).
 pub async fn pay(payer: &Client, bolt11: &str, escrow: Option<(u32, Outcome)>, key: &str) -> Payment {
     let escrow = escrow.map(|(release_after_secs, on_timeout)| EscrowTerms { release_after_secs, on_timeout });
-    let request = PayRequest { bolt11: bolt11.into(), purpose: Some("a job".into()), amount_msat: None, escrow };
+    let request = PayRequest { bolt11: bolt11.into(), purpose: Some("a job".into()), escrow, ..Default::default() };
     match payer.pay(&request, key).await.expect("paying") {
         PayOutcome::Done(payment) => payment,
         other => panic!("expected a payment, got {other:?}"),

@@ -459,6 +459,26 @@ CREATE TABLE bridge_posts (
 CREATE UNIQUE INDEX bridge_posts_by_external ON bridge_posts (messenger, chat_id, external_id);
 CREATE INDEX bridge_posts_by_hash ON bridge_posts (payment_hash) WHERE payment_hash IS NOT NULL;
 "#,
+    // 16: cost attribution (SQLite's migration 16).
+    r#"
+ALTER TABLE agents ADD COLUMN task TEXT;
+ALTER TABLE payments ADD COLUMN task TEXT;
+ALTER TABLE payments ADD COLUMN tags TEXT;
+ALTER TABLE approvals ADD COLUMN task TEXT;
+ALTER TABLE approvals ADD COLUMN tags TEXT;
+ALTER TABLE sessions ADD COLUMN task TEXT;
+ALTER TABLE sessions ADD COLUMN tags TEXT;
+CREATE TABLE spend_totals (
+    dimension TEXT NOT NULL CHECK (dimension IN ('payee', 'task', 'tag')),
+    day BIGINT NOT NULL,
+    agent_id TEXT NOT NULL,
+    value TEXT NOT NULL,
+    payments BIGINT NOT NULL CHECK (payments > 0),
+    amount BIGINT NOT NULL CHECK (amount >= 0),
+    fee BIGINT NOT NULL CHECK (fee >= 0),
+    PRIMARY KEY (dimension, day, agent_id, value)
+);
+"#,
 ];
 
 /// The schema version this build writes: the number of migrations.

@@ -235,7 +235,9 @@ fn run_batch(
     }
     crate::metrics::METRICS.record_batch(ran);
     if !writer.aborted {
+        let committing = Instant::now();
         end_savepoint(writer, "COMMIT");
+        crate::metrics::METRICS.record_commit(committing.elapsed());
     }
     let conn = writer.conn.as_mut().ok_or(Error::Unavailable("the database connection is down"))?;
     if std::mem::take(&mut writer.aborted) {

@@ -136,7 +136,7 @@ pub fn bridge_post(r: &dyn SqlRow) -> Result<BridgePostRecord, Error> {
 }
 
 pub const AGENT_COLUMNS: &str = "g.id, g.name, g.account_id, g.created_at, a.debits_posted, a.credits_posted, \
-     a.debits_pending, g.parent_id, g.can_create_subagents, g.frozen_reason \
+     a.debits_pending, g.parent_id, g.can_create_subagents, g.frozen_reason, g.task \
      FROM agents g JOIN accounts a ON a.id = g.account_id";
 
 pub fn agent(r: &dyn SqlRow) -> Result<AgentRecord, Error> {
@@ -149,6 +149,7 @@ pub fn agent(r: &dyn SqlRow) -> Result<AgentRecord, Error> {
         parent_id: r.opt_text(7)?,
         can_create_subagents: r.flag(8)?,
         frozen_reason: r.opt_text(9)?,
+        task: r.opt_text(10)?,
     })
 }
 
@@ -186,7 +187,7 @@ pub fn invoice(r: &dyn SqlRow) -> Result<(InvoiceRecord, i64, AccountId), Error>
 }
 
 pub const PAYMENT_COLUMNS: &str = "id, agent_id, payment_hash, amount, fee, status, purpose, payee_agent_id, \
-     preimage, created_at, seq, detail, refunded FROM payments";
+     preimage, created_at, seq, detail, refunded, task, tags FROM payments";
 
 /// A payment, with its place in the agent's list.
 pub fn payment(r: &dyn SqlRow) -> Result<(PaymentRecord, i64), Error> {
@@ -203,6 +204,7 @@ pub fn payment(r: &dyn SqlRow) -> Result<(PaymentRecord, i64), Error> {
         created_at_ms: r.i64(9)?,
         detail: r.opt_text(11)?,
         refunded: msat(r.i64(12)?)?,
+        attribution: Attribution::from_columns(r.opt_text(13)?, r.opt_text(14)?),
     };
     Ok((record, r.i64(10)?))
 }
@@ -264,8 +266,8 @@ pub fn incoming(r: &dyn SqlRow) -> Result<IncomingRecord, Error> {
 }
 
 pub const APPROVAL_COLUMNS: &str = "id, agent_id, key_id, payment_hash, bolt11, amount, purpose, payee_agent_id, \
-     status, created_at, expires_at, decided_at, decided_by, payment_id, fee_limit, payee_node, escrow_after_ms, escrow_on_timeout \
-     FROM approvals";
+     status, created_at, expires_at, decided_at, decided_by, payment_id, fee_limit, payee_node, escrow_after_ms, escrow_on_timeout, \
+     task, tags FROM approvals";
 
 pub fn approval(r: &dyn SqlRow) -> Result<ApprovalRecord, Error> {
     let status = r.text(8)?;
@@ -288,6 +290,7 @@ pub fn approval(r: &dyn SqlRow) -> Result<ApprovalRecord, Error> {
         fee_limit: msat(r.i64(14)?)?,
         payee_node_hex: r.opt_text(15)?,
         escrow: escrow_terms(r.opt_i64(16)?, r.opt_text(17)?)?,
+        attribution: Attribution::from_columns(r.opt_text(18)?, r.opt_text(19)?),
     })
 }
 
@@ -395,7 +398,7 @@ pub fn escrow(r: &dyn SqlRow) -> Result<EscrowRecord, Error> {
 }
 
 pub const SESSION_COLUMNS: &str = "id, payer_agent_id, payee_agent_id, max, charged, charges, status, purpose, \
-     created_at, expires_at, closed_at, closed_by, seq FROM sessions";
+     created_at, expires_at, closed_at, closed_by, seq, task, tags FROM sessions";
 
 /// A session, with its place in the listings.
 pub fn session(r: &dyn SqlRow) -> Result<(SessionRecord, i64), Error> {
@@ -412,6 +415,7 @@ pub fn session(r: &dyn SqlRow) -> Result<(SessionRecord, i64), Error> {
         expires_at_ms: r.i64(9)?,
         closed_at_ms: r.opt_i64(10)?,
         closed_by: r.opt_text(11)?,
+        attribution: Attribution::from_columns(r.opt_text(13)?, r.opt_text(14)?),
     };
     Ok((record, r.i64(12)?))
 }

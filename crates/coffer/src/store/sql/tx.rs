@@ -199,9 +199,10 @@ impl Tx for SqlTx<'_> {
 
     fn insert_payment(&mut self, p: &PaymentRecord, key_id: &str, transfer_id: Option<i64>) -> Result<(), Error> {
         let sql = "INSERT INTO payments (id, agent_id, key_id, payment_hash, amount, fee, status, purpose, \
-                   payee_agent_id, preimage, transfer_id, created_at, detail) \
-                   VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)";
+                   payee_agent_id, preimage, transfer_id, created_at, detail, task, tags) \
+                   VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)";
         let (amount, fee) = (to_sql(p.amount)?, to_sql(p.fee)?);
+        let tags = p.attribution.tags_column();
         self.append(
             sql,
             args![
@@ -217,7 +218,9 @@ impl Tx for SqlTx<'_> {
                 p.preimage.as_ref(),
                 transfer_id,
                 p.created_at_ms,
-                &p.detail
+                &p.detail,
+                &p.attribution.task,
+                &tags
             ],
             Expect::Any,
         )?;
@@ -312,23 +315,26 @@ impl Tx for SqlTx<'_> {
 
     fn agent_state(&mut self, agent_id: &str) -> Result<Option<AgentState>, Error> {
         let sql = format!(
-            "SELECT account_id, parent_id, frozen_reason, policy, policy_rev, usage, breaker FROM agents \
+            "SELECT account_id, parent_id, frozen_reason, policy, policy_rev, usage, breaker, task FROM agents \
              WHERE id = ?1{}",
             self.for_update
         );
-        type Found = (i64, Option<String>, Option<String>, Option<String>, i64, Option<String>, Option<String>);
+        type Found = (i64, Option<String>, bool, Option<String>, i64, Option<String>, Option<String>, Option<String>);
         let found: Option<Found> = self.row(&sql, args![agent_id], |r| {
-            Ok((r.i64(0)?, r.opt_text(1)?, r.opt_text(2)?, r.opt_text(3)?, r.i64(4)?, r.opt_text(5)?, r.opt_text(6)?))
+            let frozen = r.opt_text(2)?.is_some();
+            let (policy, usage, breaker) = (r.opt_text(3)?, r.opt_text(5)?, r.opt_text(6)?);
+            Ok((r.i64(0)?, r.opt_text(1)?, frozen, policy, r.i64(4)?, usage, breaker, r.opt_text(7)?))
         })?;
-        let Some((account, parent_id, frozen_reason, policy, rev, usage, breaker)) = found else { return Ok(None) };
+        let Some((account, parent_id, frozen, policy, rev, usage, breaker, task)) = found else { return Ok(None) };
         Ok(Some(AgentState {
             agent_id: agent_id.to_owned(),
             account: AccountId(account),
             parent_id,
-            frozen: frozen_reason.is_some(),
+            frozen,
             policy: self.policy(agent_id, rev, policy)?,
             usage: from_json(usage)?,
             breaker: from_json(breaker)?,
+            task,
         }))
     }
 
@@ -353,8 +359,10 @@ impl Tx for SqlTx<'_> {
     fn insert_approval(&mut self, a: &ApprovalRecord) -> Result<(), Error> {
         let sql = "INSERT INTO approvals (id, agent_id, key_id, payment_hash, bolt11, amount, purpose, \
                    payee_agent_id, status, created_at, expires_at, fee_limit, payee_node, escrow_after_ms, \
-                   escrow_on_timeout) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)";
+                   escrow_on_timeout, task, tags) \
+                   VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)";
         let (amount, fee_limit) = (to_sql(a.amount)?, to_sql(a.fee_limit)?);
+        let tags = a.attribution.tags_column();
         self.append(
             sql,
             args![
@@ -372,7 +380,9 @@ impl Tx for SqlTx<'_> {
                 fee_limit,
                 &a.payee_node_hex,
                 a.escrow.map(|e| e.release_after_ms),
-                a.escrow.map(|e| outcome_str(e.on_timeout))
+                a.escrow.map(|e| outcome_str(e.on_timeout)),
+                &a.attribution.task,
+                &tags
             ],
             Expect::Any,
         )?;
@@ -552,10 +562,10 @@ impl Tx for SqlTx<'_> {
     }
 
     fn insert_agent(&mut self, agent: &NewAgent, account: AccountId, now_ms: i64) -> Result<(), Error> {
-        let sql = "INSERT INTO agents (id, account_id, name, created_at, parent_id, can_create_subagents) \
-                   VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+        let sql = "INSERT INTO agents (id, account_id, name, created_at, parent_id, can_create_subagents, task) \
+                   VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
         let a = agent;
-        self.execute(sql, args![&a.id, account.0, &a.name, now_ms, &a.parent_id, a.can_create_subagents])?;
+        self.execute(sql, args![&a.id, account.0, &a.name, now_ms, &a.parent_id, a.can_create_subagents, &a.task])?;
         Ok(())
     }
 
@@ -1091,6 +1101,25 @@ impl Tx for SqlTx<'_> {
         Ok(self.row("SELECT COALESCE(MAX(id), 0) FROM events", args![], |r| r.i64(0))?.unwrap_or(0))
     }
 
+    fn gauges(&mut self) -> Result<crate::metrics::StoreGauges, Error> {
+        // Pending approvals and open escrows are read through their partial
+        // or status indexes; frozen agents scan the agents (no index: the
+        // table is small next to payments, and this runs once a scrape).
+        let sql = "SELECT (SELECT COUNT(*) FROM approvals WHERE status = 'pending'), \
+                   (SELECT COUNT(*) FROM escrows WHERE kind = 'hold' AND status IN ('held', 'disputed')), \
+                   (SELECT COUNT(*) FROM escrows WHERE kind = 'escrow' AND status IN ('held', 'disputed')), \
+                   (SELECT COUNT(*) FROM agents WHERE frozen_reason IS NOT NULL)";
+        let counts = self.row(sql, args![], |r| Ok([r.i64(0)?, r.i64(1)?, r.i64(2)?, r.i64(3)?]))?;
+        let [approvals_pending, holds_open, escrows_open, agents_frozen] = counts.unwrap_or_default();
+        // A lease named `*.read` keeps a messenger's own cursor, not an
+        // outbox event id.
+        let sql = "SELECT name, (SELECT COALESCE(MAX(id), 0) FROM events) - cursor FROM leases \
+                   WHERE name NOT LIKE '%.read' ORDER BY name LIMIT ?1";
+        let consumers = super::super::GAUGE_CONSUMERS_MAX;
+        let outbox_backlog = self.rows(sql, args![consumers], |r| Ok((r.text(0)?, r.i64(1)?.max(0))))?;
+        Ok(crate::metrics::StoreGauges { approvals_pending, holds_open, escrows_open, agents_frozen, outbox_backlog })
+    }
+
     fn claim_lease(&mut self, name: &str, owner: &str, now_ms: i64, lease_ms: i64) -> Result<Option<i64>, Error> {
         let until_ms = now_ms.saturating_add(lease_ms);
         // One statement: take it when free or expired, renew it when ours.
@@ -1266,8 +1295,9 @@ impl Tx for SqlTx<'_> {
 
     fn insert_session(&mut self, x: &SessionRecord) -> Result<(), Error> {
         let sql = "INSERT INTO sessions (id, payer_agent_id, payee_agent_id, max, charged, charges, status, purpose, \
-                   created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
+                   created_at, expires_at, task, tags) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)";
         let (max, charged) = (to_sql(x.max)?, to_sql(x.charged)?);
+        let tags = x.attribution.tags_column();
         self.append(
             sql,
             args![
@@ -1280,7 +1310,9 @@ impl Tx for SqlTx<'_> {
                 x.status.as_str(),
                 &x.purpose,
                 x.created_at_ms,
-                x.expires_at_ms
+                x.expires_at_ms,
+                &x.attribution.task,
+                &tags
             ],
             Expect::Any,
         )?;
@@ -1380,6 +1412,42 @@ impl Tx for SqlTx<'_> {
             crate::model::REFUNDS_PER_PAYMENT_MAX
         );
         self.rows(&sql, args![payment_id], rows::refund)
+    }
+
+    fn add_spend(&mut self, spend: &Spend<'_>) -> Result<(), Error> {
+        let sql = "INSERT INTO spend_totals (dimension, day, agent_id, value, payments, amount, fee) \
+                   VALUES (?1, ?2, ?3, ?4, 1, ?5, ?6) ON CONFLICT (dimension, day, agent_id, value) DO UPDATE SET \
+                   payments = spend_totals.payments + 1, amount = spend_totals.amount + excluded.amount, \
+                   fee = spend_totals.fee + excluded.fee";
+        let (amount, fee) = (to_sql(spend.amount)?, to_sql(spend.fee)?);
+        let day = crate::model::attribution::day_of(spend.at_ms);
+        let task = spend.attribution.task.as_deref().map(|task| (Dimension::Task, task));
+        let tags = spend.attribution.tags.iter().map(|tag| (Dimension::Tag, tag.as_str()));
+        for (dimension, value) in std::iter::once((Dimension::Payee, spend.payee)).chain(task).chain(tags) {
+            let args = args![dimension.as_str(), day, spend.agent_id, value, amount, fee];
+            self.append(sql, args, Expect::Any)?;
+        }
+        Ok(())
+    }
+
+    fn spend_totals(&mut self, q: &SpendQuery) -> Result<Vec<SpendTotal>, Error> {
+        let key = if q.by_day { "CAST(day AS TEXT)" } else { "value" };
+        let group = if q.by_day { "day" } else { "value" };
+        let sql = format!(
+            "SELECT agent_id, {key}, CAST(SUM(payments) AS BIGINT), CAST(SUM(amount) AS BIGINT), \
+             CAST(SUM(fee) AS BIGINT) FROM spend_totals WHERE dimension = ?1 AND day >= ?2 AND day <= ?3 \
+             GROUP BY agent_id, {group} ORDER BY 4 DESC, 1, 2 LIMIT ?4"
+        );
+        let args = args![q.dimension.as_str(), q.from_day, q.to_day, q.limit];
+        self.rows(&sql, args, |r| {
+            Ok(SpendTotal {
+                agent_id: r.text(0)?,
+                value: r.text(1)?,
+                payments: u64::try_from(r.i64(2)?).map_err(|e| Error::internal("a count of payments", e))?,
+                amount: rows::msat(r.i64(3)?)?,
+                fee: rows::msat(r.i64(4)?)?,
+            })
+        })
     }
 
     fn prune(&mut self, cutoffs: &retention::Cutoffs) -> Result<retention::Pruned, Error> {

@@ -479,7 +479,10 @@ fn run_batch(
         }
     }
     crate::metrics::METRICS.record_batch(replies.len());
-    conn.execute_batch("COMMIT").map_err(|e| {
+    let committing = std::time::Instant::now();
+    let committed = conn.execute_batch("COMMIT");
+    crate::metrics::METRICS.record_commit(committing.elapsed());
+    committed.map_err(|e| {
         tracing::warn!(error = %e, "a commit failed");
         let _ = conn.execute_batch("ROLLBACK");
         // Changes of this batch may be in the caches: forget them.

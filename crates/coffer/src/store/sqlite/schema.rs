@@ -524,6 +524,31 @@ CREATE TABLE bridge_posts (
 CREATE UNIQUE INDEX bridge_posts_by_external ON bridge_posts (messenger, chat_id, external_id);
 CREATE INDEX bridge_posts_by_hash ON bridge_posts (payment_hash) WHERE payment_hash IS NOT NULL;
 "#,
+    // 16: cost attribution. A payment (and a hold, and a session, whose
+    // charges are payments of its payer) names the task it served and up to
+    // 8 tags; an agent may carry a task its payments inherit. Reports read
+    // maintained totals per dimension (payee, task, tag), agent and UTC day,
+    // updated in the transaction that settles a payment: a report costs the
+    // rows of its days, not the payments behind them.
+    r#"
+ALTER TABLE agents ADD COLUMN task TEXT;
+ALTER TABLE payments ADD COLUMN task TEXT;
+ALTER TABLE payments ADD COLUMN tags TEXT;
+ALTER TABLE approvals ADD COLUMN task TEXT;
+ALTER TABLE approvals ADD COLUMN tags TEXT;
+ALTER TABLE sessions ADD COLUMN task TEXT;
+ALTER TABLE sessions ADD COLUMN tags TEXT;
+CREATE TABLE spend_totals (
+    dimension TEXT NOT NULL CHECK (dimension IN ('payee', 'task', 'tag')),
+    day INTEGER NOT NULL,
+    agent_id TEXT NOT NULL,
+    value TEXT NOT NULL,
+    payments INTEGER NOT NULL CHECK (payments > 0),
+    amount INTEGER NOT NULL CHECK (amount >= 0),
+    fee INTEGER NOT NULL CHECK (fee >= 0),
+    PRIMARY KEY (dimension, day, agent_id, value)
+) WITHOUT ROWID;
+"#,
 ];
 
 /// The schema version this build writes: the number of migrations.
@@ -543,8 +568,76 @@ pub fn migrate(conn: &Connection) -> Result<(), Error> {
     }
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(applied) {
         let version = i + 1;
-        conn.execute_batch(&format!("BEGIN; {sql}; PRAGMA user_version = {version}; COMMIT;"))
+        let repair = if version == REPAIR_VERSION { schema_3_repair(conn)? } else { "" };
+        conn.execute_batch(&format!("BEGIN; {repair}{sql}; PRAGMA user_version = {version}; COMMIT;"))
             .map_err(|e| Error::internal("migrating the schema", e))?;
     }
     Ok(())
+}
+
+/// The migration that also mends an early schema 3 (see
+/// [`SCHEMA_3_REPAIR`]).
+const REPAIR_VERSION: usize = 16;
+const _: () = assert!(REPAIR_VERSION > 3 && REPAIR_VERSION <= MIGRATIONS.len());
+
+/// Migration 3 gained `agents.ack_incoming` and the `incoming` table after
+/// it had shipped: stores written by the builds of that time (commits
+/// 333728d to 4b4eb3f) have schema 3 without them, and every later build
+/// failed on their first incoming payment. Migration 16 adds what is
+/// missing; migrations 4 to 15 do not touch either.
+const SCHEMA_3_REPAIR: &str = r#"
+ALTER TABLE agents ADD COLUMN ack_incoming INTEGER NOT NULL DEFAULT 0;
+CREATE TABLE incoming (
+    payment_id TEXT PRIMARY KEY,
+    payee_agent_id TEXT NOT NULL,
+    payer_agent_id TEXT NOT NULL,
+    amount INTEGER NOT NULL CHECK (amount > 0),
+    status TEXT NOT NULL CHECK (status IN ('pending', 'accepted', 'rejected')),
+    created_at INTEGER NOT NULL,
+    decided_at INTEGER
+) WITHOUT ROWID;
+CREATE INDEX incoming_by_payee ON incoming (payee_agent_id, status);
+"#;
+
+/// [`SCHEMA_3_REPAIR`] when the store lacks what it adds, else nothing.
+fn schema_3_repair(conn: &Connection) -> Result<&'static str, Error> {
+    let sql = "SELECT count(*) FROM pragma_table_info('agents') WHERE name = 'ack_incoming'";
+    let found: i64 = conn.query_row(sql, [], |r| r.get(0)).map_err(|e| Error::internal("reading the schema", e))?;
+    Ok(if found == 0 { SCHEMA_3_REPAIR } else { "" })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn column_count(conn: &Connection, table: &str, column: &str) -> i64 {
+        let sql = format!("SELECT count(*) FROM pragma_table_info('{table}') WHERE name = '{column}'");
+        conn.query_row(&sql, [], |r| r.get(0)).expect("reading the schema")
+    }
+
+    /// A store of an early schema 3 (no `ack_incoming`, no `incoming`) is
+    /// mended by migration 16; a complete one is migrated as it is.
+    #[test]
+    fn migration_16_mends_an_early_schema_3() {
+        for early in [true, false] {
+            let conn = Connection::open_in_memory().expect("a database");
+            for (i, sql) in MIGRATIONS.iter().enumerate().take(REPAIR_VERSION - 1) {
+                conn.execute_batch(&format!("BEGIN; {sql}; PRAGMA user_version = {}; COMMIT;", i + 1))
+                    .expect("migrating");
+            }
+            if early {
+                conn.execute_batch(
+                    "DROP INDEX incoming_by_payee; DROP TABLE incoming; ALTER TABLE agents DROP COLUMN ack_incoming",
+                )
+                .expect("making an early schema 3");
+                assert_eq!(column_count(&conn, "agents", "ack_incoming"), 0);
+            }
+            migrate(&conn).expect("migrating to the newest schema");
+            assert_eq!(column_count(&conn, "agents", "ack_incoming"), 1, "early: {early}");
+            assert_eq!(column_count(&conn, "incoming", "payee_agent_id"), 1, "early: {early}");
+            assert_eq!(column_count(&conn, "payments", "task"), 1, "early: {early}");
+            let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).expect("version");
+            assert_eq!(version, i64::try_from(VERSION).expect("small"));
+        }
+    }
 }
