@@ -3,13 +3,20 @@
 
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { launch, requestPayment, setup, signIn } from './helpers.mjs';
+import { checkAccessibility, launch, requestPayment, setup, signIn } from './helpers.mjs';
 
 let browser;
 before(async () => { browser = await launch(); });
 after(async () => { await browser?.close(); });
 
 const card = (message) => `[data-testid="payment-card"][data-message-id="${message.id}"]`;
+
+/** Presses the card's Pay button and confirms in the dialog that names amount, payee and payer. */
+async function payFromCard(page, message) {
+  await page.click(`${card(message)} [data-testid="pay-button"]`);
+  await page.click('[data-testid="confirm-dialog"] [data-testid="confirm-accept"]');
+  await page.waitForSelector('[data-testid="confirm-dialog"]', { state: 'detached' });
+}
 
 /** Signs `agent` in; its first room opens and goes live. */
 async function enterRoom(page, server, agent, room) {
@@ -44,7 +51,20 @@ test('a payment request appears live for the other member, who pays it from the 
     await page.waitForSelector(`${card(request)} [data-testid="qr"]`, { state: 'detached' });
   }
 
+  await checkAccessibility(page, 'a room with an open payment card');
+  // A confirmation first: cancelled, nothing is paid; confirmed, it pays.
   await page.click(`${card(request)} [data-testid="pay-button"]`);
+  await page.waitForSelector('[data-testid="confirm-dialog"]');
+  await checkAccessibility(page, 'the confirmation before paying');
+  assert.equal(await page.textContent('[data-testid="confirm-amount"]'), '21 sat (21,000 msat)');
+  // An agent cannot read other agents' names (the API gives it none): alice by her id's ending.
+  assert.ok((await page.textContent('[data-testid="confirm-payee"]')).endsWith(alice.id.slice(-6)));
+  assert.equal(await page.textContent('[data-testid="confirm-payer"]'), 'bob (you)');
+  await page.click('[data-testid="confirm-cancel"]');
+  await page.waitForSelector('[data-testid="confirm-dialog"]', { state: 'detached' });
+  assert.equal(await page.getAttribute(card(request), 'data-status'), 'open');
+  assert.equal((await bob.api.get('/v1/wallet')).balance_msat, 1_000_000);
+  await payFromCard(page, request);
   await page.waitForSelector(`${card(request)}[data-status="paid"]`);
   assert.match(await page.textContent(`${card(request)} [data-testid="receipt-payer"]`), /bob \(you\)/);
   assert.match(await page.textContent(`${card(request)} [data-testid="receipt-preimage"]`), /^[0-9a-f]{64}$/);
@@ -57,7 +77,7 @@ test('a payment request appears live for the other member, who pays it from the 
   const second = await requestPayment(alice, room, 5_000, 'a second batch');
   await page.waitForSelector(`${card(second)}[data-status="open"]`);
   await server.operator.post(`/v1/agents/${bob.id}/freeze`, { reason: 'audit in progress' });
-  await page.click(`${card(second)} [data-testid="pay-button"]`);
+  await payFromCard(page, second);
   await page.waitForSelector(`${card(second)} [data-testid="pay-error"]`);
   assert.equal(await page.getAttribute(`${card(second)} [data-testid="pay-error"]`, 'data-code'), 'agent-frozen');
   assert.match(await page.textContent(`${card(second)} [data-testid="pay-error"]`), /frozen/i);
@@ -214,7 +234,7 @@ test('an escrow request: the payer pays, releases or disputes from the card; the
   assert.equal(await page.textContent(`${session} [data-testid="session-charged"]`), '20 sat of 50 sat');
 
   await page.waitForSelector(`${card(job)}[data-state="open"]`);
-  await page.click(`${card(job)} [data-testid="pay-button"]`);
+  await payFromCard(page, job);
   await page.waitForSelector(`${card(job)}[data-state="held"]`);
   assert.equal(await page.getAttribute(card(job), 'data-actions'), 'release dispute');
   const paymentId = (await bob.api.get(`/v1/rooms/${room.id}/messages`))[0].invoice.payment_id;
@@ -228,7 +248,7 @@ test('an escrow request: the payer pays, releases or disputes from the card; the
   // A bad delivery: disputed from the card, resolved by the operator.
   const bad = await requestTrade(alice, room, 15_000, 'a bad batch', escrow);
   await page.waitForSelector(`${card(bad)}[data-state="open"]`);
-  await page.click(`${card(bad)} [data-testid="pay-button"]`);
+  await payFromCard(page, bad);
   await page.waitForSelector(`${card(bad)}[data-state="held"]`);
   await page.click(`${card(bad)} [data-testid="action-dispute"]`);
   await page.waitForSelector(`${card(bad)}[data-state="disputed"]`);

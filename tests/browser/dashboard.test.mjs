@@ -2,7 +2,7 @@
 
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { eventually, launch, requestPayment, setup, signIn } from './helpers.mjs';
+import { checkAccessibility, eventually, launch, requestPayment, setup, signIn } from './helpers.mjs';
 
 let browser;
 before(async () => { browser = await launch(); });
@@ -75,6 +75,12 @@ test('a held payment waits in the approvals queue; Approve pays it', async (t) =
   assert.equal(await page.textContent('[data-testid="approval-count"]'), '1');
 
   await page.click(`${approval} [data-testid="approve-button"]`);
+  // Approving pays: a confirmation names the amount, the payee and the payer first.
+  assert.equal(await page.textContent('[data-testid="confirm-amount"]'), '25 sat (25,000 msat)');
+  assert.equal(await page.textContent('[data-testid="confirm-payee"]'), 'alice');
+  assert.equal(await page.textContent('[data-testid="confirm-payer"]'), 'bob');
+  await checkAccessibility(page, 'the confirmation before approving');
+  await page.click('[data-testid="confirm-accept"]');
   await page.waitForSelector(approval, { state: 'detached' });
   await page.waitForSelector('[data-testid="approvals-empty"]');
 

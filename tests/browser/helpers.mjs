@@ -1,9 +1,11 @@
 // What the browser tests share: the real coffer binary on a fresh data
 // folder, an HTTP client of its API, Debian's Chromium, and screenshots.
 
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync } from 'node:fs';
+import assert from 'node:assert/strict';
+import { existsSync, readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -15,6 +17,23 @@ export const COFFER_BIN = resolve(ROOT, process.env.COFFER_BIN || 'target/debug/
 export const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
 export const ARTIFACTS = join(ROOT, 'artifacts', 'browser');
 const START_TIMEOUT_MS = 20_000;
+// With COFFER_TEST_STORE=postgres (as the Rust suite), each gateway gets a
+// fresh database on the server COFFER_TEST_PG_SERVER names, made and
+// dropped with psql.
+const POSTGRES = process.env.COFFER_TEST_STORE === 'postgres';
+const PG_SERVER = process.env.COFFER_TEST_PG_SERVER || 'postgres://postgres@127.0.0.1:5432';
+
+function psql(sql) {
+  execFileSync('psql', [`${PG_SERVER}/postgres`, '-qAtc', sql], { stdio: ['ignore', 'ignore', 'inherit'] });
+}
+
+/** A fresh PostgreSQL database: its URL and a function that drops it; null on SQLite. */
+function testDatabase() {
+  if (!POSTGRES) return null;
+  const name = `coffer_b_${randomBytes(8).toString('hex')}`;
+  psql(`CREATE DATABASE ${name}`);
+  return { url: `${PG_SERVER}/${name}`, drop: () => psql(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`) };
+}
 
 /**
  * Starts `coffer serve` on a temporary data folder with a random operator
@@ -24,8 +43,10 @@ export async function startCoffer({ env = {} } = {}) {
   if (!existsSync(COFFER_BIN)) throw new Error(`no coffer binary at ${COFFER_BIN} (cargo build -p coffer, or set COFFER_BIN)`);
   const dir = await mkdtemp(join(tmpdir(), 'coffer-browser-'));
   const token = `optok_${randomBytes(24).toString('hex')}`;
+  const database = testDatabase();
+  const store = database ? { COFFER_DATABASE_URL: database.url } : {};
   const child = spawn(COFFER_BIN, ['serve', '--data', dir, '--listen', '127.0.0.1:0'], {
-    env: { ...process.env, COFFER_OPERATOR_TOKEN: token, COFFER_LOG: 'warn', ...env },
+    env: { ...process.env, COFFER_OPERATOR_TOKEN: token, COFFER_LOG: 'warn', ...store, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let output = '';
@@ -62,6 +83,7 @@ export async function startCoffer({ env = {} } = {}) {
         await exited;
       }
       await rm(dir, { recursive: true, force: true });
+      database?.drop();
     },
   };
 }
@@ -100,7 +122,7 @@ export async function world(server, { fund_msat = 1_000_000, carol: withCarol = 
   const agent = async (name) => {
     const created = await op.post('/v1/agents', { name });
     await op.post(`/v1/agents/${created.id}/fund`, { amount_msat: fund_msat });
-    return { id: created.id, key: created.key, name, api: server.client(created.key) };
+    return { id: created.id, key: created.key, keyId: created.key_id, name, api: server.client(created.key) };
   };
   const alice = await agent('alice');
   const bob = await agent('bob');
@@ -197,4 +219,28 @@ export async function eventually(fn, { ms = 10_000, what = 'the condition' } = {
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what} (last: ${last})`);
     await new Promise((done) => setTimeout(done, 100));
   }
+}
+
+// axe-core, the accessibility engine, as a script to evaluate in the page.
+// Evaluated through the DevTools protocol, it is not refused by the page's
+// Content-Security-Policy (which allows scripts of the gateway only).
+const AXE_SOURCE = readFileSync(createRequire(import.meta.url).resolve('axe-core/axe.min.js'), 'utf8');
+const AXE_FAILING = ['critical', 'serious'];
+
+/**
+ * Runs axe-core on the page as it is now; fails on any critical or serious
+ * violation, naming each rule, its help and the first nodes it found.
+ */
+export async function checkAccessibility(page, what) {
+  if (!(await page.evaluate(() => typeof window.axe === 'object'))) await page.evaluate(AXE_SOURCE);
+  const { violations, rulesPassed } = await page.evaluate(async () => {
+    const result = await window.axe.run(document, { resultTypes: ['violations'] });
+    return { rulesPassed: result.passes.length, violations: result.violations.map((v) => ({ id: v.id, impact: v.impact,
+      help: v.help, nodes: v.nodes.slice(0, 3).map((n) => `${n.target.join(' ')}: ${n.failureSummary}`),
+      count: v.nodes.length })) };
+  });
+  assert.ok(rulesPassed > 0, `axe-core checked nothing on ${what}`);
+  const failing = violations.filter((v) => AXE_FAILING.includes(v.impact));
+  assert.deepEqual(failing, [], `axe-core on ${what}: ${JSON.stringify(failing, null, 2)}`);
+  return violations;
 }

@@ -3,7 +3,7 @@
 
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { launch, setup, signIn } from './helpers.mjs';
+import { checkAccessibility, launch, setup, signIn } from './helpers.mjs';
 
 let browser;
 before(async () => { browser = await launch(); });
@@ -72,6 +72,7 @@ test('an agent’s Wallet Connect connection: created, shown once, listed, revok
   assert.match(uri, /^nostr\+walletconnect:\/\/[0-9a-f]{64}\?relay=ws%3A%2F%2F127\.0\.0\.1%3A9&secret=[0-9a-f]{64}$/);
   const secret = new URL(uri).searchParams.get('secret');
   assert.match(await page.textContent('[data-testid="nwc-once"]'), /Shown once/);
+  await checkAccessibility(page, 'a Wallet Connect connection shown once');
   await page.click('[data-testid="nwc-copy"]');
   assert.equal(await page.evaluate(() => navigator.clipboard.readText()), uri);
 

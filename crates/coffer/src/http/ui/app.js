@@ -6,6 +6,9 @@
 // room events are read with fetch() and a stream parser (EventSource cannot
 // send headers) and QR codes are fetched and shown through blob URLs.
 
+import { columnChart } from './charts.js';
+import { agentsView, auditView, reportsView } from './console.js';
+
 const SECRET_KEY = 'coffer.secret';
 const SVG_NS = 'http://www.w3.org/2000/svg';
 const PAGE = 200; // the API's largest page
@@ -13,7 +16,6 @@ const AUDIT_POLL_MS = 1000;
 const STATE_POLL_MS = 5000;
 const AUDIT_KEPT = 5000; // records held for the feed, the chart and the log
 const FEED_ROWS = 50;
-const AUDIT_ROWS = 200;
 const CHART_MINUTES = 30;
 // The live feed's records, with their label and colour. A held payment that
 // is approved is paid then, and recorded as `approval.approved` only.
@@ -210,6 +212,11 @@ function nameOf(id) {
   return session.names.get(id) || shortId(id);
 }
 
+/** Remembers agents' names for nameOf (a list of agents as the API gives it). */
+function learnNames(agents) {
+  agents.forEach((a) => session?.names.set(a.id, a.name));
+}
+
 // ------------------------------------------------------------ shared pieces
 
 function pill(text, kind, testid) {
@@ -222,7 +229,7 @@ function bar(spent, limit, label) {
   fill.style.width = `${(ratio * 100).toFixed(1)}%`;
   const level = ratio >= 0.9 ? 'bad' : ratio >= 0.7 ? 'warn' : 'ok';
   return h('span', { class: `bar ${level}`, role: 'meter', 'aria-valuemin': 0, 'aria-valuemax': limit,
-    'aria-valuenow': spent, 'aria-label': label }, fill);
+    'aria-valuenow': spent, 'aria-valuetext': `${sat(spent)} of ${sat(limit)}`, 'aria-label': label }, fill);
 }
 
 /** The usage bars of a budget report: each window, then the lifetime limit. */
@@ -272,6 +279,38 @@ function sessionRow(x) {
       h('div', { class: 'small' }, `${nameOf(x.payer_agent_id)} → ${nameOf(x.payee_agent_id)}`),
       h('div', { class: 'muted small' }, `${sat(x.remaining_msat)} remaining · expires ${when(x.expires_at)}`),
       x.purpose ? h('div', { class: 'small' }, x.purpose) : null));
+}
+
+/**
+ * A box that scrolls sideways when its table is wider than the screen: a
+ * named region in the tab order, so a keyboard can scroll it too.
+ */
+function scrollRegion(label, attrs = {}) {
+  return h('div', { class: 'table-wrap', tabindex: 0, role: 'region', 'aria-label': label, ...attrs });
+}
+
+/**
+ * A modal question with the facts it is about (`facts`: [label, value,
+ * testid]): resolves true when confirmed, false when cancelled or closed.
+ */
+function confirmDialog({ title, facts, confirmLabel, danger = false }) {
+  return new Promise((resolve) => {
+    const cancel = h('button', { type: 'button', testid: 'confirm-cancel', onclick: () => dialog.close('no') }, 'Cancel');
+    const accept = h('button', { type: 'button', class: danger ? 'danger' : 'primary', testid: 'confirm-accept',
+      onclick: () => dialog.close('yes') }, confirmLabel);
+    const dialog = h('dialog', { class: 'confirm card', testid: 'confirm-dialog', 'aria-labelledby': 'confirm-title' },
+      h('h2', { id: 'confirm-title' }, title),
+      h('dl', { class: 'facts' }, facts.map(([label, value, testid]) => [h('dt', {}, label),
+        h('dd', { testid }, value)])),
+      h('div', { class: 'trade-actions' }, cancel, accept));
+    dialog.addEventListener('close', () => {
+      dialog.remove();
+      resolve(dialog.returnValue === 'yes');
+    });
+    document.body.append(dialog);
+    dialog.showModal();
+    cancel.focus();
+  });
 }
 
 function panel(title, body, { testid, extra, cls = '' } = {}) {
@@ -328,6 +367,8 @@ function signOut(message) {
   if (!session) return;
   session = null;
   sessionStorage.removeItem(SECRET_KEY);
+  // The ids of keys the console issued (console.js) belong to this session too.
+  Object.keys(sessionStorage).filter((k) => k.startsWith('coffer.keys.')).forEach((k) => sessionStorage.removeItem(k));
   stopView();
   qrCache.forEach((url) => url && URL.revokeObjectURL(url));
   qrCache.clear();
@@ -346,16 +387,19 @@ function stopView() {
 
 function renderTabs(current) {
   const tabs = session.role === 'operator'
-    ? [['dashboard', 'Dashboard'], ['rooms', 'Rooms']]
+    ? [['dashboard', 'Dashboard'], ['agents', 'Agents'], ['rooms', 'Rooms'], ['audit', 'Audit log'],
+      ['reports', 'Reports']]
     : [['rooms', 'Wallet & rooms']];
   $('tabs').replaceChildren(...tabs.map(([name, label]) => h('a', { href: `#/${name}`, testid: `tab-${name}`,
-    class: name === current ? 'active' : null }, label)));
+    class: name === current ? 'active' : null, 'aria-current': name === current ? 'page' : null }, label)));
 }
 
 function route() {
   if (!session) return;
   const [, name, arg] = location.hash.split('/').map((p) => decodeURIComponent(p || ''));
-  const views = session.role === 'operator' ? { dashboard: dashboardView, rooms: roomsView } : { rooms: roomsView };
+  const views = session.role === 'operator'
+    ? { dashboard: dashboardView, agents: agentsView, rooms: roomsView, audit: auditView, reports: reportsView }
+    : { rooms: roomsView };
   const wanted = views[name] ? name : Object.keys(views)[0];
   renderTabs(wanted);
   if (view?.name === wanted && view.update) return view.update(arg);
@@ -372,34 +416,29 @@ function dashboardView(initialAgent) {
   const state = {
     agents: [], budgets: {}, approvals: [], halted: null, treasury: null, escrows: [], disputes: [], sessions: [],
     escrowAgent: '',
-    records: [], lastSeq: 0, filter: { agent: '', action: '' },
+    records: [], lastSeq: 0,
   };
   const el = {
     stats: h('div', { class: 'stats' }),
-    agents: h('div', { class: 'table-wrap' }),
+    agents: scrollRegion('Agents table'),
     approvals: h('div', {}),
     feed: h('div', {}),
     chart: h('div', { class: 'chart' }),
-    audit: h('div', { class: 'table-wrap' }),
     disputes: h('div', {}),
     escrows: h('div', {}),
-    escrowAgentFilter: h('select', { testid: 'escrows-filter-agent', 'aria-label': 'Agent', onchange: (e) => {
+    escrowAgentFilter: h('select', { testid: 'escrows-filter-agent', 'aria-label': 'Agent of the holds shown',
+      title: 'Agent of the holds shown', onchange: (e) => {
       state.escrowAgent = e.target.value;
       refresh().catch(() => {});
     } }),
     live: h('span', { class: 'live', testid: 'feed-status', data: { state: 'connecting' } }, 'connecting'),
-    agentFilter: h('select', { testid: 'audit-filter-agent', 'aria-label': 'Agent', onchange: (e) => {
-      state.filter.agent = e.target.value; renderAudit();
-    } }),
-    actionFilter: h('select', { testid: 'audit-filter-action', 'aria-label': 'Action', onchange: (e) => {
-      state.filter.action = e.target.value; renderAudit();
-    } }),
   };
   // The agent chosen for the Wallet Connect panel is in the URL: #/dashboard/<agent id>.
   const chooseAgent = (id) => { location.hash = id ? `#/dashboard/${encodeURIComponent(id)}` : '#/dashboard'; };
   const nwc = nwcPanel({ signal, agents: () => state.agents, budgets: () => state.budgets, onSelect: chooseAgent });
 
   $('view').replaceChildren(h('div', { class: 'dashboard', testid: 'dashboard' },
+    h('h1', { class: 'sr-only' }, 'Dashboard'),
     el.stats,
     panel('Agents', el.agents, { testid: 'agents-panel', cls: 'agents' }),
     nwc.element,
@@ -408,9 +447,7 @@ function dashboardView(initialAgent) {
     panel('Open holds, escrows & sessions', el.escrows, { testid: 'escrows-panel', cls: 'escrows-panel',
       extra: el.escrowAgentFilter }),
     panel(`Spend per minute · last ${CHART_MINUTES} min`, el.chart, { testid: 'chart-panel', cls: 'chart-panel' }),
-    panel('Live payments', el.feed, { testid: 'feed-panel', cls: 'feed-panel', extra: el.live }),
-    panel('Audit log · last 24 hours', el.audit, { testid: 'audit-panel', cls: 'audit-panel',
-      extra: h('div', { class: 'filters' }, el.agentFilter, el.actionFilter) })));
+    panel('Live payments', el.feed, { testid: 'feed-panel', cls: 'feed-panel', extra: el.live })));
 
   // Agents, approvals, the kill switch and the treasury: every few seconds,
   // and at once when the audit trail shows something happened.
@@ -467,7 +504,6 @@ function dashboardView(initialAgent) {
       renderStats();
       renderFeed();
       renderChart();
-      renderAudit();
       refresh().catch(() => {});
     }
   }
@@ -478,9 +514,7 @@ function dashboardView(initialAgent) {
     renderApprovals();
     renderDisputes();
     renderEscrows();
-    renderFilters();
     renderFeed();
-    renderAudit();
   }
 
   function renderStats() {
@@ -559,7 +593,8 @@ function dashboardView(initialAgent) {
           { method: 'POST', body: { reason: 'frozen from the dashboard' } })) }, 'Freeze');
     return h('tr', { testid: 'agent-row', data: { agentId: a.id, frozen: String(a.frozen) } },
       h('td', {},
-        h('div', { class: 'strong', testid: 'agent-name' }, a.name),
+        h('div', { class: 'strong', testid: 'agent-name' },
+          h('a', { href: `#/agents/${encodeURIComponent(a.id)}`, title: `The page of ${a.name}` }, a.name)),
         h('div', { class: 'mono muted small' }, a.id, a.parent_id ? ` · sub-agent of ${nameOf(a.parent_id)}` : '')),
       h('td', { class: 'num' },
         h('div', { class: 'strong', testid: 'agent-balance', data: { msat: a.balance_msat }, title: msat(a.balance_msat) },
@@ -591,10 +626,20 @@ function dashboardView(initialAgent) {
 
   function approvalRow(a) {
     const path = `/v1/approvals/${encodeURIComponent(a.id)}`;
-    const approve = (e) => act(e.currentTarget, async () => {
-      const decision = await api(`${path}/approve`, { method: 'POST' });
-      toast(...approvedText(decision.payment, a));
-    });
+    // Approving pays: the same confirmation as paying from a card.
+    const approve = async (e) => {
+      const button = e.currentTarget;
+      const payee = a.payee_agent_id ? nameOf(a.payee_agent_id) : `node ${(a.payee_node || '').slice(0, 16)}…`;
+      const sure = await confirmDialog({ title: 'Approve and pay?', confirmLabel: `Pay ${sat(a.amount_msat)}`,
+        facts: [['Amount', `${sat(a.amount_msat)} (${msat(a.amount_msat)})`, 'confirm-amount'],
+          ['Payee', payee, 'confirm-payee'], ['Paid by', nameOf(a.agent_id), 'confirm-payer'],
+          ['For', a.purpose || '—', 'confirm-memo']] });
+      if (!sure) return;
+      await act(button, async () => {
+        const decision = await api(`${path}/approve`, { method: 'POST' });
+        toast(...approvedText(decision.payment, a));
+      });
+    };
     const deny = (e) => act(e.currentTarget, async () => {
       await api(`${path}/deny`, { method: 'POST' });
       toast('Denied: the reservation is released.', 'ok');
@@ -685,51 +730,6 @@ function dashboardView(initialAgent) {
     renderIfChanged(el.chart, [start, buckets], () => spendChart(buckets, start));
   }
 
-  function renderFilters() {
-    const agentOptions = [['', 'All agents'], ...state.agents.map((a) => [a.id, a.name])];
-    const seen = new Set(KNOWN_ACTIONS);
-    state.records.forEach((r) => seen.add(r.record.action));
-    const actionOptions = [['', 'All actions'], ...[...seen].sort().map((a) => [a, a])];
-    for (const [select, options, value] of [[el.agentFilter, agentOptions, state.filter.agent],
-      [el.actionFilter, actionOptions, state.filter.action]]) {
-      renderIfChanged(select, options, () => options.map(([v, label]) => h('option', { value: v }, label)));
-      select.value = value;
-    }
-  }
-
-  function renderAudit() {
-    const { agent, action } = state.filter;
-    const rows = [];
-    for (let i = state.records.length - 1; i >= 0 && rows.length < AUDIT_ROWS; i--) {
-      const rec = state.records[i].record;
-      if (agent && ![rec.agent_id, rec.actor, rec.payee].some((id) => id === agent || id === `agent:${agent}`)) continue;
-      if (action && rec.action !== action) continue;
-      rows.push(state.records[i]);
-    }
-    renderIfChanged(el.audit, [rows.map((r) => r.seq), [...session.names]], () => {
-      if (!rows.length) return h('p', { class: 'empty', testid: 'audit-empty' }, 'No record matches.');
-      const head = ['#', 'Time', 'Action', 'Actor', 'Agent', 'Amount', 'Payee', 'Purpose', 'Rule', 'Detail'];
-      return h('table', { class: 'table audit', testid: 'audit-table' },
-        h('thead', {}, h('tr', {}, head.map((t) => h('th', {}, t)))),
-        h('tbody', {}, rows.map(auditRow)));
-    });
-  }
-
-  function auditRow({ seq, record: r }) {
-    const verb = r.action.split('.')[1] || '';
-    return h('tr', { testid: 'audit-row', data: { action: r.action, seq } },
-      h('td', { class: 'mono muted' }, seq),
-      h('td', { class: 'nowrap', title: when(r.at_ms) }, clock(r.at_ms)),
-      h('td', {}, h('span', { class: `action ${verb}` }, r.action)),
-      h('td', {}, nameOf(r.actor)),
-      h('td', {}, r.agent_id ? nameOf(r.agent_id) : ''),
-      h('td', { class: 'num nowrap' }, r.amount_msat != null ? sat(r.amount_msat) : ''),
-      h('td', {}, r.payee ? nameOf(r.payee) : ''),
-      h('td', { class: 'small purpose' }, r.purpose || ''),
-      h('td', { class: 'mono small' }, r.rule || ''),
-      h('td', { class: 'small detail' }, r.detail || ''));
-  }
-
   every(STATE_POLL_MS, signal, refresh, (e) => e && toast(`Could not refresh: ${e.message}`, 'error'));
   every(AUDIT_POLL_MS, signal, pollAudit, (e) => {
     if (e) toast(`The audit trail is out of reach: ${e.message}`, 'error');
@@ -738,39 +738,23 @@ function dashboardView(initialAgent) {
   });
   const clockTimer = setInterval(() => { renderChart(); renderStats(); }, 15e3);
   signal.addEventListener('abort', () => clearInterval(clockTimer));
-  nwc.select(initialAgent);
-  return { stop: () => ctl.abort(), update: (agentId) => nwc.select(agentId) };
+  // An agent named in the URL (#/dashboard/<id>, as the agent page links it): its Wallet Connect panel.
+  const selectNwc = (agentId) => {
+    nwc.select(agentId);
+    if (agentId) nwc.element.scrollIntoView({ block: 'start' });
+  };
+  selectNwc(initialAgent);
+  return { stop: () => ctl.abort(), update: selectNwc };
 }
 
 /** Bars of the amount paid each minute, oldest on the left. */
 function spendChart(buckets, start) {
-  const width = 600;
-  const height = 170;
-  const pad = { left: 56, right: 8, top: 10, bottom: 24 };
-  const max = Math.max(...buckets);
   const total = buckets.reduce((a, b) => a + b, 0);
-  const plotW = width - pad.left - pad.right;
-  const plotH = height - pad.top - pad.bottom;
-  const step = plotW / buckets.length;
-  const axisY = pad.top + plotH;
   const label = (t) => new Date(t).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
-  const bars = buckets.map((value, i) => {
-    const barH = max ? Math.max(value ? 2 : 0, (value / max) * plotH) : 0;
-    return s('rect', { class: 'chart-bar', x: (pad.left + i * step + 1).toFixed(1), y: (axisY - barH).toFixed(1),
-      width: Math.max(1, step - 2).toFixed(1), height: barH.toFixed(1), rx: 1.5 },
-    s('title', {}, `${label(start + i * 60e3)}: ${sat(value)}`));
-  });
+  const points = buckets.map((value, i) => ({ label: label(start + i * 60e3), value }));
   return [
     h('div', { class: 'chart-total', testid: 'chart-total' }, `${sat(total)} paid in the last ${buckets.length} minutes`),
-    s('svg', { viewBox: `0 0 ${width} ${height}`, class: 'chart-svg', role: 'img', testid: 'spend-chart',
-      'aria-label': `Spend per minute, ${sat(total)} in total` },
-    s('line', { class: 'chart-grid', x1: pad.left, x2: width - pad.right, y1: pad.top, y2: pad.top }),
-    s('line', { class: 'chart-axis', x1: pad.left, x2: width - pad.right, y1: axisY, y2: axisY }),
-    max ? s('text', { class: 'chart-label', x: pad.left - 6, y: pad.top + 4, 'text-anchor': 'end' }, sat(max)) : null,
-    s('text', { class: 'chart-label', x: pad.left - 6, y: axisY, 'text-anchor': 'end' }, '0'),
-    s('text', { class: 'chart-label', x: pad.left, y: height - 6 }, label(start)),
-    s('text', { class: 'chart-label', x: width - pad.right, y: height - 6, 'text-anchor': 'end' }, 'now'),
-    bars),
+    columnChart(points, { title: `Spend per minute, ${sat(total)} in total`, every: 10, testid: 'spend-chart' }),
   ];
 }
 
@@ -858,7 +842,8 @@ function nwcPanel({ signal, agents, budgets, onSelect }) {
   const picker = h('select', { id: 'nwc-agent', testid: 'nwc-agent', onchange: (e) => onSelect(e.target.value) });
   const prompt = h('p', { class: 'empty', testid: 'nwc-prompt' }, 'Choose an agent to see its connections.');
   const bounds = h('div', { class: 'nwc-bounds', testid: 'nwc-bounds' });
-  const list = h('div', { class: 'table-wrap nwc-list' });
+  const list = scrollRegion('Wallet Connect connections');
+  list.classList.add('nwc-list');
   const created = h('section', { class: 'nwc-created', testid: 'nwc-created', hidden: true,
     'aria-labelledby': 'nwc-created-title' });
   const form = createForm();
@@ -1094,6 +1079,7 @@ function roomsView(initialRoom) {
   const wallet = h('div', { class: 'wallet-body' });
 
   $('view').replaceChildren(h('div', { class: `rooms-layout ${isAgent ? 'agent' : ''}` },
+    h('h1', { class: 'sr-only' }, isAgent ? 'Wallet and rooms' : 'Rooms'),
     isAgent ? panel('Wallet', wallet, { testid: 'wallet-panel', cls: 'wallet' }) : null,
     panel('Rooms', list, { testid: 'rooms-panel', cls: 'rooms' }),
     h('section', { class: 'panel room' }, main)));
@@ -1125,16 +1111,19 @@ function roomsView(initialRoom) {
   }
 
   async function refreshRooms() {
-    if (!isAgent && !session.names.size) {
-      const agents = await api('/v1/agents', { signal }).catch(() => []);
-      agents.forEach((a) => session.names.set(a.id, a.name));
-    }
     rooms = [];
     for (let cursor = null; ;) {
       const page = await api(`/v1/rooms?limit=200${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ''}`, { signal });
       rooms.push(...page.items);
       cursor = page.next_cursor;
       if (!cursor) break;
+    }
+    // The operator reads every agent's name, again whenever a room names one it does not know yet.
+    const unknown = (id) => id !== 'operator' && !session.names.has(id);
+    if (!isAgent && (!session.names.size || rooms.some((r) => r.members.some(unknown)))) {
+      const agents = await api('/v1/agents', { signal }).catch(() => []);
+      agents.forEach((a) => session.names.set(a.id, a.name));
+      room?.renderMessages();
     }
     renderList();
     room?.renderTitle();
@@ -1392,6 +1381,13 @@ function openRoom(roomId, container, ctx) {
   }
 
   async function pay(m) {
+    const payee = m.invoice.payee || m.sender;
+    const sure = await confirmDialog({ title: 'Pay this request?', confirmLabel: `Pay ${sat(m.invoice.amount_msat)}`,
+      facts: [['Amount', `${sat(m.invoice.amount_msat)} (${msat(m.invoice.amount_msat)})`, 'confirm-amount'],
+        ['Payee', nameOf(payee), 'confirm-payee'],
+        ['Paid by', nameOf(me), 'confirm-payer'],
+        ['For', m.invoice.memo || '—', 'confirm-memo']] });
+    if (!sure) return;
     cardState.set(m.id, { busy: true });
     upsert(messages.get(m.id));
     try {
@@ -1498,7 +1494,9 @@ function openRoom(roomId, container, ctx) {
     }
   }, 10_000);
 
-  return { stop: () => { ctl.abort(); clearInterval(expiry); }, renderTitle };
+  // Names learnt after the messages were drawn: draw them again.
+  const renderMessages = () => [...messages.values()].forEach(upsert);
+  return { stop: () => { ctl.abort(); clearInterval(expiry); }, renderTitle, renderMessages };
 }
 
 // --------------------------------------------------------------------- boot
@@ -1514,3 +1512,10 @@ if (saved) {
 } else {
   showSignIn();
 }
+
+// What the console's pages (console.js) share with this file.
+export {
+  $, ApiError, KNOWN_ACTIONS, PAGE, SPEND_ACTIONS, api, budgetBars, clock, confirmDialog, copyText, escrowRow, every,
+  h, isAbort, learnNames, msat, nameOf, panel, pill, randomKey, renderIfChanged, request, sat, scrollRegion,
+  sessionRow, shortId, toast, when,
+};
