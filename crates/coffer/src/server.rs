@@ -218,8 +218,6 @@ impl GatewayBuilder {
             None => Arc::new(SqliteStore::open(&self.data_dir.join(DATABASE_FILE), self.durability)?),
         };
         let network: Network = self.lightning.network;
-        // For the whole process: see `payment::warning`.
-        crate::payment::warning::configure(self.budget_warnings);
         let settings = Settings {
             network,
             dev_mode: true,
@@ -230,6 +228,7 @@ impl GatewayBuilder {
             public_url,
             nwc_relays: self.nwc_relays,
             fiat: self.fiat,
+            budget_warnings: Arc::new(self.budget_warnings),
         };
         let node = NodeSigner::load_or_create(&self.data_dir.join(NODE_KEY_FILE), settings.network)
             .map_err(|e| Error::internal("loading the node key", e))?;

@@ -229,3 +229,35 @@ async fn a_session_is_judged_by_the_largest_payment_in_dollars_too() {
     let fits = common::send(open(500_000)).await;
     assert!(fits.status == 200 || fits.status == 201, "{fits:?}");
 }
+
+/// A price outage is the operator's source failing, not the agent: its
+/// refusals do not count toward a breaker on denials, which other denials
+/// do trip.
+#[tokio::test]
+async fn refusals_for_want_of_a_price_do_not_trip_the_breaker() {
+    let gw = Gateway::start().await;
+    let op = gw.operator();
+    let (payer_id, payer, key) = gw.new_agent("payer", 10_000).await;
+    let (_, payee, _) = gw.new_agent("payee", 0).await;
+    let mut policy = five_dollars_an_hour();
+    policy["breaker"] = json!({"max_denials": 2, "window": "1h"});
+    policy["max_payment_msat"] = json!(5_000);
+    op.set_policy(&payer_id, &policy).await.unwrap();
+    for _ in 0..3 {
+        let refused = gw.pay_raw(&key, &invoice(&payee, 1).await.bolt11, "no price", None).await;
+        assert_denied(&refused, "fiat-rate-unavailable");
+    }
+    assert!(!op.agent(&payer_id).await.unwrap().frozen, "three refusals for want of a price freeze nothing");
+    assert_eq!(payer.wallet().await.unwrap().balance_msat, 10_000);
+
+    // The same breaker trips on the agent's own denials (over its cap):
+    // the check above can fail.
+    op.set_policy(&payer_id, &json!({"breaker": {"max_denials": 2, "window": "1h"}, "max_payment_msat": 5}))
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        let refused = gw.pay_raw(&key, &invoice(&payee, 10).await.bolt11, "too much", None).await;
+        assert!(refused.status >= 400, "{refused:?}");
+    }
+    assert!(op.agent(&payer_id).await.unwrap().frozen, "three denials of its own (more than 2) trip it");
+}

@@ -276,3 +276,17 @@ impl World {
         created.key
     }
 }
+
+#[tokio::test]
+async fn the_cli_pays_under_a_task_and_reads_the_report() {
+    let w = world().await;
+    let key = w.parent_key().await;
+    let bolt11 = invoice(&w.seller1, 4_321).await.bolt11;
+    let paid = w.gw.cli_agent_json(&key, &["pay", &bolt11, "--task", "from the cli", "--tag", "cli", "--json"]).await;
+    assert_eq!((paid["task"].as_str(), paid["tags"][0].as_str()), (Some("from the cli"), Some("cli")), "{paid}");
+    let report = w.gw.cli_operator_json(&["report", "--group-by", "task", "--json"]).await;
+    assert_eq!(report["rows"][0]["key"], "from the cli", "{report}");
+    assert_eq!(report["rows"][0]["amount_msat"], 4_321, "{report}");
+    let out = w.gw.cli(&["report", "--group-by", "tags"], &[("COFFER_OPERATOR_TOKEN", w.gw.operator_token())]).await;
+    assert!(!out.status.success(), "a bad grouping is refused");
+}

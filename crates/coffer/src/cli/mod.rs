@@ -110,6 +110,26 @@ enum Command {
         /// Makes a retry safe; a random one is used if absent.
         #[arg(long)]
         idempotency_key: Option<String>,
+        /// The task spend reports count it under (default: the agent's own).
+        #[arg(long)]
+        task: Option<String>,
+        /// A tag spend reports count it under; repeat for more (at most 8).
+        #[arg(long = "tag", value_name = "TAG")]
+        tags: Vec<String>,
+    },
+    /// Operator: where the money went, from `GET /v1/reports/spend`.
+    Report {
+        #[command(flatten)]
+        remote: OperatorRemote,
+        /// agent, tree, task, tag, payee or day.
+        #[arg(long, default_value = "agent")]
+        group_by: String,
+        /// The first day covered (YYYY-MM-DD or RFC 3339); default: 29 days before --to.
+        #[arg(long)]
+        from: Option<String>,
+        /// The last day covered, included; default: today (UTC).
+        #[arg(long)]
+        to: Option<String>,
     },
     /// Agent: the wallet's balance.
     Balance {
@@ -516,11 +536,17 @@ async fn dispatch(command: Command) -> CliResult {
         Command::Agent(cmd) => agent(cmd).await,
         Command::Treasury(cmd) => treasury(cmd).await,
         Command::Invoice(cmd) => invoice(cmd).await,
-        Command::Pay { remote, bolt11, purpose, idempotency_key } => {
+        Command::Report { remote, group_by, from, to } => {
+            let client = remote.client()?;
+            let report =
+                client.spend_report(&group_by, from.as_deref(), to.as_deref()).await.map_err(|e| e.to_string())?;
+            print(remote.json, &report, || report_text(&report))
+        }
+        Command::Pay { remote, bolt11, purpose, idempotency_key, task, tags } => {
             let client = remote.client()?;
             let key = idempotency_key.unwrap_or_else(|| crate::secrets::new_id("cli_"));
             match client
-                .pay(&PayRequest { bolt11, purpose, amount_msat: None, ..Default::default() }, &key)
+                .pay(&PayRequest { bolt11, purpose, task, tags, ..Default::default() }, &key)
                 .await
                 .map_err(|e| e.to_string())?
             {
@@ -625,6 +651,23 @@ async fn fetch(remote: AgentRemote, url: &str) -> CliResult {
         eprintln!("{} {url}: paid {} msat", fetched.status, fetched.paid_msat);
     }
     Ok(if (200..300).contains(&fetched.status) { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// A spend report as a table for people.
+fn report_text(r: &coffer_client::SpendReport) -> String {
+    let mut out = format!("spend by {} from {} to {}\n", r.group_by, r.from, r.to);
+    for row in &r.rows {
+        let label = row.label.as_deref().map(|l| format!(" ({l})")).unwrap_or_default();
+        out.push_str(&format!(
+            "{:>14} msat {:>6} payments  fees {:>10} msat  {}{label}\n",
+            row.amount_msat, row.payments, row.fee_msat, row.key
+        ));
+    }
+    out.push_str(&format!("{:>14} msat {:>6} payments in all", r.total.amount_msat, r.total.payments));
+    if r.truncated {
+        out.push_str(" (rows left out: at most 1000 are shown)");
+    }
+    out
 }
 
 pub fn print<T: Serialize>(json: bool, value: &T, human: impl FnOnce() -> String) -> CliResult {

@@ -228,7 +228,7 @@ impl Gateway {
             node_pubkey_hex: Arc::clone(&self.node_pubkey_hex),
             sessions_open_max: self.settings.limits.sessions_open_per_agent,
             now_ms,
-            fiat: self.fiat_rates().snapshot(),
+            terms: self.spend_terms(),
         };
         let opened = self.store.write(move |tx| session::open(tx, new.clone())).await;
         self.feed_breaker(&caller.agent_id, opened).await

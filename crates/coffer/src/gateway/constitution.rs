@@ -104,9 +104,9 @@ impl Gateway {
     /// payment to another node is recorded pending by the store and sent to
     /// the backend here, outside the store's transaction.
     pub async fn decide_approval(&self, id: &str, approve: bool) -> Result<ApprovalOutcome, Error> {
-        let (id, now_ms, fiat) = (id.to_owned(), self.now_ms(), self.fiat_rates().snapshot());
+        let (id, now_ms, terms) = (id.to_owned(), self.now_ms(), self.spend_terms());
         let decided =
-            self.store.write(move |tx| crate::payment::decide_approval(tx, &id, approve, OPERATOR, now_ms, &fiat));
+            self.store.write(move |tx| crate::payment::decide_approval(tx, &id, approve, OPERATOR, now_ms, &terms));
         let outcome = match decided.await? {
             ApprovalOutcome::Paid(approval, payment) if payment.status == coffer_client::PaymentStatus::Pending => {
                 let payment = self.send_approved(&approval, payment).await?;

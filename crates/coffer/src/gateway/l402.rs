@@ -147,7 +147,7 @@ impl Gateway {
             escrow: None,
             escrows_open_max: self.settings.limits.escrows_open_per_agent,
             now_ms: now,
-            fiat: self.fiat_rates().snapshot(),
+            terms: self.spend_terms(),
         };
         let l402 = L402Pay {
             pay,

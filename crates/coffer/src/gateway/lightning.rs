@@ -153,7 +153,7 @@ impl Gateway {
             approval_ttl_ms: self.settings.approval_ttl_ms,
             holds_pending_max: self.settings.limits.holds_pending_per_agent,
             now_ms: self.now_ms(),
-            fiat: self.fiat_rates().snapshot(),
+            terms: self.spend_terms(),
         };
         let (bolt11, fee_limit) = (begin.bolt11.clone(), begin.fee_limit);
         let payment = match self.store.write(move |tx| outside::begin(tx, begin.clone())).await? {

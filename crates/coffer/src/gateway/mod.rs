@@ -154,6 +154,9 @@ pub struct Settings {
     /// Where the price of a bitcoin in the operator's currencies comes
     /// from, for limits stated in a currency.
     pub fiat: crate::fiat::FiatConfig,
+    /// The percentages of a budget at which `budget.warning` events fire
+    /// (`COFFER_BUDGET_WARNING_PERCENT`).
+    pub budget_warnings: Arc<coffer_core::policy::WarningThresholds>,
 }
 
 pub struct Gateway {
@@ -292,6 +295,14 @@ impl Gateway {
     /// The latest bitcoin prices (see [`crate::fiat`]).
     pub fn fiat_rates(&self) -> &crate::fiat::Rates {
         &self.fiat_rates
+    }
+
+    /// What a spend taken now is decided and counted with.
+    pub fn spend_terms(&self) -> crate::model::SpendTerms {
+        crate::model::SpendTerms {
+            fiat: self.fiat_rates.snapshot(),
+            warnings: Arc::clone(&self.settings.budget_warnings),
+        }
     }
 
     pub fn settings(&self) -> &Settings {
@@ -725,7 +736,7 @@ impl Gateway {
             escrow,
             escrows_open_max: self.settings.limits.escrows_open_per_agent,
             now_ms: self.now_ms(),
-            fiat: self.fiat_rates().snapshot(),
+            terms: self.spend_terms(),
         };
         match self.store.write(move |tx| crate::payment::internal::pay(tx, &pay)).await? {
             PayAttempt::Paid(payment) => {
@@ -793,7 +804,7 @@ impl Gateway {
         self.store
             .write(move |tx| {
                 let mut chain = crate::payment::chain::load_chain(tx, &agent_id)?;
-                crate::payment::chain::observe_denial(tx, &mut chain, now_ms)
+                crate::payment::chain::observe_denial(tx, &mut chain, "limit-exceeded", now_ms)
             })
             .await
     }

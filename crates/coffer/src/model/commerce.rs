@@ -233,7 +233,7 @@ pub struct NewSession {
     pub node_pubkey_hex: std::sync::Arc<str>,
     pub sessions_open_max: u32,
     pub now_ms: i64,
-    /// The bitcoin prices limits stated in a currency are decided at,
-    /// taken before the transaction (see `payment::decision::decide`).
-    pub fiat: std::sync::Arc<coffer_core::policy::FiatRates>,
+    /// What the session is decided and counted with (see
+    /// [`super::SpendTerms`]).
+    pub terms: super::SpendTerms,
 }

@@ -409,9 +409,9 @@ pub struct BeginExternal {
     /// The most payments the payer may have held at once.
     pub holds_pending_max: u32,
     pub now_ms: i64,
-    /// The bitcoin prices limits stated in a currency are decided at,
-    /// taken before the transaction (see `payment::decision::decide`).
-    pub fiat: Arc<coffer_core::policy::FiatRates>,
+    /// What the spend is decided and counted with, taken from the
+    /// gateway's configuration before the transaction.
+    pub terms: super::SpendTerms,
 }
 
 /// The outcome of [`crate::payment::outside::begin`].
@@ -468,9 +468,9 @@ pub struct PayInternal {
     /// The most holds and escrows the payer may have open at once.
     pub escrows_open_max: u32,
     pub now_ms: i64,
-    /// The bitcoin prices limits stated in a currency are decided at,
-    /// taken before the transaction (see `payment::decision::decide`).
-    pub fiat: Arc<coffer_core::policy::FiatRates>,
+    /// What the spend is decided and counted with, taken from the
+    /// gateway's configuration before the transaction.
+    pub terms: super::SpendTerms,
 }
 
 /// A paid L402 token of an agent, kept so that every process of the agent
@@ -644,4 +644,15 @@ pub struct NewKey {
     pub scope: Scope,
     pub digest: SecretDigest,
     pub expires_at_ms: Option<i64>,
+}
+
+/// What a spend's transaction reads from the gateway's configuration, taken
+/// once before it and passed in, so that deciding and counting stay
+/// functions of their inputs: the bitcoin prices limits in a currency are
+/// converted at (see `payment::decision::decide`), and the thresholds
+/// budget warnings fire at (see `payment::warning`).
+#[derive(Clone, Debug, Default)]
+pub struct SpendTerms {
+    pub fiat: Arc<coffer_core::policy::FiatRates>,
+    pub warnings: Arc<coffer_core::policy::WarningThresholds>,
 }

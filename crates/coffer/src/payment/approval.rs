@@ -29,18 +29,20 @@ pub struct Hold<'a> {
     /// payment).
     pub idempotency: Option<&'a Idempotency>,
     pub holds_pending_max: u32,
+    /// The thresholds the reserved spend may warn at.
+    pub warnings: &'a coffer_core::policy::WarningThresholds,
 }
 
 /// Reserves the spend and counts it in every budget of the chain, until a
 /// person decides; within the payer's bound of pending holds.
 pub fn hold(tx: &mut dyn Tx, chain: &mut [AgentState], hold: Hold<'_>) -> Result<ApprovalRecord, Error> {
-    let Hold { approval, account, spend, entry, idempotency, holds_pending_max } = hold;
+    let Hold { approval, account, spend, entry, idempotency, holds_pending_max, warnings } = hold;
     let now_ms = approval.created_at_ms;
     crate::quota::check_hold(tx, holds_pending_max, &approval.agent_id, now_ms)?;
     let mut balance = tx.balance(account)?;
     ledger::reserve(account, &mut balance, spend)?;
     tx.save_balance(account, &balance)?;
-    count_spend(tx, chain, spend, now_ms)?;
+    count_spend(tx, chain, spend, warnings, now_ms)?;
     save_policed(tx, chain)?;
     trip_if_needed(tx, chain, now_ms)?;
     tx.insert_approval(&approval)?;

@@ -12,6 +12,7 @@ use crate::model::{
 };
 use crate::store::Tx;
 use coffer_core::ledger::{self, Transfer};
+use coffer_core::policy::WarningThresholds;
 use coffer_core::{AccountId, Msat};
 
 /// The deepest sub-agent tree: a limit on the chain a payment walks.
@@ -40,8 +41,14 @@ pub fn load_chain(tx: &mut dyn Tx, agent_id: &str) -> Result<Vec<AgentState>, Er
 
 /// Counts a spend in every budget of the chain (in memory; see
 /// [`save_policed`]), warning of the thresholds it crosses (in `tx`).
-pub(crate) fn count_spend(tx: &mut dyn Tx, chain: &mut [AgentState], amount: Msat, now_ms: i64) -> Result<(), Error> {
-    super::warning::count_spend(tx, chain, amount, now_ms)
+pub(crate) fn count_spend(
+    tx: &mut dyn Tx,
+    chain: &mut [AgentState],
+    amount: Msat,
+    warnings: &WarningThresholds,
+    now_ms: i64,
+) -> Result<(), Error> {
+    super::warning::count_spend(tx, chain, amount, warnings, now_ms)
 }
 
 /// Counts a paid request in the budgets of its domain, at every level
@@ -78,7 +85,13 @@ pub(crate) fn observe_payment(chain: &mut [AgentState], payee: &str, amount: Msa
 }
 
 /// Feeds a denial to the payer's breaker, which may trip.
-pub(crate) fn observe_denial(tx: &mut dyn Tx, chain: &mut [AgentState], now_ms: i64) -> Result<(), Error> {
+pub(crate) fn observe_denial(tx: &mut dyn Tx, chain: &mut [AgentState], code: &str, now_ms: i64) -> Result<(), Error> {
+    // A missing or stale price is the operator's price source failing, not
+    // the agent misbehaving: an outage must not freeze every agent whose
+    // breaker counts denials.
+    if code == coffer_core::policy::FiatError::CODE {
+        return Ok(());
+    }
     let Some(payer) = chain.first_mut() else { return Ok(()) };
     let Some(rules) = payer.policy.as_ref().and_then(|p| p.breaker.clone()) else { return Ok(()) };
     if payer.frozen {

@@ -49,7 +49,7 @@ pub fn pay(tx: &mut dyn Tx, pay: &PayInternal) -> Result<PayAttempt, Error> {
             domain: pay.domain.clone(),
         },
     };
-    let verdict = match decide(halted, &mut chain, &pay.fiat, available, &attempt, pay.now_ms) {
+    let verdict = match decide(halted, &mut chain, &pay.terms.fiat, available, &attempt, pay.now_ms) {
         // A paid HTTP request cannot wait for a person: the request would
         // time out long before. The operator raises approval_above_msat or
         // pays by hand.
@@ -97,7 +97,7 @@ pub fn pay(tx: &mut dyn Tx, pay: &PayInternal) -> Result<PayAttempt, Error> {
                 )?,
             };
             tx.audit(&payment_entry(pay, &invoice, "payment.allowed", "allowed"))?;
-            count_spend(tx, &mut chain, invoice.amount, pay.now_ms)?;
+            count_spend(tx, &mut chain, invoice.amount, &pay.terms.warnings, pay.now_ms)?;
             if let Some(domain) = &pay.domain {
                 count_domain_spend(&mut chain, domain, invoice.amount, pay.now_ms);
             }
@@ -200,7 +200,7 @@ fn record_denial(
         purpose: pay.purpose.clone(),
     };
     events::emit(tx, &Event::PaymentDenied(denied), pay.now_ms)?;
-    observe_denial(tx, chain, pay.now_ms)
+    observe_denial(tx, chain, denial.code, pay.now_ms)
 }
 
 fn payment_entry(pay: &PayInternal, invoice: &InvoiceRecord, action: &'static str, rule: &str) -> AuditEntry {
@@ -254,6 +254,7 @@ fn hold(
         entry: payment_entry(pay, invoice, "payment.held", "approval-required"),
         idempotency: pay.idempotency.as_ref(),
         holds_pending_max: pay.holds_pending_max,
+        warnings: &pay.terms.warnings,
     };
     approval::hold(tx, chain, hold)
 }

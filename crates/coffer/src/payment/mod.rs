@@ -73,13 +73,13 @@ pub fn decide_approval(
     approve: bool,
     actor: &str,
     now_ms: i64,
-    fiat: &std::sync::Arc<coffer_core::policy::FiatRates>,
+    terms: &crate::model::SpendTerms,
 ) -> Result<ApprovalOutcome, Error> {
     let held = approval::pending(tx, id)?;
     if held.payee_node_hex.is_some() {
         // An outside payment is decided again (its fee may have changed);
         // an internal hold's limits were decided when it was held.
-        outside::decide_held(tx, held, approve, actor, now_ms, fiat)
+        outside::decide_held(tx, held, approve, actor, now_ms, terms)
     } else {
         internal::decide_held(tx, held, approve, actor, now_ms)
     }

@@ -29,14 +29,13 @@ use crate::events::kind::{Denied, DeniedPayee, Deposit, Outgoing, Paid, Succeede
 use crate::events::{self, Event};
 use crate::model::{
     AgentState, ApprovalOutcome, ApprovalRecord, ApprovalStatus, AuditEntry, BeginExternal, ExternalOutcome,
-    ExternalPayment, ExternalStart, Payer, PaymentRecord, TREASURY_PAYEE,
+    ExternalPayment, ExternalStart, Payer, PaymentRecord, SpendTerms, TREASURY_PAYEE,
 };
 use crate::store::Tx;
 use coffer_client::PaymentStatus;
 use coffer_core::ledger::{self, Transfer};
-use coffer_core::policy::{Attempt, FiatRates, Payee};
+use coffer_core::policy::{Attempt, Payee};
 use coffer_core::{AccountId, Msat};
-use std::sync::Arc;
 
 pub fn begin(tx: &mut dyn Tx, mut b: BeginExternal) -> Result<ExternalStart, Error> {
     if let Some(earlier) = replay(tx, &b.payer.agent_id, b.idempotency.as_ref())? {
@@ -51,7 +50,7 @@ pub fn begin(tx: &mut dyn Tx, mut b: BeginExternal) -> Result<ExternalStart, Err
     b.attribution = std::mem::take(&mut b.attribution).or_task(inherited);
     let available = tx.balance(b.payer.account)?.available();
     let attempt = attempt(&b);
-    let denial = match decide(tx.halted()?, &mut chain, &b.fiat, available, &attempt, b.now_ms) {
+    let denial = match decide(tx.halted()?, &mut chain, &b.terms.fiat, available, &attempt, b.now_ms) {
         Verdict::Allow => {
             observe_payment(&mut chain, &b);
             return start(tx, &mut chain, &b, attempt.spend()).map(ExternalStart::Started);
@@ -73,7 +72,7 @@ pub fn begin(tx: &mut dyn Tx, mut b: BeginExternal) -> Result<ExternalStart, Err
         purpose: b.purpose.clone(),
     };
     events::emit(tx, &Event::PaymentDenied(denied), b.now_ms)?;
-    observe_denial(tx, &mut chain, b.now_ms)?;
+    observe_denial(tx, &mut chain, denial.code, b.now_ms)?;
     Ok(ExternalStart::Denied(denial))
 }
 
@@ -105,7 +104,7 @@ fn reserve_and_count(tx: &mut dyn Tx, chain: &mut [AgentState], b: &BeginExterna
     let mut balance = tx.balance(b.payer.account)?;
     ledger::reserve(b.payer.account, &mut balance, spend)?;
     tx.save_balance(b.payer.account, &balance)?;
-    count_spend(tx, chain, spend, b.now_ms)?;
+    count_spend(tx, chain, spend, &b.terms.warnings, b.now_ms)?;
     save_policed(tx, chain)?;
     trip_if_needed(tx, chain, b.now_ms)
 }
@@ -188,6 +187,7 @@ fn hold(tx: &mut dyn Tx, chain: &mut [AgentState], b: &BeginExternal, spend: Msa
         entry,
         idempotency: b.idempotency.as_ref(),
         holds_pending_max: b.holds_pending_max,
+        warnings: &b.terms.warnings,
     };
     approval::hold(tx, chain, hold)
 }
@@ -208,7 +208,7 @@ pub fn decide_held(
     approve: bool,
     actor: &str,
     now_ms: i64,
-    fiat: &Arc<FiatRates>,
+    terms: &SpendTerms,
 ) -> Result<ApprovalOutcome, Error> {
     if now_ms >= approval.expires_at_ms {
         return approval::release(tx, approval, ApprovalStatus::Expired, actor, now_ms).map(ApprovalOutcome::Released);
@@ -219,13 +219,13 @@ pub fn decide_held(
     refuse_if_live(tx, &approval.payment_hash)?;
     let mut chain = load_chain(tx, &approval.agent_id)?;
     let account = chain.first().map(|s| s.account).ok_or(Error::NotFound("agent"))?;
-    let b = resumed(&approval, account, now_ms, fiat)?;
+    let b = resumed(&approval, account, now_ms, terms)?;
     let reserved = approval.reserved()?;
     uncount_spend(&mut chain, reserved, approval.created_at_ms, now_ms);
     let mut balance = tx.balance(account)?;
     ledger::release(&mut balance, reserved)?;
     let halted = tx.halted()?;
-    if let Verdict::Deny(denial) = decide(halted, &mut chain, fiat, balance.available(), &attempt(&b), now_ms) {
+    if let Verdict::Deny(denial) = decide(halted, &mut chain, &terms.fiat, balance.available(), &attempt(&b), now_ms) {
         return Err(Error::Denied(denial));
     }
     tx.save_balance(account, &balance)?;
@@ -241,7 +241,7 @@ fn resumed(
     approval: &ApprovalRecord,
     account: AccountId,
     now_ms: i64,
-    fiat: &Arc<FiatRates>,
+    terms: &SpendTerms,
 ) -> Result<BeginExternal, Error> {
     let payee_node_hex = approval.payee_node_hex.clone().ok_or(Error::NotFound("payee node"))?;
     Ok(BeginExternal {
@@ -260,7 +260,7 @@ fn resumed(
         approval_ttl_ms: 0,
         holds_pending_max: 0,
         now_ms,
-        fiat: Arc::clone(fiat),
+        terms: terms.clone(),
     })
 }
 

@@ -43,7 +43,7 @@ pub fn open(tx: &mut dyn Tx, new: NewSession) -> Result<SessionRecord, Error> {
         },
     };
     let payee_name = format!("agent:{}", payee.id);
-    let denial = match decide(tx.halted()?, &mut chain, &new.fiat, available, &attempt, new.now_ms) {
+    let denial = match decide(tx.halted()?, &mut chain, &new.terms.fiat, available, &attempt, new.now_ms) {
         Verdict::Allow => None,
         Verdict::Deny(denial) => Some(denial),
         // A session is used at once by its payee: it cannot wait for a
@@ -62,13 +62,13 @@ pub fn open(tx: &mut dyn Tx, new: NewSession) -> Result<SessionRecord, Error> {
             detail: Some(denial.message.clone()),
             ..entry(&new, &payee_name, "session.denied", denial.code)
         })?;
-        observe_denial(tx, &mut chain, new.now_ms)?;
+        observe_denial(tx, &mut chain, denial.code, new.now_ms)?;
         return Err(Error::Denied(denial));
     }
     let mut balance = tx.balance(new.payer.account)?;
     ledger::reserve(new.payer.account, &mut balance, new.max)?;
     tx.save_balance(new.payer.account, &balance)?;
-    count_spend(tx, &mut chain, new.max, new.now_ms)?;
+    count_spend(tx, &mut chain, new.max, &new.terms.warnings, new.now_ms)?;
     observe_payment(&mut chain, &payee_name, new.max, new.now_ms);
     save_policed(tx, &chain)?;
     trip_if_needed(tx, &mut chain, new.now_ms)?;

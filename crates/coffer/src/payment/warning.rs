@@ -7,9 +7,7 @@
 //! threshold, remembered in each level's usage.
 //!
 //! The thresholds are the gateway's (`COFFER_BUDGET_WARNING_PERCENT`),
-//! set once at start for the whole process: the flows that count a spend
-//! (payments, holds, approvals, sessions) run inside store transactions
-//! that carry no settings, and a process runs one gateway.
+//! passed in with the spend (`model::SpendTerms`).
 
 use crate::error::Error;
 use crate::events::kind::BudgetWarning;
@@ -18,23 +16,9 @@ use crate::model::AgentState;
 use crate::store::Tx;
 use coffer_core::Msat;
 use coffer_core::policy::{WarningThresholds, crossings};
-use std::sync::{LazyLock, RwLock};
 
 /// The environment's name of the thresholds (a comma list of percents).
 pub const WARNING_PERCENT_ENV: &str = "COFFER_BUDGET_WARNING_PERCENT";
-
-static THRESHOLDS: LazyLock<RwLock<WarningThresholds>> = LazyLock::new(|| RwLock::new(WarningThresholds::default()));
-
-/// Sets the thresholds of this process's gateway.
-pub fn configure(thresholds: WarningThresholds) {
-    // A poisoned lock only means a writer panicked mid-assignment of a
-    // plain value: the value is whole either way.
-    *THRESHOLDS.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = thresholds;
-}
-
-fn thresholds() -> WarningThresholds {
-    THRESHOLDS.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
-}
 
 /// Reads the thresholds from a setting lookup (the environment, then the
 /// configuration file): "80,95" by default, "" or "off" for none.
@@ -49,15 +33,20 @@ pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<WarningThr
 /// Counts a spend in every budget of the chain (in memory; the caller saves
 /// it with `chain::save_policed`), and writes a `budget.warning` for each
 /// threshold it carried a level across.
-pub(crate) fn count_spend(tx: &mut dyn Tx, chain: &mut [AgentState], amount: Msat, now_ms: i64) -> Result<(), Error> {
-    let thresholds = thresholds();
+pub(crate) fn count_spend(
+    tx: &mut dyn Tx,
+    chain: &mut [AgentState],
+    amount: Msat,
+    thresholds: &WarningThresholds,
+    now_ms: i64,
+) -> Result<(), Error> {
     let payer = chain.first().map(|level| level.agent_id.clone()).unwrap_or_default();
     for level in chain.iter_mut() {
         let Some(policy) = level.policy.clone() else { continue };
         // Bounded by the policy (at most 16 windows of 61 buckets).
         let before = level.usage.clone();
         level.usage.record(&policy, amount, now_ms);
-        for crossing in crossings(&policy, &before, &mut level.usage, &thresholds, now_ms) {
+        for crossing in crossings(&policy, &before, &mut level.usage, thresholds, now_ms) {
             let warning = BudgetWarning { agent_id: level.agent_id.clone(), payer_agent_id: payer.clone(), crossing };
             events::emit(tx, &Event::BudgetWarning(warning), now_ms)?;
         }
