@@ -204,11 +204,17 @@ impl<'a> Scope<'a> {
             Some(viewer) => {
                 let root = agents.iter().find(|a| a.id == viewer).ok_or(Error::NotFound("agent"))?;
                 let mut visible = HashSet::from([root.id.as_str()]);
-                // Parents are created before their children, and `agents`
-                // is oldest first: one pass finds every descendant.
-                for agent in agents {
-                    if agent.parent_id.as_deref().is_some_and(|p| visible.contains(p)) {
-                        visible.insert(agent.id.as_str());
+                // A pass adds the next generation at least (oldest first,
+                // usually all of it); a tree is at most TREE_DEPTH_MAX deep.
+                for _ in 0..=crate::limits::TREE_DEPTH_MAX {
+                    let before = visible.len();
+                    for agent in agents {
+                        if agent.parent_id.as_deref().is_some_and(|p| visible.contains(p)) {
+                            visible.insert(agent.id.as_str());
+                        }
+                    }
+                    if visible.len() == before {
+                        break;
                     }
                 }
                 visible
@@ -316,8 +322,10 @@ mod tests {
 
     #[test]
     fn a_tree_adds_its_sub_agents_and_an_agent_sees_only_its_own_tree() {
+        // The grandchild listed before its parent (made in the same
+        // millisecond, its id sorting first): still in the child's tree.
         let agents =
-            [agent("root", None), agent("child", Some("root")), agent("grand", Some("child")), agent("other", None)];
+            [agent("root", None), agent("grand", Some("child")), agent("child", Some("root")), agent("other", None)];
         let rows =
             [total("root", "p", 1), total("child", "p", 10), total("grand", "p", 100), total("other", "p", 1_000)];
         let all = Scope::new(&agents, None).expect("a scope");
@@ -332,6 +340,8 @@ mod tests {
         let child = Scope::new(&agents, Some("child")).expect("a scope");
         assert_eq!(keyed(&group(GroupBy::Tree, &child, &rows)), [("child", 110), ("grand", 100)]);
         assert_eq!(child.sum(&rows).amount, Msat::new(110));
+        let root = Scope::new(&agents, Some("root")).expect("a scope");
+        assert_eq!(root.sum(&rows).amount, Msat::new(111), "the grandchild listed before its parent counts");
         assert!(Scope::new(&agents, Some("nobody")).is_err());
     }
 

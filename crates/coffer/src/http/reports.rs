@@ -58,7 +58,7 @@ pub async fn spend(
 }
 
 fn invalid(field: &'static str, detail: &str) -> Error {
-    Error::InvalidField { field, detail: detail.into() }
+    crate::gateway::invalid(field, detail.to_owned())
 }
 
 /// An RFC 3339 instant, or a date meaning its first instant (UTC).
