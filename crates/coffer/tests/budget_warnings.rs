@@ -144,18 +144,8 @@ async fn a_payment_past_both_thresholds_fires_both_and_a_released_hold_does_not_
 async fn a_sub_agents_payment_warns_its_parent() {
     let gw = Gateway::start().await;
     let op = gw.operator();
-    let parent = op
-        .create_agent_with(&coffer_client::CreateAgentRequest {
-            name: "parent".into(),
-            can_create_subagents: true,
-            task: None,
-        })
-        .await
-        .unwrap();
-    op.mint(2 * LIMIT).await.unwrap();
-    op.fund_agent(&parent.id, 2 * LIMIT).await.unwrap();
-    op.set_policy(&parent.id, &json!({"lifetime_msat": LIMIT})).await.unwrap();
-    let parent_client = gw.client(&parent.key);
+    let (parent_id, _, parent_client) = gw.new_parent("parent", 2 * LIMIT).await;
+    op.set_policy(&parent_id, &json!({"lifetime_msat": LIMIT})).await.unwrap();
     let child = parent_client.create_agent("child").await.unwrap();
     parent_client.fund_agent(&child.id, LIMIT).await.unwrap();
     let (_, payee, _) = gw.new_agent("payee", 0).await;
@@ -164,7 +154,7 @@ async fn a_sub_agents_payment_warns_its_parent() {
     let fired = gw.events("budget.warning").await;
     assert_eq!(fired.len(), 1, "{fired:?}");
     let (owner, data) = &fired[0];
-    assert_eq!(owner.as_deref(), Some(parent.id.as_str()));
+    assert_eq!(owner.as_deref(), Some(parent_id.as_str()));
     assert_eq!((data["budget"].as_str(), data["kind"].as_str()), (Some("lifetime"), Some("lifetime")));
     assert_eq!(data["payer_agent_id"], child.id.as_str());
     assert_eq!(data["threshold_percent"].as_u64(), Some(80));

@@ -122,19 +122,9 @@ async fn preview_agrees_with_the_payment_for_allow_hold_and_every_denial() {
 async fn preview_names_the_level_that_decides_and_what_remains_in_each_window() {
     let gw = Gateway::start().await;
     let op = gw.operator();
-    let parent = op
-        .create_agent_with(&coffer_client::CreateAgentRequest {
-            name: "parent".into(),
-            can_create_subagents: true,
-            task: None,
-        })
-        .await
-        .unwrap();
-    op.mint(20 * PRICE).await.unwrap();
-    op.fund_agent(&parent.id, 20 * PRICE).await.unwrap();
+    let (parent_id, parent_key, parent_client) = gw.new_parent("parent", 20 * PRICE).await;
     let budget = json!({"budgets": [{"limit_msat": 3 * PRICE, "window": "day", "kind": "calendar"}], "lifetime_msat": 50 * PRICE});
-    op.set_policy(&parent.id, &budget).await.unwrap();
-    let parent_client = gw.client(&parent.key);
+    op.set_policy(&parent_id, &budget).await.unwrap();
     let child = parent_client.create_agent("child").await.unwrap();
     parent_client.fund_agent(&child.id, 10 * PRICE).await.unwrap();
     let (payee_id, payee, _) = gw.new_agent("payee", 0).await;
@@ -142,9 +132,9 @@ async fn preview_names_the_level_that_decides_and_what_remains_in_each_window() 
     // The child has no policy of its own: its parent's day budget decides.
     let bolt11 = invoice(&payee, 4 * PRICE).await.bolt11;
     let p = preview_then_pay(&gw, &child.id, &child.key, &bolt11, "budget-exceeded").await;
-    assert_eq!((p["level"].as_u64(), p["agent_id"].as_str()), (Some(1), Some(parent.id.as_str())), "{p}");
+    assert_eq!((p["level"].as_u64(), p["agent_id"].as_str()), (Some(1), Some(parent_id.as_str())), "{p}");
     let day = &p["remaining"][0];
-    assert_eq!((day["agent_id"].as_str(), day["window"].as_str()), (Some(parent.id.as_str()), Some("day")));
+    assert_eq!((day["agent_id"].as_str(), day["window"].as_str()), (Some(parent_id.as_str()), Some("day")));
     assert_eq!((day["limit_msat"].as_u64(), day["remaining_msat"].as_u64()), (Some(3 * PRICE), Some(3 * PRICE)));
     assert!(day["resets_at_ms"].as_i64().is_some(), "{day}");
     assert_eq!(p["lifetime"][0]["remaining_msat"].as_u64(), Some(50 * PRICE));
@@ -164,11 +154,11 @@ async fn preview_names_the_level_that_decides_and_what_remains_in_each_window() 
     let body = json!({"amount_msat": 2 * PRICE, "payee": format!("agent:{payee_id}"), "agent_id": child.id});
     let by_operator = preview(&gw, gw.operator_token(), body.clone()).await;
     assert_eq!((by_operator.status, by_operator.json["code"].as_str()), (200, Some("budget-exceeded")));
-    let by_parent = preview(&gw, &parent.key, body).await;
+    let by_parent = preview(&gw, &parent_key, body).await;
     assert_eq!(by_parent.json, by_operator.json);
     // The child may not preview for its parent.
     let upward =
-        preview(&gw, &child.key, json!({"amount_msat": PRICE, "payee": "agent:x", "agent_id": parent.id})).await;
+        preview(&gw, &child.key, json!({"amount_msat": PRICE, "payee": "agent:x", "agent_id": parent_id})).await;
     upward.assert_problem(403, "forbidden");
 }
 

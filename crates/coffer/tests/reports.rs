@@ -64,11 +64,8 @@ struct World {
 async fn world() -> World {
     let gw = Gateway::start().await;
     let op = gw.operator();
-    let request = CreateAgentRequest { name: "parent".into(), can_create_subagents: true, task: None };
-    let created = op.create_agent_with(&request).await.expect("the parent");
-    let parent = gw.client(&created.key);
-    op.mint(2 * FUND_MSAT).await.expect("minting");
-    op.fund_agent(&created.id, FUND_MSAT).await.expect("funding");
+    let (parent_id, _, parent) = gw.new_parent("parent", FUND_MSAT).await;
+    op.mint(FUND_MSAT).await.expect("minting for the child");
     // The parent passes a task on to the sub-agent it creates.
     let request =
         CreateAgentRequest { name: "child".into(), can_create_subagents: false, task: Some("research".into()) };
@@ -81,7 +78,7 @@ async fn world() -> World {
     World {
         op,
         parent,
-        parent_id: created.id,
+        parent_id,
         child: gw.client(&child_created.key),
         child_id: child_created.id,
         seller1,

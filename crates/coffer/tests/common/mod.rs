@@ -287,6 +287,20 @@ impl Gateway {
         (created.id.clone(), self.client(&created.key), created.key)
     }
 
+    /// Creates an agent that may create sub-agents, funded like
+    /// [`Gateway::new_agent`]. Returns its id, key and a client with it.
+    pub async fn new_parent(&self, name: &str, fund_msat: u64) -> (String, String, Client) {
+        let op = self.operator();
+        let request = coffer_client::CreateAgentRequest { name: name.into(), can_create_subagents: true, task: None };
+        let created = op.create_agent_with(&request).await.expect("creating a parent agent");
+        if fund_msat > 0 {
+            op.mint(fund_msat).await.expect("minting");
+            op.fund_agent(&created.id, fund_msat).await.expect("funding");
+        }
+        let client = self.client(&created.key);
+        (created.id, created.key, client)
+    }
+
     /// The server's process id.
     pub fn pid(&self) -> u32 {
         self.child.as_ref().and_then(Child::id).expect("the gateway is not running")
