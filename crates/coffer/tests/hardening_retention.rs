@@ -41,6 +41,24 @@ where
     }
 }
 
+/// However old, the newest event stays: no event id is handed out twice
+/// (PostgreSQL numbers new events after the highest id left, so with every
+/// event removed it would start again below what consumers read).
+#[tokio::test]
+async fn the_newest_event_stays_so_no_event_id_is_handed_out_twice() {
+    let gw = Gateway::start_with_env(&RETAIN_ONE_SECOND).await;
+    let (_, payee, _) = gw.new_agent("payee", 0).await;
+    common::invoice(&payee, 1_000).await;
+    let first = event_ids(&gw).await;
+    let newest = *first.iter().max().expect("the agent's and the invoice's events");
+    assert!(first.len() > 1, "{first:?}");
+    eventually("every event but the newest is removed", || async { event_ids(&gw).await == [newest] }).await;
+    common::invoice(&payee, 2_000).await;
+    let now = event_ids(&gw).await;
+    assert_eq!(now.len(), 2, "{now:?}");
+    assert!(now[1] > newest, "a new event has an id past every one handed out before: {now:?} after {first:?}");
+}
+
 #[tokio::test]
 async fn expired_invoices_and_read_events_go_and_the_ledger_stays() {
     let gw = Gateway::start_with_env(&RETAIN_ONE_SECOND).await;

@@ -53,8 +53,12 @@ pub const EVENTS_READ_BY_ALL: &str = "SELECT MIN(c) FROM \
 
 /// ?1 read by all, ?2 batch, ?3 created before. It looks at the oldest
 /// `?2` events only (ids follow commit order, so the old ones come first).
+/// The newest event always stays: PostgreSQL's sealer numbers new events
+/// after the highest id left, so with every event gone it would hand out
+/// ids a consumer already read past.
 pub const DELETE_OLD_EVENTS: &str = "DELETE FROM events WHERE id IN \
-     (SELECT id FROM events WHERE id <= ?1 ORDER BY id LIMIT ?2) AND created_at < ?3";
+     (SELECT id FROM events WHERE id <= ?1 AND id < (SELECT MAX(id) FROM events) ORDER BY id LIMIT ?2) \
+     AND created_at < ?3";
 
 /// ?1 batch, ?2 made before.
 pub const DELETE_OLD_DELIVERIES: &str = "DELETE FROM webhook_deliveries WHERE id IN \
