@@ -5,6 +5,7 @@
 pub mod amount;
 pub mod audit_chain;
 pub mod ledger;
+pub mod pack;
 pub mod policy;
 #[cfg(feature = "schema")]
 mod schema;

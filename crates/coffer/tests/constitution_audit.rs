@@ -17,9 +17,22 @@ const GENESIS_HEX: &str = "00000000000000000000000000000000000000000000000000000
 /// One row of the `audit_log` table: seq, body, prev_hash, hash.
 type Row = (i64, String, Vec<u8>, Vec<u8>);
 
+/// A stored body's text: packed (`coffer_core::pack`), or text as it is
+/// (a body this test wrote back).
+fn body_text(stored: &[u8]) -> String {
+    coffer_core::pack::json::unpack(stored).expect("a stored audit body")
+}
+
 fn rows(conn: &Connection) -> Vec<Row> {
     let mut stmt = conn.prepare("SELECT seq, body, prev_hash, hash FROM audit_log ORDER BY seq").unwrap();
-    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))).unwrap().map(Result::unwrap).collect()
+    let row = |r: &rusqlite::Row<'_>| {
+        let body = match r.get_ref(1)? {
+            rusqlite::types::ValueRef::Text(b) | rusqlite::types::ValueRef::Blob(b) => body_text(b),
+            other => panic!("an audit body of type {:?}", other.data_type()),
+        };
+        Ok((r.get(0)?, body, r.get(2)?, r.get(3)?))
+    };
+    stmt.query_map([], row).unwrap().map(Result::unwrap).collect()
 }
 
 /// The stored audit records of the gateway's store, SQLite or PostgreSQL.
@@ -27,13 +40,14 @@ fn stored_rows(gw: &Gateway) -> Vec<Row> {
     let Some(db) = gw.database() else {
         return rows(&Connection::open_with_flags(gw.db_path(), rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap());
     };
-    let sql =
-        "SELECT seq::text, body, encode(prev_hash, 'hex'), encode(hash, 'hex') FROM audit_log ORDER BY audit_log.seq";
+    let sql = "SELECT seq::text, encode(body, 'hex'), encode(prev_hash, 'hex'), encode(hash, 'hex') FROM audit_log \
+         ORDER BY audit_log.seq";
     db.query(sql, &[])
         .into_iter()
         .map(|r| {
             let col = |i: usize| r[i].clone().expect("a stored audit column");
-            (col(0).parse().unwrap(), col(1), hex::decode(col(2)).unwrap(), hex::decode(col(3)).unwrap())
+            let body = body_text(&hex::decode(col(1)).unwrap());
+            (col(0).parse().unwrap(), body, hex::decode(col(2)).unwrap(), hex::decode(col(3)).unwrap())
         })
         .collect()
 }

@@ -342,17 +342,20 @@ async fn coffer_audit_on_postgres_catches_a_rewritten_record_and_a_tampered_bala
     assert!(ok, "{report}");
     let db = gw.database().expect("a PostgreSQL gateway");
 
-    let seq = db.query("SELECT seq::text FROM audit_log WHERE action = 'payment.allowed'", &[]);
-    let seq = seq[0][0].clone().expect("the payment's audit record");
-    let rewrite = "UPDATE audit_log SET body = replace(body, 'across instances', 'across the sea') \
-                   WHERE seq = $1::text::bigint RETURNING seq::text";
-    assert_eq!(db.query(rewrite, &[&seq]).len(), 1);
+    let found = db.query("SELECT seq::text, encode(body, 'hex') FROM audit_log WHERE action = 'payment.allowed'", &[]);
+    let seq = found[0][0].clone().expect("the payment's audit record");
+    let stored = found[0][1].clone().expect("its body");
+    // The body is stored packed: rewritten, it is stored as text.
+    let text = coffer_core::pack::json::unpack(&hex::decode(&stored).expect("hex")).expect("a stored body");
+    let forged = text.replace("across instances", "across the sea");
+    assert_ne!(forged, text);
+    let rewrite = "UPDATE audit_log SET body = convert_to($2, 'UTF8') WHERE seq = $1::text::bigint RETURNING seq::text";
+    assert_eq!(db.query(rewrite, &[&seq, &forged]).len(), 1);
     let (ok, report) = gw.audit().await;
     assert!(!ok, "a rewritten record passed the audit: {report}");
     assert!(report.contains(&format!("audit trail broken at record {seq}")), "{report}");
-    let repair = "UPDATE audit_log SET body = replace(body, 'across the sea', 'across instances') \
-                  WHERE seq = $1::text::bigint RETURNING seq::text";
-    assert_eq!(db.query(repair, &[&seq]).len(), 1);
+    let repair = "UPDATE audit_log SET body = decode($2, 'hex') WHERE seq = $1::text::bigint RETURNING seq::text";
+    assert_eq!(db.query(repair, &[&seq, &stored]).len(), 1);
     let (ok, report) = gw.audit().await;
     assert!(ok, "{report}");
 

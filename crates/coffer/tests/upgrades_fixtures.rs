@@ -14,15 +14,18 @@
 mod common;
 
 use coffer_client::{InvoiceStatus, Scope};
-use common::{Gateway, invoice};
+use common::{Gateway, invoice, send};
+use reqwest::Method;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// The fixtures committed, by schema version: the first schema (1), the one
 /// trade between agents arrived with (10), the one before NWC (13), NWC's
-/// (14) and the current one (15: bridges). A new fixture gets a test below and a line here.
-const FIXTURES: [u32; 6] = [1, 10, 13, 14, 15, 16];
+/// (14), bridges (15), cost attribution (16) and the first whose events,
+/// audit bodies and invoices are stored packed (17). A new fixture gets a
+/// test below and a line here.
+const FIXTURES: [u32; 7] = [1, 10, 13, 14, 15, 16, 17];
 
 #[derive(Debug, Deserialize)]
 struct Fixture {
@@ -154,6 +157,17 @@ async fn upgrades_audits_and_takes_payments(version: u32) {
     assert_eq!(user_version(&gw.db_path()), current_schema(), "v{version} migrated to this build's schema");
     let (ok, report) = gw.audit().await;
     assert!(ok, "coffer audit after upgrading v{version}: {report}");
+    // The outbox reads back (text, or packed from schema 17 on): each paid
+    // invoice has its `invoice.paid` event, naming its hash.
+    let page = send(gw.request(Method::GET, "/v1/events?limit=1000", Some(gw.operator_token()))).await;
+    assert_eq!(page.status, 200, "v{version}: the events: {page:?}");
+    let events = page.json["events"].as_array().expect("events");
+    for paid in &fixture.paid_invoices {
+        let named = |e: &&serde_json::Value| {
+            e["type"] == "invoice.paid" && e["data"]["payment_hash"] == paid.payment_hash.as_str()
+        };
+        assert!(events.iter().any(|e| named(&e)), "v{version}: no invoice.paid event of {paid:?} in {events:?}");
+    }
 
     // Balances, the treasury and the keys are as the old build left them.
     let balances = gw.balances().await;
@@ -276,6 +290,16 @@ async fn a_store_of_schema_16_upgrades_audits_and_takes_payments() {
         return;
     }
     upgrades_audits_and_takes_payments(16).await;
+}
+
+/// Its events, audit bodies and invoices are stored packed: the audit
+/// chain, the events and the invoices read back from them.
+#[tokio::test]
+async fn a_store_of_schema_17_packed_upgrades_audits_and_takes_payments() {
+    if common::sqlite_only("the fixtures are SQLite files") {
+        return;
+    }
+    upgrades_audits_and_takes_payments(17).await;
 }
 
 /// The fixtures on disk are the ones tested above, and one was written by a

@@ -283,6 +283,13 @@ impl SqlRow for PgRow<'_> {
         Ok(self.0.try_get(column)?)
     }
 
+    fn bytes(&self, column: usize) -> Result<Vec<u8>, Error> {
+        match self.column_type(column)? {
+            Type::BYTEA => Ok(self.0.try_get(column)?),
+            _ => Ok(self.0.try_get::<_, String>(column)?.into_bytes()),
+        }
+    }
+
     fn flag(&self, column: usize) -> Result<bool, Error> {
         match self.column_type(column)? {
             Type::BOOL => Ok(self.0.try_get(column)?),

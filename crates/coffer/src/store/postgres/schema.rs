@@ -479,6 +479,14 @@ CREATE TABLE spend_totals (
     PRIMARY KEY (dimension, day, agent_id, value)
 );
 "#,
+    // 17: events' data, audit bodies and invoices are stored packed
+    // (`coffer_core::pack`, SQLite's migration 17), which is bytes; the
+    // texts already stored become their UTF-8 bytes and read as they are.
+    r#"
+ALTER TABLE events ALTER COLUMN data TYPE BYTEA USING convert_to(data, 'UTF8');
+ALTER TABLE audit_log ALTER COLUMN body TYPE BYTEA USING convert_to(body, 'UTF8');
+ALTER TABLE invoices ALTER COLUMN bolt11 TYPE BYTEA USING convert_to(bolt11, 'UTF8');
+"#,
 ];
 
 /// The schema version this build writes: the number of migrations.

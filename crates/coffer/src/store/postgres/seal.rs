@@ -201,7 +201,10 @@ fn seal_in_transaction(conn: &mut Conn) -> Result<(u64, u64), Error> {
     let (mut positions, mut seqs) = (Vec::with_capacity(count), Vec::with_capacity(count));
     let (mut prevs, mut hashes) = (Vec::with_capacity(count), Vec::with_capacity(count));
     for row in &unsealed {
-        let body: String = row.try_get(1)?;
+        // The chain links the body's text, which the row holds packed.
+        let stored: Vec<u8> = row.try_get(1)?;
+        let body =
+            coffer_core::pack::json::unpack(&stored).map_err(|e| Error::internal("an audit record's body", e))?;
         seq = seq.checked_add(1).ok_or(Error::Internal("the audit log is full".into()))?;
         let hash = audit_chain::link(&prev, body.as_bytes());
         positions.push(row.try_get::<_, i64>(0)?);

@@ -110,6 +110,9 @@ pub trait SqlRow {
     fn opt_i64(&self, column: usize) -> Result<Option<i64>, Error>;
     fn opt_text(&self, column: usize) -> Result<Option<String>, Error>;
     fn opt_blob(&self, column: usize) -> Result<Option<Vec<u8>>, Error>;
+    /// A column that holds text or bytes (older rows of a packed column
+    /// hold their text), as bytes.
+    fn bytes(&self, column: usize) -> Result<Vec<u8>, Error>;
     /// A flag column: `BOOLEAN`, or an integer (non-zero is true).
     fn flag(&self, column: usize) -> Result<bool, Error>;
 
@@ -123,6 +126,16 @@ pub trait SqlRow {
 
     fn blob(&self, column: usize) -> Result<Vec<u8>, Error> {
         self.opt_blob(column)?.ok_or_else(|| null(column))
+    }
+
+    /// A JSON text stored packed (`coffer_core::pack::json`), or as it is.
+    fn packed_json(&self, column: usize) -> Result<String, Error> {
+        coffer_core::pack::json::unpack(&self.bytes(column)?).map_err(|e| Error::internal("a stored JSON text", e))
+    }
+
+    /// An invoice stored packed (`coffer_core::pack::bech32`), or as it is.
+    fn packed_bolt11(&self, column: usize) -> Result<String, Error> {
+        coffer_core::pack::bech32::unpack(&self.bytes(column)?).map_err(|e| Error::internal("a stored invoice", e))
     }
 }
 

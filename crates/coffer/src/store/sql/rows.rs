@@ -171,7 +171,7 @@ pub fn invoice(r: &dyn SqlRow) -> Result<(InvoiceRecord, i64, AccountId), Error>
         agent_id: r.text(1)?,
         amount: msat(r.i64(2)?)?,
         memo: r.text(3)?,
-        bolt11: r.text(4)?,
+        bolt11: r.packed_bolt11(4)?,
         preimage: hash32(r.blob(5)?)?,
         status: StoredInvoiceStatus::parse(&r.text(6)?)?,
         created_at_ms: r.i64(7)?,
@@ -308,13 +308,18 @@ fn escrow_terms(release_after_ms: Option<i64>, rule: Option<String>) -> Result<O
 pub const AUDIT_COLUMNS: &str = "seq, body, prev_hash, hash FROM audit_log";
 
 pub fn audit(r: &dyn SqlRow) -> Result<AuditRecord, Error> {
-    Ok(AuditRecord { seq: r.i64(0)?, body: r.text(1)?, prev_hash: hash32(r.blob(2)?)?, hash: hash32(r.blob(3)?)? })
+    Ok(AuditRecord {
+        seq: r.i64(0)?,
+        body: r.packed_json(1)?,
+        prev_hash: hash32(r.blob(2)?)?,
+        hash: hash32(r.blob(3)?)?,
+    })
 }
 
 pub const EVENT_COLUMNS: &str = "id, type, agent_id, data, created_at FROM events";
 
 pub fn event(r: &dyn SqlRow) -> Result<EventRecord, Error> {
-    let data = r.text(3)?;
+    let data = r.packed_json(3)?;
     Ok(EventRecord {
         id: r.i64(0)?,
         kind: r.text(1)?,

@@ -413,11 +413,14 @@ impl Tx for SqlTx<'_> {
     }
 
     fn audit(&mut self, entry: &AuditEntry) -> Result<(), Error> {
+        // The chain links the body's text; the row holds it packed.
         let body = json(entry)?;
+        let packed = coffer_core::pack::json::pack(&body);
         if self.sql.concurrent_writers() {
             // Chained after commit, by the sealer (see `Sql::concurrent_writers`).
             let sql = "INSERT INTO audit_log (at, agent_id, action, body) VALUES (?1, ?2, ?3, ?4)";
-            return self.append(sql, args![entry.at_ms, &entry.agent_id, entry.action, &body], Expect::Any);
+            let args = args![entry.at_ms, &entry.agent_id, entry.action, packed.as_slice()];
+            return self.append(sql, args, Expect::Any);
         }
         let last = self.row("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1", args![], |r| {
             Ok((r.i64(0)?, hash32(r.blob(1)?)?))
@@ -429,7 +432,7 @@ impl Tx for SqlTx<'_> {
         let hash = audit_chain::link(&prev, body.as_bytes());
         let sql = "INSERT INTO audit_log (seq, at, agent_id, action, body, prev_hash, hash) \
                    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
-        let args = args![seq, entry.at_ms, &entry.agent_id, entry.action, &body, &prev, &hash];
+        let args = args![seq, entry.at_ms, &entry.agent_id, entry.action, packed.as_slice(), &prev, &hash];
         self.append(sql, args, Expect::Any)
     }
 
@@ -528,8 +531,11 @@ impl Tx for SqlTx<'_> {
         data: &serde_json::Value,
         now_ms: i64,
     ) -> Result<(), Error> {
+        // Packed: most of an event's bytes are key names, ids and hashes
+        // in hex, and the outbox holds several events per payment.
+        let data = coffer_core::pack::json::pack(&data.to_string());
         let sql = "INSERT INTO events (type, agent_id, data, created_at) VALUES (?1, ?2, ?3, ?4)";
-        self.append(sql, args![kind, agent_id, data.to_string().as_str(), now_ms], Expect::Any)?;
+        self.append(sql, args![kind, agent_id, data.as_slice(), now_ms], Expect::Any)?;
         Ok(())
     }
 
@@ -868,6 +874,8 @@ impl Tx for SqlTx<'_> {
                    created_at, expires_at, room_id, backend, hold_secs, escrow_after_ms, escrow_on_timeout) \
                    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'open', ?8, ?9, ?10, ?11, ?12, ?13, ?14)";
         let amount = to_sql(inv.amount)?;
+        // Packed: the invoice is most of its row.
+        let bolt11 = coffer_core::pack::bech32::pack(&inv.bolt11);
         self.append(
             sql,
             args![
@@ -876,7 +884,7 @@ impl Tx for SqlTx<'_> {
                 account,
                 amount,
                 &inv.memo,
-                &inv.bolt11,
+                bolt11.as_slice(),
                 &inv.preimage,
                 inv.created_at_ms,
                 inv.expires_at_ms,

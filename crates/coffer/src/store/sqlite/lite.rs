@@ -57,6 +57,13 @@ impl SqlRow for LiteRow<'_, '_> {
         Ok(self.0.get(column)?)
     }
 
+    fn bytes(&self, column: usize) -> Result<Vec<u8>, Error> {
+        match self.0.get_ref(column)? {
+            ValueRef::Text(bytes) | ValueRef::Blob(bytes) => Ok(bytes.to_vec()),
+            other => Err(Error::Internal(format!("column {column} holds no bytes ({:?})", other.data_type()))),
+        }
+    }
+
     fn flag(&self, column: usize) -> Result<bool, Error> {
         // Flags are integers here; the gateway's own settings in `meta`
         // are a byte (older stores hold the integer there too).

@@ -1,0 +1,242 @@
+//! BOLT11 invoices at rest: an invoice is bech32 text, five bits in every
+//! character, ending in a six-character checksum of the rest. [`pack`]
+//! keeps the human-readable part as it is and the data part as bits (five
+//! eighths of its characters), without the checksum, which [`unpack`]
+//! computes again: about 60% of the text, given back byte for byte.
+//!
+//! A packed invoice starts with [`PACKED_BECH32_V1`], a byte no invoice
+//! starts with; anything else is the text stored as it is (rows written
+//! before packing, or a text that is not lowercase bech32 with a valid
+//! checksum, which [`pack`] keeps as it came). The one text that does start
+//! with that byte (not an invoice, but a `&str` all the same) is kept
+//! behind the mark and an empty prefix.
+
+/// The first byte of a packed invoice.
+pub const PACKED_BECH32_V1: u8 = 0x02;
+
+/// The prefix length that marks a text kept as it is after the mark (one
+/// that starts with the mark itself); an invoice's prefix is never empty.
+const VERBATIM: u8 = 0;
+const CHARSET: &[u8; 32] = b"qpzry9x8gf2tvdw0s3jn54khce6mua7l";
+/// Characters of the checksum at the end of the data part.
+const CHECKSUM_LEN: usize = 6;
+/// The longest human-readable part kept (its length is one byte).
+const HRP_LEN_MAX_BYTES: usize = 83;
+/// The longest text packed: a BOLT11 invoice is far shorter; past this it is
+/// stored as it is.
+const TEXT_LEN_MAX_BYTES: usize = 8_192;
+const _: () = assert!(HRP_LEN_MAX_BYTES < 256 && CHECKSUM_LEN < TEXT_LEN_MAX_BYTES);
+
+use super::PackError;
+
+/// `text` packed, or its bytes as they are when it is not lowercase bech32
+/// with a valid checksum (or packs to anything but itself).
+pub fn pack(text: &str) -> Vec<u8> {
+    if text.as_bytes().first() == Some(&PACKED_BECH32_V1) {
+        // Not an invoice, but a text all the same: kept behind the mark and
+        // an empty prefix, so it is not taken for a packed one.
+        return [&[PACKED_BECH32_V1, VERBATIM], text.as_bytes()].concat();
+    }
+    match try_pack(text) {
+        Some(packed) if packed.len() < text.len() && unpack(&packed).as_deref() == Ok(text) => packed,
+        _ => text.as_bytes().to_vec(),
+    }
+}
+
+/// The invoice `stored` holds, packed or not.
+pub fn unpack(stored: &[u8]) -> Result<String, PackError> {
+    let Some((&PACKED_BECH32_V1, rest)) = stored.split_first() else {
+        return String::from_utf8(stored.to_vec()).map_err(|_| PackError::NotUtf8);
+    };
+    let (&hrp_len, rest) = rest.split_first().ok_or(PackError::Corrupt("no length"))?;
+    if hrp_len == VERBATIM {
+        return String::from_utf8(rest.to_vec()).map_err(|_| PackError::NotUtf8);
+    }
+    let hrp = rest.get(..usize::from(hrp_len)).ok_or(PackError::Corrupt("the prefix is cut short"))?;
+    if hrp.is_empty() || !hrp.iter().all(|b| (33..=126).contains(b) && !b.is_ascii_uppercase()) {
+        return Err(PackError::Corrupt("a prefix that is not lowercase ASCII"));
+    }
+    let rest = &rest[hrp.len()..];
+    let (&spare_bits, bits) = rest.split_first().ok_or(PackError::Corrupt("no bit count"))?;
+    let data = unpack_bits(bits, spare_bits)?;
+    let mut text = String::with_capacity(hrp.len() + 1 + data.len() + CHECKSUM_LEN);
+    text.extend(hrp.iter().map(|b| char::from(*b)));
+    text.push('1');
+    let checksum = checksum(hrp, &data);
+    text.extend(data.iter().chain(&checksum).map(|v| char::from(CHARSET[usize::from(*v)])));
+    Ok(text)
+}
+
+fn try_pack(text: &str) -> Option<Vec<u8>> {
+    if text.len() > TEXT_LEN_MAX_BYTES {
+        return None;
+    }
+    let split = text.rfind('1')?;
+    let (hrp, data) = (&text.as_bytes()[..split], &text.as_bytes()[split + 1..]);
+    if hrp.is_empty() || hrp.len() > HRP_LEN_MAX_BYTES || data.len() < CHECKSUM_LEN {
+        return None;
+    }
+    let values: Vec<u8> = data.iter().map(|c| value_of(*c)).collect::<Option<_>>()?;
+    let (payload, sum) = values.split_at(values.len() - CHECKSUM_LEN);
+    if checksum(hrp, payload) != sum {
+        return None;
+    }
+    let mut packed = vec![PACKED_BECH32_V1, u8::try_from(hrp.len()).ok()?];
+    packed.extend_from_slice(hrp);
+    let (bits, spare_bits) = pack_bits(payload);
+    packed.push(spare_bits);
+    packed.extend(bits);
+    Some(packed)
+}
+
+/// A lowercase bech32 character's five bits.
+fn value_of(c: u8) -> Option<u8> {
+    CHARSET.iter().position(|x| *x == c).and_then(|v| u8::try_from(v).ok())
+}
+
+/// Five-bit values as bytes, most significant bits first, and the count of
+/// unused bits in the last byte (0 to 7).
+fn pack_bits(values: &[u8]) -> (Vec<u8>, u8) {
+    let mut out = Vec::with_capacity(values.len() * 5 / 8 + 1);
+    let (mut acc, mut acc_bits) = (0u16, 0u32);
+    for v in values {
+        acc = (acc << 5) | u16::from(*v & 0x1F);
+        acc_bits += 5;
+        if acc_bits >= 8 {
+            acc_bits -= 8;
+            out.push((acc >> acc_bits) as u8);
+            acc &= (1 << acc_bits) - 1;
+        }
+    }
+    let mut spare_bits = 0;
+    if acc_bits > 0 {
+        spare_bits = 8 - acc_bits as u8;
+        out.push((acc << spare_bits) as u8);
+    }
+    (out, spare_bits)
+}
+
+fn unpack_bits(bytes: &[u8], spare_bits: u8) -> Result<Vec<u8>, PackError> {
+    if spare_bits > 7 || (bytes.is_empty() && spare_bits != 0) {
+        return Err(PackError::Corrupt("a bit count out of range"));
+    }
+    let total_bits = bytes.len() * 8 - usize::from(spare_bits);
+    if !total_bits.is_multiple_of(5) || bytes.len() > TEXT_LEN_MAX_BYTES {
+        return Err(PackError::Corrupt("bits that are not whole characters"));
+    }
+    let mut values = Vec::with_capacity(total_bits / 5);
+    let (mut acc, mut acc_bits) = (0u16, 0u32);
+    for b in bytes {
+        acc = (acc << 8) | u16::from(*b);
+        acc_bits += 8;
+        while acc_bits >= 5 && values.len() < total_bits / 5 {
+            acc_bits -= 5;
+            values.push(((acc >> acc_bits) & 0x1F) as u8);
+        }
+        acc &= (1 << acc_bits) - 1;
+    }
+    if acc != 0 {
+        return Err(PackError::Corrupt("unused bits set"));
+    }
+    Ok(values)
+}
+
+/// BIP-173's checksum of a human-readable part and data values.
+fn checksum(hrp: &[u8], data: &[u8]) -> [u8; CHECKSUM_LEN] {
+    let expanded = hrp.iter().map(|b| b >> 5).chain([0]).chain(hrp.iter().map(|b| b & 0x1F));
+    let mut values: Vec<u8> = expanded.chain(data.iter().copied()).collect();
+    values.extend([0; CHECKSUM_LEN]);
+    let modulus = polymod(&values) ^ 1;
+    std::array::from_fn(|i| ((modulus >> (5 * (5 - i))) & 0x1F) as u8)
+}
+
+fn polymod(values: &[u8]) -> u32 {
+    const GENERATOR: [u32; 5] = [0x3b6a_57b2, 0x2650_8e6d, 0x1ea1_19fa, 0x3d42_33dd, 0x2a14_62b3];
+    let mut chk: u32 = 1;
+    for v in values {
+        let top = chk >> 25;
+        chk = ((chk & 0x01ff_ffff) << 5) ^ u32::from(*v);
+        for (i, g) in GENERATOR.iter().enumerate() {
+            if (top >> i) & 1 == 1 {
+                chk ^= g;
+            }
+        }
+    }
+    chk
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// An invoice of this gateway (regtest, no memo).
+    const INVOICE: &str = "lnbcrt10n1p43dmhsdqqpp50asjkk5v5kz8gqs6fyvgqd33ul7y0exy2tnz8uzef0rl8yprxvfqsp5vnu8rc9f6fycaz00uwc40uwwlupadchfyp242ja56887f5rlg24q9qyysgqcqzysxqrrssy7h8ar4s6w7qhflk9wjzrrlznnj5lnfhm7der39qyxpvcqzz0c7h65t39xw8fq0wj7s9hmj5atef9f7ed4pxhg2sxmdff0kdyhmj04sqg2zuyv";
+
+    #[test]
+    fn an_invoice_packs_to_under_two_thirds_and_back() {
+        let packed = pack(INVOICE);
+        assert_eq!(packed[0], PACKED_BECH32_V1);
+        assert!(packed.len() * 3 < INVOICE.len() * 2, "{} of {}", packed.len(), INVOICE.len());
+        assert_eq!(unpack(&packed).as_deref(), Ok(INVOICE));
+    }
+
+    #[test]
+    fn what_is_not_lowercase_bech32_with_its_checksum_is_kept_as_it_is() {
+        let upper = INVOICE.to_ascii_uppercase();
+        let mut wrong_sum = INVOICE.to_owned();
+        wrong_sum.pop();
+        wrong_sum.push('q');
+        for text in [upper.as_str(), wrong_sum.as_str(), "", "1", "lnbc", "lnbc1qqqqqq", "not an invoice 1 at all"] {
+            let stored = pack(text);
+            assert_eq!(stored, text.as_bytes(), "{text}");
+            assert_eq!(unpack(&stored).as_deref(), Ok(text));
+        }
+    }
+
+    #[test]
+    fn a_text_that_starts_with_the_mark_is_kept() {
+        for text in ["\u{2}", "\u{2}\u{2}lnbc1", "\u{2}x"] {
+            let stored = pack(text);
+            assert_eq!(&stored[..2], [PACKED_BECH32_V1, VERBATIM]);
+            assert_eq!(unpack(&stored).as_deref(), Ok(text));
+        }
+    }
+
+    #[test]
+    fn a_cut_packed_invoice_is_corrupt() {
+        let packed = pack(INVOICE);
+        for end in [1, 2, 5, 8] {
+            assert!(unpack(&packed[..end]).is_err(), "cut at {end}");
+        }
+        // A cut within the bits is a different invoice or corrupt, never a panic.
+        for end in 9..packed.len() {
+            let _ = unpack(&packed[..end]);
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn any_text_comes_back(text in ".{0,300}") {
+            prop_assert_eq!(unpack(&pack(&text)), Ok(text));
+        }
+
+        #[test]
+        fn any_bech32_comes_back(hrp in "[a-z]{1,20}", data in proptest::collection::vec(0u8..32, 0..400)) {
+            let mut text = format!("{hrp}1");
+            text.extend(data.iter().chain(&checksum(hrp.as_bytes(), &data)).map(|v| char::from(CHARSET[usize::from(*v)])));
+            let packed = pack(&text);
+            prop_assert_eq!(unpack(&packed), Ok(text));
+            if data.len() > 16 {
+                prop_assert_eq!(packed[0], PACKED_BECH32_V1);
+            }
+        }
+
+        #[test]
+        fn any_stored_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let mut stored = vec![PACKED_BECH32_V1];
+            stored.extend(bytes);
+            let _ = unpack(&stored);
+        }
+    }
+}
