@@ -89,9 +89,23 @@ fn try_pack(text: &str) -> Option<Vec<u8>> {
     Some(packed)
 }
 
+/// Each byte's five bits as a lowercase bech32 character, `NOT_BECH32` for
+/// the others: a table, since every invoice made is packed on the store's
+/// one writer thread.
+const VALUES: [u8; 256] = {
+    let mut values = [NOT_BECH32; 256];
+    let mut value = 0;
+    while value < CHARSET.len() {
+        values[CHARSET[value] as usize] = value as u8;
+        value += 1;
+    }
+    values
+};
+const NOT_BECH32: u8 = 0xFF;
+
 /// A lowercase bech32 character's five bits.
 fn value_of(c: u8) -> Option<u8> {
-    CHARSET.iter().position(|x| *x == c).and_then(|v| u8::try_from(v).ok())
+    Some(VALUES[usize::from(c)]).filter(|v| *v != NOT_BECH32)
 }
 
 /// Five-bit values as bytes, most significant bits first, and the count of
@@ -144,22 +158,19 @@ fn unpack_bits(bytes: &[u8], spare_bits: u8) -> Result<Vec<u8>, PackError> {
 /// BIP-173's checksum of a human-readable part and data values.
 fn checksum(hrp: &[u8], data: &[u8]) -> [u8; CHECKSUM_LEN] {
     let expanded = hrp.iter().map(|b| b >> 5).chain([0]).chain(hrp.iter().map(|b| b & 0x1F));
-    let mut values: Vec<u8> = expanded.chain(data.iter().copied()).collect();
-    values.extend([0; CHECKSUM_LEN]);
-    let modulus = polymod(&values) ^ 1;
+    let values = expanded.chain(data.iter().copied()).chain([0; CHECKSUM_LEN]);
+    let modulus = values.fold(1, polymod_step) ^ 1;
     std::array::from_fn(|i| ((modulus >> (5 * (5 - i))) & 0x1F) as u8)
 }
 
-fn polymod(values: &[u8]) -> u32 {
+/// One value into BIP-173's checksum polynomial.
+fn polymod_step(chk: u32, value: u8) -> u32 {
     const GENERATOR: [u32; 5] = [0x3b6a_57b2, 0x2650_8e6d, 0x1ea1_19fa, 0x3d42_33dd, 0x2a14_62b3];
-    let mut chk: u32 = 1;
-    for v in values {
-        let top = chk >> 25;
-        chk = ((chk & 0x01ff_ffff) << 5) ^ u32::from(*v);
-        for (i, g) in GENERATOR.iter().enumerate() {
-            if (top >> i) & 1 == 1 {
-                chk ^= g;
-            }
+    let top = chk >> 25;
+    let mut chk = ((chk & 0x01ff_ffff) << 5) ^ u32::from(value);
+    for (i, g) in GENERATOR.iter().enumerate() {
+        if (top >> i) & 1 == 1 {
+            chk ^= g;
         }
     }
     chk

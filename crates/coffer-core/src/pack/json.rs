@@ -347,9 +347,15 @@ fn decodes_to(packed: &[u8], text: &str) -> bool {
     decode(tokens, &mut want).is_ok() && want.0.is_empty()
 }
 
+/// The tag of a dictionary entry: a hash lookup, since every string of
+/// every event is looked up on the store's one writer thread.
 fn dict_tag(raw: &[u8]) -> Option<u8> {
-    let index = DICT.iter().position(|entry| entry.as_bytes() == raw)?;
-    u8::try_from(index).ok()?.checked_add(DICT_TAG_FIRST)
+    static TAGS: std::sync::OnceLock<std::collections::HashMap<&'static [u8], u8>> = std::sync::OnceLock::new();
+    let tags = TAGS.get_or_init(|| {
+        let tag = |index: usize| u8::try_from(index).ok().and_then(|i| i.checked_add(DICT_TAG_FIRST));
+        DICT.iter().enumerate().filter_map(|(index, entry)| Some((entry.as_bytes(), tag(index)?))).collect()
+    });
+    tags.get(raw).copied()
 }
 
 fn push_varint(out: &mut Vec<u8>, mut value: u64) {
