@@ -458,10 +458,13 @@ async fn outbox_and_webhooks(store: &dyn Store) {
     assert!(matches!(missing, Err(Error::NotFound("webhook"))), "{missing:?}");
 
     // The paused webhook reads nothing, and the lease's cursor (7) is
-    // past the events: retention may take what every consumer read.
+    // past the events: retention may take what every consumer read, but
+    // the newest event, whose id the next one must come after.
     let cutoffs = Cutoffs { invoices_expired_before_ms: 0, events_before_ms: 5_000, deliveries_before_ms: 5_000 };
     let pruned = store.write(move |tx| tx.prune(&cutoffs)).await.expect("pruned");
-    assert_eq!((pruned.events, pruned.deliveries), (3, 1));
+    assert_eq!((pruned.events, pruned.deliveries), (2, 1));
+    let left = store.read(|tx| tx.events(0, None, 10)).await.expect("events");
+    assert_eq!(left.iter().map(|e| e.id).collect::<Vec<_>>(), [newest]);
     assert!(store.write(|tx| tx.delete_webhook("whk_1")).await.expect("deleted"));
     assert!(!store.write(|tx| tx.delete_webhook("whk_1")).await.expect("gone"));
 }
