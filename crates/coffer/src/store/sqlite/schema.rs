@@ -551,10 +551,10 @@ CREATE TABLE spend_totals (
 "#,
     // 17: events' data and audit bodies (`coffer_core::pack::json`: a
     // third of their text) and invoices (`pack::bech32`: three fifths) are
-    // written packed, given back byte for byte, as BLOBs. A TEXT column keeps a BLOB as it is, so no row and
-    // no column changes here: rows written before stay text and read as
-    // they are. The version tells an older build that it cannot read this
-    // store.
+    // written packed, given back byte for byte, as BLOBs. A TEXT column
+    // keeps a BLOB as it is, so no row and no column changes here: rows
+    // written before stay text and read as they are. The version tells an
+    // older build that it cannot read this store.
     r#"
 -- Nothing to change.
 "#,
