@@ -7,7 +7,8 @@
 //! flow that held it (`internal::decide_held`, `outside::decide_held`),
 //! chosen by `payment::decide_approval`. This module imports neither.
 
-use super::chain::{count_spend, load_chain, save_policed, trip_if_needed, uncount_spend};
+use super::chain::{load_chain, save_policed, trip_if_needed, uncount_spend};
+use super::warning::count_spend;
 use crate::error::Error;
 use crate::events::{self, Event};
 use crate::model::{AgentState, ApprovalRecord, ApprovalStatus, AuditEntry, Idempotency};

@@ -12,7 +12,6 @@ use crate::model::{
 };
 use crate::store::Tx;
 use coffer_core::ledger::{self, Transfer};
-use coffer_core::policy::WarningThresholds;
 use coffer_core::{AccountId, Msat};
 
 /// The deepest sub-agent tree: a limit on the chain a payment walks.
@@ -37,18 +36,6 @@ pub fn load_chain(tx: &mut dyn Tx, agent_id: &str) -> Result<Vec<AgentState>, Er
         chain.push(state);
     }
     Ok(chain)
-}
-
-/// Counts a spend in every budget of the chain (in memory; see
-/// [`save_policed`]), warning of the thresholds it crosses (in `tx`).
-pub(crate) fn count_spend(
-    tx: &mut dyn Tx,
-    chain: &mut [AgentState],
-    amount: Msat,
-    warnings: &WarningThresholds,
-    now_ms: i64,
-) -> Result<(), Error> {
-    super::warning::count_spend(tx, chain, amount, warnings, now_ms)
 }
 
 /// Counts a paid request in the budgets of its domain, at every level

@@ -7,10 +7,11 @@
 
 use super::approval::{self, Hold};
 use super::chain::{
-    APPROVAL_PREFIX, Reserved, count_domain_spend, count_spend, load_chain, observe_denial, observe_payment, pay_payee,
-    replay, save_policed, settlement, trip_if_needed,
+    APPROVAL_PREFIX, Reserved, count_domain_spend, load_chain, observe_denial, observe_payment, pay_payee, replay,
+    save_policed, settlement, trip_if_needed,
 };
 use super::decision::{Verdict, decide, stop};
+use super::warning::count_spend;
 use super::{escrow, spend};
 use crate::error::Error;
 use crate::events::kind::{Denied, DeniedPayee, Paid, Succeeded};

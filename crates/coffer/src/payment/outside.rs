@@ -20,10 +20,9 @@
 //! never sent twice.
 
 use super::approval::{self, Hold};
-use super::chain::{
-    APPROVAL_PREFIX, count_spend, load_chain, observe_denial, replay, save_policed, trip_if_needed, uncount_spend,
-};
+use super::chain::{APPROVAL_PREFIX, load_chain, observe_denial, replay, save_policed, trip_if_needed, uncount_spend};
 use super::decision::{Verdict, decide};
+use super::warning::count_spend;
 use crate::error::Error;
 use crate::events::kind::{Denied, DeniedPayee, Deposit, Outgoing, Paid, Succeeded};
 use crate::events::{self, Event};

@@ -10,10 +10,10 @@
 //! counted when the session opened.
 
 use super::chain::{
-    count_spend, earlier_target, load_chain, observe_denial, observe_payment, save_policed, trip_if_needed,
-    uncount_spend,
+    earlier_target, load_chain, observe_denial, observe_payment, save_policed, trip_if_needed, uncount_spend,
 };
 use super::decision::{Verdict, decide, stop};
+use super::warning::count_spend;
 use crate::error::Error;
 use crate::events::{self, Event};
 use crate::model::{
