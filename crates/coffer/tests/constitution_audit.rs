@@ -222,7 +222,12 @@ async fn coffer_audit_passes_on_a_live_and_a_stopped_gateway_and_names_a_tampere
     let conn = Connection::open(gw.db_path()).unwrap();
     let original = rows(&conn);
     let allowed_seq: i64 = conn
-        .query_row("SELECT seq FROM audit_log WHERE action = 'payment.allowed' AND agent_id = ?1", [&id], |r| r.get(0))
+        .query_row(
+            "SELECT seq FROM audit_log WHERE action = 'payment.allowed' \
+             AND agent = (SELECT account_id FROM agents WHERE id = ?1)",
+            [&id],
+            |r| r.get(0),
+        )
         .unwrap();
     let (_, body, prev, _) = original.iter().find(|r| r.0 == allowed_seq).unwrap().clone();
     let last_seq = original.last().unwrap().0;
@@ -255,9 +260,9 @@ async fn coffer_audit_passes_on_a_live_and_a_stopped_gateway_and_names_a_tampere
 
     // A record removed from the middle.
     let (seq, b, p, h) = original.iter().find(|r| r.0 == allowed_seq + 1).unwrap().clone();
-    let saved: (i64, Option<String>, String) = conn
-        .query_row("SELECT at, agent_id, action FROM audit_log WHERE seq = ?1", [seq], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+    let saved: (i64, Option<i64>, Option<String>, String) = conn
+        .query_row("SELECT at, agent, agent_text, action FROM audit_log WHERE seq = ?1", [seq], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
         })
         .unwrap();
     conn.execute("DELETE FROM audit_log WHERE seq = ?1", [seq]).unwrap();
@@ -265,8 +270,9 @@ async fn coffer_audit_passes_on_a_live_and_a_stopped_gateway_and_names_a_tampere
     assert!(!ok, "{report}");
     assert!(report.contains(&format!("audit trail broken at record {}", seq + 1)), "{report}");
     conn.execute(
-        "INSERT INTO audit_log (seq, at, agent_id, action, body, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        params![seq, saved.0, saved.1, saved.2, b, p, h],
+        "INSERT INTO audit_log (seq, at, agent, agent_text, action, body, prev_hash, hash) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        params![seq, saved.0, saved.1, saved.2, saved.3, b, p, h],
     )
     .unwrap();
     assert_eq!(rows(&conn), original);

@@ -626,8 +626,10 @@ async fn an_event_and_an_audit_record_that_commit_late_are_numbered_after_those_
     let db = gws[0].database().expect("a PostgreSQL gateway");
     let late = OpenTransaction::begin(
         &db.url,
-        "INSERT INTO events (type, agent_id, data, created_at) VALUES ('late.event', NULL, '{}', 1); \
-         INSERT INTO audit_log (at, agent_id, action, body) VALUES (1, NULL, 'late.record', '{\"late\":true}');"
+        "INSERT INTO event_kinds (name) VALUES ('late.event'); \
+         INSERT INTO events (kind, agent, data, created_at) \
+         VALUES ((SELECT code FROM event_kinds WHERE name = 'late.event'), NULL, '{}', 1); \
+         INSERT INTO audit_log (at, agent, action, body) VALUES (1, NULL, 'late.record', '{\"late\":true}');"
             .to_owned(),
     );
     let (_, _, payer) = agent_everywhere(&gws, "payer", 10 * P).await;
@@ -647,4 +649,85 @@ async fn an_event_and_an_audit_record_that_commit_late_are_numbered_after_those_
     assert!(ok, "{report}");
     let last = db.query("SELECT action FROM audit_log ORDER BY seq DESC LIMIT 1", &[]);
     assert_eq!(last[0][0].as_deref(), Some("late.record"), "the late record is the newest link");
+}
+
+/// Every event as the operator reads it (`GET /v1/events`, every field),
+/// and those `key` reads: its agent's.
+async fn every_event(gw: &Gateway, key: &str) -> (Vec<serde_json::Value>, Vec<serde_json::Value>) {
+    let mut read = Vec::new();
+    for token in [gw.operator_token(), key] {
+        let page = send(gw.request(Method::GET, "/v1/events?after=0&limit=500", Some(token))).await;
+        assert_eq!(page.status, 200, "{page:?}");
+        read.push(page.json["events"].as_array().expect("events").clone());
+    }
+    let mine = read.pop().unwrap_or_default();
+    (read.pop().unwrap_or_default(), mine)
+}
+
+/// The audit records `query` finds, as `(seq, hash, record)`.
+async fn audit(gw: &Gateway, query: &str) -> Vec<(i64, String, serde_json::Value)> {
+    gw.audit_all(query).await.into_iter().map(|r| (r.seq, r.hash, r.record)).collect()
+}
+
+/// Schema 18 names an event's kind and agent, and an audit record's agent,
+/// by integers. A PostgreSQL store of schema 17 with payments behind it,
+/// put back in that shape by hand, upgrades with every event and record
+/// read as before (ids, kinds, agents, filters), passes `coffer audit`,
+/// and numbers its next events after the old ones.
+#[tokio::test]
+async fn a_store_of_schema_17_on_postgres_upgrades_to_integer_kinds_and_agents() {
+    let mut gw = Gateway::start_postgres().await;
+    let (buyer_id, _, key) = gw.new_agent("buyer", 50 * P).await;
+    let (_, seller, _) = gw.new_agent("seller", 0).await;
+    for _ in 0..3 {
+        let inv = invoice(&seller, P).await;
+        assert_eq!(send(pay_request(&gw, &key, &inv.bolt11, None)).await.status, 200);
+    }
+    let (events, mine) = every_event(&gw, &key).await;
+    let trail = audit(&gw, "").await;
+    let buyers = audit(&gw, &format!("agent_id={buyer_id}")).await;
+    assert!(events.len() > 6 && mine.len() >= 3 && !buyers.is_empty(), "{events:#?}");
+    gw.kill9().await;
+
+    // Migration 18 undone: the texts back in their rows, the integers gone.
+    let db = gw.database().expect("a PostgreSQL gateway");
+    for sql in [
+        "ALTER TABLE events ADD COLUMN type TEXT, ADD COLUMN agent_id TEXT",
+        "UPDATE events e SET type = (SELECT k.name FROM event_kinds k WHERE k.code = e.kind), \
+         agent_id = (SELECT a.id FROM agents a WHERE a.account_id = e.agent)",
+        "DROP INDEX events_by_agent",
+        "ALTER TABLE events DROP COLUMN kind, DROP COLUMN agent, ALTER COLUMN type SET NOT NULL",
+        "CREATE INDEX events_by_agent ON events (agent_id, id)",
+        "DROP TABLE event_kinds",
+        "ALTER TABLE audit_log ADD COLUMN agent_id TEXT",
+        "UPDATE audit_log l SET agent_id = COALESCE((SELECT a.id FROM agents a WHERE a.account_id = l.agent), agent_text)",
+        "DROP INDEX audit_by_agent",
+        "ALTER TABLE audit_log DROP COLUMN agent, DROP COLUMN agent_text",
+        "CREATE INDEX audit_by_agent ON audit_log (agent_id, seq)",
+        "UPDATE coffer_schema SET version = 17",
+    ] {
+        db.query(sql, &[]);
+    }
+    let columns = "SELECT string_agg(column_name, ',' ORDER BY column_name)::text FROM information_schema.columns \
+                   WHERE table_name = $1";
+    let shape = |table: &str| db.query(columns, &[table])[0][0].clone().unwrap_or_default();
+    assert_eq!(shape("events"), "agent_id,created_at,data,id,pos,type", "schema 17's events");
+    assert!(shape("audit_log").contains("agent_id") && !shape("audit_log").contains("agent,"), "schema 17's audit");
+
+    gw.restart().await;
+    let db = gw.database().expect("a PostgreSQL gateway");
+    let version = db.query("SELECT version::text FROM coffer_schema", &[]);
+    assert_eq!(version[0][0].as_deref(), Some("18"));
+    assert_eq!(every_event(&gw, &key).await, (events.clone(), mine), "the events read as before");
+    assert_eq!(audit(&gw, "").await, trail, "the audit trail reads as before");
+    assert_eq!(audit(&gw, &format!("agent_id={buyer_id}")).await, buyers, "and filters by agent");
+    let (ok, report) = gw.audit().await;
+    assert!(ok, "{report}");
+
+    let seller = gw.client(&gw.new_agent("seller2", 0).await.2);
+    let inv = invoice(&seller, P).await;
+    assert_eq!(send(pay_request(&gw, &key, &inv.bolt11, None)).await.status, 200);
+    let (after, _) = every_event(&gw, &key).await;
+    let newest_before = events.last().and_then(|e| e["id"].as_i64()).expect("an id");
+    assert!(after.len() > events.len() && after[events.len()..].iter().all(|e| e["id"].as_i64() > Some(newest_before)));
 }

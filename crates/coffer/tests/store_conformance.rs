@@ -349,6 +349,22 @@ async fn approvals_and_audit(store: &dyn Store) {
     let found = store.read(move |tx| tx.audit_log(&filter, 0, 10)).await.expect("filtered");
     assert_eq!(found.len(), 1);
     assert!(found[0].body.contains("agent.funded"));
+    // A record may name what is no agent (the operator linking a chat):
+    // it is kept, and found by that name as by an agent's.
+    let entry = AuditEntry {
+        at_ms: 2_000,
+        action: "bridge.linked",
+        actor: OPERATOR.into(),
+        agent_id: Some(OPERATOR.into()),
+        ..AuditEntry::default()
+    };
+    store.write(move |tx| tx.audit(&entry)).await.expect("an audit entry");
+    store.sealed().await.expect("sealed");
+    for (agent, count) in [(OPERATOR, 1), ("payer", 3), ("nobody", 0)] {
+        let filter = AuditFilter { agent_id: Some(agent.into()), ..AuditFilter::default() };
+        let found = store.read(move |tx| tx.audit_log(&filter, 0, 10)).await.expect("filtered");
+        assert_eq!(found.len(), count, "{agent}'s records");
+    }
 }
 
 async fn rooms_and_messages(store: &dyn Store) {
@@ -405,6 +421,10 @@ async fn rooms_and_messages(store: &dyn Store) {
 }
 
 async fn outbox_and_webhooks(store: &dyn Store) {
+    // An event names an agent of the store, or none.
+    add_agent(store, "x").await;
+    let ghost = store.write(|tx| tx.insert_event("a.ghost", Some("nobody"), &serde_json::json!({}), 1_000)).await;
+    assert!(ghost.is_err(), "an event of an agent the store does not hold: {ghost:?}");
     for (kind, agent) in [("a.one", Some("x")), ("a.two", None), ("a.three", Some("x"))] {
         let data = serde_json::json!({"kind": kind});
         store.write(move |tx| tx.insert_event(kind, agent, &data, 1_000)).await.expect("an event");

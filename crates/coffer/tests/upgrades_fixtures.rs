@@ -22,10 +22,11 @@ use std::path::{Path, PathBuf};
 
 /// The fixtures committed, by schema version: the first schema (1), the one
 /// trade between agents arrived with (10), the one before NWC (13), NWC's
-/// (14), bridges (15), cost attribution (16) and the first whose events,
-/// audit bodies and invoices are stored packed (17). A new fixture gets a
-/// test below and a line here.
-const FIXTURES: [u32; 7] = [1, 10, 13, 14, 15, 16, 17];
+/// (14), bridges (15), cost attribution (16), the first whose events,
+/// audit bodies and invoices are stored packed (17) and the first whose
+/// events and audit records name kinds and agents by integers (18). A new
+/// fixture gets a test below and a line here.
+const FIXTURES: [u32; 8] = [1, 10, 13, 14, 15, 16, 17, 18];
 
 #[derive(Debug, Deserialize)]
 struct Fixture {
@@ -167,6 +168,18 @@ async fn upgrades_audits_and_takes_payments(version: u32) {
             e["type"] == "invoice.paid" && e["data"]["payment_hash"] == paid.payment_hash.as_str()
         };
         assert!(events.iter().any(|e| named(&e)), "v{version}: no invoice.paid event of {paid:?} in {events:?}");
+        // Read by its agent too (from schema 18 named by an integer), and
+        // the payer's audit records found by agent.
+        let payee = fixture.agent(&paid.payee);
+        let own = send(gw.request(Method::GET, "/v1/events?limit=1000", Some(&payee.spend_key))).await;
+        let own = own.json["events"].as_array().expect("an agent's events");
+        let its = |e: &&serde_json::Value| named(e) && e["agent_id"] == payee.id.as_str();
+        assert!(own.iter().any(|e| its(&e)), "v{version}: {}'s events lack {paid:?}: {own:?}", paid.payee);
+        let payer = &fixture.agent(&paid.payer).id;
+        let trail = gw.audit_all(&format!("agent_id={payer}")).await;
+        // Schema 1 had no audit trail.
+        assert!(version < 2 || !trail.is_empty(), "v{version}: no audit record of {payer}");
+        assert!(trail.iter().all(|r| r.record["agent_id"] == payer.as_str()), "v{version}: {trail:?}");
     }
 
     // Balances, the treasury and the keys are as the old build left them.
@@ -300,6 +313,16 @@ async fn a_store_of_schema_17_packed_upgrades_audits_and_takes_payments() {
         return;
     }
     upgrades_audits_and_takes_payments(17).await;
+}
+
+/// Its events name their kind and agent, and its audit records their
+/// agent, by integers: they read back with the texts, by agent too.
+#[tokio::test]
+async fn a_store_of_schema_18_integer_names_upgrades_audits_and_takes_payments() {
+    if common::sqlite_only("the fixtures are SQLite files") {
+        return;
+    }
+    upgrades_audits_and_takes_payments(18).await;
 }
 
 /// The fixtures on disk are the ones tested above, and one was written by a

@@ -316,7 +316,10 @@ pub fn audit(r: &dyn SqlRow) -> Result<AuditRecord, Error> {
     })
 }
 
-pub const EVENT_COLUMNS: &str = "id, type, agent_id, data, created_at FROM events";
+/// An event's kind and agent are integers in its row (schema 18): the
+/// texts are read back from `event_kinds` and `agents`, each by its key.
+pub const EVENT_COLUMNS: &str = "e.id, (SELECT k.name FROM event_kinds k WHERE k.code = e.kind), \
+     (SELECT a.id FROM agents a WHERE a.account_id = e.agent), e.data, e.created_at FROM events e";
 
 pub fn event(r: &dyn SqlRow) -> Result<EventRecord, Error> {
     let data = r.packed_json(3)?;

@@ -162,6 +162,28 @@ fn limit_rows(limit: u32) -> i64 {
 /// horizon), by the partial index `invoices_open_by_expiry`.
 const INVOICES_DUE: &str = "status = 'open' AND expires_at <= ?1 AND (backend IS NULL OR expires_at < ?2)";
 
+/// Gives a kind its code the first time it is written. The existence test
+/// comes first so that a known kind costs one index probe and draws no
+/// number from PostgreSQL's identity; two instances learning the same new
+/// kind at once meet at the unique name, and the second does nothing.
+const LEARN_EVENT_KIND: &str = "INSERT INTO event_kinds (name) SELECT CAST(?1 AS TEXT) \
+     WHERE NOT EXISTS (SELECT 1 FROM event_kinds WHERE name = ?1) ON CONFLICT (name) DO NOTHING";
+
+/// Appends an event by its kind's code and its agent's account id. It
+/// writes exactly one row, or none when `?2` names no agent of the store:
+/// an event's agent is never lost on the way in.
+const INSERT_EVENT: &str = "INSERT INTO events (kind, agent, data, created_at) \
+     SELECT k.code, a.account_id, ?3, ?4 FROM event_kinds k LEFT JOIN agents a ON a.id = ?2 \
+     WHERE k.name = ?1 AND (a.account_id IS NOT NULL OR CAST(?2 AS TEXT) IS NULL)";
+
+fn no_event_agent() -> Error {
+    Error::Internal("an event names an agent the store does not hold".into())
+}
+
+fn no_audit_record() -> Error {
+    Error::Internal("an audit record was not written".into())
+}
+
 impl Tx for SqlTx<'_> {
     fn balance(&mut self, account: AccountId) -> Result<Balance, Error> {
         let sql = format!(
@@ -413,14 +435,18 @@ impl Tx for SqlTx<'_> {
     }
 
     fn audit(&mut self, entry: &AuditEntry) -> Result<(), Error> {
-        // The chain links the body's text; the row holds it packed.
+        // The chain links the body's text; the row holds it packed. For
+        // the filters it names its agent by account id (schema 18), or as
+        // text where the name is no agent's (`operator` linking a chat).
         let body = json(entry)?;
         let packed = coffer_core::pack::json::pack(&body);
         if self.sql.concurrent_writers() {
             // Chained after commit, by the sealer (see `Sql::concurrent_writers`).
-            let sql = "INSERT INTO audit_log (at, agent_id, action, body) VALUES (?1, ?2, ?3, ?4)";
+            let sql = "INSERT INTO audit_log (at, agent, agent_text, action, body) \
+                       SELECT ?1, a.account_id, CASE WHEN a.account_id IS NULL THEN CAST(?2 AS TEXT) END, ?3, ?4 \
+                       FROM (SELECT 1 AS one) o LEFT JOIN agents a ON a.id = ?2";
             let args = args![entry.at_ms, &entry.agent_id, entry.action, packed.as_slice()];
-            return self.append(sql, args, Expect::Any);
+            return self.append(sql, args, Expect::One(no_audit_record));
         }
         let last = self.row("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1", args![], |r| {
             Ok((r.i64(0)?, hash32(r.blob(1)?)?))
@@ -430,10 +456,11 @@ impl Tx for SqlTx<'_> {
             None => (1, audit_chain::GENESIS),
         };
         let hash = audit_chain::link(&prev, body.as_bytes());
-        let sql = "INSERT INTO audit_log (seq, at, agent_id, action, body, prev_hash, hash) \
-                   VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
+        let sql = "INSERT INTO audit_log (seq, at, agent, agent_text, action, body, prev_hash, hash) \
+                   SELECT ?1, ?2, a.account_id, CASE WHEN a.account_id IS NULL THEN CAST(?3 AS TEXT) END, \
+                   ?4, ?5, ?6, ?7 FROM (SELECT 1 AS one) o LEFT JOIN agents a ON a.id = ?3";
         let args = args![seq, entry.at_ms, &entry.agent_id, entry.action, packed.as_slice(), &prev, &hash];
-        self.append(sql, args, Expect::Any)
+        self.append(sql, args, Expect::One(no_audit_record))
     }
 
     fn acknowledges_incoming(&mut self, agent_id: &str) -> Result<bool, Error> {
@@ -532,11 +559,12 @@ impl Tx for SqlTx<'_> {
         now_ms: i64,
     ) -> Result<(), Error> {
         // Packed: most of an event's bytes are key names, ids and hashes
-        // in hex, and the outbox holds several events per payment.
+        // in hex, and the outbox holds several events per payment. Its
+        // kind and agent are integers (schema 18); a kind written for the
+        // first time gets its code here.
         let data = coffer_core::pack::json::pack(&data.to_string());
-        let sql = "INSERT INTO events (type, agent_id, data, created_at) VALUES (?1, ?2, ?3, ?4)";
-        self.append(sql, args![kind, agent_id, data.as_slice(), now_ms], Expect::Any)?;
-        Ok(())
+        self.append(LEARN_EVENT_KIND, args![kind], Expect::Any)?;
+        self.append(INSERT_EVENT, args![kind, agent_id, data.as_slice(), now_ms], Expect::One(no_event_agent))
     }
 
     fn operator_digest(&mut self) -> Result<Option<SecretDigest>, Error> {
@@ -990,7 +1018,9 @@ impl Tx for SqlTx<'_> {
 
     fn audit_log(&mut self, filter: &AuditFilter, after_seq: i64, limit: u32) -> Result<Vec<AuditRecord>, Error> {
         let sql = format!(
-            "SELECT {AUDIT_COLUMNS} WHERE seq > ?1 AND (CAST(?2 AS TEXT) IS NULL OR agent_id = ?2) \
+            "SELECT {AUDIT_COLUMNS} WHERE seq > ?1 \
+             AND (CAST(?2 AS TEXT) IS NULL OR agent = (SELECT account_id FROM agents WHERE id = ?2) \
+             OR agent_text = ?2) \
              AND (CAST(?3 AS TEXT) IS NULL OR action = ?3) AND (CAST(?4 AS BIGINT) IS NULL OR at >= ?4) \
              AND (CAST(?5 AS BIGINT) IS NULL OR at < ?5) ORDER BY seq LIMIT ?6"
         );
@@ -1006,7 +1036,8 @@ impl Tx for SqlTx<'_> {
 
     fn audit_at(&mut self, agent_id: &str, action: &str, at_ms: i64, limit: u32) -> Result<Vec<AuditRecord>, Error> {
         let sql = format!(
-            "SELECT {AUDIT_COLUMNS} WHERE agent_id = ?1 AND action = ?2 AND at = ?3 AND seq IS NOT NULL ORDER BY seq LIMIT ?4"
+            "SELECT {AUDIT_COLUMNS} WHERE agent = (SELECT account_id FROM agents WHERE id = ?1) \
+             AND action = ?2 AND at = ?3 AND seq IS NOT NULL ORDER BY seq LIMIT ?4"
         );
         self.rows(&sql, args![agent_id, action, at_ms, limit_rows(limit)], rows::audit)
     }
@@ -1095,11 +1126,14 @@ impl Tx for SqlTx<'_> {
         // (agent_id, id) for one agent's.
         match agent_id {
             None => {
-                let sql = format!("SELECT {EVENT_COLUMNS} WHERE id > ?1 ORDER BY id LIMIT ?2");
+                let sql = format!("SELECT {EVENT_COLUMNS} WHERE e.id > ?1 ORDER BY e.id LIMIT ?2");
                 self.rows(&sql, args![after_id, limit], rows::event)
             }
             Some(agent) => {
-                let sql = format!("SELECT {EVENT_COLUMNS} WHERE agent_id = ?1 AND id > ?2 ORDER BY id LIMIT ?3");
+                let sql = format!(
+                    "SELECT {EVENT_COLUMNS} WHERE e.agent = (SELECT account_id FROM agents WHERE id = ?1) \
+                     AND e.id > ?2 ORDER BY e.id LIMIT ?3"
+                );
                 self.rows(&sql, args![agent, after_id, limit], rows::event)
             }
         }

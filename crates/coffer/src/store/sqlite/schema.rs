@@ -558,6 +558,56 @@ CREATE TABLE spend_totals (
     r#"
 -- Nothing to change.
 "#,
+    // 18: an event names its kind and its agent by integers, and an audit
+    // record its agent: the kind's code in `event_kinds` (learned as kinds
+    // are first written), the agent's account id. They were texts in every
+    // row and in every entry of `events_by_agent` and `audit_by_agent`,
+    // four of each per payment. Reads give the texts back through both
+    // tables (an audit record's body names its agent too: the chain links
+    // the body; a name that is no agent's, `operator` linking a chat, stays
+    // text in `agent_text`). The rows are copied with their ids, and the events' id
+    // sequence carries over (an id once given is never given again).
+    r#"
+CREATE TABLE event_kinds (
+    code INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE
+);
+INSERT INTO event_kinds (name) SELECT DISTINCT type FROM events ORDER BY type;
+CREATE TABLE events_v18 (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind INTEGER NOT NULL,
+    agent INTEGER,
+    data BLOB NOT NULL,
+    created_at INTEGER NOT NULL
+);
+INSERT INTO events_v18 (id, kind, agent, data, created_at)
+SELECT e.id, (SELECT k.code FROM event_kinds k WHERE k.name = e.type),
+    (SELECT a.account_id FROM agents a WHERE a.id = e.agent_id), e.data, e.created_at
+FROM events e ORDER BY e.id;
+DELETE FROM sqlite_sequence WHERE name = 'events_v18';
+INSERT INTO sqlite_sequence (name, seq) SELECT 'events_v18', seq FROM sqlite_sequence WHERE name = 'events';
+DROP TABLE events;
+ALTER TABLE events_v18 RENAME TO events;
+CREATE INDEX events_by_agent ON events (agent, id);
+CREATE TABLE audit_log_v18 (
+    seq INTEGER PRIMARY KEY,
+    at INTEGER NOT NULL,
+    agent INTEGER,
+    agent_text TEXT,
+    action TEXT NOT NULL,
+    body BLOB NOT NULL,
+    prev_hash BLOB NOT NULL,
+    hash BLOB NOT NULL
+);
+INSERT INTO audit_log_v18 (seq, at, agent, agent_text, action, body, prev_hash, hash)
+SELECT l.seq, l.at, (SELECT a.account_id FROM agents a WHERE a.id = l.agent_id),
+    CASE WHEN NOT EXISTS (SELECT 1 FROM agents a WHERE a.id = l.agent_id) THEN l.agent_id END,
+    l.action, l.body, l.prev_hash, l.hash
+FROM audit_log l ORDER BY l.seq;
+DROP TABLE audit_log;
+ALTER TABLE audit_log_v18 RENAME TO audit_log;
+CREATE INDEX audit_by_agent ON audit_log (agent, seq);
+"#,
 ];
 
 /// The schema version this build writes: the number of migrations.
