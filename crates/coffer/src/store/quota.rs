@@ -59,43 +59,48 @@ pub struct Count {
 
 impl Counted<'_> {
     /// The query (SQLite placeholders; PostgreSQL swaps `?` for `$`): `?1`
-    /// the subject, `?2` the cap, `?3` the time for the timed counts. The
-    /// inner `LIMIT` bounds the rows read, whatever the subject holds.
-    pub fn sql(self) -> &'static str {
-        match self {
+    /// the subject, `?2` the time for the timed counts. The inner `LIMIT`
+    /// bounds the rows read, whatever the subject holds; the cap is written
+    /// into the text, not bound: SQLite plans a bound `LIMIT` by its value,
+    /// and prepared such a statement again on every run (one per invoice).
+    /// A cap is fixed for a process, so each kind stays one cached
+    /// statement.
+    pub fn sql(self, cap: u32) -> String {
+        let query = match self {
             Counted::InvoicesOpen { .. } => {
                 "SELECT COUNT(*), MIN(t) FROM (SELECT expires_at AS t FROM invoices \
-                 WHERE agent_id = ?1 AND status = 'open' AND expires_at > ?3 LIMIT ?2) AS counted"
+                 WHERE agent_id = ?1 AND status = 'open' AND expires_at > ?2 LIMIT {cap}) AS counted"
             }
             Counted::HoldsPending { .. } => {
                 "SELECT COUNT(*), MIN(t) FROM (SELECT expires_at AS t FROM approvals \
-                 WHERE agent_id = ?1 AND status = 'pending' AND expires_at > ?3 LIMIT ?2) AS counted"
+                 WHERE agent_id = ?1 AND status = 'pending' AND expires_at > ?2 LIMIT {cap}) AS counted"
             }
             Counted::EscrowsOpen { .. } => {
                 "SELECT COUNT(*), MIN(t) FROM (SELECT deadline_at AS t FROM escrows \
-                 WHERE payer_agent_id = ?1 AND status IN ('held', 'disputed') LIMIT ?2) AS counted"
+                 WHERE payer_agent_id = ?1 AND status IN ('held', 'disputed') LIMIT {cap}) AS counted"
             }
             Counted::SessionsOpen { .. } => {
                 "SELECT COUNT(*), MIN(t) FROM (SELECT expires_at AS t FROM sessions \
-                 WHERE payer_agent_id = ?1 AND status = 'open' LIMIT ?2) AS counted"
+                 WHERE payer_agent_id = ?1 AND status = 'open' LIMIT {cap}) AS counted"
             }
             Counted::RecentMessages { .. } => {
                 "SELECT COUNT(*), MIN(t) FROM (SELECT created_at AS t FROM messages \
-                 WHERE room_id = ?1 AND created_at > ?3 ORDER BY id DESC LIMIT ?2) AS counted"
+                 WHERE room_id = ?1 AND created_at > ?2 ORDER BY id DESC LIMIT {cap}) AS counted"
             }
             Counted::Rooms { .. } => {
-                "SELECT COUNT(*), MIN(t) FROM (SELECT added_at AS t FROM room_members WHERE member = ?1 LIMIT ?2) \
+                "SELECT COUNT(*), MIN(t) FROM (SELECT added_at AS t FROM room_members WHERE member = ?1 LIMIT {cap}) \
                  AS counted"
             }
             Counted::RoomMembers { .. } => {
-                "SELECT COUNT(*), MIN(t) FROM (SELECT added_at AS t FROM room_members WHERE room_id = ?1 LIMIT ?2) \
+                "SELECT COUNT(*), MIN(t) FROM (SELECT added_at AS t FROM room_members WHERE room_id = ?1 LIMIT {cap}) \
                  AS counted"
             }
             Counted::Subagents { .. } => {
-                "SELECT COUNT(*), MIN(t) FROM (SELECT created_at AS t FROM agents WHERE parent_id = ?1 LIMIT ?2) \
+                "SELECT COUNT(*), MIN(t) FROM (SELECT created_at AS t FROM agents WHERE parent_id = ?1 LIMIT {cap}) \
                  AS counted"
             }
-        }
+        };
+        query.replace("{cap}", &cap.to_string())
     }
 
     pub fn subject(&self) -> &str {
@@ -123,7 +128,7 @@ impl Counted<'_> {
         }
     }
 
-    /// The time of a timed count (`?3`).
+    /// The time of a timed count (`?2`).
     pub fn time(self) -> Option<i64> {
         match self {
             Counted::InvoicesOpen { now_ms, .. } | Counted::HoldsPending { now_ms, .. } => Some(now_ms),

@@ -537,9 +537,10 @@ impl Tx for SqlTx<'_> {
     fn count(&mut self, counted: quota::Counted<'_>, cap: u32) -> Result<quota::Count, Error> {
         self.lock(quota::COUNT_LOCK, args![counted.subject(), counted.lock_key()])?;
         let read = |r: &dyn SqlRow| Ok((r.i64(0)?, r.opt_i64(1)?));
+        let sql = counted.sql(cap);
         let found = match counted.time() {
-            Some(at_ms) => self.row(counted.sql(), args![counted.subject(), cap, at_ms], read)?,
-            None => self.row(counted.sql(), args![counted.subject(), cap], read)?,
+            Some(at_ms) => self.row(&sql, args![counted.subject(), at_ms], read)?,
+            None => self.row(&sql, args![counted.subject()], read)?,
         };
         let (rows, frees_at_ms) = found.ok_or_else(|| Error::Internal("a count returned no row".into()))?;
         Ok(quota::Count { rows: u32::try_from(rows).unwrap_or(u32::MAX), frees_at_ms })
