@@ -565,8 +565,9 @@ CREATE TABLE spend_totals (
     // four of each per payment. Reads give the texts back through both
     // tables (an audit record's body names its agent too: the chain links
     // the body; a name that is no agent's, `operator` linking a chat, stays
-    // text in `agent_text`). The rows are copied with their ids, and the events' id
-    // sequence carries over (an id once given is never given again).
+    // text in `agent_text`). The rows are copied with their ids, and the
+    // events' id sequence carries over (an id once given is never given
+    // again).
     r#"
 CREATE TABLE event_kinds (
     code INTEGER PRIMARY KEY,
