@@ -689,8 +689,10 @@ async fn a_store_of_schema_17_on_postgres_upgrades_to_integer_kinds_and_agents()
     assert!(events.len() > 6 && mine.len() >= 3 && !buyers.is_empty(), "{events:#?}");
     gw.kill9().await;
 
-    // Migration 18 undone: the texts back in their rows, the integers gone.
+    // Migrations 19 and 18 undone: the texts back in their rows, the
+    // integers gone.
     let db = gw.database().expect("a PostgreSQL gateway");
+    undo_migration_19(db);
     for sql in [
         "ALTER TABLE events ADD COLUMN type TEXT, ADD COLUMN agent_id TEXT",
         "UPDATE events e SET type = (SELECT k.name FROM event_kinds k WHERE k.code = e.kind), \
@@ -717,7 +719,7 @@ async fn a_store_of_schema_17_on_postgres_upgrades_to_integer_kinds_and_agents()
     gw.restart().await;
     let db = gw.database().expect("a PostgreSQL gateway");
     let version = db.query("SELECT version::text FROM coffer_schema", &[]);
-    assert_eq!(version[0][0].as_deref(), Some("18"));
+    assert_eq!(version[0][0].as_deref(), Some(coffer::store::SCHEMA_VERSION.to_string().as_str()));
     assert_eq!(every_event(&gw, &key).await, (events.clone(), mine), "the events read as before");
     assert_eq!(audit(&gw, "").await, trail, "the audit trail reads as before");
     assert_eq!(audit(&gw, &format!("agent_id={buyer_id}")).await, buyers, "and filters by agent");
@@ -730,4 +732,112 @@ async fn a_store_of_schema_17_on_postgres_upgrades_to_integer_kinds_and_agents()
     let (after, _) = every_event(&gw, &key).await;
     let newest_before = events.last().and_then(|e| e["id"].as_i64()).expect("an id");
     assert!(after.len() > events.len() && after[events.len()..].iter().all(|e| e["id"].as_i64() > Some(newest_before)));
+}
+
+/// Puts a store of schema 19 back in schema 18's shape: payments, invoices
+/// and idempotency keys name their agents by id again.
+fn undo_migration_19(db: &common::TestDatabase) {
+    let agent_of = |column: &str| {
+        format!(
+            "COALESCE((SELECT a.id FROM agents a WHERE a.account_id = {column}), \
+             CASE WHEN {column} = 2 THEN 'treasury' END)"
+        )
+    };
+    for sql in [
+        "ALTER TABLE invoices ADD COLUMN agent_id TEXT".to_owned(),
+        format!(
+            "UPDATE invoices i SET agent_id = {}, paid_by = COALESCE({}, paid_by)",
+            agent_of("i.account_id"),
+            agent_of("i.payer")
+        ),
+        "DROP INDEX invoices_by_agent".into(),
+        "DROP INDEX invoices_open_by_agent".into(),
+        "ALTER TABLE invoices DROP COLUMN payer, ALTER COLUMN agent_id SET NOT NULL".into(),
+        "CREATE INDEX invoices_by_agent ON invoices (agent_id, seq)".into(),
+        "CREATE INDEX invoices_open_by_agent ON invoices (agent_id, expires_at) WHERE status = 'open'".into(),
+        "ALTER TABLE payments ADD COLUMN agent_id TEXT, ADD COLUMN payee_agent_id TEXT".into(),
+        format!("UPDATE payments p SET agent_id = {}, payee_agent_id = {}", agent_of("p.agent"), agent_of("p.payee")),
+        "DROP INDEX payments_by_agent".into(),
+        "ALTER TABLE payments DROP COLUMN agent, DROP COLUMN payee, ALTER COLUMN agent_id SET NOT NULL".into(),
+        "CREATE INDEX payments_by_agent ON payments (agent_id, seq)".into(),
+        "ALTER TABLE idempotency ADD COLUMN agent_id TEXT".into(),
+        format!("UPDATE idempotency k SET agent_id = {}", agent_of("k.agent")),
+        "ALTER TABLE idempotency DROP CONSTRAINT idempotency_pkey".into(),
+        "ALTER TABLE idempotency DROP COLUMN agent, ALTER COLUMN agent_id SET NOT NULL".into(),
+        "ALTER TABLE idempotency ADD PRIMARY KEY (agent_id, key)".into(),
+        "UPDATE coffer_schema SET version = 18".into(),
+    ] {
+        db.query(&sql, &[]);
+    }
+}
+
+/// Everything a payment leaves that schema 19 stores by account id, as the
+/// API reads it: each agent's payments and invoices, in full.
+async fn payments_and_invoices(gw: &Gateway, keys: &[&str]) -> Vec<serde_json::Value> {
+    let mut read = Vec::new();
+    for key in keys {
+        for path in ["/v1/payments?limit=100", "/v1/invoices?limit=100"] {
+            let page = send(gw.request(Method::GET, path, Some(key))).await;
+            assert_eq!(page.status, 200, "{page:?}");
+            read.push(page.json.clone());
+        }
+    }
+    read
+}
+
+/// Schema 19 names the agents of payments, invoices and idempotency keys
+/// by account id. A PostgreSQL store of schema 18 with payments behind it,
+/// put back in that shape by hand, upgrades with every payment and invoice
+/// read as before, keeps its idempotency keys (a retry pays nothing again)
+/// and its invoices' payers, and passes `coffer audit`.
+#[tokio::test]
+async fn a_store_of_schema_18_on_postgres_upgrades_to_integer_payers_and_payees() {
+    let mut gw = Gateway::start_postgres().await;
+    let (_, _, key) = gw.new_agent("buyer", 50 * P).await;
+    let (_, seller, seller_key) = gw.new_agent("seller", 0).await;
+    let mut paid = Vec::new();
+    for i in 0..3 {
+        let inv = invoice(&seller, P).await;
+        let r = send(pay_request(&gw, &key, &inv.bolt11, Some(&format!("retry-{i}")))).await;
+        assert_eq!(r.status, 200, "{r:?}");
+        paid.push((inv.bolt11, r.json["id"].clone()));
+    }
+    let open = invoice(&seller, 2 * P).await;
+    let before = payments_and_invoices(&gw, &[&key, &seller_key]).await;
+    let balances = gw.balances().await;
+    gw.kill9().await;
+
+    let db = gw.database().expect("a PostgreSQL gateway");
+    undo_migration_19(db);
+    let columns = "SELECT string_agg(column_name, ',' ORDER BY column_name)::text FROM information_schema.columns \
+                   WHERE table_name = $1";
+    let shape = |table: &str| db.query(columns, &[table])[0][0].clone().unwrap_or_default();
+    assert!(shape("payments").contains("payee_agent_id") && !shape("payments").contains("payee,"), "schema 18's");
+    assert_eq!(shape("idempotency"), "agent_id,created_at,key,payment_id,request_digest", "schema 18's keys");
+
+    gw.restart().await;
+    let db = gw.database().expect("a PostgreSQL gateway");
+    let version = db.query("SELECT version::text FROM coffer_schema", &[]);
+    assert_eq!(version[0][0].as_deref(), Some("19"));
+    assert_eq!(payments_and_invoices(&gw, &[&key, &seller_key]).await, before, "read as before");
+    // The keys hold: each retry answers its payment and pays nothing.
+    for (i, (bolt11, id)) in paid.iter().enumerate() {
+        let r = send(pay_request(&gw, &key, bolt11, Some(&format!("retry-{i}")))).await;
+        assert_eq!(r.status, 200, "{r:?}");
+        assert_eq!(&r.json["id"], id, "{r:?}");
+    }
+    assert_eq!(gw.balances().await, balances);
+    // The open invoice is still the seller's, and paid now by the buyer:
+    // every paid invoice names the buyer's account as its payer.
+    assert_eq!(send(pay_request(&gw, &key, &open.bolt11, None)).await.status, 200);
+    let payers = db.query(
+        "SELECT (SELECT a.name FROM agents a WHERE a.account_id = i.payer), paid_by, status FROM invoices i \
+         ORDER BY seq",
+        &[],
+    );
+    let expected: Vec<Vec<Option<String>>> =
+        (0..4).map(|_| vec![Some("buyer".into()), None, Some("paid".into())]).collect();
+    assert_eq!(payers, expected);
+    let (ok, report) = gw.audit().await;
+    assert!(ok, "{report}");
 }

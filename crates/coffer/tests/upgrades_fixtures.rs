@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 /// audit bodies and invoices are stored packed (17) and the first whose
 /// events and audit records name kinds and agents by integers (18). A new
 /// fixture gets a test below and a line here.
-const FIXTURES: [u32; 8] = [1, 10, 13, 14, 15, 16, 17, 18];
+const FIXTURES: [u32; 9] = [1, 10, 13, 14, 15, 16, 17, 18, 19];
 
 #[derive(Debug, Deserialize)]
 struct Fixture {
@@ -59,6 +59,8 @@ struct PaidInvoice {
     payee: String,
     payer: String,
     amount_msat: u64,
+    /// Its memo, which was also the payment's purpose.
+    memo: String,
     /// A hold invoice, paid then settled by its payee (schema 10 on).
     #[serde(default)]
     hold: bool,
@@ -211,7 +213,21 @@ async fn upgrades_audits_and_takes_payments(version: u32) {
         assert_eq!((inv.status, inv.amount_msat), (InvoiceStatus::Paid, paid.amount_msat), "v{version} {paid:?}");
         assert_eq!(inv.hold, paid.hold, "v{version} {paid:?}");
         assert_ne!(paid.payer, paid.payee);
+        if paid.hold {
+            continue;
+        }
+        // Its payment was made under an idempotency key (`make-fixture.sh`):
+        // the same request again answers that payment, naming its payee
+        // (agents named by account id from schema 19), and pays nothing.
+        let payer = fixture.agent(&paid.payer);
+        let key = format!("fixture-{}-pays-{}", paid.payer, paid.payee);
+        let again = gw.pay_raw(&payer.spend_key, &inv.bolt11, &paid.memo, Some(&key)).await;
+        assert_eq!(again.status, 200, "v{version}: {paid:?} again: {again:?}");
+        assert_eq!(again.json["payment_hash"], paid.payment_hash.as_str(), "v{version}: {again:?}");
+        let payee_id = fixture.agent(&paid.payee).id.as_str();
+        assert_eq!(again.json["payee_agent_id"], payee_id, "v{version}: {again:?}");
     }
+    assert_eq!(gw.balances().await, expected, "v{version}: the retries paid nothing");
     for refund in &fixture.refunds {
         let payer = gw.client(&fixture.agent(&refund.to).spend_key);
         let payment = payer.payment(&refund.payment_id).await.expect("a refunded payment of the fixture");
@@ -323,6 +339,17 @@ async fn a_store_of_schema_18_integer_names_upgrades_audits_and_takes_payments()
         return;
     }
     upgrades_audits_and_takes_payments(18).await;
+}
+
+/// Its payments name their payer and payee, its invoices their payer, and
+/// its idempotency keys their agent, by account id: they read back with the
+/// texts, and each payment's key still answers it.
+#[tokio::test]
+async fn a_store_of_schema_19_integer_payers_upgrades_audits_and_takes_payments() {
+    if common::sqlite_only("the fixtures are SQLite files") {
+        return;
+    }
+    upgrades_audits_and_takes_payments(19).await;
 }
 
 /// The fixtures on disk are the ones tested above, and one was written by a

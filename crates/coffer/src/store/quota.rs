@@ -68,8 +68,9 @@ impl Counted<'_> {
     pub fn sql(self, cap: u32) -> String {
         let query = match self {
             Counted::InvoicesOpen { .. } => {
-                "SELECT COUNT(*), MIN(t) FROM (SELECT expires_at AS t FROM invoices \
-                 WHERE agent_id = ?1 AND status = 'open' AND expires_at > ?2 LIMIT {cap}) AS counted"
+                "SELECT COUNT(*), MIN(t) FROM (SELECT expires_at AS t FROM invoices WHERE account_id = \
+                 (SELECT account_id FROM agents WHERE id = ?1) AND status = 'open' AND expires_at > ?2 LIMIT {cap}) \
+                 AS counted"
             }
             Counted::HoldsPending { .. } => {
                 "SELECT COUNT(*), MIN(t) FROM (SELECT expires_at AS t FROM approvals \

@@ -510,6 +510,34 @@ DROP INDEX audit_by_agent;
 ALTER TABLE audit_log DROP COLUMN agent_id;
 CREATE INDEX audit_by_agent ON audit_log (agent, seq);
 "#,
+    // 19: payments, invoices and idempotency keys name their agents by
+    // account id (SQLite's migration 19): a payment's payer and payee, an
+    // invoice's payer (its payee was also its account), an idempotency
+    // key's agent. The treasury is its account (2); an invoice's payer that
+    // is no agent (`outside`) stays text in `paid_by`.
+    r#"
+ALTER TABLE invoices ADD COLUMN payer BIGINT;
+UPDATE invoices i SET payer = a.account_id, paid_by = NULL FROM agents a WHERE a.id = i.paid_by;
+DROP INDEX invoices_by_agent;
+DROP INDEX invoices_open_by_agent;
+ALTER TABLE invoices DROP COLUMN agent_id;
+CREATE INDEX invoices_by_agent ON invoices (account_id, seq);
+CREATE INDEX invoices_open_by_agent ON invoices (account_id, expires_at) WHERE status = 'open';
+ALTER TABLE payments ADD COLUMN agent BIGINT, ADD COLUMN payee BIGINT;
+UPDATE payments p SET
+    agent = COALESCE((SELECT a.account_id FROM agents a WHERE a.id = p.agent_id),
+        CASE WHEN p.agent_id = 'treasury' THEN 2 END),
+    payee = COALESCE((SELECT a.account_id FROM agents a WHERE a.id = p.payee_agent_id),
+        CASE WHEN p.payee_agent_id = 'treasury' THEN 2 END);
+DROP INDEX payments_by_agent;
+ALTER TABLE payments DROP COLUMN agent_id, DROP COLUMN payee_agent_id, ALTER COLUMN agent SET NOT NULL;
+CREATE INDEX payments_by_agent ON payments (agent, seq);
+ALTER TABLE idempotency ADD COLUMN agent BIGINT;
+UPDATE idempotency k SET agent = a.account_id FROM agents a WHERE a.id = k.agent_id;
+ALTER TABLE idempotency DROP CONSTRAINT idempotency_pkey;
+ALTER TABLE idempotency DROP COLUMN agent_id, ALTER COLUMN agent SET NOT NULL;
+ALTER TABLE idempotency ADD PRIMARY KEY (agent, key);
+"#,
 ];
 
 /// The schema version this build writes: the number of migrations.

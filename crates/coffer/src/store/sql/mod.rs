@@ -12,6 +12,50 @@
 //! [`SqlTx`] implements the store's row operations ([`super::Tx`]) over any
 //! [`Sql`]; `rows.rs` maps rows to records.
 
+/// An agent's account id in a statement, found by the agent's id in the
+/// parameter `$p` (`"?2"`): rows name agents by account id (an integer,
+/// where the id is 32 bytes of text; schema 19). The treasury, which pays
+/// and is paid under the name [`crate::model::TREASURY_PAYEE`] and is no
+/// agent, is its account (checked below).
+macro_rules! account_of {
+    ($p:literal) => {
+        concat!(
+            "COALESCE((SELECT account_id FROM agents WHERE id = ",
+            $p,
+            "), CASE WHEN ",
+            $p,
+            " = 'treasury' THEN 2 END)"
+        )
+    };
+}
+
+/// An agent's id in a statement, found by the account id in the column
+/// `$c`: the other way of [`account_of`], for reads.
+macro_rules! agent_of {
+    ($c:literal) => {
+        concat!(
+            "COALESCE((SELECT id FROM agents WHERE account_id = ",
+            $c,
+            "), CASE WHEN ",
+            $c,
+            " = 2 THEN 'treasury' END)"
+        )
+    };
+}
+
+// The names the two fragments write as literals.
+const _: () = assert!(coffer_core::ledger::AccountId::TREASURY.0 == 2);
+const _: () = {
+    let name = crate::model::TREASURY_PAYEE.as_bytes();
+    let literal = b"treasury";
+    assert!(name.len() == literal.len());
+    let mut i = 0;
+    while i < name.len() {
+        assert!(name[i] == literal[i]);
+        i += 1;
+    }
+};
+
 mod rows;
 mod tx;
 

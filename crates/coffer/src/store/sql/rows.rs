@@ -153,12 +153,19 @@ pub fn agent(r: &dyn SqlRow) -> Result<AgentRecord, Error> {
     })
 }
 
-/// The columns [`invoice`] reads, without `FROM` (for `RETURNING`).
+/// The columns [`invoice`] reads, without `FROM` (for `RETURNING`). The
+/// payee and the payer are account ids in the row; the payer is a text
+/// (`paid_by`) only when it is no agent (`outside`).
 macro_rules! invoice_columns {
     () => {
-        "payment_hash, agent_id, amount, memo, bolt11, preimage, status, created_at, \
-         expires_at, paid_at, seq, account_id, paid_by, room_id, backend, hold_secs, escrow_after_ms, \
-         escrow_on_timeout"
+        concat!(
+            "payment_hash, ",
+            agent_of!("invoices.account_id"),
+            ", amount, memo, bolt11, preimage, status, created_at, expires_at, paid_at, seq, account_id, \
+             COALESCE(",
+            agent_of!("invoices.payer"),
+            ", invoices.paid_by), room_id, backend, hold_secs, escrow_after_ms, escrow_on_timeout"
+        )
     };
 }
 pub const INVOICE_COLUMNS: &str = concat!(invoice_columns!(), " FROM invoices");
@@ -186,8 +193,15 @@ pub fn invoice(r: &dyn SqlRow) -> Result<(InvoiceRecord, i64, AccountId), Error>
     Ok((record, r.i64(10)?, AccountId(r.i64(11)?)))
 }
 
-pub const PAYMENT_COLUMNS: &str = "id, agent_id, payment_hash, amount, fee, status, purpose, payee_agent_id, \
-     preimage, created_at, seq, detail, refunded, task, tags FROM payments";
+/// The columns [`payment`] reads: the payer and the payee are account ids
+/// in the row.
+pub const PAYMENT_COLUMNS: &str = concat!(
+    "id, ",
+    agent_of!("payments.agent"),
+    ", payment_hash, amount, fee, status, purpose, ",
+    agent_of!("payments.payee"),
+    ", preimage, created_at, seq, detail, refunded, task, tags FROM payments"
+);
 
 /// A payment, with its place in the agent's list.
 pub fn payment(r: &dyn SqlRow) -> Result<(PaymentRecord, i64), Error> {

@@ -207,15 +207,27 @@ impl Tx for SqlTx<'_> {
     fn mark_invoice_paid(&mut self, payment_hash: &[u8; 32], payer_agent_id: &str, now_ms: i64) -> Result<(), Error> {
         // Only an open invoice: the flow checked that it is, and the
         // statement asserts it too (the sweep may not expire it meanwhile).
-        let sql = "UPDATE invoices SET status = 'paid', paid_at = ?2, paid_by = ?3 \
-                   WHERE payment_hash = ?1 AND status = 'open'";
+        let sql = concat!(
+            "UPDATE invoices SET status = 'paid', paid_at = ?2, ",
+            "payer = ",
+            account_of!("?3"),
+            ", paid_by = CASE WHEN ",
+            account_of!("?3"),
+            " IS NULL THEN ?3 END",
+            " WHERE payment_hash = ?1 AND status = 'open'"
+        );
         self.append(sql, args![payment_hash, now_ms, payer_agent_id], Expect::One(|| Error::InvoiceAlreadyPaid))
     }
 
     fn insert_payment(&mut self, p: &PaymentRecord, key_id: &str, transfer_id: Option<i64>) -> Result<(), Error> {
-        let sql = "INSERT INTO payments (id, agent_id, key_id, payment_hash, amount, fee, status, purpose, \
-                   payee_agent_id, preimage, transfer_id, created_at, detail, task, tags) \
-                   VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)";
+        let sql = concat!(
+            "INSERT INTO payments (id, agent, key_id, payment_hash, amount, fee, status, purpose, payee, preimage, \
+             transfer_id, created_at, detail, task, tags) VALUES (?1, ",
+            account_of!("?2"),
+            ", ?3, ?4, ?5, ?6, ?7, ?8, ",
+            account_of!("CAST(?9 AS TEXT)"),
+            ", ?10, ?11, ?12, ?13, ?14, ?15)"
+        );
         let (amount, fee) = (to_sql(p.amount)?, to_sql(p.fee)?);
         let tags = p.attribution.tags_column();
         self.append(
@@ -306,7 +318,11 @@ impl Tx for SqlTx<'_> {
         // A retry racing the request it repeats then finds its key once
         // that one committed, rather than its paid invoice.
         self.lock_agent(agent_id)?;
-        let sql = "SELECT request_digest, payment_id FROM idempotency WHERE agent_id = ?1 AND key = ?2";
+        let sql = concat!(
+            "SELECT request_digest, payment_id FROM idempotency WHERE agent = ",
+            account_of!("?1"),
+            " AND key = ?2"
+        );
         self.row(sql, args![agent_id, key], |r| Ok((hash32(r.blob(0)?)?, r.text(1)?)))
     }
 
@@ -317,8 +333,11 @@ impl Tx for SqlTx<'_> {
         target_id: &str,
         now_ms: i64,
     ) -> Result<(), Error> {
-        let sql = "INSERT INTO idempotency (agent_id, key, request_digest, payment_id, created_at) \
-                   VALUES (?1, ?2, ?3, ?4, ?5)";
+        let sql = concat!(
+            "INSERT INTO idempotency (agent, key, request_digest, payment_id, created_at) VALUES (",
+            account_of!("?1"),
+            ", ?2, ?3, ?4, ?5)"
+        );
         self.append(sql, args![agent_id, &idem.key, &idem.request_digest, target_id, now_ms], Expect::Any)?;
         Ok(())
     }
@@ -893,9 +912,9 @@ impl Tx for SqlTx<'_> {
             let sql = "SELECT account_id FROM agents WHERE id = ?1";
             self.row(sql, args![&inv.agent_id], |r| r.i64(0))?.ok_or(Error::NotFound("agent"))?
         };
-        let sql = "INSERT INTO invoices (payment_hash, agent_id, account_id, amount, memo, bolt11, preimage, status, \
+        let sql = "INSERT INTO invoices (payment_hash, account_id, amount, memo, bolt11, preimage, status, \
                    created_at, expires_at, room_id, backend, hold_secs, escrow_after_ms, escrow_on_timeout) \
-                   VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'open', ?8, ?9, ?10, ?11, ?12, ?13, ?14)";
+                   VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'open', ?7, ?8, ?9, ?10, ?11, ?12, ?13)";
         let amount = to_sql(inv.amount)?;
         // Packed: the invoice is most of its row.
         let bolt11 = coffer_core::pack::bech32::pack(&inv.bolt11);
@@ -903,7 +922,6 @@ impl Tx for SqlTx<'_> {
             sql,
             args![
                 &inv.payment_hash,
-                &inv.agent_id,
                 account,
                 amount,
                 &inv.memo,
@@ -924,7 +942,10 @@ impl Tx for SqlTx<'_> {
 
     fn invoices(&mut self, agent_id: &str, page: PageRequest) -> Result<(Vec<InvoiceRecord>, Option<i64>), Error> {
         let (before, limit) = page_bounds(page);
-        let sql = format!("SELECT {INVOICE_COLUMNS} WHERE agent_id = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3");
+        let sql = format!(
+            concat!("SELECT {} WHERE account_id = ", account_of!("?1"), " AND seq < ?2 ORDER BY seq DESC LIMIT ?3"),
+            INVOICE_COLUMNS
+        );
         let found = self.rows(&sql, args![agent_id, before, limit], rows::invoice)?;
         let cursor = next_cursor(found.len(), limit, found.last().map(|r| r.1));
         Ok((found.into_iter().map(|r| r.0).collect(), cursor))
@@ -964,7 +985,10 @@ impl Tx for SqlTx<'_> {
 
     fn payments(&mut self, agent_id: &str, page: PageRequest) -> Result<(Vec<PaymentRecord>, Option<i64>), Error> {
         let (before, limit) = page_bounds(page);
-        let sql = format!("SELECT {PAYMENT_COLUMNS} WHERE agent_id = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3");
+        let sql = format!(
+            concat!("SELECT {} WHERE agent = ", account_of!("?1"), " AND seq < ?2 ORDER BY seq DESC LIMIT ?3"),
+            PAYMENT_COLUMNS
+        );
         let found = self.rows(&sql, args![agent_id, before, limit], rows::payment)?;
         let cursor = next_cursor(found.len(), limit, found.last().map(|r| r.1));
         Ok((found.into_iter().map(|r| r.0).collect(), cursor))
@@ -1250,8 +1274,14 @@ impl Tx for SqlTx<'_> {
         paid_by: Option<&str>,
         paid_at_ms: Option<i64>,
     ) -> Result<bool, Error> {
-        let sql = "UPDATE invoices SET status = ?3, paid_by = COALESCE(?4, paid_by), \
-                   paid_at = COALESCE(?5, paid_at) WHERE payment_hash = ?1 AND status = ?2";
+        // A payer given (an agent, or `outside`) replaces the one before.
+        let sql = concat!(
+            "UPDATE invoices SET status = ?3, payer = CASE WHEN CAST(?4 AS TEXT) IS NULL THEN payer ELSE ",
+            account_of!("CAST(?4 AS TEXT)"),
+            " END, paid_by = CASE WHEN CAST(?4 AS TEXT) IS NULL THEN paid_by WHEN ",
+            account_of!("CAST(?4 AS TEXT)"),
+            " IS NULL THEN ?4 END, paid_at = COALESCE(?5, paid_at) WHERE payment_hash = ?1 AND status = ?2"
+        );
         Ok(self.execute(sql, args![payment_hash, from.as_str(), to.as_str(), paid_by, paid_at_ms])? == 1)
     }
 

@@ -609,6 +609,94 @@ DROP TABLE audit_log;
 ALTER TABLE audit_log_v18 RENAME TO audit_log;
 CREATE INDEX audit_by_agent ON audit_log (agent, seq);
 "#,
+    // 19: payments, invoices and idempotency keys name their agents by
+    // account id, as events do since 18: a payment's payer and payee, an
+    // invoice's payer (its payee was there twice: as a text and as its
+    // account), an idempotency key's agent. They were texts in every row
+    // and in every entry of `payments_by_agent`, `invoices_by_agent` and
+    // the keys' primary key. The treasury, which is no agent, is its
+    // account (2); an invoice's payer that is no agent (`outside`) stays
+    // text in `paid_by`. Reads give the texts back through `agents`.
+    r#"
+CREATE TABLE invoices_v19 (
+    seq INTEGER PRIMARY KEY,
+    payment_hash BLOB NOT NULL UNIQUE,
+    account_id INTEGER NOT NULL,
+    amount INTEGER NOT NULL CHECK (amount > 0),
+    memo TEXT NOT NULL,
+    bolt11 TEXT NOT NULL,
+    preimage BLOB NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('open', 'paid', 'expired', 'accepted', 'cancelled')),
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    paid_at INTEGER,
+    payer INTEGER,
+    paid_by TEXT,
+    room_id TEXT,
+    backend TEXT,
+    hold_secs INTEGER CHECK (hold_secs > 0),
+    escrow_after_ms INTEGER CHECK (escrow_after_ms > 0),
+    escrow_on_timeout TEXT CHECK (escrow_on_timeout IN ('release', 'refund'))
+);
+INSERT INTO invoices_v19 (seq, payment_hash, account_id, amount, memo, bolt11, preimage, status, created_at,
+    expires_at, paid_at, payer, paid_by, room_id, backend, hold_secs, escrow_after_ms, escrow_on_timeout)
+SELECT i.seq, i.payment_hash, i.account_id, i.amount, i.memo, i.bolt11, i.preimage, i.status, i.created_at,
+    i.expires_at, i.paid_at, (SELECT a.account_id FROM agents a WHERE a.id = i.paid_by),
+    CASE WHEN NOT EXISTS (SELECT 1 FROM agents a WHERE a.id = i.paid_by) THEN i.paid_by END,
+    i.room_id, i.backend, i.hold_secs, i.escrow_after_ms, i.escrow_on_timeout
+FROM invoices i ORDER BY i.seq;
+DROP TABLE invoices;
+ALTER TABLE invoices_v19 RENAME TO invoices;
+CREATE INDEX invoices_by_agent ON invoices (account_id, seq);
+CREATE INDEX invoices_watched ON invoices (seq) WHERE status = 'open' AND backend IS NOT NULL;
+CREATE INDEX invoices_open_by_expiry ON invoices (expires_at) WHERE status = 'open';
+CREATE INDEX invoices_open_by_agent ON invoices (account_id, expires_at) WHERE status = 'open';
+CREATE INDEX invoices_expired ON invoices (expires_at) WHERE status = 'expired';
+CREATE TABLE payments_v19 (
+    seq INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    agent INTEGER NOT NULL,
+    key_id TEXT NOT NULL,
+    payment_hash BLOB NOT NULL,
+    amount INTEGER NOT NULL CHECK (amount > 0),
+    fee INTEGER NOT NULL CHECK (fee >= 0),
+    status TEXT NOT NULL CHECK (status IN ('succeeded', 'pending', 'failed', 'held', 'refunded')),
+    purpose TEXT NOT NULL,
+    payee INTEGER,
+    preimage BLOB,
+    transfer_id INTEGER,
+    created_at INTEGER NOT NULL,
+    detail TEXT,
+    refunded INTEGER NOT NULL DEFAULT 0 CHECK (refunded >= 0 AND refunded <= amount),
+    task TEXT,
+    tags TEXT
+);
+INSERT INTO payments_v19 (seq, id, agent, key_id, payment_hash, amount, fee, status, purpose, payee, preimage,
+    transfer_id, created_at, detail, refunded, task, tags)
+SELECT p.seq, p.id,
+    COALESCE((SELECT a.account_id FROM agents a WHERE a.id = p.agent_id), CASE WHEN p.agent_id = 'treasury' THEN 2 END),
+    p.key_id, p.payment_hash, p.amount, p.fee, p.status, p.purpose,
+    COALESCE((SELECT a.account_id FROM agents a WHERE a.id = p.payee_agent_id),
+        CASE WHEN p.payee_agent_id = 'treasury' THEN 2 END),
+    p.preimage, p.transfer_id, p.created_at, p.detail, p.refunded, p.task, p.tags
+FROM payments p ORDER BY p.seq;
+DROP TABLE payments;
+ALTER TABLE payments_v19 RENAME TO payments;
+CREATE INDEX payments_by_agent ON payments (agent, seq);
+CREATE TABLE idempotency_v19 (
+    agent INTEGER NOT NULL,
+    key TEXT NOT NULL,
+    request_digest BLOB NOT NULL,
+    payment_id TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (agent, key)
+) WITHOUT ROWID;
+INSERT INTO idempotency_v19 (agent, key, request_digest, payment_id, created_at)
+SELECT (SELECT a.account_id FROM agents a WHERE a.id = k.agent_id), k.key, k.request_digest, k.payment_id, k.created_at
+FROM idempotency k;
+DROP TABLE idempotency;
+ALTER TABLE idempotency_v19 RENAME TO idempotency;
+"#,
 ];
 
 /// The schema version this build writes: the number of migrations.
