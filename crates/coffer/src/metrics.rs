@@ -234,6 +234,7 @@ pub struct Metrics {
     store_batch_jobs: AtomicU64,
     store_wal_restarts: AtomicU64,
     store_wal_stall_us: AtomicU64,
+    store_reprepares: AtomicU64,
     limits_hit: [AtomicU64; crate::limits::Limit::ALL.len()],
     /// Rows removed by retention: invoices, events, deliveries.
     pruned: [AtomicU64; 3],
@@ -253,6 +254,7 @@ pub static METRICS: Metrics = Metrics {
     store_batch_jobs: AtomicU64::new(0),
     store_wal_restarts: AtomicU64::new(0),
     store_wal_stall_us: AtomicU64::new(0),
+    store_reprepares: AtomicU64::new(0),
     limits_hit: [const { AtomicU64::new(0) }; crate::limits::Limit::ALL.len()],
     pruned: [const { AtomicU64::new(0) }; 3],
     event_stream_store_reads: AtomicU64::new(0),
@@ -282,6 +284,11 @@ impl Metrics {
     pub fn record_wal_stall(&self, stalled: std::time::Duration) {
         let us = u64::try_from(stalled.as_micros()).unwrap_or(u64::MAX);
         self.store_wal_stall_us.fetch_add(us, Relaxed);
+    }
+
+    /// SQLite prepared cached statements `n` times again while they ran.
+    pub fn record_reprepares(&self, n: u64) {
+        self.store_reprepares.fetch_add(n, Relaxed);
     }
 
     pub fn wal_stall_us(&self) -> u64 {
@@ -399,6 +406,11 @@ impl Metrics {
                 "coffer_store_wal_stall_microseconds_total",
                 "Time the writer spent checkpointing so that the WAL could start over (no commits meanwhile).",
                 &self.store_wal_stall_us,
+            ),
+            (
+                "coffer_store_statement_reprepares_total",
+                "Times SQLite prepared a cached statement again as it ran (a plan depending on a bound value).",
+                &self.store_reprepares,
             ),
             (
                 "coffer_event_stream_store_reads_total",

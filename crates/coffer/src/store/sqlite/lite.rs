@@ -11,8 +11,10 @@ pub struct Lite<'a>(pub &'a Connection);
 
 impl Sql for Lite<'_> {
     fn execute(&mut self, sql: &str, args: &[Arg<'_>]) -> Result<u64, Error> {
-        let changed = self.0.prepare_cached(sql)?.execute(params_from_iter(args.iter()))?;
-        Ok(changed as u64)
+        let mut stmt = self.0.prepare_cached(sql)?;
+        let changed = stmt.execute(params_from_iter(args.iter()));
+        count_reprepares(&stmt);
+        Ok(changed? as u64)
     }
 
     fn query(
@@ -23,10 +25,30 @@ impl Sql for Lite<'_> {
     ) -> Result<(), Error> {
         let mut stmt = self.0.prepare_cached(sql)?;
         let mut rows = stmt.query(params_from_iter(args.iter()))?;
+        let mut read = Ok(());
         while let Some(row) = rows.next()? {
-            each(&LiteRow(row))?;
+            read = each(&LiteRow(row));
+            if read.is_err() {
+                break;
+            }
         }
-        Ok(())
+        drop(rows);
+        count_reprepares(&stmt);
+        read
+    }
+}
+
+/// Counts the times SQLite prepared a cached statement again while it ran
+/// (`SQLITE_STMTSTATUS_REPREPARE`, reset at each run). SQLite does when the
+/// schema changed, and on every run of a statement whose plan depends on a
+/// bound value (a bound `LIMIT`, an `INSERT ... SELECT` over a join): then
+/// the cache saves nothing, and the parser shows in the writer's profile.
+/// `coffer_store_statement_reprepares_total` shows it, and a test holds
+/// the payment path to none.
+fn count_reprepares(stmt: &rusqlite::Statement<'_>) {
+    let again = stmt.reset_status(rusqlite::StatementStatus::RePrepare);
+    if let Ok(again @ 1..) = u64::try_from(again) {
+        crate::metrics::METRICS.record_reprepares(again);
     }
 }
 
