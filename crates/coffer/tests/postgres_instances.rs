@@ -818,7 +818,7 @@ async fn a_store_of_schema_18_on_postgres_upgrades_to_integer_payers_and_payees(
     gw.restart().await;
     let db = gw.database().expect("a PostgreSQL gateway");
     let version = db.query("SELECT version::text FROM coffer_schema", &[]);
-    assert_eq!(version[0][0].as_deref(), Some("19"));
+    assert_eq!(version[0][0].as_deref(), Some(coffer::store::SCHEMA_VERSION.to_string().as_str()));
     assert_eq!(payments_and_invoices(&gw, &[&key, &seller_key]).await, before, "read as before");
     // The keys hold: each retry answers its payment and pays nothing.
     for (i, (bolt11, id)) in paid.iter().enumerate() {

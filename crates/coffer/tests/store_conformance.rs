@@ -272,6 +272,25 @@ async fn invoices_and_payments(store: &dyn Store) {
     let update = done.clone();
     store.write(move |tx| tx.update_payment(&update, None)).await.expect("updated");
     assert_eq!(store.read(|tx| tx.payment("pay_1")).await.expect("a read"), Some(done));
+    // Paid at once, to an agent: its preimage is its invoice's (kept once,
+    // in the invoice's row), and its payee reads back. One whose preimage is
+    // not its invoice's keeps its own; one without none.
+    let internal = PaymentRecord {
+        id: "pay_2".into(),
+        payment_hash: [3; 32],
+        status: PaymentStatus::Succeeded,
+        payee_agent_id: Some("payee".into()),
+        preimage: Some([4; 32]),
+        ..payment.clone()
+    };
+    let other = PaymentRecord { id: "pay_3".into(), preimage: Some([5; 32]), ..internal.clone() };
+    let none = PaymentRecord { id: "pay_4".into(), preimage: None, status: PaymentStatus::Failed, ..internal.clone() };
+    for p in [&internal, &other, &none] {
+        let stored = p.clone();
+        store.write(move |tx| tx.insert_payment(&stored, "key_payee", None)).await.expect("a payment");
+        let id = p.id.clone();
+        assert_eq!(store.read(move |tx| tx.payment(&id)).await.expect("a read").as_ref(), Some(p));
+    }
 
     let idem = Idempotency { key: "k1".into(), request_digest: [4; 32] };
     let again = idem.clone();

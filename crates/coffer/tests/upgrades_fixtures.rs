@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 /// audit bodies and invoices are stored packed (17) and the first whose
 /// events and audit records name kinds and agents by integers (18). A new
 /// fixture gets a test below and a line here.
-const FIXTURES: [u32; 9] = [1, 10, 13, 14, 15, 16, 17, 18, 19];
+const FIXTURES: [u32; 10] = [1, 10, 13, 14, 15, 16, 17, 18, 19, 20];
 
 #[derive(Debug, Deserialize)]
 struct Fixture {
@@ -224,6 +224,11 @@ async fn upgrades_audits_and_takes_payments(version: u32) {
         let again = gw.pay_raw(&payer.spend_key, &inv.bolt11, &paid.memo, Some(&key)).await;
         assert_eq!(again.status, 200, "v{version}: {paid:?} again: {again:?}");
         assert_eq!(again.json["payment_hash"], paid.payment_hash.as_str(), "v{version}: {again:?}");
+        // Its preimage (kept in its invoice's row from schema 20) is the
+        // one that hashes to it.
+        let preimage = again.json["preimage"].as_str().and_then(|p| hex::decode(p).ok()).expect("a preimage");
+        let hashed = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&preimage));
+        assert_eq!(hashed, paid.payment_hash, "v{version}: {again:?}");
         let payee_id = fixture.agent(&paid.payee).id.as_str();
         assert_eq!(again.json["payee_agent_id"], payee_id, "v{version}: {again:?}");
     }
@@ -350,6 +355,17 @@ async fn a_store_of_schema_19_integer_payers_upgrades_audits_and_takes_payments(
         return;
     }
     upgrades_audits_and_takes_payments(19).await;
+}
+
+/// Its invoices are packed without their hash, and its internal payments
+/// keep their preimages in their invoices: they read back whole, and
+/// each payment's key still answers it (naming its preimage's hash).
+#[tokio::test]
+async fn a_store_of_schema_20_hashless_invoices_upgrades_audits_and_takes_payments() {
+    if common::sqlite_only("the fixtures are SQLite files") {
+        return;
+    }
+    upgrades_audits_and_takes_payments(20).await;
 }
 
 /// The fixtures on disk are the ones tested above, and one was written by a

@@ -27,5 +27,6 @@ impl std::fmt::Display for PackError {
 impl std::error::Error for PackError {}
 
 // The packed forms' first bytes differ from each other and from any text's.
-const _: () = assert!(json::PACKED_V1 != bech32::PACKED_BECH32_V1);
-const _: () = assert!(json::PACKED_V1 < b' ' && bech32::PACKED_BECH32_V1 < b' ');
+const _: () = assert!(json::PACKED_V1 != bech32::PACKED_BECH32_V1 && json::PACKED_V1 != bech32::PACKED_BECH32_V2);
+const _: () = assert!(bech32::PACKED_BECH32_V1 != bech32::PACKED_BECH32_V2);
+const _: () = assert!(json::PACKED_V1 < b' ' && bech32::PACKED_BECH32_V1 < b' ' && bech32::PACKED_BECH32_V2 < b' ');

@@ -16,7 +16,7 @@ use std::process::ExitCode;
 /// constant); checked against the stores' at compile time.
 macro_rules! schema_version {
     () => {
-        "19"
+        "20"
     };
 }
 

@@ -43,6 +43,43 @@ macro_rules! agent_of {
     };
 }
 
+/// A payment's preimage as its row keeps it (`$p` the preimage, `$h` the
+/// payment hash): empty when an invoice of this store holds it, which is
+/// every internal payment's (schema 20; 32 bytes a payment). Whatever the
+/// invoice's status, its preimage is the one that hashes to `$h`, and a
+/// paid invoice is never removed. [`preimage_read!`] gives it back.
+macro_rules! preimage_kept {
+    ($p:literal, $h:literal) => {
+        concat!(
+            "CASE WHEN ",
+            $p,
+            " = (SELECT i.preimage FROM invoices i WHERE i.payment_hash = ",
+            $h,
+            ") THEN substr(",
+            $p,
+            ", 1, 0) ELSE ",
+            $p,
+            " END"
+        )
+    };
+}
+
+/// A payment's preimage read from its row (the column `$p`, the hash in
+/// `$h`): the invoice's where [`preimage_kept!`] left it empty.
+macro_rules! preimage_read {
+    ($p:literal, $h:literal) => {
+        concat!(
+            "CASE WHEN length(",
+            $p,
+            ") = 0 THEN (SELECT i.preimage FROM invoices i WHERE i.payment_hash = ",
+            $h,
+            ") ELSE ",
+            $p,
+            " END"
+        )
+    };
+}
+
 // The names the two fragments write as literals.
 const _: () = assert!(coffer_core::ledger::AccountId::TREASURY.0 == 2);
 const _: () = {
@@ -177,9 +214,11 @@ pub trait SqlRow {
         coffer_core::pack::json::unpack(&self.bytes(column)?).map_err(|e| Error::internal("a stored JSON text", e))
     }
 
-    /// An invoice stored packed (`coffer_core::pack::bech32`), or as it is.
-    fn packed_bolt11(&self, column: usize) -> Result<String, Error> {
-        coffer_core::pack::bech32::unpack(&self.bytes(column)?).map_err(|e| Error::internal("a stored invoice", e))
+    /// An invoice stored packed (`coffer_core::pack::bech32`), without its
+    /// payment hash or with it, or as it is.
+    fn packed_bolt11(&self, column: usize, payment_hash: &[u8; 32]) -> Result<String, Error> {
+        coffer_core::pack::bech32::unpack_invoice(&self.bytes(column)?, payment_hash)
+            .map_err(|e| Error::internal("a stored invoice", e))
     }
 }
 

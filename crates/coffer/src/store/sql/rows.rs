@@ -173,12 +173,13 @@ pub const INVOICE_COLUMNS_ONLY: &str = invoice_columns!();
 
 /// An invoice, with its place in the agent's list and the payee's account.
 pub fn invoice(r: &dyn SqlRow) -> Result<(InvoiceRecord, i64, AccountId), Error> {
+    let payment_hash = hash32(r.blob(0)?)?;
     let record = InvoiceRecord {
-        payment_hash: hash32(r.blob(0)?)?,
+        payment_hash,
         agent_id: r.text(1)?,
         amount: msat(r.i64(2)?)?,
         memo: r.text(3)?,
-        bolt11: r.packed_bolt11(4)?,
+        bolt11: r.packed_bolt11(4, &payment_hash)?,
         preimage: hash32(r.blob(5)?)?,
         status: StoredInvoiceStatus::parse(&r.text(6)?)?,
         created_at_ms: r.i64(7)?,
@@ -194,13 +195,15 @@ pub fn invoice(r: &dyn SqlRow) -> Result<(InvoiceRecord, i64, AccountId), Error>
 }
 
 /// The columns [`payment`] reads: the payer and the payee are account ids
-/// in the row.
+/// in the row, and an internal payment's preimage is its invoice's.
 pub const PAYMENT_COLUMNS: &str = concat!(
     "id, ",
     agent_of!("payments.agent"),
     ", payment_hash, amount, fee, status, purpose, ",
     agent_of!("payments.payee"),
-    ", preimage, created_at, seq, detail, refunded, task, tags FROM payments"
+    ", ",
+    preimage_read!("payments.preimage", "payments.payment_hash"),
+    ", created_at, seq, detail, refunded, task, tags FROM payments"
 );
 
 /// A payment, with its place in the agent's list.

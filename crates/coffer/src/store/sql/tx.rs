@@ -226,7 +226,9 @@ impl Tx for SqlTx<'_> {
             account_of!("?2"),
             ", ?3, ?4, ?5, ?6, ?7, ?8, ",
             account_of!("CAST(?9 AS TEXT)"),
-            ", ?10, ?11, ?12, ?13, ?14, ?15)"
+            ", ",
+            preimage_kept!("?10", "?4"),
+            ", ?11, ?12, ?13, ?14, ?15)"
         );
         let (amount, fee) = (to_sql(p.amount)?, to_sql(p.fee)?);
         let tags = p.attribution.tags_column();
@@ -260,8 +262,11 @@ impl Tx for SqlTx<'_> {
     }
 
     fn update_payment(&mut self, p: &PaymentRecord, transfer_id: Option<i64>) -> Result<(), Error> {
-        let sql = "UPDATE payments SET status = ?2, fee = ?3, preimage = ?4, detail = ?5, \
-                   transfer_id = COALESCE(?6, transfer_id), refunded = ?7 WHERE id = ?1";
+        let sql = concat!(
+            "UPDATE payments SET status = ?2, fee = ?3, preimage = ",
+            preimage_kept!("?4", "payments.payment_hash"),
+            ", detail = ?5, transfer_id = COALESCE(?6, transfer_id), refunded = ?7 WHERE id = ?1"
+        );
         let (fee, refunded) = (to_sql(p.fee)?, to_sql(p.refunded)?);
         let status = status_str(p.status);
         let args = args![&p.id, status, fee, p.preimage.as_ref(), &p.detail, transfer_id, refunded];
@@ -916,8 +921,9 @@ impl Tx for SqlTx<'_> {
                    created_at, expires_at, room_id, backend, hold_secs, escrow_after_ms, escrow_on_timeout) \
                    VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'open', ?7, ?8, ?9, ?10, ?11, ?12, ?13)";
         let amount = to_sql(inv.amount)?;
-        // Packed: the invoice is most of its row.
-        let bolt11 = coffer_core::pack::bech32::pack(&inv.bolt11);
+        // Packed, without the payment hash the row holds anyway: the
+        // invoice is most of its row.
+        let bolt11 = coffer_core::pack::bech32::pack_invoice(&inv.bolt11, &inv.payment_hash);
         self.append(
             sql,
             args![
