@@ -5,7 +5,7 @@
 
 mod common;
 
-use coffer_client::{CreateInvoiceRequest, PayOutcome, PayRequest};
+use coffer_client::{Client, CreateInvoiceRequest, PayOutcome, PayRequest};
 use common::Gateway;
 use std::collections::BTreeMap;
 
@@ -61,6 +61,23 @@ async fn pay_once(payee: &coffer_client::Client, payer: &coffer_client::Client, 
     }
 }
 
+/// A payee and a payer with one payment between them: what is measured
+/// comes after it, when every table and index has its first pages and
+/// every statement of the path is cached.
+async fn paying_pair(gw: &Gateway) -> (Client, Client) {
+    let (_, payer, _) = gw.new_agent("payer", 10_000_000).await;
+    let (_, payee, _) = gw.new_agent("payee", 0).await;
+    pay_once(&payee, &payer, 0).await;
+    (payee, payer)
+}
+
+/// `count` more payments of the pair.
+async fn pay_more((payee, payer): &(Client, Client), count: u64) {
+    for i in 1..=count {
+        pay_once(payee, payer, i).await;
+    }
+}
+
 /// The times SQLite prepared a cached statement again, from `/metrics`.
 async fn reprepares(gw: &Gateway) -> u64 {
     let page = common::send(gw.request(reqwest::Method::GET, "/metrics", None)).await;
@@ -79,14 +96,9 @@ async fn the_payment_path_prepares_no_statement_again() {
         return;
     }
     let gw = Gateway::start().await;
-    let (_, payer, _) = gw.new_agent("payer", 10_000_000).await;
-    let (_, payee, _) = gw.new_agent("payee", 0).await;
-    // Past the first payment, each statement of the path is cached.
-    pay_once(&payee, &payer, 0).await;
+    let pair = paying_pair(&gw).await;
     let before = reprepares(&gw).await;
-    for i in 1..=REPREPARE_PAYMENTS {
-        pay_once(&payee, &payer, i).await;
-    }
+    pay_more(&pair, REPREPARE_PAYMENTS).await;
     let again = reprepares(&gw).await - before;
     assert_eq!(again, 0, "{REPREPARE_PAYMENTS} payments prepared statements {again} times again");
 }
@@ -97,14 +109,9 @@ async fn a_payment_stores_no_more_than_its_budget() {
         return;
     }
     let gw = Gateway::start().await;
-    let (_, payer, _) = gw.new_agent("payer", 10_000_000).await;
-    let (_, payee, _) = gw.new_agent("payee", 0).await;
-    // Every table and index has its first pages before the count starts.
-    pay_once(&payee, &payer, 0).await;
+    let pair = paying_pair(&gw).await;
     let before = stored_bytes(&gw);
-    for i in 1..=PAYMENTS {
-        pay_once(&payee, &payer, i).await;
-    }
+    pay_more(&pair, PAYMENTS).await;
     let after = stored_bytes(&gw);
     let grown: BTreeMap<&str, u64> = after
         .iter()
