@@ -83,7 +83,7 @@ pub fn unpack_invoice(stored: &[u8], payment_hash: &[u8; 32]) -> Result<String, 
     if place < TIMESTAMP_VALUES || place > values.len().saturating_sub(SIGNATURE_VALUES) {
         return Err(PackError::Corrupt("the hash's place is outside the tagged fields"));
     }
-    values.splice(place..place, hash_field(payment_hash));
+    values.splice(place..place, hash_field(payment_hash)?);
     Ok(text_of(hrp, &values))
 }
 
@@ -170,7 +170,7 @@ fn try_pack_without_hash(text: &str, payment_hash: &[u8; 32]) -> Option<Vec<u8>>
 /// Where the tagged field holding `payment_hash` starts, if one does.
 fn hash_field_place(values: &[u8], payment_hash: &[u8; 32]) -> Option<usize> {
     let fields_end = values.len().checked_sub(SIGNATURE_VALUES)?;
-    let wanted = hash_field(payment_hash);
+    let wanted = hash_field(payment_hash).ok()?;
     let mut at = TIMESTAMP_VALUES;
     while at + 3 <= fields_end {
         let len = usize::from(values[at + 1]) * 32 + usize::from(values[at + 2]);
@@ -187,31 +187,15 @@ fn hash_field_place(values: &[u8], payment_hash: &[u8; 32]) -> Option<usize> {
 }
 
 /// The tagged field of a payment hash, as five-bit values.
-fn hash_field(payment_hash: &[u8; 32]) -> [u8; HASH_FIELD_VALUES] {
+fn hash_field(payment_hash: &[u8; 32]) -> Result<[u8; HASH_FIELD_VALUES], PackError> {
     let mut field = [0; HASH_FIELD_VALUES];
     field[..3].copy_from_slice(&[HASH_TYPE, (HASH_VALUES / 32) as u8, (HASH_VALUES % 32) as u8]);
-    field[3..].copy_from_slice(&hash_values(payment_hash));
-    field
-}
-
-/// A hash's 256 bits as five-bit values, most significant first, the last
-/// value padded with four zero bits.
-fn hash_values(hash: &[u8; 32]) -> [u8; HASH_VALUES] {
-    let mut out = [0; HASH_VALUES];
-    let (mut acc, mut acc_bits, mut n) = (0u16, 0u32, 0);
-    for b in hash {
-        acc = (acc << 8) | u16::from(*b);
-        acc_bits += 8;
-        while acc_bits >= 5 {
-            acc_bits -= 5;
-            out[n] = ((acc >> acc_bits) & 0x1F) as u8;
-            n += 1;
-        }
-        acc &= (1 << acc_bits) - 1;
-    }
-    // 256 = 51 * 5 + 1: one bit is left for the last value.
-    out[n] = ((acc << (5 - acc_bits)) & 0x1F) as u8;
-    out
+    // The hash's 256 bits and 4 zero bits: a zero byte after it, with 4 of
+    // its bits unused.
+    let mut bytes = [0; 33];
+    bytes[..32].copy_from_slice(payment_hash);
+    field[3..].copy_from_slice(&unpack_bits(&bytes, 4)?);
+    Ok(field)
 }
 
 /// Each byte's five bits as a lowercase bech32 character, `NOT_BECH32` for
@@ -428,7 +412,7 @@ mod tests {
                 data.extend(&before);
             }
             let place = data.len();
-            data.extend(hash_field(&hash));
+            data.extend(hash_field(&hash).expect("a hash's field"));
             data.extend([6, (after.len() / 32) as u8, (after.len() % 32) as u8]);
             data.extend(&after);
             data.extend(&signature);

@@ -538,11 +538,11 @@ ALTER TABLE idempotency DROP CONSTRAINT idempotency_pkey;
 ALTER TABLE idempotency DROP COLUMN agent_id, ALTER COLUMN agent SET NOT NULL;
 ALTER TABLE idempotency ADD PRIMARY KEY (agent, key);
 "#,
-    // 20: an invoice is packed without its payment hash, which its row
-    // holds anyway (`coffer_core::pack::bech32::pack_invoice`: 32 bytes),
-    // and an internal payment keeps an empty preimage, read from its
-    // invoice (32 bytes more). Rows written before read as they are; the
-    // version tells an older build that it cannot read this store (as SQLite's migration 20).
+    // 20 (SQLite's migration 20): an invoice is packed without its payment
+    // hash, which its row holds anyway (`pack_invoice`: 32 bytes), and an
+    // internal payment keeps an empty preimage, read from its invoice (32
+    // bytes more). Rows written before read as they are; the version tells
+    // an older build that it cannot read this store.
     r#"
 -- Nothing to change.
 "#,

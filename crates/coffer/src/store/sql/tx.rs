@@ -208,8 +208,7 @@ impl Tx for SqlTx<'_> {
         // Only an open invoice: the flow checked that it is, and the
         // statement asserts it too (the sweep may not expire it meanwhile).
         let sql = concat!(
-            "UPDATE invoices SET status = 'paid', paid_at = ?2, ",
-            "payer = ",
+            "UPDATE invoices SET status = 'paid', paid_at = ?2, payer = ",
             account_of!("?3"),
             ", paid_by = CASE WHEN ",
             account_of!("?3"),
